@@ -1,1 +1,27 @@
+"""Pure placement of cells on hosts: `(snapshot, requests, now) -> plan`, no I/O.
 
+The controller calls `place` for each batch of pending cells, the cluster planner for node
+groups, and the API's admission calls `explain` to refuse requests that could never fit.
+`cellplane.scheduler.testing` holds builders and a plan checker for tests.
+"""
+
+from .model import (
+    HostSnapshot,
+    Placement,
+    PlacementRequest,
+    Plan,
+    Resources,
+    Unplaced,
+)
+from .place import explain, place
+
+__all__ = [
+    "HostSnapshot",
+    "Placement",
+    "PlacementRequest",
+    "Plan",
+    "Resources",
+    "Unplaced",
+    "explain",
+    "place",
+]

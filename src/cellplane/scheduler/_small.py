@@ -1,0 +1,185 @@
+"""Pure-Python placement engine: exact greedy placement by scanning every host per request.
+
+`place.place` uses it for small host counts (the common case: 1-50 requests over 1-10 hosts),
+where numpy's per-call overhead would dominate, and `place.explain` uses its reason pipeline.
+It is also the reference the numpy engine (`_table`) is tested against: both must return the
+same plan, message for message, for the same input.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from . import _reasons
+from .model import (
+    NEAR_BONUS,
+    READY,
+    HostSnapshot,
+    Placement,
+    PlacementRequest,
+    Plan,
+    Unplaced,
+    millicores,
+)
+
+__all__ = ["HostState", "explain_states", "place_small", "states_of"]
+
+
+class HostState:
+    """Mutable per-batch view of one host: usage, ports and group counts grow as we place."""
+
+    __slots__ = (
+        "cap_c",
+        "cap_d",
+        "cap_m",
+        "div_c",
+        "div_m",
+        "groups",
+        "id",
+        "labels",
+        "ports",
+        "ready",
+        "state",
+        "used_c",
+        "used_d",
+        "used_m",
+        "zone",
+    )
+
+    def __init__(self, h: HostSnapshot) -> None:
+        self.id = h.id
+        self.state = h.state
+        self.ready = h.state == READY
+        self.labels = h.labels
+        self.zone = h.zone
+        self.cap_c = millicores(h.capacity.cpu)
+        self.cap_m = h.capacity.memory_mb
+        self.cap_d = h.capacity.disk_gb
+        self.used_c = millicores(h.used.cpu)
+        self.used_m = h.used.memory_mb
+        self.used_d = h.used.disk_gb
+        # Shares are divided by capacity; a zero-capacity dimension can only hold zero-need
+        # requests, whose share is then 0 / 1.
+        self.div_c = max(self.cap_c, 1)
+        self.div_m = max(self.cap_m, 1)
+        self.ports = set(h.used_ports)
+        self.groups = dict(h.groups)
+
+
+def states_of(hosts: Sequence[HostSnapshot]) -> list[HostState]:
+    """Host states sorted by id, so that a strict `<` scan breaks score ties by host id."""
+    states = sorted((HostState(h) for h in hosts), key=lambda s: s.id)
+    for a, b in itertools.pairwise(states):
+        if a.id == b.id:
+            raise ValueError(f"duplicate host id {a.id!r}")
+    return states
+
+
+def place_small(hosts: Sequence[HostSnapshot], requests: Sequence[PlacementRequest]) -> Plan:
+    states = states_of(hosts)
+    ready = [s for s in states if s.ready]
+    placements: list[Placement] = []
+    unplaced: list[Unplaced] = []
+    for r in requests:
+        c = millicores(r.resources.cpu)
+        m = r.resources.memory_mb
+        d = r.resources.disk_gb
+        want = list(r.labels.items())
+        zones = r.zones
+        near = r.near
+        strict = r.near_strict
+        ports = r.ports
+        group = r.group
+        cap = r.max_per_host
+        best: HostState | None = None
+        best_key = 0.0
+        for s in ready:
+            if c > s.cap_c - s.used_c or m > s.cap_m - s.used_m or d > s.cap_d - s.used_d:
+                continue
+            if want and any(s.labels.get(k) != v for k, v in want):
+                continue
+            if zones is not None and s.zone not in zones:
+                continue
+            has_near = near is not None and s.groups.get(near, 0) > 0
+            if strict and near is not None and not has_near:
+                continue
+            if ports and not ports.isdisjoint(s.ports):
+                continue
+            if cap is not None and s.groups.get(group or "", 0) >= cap:
+                continue
+            key = (s.used_c + c) / s.div_c + (s.used_m + m) / s.div_m
+            if has_near and not strict:
+                key -= NEAR_BONUS
+            if best is None or key < best_key:
+                best, best_key = s, key
+        if best is None:
+            unplaced.append(Unplaced(r.id, explain_states(states, r) or _reasons.FALLBACK))
+            continue
+        best.used_c += c
+        best.used_m += m
+        best.used_d += d
+        if ports:
+            best.ports.update(ports)
+        if group is not None:
+            best.groups[group] = best.groups.get(group, 0) + 1
+        placements.append(Placement(r.id, best.id))
+    return Plan(tuple(placements), tuple(unplaced))
+
+
+def explain_states(states: Sequence[HostState], r: PlacementRequest) -> str | None:
+    """Run the filter pipeline; the stage that empties the candidate list names the reason."""
+    if not states:
+        return _reasons.NO_HOSTS
+    cand = [s for s in states if s.ready]
+    if not cand:
+        return _reasons.not_ready(s.state for s in states)
+    if r.labels:
+        want = list(r.labels.items())
+        cand = [s for s in cand if all(s.labels.get(k) == v for k, v in want)]
+        if not cand:
+            return _reasons.labels(r.labels)
+    if r.zones is not None:
+        zones = r.zones
+        cand = [s for s in cand if s.zone in zones]
+        if not cand:
+            return _reasons.zones(zones, r.labels)
+    if r.near is not None and r.near_strict:
+        near = r.near
+        cand = [s for s in cand if s.groups.get(near, 0) > 0]
+        if not cand:
+            return _reasons.near(near)
+    narrowed: list[str] = []
+    for dim, need in (
+        ("cpu", millicores(r.resources.cpu)),
+        ("memory", r.resources.memory_mb),
+        ("disk", r.resources.disk_gb),
+    ):
+        free = [_free(s, dim) for s in cand]
+        fits = [s for s, f in zip(cand, free, strict=True) if f >= need]
+        if not fits:
+            return _reasons.resource(dim, need, max(free), narrowed)
+        if len(fits) < len(cand):
+            narrowed.append(dim)
+        cand = fits
+    if r.ports:
+        for p in sorted(r.ports):
+            if all(p in s.ports for s in cand):
+                return _reasons.port_taken(p)
+        ports = r.ports
+        cand = [s for s in cand if ports.isdisjoint(s.ports)]
+        if not cand:
+            return _reasons.ports_together(ports)
+    if r.max_per_host is not None and r.group is not None:
+        group, cap = r.group, r.max_per_host
+        if all(s.groups.get(group, 0) >= cap for s in cand):
+            return _reasons.per_host(cap, group, len(cand))
+    return None
+
+
+def _free(s: HostState, dim: str) -> int:
+    if dim == "cpu":
+        return s.cap_c - s.used_c
+    if dim == "memory":
+        return s.cap_m - s.used_m
+    return s.cap_d - s.used_d
