@@ -1,0 +1,449 @@
+"""The pure cluster planner: spec + catalog -> nodes, placement requests, start order.
+
+The cluster deploy executor calls :func:`plan_cluster` once per create, hands
+``plan.placement_requests`` to the scheduler, starts nodes wave by wave
+(``plan.waves``), and renders roles against :func:`topology_from_plan`.
+Resizes go through :func:`diff_for_resize`. Nothing here reads the clock,
+the disk or the network: every input is an argument, so the same inputs give
+the same plan.
+
+Start order: a role waits for every role named in its ``waits_for`` (a name
+matches a role of that name or one that ``provides`` it). Roles are layered
+into ``role_waves``; node groups are layered into ``waves`` so that a group
+starts after every other group hosting a role it waits for. Within a node,
+roles start in role-wave order (``NodePlan.roles``), which covers dependencies
+between roles of the same group (mesos_marathon on the mesos_master nodes).
+Cycles are refused and named, between roles or else between node groups.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from cellplane.clusters.catalog import Catalog
+from cellplane.clusters.errors import DependencyCycleError, PlanError, ResizeError
+from cellplane.clusters.roles import Member, Topology, missing_binaries
+from cellplane.clusters.spec import ClusterSpec, NodeGroupSpec, apply_overrides
+from cellplane.scheduler import PlacementRequest, Resources
+
+__all__ = [
+    "DEFAULT_INSTANCE_TYPE",
+    "ClusterPlan",
+    "NodePlan",
+    "ResizeDiff",
+    "diff_for_resize",
+    "merged_configuration",
+    "missing_requirements",
+    "node_name",
+    "plan_cluster",
+    "role_dependencies",
+    "start_order",
+    "topology_from_plan",
+]
+
+# Serengeti sizes a node group without instanceType (and without full cpu/mem/disk) as MEDIUM.
+DEFAULT_INSTANCE_TYPE = "MEDIUM"
+_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """One node (one cell) of the cluster."""
+
+    name: str
+    group: str
+    index: int
+    roles: tuple[str, ...]
+    resources: Resources
+    storage_type: str | None
+    ha: str | None
+    wave: int
+    placement: PlacementRequest
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    """The whole deployment plan; `waves` lists node names, earliest first."""
+
+    cluster_name: str
+    distro: str | None
+    spec: ClusterSpec
+    nodes: tuple[NodePlan, ...]
+    role_waves: tuple[tuple[str, ...], ...]
+    waves: tuple[tuple[str, ...], ...]
+    undefined_roles: tuple[str, ...]
+
+    @property
+    def placement_requests(self) -> tuple[PlacementRequest, ...]:
+        return tuple(node.placement for node in self.nodes)
+
+    def node(self, name: str) -> NodePlan:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    def group_nodes(self, group: str) -> tuple[NodePlan, ...]:
+        return tuple(node for node in self.nodes if node.group == group)
+
+
+@dataclass(frozen=True)
+class ResizeDiff:
+    """Nodes to create and to remove to bring `group` to its new size."""
+
+    group: str
+    add: tuple[str, ...]
+    remove: tuple[str, ...]
+    spec: ClusterSpec
+
+
+def node_name(cluster_name: str, group: str, index: int) -> str:
+    """The stable node (and host) name ``<cluster>-<group>-<n>``, n from 0."""
+    return f"{cluster_name}-{group}-{index}"
+
+
+def role_dependencies(roles: Iterable[str], catalog: Catalog) -> dict[str, frozenset[str]]:
+    """For each of `roles`, the roles among them it waits for.
+
+    Raises PlanError when a role waits for something no role in `roles` provides.
+    """
+    present = list(dict.fromkeys(roles))
+    provided: dict[str, set[str]] = {}
+    for role in present:
+        provided.setdefault(role, set()).add(role)
+        definition = catalog.roles.get(role)
+        for service in definition.provides if definition else ():
+            provided.setdefault(service, set()).add(role)
+    deps: dict[str, frozenset[str]] = {}
+    for role in present:
+        definition = catalog.roles.get(role)
+        wanted: set[str] = set()
+        for service in definition.waits_for if definition else ():
+            providers = provided.get(service, set()) - {role}
+            if not providers:
+                raise PlanError(
+                    f"role {role} waits for {service}, which no node group of this cluster provides"
+                )
+            wanted |= providers
+        deps[role] = frozenset(wanted)
+    return deps
+
+
+def _find_cycle(deps: Mapping[str, Iterable[str]]) -> list[str] | None:
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(deps, white)
+    stack: list[str] = []
+
+    def visit(role: str) -> list[str] | None:
+        colour[role] = grey
+        stack.append(role)
+        for dep in sorted(deps.get(role, ())):
+            if colour.get(dep, black) == grey:
+                return [*stack[stack.index(dep) :], dep]
+            if colour.get(dep) == white:
+                found = visit(dep)
+                if found:
+                    return found
+        stack.pop()
+        colour[role] = black
+        return None
+
+    for role in sorted(deps):
+        if colour[role] == white:
+            found = visit(role)
+            if found:
+                return found
+    return None
+
+
+def start_order(deps: Mapping[str, Iterable[str]], *, kind: str = "role") -> list[list[str]]:
+    """Layer names (roles or node groups) into waves, each after all it depends on.
+
+    Names within a wave are sorted. Raises DependencyCycleError naming the
+    cycle (e.g. ``a -> b -> a``); `kind` says what the names are in that message.
+    """
+    cycle = _find_cycle(deps)
+    if cycle is not None:
+        raise DependencyCycleError(cycle, kind)
+    level: dict[str, int] = {}
+
+    def depth(role: str) -> int:
+        if role not in level:
+            level[role] = 1 + max((depth(d) for d in deps.get(role, ()) if d in deps), default=-1)
+        return level[role]
+
+    for role in deps:
+        depth(role)
+    waves: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for role in sorted(level):
+        waves[level[role]].append(role)
+    return waves
+
+
+def _resources(group: NodeGroupSpec, i: int, flavors: Mapping[str, Resources]) -> Resources:
+    path = f"nodeGroups[{i}]"
+    explicit = (
+        group.cpu_num is not None
+        and group.mem_capacity_mb is not None
+        and group.storage is not None
+        and group.storage.size_gb is not None
+    )
+    base: Resources | None = None
+    if group.instance_type is not None:
+        if group.instance_type not in flavors:
+            known = ", ".join(sorted(flavors)) or "none"
+            raise PlanError(
+                f"{path}.instanceType: unknown flavor {group.instance_type!r} (known: {known})"
+            )
+        base = flavors[group.instance_type]
+    elif not explicit:
+        if DEFAULT_INSTANCE_TYPE not in flavors:
+            raise PlanError(
+                f"{path}: needs instanceType, or cpuNum, memCapacityMB and storage.sizeGB"
+            )
+        base = flavors[DEFAULT_INSTANCE_TYPE]
+    cpu = group.cpu_num if group.cpu_num is not None else (base.cpu if base else 0.0)
+    mem = (
+        group.mem_capacity_mb
+        if group.mem_capacity_mb is not None
+        else (base.memory_mb if base else 0)
+    )
+    size = group.storage.size_gb if group.storage is not None else None
+    disk = size if size is not None else (base.disk_gb if base else 0)
+    return Resources(cpu=float(cpu), memory_mb=mem, disk_gb=disk)
+
+
+def _placement(
+    cluster_name: str, group: NodeGroupSpec, i: int, index: int, resources: Resources
+) -> PlacementRequest:
+    policies = group.placement_policies
+    near: str | None = None
+    strict = False
+    zones: frozenset[str] | None = None
+    if policies is not None:
+        associations = policies.group_associations or ()
+        if len(associations) > 1:
+            raise PlanError(
+                f"nodeGroups[{i}].placementPolicies.groupAssociations: at most one association"
+            )
+        if associations:
+            near = f"{cluster_name}/{associations[0].reference}"
+            strict = associations[0].type == "STRICT"
+        racks = policies.group_racks.racks if policies.group_racks else None
+        if racks:
+            assert policies.group_racks is not None
+            # ROUNDROBIN pins node n to rack n mod len(racks); SAMERACK keeps all in the first.
+            if policies.group_racks.type == "ROUNDROBIN":
+                zones = frozenset({racks[index % len(racks)]})
+            else:
+                zones = frozenset({racks[0]})
+    return PlacementRequest(
+        id=node_name(cluster_name, group.name, index),
+        resources=resources,
+        group=f"{cluster_name}/{group.name}",
+        max_per_host=policies.instance_per_host if policies else None,
+        zones=zones,
+        near=near,
+        near_strict=strict,
+    )
+
+
+def plan_cluster(
+    spec: ClusterSpec,
+    catalog: Catalog,
+    *,
+    cluster_name: str,
+    distro: str | None,
+    flavors: Mapping[str, Resources],
+) -> ClusterPlan:
+    """Plan every node of `spec`: names, sizes, roles, placement and start order.
+
+    `flavors` maps instanceType names (SMALL, MEDIUM, ...) to sizes; cpuNum,
+    memCapacityMB and storage.sizeGB override them. With a `distro`, every role
+    must be one the distro ships. Roles without a definition in the catalog
+    are planned (listed in ``undefined_roles``) so a deploy can refuse them
+    with a clear message.
+    """
+    if not _LABEL_RE.match(cluster_name):
+        raise PlanError(f"cluster name {cluster_name!r} must be a DNS label (letters, digits, '-')")
+    if distro is not None:
+        if distro not in catalog.distros:
+            raise PlanError(f"unknown distro {distro!r}")
+        shipped = catalog.distros[distro].roles
+        for i, group in enumerate(spec.node_groups):
+            for role in group.roles:
+                if role not in shipped:
+                    raise PlanError(f"nodeGroups[{i}].roles: distro {distro} has no role {role}")
+    all_roles = [role for group in spec.node_groups for role in group.roles]
+    # Only groups that get nodes can satisfy a dependency.
+    live = [g for g in spec.node_groups if g.instance_num > 0]
+    deps = role_dependencies([role for g in live for role in g.roles], catalog)
+    role_waves = start_order(deps)
+    wave_of = {role: w for w, roles in enumerate(role_waves) for role in roles}
+    # A group waits for every other group hosting a role one of its roles waits for;
+    # dependencies inside a node are met by starting its roles in role-wave order.
+    group_deps = {
+        g.name: {
+            h.name
+            for h in live
+            if h.name != g.name and any(d in h.roles for r in g.roles for d in deps[r])
+        }
+        for g in live
+    }
+    group_waves = start_order(group_deps, kind="node group")
+    group_wave = {g: w for w, groups in enumerate(group_waves) for g in groups}
+    nodes: list[NodePlan] = []
+    for i, group in enumerate(spec.node_groups):
+        resources = _resources(group, i, flavors)
+        if group.instance_num == 0:
+            continue
+        roles = tuple(sorted(group.roles, key=lambda r: (wave_of[r], group.roles.index(r))))
+        wave = group_wave[group.name]
+        for index in range(group.instance_num):
+            name = node_name(cluster_name, group.name, index)
+            if len(name) > 63:
+                raise PlanError(f"node name {name!r} is longer than 63 characters")
+            nodes.append(
+                NodePlan(
+                    name=name,
+                    group=group.name,
+                    index=index,
+                    roles=roles,
+                    resources=resources,
+                    storage_type=group.storage.type if group.storage else None,
+                    ha=group.ha_flag,
+                    wave=wave,
+                    placement=_placement(cluster_name, group, i, index, resources),
+                )
+            )
+    node_waves: list[list[str]] = [[] for _ in group_waves]
+    for node in nodes:
+        node_waves[node.wave].append(node.name)
+    undefined = tuple(sorted({r for r in all_roles if r not in catalog.roles}))
+    return ClusterPlan(
+        cluster_name=cluster_name,
+        distro=distro,
+        spec=spec,
+        nodes=tuple(nodes),
+        role_waves=tuple(tuple(w) for w in role_waves),
+        waves=tuple(tuple(w) for w in node_waves),
+        undefined_roles=undefined,
+    )
+
+
+def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def merged_configuration(spec: ClusterSpec, group: str) -> dict[str, Any]:
+    """Cluster-level ``configuration`` with the node group's merged over it."""
+    return _deep_merge(spec.configuration or {}, spec.group(group).configuration or {})
+
+
+def topology_from_plan(
+    plan: ClusterPlan,
+    catalog: Catalog,
+    *,
+    addresses: Mapping[str, str] | None = None,
+    state: Literal["new", "existing"] = "new",
+) -> Topology:
+    """The topology templates render from; a node's address defaults to its name (DNS)."""
+    addresses = addresses or {}
+    members: dict[str, list[Member]] = {}
+    for node in plan.nodes:
+        for role in node.roles:
+            ids = members.setdefault(role, [])
+            address = addresses.get(node.name, node.name)
+            ids.append(Member(node.name, address, len(ids) + 1, node.index, node.group))
+    ports = {
+        role: dict(catalog.roles[role].ports) if role in catalog.roles else {} for role in members
+    }
+    configuration = {node.name: merged_configuration(plan.spec, node.group) for node in plan.nodes}
+    return Topology(
+        cluster_name=plan.cluster_name,
+        members={role: tuple(ms) for role, ms in members.items()},
+        ports=ports,
+        state=state,
+        configuration=configuration,
+    )
+
+
+def missing_requirements(
+    plan: ClusterPlan, catalog: Catalog, available: Callable[[str], bool]
+) -> list[str]:
+    """Human-readable reasons the plan cannot run on an image; empty when it can."""
+    problems = [f"role {role} has no definition in the catalog" for role in plan.undefined_roles]
+    seen: set[str] = set()
+    for node in plan.nodes:
+        for role in node.roles:
+            if role in seen or role not in catalog.roles:
+                continue
+            seen.add(role)
+            for binary in missing_binaries(catalog.roles[role], available):
+                problems.append(f"role {role} needs {binary}, which the image does not have")
+    return problems
+
+
+def _index_of(cluster_name: str, group: str, name: str) -> int:
+    prefix = f"{cluster_name}-{group}-"
+    suffix = name[len(prefix) :]
+    if not name.startswith(prefix) or not suffix.isdigit():
+        raise ResizeError(f"node {name!r} is not named {prefix}<n>")
+    return int(suffix)
+
+
+def diff_for_resize(
+    spec: ClusterSpec,
+    catalog: Catalog,
+    *,
+    cluster_name: str,
+    group: str,
+    instance_num: int,
+    existing: Iterable[str] | None = None,
+) -> ResizeDiff:
+    """Which nodes to add or remove so `group` has `instance_num` nodes.
+
+    `existing` are the group's node names now (default: what `spec` says).
+    New nodes take the lowest free indexes; the highest indexes are removed
+    first. Shrinking a group with a role whose ``scale_in`` is false is refused.
+    """
+    try:
+        group_spec = spec.group(group)
+    except KeyError:
+        raise ResizeError(f"no node group named {group!r}") from None
+    if instance_num < 0:
+        raise ResizeError(f"{group}: instance count must be >= 0, not {instance_num}")
+    if existing is None:
+        indexes = set(range(group_spec.instance_num))
+    else:
+        indexes = {_index_of(cluster_name, group, name) for name in existing}
+    add: list[int] = []
+    remove: list[int] = []
+    if instance_num > len(indexes):
+        candidate = 0
+        while len(indexes) + len(add) < instance_num:
+            if candidate not in indexes:
+                add.append(candidate)
+            candidate += 1
+    elif instance_num < len(indexes):
+        for role in group_spec.roles:
+            definition = catalog.roles.get(role)
+            if definition is not None and not definition.scale_in:
+                raise ResizeError(f"{group}: role {role} cannot be scaled in")
+        remove = sorted(indexes, reverse=True)[: len(indexes) - instance_num]
+    new_spec = apply_overrides(spec, {group: {"instanceNum": instance_num}})
+    return ResizeDiff(
+        group=group,
+        add=tuple(node_name(cluster_name, group, i) for i in add),
+        remove=tuple(node_name(cluster_name, group, i) for i in remove),
+        spec=new_spec,
+    )
