@@ -1,0 +1,300 @@
+"""Signed JWT access tokens (RFC 9068) and OpenID Connect ID tokens: issue and verify.
+
+The OIDC token endpoint calls :class:`TokenIssuer`; the API's authentication dependency
+(and the introspection endpoint) call :class:`TokenVerifier` on every request, so the
+verifier is built once per JWKS and is fast:
+
+* the header is checked before any cryptography: ``alg`` against a pinned allow-list of
+  asymmetric algorithms (so ``none`` and the HS256-with-the-public-key confusion are refused
+  without touching a key), ``kid`` against the JWKS, the key's own ``alg``, and ``typ``;
+* parsed public keys are held per ``kid``;
+* a bounded LRU remembers tokens whose signature was already verified (clients present the
+  same bearer token many times). Only the signature result is remembered: the claims are
+  re-parsed and re-checked against ``now`` on every call, so expiry is never cached.
+
+Keys named by a token's ``jku``/``x5u``/``jwk`` headers are never fetched or used: keys come
+only from the JWKS the verifier was built with. Every refusal is an :class:`InvalidToken`
+whose ``reason`` is a stable machine-readable :class:`Reason`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from enum import StrEnum
+from typing import Any, Final
+
+from joserfc import jws
+from joserfc.errors import (
+    ClaimError,
+    ExpiredTokenError,
+    JoseError,
+    MissingClaimError,
+)
+from joserfc.jwk import JWKRegistry, Key, OctKey
+from joserfc.jwt import JWTClaimsRegistry, encode
+
+from cellplane.identity.keys import KeyRing
+
+__all__ = [
+    "ACCESS_TOKEN_TYP",
+    "ASYMMETRIC_ALGORITHMS",
+    "ID_TOKEN_TYP",
+    "InvalidToken",
+    "Reason",
+    "TokenIssuer",
+    "TokenVerifier",
+]
+
+#: ``typ`` header of access tokens, RFC 9068 section 2.1.
+ACCESS_TOKEN_TYP: Final = "at+jwt"
+#: ``typ`` header of ID tokens.
+ID_TOKEN_TYP: Final = "JWT"
+#: The only algorithms a verifier may be pinned to. Symmetric algorithms are excluded: a
+#: verifier holds public keys only, and accepting HS* would let anyone who fetched the JWKS
+#: forge tokens using the public key bytes as an HMAC secret.
+ASYMMETRIC_ALGORITHMS: Final = frozenset(
+    {"ES256", "ES384", "ES512", "Ed25519", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+)
+
+_ACCESS_RESERVED: Final = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti"})
+_ID_RESERVED: Final = _ACCESS_RESERVED | {"nonce", "auth_time"}
+
+
+class Reason(StrEnum):
+    """Why a token was refused. Values are stable: logs and metrics key on them."""
+
+    MALFORMED = "malformed"
+    ALG_NOT_ALLOWED = "alg_not_allowed"
+    UNKNOWN_KID = "unknown_kid"
+    BAD_SIGNATURE = "bad_signature"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    WRONG_ISSUER = "wrong_issuer"
+    WRONG_AUDIENCE = "wrong_audience"
+    WRONG_TYP = "wrong_typ"
+    MISSING_CLAIM = "missing_claim"
+
+
+class InvalidToken(Exception):
+    """A token was refused. ``reason`` is for code; ``detail`` for logs, not for clients."""
+
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+        self.reason = reason
+        self.detail = detail
+
+
+class TokenIssuer:
+    """Mints tokens for one issuer URL with the ring's active key at ``now``."""
+
+    def __init__(self, keyring: KeyRing, issuer: str) -> None:
+        self._ring = keyring
+        self.issuer = issuer
+
+    def _sign(self, typ: str, claims: dict[str, Any], now: float) -> str:
+        key = self._ring.active_key(now)
+        header = {"alg": key.alg, "kid": key.kid, "typ": typ}
+        return encode(header, claims, self._ring.private_jwk(key.kid), algorithms=[key.alg])
+
+    def _base_claims(
+        self,
+        subject: str,
+        audience: str | Sequence[str],
+        extra: Mapping[str, Any] | None,
+        reserved: frozenset[str],
+        now: float,
+        ttl_s: float,
+    ) -> dict[str, Any]:
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
+        if not subject:
+            raise ValueError("subject must not be empty")
+        extra = extra or {}
+        clash = reserved & extra.keys()
+        if clash:
+            raise ValueError(f"claims may not override registered claims: {sorted(clash)}")
+        iat = math.floor(now)
+        return {
+            **extra,
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": audience if isinstance(audience, str) else list(audience),
+            "iat": iat,
+            "nbf": iat,
+            "exp": math.floor(now + ttl_s),
+            "jti": secrets.token_urlsafe(16),
+        }
+
+    def issue_access_token(
+        self,
+        subject: str,
+        audience: str | Sequence[str],
+        claims: Mapping[str, Any] | None,
+        now: float,
+        ttl_s: float = 300.0,
+        *,
+        client_id: str | None = None,
+    ) -> str:
+        """A compact RFC 9068 access token (``typ: at+jwt``).
+
+        ``claims`` adds e.g. ``scope``, ``roles``, ``tenant``; it cannot override the
+        registered claims this method sets. ``ttl_s`` must not exceed the rotation overlap.
+        """
+        body = self._base_claims(subject, audience, claims, _ACCESS_RESERVED, now, ttl_s)
+        if client_id is not None:
+            body["client_id"] = client_id
+        return self._sign(ACCESS_TOKEN_TYP, body, now)
+
+    def issue_id_token(
+        self,
+        subject: str,
+        client_id: str,
+        claims: Mapping[str, Any] | None,
+        now: float,
+        ttl_s: float = 300.0,
+        *,
+        nonce: str | None = None,
+        auth_time: float | None = None,
+    ) -> str:
+        """An OpenID Connect ID token (``typ: JWT``) for relying party ``client_id``."""
+        body = self._base_claims(subject, client_id, claims, _ID_RESERVED, now, ttl_s)
+        if nonce is not None:
+            body["nonce"] = nonce
+        if auth_time is not None:
+            body["auth_time"] = math.floor(auth_time)
+        return self._sign(ID_TOKEN_TYP, body, now)
+
+
+def _import_public_keys(jwks: Mapping[str, Any]) -> dict[str, Key]:
+    entries = jwks.get("keys")
+    if not isinstance(entries, list):
+        raise ValueError("JWKS must be an object with a 'keys' list")
+    keys: dict[str, Key] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("kid"), str):
+            raise ValueError("every JWKS entry must be an object with a string 'kid'")
+        try:
+            key = JWKRegistry.import_key(entry)
+        except JoseError as exc:
+            raise ValueError(f"bad JWK {entry.get('kid')!r}: {exc}") from exc
+        if isinstance(key, OctKey):
+            raise ValueError("symmetric keys are never accepted for token verification")
+        if key.is_private:
+            # A verifier never needs a private part; keep only what a JWKS should carry.
+            key = JWKRegistry.import_key(key.as_dict(private=False, kid=entry["kid"]))
+        if entry["kid"] in keys:
+            raise ValueError(f"duplicate kid {entry['kid']!r} in JWKS")
+        keys[entry["kid"]] = key
+    return keys
+
+
+class TokenVerifier:
+    """Verifies tokens of one issuer for one audience against a fixed JWKS.
+
+    Immutable: after key rotation build a new verifier from the new JWKS (which also
+    drops the signature cache). Thread-safe (``functools.lru_cache`` is).
+    """
+
+    def __init__(
+        self,
+        jwks: Mapping[str, Any],
+        issuer: str,
+        audience: str,
+        algorithms: Iterable[str] = ("ES256",),
+        leeway_s: int = 30,
+        cache_size: int = 4096,
+    ) -> None:
+        self._algorithms = frozenset(algorithms)
+        bad = self._algorithms - ASYMMETRIC_ALGORITHMS
+        if bad or not self._algorithms:
+            raise ValueError(
+                f"algorithms must be a non-empty subset of {sorted(ASYMMETRIC_ALGORITHMS)}; "
+                f"refused {sorted(bad)}"
+            )
+        if leeway_s < 0:
+            raise ValueError("leeway_s must be >= 0")
+        self._keys = _import_public_keys(jwks)
+        self.issuer = issuer
+        self.audience = audience
+        self._leeway = leeway_s
+        self._registry = jws.JWSRegistry(algorithms=sorted(self._algorithms))
+        self._verified = functools.lru_cache(maxsize=cache_size)(self._verify_signature)
+
+    def verify(
+        self, token: str, now: float, expected_typ: str = ACCESS_TOKEN_TYP
+    ) -> dict[str, Any]:
+        """The token's claims if it is valid at ``now``; otherwise :class:`InvalidToken`."""
+        if not isinstance(token, str):
+            raise InvalidToken(Reason.MALFORMED, "token must be a string")
+        payload = self._verified(token, expected_typ)
+        try:
+            claims = json.loads(payload)
+        except ValueError as exc:
+            raise InvalidToken(Reason.MALFORMED, "payload is not JSON") from exc
+        if not isinstance(claims, dict):
+            raise InvalidToken(Reason.MALFORMED, "payload is not a JSON object")
+        self._check_claims(claims, now)
+        return claims
+
+    def _verify_signature(self, token: str, expected_typ: str) -> bytes:
+        """Header checks, then the signature; the payload bytes if both pass.
+
+        Memoised per (token, expected_typ): only successes are cached, since exceptions
+        pass through ``lru_cache`` without being stored.
+        """
+        try:
+            obj = jws.extract_compact(token.encode("ascii"), registry=self._registry)
+        except (JoseError, ValueError, UnicodeError) as exc:
+            raise InvalidToken(Reason.MALFORMED, str(exc)) from exc
+        header = obj.headers()
+        alg = header.get("alg")
+        if alg not in self._algorithms:
+            raise InvalidToken(Reason.ALG_NOT_ALLOWED, f"alg {alg!r} is not allowed")
+        kid = header.get("kid")
+        key = self._keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise InvalidToken(Reason.UNKNOWN_KID, f"kid {kid!r} is not in the JWKS")
+        if key.alg is not None and key.alg != alg:
+            # A key is bound to one algorithm; using it with another is an attack.
+            raise InvalidToken(Reason.ALG_NOT_ALLOWED, f"key {kid!r} is for {key.alg}, not {alg}")
+        if header.get("typ") != expected_typ:
+            raise InvalidToken(Reason.WRONG_TYP, f"typ {header.get('typ')!r} != {expected_typ!r}")
+        try:
+            ok = jws.validate_compact(obj, key, registry=self._registry)
+        except JoseError as exc:
+            raise InvalidToken(Reason.BAD_SIGNATURE, str(exc)) from exc
+        if not ok or obj.payload is None:
+            raise InvalidToken(Reason.BAD_SIGNATURE, "signature does not verify")
+        return obj.payload
+
+    def _check_claims(self, claims: dict[str, Any], now: float) -> None:
+        registry = JWTClaimsRegistry(
+            now=math.floor(now),
+            leeway=self._leeway,
+            iss={"essential": True, "value": self.issuer},
+            aud={"essential": True, "value": self.audience},
+            sub={"essential": True},
+            exp={"essential": True},
+            iat={"essential": True},
+        )
+        try:
+            registry.validate(claims)
+        except ExpiredTokenError as exc:
+            raise InvalidToken(Reason.EXPIRED, str(exc)) from exc
+        except MissingClaimError as exc:
+            raise InvalidToken(Reason.MISSING_CLAIM, exc.claim) from exc
+        except ClaimError as exc:
+            raise InvalidToken(_CLAIM_REASONS.get(exc.claim, Reason.MALFORMED), str(exc)) from exc
+
+
+_CLAIM_REASONS: Final[Mapping[str, Reason]] = {
+    "iss": Reason.WRONG_ISSUER,
+    "aud": Reason.WRONG_AUDIENCE,
+    "nbf": Reason.NOT_YET_VALID,
+    # An iat in the future (beyond leeway) means the token is not valid yet either.
+    "iat": Reason.NOT_YET_VALID,
+}
