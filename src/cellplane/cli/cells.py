@@ -1,0 +1,427 @@
+"""`cellplane cell ...`: run, list, inspect, control and remove cells.
+
+Registered on the root app by `cellplane.cli.main`. The option parsers
+(`parse_port`, `parse_volume`, `parse_restart`, ...) are pure functions that
+turn docker-like flags into the CellCreate fields of docs/api.md; a bad flag
+is a usage error (exit 2) before anything is sent. Cells are named on the
+command line; `resolve_cell` turns a name into an id through
+`GET /v1/projects/{project}/cells?name=` (an argument starting with `cel-` is
+taken as an id as is).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cellplane.cli import output, tasks
+
+if TYPE_CHECKING:
+    from cellplane.client import Client
+
+__all__ = [
+    "app",
+    "parse_env",
+    "parse_memory",
+    "parse_port",
+    "parse_restart",
+    "parse_volume",
+    "resolve_cell",
+]
+
+app = typer.Typer(help="Run and manage cells (isolated container workloads).", no_args_is_help=True)
+
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b|i)?$", re.IGNORECASE)
+_MEMORY_FACTOR_MB = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
+
+
+def parse_env(values: list[str] | None, option: str) -> dict[str, str]:
+    """`K=V` pairs into a dict; the value may itself contain '='."""
+    result: dict[str, str] = {}
+    for value in values or []:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{value!r} is not KEY=VALUE", param_hint=option)
+        result[key] = val
+    return result
+
+
+def parse_port(value: str) -> dict[str, Any]:
+    """`HOST:CONTAINER[/tcp|udp]` into a port mapping."""
+    spec, _, protocol = value.partition("/")
+    protocol = protocol.lower() or "tcp"
+    host, sep, container = spec.partition(":")
+    if protocol not in ("tcp", "udp") or not sep:
+        raise typer.BadParameter(f"{value!r} is not HOST:CONTAINER[/udp]", param_hint="'-p'")
+    ports = []
+    for part in (host, container):
+        if not part.isdigit() or not 1 <= int(part) <= 65535:
+            raise typer.BadParameter(
+                f"{value!r}: {part!r} is not a port (1-65535)", param_hint="'-p'"
+            )
+        ports.append(int(part))
+    return {"container_port": ports[1], "host_port": ports[0], "protocol": protocol}
+
+
+def parse_volume(value: str) -> dict[str, Any]:
+    """`VOLUME:/path[:ro|rw]` into a volume mount."""
+    parts = value.split(":")
+    mode = "rw"
+    if len(parts) == 3:
+        mode = parts.pop().lower()
+    if len(parts) != 2 or mode not in ("ro", "rw") or not parts[0]:
+        raise typer.BadParameter(f"{value!r} is not VOLUME:/path[:ro]", param_hint="'-v'")
+    volume, path = parts
+    if not path.startswith("/"):
+        raise typer.BadParameter(f"{value!r}: the path must be absolute", param_hint="'-v'")
+    return {"volume": volume, "path": path, "read_only": mode == "ro"}
+
+
+def parse_restart(value: str) -> dict[str, Any]:
+    """`never`, `always` or `on-failure[:N]` into a restart policy."""
+    policy, sep, count = value.partition(":")
+    policy = policy.lower()
+    if policy in ("never", "always") and not sep:
+        return {"policy": policy, "max_retries": None}
+    if policy == "on-failure":
+        if not sep:
+            return {"policy": policy, "max_retries": None}
+        if count.isdigit():
+            return {"policy": policy, "max_retries": int(count)}
+    raise typer.BadParameter(
+        f"{value!r} is not never, always or on-failure[:N]", param_hint="'--restart'"
+    )
+
+
+def parse_memory(value: str) -> int:
+    """A memory size into MB: `512` and `512M` are MB, `1G`/`1Gi` is 1024, `2048k` is 2."""
+    match = _MEMORY.match(value.strip())
+    if match is None:
+        raise typer.BadParameter(
+            f"{value!r} is not a size like 512M or 2G", param_hint="'--memory'"
+        )
+    megabytes = float(match.group(1)) * _MEMORY_FACTOR_MB[match.group(2).lower()]
+    if megabytes < 1 or megabytes != int(megabytes):
+        raise typer.BadParameter(
+            f"{value!r} is not a whole number of MB (at least 1)", param_hint="'--memory'"
+        )
+    return int(megabytes)
+
+
+def resolve_cell(client: Client, project: str, ref: str) -> str:
+    """The id of the cell named `ref` in `project` (ids pass through)."""
+    if ref.startswith("cel-"):
+        return ref
+    cell = client.find_cell(project, ref)
+    if cell is None:
+        from cellplane.client import CellplaneError
+
+        raise CellplaneError("Not found", f"no cell named {ref!r} in project {project!r}")
+    return str(cell["id"])
+
+
+def _ports_text(cell: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{p.get('host_port')}->{p.get('container_port')}/{p.get('protocol', 'tcp')}"
+        for p in cell.get("ports") or []
+    )
+
+
+def _finish(
+    client: Client,
+    task: dict[str, Any],
+    out: output.OutputFormat,
+    detach: bool,
+    done: str,
+    *,
+    show_cell: bool = True,
+) -> None:
+    """Wait for a cell task (unless detached), print the result, exit 1 on ERROR."""
+    as_json = out is output.OutputFormat.json
+    if detach:
+        if as_json:
+            output.print_json(task)
+        else:
+            output.out_console.print(f"task {task.get('id')} {str(task.get('state')).lower()}")
+        return
+    try:
+        final = tasks.follow_task(client, task, quiet=as_json)
+    except KeyboardInterrupt:
+        # Only the waiting stops; the operation itself carries on in the server.
+        output.err_console.print(
+            f"stopped waiting; follow it with: cellplane task watch {task.get('id')}"
+        )
+        raise typer.Exit(130) from None
+    if final.get("state") == "ERROR":
+        if as_json:
+            output.print_json(final)
+        tasks.report_task_error(final)
+        raise typer.Exit(1)
+    entity = final.get("entity") or {}
+    cell: dict[str, Any] | None = None
+    if show_cell and entity.get("kind") == "cell" and entity.get("id"):
+        cell = client.get_cell(str(entity["id"]))
+    if as_json:
+        output.print_json(cell if cell is not None else final)
+        return
+    if cell is None:
+        output.out_console.print(f"{done} {entity.get('id', '')}".strip())
+        return
+    where = f" at {cell['address']}" if cell.get("address") else ""
+    output.out_console.print(
+        f"cell {output.escape(str(cell.get('name')))} ({cell.get('id')}) "
+        f"{str(cell.get('state', '')).lower()}{where}"
+    )
+
+
+Detach = Annotated[bool, typer.Option("--detach", "-d", help="Do not wait for the task.")]
+CellRef = Annotated[str, typer.Argument(help="Cell name, or id (cel-...).")]
+
+
+@app.command("run")
+def run(
+    name: Annotated[str, typer.Argument(help="Name of the new cell (a DNS label).")],
+    image: Annotated[str, typer.Option("--image", "-i", help="Image name or id.")],
+    command: Annotated[
+        list[str] | None, typer.Argument(help="Command and arguments, after `--`.")
+    ] = None,
+    flavor: Annotated[str | None, typer.Option(help="Flavor name (e.g. SMALL).")] = None,
+    cpu: Annotated[float | None, typer.Option(help="CPUs, instead of a flavor.", min=0.01)] = None,
+    memory: Annotated[
+        str | None, typer.Option("--memory", "-m", help="Memory (512M, 2G), instead of a flavor.")
+    ] = None,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", "-e", help="Environment KEY=VALUE (repeat).")
+    ] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", "-l", help="Label KEY=VALUE (repeat).")
+    ] = None,
+    publish: Annotated[
+        list[str] | None,
+        typer.Option("--publish", "-p", help="Publish HOST:CONTAINER\\[/udp] (repeat)."),
+    ] = None,
+    volume: Annotated[
+        list[str] | None, typer.Option("--volume", "-v", help="Mount VOLUME:/path\\[:ro] (repeat).")
+    ] = None,
+    restart: Annotated[
+        str, typer.Option(help="Restart policy: never, on-failure\\[:N], always.")
+    ] = "never",
+    detach: Detach = False,
+    project: output.ProjectOpt = "default",
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Create and start a cell, and wait until it runs."""
+    if flavor is not None and (cpu is not None or memory is not None):
+        raise typer.BadParameter(
+            "use --flavor or --cpu/--memory, not both", param_hint="'--flavor'"
+        )
+    restart_policy = parse_restart(restart)
+    spec: dict[str, Any] = {
+        "flavor": flavor,
+        "cpu": cpu,
+        "memory_mb": None if memory is None else parse_memory(memory),
+        "command": command or None,
+        "env": parse_env(env, "'--env'"),
+        "labels": parse_env(label, "'--label'"),
+        "ports": [parse_port(p) for p in publish or []],
+        "volumes": [parse_volume(v) for v in volume or []],
+        "restart": restart_policy,
+    }
+    with output.session() as client:
+        task = client.create_cell(project, name, image, **spec)
+        _finish(client, task, out, detach, "created")
+
+
+@app.command("ls")
+def ls(
+    label: Annotated[
+        list[str] | None, typer.Option("--label", "-l", help="Only cells with KEY=VALUE (repeat).")
+    ] = None,
+    state: Annotated[str | None, typer.Option(help="Only cells in this state.")] = None,
+    project: output.ProjectOpt = "default",
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """List the cells of a project."""
+    labels = parse_env(label, "'--label'")
+    with output.session() as client:
+        cells = list(client.iter_cells(project, labels=labels or None, state=state))
+    if out is output.OutputFormat.json:
+        output.print_json(cells)
+        return
+    output.print_table(
+        ["NAME", "ID", "STATE", "IMAGE", "ADDRESS", "PORTS", "AGE"],
+        (
+            [
+                c.get("name"),
+                c.get("id"),
+                c.get("state"),
+                c.get("image"),
+                c.get("address"),
+                _ports_text(c),
+                output.age(c.get("created_at")),
+            ]
+            for c in cells
+        ),
+    )
+
+
+@app.command("show")
+def show(
+    cell: CellRef,
+    project: output.ProjectOpt = "default",
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Show one cell, with its recent events."""
+    with output.session() as client:
+        data = client.get_cell(resolve_cell(client, project, cell))
+    if out is output.OutputFormat.json:
+        output.print_json(data)
+        return
+    restart = data.get("restart") or {}
+    restart_text = str(restart.get("policy", "-"))
+    if restart.get("max_retries") is not None:
+        restart_text += f":{restart['max_retries']}"
+    size = f"{data.get('cpu')} cpu, {data.get('memory_mb')} MB, {data.get('disk_gb')} GB"
+    fields = [
+        ("name", data.get("name")),
+        ("id", data.get("id")),
+        ("project", data.get("project")),
+        ("state", f"{data.get('state')} (desired {data.get('desired_state')})"),
+        ("image", data.get("image")),
+        ("size", f"{data.get('flavor')}: {size}" if data.get("flavor") else size),
+        ("command", " ".join(data.get("command") or []) or None),
+        ("host", data.get("host")),
+        ("address", data.get("address")),
+        ("ports", _ports_text(data)),
+        (
+            "volumes",
+            ", ".join(
+                f"{v.get('volume')}:{v.get('path')}{':ro' if v.get('read_only') else ''}"
+                for v in data.get("volumes") or []
+            ),
+        ),
+        ("env", ", ".join(f"{k}={v}" for k, v in (data.get("env") or {}).items())),
+        ("labels", ", ".join(f"{k}={v}" for k, v in (data.get("labels") or {}).items())),
+        ("restart", f"{restart_text}, {data.get('restarts', 0)} restarts"),
+        ("exit code", data.get("exit_code")),
+        ("created", data.get("created_at")),
+    ]
+    output.print_table(["FIELD", "VALUE"], fields)
+    events = data.get("events") or []
+    if events:
+        output.print_table(
+            ["AT", "EVENT", "MESSAGE"],
+            ([e.get("at"), e.get("type"), e.get("message")] for e in events[-10:]),
+            title="events",
+        )
+
+
+@app.command("logs")
+def logs(
+    cell: CellRef,
+    tail: Annotated[int | None, typer.Option(help="Only the last N lines.", min=0)] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming.")] = False,
+    project: output.ProjectOpt = "default",
+) -> None:
+    """Print a cell's output."""
+    import sys
+
+    with output.session() as client:
+        cell_id = resolve_cell(client, project, cell)
+        try:
+            for line in client.cell_logs(cell_id, tail=tail, follow=follow):
+                sys.stdout.write(line + "\n")
+                if follow:
+                    sys.stdout.flush()
+        except KeyboardInterrupt:
+            # Ctrl-C is how one stops following; it is not a failure.
+            pass
+
+
+@app.command(
+    "exec",
+    # `cell exec web ls -la` works without `--`: options cellplane does not know go to COMMAND.
+    context_settings={"ignore_unknown_options": True},
+)
+def exec_(
+    cell: CellRef,
+    command: Annotated[list[str], typer.Argument(help="Command and arguments, after `--`.")],
+    project: output.ProjectOpt = "default",
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Run a command in a running cell; exit with the command's exit code."""
+    import sys
+
+    with output.session() as client:
+        result = client.exec_cell(resolve_cell(client, project, cell), command)
+    if out is output.OutputFormat.json:
+        output.print_json(result)
+    else:
+        text = str(result.get("output") or "")
+        sys.stdout.write(text)
+        if text and not text.endswith("\n"):
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+    code = result.get("exit_code")
+    raise typer.Exit(code if isinstance(code, int) else 1)
+
+
+GraceOpt = Annotated[
+    float | None, typer.Option("--timeout", "-t", help="Seconds before SIGKILL.", min=0)
+]
+
+
+@app.command("stop")
+def stop(
+    cell: CellRef,
+    timeout: GraceOpt = None,
+    detach: Detach = False,
+    project: output.ProjectOpt = "default",
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Stop a cell (SIGTERM, then SIGKILL after the timeout)."""
+    with output.session() as client:
+        task = client.stop_cell(resolve_cell(client, project, cell), timeout=timeout)
+        _finish(client, task, out, detach, "stopped")
+
+
+@app.command("start")
+def start(
+    cell: CellRef,
+    detach: Detach = False,
+    project: output.ProjectOpt = "default",
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Start a stopped cell."""
+    with output.session() as client:
+        task = client.start_cell(resolve_cell(client, project, cell))
+        _finish(client, task, out, detach, "started")
+
+
+@app.command("restart")
+def restart_(
+    cell: CellRef,
+    timeout: GraceOpt = None,
+    detach: Detach = False,
+    project: output.ProjectOpt = "default",
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Stop and start a cell again."""
+    with output.session() as client:
+        task = client.restart_cell(resolve_cell(client, project, cell), timeout=timeout)
+        _finish(client, task, out, detach, "restarted")
+
+
+@app.command("rm")
+def rm(
+    cell: CellRef,
+    detach: Detach = False,
+    project: output.ProjectOpt = "default",
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Delete a cell (its volumes stay)."""
+    with output.session() as client:
+        task = client.delete_cell(resolve_cell(client, project, cell))
+        _finish(client, task, out, detach, "deleted", show_cell=False)

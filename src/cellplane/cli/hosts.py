@@ -1,0 +1,91 @@
+"""`cellplane host ls|maintenance`: the machines running `cellplane agent`.
+
+Registered on the root app by `cellplane.cli.main`. Hosts are named on the
+command line; a name resolves through the host list (an argument starting
+with `hst-` is taken as an id).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cellplane.cli import output
+
+if TYPE_CHECKING:
+    from cellplane.client import Client
+
+__all__ = ["Switch", "app", "resolve_host"]
+
+app = typer.Typer(help="Inspect hosts and drain them for maintenance.", no_args_is_help=True)
+
+
+class Switch(StrEnum):
+    """on/off argument of `host maintenance`."""
+
+    on = "on"
+    off = "off"
+
+
+def resolve_host(client: Client, ref: str) -> str:
+    """The id of the host named `ref` (ids pass through)."""
+    if ref.startswith("hst-"):
+        return ref
+    for host in client.iter_hosts():
+        if host.get("name") == ref:
+            return str(host["id"])
+    from cellplane.client import CellplaneError
+
+    raise CellplaneError("Not found", f"no host named {ref!r}")
+
+
+def _usage(host: dict[str, Any], key: str, unit: str = "") -> str:
+    used = (host.get("usage") or {}).get(key)
+    total = (host.get("capacity") or {}).get(key)
+    return f"{used if used is not None else '-'}/{total if total is not None else '-'}{unit}"
+
+
+@app.command("ls")
+def ls(out: output.OutputOpt = output.OutputFormat.table) -> None:
+    """List hosts with their state and usage."""
+    with output.session() as client:
+        hosts = list(client.iter_hosts())
+    if out is output.OutputFormat.json:
+        output.print_json(hosts)
+        return
+    output.print_table(
+        ["NAME", "ID", "STATE", "ADDRESS", "ZONE", "CPU", "MEMORY", "CELLS", "HEARTBEAT"],
+        (
+            [
+                h.get("name"),
+                h.get("id"),
+                h.get("state"),
+                h.get("address"),
+                h.get("zone"),
+                _usage(h, "cpu"),
+                _usage(h, "memory_mb", " MB"),
+                (h.get("usage") or {}).get("cells"),
+                output.age(h.get("last_heartbeat")),
+            ]
+            for h in hosts
+        ),
+    )
+
+
+@app.command("maintenance")
+def maintenance(
+    host: Annotated[str, typer.Argument(help="Host name, or id (hst-...).")],
+    switch: Annotated[Switch, typer.Argument(help="on: no new cells go there; off: back to work.")],
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Put a host into maintenance, or take it out."""
+    with output.session() as client:
+        data = client.set_maintenance(resolve_host(client, host), switch is Switch.on)
+    if out is output.OutputFormat.json:
+        output.print_json(data)
+    else:
+        output.out_console.print(
+            f"host {output.escape(str(data.get('name')))} ({data.get('id')}) is {data.get('state')}"
+        )

@@ -1,0 +1,45 @@
+"""`cellplane project ls|create`: the projects of the caller's tenant.
+
+Registered on the root app by `cellplane.cli.main`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cellplane.cli import output
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Manage projects.", no_args_is_help=True)
+
+
+@app.command("ls")
+def ls(out: output.OutputOpt = output.OutputFormat.table) -> None:
+    """List projects."""
+    with output.session() as client:
+        projects = list(client.iter_projects())
+    if out is output.OutputFormat.json:
+        output.print_json(projects)
+        return
+    output.print_table(
+        ["NAME", "ID", "TENANT"], ([p.get("name"), p.get("id"), p.get("tenant")] for p in projects)
+    )
+
+
+@app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="Project name (a DNS label).")],
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Create a project."""
+    with output.session() as client:
+        project = client.create_project(name)
+    if out is output.OutputFormat.json:
+        output.print_json(project)
+    else:
+        output.out_console.print(
+            f"project {output.escape(str(project.get('name')))} ({project.get('id')}) created"
+        )
