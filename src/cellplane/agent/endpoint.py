@@ -1,0 +1,127 @@
+"""The agent's own small HTTP endpoint: logs and exec of the cells on this host.
+
+The server proxies `GET /v1/cells/{id}/logs` and `POST /v1/cells/{id}/exec` here, presenting the
+secret the agent gave it at registration. Standard library only: it serves a handful of requests
+and must not add to the agent's memory.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import structlog
+
+from cellplane.drivers.base import Driver
+from cellplane.drivers.errors import ContainerNotFound, DriverError
+
+__all__ = ["AgentEndpoint"]
+
+log = structlog.get_logger("cellplane.agent.endpoint")
+
+
+class AgentEndpoint:
+    def __init__(self, driver: Driver, secret: str, host: str = "127.0.0.1", port: int = 0) -> None:
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _auth(self) -> bool:
+                got = self.headers.get("Authorization", "")
+                if hmac.compare_digest(got, f"Bearer {secret}"):
+                    return True
+                self._json(401, {"error": "unauthorized"})
+                return False
+
+            def _json(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _cell(self) -> tuple[str, str] | None:
+                parts = urlparse(self.path).path.strip("/").split("/")
+                if len(parts) == 3 and parts[0] == "cells":
+                    return parts[1], parts[2]
+                self._json(404, {"error": "not found"})
+                return None
+
+            def do_GET(self) -> None:
+                if not self._auth() or (target := self._cell()) is None:
+                    return
+                cell_id, what = target
+                if what != "logs":
+                    self._json(404, {"error": "not found"})
+                    return
+                q = parse_qs(urlparse(self.path).query)
+                tail = int(q["tail"][0]) if "tail" in q else None
+                follow = q.get("follow", ["false"])[0] == "true"
+                try:
+                    chunks = driver.logs(f"cp-{cell_id}", tail=tail, follow=follow)
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain; charset=utf-8")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for chunk in chunks:
+                        if chunk:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                            self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                except ContainerNotFound:
+                    self._json(404, {"error": f"no container for cell {cell_id}"})
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                except DriverError as e:
+                    self._json(502, {"error": str(e)})
+
+            def do_POST(self) -> None:
+                if not self._auth() or (target := self._cell()) is None:
+                    return
+                cell_id, what = target
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    body = json.loads(self.rfile.read(length) or b"{}")
+                    command = [str(c) for c in body["command"]]
+                except (ValueError, KeyError, TypeError):
+                    self._json(400, {"error": 'body must be {"command": [...]}'})
+                    return
+                if what != "exec":
+                    self._json(404, {"error": "not found"})
+                    return
+                try:
+                    res = driver.exec(f"cp-{cell_id}", command)
+                except ContainerNotFound:
+                    self._json(404, {"error": f"no container for cell {cell_id}"})
+                    return
+                except DriverError as e:
+                    self._json(502, {"error": str(e)})
+                    return
+                self._json(
+                    200,
+                    {"exit_code": res.exit_code, "output": res.output.decode("utf-8", "replace")},
+                )
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="cp-endpoint", daemon=True
+        )
+        self.url = f"http://{host}:{self._server.server_address[1]}"
+        _ = endpoint
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

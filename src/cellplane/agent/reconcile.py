@@ -1,0 +1,187 @@
+"""The agent's pure reconcile: (desired cells, observed containers, memory, now) -> actions.
+
+No I/O, no clock: `runner` gathers the inputs and executes the actions. The rules:
+- a cell that should run and has no container gets one (CREATE); if it had one before that vanished
+  behind our back, the action says so (it is recorded on the cell as `recreated`);
+- a container that exited is restarted per the cell's restart policy, with exponential backoff;
+- a container started before the cell's last restart request is restarted;
+- a cell that should be stopped is stopped; a deleted cell's container is removed;
+- containers carrying this host's label that no cell claims are removed (only after a full sync);
+- a running container that matches is adopted: no action, whatever happened to the agent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cellplane.drivers.base import ContainerInfo
+
+__all__ = [
+    "BACKOFF_CAP_S",
+    "BACKOFF_START_S",
+    "Action",
+    "Memory",
+    "backoff",
+    "observed_state",
+    "parse_time",
+    "reconcile",
+]
+
+BACKOFF_START_S = 0.5
+BACKOFF_CAP_S = 30.0
+# A container that ran at least this long before exiting resets the backoff.
+STABLE_S = 10.0
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # CREATE | START | RESTART | STOP | REMOVE | REMOVE_ORPHAN
+    cell_id: str
+    container_id: str | None = None
+    reason: str = ""
+
+
+@dataclass
+class Memory:
+    """What the agent remembers between passes (lost on restart, which is safe)."""
+
+    seen_container: set[str] = field(default_factory=set)  # cells we have seen a container for
+    last_running: dict[str, bool] = field(default_factory=dict)
+    next_restart_at: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)  # consecutive quick failures
+    # After an action failed: not before this time, and how many failed in a row.
+    retry_at: dict[str, float] = field(default_factory=dict)
+    action_failures: dict[str, int] = field(default_factory=dict)
+
+    def action_failed(self, cell_id: str, now: float) -> float:
+        n = self.action_failures.get(cell_id, 0)
+        self.action_failures[cell_id] = n + 1
+        self.retry_at[cell_id] = now + backoff(n)
+        return self.retry_at[cell_id]
+
+    def action_succeeded(self, cell_id: str) -> None:
+        self.action_failures.pop(cell_id, None)
+        self.retry_at.pop(cell_id, None)
+
+
+def backoff(failures: int) -> float:
+    return float(min(BACKOFF_CAP_S, BACKOFF_START_S * (2 ** max(0, failures))))
+
+
+def parse_time(value: str | None) -> float | None:
+    """Engine RFC 3339 timestamps (nanoseconds, 'Z') to unix seconds; None when unknown."""
+    if not value or value.startswith("0001-01-01"):
+        return None
+    v = value.replace("Z", "+00:00")
+    # Python parses at most microseconds: trim the fraction to 6 digits.
+    if "." in v:
+        head, _, rest = v.partition(".")
+        digits = "".join(ch for ch in rest if ch.isdigit())
+        tz = rest[len(digits) :]
+        v = f"{head}.{digits[:6]}{tz}"
+    try:
+        return datetime.fromisoformat(v).timestamp()
+    except ValueError:
+        return None
+
+
+def _wants_restart(cell: dict[str, Any], info: ContainerInfo) -> bool:
+    policy = (cell.get("restart") or {}).get("policy", "never")
+    if policy == "always":
+        return True
+    if policy == "on-failure" and (info.exit_code or 0) != 0:
+        limit = (cell.get("restart") or {}).get("max_retries")
+        return limit is None or int(cell.get("restarts") or 0) < int(limit)
+    return False
+
+
+def observed_state(cell: dict[str, Any], info: ContainerInfo | None) -> str:
+    desired = cell["desired_state"]
+    if info is None:
+        return {"RUNNING": "CREATING", "STOPPED": "STOPPED", "DELETED": "DELETING"}[desired]
+    if info.running:
+        return {"RUNNING": "RUNNING", "STOPPED": "STOPPING", "DELETED": "DELETING"}[desired]
+    if desired == "DELETED":
+        return "DELETING"
+    if info.state == "created":
+        return "STOPPED" if desired == "STOPPED" else "STARTING"
+    if desired == "STOPPED":
+        return "STOPPED"
+    return "EXITED"
+
+
+def reconcile(
+    desired: dict[str, dict[str, Any]],
+    observed: dict[str, ContainerInfo],
+    orphans: list[ContainerInfo],
+    memory: Memory,
+    now: float,
+    *,
+    full_sync: bool,
+    busy: frozenset[str] = frozenset(),
+) -> list[Action]:
+    """Actions that move the host toward `desired`. Cells in `busy` have an action in flight."""
+    actions: list[Action] = []
+    for cell_id, cell in desired.items():
+        if cell_id in busy or memory.retry_at.get(cell_id, 0.0) > now:
+            continue
+        info = observed.get(cell_id)
+        want = cell["desired_state"]
+        if info is not None:
+            memory.seen_container.add(cell_id)
+        if want == "DELETED":
+            actions.append(Action("REMOVE", cell_id, info.id if info else None, "cell deleted"))
+            continue
+        if info is None:
+            if want == "RUNNING":
+                vanished = cell_id in memory.seen_container
+                if vanished and not memory.last_running.get(cell_id, True):
+                    policy = (cell.get("restart") or {}).get("policy", "never")
+                    if policy == "never":
+                        continue  # it had exited and was removed: nothing to bring back
+                actions.append(
+                    Action("CREATE", cell_id, None, "recreated" if vanished else "created")
+                )
+            continue
+        memory.last_running[cell_id] = info.running
+        if want == "STOPPED":
+            if info.running:
+                actions.append(Action("STOP", cell_id, info.id, "stop requested"))
+            continue
+        # want RUNNING
+        requested = parse_time(cell.get("restart_requested_at"))
+        started = parse_time(info.started_at)
+        if requested is not None and (started is None or started < requested):
+            actions.append(Action("RESTART", cell_id, info.id, "restart requested"))
+            continue
+        if info.running:
+            memory.next_restart_at.pop(cell_id, None)
+            continue
+        if info.state == "created":
+            actions.append(Action("START", cell_id, info.id, "start"))
+            continue
+        # exited while it should run: the restart policy decides
+        if not _wants_restart(cell, info):
+            continue
+        at = memory.next_restart_at.get(cell_id)
+        if at is None:
+            finished = parse_time(info.finished_at)
+            ran = (finished - started) if (finished and started) else 0.0
+            if ran >= STABLE_S:
+                memory.failures[cell_id] = 0
+            at = now + backoff(memory.failures.get(cell_id, 0))
+            memory.next_restart_at[cell_id] = at
+        if now >= at:
+            memory.next_restart_at.pop(cell_id, None)
+            memory.failures[cell_id] = memory.failures.get(cell_id, 0) + 1
+            actions.append(
+                Action("START", cell_id, info.id, f"restarted after exit code {info.exit_code}")
+            )
+    if full_sync:
+        for info in orphans:
+            cid = info.labels.get("cellplane.cell", "")
+            if cid not in desired and cid not in busy:
+                actions.append(Action("REMOVE_ORPHAN", cid, info.id, "no cell claims it"))
+    return actions

@@ -1,0 +1,532 @@
+"""The host agent: joins the server, long-polls its cells, reconciles the engine, reports status.
+
+Threads: one long-polls assignments, one reconciles (woken by new assignments, by finished actions and
+by a short timer so that containers killed or removed behind our back are noticed), a pool of workers
+executes actions (8 at a time, the engine's sweet spot here), one sends batched status reports and
+heartbeats. Everything the agent knows comes from the server or the engine, so a restarted agent
+adopts the running containers and carries on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from cellplane.agent.reconcile import Action, Memory, observed_state, reconcile
+from cellplane.agent.server_client import ServerClient, ServerUnavailable
+from cellplane.drivers.base import ContainerInfo, ContainerSpec, Driver, MountSpec, PortSpec
+from cellplane.drivers.errors import (
+    ContainerNotFound,
+    DriverError,
+    NameConflict,
+    TemporaryDriverError,
+)
+
+__all__ = ["Agent", "AgentConfig", "container_spec", "host_capacity"]
+
+log = structlog.get_logger("cellplane.agent")
+
+CELL_LABEL = "cellplane.cell"
+HOST_LABEL = "cellplane.host"
+PROJECT_LABEL = "cellplane.project"
+
+
+@dataclass
+class AgentConfig:
+    server_url: str
+    join_token: str
+    data_dir: Path
+    name: str = field(default_factory=socket.gethostname)
+    address: str = "127.0.0.1"
+    labels: dict[str, str] = field(default_factory=dict)
+    zone: str | None = None
+    cpu_ratio: float = 16.0  # CPU overcommit, as OpenStack's default allocation ratio
+    memory_ratio: float = 1.0
+    parallelism: int = 8
+    resync_s: float = 1.0
+    heartbeat_s: float = 5.0
+    verify: bool | str = True
+
+
+def host_capacity(data_dir: Path, cpu_ratio: float, memory_ratio: float) -> dict[str, Any]:
+    cpus = os.cpu_count() or 1
+    mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    disk_gb = shutil.disk_usage(data_dir).free // (1024**3)
+    return {
+        "cpu": round(cpus * cpu_ratio, 3),
+        "memory_mb": int(mem_mb * memory_ratio),
+        "disk_gb": int(disk_gb),
+    }
+
+
+def container_name(cell_id: str) -> str:
+    return f"cp-{cell_id}"
+
+
+def container_spec(cell: dict[str, Any], host_id: str, image_ref: str | None) -> ContainerSpec:
+    """The engine container for a cell; pure, so it is tested without an engine."""
+    labels = {k: v for k, v in (cell.get("labels") or {}).items() if not k.startswith("cellplane.")}
+    labels.update(
+        {CELL_LABEL: cell["cell_id"], HOST_LABEL: host_id, PROJECT_LABEL: cell["project_id"]}
+    )
+    kind = cell["image"]["kind"]
+    return ContainerSpec(
+        name=container_name(cell["cell_id"]),
+        image=image_ref if kind != "host" else None,
+        rootfs="/" if kind == "host" else None,
+        command=list(cell["command"]) if cell.get("command") else None,
+        env=dict(cell.get("env") or {}),
+        labels=labels,
+        hostname=cell["name"],
+        network=cell["network"],
+        aliases=[cell["name"]],
+        cpu=float(cell["cpu"]),
+        memory_mb=int(cell["memory_mb"]),
+        ports=[
+            PortSpec(int(p["container_port"]), p.get("host_port"), p.get("protocol", "tcp"))
+            for p in cell.get("ports") or []
+        ],
+        mounts=[
+            MountSpec(m["engine_name"], m["path"], bool(m.get("read_only")))
+            for m in cell.get("mounts") or []
+        ],
+    )
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, driver: Driver, server: ServerClient) -> None:
+        self.cfg = config
+        self.driver = driver
+        self.server = server
+        self.host_id = ""
+        self._desired: dict[str, dict[str, Any]] = {}
+        self._volumes: dict[str, dict[str, Any]] = {}
+        self._synced = False
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._busy: set[str] = set()
+        self._memory = Memory()
+        self._reported: dict[str, tuple[Any, ...]] = {}
+        self._restarts: dict[str, int] = {}
+        self._outbox: list[dict[str, Any]] = []
+        self._outbox_cv = threading.Condition()
+        self._prepared_images: set[str] = set()
+        self._prepared_networks: set[str] = set()
+        self._prepared_volumes: set[str] = set()
+        self._prep_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(config.parallelism, thread_name_prefix="cp-action")
+        self._threads: list[threading.Thread] = []
+        self.agent_secret = secrets.token_urlsafe(32)
+        self.agent_url: str | None = None
+
+    # --- lifecycle ---
+
+    def register(self) -> str:
+        body = {
+            "join_token": self.cfg.join_token,
+            "name": self.cfg.name,
+            "address": self.cfg.address,
+            "capacity": host_capacity(self.cfg.data_dir, self.cfg.cpu_ratio, self.cfg.memory_ratio),
+            "labels": self.cfg.labels,
+            "zone": self.cfg.zone,
+            "agent_url": self.agent_url,
+            "agent_secret": self.agent_secret,
+        }
+        delay = 0.2
+        while not self._stop.is_set():
+            try:
+                self.host_id = self.server.register(body)
+                log.info("registered", host_id=self.host_id, name=self.cfg.name)
+                return self.host_id
+            except ServerUnavailable as e:
+                log.warning("server unavailable, retrying registration", error=str(e))
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+        raise RuntimeError("stopped before registering")
+
+    def start(self) -> None:
+        for target, name in (
+            (self._poll_loop, "cp-poll"),
+            (self._reconcile_loop, "cp-reconcile"),
+            (self._report_loop, "cp-report"),
+            (self._heartbeat_loop, "cp-heartbeat"),
+        ):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        with self._outbox_cv:
+            self._outbox_cv.notify_all()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for t in self._threads:
+            t.join(timeout=5)
+        self._flush_reports()
+
+    # --- assignments ---
+
+    def _poll_loop(self) -> None:
+        revision = 0
+        delay = 0.2
+        while not self._stop.is_set():
+            try:
+                data = self.server.assignments(revision, wait=25.0)
+            except ServerUnavailable as e:
+                log.warning("assignments unavailable", error=str(e))
+                revision = 0  # after an outage, take a full view again
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            except Exception:
+                log.exception("assignments failed")
+                self._stop.wait(2.0)
+                continue
+            delay = 0.2
+            self._apply_assignments(data)
+            revision = int(data["revision"])
+
+    def _apply_assignments(self, data: dict[str, Any]) -> None:
+        with self._lock:
+            if data.get("full"):
+                self._desired = {c["cell_id"]: c for c in data["cells"]}
+                self._synced = True
+            else:
+                for c in data["cells"]:
+                    self._desired[c["cell_id"]] = c
+            for c in data["cells"]:
+                # The server's count of restarts survives agent restarts; never go backwards.
+                cid = c["cell_id"]
+                self._restarts[cid] = max(self._restarts.get(cid, 0), int(c.get("restarts") or 0))
+            self._volumes = {v["volume_id"]: v for v in data.get("volumes") or []}
+        self._wake.set()
+
+    # --- reconcile ---
+
+    def _reconcile_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.cfg.resync_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.reconcile_once()
+            except TemporaryDriverError as e:
+                log.warning("engine unavailable", error=str(e))
+            except Exception:
+                log.exception("reconcile failed")
+
+    def reconcile_once(self) -> None:
+        containers = self.driver.list({HOST_LABEL: self.host_id})
+        with self._lock:
+            desired = dict(self._desired)
+            synced = self._synced
+            busy = frozenset(self._busy)
+            volumes = dict(self._volumes)
+        observed: dict[str, ContainerInfo] = {}
+        orphans: list[ContainerInfo] = []
+        for info in containers:
+            cid = info.labels.get(CELL_LABEL, "")
+            if cid in desired:
+                observed[cid] = info
+            else:
+                orphans.append(info)
+        actions = reconcile(
+            desired, observed, orphans, self._memory, time.time(), full_sync=synced, busy=busy
+        )
+        for cell_id, cell in desired.items():
+            if cell_id in busy or cell["desired_state"] == "DELETED":
+                continue
+            self._observe(cell, observed.get(cell_id))
+        for a in actions:
+            with self._lock:
+                if a.cell_id in self._busy:
+                    continue
+                self._busy.add(a.cell_id)
+            self._pool.submit(self._run_action, a, desired.get(a.cell_id))
+        if synced:
+            self._collect_volumes(volumes)
+
+    def _observe(self, cell: dict[str, Any], info: ContainerInfo | None) -> None:
+        """Queue a status report for a cell whose observed state changed."""
+        state = observed_state(cell, info)
+        if info is None and cell["desired_state"] == "RUNNING":
+            # Waiting for CREATE, or an exited container that was removed with policy never.
+            state = "EXITED" if cell["cell_id"] in self._memory.seen_container else state
+        report: dict[str, Any] = {"cell_id": cell["cell_id"], "state": state}
+        if info is not None:
+            report.update(
+                container_id=info.id,
+                exit_code=info.exit_code if not info.running else None,
+            )
+            if info.running and info.address:
+                report["address"] = info.address
+        report["restarts"] = self._restarts.get(cell["cell_id"], 0)
+        self._queue(report)
+
+    def _queue(self, report: dict[str, Any], events: list[dict[str, Any]] | None = None) -> None:
+        key = tuple(sorted((k, str(v)) for k, v in report.items() if k != "events"))
+        cid = report.get("cell_id", "")
+        if not events and self._reported.get(cid) == key:
+            return
+        self._reported[cid] = key
+        if events:
+            report = {**report, "events": events}
+        with self._outbox_cv:
+            self._outbox.append(report)
+            self._outbox_cv.notify()
+
+    def _collect_volumes(self, volumes: dict[str, dict[str, Any]]) -> None:
+        for vid, v in volumes.items():
+            if v["state"] != "DELETING":
+                continue
+            try:
+                self.driver.remove_volume(v["engine_name"])
+            except DriverError as e:
+                log.warning("volume removal failed", volume=vid, error=str(e))
+                continue
+            self._prepared_volumes.discard(v["engine_name"])
+            with self._lock:
+                self._volumes.pop(vid, None)
+            with self._outbox_cv:
+                self._outbox.append({"volume_removed": vid})
+                self._outbox_cv.notify()
+
+    # --- actions ---
+
+    def _run_action(self, action: Action, cell: dict[str, Any] | None) -> None:
+        events: list[dict[str, Any]] = []
+        try:
+            if action.kind == "REMOVE_ORPHAN":
+                self._remove(action.container_id)
+                log.info("removed orphan container", container=action.container_id)
+                return
+            assert cell is not None
+            if action.kind == "CREATE":
+                self._create(cell, events, recreated=action.reason == "recreated")
+            elif action.kind == "START":
+                self.driver.start(self._cid(action))
+                if action.reason.startswith("restarted"):
+                    self._restarts[cell["cell_id"]] = self._restarts.get(cell["cell_id"], 0) + 1
+                    events.append(_event("restarted", action.reason))
+                else:
+                    events.append(_event("started", ""))
+            elif action.kind == "RESTART":
+                self.driver.stop(self._cid(action), float(cell.get("stop_timeout") or 10))
+                self.driver.start(self._cid(action))
+                events.append(_event("started", "restarted on request"))
+            elif action.kind == "STOP":
+                self.driver.stop(self._cid(action), float(cell.get("stop_timeout") or 10))
+                events.append(_event("stopped", "stopped on request"))
+            elif action.kind == "REMOVE":
+                if action.container_id:
+                    self.driver.stop(action.container_id, float(cell.get("stop_timeout") or 10))
+                    events.append(_event("stopped", "stopping for deletion"))
+                    self._remove(action.container_id)
+                self._queue(
+                    {"cell_id": action.cell_id, "removed": True}, [*events, _event("removed", "")]
+                )
+                with self._lock:
+                    if self._desired.get(action.cell_id, {}).get("desired_state") == "DELETED":
+                        del self._desired[action.cell_id]
+                self._reported.pop(action.cell_id, None)
+                self._memory.seen_container.discard(action.cell_id)
+                return
+            info = self.driver.inspect(
+                self._cid(action) if action.container_id else container_name(action.cell_id)
+            )
+            self._memory.action_succeeded(action.cell_id)
+            self._memory.seen_container.add(action.cell_id)
+            self._memory.last_running[action.cell_id] = info.running
+            self._observe_with_events(cell, info, events)
+        except TemporaryDriverError as e:
+            retry = self._memory.action_failed(action.cell_id, time.time())
+            log.warning(
+                "action deferred",
+                action=action.kind,
+                cell=action.cell_id,
+                error=str(e),
+                retry_in=round(retry - time.time(), 2),
+            )
+            if cell is not None and self._memory.action_failures.get(action.cell_id, 0) >= 3:
+                # Keep retrying, but let the user see why nothing happens.
+                self._queue(
+                    {"cell_id": action.cell_id, "state": "FAILED", "message": str(e)},
+                    [*events, _event("failed", str(e))],
+                )
+        except DriverError as e:
+            self._memory.action_failed(action.cell_id, time.time())
+            log.warning("action failed", action=action.kind, cell=action.cell_id, error=str(e))
+            if cell is not None:
+                self._queue(
+                    {"cell_id": action.cell_id, "state": "FAILED", "message": str(e)},
+                    [*events, _event("failed", str(e))],
+                )
+        except Exception as e:
+            self._memory.action_failed(action.cell_id, time.time())
+            log.exception("action crashed", action=action.kind, cell=action.cell_id)
+            if cell is not None:
+                self._queue(
+                    {"cell_id": action.cell_id, "state": "FAILED", "message": str(e)},
+                    [*events, _event("failed", str(e))],
+                )
+        finally:
+            with self._lock:
+                self._busy.discard(action.cell_id)
+            self._wake.set()
+
+    @staticmethod
+    def _cid(action: Action) -> str:
+        assert action.container_id is not None
+        return action.container_id
+
+    def _observe_with_events(
+        self, cell: dict[str, Any], info: ContainerInfo, events: list[dict[str, Any]]
+    ) -> None:
+        report: dict[str, Any] = {
+            "cell_id": cell["cell_id"],
+            "state": observed_state(cell, info),
+            "container_id": info.id,
+            "exit_code": info.exit_code if not info.running else None,
+            "restarts": self._restarts.get(cell["cell_id"], 0),
+        }
+        if info.running and info.address:
+            report["address"] = info.address
+        self._queue(report, events)
+
+    def _remove(self, container_id: str | None) -> None:
+        if not container_id:
+            return
+        with contextlib.suppress(ContainerNotFound):
+            self.driver.remove(container_id, force=True)
+
+    def _create(
+        self, cell: dict[str, Any], events: list[dict[str, Any]], *, recreated: bool
+    ) -> None:
+        image_ref = self._prepare_image(cell)
+        events.append(_event("image-ready", cell["image"]["id"]))
+        self._prepare_network(cell["network"], cell["project_id"])
+        for m in cell.get("mounts") or []:
+            self._prepare_volume(m["engine_name"], m["volume_id"])
+        spec = container_spec(cell, self.host_id, image_ref)
+        try:
+            cid = self.driver.create(spec)
+        except NameConflict:
+            # Created by an earlier pass that did not live to report it: use that one.
+            cid = self.driver.inspect(spec.name).id
+        events.append(_event("recreated" if recreated else "created", cid[:12]))
+        self.driver.start(cid)
+        events.append(_event("started", ""))
+
+    def _prepare_image(self, cell: dict[str, Any]) -> str | None:
+        image = cell["image"]
+        if image["kind"] == "host":
+            return None
+        ref = str(image["engine_ref"])
+        if ref in self._prepared_images:
+            return ref
+        with self._prep_lock:
+            if ref in self._prepared_images:
+                return ref
+            if not self.driver.has_image(ref):
+                dest = self.cfg.data_dir / "images" / f"{image['id']}.tar"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                self.server.download_image(image["id"], dest)
+                try:
+                    self.driver.load_image(dest)
+                finally:
+                    dest.unlink(missing_ok=True)
+            self._prepared_images.add(ref)
+        return ref
+
+    def _prepare_network(self, name: str, project_id: str) -> None:
+        if name in self._prepared_networks:
+            return
+        with self._prep_lock:
+            if name not in self._prepared_networks:
+                self.driver.ensure_network(
+                    name, {HOST_LABEL: self.host_id, PROJECT_LABEL: project_id}
+                )
+                self._prepared_networks.add(name)
+
+    def _prepare_volume(self, name: str, volume_id: str) -> None:
+        if name in self._prepared_volumes:
+            return
+        with self._prep_lock:
+            if name not in self._prepared_volumes:
+                self.driver.ensure_volume(
+                    name, {HOST_LABEL: self.host_id, "cellplane.volume": volume_id}
+                )
+                self._prepared_volumes.add(name)
+
+    # --- reports and heartbeats ---
+
+    def _report_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._outbox_cv:
+                while not self._outbox and not self._stop.is_set():
+                    self._outbox_cv.wait(1.0)
+            self._flush_reports()
+
+    def _flush_reports(self) -> None:
+        with self._outbox_cv:
+            batch, self._outbox = self._outbox, []
+        if not batch:
+            return
+        delay = 0.2
+        while True:
+            try:
+                self.server.report(batch)
+                return
+            except ServerUnavailable as e:
+                if self._stop.is_set():
+                    return
+                log.warning("status report deferred", error=str(e))
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                log.exception("status report refused")
+                # Forget what we think we reported so the next pass re-sends the truth.
+                self._reported.clear()
+                return
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.cfg.heartbeat_s):
+            try:
+                self.server.heartbeat()
+            except ServerUnavailable as e:
+                log.warning("heartbeat failed", error=str(e))
+                self._reported.clear()
+            except Exception:
+                log.exception("heartbeat refused")
+
+    # --- used by the agent's HTTP endpoint ---
+
+    def container_for(self, cell_id: str) -> str:
+        return container_name(cell_id)
+
+
+def _event(kind: str, message: str) -> dict[str, Any]:
+    return {"at": _now_iso(), "type": kind, "message": message}
+
+
+Callback = Callable[[], None]

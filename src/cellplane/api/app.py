@@ -1,0 +1,75 @@
+"""The API application factory: routers, error mapping, metrics, and the controller's lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+from fastapi import FastAPI, Request, Response
+from sqlalchemy import func, select
+
+from cellplane import __version__
+from cellplane.api import errors, routes_agent, routes_cells, routes_ops, routes_system
+from cellplane.controller.loop import run_controller
+from cellplane.metrics import REQUEST_SECONDS, register_cell_states
+from cellplane.services.auth import Authenticator
+from cellplane.services.context import Services
+from cellplane.state.models import Cell
+
+__all__ = ["create_app"]
+
+
+def _cell_counts(svc: Services) -> Callable[[], dict[str, int]]:
+    def counts() -> dict[str, int]:
+        with svc.db.reader() as s:
+            rows = s.execute(select(Cell.state, func.count(Cell.id)).group_by(Cell.state)).all()
+            return {str(state): int(n) for state, n in rows}
+
+    return counts
+
+
+def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc.notifier.bind(asyncio.get_running_loop())
+        app.state.agent_client = httpx.AsyncClient(timeout=30)
+        task = asyncio.create_task(run_controller(svc)) if run_controllers else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await app.state.agent_client.aclose()
+
+    app = FastAPI(
+        title="Cellplane",
+        version=__version__,
+        description="Cells, clusters and identity on your own machines.",
+        lifespan=lifespan,
+    )
+    app.state.services = svc
+    app.state.authenticator = Authenticator(svc)
+    register_cell_states(_cell_counts(svc))
+    errors.install(app)
+
+    @app.middleware("http")
+    async def timing(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        REQUEST_SECONDS.labels(request.method, path, str(response.status_code)).observe(
+            time.perf_counter() - started
+        )
+        return response
+
+    for r in (routes_system, routes_ops, routes_cells, routes_agent):
+        app.include_router(r.router)
+    return app

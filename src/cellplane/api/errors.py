@@ -1,0 +1,87 @@
+"""The only place exceptions become HTTP answers: RFC 9457 problem documents.
+
+Domain errors (`cellplane.errors`), request validation errors (with field paths), malformed JSON and
+database integrity races each map to one problem type. Anything else is a 500 with no internals.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cellplane.errors import CellplaneError, ValidationFailed
+
+__all__ = ["PROBLEM_BASE", "install", "problem"]
+
+PROBLEM_BASE = "https://cellplane.dev/problems/"
+log = structlog.get_logger("cellplane.api")
+
+
+def problem(status: int, slug: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {
+        "type": PROBLEM_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += ("." if out else "") + str(p)
+    return out or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(CellplaneError)
+    async def _domain(_: Request, exc: CellplaneError) -> JSONResponse:
+        extra: dict[str, Any] = {}
+        if isinstance(exc, ValidationFailed):
+            extra["errors"] = [{"field": e.field, "message": e.message} for e in exc.errors]
+        return problem(exc.status, exc.slug, exc.title, exc.detail, **extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errs):
+            msg = next(e.get("msg", "") for e in errs if e.get("type") == "json_invalid")
+            ctx = next((e.get("ctx") or {} for e in errs if e.get("type") == "json_invalid"), {})
+            detail = f"the body is not valid JSON: {ctx.get('error', msg)}"
+            return problem(400, "malformed", "Malformed request", detail)
+        fields = [
+            {"field": _field_path(e.get("loc", ())), "message": str(e.get("msg", "invalid"))}
+            for e in errs
+        ]
+        detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        return problem(422, "validation", "Invalid request", detail, errors=fields)
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
+        return problem(
+            409, "conflict", "Conflict", "a concurrent request changed the same resource"
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slug = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized"}.get(
+            exc.status_code, "http"
+        )
+        return problem(exc.status_code, slug, str(exc.detail), str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", path=request.url.path)
+        return problem(500, "internal", "Internal error", "the server failed; see its log")

@@ -1,0 +1,66 @@
+"""The agent protocol: register, heartbeat, long-poll assignments, report status.
+
+Agents authenticate with the join token (once) and then with the host token they were given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+
+from cellplane.api.deps import agent_principal, services
+from cellplane.services import hosts, images
+from cellplane.services.context import Services
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["agent"])
+
+
+@router.post("/v1/agent/register")
+def register(body: dict[str, Any], svc: Services = Depends(services)) -> dict[str, Any]:
+    return hosts.register(svc, body)
+
+
+@router.post("/v1/agent/hosts/{host_id}/heartbeat", status_code=204)
+def heartbeat(host_id: str, request: Request, svc: Services = Depends(services)) -> Response:
+    agent_principal(request, host_id)
+    hosts.heartbeat(svc, host_id)
+    return Response(status_code=204)
+
+
+@router.get("/v1/agent/hosts/{host_id}/assignments")
+async def assignments(
+    host_id: str,
+    request: Request,
+    revision: int = Query(default=0, ge=0),
+    wait: float = Query(default=30.0, ge=0, le=300),
+    svc: Services = Depends(services),
+) -> dict[str, Any]:
+    await run_in_threadpool(agent_principal, request, host_id)
+    topic = f"host:{host_id}"
+    seen = svc.notifier.version(topic)
+    current = await run_in_threadpool(hosts.current_revision, svc, host_id)
+    if 0 < revision == current and wait > 0:
+        await svc.notifier.wait(topic, seen, wait)
+    return await run_in_threadpool(hosts.assignments, svc, host_id, revision)
+
+
+@router.post("/v1/agent/hosts/{host_id}/status", status_code=204)
+def status(
+    host_id: str, body: dict[str, Any], request: Request, svc: Services = Depends(services)
+) -> Response:
+    agent_principal(request, host_id)
+    hosts.apply_status(svc, host_id, list(body.get("cells") or []))
+    return Response(status_code=204)
+
+
+@router.get("/v1/agent/hosts/{host_id}/images/{image_id}/content")
+def image_content(
+    host_id: str, image_id: str, request: Request, svc: Services = Depends(services)
+) -> FileResponse:
+    agent_principal(request, host_id)
+    return FileResponse(images.image_content_path(svc, image_id), media_type="application/x-tar")

@@ -1,0 +1,269 @@
+"""Developer API: cells and volumes of a project. Thin: parse, authorise, call the service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from cellplane.api.deps import IdempotencyContext, idempotency, require, services
+from cellplane.api.respond import outcome_response
+from cellplane.errors import Conflict, ValidationFailed
+from cellplane.services import cells, volumes
+from cellplane.services import idempotency as idem
+from cellplane.services.context import Principal, Services
+from cellplane.services.schemas import CellCreate, StopBody, VolumeCreate
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["cells"])
+
+
+def _labels(label: list[str]) -> dict[str, str]:
+    out = {}
+    for item in label:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise ValidationFailed.field("label", f"{item!r} is not key=value")
+        out[k] = v
+    return out
+
+
+@router.post("/v1/projects/{project}/cells", status_code=202)
+def create_cell(
+    project: str,
+    body: CellCreate,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("cells:write")),
+    ctx: IdempotencyContext = Depends(idempotency),
+) -> Response:
+    out = idem.run(
+        svc,
+        p,
+        ctx.key,
+        ctx.fingerprint,
+        ctx.method,
+        ctx.path,
+        lambda s: cells.create(svc, s, p, project, body),
+    )
+    return outcome_response(out)
+
+
+@router.get("/v1/projects/{project}/cells")
+def list_cells(
+    project: str,
+    label: list[str] = Query(default=[]),
+    name: str | None = None,
+    state: str | None = None,
+    limit: int = Query(default=100, ge=1, le=1000),
+    cursor: str | None = None,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("cells:read")),
+) -> dict[str, Any]:
+    return cells.list_cells(
+        svc, p, project, labels=_labels(label), name=name, state=state, limit=limit, cursor=cursor
+    )
+
+
+@router.get("/v1/cells/{cell_id}")
+def get_cell(
+    cell_id: str, svc: Services = Depends(services), p: Principal = Depends(require("cells:read"))
+) -> dict[str, Any]:
+    return cells.get(svc, p, cell_id)
+
+
+@router.post("/v1/cells/{cell_id}/start", status_code=202)
+def start_cell(
+    cell_id: str,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("cells:write")),
+    ctx: IdempotencyContext = Depends(idempotency),
+) -> Response:
+    out = idem.run(
+        svc,
+        p,
+        ctx.key,
+        ctx.fingerprint,
+        ctx.method,
+        ctx.path,
+        lambda s: cells.start(svc, s, p, cell_id),
+    )
+    return outcome_response(out)
+
+
+@router.post("/v1/cells/{cell_id}/stop", status_code=202)
+def stop_cell(
+    cell_id: str,
+    body: StopBody | None = Body(default=None),
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("cells:write")),
+    ctx: IdempotencyContext = Depends(idempotency),
+) -> Response:
+    timeout = body.timeout if body else None
+    out = idem.run(
+        svc,
+        p,
+        ctx.key,
+        ctx.fingerprint,
+        ctx.method,
+        ctx.path,
+        lambda s: cells.stop(svc, s, p, cell_id, timeout),
+    )
+    return outcome_response(out)
+
+
+@router.post("/v1/cells/{cell_id}/restart", status_code=202)
+def restart_cell(
+    cell_id: str,
+    body: StopBody | None = Body(default=None),
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("cells:write")),
+    ctx: IdempotencyContext = Depends(idempotency),
+) -> Response:
+    timeout = body.timeout if body else None
+    out = idem.run(
+        svc,
+        p,
+        ctx.key,
+        ctx.fingerprint,
+        ctx.method,
+        ctx.path,
+        lambda s: cells.restart(svc, s, p, cell_id, timeout),
+    )
+    return outcome_response(out)
+
+
+@router.delete("/v1/cells/{cell_id}", status_code=202)
+def delete_cell(
+    cell_id: str, svc: Services = Depends(services), p: Principal = Depends(require("cells:write"))
+) -> Response:
+    with svc.db.session() as s:
+        out = cells.delete(svc, s, p, cell_id)
+    svc.notifier.publish(*out.topics)
+    return outcome_response(out)
+
+
+def _agent_client(request: Request) -> httpx.AsyncClient:
+    client: httpx.AsyncClient = request.app.state.agent_client
+    return client
+
+
+@router.get("/v1/cells/{cell_id}/logs")
+async def cell_logs(
+    cell_id: str,
+    request: Request,
+    tail: int | None = Query(default=None, ge=0, le=1_000_000),
+    follow: bool = False,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("cells:read")),
+) -> StreamingResponse:
+    url, secret, cid = await run_in_threadpool(cells.locate, svc, p, cell_id)
+    params: dict[str, Any] = {"follow": "true" if follow else "false"}
+    if tail is not None:
+        params["tail"] = tail
+    client = _agent_client(request)
+    req = client.build_request(
+        "GET",
+        f"{url}/cells/{cid}/logs",
+        params=params,
+        headers={"Authorization": f"Bearer {secret}"},
+        timeout=httpx.Timeout(10, read=None),
+    )
+    try:
+        resp = await client.send(req, stream=True)
+    except httpx.HTTPError as e:
+        raise Conflict(f"the cell's host agent is unreachable: {e}") from e
+    if resp.status_code != 200:
+        await resp.aclose()
+        raise Conflict(f"the cell's host agent answered {resp.status_code} for its logs")
+
+    async def relay() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in resp.aiter_raw():
+                yield chunk
+        finally:
+            await resp.aclose()
+
+    return StreamingResponse(relay(), media_type="text/plain; charset=utf-8")
+
+
+class ExecBody(BaseModel):
+    command: list[str] = Field(min_length=1, max_length=1024)
+    timeout: float = Field(default=60, gt=0, le=3600)
+
+
+@router.post("/v1/cells/{cell_id}/exec")
+async def cell_exec(
+    cell_id: str,
+    body: ExecBody,
+    request: Request,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("cells:write")),
+) -> JSONResponse:
+    url, secret, cid = await run_in_threadpool(cells.locate, svc, p, cell_id)
+    try:
+        resp = await _agent_client(request).post(
+            f"{url}/cells/{cid}/exec",
+            json={"command": body.command},
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=body.timeout + 5,
+        )
+    except httpx.HTTPError as e:
+        raise Conflict(f"the cell's host agent is unreachable: {e}") from e
+    if resp.status_code != 200:
+        raise Conflict(f"exec failed on the host: {resp.text[:500]}")
+    return JSONResponse(resp.json())
+
+
+# --- volumes ---
+
+
+@router.post("/v1/projects/{project}/volumes", status_code=201, tags=["volumes"])
+def create_volume(
+    project: str,
+    body: VolumeCreate,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("volumes:write")),
+    ctx: IdempotencyContext = Depends(idempotency),
+) -> Response:
+    out = idem.run(
+        svc,
+        p,
+        ctx.key,
+        ctx.fingerprint,
+        ctx.method,
+        ctx.path,
+        lambda s: volumes.create(svc, s, p, project, body),
+    )
+    return outcome_response(out)
+
+
+@router.get("/v1/projects/{project}/volumes", tags=["volumes"])
+def list_volumes(
+    project: str, svc: Services = Depends(services), p: Principal = Depends(require("volumes:read"))
+) -> dict[str, Any]:
+    return volumes.list_volumes(svc, p, project)
+
+
+@router.get("/v1/volumes/{volume_id}", tags=["volumes"])
+def get_volume(
+    volume_id: str,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("volumes:read")),
+) -> dict[str, Any]:
+    return volumes.get(svc, p, volume_id)
+
+
+@router.delete("/v1/volumes/{volume_id}", status_code=204, tags=["volumes"])
+def delete_volume(
+    volume_id: str,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("volumes:write")),
+) -> Response:
+    volumes.delete(svc, p, volume_id)
+    return Response(status_code=204)

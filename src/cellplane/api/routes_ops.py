@@ -1,0 +1,184 @@
+"""Operator API: hosts, flavors, images, and tasks (with their SSE event stream)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+
+from cellplane.api.deps import require, services
+from cellplane.errors import NotFound
+from cellplane.ids import new_id
+from cellplane.services import hosts, images
+from cellplane.services.context import Principal, Services
+from cellplane.services.schemas import FlavorCreate, MaintenanceBody
+from cellplane.services.tasks import TERMINAL, task_view
+from cellplane.state.models import Task
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/v1/hosts", tags=["hosts"])
+def list_hosts(
+    svc: Services = Depends(services), p: Principal = Depends(require("hosts:read"))
+) -> dict[str, Any]:
+    return {"items": hosts.list_hosts(svc), "next_cursor": None}
+
+
+@router.get("/v1/hosts/{host_id}", tags=["hosts"])
+def get_host(
+    host_id: str, svc: Services = Depends(services), p: Principal = Depends(require("hosts:read"))
+) -> dict[str, Any]:
+    return hosts.get_host(svc, host_id)
+
+
+@router.post("/v1/hosts/{host_id}/maintenance", tags=["hosts"])
+def maintenance(
+    host_id: str,
+    body: MaintenanceBody,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("hosts:write")),
+) -> dict[str, Any]:
+    return hosts.set_maintenance(svc, host_id, body.enabled)
+
+
+@router.get("/v1/flavors", tags=["flavors"])
+def list_flavors(
+    svc: Services = Depends(services), p: Principal = Depends(require("flavors:read"))
+) -> dict[str, Any]:
+    return {"items": images.list_flavors(svc), "next_cursor": None}
+
+
+@router.post("/v1/flavors", status_code=201, tags=["flavors"])
+def create_flavor(
+    body: FlavorCreate,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("flavors:write")),
+) -> JSONResponse:
+    view = images.create_flavor(svc, body)
+    return JSONResponse(view, 201, headers={"Location": f"/v1/flavors/{body.name}"})
+
+
+@router.get("/v1/flavors/{name}", tags=["flavors"])
+def get_flavor(
+    name: str, svc: Services = Depends(services), p: Principal = Depends(require("flavors:read"))
+) -> dict[str, Any]:
+    return images.get_flavor(svc, name)
+
+
+@router.delete("/v1/flavors/{name}", status_code=204, tags=["flavors"])
+def delete_flavor(
+    name: str, svc: Services = Depends(services), p: Principal = Depends(require("flavors:write"))
+) -> Response:
+    images.delete_flavor(svc, name)
+    return Response(status_code=204)
+
+
+@router.get("/v1/images", tags=["images"])
+def list_images(
+    svc: Services = Depends(services), p: Principal = Depends(require("images:read"))
+) -> dict[str, Any]:
+    return {"items": images.list_images(svc), "next_cursor": None}
+
+
+@router.post("/v1/images", status_code=201, tags=["images"])
+async def import_image(
+    request: Request,
+    name: str = Query(min_length=1, max_length=128),
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("images:write")),
+) -> JSONResponse:
+    """Upload a docker-archive or OCI archive tarball as the raw request body."""
+    upload = svc.images_dir / f".upload-{new_id('up')}"
+    h = hashlib.sha256()
+    size = 0
+    fd = os.open(upload, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            async for chunk in request.stream():
+                h.update(chunk)
+                size += len(chunk)
+                f.write(chunk)
+    except BaseException:
+        Path(upload).unlink(missing_ok=True)
+        raise
+    view = await run_in_threadpool(images.import_image, svc, name, upload, h.hexdigest(), size)
+    return JSONResponse(view, 201, headers={"Location": f"/v1/images/{view['id']}"})
+
+
+@router.get("/v1/images/{ref}", tags=["images"])
+def get_image(
+    ref: str, svc: Services = Depends(services), p: Principal = Depends(require("images:read"))
+) -> dict[str, Any]:
+    return images.get_image(svc, ref)
+
+
+@router.get("/v1/images/{ref}/content", tags=["images"])
+def image_content(
+    ref: str, svc: Services = Depends(services), p: Principal = Depends(require("images:read"))
+) -> FileResponse:
+    return FileResponse(images.image_content_path(svc, ref), media_type="application/x-tar")
+
+
+@router.delete("/v1/images/{ref}", status_code=204, tags=["images"])
+def delete_image(
+    ref: str, svc: Services = Depends(services), p: Principal = Depends(require("images:write"))
+) -> Response:
+    images.delete_image(svc, ref)
+    return Response(status_code=204)
+
+
+def _task(svc: Services, p: Principal, task_id: str) -> dict[str, Any]:
+    with svc.db.reader() as s:
+        t = s.get(Task, task_id)
+        if t is None or (
+            t.tenant_id and t.tenant_id != p.tenant_id and "system-admin" not in p.roles
+        ):
+            raise NotFound(f"task {task_id!r} does not exist")
+        return task_view(t)
+
+
+@router.get("/v1/tasks/{task_id}", tags=["tasks"])
+def get_task(
+    task_id: str, svc: Services = Depends(services), p: Principal = Depends(require("tasks:read"))
+) -> dict[str, Any]:
+    return _task(svc, p, task_id)
+
+
+@router.get("/v1/tasks/{task_id}/events", tags=["tasks"])
+async def task_events(
+    task_id: str, svc: Services = Depends(services), p: Principal = Depends(require("tasks:read"))
+) -> StreamingResponse:
+    """Server-sent events: the task as JSON on every change, ending after a terminal state."""
+    first = await run_in_threadpool(_task, svc, p, task_id)
+    topic = f"task:{task_id}"
+
+    async def stream() -> AsyncIterator[str]:
+        seen = svc.notifier.version(topic)
+        view = first
+        last = None
+        while True:
+            body = json.dumps(view)
+            if body != last:
+                yield f"event: task\ndata: {body}\n\n"
+                last = body
+            if view["state"] in TERMINAL:
+                return
+            new = await svc.notifier.wait(topic, seen, 15.0)
+            if new == seen:
+                yield ": keep-alive\n\n"
+            seen = new
+            view = await run_in_threadpool(_task, svc, p, task_id)
+
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )

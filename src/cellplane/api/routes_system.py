@@ -1,0 +1,79 @@
+"""Health, readiness, metrics, the caller's identity and projects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from cellplane.api.deps import IdempotencyContext, idempotency, require, services
+from cellplane.api.respond import outcome_response
+from cellplane.metrics import REGISTRY
+from cellplane.services import idempotency as idem
+from cellplane.services import projects
+from cellplane.services.context import Principal, Services
+from cellplane.services.schemas import ProjectCreate
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/healthz", tags=["system"])
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["system"])
+def readyz(svc: Services = Depends(services)) -> Response:
+    try:
+        with svc.db.reader() as s:
+            s.execute(text("SELECT 1"))
+    except Exception as e:  # any database failure means not ready
+        return Response(
+            f'{{"status": "unavailable", "detail": "{type(e).__name__}"}}',
+            503,
+            media_type="application/json",
+        )
+    return Response('{"status": "ready"}', 200, media_type="application/json")
+
+
+@router.get("/metrics", tags=["system"])
+async def metrics() -> Response:
+    data = await run_in_threadpool(generate_latest, REGISTRY)
+    return Response(data, media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/whoami", tags=["identity"])
+def whoami(p: Principal = Depends(require("projects:read"))) -> dict[str, Any]:
+    return {"subject": p.subject, "tenant": p.tenant, "roles": list(p.roles), "kind": p.kind}
+
+
+@router.get("/v1/projects", tags=["projects"])
+def list_projects(
+    svc: Services = Depends(services), p: Principal = Depends(require("projects:read"))
+) -> dict[str, Any]:
+    return projects.list_projects(svc, p)
+
+
+@router.post("/v1/projects", status_code=201, tags=["projects"])
+def create_project(
+    body: ProjectCreate,
+    request: Request,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("projects:write")),
+    ctx: IdempotencyContext = Depends(idempotency),
+) -> Response:
+    out = idem.run(
+        svc,
+        p,
+        ctx.key,
+        ctx.fingerprint,
+        ctx.method,
+        ctx.path,
+        lambda s: projects.create(svc, s, p, body),
+    )
+    return outcome_response(out)

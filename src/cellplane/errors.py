@@ -1,0 +1,99 @@
+"""Domain errors raised by services; `cellplane.api.errors` is the one place that maps them to HTTP.
+
+CellplaneError
+├── ValidationFailed       422, with field paths
+├── NotFound               404
+├── Conflict               409 (duplicate name, in use, wrong state)
+│   ├── InsufficientCapacity   409, names the binding resource
+│   └── QuotaExceeded          409
+├── Unauthorized           401
+├── Forbidden              403
+└── IdempotencyMismatch    422
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "CellplaneError",
+    "Conflict",
+    "FieldError",
+    "Forbidden",
+    "IdempotencyMismatch",
+    "InsufficientCapacity",
+    "NotFound",
+    "QuotaExceeded",
+    "Unauthorized",
+    "ValidationFailed",
+]
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+
+class CellplaneError(Exception):
+    status = 500
+    slug = "internal"
+    title = "Internal error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class ValidationFailed(CellplaneError):
+    status = 422
+    slug = "validation"
+    title = "Invalid request"
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+        self.errors = errors
+
+    @classmethod
+    def field(cls, field: str, message: str) -> ValidationFailed:
+        return cls([FieldError(field, message)])
+
+
+class NotFound(CellplaneError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class Conflict(CellplaneError):
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+class InsufficientCapacity(Conflict):
+    slug = "insufficient-capacity"
+    title = "Insufficient capacity"
+
+
+class QuotaExceeded(Conflict):
+    slug = "quota-exceeded"
+    title = "Quota exceeded"
+
+
+class Unauthorized(CellplaneError):
+    status = 401
+    slug = "unauthorized"
+    title = "Unauthorized"
+
+
+class Forbidden(CellplaneError):
+    status = 403
+    slug = "forbidden"
+    title = "Forbidden"
+
+
+class IdempotencyMismatch(CellplaneError):
+    status = 422
+    slug = "idempotency-mismatch"
+    title = "Idempotency key reused with a different request"

@@ -1,0 +1,406 @@
+"""Cells: the developer API's rules. Admission, desired state, tasks; the controller and agent do the rest.
+
+Called by `cellplane.api.routes_cells`. Every change is one transaction that writes the desired state,
+a task and (for POSTs) the idempotency record; then the controller or the host's agent is woken.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, select, update
+from sqlalchemy.orm import Session
+
+from cellplane import scheduler
+from cellplane.errors import Conflict, InsufficientCapacity, NotFound, ValidationFailed
+from cellplane.ids import new_id, utcnow
+from cellplane.services import hosts as hosts_mod
+from cellplane.services import tasks as tasks_mod
+from cellplane.services.context import Principal, Services
+from cellplane.services.idempotency import Outcome
+from cellplane.services.schemas import CellCreate
+from cellplane.services.views import cell_view
+from cellplane.state.models import (
+    Cell,
+    CellEvent,
+    Flavor,
+    Host,
+    Image,
+    Project,
+    Task,
+    Tenant,
+    Volume,
+)
+
+__all__ = [
+    "HOST_LABEL",
+    "bump_host",
+    "create",
+    "decode_cursor",
+    "delete",
+    "encode_cursor",
+    "get",
+    "list_cells",
+    "locate",
+    "placement_request",
+    "project_for",
+    "restart",
+    "start",
+    "stop",
+    "with_host_labels",
+]
+
+# Every host carries this label in the scheduler's snapshot; cells bound to a host-local volume ask for it.
+HOST_LABEL = "cellplane.host"
+MAX_EVENTS = 50
+
+
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValidationFailed.field("cursor", "is not a cursor this server issued") from e
+
+
+def project_for(s: Session, principal: Principal, name: str) -> Project:
+    """The caller's project by name (or id); other tenants' projects do not exist for the caller."""
+    q = select(Project).where((Project.name == name) | (Project.id == name))
+    if "system-admin" not in principal.roles or principal.tenant_id:
+        q = q.where(Project.tenant_id == principal.tenant_id)
+    p = s.scalar(q)
+    if p is None:
+        raise NotFound(f"project {name!r} does not exist")
+    return p
+
+
+def _visible(s: Session, principal: Principal, cell: Cell | None, cell_id: str) -> Cell:
+    if cell is not None:
+        p = s.get(Project, cell.project_id)
+        if p is not None and p.tenant_id == principal.tenant_id:
+            return cell
+    raise NotFound(f"cell {cell_id!r} does not exist")
+
+
+def bump_host(s: Session, host_id: str) -> int:
+    """Atomically advance the host's revision; the caller stamps changed cells with it."""
+    rev = s.execute(
+        update(Host)
+        .where(Host.id == host_id)
+        .values(revision=Host.revision + 1)
+        .returning(Host.revision)
+    ).scalar_one()
+    return int(rev)
+
+
+def placement_request(cell: Cell, host_id_for_volumes: str | None) -> scheduler.PlacementRequest:
+    labels = {HOST_LABEL: host_id_for_volumes} if host_id_for_volumes else {}
+    return scheduler.PlacementRequest(
+        id=cell.id,
+        resources=scheduler.Resources(cell.cpu, cell.memory_mb, cell.disk_gb),
+        labels=labels,
+        ports=frozenset(
+            (p.get("protocol", "tcp"), int(p["host_port"]))
+            for p in cell.ports
+            if p.get("host_port")
+        ),
+    )
+
+
+def _supersede(s: Session, cell: Cell, new_task: Task, now: datetime) -> None:
+    if cell.task_id:
+        old = s.get(Task, cell.task_id)
+        if old is not None:
+            tasks_mod.fail(old, f"superseded by {new_task.kind} task {new_task.id}", now)
+    cell.task_id = new_task.id
+
+
+def _view(s: Session, cell: Cell, with_events: bool = True) -> dict[str, Any]:
+    p = s.get(Project, cell.project_id)
+    t = s.get(Tenant, p.tenant_id) if p else None
+    img = s.get(Image, cell.image_id)
+    events = (
+        list(
+            reversed(
+                s.scalars(
+                    select(CellEvent)
+                    .where(CellEvent.cell_id == cell.id)
+                    .order_by(CellEvent.id.desc())
+                    .limit(MAX_EVENTS)
+                ).all()
+            )
+        )
+        if with_events
+        else []
+    )
+    return cell_view(
+        cell,
+        project=p.name if p else "",
+        tenant=t.name if t else "",
+        image=img.name if img else cell.image_id,
+        events=events,
+    )
+
+
+def create(
+    svc: Services, s: Session, principal: Principal, project_name: str, body: CellCreate
+) -> Outcome:
+    now = utcnow()
+    project = project_for(s, principal, project_name)
+    image = s.scalar(select(Image).where((Image.name == body.image) | (Image.id == body.image)))
+    if image is None:
+        raise ValidationFailed.field("image", f"image {body.image!r} does not exist")
+    if body.flavor is not None or body.cpu is None:
+        fname = body.flavor or "SMALL"
+        flavor = s.get(Flavor, fname)
+        if flavor is None:
+            raise ValidationFailed.field("flavor", f"flavor {fname!r} does not exist")
+        cpu, mem, disk = flavor.cpu, flavor.memory_mb, flavor.disk_gb
+        flavor_name: str | None = flavor.name
+    else:
+        assert body.memory_mb is not None
+        cpu, mem, disk, flavor_name = body.cpu, body.memory_mb, 0, None
+    if body.disk_gb is not None:
+        disk = body.disk_gb
+    if s.scalar(select(Cell.id).where(Cell.project_id == project.id, Cell.name == body.name)):
+        raise Conflict(f"a cell named {body.name!r} already exists in project {project.name!r}")
+    bound_host = None
+    for i, m in enumerate(body.volumes):
+        v = s.scalar(select(Volume).where(Volume.project_id == project.id, Volume.name == m.volume))
+        if v is None or v.state != "READY":
+            raise ValidationFailed.field(
+                f"volumes[{i}].volume", f"volume {m.volume!r} does not exist in {project.name!r}"
+            )
+        if v.host_id:
+            if bound_host and bound_host != v.host_id:
+                raise Conflict("the cell's volumes live on different hosts")
+            bound_host = v.host_id
+    cell = Cell(
+        id=new_id("cel"),
+        project_id=project.id,
+        name=body.name,
+        image_id=image.id,
+        flavor=flavor_name,
+        cpu=cpu,
+        memory_mb=mem,
+        disk_gb=disk,
+        command=body.command,
+        env=body.env,
+        labels=body.labels,
+        ports=[p.model_dump() for p in body.ports],
+        volumes=[v.model_dump() for v in body.volumes],
+        restart_policy=body.restart.policy,
+        max_retries=body.restart.max_retries,
+        stop_timeout=body.stop_timeout,
+        desired_state="RUNNING" if body.start else "STOPPED",
+        state="PENDING",
+        restarts=0,
+        host_rev=0,
+        created_at=now,
+        updated_at=now,
+    )
+    reason = scheduler.explain(
+        with_host_labels(hosts_mod.snapshot(s, svc, now)), placement_request(cell, bound_host)
+    )
+    if reason is not None:
+        raise InsufficientCapacity(reason)
+    task = tasks_mod.new_task(
+        s,
+        task_id=new_id("tsk"),
+        kind="CREATE_CELL",
+        entity_kind="cell",
+        entity_id=cell.id,
+        tenant_id=project.tenant_id,
+        steps=tasks_mod.CREATE_STEPS,
+        now=now,
+    )
+    cell.task_id = task.id
+    s.add(cell)
+    s.add(CellEvent(cell_id=cell.id, at=now, type="accepted", message=f"by {principal.subject}"))
+    s.flush()
+    return Outcome(
+        202, tasks_mod.task_view(task), f"/v1/tasks/{task.id}", ("controller", f"task:{task.id}")
+    )
+
+
+def with_host_labels(hosts: list[scheduler.HostSnapshot]) -> list[scheduler.HostSnapshot]:
+    """Give every host the label `cellplane.host=<id>` so requests can pin themselves to one."""
+    return [
+        scheduler.HostSnapshot(
+            id=h.id,
+            state=h.state,
+            capacity=h.capacity,
+            used=h.used,
+            labels={**h.labels, HOST_LABEL: h.id},
+            zone=h.zone,
+            used_ports=h.used_ports,
+            groups=h.groups,
+        )
+        for h in hosts
+    ]
+
+
+def list_cells(
+    svc: Services,
+    principal: Principal,
+    project_name: str,
+    *,
+    labels: dict[str, str],
+    name: str | None,
+    state: str | None,
+    limit: int,
+    cursor: str | None,
+) -> dict[str, Any]:
+    with svc.db.reader() as s:
+        project = project_for(s, principal, project_name)
+        q: Select[Cell] = select(Cell).where(Cell.project_id == project.id)
+        if name:
+            q = q.where(Cell.name == name)
+        if state:
+            q = q.where(Cell.state == state.upper())
+        if cursor:
+            q = q.where(Cell.id > decode_cursor(cursor))
+        q = q.order_by(Cell.id)
+        items: list[dict[str, Any]] = []
+        last = None
+        # Label filters run in Python: JSON containment is not portable across SQLite and PostgreSQL.
+        for cell in s.scalars(q).yield_per(500):
+            if any(cell.labels.get(k) != v for k, v in labels.items()):
+                continue
+            if len(items) == limit:
+                return {"items": items, "next_cursor": encode_cursor(last or "")}
+            items.append(_view(s, cell, with_events=False))
+            last = cell.id
+        return {"items": items, "next_cursor": None}
+
+
+def get(svc: Services, principal: Principal, cell_id: str) -> dict[str, Any]:
+    with svc.db.reader() as s:
+        return _view(s, _visible(s, principal, s.get(Cell, cell_id), cell_id))
+
+
+def _transition(
+    svc: Services,
+    s: Session,
+    principal: Principal,
+    cell_id: str,
+    *,
+    kind: str,
+    steps: tuple[str, ...],
+    desired: str,
+    stop_timeout: float | None = None,
+    restart: bool = False,
+) -> Outcome:
+    now = utcnow()
+    cell = _visible(s, principal, s.get(Cell, cell_id), cell_id)
+    if cell.desired_state == "DELETED":
+        raise Conflict(f"cell {cell.name!r} is being deleted")
+    project = s.get(Project, cell.project_id)
+    task = tasks_mod.new_task(
+        s,
+        task_id=new_id("tsk"),
+        kind=kind,
+        entity_kind="cell",
+        entity_id=cell.id,
+        tenant_id=project.tenant_id if project else None,
+        steps=steps,
+        now=now,
+    )
+    _supersede(s, cell, task, now)
+    cell.desired_state = desired
+    if stop_timeout is not None:
+        cell.stop_timeout = stop_timeout
+    if restart:
+        cell.restart_requested_at = now
+    cell.updated_at = now
+    topics = ["controller", f"task:{task.id}", f"cell:{cell.id}"]
+    if cell.host_id is None:
+        if desired == "DELETED":
+            tasks_mod.advance(task, "DELETE", "COMPLETED", now)
+            s.delete(cell)
+        elif desired == "STOPPED":
+            cell.state = "STOPPED"
+            tasks_mod.advance(task, "STOP", "COMPLETED", now)
+    else:
+        cell.host_rev = bump_host(s, cell.host_id)
+        topics.append(f"host:{cell.host_id}")
+        if desired == "DELETED":
+            cell.state = "DELETING"
+            tasks_mod.advance(task, "STOP", "STARTED", now)
+        elif desired == "STOPPED" and cell.state in ("STOPPED", "EXITED"):
+            tasks_mod.advance(task, "STOP", "COMPLETED", now)
+        elif desired == "RUNNING":
+            tasks_mod.advance(task, "SCHEDULE", "COMPLETED", now)
+    s.add(CellEvent(cell_id=cell.id, at=now, type=kind.lower(), message=f"by {principal.subject}"))
+    s.flush()
+    return Outcome(202, tasks_mod.task_view(task), f"/v1/tasks/{task.id}", tuple(topics))
+
+
+def start(svc: Services, s: Session, principal: Principal, cell_id: str) -> Outcome:
+    return _transition(
+        svc,
+        s,
+        principal,
+        cell_id,
+        kind="START_CELL",
+        steps=tasks_mod.START_STEPS,
+        desired="RUNNING",
+    )
+
+
+def stop(
+    svc: Services, s: Session, principal: Principal, cell_id: str, timeout: float | None
+) -> Outcome:
+    return _transition(
+        svc,
+        s,
+        principal,
+        cell_id,
+        kind="STOP_CELL",
+        steps=tasks_mod.STOP_STEPS,
+        desired="STOPPED",
+        stop_timeout=timeout,
+    )
+
+
+def restart(
+    svc: Services, s: Session, principal: Principal, cell_id: str, timeout: float | None
+) -> Outcome:
+    return _transition(
+        svc,
+        s,
+        principal,
+        cell_id,
+        kind="RESTART_CELL",
+        steps=tasks_mod.START_STEPS,
+        desired="RUNNING",
+        stop_timeout=timeout,
+        restart=True,
+    )
+
+
+def delete(svc: Services, s: Session, principal: Principal, cell_id: str) -> Outcome:
+    return _transition(
+        svc,
+        s,
+        principal,
+        cell_id,
+        kind="DELETE_CELL",
+        steps=tasks_mod.DELETE_STEPS,
+        desired="DELETED",
+    )
+
+
+def locate(svc: Services, principal: Principal, cell_id: str) -> tuple[str, str | None, str]:
+    """Where to reach a cell's container: (agent url, agent secret, cell id) for logs and exec."""
+    with svc.db.reader() as s:
+        cell = _visible(s, principal, s.get(Cell, cell_id), cell_id)
+        host = s.get(Host, cell.host_id) if cell.host_id else None
+        if host is None or not host.agent_url or cell.container_id is None:
+            raise Conflict(f"cell {cell.name!r} has no container yet (state {cell.state})")
+        return host.agent_url, host.agent_secret, cell.id

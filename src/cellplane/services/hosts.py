@@ -1,0 +1,366 @@
+"""Hosts: registration and the agent protocol (assignments, status), capacity snapshots, maintenance.
+
+Called by the host and agent routes, by the cell service (admission) and by the controller
+(scheduling). The agent protocol is level-triggered: an assignment is the full desired state of each
+changed cell, and a status report is the full observed state of each changed cell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from cellplane import scheduler
+from cellplane.errors import NotFound, Unauthorized, ValidationFailed
+from cellplane.ids import new_id, utcnow
+from cellplane.services import tasks as tasks_mod
+from cellplane.services.context import Principal, Services
+from cellplane.services.views import host_view
+from cellplane.state.models import Cell, CellEvent, Host, Image, Setting, Task, Volume
+
+__all__ = [
+    "JOIN_TOKEN_KEY",
+    "apply_status",
+    "assignments",
+    "authenticate_host",
+    "get_host",
+    "host_state",
+    "list_hosts",
+    "network_name",
+    "register",
+    "set_maintenance",
+    "snapshot",
+    "usage_by_host",
+    "volume_engine_name",
+]
+
+JOIN_TOKEN_KEY = "join_token_sha256"
+
+
+def _sha(s: str) -> str:
+    return hashlib.sha256(s.encode()).hexdigest()
+
+
+def network_name(project_id: str) -> str:
+    return f"cp-{project_id}"
+
+
+def volume_engine_name(volume_id: str) -> str:
+    return f"cp-{volume_id}"
+
+
+def host_state(host: Host, now: datetime, svc: Services) -> str:
+    if host.maintenance:
+        return "MAINTENANCE"
+    if host.last_heartbeat is None:
+        return "DOWN"
+    hb = host.last_heartbeat
+    if hb.tzinfo is None:  # SQLite returns naive datetimes; they were written in UTC
+        hb = hb.replace(tzinfo=now.tzinfo)
+    age = (now - hb).total_seconds()
+    if age > svc.heartbeat_down_s:
+        return "DOWN"
+    if age > svc.heartbeat_suspect_s:
+        return "SUSPECT"
+    return "READY"
+
+
+def usage_by_host(s: Session) -> dict[str, dict[str, Any]]:
+    rows = s.execute(
+        select(
+            Cell.host_id,
+            func.sum(Cell.cpu),
+            func.sum(Cell.memory_mb),
+            func.sum(Cell.disk_gb),
+            func.count(Cell.id),
+        )
+        .where(Cell.host_id.is_not(None))
+        .group_by(Cell.host_id)
+    ).all()
+    return {
+        h: {"cpu": float(c or 0), "memory_mb": int(m or 0), "disk_gb": int(d or 0), "cells": int(n)}
+        for h, c, m, d, n in rows
+        if h is not None
+    }
+
+
+def snapshot(s: Session, svc: Services, now: datetime) -> list[scheduler.HostSnapshot]:
+    """The scheduler's view of every host: capacity, what placed cells use, published ports."""
+    usage = usage_by_host(s)
+    ports: dict[str, set[tuple[str, int]]] = defaultdict(set)
+    for host_id, cell_ports in s.execute(
+        select(Cell.host_id, Cell.ports).where(Cell.host_id.is_not(None))
+    ):
+        for p in cell_ports or []:
+            if p.get("host_port"):
+                ports[host_id].add((p.get("protocol", "tcp"), int(p["host_port"])))
+    out = []
+    for h in s.scalars(select(Host).order_by(Host.id)):
+        u = usage.get(h.id, {"cpu": 0.0, "memory_mb": 0, "disk_gb": 0})
+        out.append(
+            scheduler.HostSnapshot(
+                id=h.id,
+                state=host_state(h, now, svc),
+                capacity=scheduler.Resources(h.cpu, h.memory_mb, h.disk_gb),
+                used=scheduler.Resources(u["cpu"], u["memory_mb"], u["disk_gb"]),
+                labels=dict(h.labels or {}),
+                zone=h.zone,
+                used_ports=frozenset(ports.get(h.id, set())),
+            )
+        )
+    return out
+
+
+def list_hosts(svc: Services) -> list[dict[str, Any]]:
+    now = utcnow()
+    with svc.db.reader() as s:
+        usage = usage_by_host(s)
+        return [
+            host_view(h, host_state(h, now, svc), usage.get(h.id, _zero()))
+            for h in s.scalars(select(Host).order_by(Host.id))
+        ]
+
+
+def _zero() -> dict[str, Any]:
+    return {"cpu": 0.0, "memory_mb": 0, "disk_gb": 0, "cells": 0}
+
+
+def get_host(svc: Services, host_id: str) -> dict[str, Any]:
+    with svc.db.reader() as s:
+        h = s.get(Host, host_id) or s.scalar(select(Host).where(Host.name == host_id))
+        if h is None:
+            raise NotFound(f"host {host_id!r} does not exist")
+        return host_view(h, host_state(h, utcnow(), svc), usage_by_host(s).get(h.id, _zero()))
+
+
+def set_maintenance(svc: Services, host_id: str, enabled: bool) -> dict[str, Any]:
+    with svc.db.session() as s:
+        h = s.get(Host, host_id) or s.scalar(select(Host).where(Host.name == host_id))
+        if h is None:
+            raise NotFound(f"host {host_id!r} does not exist")
+        h.maintenance = enabled
+    svc.notifier.publish("controller")
+    return get_host(svc, h.id)
+
+
+# --- agent protocol -------------------------------------------------------------------------
+
+
+def register(svc: Services, body: dict[str, Any]) -> dict[str, Any]:
+    """Admit an agent presenting the join token; the same host name keeps its id."""
+    token = str(body.get("join_token") or "")
+    name = str(body.get("name") or "")
+    cap = body.get("capacity") or {}
+    if not name:
+        raise ValidationFailed.field("name", "required")
+    try:
+        cpu, mem, disk = float(cap["cpu"]), int(cap["memory_mb"]), int(cap["disk_gb"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValidationFailed.field("capacity", "needs cpu, memory_mb and disk_gb") from e
+    now = utcnow()
+    host_token = secrets.token_urlsafe(32)
+    with svc.db.session() as s:
+        expected = s.get(Setting, JOIN_TOKEN_KEY)
+        if expected is None or not hmac.compare_digest(expected.value, _sha(token)):
+            raise Unauthorized("join token is not valid")
+        h = s.scalar(select(Host).where(Host.name == name))
+        if h is None:
+            h = Host(id=new_id("hst"), name=name, created_at=now, state="READY", revision=1)
+            s.add(h)
+        # Revision 0 means "nothing seen yet" to agents: a host's revision is always above it.
+        h.revision = max(h.revision or 0, 1)
+        h.address = str(body.get("address") or "127.0.0.1")
+        h.agent_url = body.get("agent_url")
+        h.agent_secret = body.get("agent_secret")
+        h.token_hash = _sha(host_token)
+        h.labels = dict(body.get("labels") or {})
+        h.zone = body.get("zone")
+        h.cpu, h.memory_mb, h.disk_gb = cpu, mem, disk
+        h.last_heartbeat = now
+        host_id = h.id
+    svc.notifier.publish("controller")
+    return {"host_id": host_id, "host_token": host_token}
+
+
+def authenticate_host(svc: Services, host_id: str, token: str) -> Principal:
+    with svc.db.reader() as s:
+        h = s.get(Host, host_id)
+        if h is None or not hmac.compare_digest(h.token_hash, _sha(token)):
+            raise Unauthorized("host credential is not valid")
+    return Principal(subject=host_id, tenant_id="", tenant="", roles=("agent",), kind="agent")
+
+
+def heartbeat(svc: Services, host_id: str) -> None:
+    with svc.db.session() as s:
+        h = s.get(Host, host_id)
+        if h is None:
+            raise NotFound(f"host {host_id!r} does not exist")
+        was_down = h.last_heartbeat is None
+        h.last_heartbeat = utcnow()
+    if was_down:
+        svc.notifier.publish("controller")
+
+
+def current_revision(svc: Services, host_id: str) -> int:
+    with svc.db.reader() as s:
+        h = s.get(Host, host_id)
+        if h is None:
+            raise NotFound(f"host {host_id!r} does not exist")
+        return h.revision
+
+
+def assignments(svc: Services, host_id: str, since: int) -> dict[str, Any]:
+    """Every cell on the host whose desired state changed after revision `since` (all if 0)."""
+    with svc.db.reader() as s:
+        h = s.get(Host, host_id)
+        if h is None:
+            raise NotFound(f"host {host_id!r} does not exist")
+        q = (
+            select(Cell, Image)
+            .join(Image, Image.id == Cell.image_id)
+            .where(Cell.host_id == host_id)
+        )
+        if since > 0 and since <= h.revision:
+            q = q.where(Cell.host_rev > since)
+        full = not (0 < since <= h.revision)
+        vols = {
+            v.name + "@" + v.project_id: v
+            for v in s.scalars(select(Volume).where(Volume.host_id == host_id))
+        }
+        cells = []
+        for cell, image in s.execute(q):
+            mounts = []
+            for m in cell.volumes or []:
+                v = vols.get(m["volume"] + "@" + cell.project_id)
+                if v is not None:
+                    mounts.append(
+                        {
+                            "volume_id": v.id,
+                            "engine_name": volume_engine_name(v.id),
+                            "path": m["path"],
+                            "read_only": bool(m.get("read_only")),
+                        }
+                    )
+            cells.append(
+                {
+                    "cell_id": cell.id,
+                    "name": cell.name,
+                    "project_id": cell.project_id,
+                    "network": network_name(cell.project_id),
+                    "image": {
+                        "id": image.id,
+                        "kind": image.kind,
+                        "engine_ref": image.engine_ref,
+                        "sha256": image.sha256,
+                    },
+                    "cpu": cell.cpu,
+                    "memory_mb": cell.memory_mb,
+                    "command": cell.command,
+                    "env": cell.env,
+                    "labels": cell.labels,
+                    "ports": cell.ports,
+                    "mounts": mounts,
+                    "restart": {"policy": cell.restart_policy, "max_retries": cell.max_retries},
+                    "stop_timeout": cell.stop_timeout,
+                    "desired_state": cell.desired_state,
+                    "restarts": cell.restarts,
+                    "restart_requested_at": (
+                        cell.restart_requested_at.isoformat() if cell.restart_requested_at else None
+                    ),
+                }
+            )
+        volumes = [
+            {"volume_id": v.id, "engine_name": volume_engine_name(v.id), "state": v.state}
+            for v in vols.values()
+        ]
+        return {"revision": h.revision, "full": full, "cells": cells, "volumes": volumes}
+
+
+_EVENT_STEPS = {
+    "image-ready": "PREPARE_IMAGE",
+    "created": "CREATE",
+    "started": "START",
+    "stopped": "STOP",
+    "removed": "DELETE",
+}
+
+
+def _parse_at(v: Any, default: datetime) -> datetime:
+    if isinstance(v, str):
+        try:
+            return datetime.fromisoformat(v)
+        except ValueError:
+            return default
+    return default
+
+
+def apply_status(svc: Services, host_id: str, reports: list[dict[str, Any]]) -> None:
+    """Record what the agent observed; advance the tasks; forget cells whose removal is confirmed."""
+    now = utcnow()
+    topics: set[str] = set()
+    with svc.db.session() as s:
+        host = s.get(Host, host_id)
+        if host is None:
+            raise NotFound(f"host {host_id!r} does not exist")
+        host.last_heartbeat = now
+        removed_volumes = []
+        for r in reports:
+            if "volume_removed" in r:
+                removed_volumes.append(str(r["volume_removed"]))
+                continue
+            cell = s.get(Cell, str(r.get("cell_id")))
+            if cell is None or cell.host_id != host_id:
+                continue
+            task = s.get(Task, cell.task_id) if cell.task_id else None
+            for ev in r.get("events") or []:
+                at = _parse_at(ev.get("at"), now)
+                etype = str(ev.get("type", "event"))[:32]
+                s.add(
+                    CellEvent(
+                        cell_id=cell.id, at=at, type=etype, message=str(ev.get("message", ""))
+                    )
+                )
+                step = _EVENT_STEPS.get(etype)
+                if task is not None and step is not None:
+                    tasks_mod.advance(task, step, "COMPLETED", at)
+            state = str(r.get("state") or cell.state)
+            if r.get("removed"):
+                if task is not None:
+                    tasks_mod.advance(task, "DELETE", "COMPLETED", now)
+                    topics.add(f"task:{task.id}")
+                s.delete(cell)
+                topics.add(f"cell:{cell.id}")
+                continue
+            cell.state = state
+            if "container_id" in r:
+                cell.container_id = r.get("container_id")
+            if "address" in r:
+                cell.address = r.get("address")
+            if "exit_code" in r:
+                cell.exit_code = r.get("exit_code")
+            if "restarts" in r:
+                cell.restarts = int(r.get("restarts") or 0)
+            cell.message = r.get("message")
+            cell.updated_at = now
+            if task is not None:
+                if state == "FAILED" and cell.desired_state != "DELETED":
+                    tasks_mod.fail(task, str(r.get("message") or "the cell failed"), now)
+                elif state == "RUNNING" and cell.desired_state == "RUNNING":
+                    tasks_mod.advance(task, "RUNNING", "COMPLETED", now)
+                elif state in ("STOPPED", "EXITED") and cell.desired_state == "STOPPED":
+                    tasks_mod.advance(task, "STOP", "COMPLETED", now)
+                topics.add(f"task:{task.id}")
+            topics.add(f"cell:{cell.id}")
+        for vid in removed_volumes:
+            v = s.get(Volume, vid)
+            if v is not None and v.state == "DELETING":
+                s.delete(v)
+    if topics:
+        svc.notifier.publish(*topics)

@@ -1,0 +1,161 @@
+"""Tasks: asynchronous operations with steps, state and progress.
+
+Services create a task in the same transaction as the change it tracks; the controller and the agent
+status handler advance it. The step arithmetic is pure (time comes in as an argument) and unit-tested.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from cellplane.metrics import TASK_SECONDS
+from cellplane.state.models import Task
+
+__all__ = [
+    "CREATE_STEPS",
+    "DELETE_STEPS",
+    "START_STEPS",
+    "STOP_STEPS",
+    "advance",
+    "fail",
+    "new_task",
+    "task_view",
+]
+
+CREATE_STEPS = ("SCHEDULE", "PREPARE_IMAGE", "CREATE", "START", "RUNNING")
+START_STEPS = ("SCHEDULE", "START", "RUNNING")
+STOP_STEPS = ("STOP",)
+DELETE_STEPS = ("STOP", "DELETE")
+TERMINAL = frozenset({"COMPLETED", "ERROR"})
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t else None
+
+
+def new_task(
+    session: Session,
+    *,
+    task_id: str,
+    kind: str,
+    entity_kind: str,
+    entity_id: str,
+    tenant_id: str | None,
+    steps: tuple[str, ...],
+    now: datetime,
+) -> Task:
+    task = Task(
+        id=task_id,
+        kind=kind,
+        state="QUEUED",
+        entity_kind=entity_kind,
+        entity_id=entity_id,
+        tenant_id=tenant_id,
+        steps=[
+            {"name": s, "state": "QUEUED", "started_at": None, "finished_at": None, "error": None}
+            for s in steps
+        ],
+        progress=0,
+        created_at=now,
+    )
+    session.add(task)
+    return task
+
+
+def advance(
+    task: Task, step: str, state: str, now: datetime, *, message: str | None = None
+) -> bool:
+    """Move `step` to `state` ("STARTED" or "COMPLETED"); earlier steps complete with it.
+
+    Returns whether anything changed. A step that the task does not have is ignored, so callers can
+    report progress uniformly for every kind of task. Terminal tasks do not move.
+    """
+    if task.state in TERMINAL:
+        return False
+    names = [s["name"] for s in task.steps]
+    if step not in names:
+        return False
+    idx = names.index(step)
+    steps = [dict(s) for s in task.steps]
+    changed = False
+    for i, s in enumerate(steps):
+        target = state if i == idx else ("COMPLETED" if i < idx else None)
+        if target is None or s["state"] == "COMPLETED" or s["state"] == target:
+            if i == idx and message and s.get("message") != message:
+                s["message"] = message
+                changed = True
+            continue
+        if s["started_at"] is None:
+            s["started_at"] = now.isoformat()
+        if target == "COMPLETED":
+            s["finished_at"] = now.isoformat()
+        s["state"] = target
+        if i == idx and message:
+            s["message"] = message
+        changed = True
+    if not changed:
+        return False
+    task.steps = steps
+    done = sum(1 for s in steps if s["state"] == "COMPLETED")
+    task.progress = int(100 * done / len(steps))
+    if task.started_at is None:
+        task.started_at = now
+    if done == len(steps):
+        task.state = "COMPLETED"
+        task.finished_at = now
+        _observe(task)
+    else:
+        task.state = "STARTED"
+    return True
+
+
+def fail(task: Task, error: str, now: datetime, *, step: str | None = None) -> bool:
+    """Put the task in ERROR; the running (or named) step carries the error."""
+    if task.state in TERMINAL:
+        return False
+    steps = [dict(s) for s in task.steps]
+    target = None
+    for s in steps:
+        if (step and s["name"] == step) or (not step and s["state"] in ("STARTED", "QUEUED")):
+            target = s
+            break
+    if target is not None:
+        target["state"] = "ERROR"
+        target["error"] = error
+        target["finished_at"] = now.isoformat()
+        target["started_at"] = target["started_at"] or now.isoformat()
+    task.steps = steps
+    task.state = "ERROR"
+    task.error = error
+    task.finished_at = now
+    task.started_at = task.started_at or now
+    _observe(task)
+    return True
+
+
+def _observe(task: Task) -> None:
+    if task.finished_at is not None and task.created_at is not None:
+        created = task.created_at
+        if created.tzinfo is None and task.finished_at.tzinfo is not None:
+            created = created.replace(tzinfo=task.finished_at.tzinfo)
+        TASK_SECONDS.labels(task.kind, task.state).observe(
+            max(0.0, (task.finished_at - created).total_seconds())
+        )
+
+
+def task_view(task: Task) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "kind": task.kind,
+        "state": task.state,
+        "entity": {"kind": task.entity_kind, "id": task.entity_id},
+        "progress": task.progress,
+        "steps": task.steps,
+        "error": task.error,
+        "created_at": _iso(task.created_at),
+        "started_at": _iso(task.started_at),
+        "finished_at": _iso(task.finished_at),
+    }

@@ -1,0 +1,106 @@
+"""JSON views of state objects: the one place the API's resource shapes are written down in code."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from cellplane.state.models import Cell, CellEvent, Flavor, Host, Image, Project, Volume
+
+__all__ = [
+    "cell_view",
+    "flavor_view",
+    "host_view",
+    "image_view",
+    "iso",
+    "project_view",
+    "volume_view",
+]
+
+
+def iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t else None
+
+
+def cell_view(
+    cell: Cell, *, project: str, tenant: str, image: str, events: list[CellEvent] | None = None
+) -> dict[str, Any]:
+    return {
+        "id": cell.id,
+        "name": cell.name,
+        "project": project,
+        "tenant": tenant,
+        "image": image,
+        "flavor": cell.flavor,
+        "cpu": cell.cpu,
+        "memory_mb": cell.memory_mb,
+        "disk_gb": cell.disk_gb,
+        "command": cell.command,
+        "env": cell.env,
+        "labels": cell.labels,
+        "ports": cell.ports,
+        "volumes": cell.volumes,
+        "restart": {"policy": cell.restart_policy, "max_retries": cell.max_retries},
+        "stop_timeout": cell.stop_timeout,
+        "desired_state": cell.desired_state,
+        "state": cell.state,
+        "message": cell.message,
+        "host": cell.host_id,
+        "address": cell.address,
+        "exit_code": cell.exit_code,
+        "restarts": cell.restarts,
+        "container_id": cell.container_id,
+        "task": cell.task_id,
+        "events": [{"at": iso(e.at), "type": e.type, "message": e.message} for e in (events or [])],
+        "created_at": iso(cell.created_at),
+        "updated_at": iso(cell.updated_at),
+    }
+
+
+def host_view(host: Host, state: str, usage: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": host.id,
+        "name": host.name,
+        "address": host.address,
+        "state": state,
+        "maintenance": host.maintenance,
+        "labels": host.labels,
+        "zone": host.zone,
+        "capacity": {"cpu": host.cpu, "memory_mb": host.memory_mb, "disk_gb": host.disk_gb},
+        "usage": usage,
+        "last_heartbeat": iso(host.last_heartbeat),
+        "created_at": iso(host.created_at),
+    }
+
+
+def flavor_view(f: Flavor) -> dict[str, Any]:
+    return {"name": f.name, "cpu": f.cpu, "memory_mb": f.memory_mb, "disk_gb": f.disk_gb}
+
+
+def image_view(i: Image) -> dict[str, Any]:
+    return {
+        "id": i.id,
+        "name": i.name,
+        "kind": i.kind,
+        "size_bytes": i.size_bytes,
+        "sha256": i.sha256,
+        "refs": i.refs,
+        "created_at": iso(i.created_at),
+    }
+
+
+def volume_view(v: Volume, *, project: str, attached_to: list[str]) -> dict[str, Any]:
+    return {
+        "id": v.id,
+        "name": v.name,
+        "project": project,
+        "size_gb": v.size_gb,
+        "host": v.host_id,
+        "state": v.state,
+        "attached_to": attached_to,
+        "created_at": iso(v.created_at),
+    }
+
+
+def project_view(p: Project, tenant: str) -> dict[str, Any]:
+    return {"id": p.id, "name": p.name, "tenant": tenant, "created_at": iso(p.created_at)}

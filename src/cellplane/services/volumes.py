@@ -1,0 +1,98 @@
+"""Volumes: persistent storage of a project that outlives the cells using it.
+
+A volume is bound to the host of the first cell that mounts it (local storage); the agent creates the
+engine volume on demand and removes it once the volume is deleted here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cellplane.errors import Conflict, NotFound
+from cellplane.ids import new_id, utcnow
+from cellplane.services.cells import bump_host, project_for
+from cellplane.services.context import Principal, Services
+from cellplane.services.idempotency import Outcome
+from cellplane.services.schemas import VolumeCreate
+from cellplane.services.views import volume_view
+from cellplane.state.models import Cell, Project, Volume
+
+__all__ = ["create", "delete", "get", "list_volumes"]
+
+
+def _attached(s: Session, v: Volume) -> list[str]:
+    return [
+        c.id
+        for c in s.scalars(select(Cell).where(Cell.project_id == v.project_id))
+        if any(m.get("volume") == v.name for m in c.volumes or [])
+    ]
+
+
+def _view(s: Session, v: Volume) -> dict[str, Any]:
+    p = s.get(Project, v.project_id)
+    return volume_view(v, project=p.name if p else "", attached_to=_attached(s, v))
+
+
+def create(
+    svc: Services, s: Session, principal: Principal, project: str, body: VolumeCreate
+) -> Outcome:
+    p = project_for(s, principal, project)
+    if s.scalar(select(Volume.id).where(Volume.project_id == p.id, Volume.name == body.name)):
+        raise Conflict(f"a volume named {body.name!r} already exists in project {p.name!r}")
+    v = Volume(
+        id=new_id("vol"),
+        project_id=p.id,
+        name=body.name,
+        size_gb=body.size_gb,
+        state="READY",
+        created_at=utcnow(),
+    )
+    s.add(v)
+    s.flush()
+    return Outcome(201, _view(s, v), f"/v1/volumes/{v.id}")
+
+
+def list_volumes(svc: Services, principal: Principal, project: str) -> dict[str, Any]:
+    with svc.db.reader() as s:
+        p = project_for(s, principal, project)
+        vols = s.scalars(
+            select(Volume)
+            .where(Volume.project_id == p.id, Volume.state == "READY")
+            .order_by(Volume.id)
+        )
+        return {"items": [_view(s, v) for v in vols], "next_cursor": None}
+
+
+def _visible(s: Session, principal: Principal, volume_id: str) -> Volume:
+    v = s.get(Volume, volume_id)
+    if v is not None and v.state == "READY":
+        p = s.get(Project, v.project_id)
+        if p is not None and p.tenant_id == principal.tenant_id:
+            return v
+    raise NotFound(f"volume {volume_id!r} does not exist")
+
+
+def get(svc: Services, principal: Principal, volume_id: str) -> dict[str, Any]:
+    with svc.db.reader() as s:
+        return _view(s, _visible(s, principal, volume_id))
+
+
+def delete(svc: Services, principal: Principal, volume_id: str) -> None:
+    topics: list[str] = []
+    with svc.db.session() as s:
+        v = _visible(s, principal, volume_id)
+        users = _attached(s, v)
+        if users:
+            raise Conflict(f"volume {v.name!r} is attached to cell(s) {', '.join(users)}")
+        if v.host_id is None:
+            s.delete(v)
+        else:
+            # The agent removes the engine volume, then the row goes (see hosts.apply_status).
+            v.state = "DELETING"
+            bump_host(s, v.host_id)
+            topics.append(f"host:{v.host_id}")
+    if topics:
+        svc.notifier.publish(*topics)

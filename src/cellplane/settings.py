@@ -1,0 +1,33 @@
+"""Settings of the server and the agent, from flags and `CELLPLANE_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ServerSettings", "default_data_dir"]
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("cellplane"))
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CELLPLANE_")
+
+    data_dir: Path = default_data_dir()
+    database_url: str | None = None  # default: SQLite in <data_dir>/server/cellplane.db
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 7400
+    log_level: str = "info"
+
+    @property
+    def server_dir(self) -> Path:
+        return self.data_dir / "server"
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.server_dir / 'cellplane.db'}"
