@@ -1,0 +1,48 @@
+# The only entry points people need. `make up` installs and runs Cellplane on this machine;
+# `make test` installs what the tests need and runs them (both idempotent).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA_DIR ?=
+PORT ?= 7400
+
+.PHONY: up test test-unit test-integration lint deps deps-test venv bench clean
+
+deps:
+	./scripts/install-system.sh
+
+deps-test:
+	./scripts/install-system.sh --test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+venv: $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,postgres]'
+
+up: deps venv
+	$(BIN)/cellplane up --port $(PORT) $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy src/cellplane
+
+test-unit: venv
+	$(BIN)/python -m pytest tests/unit -q
+
+test-integration: venv
+	$(BIN)/python -m pytest tests/integration tests/e2e -q -m integration
+
+test: deps-test venv lint
+	$(BIN)/python -m pytest tests -q
+
+bench: venv
+	$(BIN)/python bench/scheduler.py
+	$(BIN)/python bench/cell_start.py --cells 50
+	$(BIN)/python bench/burst.py --cells 1000
+	$(BIN)/python bench/footprint.py --cells 100
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
