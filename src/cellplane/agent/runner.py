@@ -123,6 +123,10 @@ class Agent:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._busy: set[str] = set()
+        self._observed: dict[str, ContainerInfo] = {}
+        self._observed_at: dict[str, float] = {}
+        self._orphans: list[ContainerInfo] = []
+        self._listed = False
         self._memory = Memory()
         self._reported: dict[str, tuple[Any, ...]] = {}
         self._restarts: dict[str, int] = {}
@@ -223,33 +227,72 @@ class Agent:
     # --- reconcile ---
 
     def _reconcile_loop(self) -> None:
+        last_full = 0.0
+        list_cost = 0.0
         while not self._stop.is_set():
-            self._wake.wait(self.cfg.resync_s)
+            # A full engine listing costs O(containers); between listings the cache kept up to
+            # date by the actions is enough to act on new assignments at once.
+            interval = max(self.cfg.resync_s, 5 * list_cost)
+            woken = self._wake.wait(max(0.0, last_full + interval - time.monotonic()))
             self._wake.clear()
             if self._stop.is_set():
                 return
+            full = not woken or time.monotonic() - last_full >= interval
             try:
-                self.reconcile_once()
+                started = time.monotonic()
+                self.reconcile_once(full=full)
+                if full:
+                    last_full = time.monotonic()
+                    list_cost = last_full - started
             except TemporaryDriverError as e:
                 log.warning("engine unavailable", error=str(e))
+                last_full = time.monotonic()
             except Exception:
                 log.exception("reconcile failed")
+                last_full = time.monotonic()
 
-    def reconcile_once(self) -> None:
+    def _refresh_observed(self) -> None:
+        """Replace the cache with a full listing, keeping entries that actions updated meanwhile."""
+        t0 = time.monotonic()
         containers = self.driver.list({HOST_LABEL: self.host_id})
+        fresh: dict[str, ContainerInfo] = {}
+        orphans: list[ContainerInfo] = []
+        with self._lock:
+            desired = set(self._desired)
+        for info in containers:
+            cid = info.labels.get(CELL_LABEL, "")
+            if cid in desired:
+                fresh[cid] = info
+            else:
+                orphans.append(info)
+        with self._lock:
+            for cid, at in self._observed_at.items():
+                if at >= t0 and cid in self._observed:
+                    fresh[cid] = self._observed[cid]
+                elif at >= t0:
+                    fresh.pop(cid, None)
+            self._observed = fresh
+            self._orphans = orphans
+            self._listed = True
+
+    def _set_observed(self, cell_id: str, info: ContainerInfo | None) -> None:
+        with self._lock:
+            if info is None:
+                self._observed.pop(cell_id, None)
+            else:
+                self._observed[cell_id] = info
+            self._observed_at[cell_id] = time.monotonic()
+
+    def reconcile_once(self, *, full: bool = True) -> None:
+        if full or not self._listed:
+            self._refresh_observed()
         with self._lock:
             desired = dict(self._desired)
             synced = self._synced
             busy = frozenset(self._busy)
             volumes = dict(self._volumes)
-        observed: dict[str, ContainerInfo] = {}
-        orphans: list[ContainerInfo] = []
-        for info in containers:
-            cid = info.labels.get(CELL_LABEL, "")
-            if cid in desired:
-                observed[cid] = info
-            else:
-                orphans.append(info)
+            observed = {k: v for k, v in self._observed.items() if k in desired}
+            orphans = list(self._orphans) if full else []
         actions = reconcile(
             desired, observed, orphans, self._memory, time.time(), full_sync=synced, busy=busy
         )
@@ -263,7 +306,7 @@ class Agent:
                     continue
                 self._busy.add(a.cell_id)
             self._pool.submit(self._run_action, a, desired.get(a.cell_id))
-        if synced:
+        if synced and full:
             self._collect_volumes(volumes)
 
     def _observe(self, cell: dict[str, Any], info: ContainerInfo | None) -> None:
@@ -318,6 +361,8 @@ class Agent:
         try:
             if action.kind == "REMOVE_ORPHAN":
                 self._remove(action.container_id)
+                with self._lock:
+                    self._orphans = [o for o in self._orphans if o.id != action.container_id]
                 log.info("removed orphan container", container=action.container_id)
                 return
             assert cell is not None
@@ -350,10 +395,12 @@ class Agent:
                         del self._desired[action.cell_id]
                 self._reported.pop(action.cell_id, None)
                 self._memory.seen_container.discard(action.cell_id)
+                self._set_observed(action.cell_id, None)
                 return
             info = self.driver.inspect(
                 self._cid(action) if action.container_id else container_name(action.cell_id)
             )
+            self._set_observed(action.cell_id, info)
             self._memory.action_succeeded(action.cell_id)
             self._memory.seen_container.add(action.cell_id)
             self._memory.last_running[action.cell_id] = info.running
