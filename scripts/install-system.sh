@@ -8,7 +8,8 @@ set -euo pipefail
 
 runtime=(podman runc conmon netavark aardvark-dns iptables uidmap busybox-static
          python3 python3-venv python3-pip ca-certificates)
-test_pkgs=(zookeeper etcd-server etcd-client redis-server redis-tools redis-sentinel netcat-openbsd)
+test_pkgs=(zookeeper etcd-server etcd-client redis-server redis-tools redis-sentinel netcat-openbsd
+           postgresql)
 
 want=("${runtime[@]}")
 if [[ "${1:-}" == "--test" ]]; then

@@ -6,7 +6,7 @@ status handler write observed state. Nothing here reads the clock or makes ids: 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -19,7 +19,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "Base",
@@ -38,6 +40,31 @@ __all__ = [
 ]
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored in UTC and always read back as aware UTC datetimes.
+
+    SQLite keeps no zone and PostgreSQL answers in the session's zone; the API must not depend on
+    either, so values are normalised on the way in and out.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
 
@@ -46,7 +73,7 @@ class Tenant(Base):
     __tablename__ = "tenants"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Project(Base):
@@ -55,7 +82,7 @@ class Project(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     name: Mapped[str] = mapped_column(String(63))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Host(Base):
@@ -76,8 +103,8 @@ class Host(Base):
     disk_gb: Mapped[int] = mapped_column(Integer)
     # Bumped in the same transaction as any change to what this host should run; agents long-poll it.
     revision: Mapped[int] = mapped_column(Integer, default=0)
-    last_heartbeat: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Flavor(Base):
@@ -98,7 +125,7 @@ class Image(Base):
     engine_ref: Mapped[str | None] = mapped_column(String(255))
     refs: Mapped[list[Any]] = mapped_column(default=list)
     size_bytes: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Cell(Base):
@@ -129,18 +156,18 @@ class Cell(Base):
     address: Mapped[str | None] = mapped_column(String(64))
     exit_code: Mapped[int | None] = mapped_column(Integer)
     restarts: Mapped[int] = mapped_column(Integer, default=0)
-    restart_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    restart_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     task_id: Mapped[str | None] = mapped_column(String(40))
     message: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class CellEvent(Base):
     __tablename__ = "cell_events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     cell_id: Mapped[str] = mapped_column(ForeignKey("cells.id", ondelete="CASCADE"), index=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
     type: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text, default="")
 
@@ -154,7 +181,7 @@ class Volume(Base):
     size_gb: Mapped[int] = mapped_column(Integer)
     host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"))
     state: Mapped[str] = mapped_column(String(16), default="READY")  # READY | DELETING
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Task(Base):
@@ -168,9 +195,9 @@ class Task(Base):
     steps: Mapped[list[Any]] = mapped_column(default=list)
     progress: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class IdempotencyRecord(Base):
@@ -185,7 +212,7 @@ class IdempotencyRecord(Base):
     status: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]] = mapped_column(default=dict)
     location: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Credential(Base):
@@ -198,7 +225,7 @@ class Credential(Base):
     subject: Mapped[str] = mapped_column(String(128))
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
     roles: Mapped[list[Any]] = mapped_column(default=list)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Setting(Base):
