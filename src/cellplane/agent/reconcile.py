@@ -78,9 +78,9 @@ def parse_time(value: str | None) -> float | None:
     # Python parses at most microseconds: trim the fraction to 6 digits.
     if "." in v:
         head, _, rest = v.partition(".")
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        tz = rest[len(digits) :]
-        v = f"{head}.{digits[:6]}{tz}"
+        frac = rest[: len(rest) - len(rest.lstrip("0123456789"))]
+        tz = rest[len(frac) :]
+        v = f"{head}.{frac[:6]}{tz}"
     try:
         return datetime.fromisoformat(v).timestamp()
     except ValueError:

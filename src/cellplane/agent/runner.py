@@ -292,6 +292,11 @@ class Agent:
             busy = frozenset(self._busy)
             volumes = dict(self._volumes)
             observed = {k: v for k, v in self._observed.items() if k in desired}
+            # Restarts counted here are newer than the server's copy in the assignment.
+            for cid, cell in desired.items():
+                mine = self._restarts.get(cid, 0)
+                if mine > int(cell.get("restarts") or 0):
+                    desired[cid] = {**cell, "restarts": mine}
             orphans = list(self._orphans) if full else []
         actions = reconcile(
             desired, observed, orphans, self._memory, time.time(), full_sync=synced, busy=busy

@@ -35,7 +35,7 @@ def problem(status: int, slug: str, title: str, detail: str, **extra: Any) -> JS
 
 
 def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
-    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+    parts = list(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else list(loc)
     out = ""
     for p in parts:
         if isinstance(p, int):

@@ -342,6 +342,8 @@ def _transition(
 
 
 def start(svc: Services, s: Session, principal: Principal, cell_id: str) -> Outcome:
+    # A start request is also a restart request: an exited or stopped container runs again
+    # whatever its restart policy, and the agent can tell from the container's start time.
     return _transition(
         svc,
         s,
@@ -350,6 +352,7 @@ def start(svc: Services, s: Session, principal: Principal, cell_id: str) -> Outc
         kind="START_CELL",
         steps=tasks_mod.START_STEPS,
         desired="RUNNING",
+        restart=True,
     )
 
 

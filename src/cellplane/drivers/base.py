@@ -1,0 +1,198 @@
+"""The engine-neutral driver contract: value types and the `Driver` Protocol.
+
+The host agent (`cellplane.agent`) is the only production caller: it turns the cells
+assigned to its host into `ContainerSpec`s and drives an engine through `Driver`,
+reading back `ContainerInfo`. Implementations: `podman.PodmanDriver` (real engine) and
+`fake.FakeDriver` (in-memory, for the agent's unit tests). Nothing here knows about a
+particular engine; engine-specific paths stay inside the implementations.
+
+Every method raises only `cellplane.drivers.errors` exceptions.
+"""
+
+from __future__ import annotations
+
+# `Driver.list` shadows the builtin inside the Protocol body, hence builtins.list there.
+import builtins
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "PROTOCOLS",
+    "ContainerInfo",
+    "ContainerSpec",
+    "Driver",
+    "ExecResult",
+    "MountSpec",
+    "PortSpec",
+]
+
+PROTOCOLS = frozenset({"tcp", "udp", "sctp"})
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """A container port published on the host; `host_port=None` lets the engine pick."""
+
+    container_port: int
+    host_port: int | None = None
+    protocol: str = "tcp"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.container_port < 65536:
+            raise ValueError(f"container_port out of range: {self.container_port}")
+        if self.host_port is not None and not 0 < self.host_port < 65536:
+            raise ValueError(f"host_port out of range: {self.host_port}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}: {self.protocol!r}")
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    """An engine volume (by name) mounted at `target` inside the container."""
+
+    volume: str
+    target: str
+    read_only: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.target.startswith("/"):
+            raise ValueError(f"mount target must be absolute: {self.target!r}")
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to create one container.
+
+    Exactly one of `image` (an image reference in local storage) and `rootfs` (a
+    directory used as the root filesystem through an overlay; "/" means the host's own
+    root, zero copy) is set. `cpu` is in cores and `memory_mb` in MiB; 0 means no limit.
+    `command=None` runs the image's default command (required with `rootfs`).
+    """
+
+    name: str
+    image: str | None = None
+    rootfs: str | None = None
+    command: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    hostname: str = ""
+    network: str | None = None
+    aliases: list[str] = field(default_factory=list)
+    cpu: float = 0.0
+    memory_mb: int = 0
+    ports: list[PortSpec] = field(default_factory=list)
+    mounts: list[MountSpec] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("container name must not be empty")
+        if (self.image is None) == (self.rootfs is None):
+            raise ValueError("exactly one of image and rootfs must be set")
+        if self.rootfs is not None and not self.command:
+            raise ValueError("a rootfs container needs an explicit command")
+        if self.cpu < 0 or self.memory_mb < 0:
+            raise ValueError("cpu and memory_mb must not be negative")
+        if self.aliases and self.network is None:
+            raise ValueError("aliases need a network")
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What the engine reports about one container.
+
+    `started_at`/`finished_at` are the engine's RFC 3339 strings, None when unknown
+    (never started, or not reported by a listing). `address` is the IP on the first
+    network, None when it has none (e.g. not running). `ports` are the actual host
+    bindings, with engine-picked host ports filled in once the container runs.
+    """
+
+    id: str
+    name: str
+    labels: dict[str, str]
+    state: str
+    running: bool
+    exit_code: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    address: str | None = None
+    image: str | None = None
+    ports: list[PortSpec] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """Exit status and combined stdout+stderr of a command run inside a container."""
+
+    exit_code: int
+    output: bytes
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """A container engine as the host agent sees it.
+
+    Ensure/remove of networks and volumes are idempotent (removing one that is gone is
+    not an error); container calls on a missing container raise `ContainerNotFound`.
+    Implementations must be safe to call from several threads at once.
+    """
+
+    def ping(self) -> None:
+        """Return if the engine answers; raise TemporaryDriverError if not."""
+
+    def ensure_network(self, name: str, labels: dict[str, str], internal: bool = False) -> None:
+        """Create a bridge network with DNS, isolated from every other network, if absent."""
+
+    def remove_network(self, name: str) -> None:
+        """Remove a network; no error if it does not exist."""
+
+    def list_networks(self, labels: dict[str, str]) -> builtins.list[str]:
+        """Names of the networks carrying all of `labels`."""
+
+    def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
+        """Create a named volume if absent."""
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a volume; VolumeInUse if mounted; no error if it does not exist."""
+
+    def list_volumes(self, labels: dict[str, str]) -> builtins.list[str]:
+        """Names of the volumes carrying all of `labels`."""
+
+    def has_image(self, ref: str) -> bool:
+        """Whether `ref` resolves to an image in local storage."""
+
+    def load_image(self, path: Path) -> builtins.list[str]:
+        """Load a docker-archive or OCI-archive tarball; return the loaded names/ids."""
+
+    def remove_image(self, ref: str) -> None:
+        """Remove an image; ImageNotFound if absent."""
+
+    def create(self, spec: ContainerSpec) -> str:
+        """Create (not start) a container; return its id. NameConflict if the name exists."""
+
+    def start(self, container_id: str) -> None:
+        """Start a created or stopped container."""
+
+    def stop(self, container_id: str, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout` seconds; no error if already stopped."""
+
+    def kill(self, container_id: str) -> None:
+        """SIGKILL now; no error if not running."""
+
+    def remove(self, container_id: str, force: bool = True) -> None:
+        """Remove a container (killing it first if `force`)."""
+
+    def inspect(self, id_or_name: str) -> ContainerInfo:
+        """The current state of one container."""
+
+    def list(self, labels: dict[str, str]) -> builtins.list[ContainerInfo]:
+        """All containers (any state) carrying all of `labels`."""
+
+    def logs(
+        self, container_id: str, tail: int | None = None, follow: bool = False
+    ) -> Iterator[bytes]:
+        """Stdout and stderr as they come; with `follow`, until the container stops."""
+
+    def exec(self, container_id: str, command: builtins.list[str]) -> ExecResult:
+        """Run `command` inside a running container and wait for it."""

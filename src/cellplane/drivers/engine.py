@@ -1,0 +1,300 @@
+"""`PodmanService`: the host agent's own podman engine, confined to one data directory.
+
+The agent (and `cellplane up`, and the integration tests) call `PodmanService(dir).start()`
+to get a socket URL for `PodmanDriver`. Everything the engine writes (image and container
+storage, run state, network definitions, events, logs, temporary files) lives under that
+directory: the machine's /etc/containers and /var/lib/containers are never written.
+
+The service runs in its own session so that a Ctrl-C aimed at the agent does not kill it;
+containers run under conmon and outlive a restart of the service. A `start()` that finds
+a service from an earlier run still answering on the socket reuses it.
+
+Host packages (Debian 12): podman runc conmon netavark aardvark-dns iptables
+catatonit uidmap slirp4netns fuse-overlayfs golang-github-containers-common.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from cellplane.drivers import errors
+
+__all__ = ["SOCKET_PATH_MAX", "PodmanService", "containers_conf", "storage_conf"]
+
+# sun_path is 108 bytes including the terminating NUL.
+SOCKET_PATH_MAX = 107
+
+
+def _toml_str(value: str | Path) -> str:
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def containers_conf(tmp_dir: Path, network_dir: Path, runtime: str = "runc") -> str:
+    """The containers.conf the service runs with (pure; unit-tested)."""
+    return "\n".join(
+        [
+            "# Written by cellplane: the agent's own engine; edits are overwritten.",
+            "[containers]",
+            # Podman's default rlimits exceed this machine's hard limits: every start fails.
+            'default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]',
+            'log_driver = "k8s-file"',
+            "",
+            "[engine]",
+            # crun refuses cgroup v1 hybrid hosts; runc works.
+            f"runtime = {_toml_str(runtime)}",
+            # No systemd session to ask for cgroups or to journal events.
+            'cgroup_manager = "cgroupfs"',
+            'events_logger = "file"',
+            f"events_logfile_path = {_toml_str(tmp_dir / 'events.log')}",
+            f"tmp_dir = {_toml_str(tmp_dir)}",
+            f"image_copy_tmp_dir = {_toml_str(tmp_dir)}",
+            # Each exec keeps a conmon alive this long so its exit code can be read; the
+            # default (300 s) piles up hundreds of idle processes under health checks.
+            "exit_command_delay = 10",
+            "",
+            "[network]",
+            'network_backend = "netavark"',
+            f"network_config_dir = {_toml_str(network_dir)}",
+            "",
+        ]
+    )
+
+
+def storage_conf(root: Path, run_root: Path) -> str:
+    """The storage.conf the service runs with (pure; unit-tested)."""
+    return "\n".join(
+        [
+            "# Written by cellplane: the agent's own engine; edits are overwritten.",
+            "[storage]",
+            'driver = "overlay"',
+            f"graphroot = {_toml_str(root)}",
+            f"runroot = {_toml_str(run_root)}",
+            "",
+        ]
+    )
+
+
+def _answers(sock: Path, timeout: float = 1.0) -> bool:
+    """Whether an engine answers `GET /_ping` on the unix socket."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(str(sock))
+            conn.sendall(b"GET /_ping HTTP/1.0\r\nHost: engine\r\n\r\n")
+            reply = conn.recv(64)
+    except OSError:
+        return False
+    return reply.startswith(b"HTTP/1.") and b" 200 " in reply
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class PodmanService:
+    """One `podman system service` confined to `data_dir`.
+
+    `run_dir` holds the engine's volatile state (podman expects it on a tmpfs so that a
+    reboot clears it); it defaults to `data_dir / "run"`.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        run_dir: Path | None = None,
+        podman: str = "podman",
+        runtime: str = "runc",
+    ) -> None:
+        self.data_dir = data_dir.absolute()
+        self.run_dir = (run_dir or self.data_dir / "run").absolute()
+        self.podman = podman
+        self.runtime = runtime
+        self.root = self.data_dir / "storage"
+        self.network_dir = self.data_dir / "networks"
+        self.tmp_dir = self.run_dir / "tmp"
+        self.socket_path = self.data_dir / "podman.sock"
+        self.log_path = self.data_dir / "service.log"
+        self.pid_path = self.data_dir / "service.pid"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None
+        if len(str(self.socket_path).encode()) > SOCKET_PATH_MAX:
+            raise ValueError(
+                f"socket path {self.socket_path} exceeds {SOCKET_PATH_MAX} bytes; "
+                "use a shorter data directory"
+            )
+
+    @property
+    def socket_url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    @property
+    def pid(self) -> int | None:
+        """The service's process id, if known (started here or found from an earlier run)."""
+        return self._pid
+
+    def command(self) -> list[str]:
+        return [
+            self.podman,
+            "--root",
+            str(self.root),
+            "--runroot",
+            str(self.run_dir / "storage"),
+            "--network-config-dir",
+            str(self.network_dir),
+            "system",
+            "service",
+            "--time=0",
+            self.socket_url,
+        ]
+
+    def environment(self) -> dict[str, str]:
+        """The service's environment: our config files, no user or system config."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONTAINERS_", "XDG_"))}
+        env.update(
+            CONTAINERS_CONF=str(self.data_dir / "containers.conf"),
+            CONTAINERS_STORAGE_CONF=str(self.data_dir / "storage.conf"),
+            XDG_CONFIG_HOME=str(self.data_dir / "config"),
+            XDG_DATA_HOME=str(self.data_dir / "share"),
+            XDG_RUNTIME_DIR=str(self.run_dir / "xdg"),
+            TMPDIR=str(self.tmp_dir),
+        )
+        return env
+
+    def _write_config(self) -> None:
+        for path in (
+            self.data_dir,
+            self.root,
+            self.network_dir,
+            self.tmp_dir,
+            self.run_dir / "xdg",
+            self.data_dir / "config",
+        ):
+            path.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "containers.conf").write_text(
+            containers_conf(self.tmp_dir, self.network_dir, self.runtime)
+        )
+        (self.data_dir / "storage.conf").write_text(
+            storage_conf(self.root, self.run_dir / "storage")
+        )
+
+    def _recorded_pid(self) -> int | None:
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        # The pid may have been recycled: only trust it if it is our service.
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return pid if str(self.socket_path).encode() in cmdline else None
+
+    def start(self, timeout: float = 20.0) -> str:
+        """Start the service (or adopt the one already answering); return its socket URL."""
+        if _answers(self.socket_path):
+            self._pid = self._recorded_pid()
+            return self.socket_url
+        self._write_config()
+        # A socket file left by a dead service would make podman fail to bind.
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=self.environment(),
+                cwd=self.data_dir,
+                start_new_session=True,
+            )
+        self._pid = self._process.pid
+        self.pid_path.write_text(f"{self._pid}\n")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _answers(self.socket_path, timeout=0.5):
+                return self.socket_url
+            if self._process.poll() is not None:
+                raise errors.TemporaryDriverError(
+                    f"podman service exited with {self._process.returncode}: {self._log_tail()}"
+                )
+            time.sleep(0.05)
+        self.stop()
+        raise errors.TemporaryDriverError(
+            f"podman service did not answer within {timeout}s: {self._log_tail()}"
+        )
+
+    def _log_tail(self, limit: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-limit:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the service process; its containers keep running under conmon."""
+        pid = self._pid
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if not self._wait(pid, timeout):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self._wait(pid, 5.0)
+        self._pid = None
+        self._process = None
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_path.unlink()
+
+    def destroy(self) -> None:
+        """Stop the service and delete the data directory with all images and volumes.
+
+        For tests and for a host leaving the platform; the caller removes containers first.
+        containers/storage leaves its overlay directory bind-mounted on itself, so mounts
+        under the data directory are detached before deleting it.
+        """
+        self.stop()
+        for mount in sorted(self._mounts_under_data_dir(), key=len, reverse=True):
+            subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self.run_dir.is_relative_to(self.data_dir):
+            return
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _mounts_under_data_dir(self) -> list[str]:
+        prefixes = (f"{self.data_dir}/", f"{self.run_dir}/")
+        try:
+            lines = Path("/proc/self/mounts").read_text().splitlines()
+        except OSError:
+            return []
+        # /proc/mounts escapes spaces and other odd bytes as octal (\040).
+        points = [line.split()[1].encode().decode("unicode_escape") for line in lines if line]
+        return [p for p in points if p.startswith(prefixes)]
+
+    def _wait(self, pid: int, timeout: float) -> bool:
+        if self._process is not None and self._process.pid == pid:
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        deadline = time.monotonic() + timeout
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True

@@ -1,0 +1,281 @@
+"""`FakeDriver`: an in-memory `Driver` for unit tests of the agent's pure logic.
+
+Used only by tests (the agent's reconcile loop, status reporting, cleanup): it keeps
+containers, networks, volumes and images in dicts, records every call in `calls`, and
+lets a test change the world behind the agent's back (`mark_exited`, `mark_removed`) or
+make the next call of a method fail (`fail_next`). It never touches an engine, the clock
+or random numbers: ids and addresses are counters, so tests are deterministic.
+"""
+
+from __future__ import annotations
+
+import builtins
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cellplane.drivers import errors
+from cellplane.drivers.base import ContainerInfo, ContainerSpec, ExecResult, PortSpec
+
+__all__ = ["FakeContainer", "FakeDriver"]
+
+ExecHandler = Callable[[str, builtins.list[str]], ExecResult]
+
+
+@dataclass
+class FakeContainer:
+    """One container as the fake engine holds it; tests may read it freely."""
+
+    id: str
+    spec: ContainerSpec
+    state: str = "created"
+    exit_code: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    address: str | None = None
+    logs: bytes = b""
+    starts: int = 0
+    ports: builtins.list[PortSpec] = field(default_factory=list)
+
+    def info(self) -> ContainerInfo:
+        return ContainerInfo(
+            id=self.id,
+            name=self.spec.name,
+            labels=dict(self.spec.labels),
+            state=self.state,
+            running=self.state == "running",
+            exit_code=self.exit_code,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            address=self.address,
+            image=self.spec.image,
+            ports=list(self.ports),
+        )
+
+
+def _matches(have: dict[str, str], want: dict[str, str]) -> bool:
+    return all(have.get(k) == v for k, v in want.items())
+
+
+class FakeDriver:
+    """In-memory `Driver`. Timestamps are step counters rendered as strings."""
+
+    def __init__(self, images: builtins.list[str] | None = None) -> None:
+        self.images: set[str] = set(images or [])
+        self.networks: dict[str, dict[str, str]] = {}
+        self.internal_networks: set[str] = set()
+        self.volumes: dict[str, dict[str, str]] = {}
+        self.containers: dict[str, FakeContainer] = {}
+        self.calls: builtins.list[tuple[str, tuple[Any, ...]]] = []
+        self.archives: dict[Path, builtins.list[str]] = {}
+        self.exec_handler: ExecHandler = lambda _id, _cmd: ExecResult(0, b"")
+        self.reachable = True
+        self._failures: dict[str, builtins.list[errors.DriverError]] = {}
+        self._ids = itertools.count(1)
+        self._ticks = itertools.count(1)
+        self._host_ports = itertools.count(40000)
+        self._lock = threading.RLock()
+
+    # -- test controls ----------------------------------------------------------------
+
+    def fail_next(self, method: str, error: errors.DriverError) -> None:
+        """Make the next call of `method` raise `error` (queued, one per call)."""
+        with self._lock:
+            self._failures.setdefault(method, []).append(error)
+
+    def mark_exited(self, container_id: str, exit_code: int = 0) -> None:
+        """The container's process ended on its own."""
+        with self._lock:
+            box = self._get(container_id)
+            box.state, box.exit_code = "exited", exit_code
+            box.finished_at = self._now()
+            box.address = None
+
+    def mark_removed(self, container_id: str) -> None:
+        """Someone removed the container behind the agent's back."""
+        with self._lock:
+            self.containers.pop(self._get(container_id).id)
+
+    def set_logs(self, container_id: str, data: bytes) -> None:
+        with self._lock:
+            self._get(container_id).logs = data
+
+    def by_name(self, name: str) -> FakeContainer:
+        with self._lock:
+            return self._get(name)
+
+    def called(self, method: str) -> builtins.list[tuple[Any, ...]]:
+        """The arguments of every recorded call of `method`, in order."""
+        with self._lock:
+            return [args for name, args in self.calls if name == method]
+
+    # -- internals --------------------------------------------------------------------
+
+    def _record(self, method: str, *args: Any) -> None:
+        self.calls.append((method, args))
+        if not self.reachable:
+            raise errors.TemporaryDriverError("fake engine unreachable")
+        queued = self._failures.get(method)
+        if queued:
+            raise queued.pop(0)
+
+    def _now(self) -> str:
+        # RFC 3339 with nanoseconds, like podman; each call is strictly later than the last.
+        t = datetime.now(UTC) + timedelta(microseconds=next(self._ticks))
+        return t.strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"
+
+    def _get(self, id_or_name: str) -> FakeContainer:
+        box = self.containers.get(id_or_name)
+        if box is not None:
+            return box
+        for candidate in self.containers.values():
+            if candidate.spec.name == id_or_name:
+                return candidate
+        raise errors.ContainerNotFound(f"no such container: {id_or_name}")
+
+    # -- Driver -----------------------------------------------------------------------
+
+    def ping(self) -> None:
+        with self._lock:
+            self._record("ping")
+
+    def ensure_network(self, name: str, labels: dict[str, str], internal: bool = False) -> None:
+        with self._lock:
+            self._record("ensure_network", name, dict(labels), internal)
+            self.networks.setdefault(name, dict(labels))
+            if internal:
+                self.internal_networks.add(name)
+
+    def remove_network(self, name: str) -> None:
+        with self._lock:
+            self._record("remove_network", name)
+            if any(c.spec.network == name for c in self.containers.values()):
+                raise errors.PermanentDriverError(f"network {name} is being used")
+            self.networks.pop(name, None)
+            self.internal_networks.discard(name)
+
+    def list_networks(self, labels: dict[str, str]) -> builtins.list[str]:
+        with self._lock:
+            self._record("list_networks", dict(labels))
+            return sorted(n for n, have in self.networks.items() if _matches(have, labels))
+
+    def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
+        with self._lock:
+            self._record("ensure_volume", name, dict(labels))
+            self.volumes.setdefault(name, dict(labels))
+
+    def remove_volume(self, name: str) -> None:
+        with self._lock:
+            self._record("remove_volume", name)
+            for box in self.containers.values():
+                if any(m.volume == name for m in box.spec.mounts):
+                    raise errors.VolumeInUse(f"volume {name} is being used by {box.id}")
+            self.volumes.pop(name, None)
+
+    def list_volumes(self, labels: dict[str, str]) -> builtins.list[str]:
+        with self._lock:
+            self._record("list_volumes", dict(labels))
+            return sorted(n for n, have in self.volumes.items() if _matches(have, labels))
+
+    def has_image(self, ref: str) -> bool:
+        with self._lock:
+            self._record("has_image", ref)
+            return ref in self.images
+
+    def load_image(self, path: Path) -> builtins.list[str]:
+        with self._lock:
+            self._record("load_image", path)
+            names = self.archives.get(path, [f"{path.stem}:latest"])
+            self.images.update(names)
+            return list(names)
+
+    def remove_image(self, ref: str) -> None:
+        with self._lock:
+            self._record("remove_image", ref)
+            if ref not in self.images:
+                raise errors.ImageNotFound(f"no such image: {ref}")
+            self.images.discard(ref)
+
+    def create(self, spec: ContainerSpec) -> str:
+        with self._lock:
+            self._record("create", spec)
+            if any(c.spec.name == spec.name for c in self.containers.values()):
+                raise errors.NameConflict(f"the container name {spec.name} is already in use")
+            if spec.image is not None and spec.image not in self.images:
+                raise errors.ImageNotFound(f"no such image: {spec.image}")
+            if spec.network is not None and spec.network not in self.networks:
+                raise errors.NetworkNotFound(f"network not found: {spec.network}")
+            for mount in spec.mounts:
+                self.volumes.setdefault(mount.volume, {})
+            container_id = f"fake{next(self._ids):060d}"
+            self.containers[container_id] = FakeContainer(id=container_id, spec=spec)
+            return container_id
+
+    def start(self, container_id: str) -> None:
+        with self._lock:
+            self._record("start", container_id)
+            box = self._get(container_id)
+            if box.state == "running":
+                return
+            box.state, box.exit_code, box.finished_at = "running", None, None
+            box.started_at = self._now()
+            box.starts += 1
+            if box.spec.network is not None:
+                net = sorted(self.networks).index(box.spec.network)
+                box.address = f"10.89.{net}.{int(box.id[4:]) % 250 + 2}"
+            box.ports = [
+                replace(p, host_port=p.host_port or next(self._host_ports)) for p in box.spec.ports
+            ]
+
+    def stop(self, container_id: str, timeout: float = 10.0) -> None:
+        with self._lock:
+            self._record("stop", container_id, timeout)
+            if self._get(container_id).state == "running":
+                self.mark_exited(container_id, 143)
+
+    def kill(self, container_id: str) -> None:
+        with self._lock:
+            self._record("kill", container_id)
+            if self._get(container_id).state == "running":
+                self.mark_exited(container_id, 137)
+
+    def remove(self, container_id: str, force: bool = True) -> None:
+        with self._lock:
+            self._record("remove", container_id, force)
+            box = self._get(container_id)
+            if box.state == "running" and not force:
+                raise errors.PermanentDriverError(f"container {box.id} is running")
+            del self.containers[box.id]
+
+    def inspect(self, id_or_name: str) -> ContainerInfo:
+        with self._lock:
+            self._record("inspect", id_or_name)
+            return self._get(id_or_name).info()
+
+    def list(self, labels: dict[str, str]) -> builtins.list[ContainerInfo]:
+        with self._lock:
+            self._record("list", dict(labels))
+            return [c.info() for c in self.containers.values() if _matches(c.spec.labels, labels)]
+
+    def logs(
+        self, container_id: str, tail: int | None = None, follow: bool = False
+    ) -> Iterator[bytes]:
+        with self._lock:
+            self._record("logs", container_id, tail, follow)
+            lines = self._get(container_id).logs.splitlines(keepends=True)
+        if tail is not None:
+            lines = lines[-tail:] if tail else []
+        return iter(lines)
+
+    def exec(self, container_id: str, command: builtins.list[str]) -> ExecResult:
+        with self._lock:
+            self._record("exec", container_id, list(command))
+            box = self._get(container_id)
+            if box.state != "running":
+                raise errors.PermanentDriverError(f"container {box.id} is not running")
+            handler = self.exec_handler
+        return handler(box.id, list(command))

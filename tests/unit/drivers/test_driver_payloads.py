@@ -1,0 +1,244 @@
+"""Spec -> engine request bodies, and engine answers -> ContainerInfo, without an engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cellplane.drivers import errors
+from cellplane.drivers.base import ContainerSpec, MountSpec, PortSpec
+from cellplane.drivers.podman import (
+    compat_create_body,
+    container_info_from_inspect,
+    container_info_from_list,
+    label_filters,
+    libpod_create_body,
+    libpod_network_body,
+    parse_load_output,
+)
+
+MIB = 1024 * 1024
+
+
+def full_spec(**overrides: Any) -> ContainerSpec:
+    values: dict[str, Any] = {
+        "name": "cell-1",
+        "image": "busybox:latest",
+        "command": ["sleep", "60"],
+        "env": {"A": "1", "B": "two=2"},
+        "labels": {"cellplane.cell": "c1"},
+        "hostname": "web-0",
+        "network": "proj-net",
+        "aliases": ["web", "web-0"],
+        "cpu": 1.5,
+        "memory_mb": 256,
+        "ports": [PortSpec(80, 8080), PortSpec(53, None, "udp")],
+        "mounts": [MountSpec("data", "/data"), MountSpec("conf", "/etc/app", read_only=True)],
+    }
+    values.update(overrides)
+    return ContainerSpec(**values)
+
+
+def test_compat_body_carries_every_field() -> None:
+    body = compat_create_body(full_spec())
+    assert body["Image"] == "busybox:latest"
+    assert body["Cmd"] == ["sleep", "60"]
+    assert body["Env"] == ["A=1", "B=two=2"]
+    assert body["Labels"] == {"cellplane.cell": "c1"}
+    assert body["Hostname"] == "web-0"
+    assert body["ExposedPorts"] == {"80/tcp": {}, "53/udp": {}}
+    host = body["HostConfig"]
+    assert host["NanoCpus"] == 1_500_000_000
+    assert host["Memory"] == 256 * MIB
+    assert host["NetworkMode"] == "proj-net"
+    assert host["PortBindings"] == {
+        "80/tcp": [{"HostIp": "", "HostPort": "8080"}],
+        "53/udp": [{"HostIp": "", "HostPort": ""}],
+    }
+    assert host["Mounts"] == [
+        {"Type": "volume", "Source": "data", "Target": "/data", "ReadOnly": False},
+        {"Type": "volume", "Source": "conf", "Target": "/etc/app", "ReadOnly": True},
+    ]
+    assert body["NetworkingConfig"] == {
+        "EndpointsConfig": {"proj-net": {"Aliases": ["web", "web-0"]}}
+    }
+
+
+def test_compat_body_omits_unset_limits_and_defaults() -> None:
+    spec = ContainerSpec(name="c", image="busybox")
+    body = compat_create_body(spec)
+    assert body["HostConfig"] == {}
+    for key in ("Cmd", "Hostname", "ExposedPorts", "NetworkingConfig"):
+        assert key not in body
+
+
+def test_libpod_body_for_host_rootfs() -> None:
+    body = libpod_create_body(full_spec(image=None, rootfs="/"))
+    assert body["rootfs"] == "/"
+    assert body["rootfs_overlay"] is True
+    assert body["name"] == "cell-1"
+    assert body["command"] == ["sleep", "60"]
+    assert body["env"] == {"A": "1", "B": "two=2"}
+    assert body["hostname"] == "web-0"
+    assert body["resource_limits"] == {
+        "cpu": {"quota": 150_000, "period": 100_000},
+        "memory": {"limit": 256 * MIB},
+    }
+    assert body["netns"] == {"nsmode": "bridge"}
+    assert body["Networks"] == {"proj-net": {"aliases": ["web", "web-0"]}}
+    assert body["portmappings"] == [
+        {"container_port": 80, "host_port": 8080, "protocol": "tcp"},
+        {"container_port": 53, "host_port": 0, "protocol": "udp"},
+    ]
+    assert body["volumes"] == [
+        {"Name": "data", "Dest": "/data", "Options": []},
+        {"Name": "conf", "Dest": "/etc/app", "Options": ["ro"]},
+    ]
+    assert "image" not in body
+
+
+def test_body_builders_refuse_the_wrong_kind_of_spec() -> None:
+    with pytest.raises(ValueError):
+        compat_create_body(full_spec(image=None, rootfs="/"))
+    with pytest.raises(ValueError):
+        libpod_create_body(full_spec())
+
+
+def test_network_body_is_isolated_bridge_with_dns() -> None:
+    body = libpod_network_body("n", {"cellplane.project": "p"}, internal=True)
+    assert body == {
+        "name": "n",
+        "driver": "bridge",
+        "dns_enabled": True,
+        "internal": True,
+        "labels": {"cellplane.project": "p"},
+        "options": {"isolate": "true"},
+    }
+
+
+def test_label_filters() -> None:
+    assert label_filters({}) == {}
+    assert label_filters({"b": "2", "a": "1"}) == {"label": ["a=1", "b=2"]}
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"image": None, "rootfs": None},
+        {"rootfs": "/"},
+        {"image": None, "rootfs": "/", "command": None},
+        {"cpu": -1.0},
+        {"memory_mb": -5},
+        {"network": None},
+        {"name": ""},
+    ],
+)
+def test_invalid_specs_are_rejected(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        full_spec(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"container_port": 0}, {"container_port": 70000}, {"host_port": 0}, {"protocol": "icmp"}],
+)
+def test_invalid_ports_are_rejected(kwargs: dict[str, Any]) -> None:
+    values: dict[str, Any] = {"container_port": 80, "host_port": None}
+    values.update(kwargs)
+    with pytest.raises(ValueError):
+        PortSpec(**values)
+
+
+def test_relative_mount_target_is_rejected() -> None:
+    with pytest.raises(ValueError):
+        MountSpec("v", "data")
+
+
+# Trimmed from a real podman 4.3 compat inspect answer.
+INSPECT_RUNNING: dict[str, Any] = {
+    "Id": "d333b6d5",
+    "Name": "/a1",
+    "State": {
+        "Status": "running",
+        "Running": True,
+        "ExitCode": 0,
+        "StartedAt": "2026-11-21T21:10:18.221054625Z",
+        "FinishedAt": "0001-01-01T00:00:00Z",
+    },
+    "Config": {"Image": "localhost/busybox:latest", "Labels": {"cellplane.cell": "x"}},
+    "NetworkSettings": {
+        "IPAddress": "",
+        "Ports": {"8080/tcp": [{"HostIp": "", "HostPort": "42195"}], "53/udp": None},
+        "Networks": {"n1": {"IPAddress": "10.89.0.2"}},
+    },
+}
+
+
+def test_info_from_inspect_running() -> None:
+    info = container_info_from_inspect(INSPECT_RUNNING)
+    assert info.id == "d333b6d5"
+    assert info.name == "a1"
+    assert info.state == "running"
+    assert info.running is True
+    assert info.exit_code is None
+    assert info.started_at == "2026-11-21T21:10:18.221054625Z"
+    assert info.finished_at is None
+    assert info.address == "10.89.0.2"
+    assert info.image == "localhost/busybox:latest"
+    assert info.labels == {"cellplane.cell": "x"}
+    assert info.ports == [PortSpec(8080, 42195, "tcp")]
+
+
+def test_info_from_inspect_exited_rootfs() -> None:
+    attrs = {
+        "Id": "abc",
+        "Name": "r1",
+        "State": {
+            "Status": "exited",
+            "Running": False,
+            "ExitCode": 137,
+            "StartedAt": "2026-11-21T21:10:18Z",
+            "FinishedAt": "2026-11-21T21:11:00Z",
+        },
+        "Config": {"Image": "", "Labels": None},
+        "NetworkSettings": {"Networks": {"n1": {"IPAddress": ""}}, "Ports": {}},
+    }
+    info = container_info_from_inspect(attrs)
+    assert (info.state, info.running, info.exit_code) == ("exited", False, 137)
+    assert info.finished_at == "2026-11-21T21:11:00Z"
+    assert info.address is None
+    assert info.image is None
+    assert info.labels == {}
+
+
+def test_info_from_list_parses_exit_code_from_status() -> None:
+    item = {
+        "Id": "4406bb",
+        "Names": ["/ex3"],
+        "Image": "localhost/busybox:latest",
+        "Labels": {"k": "v"},
+        "State": "exited",
+        "Status": "Exited (3) Less than a second ago",
+        "Ports": [{"IP": "", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"}],
+        "NetworkSettings": {"Networks": {"podman": {"IPAddress": ""}}},
+    }
+    info = container_info_from_list(item)
+    assert (info.id, info.name, info.state, info.running) == ("4406bb", "ex3", "exited", False)
+    assert info.exit_code == 3
+    assert info.started_at is None
+    assert info.ports == [PortSpec(80, 8080)]
+    running = container_info_from_list({**item, "State": "running", "Status": "Up 2 seconds"})
+    assert running.running is True
+    assert running.exit_code is None
+
+
+def test_parse_load_output() -> None:
+    assert parse_load_output([{"stream": "Loaded image: localhost/busybox:latest\n"}]) == [
+        "localhost/busybox:latest"
+    ]
+    assert parse_load_output([{"stream": "Loaded image(s): a:1,b:2"}]) == ["a:1", "b:2"]
+    assert parse_load_output([{"stream": "Loaded image ID: sha256:abc\n"}]) == ["sha256:abc"]
+    assert parse_load_output([{"status": "progress"}]) == []
+    with pytest.raises(errors.PermanentDriverError):
+        parse_load_output([{"error": "payload does not match any of the supported formats"}])
