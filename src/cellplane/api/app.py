@@ -12,7 +12,15 @@ from fastapi import FastAPI, Request, Response
 from sqlalchemy import func, select
 
 from cellplane import __version__
-from cellplane.api import errors, routes_agent, routes_cells, routes_ops, routes_system
+from cellplane.api import (
+    errors,
+    routes_agent,
+    routes_cells,
+    routes_clusters,
+    routes_ops,
+    routes_system,
+)
+from cellplane.clusters.executor import run_cluster_executor
 from cellplane.controller.loop import run_controller
 from cellplane.metrics import REQUEST_SECONDS, register_cell_states
 from cellplane.services.auth import Authenticator
@@ -36,11 +44,18 @@ def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc.notifier.bind(asyncio.get_running_loop())
         app.state.agent_client = httpx.AsyncClient(timeout=30)
-        task = asyncio.create_task(run_controller(svc)) if run_controllers else None
+        loops = (
+            [
+                asyncio.create_task(run_controller(svc)),
+                asyncio.create_task(run_cluster_executor(svc)),
+            ]
+            if run_controllers
+            else []
+        )
         try:
             yield
         finally:
-            if task is not None:
+            for task in loops:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -70,6 +85,6 @@ def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
         )
         return response
 
-    for r in (routes_system, routes_ops, routes_cells, routes_agent):
+    for r in (routes_system, routes_ops, routes_cells, routes_clusters, routes_agent):
         app.include_router(r.router)
     return app

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from cellplane.cli import cells, daemons, flavors, hosts, images, projects, tasks, volumes
+from cellplane.cli import cells, clusters, daemons, flavors, hosts, images, projects, tasks, volumes
 
 __all__ = ["app"]
 
@@ -44,6 +44,7 @@ def _root(
 
 
 app.add_typer(cells.app, name="cell")
+app.add_typer(clusters.app, name="cluster")
 app.add_typer(volumes.app, name="volume")
 app.add_typer(images.app, name="image")
 app.add_typer(flavors.app, name="flavor")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+import cellplane.state.cluster_models  # noqa: F401  (registers the cluster tables)
 from cellplane.state.models import Base
 
 config = context.config

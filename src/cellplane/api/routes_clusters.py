@@ -1,0 +1,157 @@
+"""Developer API: clusters from Serengeti specs, and the catalog they come from.
+
+Included by :func:`cellplane.api.app.create_app`. Thin: parse, authorise, call
+:mod:`cellplane.services.clusters`; the executor in the same process does the work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from cellplane.api.deps import IdempotencyContext, idempotency, require, services
+from cellplane.api.respond import outcome_response
+from cellplane.services import clusters
+from cellplane.services import idempotency as idem
+from cellplane.services.clusters import ClusterCreate, ConfigBody, ResizeBody
+from cellplane.services.context import Principal, Services
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["clusters"])
+
+
+@router.get("/v1/catalog/specs")
+def catalog_specs(p: Principal = Depends(require("cells:read"))) -> dict[str, Any]:
+    return {"items": clusters.catalog_specs(), "next_cursor": None}
+
+
+@router.get("/v1/catalog/distros")
+def catalog_distros(p: Principal = Depends(require("cells:read"))) -> dict[str, Any]:
+    return {"items": clusters.catalog_distros(), "next_cursor": None}
+
+
+@router.get("/v1/catalog/roles")
+def catalog_roles(p: Principal = Depends(require("cells:read"))) -> dict[str, Any]:
+    return {"items": clusters.catalog_roles(), "next_cursor": None}
+
+
+@router.post("/v1/projects/{project}/clusters", status_code=202)
+def create_cluster(
+    project: str,
+    body: ClusterCreate,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("cells:write")),
+    ctx: IdempotencyContext = Depends(idempotency),
+) -> Response:
+    out = idem.run(
+        svc,
+        p,
+        ctx.key,
+        ctx.fingerprint,
+        ctx.method,
+        ctx.path,
+        lambda s: clusters.create(svc, s, p, project, body),
+    )
+    return outcome_response(out)
+
+
+@router.get("/v1/projects/{project}/clusters")
+def list_clusters(
+    project: str,
+    name: str | None = None,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("cells:read")),
+) -> dict[str, Any]:
+    if name:
+        return {"items": [clusters.find(svc, p, project, name)], "next_cursor": None}
+    return clusters.list_clusters(svc, p, project)
+
+
+@router.get("/v1/clusters/{cluster_id}")
+def get_cluster(
+    cluster_id: str,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("cells:read")),
+) -> dict[str, Any]:
+    return clusters.get(svc, p, cluster_id)
+
+
+@router.get("/v1/clusters/{cluster_id}/export")
+def export_cluster(
+    cluster_id: str,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("cells:read")),
+) -> dict[str, Any]:
+    return clusters.export(svc, p, cluster_id)
+
+
+def _op(svc: Services, p: Principal, ctx: IdempotencyContext, fn: Any) -> Response:
+    out = idem.run(svc, p, ctx.key, ctx.fingerprint, ctx.method, ctx.path, fn)
+    return outcome_response(out)
+
+
+@router.post("/v1/clusters/{cluster_id}/resize", status_code=202)
+def resize_cluster(
+    cluster_id: str,
+    body: ResizeBody,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("cells:write")),
+    ctx: IdempotencyContext = Depends(idempotency),
+) -> Response:
+    return _op(svc, p, ctx, lambda s: clusters.resize(svc, s, p, cluster_id, body))
+
+
+@router.post("/v1/clusters/{cluster_id}/stop", status_code=202)
+def stop_cluster(
+    cluster_id: str,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("cells:write")),
+    ctx: IdempotencyContext = Depends(idempotency),
+) -> Response:
+    return _op(svc, p, ctx, lambda s: clusters.stop(svc, s, p, cluster_id))
+
+
+@router.post("/v1/clusters/{cluster_id}/start", status_code=202)
+def start_cluster(
+    cluster_id: str,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("cells:write")),
+    ctx: IdempotencyContext = Depends(idempotency),
+) -> Response:
+    return _op(svc, p, ctx, lambda s: clusters.start(svc, s, p, cluster_id))
+
+
+@router.post("/v1/clusters/{cluster_id}/resume", status_code=202)
+def resume_cluster(
+    cluster_id: str,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("cells:write")),
+    ctx: IdempotencyContext = Depends(idempotency),
+) -> Response:
+    return _op(svc, p, ctx, lambda s: clusters.resume(svc, s, p, cluster_id))
+
+
+@router.post("/v1/clusters/{cluster_id}/config", status_code=202)
+def configure_cluster(
+    cluster_id: str,
+    body: ConfigBody,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("cells:write")),
+    ctx: IdempotencyContext = Depends(idempotency),
+) -> Response:
+    return _op(svc, p, ctx, lambda s: clusters.config(svc, s, p, cluster_id, body))
+
+
+@router.delete("/v1/clusters/{cluster_id}", status_code=202)
+def delete_cluster(
+    cluster_id: str,
+    keep_volumes: bool = Query(default=False, alias="keepVolumes"),
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("cells:write")),
+) -> Response:
+    with svc.db.session() as s:
+        out = clusters.delete(svc, s, p, cluster_id, keep_volumes)
+    svc.notifier.publish(*out.topics)
+    return outcome_response(out)

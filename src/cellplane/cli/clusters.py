@@ -1,0 +1,331 @@
+"""`cellplane cluster ...`: Serengeti-style clusters from specs, with live per-node progress.
+
+Registered on the root app by `cellplane.cli.main`. Options keep Serengeti's CLI spelling
+(`--name`, `--distro`, `--specFile`, `--nodeGroup`, `--instanceNum`). Long operations show a
+live table of nodes (state and each role's readiness) on stderr until the task ends, and exit 1
+when it fails, printing the failing node, role and the tail of its log.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cellplane.cli import output
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from cellplane.client import Client
+
+__all__ = ["app", "render_cluster"]
+
+app = typer.Typer(
+    help="Deploy and manage clusters from specs (BDE/Serengeti).", no_args_is_help=True
+)
+
+Name = Annotated[str, typer.Option("--name", help="Cluster name.")]
+Detach = Annotated[bool, typer.Option("--detach", "-d", help="Do not wait for the task.")]
+SpecFile = Annotated[
+    Path | None,
+    typer.Option("--specFile", help="A cluster spec (JSON, either Serengeti form).", exists=True),
+]
+
+_STATE_STYLE = {
+    "SERVICE_READY": "green",
+    "READY": "green",
+    "RUNNING": "green",
+    "FAILED": "red",
+    "PROVISION_ERROR": "red",
+    "STOPPED": "yellow",
+}
+
+
+def _styled(state: str | None) -> str:
+    text = output.escape(str(state or "-"))
+    style = _STATE_STYLE.get(str(state))
+    return f"[{style}]{text}[/]" if style else text
+
+
+def render_cluster(view: dict[str, Any]) -> RenderableType:
+    """A table of the cluster's nodes: group, roles with their readiness, node state."""
+    from rich import box
+    from rich.table import Table
+
+    task = view.get("task") or {}
+    title = (
+        f"cluster {output.escape(str(view.get('name')))} {_styled(view.get('state'))}"
+        f"  task {task.get('kind', '')} {task.get('progress', 0)}%"
+    )
+    table = Table("NODE", "GROUP", "ROLES", "STATE", box=box.SIMPLE_HEAD, title=title)
+    for node in view.get("nodes") or []:
+        states = node.get("role_states") or {}
+        roles = ", ".join(
+            f"{output.escape(r)} {_styled(states.get(r, 'PENDING'))}" for r in node.get("roles", [])
+        )
+        table.add_row(
+            output.escape(str(node.get("name"))),
+            output.escape(str(node.get("group"))),
+            roles,
+            _styled(node.get("state")),
+        )
+    return table
+
+
+def _resolve(client: Client, project: str, name: str) -> dict[str, Any]:
+    from cellplane.client import CellplaneError
+    from cellplane.clients_clusters import find_cluster
+
+    found = find_cluster(client, project, name)
+    if found is None:
+        raise CellplaneError("Not found", f"no cluster named {name!r} in project {project!r}")
+    return found
+
+
+def _follow(
+    client: Client,
+    cluster_id: str,
+    task: dict[str, Any],
+    out: output.OutputFormat,
+    detach: bool,
+) -> None:
+    from rich.live import Live
+
+    from cellplane.clients_clusters import wait_cluster
+
+    as_json = out is output.OutputFormat.json
+    if detach:
+        if as_json:
+            output.print_json(task)
+        else:
+            output.out_console.print(f"task {task.get('id')} {str(task.get('state')).lower()}")
+        return
+    try:
+        if as_json:
+            final = wait_cluster(client, cluster_id, str(task["id"]), timeout=None)
+        else:
+            with Live(console=output.err_console, auto_refresh=False, transient=False) as live:
+
+                def show(view: dict[str, Any]) -> None:
+                    if view.get("nodes") is not None:
+                        live.update(render_cluster(view), refresh=True)
+
+                final = wait_cluster(
+                    client, cluster_id, str(task["id"]), timeout=None, on_change=show
+                )
+    except KeyboardInterrupt:
+        output.err_console.print(
+            f"stopped waiting; follow it with: cellplane task watch {task.get('id')}"
+        )
+        raise typer.Exit(130) from None
+    failed = (final.get("task") or {}).get("state") == "ERROR"
+    if as_json:
+        output.print_json(final)
+    elif not failed:
+        output.out_console.print(
+            f"cluster {output.escape(str(final.get('name', cluster_id)))} "
+            f"{str(final.get('state', '')).lower()}"
+        )
+    if failed:
+        output.fail(
+            f"cluster {final.get('name', cluster_id)} is {final.get('state')}",
+            str(final.get("message") or (final.get("task") or {}).get("error") or ""),
+        )
+
+
+def _load_spec(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(f"{path}: {exc}", param_hint="'--specFile'") from None
+    if not isinstance(data, dict):
+        raise typer.BadParameter(f"{path}: not a JSON object", param_hint="'--specFile'")
+    return data
+
+
+@app.command("create")
+def create(
+    name: Name,
+    distro: Annotated[
+        str | None, typer.Option("--distro", help="Distro (cluster list-distros).")
+    ] = None,
+    type: Annotated[
+        str | None, typer.Option("--type", help="Spec type in the distro's map.")
+    ] = None,
+    spec_file: SpecFile = None,
+    detach: Detach = False,
+    project: output.ProjectOpt = "default",
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Create a cluster from the distro's spec or a spec file, and follow it node by node."""
+    from cellplane.clients_clusters import create_cluster
+
+    if distro is None and spec_file is None:
+        raise typer.BadParameter("give --distro, --specFile or both", param_hint="'--distro'")
+    spec = _load_spec(spec_file) if spec_file else None
+    with output.session() as client:
+        task = create_cluster(client, project, name, distro=distro, type=type, spec=spec)
+        _follow(client, str(task["entity"]["id"]), task, out, detach)
+
+
+def _simple(
+    action: str, name: str, project: str, out: output.OutputFormat, detach: bool, **kw: Any
+) -> None:
+    from cellplane import clients_clusters as cc
+
+    with output.session() as client:
+        cluster = _resolve(client, project, name)
+        cid = str(cluster["id"])
+        fn = getattr(cc, f"{action}_cluster")
+        task = fn(client, cid, **kw)
+        _follow(client, cid, task, out, detach)
+
+
+@app.command("resize")
+def resize(
+    name: Name,
+    node_group: Annotated[str, typer.Option("--nodeGroup", help="Node group to resize.")],
+    instance_num: Annotated[int, typer.Option("--instanceNum", help="New node count.", min=0)],
+    detach: Detach = False,
+    project: output.ProjectOpt = "default",
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Scale a node group out (new members join) or in (where its roles allow)."""
+    from cellplane import clients_clusters as cc
+
+    with output.session() as client:
+        cid = str(_resolve(client, project, name)["id"])
+        task = cc.resize_cluster(client, cid, node_group, instance_num)
+        _follow(client, cid, task, out, detach)
+
+
+@app.command("stop")
+def stop(
+    name: Name,
+    detach: Detach = False,
+    project: output.ProjectOpt = "default",
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Stop every node, against the dependency order."""
+    _simple("stop", name, project, out, detach)
+
+
+@app.command("start")
+def start(
+    name: Name,
+    detach: Detach = False,
+    project: output.ProjectOpt = "default",
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Start every node in dependency order and wait until each role is ready."""
+    _simple("start", name, project, out, detach)
+
+
+@app.command("resume")
+def resume(
+    name: Name,
+    detach: Detach = False,
+    project: output.ProjectOpt = "default",
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Continue a failed provisioning; healthy nodes are left alone."""
+    _simple("resume", name, project, out, detach)
+
+
+@app.command("delete")
+def delete(
+    name: Name,
+    keep_volumes: Annotated[bool, typer.Option("--keepVolumes", help="Keep data volumes.")] = False,
+    detach: Detach = False,
+    project: output.ProjectOpt = "default",
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Delete the cluster and every cell of it."""
+    _simple("delete", name, project, out, detach, keep_volumes=keep_volumes)
+
+
+@app.command("config")
+def config(
+    name: Name,
+    spec_file: Annotated[
+        Path, typer.Option("--specFile", help="Spec whose `configuration` to apply.", exists=True)
+    ],
+    detach: Detach = False,
+    project: output.ProjectOpt = "default",
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Apply a new cluster configuration: re-render every node and restart them one by one."""
+    data = _load_spec(spec_file)
+    configuration = data.get("configuration", data)
+    _simple("configure", name, project, out, detach, configuration=configuration)
+
+
+@app.command("list")
+def list_(
+    project: output.ProjectOpt = "default",
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """List the clusters of a project."""
+    from cellplane.clients_clusters import list_clusters
+
+    with output.session() as client:
+        items = list_clusters(client, project)
+    if out is output.OutputFormat.json:
+        output.print_json(items)
+        return
+    output.print_table(
+        ["NAME", "ID", "DISTRO", "STATE", "NODES", "AGE"],
+        (
+            [
+                c.get("name"),
+                c.get("id"),
+                c.get("distro"),
+                c.get("state"),
+                len(c.get("nodes") or []),
+                output.age(c.get("created_at")),
+            ]
+            for c in items
+        ),
+    )
+
+
+@app.command("show")
+def show(
+    name: Name,
+    project: output.ProjectOpt = "default",
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Show a cluster: nodes, roles, states, endpoints, and the last error."""
+    with output.session() as client:
+        view = _resolve(client, project, name)
+    if out is output.OutputFormat.json:
+        output.print_json(view)
+        return
+    output.out_console.print(render_cluster(view))
+    for role, ports in (view.get("endpoints") or {}).items():
+        for port_name, addrs in ports.items():
+            output.out_console.print(f"{output.escape(role)} {port_name}: {', '.join(addrs)}")
+    if view.get("message"):
+        output.out_console.print(f"[red]{output.escape(str(view['message']))}[/]")
+
+
+@app.command("export")
+def export(
+    name: Name,
+    spec_file: Annotated[
+        Path | None, typer.Option("--specFile", help="Write the spec here instead of stdout.")
+    ] = None,
+    project: output.ProjectOpt = "default",
+) -> None:
+    """Print the spec that reproduces the cluster (Serengeti's camelCase form)."""
+    from cellplane.clients_clusters import export_cluster
+
+    with output.session() as client:
+        spec = export_cluster(client, str(_resolve(client, project, name)["id"]))
+    if spec_file is None:
+        output.print_json(spec)
+    else:
+        spec_file.write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")

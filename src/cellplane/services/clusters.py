@@ -1,0 +1,604 @@
+"""Clusters: the rules behind the cluster routes. Admission, the pending operation, views.
+
+Called by :mod:`cellplane.api.routes_clusters`. Every change is one transaction that validates
+the request (a bad spec, a shortfall of capacity, a role whose binaries the image lacks: refused
+with nothing written), writes the cluster's pending operation and its task, and returns an
+:class:`Outcome` whose topics wake :mod:`cellplane.clusters.executor`, which does the work.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cellplane import scheduler
+from cellplane.clusters import (
+    Catalog,
+    CatalogError,
+    ClusterPlan,
+    ClusterSpec,
+    PlanError,
+    ResizeError,
+    RoleError,
+    SpecError,
+    apply_overrides,
+    default_catalog_paths,
+    diff_for_resize,
+    export_spec,
+    missing_requirements,
+    parse_spec,
+    plan_cluster,
+    render_role,
+    topology_from_plan,
+)
+from cellplane.errors import Conflict, FieldError, InsufficientCapacity, NotFound, ValidationFailed
+from cellplane.ids import new_id, utcnow
+from cellplane.services import hosts as hosts_mod
+from cellplane.services import tasks as tasks_mod
+from cellplane.services.cells import project_for, with_host_labels
+from cellplane.services.context import Principal, Services
+from cellplane.services.idempotency import Outcome
+from cellplane.services.schemas import DNS_LABEL, DNS_LABEL_MSG
+from cellplane.state.cluster_models import Cluster, ClusterNode
+from cellplane.state.models import Cell, Flavor, Project, Task
+
+__all__ = [
+    "CLUSTERS_TOPIC",
+    "ClusterCreate",
+    "ConfigBody",
+    "ResizeBody",
+    "catalog_distros",
+    "catalog_roles",
+    "catalog_specs",
+    "config",
+    "create",
+    "delete",
+    "export",
+    "find",
+    "get",
+    "host_has",
+    "list_clusters",
+    "load_catalog",
+    "resize",
+    "resume",
+    "start",
+    "stop",
+]
+
+CLUSTERS_TOPIC = "clusters"
+
+
+class ClusterCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=63)
+    distro: str | None = Field(default=None, max_length=63)
+    type: str | None = Field(default=None, max_length=128)
+    spec: dict[str, Any] | None = None
+    overrides: dict[str, dict[str, Any]] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not DNS_LABEL.match(v):
+            raise ValueError(DNS_LABEL_MSG)
+        return v
+
+
+class ResizeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    node_group: str = Field(alias="nodeGroup", min_length=1, max_length=63)
+    instance_num: int = Field(alias="instanceNum", ge=0, le=1000)
+
+
+class ConfigBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    configuration: dict[str, Any]
+
+
+@functools.cache
+def load_catalog() -> Catalog:
+    """The catalog of this server process, loaded once from the default paths."""
+    return Catalog.load(default_catalog_paths())
+
+
+def host_has(path: str) -> bool:
+    """Whether the host image (the host's own root) has `path` (a path or a command name)."""
+    if path.startswith("/"):
+        return Path(path).exists()
+    return shutil.which(path) is not None
+
+
+# --- catalog views ---
+
+
+def catalog_specs() -> list[dict[str, Any]]:
+    return [
+        {
+            "vendor": cs.entry.vendor,
+            "version": cs.entry.version,
+            "type": cs.entry.type,
+            "appManager": cs.entry.app_manager,
+            "path": cs.entry.path,
+            "spec": export_spec(cs.spec),
+        }
+        for cs in load_catalog().specs
+    ]
+
+
+def catalog_distros() -> list[dict[str, Any]]:
+    cat = load_catalog()
+    out = []
+    for d in cat.distros.values():
+        types = [cs.entry.type for cs in cat.specs if cs.entry.matches(d.vendor, d.version)]
+        out.append(
+            {
+                "name": d.name,
+                "vendor": d.vendor,
+                "version": d.version,
+                "roles": sorted(d.roles),
+                "types": types,
+                "deployable": not any(
+                    missing_binaries_of(cat, r) for r in d.roles if r in cat.roles
+                )
+                and all(r in cat.roles for r in d.roles),
+            }
+        )
+    return out
+
+
+def missing_binaries_of(cat: Catalog, role: str) -> list[str]:
+    return [b for b in cat.roles[role].requires.binaries if not host_has(b)]
+
+
+def catalog_roles() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": r.name,
+            "description": r.description,
+            "ports": dict(r.ports),
+            "provides": list(r.provides),
+            "waits_for": list(r.waits_for),
+            "scale_in": r.scale_in,
+            "requires": list(r.requires.binaries),
+            "missing": missing_binaries_of(load_catalog(), r.name),
+        }
+        for r in load_catalog().roles.values()
+    ]
+
+
+# --- helpers ---
+
+
+def _spec_errors(exc: SpecError, prefix: str) -> ValidationFailed:
+    return ValidationFailed(
+        [FieldError(f"{prefix}.{i.path}" if i.path else prefix, i.message) for i in exc.issues]
+        or [FieldError(prefix, str(exc))]
+    )
+
+
+def _flavors(s: Session) -> dict[str, scheduler.Resources]:
+    return {
+        f.name: scheduler.Resources(f.cpu, f.memory_mb, f.disk_gb)
+        for f in s.scalars(select(Flavor))
+    }
+
+
+def _plan(s: Session, spec: ClusterSpec, name: str, distro: str | None) -> ClusterPlan:
+    try:
+        return plan_cluster(
+            spec, load_catalog(), cluster_name=name, distro=distro, flavors=_flavors(s)
+        )
+    except PlanError as exc:
+        raise ValidationFailed.field("spec", str(exc)) from None
+
+
+def _check_capacity(
+    s: Session, svc: Services, plan: ClusterPlan, *, exclude: set[str] | None = None
+) -> None:
+    requests = [r for r in plan.placement_requests if not exclude or r.id not in exclude]
+    if not requests:
+        return
+    hosts = with_host_labels(hosts_mod.snapshot(s, svc, utcnow()))
+    result = scheduler.place(hosts, requests, now=0.0)
+    if result.unplaced:
+        need_cpu = sum(r.resources.cpu for r in requests)
+        need_mem = sum(r.resources.memory_mb for r in requests)
+        first = result.unplaced[0]
+        raise InsufficientCapacity(
+            f"cluster {plan.cluster_name} needs {len(requests)} nodes "
+            f"({need_cpu:g} cpu, {need_mem} MB memory); {len(result.unplaced)} cannot be placed: "
+            f"{first.request_id}: {first.reason}"
+        )
+
+
+def _check_binaries(plan: ClusterPlan, available: Callable[[str], bool]) -> None:
+    problems = missing_requirements(plan, load_catalog(), available)
+    if problems:
+        raise Conflict(
+            f"cluster {plan.cluster_name} cannot run on the host image: " + "; ".join(problems)
+        )
+
+
+def _visible(s: Session, principal: Principal, cluster_id: str) -> Cluster:
+    c = s.get(Cluster, cluster_id)
+    if c is not None:
+        p = s.get(Project, c.project_id)
+        if p is not None and p.tenant_id == principal.tenant_id:
+            return c
+    raise NotFound(f"cluster {cluster_id!r} does not exist")
+
+
+def _steps_for(plan: ClusterPlan, names: set[str] | None = None) -> tuple[str, ...]:
+    order = [n for wave in plan.waves for n in wave]
+    return tuple(
+        f"{name}:{role}"
+        for name in order
+        if names is None or name in names
+        for role in plan.node(name).roles
+    )
+
+
+def _begin(
+    s: Session,
+    c: Cluster,
+    *,
+    operation: str,
+    state: str,
+    kind: str,
+    steps: tuple[str, ...],
+    args: Mapping[str, Any] | None = None,
+) -> Outcome:
+    if c.operation is not None:
+        raise Conflict(f"cluster {c.name!r} is busy ({c.state}); wait for its task {c.task_id}")
+    now = utcnow()
+    p = s.get(Project, c.project_id)
+    task = tasks_mod.new_task(
+        s,
+        task_id=new_id("tsk"),
+        kind=kind,
+        entity_kind="cluster",
+        entity_id=c.id,
+        tenant_id=p.tenant_id if p else None,
+        steps=steps or ("RUN",),
+        now=now,
+    )
+    c.operation = operation
+    c.operation_args = dict(args or {})
+    c.state = state
+    c.task_id = task.id
+    c.message = None
+    c.updated_at = now
+    s.flush()
+    return Outcome(
+        202,
+        tasks_mod.task_view(task),
+        f"/v1/tasks/{task.id}",
+        (CLUSTERS_TOPIC, f"task:{task.id}", f"cluster:{c.id}"),
+    )
+
+
+def _node_names(s: Session, c: Cluster) -> list[str]:
+    return list(
+        s.scalars(
+            select(ClusterNode.name)
+            .where(ClusterNode.cluster_id == c.id)
+            .order_by(ClusterNode.name)
+        )
+    )
+
+
+# --- operations ---
+
+
+def create(
+    svc: Services, s: Session, principal: Principal, project_name: str, body: ClusterCreate
+) -> Outcome:
+    project = project_for(s, principal, project_name)
+    cat = load_catalog()
+    if body.spec is None and body.distro is None:
+        raise ValidationFailed.field("distro", "give a distro, a spec, or both")
+    if body.distro is not None and body.distro not in cat.distros:
+        known = ", ".join(sorted(cat.distros))
+        raise ValidationFailed.field("distro", f"no distro named {body.distro!r} (known: {known})")
+    if body.spec is not None:
+        try:
+            spec = parse_spec(body.spec)
+        except SpecError as exc:
+            raise _spec_errors(exc, "spec") from None
+    else:
+        assert body.distro is not None
+        try:
+            spec = cat.find_spec(body.distro, body.type)
+        except CatalogError as exc:
+            raise ValidationFailed.field("type", str(exc)) from None
+    if body.overrides:
+        try:
+            spec = apply_overrides(spec, body.overrides)
+        except SpecError as exc:
+            raise _spec_errors(exc, "overrides") from None
+    if s.scalar(
+        select(Cluster.id).where(Cluster.project_id == project.id, Cluster.name == body.name)
+    ):
+        raise Conflict(f"a cluster named {body.name!r} already exists in project {project.name!r}")
+    plan = _plan(s, spec, body.name, body.distro)
+    taken = s.scalars(
+        select(Cell.name).where(
+            Cell.project_id == project.id, Cell.name.in_([n.name for n in plan.nodes])
+        )
+    ).all()
+    if taken:
+        raise Conflict(f"cells named {', '.join(sorted(taken))} already exist in {project.name!r}")
+    _check_capacity(s, svc, plan)
+    _check_binaries(plan, host_has)
+    try:  # Render every node now: a template error is the request's fault, not the executor's.
+        topo = topology_from_plan(plan, cat)
+        for node in plan.nodes:
+            for role in node.roles:
+                render_role(cat.roles[role], topo, node.name)
+    except RoleError as exc:
+        raise ValidationFailed.field("spec", str(exc)) from None
+    now = utcnow()
+    c = Cluster(
+        id=new_id("clu"),
+        project_id=project.id,
+        name=body.name,
+        distro=body.distro,
+        type=body.type,
+        spec=export_spec(spec),
+        state="PROVISIONING",
+        operation=None,
+        operation_args={},
+        created_by=principal.subject,
+        created_at=now,
+        updated_at=now,
+    )
+    s.add(c)
+    s.flush()
+    return _begin(
+        s,
+        c,
+        operation="CREATE",
+        state="PROVISIONING",
+        kind="CREATE_CLUSTER",
+        steps=_steps_for(plan),
+    )
+
+
+def resume(svc: Services, s: Session, principal: Principal, cluster_id: str) -> Outcome:
+    c = _visible(s, principal, cluster_id)
+    if c.state not in ("PROVISION_ERROR", "PROVISIONING", "RUNNING"):
+        raise Conflict(f"cluster {c.name!r} is {c.state}; only a failed provisioning resumes")
+    plan = _plan(s, parse_spec(c.spec), c.name, c.distro)
+    ready = set(
+        s.scalars(
+            select(ClusterNode.name).where(
+                ClusterNode.cluster_id == c.id, ClusterNode.state == "SERVICE_READY"
+            )
+        )
+    )
+    todo = {n.name for n in plan.nodes} - ready
+    return _begin(
+        s,
+        c,
+        operation="RESUME",
+        state="PROVISIONING",
+        kind="RESUME_CLUSTER",
+        steps=_steps_for(plan, todo) or ("RUN",),
+    )
+
+
+def delete(
+    svc: Services, s: Session, principal: Principal, cluster_id: str, keep_volumes: bool
+) -> Outcome:
+    c = _visible(s, principal, cluster_id)
+    steps = tuple(f"delete:{n}" for n in _node_names(s, c))
+    return _begin(
+        s,
+        c,
+        operation="DELETE",
+        state="DELETING",
+        kind="DELETE_CLUSTER",
+        steps=steps,
+        args={"keepVolumes": keep_volumes},
+    )
+
+
+def stop(svc: Services, s: Session, principal: Principal, cluster_id: str) -> Outcome:
+    c = _visible(s, principal, cluster_id)
+    if c.state not in ("RUNNING", "PROVISION_ERROR", "STOPPED"):
+        raise Conflict(f"cluster {c.name!r} is {c.state}")
+    steps = tuple(f"stop:{n}" for n in _node_names(s, c))
+    return _begin(s, c, operation="STOP", state="STOPPING", kind="STOP_CLUSTER", steps=steps)
+
+
+def start(svc: Services, s: Session, principal: Principal, cluster_id: str) -> Outcome:
+    c = _visible(s, principal, cluster_id)
+    if c.state not in ("STOPPED", "RUNNING", "PROVISION_ERROR"):
+        raise Conflict(f"cluster {c.name!r} is {c.state}")
+    plan = _plan(s, parse_spec(c.spec), c.name, c.distro)
+    return _begin(
+        s, c, operation="START", state="STARTING", kind="START_CLUSTER", steps=_steps_for(plan)
+    )
+
+
+def resize(
+    svc: Services, s: Session, principal: Principal, cluster_id: str, body: ResizeBody
+) -> Outcome:
+    c = _visible(s, principal, cluster_id)
+    if c.state != "RUNNING":
+        raise Conflict(f"cluster {c.name!r} is {c.state}; only a RUNNING cluster resizes")
+    spec = parse_spec(c.spec)
+    existing = list(
+        s.scalars(
+            select(ClusterNode.name).where(
+                ClusterNode.cluster_id == c.id, ClusterNode.group == body.node_group
+            )
+        )
+    )
+    try:
+        spec.group(body.node_group)
+    except KeyError:
+        raise ValidationFailed.field(
+            "nodeGroup", f"cluster {c.name!r} has no node group {body.node_group!r}"
+        ) from None
+    try:
+        diff = diff_for_resize(
+            spec,
+            load_catalog(),
+            cluster_name=c.name,
+            group=body.node_group,
+            instance_num=body.instance_num,
+            existing=existing,
+        )
+    except ResizeError as exc:
+        raise Conflict(str(exc)) from None
+    plan = _plan(s, diff.spec, c.name, c.distro)
+    present = set(_node_names(s, c))
+    _check_capacity(s, svc, plan, exclude=present)
+    steps = tuple(f"remove:{n}" for n in diff.remove)
+    for name in diff.add:
+        roles = plan.node(name).roles
+        if any(load_catalog().roles[r].join for r in roles if r in load_catalog().roles):
+            steps += (f"join:{name}",)
+        steps += tuple(f"{name}:{r}" for r in roles)
+    return _begin(
+        s,
+        c,
+        operation="RESIZE",
+        state="UPDATING",
+        kind="RESIZE_CLUSTER",
+        steps=steps,
+        args={"nodeGroup": body.node_group, "instanceNum": body.instance_num},
+    )
+
+
+def config(
+    svc: Services, s: Session, principal: Principal, cluster_id: str, body: ConfigBody
+) -> Outcome:
+    c = _visible(s, principal, cluster_id)
+    if c.state != "RUNNING":
+        raise Conflict(f"cluster {c.name!r} is {c.state}; only a RUNNING cluster is reconfigured")
+    data = dict(c.spec)
+    data["configuration"] = body.configuration
+    try:
+        spec = parse_spec(data)
+    except SpecError as exc:
+        raise _spec_errors(exc, "configuration") from None
+    plan = _plan(s, spec, c.name, c.distro)
+    c.spec = export_spec(spec)
+    steps = tuple(f"restart:{n.name}" for wave in plan.waves for n in map(plan.node, wave))
+    return _begin(
+        s,
+        c,
+        operation="CONFIG",
+        state="UPDATING",
+        kind="CONFIGURE_CLUSTER",
+        steps=steps,
+        args={"generation": int(utcnow().timestamp())},
+    )
+
+
+# --- views ---
+
+
+def _endpoints(plan_roles: Mapping[str, list[str]]) -> dict[str, dict[str, list[str]]]:
+    cat = load_catalog()
+    out: dict[str, dict[str, list[str]]] = {}
+    for role, nodes in plan_roles.items():
+        definition = cat.roles.get(role)
+        if definition is None or not definition.ports:
+            continue
+        out[role] = {
+            port_name: [f"{n}:{port}" for n in nodes]
+            for port_name, port in definition.ports.items()
+        }
+    return out
+
+
+def _view(s: Session, c: Cluster, *, with_nodes: bool = True) -> dict[str, Any]:
+    p = s.get(Project, c.project_id)
+    task = s.get(Task, c.task_id) if c.task_id else None
+    spec = c.spec or {}
+    view: dict[str, Any] = {
+        "id": c.id,
+        "name": c.name,
+        "project": p.name if p else "",
+        "distro": c.distro,
+        "type": c.type,
+        "state": c.state,
+        "message": c.message,
+        "task": tasks_mod.task_view(task) if task is not None else None,
+        "nodeGroups": [
+            {"name": g.get("name"), "roles": g.get("roles"), "instanceNum": g.get("instanceNum")}
+            for g in spec.get("nodeGroups", [])
+        ],
+        "created_at": c.created_at.isoformat(),
+        "updated_at": c.updated_at.isoformat(),
+    }
+    if with_nodes:
+        nodes = s.scalars(
+            select(ClusterNode).where(ClusterNode.cluster_id == c.id).order_by(ClusterNode.name)
+        ).all()
+        roles: dict[str, list[str]] = {}
+        items = []
+        for n in nodes:
+            cell = s.get(Cell, n.cell_id) if n.cell_id else None
+            for r in n.roles:
+                roles.setdefault(r, []).append(n.name)
+            items.append(
+                {
+                    "name": n.name,
+                    "group": n.group,
+                    "index": n.index,
+                    "roles": list(n.roles),
+                    "role_states": dict(n.role_states or {}),
+                    "state": n.state,
+                    "message": n.message,
+                    "log_tail": n.log_tail,
+                    "cell": n.cell_id,
+                    "cell_state": cell.state if cell else None,
+                    "address": cell.address if cell else None,
+                }
+            )
+        view["nodes"] = items
+        view["endpoints"] = _endpoints(roles)
+    return view
+
+
+def list_clusters(svc: Services, principal: Principal, project_name: str) -> dict[str, Any]:
+    with svc.db.reader() as s:
+        project = project_for(s, principal, project_name)
+        rows = s.scalars(
+            select(Cluster).where(Cluster.project_id == project.id).order_by(Cluster.name)
+        ).all()
+        return {"items": [_view(s, c, with_nodes=True) for c in rows], "next_cursor": None}
+
+
+def get(svc: Services, principal: Principal, cluster_id: str) -> dict[str, Any]:
+    with svc.db.reader() as s:
+        return _view(s, _visible(s, principal, cluster_id))
+
+
+def find(svc: Services, principal: Principal, project_name: str, name: str) -> dict[str, Any]:
+    with svc.db.reader() as s:
+        project = project_for(s, principal, project_name)
+        c = s.scalar(select(Cluster).where(Cluster.project_id == project.id, Cluster.name == name))
+        if c is None:
+            raise NotFound(f"cluster {name!r} does not exist in project {project.name!r}")
+        return _view(s, c)
+
+
+def export(svc: Services, principal: Principal, cluster_id: str) -> dict[str, Any]:
+    with svc.db.reader() as s:
+        c = _visible(s, principal, cluster_id)
+        return dict(c.spec)

@@ -1,0 +1,73 @@
+"""SQLAlchemy models of clusters: one row per cluster, one per node (one cell each).
+
+Written by :mod:`cellplane.services.clusters` (desired operations, in the request's transaction)
+and by :mod:`cellplane.clusters.executor` (observed progress of nodes and the cluster). Imported by
+the Alembic environment so that migrations see these tables.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cellplane.state.models import Base, UTCDateTime
+
+__all__ = ["CLUSTER_STATES", "NODE_STATES", "Cluster", "ClusterNode"]
+
+CLUSTER_STATES = (
+    "PROVISIONING",
+    "RUNNING",
+    "PROVISION_ERROR",
+    "STOPPED",
+    "STOPPING",
+    "STARTING",
+    "DELETING",
+    "UPDATING",
+)
+NODE_STATES = ("CREATED", "CONFIGURED", "SERVICE_READY", "FAILED", "STOPPED")
+
+
+class Cluster(Base):
+    __tablename__ = "clusters"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    distro: Mapped[str | None] = mapped_column(String(63))
+    type: Mapped[str | None] = mapped_column(String(128))
+    # The spec in Serengeti's camelCase export form (what `export` answers).
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    # The pending operation the executor runs: CREATE, RESUME, DELETE, STOP, START, RESIZE, CONFIG.
+    operation: Mapped[str | None] = mapped_column(String(16))
+    # Operation arguments (e.g. resize group and count, keep volumes on delete).
+    operation_args: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    message: Mapped[str | None] = mapped_column(Text)
+    task_id: Mapped[str | None] = mapped_column(String(40))
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ClusterNode(Base):
+    __tablename__ = "cluster_nodes"
+    __table_args__ = (UniqueConstraint("cluster_id", "name"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    cluster_id: Mapped[str] = mapped_column(
+        ForeignKey("clusters.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(63))
+    group: Mapped[str] = mapped_column(String(63))
+    index: Mapped[int] = mapped_column(Integer)
+    roles: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # Per role: "STARTING" | "READY" | "FAILED".
+    role_states: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    cell_id: Mapped[str | None] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str | None] = mapped_column(Text)
+    log_tail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

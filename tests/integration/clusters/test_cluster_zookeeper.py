@@ -1,0 +1,81 @@
+"""ZooKeeper 3-node ensemble from a spec, on Debian's zookeeper package: quorum, data, failover."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import pytest
+
+from cellplane.drivers.podman import PodmanDriver
+
+from .conftest import Api, need, small_group
+
+pytestmark = pytest.mark.integration
+
+ZK_CLI = (
+    "java -cp /usr/share/java/zookeeper.jar:/usr/share/java/slf4j-nop.jar:"
+    "/usr/share/java/log4j-1.2.jar org.apache.zookeeper.ZooKeeperMain -server 127.0.0.1:2181 "
+)
+
+
+def mode(api: Api, cell: str) -> str:
+    try:
+        code, out = api.sh(cell, "exec 3<>/dev/tcp/127.0.0.1/2181; printf srvr >&3; cat <&3")
+    except httpx.HTTPStatusError as e:  # the container is being restarted
+        return f"none ({e.response.status_code})"
+    m = re.search(r"^Mode: (\w+)", out, re.M)
+    return m.group(1) if m else f"none ({code}: {out.strip()[:80]})"
+
+
+def modes(api: Api, cells: dict[str, str]) -> dict[str, str]:
+    return {name: mode(api, cell) for name, cell in cells.items()}
+
+
+def zk(api: Api, cell: str, command: str) -> str:
+    _code, out = api.sh(cell, ZK_CLI + command + " 2>&1")
+    return out
+
+
+def test_zookeeper_ensemble(api: Api, engine: PodmanDriver) -> None:
+    need("/usr/share/java/zookeeper.jar")
+    started = time.monotonic()
+    cid = api.create("zk", "zookeeper", {"nodeGroups": [small_group("zk", ["zookeeper"], 3)]})
+    c = api.settled(cid)
+    assert c["state"] == "RUNNING", c["message"]
+    assert time.monotonic() - started < 60
+    assert all(n["state"] == "SERVICE_READY" for n in c["nodes"])
+    assert c["endpoints"]["zookeeper"]["client"] == [f"zk-zk-{i}:2181" for i in range(3)]
+    cells = api.node_cells(c)
+
+    found = modes(api, cells)
+    assert sorted(found.values()) == ["follower", "follower", "leader"], found
+
+    # A znode written through one member is read through another.
+    out = zk(api, cells["zk-zk-0"], "create /cellplane hello")
+    assert "Created /cellplane" in out, out
+    assert "hello" in zk(api, cells["zk-zk-1"], "get /cellplane")
+
+    # Kill the leader's container: the others elect a new leader; the data survives.
+    leader = next(n for n, m in found.items() if m == "leader")
+    engine.kill(api.container(cells[leader]))
+    others = {n: cell for n, cell in cells.items() if n != leader}
+    deadline = time.monotonic() + 60
+    now = modes(api, others)
+    while time.monotonic() < deadline and "leader" not in now.values():
+        time.sleep(0.5)
+        now = modes(api, others)
+    assert "leader" in now.values(), now
+    survivor = next(iter(others.values()))
+    assert "hello" in zk(api, survivor, "get /cellplane")
+    # The killed member comes back (restart policy) and rejoins as a follower.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and mode(api, cells[leader]) != "follower":
+        time.sleep(0.5)
+    assert mode(api, cells[leader]) == "follower"
+    assert "hello" in zk(api, cells[leader], "get /cellplane")
+
+    api.delete(cid)
+    for cell in cells.values():
+        assert api.http.get(f"/v1/cells/{cell}").status_code == 404
