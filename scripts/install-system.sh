@@ -6,7 +6,7 @@
 #   test:    the servers the cluster tests deploy (zookeeper, etcd, redis) when called with --test.
 set -euo pipefail
 
-runtime=(podman runc conmon netavark aardvark-dns iptables uidmap busybox-static
+runtime=(podman runc conmon netavark aardvark-dns iptables catatonit busybox-static
          python3 python3-venv python3-pip ca-certificates)
 test_pkgs=(zookeeper etcd-server etcd-client redis-server redis-tools redis-sentinel netcat-openbsd
            postgresql)

@@ -36,8 +36,19 @@ def _toml_str(value: str | Path) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def containers_conf(tmp_dir: Path, network_dir: Path, runtime: str = "runc") -> str:
-    """The containers.conf the service runs with (pure; unit-tested)."""
+def containers_conf(
+    tmp_dir: Path, network_dir: Path, runtime: str = "runc", subnet_pool: str | None = None
+) -> str:
+    """The containers.conf the service runs with (pure; unit-tested).
+
+    `subnet_pool` (a CIDR split into /24 networks) keeps several engines on one machine
+    from handing out the same subnet: each only sees its own network definitions.
+    """
+    pool = (
+        [f'default_subnet_pools = [{{"base" = {_toml_str(subnet_pool)}, "size" = 24}}]']
+        if subnet_pool
+        else []
+    )
     return "\n".join(
         [
             "# Written by cellplane: the agent's own engine; edits are overwritten.",
@@ -62,6 +73,7 @@ def containers_conf(tmp_dir: Path, network_dir: Path, runtime: str = "runc") -> 
             "[network]",
             'network_backend = "netavark"',
             f"network_config_dir = {_toml_str(network_dir)}",
+            *pool,
             "",
         ]
     )
@@ -108,7 +120,8 @@ class PodmanService:
     """One `podman system service` confined to `data_dir`.
 
     `run_dir` holds the engine's volatile state (podman expects it on a tmpfs so that a
-    reboot clears it); it defaults to `data_dir / "run"`.
+    reboot clears it); it defaults to `data_dir / "run"`. `subnet_pool` is the CIDR this
+    engine's networks are carved from; give each engine on one machine its own.
     """
 
     def __init__(
@@ -118,11 +131,13 @@ class PodmanService:
         run_dir: Path | None = None,
         podman: str = "podman",
         runtime: str = "runc",
+        subnet_pool: str | None = None,
     ) -> None:
         self.data_dir = data_dir.absolute()
         self.run_dir = (run_dir or self.data_dir / "run").absolute()
         self.podman = podman
         self.runtime = runtime
+        self.subnet_pool = subnet_pool
         self.root = self.data_dir / "storage"
         self.network_dir = self.data_dir / "networks"
         self.tmp_dir = self.run_dir / "tmp"
@@ -185,7 +200,7 @@ class PodmanService:
         ):
             path.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "containers.conf").write_text(
-            containers_conf(self.tmp_dir, self.network_dir, self.runtime)
+            containers_conf(self.tmp_dir, self.network_dir, self.runtime, self.subnet_pool)
         )
         (self.data_dir / "storage.conf").write_text(
             storage_conf(self.root, self.run_dir / "storage")

@@ -58,6 +58,16 @@ _EXITED_STATES = frozenset({"exited", "stopped", "dead"})
 _EXIT_STATUS = re.compile(r"Exited \((-?\d+)\)")
 _LOADED = re.compile(r"Loaded image(?:\(s\))?(?: ID)?:\s*(.+)")
 
+# Podman reports these client errors as HTTP 500; retrying them cannot help.
+_PERMANENT_MARKERS = (
+    "being used",
+    "in use",
+    "state improper",
+    "cannot be removed",
+    "invalid",
+    "not supported",
+)
+
 _NOT_FOUND: dict[Resource, type[errors.PermanentDriverError]] = {
     "container": errors.ContainerNotFound,
     "image": errors.ImageNotFound,
@@ -95,7 +105,7 @@ def map_engine_error(exc: BaseException, resource: Resource = "engine") -> error
         return errors.NetworkNotFound(message)
     if isinstance(exc, docker.errors.ImageNotFound) or "no such image" in text:
         return errors.ImageNotFound(message)
-    if "image not known" in text:
+    if "image not known" in text:  # podman's wording
         return errors.ImageNotFound(message)
     if "no such container" in text or "no container with name" in text:
         return errors.ContainerNotFound(message)
@@ -105,7 +115,7 @@ def map_engine_error(exc: BaseException, resource: Resource = "engine") -> error
     status = getattr(exc, "status_code", None)
     if status == 404 and resource in _NOT_FOUND:
         return _NOT_FOUND[resource](message)
-    if "being used" in text or "in use" in text or "state improper" in text:
+    if any(marker in text for marker in _PERMANENT_MARKERS):
         return errors.PermanentDriverError(message)
     if status is None or 400 <= status < 500:
         return errors.PermanentDriverError(message)
@@ -461,6 +471,10 @@ class PodmanDriver:
                 raise
 
     def remove(self, container_id: str, force: bool = True) -> None:
+        if force:
+            # A forced remove stops with the container's stop timeout (10 s by default) and
+            # a shell or sleep as PID 1 ignores SIGTERM: SIGKILL first keeps it ~0.1 s.
+            self.kill(container_id)
         with _translated("container"):
             self._api.remove_container(container_id, force=force)
 
@@ -478,6 +492,8 @@ class PodmanDriver:
         self, container_id: str, tail: int | None = None, follow: bool = False
     ) -> Iterator[bytes]:
         # The request is made now so a missing container raises here, not at first next().
+        # The SDK lifts the read timeout on the stream's socket: a quiet followed log
+        # does not time out after `timeout` seconds.
         with _translated("container"):
             stream = self._api.logs(
                 container_id,

@@ -26,6 +26,13 @@ def test_containers_conf_is_valid_toml_with_the_settings_this_host_needs(tmp_pat
     }
 
 
+def test_subnet_pool_is_optional(tmp_path: Path) -> None:
+    plain = tomllib.loads(containers_conf(tmp_path, tmp_path))
+    assert "default_subnet_pools" not in plain["network"]
+    pooled = tomllib.loads(containers_conf(tmp_path, tmp_path, subnet_pool="10.123.0.0/16"))
+    assert pooled["network"]["default_subnet_pools"] == [{"base": "10.123.0.0/16", "size": 24}]
+
+
 def test_conf_quotes_awkward_paths() -> None:
     conf = tomllib.loads(containers_conf(Path('/tmp/a "b"\\c'), Path("/n")))
     assert conf["engine"]["tmp_dir"] == '/tmp/a "b"\\c'

@@ -71,6 +71,11 @@ def api_error(status: int, explanation: str, cls: type = docker.errors.APIError)
             errors.PermanentDriverError,
         ),
         (api_error(400, "invalid reference format"), "container", errors.PermanentDriverError),
+        (
+            api_error(500, "default network podman cannot be removed"),
+            "network",
+            errors.PermanentDriverError,
+        ),
         (api_error(500, "database is locked"), "container", errors.TemporaryDriverError),
         (api_error(503, "service unavailable"), "engine", errors.TemporaryDriverError),
         (requests.ConnectionError("connection refused"), "engine", errors.TemporaryDriverError),
