@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
-from fastapi.responses import JSONResponse
+from collections.abc import Callable
 
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+
+from cellplane.api.deps import IdempotencyContext
+from cellplane.services import idempotency
+from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import Outcome
 
-__all__ = ["outcome_response"]
+__all__ = ["idempotent", "outcome_response"]
 
 
 def outcome_response(out: Outcome) -> JSONResponse:
     headers = {"Location": out.location} if out.location else None
     return JSONResponse(out.body, status_code=out.status, headers=headers)
+
+
+def idempotent(
+    svc: Services, p: Principal, ctx: IdempotencyContext, fn: Callable[[Session], Outcome]
+) -> JSONResponse:
+    """Run a POST's change once per Idempotency-Key and answer with its (stored) outcome."""
+    return outcome_response(
+        idempotency.run(svc, p, ctx.key, ctx.fingerprint, ctx.method, ctx.path, fn)
+    )

@@ -12,10 +12,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from cellplane.api.deps import IdempotencyContext, idempotency, require, services
-from cellplane.api.respond import outcome_response
+from cellplane.api.respond import idempotent, outcome_response
 from cellplane.errors import Conflict, ValidationFailed
 from cellplane.services import cells, volumes
-from cellplane.services import idempotency as idem
 from cellplane.services.context import Principal, Services
 from cellplane.services.schemas import CellCreate, StopBody, VolumeCreate
 
@@ -42,16 +41,7 @@ def create_cell(
     p: Principal = Depends(require("cells:write")),
     ctx: IdempotencyContext = Depends(idempotency),
 ) -> Response:
-    out = idem.run(
-        svc,
-        p,
-        ctx.key,
-        ctx.fingerprint,
-        ctx.method,
-        ctx.path,
-        lambda s: cells.create(svc, s, p, project, body),
-    )
-    return outcome_response(out)
+    return idempotent(svc, p, ctx, lambda s: cells.create(svc, s, p, project, body))
 
 
 @router.get("/v1/projects/{project}/cells")
@@ -84,16 +74,7 @@ def start_cell(
     p: Principal = Depends(require("cells:write")),
     ctx: IdempotencyContext = Depends(idempotency),
 ) -> Response:
-    out = idem.run(
-        svc,
-        p,
-        ctx.key,
-        ctx.fingerprint,
-        ctx.method,
-        ctx.path,
-        lambda s: cells.start(svc, s, p, cell_id),
-    )
-    return outcome_response(out)
+    return idempotent(svc, p, ctx, lambda s: cells.start(svc, s, p, cell_id))
 
 
 @router.post("/v1/cells/{cell_id}/stop", status_code=202)
@@ -105,16 +86,7 @@ def stop_cell(
     ctx: IdempotencyContext = Depends(idempotency),
 ) -> Response:
     timeout = body.timeout if body else None
-    out = idem.run(
-        svc,
-        p,
-        ctx.key,
-        ctx.fingerprint,
-        ctx.method,
-        ctx.path,
-        lambda s: cells.stop(svc, s, p, cell_id, timeout),
-    )
-    return outcome_response(out)
+    return idempotent(svc, p, ctx, lambda s: cells.stop(svc, s, p, cell_id, timeout))
 
 
 @router.post("/v1/cells/{cell_id}/restart", status_code=202)
@@ -126,16 +98,7 @@ def restart_cell(
     ctx: IdempotencyContext = Depends(idempotency),
 ) -> Response:
     timeout = body.timeout if body else None
-    out = idem.run(
-        svc,
-        p,
-        ctx.key,
-        ctx.fingerprint,
-        ctx.method,
-        ctx.path,
-        lambda s: cells.restart(svc, s, p, cell_id, timeout),
-    )
-    return outcome_response(out)
+    return idempotent(svc, p, ctx, lambda s: cells.restart(svc, s, p, cell_id, timeout))
 
 
 @router.delete("/v1/cells/{cell_id}", status_code=202)
@@ -231,16 +194,7 @@ def create_volume(
     p: Principal = Depends(require("volumes:write")),
     ctx: IdempotencyContext = Depends(idempotency),
 ) -> Response:
-    out = idem.run(
-        svc,
-        p,
-        ctx.key,
-        ctx.fingerprint,
-        ctx.method,
-        ctx.path,
-        lambda s: volumes.create(svc, s, p, project, body),
-    )
-    return outcome_response(out)
+    return idempotent(svc, p, ctx, lambda s: volumes.create(svc, s, p, project, body))
 
 
 @router.get("/v1/projects/{project}/volumes", tags=["volumes"])

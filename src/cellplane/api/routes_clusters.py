@@ -11,9 +11,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Response
 
 from cellplane.api.deps import IdempotencyContext, idempotency, require, services
-from cellplane.api.respond import outcome_response
+from cellplane.api.respond import idempotent, outcome_response
 from cellplane.services import clusters
-from cellplane.services import idempotency as idem
 from cellplane.services.clusters import ClusterCreate, ConfigBody, ResizeBody
 from cellplane.services.context import Principal, Services
 
@@ -45,16 +44,7 @@ def create_cluster(
     p: Principal = Depends(require("cells:write")),
     ctx: IdempotencyContext = Depends(idempotency),
 ) -> Response:
-    out = idem.run(
-        svc,
-        p,
-        ctx.key,
-        ctx.fingerprint,
-        ctx.method,
-        ctx.path,
-        lambda s: clusters.create(svc, s, p, project, body),
-    )
-    return outcome_response(out)
+    return idempotent(svc, p, ctx, lambda s: clusters.create(svc, s, p, project, body))
 
 
 @router.get("/v1/projects/{project}/clusters")
@@ -87,11 +77,6 @@ def export_cluster(
     return clusters.export(svc, p, cluster_id)
 
 
-def _op(svc: Services, p: Principal, ctx: IdempotencyContext, fn: Any) -> Response:
-    out = idem.run(svc, p, ctx.key, ctx.fingerprint, ctx.method, ctx.path, fn)
-    return outcome_response(out)
-
-
 @router.post("/v1/clusters/{cluster_id}/resize", status_code=202)
 def resize_cluster(
     cluster_id: str,
@@ -100,7 +85,7 @@ def resize_cluster(
     p: Principal = Depends(require("cells:write")),
     ctx: IdempotencyContext = Depends(idempotency),
 ) -> Response:
-    return _op(svc, p, ctx, lambda s: clusters.resize(svc, s, p, cluster_id, body))
+    return idempotent(svc, p, ctx, lambda s: clusters.resize(svc, s, p, cluster_id, body))
 
 
 @router.post("/v1/clusters/{cluster_id}/stop", status_code=202)
@@ -110,7 +95,7 @@ def stop_cluster(
     p: Principal = Depends(require("cells:write")),
     ctx: IdempotencyContext = Depends(idempotency),
 ) -> Response:
-    return _op(svc, p, ctx, lambda s: clusters.stop(svc, s, p, cluster_id))
+    return idempotent(svc, p, ctx, lambda s: clusters.stop(svc, s, p, cluster_id))
 
 
 @router.post("/v1/clusters/{cluster_id}/start", status_code=202)
@@ -120,7 +105,7 @@ def start_cluster(
     p: Principal = Depends(require("cells:write")),
     ctx: IdempotencyContext = Depends(idempotency),
 ) -> Response:
-    return _op(svc, p, ctx, lambda s: clusters.start(svc, s, p, cluster_id))
+    return idempotent(svc, p, ctx, lambda s: clusters.start(svc, s, p, cluster_id))
 
 
 @router.post("/v1/clusters/{cluster_id}/resume", status_code=202)
@@ -130,7 +115,7 @@ def resume_cluster(
     p: Principal = Depends(require("cells:write")),
     ctx: IdempotencyContext = Depends(idempotency),
 ) -> Response:
-    return _op(svc, p, ctx, lambda s: clusters.resume(svc, s, p, cluster_id))
+    return idempotent(svc, p, ctx, lambda s: clusters.resume(svc, s, p, cluster_id))
 
 
 @router.post("/v1/clusters/{cluster_id}/config", status_code=202)
@@ -141,7 +126,7 @@ def configure_cluster(
     p: Principal = Depends(require("cells:write")),
     ctx: IdempotencyContext = Depends(idempotency),
 ) -> Response:
-    return _op(svc, p, ctx, lambda s: clusters.config(svc, s, p, cluster_id, body))
+    return idempotent(svc, p, ctx, lambda s: clusters.config(svc, s, p, cluster_id, body))
 
 
 @router.delete("/v1/clusters/{cluster_id}", status_code=202)

@@ -10,9 +10,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from cellplane.api.deps import IdempotencyContext, idempotency, require, services
-from cellplane.api.respond import outcome_response
+from cellplane.api.respond import idempotent
 from cellplane.metrics import REGISTRY
-from cellplane.services import idempotency as idem
 from cellplane.services import projects
 from cellplane.services.context import Principal, Services
 from cellplane.services.schemas import ProjectCreate
@@ -67,13 +66,4 @@ def create_project(
     p: Principal = Depends(require("projects:write")),
     ctx: IdempotencyContext = Depends(idempotency),
 ) -> Response:
-    out = idem.run(
-        svc,
-        p,
-        ctx.key,
-        ctx.fingerprint,
-        ctx.method,
-        ctx.path,
-        lambda s: projects.create(svc, s, p, body),
-    )
-    return outcome_response(out)
+    return idempotent(svc, p, ctx, lambda s: projects.create(svc, s, p, body))
