@@ -762,7 +762,14 @@ class Client:
                     headers={"Accept": "text/event-stream"},
                     timeout=httpx.Timeout(self._timeout, read=read),
                 ) as response:
-                    for event in iter_sse(response.iter_lines()):
+
+                    def lines() -> Iterator[str]:
+                        # Keep-alive comments reset the read timeout: check the deadline per line.
+                        for line in response.iter_lines():
+                            remaining()
+                            yield line
+
+                    for event in iter_sse(lines()):
                         if event.event not in ("task", "message"):
                             continue
                         try:

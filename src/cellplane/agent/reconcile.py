@@ -153,7 +153,9 @@ def reconcile(
         # want RUNNING
         requested = parse_time(cell.get("restart_requested_at"))
         started = parse_time(info.started_at)
-        if requested is not None and (started is None or started < requested):
+        # An unknown start time is never taken for an old one: adopting a container must not
+        # restart it (the runner inspects containers whose start time it needs).
+        if requested is not None and started is not None and started < requested:
             actions.append(Action("RESTART", cell_id, info.id, "restart requested"))
             continue
         if info.running:

@@ -10,6 +10,7 @@ adopts the running containers and carries on.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import shutil
@@ -259,12 +260,26 @@ class Agent:
         orphans: list[ContainerInfo] = []
         with self._lock:
             desired = set(self._desired)
+        with self._lock:
+            known = dict(self._observed)
+            wants_restart = {
+                cid for cid, c in self._desired.items() if c.get("restart_requested_at")
+            }
         for info in containers:
             cid = info.labels.get(CELL_LABEL, "")
-            if cid in desired:
-                fresh[cid] = info
-            else:
+            if cid not in desired:
                 orphans.append(info)
+                continue
+            if info.started_at is None:
+                # Engine listings carry no start times; keep the one we know for this container,
+                # or ask the engine when a restart request must be compared with it.
+                old = known.get(cid)
+                if old is not None and old.id == info.id and old.started_at:
+                    info = dataclasses.replace(info, started_at=old.started_at)
+                elif cid in wants_restart:
+                    with contextlib.suppress(ContainerNotFound):
+                        info = self.driver.inspect(info.id)
+            fresh[cid] = info
         with self._lock:
             for cid, at in self._observed_at.items():
                 if at >= t0 and cid in self._observed:

@@ -173,7 +173,7 @@ async def task_events(
                 last = body
             if view["state"] in TERMINAL:
                 return
-            new = await svc.notifier.wait(topic, seen, 15.0)
+            new = await svc.notifier.wait(topic, seen, 5.0)
             if new == seen:
                 yield ": keep-alive\n\n"
             seen = new

@@ -228,7 +228,8 @@ def test_memory_action_failure_bookkeeping() -> None:
         ("2024-01-01T00:00:10+00:00", "2024-01-01T00:00:05.123456789Z", True, ["RESTART"]),
         ("2024-01-01T00:00:01+00:00", "2024-01-01T00:00:05.123456789Z", True, []),
         ("2024-01-01T00:00:10+00:00", "2024-01-01T00:00:05Z", False, ["RESTART"]),
-        ("2024-01-01T00:00:10+00:00", None, True, ["RESTART"]),
+        # Unknown start time (an engine listing): never restart on a guess; adoption stays put.
+        ("2024-01-01T00:00:10+00:00", None, True, []),
         (None, "2024-01-01T00:00:05Z", True, []),
         # Same instant written in two zones: not newer.
         ("2024-01-01T02:00:05+02:00", "2024-01-01T00:00:05Z", True, []),
