@@ -49,6 +49,9 @@ class Memory:
 
     seen_container: set[str] = field(default_factory=set)  # cells we have seen a container for
     last_running: dict[str, bool] = field(default_factory=dict)
+    # Consecutive passes that saw the container stopped: a forced removal kills the container
+    # first, so one sighting of an exit just before it vanished proves nothing.
+    exited_passes: dict[str, int] = field(default_factory=dict)
     next_restart_at: dict[str, float] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)  # consecutive quick failures
     # After an action failed: not before this time, and how many failed in a row.
@@ -137,7 +140,7 @@ def reconcile(
         if info is None:
             if want == "RUNNING":
                 vanished = cell_id in memory.seen_container
-                if vanished and not memory.last_running.get(cell_id, True):
+                if vanished and memory.exited_passes.get(cell_id, 0) >= 2:
                     policy = (cell.get("restart") or {}).get("policy", "never")
                     if policy == "never":
                         continue  # it had exited and was removed: nothing to bring back
@@ -146,6 +149,9 @@ def reconcile(
                 )
             continue
         memory.last_running[cell_id] = info.running
+        memory.exited_passes[cell_id] = (
+            0 if info.running else memory.exited_passes.get(cell_id, 0) + 1
+        )
         if want == "STOPPED":
             if info.running:
                 actions.append(Action("STOP", cell_id, info.id, "stop requested"))

@@ -301,6 +301,15 @@ def _parse_at(v: Any, default: datetime) -> datetime:
     return default
 
 
+def _final_exit(cell: Cell) -> bool:
+    """Whether an exited cell stays exited under its restart policy."""
+    if cell.restart_policy == "always":
+        return False
+    if cell.restart_policy == "on-failure" and cell.exit_code not in (0, None):
+        return cell.max_retries is not None and cell.restarts >= cell.max_retries
+    return True
+
+
 def apply_status(svc: Services, host_id: str, reports: list[dict[str, Any]]) -> None:
     """Record what the agent observed; advance the tasks; forget cells whose removal is confirmed."""
     now = utcnow()
@@ -354,6 +363,14 @@ def apply_status(svc: Services, host_id: str, reports: list[dict[str, Any]]) -> 
                     tasks_mod.fail(task, str(r.get("message") or "the cell failed"), now)
                 elif state == "RUNNING" and cell.desired_state == "RUNNING":
                     tasks_mod.advance(task, "RUNNING", "COMPLETED", now)
+                elif state == "EXITED" and cell.desired_state == "RUNNING" and _final_exit(cell):
+                    # It ran and ended for good: the operation is over, its outcome is the code.
+                    if cell.exit_code == 0:
+                        tasks_mod.advance(
+                            task, "RUNNING", "COMPLETED", now, message="exited with code 0"
+                        )
+                    else:
+                        tasks_mod.fail(task, f"the cell exited with code {cell.exit_code}", now)
                 elif state in ("STOPPED", "EXITED") and cell.desired_state == "STOPPED":
                     tasks_mod.advance(task, "STOP", "COMPLETED", now)
                 topics.add(f"task:{task.id}")

@@ -267,7 +267,18 @@ def test_never_policy_does_not_bring_back_an_exited_container() -> None:
     mem = Memory()
     c = cell(policy="never")
     assert run(c, exited(0), mem) == []
-    assert run(c, None, mem, now=NOW + 1) == []
+    assert run(c, exited(0), mem, now=NOW + 1) == []
+    assert run(c, None, mem, now=NOW + 2) == []
+
+
+def test_an_exit_seen_once_before_vanishing_is_a_forced_removal() -> None:
+    # `remove(force=True)` kills first: a listing caught in between shows exit 137 once.
+    mem = Memory()
+    c = cell(policy="never")
+    run(c, info(), mem)
+    assert run(c, exited(137), mem, now=NOW + 1) == []
+    (a,) = run(c, None, mem, now=NOW + 2)
+    assert (a.kind, a.reason) == ("CREATE", "recreated")
 
 
 @pytest.mark.parametrize("policy", ["on-failure", "always"])
