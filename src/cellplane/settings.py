@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import platformdirs
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cellplane.paths import default_data_dir
+
 __all__ = ["ServerSettings", "default_data_dir"]
-
-
-def default_data_dir() -> Path:
-    return Path(platformdirs.user_data_dir("cellplane"))
 
 
 class ServerSettings(BaseSettings):

@@ -22,7 +22,8 @@ class ServerClient:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(
             base_url=self.base_url,
-            verify=verify,
+            # The CA bundle costs ~5 MB of memory: load it only for an HTTPS server.
+            verify=verify if self.base_url.startswith("https") else False,
             timeout=httpx.Timeout(30.0),
             limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
         )

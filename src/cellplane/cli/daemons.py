@@ -27,33 +27,11 @@ DataDir = Annotated[
 ]
 
 
-def _write_secret(path: Path, value: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
-
-
 def prepare(data_dir: Path, database_url: str | None) -> tuple[str | None, Path]:
     """Migrate and seed; returns (new admin token or None, join token file)."""
-    from cellplane.services.auth import seed
-    from cellplane.services.context import Services
-    from cellplane.settings import ServerSettings
-    from cellplane.state.db import Database, migrate
+    from cellplane.daemon import prepare as _prepare
 
-    settings = ServerSettings(data_dir=data_dir, database_url=database_url)
-    settings.server_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    url = settings.resolved_database_url()
-    migrate(url)
-    db = Database(url)
-    try:
-        seeded = seed(Services(db=db, data_dir=settings.server_dir))
-    finally:
-        db.dispose()
-    join_file = settings.server_dir / "join-token"
-    if seeded.join_token:
-        _write_secret(join_file, seeded.join_token)
-    return seeded.admin_token, join_file
+    return _prepare(data_dir, database_url)
 
 
 def server(
@@ -66,34 +44,11 @@ def server(
     log_level: Annotated[str, typer.Option(envvar="CELLPLANE_LOG_LEVEL")] = "info",
 ) -> None:
     """Run the control plane: API, controllers and task engine."""
-    import uvicorn
+    from cellplane.daemon import run_server
+    from cellplane.paths import default_data_dir
 
-    from cellplane import logs
-    from cellplane.api.app import create_app
-    from cellplane.services.context import Services
-    from cellplane.settings import ServerSettings, default_data_dir
-    from cellplane.state.db import Database
-
-    logs.configure(log_level)
-    data_dir = data_dir or default_data_dir()
-    admin, _ = prepare(data_dir, database_url)
-    if admin:
-        typer.echo(f"Bootstrap admin token (shown once): {admin}", err=True)
-    settings = ServerSettings(data_dir=data_dir, database_url=database_url)
-    db = Database(settings.resolved_database_url())
-    svc = Services(db=db, data_dir=settings.server_dir)
-    app = create_app(svc)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        log_level=log_level,
-        timeout_graceful_shutdown=5,
-    )
-    uvicorn.Server(config).run()
-    db.dispose()
+    code = run_server(data_dir or default_data_dir(), database_url, host, port, log_level)
+    raise typer.Exit(code)
 
 
 def agent(
@@ -114,17 +69,9 @@ def agent(
     log_level: Annotated[str, typer.Option(envvar="CELLPLANE_LOG_LEVEL")] = "info",
 ) -> None:
     """Run the host agent: its own podman engine, reconciling the cells assigned to this host."""
-    import socket
+    from cellplane.daemon import run_agent
+    from cellplane.paths import default_data_dir
 
-    from cellplane import logs
-    from cellplane.agent.endpoint import AgentEndpoint
-    from cellplane.agent.runner import Agent, AgentConfig
-    from cellplane.agent.server_client import ServerClient
-    from cellplane.drivers.engine import PodmanService
-    from cellplane.drivers.podman import PodmanDriver
-    from cellplane.settings import default_data_dir
-
-    logs.configure(log_level)
     token = join_token or (join_token_file.read_text().strip() if join_token_file else None)
     if not token:
         typer.secho(
@@ -137,49 +84,19 @@ def agent(
         if not sep:
             raise typer.BadParameter(f"{item!r} is not key=value", param_hint="--label")
         labels[k] = v
-    base = (data_dir or default_data_dir()) / "agent"
-    base.mkdir(parents=True, exist_ok=True, mode=0o700)
-    engine = PodmanService(base / "engine")
-    driver = PodmanDriver(engine.start())
-    cfg = AgentConfig(
+    code = run_agent(
         server_url=server_url,
         join_token=token,
-        data_dir=base,
-        name=name or socket.gethostname(),
+        data_dir=data_dir or default_data_dir(),
+        name=name,
         address=address,
         labels=labels,
         zone=zone,
         cpu_ratio=cpu_ratio,
         parallelism=parallelism,
+        log_level=log_level,
     )
-    client = ServerClient(server_url)
-    runner = Agent(cfg, driver, client)
-    endpoint = AgentEndpoint(driver, runner.agent_secret, host=address)
-    endpoint.start()
-    runner.agent_url = endpoint.url
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        threading.Thread(target=_register_and_run, args=(runner, stop), daemon=True).start()
-        stop.wait()
-    finally:
-        runner.stop()
-        endpoint.stop()
-        client.close()
-        engine.stop()
-
-
-def _register_and_run(runner: object, stop: threading.Event) -> None:
-    from cellplane.agent.runner import Agent
-
-    assert isinstance(runner, Agent)
-    try:
-        runner.register()
-        runner.start()
-    except Exception:
-        stop.set()
-        raise
+    raise typer.Exit(code)
 
 
 def up(
@@ -191,7 +108,7 @@ def up(
     from rich.console import Console
 
     from cellplane.cli.config import save_config
-    from cellplane.settings import default_data_dir
+    from cellplane.paths import default_data_dir
 
     console = Console(stderr=True)
     data_dir = (data_dir or default_data_dir()).absolute()
@@ -201,7 +118,7 @@ def up(
     if admin:
         path = save_config(url, admin)
         console.print(f"[bold]Bootstrap admin token[/] (shown once, saved to {path}):\n  {admin}")
-    py = [sys.executable, "-m", "cellplane"]
+    py = [sys.executable, "-m", "cellplane.daemon"]
     env = dict(os.environ)
     if database_url:
         env["CELLPLANE_DATABASE_URL"] = database_url

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from . import _small, _table
+from . import _small
 from .model import HostSnapshot, Placement, PlacementRequest, Plan, Unplaced
 
 __all__ = ["SMALL_CLUSTER", "explain", "place"]
@@ -62,6 +62,8 @@ def _place_runs(
     requests: Sequence[PlacementRequest],
     runs: list[tuple[int, int]],
 ) -> Plan:
+    from . import _table  # numpy only when a batch is big enough to pay for it (~12 MB)
+
     table = _table.Table(hosts)
     placements: list[Placement] = []
     unplaced: list[Unplaced] = []
@@ -104,4 +106,6 @@ def explain(hosts: Sequence[HostSnapshot], request: PlacementRequest) -> str | N
     """Why `request` fits on no host at current usage (naming the binding constraint), or None."""
     if len(hosts) <= SMALL_CLUSTER:
         return _small.explain_states(_small.states_of(hosts), request)
+    from . import _table
+
     return _table.Table(hosts).reason(request)

@@ -301,6 +301,11 @@ def _parse_at(v: Any, default: datetime) -> datetime:
     return default
 
 
+def _started_by(task: Task) -> bool:
+    """Whether this task already started the container (an older exit is not its outcome)."""
+    return any(st["name"] == "START" and st["state"] == "COMPLETED" for st in task.steps)
+
+
 def _final_exit(cell: Cell) -> bool:
     """Whether an exited cell stays exited under its restart policy."""
     if cell.restart_policy == "always":
@@ -363,7 +368,12 @@ def apply_status(svc: Services, host_id: str, reports: list[dict[str, Any]]) -> 
                     tasks_mod.fail(task, str(r.get("message") or "the cell failed"), now)
                 elif state == "RUNNING" and cell.desired_state == "RUNNING":
                     tasks_mod.advance(task, "RUNNING", "COMPLETED", now)
-                elif state == "EXITED" and cell.desired_state == "RUNNING" and _final_exit(cell):
+                elif (
+                    state == "EXITED"
+                    and cell.desired_state == "RUNNING"
+                    and _started_by(task)
+                    and _final_exit(cell)
+                ):
                     # It ran and ended for good: the operation is over, its outcome is the code.
                     if cell.exit_code == 0:
                         tasks_mod.advance(

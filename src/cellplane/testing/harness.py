@@ -74,7 +74,7 @@ class Deployment:
         log = (self.data_dir / log_name).open("ab")
         self._logs.append(log)
         return subprocess.Popen(
-            [sys.executable, "-m", "cellplane", *args],
+            [sys.executable, "-m", "cellplane.daemon", *args],
             stdout=log,
             stderr=log,
             env=self._env(),
@@ -82,7 +82,7 @@ class Deployment:
         )
 
     def prepare(self) -> None:
-        from cellplane.cli.daemons import prepare
+        from cellplane.daemon import prepare
 
         token, self.join_file = prepare(self.data_dir, self.database_url)
         if token:

@@ -1,0 +1,395 @@
+"""Shared helpers of the Cellplane benchmarks (bench/cell_start.py, burst.py, footprint.py).
+
+Each benchmark starts a real deployment (`cellplane.testing.harness.Deployment`: server and agent
+as separate processes, with the agent's own podman engine), uploads a tiny busybox image, measures,
+prints ONE JSON object on stdout and cleans everything up. Progress goes to stderr.
+
+The bare-engine baselines talk to the very same podman engine (the agent's, at `Deployment.engine_url`)
+with the `docker` SDK's low-level client, sending the same create body the agent's driver sends
+(image, command, labels, hostname, CPU and memory limits, a bridge network with an alias), then a
+start: two round trips, the minimum for "create and start a container" on that API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BASELINE_LABEL",
+    "Baseline",
+    "deployment",
+    "emit",
+    "log",
+    "percentile",
+    "proc_tree",
+    "rss_kb",
+    "summary_ms",
+]
+
+BASELINE_LABEL = "cellplane.bench"
+IMAGE_NAME = "busybox"
+IMAGE_REF = "busybox:latest"
+
+_T0 = time.monotonic()
+
+
+def log(msg: str) -> None:
+    """Progress line on stderr, with seconds since the script started."""
+    print(f"[{time.monotonic() - _T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def emit(doc: dict[str, Any]) -> None:
+    """The one JSON object a benchmark prints on stdout."""
+    sys.stdout.write(json.dumps(doc) + "\n")
+    sys.stdout.flush()
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100); p99 of 50 samples is the largest but none."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def summary_ms(values_s: Sequence[float]) -> dict[str, float]:
+    ms = [v * 1000 for v in values_s]
+    return {
+        "p50": round(statistics.median(ms), 1),
+        "p99": round(percentile(ms, 99), 1),
+        "mean": round(statistics.fmean(ms), 1),
+        "min": round(min(ms), 1),
+        "max": round(max(ms), 1),
+    }
+
+
+# --- deployment ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def deployment(*, log_level: str = "warning", agent_args: list[str] | None = None) -> Iterator[Any]:
+    """A started Deployment with the busybox image uploaded; closed (everything removed) on exit."""
+    from cellplane.testing.busybox import build_busybox_archive
+    from cellplane.testing.harness import Deployment
+
+    d = Deployment(log_level=log_level, agent_args=agent_args)
+    try:
+        log(f"starting server + agent in {d.data_dir}")
+        d.start()
+        archive = build_busybox_archive(d.data_dir / "bench-images")
+        with d.client() as c:
+            c.upload_image(IMAGE_NAME, archive)
+        d.busybox_archive = archive  # type: ignore[attr-defined]
+        log(f"deployment ready: server pid {d.server_proc.pid}, agent pid {d.agent_proc.pid}")
+        yield d
+    finally:
+        log("closing deployment (removes containers, networks, engine, files)")
+        t = time.monotonic()
+        d.close()
+        log(f"closed in {time.monotonic() - t:.1f}s")
+
+
+# --- bare engine baseline -----------------------------------------------------------------------
+
+
+@dataclass
+class Baseline:
+    """create+start containers directly on the deployment's engine, as the agent's driver does.
+
+    `networks` bridge networks are created (podman's default /24 each, like the project networks
+    the agent creates); `create_start(name, k)` attaches the container to network `k`.
+    """
+
+    engine_url: str
+    archive: Path
+    cpu: float = 0.25
+    memory_mb: int = 64
+    command: tuple[str, ...] = ("sleep", "3600")
+    pool_size: int = 16
+    networks: int = 1
+    prefix: str = "cp-bench-net"
+
+    def __post_init__(self) -> None:
+        import docker
+
+        self.client = docker.DockerClient(
+            base_url=self.engine_url, version="1.41", timeout=120, max_pool_size=self.pool_size
+        )
+        self.api = self.client.api
+        with self.archive.open("rb") as f:
+            self.client.images.load(f.read())
+        self.network_names = [f"{self.prefix}{k}" for k in range(self.networks)]
+        for net in self.network_names:
+            with contextlib.suppress(Exception):
+                self.api.remove_network(net)
+            self.api.create_network(net, driver="bridge", labels={BASELINE_LABEL: "1"})
+        self._lock = threading.Lock()
+        self.created: list[str] = []
+
+    def create_start(self, name: str, k: int = 0) -> str:
+        """One timed unit: POST /containers/create + POST /containers/{id}/start."""
+        api = self.api
+        net = self.network_names[k % self.networks]
+        host_config = api.create_host_config(
+            nano_cpus=round(self.cpu * 1e9),
+            mem_limit=self.memory_mb * 1024 * 1024,
+            network_mode=net,
+        )
+        networking = api.create_networking_config({net: api.create_endpoint_config(aliases=[name])})
+        cid: str = api.create_container(
+            IMAGE_REF,
+            command=list(self.command),
+            name=name,
+            hostname=name,
+            labels={BASELINE_LABEL: "1"},
+            host_config=host_config,
+            networking_config=networking,
+        )["Id"]
+        api.start(cid)
+        with self._lock:
+            self.created.append(cid)
+        return cid
+
+    def is_running(self, cid: str) -> bool:
+        return bool(self.api.inspect_container(cid)["State"]["Running"])
+
+    def remove(self, cid: str) -> None:
+        with contextlib.suppress(Exception):
+            self.api.remove_container(cid, force=True)
+        with self._lock, contextlib.suppress(ValueError):
+            self.created.remove(cid)
+
+    def remove_all(self, parallel: int = 8, networks: bool = True) -> None:
+        ids = [c["Id"] for c in self.api.containers(all=True, filters={"label": BASELINE_LABEL})]
+        parallel_map(self.remove, ids, parallel)
+        if networks:
+            for net in self.network_names:
+                with contextlib.suppress(Exception):
+                    self.api.remove_network(net)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.remove_all()
+        self.client.close()
+
+
+def engine_remove_all(d: Any, parallel: int = 8, label: str = "cellplane.cell") -> int:
+    """Stop the agent, then force-remove every container carrying `label` on its engine.
+
+    The agent must be stopped first, or it would recreate the cells' containers. It stops its
+    podman service when it exits, so the service is started again (containers live on under
+    conmon); `Deployment.close()` later adopts it and destroys it.
+    """
+    import docker
+
+    from cellplane.drivers.engine import PodmanService
+
+    d.stop_agent()
+    engine_url = PodmanService(d.engine_dir).start()
+    client = docker.DockerClient(base_url=engine_url, version="1.41", timeout=120, max_pool_size=16)
+    try:
+        ids = [c["Id"] for c in client.api.containers(all=True, filters={"label": label})]
+
+        def rm(cid: str) -> None:
+            with contextlib.suppress(Exception):
+                client.api.remove_container(cid, force=True)
+
+        parallel_map(rm, ids, parallel)
+        return len(ids)
+    finally:
+        client.close()
+
+
+def parallel_map(fn: Callable[[Any], Any], items: Iterable[Any], parallel: int) -> list[Any]:
+    with ThreadPoolExecutor(parallel) as pool:
+        return list(pool.map(fn, items))
+
+
+# --- processes and memory -----------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                out.extend(
+                    int(x) for x in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
+                )
+    return out
+
+
+def proc_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants."""
+    seen, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.append(p)
+        todo.extend(_children(p))
+    return seen
+
+
+def proc_name(pid: int) -> str:
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        exe = "?"
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        cmdline = " ".join(a.decode(errors="replace") for a in cmd if a)[:120]
+    except OSError:
+        cmdline = "?"
+    return f"{os.path.basename(exe)}: {cmdline}"
+
+
+def is_python(pid: int) -> bool:
+    try:
+        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        return False
+    return exe.startswith("python")
+
+
+def rss_kb(pid: int) -> int:
+    """VmRSS of one process in kB (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def status_field(pid: int, name: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds consumed so far by one process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the command name: state is fields[0]; utime and stime are stat fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def engine_pid(d: Any) -> int | None:
+    """The agent's podman service process (a child of the agent)."""
+    for pid in proc_tree(d.agent_proc.pid)[1:]:
+        with contextlib.suppress(OSError):
+            if b"system\0service" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+    return None
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return float(sum(fields) - idle), float(sum(fields))
+
+
+class MachineMeter:
+    """Share of the machine's CPU that was busy between start() and stop() (any process)."""
+
+    def start(self) -> None:
+        self.t0 = machine_cpu()
+
+    def stop(self) -> float:
+        busy, total = machine_cpu()
+        return round(100 * (busy - self.t0[0]) / max(1.0, total - self.t0[1]), 1)
+
+
+class CpuMeter:
+    """CPU seconds used by the server, the agent and the engine between start() and stop()."""
+
+    def __init__(self, d: Any) -> None:
+        self.pids = {"server": d.server_proc.pid, "agent": d.agent_proc.pid}
+        if (ep := engine_pid(d)) is not None:
+            self.pids["engine"] = ep
+        self.start_values: dict[str, float] = {}
+        self.result: dict[str, float] = {}
+        self.machine = MachineMeter()
+
+    def start(self) -> None:
+        self.start_values = {k: cpu_seconds(p) for k, p in self.pids.items()}
+        self.machine.start()
+
+    def stop(self) -> dict[str, float]:
+        self.result = {
+            k: round(cpu_seconds(p) - self.start_values.get(k, 0.0), 2)
+            for k, p in self.pids.items()
+        }
+        self.result["machine_busy_pct"] = self.machine.stop()
+        return self.result
+
+
+@contextlib.contextmanager
+def py_spy(pids: dict[str, int], out_dir: Path | None, rate: int = 100) -> Iterator[None]:
+    """Sample each process with `py-spy record` (collapsed stacks, idle frames included)."""
+    import signal
+    import subprocess
+
+    if out_dir is None:
+        yield
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for name, pid in pids.items():
+        out = out_dir / f"{name}.txt"
+        procs.append(
+            subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--rate",
+                    str(rate),
+                    "--format",
+                    "raw",
+                    "--threads",
+                    "--idle",
+                    "--output",
+                    str(out),
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    log(f"py-spy sampling {', '.join(f'{k}={v}' for k, v in pids.items())} into {out_dir}")
+    try:
+        yield
+    finally:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()

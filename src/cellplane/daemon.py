@@ -1,0 +1,224 @@
+"""The long-running processes, `server` and `agent`, without the CLI's weight.
+
+`cellplane up` and the test harness start `python -m cellplane.daemon server|agent`: plain argparse,
+no Typer/Rich, so each process carries only what it runs (the memory target counts them). The
+`cellplane server` and `cellplane agent` commands call the same functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+__all__ = ["main", "prepare", "run_agent", "run_server"]
+
+
+def _write_secret(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+
+
+def prepare(data_dir: Path, database_url: str | None) -> tuple[str | None, Path]:
+    """Migrate and seed; returns (new admin token or None, join token file)."""
+    from cellplane.services.auth import seed
+    from cellplane.services.context import Services
+    from cellplane.settings import ServerSettings
+    from cellplane.state.db import Database, migrate
+
+    settings = ServerSettings(data_dir=data_dir, database_url=database_url)
+    settings.server_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    url = settings.resolved_database_url()
+    migrate(url)
+    db = Database(url)
+    try:
+        seeded = seed(Services(db=db, data_dir=settings.server_dir))
+    finally:
+        db.dispose()
+    join_file = settings.server_dir / "join-token"
+    if seeded.join_token:
+        _write_secret(join_file, seeded.join_token)
+    return seeded.admin_token, join_file
+
+
+_PREPARE = """
+import sys
+from pathlib import Path
+from cellplane.daemon import prepare
+token, _ = prepare(Path(sys.argv[1]), sys.argv[2] or None)
+print(token or "")
+"""
+
+
+def run_server(
+    data_dir: Path, database_url: str | None, host: str, port: int, log_level: str
+) -> int:
+    import uvicorn
+
+    from cellplane import logs
+    from cellplane.api.app import create_app
+    from cellplane.services.context import Services
+    from cellplane.settings import ServerSettings
+    from cellplane.state.db import Database
+
+    logs.configure(log_level)
+    # Migrate and seed in a child interpreter: Alembic (~10 MB) then never lives in the server.
+    prep = subprocess.run(
+        [sys.executable, "-c", _PREPARE, str(data_dir), database_url or ""],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if prep.returncode != 0:
+        print(f"preparing {data_dir} failed:\n{prep.stderr[-3000:]}", file=sys.stderr)
+        return 1
+    if prep.stdout.strip():
+        print(f"Bootstrap admin token (shown once): {prep.stdout.strip()}", file=sys.stderr)
+    settings = ServerSettings(data_dir=data_dir, database_url=database_url)
+    db = Database(settings.resolved_database_url())
+    svc = Services(db=db, data_dir=settings.server_dir)
+    config = uvicorn.Config(
+        create_app(svc),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        log_level=log_level,
+        timeout_graceful_shutdown=5,
+    )
+    uvicorn.Server(config).run()
+    db.dispose()
+    return 0
+
+
+def run_agent(
+    *,
+    server_url: str,
+    join_token: str,
+    data_dir: Path,
+    name: str | None,
+    address: str,
+    labels: dict[str, str],
+    zone: str | None,
+    cpu_ratio: float,
+    parallelism: int,
+    log_level: str,
+) -> int:
+    from cellplane import logs
+    from cellplane.agent.endpoint import AgentEndpoint
+    from cellplane.agent.runner import Agent, AgentConfig
+    from cellplane.agent.server_client import ServerClient
+    from cellplane.drivers.engine import PodmanService
+    from cellplane.drivers.podman import PodmanDriver
+
+    logs.configure(log_level)
+    base = data_dir / "agent"
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    engine = PodmanService(base / "engine")
+    driver = PodmanDriver(engine.start())
+    cfg = AgentConfig(
+        server_url=server_url,
+        join_token=join_token,
+        data_dir=base,
+        name=name or socket.gethostname(),
+        address=address,
+        labels=labels,
+        zone=zone,
+        cpu_ratio=cpu_ratio,
+        parallelism=parallelism,
+    )
+    client = ServerClient(server_url)
+    runner = Agent(cfg, driver, client)
+    endpoint = AgentEndpoint(driver, runner.agent_secret, host=address)
+    endpoint.start()
+    runner.agent_url = endpoint.url
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def register_and_run() -> None:
+        try:
+            runner.register()
+            runner.start()
+        except Exception:
+            stop.set()
+            raise
+
+    try:
+        threading.Thread(target=register_and_run, daemon=True).start()
+        stop.wait()
+    finally:
+        runner.stop()
+        endpoint.stop()
+        client.close()
+        engine.stop()
+    return 0
+
+
+def _labels(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise SystemExit(f"--label {item!r} is not key=value")
+        out[k] = v
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cellplane.paths import default_data_dir
+
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="python -m cellplane.daemon")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("server")
+    s.add_argument("--data-dir", type=Path, default=env("CELLPLANE_DATA_DIR"))
+    s.add_argument("--database-url", default=env("CELLPLANE_DATABASE_URL"))
+    s.add_argument("--host", default=env("CELLPLANE_LISTEN_HOST", "127.0.0.1"))
+    s.add_argument("--port", type=int, default=int(env("CELLPLANE_LISTEN_PORT", "7400")))
+    s.add_argument("--log-level", default=env("CELLPLANE_LOG_LEVEL", "info"))
+    a = sub.add_parser("agent")
+    a.add_argument("--server", default=env("CELLPLANE_SERVER", "http://127.0.0.1:7400"))
+    a.add_argument("--join-token", default=env("CELLPLANE_JOIN_TOKEN"))
+    a.add_argument("--join-token-file", type=Path)
+    a.add_argument("--data-dir", type=Path, default=env("CELLPLANE_DATA_DIR"))
+    a.add_argument("--name")
+    a.add_argument("--address", default="127.0.0.1")
+    a.add_argument("--label", action="append", default=[])
+    a.add_argument("--zone")
+    a.add_argument("--cpu-ratio", type=float, default=16.0)
+    a.add_argument("--parallelism", type=int, default=8)
+    a.add_argument("--log-level", default=env("CELLPLANE_LOG_LEVEL", "info"))
+    args = p.parse_args(argv)
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    if args.command == "server":
+        return run_server(data_dir, args.database_url, args.host, args.port, args.log_level)
+    token = args.join_token or (
+        args.join_token_file.read_text().strip() if args.join_token_file else None
+    )
+    if not token:
+        print("a join token is needed (--join-token or --join-token-file)", file=sys.stderr)
+        return 2
+    return run_agent(
+        server_url=args.server,
+        join_token=token,
+        data_dir=data_dir,
+        name=args.name,
+        address=args.address,
+        labels=_labels(args.label),
+        zone=args.zone,
+        cpu_ratio=args.cpu_ratio,
+        parallelism=args.parallelism,
+        log_level=args.log_level,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

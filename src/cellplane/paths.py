@@ -1,0 +1,13 @@
+"""Default locations. Kept apart from `settings` so the agent need not import pydantic (~17 MB)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+
+__all__ = ["default_data_dir"]
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("cellplane"))
