@@ -50,7 +50,14 @@ def test_etcd_cluster(api: Api, engine: PodmanDriver) -> None:
 
     # One member killed: the other two still serve reads and writes.
     engine.kill(api.container(third))
-    code, out = api.sh(first, CTL + "put /cellplane/k2 still")
+    # If the killed member led, the other two elect a new leader first (election timeout 1 s,
+    # longer on a loaded machine); like any etcd client, retry until then.
+    deadline = time.monotonic() + 30
+    while True:
+        code, out = api.sh(first, CTL + "put /cellplane/k2 still")
+        if code == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert code == 0, out
     code, out = api.sh(second, CTL + "get --print-value-only /cellplane/k2")
     assert out.strip() == "still", out
