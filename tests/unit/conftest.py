@@ -1,8 +1,8 @@
-"""Fixtures: a seeded in-process server with one registered host (see api/platform_support.py).
+"""Fixtures shared by the unit tests of the API, services and controller.
 
-platform_support.py is loaded by path and registered as `cellplane_platform_support`, so the
-tests in tests/unit/api, services and controller import it the same way whatever pytest's
-import mode.
+A seeded in-process server with one registered host (see api/platform_support.py). The support
+module is loaded by path and registered as `cellplane_platform_support`, so tests import it the
+same way whatever pytest's import mode.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def _load_support() -> None:
     if name in sys.modules:
         return
     spec = importlib.util.spec_from_file_location(
-        name, Path(__file__).parents[1] / "api" / "platform_support.py"
+        name, Path(__file__).parent / "api" / "platform_support.py"
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -49,3 +49,11 @@ def bare(tmp_path: Path, template: Template) -> Iterator[Platform]:
     """The same server with no host registered."""
     with platform(tmp_path, template, with_host=False) as p:
         yield p
+
+
+@pytest.fixture(scope="session")
+def busybox_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A docker-archive of busybox tagged busybox:latest (built once per session)."""
+    from cellplane.testing.busybox import build_busybox_archive
+
+    return build_busybox_archive(tmp_path_factory.mktemp("busybox"))
