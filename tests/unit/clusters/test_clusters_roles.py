@@ -184,7 +184,7 @@ def test_redis_sentinel(catalog: Catalog) -> None:
         "sentinel announce-hostnames yes",
         "sentinel monitor demo demo-primary-0 6379 2",
         "sentinel down-after-milliseconds demo 5000",
-        "sentinel failover-timeout demo 60000",
+        "sentinel failover-timeout demo 10000",
         "sentinel parallel-syncs demo 1",
     ]
     # Sentinel rewrites the file it was started with.
