@@ -9,7 +9,7 @@ set -euo pipefail
 runtime=(podman runc conmon netavark aardvark-dns iptables catatonit busybox-static
          python3 python3-venv python3-pip ca-certificates)
 test_pkgs=(zookeeper etcd-server etcd-client redis-server redis-tools redis-sentinel netcat-openbsd
-           postgresql)
+           postgresql slapd ldap-utils)
 
 want=("${runtime[@]}")
 if [[ "${1:-}" == "--test" ]]; then

@@ -17,7 +17,11 @@ from cellplane.api import (
     routes_agent,
     routes_cells,
     routes_clusters,
+    routes_directory,
+    routes_identity,
     routes_ops,
+    routes_pki,
+    routes_quotas,
     routes_system,
 )
 from cellplane.clusters.executor import run_cluster_executor
@@ -86,6 +90,16 @@ def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
         )
         return response
 
-    for r in (routes_system, routes_ops, routes_cells, routes_clusters, routes_agent):
+    for r in (
+        routes_system,
+        routes_ops,
+        routes_cells,
+        routes_clusters,
+        routes_agent,
+        routes_identity,
+        routes_directory,
+        routes_quotas,
+        routes_pki,
+    ):
         app.include_router(r.router)
     return app

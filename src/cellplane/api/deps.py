@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cellplane.errors import Forbidden, Unauthorized, ValidationFailed
 from cellplane.services import hosts as hosts_mod
@@ -17,7 +18,16 @@ from cellplane.services.auth import Authenticator
 from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import body_hash
 
-__all__ = ["IdempotencyContext", "agent_principal", "idempotency", "require", "services"]
+__all__ = [
+    "IdempotencyContext",
+    "agent_principal",
+    "agent_route",
+    "authenticate",
+    "idempotency",
+    "join_route",
+    "require",
+    "services",
+]
 
 
 def services(request: Request) -> Services:
@@ -33,18 +43,50 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-def require(permission: str) -> Callable[[Request], Principal]:
-    """A dependency that admits callers holding `permission` (recorded for the route policy test)."""
+# Security schemes: they put each route's policy into the OpenAPI document (`security` with the
+# permission as its scope), which the route-policy test walks; the checks are ours, not FastAPI's.
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="An access token from a tenant's issuer (/identity/{tenant}) or a personal "
+    "access token (cpt_...). The scope listed per operation is the permission it needs.",
+)
+HOST_TOKEN = HTTPBearer(
+    auto_error=False, scheme_name="hostToken", description="The token an agent got at register."
+)
+JOIN_TOKEN = HTTPBearer(
+    auto_error=False, scheme_name="joinToken", description="The deployment's join token."
+)
 
-    def dep(request: Request) -> Principal:
-        authn: Authenticator = request.app.state.authenticator
-        principal = authn.authenticate(_bearer(request))
+
+def authenticate(request: Request) -> Principal:
+    """The caller behind the request's credentials; Unauthorized without valid ones."""
+    authn: Authenticator = request.app.state.authenticator
+    return authn.authenticate(_bearer(request), request_base=str(request.base_url))
+
+
+def require(permission: str) -> Callable[..., Principal]:
+    """A dependency that admits callers holding `permission` somewhere; services then check the
+    project or tenant of the resource itself (another tenant's resource answers 404)."""
+
+    def dep(
+        request: Request,
+        _credentials: HTTPAuthorizationCredentials | None = Security(BEARER, scopes=[permission]),
+    ) -> Principal:
+        principal = authenticate(request)
         if not principal.can(permission):
             raise Forbidden(f"this needs the {permission!r} permission")
+        request.state.principal = principal
         return principal
 
     dep.permission = permission  # type: ignore[attr-defined]
     return dep
+
+
+#: Declares an agent route's policy (host token; the route checks it against the host id).
+agent_route = Security(HOST_TOKEN, scopes=["agent"])
+#: Declares the register route's policy (the join token; checked by the service).
+join_route = Security(JOIN_TOKEN, scopes=["join"])
 
 
 def agent_principal(request: Request, host_id: str) -> Principal:

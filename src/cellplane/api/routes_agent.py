@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from cellplane.api.deps import agent_principal, services
+from cellplane.api.deps import agent_principal, agent_route, join_route, services
 from cellplane.services import hosts, images
 from cellplane.services.context import Services
 
@@ -20,19 +20,19 @@ __all__ = ["router"]
 router = APIRouter(tags=["agent"])
 
 
-@router.post("/v1/agent/register")
+@router.post("/v1/agent/register", dependencies=[join_route])
 def register(body: dict[str, Any], svc: Services = Depends(services)) -> dict[str, Any]:
     return hosts.register(svc, body)
 
 
-@router.post("/v1/agent/hosts/{host_id}/heartbeat", status_code=204)
+@router.post("/v1/agent/hosts/{host_id}/heartbeat", status_code=204, dependencies=[agent_route])
 def heartbeat(host_id: str, request: Request, svc: Services = Depends(services)) -> Response:
     agent_principal(request, host_id)
     hosts.heartbeat(svc, host_id)
     return Response(status_code=204)
 
 
-@router.get("/v1/agent/hosts/{host_id}/assignments")
+@router.get("/v1/agent/hosts/{host_id}/assignments", dependencies=[agent_route])
 async def assignments(
     host_id: str,
     request: Request,
@@ -49,7 +49,7 @@ async def assignments(
     return await run_in_threadpool(hosts.assignments, svc, host_id, revision)
 
 
-@router.post("/v1/agent/hosts/{host_id}/status", status_code=204)
+@router.post("/v1/agent/hosts/{host_id}/status", status_code=204, dependencies=[agent_route])
 def status(
     host_id: str, body: dict[str, Any], request: Request, svc: Services = Depends(services)
 ) -> Response:
@@ -58,7 +58,7 @@ def status(
     return Response(status_code=204)
 
 
-@router.get("/v1/agent/hosts/{host_id}/images/{image_id}/content")
+@router.get("/v1/agent/hosts/{host_id}/images/{image_id}/content", dependencies=[agent_route])
 def image_content(
     host_id: str, image_id: str, request: Request, svc: Services = Depends(services)
 ) -> FileResponse:

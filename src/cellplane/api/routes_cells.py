@@ -168,7 +168,7 @@ async def cell_exec(
     svc: Services = Depends(services),
     p: Principal = Depends(require("cells:write")),
 ) -> JSONResponse:
-    url, secret, cid = await run_in_threadpool(cells.locate, svc, p, cell_id)
+    url, secret, cid = await run_in_threadpool(cells.locate, svc, p, cell_id, "cells:write")
     try:
         resp = await _agent_client(request).post(
             f"{url}/cells/{cid}/exec",

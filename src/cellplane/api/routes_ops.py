@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from sqlalchemy.orm import Session
 
 from cellplane.api.deps import require, services
 from cellplane.errors import NotFound
@@ -20,7 +21,8 @@ from cellplane.services import hosts, images
 from cellplane.services.context import Principal, Services
 from cellplane.services.schemas import FlavorCreate, MaintenanceBody
 from cellplane.services.tasks import TERMINAL, task_view
-from cellplane.state.models import Task
+from cellplane.state.cluster_models import Cluster
+from cellplane.state.models import Cell, Task, Volume
 
 __all__ = ["router"]
 
@@ -138,13 +140,30 @@ def delete_image(
 
 
 def _task(svc: Services, p: Principal, task_id: str) -> dict[str, Any]:
+    """A task of the caller's tenant (and, for project-scoped callers, of their projects); tasks of
+    no tenant (hosts, images) are the system admins'."""
     with svc.db.reader() as s:
         t = s.get(Task, task_id)
-        if t is None or (
-            t.tenant_id and t.tenant_id != p.tenant_id and "system-admin" not in p.roles
-        ):
-            raise NotFound(f"task {task_id!r} does not exist")
+        missing = NotFound(f"task {task_id!r} does not exist")
+        if t is None:
+            raise missing
+        if t.tenant_id is None:
+            if not p.is_system_admin:
+                raise missing
+        elif t.tenant_id != p.tenant_id:
+            raise missing
+        else:
+            project_id = _task_project(s, t)
+            if project_id is not None and not p.sees_project(project_id):
+                raise missing
         return task_view(t)
+
+
+def _task_project(s: Session, t: Task) -> str | None:
+    kinds: dict[str, Any] = {"cell": Cell, "volume": Volume, "cluster": Cluster}
+    model = kinds.get(t.entity_kind)
+    entity = s.get(model, t.entity_id) if model is not None else None
+    return getattr(entity, "project_id", None)
 
 
 @router.get("/v1/tasks/{task_id}", tags=["tasks"])

@@ -47,8 +47,15 @@ async def metrics() -> Response:
 
 
 @router.get("/v1/whoami", tags=["identity"])
-def whoami(p: Principal = Depends(require("projects:read"))) -> dict[str, Any]:
-    return {"subject": p.subject, "tenant": p.tenant, "roles": list(p.roles), "kind": p.kind}
+def whoami(p: Principal = Depends(require("self"))) -> dict[str, Any]:
+    return {
+        "subject": p.subject,
+        "name": p.name,
+        "tenant": p.tenant,
+        "roles": list(p.roles),
+        "projects": {pid: list(roles) for pid, roles in p.project_roles},
+        "kind": p.kind,
+    }
 
 
 @router.get("/v1/projects", tags=["projects"])

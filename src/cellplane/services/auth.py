@@ -7,19 +7,27 @@ SHA-256 hash (it is a 256-bit random secret, so a slow password hash adds nothin
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
 import secrets
 import threading
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 
 from cellplane.errors import Unauthorized
+from cellplane.identity.passwords import generate_secret, hash_password
+from cellplane.identity.tokens import InvalidToken
 from cellplane.ids import new_id, utcnow
 from cellplane.services.context import Principal, Services
+from cellplane.services.grants import principal_from_claims, roles_of
 from cellplane.services.hosts import JOIN_TOKEN_KEY
 from cellplane.services.images import DEFAULT_FLAVORS
+from cellplane.state.identity_models import RevokedToken, RoleAssignment, User
 from cellplane.state.models import Credential, Flavor, Image, Project, Setting, Tenant
 
 __all__ = ["Authenticator", "Seeded", "seed"]
@@ -35,12 +43,13 @@ def _sha(s: str) -> str:
 class Seeded:
     admin_token: str | None  # only when created now: it is never shown again
     join_token: str | None
+    admin_password: str | None = None  # the `admin` user's first password, likewise
 
 
 def seed(svc: Services, *, admin_token: bool = True, join_token: bool = True) -> Seeded:
     """Create what a fresh deployment needs; idempotent. New secrets are returned once."""
     now = utcnow()
-    new_admin = new_join = None
+    new_admin = new_join = new_password = None
     with svc.db.session() as s:
         tenant = s.scalar(select(Tenant).where(Tenant.name == DEFAULT_TENANT))
         if tenant is None:
@@ -68,6 +77,37 @@ def seed(svc: Services, *, admin_token: bool = True, join_token: bool = True) ->
                     created_at=now,
                 )
             )
+        admin = s.scalar(select(User).where(User.tenant_id == tenant.id, User.name == "admin"))
+        if admin is None:
+            new_password = generate_secret(18)
+            admin = User(
+                id=new_id("usr"),
+                tenant_id=tenant.id,
+                name="admin",
+                display_name="Bootstrap administrator",
+                password_hash=hash_password(new_password),
+                source="local",
+                disabled=False,
+                failed_logins=0,
+                created_at=now,
+            )
+            s.add(admin)
+            s.add(
+                RoleAssignment(
+                    id=new_id("rol"),
+                    scope="system",
+                    tenant_id=None,
+                    project_id=None,
+                    subject_kind="user",
+                    subject_id=admin.id,
+                    role="system-admin",
+                    created_at=now,
+                )
+            )
+            s.flush()
+            # A credential from before the directory existed now belongs to the admin user.
+            for old in s.scalars(select(Credential).where(Credential.subject == "admin")):
+                old.subject = admin.id
         if (
             admin_token
             and s.scalar(select(Credential.id).where(Credential.name == "bootstrap-admin")) is None
@@ -78,7 +118,7 @@ def seed(svc: Services, *, admin_token: bool = True, join_token: bool = True) ->
                     id=new_id("crd"),
                     name="bootstrap-admin",
                     secret_hash=_sha(new_admin),
-                    subject="admin",
+                    subject=admin.id,
                     tenant_id=tenant.id,
                     roles=["system-admin"],
                     created_at=now,
@@ -87,33 +127,123 @@ def seed(svc: Services, *, admin_token: bool = True, join_token: bool = True) ->
         if join_token and s.get(Setting, JOIN_TOKEN_KEY) is None:
             new_join = "cpj_" + secrets.token_urlsafe(32)
             s.add(Setting(key=JOIN_TOKEN_KEY, value=_sha(new_join)))
-    return Seeded(new_admin, new_join)
+    return Seeded(new_admin, new_join, new_password)
 
 
 class Authenticator:
-    """Resolves bearer tokens; caches hits so a request costs one hash and a dict lookup."""
+    """Bearer credentials -> Principal.
 
-    def __init__(self, svc: Services) -> None:
+    Two kinds of bearer token: access tokens (JWTs signed by a tenant's issuer; the claims carry
+    the roles, so a request costs a cached signature check and no database read) and personal
+    access tokens (`cpt_...`, the bootstrap admin's; stored as SHA-256, roles read from the
+    role assignments of their user and cached for `pat_cache_s`).
+    """
+
+    def __init__(self, svc: Services, pat_cache_s: float = 30.0) -> None:
         self._svc = svc
-        self._cache: dict[str, Principal] = {}
+        self._pat_cache_s = pat_cache_s
+        self._cache: dict[str, tuple[float, Principal]] = {}
+        self._tenants: dict[str, str] = {}  # name -> id
+        self._revoked: dict[str, float] | None = None  # jti -> exp
         self._lock = threading.Lock()
 
-    def authenticate(self, token: str) -> Principal:
+    # -- access tokens -------------------------------------------------------------------------
+
+    def revoke_jti(self, jti: str, expires_at: float) -> None:
+        """Called by the revocation endpoint (which also stores it) so this process sees it now."""
+        with self._lock:
+            self._load_revoked()[jti] = expires_at
+
+    def _load_revoked(self) -> dict[str, float]:
+        if self._revoked is None:
+            with self._svc.db.reader() as s:
+                rows = s.execute(select(RevokedToken.jti, RevokedToken.expires_at)).all()
+            self._revoked = {jti: exp for jti, exp in rows}
+        return self._revoked
+
+    def _tenant_id(self, name: str) -> str | None:
+        tid = self._tenants.get(name)
+        if tid is None:
+            with self._svc.db.reader() as s:
+                tid = s.scalar(select(Tenant.id).where(Tenant.name == name))
+            if tid is not None:
+                self._tenants[name] = tid
+        return tid
+
+    def issuer_url(self, tenant: str, request_base: str | None = None) -> str:
+        base = self._svc.public_url or (request_base or "").rstrip("/")
+        return f"{base}/identity/{tenant}"
+
+    def verify_access_token(
+        self, token: str, now: float | None = None, request_base: str | None = None
+    ) -> dict[str, Any]:
+        """The claims of a valid access token of any tenant's issuer; Unauthorized otherwise."""
+        now = time.time() if now is None else now
+        try:
+            unverified = json.loads(base64.urlsafe_b64decode(_pad(token.split(".")[1])))
+            iss = unverified["iss"]
+            if not isinstance(iss, str):
+                raise TypeError("iss")
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise Unauthorized("the bearer token is not valid") from None
+        base, sep, tenant = iss.rpartition("/identity/")
+        tenant_id = self._tenant_id(tenant) if sep and tenant else None
+        if tenant_id is None or iss != self.issuer_url(tenant, request_base or base):
+            raise Unauthorized("the bearer token is not valid (unknown issuer)")
+        verifier = self._svc.tokens.verifier(tenant_id, iss, now)
+        try:
+            claims = verifier.verify(token, now)
+        except InvalidToken as exc:
+            raise Unauthorized(f"the bearer token is not valid ({exc.reason})") from None
+        if claims.get("tid") != tenant_id:
+            raise Unauthorized("the bearer token is not valid (tenant)")
+        jti = claims.get("jti")
+        with self._lock:
+            revoked = self._load_revoked()
+            if isinstance(jti, str) and jti in revoked:
+                raise Unauthorized("the bearer token has been revoked")
+        return claims
+
+    # -- any bearer token ------------------------------------------------------------------------
+
+    def authenticate(self, token: str, request_base: str | None = None) -> Principal:
+        if token.count(".") == 2:
+            return principal_from_claims(self.verify_access_token(token, request_base=request_base))
         h = _sha(token)
+        now = time.monotonic()
         hit = self._cache.get(h)
-        if hit is not None:
-            return hit
+        if hit is not None and hit[0] > now:
+            return hit[1]
         with self._svc.db.reader() as s:
             cred = s.scalar(select(Credential).where(Credential.secret_hash == h))
             if cred is None or not hmac.compare_digest(cred.secret_hash, h):
                 raise Unauthorized("the bearer token is not valid")
             tenant = s.get(Tenant, cred.tenant_id)
+            user = s.get(User, cred.subject)
+            if user is not None:
+                if user.disabled:
+                    raise Unauthorized("the bearer token is not valid")
+                roles, projects = roles_of(s, cred.tenant_id, "user", user.id)
+            else:  # a credential of a deleted user, or of a pre-directory deployment
+                roles, projects = tuple(cred.roles), {}
             p = Principal(
                 subject=cred.subject,
                 tenant_id=cred.tenant_id,
                 tenant=tenant.name if tenant else "",
-                roles=tuple(cred.roles),
+                roles=roles,
+                project_roles=tuple(projects.items()),
+                name=user.name if user else cred.subject,
             )
         with self._lock:
-            self._cache[h] = p
+            self._cache[h] = (now + self._pat_cache_s, p)
         return p
+
+    def forget(self) -> None:
+        """Drop cached credentials (after role or user changes in this process)."""
+        with self._lock:
+            self._cache.clear()
+            self._tenants.clear()
+
+
+def _pad(s: str) -> str:
+    return s + "=" * (-len(s) % 4)

@@ -14,9 +14,16 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
 from cellplane import scheduler
-from cellplane.errors import Conflict, InsufficientCapacity, NotFound, ValidationFailed
+from cellplane.errors import (
+    Conflict,
+    Forbidden,
+    InsufficientCapacity,
+    NotFound,
+    ValidationFailed,
+)
 from cellplane.ids import new_id, utcnow
 from cellplane.services import hosts as hosts_mod
+from cellplane.services import quotas as quotas_mod
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import Outcome
@@ -37,6 +44,7 @@ from cellplane.state.models import (
 __all__ = [
     "HOST_LABEL",
     "bump_host",
+    "check_project",
     "create",
     "decode_cursor",
     "delete",
@@ -68,23 +76,50 @@ def decode_cursor(cursor: str) -> str:
         raise ValidationFailed.field("cursor", "is not a cursor this server issued") from e
 
 
-def project_for(s: Session, principal: Principal, name: str) -> Project:
-    """The caller's project by name (or id); other tenants' projects do not exist for the caller."""
-    q = select(Project).where((Project.name == name) | (Project.id == name))
-    if "system-admin" not in principal.roles or principal.tenant_id:
-        q = q.where(Project.tenant_id == principal.tenant_id)
-    p = s.scalar(q)
-    if p is None:
+def project_for(
+    s: Session, principal: Principal, name: str, permission: str = "projects:read"
+) -> Project:
+    """The caller's project by name (or id) where they hold `permission`.
+
+    Other tenants' projects, and projects of their own tenant the caller has no role in, do not
+    exist for the caller (404); a project they see but may not act in answers 403.
+    """
+    p = s.scalar(
+        select(Project).where(
+            (Project.tenant_id == principal.tenant_id)
+            & ((Project.name == name) | (Project.id == name))
+        )
+    )
+    if p is None or not principal.sees_project(p.id):
         raise NotFound(f"project {name!r} does not exist")
+    if not principal.can_in(p.id, permission):
+        raise Forbidden(f"this needs the {permission!r} permission in project {p.name!r}")
     return p
 
 
-def _visible(s: Session, principal: Principal, cell: Cell | None, cell_id: str) -> Cell:
-    if cell is not None:
-        p = s.get(Project, cell.project_id)
-        if p is not None and p.tenant_id == principal.tenant_id:
-            return cell
-    raise NotFound(f"cell {cell_id!r} does not exist")
+def check_project(
+    s: Session, principal: Principal, project_id: str, permission: str, what: str
+) -> Project:
+    """The project of a resource, if the caller may see it and holds `permission` there.
+
+    `what` names the resource for the 404 ("cell 'cel-...'"), so a resource of another tenant or
+    of an invisible project is indistinguishable from one that does not exist.
+    """
+    p = s.get(Project, project_id)
+    if p is None or p.tenant_id != principal.tenant_id or not principal.sees_project(p.id):
+        raise NotFound(f"{what} does not exist")
+    if not principal.can_in(p.id, permission):
+        raise Forbidden(f"this needs the {permission!r} permission in project {p.name!r}")
+    return p
+
+
+def _visible(
+    s: Session, principal: Principal, cell: Cell | None, cell_id: str, permission: str
+) -> Cell:
+    if cell is None:
+        raise NotFound(f"cell {cell_id!r} does not exist")
+    check_project(s, principal, cell.project_id, permission, f"cell {cell_id!r}")
+    return cell
 
 
 def bump_host(s: Session, host_id: str) -> int:
@@ -151,7 +186,7 @@ def create(
     svc: Services, s: Session, principal: Principal, project_name: str, body: CellCreate
 ) -> Outcome:
     now = utcnow()
-    project = project_for(s, principal, project_name)
+    project = project_for(s, principal, project_name, "cells:write")
     image = s.scalar(select(Image).where((Image.name == body.image) | (Image.id == body.image)))
     if image is None:
         raise ValidationFailed.field("image", f"image {body.image!r} does not exist")
@@ -180,6 +215,15 @@ def create(
             if bound_host and bound_host != v.host_id:
                 raise Conflict("the cell's volumes live on different hosts")
             bound_host = v.host_id
+    quotas_mod.admit(
+        s,
+        tenant_id=project.tenant_id,
+        project_id=project.id,
+        cpu=cpu,
+        memory_mb=mem,
+        disk_gb=disk,
+        cells=1,
+    )
     cell = Cell(
         id=new_id("cel"),
         project_id=project.id,
@@ -257,7 +301,7 @@ def list_cells(
     cursor: str | None,
 ) -> dict[str, Any]:
     with svc.db.reader() as s:
-        project = project_for(s, principal, project_name)
+        project = project_for(s, principal, project_name, "cells:read")
         q: Select[Cell] = select(Cell).where(Cell.project_id == project.id)
         if name:
             q = q.where(Cell.name == name)
@@ -281,7 +325,7 @@ def list_cells(
 
 def get(svc: Services, principal: Principal, cell_id: str) -> dict[str, Any]:
     with svc.db.reader() as s:
-        return _view(s, _visible(s, principal, s.get(Cell, cell_id), cell_id))
+        return _view(s, _visible(s, principal, s.get(Cell, cell_id), cell_id, "cells:read"))
 
 
 def _transition(
@@ -297,7 +341,7 @@ def _transition(
     restart: bool = False,
 ) -> Outcome:
     now = utcnow()
-    cell = _visible(s, principal, s.get(Cell, cell_id), cell_id)
+    cell = _visible(s, principal, s.get(Cell, cell_id), cell_id, "cells:write")
     if cell.desired_state == "DELETED":
         raise Conflict(f"cell {cell.name!r} is being deleted")
     project = s.get(Project, cell.project_id)
@@ -399,10 +443,12 @@ def delete(svc: Services, s: Session, principal: Principal, cell_id: str) -> Out
     )
 
 
-def locate(svc: Services, principal: Principal, cell_id: str) -> tuple[str, str | None, str]:
+def locate(
+    svc: Services, principal: Principal, cell_id: str, permission: str = "cells:read"
+) -> tuple[str, str | None, str]:
     """Where to reach a cell's container: (agent url, agent secret, cell id) for logs and exec."""
     with svc.db.reader() as s:
-        cell = _visible(s, principal, s.get(Cell, cell_id), cell_id)
+        cell = _visible(s, principal, s.get(Cell, cell_id), cell_id, permission)
         host = s.get(Host, cell.host_id) if cell.host_id else None
         if host is None or not host.agent_url or cell.container_id is None:
             raise Conflict(f"cell {cell.name!r} has no container yet (state {cell.state})")

@@ -41,8 +41,9 @@ from cellplane.clusters import (
 from cellplane.errors import Conflict, FieldError, InsufficientCapacity, NotFound, ValidationFailed
 from cellplane.ids import new_id, utcnow
 from cellplane.services import hosts as hosts_mod
+from cellplane.services import quotas as quotas_mod
 from cellplane.services import tasks as tasks_mod
-from cellplane.services.cells import project_for, with_host_labels
+from cellplane.services.cells import check_project, project_for, with_host_labels
 from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import Outcome
 from cellplane.services.schemas import DNS_LABEL, DNS_LABEL_MSG
@@ -229,13 +230,14 @@ def _check_binaries(plan: ClusterPlan, available: Callable[[str], bool]) -> None
         )
 
 
-def _visible(s: Session, principal: Principal, cluster_id: str) -> Cluster:
+def _visible(
+    s: Session, principal: Principal, cluster_id: str, permission: str = "cells:write"
+) -> Cluster:
     c = s.get(Cluster, cluster_id)
-    if c is not None:
-        p = s.get(Project, c.project_id)
-        if p is not None and p.tenant_id == principal.tenant_id:
-            return c
-    raise NotFound(f"cluster {cluster_id!r} does not exist")
+    if c is None:
+        raise NotFound(f"cluster {cluster_id!r} does not exist")
+    check_project(s, principal, c.project_id, permission, f"cluster {cluster_id!r}")
+    return c
 
 
 def _steps_for(plan: ClusterPlan, names: set[str] | None = None) -> tuple[str, ...]:
@@ -303,7 +305,7 @@ def _node_names(s: Session, c: Cluster) -> list[str]:
 def create(
     svc: Services, s: Session, principal: Principal, project_name: str, body: ClusterCreate
 ) -> Outcome:
-    project = project_for(s, principal, project_name)
+    project = project_for(s, principal, project_name, "cells:write")
     cat = load_catalog()
     if body.spec is None and body.distro is None:
         raise ValidationFailed.field("distro", "give a distro, a spec, or both")
@@ -338,6 +340,7 @@ def create(
     ).all()
     if taken:
         raise Conflict(f"cells named {', '.join(sorted(taken))} already exist in {project.name!r}")
+    quotas_mod.admit_nodes(s, project.id, [n.resources for n in plan.nodes])
     _check_capacity(s, svc, plan)
     _check_binaries(plan, host_has)
     try:  # Render every node now: a template error is the request's fault, not the executor's.
@@ -464,6 +467,7 @@ def resize(
         raise Conflict(str(exc)) from None
     plan = _plan(s, diff.spec, c.name, c.distro)
     present = set(_node_names(s, c))
+    quotas_mod.admit_nodes(s, c.project_id, [plan.node(n).resources for n in diff.add])
     _check_capacity(s, svc, plan, exclude=present)
     steps = tuple(f"remove:{n}" for n in diff.remove)
     for name in diff.add:
@@ -577,7 +581,7 @@ def _view(s: Session, c: Cluster, *, with_nodes: bool = True) -> dict[str, Any]:
 
 def list_clusters(svc: Services, principal: Principal, project_name: str) -> dict[str, Any]:
     with svc.db.reader() as s:
-        project = project_for(s, principal, project_name)
+        project = project_for(s, principal, project_name, "cells:read")
         rows = s.scalars(
             select(Cluster).where(Cluster.project_id == project.id).order_by(Cluster.name)
         ).all()
@@ -586,12 +590,12 @@ def list_clusters(svc: Services, principal: Principal, project_name: str) -> dic
 
 def get(svc: Services, principal: Principal, cluster_id: str) -> dict[str, Any]:
     with svc.db.reader() as s:
-        return _view(s, _visible(s, principal, cluster_id))
+        return _view(s, _visible(s, principal, cluster_id, "cells:read"))
 
 
 def find(svc: Services, principal: Principal, project_name: str, name: str) -> dict[str, Any]:
     with svc.db.reader() as s:
-        project = project_for(s, principal, project_name)
+        project = project_for(s, principal, project_name, "cells:read")
         c = s.scalar(select(Cluster).where(Cluster.project_id == project.id, Cluster.name == name))
         if c is None:
             raise NotFound(f"cluster {name!r} does not exist in project {project.name!r}")
@@ -600,5 +604,5 @@ def find(svc: Services, principal: Principal, project_name: str, name: str) -> d
 
 def export(svc: Services, principal: Principal, cluster_id: str) -> dict[str, Any]:
     with svc.db.reader() as s:
-        c = _visible(s, principal, cluster_id)
+        c = _visible(s, principal, cluster_id, "cells:read")
         return dict(c.spec)

@@ -12,62 +12,96 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cellplane.services.signing import TokenService
 from cellplane.state.db import Database
 
-__all__ = ["ROLE_PERMISSIONS", "Notifier", "Principal", "Services"]
+__all__ = ["ASSIGNABLE_ROLES", "ROLE_PERMISSIONS", "Notifier", "Principal", "Services"]
 
-# Which permissions each role grants. Routes declare one permission each.
+# Which permissions each role grants. Routes declare one permission each (see api/deps.py):
+# system scope (the operator's infrastructure and tenants), tenant scope (a tenant's directory,
+# projects, quotas, audit) and project scope (cells, volumes, clusters, tasks). `self` is what any
+# signed-in caller may do about themselves (whoami, their own client certificate).
+_PROJECT_READ = frozenset(
+    {"cells:read", "volumes:read", "projects:read", "tasks:read", "quotas:read"}
+)
+_PROJECT_WRITE = frozenset({"cells:write", "volumes:write"})
+_CATALOG = frozenset({"images:read", "flavors:read", "self"})
+_TENANT_ADMIN = frozenset(
+    {
+        "projects:write",
+        "users:read",
+        "users:write",
+        "groups:read",
+        "groups:write",
+        "clients:read",
+        "clients:write",
+        "roles:read",
+        "roles:write",
+        "quotas:write",
+        "audit:read",
+        "identity:write",
+    }
+)
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "system-admin": frozenset({"*"}),
-    "tenant-admin": frozenset(
-        {
-            "cells:read",
-            "cells:write",
-            "volumes:read",
-            "volumes:write",
-            "projects:read",
-            "projects:write",
-            "images:read",
-            "flavors:read",
-            "tasks:read",
-            "hosts:read",
-        }
-    ),
-    "project-member": frozenset(
-        {
-            "cells:read",
-            "cells:write",
-            "volumes:read",
-            "volumes:write",
-            "projects:read",
-            "images:read",
-            "flavors:read",
-            "tasks:read",
-        }
-    ),
-    "project-viewer": frozenset(
-        {"cells:read", "volumes:read", "projects:read", "images:read", "flavors:read", "tasks:read"}
-    ),
+    "tenant-admin": _PROJECT_READ | _PROJECT_WRITE | _CATALOG | _TENANT_ADMIN,
+    "project-member": _PROJECT_READ | _PROJECT_WRITE | _CATALOG,
+    "project-viewer": _PROJECT_READ | _CATALOG,
     "agent": frozenset({"agent"}),
 }
+#: Roles that may be assigned, by scope.
+ASSIGNABLE_ROLES: dict[str, frozenset[str]] = {
+    "system": frozenset({"system-admin"}),
+    "tenant": frozenset({"tenant-admin", "project-member", "project-viewer"}),
+    "project": frozenset({"project-member", "project-viewer"}),
+}
+
+
+def _grants(roles: tuple[str, ...], permission: str) -> bool:
+    for role in roles:
+        granted = ROLE_PERMISSIONS.get(role, frozenset())
+        if permission in granted or ("*" in granted and permission != "agent"):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
 class Principal:
+    """Who is calling: a user, a service account (OAuth client) or an agent, of one tenant.
+
+    `roles` hold over the whole tenant (and `system-admin` over the system); `project_roles`
+    are (project id, roles) pairs that hold in that project only.
+    """
+
     subject: str
     tenant_id: str
     tenant: str
     roles: tuple[str, ...]
     kind: str = "user"  # user | service | agent
+    project_roles: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    name: str = ""
 
     def can(self, permission: str) -> bool:
-        for role in self.roles:
-            grants = ROLE_PERMISSIONS.get(role, frozenset())
-            if "*" in grants and permission != "agent":
-                return True
-            if permission in grants:
-                return True
-        return False
+        """Whether some role of the caller, anywhere, grants `permission` (the route check)."""
+        if _grants(self.roles, permission):
+            return True
+        return any(_grants(roles, permission) for _, roles in self.project_roles)
+
+    def can_in(self, project_id: str, permission: str) -> bool:
+        """Whether the caller holds `permission` in the project (of their own tenant)."""
+        if _grants(self.roles, permission):
+            return True
+        return any(pid == project_id and _grants(r, permission) for pid, r in self.project_roles)
+
+    def sees_project(self, project_id: str) -> bool:
+        """Whether the project exists for the caller at all (else it answers 404)."""
+        if any(r in ROLE_PERMISSIONS and r != "agent" for r in self.roles):
+            return True
+        return any(pid == project_id for pid, _ in self.project_roles)
+
+    @property
+    def is_system_admin(self) -> bool:
+        return "system-admin" in self.roles
 
     @property
     def key(self) -> str:
@@ -137,6 +171,19 @@ class Services:
     notifier: Notifier = field(default_factory=Notifier)
     heartbeat_suspect_s: float = 15.0
     heartbeat_down_s: float = 60.0
+    # The URL clients reach the API at; issuers are `{public_url}/identity/{tenant}`. None: taken
+    # from each request (in-process tests).
+    public_url: str | None = None
+    access_ttl_s: float = 300.0
+    _tokens: TokenService | None = field(default=None, repr=False)
+
+    @property
+    def tokens(self) -> TokenService:
+        if self._tokens is None:
+            self._tokens = TokenService(
+                self.data_dir / "identity" / "keys", access_ttl_s=self.access_ttl_s
+            )
+        return self._tokens
 
     @property
     def images_dir(self) -> Path:

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from cellplane.errors import Conflict, NotFound
 from cellplane.ids import new_id, utcnow
-from cellplane.services.cells import bump_host, project_for
+from cellplane.services import quotas
+from cellplane.services.cells import bump_host, check_project, project_for
 from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import Outcome
 from cellplane.services.schemas import VolumeCreate
@@ -39,9 +40,10 @@ def _view(s: Session, v: Volume) -> dict[str, Any]:
 def create(
     svc: Services, s: Session, principal: Principal, project: str, body: VolumeCreate
 ) -> Outcome:
-    p = project_for(s, principal, project)
+    p = project_for(s, principal, project, "volumes:write")
     if s.scalar(select(Volume.id).where(Volume.project_id == p.id, Volume.name == body.name)):
         raise Conflict(f"a volume named {body.name!r} already exists in project {p.name!r}")
+    quotas.admit(s, tenant_id=p.tenant_id, project_id=p.id, volumes_gb=body.size_gb)
     v = Volume(
         id=new_id("vol"),
         project_id=p.id,
@@ -57,7 +59,7 @@ def create(
 
 def list_volumes(svc: Services, principal: Principal, project: str) -> dict[str, Any]:
     with svc.db.reader() as s:
-        p = project_for(s, principal, project)
+        p = project_for(s, principal, project, "volumes:read")
         vols = s.scalars(
             select(Volume)
             .where(Volume.project_id == p.id, Volume.state == "READY")
@@ -66,24 +68,23 @@ def list_volumes(svc: Services, principal: Principal, project: str) -> dict[str,
         return {"items": [_view(s, v) for v in vols], "next_cursor": None}
 
 
-def _visible(s: Session, principal: Principal, volume_id: str) -> Volume:
+def _visible(s: Session, principal: Principal, volume_id: str, permission: str) -> Volume:
     v = s.get(Volume, volume_id)
-    if v is not None and v.state == "READY":
-        p = s.get(Project, v.project_id)
-        if p is not None and p.tenant_id == principal.tenant_id:
-            return v
-    raise NotFound(f"volume {volume_id!r} does not exist")
+    if v is None or v.state != "READY":
+        raise NotFound(f"volume {volume_id!r} does not exist")
+    check_project(s, principal, v.project_id, permission, f"volume {volume_id!r}")
+    return v
 
 
 def get(svc: Services, principal: Principal, volume_id: str) -> dict[str, Any]:
     with svc.db.reader() as s:
-        return _view(s, _visible(s, principal, volume_id))
+        return _view(s, _visible(s, principal, volume_id, "volumes:read"))
 
 
 def delete(svc: Services, principal: Principal, volume_id: str) -> None:
     topics: list[str] = []
     with svc.db.session() as s:
-        v = _visible(s, principal, volume_id)
+        v = _visible(s, principal, volume_id, "volumes:write")
         users = _attached(s, v)
         if users:
             raise Conflict(f"volume {v.name!r} is attached to cell(s) {', '.join(users)}")

@@ -214,10 +214,14 @@ def test_metrics(plat: Platform) -> None:
 
 def test_whoami(plat: Platform) -> None:
     r = plat.client.get("/v1/whoami", headers=plat.admin)
-    assert r.json() == {
-        "subject": "admin",
+    body = r.json()
+    assert body["subject"].startswith("usr-")
+    assert body == {
+        "subject": body["subject"],
+        "name": "admin",
         "tenant": "default",
         "roles": ["system-admin"],
+        "projects": {},
         "kind": "user",
     }
 

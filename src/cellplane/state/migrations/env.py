@@ -5,7 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-import cellplane.state.cluster_models  # noqa: F401  (registers the cluster tables)
+import cellplane.state.cluster_models  # registers the cluster tables
+import cellplane.state.identity_models  # noqa: F401  (registers the identity tables)
 from cellplane.state.models import Base
 
 config = context.config

@@ -1,0 +1,104 @@
+"""The audit log: every authentication event and every state change, queryable by admins.
+
+`record` adds an event to the caller's session, so a change and its audit event commit together
+(a failed change leaves a `failure` event written by `record_now` in its own transaction).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cellplane.errors import ValidationFailed
+from cellplane.ids import new_id, utcnow
+from cellplane.services.context import Principal, Services
+from cellplane.state.identity_models import AuditEvent
+
+__all__ = ["actor_of", "list_events", "record", "record_now"]
+
+
+def actor_of(principal: Principal | None) -> str:
+    if principal is None:
+        return "anonymous"
+    kind = "client" if principal.kind == "service" else principal.kind
+    return f"{kind}:{principal.subject}"
+
+
+def record(
+    s: Session,
+    *,
+    tenant_id: str | None,
+    actor: str,
+    action: str,
+    target: str = "",
+    outcome: str = "success",
+    source: str = "",
+    detail: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> None:
+    s.add(
+        AuditEvent(
+            id=new_id("aud"),
+            at=at or utcnow(),
+            tenant_id=tenant_id,
+            actor=actor[:256],
+            action=action[:64],
+            target=target,
+            outcome=outcome,
+            source=source[:64],
+            detail=detail or {},
+        )
+    )
+
+
+def record_now(svc: Services, **event: Any) -> None:
+    """`record` in a transaction of its own (for refusals, whose own transaction rolls back)."""
+    with svc.db.session() as s:
+        record(s, **event)
+
+
+def _view(e: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "at": e.at.isoformat(),
+        "tenant_id": e.tenant_id,
+        "actor": e.actor,
+        "action": e.action,
+        "target": e.target,
+        "outcome": e.outcome,
+        "source": e.source,
+        "detail": e.detail,
+    }
+
+
+def list_events(
+    svc: Services,
+    principal: Principal,
+    *,
+    limit: int = 100,
+    before: str | None = None,
+    action: str | None = None,
+    outcome: str | None = None,
+    actor: str | None = None,
+    all_tenants: bool = False,
+) -> dict[str, Any]:
+    """Newest first; a tenant admin sees their tenant's events, a system admin may see all."""
+    if not 1 <= limit <= 1000:
+        raise ValidationFailed.field("limit", "must be between 1 and 1000")
+    q = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if not (all_tenants and principal.is_system_admin):
+        q = q.where(AuditEvent.tenant_id == principal.tenant_id)
+    if before:
+        q = q.where(AuditEvent.id < before)
+    if action:
+        q = q.where(AuditEvent.action == action)
+    if outcome:
+        q = q.where(AuditEvent.outcome == outcome)
+    if actor:
+        q = q.where(AuditEvent.actor == actor)
+    with svc.db.reader() as s:
+        items = [_view(e) for e in s.scalars(q)]
+    return {"items": items, "next_cursor": items[-1]["id"] if len(items) == limit else None}
