@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -200,7 +201,7 @@ class Client:
         base_url: str,
         token: str | None,
         *,
-        verify: bool | str = True,
+        verify: bool | str | ssl.SSLContext = True,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         retries: int = 3,
@@ -215,7 +216,8 @@ class Client:
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers=headers,
-            verify=verify,
+            # A path is a CA bundle (the deployment's root): verify the server against it only.
+            verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify,
             timeout=timeout,
             transport=transport,
         )
@@ -240,7 +242,7 @@ class Client:
                 "Not configured",
                 f"no server in {conf.path}; run `cellplane up` or set CELLPLANE_SERVER",
             )
-        verify: bool | str = conf.ca_cert or True
+        verify: bool | str | ssl.SSLContext = conf.ca_cert or True
         return cls(conf.server, conf.token, verify=verify, timeout=timeout, transport=transport)
 
     def close(self) -> None:

@@ -15,8 +15,9 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
-__all__ = ["main", "prepare", "run_agent", "run_server"]
+__all__ = ["ca_bundle", "main", "prepare", "run_agent", "run_server", "url_host"]
 
 
 def _write_secret(path: Path, value: str) -> None:
@@ -48,6 +49,25 @@ def prepare(data_dir: Path, database_url: str | None) -> tuple[str | None, Path]
     return seeded.admin_token, join_file
 
 
+def ca_bundle(data_dir: Path) -> Path:
+    """Create (once) the deployment CA of ``data_dir``; the path of its root certificate (PEM).
+
+    Clients and agents verify an HTTPS server with this file; `cellplane up` copies it into the
+    CLI configuration directory.
+    """
+    from cellplane.services import pki
+    from cellplane.settings import ServerSettings
+
+    return pki.ensure_root(ServerSettings(data_dir=data_dir).server_dir)
+
+
+def url_host(host: str) -> str:
+    """``host`` as it goes into a URL: this machine's name for 0.0.0.0/::, IPv6 in brackets."""
+    if host in ("", "0.0.0.0", "::"):
+        return socket.gethostname()
+    return f"[{host}]" if ":" in host else host
+
+
 _PREPARE = """
 import sys
 from pathlib import Path
@@ -58,12 +78,22 @@ print(token or "")
 
 
 def run_server(
-    data_dir: Path, database_url: str | None, host: str, port: int, log_level: str
+    data_dir: Path,
+    database_url: str | None,
+    host: str,
+    port: int,
+    log_level: str,
+    tls: bool = False,
 ) -> int:
+    """Serve the API; with ``tls`` over HTTPS with a certificate from the deployment CA, and
+    accepting (not requiring) client certificates it issued (mTLS, see api/tls.py)."""
+    import ssl
+
     import uvicorn
 
     from cellplane import logs
     from cellplane.api.app import create_app
+    from cellplane.api.tls import TLSH11Protocol
     from cellplane.services.context import Services
     from cellplane.settings import ServerSettings
     from cellplane.state.db import Database
@@ -84,14 +114,29 @@ def run_server(
     settings = ServerSettings(data_dir=data_dir, database_url=database_url)
     db = Database(settings.resolved_database_url())
     svc = Services(db=db, data_dir=settings.server_dir)
+    ssl_options: dict[str, Any] = {}
+    if tls:
+        from cellplane.services import pki
+
+        cert_file, key_file = pki.server_certificate(svc, pki.default_server_names(host))
+        ssl_options = {
+            "ssl_certfile": str(cert_file),
+            "ssl_keyfile": str(key_file),
+            "ssl_ca_certs": str(pki.root_pem_path(svc.data_dir)),
+            # Optional: bearer-token clients send no certificate; a presented one must verify.
+            "ssl_cert_reqs": ssl.CERT_OPTIONAL,
+        }
+    svc.public_url = f"{'https' if tls else 'http'}://{url_host(host)}:{port}"
     config = uvicorn.Config(
         create_app(svc),
         host=host,
         port=port,
+        http=TLSH11Protocol,
         log_config=None,
         access_log=False,
         log_level=log_level,
         timeout_graceful_shutdown=5,
+        **ssl_options,
     )
     uvicorn.Server(config).run()
     db.dispose()
@@ -110,7 +155,11 @@ def run_agent(
     cpu_ratio: float,
     parallelism: int,
     log_level: str,
+    ca_file: Path | None = None,
 ) -> int:
+    """Run the agent. ``ca_file``: the deployment's root certificate, to verify an HTTPS
+    server; with an HTTPS server the agent also asks for a host certificate at registration
+    (kept in ``<data_dir>/agent/tls/``)."""
     from cellplane import logs
     from cellplane.agent.endpoint import AgentEndpoint
     from cellplane.agent.runner import Agent, AgentConfig
@@ -134,7 +183,11 @@ def run_agent(
         cpu_ratio=cpu_ratio,
         parallelism=parallelism,
     )
-    client = ServerClient(server_url)
+    client = ServerClient(
+        server_url,
+        ca_file=ca_file,
+        cert_dir=base / "tls" if server_url.startswith("https://") else None,
+    )
     runner = Agent(cfg, driver, client)
     endpoint = AgentEndpoint(driver, runner.agent_secret, host=address)
     endpoint.start()
@@ -184,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--host", default=env("CELLPLANE_LISTEN_HOST", "127.0.0.1"))
     s.add_argument("--port", type=int, default=int(env("CELLPLANE_LISTEN_PORT", "7400")))
     s.add_argument("--log-level", default=env("CELLPLANE_LOG_LEVEL", "info"))
+    s.add_argument("--tls", action=argparse.BooleanOptionalAction, default=False)
     a = sub.add_parser("agent")
     a.add_argument("--server", default=env("CELLPLANE_SERVER", "http://127.0.0.1:7400"))
     a.add_argument("--join-token", default=env("CELLPLANE_JOIN_TOKEN"))
@@ -196,10 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--cpu-ratio", type=float, default=16.0)
     a.add_argument("--parallelism", type=int, default=8)
     a.add_argument("--log-level", default=env("CELLPLANE_LOG_LEVEL", "info"))
+    a.add_argument("--ca-file", type=Path, default=env("CELLPLANE_CA_CERT"))
     args = p.parse_args(argv)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     if args.command == "server":
-        return run_server(data_dir, args.database_url, args.host, args.port, args.log_level)
+        return run_server(
+            data_dir, args.database_url, args.host, args.port, args.log_level, tls=args.tls
+        )
     token = args.join_token or (
         args.join_token_file.read_text().strip() if args.join_token_file else None
     )
@@ -217,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu_ratio=args.cpu_ratio,
         parallelism=args.parallelism,
         log_level=args.log_level,
+        ca_file=Path(args.ca_file) if args.ca_file else None,
     )
 
 

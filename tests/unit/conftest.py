@@ -15,20 +15,18 @@ from pathlib import Path
 import pytest
 
 
-def _load_support() -> None:
-    name = "cellplane_platform_support"
+def _load_support(name: str, filename: str) -> None:
     if name in sys.modules:
         return
-    spec = importlib.util.spec_from_file_location(
-        name, Path(__file__).parent / "api" / "platform_support.py"
-    )
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "api" / filename)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
 
 
-_load_support()
+_load_support("cellplane_platform_support", "platform_support.py")
+_load_support("cellplane_tenancy_support", "tenancy_support.py")
 
 from cellplane_platform_support import Platform, Template, make_template, platform  # noqa: E402
 

@@ -5,12 +5,61 @@ The agent talks to the server only through these HTTP calls, in `cellplane up` a
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import re
+import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-__all__ = ["ServerClient", "ServerUnavailable"]
+from cellplane.identity._files import ensure_private_dir, read_private_file, write_private_file
+
+__all__ = ["ServerClient", "ServerUnavailable", "host_csr"]
+
+# What the CA accepts as a common name, and as a DNS name (lowercase labels).
+_CN: Final = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._@-]{0,62}[A-Za-z0-9])?$")
+_DNS_LABEL: Final = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def host_csr(cert_dir: Path, name: str, address: str) -> str | None:
+    """A CSR for this host's certificate (CN: ``name``; SANs: ``name`` if it is a DNS name,
+    ``address`` if it is an IP), signed by the host key ``cert_dir/host.key`` (EC P-256,
+    created 0600 on first use and kept). None if ``name`` cannot be a certificate's name."""
+    sans: list[x509.GeneralName] = []
+    if len(name) <= 253 and all(_DNS_LABEL.fullmatch(label) for label in name.split(".")):
+        sans.append(x509.DNSName(name))
+    with contextlib.suppress(ValueError):
+        sans.append(x509.IPAddress(ipaddress.ip_address(address)))
+    if not _CN.fullmatch(name) or not sans:
+        return None
+    ensure_private_dir(cert_dir)
+    key_path = cert_dir / "host.key"
+    if key_path.exists():
+        loaded = serialization.load_pem_private_key(read_private_file(key_path), password=None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{key_path} is not an EC private key")
+        key = loaded
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        write_private_file(key_path, pem)
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
 class ServerUnavailable(Exception):
@@ -18,12 +67,28 @@ class ServerUnavailable(Exception):
 
 
 class ServerClient:
-    def __init__(self, base_url: str, *, verify: bool | str = True) -> None:
+    """``ca_file``: the root certificate to verify an HTTPS server with (the deployment's CA)
+    instead of the system's bundle. ``cert_dir``: where to keep a host certificate; when set,
+    registration sends a CSR and stores the certificate the server answers with (``host.pem``,
+    the chain; ``host.key`` 0600): a credential for mTLS between server and agent."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        verify: bool | str = True,
+        ca_file: str | Path | None = None,
+        cert_dir: Path | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._cert_dir = cert_dir
+        trust: bool | str | ssl.SSLContext = verify
+        if ca_file is not None:
+            trust = ssl.create_default_context(cafile=str(ca_file))
         self._http = httpx.Client(
             base_url=self.base_url,
             # The CA bundle costs ~5 MB of memory: load it only for an HTTPS server.
-            verify=verify if self.base_url.startswith("https") else False,
+            verify=trust if self.base_url.startswith("https") else False,
             timeout=httpx.Timeout(30.0),
             limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
         )
@@ -48,10 +113,16 @@ class ServerClient:
         return r
 
     def register(self, body: dict[str, Any]) -> str:
-        r = self._call("POST", "/v1/agent/register", json=body)
+        csr = None
+        if self._cert_dir is not None and "csr" not in body:
+            csr = host_csr(self._cert_dir, str(body.get("name")), str(body.get("address")))
+        r = self._call("POST", "/v1/agent/register", json={**body, "csr": csr} if csr else body)
         data = r.json()
         self.host_id = str(data["host_id"])
         self._token = str(data["host_token"])
+        chain = data.get("certificate_chain")
+        if self._cert_dir is not None and isinstance(chain, str):
+            write_private_file(self._cert_dir / "host.pem", chain.encode("ascii"))
         return self.host_id
 
     def heartbeat(self) -> None:

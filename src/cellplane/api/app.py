@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 from fastapi import FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
 
 from cellplane import __version__
@@ -27,8 +28,9 @@ from cellplane.api import (
 from cellplane.clusters.executor import run_cluster_executor
 from cellplane.controller.loop import run_controller
 from cellplane.metrics import REQUEST_SECONDS, register_cell_states
+from cellplane.services import audit
 from cellplane.services.auth import Authenticator
-from cellplane.services.context import Services
+from cellplane.services.context import Principal, Services
 from cellplane.state.models import Cell
 
 __all__ = ["create_app"]
@@ -41,6 +43,28 @@ def _cell_counts(svc: Services) -> Callable[[], dict[str, int]]:
             return {str(state): int(n) for state, n in rows}
 
     return counts
+
+
+_CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# The agent protocol reports every few seconds (not user changes); the OIDC endpoints record
+# their own authentication events.
+_SELF_AUDITED = ("/v1/agent/", "/identity/")
+
+
+def _audit_request(svc: Services, request: Request, route: str, status: int) -> None:
+    """One audit event per state-changing request: who, what, when, from where, outcome."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    outcome = "success" if status < 400 else "denied" if status in (401, 403) else "failure"
+    audit.record_now(
+        svc,
+        tenant_id=principal.tenant_id if principal else None,
+        actor=audit.actor_of(principal),
+        action=f"{request.method} {route}",
+        target=request.url.path,
+        outcome=outcome,
+        source=request.client.host if request.client else "",
+        detail={"status": status},
+    )
 
 
 def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
@@ -88,6 +112,8 @@ def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
         REQUEST_SECONDS.labels(request.method, path, str(response.status_code)).observe(
             time.perf_counter() - started
         )
+        if request.method in _CHANGES and not request.url.path.startswith(_SELF_AUDITED):
+            await run_in_threadpool(_audit_request, svc, request, path, response.status_code)
         return response
 
     for r in (

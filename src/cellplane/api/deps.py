@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cellplane.errors import Forbidden, Unauthorized, ValidationFailed
 from cellplane.services import hosts as hosts_mod
+from cellplane.services import pki
 from cellplane.services.auth import Authenticator
 from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import body_hash
@@ -59,8 +60,21 @@ JOIN_TOKEN = HTTPBearer(
 )
 
 
+def _client_certificate(request: Request) -> Principal | None:
+    """With no Authorization header, the user or host of a TLS client certificate (mTLS; see
+    api/tls.py), None if none was presented; a bad certificate answers 401 naming why."""
+    if "authorization" in request.headers:
+        return None
+    tls = (request.scope.get("extensions") or {}).get("tls") or {}
+    chain = tls.get("client_cert_chain") or []
+    return pki.principal_from_client_cert(services(request), list(chain)) if chain else None
+
+
 def authenticate(request: Request) -> Principal:
     """The caller behind the request's credentials; Unauthorized without valid ones."""
+    principal = _client_certificate(request)
+    if principal is not None:
+        return principal
     authn: Authenticator = request.app.state.authenticator
     return authn.authenticate(_bearer(request), request_base=str(request.base_url))
 
@@ -90,6 +104,11 @@ join_route = Security(JOIN_TOKEN, scopes=["join"])
 
 
 def agent_principal(request: Request, host_id: str) -> Principal:
+    cert = _client_certificate(request)  # a host certificate stands in for the host token
+    if cert is not None:
+        if cert.kind != "agent" or cert.subject != host_id:
+            raise Unauthorized("host credential is not valid")
+        return cert
     return hosts_mod.authenticate_host(services(request), host_id, _bearer(request))
 
 

@@ -42,12 +42,15 @@ def server(
     host: Annotated[str, typer.Option(envvar="CELLPLANE_LISTEN_HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="CELLPLANE_LISTEN_PORT")] = 7400,
     log_level: Annotated[str, typer.Option(envvar="CELLPLANE_LOG_LEVEL")] = "info",
+    tls: Annotated[
+        bool, typer.Option("--tls/--no-tls", help="Serve HTTPS with the deployment's CA.")
+    ] = False,
 ) -> None:
     """Run the control plane: API, controllers and task engine."""
     from cellplane.daemon import run_server
     from cellplane.paths import default_data_dir
 
-    code = run_server(data_dir or default_data_dir(), database_url, host, port, log_level)
+    code = run_server(data_dir or default_data_dir(), database_url, host, port, log_level, tls)
     raise typer.Exit(code)
 
 
@@ -67,6 +70,10 @@ def agent(
     cpu_ratio: Annotated[float, typer.Option(help="CPU overcommit ratio.")] = 16.0,
     parallelism: Annotated[int, typer.Option(help="Engine operations at once.")] = 8,
     log_level: Annotated[str, typer.Option(envvar="CELLPLANE_LOG_LEVEL")] = "info",
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(envvar="CELLPLANE_CA_CERT", help="CA certificate of an HTTPS server."),
+    ] = None,
 ) -> None:
     """Run the host agent: its own podman engine, reconciling the cells assigned to this host."""
     from cellplane.daemon import run_agent
@@ -95,6 +102,7 @@ def agent(
         cpu_ratio=cpu_ratio,
         parallelism=parallelism,
         log_level=log_level,
+        ca_file=ca_file,
     )
     raise typer.Exit(code)
 
@@ -103,8 +111,16 @@ def up(
     data_dir: DataDir = None,
     port: Annotated[int, typer.Option(envvar="CELLPLANE_LISTEN_PORT")] = 7400,
     database_url: Annotated[str | None, typer.Option(envvar="CELLPLANE_DATABASE_URL")] = None,
+    tls: Annotated[
+        bool, typer.Option("--tls/--no-tls", help="HTTPS with the deployment's own CA.")
+    ] = True,
 ) -> None:
-    """Run an all-in-one Cellplane on this machine (server + agent); Ctrl-C stops it."""
+    """Run an all-in-one Cellplane on this machine (server + agent); Ctrl-C stops it.
+
+    With TLS (the default) the server speaks HTTPS with a certificate from the deployment's CA;
+    the CA's root certificate is copied next to the CLI configuration, which records it, so the
+    CLI, the SDK and the local agent verify the server with it.
+    """
     from rich.console import Console
 
     from cellplane.cli.config import save_config
@@ -112,12 +128,15 @@ def up(
 
     console = Console(stderr=True)
     data_dir = (data_dir or default_data_dir()).absolute()
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     with console.status("Preparing the data directory"):
         admin, join_file = prepare(data_dir, database_url)
+        ca_file = _install_ca(data_dir) if tls else None
     if admin:
-        path = save_config(url, admin)
+        path = save_config(url, admin, str(ca_file) if ca_file else None)
         console.print(f"[bold]Bootstrap admin token[/] (shown once, saved to {path}):\n  {admin}")
+    else:
+        _update_config(url, ca_file)
     py = [sys.executable, "-m", "cellplane.daemon"]
     env = dict(os.environ)
     if database_url:
@@ -136,13 +155,14 @@ def up(
             (
                 "server",
                 subprocess.Popen(
-                    [*py, "server", "--data-dir", str(data_dir), "--port", str(port)],
+                    [*py, "server", "--data-dir", str(data_dir), "--port", str(port)]
+                    + (["--tls"] if tls else []),
                     env=env,
                     start_new_session=True,
                 ),
             )
         )
-        if not _wait_ready(url, children[0][1], stopping):
+        if not _wait_ready(url, children[0][1], stopping, ca_file):
             console.print("[red]the server did not become ready; see its log above[/]")
             code = 1
             return
@@ -159,6 +179,7 @@ def up(
                         str(join_file),
                         "--data-dir",
                         str(data_dir),
+                        *(["--ca-file", str(ca_file)] if ca_file else []),
                     ],
                     env=env,
                     start_new_session=True,
@@ -186,15 +207,66 @@ def up(
     raise typer.Exit(code)
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], stopping: threading.Event) -> bool:
+def _install_ca(data_dir: Path) -> Path:
+    """Create (once) the deployment CA and copy its root next to the CLI configuration."""
+    from cellplane.cli.config import config_path
+    from cellplane.daemon import ca_bundle
+
+    pem = ca_bundle(data_dir).read_bytes()
+    directory = config_path().parent
+    if not directory.exists():
+        directory.mkdir(parents=True, mode=0o700)
+        directory.chmod(0o700)
+    target = directory / "ca.pem"
+    tmp = directory / ".ca.pem.tmp"
+    tmp.write_bytes(pem)
+    tmp.chmod(0o644)  # a certificate is public
+    tmp.replace(target)
+    return target
+
+
+def _update_config(url: str, ca_file: Path | None) -> None:
+    """Point an existing configuration for this port at ``url`` and ``ca_file`` (the token is
+    kept: it is not shown again), e.g. after switching between --tls and --no-tls."""
+    import json
+
+    from cellplane.cli.config import config_path, save_config
+
+    try:
+        data = json.loads(config_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(data, dict):
+        return
+    token, server = data.get("token"), data.get("server")
+    if not isinstance(token, str) or not isinstance(server, str):
+        return
+    if server.partition("://")[2] != url.partition("://")[2]:
+        return  # configured for another server: leave it alone
+    ca = str(ca_file) if ca_file else None
+    if server != url or data.get("ca_cert") != ca:
+        save_config(url, token, ca)
+
+
+def _wait_ready(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    stopping: threading.Event,
+    ca_file: Path | None = None,
+) -> bool:
+    import ssl
+
     import httpx
 
+    verify: bool | ssl.SSLContext = (
+        ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not stopping.is_set():
         if proc.poll() is not None:
             return False
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/readyz", timeout=1, verify=verify).status_code == 200:
                 return True
         except httpx.HTTPError:
             pass

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from cellplane import scheduler
 from cellplane.errors import NotFound, Unauthorized, ValidationFailed
 from cellplane.ids import new_id, utcnow
+from cellplane.services import pki
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.context import Principal, Services
 from cellplane.services.views import host_view
@@ -154,8 +155,19 @@ def set_maintenance(svc: Services, host_id: str, enabled: bool) -> dict[str, Any
 
 
 def register(svc: Services, body: dict[str, Any]) -> dict[str, Any]:
-    """Admit an agent presenting the join token; the same host name keeps its id."""
+    """Admit an agent presenting the join token; the same host name keeps its id.
+
+    With a ``csr`` (CN: the host name) the answer also carries a host ``certificate`` and its
+    ``certificate_chain`` from the deployment CA: an additional credential, for mutual TLS
+    between server and agent (the agent presents it to the API instead of the host token, and
+    will serve its endpoint with it); the host token keeps working.
+    """
     token = str(body.get("join_token") or "")
+    with svc.db.reader() as s:
+        # The join token first: a caller without it learns nothing, not even what is missing.
+        expected = s.get(Setting, JOIN_TOKEN_KEY)
+        if expected is None or not hmac.compare_digest(expected.value, _sha(token)):
+            raise Unauthorized("join token is not valid")
     name = str(body.get("name") or "")
     cap = body.get("capacity") or {}
     if not name:
@@ -185,8 +197,17 @@ def register(svc: Services, body: dict[str, Any]) -> dict[str, Any]:
         h.cpu, h.memory_mb, h.disk_gb = cpu, mem, disk
         h.last_heartbeat = now
         host_id = h.id
+        cert = None
+        if body.get("csr") is not None:
+            csr = body["csr"]
+            if not isinstance(csr, str):
+                raise ValidationFailed.field("csr", "must be a PEM certificate signing request")
+            cert = pki.issue_host_certificate(svc, s, host_id, name, csr, addresses=[h.address])
     svc.notifier.publish("controller")
-    return {"host_id": host_id, "host_token": host_token}
+    out = {"host_id": host_id, "host_token": host_token}
+    if cert is not None:
+        out |= {"certificate": cert["certificate"], "certificate_chain": cert["chain"]}
+    return out
 
 
 def authenticate_host(svc: Services, host_id: str, token: str) -> Principal:

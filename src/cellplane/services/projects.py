@@ -23,7 +23,12 @@ def list_projects(svc: Services, principal: Principal) -> dict[str, Any]:
         ps = s.scalars(
             select(Project).where(Project.tenant_id == principal.tenant_id).order_by(Project.name)
         )
-        return {"items": [project_view(p, principal.tenant) for p in ps], "next_cursor": None}
+        return {
+            "items": [
+                project_view(p, principal.tenant) for p in ps if principal.sees_project(p.id)
+            ],
+            "next_cursor": None,
+        }
 
 
 def create(svc: Services, s: Session, principal: Principal, body: ProjectCreate) -> Outcome:

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -45,13 +46,17 @@ class Deployment:
         agent_name: str | None = None,
         agent_args: list[str] | None = None,
         log_level: str = "warning",
+        tls: bool = False,
     ) -> None:
         # Short paths: the engine's unix socket path must stay under 108 bytes.
         self._own_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="cp-", dir="/tmp"))
         self.database_url = database_url
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # tls: HTTPS with the deployment's CA (as `cellplane up`); `ca_file` is its root PEM.
+        self.tls = tls
+        self.ca_file: Path | None = None
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.agent_name = agent_name or f"h-{self.port}"
         self.agent_args = agent_args or []
         self.log_level = log_level
@@ -91,15 +96,20 @@ class Deployment:
     def start_server(self, timeout: float = 60.0) -> None:
         if not self.admin_token:
             self.prepare()
-        self.server_proc = self._spawn(
-            ["server", "--data-dir", str(self.data_dir), "--port", str(self.port)], "server.log"
-        )
+        args = ["server", "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        if self.tls:
+            from cellplane.daemon import ca_bundle
+
+            self.ca_file = ca_bundle(self.data_dir)
+            args.append("--tls")
+        self.server_proc = self._spawn(args, "server.log")
+        verify = self.verify
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.server_proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_tail('server.log')}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/readyz", timeout=1, verify=verify).status_code == 200:
                     return
             time.sleep(0.05)
         raise RuntimeError(f"server not ready: {self.log_tail('server.log')}")
@@ -116,6 +126,7 @@ class Deployment:
                 str(self.data_dir),
                 "--name",
                 self.agent_name,
+                *(["--ca-file", str(self.ca_file)] if self.ca_file else []),
                 *self.agent_args,
             ],
             "agent.log",
@@ -168,8 +179,13 @@ class Deployment:
 
     # --- access ---
 
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What verifies this server: the deployment's root with TLS (httpx's `verify=`)."""
+        return ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True
+
     def client(self, timeout: float = 30.0) -> Client:
-        return Client(self.url, self.admin_token, timeout=timeout)
+        return Client(self.url, self.admin_token, timeout=timeout, verify=self.verify)
 
     @property
     def engine_dir(self) -> Path:
