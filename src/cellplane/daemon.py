@@ -46,6 +46,9 @@ def prepare(data_dir: Path, database_url: str | None) -> tuple[str | None, Path]
     join_file = settings.server_dir / "join-token"
     if seeded.join_token:
         _write_secret(join_file, seeded.join_token)
+    if seeded.admin_password:
+        # The `admin` user's first password, for `cellplane login` (change it after).
+        _write_secret(settings.server_dir / "admin-password", seeded.admin_password)
     return seeded.admin_token, join_file
 
 

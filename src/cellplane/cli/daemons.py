@@ -135,6 +135,12 @@ def up(
     if admin:
         path = save_config(url, admin, str(ca_file) if ca_file else None)
         console.print(f"[bold]Bootstrap admin token[/] (shown once, saved to {path}):\n  {admin}")
+        password_file = data_dir / "server" / "admin-password"
+        if password_file.exists():
+            console.print(
+                f"The [bold]admin[/] user's first password is in {password_file} (mode 0600): "
+                f"`cellplane login --username admin --password-stdin < {password_file}`"
+            )
     else:
         _update_config(url, ca_file)
     py = [sys.executable, "-m", "cellplane.daemon"]

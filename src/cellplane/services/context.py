@@ -11,9 +11,13 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cellplane.services.signing import TokenService
 from cellplane.state.db import Database
+
+if TYPE_CHECKING:
+    from cellplane.services.oidc import OidcSettings
 
 __all__ = ["ASSIGNABLE_ROLES", "ROLE_PERMISSIONS", "Notifier", "Principal", "Services"]
 
@@ -175,6 +179,8 @@ class Services:
     # from each request (in-process tests).
     public_url: str | None = None
     access_ttl_s: float = 300.0
+    # The OIDC provider's tunables (lockout, rate limit, lifetimes); None: its defaults.
+    oidc: OidcSettings | None = None
     _tokens: TokenService | None = field(default=None, repr=False)
 
     @property

@@ -743,8 +743,8 @@ def _ldap_view(c: LdapConfig) -> dict[str, Any]:
         "group_base": c.group_base,
         "user_filter": c.user_filter,
         "group_filter": c.group_filter,
-        "attributes": dict(c.attributes),
-        "group_name_attribute": str(c.attributes.get("_group_name", "cn")),
+        "attributes": {k: v for k, v in c.attributes.items() if k != "group_name_attribute"},
+        "group_name_attribute": str(c.attributes.get("group_name_attribute", "cn")),
         "group_roles": dict(c.group_roles),
     }
 
@@ -761,7 +761,7 @@ def ldap_settings_of(c: LdapConfig) -> Any:
     """The `identity.ldap.LdapSettings` of a stored configuration."""
     from cellplane.identity.ldap import LdapSettings
 
-    attributes = {k: v for k, v in c.attributes.items() if not k.startswith("_")}
+    attributes = {k: v for k, v in c.attributes.items() if k != "group_name_attribute"}
     return LdapSettings(
         url=c.url,
         bind_dn=c.bind_dn,
@@ -771,7 +771,7 @@ def ldap_settings_of(c: LdapConfig) -> Any:
         user_filter=c.user_filter,
         group_filter=c.group_filter,
         attributes=attributes,
-        group_name_attribute=str(c.attributes.get("_group_name", "cn")),
+        group_name_attribute=str(c.attributes.get("group_name_attribute", "cn")),
         group_roles=dict(c.group_roles),
     )
 
@@ -807,7 +807,7 @@ def set_ldap(svc: Services, principal: Principal, body: LdapBody) -> dict[str, A
         c.url, c.bind_dn, c.bind_secret = body.url, body.bind_dn, body.bind_password
         c.user_base, c.group_base = body.user_base, body.group_base
         c.user_filter, c.group_filter = body.user_filter, body.group_filter
-        c.attributes = {**body.attributes, "_group_name": body.group_name_attribute}
+        c.attributes = {**body.attributes, "group_name_attribute": body.group_name_attribute}
         c.group_roles = dict(body.group_roles)
         c.updated_at = utcnow()
         s.flush()
