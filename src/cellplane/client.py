@@ -12,7 +12,10 @@ Failure handling lives here so that callers need none:
 - GETs are retried the same way; DELETEs only when the request never left
   (connection refused), because a second DELETE is not guaranteed harmless;
 - every error answer becomes a `CellplaneError` built from the RFC 9457
-  problem document.
+  problem document;
+- with a `CredentialProvider` (a `cellplane login` session), an expiring
+  access token is renewed before the request, and a 401 renews it once and
+  sends the request again once.
 
 Exceptions::
 
@@ -33,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import httpx
 
@@ -43,6 +46,7 @@ __all__ = [
     "CellplaneError",
     "CellplaneTimeoutError",
     "Client",
+    "CredentialProvider",
     "ServerSentEvent",
     "iter_sse",
 ]
@@ -188,6 +192,22 @@ def _decode(response: httpx.Response, method: str, path: str) -> Any:
         ) from exc
 
 
+class CredentialProvider(Protocol):
+    """Where a client gets its bearer token when it is not a fixed one (an OAuth login).
+
+    `access_token` is called before every request: it returns the token to send, renewed
+    first when it is about to expire. `refresh` is called once after a 401: it gets a new
+    token (never sending the rejected one again) or returns None to give up; it raises
+    CellplaneError when the login cannot be renewed. Both get the client's own httpx client,
+    so token requests share its TLS verification and transport.
+    `cellplane.cli.config.SessionCredentials` is the implementation for `cellplane login`.
+    """
+
+    def access_token(self, http: httpx.Client) -> str | None: ...
+
+    def refresh(self, http: httpx.Client, rejected: str | None) -> str | None: ...
+
+
 class Client:
     """A synchronous client of one Cellplane server.
 
@@ -206,10 +226,15 @@ class Client:
         transport: httpx.BaseTransport | None = None,
         retries: int = 3,
         backoff: float = 0.25,
+        credentials: CredentialProvider | None = None,
     ) -> None:
+        """`token` is a fixed bearer token; `credentials`, instead, renews it (see
+        CredentialProvider): before a request that would carry an expiring token, and once
+        after a 401, after which the request is sent again once."""
         headers = {"Accept": "application/json", "User-Agent": "cellplane-sdk"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        self._credentials = credentials
         self._timeout = timeout
         self._retries = max(0, retries)
         self._backoff = max(0.0, backoff)
@@ -243,7 +268,16 @@ class Client:
                 f"no server in {conf.path}; run `cellplane up` or set CELLPLANE_SERVER",
             )
         verify: bool | str | ssl.SSLContext = conf.ca_cert or True
-        return cls(conf.server, conf.token, verify=verify, timeout=timeout, transport=transport)
+        # A login session (`cellplane login`) renews its own token; else the fixed token.
+        credentials = cli_config.credentials_of(conf)
+        return cls(
+            conf.server,
+            None if credentials is not None else conf.token,
+            verify=verify,
+            timeout=timeout,
+            transport=transport,
+            credentials=credentials,
+        )
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -289,7 +323,13 @@ class Client:
         retry_errors = _UNSENT_ERRORS if method == "DELETE" else _AMBIGUOUS_ERRORS
         retry_statuses = _RETRY_STATUSES if method in ("GET", "POST") else frozenset()
         attempt = 0
+        renewed = False  # the credentials are renewed after a 401 once per request
+        bearer: str | None = None
         while True:
+            if self._credentials is not None:
+                bearer = self._credentials.access_token(self._http)
+                if bearer:
+                    all_headers["Authorization"] = f"Bearer {bearer}"
             body_stream = content() if content is not None else None
             request = self._http.build_request(
                 method,
@@ -327,6 +367,10 @@ class Client:
                     response.read()
                 finally:
                     response.close()
+                if response.status_code == 401 and self._credentials is not None and not renewed:
+                    renewed = True
+                    if self._credentials.refresh(self._http, bearer):
+                        continue
                 raise CellplaneError.from_response(response)
             if not stream:
                 try:

@@ -1,14 +1,38 @@
-"""Where the CLI and the SDK find the server, the token and the CA certificate.
+"""Where the CLI and the SDK find the server, the credentials and the CA certificate.
 
 Called by `cellplane.client.Client.from_config` (so every CLI command and any
-script using the SDK share one configuration) and by `cellplane up`, which
-calls `save_config` once it has created the bootstrap admin token.
+script using the SDK share one configuration), by `cellplane up`, which
+calls `save_config` once it has created the bootstrap admin token, and by
+`cellplane login`/`logout` (`cellplane.cli.identity`), which store and drop a
+login session.
 
 The file is `platformdirs.user_config_dir("cellplane")/config.json` unless
 `CELLPLANE_CONFIG` names another path. `CELLPLANE_SERVER`, `CELLPLANE_TOKEN`
 and `CELLPLANE_CA_CERT` override the file, so CI jobs need no file at all.
-The file holds a bearer token, hence mode 0600 in a 0700 directory and an
-atomic replace: a crash never leaves a half-written or world-readable token.
+
+The file holds secrets, hence mode 0600 in a 0700 directory and an atomic
+replace: a crash never leaves a half-written or world-readable file. Its
+shape::
+
+    {"server": "https://cp:7400", "token": "cpt_...", "ca_cert": "/path/ca.pem",
+     "session": {...}}
+
+- `token`: a fixed bearer token (a personal access token, `cpt_...`), as
+  written by `cellplane up`.
+- `session` (optional): an OAuth login session of `cellplane login`, see
+  `LoginSession`: the tenant, who logged in, the access token and its expiry,
+  and what renews it: the refresh token of a user login, or, for a service
+  account, its client id **and client secret** (client_credentials has no
+  refresh token, so the secret is what gets the next access token; it is
+  stored in this 0600 file, readable by the owner only).
+
+Which credential a request carries: `CELLPLANE_TOKEN` if set (it wins over
+everything, CI), else the session if it belongs to the configured server,
+else `token`. `SessionCredentials` renews the session's access token
+transparently: refresh tokens rotate, so each renewal is done under a lock
+file next to the configuration, re-reads the file first (another process may
+have renewed already) and writes the new refresh token before the new access
+token is used; a refresh is never retried with an old token.
 """
 
 from __future__ import annotations
@@ -17,17 +41,37 @@ import contextlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
+    "BUILTIN_CLIENT_ID",
     "CONFIG_ENV",
+    "REFRESH_MARGIN_S",
     "CliConfig",
     "ConfigError",
+    "LoginSession",
+    "OAuthError",
+    "SessionCredentials",
+    "clear_session",
     "config_path",
+    "credentials_of",
     "load_config",
+    "read_document",
+    "read_session",
     "save_config",
+    "save_session",
+    "session_from_token_answer",
+    "session_lock",
+    "token_request",
 ]
 
 CONFIG_ENV = "CELLPLANE_CONFIG"
@@ -35,19 +79,106 @@ _SERVER_ENV = "CELLPLANE_SERVER"
 _TOKEN_ENV = "CELLPLANE_TOKEN"
 _CA_CERT_ENV = "CELLPLANE_CA_CERT"
 
+#: The public OAuth client every tenant has: the CLI's password and refresh grants use it.
+BUILTIN_CLIENT_ID = "cellplane-cli"
+#: An access token this close to its expiry is renewed before a request is sent.
+REFRESH_MARGIN_S = 30.0
+#: When a token answer has no `expires_in` (RFC 6749 makes it optional): assume this lifetime.
+_DEFAULT_EXPIRES_IN_S = 300.0
+
 
 class ConfigError(Exception):
     """The configuration file exists but cannot be read or understood."""
 
 
 @dataclass(frozen=True)
+class LoginSession:
+    """A stored `cellplane login`: enough to call the API and to renew the access token.
+
+    `kind` is "user" (password login: `refresh_token` renews it) or "service" (a service
+    account: `client_id` + `client_secret` get a new token with client_credentials).
+    `expires_at` is the access token's expiry in epoch seconds, by this machine's clock.
+    """
+
+    server: str
+    tenant: str
+    kind: str
+    client_id: str
+    access_token: str
+    expires_at: float
+    token_endpoint: str
+    revocation_endpoint: str | None = None
+    refresh_token: str | None = None
+    client_secret: str | None = None
+    username: str | None = None
+    subject: str | None = None
+    name: str | None = None
+
+    def expires_within(self, seconds: float, now: float | None = None) -> bool:
+        """Whether the access token is gone or expires in less than `seconds`."""
+        now = time.time() if now is None else now
+        return not self.access_token or self.expires_at - now < seconds
+
+    @property
+    def renewable(self) -> bool:
+        """Whether a new access token can be had without logging in again."""
+        if self.kind == "service":
+            return bool(self.client_secret)
+        return bool(self.refresh_token)
+
+    def same_login(self, other: LoginSession) -> bool:
+        """Whether `other` is (a renewal of) the same login."""
+        return (self.server, self.tenant, self.kind, self.client_id, self.subject) == (
+            other.server,
+            other.tenant,
+            other.kind,
+            other.client_id,
+            other.subject,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any, path: Path) -> LoginSession:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: 'session' must be an object")
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in known:
+                continue  # written by a newer cellplane: ignore
+            if key == "expires_at":
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ConfigError(f"{path}: 'session.expires_at' must be a number")
+                values[key] = float(value)
+            elif value is None or isinstance(value, str):
+                values[key] = value
+            else:
+                raise ConfigError(f"{path}: 'session.{key}' must be a string or null")
+        required = ("server", "tenant", "kind", "client_id", "token_endpoint")
+        missing = [k for k in required if not values.get(k)]
+        if missing:
+            raise ConfigError(f"{path}: 'session' lacks {', '.join(missing)}")
+        values.setdefault("access_token", "")
+        values["access_token"] = values["access_token"] or ""
+        values.setdefault("expires_at", 0.0)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class CliConfig:
-    """The effective configuration: the file merged with environment overrides."""
+    """The effective configuration: the file merged with environment overrides.
+
+    `session` is the stored login session when it is the credential in effect: None when
+    `CELLPLANE_TOKEN` is set or when the session belongs to another server than `server`.
+    """
 
     server: str | None
     token: str | None
     ca_cert: str | None
     path: Path
+    session: LoginSession | None = None
 
 
 def config_path() -> Path:
@@ -74,46 +205,70 @@ def _str_field(data: dict[str, Any], key: str, path: Path) -> str | None:
     raise ConfigError(f"{path}: {key!r} must be a string or null")
 
 
-def load_config() -> CliConfig:
-    """Read the configuration file (if any) and apply environment overrides."""
-    path = config_path()
-    data: dict[str, Any] = {}
+def read_document(path: Path | None = None) -> dict[str, Any]:
+    """The configuration file as a JSON object ({} when there is no file)."""
+    path = config_path() if path is None else path
     try:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raw = None
+        return {}
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if raw is not None:
-        try:
-            loaded = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path} must hold a JSON object")
-        data = loaded
+    try:
+        loaded = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    return loaded
+
+
+def _session_of(data: Mapping[str, Any], path: Path) -> LoginSession | None:
+    raw = data.get("session")
+    return None if raw is None else LoginSession.from_json(raw, path)
+
+
+def load_config() -> CliConfig:
+    """Read the configuration file (if any) and apply environment overrides."""
+    path = config_path()
+    data = read_document(path)
+    server = _env(_SERVER_ENV) or _str_field(data, "server", path)
+    env_token = _env(_TOKEN_ENV)
+    session = _session_of(data, path)
+    if env_token or session is None or server is None or _norm(session.server) != _norm(server):
+        session = None
     return CliConfig(
-        server=_env(_SERVER_ENV) or _str_field(data, "server", path),
-        token=_env(_TOKEN_ENV) or _str_field(data, "token", path),
+        server=server,
+        token=env_token or _str_field(data, "token", path),
         ca_cert=_env(_CA_CERT_ENV) or _str_field(data, "ca_cert", path),
         path=path,
+        session=session,
     )
 
 
-def save_config(server: str, token: str, ca_cert: str | None = None) -> Path:
-    """Write the configuration file atomically (file 0600, new directory 0700); return its path."""
-    path = config_path()
+def read_session(path: Path | None = None) -> LoginSession | None:
+    """The stored login session as the file holds it, whatever the environment says."""
+    path = config_path() if path is None else path
+    return _session_of(read_document(path), path)
+
+
+def _norm(url: str) -> str:
+    return url.rstrip("/").lower()
+
+
+def _write_document(path: Path, document: Mapping[str, Any]) -> Path:
+    """Replace the file atomically with `document` (file 0600, new directory 0700)."""
     directory = path.parent
     if not directory.exists():
         directory.mkdir(parents=True, mode=0o700)
         # mkdir's mode is filtered by the umask; make the intent explicit.
         directory.chmod(0o700)
-    document = json.dumps({"server": server, "token": token, "ca_cert": ca_cert}, indent=2)
+    text = json.dumps(document, indent=2)
     # mkstemp creates the file 0600 before any secret is written to it.
     fd, tmp_name = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(document + "\n")
+            handle.write(text + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp_name, 0o600)
@@ -123,3 +278,304 @@ def save_config(server: str, token: str, ca_cert: str | None = None) -> Path:
             os.unlink(tmp_name)
         raise
     return path
+
+
+def save_config(server: str, token: str, ca_cert: str | None = None) -> Path:
+    """Write the configuration file atomically (file 0600, new directory 0700); return its path.
+
+    This is a token configuration: a login session stored before is dropped (it belonged to
+    the previous configuration, e.g. the data directory `cellplane up` just created anew).
+    """
+    document = {"server": server, "token": token, "ca_cert": ca_cert}
+    return _write_document(config_path(), document)
+
+
+# -- login sessions ---------------------------------------------------------------------------
+
+_THREAD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def session_lock(path: Path | None = None) -> Iterator[None]:
+    """Hold the configuration's lock file (`config.json.lock`, 0600) for a read-modify-write.
+
+    Renewing a session must be one at a time across processes: refresh tokens rotate, and a
+    second process refreshing with the token the first one just used would end the session.
+    On a system without `fcntl` only threads of this process are serialised.
+    """
+    path = config_path() if path is None else path
+    with _THREAD_LOCK:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            yield
+            return
+        directory = path.parent
+        if not directory.exists():
+            directory.mkdir(parents=True, mode=0o700)
+            directory.chmod(0o700)
+        fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+def save_session(
+    server: str, ca_cert: str | None, session: LoginSession, *, path: Path | None = None
+) -> Path:
+    """Store a new login: the server, its CA and the session; return the file's path.
+
+    A fixed `token` already in the file is kept when the server is the same one (the
+    bootstrap token is not shown again; the session takes precedence while it exists) and
+    dropped when the login is for another server. Call under `session_lock`.
+    """
+    path = config_path() if path is None else path
+    try:
+        old = read_document(path)
+    except ConfigError:
+        old = {}  # a broken file is replaced by the login
+    old_server, old_token = old.get("server"), old.get("token")
+    same = isinstance(old_server, str) and _norm(old_server) == _norm(server)
+    document = {
+        "server": server,
+        "token": old_token if same and isinstance(old_token, str) else None,
+        "ca_cert": ca_cert,
+        "session": session.to_json(),
+    }
+    return _write_document(path, document)
+
+
+def _store_session(path: Path, session: LoginSession | None) -> None:
+    """Replace only the session of the file (call under `session_lock`)."""
+    document = dict(read_document(path))
+    if session is None:
+        document.pop("session", None)
+    else:
+        document["session"] = session.to_json()
+    _write_document(path, document)
+
+
+def clear_session(path: Path | None = None) -> LoginSession | None:
+    """Drop the stored session (logout); return it, or None when there was none."""
+    path = config_path() if path is None else path
+    with session_lock(path):
+        session = read_session(path)
+        if session is not None:
+            _store_session(path, None)
+    return session
+
+
+# -- the token endpoint -----------------------------------------------------------------------
+
+
+class OAuthError(Exception):
+    """An error answer of the token or revocation endpoint (RFC 6749 section 5.2)."""
+
+    def __init__(
+        self, error: str, description: str | None = None, status: int | None = None
+    ) -> None:
+        self.error = error
+        self.description = description
+        self.status = status
+        super().__init__(f"{error}: {description}" if description else error)
+
+
+def token_request(
+    http: httpx.Client,
+    endpoint: str,
+    form: Mapping[str, str],
+    *,
+    basic: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """POST a form to a token endpoint, once (never retried: a refresh token is single-use).
+
+    `basic` is (client id, secret) for client_secret_basic. Returns the JSON answer; raises
+    OAuthError for an error answer and `httpx.HTTPError` when there is no answer.
+    """
+    headers = {"Accept": "application/json", "Cache-Control": "no-store"}
+    if basic is not None:
+        import base64
+
+        pair = f"{quote(basic[0], safe='')}:{quote(basic[1], safe='')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+    response = http.post(endpoint, data=dict(form), headers=headers)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code >= 400 or not isinstance(body, dict):
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            description = body.get("error_description")
+            raise OAuthError(
+                body["error"],
+                description if isinstance(description, str) else None,
+                response.status_code,
+            )
+        if isinstance(body, dict) and isinstance(body.get("title"), str):  # an API problem
+            detail = body.get("detail")
+            raise OAuthError(
+                "server_error",
+                f"{body['title']}: {detail}" if isinstance(detail, str) else body["title"],
+                response.status_code,
+            )
+        text = response.text.strip()[:200] or response.reason_phrase
+        raise OAuthError(
+            "server_error", f"HTTP {response.status_code}: {text}", response.status_code
+        )
+    return body
+
+
+def session_from_token_answer(
+    base: LoginSession, answer: Mapping[str, Any], now: float | None = None
+) -> LoginSession:
+    """`base` with the access token (and rotated refresh token) of a token answer."""
+    now = time.time() if now is None else now
+    access = answer.get("access_token")
+    if not isinstance(access, str) or not access:
+        raise OAuthError("server_error", "the token answer has no access_token")
+    expires_in = answer.get("expires_in")
+    lifetime = (
+        float(expires_in)
+        if isinstance(expires_in, int | float) and not isinstance(expires_in, bool)
+        else _DEFAULT_EXPIRES_IN_S
+    )
+    refresh = answer.get("refresh_token")
+    return replace(
+        base,
+        access_token=access,
+        expires_at=now + lifetime,
+        # A server that does not rotate answers no refresh token: the old one stays good.
+        refresh_token=refresh if isinstance(refresh, str) and refresh else base.refresh_token,
+    )
+
+
+def _grant(http: httpx.Client, session: LoginSession) -> dict[str, Any]:
+    """One token request renewing `session`: refresh_token, or client_credentials."""
+    if session.kind == "service":
+        if not session.client_secret:
+            raise OAuthError("invalid_client", "no client secret is stored for this login")
+        return token_request(
+            http,
+            session.token_endpoint,
+            {"grant_type": "client_credentials"},
+            basic=(session.client_id, session.client_secret),
+        )
+    if not session.refresh_token:
+        raise OAuthError("invalid_grant", "the session has no refresh token")
+    form = {
+        "grant_type": "refresh_token",
+        "refresh_token": session.refresh_token,
+        "client_id": session.client_id,
+    }
+    return token_request(http, session.token_endpoint, form)
+
+
+class SessionCredentials:
+    """The SDK's credential provider for a stored login session (`Client(credentials=...)`).
+
+    Before a request it hands out the session's access token, renewed first when it expires
+    within `margin_s`; after a 401 it renews once. A renewal holds `session_lock`, re-reads
+    the file (another process may have renewed: then its tokens are adopted, no request is
+    made), sends one token request and writes the answer to the file before the new access
+    token is used. A refused refresh ends the session (its tokens are cleared from the file).
+    """
+
+    def __init__(
+        self,
+        session: LoginSession,
+        path: Path,
+        *,
+        margin_s: float = REFRESH_MARGIN_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._session = session
+        self._path = path
+        self._margin = margin_s
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    @property
+    def session(self) -> LoginSession:
+        return self._session
+
+    def access_token(self, http: httpx.Client) -> str | None:
+        with self._lock:
+            if self._session.expires_within(self._margin, self._clock()):
+                self._renew(http, rejected=None)
+            return self._session.access_token
+
+    def refresh(self, http: httpx.Client, rejected: str | None) -> str | None:
+        with self._lock:
+            self._renew(http, rejected=rejected)
+            return self._session.access_token
+
+    def _renew(self, http: httpx.Client, rejected: str | None) -> None:
+        import httpx
+
+        from cellplane.client import CellplaneConnectionError, CellplaneError
+
+        relogin = (
+            f"run `cellplane login --server {self._session.server} --tenant {self._session.tenant}`"
+        )
+        with session_lock(self._path):
+            try:
+                stored = read_session(self._path)
+            except ConfigError as exc:
+                raise CellplaneError("Bad configuration", str(exc)) from exc
+            if stored is None or not stored.same_login(self._session):
+                raise CellplaneError(
+                    "Not logged in", f"the session ended (logout or another login); {relogin}"
+                )
+            now = self._clock()
+            if stored.access_token not in (
+                "",
+                self._session.access_token,
+                rejected,
+            ) and not stored.expires_within(self._margin, now):
+                self._session = stored  # renewed by another process meanwhile
+                return
+            if not stored.renewable:
+                raise CellplaneError("Session expired", relogin, status=401)
+            try:
+                answer = _grant(http, stored)
+                renewed = session_from_token_answer(stored, answer, now)
+            except httpx.HTTPError as exc:
+                # Not retried: the server may have rotated the refresh token already.
+                raise CellplaneConnectionError(
+                    "Connection failed",
+                    f"renewing the session at {stored.token_endpoint}: {exc or type(exc).__name__}",
+                ) from exc
+            except OAuthError as exc:
+                if exc.error in ("invalid_grant", "invalid_client", "unauthorized_client"):
+                    # The refresh token (or secret) is no good any more: forget the tokens.
+                    _store_session(
+                        self._path,
+                        replace(
+                            stored,
+                            access_token="",
+                            expires_at=0.0,
+                            refresh_token=None,
+                            client_secret=None,
+                        ),
+                    )
+                    raise CellplaneError(
+                        "Session expired",
+                        f"{exc.description or exc.error}; {relogin}",
+                        status=401,
+                    ) from exc
+                raise CellplaneError("Session renewal failed", str(exc), status=exc.status) from exc
+            # Written before use: the old refresh token is spent, the new one must not be lost.
+            _store_session(self._path, renewed)
+            self._session = renewed
+
+
+def credentials_of(conf: CliConfig) -> SessionCredentials | None:
+    """The credential provider of the configuration's session, or None (a fixed token)."""
+    if conf.session is None:
+        return None
+    return SessionCredentials(conf.session, conf.path)

@@ -12,7 +12,18 @@ from typing import Annotated
 
 import typer
 
-from cellplane.cli import cells, clusters, daemons, flavors, hosts, images, projects, tasks, volumes
+from cellplane.cli import (
+    cells,
+    clusters,
+    daemons,
+    flavors,
+    hosts,
+    identity,
+    images,
+    projects,
+    tasks,
+    volumes,
+)
 
 __all__ = ["app"]
 
@@ -52,6 +63,7 @@ app.add_typer(hosts.app, name="host")
 app.add_typer(projects.app, name="project")
 app.add_typer(tasks.app, name="task")
 daemons.register(app)
+identity.register(app)  # login, logout, whoami, tenant, user, group, client, role, quota, ...
 
 if __name__ == "__main__":
     app()
