@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?=
 PORT ?= 7400
+NO_TLS ?=
 
 .PHONY: up test test-unit test-integration lint deps deps-test venv bench clean
 
@@ -22,7 +23,7 @@ venv: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,postgres]'
 
 up: deps venv
-	$(BIN)/cellplane up --port $(PORT) $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
+	$(BIN)/cellplane up --port $(PORT) $(if $(DATA_DIR),--data-dir $(DATA_DIR),) $(if $(NO_TLS),--no-tls,)
 
 lint: venv
 	$(BIN)/ruff check src tests bench

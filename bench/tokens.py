@@ -10,7 +10,7 @@ progress on stderr. The in-process measurements pin this process to CPU 0
   over HTTP keep-alive by client threads pinned to the other CPUs: uvicorn's HTTP parsing,
   routing and middleware, form parsing, the rate limiter (raised through
   `CELLPLANE_OIDC_RATE_PER_S`), authlib's grant and client authentication (SHA-256 secret
-  check), the SQLite reads (tenant, client, role assignments), ES256 signing and the audit row
+  check), the SQLite reads (tenant, client, role assignments), RS256 signing and the audit row
   written per token. Reported as requests per wall second with the server on one core (and its
   CPU use, to show it was the bottleneck) and per second of server CPU time. Skipped on a
   single-CPU machine.
@@ -19,7 +19,7 @@ progress on stderr. The in-process measurements pin this process to CPU 0
   core), through FastAPI's `TestClient` (adds its own event-loop thread hop), and calling the
   provider directly (`OidcProvider.run` + `endpoint`: authlib, database, signing; no HTTP).
 - `validations_per_s`: `Authenticator.verify_access_token` (what the API runs on every bearer
-  token) on distinct, freshly minted tokens, so every call verifies an ECDSA P-256 signature
+  token) on distinct, freshly minted tokens, so every call verifies an RSA-2048 (RS256) signature
   (the uncached path); `validations_cached_per_s` presents one token repeatedly (the signature
   cache hit: claims are still parsed and checked each time).
 - `password_logins_per_s`: full password-grant requests through the in-process ASGI app
@@ -181,7 +181,7 @@ def real_server(seconds: float, threads: int) -> dict[str, Any]:
         for t in pool:
             t.join()
         if errors:
-            raise RuntimeError(errors[0])
+            raise RuntimeError(f"{errors[0]}\nserver log:\n{d.log_tail('server.log')}")
         wall, cpu = t1 - t0, cpu1 - cpu0
         return {
             "requests": n1 - n0,

@@ -231,6 +231,12 @@ def _labels(items: list[str]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     from cellplane.paths import default_data_dir
 
+    # The daemons print no rich text: keep the CLI's rendering libraries out of them. httpx
+    # imports its command line, and structlog its rich tracebacks, whenever they are installed
+    # (~3-4 MB of resident memory per process, which the footprint target counts).
+    for name in ("rich", "pygments"):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
     env = os.environ.get
     p = argparse.ArgumentParser(prog="python -m cellplane.daemon")
     sub = p.add_subparsers(dest="command", required=True)

@@ -13,10 +13,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from cellplane.identity._files import ensure_private_dir, read_private_file, write_private_file
 
@@ -31,6 +27,12 @@ def host_csr(cert_dir: Path, name: str, address: str) -> str | None:
     """A CSR for this host's certificate (CN: ``name``; SANs: ``name`` if it is a DNS name,
     ``address`` if it is an IP), signed by the host key ``cert_dir/host.key`` (EC P-256,
     created 0600 on first use and kept). None if ``name`` cannot be a certificate's name."""
+    # Imported here: only agents of a TLS server ask for a certificate (~6 MB less otherwise).
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     sans: list[x509.GeneralName] = []
     if len(name) <= 253 and all(_DNS_LABEL.fullmatch(label) for label in name.split(".")):
         sans.append(x509.DNSName(name))

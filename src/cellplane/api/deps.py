@@ -14,7 +14,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cellplane.errors import Forbidden, Unauthorized, ValidationFailed
 from cellplane.services import hosts as hosts_mod
-from cellplane.services import pki
 from cellplane.services.auth import Authenticator
 from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import body_hash
@@ -67,7 +66,11 @@ def _client_certificate(request: Request) -> Principal | None:
         return None
     tls = (request.scope.get("extensions") or {}).get("tls") or {}
     chain = tls.get("client_cert_chain") or []
-    return pki.principal_from_client_cert(services(request), list(chain)) if chain else None
+    if not chain:
+        return None
+    from cellplane.services import pki  # only for mutual TLS: x509 stays out otherwise
+
+    return pki.principal_from_client_cert(services(request), list(chain))
 
 
 def authenticate(request: Request) -> Principal:

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from cellplane.services.oidc import Ctx, OidcProvider
+if TYPE_CHECKING:
+    from cellplane.services.oidc import Ctx, OidcProvider
 
 __all__ = ["PUBLIC_ROUTES", "provider_of", "router"]
 
@@ -45,6 +46,9 @@ def provider_of(app: FastAPI) -> OidcProvider:
     """The app's provider, made on first use (tests reach it to move its clock)."""
     provider: OidcProvider | None = getattr(app.state, "oidc", None)
     if provider is None:
+        # Imported on the first identity request: authlib stays out of a server nobody signs in to.
+        from cellplane.services.oidc import OidcProvider
+
         provider = OidcProvider(app.state.services, app.state.authenticator)
         app.state.oidc = provider
     return provider

@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 
 from cellplane.api.deps import IdempotencyContext, idempotency, require, services
 from cellplane.api.respond import idempotent
-from cellplane.services import pki
 from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import Outcome
 
@@ -42,6 +41,8 @@ def get_ca(
     svc: Services = Depends(services),
 ) -> Response:
     """The root certificate; with ``?tenant=``, that tenant's intermediate then the root."""
+    from cellplane.services import pki  # x509 only when a CA route is used
+
     return Response(pki.ca_chain_pem(svc, tenant), media_type=PEM_MEDIA_TYPE)
 
 
@@ -51,6 +52,8 @@ def get_crl(
     svc: Services = Depends(services),
 ) -> Response:
     """The CRL of ``tenant``'s intermediate; without it, of the system one (host certificates)."""
+    from cellplane.services import pki  # x509 only when a CA route is used
+
     return Response(pki.crl_pem(svc, tenant), media_type=PEM_MEDIA_TYPE)
 
 
@@ -62,6 +65,7 @@ def create_certificate(
     ctx: IdempotencyContext = Depends(idempotency),
 ) -> Response:
     """Sign the caller's CSR: ``{serial, certificate, chain, not_after, ...}``."""
+    from cellplane.services import pki  # x509 only when a CA route is used
 
     def issue(s: Session) -> Outcome:
         out = pki.sign_user_csr(svc, s, p, body.csr, body.ttl_days * _DAY)
@@ -75,6 +79,8 @@ def list_certificates(
     svc: Services = Depends(services), p: Principal = Depends(require("self"))
 ) -> dict[str, Any]:
     """The caller's certificates; their tenant's for a caller with ``users:read``."""
+    from cellplane.services import pki  # x509 only when a CA route is used
+
     return pki.list_certificates(svc, p)
 
 
@@ -85,4 +91,6 @@ def revoke_certificate(
     p: Principal = Depends(require("self")),
     ctx: IdempotencyContext = Depends(idempotency),
 ) -> Response:
+    from cellplane.services import pki  # x509 only when a CA route is used
+
     return idempotent(svc, p, ctx, lambda s: Outcome(200, pki.revoke(svc, s, p, serial)))

@@ -27,10 +27,10 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import argon2
-from argon2.exceptions import InvalidHashError, VerificationError
+if TYPE_CHECKING:
+    import argon2
 
 __all__ = [
     "ARGON2_MEMORY_KIB",
@@ -50,25 +50,32 @@ ARGON2_MEMORY_KIB: Final = 19 * 1024
 ARGON2_TIME_COST: Final = 2
 ARGON2_PARALLELISM: Final = 1
 
-_HASHER: Final = argon2.PasswordHasher(
-    time_cost=ARGON2_TIME_COST,
-    memory_cost=ARGON2_MEMORY_KIB,
-    parallelism=ARGON2_PARALLELISM,
-    hash_len=32,
-    salt_len=16,
-    type=argon2.Type.ID,
-)
+
+@functools.cache
+def _hasher() -> argon2.PasswordHasher:
+    # argon2-cffi is loaded on the first password operation, not by every process importing
+    # this module (the API server verifies tokens far more often than it checks passwords).
+    import argon2
+
+    return argon2.PasswordHasher(
+        time_cost=ARGON2_TIME_COST,
+        memory_cost=ARGON2_MEMORY_KIB,
+        parallelism=ARGON2_PARALLELISM,
+        hash_len=32,
+        salt_len=16,
+        type=argon2.Type.ID,
+    )
 
 
 def hash_password(password: str) -> str:
     """An argon2id PHC string (``$argon2id$v=19$m=19456,t=2,p=1$...``) for storage."""
-    return _HASHER.hash(password)
+    return _hasher().hash(password)
 
 
 @functools.cache
 def _dummy_hash() -> str:
     # Made once per process with the live parameters so its cost matches real hashes.
-    return _HASHER.hash(secrets.token_urlsafe(32))
+    return _hasher().hash(secrets.token_urlsafe(32))
 
 
 def verify_password(stored_hash: str | None, password: str) -> bool:
@@ -77,9 +84,11 @@ def verify_password(stored_hash: str | None, password: str) -> bool:
     Always runs one argon2 verification, so the unknown-user path and the wrong-password
     path do the same work. A corrupt stored hash fails closed (returns ``False``).
     """
+    from argon2.exceptions import InvalidHashError, VerificationError
+
     target = stored_hash if stored_hash is not None else _dummy_hash()
     try:
-        matched = _HASHER.verify(target, password)
+        matched = _hasher().verify(target, password)
     except InvalidHashError:
         # Spend the same work as a real check before refusing.
         _safe_verify(_dummy_hash(), password)
@@ -90,14 +99,18 @@ def verify_password(stored_hash: str | None, password: str) -> bool:
 
 
 def _safe_verify(stored: str, password: str) -> None:
+    from argon2.exceptions import InvalidHashError, VerificationError
+
     with contextlib.suppress(VerificationError, InvalidHashError):
-        _HASHER.verify(stored, password)
+        _hasher().verify(stored, password)
 
 
 def needs_rehash(stored_hash: str) -> bool:
     """Whether ``stored_hash`` was made with other parameters; rehash after a good login."""
+    from argon2.exceptions import InvalidHashError
+
     try:
-        return _HASHER.check_needs_rehash(stored_hash)
+        return _hasher().check_needs_rehash(stored_hash)
     except InvalidHashError:
         return True
 

@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 from cellplane import scheduler
 from cellplane.errors import NotFound, Unauthorized, ValidationFailed
 from cellplane.ids import new_id, utcnow
-from cellplane.services import pki
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.context import Principal, Services
 from cellplane.services.views import host_view
@@ -202,6 +201,8 @@ def register(svc: Services, body: dict[str, Any]) -> dict[str, Any]:
             csr = body["csr"]
             if not isinstance(csr, str):
                 raise ValidationFailed.field("csr", "must be a PEM certificate signing request")
+            from cellplane.services import pki  # only for agents that ask for a certificate
+
             cert = pki.issue_host_certificate(svc, s, host_id, name, csr, addresses=[h.address])
     svc.notifier.publish("controller")
     out = {"host_id": host_id, "host_token": host_token}

@@ -6,7 +6,7 @@ credentials, refresh token, authorization code + PKCE), its OIDC extensions (ID 
 revocation (RFC 7009), introspection (RFC 7662), userinfo and RP-initiated logout endpoints. This
 module supplies what authlib leaves to the application: storage callbacks against the identity
 models, client and user lookup, and the token generator, which mints JWTs with the tenant's own
-:class:`~cellplane.identity.tokens.TokenIssuer` (ES256, ``kid`` header, RFC 9068 access tokens).
+:class:`~cellplane.identity.tokens.TokenIssuer` (RS256, ``kid`` header, RFC 9068 access tokens).
 
 authlib is synchronous; the routes (``api/routes_identity.py``) read the request body in the
 event loop, build a :class:`FormRequest` and call the provider in a worker thread.

@@ -135,9 +135,9 @@ def test_discovery_names_this_issuer(server: Server) -> None:
     cfg = server.config
     assert cfg["issuer"] == f"{server.d.url}/identity/default"
     assert cfg["code_challenge_methods_supported"] == ["S256"]
-    assert cfg["id_token_signing_alg_values_supported"] == ["ES256"]
+    assert cfg["id_token_signing_alg_values_supported"] == ["RS256"]
     keys = httpx.get(cfg["jwks_uri"], timeout=10).json()["keys"]
-    assert keys and all(k["kty"] == "EC" and "d" not in k for k in keys)
+    assert keys and all(k["kty"] == "RSA" and "d" not in k for k in keys)
 
 
 def test_password_grant_and_refresh(server: Server) -> None:

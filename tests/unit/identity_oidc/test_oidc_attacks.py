@@ -13,13 +13,13 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from cryptography.hazmat.primitives import serialization
 from joserfc import jwt
-from joserfc.jwk import ECKey
+from joserfc.jwk import RSAKey
+from oidc_support import BASE, CLI, LOOPBACK, PASSWORD, Oidc, hidden_fields, payload, s256
 from sqlalchemy import select
 
 from cellplane.ids import new_id, utcnow
 from cellplane.state.identity_models import AuditEvent, RefreshToken
 from cellplane.state.models import Project
-from conftest import BASE, CLI, LOOPBACK, PASSWORD, Oidc, hidden_fields, payload, s256
 
 VERIFIER = "M25iVXpKU3puUjFaYWg3T1NDTDQtcW1ROUY5YXlwalNoc0hhakxifmZHag"
 
@@ -42,8 +42,8 @@ class Forger:
         self.private = ring.private_jwk(self.key.kid)
 
     def sign(self, claims: dict[str, Any], **header: Any) -> str:
-        head = {"alg": "ES256", "kid": self.key.kid, "typ": "at+jwt", **header}
-        return jwt.encode(head, claims, self.private, algorithms=["ES256"])
+        head = {"alg": "RS256", "kid": self.key.kid, "typ": "at+jwt", **header}
+        return jwt.encode(head, claims, self.private, algorithms=["RS256"])
 
 
 @pytest.fixture
@@ -81,10 +81,10 @@ def test_alg_none_is_refused(oidc: Oidc, victim: dict[str, Any]) -> None:
 
 def test_hs256_signed_with_the_public_key_is_refused(oidc: Oidc, victim: dict[str, Any]) -> None:
     jwks = oidc.client.get(oidc.url("/jwks")).json()
-    public = ECKey.import_key(jwks["keys"][0])
+    public = RSAKey.import_key(jwks["keys"][0])
     pem = public.as_pem(private=False)
     raw = public.get_op_key("verify").public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        serialization.Encoding.DER, serialization.PublicFormat.PKCS1
     )
     head = {"alg": "HS256", "typ": "at+jwt", "kid": jwks["keys"][0]["kid"]}
     signing_input = f"{b64(json.dumps(head).encode())}.{b64(json.dumps(victim['claims']).encode())}"
@@ -94,29 +94,29 @@ def test_hs256_signed_with_the_public_key_is_refused(oidc: Oidc, victim: dict[st
 
 
 def test_unknown_kid_and_foreign_key_are_refused(oidc: Oidc, victim: dict[str, Any]) -> None:
-    stranger = ECKey.generate_key("P-256")
+    stranger = RSAKey.generate_key(2048)
     token = jwt.encode(
-        {"alg": "ES256", "typ": "at+jwt", "kid": "not-a-known-kid"},
+        {"alg": "RS256", "typ": "at+jwt", "kid": "not-a-known-kid"},
         victim["claims"],
         stranger,
-        algorithms=["ES256"],
+        algorithms=["RS256"],
     )
     refused_everywhere(oidc, token)
     # A known kid but another key's signature.
     kid = Forger(oidc).key.kid
     token = jwt.encode(
-        {"alg": "ES256", "typ": "at+jwt", "kid": kid},
+        {"alg": "RS256", "typ": "at+jwt", "kid": kid},
         victim["claims"],
         stranger,
-        algorithms=["ES256"],
+        algorithms=["RS256"],
     )
     refused_everywhere(oidc, token)
     # A jwk header naming the attacker's own key is ignored.
     token = jwt.encode(
-        {"alg": "ES256", "typ": "at+jwt", "kid": kid, "jwk": stranger.as_dict(private=False)},
+        {"alg": "RS256", "typ": "at+jwt", "kid": kid, "jwk": stranger.as_dict(private=False)},
         victim["claims"],
         stranger,
-        algorithms=["ES256"],
+        algorithms=["RS256"],
     )
     refused_everywhere(oidc, token)
 

@@ -6,10 +6,10 @@ import json
 from base64 import urlsafe_b64decode
 
 from authlib.oidc.discovery import OpenIDProviderMetadata
+from oidc_support import BASE, Oidc
 
 from cellplane.api.routes_identity import PUBLIC_ROUTES, router
 from cellplane.state.identity_models import AuditEvent, RefreshToken
-from conftest import BASE, Oidc
 
 
 def _header(token: str) -> dict[str, str]:
@@ -24,13 +24,10 @@ def test_discovery_document_is_valid_and_names_every_endpoint(oidc: Oidc) -> Non
     doc = r.json()
     iss = f"{BASE}/identity/default"
     assert doc["issuer"] == iss
-    # authlib's own validators of OpenID Provider Metadata (an independent check of the shape),
-    # all but one: Discovery 1.0 wants RS256 listed, and the key rings sign with ES256 only.
+    # authlib's own validators of OpenID Provider Metadata (an independent check of the shape).
     meta = OpenIDProviderMetadata(doc)
-    skipped = {"id_token_signing_alg_values_supported"}
     for key in meta.REGISTRY_KEYS:
-        if key not in skipped:
-            getattr(meta, f"validate_{key}")()
+        getattr(meta, f"validate_{key}")()
     for key, path in {
         "authorization_endpoint": "/authorize",
         "token_endpoint": "/token",
@@ -42,7 +39,7 @@ def test_discovery_document_is_valid_and_names_every_endpoint(oidc: Oidc) -> Non
     }.items():
         assert doc[key] == iss + path
     assert doc["code_challenge_methods_supported"] == ["S256"]
-    assert doc["id_token_signing_alg_values_supported"] == ["ES256"]
+    assert doc["id_token_signing_alg_values_supported"] == ["RS256"]
     assert doc["response_types_supported"] == ["code"]
     assert set(doc["grant_types_supported"]) == {
         "authorization_code",
@@ -65,7 +62,7 @@ def test_jwks_publishes_the_key_that_signs_tokens(oidc: Oidc) -> None:
     kids = {k["kid"] for k in jwks["keys"]}
     token = oidc.password_login("jwks-user").json()["access_token"]
     header = _header(token)
-    assert header["kid"] in kids and header["alg"] == "ES256" and header["typ"] == "at+jwt"
+    assert header["kid"] in kids and header["alg"] == "RS256" and header["typ"] == "at+jwt"
 
 
 def test_each_tenant_is_its_own_issuer_with_its_own_keys(oidc: Oidc) -> None:

@@ -9,11 +9,11 @@ from typing import Any
 
 from joserfc import jwt
 from joserfc.jwk import KeySet
+from oidc_support import CLI, LOOPBACK, PASSWORD, Oidc, hidden_fields, s256
 from sqlalchemy import select
 
 from cellplane.identity.passwords import needs_rehash
 from cellplane.state.identity_models import AuditEvent, RefreshToken, User
-from conftest import CLI, LOOPBACK, PASSWORD, Oidc, hidden_fields, s256
 
 VERIFIER = "dBjftJeZ4CVP-mJ0vB1ZbKFSm3J5Ey8XGc_zq8VktTaB3RRs"
 
@@ -21,7 +21,7 @@ VERIFIER = "dBjftJeZ4CVP-mJ0vB1ZbKFSm3J5Ey8XGc_zq8VktTaB3RRs"
 def verify(oidc: Oidc, token: str, typ: str, tenant: str = "default") -> dict[str, Any]:
     """Check the signature against the published JWKS (joserfc, not our verifier)."""
     keys = KeySet.import_key_set(oidc.client.get(oidc.url("/jwks", tenant)).json())
-    decoded = jwt.decode(token, keys, algorithms=["ES256"])
+    decoded = jwt.decode(token, keys, algorithms=["RS256"])
     assert decoded.header["typ"] == typ
     claims: dict[str, Any] = dict(decoded.claims)
     return claims

@@ -8,6 +8,7 @@ import types
 from typing import Any
 
 import pytest
+from oidc_support import CLI, PASSWORD, Oidc, payload
 from sqlalchemy import select
 
 from cellplane.ids import utcnow
@@ -22,7 +23,6 @@ from cellplane.state.identity_models import (
     RevokedToken,
     User,
 )
-from conftest import CLI, PASSWORD, Oidc, payload
 
 TABLES = (User, RefreshToken, AuthCode, AuditEvent, RevokedToken, OAuthClient)
 
