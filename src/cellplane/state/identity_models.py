@@ -114,6 +114,10 @@ class RefreshToken(Base):
     expires_at: Mapped[float] = mapped_column(Float)
     used_at: Mapped[float | None] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float)
+    # The access token issued together with this refresh token: revoking the family (reuse,
+    # a replayed code) revokes it too, not only the refresh tokens.
+    access_jti: Mapped[str | None] = mapped_column(String(64))
+    access_expires_at: Mapped[float | None] = mapped_column(Float)
 
 
 class AuthCode(Base):

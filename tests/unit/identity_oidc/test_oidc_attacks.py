@@ -242,8 +242,12 @@ def test_replayed_code_is_refused_and_revokes_its_family(oidc: Oidc) -> None:
     first = _redeem(oidc, code)
     assert first.status_code == 200
     tokens = first.json()
+    access = bearer(tokens["access_token"])
+    assert oidc.client.get("/v1/whoami", headers=access).status_code == 200
     again = _redeem(oidc, code)
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    # The access token the code bought is revoked with the family, not left to expire.
+    assert oidc.client.get("/v1/whoami", headers=access).status_code == 401
     r = oidc.token(grant_type="refresh_token", client_id=CLI, refresh_token=tokens["refresh_token"])
     assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
     with oidc.plat.svc.db.reader() as s:
@@ -263,16 +267,20 @@ def test_expired_code_is_refused(oidc: Oidc) -> None:
 
 def test_reused_refresh_token_revokes_the_whole_family(oidc: Oidc) -> None:
     oidc.add_user("tom")
-    rt1 = oidc.password_login("tom").json()["refresh_token"]
-    rt2 = oidc.token(grant_type="refresh_token", client_id=CLI, refresh_token=rt1).json()[
-        "refresh_token"
-    ]
+    login = oidc.password_login("tom").json()
+    rt1 = login["refresh_token"]
+    second = oidc.token(grant_type="refresh_token", client_id=CLI, refresh_token=rt1).json()
+    rt2 = second["refresh_token"]
+    live = [bearer(login["access_token"]), bearer(second["access_token"])]
+    assert all(oidc.client.get("/v1/whoami", headers=h).status_code == 200 for h in live)
     # An attacker replays the stolen first token...
     reuse = oidc.token(grant_type="refresh_token", client_id=CLI, refresh_token=rt1)
     assert reuse.status_code == 400 and reuse.json()["error"] == "invalid_grant"
     # ...and the newest token of the family, the legitimate client's, is dead too.
     newest = oidc.token(grant_type="refresh_token", client_id=CLI, refresh_token=rt2)
     assert newest.status_code == 400 and newest.json()["error"] == "invalid_grant"
+    # So are the access tokens the family had issued.
+    assert all(oidc.client.get("/v1/whoami", headers=h).status_code == 401 for h in live)
     with oidc.plat.svc.db.reader() as s:
         events = list(s.scalars(select(AuditEvent.action).where(AuditEvent.outcome == "denied")))
     assert "token.reuse" in events
