@@ -308,6 +308,8 @@ def show(
     for role, ports in (view.get("endpoints") or {}).items():
         for port_name, addrs in ports.items():
             output.out_console.print(f"{output.escape(role)} {port_name}: {', '.join(addrs)}")
+    for note in view.get("placement_notes") or []:
+        output.out_console.print(f"[yellow]placement:[/] {output.escape(str(note))}")
     if view.get("message"):
         output.out_console.print(f"[red]{output.escape(str(view['message']))}[/]")
 

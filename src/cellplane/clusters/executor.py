@@ -11,6 +11,15 @@ is left alone).
 Nodes are cells on the ``host`` image (see :mod:`cellplane.clusters.supervisor` for what runs
 inside); they are created through :func:`cellplane.services.cells.create` like any other cell,
 and probed through the same agent exec path as ``POST /v1/cells/{id}/exec``.
+
+Data volumes: a node with a disk size whose roles declare a ``data_dir`` gets one volume of the
+node's disk size, named ``<node>-data`` (:func:`cellplane.clusters.planner.data_volume_name`),
+in the cluster's project, mounted at that ``data_dir`` (:func:`~cellplane.clusters.planner.
+node_volume`). Volumes have no labels: a cluster's volumes are found by that name from its node
+list. An existing volume of the name is reused, so a node recreated by ``resume``, ``start`` or a
+retry keeps its data (and a cluster re-created under the same name adopts volumes kept by
+``DELETE ?keepVolumes=true``). Deleting the cluster deletes its nodes' volumes once their cells
+are gone, unless ``keepVolumes`` is set; a scale-in always deletes the removed nodes' volumes.
 """
 
 from __future__ import annotations
@@ -32,7 +41,10 @@ from sqlalchemy import select
 from cellplane.clusters.catalog import Catalog
 from cellplane.clusters.planner import (
     ClusterPlan,
+    NodeVolume,
+    data_volume_name,
     diff_for_resize,
+    node_volume,
     plan_cluster,
     topology_from_plan,
 )
@@ -46,16 +58,17 @@ from cellplane.clusters.supervisor import (
     tail_command,
     write_files_command,
 )
-from cellplane.errors import CellplaneError
+from cellplane.errors import CellplaneError, Conflict, NotFound
 from cellplane.ids import new_id, utcnow
 from cellplane.scheduler import Resources
 from cellplane.services import cells as cells_mod
 from cellplane.services import tasks as tasks_mod
+from cellplane.services import volumes as volumes_mod
 from cellplane.services.clusters import CLUSTERS_TOPIC, load_catalog
 from cellplane.services.context import Principal, Services
-from cellplane.services.schemas import CellCreate, RestartBody
+from cellplane.services.schemas import CellCreate, RestartBody, VolumeCreate, VolumeMount
 from cellplane.state.cluster_models import Cluster, ClusterNode
-from cellplane.state.models import Cell, Flavor, Project, Task, Tenant
+from cellplane.state.models import Cell, Flavor, Project, Task, Tenant, Volume
 
 __all__ = [
     "CLUSTERS_TOPIC",
@@ -333,6 +346,9 @@ class ClusterExecutor:
         if existing is not None and existing.desired_state != "DELETED":
             return existing.id
         node = plan.node(name)
+        volume = node_volume(node, self.catalog)
+        if volume is not None:
+            self._ensure_volume(ctx, name, volume)
         body = CellCreate(
             name=name,
             image="host",
@@ -344,13 +360,57 @@ class ClusterExecutor:
             labels={CLUSTER_LABEL: c.id, "cluster": c.name, "node-group": node.group},
             restart=RestartBody(policy="always"),
             stop_timeout=10.0,
+            volumes=[VolumeMount(volume=volume.name, path=volume.path)] if volume else [],
         )
         with self.svc.db.session() as s:
             project = s.get(Project, ctx.project)
             assert project is not None
-            out = cells_mod.create(self.svc, s, ctx.principal, project.name, body)
+            # The node goes where the cluster was placed as a whole (its group's policies).
+            pin = (c.placement or {}).get("hosts", {}).get(name)
+            out = cells_mod.create(self.svc, s, ctx.principal, project.name, body, pin_host=pin)
         self._publish(*out.topics)
         return str(out.body["entity"]["id"])
+
+    # --- data volumes ---
+
+    def _volume(self, ctx: _Ctx, name: str) -> Volume | None:
+        with self.svc.db.reader() as s:
+            v = s.scalar(
+                select(Volume).where(Volume.project_id == ctx.project, Volume.name == name)
+            )
+            if v is not None:
+                s.expunge(v)
+            return v
+
+    def _ensure_volume(self, ctx: _Ctx, node: str, volume: NodeVolume) -> None:
+        """Create the node's data volume unless it exists: a recreated node reuses its data."""
+        deadline = time.monotonic() + CELL_GONE_TIMEOUT
+        while (v := self._volume(ctx, volume.name)) is not None and v.state == "DELETING":
+            # Deleted moments ago (a scale-in, then out again): its host drops it first.
+            if time.monotonic() > deadline:
+                raise NodeFailure(
+                    node, None, f"its data volume {volume.name} is still being deleted"
+                )
+            time.sleep(0.2)
+        if v is not None:
+            return
+        with self.svc.db.session() as s:
+            project = s.get(Project, ctx.project)
+            assert project is not None
+            body = VolumeCreate(name=volume.name, size_gb=volume.size_gb)
+            volumes_mod.create(self.svc, s, ctx.principal, project.name, body)
+
+    def _delete_volume(self, ctx: _Ctx, node: str) -> None:
+        """Delete the node's data volume, if any; call it once the node's cell is gone."""
+        v = self._volume(ctx, data_volume_name(node))
+        if v is None or v.state != "READY":
+            return
+        try:
+            volumes_mod.delete(self.svc, ctx.principal, v.id)
+        except NotFound:
+            return
+        except Conflict as e:  # another cell mounts it
+            raise NodeFailure(node, None, f"cannot delete its data volume: {e.detail}") from None
 
     def _delete_cell(self, ctx: _Ctx, cell_id: str | None) -> None:
         cell = self._cell(cell_id)
@@ -595,6 +655,11 @@ class ClusterExecutor:
             stray = self._find_cell(ctx, name)
             if stray is not None and stray.labels.get(CLUSTER_LABEL) == c.id:
                 self._delete_cell(ctx, stray.id)
+        if not args.get("keepVolumes"):
+            failures = self._parallel(sorted(rows), lambda name: self._delete_volume(ctx, name))
+            if failures:
+                self._finish(c.id, error="\n".join(str(f) for f in failures), state="DELETING")
+                return
         task_id = c.task_id
         self._finish(c.id, state="DELETING")
         with self.svc.db.session() as s:
@@ -680,7 +745,12 @@ class ClusterExecutor:
         self._ensure_rows(c, plan)
         # Remove first (scale in), highest index first.
         for name in diff.remove:
-            self._delete_cell(ctx, rows[name].cell_id)
+            try:
+                self._delete_cell(ctx, rows[name].cell_id)
+                self._delete_volume(ctx, name)  # no keepVolumes here: a removed node's data goes
+            except NodeFailure as f:
+                self._finish(c.id, error=str(f))
+                return
             with self.svc.db.session() as s:
                 for n in s.scalars(
                     select(ClusterNode).where(

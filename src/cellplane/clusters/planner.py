@@ -18,6 +18,7 @@ Cycles are refused and named, between roles or else between node groups.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -30,14 +31,18 @@ from cellplane.clusters.spec import ClusterSpec, NodeGroupSpec, apply_overrides
 from cellplane.scheduler import PlacementRequest, Resources
 
 __all__ = [
+    "DATA_VOLUME_SUFFIX",
     "DEFAULT_INSTANCE_TYPE",
     "ClusterPlan",
     "NodePlan",
+    "NodeVolume",
     "ResizeDiff",
+    "data_volume_name",
     "diff_for_resize",
     "merged_configuration",
     "missing_requirements",
     "node_name",
+    "node_volume",
     "plan_cluster",
     "role_dependencies",
     "start_order",
@@ -47,6 +52,7 @@ __all__ = [
 # Serengeti sizes a node group without instanceType (and without full cpu/mem/disk) as MEDIUM.
 DEFAULT_INSTANCE_TYPE = "MEDIUM"
 _LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+DATA_VOLUME_SUFFIX = "-data"
 
 
 @dataclass(frozen=True)
@@ -100,9 +106,52 @@ class ResizeDiff:
     spec: ClusterSpec
 
 
+_NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+
+
 def node_name(cluster_name: str, group: str, index: int) -> str:
     """The stable node (and host) name ``<cluster>-<group>-<n>``, n from 0."""
     return f"{cluster_name}-{group}-{index}"
+
+
+@dataclass(frozen=True)
+class NodeVolume:
+    """A node's data volume: its name, size and where the node's cell mounts it."""
+
+    name: str
+    size_gb: int
+    path: str
+
+
+def data_volume_name(node: str) -> str:
+    """The node's data volume: ``<node>-data``, a DNS label like the node name.
+
+    A node name longer than 58 characters is cut to 49 and followed by ``-`` and the first 8
+    hex digits of its SHA-256, so the name stays within 63 characters, unique and stable.
+    """
+    name = node + DATA_VOLUME_SUFFIX
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(node.encode()).hexdigest()[:8]
+    return f"{node[: 63 - len(DATA_VOLUME_SUFFIX) - 9]}-{digest}{DATA_VOLUME_SUFFIX}"
+
+
+def node_volume(node: NodePlan, catalog: Catalog) -> NodeVolume | None:
+    """The node's data volume, or None when it has no disk size or no role with a ``data_dir``.
+
+    One volume per node, mounted at the ``data_dir`` of the node's first role (in start order)
+    that has one; the data of a later role with another ``data_dir`` is not on the volume
+    unless that directory lies under the first one.
+    """
+    if node.resources.disk_gb <= 0:
+        return None
+    for role in node.roles:
+        definition = catalog.roles.get(role)
+        if definition is not None and definition.data_dir is not None:
+            return NodeVolume(
+                data_volume_name(node.name), node.resources.disk_gb, definition.data_dir
+            )
+    return None
 
 
 def role_dependencies(roles: Iterable[str], catalog: Catalog) -> dict[str, frozenset[str]]:
@@ -306,6 +355,11 @@ def plan_cluster(
             name = node_name(cluster_name, group.name, index)
             if len(name) > 63:
                 raise PlanError(f"node name {name!r} is longer than 63 characters")
+            if not _NODE_NAME.fullmatch(name):
+                raise PlanError(
+                    f"nodeGroups[{i}].name {group.name!r}: node names such as {name!r} name cells "
+                    "and hosts, so they must be lowercase letters, digits and '-'"
+                )
             nodes.append(
                 NodePlan(
                     name=name,

@@ -2,9 +2,10 @@
 
 A role (Serengeti's Chef role) says what a node of that role runs: which
 binaries the image must have, which config files it renders from the cluster
-topology, its foreground command, readiness check, which roles it waits for
-and whether it can be scaled in. Roles are data: one YAML file per role under
-``catalog/roles/``, loaded by :mod:`cellplane.clusters.catalog`.
+topology, its foreground command, readiness check, which roles it waits for,
+whether it can be scaled in and where it keeps its data (``data_dir``, where
+the node's data volume is mounted). Roles are data: one YAML file per role
+under ``catalog/roles/``, loaded by :mod:`cellplane.clusters.catalog`.
 
 The cluster deploy executor calls :func:`render_role` for each role of each
 node, writes the files into the node's cell, runs the command and polls the
@@ -30,6 +31,7 @@ and ``join``):
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -109,6 +111,8 @@ class RoleDefinition(BaseModel):
     waits_for: tuple[str, ...] = ()
     scale_in: bool = True
     join: tuple[str, ...] | None = None
+    data_dir: str | None = None
+    """Where the role keeps its data; the node's data volume is mounted there (see planner)."""
 
     @field_validator("readiness")
     @classmethod
@@ -123,6 +127,24 @@ class RoleDefinition(BaseModel):
             if isinstance(port, str) and port not in ports:
                 raise ValueError(f"readiness uses port {port!r}, which is not in ports")
         return check
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith("/") or value == "/":
+            raise ValueError(f"data_dir {value!r} must be an absolute path other than /")
+        if (
+            posixpath.normpath(value) != value
+            or value.startswith("//")
+            or any(c.isspace() or c == ":" for c in value)
+        ):
+            raise ValueError(
+                f"data_dir {value!r} must be a normalised path (no '..', '//', trailing '/', "
+                "whitespace or ':')"
+            )
+        return value
 
     def template_sources(self) -> dict[str, str]:
         """Every template of the role by field path, to compile them all at load time."""

@@ -134,7 +134,9 @@ def bump_host(s: Session, host_id: str) -> int:
 
 
 def placement_request(cell: Cell, host_id_for_volumes: str | None) -> scheduler.PlacementRequest:
-    labels = {HOST_LABEL: host_id_for_volumes} if host_id_for_volumes else {}
+    # Volumes bind first (the data is there); else a pin (a cluster node's planned host).
+    pinned = host_id_for_volumes or cell.pinned_host_id
+    labels = {HOST_LABEL: pinned} if pinned else {}
     return scheduler.PlacementRequest(
         id=cell.id,
         resources=scheduler.Resources(cell.cpu, cell.memory_mb, cell.disk_gb),
@@ -183,8 +185,16 @@ def _view(s: Session, cell: Cell, with_events: bool = True) -> dict[str, Any]:
 
 
 def create(
-    svc: Services, s: Session, principal: Principal, project_name: str, body: CellCreate
+    svc: Services,
+    s: Session,
+    principal: Principal,
+    project_name: str,
+    body: CellCreate,
+    *,
+    pin_host: str | None = None,
 ) -> Outcome:
+    """Admit a cell. `pin_host` (not part of the API body) keeps it on one host: the cluster
+    executor places a cluster's nodes as a whole, with their group's policies."""
     now = utcnow()
     project = project_for(s, principal, project_name, "cells:write")
     image = s.scalar(select(Image).where((Image.name == body.image) | (Image.id == body.image)))
@@ -245,6 +255,7 @@ def create(
         state="PENDING",
         restarts=0,
         host_rev=0,
+        pinned_host_id=pin_host,
         created_at=now,
         updated_at=now,
     )

@@ -8,9 +8,10 @@ with nothing written), writes the cluster's pending operation and its task, and 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ from cellplane.clusters import (
     render_role,
     topology_from_plan,
 )
+from cellplane.clusters.placement import NodePlacement, place_nodes
+from cellplane.clusters.planner import node_volume
 from cellplane.errors import Conflict, FieldError, InsufficientCapacity, NotFound, ValidationFailed
 from cellplane.ids import new_id, utcnow
 from cellplane.services import hosts as hosts_mod
@@ -48,7 +51,7 @@ from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import Outcome
 from cellplane.services.schemas import DNS_LABEL, DNS_LABEL_MSG
 from cellplane.state.cluster_models import Cluster, ClusterNode
-from cellplane.state.models import Cell, Flavor, Project, Task
+from cellplane.state.models import Cell, Flavor, Project, Task, Volume
 
 __all__ = [
     "CLUSTERS_TOPIC",
@@ -170,6 +173,7 @@ def catalog_roles() -> list[dict[str, Any]]:
             "provides": list(r.provides),
             "waits_for": list(r.waits_for),
             "scale_in": r.scale_in,
+            "data_dir": r.data_dir,
             "requires": list(r.requires.binaries),
             "missing": missing_binaries_of(load_catalog(), r.name),
         }
@@ -204,13 +208,23 @@ def _plan(s: Session, spec: ClusterSpec, name: str, distro: str | None) -> Clust
 
 
 def _check_capacity(
-    s: Session, svc: Services, plan: ClusterPlan, *, exclude: set[str] | None = None
-) -> None:
+    s: Session,
+    svc: Services,
+    plan: ClusterPlan,
+    *,
+    exclude: set[str] | None = None,
+    cluster_id: str | None = None,
+) -> NodePlacement:
+    """Place the plan's nodes (all, or those not in `exclude`) with their group's policies,
+    relaxed where the hosts cannot honour them (see clusters/placement.py); refuse the request
+    when a node fits nowhere even then. Nodes already running count towards per-host limits."""
     requests = [r for r in plan.placement_requests if not exclude or r.id not in exclude]
     if not requests:
-        return
+        return NodePlacement(hosts={}, notes=(), unplaced=())
     hosts = with_host_labels(hosts_mod.snapshot(s, svc, utcnow()))
-    result = scheduler.place(hosts, requests, now=0.0)
+    if cluster_id is not None:
+        hosts = _with_members(s, hosts, cluster_id, plan.cluster_name)
+    result = place_nodes(hosts, requests)
     if result.unplaced:
         need_cpu = sum(r.resources.cpu for r in requests)
         need_mem = sum(r.resources.memory_mb for r in requests)
@@ -220,6 +234,50 @@ def _check_capacity(
             f"({need_cpu:g} cpu, {need_mem} MB memory); {len(result.unplaced)} cannot be placed: "
             f"{first.request_id}: {first.reason}"
         )
+    return result
+
+
+def _with_members(
+    s: Session, hosts: list[scheduler.HostSnapshot], cluster_id: str, cluster_name: str
+) -> list[scheduler.HostSnapshot]:
+    """Hosts with the cluster's running node-group members counted (for instancePerHost and
+    groupAssociations of the nodes being added)."""
+    counts: dict[str, dict[str, int]] = {}
+    rows = s.execute(
+        select(ClusterNode.group, Cell.host_id)
+        .join(Cell, Cell.id == ClusterNode.cell_id)
+        .where(ClusterNode.cluster_id == cluster_id, Cell.host_id.is_not(None))
+    ).all()
+    for group, host_id in rows:
+        per = counts.setdefault(str(host_id), {})
+        key = f"{cluster_name}/{group}"
+        per[key] = per.get(key, 0) + 1
+    return [
+        dataclasses.replace(h, groups={**h.groups, **counts[h.id]}) if h.id in counts else h
+        for h in hosts
+    ]
+
+
+def _new_volumes_gb(s: Session, project_id: str, plan: ClusterPlan, names: Iterable[str]) -> int:
+    """The size of the data volumes the executor will create for the nodes `names`.
+
+    A volume of the same name that already exists (kept by ``DELETE ?keepVolumes=true``) is
+    reused by the executor, so it needs no new quota.
+    """
+    cat = load_catalog()
+    wanted = [v for v in (node_volume(plan.node(n), cat) for n in names) if v is not None]
+    if not wanted:
+        return 0
+    have = set(
+        s.scalars(
+            select(Volume.name).where(
+                Volume.project_id == project_id,
+                Volume.state == "READY",
+                Volume.name.in_([v.name for v in wanted]),
+            )
+        )
+    )
+    return sum(v.size_gb for v in wanted if v.name not in have)
 
 
 def _check_binaries(plan: ClusterPlan, available: Callable[[str], bool]) -> None:
@@ -340,8 +398,13 @@ def create(
     ).all()
     if taken:
         raise Conflict(f"cells named {', '.join(sorted(taken))} already exist in {project.name!r}")
-    quotas_mod.admit_nodes(s, project.id, [n.resources for n in plan.nodes])
-    _check_capacity(s, svc, plan)
+    quotas_mod.admit_nodes(
+        s,
+        project.id,
+        [n.resources for n in plan.nodes],
+        volumes_gb=_new_volumes_gb(s, project.id, plan, [n.name for n in plan.nodes]),
+    )
+    placed = _check_capacity(s, svc, plan)
     _check_binaries(plan, host_has)
     try:  # Render every node now: a template error is the request's fault, not the executor's.
         topo = topology_from_plan(plan, cat)
@@ -361,6 +424,7 @@ def create(
         state="PROVISIONING",
         operation=None,
         operation_args={},
+        placement={"hosts": dict(placed.hosts), "notes": list(placed.notes)},
         created_by=principal.subject,
         created_at=now,
         updated_at=now,
@@ -467,8 +531,18 @@ def resize(
         raise Conflict(str(exc)) from None
     plan = _plan(s, diff.spec, c.name, c.distro)
     present = set(_node_names(s, c))
-    quotas_mod.admit_nodes(s, c.project_id, [plan.node(n).resources for n in diff.add])
-    _check_capacity(s, svc, plan, exclude=present)
+    quotas_mod.admit_nodes(
+        s,
+        c.project_id,
+        [plan.node(n).resources for n in diff.add],
+        volumes_gb=_new_volumes_gb(s, c.project_id, plan, diff.add),
+    )
+    placed = _check_capacity(s, svc, plan, exclude=present, cluster_id=c.id)
+    before = dict(c.placement or {})
+    c.placement = {
+        "hosts": {**before.get("hosts", {}), **placed.hosts},
+        "notes": list(dict.fromkeys([*before.get("notes", []), *placed.notes])),
+    }
     steps = tuple(f"remove:{n}" for n in diff.remove)
     for name in diff.add:
         roles = plan.node(name).roles
@@ -546,6 +620,7 @@ def _view(s: Session, c: Cluster, *, with_nodes: bool = True) -> dict[str, Any]:
             {"name": g.get("name"), "roles": g.get("roles"), "instanceNum": g.get("instanceNum")}
             for g in spec.get("nodeGroups", [])
         ],
+        "placement_notes": list((c.placement or {}).get("notes", [])),
         "created_at": c.created_at.isoformat(),
         "updated_at": c.updated_at.isoformat(),
     }
@@ -572,6 +647,7 @@ def _view(s: Session, c: Cluster, *, with_nodes: bool = True) -> dict[str, Any]:
                     "cell": n.cell_id,
                     "cell_state": cell.state if cell else None,
                     "address": cell.address if cell else None,
+                    "host": cell.host_id if cell else None,
                 }
             )
         view["nodes"] = items

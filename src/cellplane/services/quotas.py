@@ -156,8 +156,14 @@ def admit(
                 )
 
 
-def admit_nodes(s: Session, project_id: str, nodes: Iterable[scheduler.Resources]) -> None:
-    """`admit` the cells of cluster nodes, one per node, sized as the executor creates them."""
+def admit_nodes(
+    s: Session, project_id: str, nodes: Iterable[scheduler.Resources], *, volumes_gb: int = 0
+) -> None:
+    """`admit` the cells of cluster nodes, one per node, sized as the executor creates them.
+
+    `volumes_gb`: the size of the nodes' data volumes the executor will create, checked in the
+    same admission.
+    """
     project = s.get(Project, project_id)
     if project is None:
         raise NotFound(f"project {project_id!r} does not exist")
@@ -171,6 +177,7 @@ def admit_nodes(s: Session, project_id: str, nodes: Iterable[scheduler.Resources
         memory_mb=sum(m for _, m, _ in sized),
         disk_gb=sum(d for _, _, d in sized),
         cells=len(sized),
+        volumes_gb=volumes_gb,
     )
 
 

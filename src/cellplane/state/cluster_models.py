@@ -48,6 +48,8 @@ class Cluster(Base):
     message: Mapped[str | None] = mapped_column(Text)
     task_id: Mapped[str | None] = mapped_column(String(40))
     created_by: Mapped[str] = mapped_column(String(128), default="")
+    # {"hosts": {node: host id}, "notes": [placement policies that could not be honoured]}
+    placement: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

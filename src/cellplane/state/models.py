@@ -150,6 +150,8 @@ class Cell(Base):
     desired_state: Mapped[str] = mapped_column(String(16), index=True)
     state: Mapped[str] = mapped_column(String(16), index=True)
     host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), index=True)
+    # A host this cell must run on (a cluster node placed with its group's policies), or None.
+    pinned_host_id: Mapped[str | None] = mapped_column(String(40))
     # Host revision at which this cell last changed for its host: agents fetch deltas by it.
     host_rev: Mapped[int] = mapped_column(Integer, default=0, index=True)
     container_id: Mapped[str | None] = mapped_column(String(128))

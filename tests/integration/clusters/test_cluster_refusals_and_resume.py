@@ -42,11 +42,19 @@ def test_capacity_shortfall_refused(api: Api) -> None:
     assert r.status_code == 409, r.text
     assert r.json()["type"].endswith("/insufficient-capacity")
     assert "needs 2 nodes" in r.json()["detail"]
-    # instancePerHost=1 with three nodes on one host.
-    r = api.post("/v1/projects/default/clusters", {"name": "zk1", "distro": "zookeeper"})
-    assert r.status_code == 409, r.text
-    assert r.json()["type"].endswith("/insufficient-capacity")
     assert "big-" not in " ".join(_cells(api))
+
+
+def test_placement_policies_that_cannot_hold_on_one_host_are_reported(api: Api) -> None:
+    # instancePerHost=1 with three nodes on one host: placed anyway, and the cluster says so.
+    group = small_group("w", ["basic"], 3, placementPolicies={"instancePerHost": 1})
+    cid = api.create("iph", None, {"nodeGroups": [group]})
+    c = api.settled(cid)
+    assert c["state"] == "RUNNING", c["message"]
+    (note,) = c["placement_notes"]
+    assert "node group w: instancePerHost 1 cannot be honoured" in note
+    assert len({n["host"] for n in c["nodes"]}) == 1 and len(c["nodes"]) == 3
+    api.delete(cid)
 
 
 def test_bad_spec_is_a_validation_problem(api: Api) -> None:

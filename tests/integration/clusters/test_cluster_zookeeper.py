@@ -1,4 +1,5 @@
-"""ZooKeeper 3-node ensemble from a spec, on Debian's zookeeper package: quorum, data, failover."""
+"""ZooKeeper 3-node ensemble from a spec, on Debian's zookeeper package: quorum, data, failover,
+data volumes (a recreated node keeps its data; `keepVolumes` keeps them past the cluster)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ ZK_CLI = (
     "java -cp /usr/share/java/zookeeper.jar:/usr/share/java/slf4j-nop.jar:"
     "/usr/share/java/log4j-1.2.jar org.apache.zookeeper.ZooKeeperMain -server 127.0.0.1:2181 "
 )
+DATA_DIR = "/var/lib/cellplane/zookeeper"  # zoo.cfg's dataDir, the role's data_dir
 
 
 def mode(api: Api, cell: str) -> str:
@@ -36,6 +38,19 @@ def modes(api: Api, cells: dict[str, str]) -> dict[str, str]:
 def zk(api: Api, cell: str, command: str) -> str:
     _code, out = api.sh(cell, ZK_CLI + command + " 2>&1")
     return out
+
+
+def node_volumes(api: Api) -> dict[str, list[str]]:
+    """The cluster's data volumes (`<node>-data`) and the cells each is attached to."""
+    items = api.get("/v1/projects/default/volumes")["items"]
+    return {v["name"]: v["attached_to"] for v in items if v["name"].startswith("zk-zk-")}
+
+
+def wait_gone(api: Api, path: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while api.http.get(path).status_code != 404:
+        assert time.monotonic() < deadline, f"{path} still there"
+        time.sleep(0.3)
 
 
 def test_zookeeper_ensemble(api: Api, engine: PodmanDriver) -> None:
@@ -76,6 +91,35 @@ def test_zookeeper_ensemble(api: Api, engine: PodmanDriver) -> None:
     assert mode(api, cells[leader]) == "follower"
     assert "hello" in zk(api, cells[leader], "get /cellplane")
 
-    api.delete(cid)
+    # Each node has its own data volume, mounted at the dataDir.
+    assert node_volumes(api) == {f"{n}-data": [cell] for n, cell in cells.items()}
+    # A node whose cell is deleted and recreated by `resume` finds its data on its volume.
+    code, out = api.sh(cells["zk-zk-0"], f"echo kept > {DATA_DIR}/marker")
+    assert code == 0, out
+    r = api.http.delete(f"/v1/cells/{cells['zk-zk-0']}")
+    assert r.status_code == 202, r.text
+    wait_gone(api, f"/v1/cells/{cells['zk-zk-0']}")
+    r = api.post(f"/v1/clusters/{cid}/resume")
+    assert r.status_code == 202, r.text
+    c = api.settled(cid)
+    assert c["state"] == "RUNNING", c["message"]
+    recreated = api.node_cells(c)["zk-zk-0"]
+    assert recreated != cells["zk-zk-0"]
+    _code, out = api.sh(recreated, f"cat {DATA_DIR}/marker {DATA_DIR}/myid")
+    assert out.split() == ["kept", "1"], out
+    cells = api.node_cells(c)
+
+    # Deleted with keepVolumes: the volumes stay; the cluster created again adopts them (the
+    # znode is back) and a plain delete then removes them.
+    r = api.http.delete(f"/v1/clusters/{cid}", params={"keepVolumes": "true"})
+    assert r.status_code == 202, r.text
+    wait_gone(api, f"/v1/clusters/{cid}")
     for cell in cells.values():
         assert api.http.get(f"/v1/cells/{cell}").status_code == 404
+    assert node_volumes(api) == {f"{n}-data": [] for n in cells}
+    cid = api.create("zk", "zookeeper", {"nodeGroups": [small_group("zk", ["zookeeper"], 3)]})
+    c = api.settled(cid)
+    assert c["state"] == "RUNNING", c["message"]
+    assert "hello" in zk(api, api.node_cells(c)["zk-zk-2"], "get /cellplane")
+    api.delete(cid)
+    assert node_volumes(api) == {}

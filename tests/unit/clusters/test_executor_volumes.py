@@ -1,0 +1,363 @@
+"""Cluster nodes keep their data on volumes: the executor against the in-process server.
+
+The executor runs for real (cells, volumes and quotas through the services); a fake agent thread
+plays the controller and the host: it schedules pending cells, reports them RUNNING, confirms
+deleted cells and volumes. Readiness probes pass at once (the executor's exec is stubbed).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from cellplane_platform_support import Platform
+from pydantic import ValidationError
+from sqlalchemy import func, select
+
+from cellplane.clusters import Catalog
+from cellplane.clusters.executor import ClusterExecutor
+from cellplane.clusters.planner import (
+    NodePlan,
+    NodeVolume,
+    data_volume_name,
+    node_volume,
+    plan_cluster,
+)
+from cellplane.clusters.roles import RoleDefinition
+from cellplane.clusters.spec import parse_spec
+from cellplane.services import clusters as clusters_mod
+from cellplane.services import hosts as hosts_mod
+from cellplane.state.cluster_models import Cluster, ClusterNode
+from cellplane.state.models import Cell, Volume
+
+ZK_DIR = "/var/lib/cellplane/zookeeper"
+
+
+# --- pure pieces ---
+
+
+def test_data_volume_name_is_a_dns_label_derived_from_the_node() -> None:
+    assert data_volume_name("zk-zk-0") == "zk-zk-0-data"
+    node = "c" * 30 + "-" + "g" * 26 + "-1"  # 59 characters: "-data" would make 64
+    name = data_volume_name(node)
+    assert len(name) == 63 and name.endswith("-data") and name.startswith("c" * 30)
+    assert name == data_volume_name(node)  # stable
+    assert name != data_volume_name(node[:-1] + "2")  # the hash keeps cut names apart
+    assert data_volume_name("a" * 58) == "a" * 58 + "-data"
+
+
+def test_role_data_dir_must_be_a_normalised_absolute_path() -> None:
+    assert RoleDefinition(name="r", data_dir="/var/lib/r").data_dir == "/var/lib/r"
+    assert RoleDefinition(name="r").data_dir is None
+    for bad in ("var/lib/r", "/", "/var/lib/r/", "/var/../r", "//r", "/var/lib r", "/a:b"):
+        with pytest.raises(ValidationError, match="data_dir"):
+            RoleDefinition(name="r", data_dir=bad)
+
+
+def test_shipped_roles_declare_their_data_dirs(catalog: Catalog) -> None:
+    dirs = {name: r.data_dir for name, r in catalog.roles.items() if r.data_dir}
+    assert dirs == {
+        "zookeeper": ZK_DIR,
+        "etcd": "/var/lib/cellplane/etcd",
+        "redis_primary": "/var/lib/redis",
+        "redis_replica": "/var/lib/redis",
+    }
+    zoo_cfg = catalog.roles["zookeeper"].config_files["/etc/cellplane/zookeeper/zoo.cfg"]
+    assert f"dataDir={ZK_DIR}\n" in zoo_cfg
+    assert "--data-dir=/var/lib/cellplane/etcd" in catalog.roles["etcd"].command
+    for role in ("redis_primary", "redis_replica"):
+        assert (
+            "dir /var/lib/redis\n"
+            in catalog.roles[role].config_files["/etc/cellplane/redis/redis.conf"]
+        )
+
+
+def _node(catalog: Catalog, roles: list[str], disk: int) -> NodePlan:
+    spec = parse_spec(
+        {
+            "nodeGroups": [
+                {
+                    "name": "g",
+                    "roles": roles,
+                    "instanceNum": 1,
+                    "cpuNum": 1,
+                    "memCapacityMB": 256,
+                    "storage": {"sizeGB": disk},
+                }
+            ]
+        }
+    )
+    return plan_cluster(spec, catalog, cluster_name="c", distro=None, flavors={}).nodes[0]
+
+
+def test_node_volume(catalog: Catalog) -> None:
+    assert node_volume(_node(catalog, ["zookeeper"], 3), catalog) == NodeVolume(
+        "c-g-0-data", 3, ZK_DIR
+    )
+    assert node_volume(_node(catalog, ["zookeeper"], 0), catalog) is None  # no disk size
+    assert node_volume(_node(catalog, ["basic"], 3), catalog) is None  # no role keeps data
+    # Two roles with data: one volume, at the first role's (start order) data_dir.
+    both = node_volume(_node(catalog, ["etcd", "zookeeper"], 1), catalog)
+    assert both == NodeVolume("c-g-0-data", 1, "/var/lib/cellplane/etcd")
+
+
+# --- the executor against the in-process server ---
+
+
+class _Executor(ClusterExecutor):
+    def exec(self, ctx: Any, cell_id: str, command: list[str], timeout: float = 30) -> Any:
+        return 0, ""  # every readiness probe passes
+
+
+class _FakeAgent:
+    """Plays the controller and the host's agent in a thread until stopped."""
+
+    def __init__(self, plat: Platform) -> None:
+        self.plat = plat
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="fake-agent", daemon=True)
+
+    def __enter__(self) -> _FakeAgent:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception as e:  # reported by the fixture, not lost in the thread
+                self.errors.append(e)
+                return
+            self._stop.wait(0.02)
+
+    def tick(self) -> None:
+        svc, host = self.plat.svc, self.plat.host_id
+        self.plat.schedule()
+        reports: list[dict[str, Any]] = []
+        with svc.db.reader() as s:
+            for cell in s.scalars(select(Cell).where(Cell.host_id == host)):
+                if cell.desired_state == "DELETED":
+                    reports.append({"cell_id": cell.id, "removed": True})
+                elif cell.desired_state == "RUNNING" and cell.state != "RUNNING":
+                    reports.append(
+                        {"cell_id": cell.id, "state": "RUNNING", "container_id": f"ctr-{cell.id}"}
+                    )
+            for v in s.scalars(
+                select(Volume).where(Volume.host_id == host, Volume.state == "DELETING")
+            ):
+                reports.append({"volume_removed": v.id})
+        if reports:
+            hosts_mod.apply_status(svc, host, reports)
+
+
+@pytest.fixture
+def ex(plat: Platform, monkeypatch: pytest.MonkeyPatch) -> Iterator[ClusterExecutor]:
+    monkeypatch.setattr(clusters_mod, "host_has", lambda path: True)
+    executor = _Executor(plat.svc, clusters_mod.load_catalog())
+    with _FakeAgent(plat) as agent:
+        yield executor
+    executor.close()
+    assert agent.errors == []
+
+
+def group(name: str, roles: list[str], n: int, size: int = 2) -> dict[str, Any]:
+    return {
+        "name": name,
+        "roles": roles,
+        "instanceNum": n,
+        "cpuNum": 1,
+        "memCapacityMB": 256,
+        "storage": {"sizeGB": size},
+    }
+
+
+def create(plat: Platform, name: str, *groups: dict[str, Any]) -> Any:
+    return plat.client.post(
+        "/v1/projects/default/clusters",
+        json={"name": name, "spec": {"nodeGroups": list(groups)}},
+        headers=plat.admin,
+    )
+
+
+def run(plat: Platform, ex: ClusterExecutor, name: str) -> Cluster | None:
+    """Run the cluster's pending operation to its end; the cluster row after it (None: gone)."""
+    with plat.svc.db.reader() as s:
+        cid = s.scalar(select(Cluster.id).where(Cluster.name == name))
+    assert cid is not None
+    ex.run_one(cid)
+    with plat.svc.db.reader() as s:
+        c = s.get(Cluster, cid)
+        if c is not None:
+            s.expunge(c)
+        return c
+
+
+def deploy(plat: Platform, ex: ClusterExecutor, name: str, *groups: dict[str, Any]) -> Cluster:
+    r = create(plat, name, *groups)
+    assert r.status_code == 202, r.text
+    c = run(plat, ex, name)
+    assert c is not None and c.state == "RUNNING", c and c.message
+    return c
+
+
+def volumes(plat: Platform) -> dict[str, Volume]:
+    with plat.svc.db.reader() as s:
+        rows = s.scalars(select(Volume)).all()
+        for v in rows:
+            s.expunge(v)
+        return {v.name: v for v in rows}
+
+
+def cells(plat: Platform) -> dict[str, Cell]:
+    with plat.svc.db.reader() as s:
+        rows = s.scalars(select(Cell)).all()
+        for c in rows:
+            s.expunge(c)
+        return {c.name: c for c in rows}
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def mount(volume: str, path: str = ZK_DIR) -> list[dict[str, Any]]:
+    return [{"volume": volume, "path": path, "read_only": False}]
+
+
+ZK = ["zk-zk-0", "zk-zk-1", "zk-zk-2"]
+
+
+def test_each_node_gets_a_volume_mounted_at_its_role_data_dir(
+    plat: Platform, ex: ClusterExecutor
+) -> None:
+    deploy(plat, ex, "zk", group("zk", ["zookeeper"], 3), group("b", ["basic"], 1))
+    vols = volumes(plat)
+    assert sorted(vols) == [f"{n}-data" for n in ZK]  # the basic node keeps no data
+    assert all(v.size_gb == 2 and v.host_id == plat.host_id for v in vols.values())
+    now = cells(plat)
+    for n in ZK:
+        assert now[n].volumes == mount(f"{n}-data")
+    assert now["zk-b-0"].volumes == []
+
+
+def test_resume_recreates_a_failed_node_on_its_volume(plat: Platform, ex: ClusterExecutor) -> None:
+    c = deploy(plat, ex, "zk", group("zk", ["zookeeper"], 3))
+    before, old_cell = volumes(plat), cells(plat)["zk-zk-1"].id
+    with plat.svc.db.session() as s:  # the node failed; the provisioning stopped there
+        node = s.scalar(select(ClusterNode).where(ClusterNode.name == "zk-zk-1"))
+        assert node is not None
+        node.state = "FAILED"
+        row = s.get(Cluster, c.id)
+        assert row is not None
+        row.state = "PROVISION_ERROR"
+    r = plat.client.post(f"/v1/clusters/{c.id}/resume", headers=plat.admin)
+    assert r.status_code == 202, r.text
+    c2 = run(plat, ex, "zk")
+    assert c2 is not None and c2.state == "RUNNING", c2 and c2.message
+    cell = cells(plat)["zk-zk-1"]
+    assert cell.id != old_cell and cell.volumes == mount("zk-zk-1-data")
+    after = volumes(plat)
+    assert {n: v.id for n, v in after.items()} == {n: v.id for n, v in before.items()}
+
+
+def test_delete_removes_the_volumes_once_the_cells_are_gone(
+    plat: Platform, ex: ClusterExecutor
+) -> None:
+    c = deploy(plat, ex, "zk", group("zk", ["zookeeper"], 3))
+    r = plat.client.delete(f"/v1/clusters/{c.id}", headers=plat.admin)
+    assert r.status_code == 202, r.text
+    assert run(plat, ex, "zk") is None
+    assert cells(plat) == {}
+    eventually(lambda: volumes(plat) == {})  # the host confirms, then the rows go
+
+
+def test_delete_with_keep_volumes_keeps_them_for_the_next_cluster_of_that_name(
+    plat: Platform, ex: ClusterExecutor
+) -> None:
+    c = deploy(plat, ex, "zk", group("zk", ["zookeeper"], 3))
+    kept = {n: v.id for n, v in volumes(plat).items()}
+    r = plat.client.delete(f"/v1/clusters/{c.id}?keepVolumes=true", headers=plat.admin)
+    assert r.status_code == 202, r.text
+    assert run(plat, ex, "zk") is None
+    assert cells(plat) == {}
+    time.sleep(0.2)
+    assert {n: v.id for n, v in volumes(plat).items()} == kept
+    assert all(v.state == "READY" for v in volumes(plat).values())
+    # The same cluster again adopts them, and needs no new volume quota for them.
+    r = plat.client.put("/v1/projects/default/quota", json={"volumes_gb": 6}, headers=plat.admin)
+    assert r.status_code == 200, r.text
+    deploy(plat, ex, "zk", group("zk", ["zookeeper"], 3))
+    assert {n: v.id for n, v in volumes(plat).items()} == kept
+
+
+def test_create_refused_when_the_volumes_do_not_fit_changes_nothing(
+    plat: Platform, ex: ClusterExecutor
+) -> None:
+    r = plat.client.put("/v1/projects/default/quota", json={"volumes_gb": 5}, headers=plat.admin)
+    assert r.status_code == 200, r.text
+    r = create(plat, "zk", group("zk", ["zookeeper"], 3))
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"] == (
+        "project default: volumes_gb quota is 5, 0 in use, this request needs 6"
+    )
+    with plat.svc.db.reader() as s:
+        for model in (Cluster, ClusterNode, Cell, Volume):
+            assert s.scalar(select(func.count()).select_from(model)) == 0, model
+    # Nodes without data volumes need no volume quota.
+    assert create(plat, "bb", group("b", ["basic"], 3)).status_code == 202
+
+
+def test_resize_admits_and_removes_node_volumes(plat: Platform, ex: ClusterExecutor) -> None:
+    c = deploy(
+        plat,
+        ex,
+        "rd",
+        group("primary", ["redis_primary"], 1, size=1),
+        group("replica", ["redis_replica"], 2, size=1),
+    )
+    names = ["rd-primary-0-data", "rd-replica-0-data", "rd-replica-1-data"]
+    assert sorted(volumes(plat)) == names
+    assert cells(plat)["rd-replica-1"].volumes == mount("rd-replica-1-data", "/var/lib/redis")
+
+    def resize(n: int) -> Any:
+        return plat.client.post(
+            f"/v1/clusters/{c.id}/resize",
+            json={"nodeGroup": "replica", "instanceNum": n},
+            headers=plat.admin,
+        )
+
+    r = plat.client.put("/v1/projects/default/quota", json={"volumes_gb": 3}, headers=plat.admin)
+    assert r.status_code == 200, r.text
+    r = resize(3)
+    assert r.status_code == 409 and "volumes_gb quota is 3, 3 in use" in r.json()["detail"]
+    r = resize(1)  # scale in: the removed node's volume goes with it
+    assert r.status_code == 202, r.text
+    c2 = run(plat, ex, "rd")
+    assert c2 is not None and c2.state == "RUNNING", c2 and c2.message
+    assert "rd-replica-1" not in cells(plat)
+    eventually(lambda: sorted(volumes(plat)) == names[:2])
+
+
+def test_delete_fails_while_another_cell_mounts_a_node_volume(
+    plat: Platform, ex: ClusterExecutor
+) -> None:
+    c = deploy(plat, ex, "zk", group("zk", ["zookeeper"], 1))
+    r = plat.create_cell("reader", volumes=mount("zk-zk-0-data", "/data"))
+    assert r.status_code == 202, r.text
+    r = plat.client.delete(f"/v1/clusters/{c.id}", headers=plat.admin)
+    assert r.status_code == 202, r.text
+    after = run(plat, ex, "zk")
+    assert after is not None and after.state == "DELETING"
+    assert after.message is not None and "cannot delete its data volume" in after.message
+    assert "zk-zk-0" not in cells(plat) and "zk-zk-0-data" in volumes(plat)
