@@ -361,3 +361,41 @@ def test_delete_fails_while_another_cell_mounts_a_node_volume(
     assert after is not None and after.state == "DELETING"
     assert after.message is not None and "cannot delete its data volume" in after.message
     assert "zk-zk-0" not in cells(plat) and "zk-zk-0-data" in volumes(plat)
+
+
+def test_export_delete_create_gives_the_same_cluster(plat: Platform, ex: ClusterExecutor) -> None:
+    first = deploy(plat, ex, "eq", group("zk", ["zookeeper"], 3), group("b", ["basic"], 2, size=1))
+
+    def shape(cluster_id: str) -> Any:
+        view = plat.client.get(f"/v1/clusters/{cluster_id}", headers=plat.admin).json()
+        now = cells(plat)
+        nodes = [
+            (
+                n["name"],
+                n["group"],
+                n["roles"],
+                n["state"],
+                now[n["name"]].cpu,
+                now[n["name"]].memory_mb,
+                now[n["name"]].disk_gb,
+                now[n["name"]].volumes,
+            )
+            for n in view["nodes"]
+        ]
+        return view["nodeGroups"], nodes, sorted(view["endpoints"]), view["state"]
+
+    before = shape(first.id)
+    exported = plat.client.get(f"/v1/clusters/{first.id}/export", headers=plat.admin).json()
+    r = plat.client.delete(f"/v1/clusters/{first.id}", headers=plat.admin)
+    assert r.status_code == 202, r.text
+    assert run(plat, ex, "eq") is None
+    r = plat.client.post(
+        "/v1/projects/default/clusters",
+        json={"name": "eq", "spec": exported},
+        headers=plat.admin,
+    )
+    assert r.status_code == 202, r.text
+    second = run(plat, ex, "eq")
+    assert second is not None and second.state == "RUNNING", second and second.message
+    assert second.id != first.id
+    assert shape(second.id) == before
