@@ -10,7 +10,7 @@ exist. Secrets are returned once, when created, and stored hashed.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import delete, func, select
@@ -253,38 +253,33 @@ def _tenant_for(s: Session, principal: Principal, ref: str) -> Tenant:
     return t
 
 
-def _user(s: Session, principal: Principal, ref: str) -> User:
-    u = s.scalar(
-        select(User).where(
-            User.tenant_id == principal.tenant_id, (User.id == ref) | (User.name == ref)
+_Named = TypeVar("_Named", User, Group, OAuthClient)
+
+
+def _in_tenant(
+    s: Session, principal: Principal, model: type[_Named], ref: str, what: str
+) -> _Named:
+    """A user, group or client of the caller's tenant by id or name; 404 otherwise."""
+    row = s.scalar(
+        select(model).where(
+            model.tenant_id == principal.tenant_id, (model.id == ref) | (model.name == ref)
         )
     )
-    if u is None:
-        raise NotFound(f"user {ref!r} does not exist")
-    return u
+    if row is None:
+        raise NotFound(f"{what} {ref!r} does not exist")
+    return row
+
+
+def _user(s: Session, principal: Principal, ref: str) -> User:
+    return _in_tenant(s, principal, User, ref, "user")
 
 
 def _group(s: Session, principal: Principal, ref: str) -> Group:
-    g = s.scalar(
-        select(Group).where(
-            Group.tenant_id == principal.tenant_id, (Group.id == ref) | (Group.name == ref)
-        )
-    )
-    if g is None:
-        raise NotFound(f"group {ref!r} does not exist")
-    return g
+    return _in_tenant(s, principal, Group, ref, "group")
 
 
 def _client(s: Session, principal: Principal, ref: str) -> OAuthClient:
-    c = s.scalar(
-        select(OAuthClient).where(
-            OAuthClient.tenant_id == principal.tenant_id,
-            (OAuthClient.id == ref) | (OAuthClient.name == ref),
-        )
-    )
-    if c is None:
-        raise NotFound(f"client {ref!r} does not exist")
-    return c
+    return _in_tenant(s, principal, OAuthClient, ref, "client")
 
 
 def _audit(s: Session, principal: Principal, action: str, target: str, **detail: Any) -> None:
@@ -755,25 +750,6 @@ def get_ldap(svc: Services, principal: Principal) -> dict[str, Any]:
         if c is None:
             raise NotFound("this tenant has no LDAP federation")
         return _ldap_view(c)
-
-
-def ldap_settings_of(c: LdapConfig) -> Any:
-    """The `identity.ldap.LdapSettings` of a stored configuration."""
-    from cellplane.identity.ldap import LdapSettings
-
-    attributes = {k: v for k, v in c.attributes.items() if k != "group_name_attribute"}
-    return LdapSettings(
-        url=c.url,
-        bind_dn=c.bind_dn,
-        bind_password=c.bind_secret,
-        user_base=c.user_base,
-        group_base=c.group_base,
-        user_filter=c.user_filter,
-        group_filter=c.group_filter,
-        attributes=attributes,
-        group_name_attribute=str(c.attributes.get("group_name_attribute", "cn")),
-        group_roles=dict(c.group_roles),
-    )
 
 
 def set_ldap(svc: Services, principal: Principal, body: LdapBody) -> dict[str, Any]:
