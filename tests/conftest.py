@@ -1,4 +1,10 @@
-"""Suite-wide rules: integration tests need real podman; in CI they must run, never skip."""
+"""Suite-wide rules: integration tests need real podman; in CI they must run, never skip.
+
+Every Database the tests build (and every server process they start, which inherits the
+environment) runs in strict mode: a thread checking out a second database connection while it
+holds one raises `SecondConnectionError` (see cellplane.state.db), so a request path that could
+exhaust the pool under load fails here rather than in production.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,12 @@ import os
 import shutil
 
 import pytest
+
+os.environ["CELLPLANE_DB_STRICT"] = "1"
+# The LDAP tests use directories on this machine (a private slapd on a dynamic port; closed
+# ports for failures), which the default LDAP host policy refuses; the policy's own tests
+# clear this.
+os.environ["CELLPLANE_LDAP_ALLOWED_HOSTS"] = "127.0.0.1:*"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

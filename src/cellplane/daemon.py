@@ -80,6 +80,15 @@ print(token or "")
 """
 
 
+def _proxy_options(trusted: str) -> dict[str, Any]:
+    """uvicorn's forwarded-header settings: off unless proxies are named (uvicorn's own default
+    trusts 127.0.0.1, so any local process could claim to be any client)."""
+    proxies = [p.strip() for p in trusted.split(",") if p.strip()]
+    if not proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": proxies}
+
+
 def run_server(
     data_dir: Path,
     database_url: str | None,
@@ -87,9 +96,15 @@ def run_server(
     port: int,
     log_level: str,
     tls: bool = False,
+    trusted_proxies: str | None = None,
 ) -> int:
     """Serve the API; with ``tls`` over HTTPS with a certificate from the deployment CA, and
-    accepting (not requiring) client certificates it issued (mTLS, see api/tls.py)."""
+    accepting (not requiring) client certificates it issued (mTLS, see api/tls.py).
+
+    ``trusted_proxies`` (default: ``CELLPLANE_TRUSTED_PROXIES``), comma-separated addresses or
+    networks: only requests from these may say who the client is with ``X-Forwarded-For`` /
+    ``X-Forwarded-Proto``. None by default: the audit log's source and the token endpoints' rate
+    limits key on the peer address, which a header must not be able to change."""
     import ssl
 
     import uvicorn
@@ -143,6 +158,12 @@ def run_server(
         # first: with equal timeouts a request sent on a connection the server is closing at
         # that instant fails with "connection reset" (seen in CI on a DELETE).
         timeout_keep_alive=75,
+        server_header=False,
+        **_proxy_options(
+            trusted_proxies
+            if trusted_proxies is not None
+            else os.environ.get("CELLPLANE_TRUSTED_PROXIES", "")
+        ),
         **ssl_options,
     )
     uvicorn.Server(config).run()

@@ -8,7 +8,9 @@ CellplaneError
 │   └── QuotaExceeded          409
 ├── Unauthorized           401
 ├── Forbidden              403
-└── IdempotencyMismatch    422
+├── IdempotencyMismatch    422
+├── BadRequest             400 (a malformed request: bad cursor, NUL in the URL, too deep)
+└── PayloadTooLarge        413 (a body over the server's limit)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "BadRequest",
     "CellplaneError",
     "Conflict",
     "FieldError",
@@ -23,6 +26,7 @@ __all__ = [
     "IdempotencyMismatch",
     "InsufficientCapacity",
     "NotFound",
+    "PayloadTooLarge",
     "QuotaExceeded",
     "Unauthorized",
     "ValidationFailed",
@@ -97,3 +101,17 @@ class IdempotencyMismatch(CellplaneError):
     status = 422
     slug = "idempotency-mismatch"
     title = "Idempotency key reused with a different request"
+
+
+class BadRequest(ValidationFailed):
+    """A request that is malformed rather than invalid (a cursor the server never issued)."""
+
+    status = 400
+    slug = "malformed"
+    title = "Malformed request"
+
+
+class PayloadTooLarge(CellplaneError):
+    status = 413
+    slug = "too-large"
+    title = "Request body too large"

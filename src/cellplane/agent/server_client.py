@@ -15,12 +15,13 @@ from typing import Any, Final
 import httpx
 
 from cellplane.identity._files import ensure_private_dir, read_private_file, write_private_file
+from cellplane.validation import DNS_LABEL
 
 __all__ = ["ServerClient", "ServerUnavailable", "host_csr"]
 
 # What the CA accepts as a common name, and as a DNS name (lowercase labels).
 _CN: Final = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._@-]{0,62}[A-Za-z0-9])?$")
-_DNS_LABEL: Final = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_DNS_LABEL: Final = DNS_LABEL
 
 
 def host_csr(cert_dir: Path, name: str, address: str) -> str | None:

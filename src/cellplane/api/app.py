@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from cellplane import __version__
 from cellplane.api import (
     errors,
+    guard,
     routes_agent,
     routes_cells,
     routes_clusters,
@@ -25,6 +26,7 @@ from cellplane.api import (
     routes_quotas,
     routes_system,
 )
+from cellplane.api.jsonresp import JSONResponse
 from cellplane.clusters.executor import run_cluster_executor
 from cellplane.controller.loop import run_controller
 from cellplane.metrics import REQUEST_SECONDS, register_cell_states
@@ -67,10 +69,17 @@ def _audit_request(svc: Services, request: Request, route: str, status: int) -> 
     )
 
 
+def _streamed_upload(method: str, path: str) -> bool:
+    """Image import streams its body to disk under its own, larger limit."""
+    return method == "POST" and path == "/v1/images"
+
+
 def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc.notifier.bind(asyncio.get_running_loop())
+        # API worker threads and background threads, sized with the database pool (state/db.py).
+        svc.db.sizing.apply_to_running_loop()
         # Agents answer plain HTTP today; not loading the CA bundle saves ~3 MB of resident memory.
         app.state.agent_client = httpx.AsyncClient(timeout=30, verify=False)
         loops = (
@@ -95,11 +104,18 @@ def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
         version=__version__,
         description="Cells, clusters and identity on your own machines.",
         lifespan=lifespan,
+        default_response_class=JSONResponse,
     )
     app.state.services = svc
     app.state.authenticator = Authenticator(svc)
     register_cell_states(_cell_counts(svc))
     errors.install(app)
+    # Added last, so it runs first: nothing reaches a route that the guard refuses.
+    app.add_middleware(
+        guard.RequestGuard,
+        max_body_bytes=svc.max_body_bytes,
+        streamed=_streamed_upload,
+    )
 
     @app.middleware("http")
     async def timing(
@@ -116,7 +132,7 @@ def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
             await run_in_threadpool(_audit_request, svc, request, path, response.status_code)
         return response
 
-    for r in (
+    routers = (
         routes_system,
         routes_ops,
         routes_cells,
@@ -126,6 +142,8 @@ def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
         routes_directory,
         routes_quotas,
         routes_pki,
-    ):
+    )
+    for r in routers:
         app.include_router(r.router)
+    app.state.api_routes = [route for r in routers for route in r.router.routes]
     return app

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from cellplane.api.deps import IdempotencyContext
+from cellplane.api.jsonresp import JSONResponse
 from cellplane.services import idempotency
 from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import Outcome

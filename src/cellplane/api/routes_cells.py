@@ -8,10 +8,11 @@ from typing import Any
 import httpx
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from cellplane.api.deps import IdempotencyContext, idempotency, require, services
+from cellplane.api.jsonresp import JSONResponse
 from cellplane.api.respond import idempotent, outcome_response
 from cellplane.errors import Conflict, ValidationFailed
 from cellplane.services import cells, volumes

@@ -3,10 +3,13 @@ assignments, LDAP federation, signing keys and audit log (tenant admins)."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi.concurrency import run_in_threadpool
 
 from cellplane.api.deps import IdempotencyContext, idempotency, require, services
 from cellplane.api.respond import idempotent
@@ -21,6 +24,7 @@ from cellplane.services.directory import (
     UserCreate,
     UserUpdate,
 )
+from cellplane.services.ratelimit import RateLimiter
 
 __all__ = ["PUBLIC_ROUTES", "router"]
 
@@ -253,13 +257,31 @@ def get_ldap(
     return directory.get_ldap(svc, p)
 
 
+#: LDAP settings checks per tenant: 5 at once, then one every 12 s (each may take a worker
+#: thread for the connect timeout; see directory.LDAP_CHECK_FAILED).
+LDAP_CHECKS = RateLimiter(rate_per_s=1 / 12, burst=5)
+
+
 @router.put("/v1/identity/ldap", tags=["identity"])
-def set_ldap(
+async def set_ldap(
     body: LdapBody,
     svc: Services = Depends(services),
     p: Principal = Depends(require("identity:write")),
 ) -> dict[str, Any]:
-    return directory.set_ldap(svc, p, body)
+    if body.check and (wait := LDAP_CHECKS.take(p.tenant_id, time.monotonic())) is not None:
+        raise HTTPException(
+            429,
+            "Too many LDAP settings checks; try again later.",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+    started = time.monotonic()
+    try:
+        result: dict[str, Any] = await run_in_threadpool(directory.set_ldap, svc, p, body)
+    except directory.LdapCheckFailed:
+        # Every failure takes as long as a timeout: refused and silent ports look alike.
+        await asyncio.sleep(max(0.0, directory.LDAP_CHECK_FLOOR_S - (time.monotonic() - started)))
+        raise
+    return result
 
 
 @router.delete("/v1/identity/ldap", status_code=204, tags=["identity"])

@@ -6,6 +6,10 @@ and sync SQLAlchemy) in a worker thread. None of these routes sits behind `requi
 are how callers obtain credentials in the first place, and each path is listed in
 `PUBLIC_ROUTES` so the route-policy check can tell they are public on purpose. OAuth endpoints
 answer OAuth error JSON (RFC 6749 section 5.2); an unknown tenant answers a 404 problem.
+
+Every endpoint that checks a secret (a client's: /token, /revoke, /introspect; a password: /token,
+the login form's POST) draws on one token bucket per (tenant, client address); discovery, JWKS,
+userinfo and logout only verify signatures and are not limited.
 """
 
 from __future__ import annotations
@@ -155,7 +159,8 @@ async def revoke(tenant: str, request: Request) -> Response:
 
 @router.post(f"{_BASE}/introspect")
 async def introspect(tenant: str, request: Request) -> Response:
-    return await _endpoint(request, tenant, "introspection", limit=False)
+    # Limited like /token and /revoke: it authenticates a client by its secret.
+    return await _endpoint(request, tenant, "introspection", limit=True)
 
 
 @router.get(f"{_BASE}/userinfo")

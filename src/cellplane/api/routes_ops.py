@@ -11,11 +11,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
 from cellplane.api.deps import require, services
-from cellplane.errors import NotFound
+from cellplane.api.jsonresp import JSONResponse
+from cellplane.errors import NotFound, PayloadTooLarge, ValidationFailed
 from cellplane.ids import new_id
 from cellplane.services import hosts, images
 from cellplane.services.context import Principal, Services
@@ -23,6 +24,7 @@ from cellplane.services.schemas import FlavorCreate, MaintenanceBody
 from cellplane.services.tasks import TERMINAL, task_view
 from cellplane.state.cluster_models import Cluster
 from cellplane.state.models import Cell, Task, Volume
+from cellplane.validation import IMAGE_NAME, IMAGE_NAME_MSG
 
 __all__ = ["router"]
 
@@ -100,15 +102,27 @@ async def import_image(
     p: Principal = Depends(require("images:write")),
 ) -> JSONResponse:
     """Upload a docker-archive or OCI archive tarball as the raw request body."""
+    if not IMAGE_NAME.fullmatch(name):  # before the upload, not after gigabytes of it
+        raise ValidationFailed.field("name", IMAGE_NAME_MSG)
     upload = svc.images_dir / f".upload-{new_id('up')}"
     h = hashlib.sha256()
     size = 0
     fd = os.open(upload, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > svc.max_image_bytes:
+                raise PayloadTooLarge(
+                    f"the image is larger than this server's limit of {svc.max_image_bytes} bytes"
+                )
             async for chunk in request.stream():
                 h.update(chunk)
                 size += len(chunk)
+                if size > svc.max_image_bytes:
+                    raise PayloadTooLarge(
+                        f"the image is larger than this server's limit of "
+                        f"{svc.max_image_bytes} bytes"
+                    )
                 f.write(chunk)
     except BaseException:
         Path(upload).unlink(missing_ok=True)

@@ -45,12 +45,28 @@ def server(
     tls: Annotated[
         bool, typer.Option("--tls/--no-tls", help="Serve HTTPS with the deployment's CA.")
     ] = False,
+    trusted_proxies: Annotated[
+        str,
+        typer.Option(
+            envvar="CELLPLANE_TRUSTED_PROXIES",
+            help="Comma-separated proxy addresses/networks whose X-Forwarded-For is believed "
+            "(none by default).",
+        ),
+    ] = "",
 ) -> None:
     """Run the control plane: API, controllers and task engine."""
     from cellplane.daemon import run_server
     from cellplane.paths import default_data_dir
 
-    code = run_server(data_dir or default_data_dir(), database_url, host, port, log_level, tls)
+    code = run_server(
+        data_dir or default_data_dir(),
+        database_url,
+        host,
+        port,
+        log_level,
+        tls,
+        trusted_proxies=trusted_proxies,
+    )
     raise typer.Exit(code)
 
 

@@ -60,6 +60,7 @@ from cellplane.identity._files import (
     read_private_file,
     write_private_file,
 )
+from cellplane.validation import DNS_LABEL
 
 __all__ = [
     "CAError",
@@ -89,7 +90,7 @@ _MAX_RSA_BITS: Final = 8192
 _SYSTEM: Final = "system"
 
 _CN_RE: Final = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._@-]{0,62}[A-Za-z0-9])?$")
-_LABEL_RE: Final = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_LABEL_RE: Final = DNS_LABEL
 _TENANT_RE: Final = _LABEL_RE
 
 _EKUS: Final[Mapping[str, frozenset[x509.ObjectIdentifier]]] = {

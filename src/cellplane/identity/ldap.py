@@ -21,12 +21,18 @@ configuration is broken, and names the problem.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import logging
 import math
+import os
+import re
+import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import ldap3
 from ldap3.core.exceptions import (
@@ -38,14 +44,18 @@ from ldap3.core.exceptions import (
 from ldap3.utils.conv import escape_filter_chars
 
 __all__ = [
+    "ALLOWED_HOSTS_ENV",
     "LDAP_ROLES",
+    "HostPolicy",
     "LdapError",
+    "LdapNotAllowed",
     "LdapSettings",
     "LdapUser",
     "authenticate",
     "check_settings",
     "group_search_filter",
     "map_roles",
+    "url_host_port",
     "user_search_filter",
 ]
 
@@ -394,3 +404,178 @@ def check_settings(settings: LdapSettings) -> None:
                 raise LdapError(f"the {what} {base} does not exist on {settings.url}")
     finally:
         _close(service)
+
+
+# --- which directories the operator lets tenants name ----------------------------------------
+
+#: The operator's allow-list of LDAP hosts (see `HostPolicy`).
+ALLOWED_HOSTS_ENV: Final = "CELLPLANE_LDAP_ALLOWED_HOSTS"
+_STANDARD_PORTS: Final = frozenset({389, 636})
+_HOST_NAME: Final = re.compile(
+    r"[a-z0-9_]([a-z0-9_-]*[a-z0-9])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9])?)*"
+)
+
+
+class LdapNotAllowed(LdapError):
+    """The settings name a host or port the operator does not allow."""
+
+
+def url_host_port(url: str) -> tuple[str, int]:
+    """(host, port) of an ``ldap://`` or ``ldaps://`` URL (default ports 389 and 636)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("ldap", "ldaps") or not parts.hostname:
+        raise LdapNotAllowed(f"{url!r} is not an ldap:// or ldaps:// URL with a host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise LdapNotAllowed(f"{url!r} has an invalid port") from None
+    return parts.hostname.lower(), port or (636 if scheme == "ldaps" else 389)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    host: str  # "*", "name", "*.suffix"; or "" when `network` is set
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None
+    ports: frozenset[int] | None  # None: any port
+
+    def matches_port(self, port: int) -> bool:
+        return self.ports is None or port in self.ports
+
+
+def _parse_rule(text: str) -> _Rule:
+    host, ports_text = text, ""
+    if text.startswith("["):  # [IPv6 or IPv6/len]:port
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"{text!r}: unclosed '['")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"{text!r}: expected ':port' after ']'")
+        ports_text = rest[1:]
+    elif text.count(":") == 1:
+        host, ports_text = text.split(":")
+    elif text.count(":") > 1:
+        host = text  # a bare IPv6 address or network, any standard port
+    ports: frozenset[int] | None
+    if ports_text == "*":
+        ports = None
+    elif ports_text:
+        if not ports_text.isdigit() or not 0 < int(ports_text) < 65536:
+            raise ValueError(f"{text!r}: the port must be 1-65535 or '*'")
+        ports = frozenset({int(ports_text)})
+    else:
+        ports = _STANDARD_PORTS
+    host = host.strip().lower().rstrip(".")
+    if not host:
+        raise ValueError(f"{text!r}: no host")
+    try:
+        network = ipaddress.ip_network(host, strict=False)
+    except ValueError:
+        network = None
+    if network is not None:
+        return _Rule("", network, ports)
+    if host != "*" and not _HOST_NAME.fullmatch(host.removeprefix("*.")):
+        raise ValueError(f"{text!r}: not a host name, *.domain, IP address or network")
+    return _Rule(host, None, ports)
+
+
+def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Not this machine, not link-local (cloud metadata lives there), not multicast."""
+    return not (
+        address.is_loopback
+        or address.is_link_local
+        or address.is_unspecified
+        or address.is_multicast
+        or address.is_reserved
+    )
+
+
+Resolver = Callable[[str], list[ipaddress.IPv4Address | ipaddress.IPv6Address]]
+
+
+def _resolve(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return []
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
+@dataclass(frozen=True)
+class HostPolicy:
+    """Which hosts and ports a tenant's LDAP settings may name: the operator's
+    ``CELLPLANE_LDAP_ALLOWED_HOSTS``, a comma- or space-separated list of ``HOST[:PORT]``.
+
+    HOST is ``*`` (any host), a name, ``*.example.org`` (any name under it), an IP address or a
+    network in CIDR notation (IPv6 in brackets when a port follows: ``[fd00::/8]:636``); a name
+    matches a network rule when every address it resolves to is inside. PORT is a number or
+    ``*``; without one, the standard LDAP ports 389 and 636. An empty value allows nothing (no
+    federation at all).
+
+    Unset, the default admits any host on ports 389 and 636 except this machine's own
+    addresses, link-local ones (where cloud metadata services live), unspecified and multicast
+    addresses, also when a name resolves to one of them: a tenant admin cannot point the server
+    at its own loopback services or probe arbitrary ports. An operator whose directory is on
+    such an address, or on another port, lists it (e.g. ``127.0.0.1:10389``).
+    """
+
+    rules: tuple[_Rule, ...] | None  # None: the default
+
+    @classmethod
+    def parse(cls, spec: str | None) -> HostPolicy:
+        if spec is None:
+            return cls(None)
+        items = [t for t in spec.replace(",", " ").split() if t]
+        return cls(tuple(_parse_rule(t) for t in items))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> HostPolicy:
+        env = os.environ if environ is None else environ
+        try:
+            return cls.parse(env.get(ALLOWED_HOSTS_ENV))
+        except ValueError as exc:  # a typo of the operator's must not open everything
+            logging.getLogger("cellplane.ldap").error(
+                "%s is malformed (%s): no LDAP host is allowed", ALLOWED_HOSTS_ENV, exc
+            )
+            return cls(())
+
+    def check(self, url: str, resolve: Resolver = _resolve) -> None:
+        """Raise LdapNotAllowed unless ``url``'s host and port are allowed."""
+        host, port = url_host_port(url)
+        try:
+            literal: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(
+                host
+            )
+        except ValueError:
+            literal = None
+        refused = LdapNotAllowed(
+            f"{host}:{port} is not among the LDAP hosts this server allows "
+            f"(the operator's {ALLOWED_HOSTS_ENV})"
+        )
+        if self.rules is None:
+            addresses = [literal] if literal is not None else resolve(host)
+            if port not in _STANDARD_PORTS or not addresses:
+                raise refused
+            if not all(_public(a) for a in addresses):
+                raise refused
+            return
+        addresses_cache: list[ipaddress.IPv4Address | ipaddress.IPv6Address] | None = None
+        for rule in self.rules:
+            if not rule.matches_port(port):
+                continue
+            if rule.network is None:
+                if rule.host == "*" or rule.host == host:
+                    return
+                if rule.host.startswith("*.") and host.endswith(rule.host[1:]):
+                    return
+                continue
+            if literal is not None:
+                if literal in rule.network:
+                    return
+                continue
+            if addresses_cache is None:
+                addresses_cache = resolve(host)
+            if addresses_cache and all(a in rule.network for a in addresses_cache):
+                return
+        raise refused

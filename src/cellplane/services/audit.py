@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cellplane.errors import ValidationFailed
-from cellplane.ids import new_id, utcnow
+from cellplane.errors import BadRequest, Forbidden, ValidationFailed
+from cellplane.ids import is_id, new_id, utcnow
 from cellplane.services.context import Principal, Services
 from cellplane.state.identity_models import AuditEvent
 
@@ -88,8 +88,12 @@ def list_events(
     """Newest first; a tenant admin sees their tenant's events, a system admin may see all."""
     if not 1 <= limit <= 1000:
         raise ValidationFailed.field("limit", "must be between 1 and 1000")
+    if all_tenants and not principal.is_system_admin:
+        raise Forbidden("only a system admin may read every tenant's audit events (all_tenants)")
+    if before is not None and not is_id(before):
+        raise BadRequest.field("before", "is not a cursor this server issued")
     q = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
-    if not (all_tenants and principal.is_system_admin):
+    if not all_tenants:
         q = q.where(AuditEvent.tenant_id == principal.tenant_id)
     if before:
         q = q.where(AuditEvent.id < before)

@@ -14,6 +14,7 @@ import json
 import secrets
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +28,22 @@ from cellplane.services.context import Principal, Services
 from cellplane.services.grants import principal_from_claims, roles_of
 from cellplane.services.hosts import JOIN_TOKEN_KEY
 from cellplane.services.images import DEFAULT_FLAVORS
-from cellplane.state.identity_models import RevokedToken, RoleAssignment, User
+from cellplane.state.identity_models import OAuthClient, RevokedToken, RoleAssignment, User
 from cellplane.state.models import Credential, Flavor, Image, Project, Setting, Tenant
 
-__all__ = ["Authenticator", "Seeded", "seed"]
+__all__ = ["Authenticator", "Seeded", "seed", "subject_changed"]
+
+#: The authenticators of this process (one per app), told when a user or client changes.
+_LIVE: weakref.WeakSet[Authenticator] = weakref.WeakSet()
+
+
+def subject_changed(subject_id: str) -> None:
+    """A user or client was disabled, deleted or changed: every authenticator of this process
+    forgets what it cached about them, so their tokens stop working at once (another process
+    notices within its ``status_cache_s``)."""
+    for authn in list(_LIVE):
+        authn.forget_subject(subject_id)
+
 
 DEFAULT_TENANT = "default"
 
@@ -134,18 +147,29 @@ class Authenticator:
     """Bearer credentials -> Principal.
 
     Two kinds of bearer token: access tokens (JWTs signed by a tenant's issuer; the claims carry
-    the roles, so a request costs a cached signature check and no database read) and personal
-    access tokens (`cpt_...`, the bootstrap admin's; stored as SHA-256, roles read from the
-    role assignments of their user and cached for `pat_cache_s`).
+    the roles, so a request costs a cached signature check) and personal access tokens
+    (`cpt_...`, the bootstrap admin's; stored as SHA-256, roles read from the role assignments
+    of their user and cached for `pat_cache_s`).
+
+    An access token stands for its subject only while the subject may still sign in: a user who
+    is disabled or deleted, or a client that is deleted, loses every token at once. Whether the
+    subject is active is read from the database and cached for `status_cache_s` per subject;
+    the directory calls `subject_changed` when it disables or deletes one, which drops the
+    cached answer (and cached PATs) in this process immediately.
     """
 
-    def __init__(self, svc: Services, pat_cache_s: float = 30.0) -> None:
+    def __init__(
+        self, svc: Services, pat_cache_s: float = 30.0, status_cache_s: float = 5.0
+    ) -> None:
         self._svc = svc
         self._pat_cache_s = pat_cache_s
+        self._status_cache_s = status_cache_s
         self._cache: dict[str, tuple[float, Principal]] = {}
+        self._status: dict[tuple[str, str, str], tuple[float, bool]] = {}
         self._tenants: dict[str, str] = {}  # name -> id
         self._revoked: dict[str, float] | None = None  # jti -> exp
         self._lock = threading.Lock()
+        _LIVE.add(self)
 
     # -- access tokens -------------------------------------------------------------------------
 
@@ -202,7 +226,34 @@ class Authenticator:
             revoked = self._load_revoked()
             if isinstance(jti, str) and jti in revoked:
                 raise Unauthorized("the bearer token has been revoked")
+        kind = "client" if claims.get("kind") == "service" else "user"
+        if not self._subject_active(tenant_id, kind, str(claims.get("sub", ""))):
+            raise Unauthorized("the bearer token is not valid (its subject is disabled or gone)")
         return claims
+
+    def _subject_active(self, tenant_id: str, kind: str, subject_id: str) -> bool:
+        """Whether the user (not disabled) or client still exists in the tenant (cached)."""
+        key = (tenant_id, kind, subject_id)
+        now = time.monotonic()
+        hit = self._status.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        with self._svc.db.reader() as s:
+            if kind == "client":
+                row_tenant = s.scalar(
+                    select(OAuthClient.tenant_id).where(OAuthClient.id == subject_id)
+                )
+                active = row_tenant == tenant_id
+            else:
+                row = s.execute(
+                    select(User.tenant_id, User.disabled).where(User.id == subject_id)
+                ).first()
+                active = row is not None and row.tenant_id == tenant_id and not row.disabled
+        with self._lock:
+            if len(self._status) > 100_000:
+                self._status.clear()
+            self._status[key] = (now + self._status_cache_s, active)
+        return active
 
     # -- any bearer token ------------------------------------------------------------------------
 
@@ -242,7 +293,16 @@ class Authenticator:
         """Drop cached credentials (after role or user changes in this process)."""
         with self._lock:
             self._cache.clear()
+            self._status.clear()
             self._tenants.clear()
+
+    def forget_subject(self, subject_id: str) -> None:
+        """Drop what is cached about one user or client (see `subject_changed`)."""
+        with self._lock:
+            for key in [k for k in self._status if k[2] == subject_id]:
+                del self._status[key]
+            for h in [h for h, (_, p) in self._cache.items() if p.subject == subject_id]:
+                del self._cache[h]
 
 
 def _pad(s: str) -> str:

@@ -7,6 +7,8 @@ a task and (for POSTs) the idempotency record; then the controller or the host's
 from __future__ import annotations
 
 import base64
+import contextlib
+import re
 from datetime import datetime
 from typing import Any
 
@@ -15,13 +17,14 @@ from sqlalchemy.orm import Session
 
 from cellplane import scheduler
 from cellplane.errors import (
+    BadRequest,
     Conflict,
     Forbidden,
     InsufficientCapacity,
     NotFound,
     ValidationFailed,
 )
-from cellplane.ids import new_id, utcnow
+from cellplane.ids import is_id, new_id, utcnow
 from cellplane.services import hosts as hosts_mod
 from cellplane.services import quotas as quotas_mod
 from cellplane.services import tasks as tasks_mod
@@ -70,10 +73,18 @@ def encode_cursor(last_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValidationFailed.field("cursor", "is not a cursor this server issued") from e
+    """The id a cursor from `encode_cursor` stands for; anything else is refused (400), never
+    decoded leniently (urlsafe_b64decode skips characters outside its alphabet)."""
+    last_id = ""
+    if len(cursor) <= 64 and _CURSOR.fullmatch(cursor):
+        with contextlib.suppress(ValueError):
+            last_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    if not is_id(last_id) or encode_cursor(last_id) != cursor:
+        raise BadRequest.field("cursor", "is not a cursor this server issued")
+    return last_id
+
+
+_CURSOR = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def project_for(

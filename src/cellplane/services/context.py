@@ -181,6 +181,9 @@ class Services:
     access_ttl_s: float = 300.0
     # The OIDC provider's tunables (lockout, rate limit, lifetimes); None: its defaults.
     oidc: OidcSettings | None = None
+    # Largest request body (413 above it, before it is parsed); image uploads have their own.
+    max_body_bytes: int = 1024 * 1024
+    max_image_bytes: int = 64 * 1024**3
     _tokens: TokenService | None = field(default=None, repr=False)
 
     @property

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from cellplane.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from cellplane.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from cellplane.identity.passwords import generate_secret, hash_password, hash_secret
 from cellplane.ids import new_id, utcnow
 from cellplane.services.audit import actor_of, record
@@ -33,6 +33,7 @@ from cellplane.state.identity_models import (
     User,
 )
 from cellplane.state.models import Cell, Credential, Project, Tenant, Volume
+from cellplane.validation import DNS_LABEL, user_name
 
 __all__ = [
     "AssignmentCreate",
@@ -44,8 +45,8 @@ __all__ = [
     "UserUpdate",
 ]
 
-TENANT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+TENANT_NAME = DNS_LABEL
+USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 MIN_PASSWORD = 12
 GRANT_TYPES = frozenset({"client_credentials", "authorization_code", "refresh_token", "password"})
 
@@ -75,7 +76,7 @@ class TenantCreate(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not TENANT_NAME.match(v):
+        if not TENANT_NAME.fullmatch(v):
             raise ValueError("must be a DNS label: 1-63 of a-z, 0-9 and '-'")
         return v
 
@@ -91,9 +92,9 @@ class UserCreate(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not USER_NAME.match(v):
+        if not USER_NAME.fullmatch(v):
             raise ValueError("1-128 of letters, digits and '._@-', starting with a letter or digit")
-        return v
+        return user_name(v)
 
 
 class UserUpdate(_Strict):
@@ -112,7 +113,7 @@ class GroupCreate(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not USER_NAME.match(v):
+        if not USER_NAME.fullmatch(v):
             raise ValueError("1-128 of letters, digits and '._@-', starting with a letter or digit")
         return v
 
@@ -126,7 +127,7 @@ class ClientCreate(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not USER_NAME.match(v):
+        if not USER_NAME.fullmatch(v):
             raise ValueError("1-128 of letters, digits and '._@-', starting with a letter or digit")
         return v
 
@@ -271,7 +272,7 @@ def _in_tenant(
 
 
 def _user(s: Session, principal: Principal, ref: str) -> User:
-    return _in_tenant(s, principal, User, ref, "user")
+    return _in_tenant(s, principal, User, user_name(ref), "user")
 
 
 def _group(s: Session, principal: Principal, ref: str) -> Group:
@@ -433,14 +434,32 @@ def create_user(svc: Services, s: Session, principal: Principal, body: UserCreat
     return Outcome(201, out, f"/v1/users/{u.id}")
 
 
+def _user_to_update(s: Session, principal: Principal, ref: str, body: UserUpdate) -> User:
+    """The caller's tenant's user; for a system admin only unlocking, any tenant's user by id
+    (a tenant's only admin, locked out, can be rescued by the operator)."""
+    try:
+        return _user(s, principal, ref)
+    except NotFound:
+        unlock_only = body.unlock and body.model_fields_set <= {"unlock"}
+        if principal.is_system_admin and unlock_only:
+            u = s.get(User, ref)
+            if u is not None:
+                return u
+        raise
+
+
 def update_user(svc: Services, principal: Principal, ref: str, body: UserUpdate) -> dict[str, Any]:
+    from cellplane.services.auth import subject_changed
+
+    # argon2 before the transaction: no write lock held for it.
+    new_hash = hash_password(body.password) if body.password is not None else None
     with svc.db.session() as s:
-        u = _user(s, principal, ref)
+        u = _user_to_update(s, principal, ref, body)
         changed: list[str] = []
-        if body.password is not None:
+        if new_hash is not None:
             if u.source != "local":
                 raise Conflict(f"user {u.name!r} comes from LDAP; change the password there")
-            u.password_hash = hash_password(body.password)
+            u.password_hash = new_hash
             changed.append("password")
             # A new password ends the sessions of the old one.
             s.execute(
@@ -463,10 +482,24 @@ def update_user(svc: Services, principal: Principal, ref: str, body: UserUpdate)
             u.failed_logins, u.locked_until, u.last_failure_at = 0, None, None
             changed.append("unlock")
         _audit(s, principal, "user.update", u.name, fields=changed)
-        return user_view(u)
+        if u.tenant_id != principal.tenant_id:  # the operator's unlock: the tenant sees it too
+            record(
+                s,
+                tenant_id=u.tenant_id,
+                actor=actor_of(principal),
+                action="user.update",
+                target=u.name,
+                detail={"fields": changed},
+            )
+        view = user_view(u)
+    if body.disabled is not None:
+        subject_changed(u.id)  # disabled: their access tokens stop working now, not at expiry
+    return view
 
 
 def delete_user(svc: Services, principal: Principal, ref: str) -> None:
+    from cellplane.services.auth import subject_changed
+
     with svc.db.session() as s:
         u = _user(s, principal, ref)
         if u.id == principal.subject:
@@ -485,6 +518,7 @@ def delete_user(svc: Services, principal: Principal, ref: str) -> None:
         s.execute(delete(Credential).where(Credential.subject == u.id))
         _audit(s, principal, "user.delete", u.name)
         s.delete(u)
+    subject_changed(u.id)  # their access tokens stop working now, not at expiry
 
 
 # -- groups -----------------------------------------------------------------------------------------
@@ -610,6 +644,8 @@ def rotate_client_secret(svc: Services, principal: Principal, ref: str) -> dict[
 
 
 def delete_client(svc: Services, principal: Principal, ref: str) -> None:
+    from cellplane.services.auth import subject_changed
+
     with svc.db.session() as s:
         c = _client(s, principal, ref)
         s.execute(
@@ -620,6 +656,7 @@ def delete_client(svc: Services, principal: Principal, ref: str) -> None:
         s.execute(delete(RefreshToken).where(RefreshToken.client_id == c.id))
         _audit(s, principal, "client.delete", c.name)
         s.delete(c)
+    subject_changed(c.id)  # its access tokens stop working now, not at expiry
 
 
 # -- role assignments --------------------------------------------------------------------------------
@@ -752,8 +789,34 @@ def get_ldap(svc: Services, principal: Principal) -> dict[str, Any]:
         return _ldap_view(c)
 
 
+#: The one answer to a failed LDAP settings check, whatever failed (refused, timed out, TLS,
+#: bind refused, base missing): the details would make the check a port scanner. They go to a
+#: system-level audit event (``ldap.check``, tenant-less: system admins read it with
+#: ``all_tenants=true``), and the route answers no sooner than `LDAP_CHECK_FLOOR_S`.
+LDAP_CHECK_FAILED = (
+    "the directory could not be reached, or refused these settings; "
+    "ask the operator for the details (audit event ldap.check)"
+)
+#: A failed check answers no sooner than this (the LDAP connect timeout), so that its timing
+#: does not tell a refused port from a silent one.
+LDAP_CHECK_FLOOR_S = 5.0
+
+
+class LdapCheckFailed(ValidationFailed):
+    """The settings check failed (the caller gets `LDAP_CHECK_FAILED`)."""
+
+    def __init__(self) -> None:
+        super().__init__([FieldError("url", LDAP_CHECK_FAILED)])
+
+
 def set_ldap(svc: Services, principal: Principal, body: LdapBody) -> dict[str, Any]:
-    from cellplane.identity.ldap import LdapError, LdapSettings, check_settings
+    from cellplane.identity.ldap import (
+        HostPolicy,
+        LdapError,
+        LdapNotAllowed,
+        LdapSettings,
+        check_settings,
+    )
 
     try:
         settings = LdapSettings(
@@ -770,11 +833,25 @@ def set_ldap(svc: Services, principal: Principal, body: LdapBody) -> dict[str, A
         )
     except ValueError as exc:
         raise ValidationFailed.field("ldap", str(exc)) from None
+    try:
+        HostPolicy.from_env().check(body.url)
+    except LdapNotAllowed as exc:
+        raise ValidationFailed.field("url", str(exc)) from None
     if body.check:
         try:
             check_settings(settings)
         except LdapError as exc:
-            raise ValidationFailed.field("url", str(exc)) from None
+            with svc.db.session() as s:
+                record(
+                    s,
+                    tenant_id=None,  # for system admins only: see LDAP_CHECK_FAILED
+                    actor=actor_of(principal),
+                    action="ldap.check",
+                    target=body.url,
+                    outcome="failure",
+                    detail={"tenant_id": principal.tenant_id, "error": str(exc)[:1000]},
+                )
+            raise LdapCheckFailed() from None
     with svc.db.session() as s:
         c = s.get(LdapConfig, principal.tenant_id)
         if c is None:

@@ -22,6 +22,7 @@ from cellplane.services.context import Services
 from cellplane.services.schemas import FlavorCreate
 from cellplane.services.views import flavor_view, image_view
 from cellplane.state.models import Cell, Flavor, Image
+from cellplane.validation import IMAGE_NAME, IMAGE_NAME_MSG
 
 __all__ = [
     "DEFAULT_FLAVORS",
@@ -150,8 +151,8 @@ def inspect_archive(path: Path) -> tuple[str, list[str]]:
 def import_image(svc: Services, name: str, upload: Path, sha256: str, size: int) -> dict[str, Any]:
     """Register an uploaded tarball (already written to `upload`, which this takes over)."""
     try:
-        if not name or len(name) > 128 or "/" in name:
-            raise ValidationFailed.field("name", "1-128 characters, no '/'")
+        if not IMAGE_NAME.fullmatch(name):
+            raise ValidationFailed.field("name", IMAGE_NAME_MSG)
         if size == 0:
             raise ValidationFailed.field("body", "empty upload: send the tarball as the body")
         engine_id, tags = inspect_archive(upload)

@@ -23,10 +23,23 @@ Storage and hardening decisions:
 * PKCE is mandatory for the authorization code grant, and only ``S256`` is accepted.
 * Password logins: unknown users cost one argon2 verification against a dummy hash; every
   failure (unknown user, wrong password, locked, disabled, directory down) answers the same
-  ``invalid_grant`` description. Accounts lock after ``max_failures`` failures, each within
-  ``failure_window_s`` of the previous one (``User.last_failure_at`` holds the last failure,
-  which makes the window slide), for ``lock_s``, and unlock by themselves. A stale argon2 hash is
-  rehashed after a good login.
+  ``invalid_grant`` description. Guessing is throttled per source before per account (so an
+  attacker is slowed down rather than the owner locked out; docs/identity.md):
+
+  - per (tenant, client address): a token bucket of ``source_max_failures`` failed logins,
+    refilled by one every ``source_failure_interval_s``. A slot is reserved *before* the
+    password is checked and given back on success, so parallel guesses cannot overrun it; a
+    source without a slot answers 429 at once (no argon2 work, no account counted).
+  - per account: ``max_failures`` failures, each within ``failure_window_s`` of the previous
+    one (``User.last_failure_at``; the window slides), lock it for ``lock_s``; it unlocks by
+    itself. The counter is charged *before* the check by one atomic ``UPDATE ... SET
+    failed_logins = failed_logins + 1 ... RETURNING``, so N parallel guesses get at most
+    ``max_failures`` real checks. With the defaults one address can never lock an account
+    (5 < 10, and its next guess comes only after the window has passed).
+  - a locked account still admits sign-in from a *familiar* address (one this user signed in
+    from within ``familiar_ttl_s``, by the audit log), still under that address's throttle.
+
+  A stale argon2 hash is rehashed after a good login.
 * LDAP federation: when the tenant has an :class:`LdapConfig` and no *local* user of that name
   exists, the password is checked against the directory (``cellplane.identity.ldap``, imported
   lazily) and a ``source="ldap"`` user row is upserted. The roles the directory groups map to go
@@ -54,9 +67,10 @@ import secrets
 import threading
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn, TypeVar
 from urllib.parse import urlencode, urlsplit
 
@@ -87,14 +101,12 @@ from authlib.oidc.core import OpenIDCode, OpenIDToken, UserInfo, UserInfoEndpoin
 from authlib.oidc.core.grants.util import create_half_hash
 from authlib.oidc.discovery import OpenIDProviderMetadata
 from authlib.oidc.rpinitiated import EndSessionEndpoint
-from sqlalchemy import select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from cellplane.errors import NotFound, Unauthorized
 from cellplane.identity.passwords import (
-    LockoutPolicy,
-    LockoutState,
     generate_secret,
     hash_password,
     hash_secret,
@@ -105,8 +117,10 @@ from cellplane.identity.passwords import (
 from cellplane.ids import new_id, utcnow
 from cellplane.services import audit
 from cellplane.services.grants import claims_for
+from cellplane.services.ratelimit import RateLimiter
 from cellplane.services.signing import ACCESS_TOKEN_AUDIENCE, ALGORITHMS
 from cellplane.state.identity_models import (
+    AuditEvent,
     AuthCode,
     LdapConfig,
     OAuthClient,
@@ -115,6 +129,7 @@ from cellplane.state.identity_models import (
     User,
 )
 from cellplane.state.models import Setting, Tenant
+from cellplane.validation import user_name
 
 if TYPE_CHECKING:
     from cellplane.services.auth import Authenticator
@@ -168,9 +183,15 @@ _ROLES_SEP: Final = "\n"
 class OidcSettings:
     """Tunables of the provider. Read from ``Services.oidc`` when present (see `settings_of`)."""
 
-    max_failures: int = 5
+    #: Account lock: failures (each within the window of the previous one) before it locks.
+    max_failures: int = 10
     failure_window_s: float = 300.0
     lock_s: float = 300.0
+    #: Per (tenant, client address): failed logins allowed at once, then one per interval.
+    source_max_failures: int = 5
+    source_failure_interval_s: float = 300.0
+    #: A locked account still admits addresses its user signed in from within this time.
+    familiar_ttl_s: float = 30 * 86400.0
     refresh_ttl_s: float = 30 * 86400.0
     ldap_refresh_ttl_s: float = 12 * 3600.0
     code_ttl_s: float = 60.0
@@ -203,34 +224,6 @@ def settings_of(svc: Services, environ: Mapping[str, str] | None = None) -> Oidc
 # --- small pieces ---------------------------------------------------------------------------
 
 
-class RateLimiter:
-    """Token buckets per key, bounded in number (least recently used keys are forgotten)."""
-
-    def __init__(self, rate_per_s: float, burst: float, max_keys: int = 10_000) -> None:
-        if rate_per_s <= 0 or burst < 1:
-            raise ValueError("rate_per_s must be positive and burst at least 1")
-        self.rate = rate_per_s
-        self.burst = burst
-        self._max_keys = max_keys
-        self._buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def take(self, key: tuple[str, str], now: float) -> float | None:
-        """None if a request is allowed now, else the seconds until one will be."""
-        with self._lock:
-            tokens, last = self._buckets.pop(key, (self.burst, now))
-            tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
-            wait: float | None = None
-            if tokens >= 1.0:
-                tokens -= 1.0
-            else:
-                wait = (1.0 - tokens) / self.rate
-            self._buckets[key] = (tokens, now)
-            while len(self._buckets) > self._max_keys:
-                self._buckets.popitem(last=False)
-            return wait
-
-
 @dataclass
 class Ctx:
     """One request to one tenant's issuer."""
@@ -249,16 +242,35 @@ class Ctx:
 
     @property
     def reader(self) -> Session:
-        """One read session for the whole request (opened on first use)."""
+        """The request's read session (opened on first use, again after `release`)."""
         if self._session is None:
             self._reader = self.provider.svc.db.reader()
             self._session = self._reader.__enter__()
         return self._session
 
-    def close(self) -> None:
+    def release(self) -> None:
+        """Give the read session's connection back to the pool.
+
+        Rows read so far stay usable (detached, with the values they were read with). Called
+        before anything that may take a connection of its own (a write session, the
+        authenticator's lookups) and before slow work that needs none (argon2, LDAP): a request
+        never holds two connections, nor one it does not use (see cellplane.state.db).
+        """
         if self._reader is not None:
-            self._reader.__exit__(None, None, None)
-            self._reader = self._session = None
+            if self._session is not None:
+                self._session.expunge_all()  # detach without expiring what was read
+            reader, self._reader, self._session = self._reader, None, None
+            reader.__exit__(None, None, None)
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write transaction, opened only after the read session is released."""
+        self.release()
+        with self.provider.svc.db.session() as s:
+            yield s
+
+    def close(self) -> None:
+        self.release()
 
 
 @dataclass(frozen=True)
@@ -275,6 +287,55 @@ class AuthUser:
 
     def get_user_id(self) -> str:  # authlib's UserMixin
         return self.id
+
+
+class SlowDown(OAuth2Error):  # type: ignore[misc]
+    """Too many failed logins from this address: 429 with Retry-After, before any check."""
+
+    error = "temporarily_unavailable"
+    status_code = 429
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(description="Too many failed sign-ins from this address; slow down.")
+        self.retry_after = max(1, math.ceil(wait_s))
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        headers: list[tuple[str, str]] = super().get_headers()
+        return [*headers, ("Retry-After", str(self.retry_after))]
+
+
+class _Refund(Exception):
+    """A login failure that is not the caller's (the directory is down): the address gets its
+    failed-login slot back, then ``error`` is raised."""
+
+    def __init__(self, error: OAuth2Error) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+@dataclass(frozen=True)
+class _Account:
+    """What a password check needs of a user row (read, then the read session released)."""
+
+    id: str
+    name: str
+    email: str | None
+    display_name: str | None
+    source: str
+    disabled: bool
+    password_hash: str | None
+
+    @classmethod
+    def of(cls, row: User) -> _Account:
+        return cls(
+            row.id,
+            row.name,
+            row.email,
+            row.display_name,
+            row.source,
+            bool(row.disabled),
+            row.password_hash,
+        )
 
 
 class Client(ClientMixin):  # type: ignore[misc]
@@ -872,7 +933,13 @@ class OidcProvider:
         self.clock = clock
         s = self.settings
         self.limiter = RateLimiter(s.rate_per_s, s.rate_burst)
-        self.lockout = LockoutPolicy(s.max_failures, s.failure_window_s, s.lock_s)
+        #: Failed password logins per (tenant id, client address); see the module doc.
+        self.source_failures = RateLimiter(
+            1.0 / s.source_failure_interval_s, float(s.source_max_failures)
+        )
+        #: (tenant id, user id, address) -> when that user last signed in from there.
+        self._familiar: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+        self._familiar_lock = threading.Lock()
         self._form_key: bytes | None = None
 
     # -- requests ------------------------------------------------------------------------------
@@ -1008,73 +1075,187 @@ class OidcProvider:
         return AuthUser(row.id, row.name, row.email, row.display_name, row.source, roles, auth_time)
 
     def check_password(self, ctx: Ctx, username: str, password: str) -> AuthUser:
-        """The user if `password` is theirs; InvalidGrantError(LOGIN_FAILED) otherwise."""
+        """The user if `password` is theirs; InvalidGrantError(LOGIN_FAILED) otherwise, or
+        SlowDown (429) when this address has no failed login left (see the module doc)."""
         st = self.settings
         if len(username) > st.max_username_chars or len(password) > st.max_password_chars:
             raise InvalidRequestError("'username' or 'password' is too long.")
+        username = user_name(username)  # case-insensitive (services/directory.py)
+        source_key = (ctx.tenant_id, ctx.source)
+        wait = self.source_failures.take(source_key, self.clock())
+        if wait is not None:
+            self._login_failed(ctx, username, None, "throttled", error=SlowDown(wait))
+        try:
+            user = self._check_password(ctx, username, password)
+        except _Refund as refund:
+            self.source_failures.refund(source_key)
+            raise refund.error from None
+        self.source_failures.refund(source_key)  # a good login spends no failure
+        return user
+
+    def _check_password(self, ctx: Ctx, username: str, password: str) -> AuthUser:
         now = ctx.now
-        user = ctx.reader.scalar(
+        row = ctx.reader.scalar(
             select(User).where(User.tenant_id == ctx.tenant_id, User.name == username)
         )
+        account = _Account.of(row) if row is not None else None
         ldap_cfg = None
-        if user is None or user.source == "ldap":
+        if account is None or account.source == "ldap":
             ldap_cfg = ctx.reader.get(LdapConfig, ctx.tenant_id)
-        if user is not None and self.lockout.is_locked(_lock_state(user), now):
+        ctx.release()  # argon2 and LDAP need no connection; the writes below take their own
+        if account is not None and account.disabled:
             verify_password(None, password)  # the same work as a real check
-            self._login_failed(ctx, username, user.id, "locked", count=False)
-        if user is not None and user.disabled:
+            self._login_failed(ctx, username, account.id, "disabled")
+        if account is not None and account.source != "local" and ldap_cfg is None:
+            account = None  # a directory user of a tenant that no longer federates
+        if account is None and ldap_cfg is None:
             verify_password(None, password)
-            self._login_failed(ctx, username, user.id, "disabled", count=False)
+            self._login_failed(ctx, username, None, "unknown user")
+        charged: int | None = None
+        if account is not None:
+            charged = self._charge_failure(ctx, account.id)
+            if charged is None and not self._is_familiar(ctx, account.id):
+                verify_password(None, password)
+                self._login_failed(ctx, username, account.id, "locked")
         if ldap_cfg is not None:
-            return self._ldap_login(ctx, ldap_cfg, username, password, user)
-        if user is None or user.source != "local":
-            verify_password(None, password)
-            self._login_failed(ctx, username, None, "unknown user", count=False)
-        assert user is not None
-        if not verify_password(user.password_hash, password):
-            self._login_failed(ctx, username, user.id, "wrong password", count=True)
-        with self.svc.db.session() as s:
-            row = s.get(User, user.id)
-            assert row is not None
-            row.failed_logins, row.last_failure_at, row.locked_until = 0, None, None
-            if row.password_hash and needs_rehash(row.password_hash):
-                row.password_hash = hash_password(password)
+            return self._ldap_login(ctx, ldap_cfg, username, password, account, charged)
+        assert account is not None
+        if not verify_password(account.password_hash, password):
+            lock = charged is not None and charged >= self.settings.max_failures
+            self._login_failed(ctx, username, account.id, "wrong password", lock=lock)
+        with ctx.write() as s:
+            self._forget_failures(s, account.id, now)
+            stored = s.get(User, account.id)
+            if stored is not None and stored.password_hash and needs_rehash(stored.password_hash):
+                stored.password_hash = hash_password(password)
             audit.record(
                 s,
                 tenant_id=ctx.tenant_id,
-                actor=f"user:{row.id}",
+                actor=f"user:{account.id}",
                 action="login",
-                target=row.name,
+                target=account.name,
                 source=ctx.source,
             )
-        return AuthUser(user.id, user.name, user.email, user.display_name, "local", (), now)
+        self._remember_familiar(ctx, account.id)
+        return AuthUser(
+            account.id, account.name, account.email, account.display_name, "local", (), now
+        )
+
+    def _charge_failure(self, ctx: Ctx, user_id: str) -> int | None:
+        """Count one failure against the account *before* the password is checked (one atomic
+        UPDATE ... RETURNING); its position in the window, or None when the account is locked
+        or this attempt is past ``max_failures`` (then there is no real check)."""
+        now, st = ctx.now, self.settings
+        lock_over = User.locked_until.is_not(None)
+        restart = or_(
+            User.last_failure_at.is_(None),
+            User.last_failure_at <= now - st.failure_window_s,
+            lock_over,  # only rows whose lock has ended reach the UPDATE below
+        )
+        stmt = (
+            update(User)
+            .where(User.id == user_id, or_(User.locked_until.is_(None), User.locked_until <= now))
+            .values(
+                failed_logins=case((restart, 1), else_=func.coalesce(User.failed_logins, 0) + 1),
+                last_failure_at=now,
+                locked_until=None,
+            )
+            .returning(User.failed_logins)
+            .execution_options(synchronize_session=False)
+        )
+        with ctx.write() as s:
+            n = s.execute(stmt).scalar_one_or_none()
+        if n is None or int(n) > st.max_failures:
+            return None
+        return int(n)
+
+    def _forget_failures(self, s: Session, user_id: str, now: float) -> None:
+        """A good login clears the account's failures, unless it is locked (a familiar address
+        signing in does not lift the lock for everyone else)."""
+        s.execute(
+            update(User)
+            .where(User.id == user_id, or_(User.locked_until.is_(None), User.locked_until <= now))
+            .values(failed_logins=0, last_failure_at=None, locked_until=None)
+            .execution_options(synchronize_session=False)
+        )
+
+    def _remember_familiar(self, ctx: Ctx, user_id: str) -> None:
+        if not ctx.source:
+            return
+        key = (ctx.tenant_id, user_id, ctx.source)
+        with self._familiar_lock:
+            self._familiar.pop(key, None)
+            self._familiar[key] = ctx.now
+            while len(self._familiar) > 100_000:
+                self._familiar.popitem(last=False)
+
+    def _is_familiar(self, ctx: Ctx, user_id: str) -> bool:
+        """Whether this user signed in from this address within ``familiar_ttl_s``: remembered
+        in memory, else found in the audit log (so it survives a restart). Only asked for a
+        locked account, by an address its own throttle admits."""
+        if not ctx.source:
+            return False
+        ttl = self.settings.familiar_ttl_s
+        with self._familiar_lock:
+            seen = self._familiar.get((ctx.tenant_id, user_id, ctx.source))
+        if seen is not None and ctx.now - seen < ttl:
+            return True
+        since = datetime.fromtimestamp(ctx.now - ttl, UTC)
+        found = ctx.reader.scalar(
+            select(AuditEvent.id)
+            .where(
+                AuditEvent.tenant_id == ctx.tenant_id,
+                AuditEvent.at >= since,
+                AuditEvent.actor == f"user:{user_id}",
+                AuditEvent.action == "login",
+                AuditEvent.outcome == "success",
+                AuditEvent.source == ctx.source,
+            )
+            .limit(1)
+        )
+        ctx.release()
+        if found is not None:
+            self._remember_familiar(ctx, user_id)
+        return found is not None
 
     def _login_failed(
-        self, ctx: Ctx, username: str, user_id: str | None, reason: str, *, count: bool
+        self,
+        ctx: Ctx,
+        username: str,
+        user_id: str | None,
+        reason: str,
+        *,
+        lock: bool = False,
+        error: OAuth2Error | None = None,
+        refund: bool = False,
     ) -> NoReturn:
-        """Record the failure (and maybe lock the account), then raise the one login error."""
+        """Audit the failure (and lock the account when it reached its last failure), then
+        raise the one login error (``refund``: the address's failure is given back)."""
         now = ctx.now
-        with self.svc.db.session() as s:
-            actor = f"user:{user_id}" if user_id else "anonymous"
-            if user_id is not None and count:
-                row = s.get(User, user_id)
-                if row is not None:
-                    before = _lock_state(row)
-                    after = self.lockout.record_failure(before, now)
-                    row.failed_logins = after.failures
-                    row.last_failure_at = now
-                    row.locked_until = after.locked_until
-                    if after.locked_until is not None and not self.lockout.is_locked(before, now):
-                        audit.record(
-                            s,
-                            tenant_id=ctx.tenant_id,
-                            actor=actor,
-                            action="lockout",
-                            target=username[:128],
-                            outcome="denied",
-                            source=ctx.source,
-                            detail={"until": after.locked_until},
-                        )
+        actor = f"user:{user_id}" if user_id else "anonymous"
+        with ctx.write() as s:
+            if user_id is not None and lock:
+                until = now + self.settings.lock_s
+                locked = s.execute(
+                    update(User)
+                    .where(
+                        User.id == user_id,
+                        or_(User.locked_until.is_(None), User.locked_until <= now),
+                    )
+                    .values(locked_until=until)
+                    .execution_options(synchronize_session=False)
+                )
+                if locked.rowcount == 1:  # type: ignore[attr-defined]
+                    audit.record(
+                        s,
+                        tenant_id=ctx.tenant_id,
+                        actor=actor,
+                        action="lockout",
+                        target=username[:128],
+                        outcome="denied",
+                        source=ctx.source,
+                        detail={"until": until},
+                    )
             audit.record(
                 s,
                 tenant_id=ctx.tenant_id,
@@ -1085,25 +1266,35 @@ class OidcProvider:
                 source=ctx.source,
                 detail={"reason": reason},
             )
-        raise InvalidGrantError(LOGIN_FAILED)
+        err = error if error is not None else InvalidGrantError(LOGIN_FAILED)
+        if refund:
+            raise _Refund(err)
+        raise err
 
     def _ldap_login(
-        self, ctx: Ctx, cfg: LdapConfig, username: str, password: str, user: User | None
+        self,
+        ctx: Ctx,
+        cfg: LdapConfig,
+        username: str,
+        password: str,
+        account: _Account | None,
+        charged: int | None,
     ) -> AuthUser:
         try:
             from cellplane.identity import ldap
         except ImportError:
-            self._login_failed(ctx, username, None, "ldap unavailable", count=False)
+            self._login_failed(ctx, username, None, "ldap unavailable", refund=True)
         try:
+            ldap.HostPolicy.from_env().check(cfg.url)  # the operator may have narrowed it since
             found = ldap.authenticate(_ldap_settings(ldap, cfg), username, password)
         except (ldap.LdapError, ValueError, TypeError) as exc:
             log.warning("LDAP login of tenant %s failed: %s", ctx.tenant, exc)
-            self._login_failed(ctx, username, None, "directory unavailable", count=False)
+            self._login_failed(ctx, username, None, "directory unavailable", refund=True)
         if found is None:
-            self._login_failed(
-                ctx, username, user.id if user else None, "wrong password", count=True
-            )
-        with self.svc.db.session() as s:
+            lock = charged is not None and charged >= self.settings.max_failures
+            user_id = account.id if account else None
+            self._login_failed(ctx, username, user_id, "wrong password", lock=lock)
+        with ctx.write() as s:
             row = s.scalar(
                 select(User).where(User.tenant_id == ctx.tenant_id, User.name == username)
             )
@@ -1121,8 +1312,8 @@ class OidcProvider:
                 s.add(row)
             row.email = found.email
             row.display_name = found.display_name
-            row.failed_logins, row.last_failure_at, row.locked_until = 0, None, None
             s.flush()
+            self._forget_failures(s, row.id, ctx.now)
             audit.record(
                 s,
                 tenant_id=ctx.tenant_id,
@@ -1135,6 +1326,7 @@ class OidcProvider:
             result = AuthUser(
                 row.id, row.name, row.email, row.display_name, "ldap", tuple(found.roles), ctx.now
             )
+        self._remember_familiar(ctx, result.id)
         return result
 
     # -- tokens --------------------------------------------------------------------------------
@@ -1219,7 +1411,7 @@ class OidcProvider:
         grant_type = request.payload.grant_type
         client: Client = request.client
         user: AuthUser | None = request.user
-        with self.svc.db.session() as s:
+        with ctx.write() as s:
             family: str | None = None
             if token.get("refresh_token") and user is not None:
                 previous: RefreshRecord | None = request.refresh_token
@@ -1283,7 +1475,7 @@ class OidcProvider:
             return None
         digest = hash_secret(presented)
         reused: RefreshRecord | None = None
-        with self.svc.db.session() as s:
+        with ctx.write() as s:
             row = s.scalar(select(RefreshToken).where(RefreshToken.token_hash == digest))
             if row is None or row.tenant_id != ctx.tenant_id or row.client_id != client.client_id:
                 return None
@@ -1347,7 +1539,7 @@ class OidcProvider:
     def save_code(self, ctx: Ctx, code: str, request: OAuth2Request) -> None:
         data = request.payload.data
         user: AuthUser = request.user
-        with self.svc.db.session() as s:
+        with ctx.write() as s:
             s.add(
                 AuthCode(
                     code_hash=hash_secret(code),
@@ -1368,7 +1560,7 @@ class OidcProvider:
         if len(code) > 256:
             return None
         digest = hash_secret(code)
-        with self.svc.db.session() as s:
+        with ctx.write() as s:
             row = s.get(AuthCode, digest)
             if row is None or row.tenant_id != ctx.tenant_id or row.client_id != client.client_id:
                 return None
@@ -1413,6 +1605,7 @@ class OidcProvider:
         """The access token if it is valid and was issued by this tenant's issuer."""
         if token.count(".") != 2 or len(token) > self.settings.max_field_chars:
             return None
+        ctx.release()  # the authenticator may read the database with its own session
         try:
             claims = self.authn.verify_access_token(
                 token, now=ctx.now, request_base=ctx.request_base
@@ -1436,7 +1629,7 @@ class OidcProvider:
         return RefreshRecord.of(row, ctx.now)
 
     def revoke(self, ctx: Ctx, token: AccessTokenRecord | RefreshRecord, client: Client) -> None:
-        with self.svc.db.session() as s:
+        with ctx.write() as s:
             if isinstance(token, AccessTokenRecord):
                 jti, exp = str(token.claims.get("jti", "")), float(token.claims["exp"])
                 if jti and s.get(RevokedToken, jti) is None:
@@ -1461,7 +1654,7 @@ class OidcProvider:
 
     def logout(self, ctx: Ctx, user_id: str, audience: Any) -> None:
         client_ids = [audience] if isinstance(audience, str) else list(audience or ())
-        with self.svc.db.session() as s:
+        with ctx.write() as s:
             result = s.execute(
                 update(RefreshToken)
                 .where(
@@ -1569,6 +1762,11 @@ class OidcProvider:
                 user = self.check_password(
                     ctx, login.get("username", ""), login.get("password", "")
                 )
+            except SlowDown as slow:
+                msg = "Too many failed sign-ins from your address. Please try again later."
+                page = self._login_form(ctx, grant, params, msg, 429)
+                page.headers["Retry-After"] = str(slow.retry_after)
+                return page
             except OAuth2Error:
                 return self._login_form(ctx, grant, params, LOGIN_FAILED, 400)
             return server.create_authorization_response(req, grant_user=user, grant=grant)  # type: ignore[no-any-return]
@@ -1629,9 +1827,9 @@ class OidcProvider:
         )
         return resp
 
-    def _key(self) -> bytes:
+    def _key(self, ctx: Ctx) -> bytes:
         if self._form_key is None:
-            with self.svc.db.session() as s:
+            with ctx.write() as s:
                 row = s.get(Setting, _FORM_KEY_SETTING)
                 if row is None:
                     row = Setting(key=_FORM_KEY_SETTING, value=secrets.token_hex(32))
@@ -1643,7 +1841,7 @@ class OidcProvider:
     def _csrf_mac(self, ctx: Ctx, params: list[tuple[str, str]], nonce: str, issued: str) -> str:
         canonical = urlencode(sorted((k, v) for k, v in params if k in AUTHZ_PARAMS))
         msg = "\n".join((ctx.tenant_id, issued, nonce, canonical)).encode()
-        return hmac.new(self._key(), msg, hashlib.sha256).hexdigest()
+        return hmac.new(self._key(ctx), msg, hashlib.sha256).hexdigest()
 
     def _csrf_ok(
         self, ctx: Ctx, params: list[tuple[str, str]], cookie: str | None, field_value: str
@@ -1682,16 +1880,6 @@ def _ldap_settings(ldap: Any, cfg: LdapConfig) -> Any:
     if cfg.group_filter:
         kwargs["group_filter"] = cfg.group_filter
     return ldap.LdapSettings(**kwargs)
-
-
-def _lock_state(user: User) -> LockoutState:
-    # last_failure_at as the window start: each failure must follow the previous one within
-    # the window (a sliding window), see the module doc.
-    return LockoutState(
-        failures=user.failed_logins or 0,
-        window_start=user.last_failure_at,
-        locked_until=user.locked_until,
-    )
 
 
 def _ascii(text: str) -> str:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-import re
 import socket
 import threading
 import time
@@ -57,6 +56,7 @@ from cellplane.services.context import Principal, Services
 from cellplane.services.grants import roles_of
 from cellplane.state.identity_models import IssuedCertificateRecord, User
 from cellplane.state.models import Host, Tenant
+from cellplane.validation import DNS_LABEL
 
 __all__ = [
     "CLIENT_TTL_DEFAULT_S",
@@ -87,7 +87,7 @@ _MAX_CSR_BYTES: Final = 64 * 1024
 _DEPLOYMENT_NAME: Final = "Cellplane"
 _DEFAULT_TENANT: Final = "default"
 
-_DNS_LABEL: Final = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_DNS_LABEL: Final = DNS_LABEL
 
 _LOCK = threading.RLock()
 #: Loaded authorities by CA directory (a process may serve several data dirs: the unit tests).

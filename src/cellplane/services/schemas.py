@@ -5,10 +5,11 @@ Services receive these typed objects; semantic checks (does the image exist, doe
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cellplane.validation import DNS_LABEL, DNS_LABEL_MSG, is_dns_label
 
 __all__ = [
     "DNS_LABEL",
@@ -23,14 +24,23 @@ __all__ = [
     "VolumeMount",
 ]
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-DNS_LABEL_MSG = "must be a DNS label: 1-63 of a-z, 0-9 and '-', starting and ending alphanumeric"
-
 Name = Annotated[str, Field(min_length=1, max_length=63)]
+
+#: Limits of a cell's free text (docs/api.md, "Limits"): a cell's definition travels to its host
+#: with every change, so it stays small; the engine's own ceiling (ARG_MAX) is 2 MiB.
+MAX_ENV = 1024
+MAX_ENV_KEY = 256
+MAX_ENV_VALUE = 32 * 1024
+MAX_ENV_TOTAL = 256 * 1024
+MAX_ARGS = 1024
+MAX_ARG = 32 * 1024
+MAX_ARGS_TOTAL = 128 * 1024
+MAX_LABELS = 64
+MAX_LABEL = 253
 
 
 def _check_label(v: str) -> str:
-    if not DNS_LABEL.match(v):
+    if not is_dns_label(v):
         raise ValueError(DNS_LABEL_MSG)
     return v
 
@@ -66,13 +76,15 @@ class RestartBody(_Strict):
 class CellCreate(_Strict):
     name: Name
     image: str = Field(min_length=1, max_length=128)
-    flavor: str | None = Field(default=None, max_length=63)
+    flavor: str | None = Field(default=None, min_length=1, max_length=63)
     cpu: float | None = Field(default=None, gt=0, le=1024)
     memory_mb: int | None = Field(default=None, ge=6, le=4 * 1024 * 1024)
     disk_gb: int | None = Field(default=None, ge=0, le=1024 * 1024)
-    command: list[str] | None = Field(default=None, max_length=1024)
-    env: dict[str, str] = Field(default_factory=dict, max_length=1024)
-    labels: dict[str, str] = Field(default_factory=dict, max_length=64)
+    command: list[Annotated[str, Field(max_length=MAX_ARG)]] | None = Field(
+        default=None, max_length=MAX_ARGS
+    )
+    env: dict[str, str] = Field(default_factory=dict, max_length=MAX_ENV)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
     ports: list[PortBody] = Field(default_factory=list, max_length=64)
     volumes: list[VolumeMount] = Field(default_factory=list, max_length=64)
     restart: RestartBody = Field(default_factory=RestartBody)
@@ -88,8 +100,32 @@ class CellCreate(_Strict):
     @classmethod
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
         for k, val in v.items():
-            if not k or len(k) > 253 or len(val) > 253:
-                raise ValueError(f"label {k!r}: keys and values are 1-253 characters")
+            if not k or len(k) > MAX_LABEL or len(val) > MAX_LABEL:
+                raise ValueError(f"label {k[:64]!r}: keys and values are 1-253 characters")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        total = 0
+        for k, val in v.items():
+            if not k or len(k) > MAX_ENV_KEY or "=" in k:
+                raise ValueError(
+                    f"variable {k[:64]!r}: names are 1-{MAX_ENV_KEY} characters without '='"
+                )
+            if len(val) > MAX_ENV_VALUE:
+                raise ValueError(f"variable {k!r}: values are at most {MAX_ENV_VALUE} characters")
+            total += len(k) + len(val) + 2
+        if total > MAX_ENV_TOTAL:
+            raise ValueError(f"the environment holds {total} characters; at most {MAX_ENV_TOTAL}")
+        return v
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: list[str] | None) -> list[str] | None:
+        total = sum(len(a) + 1 for a in v or ())
+        if total > MAX_ARGS_TOTAL:
+            raise ValueError(f"the command holds {total} characters; at most {MAX_ARGS_TOTAL}")
         return v
 
     @model_validator(mode="after")

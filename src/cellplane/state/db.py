@@ -3,19 +3,37 @@
 The server builds one `Database` at start-up; services open one session per change. SQLite (the
 default, in the data directory) runs in WAL mode with a busy timeout so the API threads, the
 controller and status reports can write concurrently; PostgreSQL is used when the URL says so.
+
+Connections and threads are sized together (`PoolSizing`): every thread that touches the
+database holds at most one connection at a time (a request path never opens a second session
+while it holds one), the API runs on at most ``api_threads`` worker threads (anyio's default
+limiter, set in the app's lifespan) and the background loops on at most ``background_threads``
+(the event loop's default executor), and the pool has a connection for each of them plus a small
+overflow for the cluster executor's worker threads. So no thread ever waits for a connection
+while holding one, and the background loops never queue behind a burst of API requests.
+
+``CELLPLANE_DB_STRICT=1`` (the test suite sets it) makes the one-connection-per-thread rule
+loud: a thread that checks out a second connection while it holds one gets
+`SecondConnectionError` instead of a possible deadlock under load.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import os
+import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["Database", "migrate"]
+__all__ = ["Database", "PoolSizing", "SecondConnectionError", "migrate"]
+
+log = logging.getLogger("cellplane.db")
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -29,20 +47,151 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _env_flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class PoolSizing:
+    """Threads and connections, sized together (see the module doc).
+
+    Defaults: SQLite (connections are cheap file handles) 32 API threads + 8 background threads;
+    PostgreSQL 24 + 6, i.e. 30 connections (the old pool's 10 + 20), well inside PostgreSQL's
+    default ``max_connections`` of 100. Environment: ``CELLPLANE_API_THREADS``,
+    ``CELLPLANE_BACKGROUND_THREADS``, ``CELLPLANE_DB_POOL_OVERFLOW`` (extra connections for
+    threads outside both pools, e.g. the cluster executor's workers; default 8),
+    ``CELLPLANE_DB_POOL_TIMEOUT_S`` (default 30).
+    """
+
+    api_threads: int
+    background_threads: int
+    overflow: int = 8
+    timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.api_threads < 1 or self.background_threads < 1 or self.overflow < 0:
+            raise ValueError("api_threads and background_threads must be >= 1, overflow >= 0")
+        if self.timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+
+    @property
+    def pool_size(self) -> int:
+        """Connections kept: one per API thread and one per background thread."""
+        return self.api_threads + self.background_threads
+
+    def apply_to_running_loop(self) -> None:
+        """Bound the running event loop's thread pools to this sizing: anyio's default limiter
+        (FastAPI's sync routes and dependencies, run_in_threadpool) to ``api_threads``, and the
+        loop's default executor (asyncio.to_thread: the controller, the cluster executor) to
+        ``background_threads``. Call from the app's lifespan, on the serving loop."""
+        import asyncio
+        from concurrent.futures import ThreadPoolExecutor
+
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = self.api_threads
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(self.background_threads, thread_name_prefix="cp-background")
+        )
+        log.info(
+            "threads: %d API, %d background; database pool %d + %d overflow",
+            self.api_threads,
+            self.background_threads,
+            self.pool_size,
+            self.overflow,
+        )
+
+    @classmethod
+    def default(cls, url: str, environ: Mapping[str, str] | None = None) -> PoolSizing:
+        env = os.environ if environ is None else environ
+        sqlite = url.startswith("sqlite")
+
+        def num(name: str, default: float) -> float:
+            raw = env.get(name)
+            try:
+                return float(raw) if raw not in (None, "") else default
+            except ValueError:
+                raise ValueError(f"{name} must be a number, not {raw!r}") from None
+
+        return cls(
+            api_threads=int(num("CELLPLANE_API_THREADS", 32 if sqlite else 24)),
+            background_threads=int(num("CELLPLANE_BACKGROUND_THREADS", 8 if sqlite else 6)),
+            overflow=int(num("CELLPLANE_DB_POOL_OVERFLOW", 8)),
+            timeout_s=num("CELLPLANE_DB_POOL_TIMEOUT_S", 30.0),
+        )
+
+
+class SecondConnectionError(RuntimeError):
+    """A thread asked for a second database connection while it held one (strict mode)."""
+
+
+class _OneConnectionPerThread:
+    """Pool listeners counting the connections each thread holds; raise on a second one."""
+
+    _KEY = "cellplane_thread"
+
+    def __init__(self) -> None:
+        self._held: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def checkout(self, _dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        me = threading.get_ident()
+        with self._lock:
+            if self._held.get(me, 0) >= 1:
+                raise SecondConnectionError(
+                    f"thread {threading.current_thread().name!r} checked out a second database "
+                    "connection while holding one: release the first session before opening "
+                    "another (see cellplane.state.db)"
+                )
+            self._held[me] = self._held.get(me, 0) + 1
+        record.info[self._KEY] = me
+
+    def checkin(self, _dbapi_conn: Any, record: Any) -> None:
+        owner = record.info.pop(self._KEY, None)
+        if owner is None:
+            return
+        with self._lock:
+            n = self._held.get(owner, 0) - 1
+            if n > 0:
+                self._held[owner] = n
+            else:
+                self._held.pop(owner, None)
+
+    def held_by_current_thread(self) -> int:
+        with self._lock:
+            return self._held.get(threading.get_ident(), 0)
+
+
 class Database:
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self, url: str, *, sizing: PoolSizing | None = None, strict: bool | None = None
+    ) -> None:
         self.url = url
+        self.sizing = sizing or PoolSizing.default(url)
         kwargs: dict[str, Any] = {}
+        memory = url in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in url
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
-            kwargs["pool_size"] = 10
-            kwargs["max_overflow"] = 20
             kwargs["pool_pre_ping"] = True
+        if not memory:  # an in-memory SQLite database keeps SQLAlchemy's single-connection pool
+            kwargs["pool_size"] = self.sizing.pool_size
+            kwargs["max_overflow"] = self.sizing.overflow
+            kwargs["pool_timeout"] = self.sizing.timeout_s
         self.engine: Engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.strict = _env_flag(os.environ.get("CELLPLANE_DB_STRICT")) if strict is None else strict
+        self._guard: _OneConnectionPerThread | None = None
+        if self.strict:
+            self._guard = _OneConnectionPerThread()
+            event.listen(self.engine, "checkout", self._guard.checkout)
+            event.listen(self.engine, "checkin", self._guard.checkin)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def connections_held(self) -> int:
+        """Connections the current thread holds (strict mode only; 0 otherwise)."""
+        return self._guard.held_by_current_thread() if self._guard else 0
 
     @property
     def is_sqlite(self) -> bool:

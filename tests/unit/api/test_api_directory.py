@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from typing import Any
 
+import pytest
 from cellplane_platform_support import PROBLEM, Platform
 from cellplane_tenancy_support import token_for
 from sqlalchemy import func, select
 
+from cellplane.api import routes_directory
+from cellplane.services import directory
+from cellplane.services.ratelimit import RateLimiter
 from cellplane.state.identity_models import AuditEvent, OAuthClient, RoleAssignment, User
 from cellplane.state.models import Project, Tenant
 
@@ -214,7 +220,7 @@ def test_ldap_settings_hide_the_bind_secret(plat: Platform) -> None:
         json={**body, "check": True, "url": "ldap://127.0.0.1:2"},
         headers=plat.admin,
     )
-    assert r.status_code == 422 and "127.0.0.1:2" in r.text
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "url"
     assert (
         plat.client.get("/v1/identity/ldap", headers=plat.admin).json()["url"]
         == "ldap://127.0.0.1:1"
@@ -262,3 +268,230 @@ def test_rotating_signing_keys_keeps_issued_tokens_valid(plat: Platform) -> None
 def _tenant_id(plat: Platform) -> str:
     with plat.svc.db.reader() as s:
         return str(s.scalar(select(Tenant.id).where(Tenant.name == "default")))
+
+
+# --- issue 7: defects found by probing the API as an attacker would ----------------------------
+
+
+def test_system_admin_unlocks_a_user_of_another_tenant(plat: Platform) -> None:
+    """A tenant's only admin, locked out, can be rescued by the operator (item 4)."""
+    t = post(plat, "/v1/tenants", {"name": "locked-out"}).json()
+    admin_id = t["admin"]["id"]
+    with plat.svc.db.session() as s:
+        row = s.get(User, admin_id)
+        assert row is not None
+        row.failed_logins, row.locked_until, row.last_failure_at = 10, 9e12, 1.0
+    r = plat.client.patch(f"/v1/users/{admin_id}", json={"unlock": True}, headers=plat.admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["locked"] is False and r.json()["id"] == admin_id
+    with plat.svc.db.reader() as s:
+        row = s.get(User, admin_id)
+        assert row is not None and row.locked_until is None and row.failed_logins == 0
+        seen = s.scalars(select(AuditEvent.action).where(AuditEvent.tenant_id == t["id"])).all()
+    assert "user.update" in seen  # the tenant sees who unlocked its admin
+    # Only unlocking crosses tenants; anything else stays the tenant's own business.
+    r = plat.client.patch(
+        f"/v1/users/{admin_id}", json={"unlock": True, "display_name": "x"}, headers=plat.admin
+    )
+    assert r.status_code == 404
+    # And a tenant admin cannot unlock another tenant's user.
+    acme = post(plat, "/v1/tenants", {"name": "acme2"}).json()
+    other = token_for(plat, acme["id"], acme["admin"]["id"])
+    r = plat.client.patch(f"/v1/users/{admin_id}", json={"unlock": True}, headers=other)
+    assert r.status_code == 404
+
+
+def _user_token(plat: Platform, name: str) -> tuple[str, dict[str, str]]:
+    u = post(plat, "/v1/users", {"name": name}).json()
+    post(plat, "/v1/role-assignments", {"role": "project-member", "user": u["id"]})
+    with plat.svc.db.reader() as s:
+        tid = s.scalar(select(Tenant.id).where(Tenant.name == "default"))
+    assert tid is not None
+    return u["id"], token_for(plat, tid, u["id"])
+
+
+def test_a_disabled_or_deleted_users_token_stops_working_at_once(plat: Platform) -> None:
+    """Item 7: the token is checked against its subject's status, not only its signature."""
+    uid, token = _user_token(plat, "leaver")
+    assert plat.client.get("/v1/projects/default/volumes", headers=token).status_code == 200
+    r = plat.client.patch(f"/v1/users/{uid}", json={"disabled": True}, headers=plat.admin)
+    assert r.status_code == 200
+    assert plat.client.get("/v1/projects/default/volumes", headers=token).status_code == 401
+    r = plat.client.patch(f"/v1/users/{uid}", json={"disabled": False}, headers=plat.admin)
+    assert plat.client.get("/v1/whoami", headers=token).status_code == 200
+    uid2, token2 = _user_token(plat, "gone")
+    assert plat.client.get("/v1/whoami", headers=token2).status_code == 200
+    assert plat.client.delete(f"/v1/users/{uid2}", headers=plat.admin).status_code == 204
+    r = plat.client.post(
+        "/v1/projects/default/volumes", json={"name": "ghost", "size_gb": 1}, headers=token2
+    )
+    assert r.status_code == 401, r.text
+    # A change made by another process (straight in the database) is seen within seconds.
+    uid3, token3 = _user_token(plat, "elsewhere")
+    assert plat.client.get("/v1/whoami", headers=token3).status_code == 200
+    with plat.svc.db.session() as s:
+        row = s.get(User, uid3)
+        assert row is not None
+        row.disabled = True
+    deadline = time.monotonic() + 10
+    while plat.client.get("/v1/whoami", headers=token3).status_code == 200:
+        assert time.monotonic() < deadline, "a disabled user's token kept working"
+        time.sleep(0.5)
+
+
+def test_a_deleted_clients_token_stops_working(plat: Platform) -> None:
+    c = post(plat, "/v1/clients", {"name": "robot"}).json()
+    post(plat, "/v1/role-assignments", {"role": "project-viewer", "client": c["client_id"]})
+    r = plat.client.post(
+        "/identity/default/token",
+        data={"grant_type": "client_credentials"},
+        auth=(c["client_id"], c["client_secret"]),
+        headers={"host": "127.0.0.1"},
+    )
+    if r.status_code != 200:  # authlib wants https or loopback
+        pytest.skip(f"client credentials over the test transport: {r.status_code} {r.text}")
+    token = {"Authorization": f"Bearer {r.json()['access_token']}", "host": "127.0.0.1"}
+    assert plat.client.get("/v1/whoami", headers=token).status_code == 200
+    assert (
+        plat.client.delete(f"/v1/clients/{c['client_id']}", headers=plat.admin).status_code == 204
+    )
+    assert plat.client.get("/v1/whoami", headers=token).status_code == 401
+
+
+LDAP_BODY = {
+    "bind_dn": "cn=svc,dc=example,dc=org",
+    "bind_password": "s3cret-value",
+    "user_base": "ou=people,dc=example,dc=org",
+    "group_base": "ou=groups,dc=example,dc=org",
+}
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def test_the_ldap_check_is_not_a_port_scanner(
+    plat: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 5: one answer whatever failed, no faster than a timeout; details for the operator."""
+    monkeypatch.setattr(directory, "LDAP_CHECK_FLOOR_S", 0.6, raising=False)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # open, but never answers LDAP
+    try:
+        answers = {}
+        for label, url in (
+            ("refused", f"ldap://127.0.0.1:{_closed_port()}"),
+            ("silent", f"ldap://127.0.0.1:{listener.getsockname()[1]}"),
+            ("tls", f"ldaps://127.0.0.1:{listener.getsockname()[1]}"),
+        ):
+            started = time.monotonic()
+            r = plat.client.put(
+                "/v1/identity/ldap", json={**LDAP_BODY, "url": url}, headers=plat.admin
+            )
+            elapsed = time.monotonic() - started
+            assert r.status_code == 422, r.text
+            assert elapsed >= 0.6, (label, elapsed)
+            body = r.json()
+            answers[label] = (body["detail"], body["errors"])
+    finally:
+        listener.close()
+    assert len(set(map(repr, answers.values()))) == 1, answers
+    text = repr(list(answers.values()))
+    for leak in ("connection refused", "timed out", "certificate", "ssl", "tls", "127.0.0.1"):
+        assert leak not in text.lower(), text
+    # The details are in a system-level audit event: not in the tenant's own audit log.
+    own = plat.client.get("/v1/audit?action=ldap.check", headers=plat.admin).json()["items"]
+    assert own == []
+    everything = plat.client.get(
+        "/v1/audit?action=ldap.check&all_tenants=true", headers=plat.admin
+    ).json()["items"]
+    assert len(everything) == 3 and all(e["detail"]["error"] for e in everything)
+
+
+def test_the_ldap_check_is_rate_limited(plat: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(directory, "LDAP_CHECK_FLOOR_S", 0.0, raising=False)
+    limiter = RateLimiter(rate_per_s=0.01, burst=2)
+    monkeypatch.setattr(routes_directory, "LDAP_CHECKS", limiter, raising=False)
+    url = f"ldap://127.0.0.1:{_closed_port()}"
+    codes = []
+    for _ in range(3):
+        r = plat.client.put("/v1/identity/ldap", json={**LDAP_BODY, "url": url}, headers=plat.admin)
+        codes.append(r.status_code)
+    assert codes == [422, 422, 429]
+    assert int(r.headers["retry-after"]) >= 1
+    # Saving without a check is not limited.
+    r = plat.client.put(
+        "/v1/identity/ldap", json={**LDAP_BODY, "url": url, "check": False}, headers=plat.admin
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_ldap_settings_may_name_only_hosts_the_operator_allows(
+    plat: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CELLPLANE_LDAP_ALLOWED_HOSTS", raising=False)  # the default policy
+    for url in (
+        "ldap://127.0.0.1:389",  # this machine
+        "ldap://localhost",
+        "ldap://169.254.169.254",  # link-local: cloud metadata
+        "ldap://[::1]:636",
+        "ldap://192.0.2.10:22",  # not an LDAP port
+    ):
+        r = plat.client.put(
+            "/v1/identity/ldap", json={**LDAP_BODY, "url": url, "check": False}, headers=plat.admin
+        )
+        assert r.status_code == 422, (url, r.text)
+        assert "CELLPLANE_LDAP_ALLOWED_HOSTS" in r.text
+    ok = plat.client.put(
+        "/v1/identity/ldap",
+        json={**LDAP_BODY, "url": "ldaps://192.0.2.10", "check": False},
+        headers=plat.admin,
+    )
+    assert ok.status_code == 200, ok.text
+    monkeypatch.setenv("CELLPLANE_LDAP_ALLOWED_HOSTS", "ldap.example.org, 10.0.0.0/8:10389")
+    for url, code in (
+        ("ldaps://ldap.example.org", 200),
+        ("ldap://10.1.2.3:10389", 200),
+        ("ldap://10.1.2.3:389", 422),
+        ("ldaps://192.0.2.10", 422),
+    ):
+        r = plat.client.put(
+            "/v1/identity/ldap", json={**LDAP_BODY, "url": url, "check": False}, headers=plat.admin
+        )
+        assert r.status_code == code, (url, r.text)
+
+
+def test_user_names_are_case_insensitive(plat: Platform) -> None:
+    """`ADMIN` beside `admin` was once two users: names are kept and compared in lower case."""
+    before = counts(plat)
+    r = post(plat, "/v1/users", {"name": "ADMIN"})
+    assert r.status_code == 409, r.text
+    assert counts(plat) == before
+    pw = "correct horse battery staple"
+    u = post(plat, "/v1/users", {"name": "Dev.One", "password": pw}).json()
+    assert u["name"] == "dev.one"
+    for ref in ("dev.one", "DEV.ONE", "Dev.One", u["id"]):
+        got = plat.client.get(f"/v1/users/{ref}", headers=plat.admin)
+        assert got.status_code == 200 and got.json()["id"] == u["id"], ref
+    grant = post(plat, "/v1/role-assignments", {"role": "project-viewer", "user": "DEV.one"})
+    assert grant.status_code == 201, grant.text
+    r = plat.client.post(
+        "/identity/default/token",
+        data={
+            "grant_type": "password",
+            "client_id": "cellplane-cli",
+            "username": "Dev.ONE",
+            "password": pw,
+        },
+        headers={"host": "127.0.0.1"},
+    )
+    assert r.status_code == 200, r.text
+    me = plat.client.get(
+        "/v1/whoami",
+        headers={"Authorization": f"Bearer {r.json()['access_token']}", "host": "127.0.0.1"},
+    )
+    assert me.status_code == 200 and me.json()["name"] == "dev.one"

@@ -128,7 +128,7 @@ def test_bad_query_parameters(plat: Platform) -> None:
     r = plat.client.get("/v1/projects/default/cells?limit=0", headers=plat.admin)
     assert problem(r, 422, "validation")["errors"][0]["field"] == "limit"
     r = plat.client.get("/v1/projects/default/cells?cursor=a", headers=plat.admin)
-    assert problem(r, 422, "validation")["errors"][0]["field"] == "cursor"
+    assert problem(r, 400, "malformed")["errors"][0]["field"] == "cursor"
 
 
 def test_stop_body_validation(plat: Platform) -> None:

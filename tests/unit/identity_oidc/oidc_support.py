@@ -21,12 +21,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+from authlib.oauth2.rfc6749 import OAuth2Error
 from cellplane_platform_support import Platform
 from sqlalchemy import func, select
 
 from cellplane.identity.passwords import generate_secret, hash_password, hash_secret
 from cellplane.ids import new_id, utcnow
-from cellplane.services.oidc import OidcProvider
+from cellplane.services.oidc import OidcProvider, SlowDown
 from cellplane.state.identity_models import OAuthClient, RoleAssignment, User
 from cellplane.state.models import Tenant
 
@@ -165,6 +166,21 @@ class Oidc:
     ) -> httpx.Response:
         r: httpx.Response = self.client.post(self.url("/token", tenant), data=form, auth=auth)
         return r
+
+    def login_from(
+        self, source: str, username: str, password: str = PASSWORD, tenant: str = "default"
+    ) -> str:
+        """A password check from client address ``source`` straight through the provider:
+        "ok", "failed" (the one invalid_grant answer) or "slow" (429: that address is
+        throttled)."""
+        p = self.provider
+        try:
+            p.run(tenant, BASE, source, lambda ctx: p.check_password(ctx, username, password))
+        except SlowDown:
+            return "slow"
+        except OAuth2Error:
+            return "failed"
+        return "ok"
 
     def password_login(
         self, username: str, password: str = PASSWORD, tenant: str = "default", **extra: str

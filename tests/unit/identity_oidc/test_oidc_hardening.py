@@ -53,14 +53,15 @@ def events(oidc: Oidc, action: str) -> list[AuditEvent]:
 
 def test_lockout_after_repeated_failures_then_automatic_unlock(oidc: Oidc) -> None:
     oidc.add_user("lock")
-    for i in range(5):
-        r = oidc.password_login("lock", "wrong")
-        assert r.status_code == 400 and r.json()["error_description"] == LOGIN_FAILED
+    limit = oidc.provider.settings.max_failures
+    # One failure from each of many addresses: no address is throttled, the account counts all.
+    for i in range(limit):
+        assert oidc.login_from(f"10.0.0.{i}", "lock", "wrong") == "failed"
         oidc.advance(1)
-        if i < 4:
+        if i < limit - 1:
             assert user_row(oidc, "lock")["failed_logins"] == i + 1
     assert user_row(oidc, "lock")["locked_until"] is not None
-    # The right password no longer works, and says nothing about why.
+    # The right password no longer works from an unfamiliar address, and says nothing about why.
     locked = oidc.password_login("lock")
     assert locked.status_code == 400 and locked.json()["error_description"] == LOGIN_FAILED
     assert [e.outcome for e in events(oidc, "lockout")] == ["denied"]
@@ -116,8 +117,8 @@ def test_every_failed_login_answers_the_same(oidc: Oidc, monkeypatch: pytest.Mon
 
 def test_locked_account_answers_like_a_wrong_password(oidc: Oidc) -> None:
     oidc.add_user("lk")
-    for _ in range(5):
-        oidc.password_login("lk", "wrong")
+    for i in range(oidc.provider.settings.max_failures):
+        oidc.login_from(f"10.0.1.{i}", "lk", "wrong")
     locked = oidc.password_login("lk")
     unknown = oidc.password_login("nobody-at-all")
     assert (locked.status_code, locked.json()) == (unknown.status_code, unknown.json())
@@ -261,6 +262,8 @@ def test_garbage_basic_auth_is_invalid_client(oidc: Oidc) -> None:
 @pytest.fixture
 def directory(oidc: Oidc, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """A fake `cellplane.identity.ldap` whose `authenticate` knows one user."""
+    import cellplane.identity.ldap as real_ldap
+
     state: dict[str, Any] = {"calls": 0, "roles": ("tenant-admin",), "down": False}
     fake = types.ModuleType("cellplane.identity.ldap")
 
@@ -292,15 +295,17 @@ def directory(oidc: Oidc, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     fake.LdapError = LdapError  # type: ignore[attr-defined]
     fake.LdapSettings = LdapSettings  # type: ignore[attr-defined]
+    fake.HostPolicy = real_ldap.HostPolicy  # type: ignore[attr-defined]
     fake.authenticate = authenticate  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "cellplane.identity.ldap", fake)
     import cellplane.identity
 
     monkeypatch.setattr(cellplane.identity, "ldap", fake, raising=False)
+    tid = oidc.tenant_id()
     with oidc.plat.svc.db.session() as s:
         s.add(
             LdapConfig(
-                tenant_id=oidc.tenant_id(),
+                tenant_id=tid,
                 url="ldap://127.0.0.1:1",
                 bind_dn="cn=svc,dc=example,dc=org",
                 bind_secret="svc-secret",
