@@ -216,7 +216,7 @@ def run_agent(
         ca_file=ca_file,
         cert_dir=base / "tls" if server_url.startswith("https://") else None,
     )
-    runner = Agent(cfg, driver, client)
+    runner = Agent(cfg, driver, client, engine=engine)
     endpoint = AgentEndpoint(driver, runner.agent_secret, host=address)
     endpoint.start()
     runner.agent_url = endpoint.url

@@ -1,9 +1,16 @@
 """The agent's pure reconcile: (desired cells, observed containers, memory, now) -> actions.
 
 No I/O, no clock: `runner` gathers the inputs and executes the actions. The rules:
-- a cell that should run and has no container gets one (CREATE); if it had one before that vanished
-  behind our back, the action says so (it is recorded on the cell as `recreated`);
-- a container that exited is restarted per the cell's restart policy, with exponential backoff;
+- a cell that should run and has no container gets one (CREATE);
+- a container that exited is restarted per the cell's restart policy, with exponential backoff:
+  `never` leaves it exited, `on-failure` restarts a non-zero exit up to `max_retries` times,
+  `always` restarts any exit;
+- a container that vanished behind our back (`podman rm -f`) is a failure of the cell, judged by
+  the same policy: `always` recreates it; `on-failure` recreates it while retries are left (the
+  recreation counts as one); `never` (or `on-failure` out of retries) ends the cell (END: the
+  runner confirms by name that the container is gone and reports the cell FAILED, or EXITED if it
+  had already exited, with a `container-removed` event). An ended cell is not brought back until
+  someone starts it again (a restart request newer than the end);
 - a container started before the cell's last restart request is restarted;
 - a cell that should be stopped is stopped; a deleted cell's container is removed;
 - containers carrying this host's label that no cell claims are removed (only after a full sync);
@@ -24,6 +31,7 @@ __all__ = [
     "Action",
     "Memory",
     "backoff",
+    "is_ended",
     "observed_state",
     "parse_time",
     "reconcile",
@@ -37,7 +45,7 @@ STABLE_S = 10.0
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # CREATE | START | RESTART | STOP | REMOVE | REMOVE_ORPHAN
+    kind: str  # CREATE | START | RESTART | STOP | REMOVE | REMOVE_ORPHAN | END
     cell_id: str
     container_id: str | None = None
     reason: str = ""
@@ -52,6 +60,10 @@ class Memory:
     # Consecutive passes that saw the container stopped: a forced removal kills the container
     # first, so one sighting of an exit just before it vanished proves nothing.
     exited_passes: dict[str, int] = field(default_factory=dict)
+    last_exit: dict[str, int | None] = field(default_factory=dict)  # exit code when last exited
+    # Cells that ended (their container vanished and the policy keeps them down), with the
+    # restart request that was current then: only a newer one brings them back.
+    ended: dict[str, str | None] = field(default_factory=dict)
     next_restart_at: dict[str, float] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)  # consecutive quick failures
     # After an action failed: not before this time, and how many failed in a row.
@@ -100,6 +112,44 @@ def _wants_restart(cell: dict[str, Any], info: ContainerInfo) -> bool:
     return False
 
 
+def is_ended(cell: dict[str, Any], memory: Memory) -> bool:
+    """Whether the cell ended for good and no start request came after (see the module rules).
+
+    This agent's memory decides for cells it ended itself; after an agent restart the server's
+    `ended_at` (set from the END report) does, compared with the cell's last restart request.
+    """
+    requested = cell.get("restart_requested_at")
+    if cell["cell_id"] in memory.ended:
+        return memory.ended[cell["cell_id"]] == requested
+    ended_at = parse_time(cell.get("ended_at"))
+    if ended_at is None:
+        return False
+    asked = parse_time(requested)
+    return asked is None or asked <= ended_at
+
+
+def _on_vanish(cell: dict[str, Any], memory: Memory) -> Action:
+    """What a cell's restart policy makes of a container removed behind our back."""
+    cell_id = cell["cell_id"]
+    restart = cell.get("restart") or {}
+    policy = restart.get("policy", "never")
+    # Seen stopped on two passes: it had exited by itself (a forced removal kills first, and a
+    # listing caught in between shows the kill once).
+    had_exited = memory.exited_passes.get(cell_id, 0) >= 2
+    end = Action("END", cell_id, None, "exited" if had_exited else "removed")
+    recreate = Action("CREATE", cell_id, None, "recreated")
+    if policy == "always":
+        return recreate
+    if policy == "on-failure":
+        if had_exited and memory.last_exit.get(cell_id) == 0:
+            return end  # it had finished successfully: nothing to retry
+        limit = restart.get("max_retries")
+        if limit is not None and int(cell.get("restarts") or 0) >= int(limit):
+            return end
+        return recreate
+    return end
+
+
 def observed_state(cell: dict[str, Any], info: ContainerInfo | None) -> str:
     desired = cell["desired_state"]
     if info is None:
@@ -138,20 +188,25 @@ def reconcile(
             actions.append(Action("REMOVE", cell_id, info.id if info else None, "cell deleted"))
             continue
         if info is None:
-            if want == "RUNNING":
-                vanished = cell_id in memory.seen_container
-                if vanished and memory.exited_passes.get(cell_id, 0) >= 2:
-                    policy = (cell.get("restart") or {}).get("policy", "never")
-                    if policy == "never":
-                        continue  # it had exited and was removed: nothing to bring back
-                actions.append(
-                    Action("CREATE", cell_id, None, "recreated" if vanished else "created")
-                )
+            if want != "RUNNING" or is_ended(cell, memory):
+                continue
+            if cell_id in memory.ended:
+                # Started again after it ended: a new run, not a recreation.
+                memory.ended.pop(cell_id, None)
+                memory.seen_container.discard(cell_id)
+                memory.exited_passes.pop(cell_id, None)
+            if cell_id in memory.seen_container:
+                actions.append(_on_vanish(cell, memory))
+            else:
+                actions.append(Action("CREATE", cell_id, None, "created"))
             continue
+        memory.ended.pop(cell_id, None)
         memory.last_running[cell_id] = info.running
         memory.exited_passes[cell_id] = (
             0 if info.running else memory.exited_passes.get(cell_id, 0) + 1
         )
+        if not info.running:
+            memory.last_exit[cell_id] = info.exit_code
         if want == "STOPPED":
             if info.running:
                 actions.append(Action("STOP", cell_id, info.id, "stop requested"))

@@ -3,8 +3,10 @@
 Threads: one long-polls assignments, one reconciles (woken by new assignments, by finished actions and
 by a short timer so that containers killed or removed behind our back are noticed), a pool of workers
 executes actions (8 at a time, the engine's sweet spot here), one sends batched status reports and
-heartbeats. Everything the agent knows comes from the server or the engine, so a restarted agent
-adopts the running containers and carries on.
+heartbeats; with an engine to supervise (`cellplane agent` has one), one more watches it, restarts
+it when it dies and tells the server while it is down (`agent.supervisor`): reconcile passes pause
+meanwhile and resume as soon as it answers again. Everything the agent knows comes from the server
+or the engine, so a restarted agent (or engine) adopts the running containers and carries on.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from typing import Any
 
 import structlog
 
-from cellplane.agent.reconcile import Action, Memory, observed_state, reconcile
+from cellplane.agent.reconcile import Action, Memory, is_ended, observed_state, reconcile
 from cellplane.agent.server_client import ServerClient, ServerUnavailable
+from cellplane.agent.supervisor import EngineHealth, EngineSupervisor, SupervisedEngine
 from cellplane.drivers.base import ContainerInfo, ContainerSpec, Driver, MountSpec, PortSpec
 from cellplane.drivers.errors import (
     ContainerNotFound,
@@ -112,7 +115,14 @@ def _now_iso() -> str:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, driver: Driver, server: ServerClient) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        driver: Driver,
+        server: ServerClient,
+        *,
+        engine: SupervisedEngine | None = None,
+    ) -> None:
         self.cfg = config
         self.driver = driver
         self.server = server
@@ -141,6 +151,12 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self.agent_secret = secrets.token_urlsafe(32)
         self.agent_url: str | None = None
+        self._engine_health = EngineHealth(True, None, time.time())
+        self._supervisor = (
+            EngineSupervisor(engine, self._engine_changed) if engine is not None else None
+        )
+        # Reports that ended a cell (END), re-sent as its truth while it stays ended.
+        self._end_reports: dict[str, dict[str, Any]] = {}
 
     # --- lifecycle ---
 
@@ -154,6 +170,7 @@ class Agent:
             "zone": self.cfg.zone,
             "agent_url": self.agent_url,
             "agent_secret": self.agent_secret,
+            "engine": self._engine_wire(),
         }
         delay = 0.2
         while not self._stop.is_set():
@@ -173,6 +190,7 @@ class Agent:
             (self._reconcile_loop, "cp-reconcile"),
             (self._report_loop, "cp-report"),
             (self._heartbeat_loop, "cp-heartbeat"),
+            *([(self._supervise_loop, "cp-engine")] if self._supervisor else []),
         ):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -215,6 +233,9 @@ class Agent:
             if data.get("full"):
                 self._desired = {c["cell_id"]: c for c in data["cells"]}
                 self._synced = True
+                # The cached listing sorted containers by the old desired set (an agent that
+                # listed before its first assignments took every container for an orphan).
+                self._listed = False
             else:
                 for c in data["cells"]:
                     self._desired[c["cell_id"]] = c
@@ -246,7 +267,8 @@ class Agent:
                     last_full = time.monotonic()
                     list_cost = last_full - started
             except TemporaryDriverError as e:
-                log.warning("engine unavailable", error=str(e))
+                if self._engine_health.up:  # a known outage is logged once, by the supervisor
+                    log.warning("engine unavailable", error=str(e))
                 last_full = time.monotonic()
             except Exception:
                 log.exception("reconcile failed")
@@ -299,6 +321,8 @@ class Agent:
             self._observed_at[cell_id] = time.monotonic()
 
     def reconcile_once(self, *, full: bool = True) -> None:
+        if not self._engine_health.up:
+            return  # nothing can be done or seen; the engine's return wakes the next pass
         if full or not self._listed:
             self._refresh_observed()
         with self._lock:
@@ -331,10 +355,13 @@ class Agent:
 
     def _observe(self, cell: dict[str, Any], info: ContainerInfo | None) -> None:
         """Queue a status report for a cell whose observed state changed."""
+        if info is None and is_ended(cell, self._memory):
+            # Its END report is its truth (the server has it already after an agent restart).
+            ended = self._end_reports.get(cell["cell_id"])
+            if ended is not None:
+                self._queue(ended)
+            return
         state = observed_state(cell, info)
-        if info is None and cell["desired_state"] == "RUNNING":
-            # Waiting for CREATE, or an exited container that was removed with policy never.
-            state = "EXITED" if cell["cell_id"] in self._memory.seen_container else state
         report: dict[str, Any] = {"cell_id": cell["cell_id"], "state": state}
         if info is not None:
             report.update(
@@ -386,8 +413,14 @@ class Agent:
                 log.info("removed orphan container", container=action.container_id)
                 return
             assert cell is not None
+            if action.kind == "END":
+                self._end(action, cell)
+                return
             if action.kind == "CREATE":
-                self._create(cell, events, recreated=action.reason == "recreated")
+                recreated = action.reason == "recreated"
+                self._create(cell, events, recreated=recreated)
+                if recreated:  # a vanished container counts against the restart policy
+                    self._restarts[cell["cell_id"]] = self._restarts.get(cell["cell_id"], 0) + 1
             elif action.kind == "START":
                 self.driver.start(self._cid(action))
                 if action.reason.startswith("restarted"):
@@ -403,10 +436,16 @@ class Agent:
                 self.driver.stop(self._cid(action), float(cell.get("stop_timeout") or 10))
                 events.append(_event("stopped", "stopped on request"))
             elif action.kind == "REMOVE":
-                if action.container_id:
-                    self.driver.stop(action.container_id, float(cell.get("stop_timeout") or 10))
+                # Without an id (a listing that missed it), the container's name finds it; the
+                # removal is done only when the engine says the container is gone.
+                target = action.container_id or container_name(action.cell_id)
+                try:
+                    self.driver.stop(target, float(cell.get("stop_timeout") or 10))
                     events.append(_event("stopped", "stopping for deletion"))
-                    self._remove(action.container_id)
+                    self._remove(target)
+                except ContainerNotFound:
+                    pass
+                self._confirm_gone(action.cell_id, action.container_id)
                 self._queue(
                     {"cell_id": action.cell_id, "removed": True}, [*events, _event("removed", "")]
                 )
@@ -414,7 +453,9 @@ class Agent:
                     if self._desired.get(action.cell_id, {}).get("desired_state") == "DELETED":
                         del self._desired[action.cell_id]
                 self._reported.pop(action.cell_id, None)
+                self._end_reports.pop(action.cell_id, None)
                 self._memory.seen_container.discard(action.cell_id)
+                self._memory.ended.pop(action.cell_id, None)
                 self._set_observed(action.cell_id, None)
                 return
             info = self.driver.inspect(
@@ -426,6 +467,10 @@ class Agent:
             self._memory.last_running[action.cell_id] = info.running
             self._observe_with_events(cell, info, events)
         except TemporaryDriverError as e:
+            if not self._engine_health.up:
+                # The engine is known to be down: retried as soon as it is back, not a failure.
+                self._memory.retry_at[action.cell_id] = time.time() + 1.0
+                return
             retry = self._memory.action_failed(action.cell_id, time.time())
             log.warning(
                 "action deferred",
@@ -485,6 +530,46 @@ class Agent:
             return
         with contextlib.suppress(ContainerNotFound):
             self.driver.remove(container_id, force=True)
+
+    def _confirm_gone(self, cell_id: str, container_id: str | None) -> None:
+        """Raise (the action is retried) unless the engine knows no container of this cell."""
+        for ref in dict.fromkeys(r for r in (container_id, container_name(cell_id)) if r):
+            try:
+                info = self.driver.inspect(ref)
+            except ContainerNotFound:
+                continue
+            raise TemporaryDriverError(f"container {info.id[:12]} of {cell_id} is still there")
+
+    def _end(self, action: Action, cell: dict[str, Any]) -> None:
+        """The container vanished and the restart policy keeps the cell down: report its end."""
+        cell_id = cell["cell_id"]
+        try:
+            info = self.driver.inspect(container_name(cell_id))
+        except ContainerNotFound:
+            info = None
+        if info is not None:  # not gone after all (a listing raced a create): look again
+            self._set_observed(cell_id, info)
+            return
+        policy = (cell.get("restart") or {}).get("policy", "never")
+        why = (
+            "restart policy never"
+            if policy == "never"
+            else f"restart policy {policy}, {self._restarts.get(cell_id, 0)} restarts used"
+        )
+        message = f"its container was removed outside Cellplane ({why}): the cell ends"
+        report: dict[str, Any] = {
+            "cell_id": cell_id,
+            "state": "EXITED" if action.reason == "exited" else "FAILED",
+            "message": message,
+            "ended": True,
+            "restarts": self._restarts.get(cell_id, 0),
+        }
+        self._memory.ended[cell_id] = cell.get("restart_requested_at")
+        self._memory.action_succeeded(cell_id)
+        self._end_reports[cell_id] = report
+        self._set_observed(cell_id, None)
+        log.info("cell ended: container removed outside Cellplane", cell=cell_id, policy=policy)
+        self._queue(report, [_event("container-removed", message)])
 
     def _create(
         self, cell: dict[str, Any], events: list[dict[str, Any]], *, recreated: bool
@@ -578,6 +663,8 @@ class Agent:
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.cfg.heartbeat_s):
+            if not self._engine_health.up:
+                self._queue_engine()  # level-triggered: a server that missed it learns again
             try:
                 self.server.heartbeat()
             except ServerUnavailable as e:
@@ -585,6 +672,48 @@ class Agent:
                 self._reported.clear()
             except Exception:
                 log.exception("heartbeat refused")
+
+    # --- the engine ---
+
+    def _supervise_loop(self) -> None:
+        assert self._supervisor is not None
+        self._supervisor.run(self._stop)
+
+    @property
+    def engine_health(self) -> EngineHealth:
+        return self._engine_health
+
+    def _engine_wire(self) -> dict[str, Any]:
+        h = self._engine_health
+        return {
+            "state": "UP" if h.up else "DOWN",
+            "message": h.message,
+            "since": datetime.fromtimestamp(h.since, UTC).isoformat(),
+            "restarts": h.restarts,
+        }
+
+    def _queue_engine(self) -> None:
+        with self._outbox_cv:
+            self._outbox.append({"engine": self._engine_wire()})
+            self._outbox_cv.notify()
+
+    def _engine_changed(self, health: EngineHealth) -> None:
+        """Called by the supervisor when the engine goes down, comes back or restarts."""
+        was_up = self._engine_health.up
+        self._engine_health = health
+        if health.up and not was_up:
+            log.info("engine back", restarts=health.restarts)
+            with self._lock:
+                # Retries waited for the engine, not for a backoff: run them now, on a fresh
+                # listing, and re-send every cell's truth.
+                self._memory.retry_at.clear()
+                self._memory.action_failures.clear()
+                self._listed = False
+            self._reported.clear()
+        elif not health.up and was_up:
+            log.warning("engine down", reason=health.message)
+        self._queue_engine()
+        self._wake.set()
 
     # --- used by the agent's HTTP endpoint ---
 

@@ -1,4 +1,4 @@
-"""`cellplane host ls|maintenance`: the machines running `cellplane agent`.
+"""`cellplane host ls|show|maintenance`: the machines running `cellplane agent`.
 
 Registered on the root app by `cellplane.cli.main`. Hosts are named on the
 command line; a name resolves through the host list (an argument starting
@@ -72,6 +72,49 @@ def ls(out: output.OutputOpt = output.OutputFormat.table) -> None:
             for h in hosts
         ),
     )
+
+
+def _engine_text(host: dict[str, Any]) -> str:
+    engine = host.get("engine") or {}
+    text = str(engine.get("state") or "-")
+    if engine.get("since"):
+        text += f" since {engine['since']}"
+    if engine.get("outages"):
+        text += f", {engine['outages']} outage(s) recovered"
+    return text
+
+
+@app.command("show")
+def show(
+    host: Annotated[str, typer.Argument(help="Host name, or id (hst-...).")],
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Show one host: its state and why (heartbeats, container engine), capacity and usage."""
+    with output.session() as client:
+        data = client.get_host(resolve_host(client, host))
+    if out is output.OutputFormat.json:
+        output.print_json(data)
+        return
+    engine = data.get("engine") or {}
+    fields = [
+        ("name", data.get("name")),
+        ("id", data.get("id")),
+        ("state", data.get("state")),
+        ("reason", data.get("state_reason")),
+        ("engine", _engine_text(data)),
+        # While the engine is down: why; afterwards: its last failure.
+        ("engine message", engine.get("message")),
+        ("address", data.get("address")),
+        ("zone", data.get("zone")),
+        ("labels", ", ".join(f"{k}={v}" for k, v in (data.get("labels") or {}).items())),
+        ("cpu", _usage(data, "cpu")),
+        ("memory", _usage(data, "memory_mb", " MB")),
+        ("disk", _usage(data, "disk_gb", " GB")),
+        ("cells", (data.get("usage") or {}).get("cells")),
+        ("heartbeat", output.age(data.get("last_heartbeat"))),
+        ("created", data.get("created_at")),
+    ]
+    output.print_table(["FIELD", "VALUE"], fields)
 
 
 @app.command("maintenance")

@@ -238,7 +238,10 @@ class PodmanService:
                 start_new_session=True,
             )
         self._pid = self._process.pid
-        self.pid_path.write_text(f"{self._pid}\n")
+        # Written whole (readers, such as a supervisor's tests, never see it half-written).
+        tmp = self.pid_path.with_suffix(".tmp")
+        tmp.write_text(f"{self._pid}\n")
+        tmp.replace(self.pid_path)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if _answers(self.socket_path, timeout=0.5):
@@ -258,6 +261,38 @@ class PodmanService:
             return self.log_path.read_text(errors="replace")[-limit:]
         except OSError:
             return ""
+
+    def running(self) -> bool:
+        """Whether the service process is alive (False if its pid is not known).
+
+        A process started here is reaped on the way: a killed child would otherwise linger
+        as a zombie that `kill(pid, 0)` still finds.
+        """
+        if self._process is not None and self._process.pid == self._pid:
+            return self._process.poll() is None
+        return self._pid is not None and _alive(self._pid)
+
+    def answers(self, timeout: float = 1.0) -> bool:
+        """Whether the service answers `GET /_ping` within `timeout` seconds."""
+        return _answers(self.socket_path, timeout)
+
+    def exit_description(self) -> str:
+        """How the last known service process ended, for messages ("killed by signal 9")."""
+        code = self._process.poll() if self._process is not None else None
+        if code is None:
+            return "the process is gone"
+        if code < 0:
+            return f"killed by signal {-code}"
+        return f"exited with code {code}"
+
+    def kill(self) -> None:
+        """SIGKILL the service process now (one that no longer answers); containers survive."""
+        pid = self._pid
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        self._wait(pid, 5.0)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the service process; its containers keep running under conmon."""

@@ -3,6 +3,11 @@
 Called by the host and agent routes, by the cell service (admission) and by the controller
 (scheduling). The agent protocol is level-triggered: an assignment is the full desired state of each
 changed cell, and a status report is the full observed state of each changed cell.
+
+A host's state comes from its heartbeats and from its engine's health, which the agent reports in
+its status batches (`{"engine": {...}}` items): a host whose engine is down is SUSPECT (it takes no
+new cells; its running cells are left alone) and says why in `state_reason`. Reports are merged by
+`merge_report`: a report never erases a failure with "no news".
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ __all__ = [
     "authenticate_host",
     "get_host",
     "host_state",
+    "host_status",
     "list_hosts",
+    "merge_report",
     "network_name",
     "register",
     "set_maintenance",
@@ -56,20 +63,47 @@ def volume_engine_name(volume_id: str) -> str:
     return f"cp-{volume_id}"
 
 
-def host_state(host: Host, now: datetime, svc: Services) -> str:
+def host_status(host: Host, now: datetime, svc: Services) -> tuple[str, str | None]:
+    """The host's state (READY/SUSPECT/DOWN/MAINTENANCE) and, unless READY, why."""
     if host.maintenance:
-        return "MAINTENANCE"
+        return "MAINTENANCE", "in maintenance: takes no new cells"
     if host.last_heartbeat is None:
-        return "DOWN"
+        return "DOWN", "its agent never sent a heartbeat"
     hb = host.last_heartbeat
     if hb.tzinfo is None:  # SQLite returns naive datetimes; they were written in UTC
         hb = hb.replace(tzinfo=now.tzinfo)
     age = (now - hb).total_seconds()
     if age > svc.heartbeat_down_s:
-        return "DOWN"
+        return "DOWN", f"no heartbeat for {age:.0f} s"
     if age > svc.heartbeat_suspect_s:
-        return "SUSPECT"
-    return "READY"
+        return "SUSPECT", f"no heartbeat for {age:.0f} s: takes no new cells"
+    if host.engine_state == "DOWN":
+        since = f" since {host.engine_since.isoformat()}" if host.engine_since else ""
+        why = f": {host.engine_message}" if host.engine_message else ""
+        return "SUSPECT", (
+            f"container engine down{since}{why}; takes no new cells until it is back "
+            "(its agent restarts it)"
+        )
+    return "READY", None
+
+
+def host_state(host: Host, now: datetime, svc: Services) -> str:
+    return host_status(host, now, svc)[0]
+
+
+def _host_view(host: Host, now: datetime, svc: Services, usage: dict[str, Any]) -> dict[str, Any]:
+    state, reason = host_status(host, now, svc)
+    return {
+        **host_view(host, state, usage),
+        "state_reason": reason,
+        "engine": {
+            "state": host.engine_state or "UP",
+            "since": host.engine_since.isoformat() if host.engine_since else None,
+            # While DOWN: why; once UP again: the last failure, kept for the operator.
+            "message": host.engine_message,
+            "outages": host.engine_outages or 0,  # times it went down and came back
+        },
+    }
 
 
 def usage_by_host(s: Session) -> dict[str, dict[str, Any]]:
@@ -123,7 +157,7 @@ def list_hosts(svc: Services) -> list[dict[str, Any]]:
     with svc.db.reader() as s:
         usage = usage_by_host(s)
         return [
-            host_view(h, host_state(h, now, svc), usage.get(h.id, _zero()))
+            _host_view(h, now, svc, usage.get(h.id, _zero()))
             for h in s.scalars(select(Host).order_by(Host.id))
         ]
 
@@ -137,7 +171,7 @@ def get_host(svc: Services, host_id: str) -> dict[str, Any]:
         h = s.get(Host, host_id) or s.scalar(select(Host).where(Host.name == host_id))
         if h is None:
             raise NotFound(f"host {host_id!r} does not exist")
-        return host_view(h, host_state(h, utcnow(), svc), usage_by_host(s).get(h.id, _zero()))
+        return _host_view(h, utcnow(), svc, usage_by_host(s).get(h.id, _zero()))
 
 
 def set_maintenance(svc: Services, host_id: str, enabled: bool) -> dict[str, Any]:
@@ -195,6 +229,9 @@ def register(svc: Services, body: dict[str, Any]) -> dict[str, Any]:
         h.zone = body.get("zone")
         h.cpu, h.memory_mb, h.disk_gb = cpu, mem, disk
         h.last_heartbeat = now
+        # An agent registers once its engine runs (it starts the engine first).
+        engine = body.get("engine")
+        _apply_engine(h, engine if isinstance(engine, dict) else {"state": "UP"}, now)
         host_id = h.id
         cert = None
         if body.get("csr") is not None:
@@ -296,6 +333,7 @@ def assignments(svc: Services, host_id: str, since: int) -> dict[str, Any]:
                     "restart_requested_at": (
                         cell.restart_requested_at.isoformat() if cell.restart_requested_at else None
                     ),
+                    "ended_at": cell.ended_at.isoformat() if cell.ended_at else None,
                 }
             )
         volumes = [
@@ -337,6 +375,44 @@ def _final_exit(cell: Cell) -> bool:
     return True
 
 
+# Reports that only say "still on the way" (no container yet, or one created but not started):
+# no news, which never replaces the failure the cell is in; the retry's outcome will.
+_WAITING = frozenset({"CREATING", "STARTING"})
+
+
+def merge_report(state: str, message: str | None, report: dict[str, Any]) -> tuple[str, str | None]:
+    """The cell's (state, message) after a status report (pure).
+
+    - a FAILED cell stays FAILED, with its message, on a report that brings no news (a waiting
+      state and no message of its own): a later pass of the agent must not hide why the cell is
+      not running; real news (RUNNING, EXITED, STOPPED, DELETING, a new failure) replaces it;
+    - a report with a message sets it; one without keeps the message while the state is the
+      same, and clears it when the state moves on (the problem it described is over).
+    """
+    new = str(report.get("state") or state)
+    if "message" in report:
+        return new, report.get("message")
+    if state == "FAILED" and new in _WAITING:
+        return state, message
+    if new == state:
+        return new, message
+    return new, None
+
+
+def _apply_engine(host: Host, engine: dict[str, Any], now: datetime) -> bool:
+    """Record the engine health an agent reported; returns whether the engine came back."""
+    state = "DOWN" if str(engine.get("state") or "UP").upper() == "DOWN" else "UP"
+    came_back = host.engine_state == "DOWN" and state == "UP"
+    if state != host.engine_state or host.engine_since is None:
+        host.engine_since = now
+    host.engine_state = state
+    if engine.get("message"):
+        host.engine_message = str(engine["message"])[:2000]
+    if came_back:
+        host.engine_outages = (host.engine_outages or 0) + 1
+    return came_back
+
+
 def apply_status(svc: Services, host_id: str, reports: list[dict[str, Any]]) -> None:
     """Record what the agent observed; advance the tasks; forget cells whose removal is confirmed."""
     now = utcnow()
@@ -350,6 +426,10 @@ def apply_status(svc: Services, host_id: str, reports: list[dict[str, Any]]) -> 
         for r in reports:
             if "volume_removed" in r:
                 removed_volumes.append(str(r["volume_removed"]))
+                continue
+            if isinstance(r.get("engine"), dict):
+                if _apply_engine(host, r["engine"], now):
+                    topics.add("controller")  # it takes cells again: place what waited
                 continue
             cell = s.get(Cell, str(r.get("cell_id")))
             if cell is None or cell.host_id != host_id:
@@ -366,7 +446,7 @@ def apply_status(svc: Services, host_id: str, reports: list[dict[str, Any]]) -> 
                 step = _EVENT_STEPS.get(etype)
                 if task is not None and step is not None:
                     tasks_mod.advance(task, step, "COMPLETED", at)
-            state = str(r.get("state") or cell.state)
+            state, message = merge_report(cell.state, cell.message, r)
             if r.get("removed"):
                 if task is not None:
                     tasks_mod.advance(task, "DELETE", "COMPLETED", now)
@@ -383,7 +463,11 @@ def apply_status(svc: Services, host_id: str, reports: list[dict[str, Any]]) -> 
                 cell.exit_code = r.get("exit_code")
             if "restarts" in r:
                 cell.restarts = int(r.get("restarts") or 0)
-            cell.message = r.get("message")
+            if r.get("ended"):
+                cell.ended_at = now
+            elif r.get("container_id"):
+                cell.ended_at = None  # it runs again
+            cell.message = message
             cell.updated_at = now
             if task is not None:
                 if state == "FAILED" and cell.desired_state != "DELETED":

@@ -104,6 +104,12 @@ class Host(Base):
     # Bumped in the same transaction as any change to what this host should run; agents long-poll it.
     revision: Mapped[int] = mapped_column(Integer, default=0)
     last_heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The host's container engine as its agent reports it: UP or DOWN (a host whose engine is
+    # DOWN takes no new cells), since when, the last failure, and how many outages it came back from.
+    engine_state: Mapped[str] = mapped_column(String(16), default="UP", server_default="UP")
+    engine_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    engine_message: Mapped[str | None] = mapped_column(Text)
+    engine_outages: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
@@ -159,6 +165,9 @@ class Cell(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer)
     restarts: Mapped[int] = mapped_column(Integer, default=0)
     restart_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When the cell ended for good (its container vanished and the restart policy keeps it down);
+    # only a start or restart request after it brings the cell back.
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     task_id: Mapped[str | None] = mapped_column(String(40))
     message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -15,6 +15,7 @@ from cellplane.agent.reconcile import (
     Action,
     Memory,
     backoff,
+    is_ended,
     observed_state,
     parse_time,
     reconcile,
@@ -251,24 +252,41 @@ def test_restart_request_is_not_for_stopped_cells() -> None:
     assert run(c, info("exited", 143)) == []
 
 
-# --- containers that vanish -----------------------------------------------------------------
+# --- containers that vanish ---------------------------------------------------------------
+# A container removed behind Cellplane's back (`podman rm -f`) is a failure judged by the cell's
+# restart policy: always -> recreate; on-failure -> recreate while retries are left (counted);
+# never, or on-failure out of retries -> END (the runner reports the cell ended).
 
 
-@pytest.mark.parametrize("policy", ["never", "on-failure", "always"])
-def test_recreate_a_running_container_that_vanished(policy: str) -> None:
+@pytest.mark.parametrize(
+    ("policy", "max_retries", "restarts", "expected"),
+    [
+        ("always", None, 0, ("CREATE", "recreated")),
+        ("always", 1, 7, ("CREATE", "recreated")),  # max_retries only bounds on-failure
+        ("on-failure", None, 9, ("CREATE", "recreated")),
+        ("on-failure", 2, 1, ("CREATE", "recreated")),
+        ("on-failure", 2, 2, ("END", "removed")),
+        ("on-failure", 0, 0, ("END", "removed")),
+        ("never", None, 0, ("END", "removed")),
+    ],
+)
+def test_a_running_container_that_vanished(
+    policy: str, max_retries: int | None, restarts: int, expected: tuple[str, str]
+) -> None:
     mem = Memory()
-    c = cell(policy=policy)
+    c = cell(policy=policy, max_retries=max_retries, restarts=restarts)
     assert run(c, info(), mem) == []
     (a,) = run(c, None, mem, now=NOW + 1)
-    assert a.kind == "CREATE" and a.reason == "recreated"
+    assert (a.kind, a.reason, a.container_id) == (*expected, None)
 
 
-def test_never_policy_does_not_bring_back_an_exited_container() -> None:
+def test_never_policy_ends_a_cell_whose_exited_container_vanished() -> None:
     mem = Memory()
     c = cell(policy="never")
     assert run(c, exited(0), mem) == []
     assert run(c, exited(0), mem, now=NOW + 1) == []
-    assert run(c, None, mem, now=NOW + 2) == []
+    (a,) = run(c, None, mem, now=NOW + 2)
+    assert (a.kind, a.reason) == ("END", "exited")
 
 
 def test_an_exit_seen_once_before_vanishing_is_a_forced_removal() -> None:
@@ -278,16 +296,58 @@ def test_an_exit_seen_once_before_vanishing_is_a_forced_removal() -> None:
     run(c, info(), mem)
     assert run(c, exited(137), mem, now=NOW + 1) == []
     (a,) = run(c, None, mem, now=NOW + 2)
-    assert (a.kind, a.reason) == ("CREATE", "recreated")
+    assert (a.kind, a.reason) == ("END", "removed")
 
 
-@pytest.mark.parametrize("policy", ["on-failure", "always"])
-def test_restarting_policies_recreate_an_exited_container_that_vanished(policy: str) -> None:
+@pytest.mark.parametrize(
+    ("policy", "code", "expected"),
+    [
+        ("always", 0, ("CREATE", "recreated")),
+        ("always", 1, ("CREATE", "recreated")),
+        ("on-failure", 1, ("CREATE", "recreated")),  # it was waiting for its restart
+        ("on-failure", 0, ("END", "exited")),  # it had succeeded: nothing to retry
+        ("never", 1, ("END", "exited")),
+    ],
+)
+def test_an_exited_container_that_vanished(
+    policy: str, code: int, expected: tuple[str, str]
+) -> None:
     mem = Memory()
     c = cell(policy=policy)
-    run(c, exited(1), mem)
+    run(c, exited(code), mem)
+    run(c, exited(code), mem, now=NOW + 0.1)
     (a,) = run(c, None, mem, now=NOW + 1)
-    assert (a.kind, a.reason) == ("CREATE", "recreated")
+    assert (a.kind, a.reason) == expected
+
+
+def test_an_ended_cell_stays_ended_until_started_again() -> None:
+    mem = Memory(seen_container={CID}, ended={CID: None})
+    assert run(cell(), None, mem) == []
+    assert run(cell(), None, mem, now=NOW + 60) == []
+    # `cell start` stamps a restart request: a new run, created afresh (not a recreation).
+    again = cell(restart_requested_at="2024-01-01T00:00:10+00:00")
+    (a,) = run(again, None, mem, now=NOW + 61)
+    assert (a.kind, a.reason) == ("CREATE", "created")
+    assert CID not in mem.ended and CID not in mem.seen_container
+
+
+def test_a_restarted_agent_learns_the_end_from_the_server() -> None:
+    """Memory is lost with the agent; the assignment's `ended_at` keeps the cell ended."""
+    ended = {**cell(), "ended_at": "2024-01-01T00:01:00+00:00"}
+    assert run(ended, None, Memory()) == []
+    older_request = {**ended, "restart_requested_at": "2024-01-01T00:00:30+00:00"}
+    assert run(older_request, None, Memory()) == []
+    newer_request = {**ended, "restart_requested_at": "2024-01-01T00:02:00+00:00"}
+    (a,) = run(newer_request, None, Memory())
+    assert (a.kind, a.reason) == ("CREATE", "created")
+
+
+def test_is_ended() -> None:
+    mem = Memory()
+    assert not is_ended(cell(), mem)
+    mem.ended[CID] = "2024-01-01T00:00:10+00:00"
+    assert is_ended(cell(restart_requested_at="2024-01-01T00:00:10+00:00"), mem)
+    assert not is_ended(cell(restart_requested_at="2024-01-01T00:00:11+00:00"), mem)
 
 
 def test_a_new_agent_creates_rather_than_recreates() -> None:
