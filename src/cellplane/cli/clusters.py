@@ -137,9 +137,12 @@ def _follow(
 
 
 def _load_spec(path: Path) -> dict[str, Any]:
+    """Read a spec file as the server's catalog does (comments, bare words, a stray brace)."""
+    from cellplane.clusters import jsonc
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        data = jsonc.load_file(path)
+    except jsonc.JsoncError as exc:
         raise typer.BadParameter(f"{path}: {exc}", param_hint="'--specFile'") from None
     if not isinstance(data, dict):
         raise typer.BadParameter(f"{path}: not a JSON object", param_hint="'--specFile'")
@@ -305,6 +308,12 @@ def show(
         output.print_json(view)
         return
     output.out_console.print(render_cluster(view))
+    for g in view.get("nodeGroups") or []:
+        if g.get("cellName") and g.get("cellName") != g.get("name"):
+            output.out_console.print(
+                f"group {output.escape(str(g['name']))}: cells "
+                f"{output.escape(str(view.get('name')))}-{output.escape(str(g['cellName']))}-<n>"
+            )
     for role, ports in (view.get("endpoints") or {}).items():
         for port_name, addrs in ports.items():
             output.out_console.print(f"{output.escape(role)} {port_name}: {', '.join(addrs)}")

@@ -5,10 +5,16 @@ The clusters service loads one :class:`Catalog` at start-up from
 (:meth:`Catalog.find_spec`) and how each role runs (``catalog.roles``).
 A catalog folder looks like Serengeti's ``/opt/serengeti/www``::
 
-    specs/map.json            [{vendor, version (regex), type, appManager, path}]
+    specs/map                 [{vendor, version (regex), type, appManager, path}]
     specs/<path>              cluster specs named by the map, either JSON form
-    distros/manifest.json     [{name, vendor, version, packages[{roles, tarball | package_repos}]}]
+    distros/manifest          [{name, vendor, version, packages[{roles, tarball | package_repos}]}]
     roles/<role>.yaml         one role definition per file (see cellplane.clusters.roles)
+
+``specs/map`` and ``distros/manifest`` are read under Serengeti's names (no extension) or
+with ``.json`` (one of the two per folder). Every file is read as Serengeti read JSON
+(:mod:`cellplane.clusters.jsonc`: comments, bare words, a stray closing brace); unreadable,
+non-UTF-8 or too deeply nested content is a :class:`CatalogError` naming the file, never
+a traceback.
 
 Every part is optional in a folder. Operators add folders (``CELLPLANE_CATALOG_PATH``)
 without code; a later folder replaces a distro or role of the same name and a
@@ -17,7 +23,6 @@ map entry of the same (vendor, type). Every error names the file and field.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -147,16 +152,24 @@ def _loc(loc: Sequence[int | str]) -> str:
 
 def _read_json_list(path: Path) -> list[Any]:
     try:
-        data = jsonc.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise CatalogError(str(path), f"cannot read: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise CatalogError(
-            str(path), f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
+        data = jsonc.load_file(path)
+    except jsonc.JsoncError as exc:
+        raise CatalogError(str(path), str(exc)) from None
     if not isinstance(data, list):
         raise CatalogError(str(path), "must be a JSON list of entries")
     return data
+
+
+def _catalog_file(root: Path, folder: str, name: str) -> Path | None:
+    """Serengeti's ``<folder>/<name>`` (no extension) or ``<folder>/<name>.json``; not both."""
+    bare, dotted = root / folder / name, root / folder / f"{name}.json"
+    if bare.is_file() and dotted.is_file():
+        raise CatalogError(
+            str(bare), f"both {folder}/{name} and {folder}/{name}.json exist; keep one"
+        )
+    if bare.is_file():
+        return bare
+    return dotted if dotted.is_file() else None
 
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -177,11 +190,15 @@ def _validate_entries(path: Path, model: type[_M], items: list[Any]) -> list[_M]
 
 def _load_role(path: Path) -> RoleDefinition:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise CatalogError(str(path), f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise CatalogError(str(path), f"not UTF-8 text (byte at offset {exc.start})") from None
     except yaml.YAMLError as exc:
         raise CatalogError(str(path), f"invalid YAML: {exc}") from None
+    except RecursionError:
+        raise CatalogError(str(path), "nested too deeply") from None
     if not isinstance(data, dict):
         raise CatalogError(str(path), "a role definition must be a YAML mapping")
     try:
@@ -218,8 +235,8 @@ class Catalog:
         for root in paths:
             if not root.is_dir():
                 raise CatalogError(str(root), "catalog folder does not exist")
-            map_file = root / "specs" / "map.json"
-            if map_file.is_file():
+            map_file = _catalog_file(root, "specs", "map")
+            if map_file is not None:
                 items = _read_json_list(map_file)
                 for i, entry in enumerate(_validate_entries(map_file, SpecMapEntry, items)):
                     spec_path = map_file.parent / entry.path
@@ -230,8 +247,8 @@ class Catalog:
                     key = (entry.vendor.lower(), entry.type)
                     specs.pop(key, None)  # a replaced entry moves to the end, as if appended
                     specs[key] = CatalogSpec(entry, spec, spec_path)
-            manifest = root / "distros" / "manifest.json"
-            if manifest.is_file():
+            manifest = _catalog_file(root, "distros", "manifest")
+            if manifest is not None:
                 for distro in _validate_entries(manifest, Distro, _read_json_list(manifest)):
                     distros[distro.name] = distro
             role_dir = root / "roles"

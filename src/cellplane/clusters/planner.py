@@ -22,23 +22,33 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 from cellplane.clusters.catalog import Catalog
-from cellplane.clusters.errors import DependencyCycleError, PlanError, ResizeError
-from cellplane.clusters.roles import Member, Topology, missing_binaries
-from cellplane.clusters.spec import ClusterSpec, NodeGroupSpec, apply_overrides
+from cellplane.clusters.errors import DependencyCycleError, FieldIssue, PlanError, ResizeError
+from cellplane.clusters.roles import Member, RoleDefinition, Topology, missing_binaries
+from cellplane.clusters.spec import (
+    MAX_CLUSTER_NODES,
+    ClusterSpec,
+    NodeGroupSpec,
+    apply_overrides,
+    cell_name,
+)
 from cellplane.scheduler import PlacementRequest, Resources
 
 __all__ = [
     "DATA_VOLUME_SUFFIX",
     "DEFAULT_INSTANCE_TYPE",
+    "UNDEPLOYABLE_FAMILIES",
     "ClusterPlan",
     "NodePlan",
     "NodeVolume",
     "ResizeDiff",
+    "configuration_issues",
     "data_volume_name",
     "diff_for_resize",
+    "group_resources",
     "merged_configuration",
     "missing_requirements",
     "node_name",
@@ -47,11 +57,12 @@ __all__ = [
     "role_dependencies",
     "start_order",
     "topology_from_plan",
+    "undeployable_reason",
 ]
 
 # Serengeti sizes a node group without instanceType (and without full cpu/mem/disk) as MEDIUM.
 DEFAULT_INSTANCE_TYPE = "MEDIUM"
-_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 DATA_VOLUME_SUFFIX = "-data"
 
 
@@ -86,11 +97,13 @@ class ClusterPlan:
     def placement_requests(self) -> tuple[PlacementRequest, ...]:
         return tuple(node.placement for node in self.nodes)
 
+    @cached_property
+    def _by_name(self) -> dict[str, NodePlan]:
+        return {node.name: node for node in self.nodes}
+
     def node(self, name: str) -> NodePlan:
-        for node in self.nodes:
-            if node.name == name:
-                return node
-        raise KeyError(name)
+        """The node called `name` (a dict lookup: plans of thousands of nodes stay linear)."""
+        return self._by_name[name]
 
     def group_nodes(self, group: str) -> tuple[NodePlan, ...]:
         return tuple(node for node in self.nodes if node.group == group)
@@ -110,8 +123,12 @@ _NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
 
 def node_name(cluster_name: str, group: str, index: int) -> str:
-    """The stable node (and host) name ``<cluster>-<group>-<n>``, n from 0."""
-    return f"{cluster_name}-{group}-{index}"
+    """The stable node (and host) name ``<cluster>-<cell name of group>-<n>``, n from 0.
+
+    The group's cell name is :func:`~cellplane.clusters.spec.cell_name`: the group name
+    itself when lowercase, ``dataMaster`` -> ``data-master`` otherwise.
+    """
+    return f"{cluster_name}-{cell_name(group)}-{index}"
 
 
 @dataclass(frozen=True)
@@ -300,6 +317,217 @@ def _placement(
     )
 
 
+def _group_waves(live: list[NodeGroupSpec], deps: Mapping[str, frozenset[str]]) -> list[list[str]]:
+    """Layer node groups: a group starts after every *other* group hosting a role it waits for.
+
+    Kahn's algorithm over roles rather than group pairs, so thousands of groups stay linear:
+    a group is ready once, for each role it waits for, every other group hosting that role
+    is placed. Raises DependencyCycleError naming a cycle between groups.
+    """
+    hosts: dict[str, set[str]] = {}
+    for g in live:
+        for role in g.roles:
+            hosts.setdefault(role, set()).add(g.name)
+    awaited: dict[str, set[str]] = {
+        g.name: {d for r in g.roles for d in deps[r] if hosts.get(d, set()) - {g.name}}
+        for g in live
+    }
+    waiters: dict[str, list[str]] = {}
+    for name, roles in awaited.items():
+        for role in roles:
+            waiters.setdefault(role, []).append(name)
+    pending_hosts = {role: set(names) for role, names in hosts.items()}
+    roles_of = {g.name: g.roles for g in live}
+    unmet = {name: len(roles) for name, roles in awaited.items()}
+    satisfied: set[tuple[str, str]] = set()
+
+    def satisfy(group: str, role: str, ready: list[str]) -> None:
+        if (group, role) in satisfied:
+            return
+        satisfied.add((group, role))
+        unmet[group] -= 1
+        if unmet[group] == 0:
+            ready.append(group)
+
+    waves: list[list[str]] = []
+    current = sorted(name for name, n in unmet.items() if n == 0)
+    placed = 0
+    while current:
+        waves.append(current)
+        placed += len(current)
+        nxt: list[str] = []
+        for group in current:
+            for role in roles_of[group]:
+                left = pending_hosts.get(role)
+                if left is None or group not in left:
+                    continue
+                left.discard(group)
+                for waiter in waiters.get(role, ()) if len(left) <= 1 else ():
+                    # Satisfied when nothing is left, or only the waiter itself (a role inside
+                    # its own node starts in role-wave order, not after its own group).
+                    if not left or left == {waiter}:
+                        satisfy(waiter, role, nxt)
+        current = sorted(set(nxt))
+    if placed < len(live):
+        rest = {g.name for g in live} - {n for w in waves for n in w}
+        edges = {
+            name: {h for role in awaited[name] for h in hosts[role] if h != name and h in rest}
+            for name in rest
+        }
+        cycle = _find_cycle(edges)
+        raise DependencyCycleError(cycle or sorted(rest), "node group")
+    return waves
+
+
+def group_resources(
+    spec: ClusterSpec, flavors: Mapping[str, Resources]
+) -> list[tuple[NodeGroupSpec, Resources]]:
+    """Each group with the size of one of its nodes, without building any node.
+
+    The clusters service checks quota on this (count x size per group) before planning.
+    Raises PlanError for an unknown flavor or a group without any size.
+    """
+    return [(group, _resources(group, i, flavors)) for i, group in enumerate(spec.node_groups)]
+
+
+# Serengeti's Hadoop-family roles, which no catalog folder of Cellplane defines, and why.
+UNDEPLOYABLE_FAMILIES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (
+        ("hadoop_", "hbase_", "hive", "pig", "tempfs_", "zookeeper_server", "hue"),
+        "Apache Hadoop 1.x/2.x, HBase, Hive and Pig (Serengeti's Chef roles) are not packaged "
+        "in Debian 12, and Serengeti installed them from vendor tarballs or yum repositories "
+        "that Cellplane does not fetch",
+    ),
+    (
+        ("mapr_",),
+        "MapR is proprietary software installed from MapR's own repositories with a licence; "
+        "nothing of it is on these machines",
+    ),
+    (
+        (
+            "NAMENODE",
+            "SECONDARY_NAMENODE",
+            "DATANODE",
+            "HDFS_",
+            "YARN_",
+            "MAPREDUCE",
+            "RESOURCEMANAGER",
+            "NODEMANAGER",
+            "HBASE_",
+            "HIVE_",
+            "ZOOKEEPER_SERVER",
+        ),
+        "Ambari and Cloudera Manager roles are deployed by those application managers "
+        "(appManager Ambari / ClouderaManager), external servers that install HDP/CDH "
+        "packages; Cellplane only has the Default application manager",
+    ),
+)
+
+
+def undeployable_reason(role: str) -> str | None:
+    """Why a Serengeti role Cellplane has no definition for cannot be deployed, if known."""
+    for prefixes, reason in UNDEPLOYABLE_FAMILIES:
+        if any(role.startswith(p) for p in prefixes):
+            return reason
+    return None
+
+
+def _is_empty(value: Any) -> bool:
+    """A configuration value with nothing in it (Serengeti's samples carry empty sections)."""
+    if isinstance(value, Mapping):
+        return all(_is_empty(v) for v in value.values())
+    return False
+
+
+def _section_issues(
+    path: str,
+    configuration: Mapping[str, Any],
+    roles: Iterable[str],
+    catalog: Catalog,
+) -> list[FieldIssue]:
+    present = list(dict.fromkeys(roles))
+    readers: dict[str, list[RoleDefinition]] = {}
+    for role in present:
+        definition = catalog.roles.get(role)
+        if definition is not None and definition.configuration is not None:
+            readers.setdefault(definition.configuration.section, []).append(definition)
+    undefined = [r for r in present if r not in catalog.roles]
+    issues: list[FieldIssue] = []
+    for section, body in configuration.items():
+        where = f"{path}.{section}"
+        owners = readers.get(section)
+        if not owners:
+            if _is_empty(body) or undefined:
+                continue  # nothing to apply, or the deploy is refused for its roles anyway
+            known = sorted(readers) or ["none"]
+            issues.append(
+                FieldIssue(
+                    where,
+                    "no role of this cluster reads this section (sections its roles read: "
+                    f"{', '.join(known)})",
+                )
+            )
+            continue
+        names = ", ".join(d.name for d in owners)
+        if not isinstance(body, Mapping):
+            issues.append(FieldIssue(where, "must be an object of files"))
+            continue
+        files: dict[str, dict[str, Any]] = {}
+        for definition in owners:
+            assert definition.configuration is not None
+            for file, keys in definition.configuration.files.items():
+                files.setdefault(file, {}).update(keys)
+        for file, values in body.items():
+            if file not in files:
+                issues.append(
+                    FieldIssue(
+                        f"{where}.{file}",
+                        f"not a file Cellplane's {names} role renders from configuration "
+                        f"(known: {', '.join(sorted(files))})",
+                    )
+                )
+                continue
+            if not isinstance(values, Mapping):
+                issues.append(FieldIssue(f"{where}.{file}", "must be an object of settings"))
+                continue
+            keys = files[file]
+            for key, value in values.items():
+                schema = keys.get(key, keys.get("*"))
+                if schema is None:
+                    issues.append(
+                        FieldIssue(
+                            f"{where}.{file}.{key}",
+                            f"not a setting Cellplane's {names} role understands "
+                            f"(known: {', '.join(sorted(keys))})",
+                        )
+                    )
+                    continue
+                problem = schema.check(value)
+                if problem is not None:
+                    issues.append(FieldIssue(f"{where}.{file}.{key}", problem))
+    return issues
+
+
+def configuration_issues(spec: ClusterSpec, catalog: Catalog) -> list[FieldIssue]:
+    """Every ``configuration`` value no role of the cluster can use, named by its key.
+
+    A section read by a role (``zookeeper``, ``etcd``...) is checked key by key against the
+    role's declared settings; a non-empty section no role of the cluster reads is refused.
+    Sections of roles Cellplane cannot deploy (Hadoop...) are left alone: the deploy is
+    refused for those roles, naming them.
+    """
+    all_roles = [r for g in spec.node_groups for r in g.roles]
+    issues = _section_issues("configuration", spec.configuration or {}, all_roles, catalog)
+    for i, group in enumerate(spec.node_groups):
+        if group.configuration:
+            issues.extend(
+                _section_issues(
+                    f"nodeGroups[{i}].configuration", group.configuration, group.roles, catalog
+                )
+            )
+    return issues
+
+
 def plan_cluster(
     spec: ClusterSpec,
     catalog: Catalog,
@@ -314,10 +542,17 @@ def plan_cluster(
     memCapacityMB and storage.sizeGB override them. With a `distro`, every role
     must be one the distro ships. Roles without a definition in the catalog
     are planned (listed in ``undefined_roles``) so a deploy can refuse them
-    with a clear message.
+    with a clear message. Bounded and linear: a cluster over
+    :data:`~cellplane.clusters.spec.MAX_CLUSTER_NODES` nodes is refused before any node
+    is built, and no step compares every group (or node) with every other.
     """
-    if not _LABEL_RE.match(cluster_name):
+    if not _LABEL_RE.fullmatch(cluster_name):
         raise PlanError(f"cluster name {cluster_name!r} must be a DNS label (letters, digits, '-')")
+    total = spec.total_nodes
+    if total > MAX_CLUSTER_NODES:
+        raise PlanError(
+            f"the spec asks for {total} nodes; a cluster has at most {MAX_CLUSTER_NODES}"
+        )
     if distro is not None:
         if distro not in catalog.distros:
             raise PlanError(f"unknown distro {distro!r}")
@@ -326,6 +561,9 @@ def plan_cluster(
             for role in group.roles:
                 if role not in shipped:
                     raise PlanError(f"nodeGroups[{i}].roles: distro {distro} has no role {role}")
+    config_problems = configuration_issues(spec, catalog)
+    if config_problems:
+        raise PlanError("; ".join(str(i) for i in config_problems))
     all_roles = [role for group in spec.node_groups for role in group.roles]
     # Only groups that get nodes can satisfy a dependency.
     live = [g for g in spec.node_groups if g.instance_num > 0]
@@ -334,32 +572,26 @@ def plan_cluster(
     wave_of = {role: w for w, roles in enumerate(role_waves) for role in roles}
     # A group waits for every other group hosting a role one of its roles waits for;
     # dependencies inside a node are met by starting its roles in role-wave order.
-    group_deps = {
-        g.name: {
-            h.name
-            for h in live
-            if h.name != g.name and any(d in h.roles for r in g.roles for d in deps[r])
-        }
-        for g in live
-    }
-    group_waves = start_order(group_deps, kind="node group")
+    group_waves = _group_waves(live, deps)
     group_wave = {g: w for w, groups in enumerate(group_waves) for g in groups}
+    sized = group_resources(spec, flavors)
     nodes: list[NodePlan] = []
-    for i, group in enumerate(spec.node_groups):
-        resources = _resources(group, i, flavors)
+    for i, (group, resources) in enumerate(sized):
         if group.instance_num == 0:
             continue
-        roles = tuple(sorted(group.roles, key=lambda r: (wave_of[r], group.roles.index(r))))
+        order = {r: k for k, r in enumerate(group.roles)}
+        roles = tuple(sorted(group.roles, key=lambda r: (wave_of[r], order[r])))
         wave = group_wave[group.name]
+        last = node_name(cluster_name, group.name, group.instance_num - 1)
+        if len(last) > 63:
+            raise PlanError(f"node name {last!r} is longer than 63 characters")
+        if not _NODE_NAME.fullmatch(last):
+            raise PlanError(
+                f"nodeGroups[{i}].name {group.name!r}: node names such as {last!r} name cells "
+                "and hosts, so they must be lowercase letters, digits and '-'"
+            )
         for index in range(group.instance_num):
             name = node_name(cluster_name, group.name, index)
-            if len(name) > 63:
-                raise PlanError(f"node name {name!r} is longer than 63 characters")
-            if not _NODE_NAME.fullmatch(name):
-                raise PlanError(
-                    f"nodeGroups[{i}].name {group.name!r}: node names such as {name!r} name cells "
-                    "and hosts, so they must be lowercase letters, digits and '-'"
-                )
             nodes.append(
                 NodePlan(
                     name=name,
@@ -421,7 +653,11 @@ def topology_from_plan(
     ports = {
         role: dict(catalog.roles[role].ports) if role in catalog.roles else {} for role in members
     }
-    configuration = {node.name: merged_configuration(plan.spec, node.group) for node in plan.nodes}
+    per_group = {
+        g.name: _deep_merge(plan.spec.configuration or {}, g.configuration or {})
+        for g in plan.spec.node_groups
+    }
+    configuration = {node.name: per_group[node.group] for node in plan.nodes}
     return Topology(
         cluster_name=plan.cluster_name,
         members={role: tuple(ms) for role, ms in members.items()},
@@ -435,7 +671,14 @@ def missing_requirements(
     plan: ClusterPlan, catalog: Catalog, available: Callable[[str], bool]
 ) -> list[str]:
     """Human-readable reasons the plan cannot run on an image; empty when it can."""
-    problems = [f"role {role} has no definition in the catalog" for role in plan.undefined_roles]
+    problems = []
+    for role in plan.undefined_roles:
+        reason = undeployable_reason(role)
+        problems.append(
+            f"role {role} is not deployable: {reason}"
+            if reason
+            else f"role {role} has no definition in the catalog"
+        )
     seen: set[str] = set()
     for node in plan.nodes:
         for role in node.roles:
@@ -448,7 +691,7 @@ def missing_requirements(
 
 
 def _index_of(cluster_name: str, group: str, name: str) -> int:
-    prefix = f"{cluster_name}-{group}-"
+    prefix = f"{cluster_name}-{cell_name(group)}-"
     suffix = name[len(prefix) :]
     if not name.startswith(prefix) or not suffix.isdigit():
         raise ResizeError(f"node {name!r} is not named {prefix}<n>")

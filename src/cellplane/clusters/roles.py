@@ -27,6 +27,8 @@ and ``join``):
   is a shortcut for ``role.ports``
 * ``roles``: for every role in the cluster, ``members`` (list of nodes as
   above), ``ports`` and ``count``
+* ``settings``: the keys the role declares under ``configuration`` (per file), with the
+  spec's value or the declared default (see :func:`role_settings`)
 """
 
 from __future__ import annotations
@@ -42,16 +44,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from cellplane.clusters.errors import RoleError
 
 __all__ = [
+    "ConfigKey",
     "HttpCheck",
     "Member",
     "Readiness",
     "RenderedReadiness",
     "RenderedRole",
+    "RoleConfiguration",
     "RoleDefinition",
     "RoleRequirements",
     "Topology",
     "missing_binaries",
     "render_role",
+    "role_settings",
     "template_environment",
 ]
 
@@ -94,6 +99,56 @@ class RoleRequirements(BaseModel):
     binaries: tuple[str, ...] = ()
 
 
+class ConfigKey(BaseModel):
+    """One setting a role reads from the spec's ``configuration``: its type, bounds, default.
+
+    ``type`` is ``int`` (with ``min``/``max``), ``enum`` (one of ``values``) or ``string``
+    (no newline: values are written into config files line by line).
+    """
+
+    model_config = _ROLE_CONFIG
+
+    type: Literal["int", "enum", "string"]
+    min: int | None = None
+    max: int | None = None
+    values: tuple[str, ...] | None = None
+    default: int | str
+
+    def check(self, value: Any) -> str | None:
+        """Why `value` cannot be used, or None when it can."""
+        if self.type == "int":
+            number = value
+            if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+                number = int(value.strip())
+            if isinstance(number, bool) or not isinstance(number, int):
+                return f"must be an integer, not {value!r}"
+            if (self.min is not None and number < self.min) or (
+                self.max is not None and number > self.max
+            ):
+                return f"must be an integer from {self.min} to {self.max}, not {number}"
+            return None
+        if not isinstance(value, str):
+            return f"must be a string, not {value!r}"
+        if self.type == "enum" and value not in (self.values or ()):
+            return f"must be one of {', '.join(self.values or ())}, not {value!r}"
+        if "\n" in value or "\r" in value:
+            return "must be a single line"
+        return None
+
+
+class RoleConfiguration(BaseModel):
+    """Which ``configuration`` section a role reads (``zookeeper``) and its keys, per file.
+
+    A file entry ``"*"`` accepts any key with a string value (free-form maps such as an
+    environment).
+    """
+
+    model_config = _ROLE_CONFIG
+
+    section: str
+    files: dict[str, dict[str, ConfigKey]]
+
+
 class RoleDefinition(BaseModel):
     """One ``catalog/roles/<name>.yaml`` file."""
 
@@ -113,6 +168,8 @@ class RoleDefinition(BaseModel):
     join: tuple[str, ...] | None = None
     data_dir: str | None = None
     """Where the role keeps its data; the node's data volume is mounted there (see planner)."""
+    configuration: RoleConfiguration | None = None
+    """The spec ``configuration`` the role understands; templates see it as ``settings``."""
 
     @field_validator("readiness")
     @classmethod
@@ -246,6 +303,7 @@ def _context(role: RoleDefinition, topology: Topology, me: Member) -> dict[str, 
         for name, members in topology.members.items()
     }
     return {
+        "settings": role_settings(role, topology.configuration.get(me.name, {})),
         "cluster": {
             "name": topology.cluster_name,
             "state": topology.state,
@@ -256,6 +314,30 @@ def _context(role: RoleDefinition, topology: Topology, me: Member) -> dict[str, 
         "ports": dict(role.ports),
         "roles": roles,
     }
+
+
+def role_settings(role: RoleDefinition, configuration: Mapping[str, Any]) -> dict[str, Any]:
+    """The role's settings for templates: each file's keys, the spec's value or the default."""
+    spec = role.configuration
+    if spec is None:
+        return {}
+    given = configuration.get(spec.section)
+    given = given if isinstance(given, Mapping) else {}
+    out: dict[str, Any] = {}
+    for file, keys in spec.files.items():
+        values = given.get(file)
+        values = values if isinstance(values, Mapping) else {}
+        if "*" in keys:
+            out[file] = {str(k): v for k, v in values.items()}
+            continue
+        settings: dict[str, Any] = {}
+        for key, schema in keys.items():
+            value = values.get(key, schema.default)
+            if schema.type == "int" and isinstance(value, str):
+                value = int(value.strip())
+            settings[key] = value
+        out[file] = settings
+    return out
 
 
 def _render(source: str, where: str, role: str, context: Mapping[str, Any]) -> str:

@@ -2,10 +2,33 @@
 
 The clusters service parses what users send (the CLI/REST camelCase form,
 ``nodeGroups[...]``), the catalog parses the server template form
-(``groups[...]`` with snake_case keys), and both land in :class:`ClusterSpec`.
-The planner only ever sees :class:`ClusterSpec`. Keys Serengeti knows but
-Cellplane does not use (``vmFolderPath``, ``rpNames``, ``splitPolicy``...) are
-kept as extra fields so that :func:`export_spec` gives them back.
+(``groups[...]`` with Serengeti's template keys: ``instance_num``,
+``instance_type``, ``cpu``, ``memory``, ``storage``, ``ha``,
+``cluster_configuration``...), and both land in :class:`ClusterSpec`. The
+planner only ever sees :class:`ClusterSpec`.
+
+Serengeti's readers were lenient, and this module reads what they read:
+
+* every key of the template form is mapped to its CLI-form field (``cpu`` ->
+  ``cpuNum``, ``memory`` -> ``memCapacityMB``, ``ha`` -> ``haFlag``,
+  ``cluster_configuration`` -> ``configuration``...); a template key Serengeti
+  did not know is refused by name rather than ignored;
+* counts and sizes accept an integer, a string of digits (``"3"``) and the
+  UI's range form ``"[default,min,max]"`` (``"instanceNum": "[3,3,3]"``): the
+  default is the value, and the range is kept, exported back and enforced when
+  the value changes (overrides, resize). ``true``, ``3.5`` and ``"3_0"`` are
+  refused;
+* group names follow Serengeti's rule (letters, digits, mixed case such as
+  ``dataMaster``); :func:`cell_name` maps each to the DNS label its cells are
+  named with (``data-master``), deterministically; the spec keeps the name.
+
+Keys Serengeti knows but Cellplane does not use (``vmFolderPath``,
+``rpNames``, ``storage.splitPolicy``...) are kept as extra fields so that
+:func:`export_spec` gives them back, and :func:`unused_fields` lists them so
+the cluster can say they were not applied. Absurd sizes (:data:`MAX_INSTANCE_NUM`,
+:data:`MAX_CLUSTER_NODES`, :data:`MAX_NODE_GROUPS`, nesting deeper than
+:data:`~cellplane.clusters.jsonc.MAX_DEPTH`) are refused here, before any
+planning.
 
 Validation problems become :class:`~cellplane.clusters.errors.SpecError` with
 one :class:`~cellplane.clusters.errors.FieldIssue` per bad field, paths written
@@ -15,19 +38,29 @@ in the form the user sent (``nodeGroups[1].instanceNum`` or
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from cellplane.clusters import jsonc
 from cellplane.clusters.errors import FieldIssue, SpecError
 
 __all__ = [
+    "MAX_CLUSTER_NODES",
+    "MAX_INSTANCE_NUM",
+    "MAX_NODE_GROUPS",
     "OVERRIDABLE_FIELDS",
     "ClusterSpec",
     "GroupAssociation",
@@ -36,21 +69,100 @@ __all__ = [
     "PlacementPolicies",
     "StorageSpec",
     "apply_overrides",
+    "cell_name",
     "export_spec",
     "load_spec_file",
     "parse_spec",
+    "strict_int",
+    "unused_fields",
 ]
 
-# Group names become part of hostnames (<cluster>-<group>-<n>), so they must be DNS-safe.
-_NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+# Serengeti's naming rule (letters and digits, any case), plus '-' which Cellplane always took.
+_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _STORAGE_TYPES = frozenset({"SHARED", "LOCAL", "TEMPFS"})
 _ASSOCIATION_TYPES = frozenset({"STRICT", "WEAK"})
 _RACK_POLICIES = frozenset({"ROUNDROBIN", "SAMERACK"})
 _HA_FLAGS = frozenset({"on", "off", "ft"})
 
+MAX_INSTANCE_NUM = 10_000
+"""Most nodes one group may ask for; a larger instanceNum is refused before planning."""
+MAX_CLUSTER_NODES = 10_000
+"""Most nodes a whole cluster may ask for."""
+MAX_NODE_GROUPS = 10_000
+"""Most node groups one spec may have."""
+_MAX_CPU = 4096
+_MAX_MEMORY_MB = 16 * 1024 * 1024
+_MAX_SIZE_GB = 1024 * 1024
+
 OVERRIDABLE_FIELDS = ("instanceType", "cpuNum", "memCapacityMB", "instanceNum")
 
 _MODEL_CONFIG = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+# --- integers as Serengeti read them ---
+
+_DIGITS = re.compile(r"[+-]?[0-9]{1,18}")
+_RANGE = re.compile(r"\[\s*([0-9]{1,18})\s*,\s*([0-9]{1,18})\s*,\s*([0-9]{1,18})\s*\]")
+
+
+def strict_int(value: Any) -> Any:
+    """An integer field's value: an int, an integral float or a string of ASCII digits.
+
+    ``True`` is not 1, ``"3_0"`` is not 30, non-ASCII digits are not digits; ``"3"`` is 3 (Serengeti's
+    readers took quoted numbers). Anything else raises ValueError with the reason.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"must be an integer, not {str(value).lower()}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 2**62:
+            return int(value)
+        raise ValueError(f"must be an integer, not {value!r}")
+    if isinstance(value, str):
+        if _DIGITS.fullmatch(value.strip()):
+            return int(value.strip())
+        raise ValueError(f"must be an integer or a string of digits, not {value[:40]!r}")
+    if value is None:
+        return value
+    raise ValueError(f"must be an integer, not a {_json_type(value)}")
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "JSON object"
+    if isinstance(value, list | tuple):
+        return "JSON array"
+    return type(value).__name__
+
+
+_Int = Annotated[int, BeforeValidator(strict_int)]
+
+
+def _extract_ranges(data: Any, fields: tuple[str, ...]) -> Any:
+    """Replace ``"[default,min,max]"`` values of `fields` by the default; keep the ranges."""
+    if not isinstance(data, Mapping):
+        return data
+    out = dict(data)
+    ranges: dict[str, tuple[int, int]] = {}
+    for key in fields:
+        value = out.get(key)
+        if not isinstance(value, str):
+            continue
+        m = _RANGE.fullmatch(value.strip())
+        if m is None:
+            continue
+        default, low, high = (int(g) for g in m.groups())
+        if not low <= high:
+            raise ValueError(f"{key}: range {value!r} has min {low} above max {high}")
+        if not low <= default <= high:
+            raise ValueError(f"{key}: {default} is outside the range [{low},{high}] the spec gives")
+        out[key] = default
+        ranges[key] = (low, high)
+    if "ranges" in out:  # internal: only ever set from the range form above
+        raise ValueError('ranges: not a Serengeti key; write a range as "[default,min,max]"')
+    if ranges:
+        out["ranges"] = ranges
+    return out
 
 
 def _upper_choice(value: str | None, allowed: frozenset[str]) -> str | None:
@@ -68,7 +180,13 @@ class StorageSpec(BaseModel):
     model_config = _MODEL_CONFIG
 
     type: str | None = None
-    size_gb: int | None = Field(default=None, alias="sizeGB", ge=0)
+    size_gb: _Int | None = Field(default=None, alias="sizeGB", ge=0, le=_MAX_SIZE_GB)
+    ranges: dict[str, tuple[int, int]] | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _range_form(cls, data: Any) -> Any:
+        return _extract_ranges(data, ("sizeGB",))
 
     @field_validator("type")
     @classmethod
@@ -113,11 +231,30 @@ class PlacementPolicies(BaseModel):
 
     model_config = _MODEL_CONFIG
 
-    instance_per_host: int | None = Field(default=None, alias="instancePerHost", ge=1)
+    instance_per_host: _Int | None = Field(default=None, alias="instancePerHost", ge=1)
     group_associations: tuple[GroupAssociation, ...] | None = Field(
         default=None, alias="groupAssociations"
     )
     group_racks: GroupRacks | None = Field(default=None, alias="groupRacks")
+
+
+_GROUP_RANGE_FIELDS = ("instanceNum", "cpuNum", "memCapacityMB")
+
+
+def cell_name(group: str) -> str:
+    """The DNS label a node group's cells are named with: ``dataMaster`` -> ``data-master``.
+
+    Serengeti's group names are letters and digits in any case; cell and host names are
+    lowercase. A lowercase name is its own cell name; otherwise a ``-`` goes where a word
+    starts (``ComputeMaster`` -> ``compute-master``, ``HTTPServer`` -> ``http-server``,
+    ``worker2Big`` -> ``worker2-big``) and everything is lowercased. Deterministic and
+    independent of the other groups; two groups that map to the same cell name are refused.
+    """
+    if group == group.lower():
+        return group
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", group)
+    spaced = re.sub(r"(?<=[A-Z])(?=[A-Z][a-z])", "-", spaced)
+    return re.sub(r"-{2,}", "-", spaced).strip("-").lower()
 
 
 class NodeGroupSpec(BaseModel):
@@ -127,19 +264,37 @@ class NodeGroupSpec(BaseModel):
 
     name: str
     roles: tuple[str, ...] = Field(min_length=1)
-    instance_num: int = Field(alias="instanceNum", ge=0)
+    instance_num: _Int = Field(alias="instanceNum", ge=0, le=MAX_INSTANCE_NUM)
     instance_type: str | None = Field(default=None, alias="instanceType")
-    cpu_num: int | None = Field(default=None, alias="cpuNum", ge=1)
-    mem_capacity_mb: int | None = Field(default=None, alias="memCapacityMB", ge=1)
+    cpu_num: _Int | None = Field(default=None, alias="cpuNum", ge=1, le=_MAX_CPU)
+    mem_capacity_mb: _Int | None = Field(
+        default=None, alias="memCapacityMB", ge=1, le=_MAX_MEMORY_MB
+    )
     storage: StorageSpec | None = None
     ha_flag: str | None = Field(default=None, alias="haFlag")
+    swap_ratio: float | None = Field(default=None, alias="swapRatio")
     placement_policies: PlacementPolicies | None = Field(default=None, alias="placementPolicies")
     configuration: dict[str, Any] | None = None
+    ranges: dict[str, tuple[int, int]] | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _range_form(cls, data: Any) -> Any:
+        data = _extract_ranges(data, _GROUP_RANGE_FIELDS)
+        if isinstance(data, dict) and "cellName" in data:
+            # Exported for people to read; derived from the name, so checked and dropped.
+            given, name = data.pop("cellName"), data.get("name")
+            if isinstance(name, str) and given != cell_name(name):
+                raise ValueError(
+                    f"cellName {given!r} is not the cell name of group {name!r} "
+                    f"({cell_name(name)!r}); it is derived from the name: leave it out"
+                )
+        return data
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME_RE.match(value):
+        if not _NAME_RE.fullmatch(value):
             raise ValueError("must be 1-63 letters, digits or '-', not starting or ending with '-'")
         return value
 
@@ -167,6 +322,29 @@ class NodeGroupSpec(BaseModel):
             raise ValueError(f"must be one of on, off, ft, not {value!r}")
         return norm
 
+    @field_validator("swap_ratio", mode="before")
+    @classmethod
+    def _swap(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError("must be a number")
+        try:
+            ratio = float(value)
+        except ValueError:
+            raise ValueError(f"must be a number, not {value!r}") from None
+        if ratio != 1:
+            raise ValueError(
+                f"{value!r} cannot be honoured: cells get no swap of their own, so only "
+                "Serengeti's default 1 is accepted"
+            )
+        return ratio
+
+    @property
+    def cell_name(self) -> str:
+        """The DNS label this group's cells are named with (see :func:`cell_name`)."""
+        return cell_name(self.name)
+
 
 class ClusterSpec(BaseModel):
     """A whole cluster spec, whatever form it was written in."""
@@ -175,7 +353,9 @@ class ClusterSpec(BaseModel):
 
     name: str | None = None
     distro: str | None = None
-    node_groups: tuple[NodeGroupSpec, ...] = Field(alias="nodeGroups", min_length=1)
+    node_groups: tuple[NodeGroupSpec, ...] = Field(
+        alias="nodeGroups", min_length=1, max_length=MAX_NODE_GROUPS
+    )
     configuration: dict[str, Any] | None = None
 
     def group(self, name: str) -> NodeGroupSpec:
@@ -185,22 +365,75 @@ class ClusterSpec(BaseModel):
                 return group
         raise KeyError(name)
 
+    @property
+    def total_nodes(self) -> int:
+        return sum(g.instance_num for g in self.node_groups)
 
-# Server template form (snake_case) -> CLI form (camelCase), per nesting level.
-_TEMPLATE_CLUSTER_KEYS = {"groups": "nodeGroups"}
+
+# --- the server template form ---
+
+# Template key -> CLI key, per nesting level. Every key Serengeti's template classes
+# (ClusterCreate / NodeGroupCreate, serialised by Gson) read is listed; a group-level key
+# that is not is refused by name.
+_TEMPLATE_CLUSTER_KEYS = {
+    "groups": "nodeGroups",
+    "cluster_configuration": "configuration",
+    "distro_vendor": "distroVendor",
+    "distro_version": "distroVersion",
+    "topology_policy": "topologyPolicy",
+    "external_hdfs": "externalHDFS",
+    "network_names": "networkNames",
+    "host_to_rack_map": "hostToRackMap",
+}
 _TEMPLATE_GROUP_KEYS = {
+    "name": "name",
+    "roles": "roles",
     "instance_num": "instanceNum",
     "instance_type": "instanceType",
+    "cpu": "cpuNum",
     "cpu_num": "cpuNum",
+    "memory": "memCapacityMB",
     "mem_capacity_mb": "memCapacityMB",
+    "storage": "storage",
     "ha": "haFlag",
+    "swap_ratio": "swapRatio",
     "placement_policies": "placementPolicies",
+    "cluster_configuration": "configuration",
+    "configuration": "configuration",
+    "vc_clusters": "vcClusters",
+    "vm_folder_path": "vmFolderPath",
+    "rp_names": "rpNames",
 }
-_TEMPLATE_STORAGE_KEYS = {"size_gb": "sizeGB"}
+_TEMPLATE_STORAGE_KEYS = {
+    "size": "sizeGB",
+    "size_gb": "sizeGB",
+    "ds_names": "dsNames",
+    "split_policy": "splitPolicy",
+    "controller_type": "controllerType",
+    "allocation_type": "allocType",
+}
 _TEMPLATE_POLICY_KEYS = {
     "instance_per_host": "instancePerHost",
     "group_associations": "groupAssociations",
     "group_racks": "groupRacks",
+}
+
+# Why a key Serengeti read is kept but not applied (shown with the cluster).
+_UNUSED_REASONS = {
+    "vmFolderPath": "a vSphere VM folder",
+    "rpNames": "vSphere resource pools",
+    "vcClusters": "vCenter clusters",
+    "dsNames": "vSphere datastores",
+    "splitPolicy": "how vSphere splits disks over datastores",
+    "controllerType": "a virtual disk controller",
+    "allocType": "virtual disk provisioning",
+    "distroMap": "Hadoop tarball locations",
+    "distroVendor": "the Hadoop vendor",
+    "distroVersion": "the Hadoop version",
+    "topologyPolicy": "Hadoop rack topology",
+    "externalHDFS": "an external HDFS",
+    "networkNames": "vSphere port groups",
+    "hostToRackMap": "vSphere host racks",
 }
 
 
@@ -208,28 +441,58 @@ def _rename(data: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, Any]:
     return {keys.get(k, k): v for k, v in data.items()}
 
 
-def _from_template(data: Mapping[str, Any]) -> dict[str, Any]:
-    out = _rename(data, _TEMPLATE_CLUSTER_KEYS)
+def _snake_to_camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _from_template(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldIssue]]:
+    issues: list[FieldIssue] = []
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        target = _TEMPLATE_CLUSTER_KEYS.get(key, _snake_to_camel(key))
+        if target in out:
+            issues.append(FieldIssue(key, f"given twice (also as {target!r})"))
+        out[target] = value
     groups = out.get("nodeGroups")
     if isinstance(groups, list):
         converted: list[Any] = []
-        for group in groups:
-            if isinstance(group, Mapping):
-                g = _rename(group, _TEMPLATE_GROUP_KEYS)
-                if isinstance(g.get("storage"), Mapping):
-                    g["storage"] = _rename(g["storage"], _TEMPLATE_STORAGE_KEYS)
-                if isinstance(g.get("placementPolicies"), Mapping):
-                    g["placementPolicies"] = _rename(g["placementPolicies"], _TEMPLATE_POLICY_KEYS)
-                converted.append(g)
-            else:
+        for i, group in enumerate(groups):
+            if not isinstance(group, Mapping):
                 converted.append(group)
+                continue
+            g: dict[str, Any] = {}
+            for key, value in group.items():
+                group_target = _TEMPLATE_GROUP_KEYS.get(key)
+                if group_target is None:
+                    known = ", ".join(sorted(_TEMPLATE_GROUP_KEYS))
+                    issues.append(
+                        FieldIssue(
+                            f"groups[{i}].{key}",
+                            f"not a key of Serengeti's template node groups (known: {known})",
+                        )
+                    )
+                    continue
+                if group_target in g:
+                    issues.append(FieldIssue(f"groups[{i}].{key}", "given twice"))
+                g[group_target] = value
+            if isinstance(g.get("storage"), Mapping):
+                g["storage"] = {
+                    _TEMPLATE_STORAGE_KEYS.get(k, _snake_to_camel(k)): v
+                    for k, v in g["storage"].items()
+                }
+            if isinstance(g.get("placementPolicies"), Mapping):
+                g["placementPolicies"] = _rename(g["placementPolicies"], _TEMPLATE_POLICY_KEYS)
+            converted.append(g)
         out["nodeGroups"] = converted
-    return out
+    return out, issues
 
 
 def _template_path_key(key: str, depth_keys: Mapping[str, str]) -> str:
-    reverse = {v: k for k, v in depth_keys.items()}
-    return reverse.get(key, key)
+    for template_key, cli_key in depth_keys.items():
+        if cli_key == key:
+            return template_key
+    return key
 
 
 def _format_loc(loc: tuple[int | str, ...], template: bool) -> str:
@@ -259,8 +522,12 @@ def _message(err: ErrorDetails) -> str:
         return "is required"
     if kind == "greater_than_equal":
         return f"must be >= {ctx.get('ge')}"
+    if kind == "less_than_equal":
+        return f"must be <= {ctx.get('le')}"
     if kind == "too_short":
         return f"must have at least {ctx.get('min_length')} item(s)"
+    if kind == "too_long":
+        return f"must have at most {ctx.get('max_length')} item(s)"
     if kind == "value_error":
         return str(ctx.get("error", err["msg"]))
     return err["msg"][:1].lower() + err["msg"][1:]
@@ -278,11 +545,18 @@ def _issues(exc: ValidationError, template: bool) -> list[FieldIssue]:
             len(other) > len(loc) and other[: len(loc)] == loc for other in locs
         )
 
-    return [
-        FieldIssue(_format_loc(tuple(e["loc"]), template), _message(e))
-        for e in errors
-        if not shadowed(e)
-    ]
+    out: list[FieldIssue] = []
+    for e in errors:
+        if shadowed(e):
+            continue
+        loc = tuple(e["loc"])
+        message = _message(e)
+        # A range-form error names its field: "instanceNum: 7 is outside ..." -> the path.
+        head, sep, rest = message.partition(": ")
+        if sep and e["type"] == "value_error" and head in (*_GROUP_RANGE_FIELDS, "sizeGB"):
+            loc, message = (*loc, head), rest
+        out.append(FieldIssue(_format_loc(loc, template), message))
+    return out
 
 
 def _cross_check(spec: ClusterSpec, template: bool) -> list[FieldIssue]:
@@ -291,6 +565,7 @@ def _cross_check(spec: ClusterSpec, template: bool) -> list[FieldIssue]:
     assoc_key = "group_associations" if template else "groupAssociations"
     issues: list[FieldIssue] = []
     seen: dict[str, int] = {}
+    cells: dict[str, int] = {}
     names = {g.name for g in spec.node_groups}
     for i, group in enumerate(spec.node_groups):
         if group.name in seen:
@@ -301,6 +576,18 @@ def _cross_check(spec: ClusterSpec, template: bool) -> list[FieldIssue]:
                     f"(also {groups_key}[{seen[group.name]}])",
                 )
             )
+        else:
+            label = group.cell_name
+            if label in cells:
+                other = spec.node_groups[cells[label]].name
+                issues.append(
+                    FieldIssue(
+                        f"{groups_key}[{i}].name",
+                        f"{group.name!r} and {other!r} ({groups_key}[{cells[label]}]) both "
+                        f"name their cells {label}-<n>; rename one",
+                    )
+                )
+            cells.setdefault(label, i)
         seen.setdefault(group.name, i)
         policies = group.placement_policies
         for j, assoc in enumerate((policies.group_associations or ()) if policies else ()):
@@ -309,7 +596,32 @@ def _cross_check(spec: ClusterSpec, template: bool) -> list[FieldIssue]:
                 issues.append(FieldIssue(path, "a node group cannot reference itself"))
             elif assoc.reference not in names:
                 issues.append(FieldIssue(path, f"no node group named {assoc.reference!r}"))
+    total = spec.total_nodes
+    if total > MAX_CLUSTER_NODES:
+        issues.append(
+            FieldIssue(
+                groups_key,
+                f"asks for {total} nodes in all; a cluster has at most {MAX_CLUSTER_NODES}",
+            )
+        )
     return issues
+
+
+def _too_deep(data: Any, limit: int) -> bool:
+    """Whether `data` nests objects/arrays deeper than `limit` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, Mapping):
+            children: Any = value.values()
+        elif isinstance(value, list | tuple):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def parse_spec(data: Any, *, source: str | None = None) -> ClusterSpec:
@@ -320,44 +632,86 @@ def parse_spec(data: Any, *, source: str | None = None) -> ClusterSpec:
     """
     if not isinstance(data, Mapping):
         raise SpecError([FieldIssue("", "a cluster spec must be a JSON object")], source=source)
+    if _too_deep(data, jsonc.MAX_DEPTH):
+        issue = FieldIssue("", f"nested deeper than {jsonc.MAX_DEPTH} levels")
+        raise SpecError([issue], source=source)
+    groups = data.get("groups", data.get("nodeGroups"))
+    if isinstance(groups, list) and len(groups) > MAX_NODE_GROUPS:
+        key = "groups" if "groups" in data and "nodeGroups" not in data else "nodeGroups"
+        issue = FieldIssue(key, f"has {len(groups)} node groups; at most {MAX_NODE_GROUPS}")
+        raise SpecError([issue], source=source)
     template = "groups" in data and "nodeGroups" not in data
-    payload = _from_template(data) if template else dict(data)
+    key_issues: list[FieldIssue] = []
+    if template:
+        payload, key_issues = _from_template(data)
+    else:
+        payload = dict(data)
     try:
         spec = ClusterSpec.model_validate(payload)
     except ValidationError as exc:
-        raise SpecError(_issues(exc, template), source=source) from None
-    issues = _cross_check(spec, template)
+        raise SpecError([*key_issues, *_issues(exc, template)], source=source) from None
+    issues = key_issues + _cross_check(spec, template)
     if issues:
         raise SpecError(issues, source=source)
     return spec
 
 
 def load_spec_file(path: Path) -> ClusterSpec:
-    """Read a spec file (JSON, ``//`` comments allowed) and parse it."""
+    """Read a spec file (Serengeti's lenient JSON: see :mod:`cellplane.clusters.jsonc`)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        issue = FieldIssue("", f"cannot read: {exc.strerror}")
-        raise SpecError([issue], source=str(path)) from None
-    try:
-        data = jsonc.loads(text)
-    except json.JSONDecodeError as exc:
-        issue = FieldIssue("", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
-        raise SpecError([issue], source=str(path)) from None
+        data = jsonc.load_file(path)
+    except jsonc.JsoncError as exc:
+        raise SpecError([FieldIssue("", str(exc))], source=str(path)) from None
     return parse_spec(data, source=str(path))
 
 
+def _range_text(value: int, bounds: tuple[int, int]) -> str:
+    return f"[{value},{bounds[0]},{bounds[1]}]"
+
+
 def export_spec(spec: ClusterSpec) -> dict[str, Any]:
-    """The spec in Serengeti's CLI camelCase form; ``parse_spec(export_spec(s)) == s``."""
+    """The spec in Serengeti's CLI camelCase form; ``parse_spec(export_spec(s)) == s``.
+
+    Range-form values go back as ``"[value,min,max]"``; a group whose cells are named
+    differently from the group (``dataMaster`` -> ``data-master``) says so in ``cellName``.
+    """
     result: dict[str, Any] = spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    for group, out in zip(spec.node_groups, result["nodeGroups"], strict=True):
+        for key, bounds in (group.ranges or {}).items():
+            out[key] = _range_text(out[key], bounds)
+        storage = group.storage
+        if storage is not None and storage.ranges:
+            for key, bounds in storage.ranges.items():
+                out["storage"][key] = _range_text(out["storage"][key], bounds)
+        if group.cell_name != group.name:
+            out["cellName"] = group.cell_name
     return result
+
+
+def unused_fields(spec: ClusterSpec) -> list[str]:
+    """Keys the spec carries that Cellplane keeps (for export) but does not apply, explained."""
+
+    def note(path: str, key: str) -> str:
+        why = _UNUSED_REASONS.get(key)
+        what = f"Serengeti's {why}" if why else "not a setting Cellplane knows"
+        return f"{path}: {what}; kept for export, not applied"
+
+    notes = [note(k, k) for k in (spec.model_extra or {})]
+    for i, group in enumerate(spec.node_groups):
+        notes.extend(note(f"nodeGroups[{i}].{k}", k) for k in (group.model_extra or {}))
+        if group.storage is not None:
+            notes.extend(
+                note(f"nodeGroups[{i}].storage.{k}", k) for k in (group.storage.model_extra or {})
+            )
+    return notes
 
 
 def apply_overrides(spec: ClusterSpec, overrides: Mapping[str, Mapping[str, Any]]) -> ClusterSpec:
     """Return `spec` with per-group fields replaced, e.g. ``{"worker": {"instanceNum": 5}}``.
 
     Only :data:`OVERRIDABLE_FIELDS` may be overridden; the result is validated
-    again, so a bad value is reported at its ``nodeGroups[i]`` path.
+    again, so a bad value (or one outside the group's range form) is reported at its
+    ``nodeGroups[i]`` path.
     """
     data = export_spec(spec)
     index = {g["name"]: i for i, g in enumerate(data["nodeGroups"])}
@@ -366,6 +720,7 @@ def apply_overrides(spec: ClusterSpec, overrides: Mapping[str, Mapping[str, Any]
         if group not in index:
             issues.append(FieldIssue(f"overrides.{group}", f"no node group named {group!r}"))
             continue
+        ranges = spec.node_groups[index[group]].ranges or {}
         for key, value in fields.items():
             if key not in OVERRIDABLE_FIELDS:
                 issues.append(
@@ -375,6 +730,22 @@ def apply_overrides(spec: ClusterSpec, overrides: Mapping[str, Mapping[str, Any]
                     )
                 )
                 continue
+            if key in ranges:
+                try:
+                    number = strict_int(value)
+                except ValueError as exc:
+                    issues.append(FieldIssue(f"overrides.{group}.{key}", str(exc)))
+                    continue
+                low, high = ranges[key]
+                if not low <= number <= high:
+                    issues.append(
+                        FieldIssue(
+                            f"overrides.{group}.{key}",
+                            f"{number} is outside the range [{low},{high}] the spec gives",
+                        )
+                    )
+                    continue
+                value = _range_text(number, ranges[key])
             data["nodeGroups"][index[group]][key] = value
     if issues:
         raise SpecError(issues)

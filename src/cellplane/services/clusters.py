@@ -40,7 +40,8 @@ from cellplane.clusters import (
     topology_from_plan,
 )
 from cellplane.clusters.placement import NodePlacement, place_nodes
-from cellplane.clusters.planner import node_volume
+from cellplane.clusters.planner import data_volume_name, group_resources, node_name
+from cellplane.clusters.spec import cell_name, unused_fields
 from cellplane.errors import Conflict, FieldError, InsufficientCapacity, NotFound, ValidationFailed
 from cellplane.ids import new_id, utcnow
 from cellplane.services import hosts as hosts_mod
@@ -49,9 +50,9 @@ from cellplane.services import tasks as tasks_mod
 from cellplane.services.cells import check_project, project_for, with_host_labels
 from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import Outcome
-from cellplane.services.schemas import DNS_LABEL, DNS_LABEL_MSG
 from cellplane.state.cluster_models import Cluster, ClusterNode
 from cellplane.state.models import Cell, Flavor, Project, Task, Volume
+from cellplane.validation import DNS_LABEL_MSG, is_dns_label
 
 __all__ = [
     "CLUSTERS_TOPIC",
@@ -91,7 +92,7 @@ class ClusterCreate(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not DNS_LABEL.match(v):
+        if not is_dns_label(v):
             raise ValueError(DNS_LABEL_MSG)
         return v
 
@@ -110,9 +111,23 @@ class ConfigBody(BaseModel):
 
 
 @functools.cache
-def load_catalog() -> Catalog:
-    """The catalog of this server process, loaded once from the default paths."""
+def _load_catalog() -> Catalog:
     return Catalog.load(default_catalog_paths())
+
+
+def load_catalog() -> Catalog:
+    """The catalog of this server process, loaded once from the default paths.
+
+    A broken catalog file is a clear 409 naming the file and field (and is read again on the
+    next request, so fixing the file is enough), never a traceback.
+    """
+    try:
+        return _load_catalog()
+    except CatalogError as exc:
+        raise Conflict(f"the cluster catalog cannot be loaded: {exc}") from None
+
+
+load_catalog.cache_clear = _load_catalog.cache_clear  # type: ignore[attr-defined]
 
 
 def host_has(path: str) -> bool:
@@ -258,26 +273,61 @@ def _with_members(
     ]
 
 
-def _new_volumes_gb(s: Session, project_id: str, plan: ClusterPlan, names: Iterable[str]) -> int:
-    """The size of the data volumes the executor will create for the nodes `names`.
-
-    A volume of the same name that already exists (kept by ``DELETE ?keepVolumes=true``) is
-    reused by the executor, so it needs no new quota.
-    """
+def _admit_groups(
+    s: Session,
+    project_id: str,
+    spec: ClusterSpec,
+    cluster_name: str,
+    counts: Mapping[str, Iterable[int]] | None = None,
+) -> None:
+    """Quota for the nodes `spec` asks for, from each group's size and count, before any node
+    is built (the planner only runs on an admitted request). `counts`: per group, the node
+    indexes to admit (default: all of them, for a create)."""
+    try:
+        sized = group_resources(spec, _flavors(s))
+    except PlanError as exc:
+        raise ValidationFailed.field("spec", str(exc)) from None
     cat = load_catalog()
-    wanted = [v for v in (node_volume(plan.node(n), cat) for n in names) if v is not None]
-    if not wanted:
-        return 0
-    have = set(
-        s.scalars(
-            select(Volume.name).where(
-                Volume.project_id == project_id,
-                Volume.state == "READY",
-                Volume.name.in_([v.name for v in wanted]),
+    resources: list[scheduler.Resources] = []
+    volume_names: dict[str, int] = {}
+    for group, res in sized:
+        if counts is None:
+            indexes: Iterable[int] = range(group.instance_num)
+        elif group.name in counts:
+            indexes = counts[group.name]
+        else:
+            continue
+        keeps_data = res.disk_gb > 0 and any(
+            r in cat.roles and cat.roles[r].data_dir is not None for r in group.roles
+        )
+        for index in indexes:
+            resources.append(res)
+            if keeps_data:
+                volume_names[data_volume_name(node_name(cluster_name, group.name, index))] = (
+                    res.disk_gb
+                )
+    have = _existing_volumes(s, project_id, list(volume_names))
+    quotas_mod.admit_nodes(
+        s,
+        project_id,
+        resources,
+        volumes_gb=sum(size for name, size in volume_names.items() if name not in have),
+    )
+
+
+def _existing_volumes(s: Session, project_id: str, names: list[str]) -> set[str]:
+    have: set[str] = set()
+    for i in range(0, len(names), 500):
+        have.update(
+            s.scalars(
+                select(Volume.name).where(
+                    Volume.project_id == project_id,
+                    Volume.state == "READY",
+                    Volume.name.in_(names[i : i + 500]),
+                )
             )
         )
-    )
-    return sum(v.size_gb for v in wanted if v.name not in have)
+    return have
 
 
 def _check_binaries(plan: ClusterPlan, available: Callable[[str], bool]) -> None:
@@ -347,6 +397,19 @@ def _begin(
     )
 
 
+def _existing_cells(s: Session, project_id: str, names: list[str]) -> list[str]:
+    taken: list[str] = []
+    for i in range(0, len(names), 500):
+        taken.extend(
+            s.scalars(
+                select(Cell.name).where(
+                    Cell.project_id == project_id, Cell.name.in_(names[i : i + 500])
+                )
+            )
+        )
+    return taken
+
+
 def _node_names(s: Session, c: Cluster) -> list[str]:
     return list(
         s.scalars(
@@ -390,20 +453,13 @@ def create(
         select(Cluster.id).where(Cluster.project_id == project.id, Cluster.name == body.name)
     ):
         raise Conflict(f"a cluster named {body.name!r} already exists in project {project.name!r}")
+    # Absurd sizes were refused by parse_spec; quota is checked on the groups' sizes and
+    # counts before the planner builds a single node.
+    _admit_groups(s, project.id, spec, body.name)
     plan = _plan(s, spec, body.name, body.distro)
-    taken = s.scalars(
-        select(Cell.name).where(
-            Cell.project_id == project.id, Cell.name.in_([n.name for n in plan.nodes])
-        )
-    ).all()
+    taken = _existing_cells(s, project.id, [n.name for n in plan.nodes])
     if taken:
         raise Conflict(f"cells named {', '.join(sorted(taken))} already exist in {project.name!r}")
-    quotas_mod.admit_nodes(
-        s,
-        project.id,
-        [n.resources for n in plan.nodes],
-        volumes_gb=_new_volumes_gb(s, project.id, plan, [n.name for n in plan.nodes]),
-    )
     placed = _check_capacity(s, svc, plan)
     _check_binaries(plan, host_has)
     try:  # Render every node now: a template error is the request's fault, not the executor's.
@@ -424,7 +480,7 @@ def create(
         state="PROVISIONING",
         operation=None,
         operation_args={},
-        placement={"hosts": dict(placed.hosts), "notes": list(placed.notes)},
+        placement={"hosts": dict(placed.hosts), "notes": [*placed.notes, *unused_fields(spec)]},
         created_by=principal.subject,
         created_at=now,
         updated_at=now,
@@ -529,14 +585,12 @@ def resize(
         )
     except ResizeError as exc:
         raise Conflict(str(exc)) from None
+    except SpecError as exc:
+        raise _spec_errors(exc, "instanceNum") from None
+    added = [int(n.rsplit("-", 1)[1]) for n in diff.add]
+    _admit_groups(s, c.project_id, diff.spec, c.name, {body.node_group: added})
     plan = _plan(s, diff.spec, c.name, c.distro)
     present = set(_node_names(s, c))
-    quotas_mod.admit_nodes(
-        s,
-        c.project_id,
-        [plan.node(n).resources for n in diff.add],
-        volumes_gb=_new_volumes_gb(s, c.project_id, plan, diff.add),
-    )
     placed = _check_capacity(s, svc, plan, exclude=present, cluster_id=c.id)
     before = dict(c.placement or {})
     c.placement = {
@@ -603,6 +657,14 @@ def _endpoints(plan_roles: Mapping[str, list[str]]) -> dict[str, dict[str, list[
     return out
 
 
+def _count(value: Any) -> Any:
+    """A stored instanceNum: the range form ``"[3,1,5]"`` shows its value, 3."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        head = value.strip()[1:].split(",", 1)[0].strip()
+        return int(head) if head.isascii() and head.isdigit() else value
+    return value
+
+
 def _view(s: Session, c: Cluster, *, with_nodes: bool = True) -> dict[str, Any]:
     p = s.get(Project, c.project_id)
     task = s.get(Task, c.task_id) if c.task_id else None
@@ -617,7 +679,12 @@ def _view(s: Session, c: Cluster, *, with_nodes: bool = True) -> dict[str, Any]:
         "message": c.message,
         "task": tasks_mod.task_view(task) if task is not None else None,
         "nodeGroups": [
-            {"name": g.get("name"), "roles": g.get("roles"), "instanceNum": g.get("instanceNum")}
+            {
+                "name": g.get("name"),
+                "cellName": cell_name(str(g.get("name", ""))),
+                "roles": g.get("roles"),
+                "instanceNum": _count(g.get("instanceNum")),
+            }
             for g in spec.get("nodeGroups", [])
         ],
         "placement_notes": list((c.placement or {}).get("notes", [])),

@@ -33,7 +33,7 @@ def test_cluster_cli_lifecycle(cli: CliRunner, api: Api, tmp_path: Path) -> None
     marker = Path("/var/tmp") / f"cellplane-cli-{uuid.uuid4().hex[:8]}"
     spec = {
         "nodeGroups": [small_group("w", ["canary"], 2)],
-        "configuration": {"canary": {"marker": str(marker)}},
+        "configuration": {"canary": {"marker": {"path": str(marker)}}},
     }
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec))
@@ -55,7 +55,7 @@ def test_cluster_cli_lifecycle(cli: CliRunner, api: Api, tmp_path: Path) -> None
         other = Path(str(marker) + "-2")
         other.write_text("ok\n")
         conf = tmp_path / "conf.json"
-        conf.write_text(json.dumps({"configuration": {"canary": {"marker": str(other)}}}))
+        conf.write_text(json.dumps({"configuration": {"canary": {"marker": {"path": str(other)}}}}))
         r = cli.invoke(app, ["cluster", "config", "--name", "cc", "--specFile", str(conf)])
         assert r.exit_code == 0, r.output
         cell = view["nodes"][0]["cell"]
@@ -66,7 +66,7 @@ def test_cluster_cli_lifecycle(cli: CliRunner, api: Api, tmp_path: Path) -> None
 
         r = cli.invoke(app, ["cluster", "export", "--name", "cc"])
         exported = json.loads(r.stdout)
-        assert exported["configuration"]["canary"]["marker"] == str(other)
+        assert exported["configuration"]["canary"]["marker"]["path"] == str(other)
         assert exported["nodeGroups"][0]["instanceNum"] == 2
 
         r = cli.invoke(app, ["cluster", "list", "-o", "json"])

@@ -68,7 +68,7 @@ def test_role_never_ready_then_resume(api: Api) -> None:
     marker = Path("/var/tmp") / f"cellplane-canary-{uuid.uuid4().hex[:8]}"
     spec = {
         "nodeGroups": [small_group("good", ["basic"], 1), small_group("canary", ["canary"], 1)],
-        "configuration": {"canary": {"marker": str(marker)}},
+        "configuration": {"canary": {"marker": {"path": str(marker)}}},
     }
     try:
         cid = api.create("cn", None, spec)

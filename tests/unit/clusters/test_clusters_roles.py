@@ -48,6 +48,8 @@ def test_zookeeper_config_for_three_nodes(catalog: Catalog) -> None:
         "dataDir=/var/lib/cellplane/zookeeper",
         "clientPort=2181",
         "maxClientCnxns=60",
+        "autopurge.snapRetainCount=3",
+        "autopurge.purgeInterval=0",
         "admin.enableServer=false",
         "4lw.commands.whitelist=srvr,ruok,mntr",
         "quorumListenOnAllIPs=true",
@@ -99,6 +101,9 @@ def test_etcd_flags_for_three_nodes(catalog: Catalog) -> None:
         "demo-etcd-1=http://10.0.0.11:2380,demo-etcd-2=http://10.0.0.12:2380",
         "initial-cluster-state": "new",
         "initial-cluster-token": "demo",
+        "heartbeat-interval": "100",
+        "election-timeout": "1000",
+        "snapshot-count": "100000",
         "logger": "zap",
         "log-outputs": "stdout",
     }
