@@ -225,12 +225,12 @@ def main() -> None:
     from cellplane.api.app import create_app
     from cellplane.api.routes_identity import provider_of
     from cellplane.identity import passwords
+    from cellplane.identity.oidc import RateLimiter
     from cellplane.identity.passwords import hash_password
-    from cellplane.services.auth import seed
+    from cellplane.identity.rbac import claims_for
+    from cellplane.identity.signing import ACCESS_TOKEN_AUDIENCE
+    from cellplane.services.bootstrap import seed
     from cellplane.services.context import Services
-    from cellplane.services.grants import claims_for
-    from cellplane.services.oidc import RateLimiter
-    from cellplane.services.signing import ACCESS_TOKEN_AUDIENCE
     from cellplane.state.db import Database, migrate
 
     with warnings.catch_warnings():

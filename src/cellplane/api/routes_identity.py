@@ -1,6 +1,6 @@
 """The OpenID Connect provider's HTTP endpoints: one issuer per tenant at /identity/{tenant}.
 
-Thin glue around `cellplane.services.oidc`: each route reads what it needs from the request in
+Thin glue around `cellplane.identity.oidc`: each route reads what it needs from the request in
 the event loop (the form body, the client address, a cookie), then runs the provider (authlib
 and sync SQLAlchemy) in a worker thread. None of these routes sits behind `require(...)`: they
 are how callers obtain credentials in the first place, and each path is listed in
@@ -24,7 +24,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 if TYPE_CHECKING:
-    from cellplane.services.oidc import Ctx, OidcProvider
+    from cellplane.identity.oidc import Ctx, OidcProvider
 
 __all__ = ["PUBLIC_ROUTES", "provider_of", "router"]
 
@@ -51,7 +51,7 @@ def provider_of(app: FastAPI) -> OidcProvider:
     provider: OidcProvider | None = getattr(app.state, "oidc", None)
     if provider is None:
         # Imported on the first identity request: authlib stays out of a server nobody signs in to.
-        from cellplane.services.oidc import OidcProvider
+        from cellplane.identity.oidc import OidcProvider
 
         provider = OidcProvider(app.state.services, app.state.authenticator)
         app.state.oidc = provider

@@ -53,7 +53,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from cellplane.identity._files import (
+from cellplane.identity.files import (
     KeyStoreError,
     check_private,
     ensure_private_dir,

@@ -12,8 +12,8 @@ from cellplane_tenancy_support import token_for
 from sqlalchemy import func, select
 
 from cellplane.api import routes_directory
-from cellplane.services import directory
-from cellplane.services.ratelimit import RateLimiter
+from cellplane.identity import directory
+from cellplane.identity.ratelimit import RateLimiter
 from cellplane.state.identity_models import AuditEvent, OAuthClient, RoleAssignment, User
 from cellplane.state.models import Project, Tenant
 

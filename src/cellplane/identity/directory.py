@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session
 
 from cellplane.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from cellplane.identity.passwords import generate_secret, hash_password, hash_secret
+from cellplane.identity.rbac import ASSIGNABLE_ROLES, Principal
 from cellplane.ids import new_id, utcnow
 from cellplane.services.audit import actor_of, record
-from cellplane.services.context import ASSIGNABLE_ROLES, Principal, Services
+from cellplane.services.context import Services
 from cellplane.services.idempotency import Outcome
 from cellplane.state.cluster_models import Cluster
 from cellplane.state.identity_models import (
@@ -449,7 +450,7 @@ def _user_to_update(s: Session, principal: Principal, ref: str, body: UserUpdate
 
 
 def update_user(svc: Services, principal: Principal, ref: str, body: UserUpdate) -> dict[str, Any]:
-    from cellplane.services.auth import subject_changed
+    from cellplane.identity.authn import subject_changed
 
     # argon2 before the transaction: no write lock held for it.
     new_hash = hash_password(body.password) if body.password is not None else None
@@ -498,7 +499,7 @@ def update_user(svc: Services, principal: Principal, ref: str, body: UserUpdate)
 
 
 def delete_user(svc: Services, principal: Principal, ref: str) -> None:
-    from cellplane.services.auth import subject_changed
+    from cellplane.identity.authn import subject_changed
 
     with svc.db.session() as s:
         u = _user(s, principal, ref)
@@ -644,7 +645,7 @@ def rotate_client_secret(svc: Services, principal: Principal, ref: str) -> dict[
 
 
 def delete_client(svc: Services, principal: Principal, ref: str) -> None:
-    from cellplane.services.auth import subject_changed
+    from cellplane.identity.authn import subject_changed
 
     with svc.db.session() as s:
         c = _client(s, principal, ref)

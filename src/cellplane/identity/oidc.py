@@ -114,11 +114,11 @@ from cellplane.identity.passwords import (
     verify_password,
     verify_secret,
 )
+from cellplane.identity.ratelimit import RateLimiter
+from cellplane.identity.rbac import claims_for
+from cellplane.identity.signing import ACCESS_TOKEN_AUDIENCE, ALGORITHMS
 from cellplane.ids import new_id, utcnow
 from cellplane.services import audit
-from cellplane.services.grants import claims_for
-from cellplane.services.ratelimit import RateLimiter
-from cellplane.services.signing import ACCESS_TOKEN_AUDIENCE, ALGORITHMS
 from cellplane.state.identity_models import (
     AuditEvent,
     AuthCode,
@@ -132,7 +132,7 @@ from cellplane.state.models import Setting, Tenant
 from cellplane.validation import user_name
 
 if TYPE_CHECKING:
-    from cellplane.services.auth import Authenticator
+    from cellplane.identity.authn import Authenticator
     from cellplane.services.context import Services
 
 __all__ = [
