@@ -309,8 +309,8 @@ def main() -> None:
                 "bench",
                 lambda ctx: provider.endpoint(ctx, "token", "POST", token_url, headers, pairs),
             )
-            if r.status_code != 200:
-                raise RuntimeError(bytes(r.body).decode())
+            if r.status != 200:
+                raise RuntimeError(repr(r))
 
         rate(cc_direct, 0.5, 20)
         inproc["client_credentials_direct_per_s"] = round(rate(cc_direct, args.seconds, 20)[0], 1)

@@ -11,8 +11,8 @@ import pytest
 from oidc_support import CLI, PASSWORD, Oidc, payload
 from sqlalchemy import select
 
-from cellplane.identity import oidc as oidc_mod
 from cellplane.identity.oidc import LOGIN_FAILED, RateLimiter
+from cellplane.identity.oidc import login as oidc_mod
 from cellplane.ids import utcnow
 from cellplane.state.identity_models import (
     AuditEvent,

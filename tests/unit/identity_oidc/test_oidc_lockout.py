@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from oidc_support import Oidc
 
-from cellplane.identity import oidc as oidc_mod
+from cellplane.identity.oidc import login as oidc_mod
 from cellplane.identity.ratelimit import RateLimiter
 
 
