@@ -238,7 +238,7 @@ def register(svc: Services, body: dict[str, Any]) -> dict[str, Any]:
             csr = body["csr"]
             if not isinstance(csr, str):
                 raise ValidationFailed.field("csr", "must be a PEM certificate signing request")
-            from cellplane.services import pki  # only for agents that ask for a certificate
+            from cellplane.identity import pki  # only for agents that ask for a certificate
 
             cert = pki.issue_host_certificate(svc, s, host_id, name, csr, addresses=[h.address])
     svc.notifier.publish("controller")
