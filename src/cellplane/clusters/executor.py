@@ -61,6 +61,7 @@ from cellplane.clusters.supervisor import (
 from cellplane.errors import CellplaneError, Conflict, NotFound
 from cellplane.ids import new_id, utcnow
 from cellplane.scheduler import Resources
+from cellplane.services import agent_proxy
 from cellplane.services import cells as cells_mod
 from cellplane.services import tasks as tasks_mod
 from cellplane.services import volumes as volumes_mod
@@ -446,19 +447,13 @@ class ClusterExecutor:
         self, ctx: _Ctx, cell_id: str, command: list[str], timeout: float = 30
     ) -> tuple[int, str]:
         """Run `command` in the cell through its host agent: (exit code, output)."""
-        url, secret, cid = cells_mod.locate(self.svc, ctx.principal, cell_id)
+        target = cells_mod.locate(self.svc, ctx.principal, cell_id)
         try:
-            resp = self._http.post(
-                f"{url}/cells/{cid}/exec",
-                json={"command": command},
-                headers={"Authorization": f"Bearer {secret}"},
-                timeout=timeout + 5,
-            )
-        except httpx.HTTPError as e:
-            return 255, f"agent unreachable: {e}"
-        if resp.status_code != 200:
-            return 255, f"exec failed on the host ({resp.status_code}): {resp.text[:300]}"
-        data = resp.json()
+            data = agent_proxy.exec_sync(self._http, target, command, timeout)
+        except agent_proxy.AgentUnreachable as e:
+            return 255, f"agent unreachable: {e.cause}"
+        except agent_proxy.AgentRefused as e:
+            return 255, f"exec failed on the host ({e.status}): {e.text[:300]}"
         return int(data.get("exit_code", 255)), str(data.get("output", ""))
 
     def _tail(self, ctx: _Ctx, cell_id: str, role: str) -> str:
