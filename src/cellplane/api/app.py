@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import func, select
 
 from cellplane import __version__
 from cellplane.api import (
@@ -27,24 +27,14 @@ from cellplane.api import (
     routes_system,
 )
 from cellplane.api.jsonresp import JSONResponse
-from cellplane.clusters.executor import run_cluster_executor
+from cellplane.controller.clusters import run_cluster_executor
 from cellplane.controller.loop import run_controller
 from cellplane.metrics import REQUEST_SECONDS, register_cell_states
-from cellplane.services import audit
+from cellplane.services import audit, system
 from cellplane.services.auth import Authenticator
 from cellplane.services.context import Principal, Services
-from cellplane.state.models import Cell
 
 __all__ = ["create_app"]
-
-
-def _cell_counts(svc: Services) -> Callable[[], dict[str, int]]:
-    def counts() -> dict[str, int]:
-        with svc.db.reader() as s:
-            rows = s.execute(select(Cell.state, func.count(Cell.id)).group_by(Cell.state)).all()
-            return {str(state): int(n) for state, n in rows}
-
-    return counts
 
 
 _CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -108,7 +98,7 @@ def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
     )
     app.state.services = svc
     app.state.authenticator = Authenticator(svc)
-    register_cell_states(_cell_counts(svc))
+    register_cell_states(functools.partial(system.cell_counts, svc))
     errors.install(app)
     # Added last, so it runs first: nothing reaches a route that the guard refuses.
     app.add_middleware(

@@ -3,7 +3,7 @@
 Called by :mod:`cellplane.api.routes_clusters`. Every change is one transaction that validates
 the request (a bad spec, a shortfall of capacity, a role whose binaries the image lacks: refused
 with nothing written), writes the cluster's pending operation and its task, and returns an
-:class:`Outcome` whose topics wake :mod:`cellplane.clusters.executor`, which does the work.
+:class:`Outcome` whose topics wake the cluster executor (:mod:`cellplane.controller.clusters`), which does the work.
 """
 
 from __future__ import annotations
