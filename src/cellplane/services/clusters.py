@@ -41,7 +41,8 @@ from cellplane.clusters import (
 )
 from cellplane.clusters.placement import NodePlacement, place_nodes
 from cellplane.clusters.planner import data_volume_name, group_resources, node_name
-from cellplane.clusters.spec import cell_name, unused_fields
+from cellplane.clusters.spec import unused_fields
+from cellplane.clusters.spec_model import cell_name
 from cellplane.errors import Conflict, FieldError, InsufficientCapacity, NotFound, ValidationFailed
 from cellplane.ids import new_id, utcnow
 from cellplane.services import hosts as hosts_mod

@@ -20,7 +20,8 @@ from sqlalchemy import select
 from cellplane.clusters.catalog import Catalog
 from cellplane.clusters.planner import ClusterPlan, plan_cluster
 from cellplane.clusters.roles import Topology
-from cellplane.clusters.spec import ClusterSpec, parse_spec
+from cellplane.clusters.spec import parse_spec
+from cellplane.clusters.spec_model import ClusterSpec
 from cellplane.ids import utcnow
 from cellplane.scheduler import Resources
 from cellplane.services import tasks as tasks_mod
