@@ -112,6 +112,7 @@ def run_server(
     from cellplane import logs
     from cellplane.api.app import create_app
     from cellplane.api.tls import TLSH11Protocol
+    from cellplane.controller import runtime
     from cellplane.services.context import Services
     from cellplane.settings import ServerSettings
     from cellplane.state.db import Database
@@ -145,8 +146,11 @@ def run_server(
             "ssl_cert_reqs": ssl.CERT_OPTIONAL,
         }
     svc.public_url = f"{'https' if tls else 'http'}://{url_host(host)}:{port}"
+    app = create_app(svc)
+    # The placement loop and the cluster executor, run by the app's lifespan (uvicorn's).
+    runtime.install(app.state.background, svc)
     config = uvicorn.Config(
-        create_app(svc),
+        app,
         host=host,
         port=port,
         http=TLSH11Protocol,

@@ -1,16 +1,16 @@
-"""The API application factory: routers, error mapping, metrics, and the controller's lifetime."""
+"""The API application factory: routers, error mapping, metrics, audit, and the lifespan hook."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import func, select
 
 from cellplane import __version__
 from cellplane.api import (
@@ -27,24 +27,12 @@ from cellplane.api import (
     routes_system,
 )
 from cellplane.api.jsonresp import JSONResponse
-from cellplane.clusters.executor import run_cluster_executor
-from cellplane.controller.loop import run_controller
 from cellplane.identity.authn import Authenticator
 from cellplane.metrics import REQUEST_SECONDS, register_cell_states
-from cellplane.services import audit
+from cellplane.services import audit, system
 from cellplane.services.context import Principal, Services
-from cellplane.state.models import Cell
 
-__all__ = ["create_app"]
-
-
-def _cell_counts(svc: Services) -> Callable[[], dict[str, int]]:
-    def counts() -> dict[str, int]:
-        with svc.db.reader() as s:
-            rows = s.execute(select(Cell.state, func.count(Cell.id)).group_by(Cell.state)).all()
-            return {str(state): int(n) for state, n in rows}
-
-    return counts
+__all__ = ["Background", "create_app"]
 
 
 _CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -74,7 +62,20 @@ def _streamed_upload(method: str, path: str) -> bool:
     return method == "POST" and path == "/v1/images"
 
 
+Background = Callable[[], contextlib.AbstractAsyncContextManager[None]]
+"""Work that lives as long as the app's lifespan (the server installs its loops here)."""
+
+
 def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
+    """The API application over `svc`.
+
+    The factory starts no background work. Its lifespan binds the notifier to the event loop,
+    sizes the thread pools and opens the client to the agents, then enters every entry of
+    ``app.state.background`` (empty here; :func:`cellplane.daemon.run_server` installs the
+    controller loops with :func:`cellplane.controller.runtime.install`). ``run_controllers=False``
+    skips those entries, for callers that install them but drive the controller by hand.
+    """
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc.notifier.bind(asyncio.get_running_loop())
@@ -82,21 +83,13 @@ def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
         svc.db.sizing.apply_to_running_loop()
         # Agents answer plain HTTP today; not loading the CA bundle saves ~3 MB of resident memory.
         app.state.agent_client = httpx.AsyncClient(timeout=30, verify=False)
-        loops = (
-            [
-                asyncio.create_task(run_controller(svc)),
-                asyncio.create_task(run_cluster_executor(svc)),
-            ]
-            if run_controllers
-            else []
-        )
         try:
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                if run_controllers:
+                    for work in app.state.background:
+                        await stack.enter_async_context(work())
+                yield
         finally:
-            for task in loops:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
             await app.state.agent_client.aclose()
 
     app = FastAPI(
@@ -107,8 +100,10 @@ def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
         default_response_class=JSONResponse,
     )
     app.state.services = svc
+    background: list[Background] = []
+    app.state.background = background
     app.state.authenticator = Authenticator(svc)
-    register_cell_states(_cell_counts(svc))
+    register_cell_states(functools.partial(system.cell_counts, svc))
     errors.install(app)
     # Added last, so it runs first: nothing reaches a route that the guard refuses.
     app.add_middleware(

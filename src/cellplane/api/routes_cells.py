@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -14,8 +13,8 @@ from pydantic import BaseModel, Field
 from cellplane.api.deps import IdempotencyContext, idempotency, require, services
 from cellplane.api.jsonresp import JSONResponse
 from cellplane.api.respond import idempotent, outcome_response
-from cellplane.errors import Conflict, ValidationFailed
-from cellplane.services import cells, volumes
+from cellplane.errors import ValidationFailed
+from cellplane.services import agent_proxy, cells, volumes
 from cellplane.services.context import Principal, Services
 from cellplane.services.schemas import CellCreate, StopBody, VolumeCreate
 
@@ -126,34 +125,9 @@ async def cell_logs(
     svc: Services = Depends(services),
     p: Principal = Depends(require("cells:read")),
 ) -> StreamingResponse:
-    url, secret, cid = await run_in_threadpool(cells.locate, svc, p, cell_id)
-    params: dict[str, Any] = {"follow": "true" if follow else "false"}
-    if tail is not None:
-        params["tail"] = tail
-    client = _agent_client(request)
-    req = client.build_request(
-        "GET",
-        f"{url}/cells/{cid}/logs",
-        params=params,
-        headers={"Authorization": f"Bearer {secret}"},
-        timeout=httpx.Timeout(10, read=None),
-    )
-    try:
-        resp = await client.send(req, stream=True)
-    except httpx.HTTPError as e:
-        raise Conflict(f"the cell's host agent is unreachable: {e}") from e
-    if resp.status_code != 200:
-        await resp.aclose()
-        raise Conflict(f"the cell's host agent answered {resp.status_code} for its logs")
-
-    async def relay() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in resp.aiter_raw():
-                yield chunk
-        finally:
-            await resp.aclose()
-
-    return StreamingResponse(relay(), media_type="text/plain; charset=utf-8")
+    target = await run_in_threadpool(cells.locate, svc, p, cell_id)
+    chunks = await agent_proxy.open_logs(_agent_client(request), target, tail=tail, follow=follow)
+    return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")
 
 
 class ExecBody(BaseModel):
@@ -169,19 +143,11 @@ async def cell_exec(
     svc: Services = Depends(services),
     p: Principal = Depends(require("cells:write")),
 ) -> JSONResponse:
-    url, secret, cid = await run_in_threadpool(cells.locate, svc, p, cell_id, "cells:write")
-    try:
-        resp = await _agent_client(request).post(
-            f"{url}/cells/{cid}/exec",
-            json={"command": body.command},
-            headers={"Authorization": f"Bearer {secret}"},
-            timeout=body.timeout + 5,
-        )
-    except httpx.HTTPError as e:
-        raise Conflict(f"the cell's host agent is unreachable: {e}") from e
-    if resp.status_code != 200:
-        raise Conflict(f"exec failed on the host: {resp.text[:500]}")
-    return JSONResponse(resp.json())
+    target = await run_in_threadpool(cells.locate, svc, p, cell_id, "cells:write")
+    answer = await agent_proxy.exec_async(
+        _agent_client(request), target, body.command, body.timeout
+    )
+    return JSONResponse(answer)
 
 
 # --- volumes ---

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from cellplane.api.deps import IdempotencyContext, idempotency, require, services
 from cellplane.api.respond import idempotent, outcome_response
-from cellplane.services import clusters
+from cellplane.services import cluster_views, clusters
 from cellplane.services.clusters import ClusterCreate, ConfigBody, ResizeBody
 from cellplane.services.context import Principal, Services
 
@@ -23,17 +23,17 @@ router = APIRouter(tags=["clusters"])
 
 @router.get("/v1/catalog/specs")
 def catalog_specs(p: Principal = Depends(require("cells:read"))) -> dict[str, Any]:
-    return {"items": clusters.catalog_specs(), "next_cursor": None}
+    return {"items": cluster_views.catalog_specs(), "next_cursor": None}
 
 
 @router.get("/v1/catalog/distros")
 def catalog_distros(p: Principal = Depends(require("cells:read"))) -> dict[str, Any]:
-    return {"items": clusters.catalog_distros(), "next_cursor": None}
+    return {"items": cluster_views.catalog_distros(), "next_cursor": None}
 
 
 @router.get("/v1/catalog/roles")
 def catalog_roles(p: Principal = Depends(require("cells:read"))) -> dict[str, Any]:
-    return {"items": clusters.catalog_roles(), "next_cursor": None}
+    return {"items": cluster_views.catalog_roles(), "next_cursor": None}
 
 
 @router.post("/v1/projects/{project}/clusters", status_code=202)
@@ -55,8 +55,8 @@ def list_clusters(
     p: Principal = Depends(require("cells:read")),
 ) -> dict[str, Any]:
     if name:
-        return {"items": [clusters.find(svc, p, project, name)], "next_cursor": None}
-    return clusters.list_clusters(svc, p, project)
+        return {"items": [cluster_views.find(svc, p, project, name)], "next_cursor": None}
+    return cluster_views.list_clusters(svc, p, project)
 
 
 @router.get("/v1/clusters/{cluster_id}")
@@ -65,7 +65,7 @@ def get_cluster(
     svc: Services = Depends(services),
     p: Principal = Depends(require("cells:read")),
 ) -> dict[str, Any]:
-    return clusters.get(svc, p, cluster_id)
+    return cluster_views.get(svc, p, cluster_id)
 
 
 @router.get("/v1/clusters/{cluster_id}/export")
@@ -74,7 +74,7 @@ def export_cluster(
     svc: Services = Depends(services),
     p: Principal = Depends(require("cells:read")),
 ) -> dict[str, Any]:
-    return clusters.export(svc, p, cluster_id)
+    return cluster_views.export(svc, p, cluster_id)
 
 
 @router.post("/v1/clusters/{cluster_id}/resize", status_code=202)

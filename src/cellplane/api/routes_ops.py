@@ -12,18 +12,14 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
-from sqlalchemy.orm import Session
 
 from cellplane.api.deps import require, services
 from cellplane.api.jsonresp import JSONResponse
-from cellplane.errors import NotFound, PayloadTooLarge, ValidationFailed
+from cellplane.errors import PayloadTooLarge, ValidationFailed
 from cellplane.ids import new_id
-from cellplane.services import hosts, images
+from cellplane.services import hosts, images, tasks
 from cellplane.services.context import Principal, Services
 from cellplane.services.schemas import FlavorCreate, MaintenanceBody
-from cellplane.services.tasks import TERMINAL, task_view
-from cellplane.state.cluster_models import Cluster
-from cellplane.state.models import Cell, Task, Volume
 from cellplane.validation import IMAGE_NAME, IMAGE_NAME_MSG
 
 __all__ = ["router"]
@@ -153,38 +149,11 @@ def delete_image(
     return Response(status_code=204)
 
 
-def _task(svc: Services, p: Principal, task_id: str) -> dict[str, Any]:
-    """A task of the caller's tenant (and, for project-scoped callers, of their projects); tasks of
-    no tenant (hosts, images) are the system admins'."""
-    with svc.db.reader() as s:
-        t = s.get(Task, task_id)
-        missing = NotFound(f"task {task_id!r} does not exist")
-        if t is None:
-            raise missing
-        if t.tenant_id is None:
-            if not p.is_system_admin:
-                raise missing
-        elif t.tenant_id != p.tenant_id:
-            raise missing
-        else:
-            project_id = _task_project(s, t)
-            if project_id is not None and not p.sees_project(project_id):
-                raise missing
-        return task_view(t)
-
-
-def _task_project(s: Session, t: Task) -> str | None:
-    kinds: dict[str, Any] = {"cell": Cell, "volume": Volume, "cluster": Cluster}
-    model = kinds.get(t.entity_kind)
-    entity = s.get(model, t.entity_id) if model is not None else None
-    return getattr(entity, "project_id", None)
-
-
 @router.get("/v1/tasks/{task_id}", tags=["tasks"])
 def get_task(
     task_id: str, svc: Services = Depends(services), p: Principal = Depends(require("tasks:read"))
 ) -> dict[str, Any]:
-    return _task(svc, p, task_id)
+    return tasks.visible_task(svc, p, task_id)
 
 
 @router.get("/v1/tasks/{task_id}/events", tags=["tasks"])
@@ -192,7 +161,7 @@ async def task_events(
     task_id: str, svc: Services = Depends(services), p: Principal = Depends(require("tasks:read"))
 ) -> StreamingResponse:
     """Server-sent events: the task as JSON on every change, ending after a terminal state."""
-    first = await run_in_threadpool(_task, svc, p, task_id)
+    first = await run_in_threadpool(tasks.visible_task, svc, p, task_id)
     topic = f"task:{task_id}"
 
     async def stream() -> AsyncIterator[str]:
@@ -204,13 +173,13 @@ async def task_events(
             if body != last:
                 yield f"event: task\ndata: {body}\n\n"
                 last = body
-            if view["state"] in TERMINAL:
+            if view["state"] in tasks.TERMINAL:
                 return
             new = await svc.notifier.wait(topic, seen, 5.0)
             if new == seen:
                 yield ": keep-alive\n\n"
             seen = new
-            view = await run_in_threadpool(_task, svc, p, task_id)
+            view = await run_in_threadpool(tasks.visible_task, svc, p, task_id)
 
     return StreamingResponse(
         stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}

@@ -7,12 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from cellplane.api.deps import IdempotencyContext, idempotency, require, services
 from cellplane.api.respond import idempotent
 from cellplane.metrics import REGISTRY
-from cellplane.services import projects
+from cellplane.services import projects, system
 from cellplane.services.context import Principal, Services
 from cellplane.services.schemas import ProjectCreate
 
@@ -28,12 +27,10 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["system"])
 def readyz(svc: Services = Depends(services)) -> Response:
-    try:
-        with svc.db.reader() as s:
-            s.execute(text("SELECT 1"))
-    except Exception as e:  # any database failure means not ready
+    problem = system.database_problem(svc)
+    if problem is not None:
         return Response(
-            f'{{"status": "unavailable", "detail": "{type(e).__name__}"}}',
+            f'{{"status": "unavailable", "detail": "{problem}"}}',
             503,
             media_type="application/json",
         )

@@ -16,6 +16,7 @@ from cellplane.clusters.catalog import (
     SpecMapEntry,
     default_catalog_paths,
 )
+from cellplane.clusters.configuration import merged_configuration
 from cellplane.clusters.errors import (
     CatalogError,
     ClusterError,
@@ -26,18 +27,16 @@ from cellplane.clusters.errors import (
     RoleError,
     SpecError,
 )
+from cellplane.clusters.ordering import role_dependencies, start_order
 from cellplane.clusters.planner import (
     DEFAULT_INSTANCE_TYPE,
     ClusterPlan,
     NodePlan,
     ResizeDiff,
     diff_for_resize,
-    merged_configuration,
     missing_requirements,
     node_name,
     plan_cluster,
-    role_dependencies,
-    start_order,
     topology_from_plan,
 )
 from cellplane.clusters.roles import (
@@ -50,13 +49,12 @@ from cellplane.clusters.roles import (
     render_role,
 )
 from cellplane.clusters.spec import (
-    ClusterSpec,
-    NodeGroupSpec,
     apply_overrides,
     export_spec,
     load_spec_file,
     parse_spec,
 )
+from cellplane.clusters.spec_model import ClusterSpec, NodeGroupSpec
 
 __all__ = [
     "CATALOG_PATH_ENV",

@@ -36,7 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cellplane.clusters import jsonc
 from cellplane.clusters.errors import CatalogError, SpecError
 from cellplane.clusters.roles import RoleDefinition, template_environment
-from cellplane.clusters.spec import ClusterSpec, load_spec_file
+from cellplane.clusters.spec import load_spec_file
+from cellplane.clusters.spec_model import ClusterSpec
 
 __all__ = [
     "CATALOG_PATH_ENV",

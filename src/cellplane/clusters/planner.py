@@ -23,41 +23,36 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal
+from typing import Literal
 
 from cellplane.clusters.catalog import Catalog
-from cellplane.clusters.errors import DependencyCycleError, FieldIssue, PlanError, ResizeError
-from cellplane.clusters.roles import Member, RoleDefinition, Topology, missing_binaries
-from cellplane.clusters.spec import (
-    MAX_CLUSTER_NODES,
-    ClusterSpec,
-    NodeGroupSpec,
-    apply_overrides,
-    cell_name,
+from cellplane.clusters.configuration import (
+    configuration_issues,
+    deep_merge,
+    undeployable_reason,
 )
+from cellplane.clusters.errors import PlanError, ResizeError
+from cellplane.clusters.ordering import group_start_waves, role_dependencies, start_order
+from cellplane.clusters.roles import Member, Topology, missing_binaries
+from cellplane.clusters.spec import apply_overrides
+from cellplane.clusters.spec_model import MAX_CLUSTER_NODES, ClusterSpec, NodeGroupSpec, cell_name
 from cellplane.scheduler import PlacementRequest, Resources
 
 __all__ = [
     "DATA_VOLUME_SUFFIX",
     "DEFAULT_INSTANCE_TYPE",
-    "UNDEPLOYABLE_FAMILIES",
     "ClusterPlan",
     "NodePlan",
     "NodeVolume",
     "ResizeDiff",
-    "configuration_issues",
     "data_volume_name",
     "diff_for_resize",
     "group_resources",
-    "merged_configuration",
     "missing_requirements",
     "node_name",
     "node_volume",
     "plan_cluster",
-    "role_dependencies",
-    "start_order",
     "topology_from_plan",
-    "undeployable_reason",
 ]
 
 # Serengeti sizes a node group without instanceType (and without full cpu/mem/disk) as MEDIUM.
@@ -125,7 +120,7 @@ _NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 def node_name(cluster_name: str, group: str, index: int) -> str:
     """The stable node (and host) name ``<cluster>-<cell name of group>-<n>``, n from 0.
 
-    The group's cell name is :func:`~cellplane.clusters.spec.cell_name`: the group name
+    The group's cell name is :func:`~cellplane.clusters.spec_model.cell_name`: the group name
     itself when lowercase, ``dataMaster`` -> ``data-master`` otherwise.
     """
     return f"{cluster_name}-{cell_name(group)}-{index}"
@@ -169,84 +164,6 @@ def node_volume(node: NodePlan, catalog: Catalog) -> NodeVolume | None:
                 data_volume_name(node.name), node.resources.disk_gb, definition.data_dir
             )
     return None
-
-
-def role_dependencies(roles: Iterable[str], catalog: Catalog) -> dict[str, frozenset[str]]:
-    """For each of `roles`, the roles among them it waits for.
-
-    Raises PlanError when a role waits for something no role in `roles` provides.
-    """
-    present = list(dict.fromkeys(roles))
-    provided: dict[str, set[str]] = {}
-    for role in present:
-        provided.setdefault(role, set()).add(role)
-        definition = catalog.roles.get(role)
-        for service in definition.provides if definition else ():
-            provided.setdefault(service, set()).add(role)
-    deps: dict[str, frozenset[str]] = {}
-    for role in present:
-        definition = catalog.roles.get(role)
-        wanted: set[str] = set()
-        for service in definition.waits_for if definition else ():
-            providers = provided.get(service, set()) - {role}
-            if not providers:
-                raise PlanError(
-                    f"role {role} waits for {service}, which no node group of this cluster provides"
-                )
-            wanted |= providers
-        deps[role] = frozenset(wanted)
-    return deps
-
-
-def _find_cycle(deps: Mapping[str, Iterable[str]]) -> list[str] | None:
-    white, grey, black = 0, 1, 2
-    colour = dict.fromkeys(deps, white)
-    stack: list[str] = []
-
-    def visit(role: str) -> list[str] | None:
-        colour[role] = grey
-        stack.append(role)
-        for dep in sorted(deps.get(role, ())):
-            if colour.get(dep, black) == grey:
-                return [*stack[stack.index(dep) :], dep]
-            if colour.get(dep) == white:
-                found = visit(dep)
-                if found:
-                    return found
-        stack.pop()
-        colour[role] = black
-        return None
-
-    for role in sorted(deps):
-        if colour[role] == white:
-            found = visit(role)
-            if found:
-                return found
-    return None
-
-
-def start_order(deps: Mapping[str, Iterable[str]], *, kind: str = "role") -> list[list[str]]:
-    """Layer names (roles or node groups) into waves, each after all it depends on.
-
-    Names within a wave are sorted. Raises DependencyCycleError naming the
-    cycle (e.g. ``a -> b -> a``); `kind` says what the names are in that message.
-    """
-    cycle = _find_cycle(deps)
-    if cycle is not None:
-        raise DependencyCycleError(cycle, kind)
-    level: dict[str, int] = {}
-
-    def depth(role: str) -> int:
-        if role not in level:
-            level[role] = 1 + max((depth(d) for d in deps.get(role, ()) if d in deps), default=-1)
-        return level[role]
-
-    for role in deps:
-        depth(role)
-    waves: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
-    for role in sorted(level):
-        waves[level[role]].append(role)
-    return waves
 
 
 def _resources(group: NodeGroupSpec, i: int, flavors: Mapping[str, Resources]) -> Resources:
@@ -317,68 +234,6 @@ def _placement(
     )
 
 
-def _group_waves(live: list[NodeGroupSpec], deps: Mapping[str, frozenset[str]]) -> list[list[str]]:
-    """Layer node groups: a group starts after every *other* group hosting a role it waits for.
-
-    Kahn's algorithm over roles rather than group pairs, so thousands of groups stay linear:
-    a group is ready once, for each role it waits for, every other group hosting that role
-    is placed. Raises DependencyCycleError naming a cycle between groups.
-    """
-    hosts: dict[str, set[str]] = {}
-    for g in live:
-        for role in g.roles:
-            hosts.setdefault(role, set()).add(g.name)
-    awaited: dict[str, set[str]] = {
-        g.name: {d for r in g.roles for d in deps[r] if hosts.get(d, set()) - {g.name}}
-        for g in live
-    }
-    waiters: dict[str, list[str]] = {}
-    for name, roles in awaited.items():
-        for role in roles:
-            waiters.setdefault(role, []).append(name)
-    pending_hosts = {role: set(names) for role, names in hosts.items()}
-    roles_of = {g.name: g.roles for g in live}
-    unmet = {name: len(roles) for name, roles in awaited.items()}
-    satisfied: set[tuple[str, str]] = set()
-
-    def satisfy(group: str, role: str, ready: list[str]) -> None:
-        if (group, role) in satisfied:
-            return
-        satisfied.add((group, role))
-        unmet[group] -= 1
-        if unmet[group] == 0:
-            ready.append(group)
-
-    waves: list[list[str]] = []
-    current = sorted(name for name, n in unmet.items() if n == 0)
-    placed = 0
-    while current:
-        waves.append(current)
-        placed += len(current)
-        nxt: list[str] = []
-        for group in current:
-            for role in roles_of[group]:
-                left = pending_hosts.get(role)
-                if left is None or group not in left:
-                    continue
-                left.discard(group)
-                for waiter in waiters.get(role, ()) if len(left) <= 1 else ():
-                    # Satisfied when nothing is left, or only the waiter itself (a role inside
-                    # its own node starts in role-wave order, not after its own group).
-                    if not left or left == {waiter}:
-                        satisfy(waiter, role, nxt)
-        current = sorted(set(nxt))
-    if placed < len(live):
-        rest = {g.name for g in live} - {n for w in waves for n in w}
-        edges = {
-            name: {h for role in awaited[name] for h in hosts[role] if h != name and h in rest}
-            for name in rest
-        }
-        cycle = _find_cycle(edges)
-        raise DependencyCycleError(cycle or sorted(rest), "node group")
-    return waves
-
-
 def group_resources(
     spec: ClusterSpec, flavors: Mapping[str, Resources]
 ) -> list[tuple[NodeGroupSpec, Resources]]:
@@ -388,144 +243,6 @@ def group_resources(
     Raises PlanError for an unknown flavor or a group without any size.
     """
     return [(group, _resources(group, i, flavors)) for i, group in enumerate(spec.node_groups)]
-
-
-# Serengeti's Hadoop-family roles, which no catalog folder of Cellplane defines, and why.
-UNDEPLOYABLE_FAMILIES: tuple[tuple[tuple[str, ...], str], ...] = (
-    (
-        ("hadoop_", "hbase_", "hive", "pig", "tempfs_", "zookeeper_server", "hue"),
-        "Apache Hadoop 1.x/2.x, HBase, Hive and Pig (Serengeti's Chef roles) are not packaged "
-        "in Debian 12, and Serengeti installed them from vendor tarballs or yum repositories "
-        "that Cellplane does not fetch",
-    ),
-    (
-        ("mapr_",),
-        "MapR is proprietary software installed from MapR's own repositories with a licence; "
-        "nothing of it is on these machines",
-    ),
-    (
-        (
-            "NAMENODE",
-            "SECONDARY_NAMENODE",
-            "DATANODE",
-            "HDFS_",
-            "YARN_",
-            "MAPREDUCE",
-            "RESOURCEMANAGER",
-            "NODEMANAGER",
-            "HBASE_",
-            "HIVE_",
-            "ZOOKEEPER_SERVER",
-        ),
-        "Ambari and Cloudera Manager roles are deployed by those application managers "
-        "(appManager Ambari / ClouderaManager), external servers that install HDP/CDH "
-        "packages; Cellplane only has the Default application manager",
-    ),
-)
-
-
-def undeployable_reason(role: str) -> str | None:
-    """Why a Serengeti role Cellplane has no definition for cannot be deployed, if known."""
-    for prefixes, reason in UNDEPLOYABLE_FAMILIES:
-        if any(role.startswith(p) for p in prefixes):
-            return reason
-    return None
-
-
-def _is_empty(value: Any) -> bool:
-    """A configuration value with nothing in it (Serengeti's samples carry empty sections)."""
-    if isinstance(value, Mapping):
-        return all(_is_empty(v) for v in value.values())
-    return False
-
-
-def _section_issues(
-    path: str,
-    configuration: Mapping[str, Any],
-    roles: Iterable[str],
-    catalog: Catalog,
-) -> list[FieldIssue]:
-    present = list(dict.fromkeys(roles))
-    readers: dict[str, list[RoleDefinition]] = {}
-    for role in present:
-        definition = catalog.roles.get(role)
-        if definition is not None and definition.configuration is not None:
-            readers.setdefault(definition.configuration.section, []).append(definition)
-    undefined = [r for r in present if r not in catalog.roles]
-    issues: list[FieldIssue] = []
-    for section, body in configuration.items():
-        where = f"{path}.{section}"
-        owners = readers.get(section)
-        if not owners:
-            if _is_empty(body) or undefined:
-                continue  # nothing to apply, or the deploy is refused for its roles anyway
-            known = sorted(readers) or ["none"]
-            issues.append(
-                FieldIssue(
-                    where,
-                    "no role of this cluster reads this section (sections its roles read: "
-                    f"{', '.join(known)})",
-                )
-            )
-            continue
-        names = ", ".join(d.name for d in owners)
-        if not isinstance(body, Mapping):
-            issues.append(FieldIssue(where, "must be an object of files"))
-            continue
-        files: dict[str, dict[str, Any]] = {}
-        for definition in owners:
-            assert definition.configuration is not None
-            for file, keys in definition.configuration.files.items():
-                files.setdefault(file, {}).update(keys)
-        for file, values in body.items():
-            if file not in files:
-                issues.append(
-                    FieldIssue(
-                        f"{where}.{file}",
-                        f"not a file Cellplane's {names} role renders from configuration "
-                        f"(known: {', '.join(sorted(files))})",
-                    )
-                )
-                continue
-            if not isinstance(values, Mapping):
-                issues.append(FieldIssue(f"{where}.{file}", "must be an object of settings"))
-                continue
-            keys = files[file]
-            for key, value in values.items():
-                schema = keys.get(key, keys.get("*"))
-                if schema is None:
-                    issues.append(
-                        FieldIssue(
-                            f"{where}.{file}.{key}",
-                            f"not a setting Cellplane's {names} role understands "
-                            f"(known: {', '.join(sorted(keys))})",
-                        )
-                    )
-                    continue
-                problem = schema.check(value)
-                if problem is not None:
-                    issues.append(FieldIssue(f"{where}.{file}.{key}", problem))
-    return issues
-
-
-def configuration_issues(spec: ClusterSpec, catalog: Catalog) -> list[FieldIssue]:
-    """Every ``configuration`` value no role of the cluster can use, named by its key.
-
-    A section read by a role (``zookeeper``, ``etcd``...) is checked key by key against the
-    role's declared settings; a non-empty section no role of the cluster reads is refused.
-    Sections of roles Cellplane cannot deploy (Hadoop...) are left alone: the deploy is
-    refused for those roles, naming them.
-    """
-    all_roles = [r for g in spec.node_groups for r in g.roles]
-    issues = _section_issues("configuration", spec.configuration or {}, all_roles, catalog)
-    for i, group in enumerate(spec.node_groups):
-        if group.configuration:
-            issues.extend(
-                _section_issues(
-                    f"nodeGroups[{i}].configuration", group.configuration, group.roles, catalog
-                )
-            )
-    return issues
 
 
 def plan_cluster(
@@ -543,7 +260,7 @@ def plan_cluster(
     must be one the distro ships. Roles without a definition in the catalog
     are planned (listed in ``undefined_roles``) so a deploy can refuse them
     with a clear message. Bounded and linear: a cluster over
-    :data:`~cellplane.clusters.spec.MAX_CLUSTER_NODES` nodes is refused before any node
+    :data:`~cellplane.clusters.spec_model.MAX_CLUSTER_NODES` nodes is refused before any node
     is built, and no step compares every group (or node) with every other.
     """
     if not _LABEL_RE.fullmatch(cluster_name):
@@ -572,7 +289,7 @@ def plan_cluster(
     wave_of = {role: w for w, roles in enumerate(role_waves) for role in roles}
     # A group waits for every other group hosting a role one of its roles waits for;
     # dependencies inside a node are met by starting its roles in role-wave order.
-    group_waves = _group_waves(live, deps)
+    group_waves = group_start_waves(live, deps)
     group_wave = {g: w for w, groups in enumerate(group_waves) for g in groups}
     sized = group_resources(spec, flavors)
     nodes: list[NodePlan] = []
@@ -620,21 +337,6 @@ def plan_cluster(
     )
 
 
-def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def merged_configuration(spec: ClusterSpec, group: str) -> dict[str, Any]:
-    """Cluster-level ``configuration`` with the node group's merged over it."""
-    return _deep_merge(spec.configuration or {}, spec.group(group).configuration or {})
-
-
 def topology_from_plan(
     plan: ClusterPlan,
     catalog: Catalog,
@@ -654,7 +356,7 @@ def topology_from_plan(
         role: dict(catalog.roles[role].ports) if role in catalog.roles else {} for role in members
     }
     per_group = {
-        g.name: _deep_merge(plan.spec.configuration or {}, g.configuration or {})
+        g.name: deep_merge(plan.spec.configuration or {}, g.configuration or {})
         for g in plan.spec.node_groups
     }
     configuration = {node.name: per_group[node.group] for node in plan.nodes}

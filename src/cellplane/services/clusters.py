@@ -1,9 +1,10 @@
-"""Clusters: the rules behind the cluster routes. Admission, the pending operation, views.
+"""Clusters: the rules behind the cluster routes that change something: admission, the operation.
 
 Called by :mod:`cellplane.api.routes_clusters`. Every change is one transaction that validates
 the request (a bad spec, a shortfall of capacity, a role whose binaries the image lacks: refused
 with nothing written), writes the cluster's pending operation and its task, and returns an
-:class:`Outcome` whose topics wake :mod:`cellplane.clusters.executor`, which does the work.
+:class:`Outcome` whose topics wake the cluster executor (:mod:`cellplane.controller.clusters`), which does the work.
+What the read routes show (catalog, clusters, exports) is :mod:`cellplane.services.cluster_views`.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from cellplane.clusters import (
 )
 from cellplane.clusters.placement import NodePlacement, place_nodes
 from cellplane.clusters.planner import data_volume_name, group_resources, node_name
-from cellplane.clusters.spec import cell_name, unused_fields
+from cellplane.clusters.spec import unused_fields
 from cellplane.errors import Conflict, FieldError, InsufficientCapacity, NotFound, ValidationFailed
 from cellplane.ids import new_id, utcnow
 from cellplane.services import hosts as hosts_mod
@@ -51,7 +52,7 @@ from cellplane.services.cells import check_project, project_for, with_host_label
 from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import Outcome
 from cellplane.state.cluster_models import Cluster, ClusterNode
-from cellplane.state.models import Cell, Flavor, Project, Task, Volume
+from cellplane.state.models import Cell, Flavor, Project, Volume
 from cellplane.validation import DNS_LABEL_MSG, is_dns_label
 
 __all__ = [
@@ -59,22 +60,16 @@ __all__ = [
     "ClusterCreate",
     "ConfigBody",
     "ResizeBody",
-    "catalog_distros",
-    "catalog_roles",
-    "catalog_specs",
     "config",
     "create",
     "delete",
-    "export",
-    "find",
-    "get",
     "host_has",
-    "list_clusters",
     "load_catalog",
     "resize",
     "resume",
     "start",
     "stop",
+    "visible",
 ]
 
 CLUSTERS_TOPIC = "clusters"
@@ -135,65 +130,6 @@ def host_has(path: str) -> bool:
     if path.startswith("/"):
         return Path(path).exists()
     return shutil.which(path) is not None
-
-
-# --- catalog views ---
-
-
-def catalog_specs() -> list[dict[str, Any]]:
-    return [
-        {
-            "vendor": cs.entry.vendor,
-            "version": cs.entry.version,
-            "type": cs.entry.type,
-            "appManager": cs.entry.app_manager,
-            "path": cs.entry.path,
-            "spec": export_spec(cs.spec),
-        }
-        for cs in load_catalog().specs
-    ]
-
-
-def catalog_distros() -> list[dict[str, Any]]:
-    cat = load_catalog()
-    out = []
-    for d in cat.distros.values():
-        types = [cs.entry.type for cs in cat.specs if cs.entry.matches(d.vendor, d.version)]
-        out.append(
-            {
-                "name": d.name,
-                "vendor": d.vendor,
-                "version": d.version,
-                "roles": sorted(d.roles),
-                "types": types,
-                "deployable": not any(
-                    missing_binaries_of(cat, r) for r in d.roles if r in cat.roles
-                )
-                and all(r in cat.roles for r in d.roles),
-            }
-        )
-    return out
-
-
-def missing_binaries_of(cat: Catalog, role: str) -> list[str]:
-    return [b for b in cat.roles[role].requires.binaries if not host_has(b)]
-
-
-def catalog_roles() -> list[dict[str, Any]]:
-    return [
-        {
-            "name": r.name,
-            "description": r.description,
-            "ports": dict(r.ports),
-            "provides": list(r.provides),
-            "waits_for": list(r.waits_for),
-            "scale_in": r.scale_in,
-            "data_dir": r.data_dir,
-            "requires": list(r.requires.binaries),
-            "missing": missing_binaries_of(load_catalog(), r.name),
-        }
-        for r in load_catalog().roles.values()
-    ]
 
 
 # --- helpers ---
@@ -338,7 +274,7 @@ def _check_binaries(plan: ClusterPlan, available: Callable[[str], bool]) -> None
         )
 
 
-def _visible(
+def visible(
     s: Session, principal: Principal, cluster_id: str, permission: str = "cells:write"
 ) -> Cluster:
     c = s.get(Cluster, cluster_id)
@@ -498,7 +434,7 @@ def create(
 
 
 def resume(svc: Services, s: Session, principal: Principal, cluster_id: str) -> Outcome:
-    c = _visible(s, principal, cluster_id)
+    c = visible(s, principal, cluster_id)
     if c.state not in ("PROVISION_ERROR", "PROVISIONING", "RUNNING"):
         raise Conflict(f"cluster {c.name!r} is {c.state}; only a failed provisioning resumes")
     plan = _plan(s, parse_spec(c.spec), c.name, c.distro)
@@ -523,7 +459,7 @@ def resume(svc: Services, s: Session, principal: Principal, cluster_id: str) -> 
 def delete(
     svc: Services, s: Session, principal: Principal, cluster_id: str, keep_volumes: bool
 ) -> Outcome:
-    c = _visible(s, principal, cluster_id)
+    c = visible(s, principal, cluster_id)
     steps = tuple(f"delete:{n}" for n in _node_names(s, c))
     return _begin(
         s,
@@ -537,7 +473,7 @@ def delete(
 
 
 def stop(svc: Services, s: Session, principal: Principal, cluster_id: str) -> Outcome:
-    c = _visible(s, principal, cluster_id)
+    c = visible(s, principal, cluster_id)
     if c.state not in ("RUNNING", "PROVISION_ERROR", "STOPPED"):
         raise Conflict(f"cluster {c.name!r} is {c.state}")
     steps = tuple(f"stop:{n}" for n in _node_names(s, c))
@@ -545,7 +481,7 @@ def stop(svc: Services, s: Session, principal: Principal, cluster_id: str) -> Ou
 
 
 def start(svc: Services, s: Session, principal: Principal, cluster_id: str) -> Outcome:
-    c = _visible(s, principal, cluster_id)
+    c = visible(s, principal, cluster_id)
     if c.state not in ("STOPPED", "RUNNING", "PROVISION_ERROR"):
         raise Conflict(f"cluster {c.name!r} is {c.state}")
     plan = _plan(s, parse_spec(c.spec), c.name, c.distro)
@@ -557,7 +493,7 @@ def start(svc: Services, s: Session, principal: Principal, cluster_id: str) -> O
 def resize(
     svc: Services, s: Session, principal: Principal, cluster_id: str, body: ResizeBody
 ) -> Outcome:
-    c = _visible(s, principal, cluster_id)
+    c = visible(s, principal, cluster_id)
     if c.state != "RUNNING":
         raise Conflict(f"cluster {c.name!r} is {c.state}; only a RUNNING cluster resizes")
     spec = parse_spec(c.spec)
@@ -617,7 +553,7 @@ def resize(
 def config(
     svc: Services, s: Session, principal: Principal, cluster_id: str, body: ConfigBody
 ) -> Outcome:
-    c = _visible(s, principal, cluster_id)
+    c = visible(s, principal, cluster_id)
     if c.state != "RUNNING":
         raise Conflict(f"cluster {c.name!r} is {c.state}; only a RUNNING cluster is reconfigured")
     data = dict(c.spec)
@@ -638,114 +574,3 @@ def config(
         steps=steps,
         args={"generation": int(utcnow().timestamp())},
     )
-
-
-# --- views ---
-
-
-def _endpoints(plan_roles: Mapping[str, list[str]]) -> dict[str, dict[str, list[str]]]:
-    cat = load_catalog()
-    out: dict[str, dict[str, list[str]]] = {}
-    for role, nodes in plan_roles.items():
-        definition = cat.roles.get(role)
-        if definition is None or not definition.ports:
-            continue
-        out[role] = {
-            port_name: [f"{n}:{port}" for n in nodes]
-            for port_name, port in definition.ports.items()
-        }
-    return out
-
-
-def _count(value: Any) -> Any:
-    """A stored instanceNum: the range form ``"[3,1,5]"`` shows its value, 3."""
-    if isinstance(value, str) and value.strip().startswith("["):
-        head = value.strip()[1:].split(",", 1)[0].strip()
-        return int(head) if head.isascii() and head.isdigit() else value
-    return value
-
-
-def _view(s: Session, c: Cluster, *, with_nodes: bool = True) -> dict[str, Any]:
-    p = s.get(Project, c.project_id)
-    task = s.get(Task, c.task_id) if c.task_id else None
-    spec = c.spec or {}
-    view: dict[str, Any] = {
-        "id": c.id,
-        "name": c.name,
-        "project": p.name if p else "",
-        "distro": c.distro,
-        "type": c.type,
-        "state": c.state,
-        "message": c.message,
-        "task": tasks_mod.task_view(task) if task is not None else None,
-        "nodeGroups": [
-            {
-                "name": g.get("name"),
-                "cellName": cell_name(str(g.get("name", ""))),
-                "roles": g.get("roles"),
-                "instanceNum": _count(g.get("instanceNum")),
-            }
-            for g in spec.get("nodeGroups", [])
-        ],
-        "placement_notes": list((c.placement or {}).get("notes", [])),
-        "created_at": c.created_at.isoformat(),
-        "updated_at": c.updated_at.isoformat(),
-    }
-    if with_nodes:
-        nodes = s.scalars(
-            select(ClusterNode).where(ClusterNode.cluster_id == c.id).order_by(ClusterNode.name)
-        ).all()
-        roles: dict[str, list[str]] = {}
-        items = []
-        for n in nodes:
-            cell = s.get(Cell, n.cell_id) if n.cell_id else None
-            for r in n.roles:
-                roles.setdefault(r, []).append(n.name)
-            items.append(
-                {
-                    "name": n.name,
-                    "group": n.group,
-                    "index": n.index,
-                    "roles": list(n.roles),
-                    "role_states": dict(n.role_states or {}),
-                    "state": n.state,
-                    "message": n.message,
-                    "log_tail": n.log_tail,
-                    "cell": n.cell_id,
-                    "cell_state": cell.state if cell else None,
-                    "address": cell.address if cell else None,
-                    "host": cell.host_id if cell else None,
-                }
-            )
-        view["nodes"] = items
-        view["endpoints"] = _endpoints(roles)
-    return view
-
-
-def list_clusters(svc: Services, principal: Principal, project_name: str) -> dict[str, Any]:
-    with svc.db.reader() as s:
-        project = project_for(s, principal, project_name, "cells:read")
-        rows = s.scalars(
-            select(Cluster).where(Cluster.project_id == project.id).order_by(Cluster.name)
-        ).all()
-        return {"items": [_view(s, c, with_nodes=True) for c in rows], "next_cursor": None}
-
-
-def get(svc: Services, principal: Principal, cluster_id: str) -> dict[str, Any]:
-    with svc.db.reader() as s:
-        return _view(s, _visible(s, principal, cluster_id, "cells:read"))
-
-
-def find(svc: Services, principal: Principal, project_name: str, name: str) -> dict[str, Any]:
-    with svc.db.reader() as s:
-        project = project_for(s, principal, project_name, "cells:read")
-        c = s.scalar(select(Cluster).where(Cluster.project_id == project.id, Cluster.name == name))
-        if c is None:
-            raise NotFound(f"cluster {name!r} does not exist in project {project.name!r}")
-        return _view(s, c)
-
-
-def export(svc: Services, principal: Principal, cluster_id: str) -> dict[str, Any]:
-    with svc.db.reader() as s:
-        c = _visible(s, principal, cluster_id, "cells:read")
-        return dict(c.spec)

@@ -11,8 +11,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from cellplane.errors import NotFound
 from cellplane.metrics import TASK_SECONDS
-from cellplane.state.models import Task
+from cellplane.services.context import Principal, Services
+from cellplane.state.cluster_models import Cluster
+from cellplane.state.models import Cell, Task, Volume
 
 __all__ = [
     "CREATE_STEPS",
@@ -23,6 +26,7 @@ __all__ = [
     "fail",
     "new_task",
     "task_view",
+    "visible_task",
 ]
 
 CREATE_STEPS = ("SCHEDULE", "PREPARE_IMAGE", "CREATE", "START", "RUNNING")
@@ -159,3 +163,32 @@ def task_view(task: Task) -> dict[str, Any]:
         "started_at": _iso(task.started_at),
         "finished_at": _iso(task.finished_at),
     }
+
+
+def visible_task(svc: Services, p: Principal, task_id: str) -> dict[str, Any]:
+    """A task of the caller's tenant (and, for project-scoped callers, of their projects); tasks of
+    no tenant (hosts, images) are the system admins'. Any other task does not exist for them.
+
+    Called by ``GET /v1/tasks/{id}`` and its event stream (:mod:`cellplane.api.routes_ops`)."""
+    with svc.db.reader() as s:
+        t = s.get(Task, task_id)
+        missing = NotFound(f"task {task_id!r} does not exist")
+        if t is None:
+            raise missing
+        if t.tenant_id is None:
+            if not p.is_system_admin:
+                raise missing
+        elif t.tenant_id != p.tenant_id:
+            raise missing
+        else:
+            project_id = _task_project(s, t)
+            if project_id is not None and not p.sees_project(project_id):
+                raise missing
+        return task_view(t)
+
+
+def _task_project(s: Session, t: Task) -> str | None:
+    kinds: dict[str, Any] = {"cell": Cell, "volume": Volume, "cluster": Cluster}
+    model = kinds.get(t.entity_kind)
+    entity = s.get(model, t.entity_id) if model is not None else None
+    return getattr(entity, "project_id", None)

@@ -1,7 +1,7 @@
 """SQLAlchemy models of clusters: one row per cluster, one per node (one cell each).
 
 Written by :mod:`cellplane.services.clusters` (desired operations, in the request's transaction)
-and by :mod:`cellplane.clusters.executor` (observed progress of nodes and the cluster). Imported by
+and by :mod:`cellplane.controller.clusters` (observed progress of nodes and the cluster). Imported by
 the Alembic environment so that migrations see these tables.
 """
 

@@ -30,8 +30,10 @@ from cellplane.clusters import (
     parse_spec,
     plan_cluster,
 )
-from cellplane.clusters.planner import configuration_issues, missing_requirements
-from cellplane.clusters.spec import MAX_INSTANCE_NUM, cell_name, strict_int, unused_fields
+from cellplane.clusters.configuration import configuration_issues
+from cellplane.clusters.planner import missing_requirements
+from cellplane.clusters.spec import unused_fields
+from cellplane.clusters.spec_model import MAX_INSTANCE_NUM, cell_name, strict_int
 
 SPECS = Path(__file__).parent / "specs"
 

@@ -1,6 +1,7 @@
 """The pure pieces of running a cluster node in one cell: config bundle, role scripts, probes.
 
-Called by :mod:`cellplane.clusters.executor`. A node's cell (host image) runs
+Called by the cluster executor (:mod:`cellplane.controller.clusters.nodes` and
+:mod:`~cellplane.controller.clusters.readiness`). A node's cell (host image) runs
 :data:`SUPERVISOR` under bash: it unpacks the rendered files (a base64 tar.gz in
 ``CP_FILES``, only when ``CP_GENERATION`` is newer than what the cell's own
 filesystem already holds, so that a later config update survives a restart),

@@ -13,7 +13,7 @@ from cellplane_platform_support import Platform
 from test_executor_volumes import cells, ex, run  # noqa: F401  (ex is a fixture)
 
 from cellplane.clusters import Catalog, default_catalog_paths, parse_spec
-from cellplane.clusters.executor import ClusterExecutor
+from cellplane.controller.clusters import ClusterExecutor
 
 DISTROS = sorted(Catalog.load(default_catalog_paths(environ={})).distros)
 

@@ -11,15 +11,15 @@ from datetime import UTC, datetime
 import pytest
 
 from cellplane.clusters import Catalog, plan_cluster, render_role, topology_from_plan
-from cellplane.clusters.executor import (
+from cellplane.clusters.roles import RenderedReadiness, RenderedRole
+from cellplane.clusters.spec import parse_spec
+from cellplane.controller.clusters import (
     NodeFailure,
     failure_message,
     filtered_topology,
     set_step,
 )
-from cellplane.clusters.roles import RenderedReadiness, RenderedRole
-from cellplane.clusters.spec import parse_spec
-from cellplane.clusters.supervisor import (
+from cellplane.controller.clusters.supervisor import (
     SUPERVISOR,
     bundle_files,
     node_env,

@@ -18,7 +18,6 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from cellplane.clusters import Catalog
-from cellplane.clusters.executor import ClusterExecutor
 from cellplane.clusters.planner import (
     NodePlan,
     NodeVolume,
@@ -28,6 +27,7 @@ from cellplane.clusters.planner import (
 )
 from cellplane.clusters.roles import RoleDefinition
 from cellplane.clusters.spec import parse_spec
+from cellplane.controller.clusters import ClusterExecutor
 from cellplane.services import clusters as clusters_mod
 from cellplane.services import hosts as hosts_mod
 from cellplane.state.cluster_models import Cluster, ClusterNode
