@@ -52,6 +52,7 @@ def test_compat_body_carries_every_field() -> None:
     assert host["NanoCpus"] == 1_500_000_000
     assert host["Memory"] == 256 * MIB
     assert host["NetworkMode"] == "proj-net"
+    assert host["DnsOptions"] == ["timeout:1", "attempts:2"]  # no minute-long lookups
     assert host["PortBindings"] == {
         "80/tcp": [{"HostIp": "", "HostPort": "8080"}],
         "53/udp": [{"HostIp": "", "HostPort": ""}],
@@ -87,6 +88,7 @@ def test_libpod_body_for_host_rootfs() -> None:
     }
     assert body["netns"] == {"nsmode": "bridge"}
     assert body["Networks"] == {"proj-net": {"aliases": ["web", "web-0"]}}
+    assert body["dns_option"] == ["timeout:1", "attempts:2"]
     assert body["portmappings"] == [
         {"container_port": 80, "host_port": 8080, "protocol": "tcp"},
         {"container_port": 53, "host_port": 0, "protocol": "udp"},
