@@ -29,6 +29,7 @@ lint: venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src/cellplane
+	$(BIN)/lint-imports
 
 test-unit: venv
 	$(BIN)/python -m pytest tests/unit -q

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import httpx
 
-from cellplane.identity.files import ensure_private_dir, read_private_file, write_private_file
+from cellplane.files import ensure_private_dir, read_private_file, write_private_file
 from cellplane.validation import DNS_LABEL
 
 __all__ = ["ServerClient", "ServerUnavailable", "host_csr"]

@@ -23,7 +23,7 @@ _EXPORTS: dict[str, str] = {
     "InvalidToken": "cellplane.identity.tokens",
     "IssuedCertificate": "cellplane.identity.ca",
     "KeyRing": "cellplane.identity.keys",
-    "KeyStoreError": "cellplane.identity.files",
+    "KeyStoreError": "cellplane.files",
     "LockoutPolicy": "cellplane.identity.passwords",
     "LockoutState": "cellplane.identity.passwords",
     "NoActiveKeyError": "cellplane.identity.keys",
@@ -53,6 +53,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from cellplane.files import KeyStoreError
     from cellplane.identity.ca import (
         CAError,
         CertificateAuthority,
@@ -64,7 +65,6 @@ if TYPE_CHECKING:
         TenantCA,
         VerifiedCertificate,
     )
-    from cellplane.identity.files import KeyStoreError
     from cellplane.identity.keys import KeyRing, NoActiveKeyError, SigningKey
     from cellplane.identity.passwords import (
         LockoutPolicy,

@@ -52,6 +52,13 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from cellplane.files import (
+    KeyStoreError,
+    check_private,
+    ensure_private_dir,
+    read_private_file,
+    write_private_file,
+)
 from cellplane.identity.certs import (
     _BACKDATE_S,
     _DAY,
@@ -88,13 +95,6 @@ from cellplane.identity.certs import (
     _ski,
     _subject,
     _when,
-)
-from cellplane.identity.files import (
-    KeyStoreError,
-    check_private,
-    ensure_private_dir,
-    read_private_file,
-    write_private_file,
 )
 
 __all__ = [

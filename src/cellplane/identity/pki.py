@@ -42,6 +42,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cellplane.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
+from cellplane.files import ensure_private_dir, write_private_file
 from cellplane.identity.ca import (
     CAError,
     CertificateAuthority,
@@ -50,7 +51,6 @@ from cellplane.identity.ca import (
     Profile,
     TenantCA,
 )
-from cellplane.identity.files import ensure_private_dir, write_private_file
 from cellplane.identity.rbac import Principal, roles_of
 from cellplane.services import audit
 from cellplane.services.context import Services
