@@ -1,7 +1,7 @@
 """Benchmark: a cluster from spec to every role ready (ZooKeeper, etcd or Redis).
 
 Starts a real deployment (server + agent + podman, `cellplane.testing.harness.Deployment`),
-asks for the cluster through the SDK (`cellplane.clients_clusters`) and measures from the
+asks for the cluster through the SDK (`Client.create_cluster`, `Client.wait_cluster`) and measures from the
 request to the cluster being RUNNING, which the executor declares only once every role of every
 node passed its readiness probe (ZooKeeper: `srvr` reports leader/follower, i.e. a quorum).
 Prints ONE JSON object on stdout: {"distro", "nodes", "seconds_to_ready", ...}; progress on
@@ -19,7 +19,6 @@ import sys
 import time
 from typing import Any
 
-from cellplane import clients_clusters as cc
 from cellplane.testing.harness import Deployment
 
 
@@ -60,17 +59,17 @@ def main() -> int:
         for run in range(args.runs):
             name = f"b{run}"
             started = time.monotonic()
-            task = cc.create_cluster(client, "default", name, distro=args.distro, spec=spec)
+            task = client.create_cluster("default", name, distro=args.distro, spec=spec)
             cid = str(task["entity"]["id"])
-            view = cc.wait_cluster(client, cid, str(task["id"]), timeout=300, interval=0.05)
+            view = client.wait_cluster(cid, str(task["id"]), timeout=300, interval=0.05)
             elapsed = time.monotonic() - started
             if view["state"] != "RUNNING":
                 print(json.dumps({"distro": args.distro, "error": view.get("message")}))
                 return 1
             times.append(elapsed)
             print(f"run {run}: {elapsed:.2f} s", file=sys.stderr)
-            delete = cc.delete_cluster(client, cid)
-            cc.wait_cluster(client, cid, str(delete["id"]), timeout=120)
+            delete = client.delete_cluster(cid)
+            client.wait_cluster(cid, str(delete["id"]), timeout=120)
     result = {
         "distro": args.distro,
         "nodes": nodes,

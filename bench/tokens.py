@@ -225,12 +225,12 @@ def main() -> None:
     from cellplane.api.app import create_app
     from cellplane.api.routes_identity import provider_of
     from cellplane.identity import passwords
+    from cellplane.identity.oidc import RateLimiter
     from cellplane.identity.passwords import hash_password
-    from cellplane.services.auth import seed
+    from cellplane.identity.rbac import claims_for
+    from cellplane.identity.signing import ACCESS_TOKEN_AUDIENCE
+    from cellplane.services.bootstrap import seed
     from cellplane.services.context import Services
-    from cellplane.services.grants import claims_for
-    from cellplane.services.oidc import RateLimiter
-    from cellplane.services.signing import ACCESS_TOKEN_AUDIENCE
     from cellplane.state.db import Database, migrate
 
     with warnings.catch_warnings():
@@ -309,8 +309,8 @@ def main() -> None:
                 "bench",
                 lambda ctx: provider.endpoint(ctx, "token", "POST", token_url, headers, pairs),
             )
-            if r.status_code != 200:
-                raise RuntimeError(bytes(r.body).decode())
+            if r.status != 200:
+                raise RuntimeError(repr(r))
 
         rate(cc_direct, 0.5, 20)
         inproc["client_credentials_direct_per_s"] = round(rate(cc_direct, args.seconds, 20)[0], 1)

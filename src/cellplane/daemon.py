@@ -29,7 +29,7 @@ def _write_secret(path: Path, value: str) -> None:
 
 def prepare(data_dir: Path, database_url: str | None) -> tuple[str | None, Path]:
     """Migrate and seed; returns (new admin token or None, join token file)."""
-    from cellplane.services.auth import seed
+    from cellplane.services.bootstrap import seed
     from cellplane.services.context import Services
     from cellplane.settings import ServerSettings
     from cellplane.state.db import Database, migrate
@@ -58,7 +58,7 @@ def ca_bundle(data_dir: Path) -> Path:
     Clients and agents verify an HTTPS server with this file; `cellplane up` copies it into the
     CLI configuration directory.
     """
-    from cellplane.services import pki
+    from cellplane.identity import pki
     from cellplane.settings import ServerSettings
 
     return pki.ensure_root(ServerSettings(data_dir=data_dir).server_dir)
@@ -134,7 +134,7 @@ def run_server(
     svc = Services(db=db, data_dir=settings.server_dir)
     ssl_options: dict[str, Any] = {}
     if tls:
-        from cellplane.services import pki
+        from cellplane.identity import pki
 
         cert_file, key_file = pki.server_certificate(svc, pki.default_server_names(host))
         ssl_options = {

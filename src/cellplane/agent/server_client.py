@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import httpx
 
-from cellplane.identity._files import ensure_private_dir, read_private_file, write_private_file
+from cellplane.identity.files import ensure_private_dir, read_private_file, write_private_file
 from cellplane.validation import DNS_LABEL
 from cellplane.wire import agent as wire
 

@@ -29,9 +29,9 @@ from cellplane.api import (
 from cellplane.api.jsonresp import JSONResponse
 from cellplane.clusters.executor import run_cluster_executor
 from cellplane.controller.loop import run_controller
+from cellplane.identity.authn import Authenticator
 from cellplane.metrics import REQUEST_SECONDS, register_cell_states
 from cellplane.services import audit
-from cellplane.services.auth import Authenticator
 from cellplane.services.context import Principal, Services
 from cellplane.state.models import Cell
 

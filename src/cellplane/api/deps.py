@@ -13,8 +13,8 @@ from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cellplane.errors import Forbidden, Unauthorized, ValidationFailed
+from cellplane.identity.authn import Authenticator
 from cellplane.services import hosts as hosts_mod
-from cellplane.services.auth import Authenticator
 from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import body_hash
 
@@ -68,7 +68,7 @@ def _client_certificate(request: Request) -> Principal | None:
     chain = tls.get("client_cert_chain") or []
     if not chain:
         return None
-    from cellplane.services import pki  # only for mutual TLS: x509 stays out otherwise
+    from cellplane.identity import pki  # only for mutual TLS: x509 stays out otherwise
 
     return pki.principal_from_client_cert(services(request), list(chain))
 

@@ -13,9 +13,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from cellplane.api.deps import IdempotencyContext, idempotency, require, services
 from cellplane.api.respond import idempotent
-from cellplane.services import audit, directory
-from cellplane.services.context import Principal, Services
-from cellplane.services.directory import (
+from cellplane.identity import directory
+from cellplane.identity.directory import (
     AssignmentCreate,
     ClientCreate,
     GroupCreate,
@@ -24,7 +23,9 @@ from cellplane.services.directory import (
     UserCreate,
     UserUpdate,
 )
-from cellplane.services.ratelimit import RateLimiter
+from cellplane.identity.ratelimit import RateLimiter
+from cellplane.services import audit
+from cellplane.services.context import Principal, Services
 
 __all__ = ["PUBLIC_ROUTES", "router"]
 

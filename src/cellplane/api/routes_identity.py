@@ -1,8 +1,9 @@
 """The OpenID Connect provider's HTTP endpoints: one issuer per tenant at /identity/{tenant}.
 
-Thin glue around `cellplane.services.oidc`: each route reads what it needs from the request in
+Thin glue around `cellplane.identity.oidc`: each route reads what it needs from the request in
 the event loop (the form body, the client address, a cookie), then runs the provider (authlib
-and sync SQLAlchemy) in a worker thread. None of these routes sits behind `require(...)`: they
+and sync SQLAlchemy) in a worker thread. The provider answers data; `api/pages.py` makes the
+HTTP response (and renders the login page from `api/templates/`). None of these routes sits behind `require(...)`: they
 are how callers obtain credentials in the first place, and each path is listed in
 `PUBLIC_ROUTES` so the route-policy check can tell they are public on purpose. OAuth endpoints
 answer OAuth error JSON (RFC 6749 section 5.2); an unknown tenant answers a 404 problem.
@@ -23,8 +24,10 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
+from cellplane.api.pages import respond
+
 if TYPE_CHECKING:
-    from cellplane.services.oidc import Ctx, OidcProvider
+    from cellplane.identity.oidc import Ctx, OidcProvider
 
 __all__ = ["PUBLIC_ROUTES", "provider_of", "router"]
 
@@ -51,7 +54,7 @@ def provider_of(app: FastAPI) -> OidcProvider:
     provider: OidcProvider | None = getattr(app.state, "oidc", None)
     if provider is None:
         # Imported on the first identity request: authlib stays out of a server nobody signs in to.
-        from cellplane.services.oidc import OidcProvider
+        from cellplane.identity.oidc import OidcProvider
 
         provider = OidcProvider(app.state.services, app.state.authenticator)
         app.state.oidc = provider
@@ -142,9 +145,10 @@ async def _endpoint(request: Request, tenant: str, name: str, *, limit: bool) ->
             return form
         pairs = form
     method, path, headers = request.method, _path(request), request.headers
-    return await _run(
+    reply = await _run(
         request, tenant, lambda ctx: provider.endpoint(ctx, name, method, path, headers, pairs)
     )
+    return respond(reply)
 
 
 @router.post(f"{_BASE}/token")
@@ -172,11 +176,12 @@ async def userinfo(tenant: str, request: Request) -> Response:
 async def userinfo_post(tenant: str, request: Request) -> Response:
     if not request.headers.get("content-type"):  # a bare POST with only the bearer header
         provider, path, headers = provider_of(request.app), _path(request), request.headers
-        return await _run(
+        reply = await _run(
             request,
             tenant,
             lambda ctx: provider.endpoint(ctx, "userinfo", "POST", path, headers, []),
         )
+        return respond(reply)
     return await _endpoint(request, tenant, "userinfo", limit=False)
 
 
@@ -208,8 +213,9 @@ async def _authorize(request: Request, tenant: str, pairs: list[tuple[str, str]]
     provider = provider_of(request.app)
     method, path, headers = request.method, request.url.path, request.headers
     cookie = request.cookies.get("cp_authz")
-    return await _run(
+    reply = await _run(
         request,
         tenant,
         lambda ctx: provider.authorize(ctx, method, path, headers, pairs, cookie),
     )
+    return respond(reply)

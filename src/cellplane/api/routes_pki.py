@@ -41,7 +41,7 @@ def get_ca(
     svc: Services = Depends(services),
 ) -> Response:
     """The root certificate; with ``?tenant=``, that tenant's intermediate then the root."""
-    from cellplane.services import pki  # x509 only when a CA route is used
+    from cellplane.identity import pki  # x509 only when a CA route is used
 
     return Response(pki.ca_chain_pem(svc, tenant), media_type=PEM_MEDIA_TYPE)
 
@@ -52,7 +52,7 @@ def get_crl(
     svc: Services = Depends(services),
 ) -> Response:
     """The CRL of ``tenant``'s intermediate; without it, of the system one (host certificates)."""
-    from cellplane.services import pki  # x509 only when a CA route is used
+    from cellplane.identity import pki  # x509 only when a CA route is used
 
     return Response(pki.crl_pem(svc, tenant), media_type=PEM_MEDIA_TYPE)
 
@@ -65,7 +65,7 @@ def create_certificate(
     ctx: IdempotencyContext = Depends(idempotency),
 ) -> Response:
     """Sign the caller's CSR: ``{serial, certificate, chain, not_after, ...}``."""
-    from cellplane.services import pki  # x509 only when a CA route is used
+    from cellplane.identity import pki  # x509 only when a CA route is used
 
     def issue(s: Session) -> Outcome:
         out = pki.sign_user_csr(svc, s, p, body.csr, body.ttl_days * _DAY)
@@ -79,7 +79,7 @@ def list_certificates(
     svc: Services = Depends(services), p: Principal = Depends(require("self"))
 ) -> dict[str, Any]:
     """The caller's certificates; their tenant's for a caller with ``users:read``."""
-    from cellplane.services import pki  # x509 only when a CA route is used
+    from cellplane.identity import pki  # x509 only when a CA route is used
 
     return pki.list_certificates(svc, p)
 
@@ -91,6 +91,6 @@ def revoke_certificate(
     p: Principal = Depends(require("self")),
     ctx: IdempotencyContext = Depends(idempotency),
 ) -> Response:
-    from cellplane.services import pki  # x509 only when a CA route is used
+    from cellplane.identity import pki  # x509 only when a CA route is used
 
     return idempotent(svc, p, ctx, lambda s: Outcome(200, pki.revoke(svc, s, p, serial)))

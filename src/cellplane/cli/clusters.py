@@ -77,9 +77,8 @@ def render_cluster(view: dict[str, Any]) -> RenderableType:
 
 def _resolve(client: Client, project: str, name: str) -> dict[str, Any]:
     from cellplane.client import CellplaneError
-    from cellplane.clients_clusters import find_cluster
 
-    found = find_cluster(client, project, name)
+    found = client.find_cluster(project, name)
     if found is None:
         raise CellplaneError("Not found", f"no cluster named {name!r} in project {project!r}")
     return found
@@ -94,8 +93,6 @@ def _follow(
 ) -> None:
     from rich.live import Live
 
-    from cellplane.clients_clusters import wait_cluster
-
     as_json = out is output.OutputFormat.json
     if detach:
         if as_json:
@@ -105,7 +102,7 @@ def _follow(
         return
     try:
         if as_json:
-            final = wait_cluster(client, cluster_id, str(task["id"]), timeout=None)
+            final = client.wait_cluster(cluster_id, str(task["id"]), timeout=None)
         else:
             with Live(console=output.err_console, auto_refresh=False, transient=False) as live:
 
@@ -113,8 +110,8 @@ def _follow(
                     if view.get("nodes") is not None:
                         live.update(render_cluster(view), refresh=True)
 
-                final = wait_cluster(
-                    client, cluster_id, str(task["id"]), timeout=None, on_change=show
+                final = client.wait_cluster(
+                    cluster_id, str(task["id"]), timeout=None, on_change=show
                 )
     except KeyboardInterrupt:
         output.err_console.print(
@@ -164,26 +161,22 @@ def create(
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """Create a cluster from the distro's spec or a spec file, and follow it node by node."""
-    from cellplane.clients_clusters import create_cluster
-
     if distro is None and spec_file is None:
         raise typer.BadParameter("give --distro, --specFile or both", param_hint="'--distro'")
     spec = _load_spec(spec_file) if spec_file else None
     with output.session() as client:
-        task = create_cluster(client, project, name, distro=distro, type=type, spec=spec)
+        task = client.create_cluster(project, name, distro=distro, type=type, spec=spec)
         _follow(client, str(task["entity"]["id"]), task, out, detach)
 
 
 def _simple(
     action: str, name: str, project: str, out: output.OutputFormat, detach: bool, **kw: Any
 ) -> None:
-    from cellplane import clients_clusters as cc
-
     with output.session() as client:
         cluster = _resolve(client, project, name)
         cid = str(cluster["id"])
-        fn = getattr(cc, f"{action}_cluster")
-        task = fn(client, cid, **kw)
+        fn = getattr(client, f"{action}_cluster")
+        task = fn(cid, **kw)
         _follow(client, cid, task, out, detach)
 
 
@@ -197,11 +190,9 @@ def resize(
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """Scale a node group out (new members join) or in (where its roles allow)."""
-    from cellplane import clients_clusters as cc
-
     with output.session() as client:
         cid = str(_resolve(client, project, name)["id"])
-        task = cc.resize_cluster(client, cid, node_group, instance_num)
+        task = client.resize_cluster(cid, node_group, instance_num)
         _follow(client, cid, task, out, detach)
 
 
@@ -272,10 +263,8 @@ def list_(
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """List the clusters of a project."""
-    from cellplane.clients_clusters import list_clusters
-
     with output.session() as client:
-        items = list_clusters(client, project)
+        items = client.list_clusters(project)
     if out is output.OutputFormat.json:
         output.print_json(items)
         return
@@ -332,10 +321,8 @@ def export(
     project: output.ProjectOpt = "default",
 ) -> None:
     """Print the spec that reproduces the cluster (Serengeti's camelCase form)."""
-    from cellplane.clients_clusters import export_cluster
-
     with output.session() as client:
-        spec = export_cluster(client, str(_resolve(client, project, name)["id"]))
+        spec = client.export_cluster(str(_resolve(client, project, name)["id"]))
     if spec_file is None:
         output.print_json(spec)
     else:

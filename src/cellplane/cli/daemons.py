@@ -139,7 +139,7 @@ def up(
     """
     from rich.console import Console
 
-    from cellplane.cli.config import save_config
+    from cellplane.client.config import save_config
     from cellplane.paths import default_data_dir
 
     console = Console(stderr=True)
@@ -231,7 +231,7 @@ def up(
 
 def _install_ca(data_dir: Path) -> Path:
     """Create (once) the deployment CA and copy its root next to the CLI configuration."""
-    from cellplane.cli.config import config_path
+    from cellplane.client.config import config_path
     from cellplane.daemon import ca_bundle
 
     pem = ca_bundle(data_dir).read_bytes()
@@ -252,7 +252,7 @@ def _update_config(url: str, ca_file: Path | None) -> None:
     kept: it is not shown again), e.g. after switching between --tls and --no-tls."""
     import json
 
-    from cellplane.cli.config import config_path, save_config
+    from cellplane.client.config import config_path, save_config
 
     try:
         data = json.loads(config_path().read_text(encoding="utf-8"))

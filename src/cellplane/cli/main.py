@@ -13,15 +13,23 @@ from typing import Annotated
 import typer
 
 from cellplane.cli import (
+    audit,
     cells,
+    certs,
+    clients,
     clusters,
     daemons,
     flavors,
+    groups,
     hosts,
-    identity,
     images,
+    login,
     projects,
+    quotas,
+    roles,
     tasks,
+    tenants,
+    users,
     volumes,
 )
 
@@ -63,7 +71,17 @@ app.add_typer(hosts.app, name="host")
 app.add_typer(projects.app, name="project")
 app.add_typer(tasks.app, name="task")
 daemons.register(app)
-identity.register(app)  # login, logout, whoami, tenant, user, group, client, role, quota, ...
+app.command("login")(login.login)
+app.command("logout")(login.logout)
+app.command("whoami")(login.whoami)
+app.add_typer(tenants.app, name="tenant")
+app.add_typer(users.app, name="user")
+app.add_typer(groups.app, name="group")
+app.add_typer(clients.app, name="client")
+app.add_typer(roles.app, name="role")
+app.add_typer(quotas.app, name="quota")
+app.add_typer(certs.app, name="cert")
+app.add_typer(audit.app, name="audit")
 
 if __name__ == "__main__":
     app()

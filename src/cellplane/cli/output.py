@@ -34,10 +34,16 @@ __all__ = [
     "err_console",
     "escape",
     "fail",
+    "is_json",
     "out_console",
+    "print_fields",
     "print_json",
     "print_table",
+    "read_stdin_secret",
+    "say",
+    "secret_once",
     "session",
+    "show_or_json",
 ]
 
 
@@ -138,3 +144,44 @@ def age(timestamp: str | None, now: datetime | None = None) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+# -- shared by the identity nouns (tenant, user, group, client, role, quota, cert, audit) ----------
+
+
+def is_json(out: OutputFormat) -> bool:
+    return out is OutputFormat.json
+
+
+def say(text: str) -> None:
+    """One line of Rich markup on stdout (escape what the server sent)."""
+    out_console.print(text)
+
+
+def read_stdin_secret(what: str) -> str:
+    """The first line of stdin (without its newline); fails when it is empty."""
+    line = sys.stdin.readline().rstrip("\r\n")
+    if not line:
+        fail(f"no {what} on stdin")
+    return line
+
+
+def secret_once(label: str, secret: str) -> None:
+    """Print a generated secret once: the value on stdout, the warning on stderr."""
+    err_console.print(
+        f"[yellow]Warning:[/] the {escape(label)} is shown only now; it cannot be retrieved again."
+    )
+    say(f"{escape(label)}: {escape(secret)}")
+
+
+def print_fields(rows: Iterable[tuple[str, Any]]) -> None:
+    """A FIELD/VALUE table: how `show` commands print one object."""
+    print_table(["FIELD", "VALUE"], rows)
+
+
+def show_or_json(data: Any, out: OutputFormat, rows: Iterable[tuple[str, Any]]) -> None:
+    """The object as JSON with `-o json`, else its rows as a FIELD/VALUE table."""
+    if is_json(out):
+        print_json(data)
+    else:
+        print_fields(rows)

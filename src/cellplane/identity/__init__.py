@@ -12,7 +12,7 @@ per-tenant intermediates, CSR signing, revocation, chain verification).
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# Re-exports resolve on first access (PEP 562): importing one submodule, say `_files` for the
+# Re-exports resolve on first access (PEP 562): importing one submodule, say `files` for the
 # agent, does not load cryptography's x509, joserfc and argon2 with it.
 _EXPORTS: dict[str, str] = {
     "CAError": "cellplane.identity.ca",
@@ -23,7 +23,7 @@ _EXPORTS: dict[str, str] = {
     "InvalidToken": "cellplane.identity.tokens",
     "IssuedCertificate": "cellplane.identity.ca",
     "KeyRing": "cellplane.identity.keys",
-    "KeyStoreError": "cellplane.identity._files",
+    "KeyStoreError": "cellplane.identity.files",
     "LockoutPolicy": "cellplane.identity.passwords",
     "LockoutState": "cellplane.identity.passwords",
     "NoActiveKeyError": "cellplane.identity.keys",
@@ -53,7 +53,6 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from cellplane.identity._files import KeyStoreError
     from cellplane.identity.ca import (
         CAError,
         CertificateAuthority,
@@ -65,6 +64,7 @@ if TYPE_CHECKING:
         TenantCA,
         VerifiedCertificate,
     )
+    from cellplane.identity.files import KeyStoreError
     from cellplane.identity.keys import KeyRing, NoActiveKeyError, SigningKey
     from cellplane.identity.passwords import (
         LockoutPolicy,

@@ -32,7 +32,7 @@ from typing import Any, Final
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, OKPKey, RSAKey
 
-from cellplane.identity._files import (
+from cellplane.identity.files import (
     KeyStoreError,
     check_private,
     ensure_private_dir,

@@ -60,7 +60,7 @@ __all__ = [
 ]
 
 #: The Cellplane roles an LDAP group may grant: the tenant-scoped assignable roles
-#: (``cellplane.services.context.ASSIGNABLE_ROLES["tenant"]``).
+#: (``cellplane.identity.rbac.ASSIGNABLE_ROLES["tenant"]``).
 LDAP_ROLES: Final = frozenset({"tenant-admin", "project-member", "project-viewer"})
 
 #: Keys of ``LdapSettings.attributes``: the user fields read from the directory entry.

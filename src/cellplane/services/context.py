@@ -1,7 +1,8 @@
 """What every service call carries: who is asking, and the handles of the running server.
 
-`Principal` is the seam the identity service plugs into: routes declare a permission, the auth
-dependency turns a bearer token into a Principal, services scope every query by its tenant.
+`Principal` (who is asking) lives in `cellplane.identity.rbac` with the role table; it is
+re-imported here because nearly every service module takes `(svc: Services, principal:
+Principal)` and imports both from this one place.
 """
 
 from __future__ import annotations
@@ -13,103 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cellplane.services.signing import TokenService
+from cellplane.identity.rbac import Principal
+from cellplane.identity.signing import TokenService
 from cellplane.state.db import Database
 
 if TYPE_CHECKING:
-    from cellplane.services.oidc import OidcSettings
+    from cellplane.identity.oidc import OidcSettings
 
-__all__ = ["ASSIGNABLE_ROLES", "ROLE_PERMISSIONS", "Notifier", "Principal", "Services"]
-
-# Which permissions each role grants. Routes declare one permission each (see api/deps.py):
-# system scope (the operator's infrastructure and tenants), tenant scope (a tenant's directory,
-# projects, quotas, audit) and project scope (cells, volumes, clusters, tasks). `self` is what any
-# signed-in caller may do about themselves (whoami, their own client certificate).
-_PROJECT_READ = frozenset(
-    {"cells:read", "volumes:read", "projects:read", "tasks:read", "quotas:read"}
-)
-_PROJECT_WRITE = frozenset({"cells:write", "volumes:write"})
-_CATALOG = frozenset({"images:read", "flavors:read", "self"})
-_TENANT_ADMIN = frozenset(
-    {
-        "projects:write",
-        "users:read",
-        "users:write",
-        "groups:read",
-        "groups:write",
-        "clients:read",
-        "clients:write",
-        "roles:read",
-        "roles:write",
-        "quotas:write",
-        "audit:read",
-        "identity:write",
-    }
-)
-ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
-    "system-admin": frozenset({"*"}),
-    "tenant-admin": _PROJECT_READ | _PROJECT_WRITE | _CATALOG | _TENANT_ADMIN,
-    "project-member": _PROJECT_READ | _PROJECT_WRITE | _CATALOG,
-    "project-viewer": _PROJECT_READ | _CATALOG,
-    "agent": frozenset({"agent"}),
-}
-#: Roles that may be assigned, by scope.
-ASSIGNABLE_ROLES: dict[str, frozenset[str]] = {
-    "system": frozenset({"system-admin"}),
-    "tenant": frozenset({"tenant-admin", "project-member", "project-viewer"}),
-    "project": frozenset({"project-member", "project-viewer"}),
-}
-
-
-def _grants(roles: tuple[str, ...], permission: str) -> bool:
-    for role in roles:
-        granted = ROLE_PERMISSIONS.get(role, frozenset())
-        if permission in granted or ("*" in granted and permission != "agent"):
-            return True
-    return False
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: a user, a service account (OAuth client) or an agent, of one tenant.
-
-    `roles` hold over the whole tenant (and `system-admin` over the system); `project_roles`
-    are (project id, roles) pairs that hold in that project only.
-    """
-
-    subject: str
-    tenant_id: str
-    tenant: str
-    roles: tuple[str, ...]
-    kind: str = "user"  # user | service | agent
-    project_roles: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    name: str = ""
-
-    def can(self, permission: str) -> bool:
-        """Whether some role of the caller, anywhere, grants `permission` (the route check)."""
-        if _grants(self.roles, permission):
-            return True
-        return any(_grants(roles, permission) for _, roles in self.project_roles)
-
-    def can_in(self, project_id: str, permission: str) -> bool:
-        """Whether the caller holds `permission` in the project (of their own tenant)."""
-        if _grants(self.roles, permission):
-            return True
-        return any(pid == project_id and _grants(r, permission) for pid, r in self.project_roles)
-
-    def sees_project(self, project_id: str) -> bool:
-        """Whether the project exists for the caller at all (else it answers 404)."""
-        if any(r in ROLE_PERMISSIONS and r != "agent" for r in self.roles):
-            return True
-        return any(pid == project_id for pid, _ in self.project_roles)
-
-    @property
-    def is_system_admin(self) -> bool:
-        return "system-admin" in self.roles
-
-    @property
-    def key(self) -> str:
-        return f"{self.tenant_id}:{self.subject}"
+__all__ = ["Notifier", "Principal", "Services"]
 
 
 class Notifier:

@@ -242,7 +242,7 @@ def register(svc: Services, body: dict[str, Any] | wire.RegisterRequest) -> wire
         host_id = h.id
         cert = None
         if req.csr is not None:
-            from cellplane.services import pki  # only for agents that ask for a certificate
+            from cellplane.identity import pki  # only for agents that ask for a certificate
 
             cert = pki.issue_host_certificate(svc, s, host_id, name, req.csr, addresses=[h.address])
     svc.notifier.publish("controller")

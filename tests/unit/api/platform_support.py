@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from cellplane.api.app import create_app
 from cellplane.controller.scheduling import schedule_pending
 from cellplane.ids import utcnow
-from cellplane.services.auth import seed
+from cellplane.services.bootstrap import seed
 from cellplane.services.context import Services
 from cellplane.state.db import Database, migrate
 from cellplane.state.models import Cell

@@ -22,9 +22,9 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from cellplane.api import routes_directory, routes_identity, routes_pki, routes_quotas
+from cellplane.identity.rbac import claims_for
+from cellplane.identity.signing import ACCESS_TOKEN_AUDIENCE
 from cellplane.ids import new_id, utcnow
-from cellplane.services.grants import claims_for
-from cellplane.services.signing import ACCESS_TOKEN_AUDIENCE
 from cellplane.state.cluster_models import Cluster
 from cellplane.state.identity_models import User
 from cellplane.state.models import Project, Task, Tenant

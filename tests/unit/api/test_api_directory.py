@@ -12,8 +12,8 @@ from cellplane_tenancy_support import token_for
 from sqlalchemy import func, select
 
 from cellplane.api import routes_directory
-from cellplane.services import directory
-from cellplane.services.ratelimit import RateLimiter
+from cellplane.identity.directory import federation as directory_federation
+from cellplane.identity.ratelimit import RateLimiter
 from cellplane.state.identity_models import AuditEvent, OAuthClient, RoleAssignment, User
 from cellplane.state.models import Project, Tenant
 
@@ -377,7 +377,7 @@ def test_the_ldap_check_is_not_a_port_scanner(
     plat: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Item 5: one answer whatever failed, no faster than a timeout; details for the operator."""
-    monkeypatch.setattr(directory, "LDAP_CHECK_FLOOR_S", 0.6, raising=False)
+    monkeypatch.setattr(directory_federation, "LDAP_CHECK_FLOOR_S", 0.6, raising=False)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)  # open, but never answers LDAP
@@ -413,7 +413,7 @@ def test_the_ldap_check_is_not_a_port_scanner(
 
 
 def test_the_ldap_check_is_rate_limited(plat: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(directory, "LDAP_CHECK_FLOOR_S", 0.0, raising=False)
+    monkeypatch.setattr(directory_federation, "LDAP_CHECK_FLOOR_S", 0.0, raising=False)
     limiter = RateLimiter(rate_per_s=0.01, burst=2)
     monkeypatch.setattr(routes_directory, "LDAP_CHECKS", limiter, raising=False)
     url = f"ldap://127.0.0.1:{_closed_port()}"

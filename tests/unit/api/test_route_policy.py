@@ -29,7 +29,7 @@ from cellplane_tenancy_support import (
     operations,
 )
 
-from cellplane.services.context import ROLE_PERMISSIONS
+from cellplane.identity.rbac import ROLE_PERMISSIONS
 
 
 def grants(role: str, permission: str) -> bool:

@@ -25,9 +25,9 @@ from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner, Result
 
 from cellplane.api.app import create_app
-from cellplane.cli import config, identity, output
+from cellplane.cli import login, output
 from cellplane.cli.main import app
-from cellplane.client import CellplaneError, Client
+from cellplane.client import CellplaneError, Client, config, credentials
 from cellplane.services.context import Services
 
 with warnings.catch_warnings():
@@ -107,7 +107,7 @@ def env(tmp_path: Path, template: Template, monkeypatch: pytest.MonkeyPatch) -> 
     svc = make_services(tmp_path, template)
     with TestClient(create_app(svc, run_controllers=False), base_url=SERVER) as http:
         transport: httpx.BaseTransport = http._transport
-        monkeypatch.setattr(identity, "transport_factory", lambda: transport)
+        monkeypatch.setattr(login, "transport_factory", lambda: transport)
         monkeypatch.setattr(
             output, "client_factory", lambda: Client.from_config(transport=transport)
         )
@@ -224,8 +224,8 @@ def test_another_process_renewal_is_adopted_without_a_new_request(env: Env) -> N
     env.login()
     conf = config.load_config()
     assert conf.session is not None
-    a = config.SessionCredentials(conf.session, conf.path)
-    b = config.SessionCredentials(conf.session, conf.path)  # a second process, same file
+    a = credentials.SessionCredentials(conf.session, conf.path)
+    b = credentials.SessionCredentials(conf.session, conf.path)  # a second process, same file
     with httpx.Client(transport=env.transport) as http:
         token_a = a.access_token(http)
         rotated = env.session()["refresh_token"]
@@ -504,7 +504,7 @@ def test_old_configuration_files_still_work(env: Env) -> None:
     env.path.write_text(json.dumps(old))
     assert env.json("whoami")["name"] == "admin"
     conf = config.load_config()
-    assert conf.session is None and config.credentials_of(conf) is None
+    assert conf.session is None and credentials.credentials_of(conf) is None
 
 
 def test_environment_token_wins_over_a_session_and_save_config_drops_it(

@@ -304,21 +304,17 @@ def test_absurd_sizes_are_refused_before_planning() -> None:
     assert time.monotonic() - t0 < 5
 
 
-def test_planner_is_linear_in_groups() -> None:
+def test_the_planner_takes_thousands_of_groups() -> None:
+    """4,000 groups (a quadratic planner took minutes here; speed is for benchmarks, not tests:
+    the suite's per-test timeout is the bound)."""
     catalog = _catalog()
-
-    def timed(n: int) -> float:
-        spec = parse_spec(
-            {"nodeGroups": [_group(name=f"g{i}", instanceType="SMALL") for i in range(n)]}
-        )
-        t0 = time.perf_counter()
-        plan = plan_cluster(spec, catalog, cluster_name="big", distro=None, flavors=FLAVORS)
-        plan.node(f"big-g{n - 1}-0")
-        return time.perf_counter() - t0
-
-    small, large = timed(500), timed(4000)
-    assert large < 3.0
-    assert large < small * 8 * 4  # 8x the groups: far from the 64x of a quadratic planner
+    n = 4000
+    spec = parse_spec(
+        {"nodeGroups": [_group(name=f"g{i}", instanceType="SMALL") for i in range(n)]}
+    )
+    plan = plan_cluster(spec, catalog, cluster_name="big", distro=None, flavors=FLAVORS)
+    assert plan.node(f"big-g{n - 1}-0") is not None
+    assert len(plan.nodes) == n
 
 
 # --- group names ---

@@ -8,7 +8,7 @@ import pytest
 
 import cellplane.identity
 
-MODULES = ["keys", "tokens", "passwords", "ca", "_files"]
+MODULES = ["keys", "tokens", "passwords", "ca", "certs", "files"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -100,7 +100,7 @@ def test_map_roles_is_exact_and_empty_without_matches() -> None:
 
 
 def test_roles_are_the_tenant_assignable_roles() -> None:
-    from cellplane.services.context import ASSIGNABLE_ROLES
+    from cellplane.identity.rbac import ASSIGNABLE_ROLES
 
     assert frozenset(ASSIGNABLE_ROLES["tenant"]) == LDAP_ROLES
 

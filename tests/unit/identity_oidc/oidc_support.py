@@ -25,9 +25,9 @@ from authlib.oauth2.rfc6749 import OAuth2Error
 from cellplane_platform_support import Platform
 from sqlalchemy import func, select
 
+from cellplane.identity.oidc import OidcProvider, SlowDown
 from cellplane.identity.passwords import generate_secret, hash_password, hash_secret
 from cellplane.ids import new_id, utcnow
-from cellplane.services.oidc import OidcProvider, SlowDown
 from cellplane.state.identity_models import OAuthClient, RoleAssignment, User
 from cellplane.state.models import Tenant
 

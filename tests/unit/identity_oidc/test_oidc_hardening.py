@@ -11,9 +11,9 @@ import pytest
 from oidc_support import CLI, PASSWORD, Oidc, payload
 from sqlalchemy import select
 
+from cellplane.identity.oidc import LOGIN_FAILED, RateLimiter
+from cellplane.identity.oidc import login as oidc_mod
 from cellplane.ids import utcnow
-from cellplane.services import oidc as oidc_mod
-from cellplane.services.oidc import LOGIN_FAILED, RateLimiter
 from cellplane.state.identity_models import (
     AuditEvent,
     AuthCode,
@@ -363,7 +363,7 @@ def test_local_users_do_not_go_to_the_directory(oidc: Oidc, directory: dict[str,
 
 
 def test_settings_come_from_services_then_the_environment(oidc: Oidc) -> None:
-    from cellplane.services.oidc import OidcSettings, settings_of
+    from cellplane.identity.oidc import OidcSettings, settings_of
 
     svc = oidc.plat.svc
     assert settings_of(svc, {}) == OidcSettings()

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from oidc_support import Oidc
 
-from cellplane.services import oidc as oidc_mod
-from cellplane.services.ratelimit import RateLimiter
+from cellplane.identity.oidc import login as oidc_mod
+from cellplane.identity.ratelimit import RateLimiter
 
 
 def test_one_address_is_throttled_before_the_account_locks(oidc: Oidc) -> None:

@@ -12,8 +12,8 @@ from cellplane_platform_support import Platform
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from cellplane.identity import pki
 from cellplane.identity.ca import CertificateAuthority
-from cellplane.services import pki
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from cellplane.agent.server_client import host_csr
 from cellplane.api.tls import tls_extension
-from cellplane.services import pki
+from cellplane.identity import pki
 from cellplane.state.identity_models import IssuedCertificateRecord
 from cellplane.state.models import Host
 

@@ -10,8 +10,8 @@ import pytest
 from cryptography import x509
 
 from cellplane.cli import daemons
-from cellplane.cli.config import load_config, save_config
 from cellplane.client import Client
+from cellplane.client.config import load_config, save_config
 from cellplane.daemon import ca_bundle, url_host
 
 

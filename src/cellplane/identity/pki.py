@@ -42,7 +42,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cellplane.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
-from cellplane.identity._files import ensure_private_dir, write_private_file
 from cellplane.identity.ca import (
     CAError,
     CertificateAuthority,
@@ -51,9 +50,10 @@ from cellplane.identity.ca import (
     Profile,
     TenantCA,
 )
+from cellplane.identity.files import ensure_private_dir, write_private_file
+from cellplane.identity.rbac import Principal, roles_of
 from cellplane.services import audit
-from cellplane.services.context import Principal, Services
-from cellplane.services.grants import roles_of
+from cellplane.services.context import Services
 from cellplane.state.identity_models import IssuedCertificateRecord, User
 from cellplane.state.models import Host, Tenant
 from cellplane.validation import DNS_LABEL

@@ -1,4 +1,4 @@
-"""cli/config: file location, permissions, atomic writes, environment overrides."""
+"""client/config: file location, permissions, atomic writes, environment overrides."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cellplane.cli import config
+from cellplane.client import config
 
 
 @pytest.fixture(autouse=True)

@@ -1,10 +1,11 @@
-"""Where the CLI and the SDK find the server, the credentials and the CA certificate.
+"""Where the SDK finds the server, the credentials and the CA certificate.
 
 Called by `cellplane.client.Client.from_config` (so every CLI command and any
-script using the SDK share one configuration), by `cellplane up`, which
-calls `save_config` once it has created the bootstrap admin token, and by
-`cellplane login`/`logout` (`cellplane.cli.identity`), which store and drop a
-login session.
+script using the SDK share one configuration), by `cellplane up`
+(`cellplane.cli.daemons`), which calls `save_config` once it has created the
+bootstrap admin token, and by `cellplane login`/`logout` (`cellplane.cli.login`),
+which store and drop a login session. It belongs to the SDK, not to the CLI: a
+script that talks to Cellplane reads the same file without loading the CLI.
 
 The file is `platformdirs.user_config_dir("cellplane")/config.json` unless
 `CELLPLANE_CONFIG` names another path. `CELLPLANE_SERVER`, `CELLPLANE_TOKEN`
@@ -28,7 +29,7 @@ shape::
 
 Which credential a request carries: `CELLPLANE_TOKEN` if set (it wins over
 everything, CI), else the session if it belongs to the configured server,
-else `token`. `SessionCredentials` renews the session's access token
+else `token`. `cellplane.client.credentials.SessionCredentials` renews the session's access token
 transparently: refresh tokens rotate, so each renewal is done under a lock
 file next to the configuration, re-reads the file first (another process may
 have renewed already) and writes the new refresh token before the new access
@@ -43,35 +44,27 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
-
-if TYPE_CHECKING:
-    import httpx
+from typing import Any
 
 __all__ = [
     "BUILTIN_CLIENT_ID",
     "CONFIG_ENV",
     "REFRESH_MARGIN_S",
-    "CliConfig",
+    "ClientConfig",
     "ConfigError",
     "LoginSession",
-    "OAuthError",
-    "SessionCredentials",
     "clear_session",
     "config_path",
-    "credentials_of",
     "load_config",
     "read_document",
     "read_session",
     "save_config",
     "save_session",
-    "session_from_token_answer",
     "session_lock",
-    "token_request",
+    "store_session",
 ]
 
 CONFIG_ENV = "CELLPLANE_CONFIG"
@@ -83,8 +76,6 @@ _CA_CERT_ENV = "CELLPLANE_CA_CERT"
 BUILTIN_CLIENT_ID = "cellplane-cli"
 #: An access token this close to its expiry is renewed before a request is sent.
 REFRESH_MARGIN_S = 30.0
-#: When a token answer has no `expires_in` (RFC 6749 makes it optional): assume this lifetime.
-_DEFAULT_EXPIRES_IN_S = 300.0
 
 
 class ConfigError(Exception):
@@ -167,7 +158,7 @@ class LoginSession:
 
 
 @dataclass(frozen=True)
-class CliConfig:
+class ClientConfig:
     """The effective configuration: the file merged with environment overrides.
 
     `session` is the stored login session when it is the credential in effect: None when
@@ -228,7 +219,7 @@ def _session_of(data: Mapping[str, Any], path: Path) -> LoginSession | None:
     return None if raw is None else LoginSession.from_json(raw, path)
 
 
-def load_config() -> CliConfig:
+def load_config() -> ClientConfig:
     """Read the configuration file (if any) and apply environment overrides."""
     path = config_path()
     data = read_document(path)
@@ -237,7 +228,7 @@ def load_config() -> CliConfig:
     session = _session_of(data, path)
     if env_token or session is None or server is None or _norm(session.server) != _norm(server):
         session = None
-    return CliConfig(
+    return ClientConfig(
         server=server,
         token=env_token or _str_field(data, "token", path),
         ca_cert=_env(_CA_CERT_ENV) or _str_field(data, "ca_cert", path),
@@ -350,8 +341,8 @@ def save_session(
     return _write_document(path, document)
 
 
-def _store_session(path: Path, session: LoginSession | None) -> None:
-    """Replace only the session of the file (call under `session_lock`)."""
+def store_session(path: Path, session: LoginSession | None) -> None:
+    """Replace only the session of the file, or drop it (call under `session_lock`)."""
     document = dict(read_document(path))
     if session is None:
         document.pop("session", None)
@@ -366,216 +357,5 @@ def clear_session(path: Path | None = None) -> LoginSession | None:
     with session_lock(path):
         session = read_session(path)
         if session is not None:
-            _store_session(path, None)
+            store_session(path, None)
     return session
-
-
-# -- the token endpoint -----------------------------------------------------------------------
-
-
-class OAuthError(Exception):
-    """An error answer of the token or revocation endpoint (RFC 6749 section 5.2)."""
-
-    def __init__(
-        self, error: str, description: str | None = None, status: int | None = None
-    ) -> None:
-        self.error = error
-        self.description = description
-        self.status = status
-        super().__init__(f"{error}: {description}" if description else error)
-
-
-def token_request(
-    http: httpx.Client,
-    endpoint: str,
-    form: Mapping[str, str],
-    *,
-    basic: tuple[str, str] | None = None,
-) -> dict[str, Any]:
-    """POST a form to a token endpoint, once (never retried: a refresh token is single-use).
-
-    `basic` is (client id, secret) for client_secret_basic. Returns the JSON answer; raises
-    OAuthError for an error answer and `httpx.HTTPError` when there is no answer.
-    """
-    headers = {"Accept": "application/json", "Cache-Control": "no-store"}
-    if basic is not None:
-        import base64
-
-        pair = f"{quote(basic[0], safe='')}:{quote(basic[1], safe='')}"
-        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-    response = http.post(endpoint, data=dict(form), headers=headers)
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if response.status_code >= 400 or not isinstance(body, dict):
-        if isinstance(body, dict) and isinstance(body.get("error"), str):
-            description = body.get("error_description")
-            raise OAuthError(
-                body["error"],
-                description if isinstance(description, str) else None,
-                response.status_code,
-            )
-        if isinstance(body, dict) and isinstance(body.get("title"), str):  # an API problem
-            detail = body.get("detail")
-            raise OAuthError(
-                "server_error",
-                f"{body['title']}: {detail}" if isinstance(detail, str) else body["title"],
-                response.status_code,
-            )
-        text = response.text.strip()[:200] or response.reason_phrase
-        raise OAuthError(
-            "server_error", f"HTTP {response.status_code}: {text}", response.status_code
-        )
-    return body
-
-
-def session_from_token_answer(
-    base: LoginSession, answer: Mapping[str, Any], now: float | None = None
-) -> LoginSession:
-    """`base` with the access token (and rotated refresh token) of a token answer."""
-    now = time.time() if now is None else now
-    access = answer.get("access_token")
-    if not isinstance(access, str) or not access:
-        raise OAuthError("server_error", "the token answer has no access_token")
-    expires_in = answer.get("expires_in")
-    lifetime = (
-        float(expires_in)
-        if isinstance(expires_in, int | float) and not isinstance(expires_in, bool)
-        else _DEFAULT_EXPIRES_IN_S
-    )
-    refresh = answer.get("refresh_token")
-    return replace(
-        base,
-        access_token=access,
-        expires_at=now + lifetime,
-        # A server that does not rotate answers no refresh token: the old one stays good.
-        refresh_token=refresh if isinstance(refresh, str) and refresh else base.refresh_token,
-    )
-
-
-def _grant(http: httpx.Client, session: LoginSession) -> dict[str, Any]:
-    """One token request renewing `session`: refresh_token, or client_credentials."""
-    if session.kind == "service":
-        if not session.client_secret:
-            raise OAuthError("invalid_client", "no client secret is stored for this login")
-        return token_request(
-            http,
-            session.token_endpoint,
-            {"grant_type": "client_credentials"},
-            basic=(session.client_id, session.client_secret),
-        )
-    if not session.refresh_token:
-        raise OAuthError("invalid_grant", "the session has no refresh token")
-    form = {
-        "grant_type": "refresh_token",
-        "refresh_token": session.refresh_token,
-        "client_id": session.client_id,
-    }
-    return token_request(http, session.token_endpoint, form)
-
-
-class SessionCredentials:
-    """The SDK's credential provider for a stored login session (`Client(credentials=...)`).
-
-    Before a request it hands out the session's access token, renewed first when it expires
-    within `margin_s`; after a 401 it renews once. A renewal holds `session_lock`, re-reads
-    the file (another process may have renewed: then its tokens are adopted, no request is
-    made), sends one token request and writes the answer to the file before the new access
-    token is used. A refused refresh ends the session (its tokens are cleared from the file).
-    """
-
-    def __init__(
-        self,
-        session: LoginSession,
-        path: Path,
-        *,
-        margin_s: float = REFRESH_MARGIN_S,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._session = session
-        self._path = path
-        self._margin = margin_s
-        self._clock = clock
-        self._lock = threading.Lock()
-
-    @property
-    def session(self) -> LoginSession:
-        return self._session
-
-    def access_token(self, http: httpx.Client) -> str | None:
-        with self._lock:
-            if self._session.expires_within(self._margin, self._clock()):
-                self._renew(http, rejected=None)
-            return self._session.access_token
-
-    def refresh(self, http: httpx.Client, rejected: str | None) -> str | None:
-        with self._lock:
-            self._renew(http, rejected=rejected)
-            return self._session.access_token
-
-    def _renew(self, http: httpx.Client, rejected: str | None) -> None:
-        import httpx
-
-        from cellplane.client import CellplaneConnectionError, CellplaneError
-
-        relogin = (
-            f"run `cellplane login --server {self._session.server} --tenant {self._session.tenant}`"
-        )
-        with session_lock(self._path):
-            try:
-                stored = read_session(self._path)
-            except ConfigError as exc:
-                raise CellplaneError("Bad configuration", str(exc)) from exc
-            if stored is None or not stored.same_login(self._session):
-                raise CellplaneError(
-                    "Not logged in", f"the session ended (logout or another login); {relogin}"
-                )
-            now = self._clock()
-            if stored.access_token not in (
-                "",
-                self._session.access_token,
-                rejected,
-            ) and not stored.expires_within(self._margin, now):
-                self._session = stored  # renewed by another process meanwhile
-                return
-            if not stored.renewable:
-                raise CellplaneError("Session expired", relogin, status=401)
-            try:
-                answer = _grant(http, stored)
-                renewed = session_from_token_answer(stored, answer, now)
-            except httpx.HTTPError as exc:
-                # Not retried: the server may have rotated the refresh token already.
-                raise CellplaneConnectionError(
-                    "Connection failed",
-                    f"renewing the session at {stored.token_endpoint}: {exc or type(exc).__name__}",
-                ) from exc
-            except OAuthError as exc:
-                if exc.error in ("invalid_grant", "invalid_client", "unauthorized_client"):
-                    # The refresh token (or secret) is no good any more: forget the tokens.
-                    _store_session(
-                        self._path,
-                        replace(
-                            stored,
-                            access_token="",
-                            expires_at=0.0,
-                            refresh_token=None,
-                            client_secret=None,
-                        ),
-                    )
-                    raise CellplaneError(
-                        "Session expired",
-                        f"{exc.description or exc.error}; {relogin}",
-                        status=401,
-                    ) from exc
-                raise CellplaneError("Session renewal failed", str(exc), status=exc.status) from exc
-            # Written before use: the old refresh token is spent, the new one must not be lost.
-            _store_session(self._path, renewed)
-            self._session = renewed
-
-
-def credentials_of(conf: CliConfig) -> SessionCredentials | None:
-    """The credential provider of the configuration's session, or None (a fixed token)."""
-    if conf.session is None:
-        return None
-    return SessionCredentials(conf.session, conf.path)

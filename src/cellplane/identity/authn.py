@@ -1,6 +1,9 @@
-"""Bearer credentials -> Principal, and the first-start seed (default tenant, flavors, host image).
+"""Bearer credentials -> Principal: access tokens of any tenant's issuer and personal access tokens.
 
-The API's auth dependency calls `authenticate`. Until the identity service issues tokens, the only
+The API's auth dependency (`api/deps.py`) calls `Authenticator.authenticate`; the OIDC provider
+uses `issuer_url` and `verify_access_token`; the directory calls `subject_changed` when a user
+or client changes. The first-start seed that creates the bootstrap credential lives in
+`services/bootstrap.py`. Until the identity service issues tokens, the only
 user credential is the bootstrap admin token that `cellplane up` creates: shown once, stored as a
 SHA-256 hash (it is a 256-bit random secret, so a slow password hash adds nothing but latency).
 """
@@ -11,27 +14,21 @@ import base64
 import hashlib
 import hmac
 import json
-import secrets
 import threading
 import time
 import weakref
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 
 from cellplane.errors import Unauthorized
-from cellplane.identity.passwords import generate_secret, hash_password
+from cellplane.identity.rbac import Principal, principal_from_claims, roles_of
 from cellplane.identity.tokens import InvalidToken
-from cellplane.ids import new_id, utcnow
-from cellplane.services.context import Principal, Services
-from cellplane.services.grants import principal_from_claims, roles_of
-from cellplane.services.hosts import JOIN_TOKEN_KEY
-from cellplane.services.images import DEFAULT_FLAVORS
-from cellplane.state.identity_models import OAuthClient, RevokedToken, RoleAssignment, User
-from cellplane.state.models import Credential, Flavor, Image, Project, Setting, Tenant
+from cellplane.services.context import Services
+from cellplane.state.identity_models import OAuthClient, RevokedToken, User
+from cellplane.state.models import Credential, Tenant
 
-__all__ = ["Authenticator", "Seeded", "seed", "subject_changed"]
+__all__ = ["DEFAULT_TENANT", "Authenticator", "sha256_hex", "subject_changed"]
 
 #: The authenticators of this process (one per app), told when a user or client changes.
 _LIVE: weakref.WeakSet[Authenticator] = weakref.WeakSet()
@@ -48,99 +45,9 @@ def subject_changed(subject_id: str) -> None:
 DEFAULT_TENANT = "default"
 
 
-def _sha(s: str) -> str:
+def sha256_hex(s: str) -> str:
+    """How bearer secrets (PATs, the join token) are stored: 256-bit random, so SHA-256 suffices."""
     return hashlib.sha256(s.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Seeded:
-    admin_token: str | None  # only when created now: it is never shown again
-    join_token: str | None
-    admin_password: str | None = None  # the `admin` user's first password, likewise
-
-
-def seed(svc: Services, *, admin_token: bool = True, join_token: bool = True) -> Seeded:
-    """Create what a fresh deployment needs; idempotent. New secrets are returned once."""
-    now = utcnow()
-    new_admin = new_join = new_password = None
-    with svc.db.session() as s:
-        tenant = s.scalar(select(Tenant).where(Tenant.name == DEFAULT_TENANT))
-        if tenant is None:
-            tenant = Tenant(id=new_id("tnt"), name=DEFAULT_TENANT, created_at=now)
-            s.add(tenant)
-            s.flush()
-        if (
-            s.scalar(
-                select(Project.id).where(Project.tenant_id == tenant.id, Project.name == "default")
-            )
-            is None
-        ):
-            s.add(Project(id=new_id("prj"), tenant_id=tenant.id, name="default", created_at=now))
-        for name, (cpu, mem, disk) in DEFAULT_FLAVORS.items():
-            if s.get(Flavor, name) is None:
-                s.add(Flavor(name=name, cpu=cpu, memory_mb=mem, disk_gb=disk))
-        if s.scalar(select(Image.id).where(Image.name == "host")) is None:
-            s.add(
-                Image(
-                    id=new_id("img"),
-                    name="host",
-                    kind="host",
-                    refs=[],
-                    size_bytes=0,
-                    created_at=now,
-                )
-            )
-        admin = s.scalar(select(User).where(User.tenant_id == tenant.id, User.name == "admin"))
-        if admin is None:
-            new_password = generate_secret(18)
-            admin = User(
-                id=new_id("usr"),
-                tenant_id=tenant.id,
-                name="admin",
-                display_name="Bootstrap administrator",
-                password_hash=hash_password(new_password),
-                source="local",
-                disabled=False,
-                failed_logins=0,
-                created_at=now,
-            )
-            s.add(admin)
-            s.add(
-                RoleAssignment(
-                    id=new_id("rol"),
-                    scope="system",
-                    tenant_id=None,
-                    project_id=None,
-                    subject_kind="user",
-                    subject_id=admin.id,
-                    role="system-admin",
-                    created_at=now,
-                )
-            )
-            s.flush()
-            # A credential from before the directory existed now belongs to the admin user.
-            for old in s.scalars(select(Credential).where(Credential.subject == "admin")):
-                old.subject = admin.id
-        if (
-            admin_token
-            and s.scalar(select(Credential.id).where(Credential.name == "bootstrap-admin")) is None
-        ):
-            new_admin = "cpt_" + secrets.token_urlsafe(32)
-            s.add(
-                Credential(
-                    id=new_id("crd"),
-                    name="bootstrap-admin",
-                    secret_hash=_sha(new_admin),
-                    subject=admin.id,
-                    tenant_id=tenant.id,
-                    roles=["system-admin"],
-                    created_at=now,
-                )
-            )
-        if join_token and s.get(Setting, JOIN_TOKEN_KEY) is None:
-            new_join = "cpj_" + secrets.token_urlsafe(32)
-            s.add(Setting(key=JOIN_TOKEN_KEY, value=_sha(new_join)))
-    return Seeded(new_admin, new_join, new_password)
 
 
 class Authenticator:
@@ -260,7 +167,7 @@ class Authenticator:
     def authenticate(self, token: str, request_base: str | None = None) -> Principal:
         if token.count(".") == 2:
             return principal_from_claims(self.verify_access_token(token, request_base=request_base))
-        h = _sha(token)
+        h = sha256_hex(token)
         now = time.monotonic()
         hit = self._cache.get(h)
         if hit is not None and hit[0] > now:

@@ -1,6 +1,8 @@
 """Private files for key material: atomic 0600 writes, 0700 directories, checked reads.
 
-Used by ``keys.py`` (signing key rings) and ``ca.py`` (CA keys and state). Reads refuse
+Used by ``keys.py`` (signing key rings), ``ca.py`` and ``pki.py`` (CA keys and state), and by the
+host agent (``agent/server_client.py``: its host token and certificate), which is why the module is
+public and imports nothing else of Cellplane. Reads refuse
 anything group or others can access, the way ssh refuses a loose ``id_rsa``: a key that
 leaked to other local users must be replaced, not silently used.
 """

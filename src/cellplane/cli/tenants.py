@@ -1,0 +1,87 @@
+"""`cellplane tenant`: tenants (system admins; a tenant admin sees their own).
+
+Attached to the root app by `cellplane.cli.main`; every request goes through the SDK
+(`Client.list_tenants`, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from cellplane.cli import output
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Manage tenants (system admins).", no_args_is_help=True)
+
+
+@app.command("ls")
+def tenant_ls(out: output.OutputOpt = output.OutputFormat.table) -> None:
+    """List tenants (a tenant admin sees their own)."""
+    with output.session() as client:
+        tenants = client.list_tenants()
+    if output.is_json(out):
+        output.print_json(tenants)
+        return
+    output.print_table(
+        ["NAME", "ID", "AGE"],
+        ([t.get("name"), t.get("id"), output.age(t.get("created_at"))] for t in tenants),
+    )
+
+
+@app.command("create")
+def tenant_create(
+    name: Annotated[str, typer.Argument(help="Tenant name (a DNS label).")],
+    admin_name: Annotated[
+        str, typer.Option("--admin-name", help="Name of the tenant's first admin.")
+    ] = "admin",
+    admin_password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--admin-password-stdin",
+            help="Read the admin's password from stdin (default: one is generated).",
+        ),
+    ] = False,
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Create a tenant with its `default` project and its first admin user."""
+    admin: dict[str, Any] = {"name": admin_name}
+    if admin_password_stdin:
+        admin["password"] = output.read_stdin_secret("password")
+    with output.session() as client:
+        tenant = client.create_tenant(name, admin=admin)
+    if output.is_json(out):
+        output.print_json(tenant)
+        return
+    user = tenant.get("admin") or {}
+    output.say(
+        f"tenant {output.escape(str(tenant.get('name')))} ({tenant.get('id')}) created; "
+        f"admin user {output.escape(str(user.get('name')))} ({user.get('id')})"
+    )
+    if user.get("password"):
+        output.secret_once("admin password", str(user["password"]))
+
+
+@app.command("show")
+def tenant_show(
+    tenant: Annotated[str, typer.Argument(help="Tenant name or id.")],
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Show a tenant."""
+    with output.session() as client:
+        data = client.get_tenant(tenant)
+    output.show_or_json(
+        data,
+        out,
+        [("name", data.get("name")), ("id", data.get("id")), ("created", data.get("created_at"))],
+    )
+
+
+@app.command("delete")
+def tenant_delete(tenant: Annotated[str, typer.Argument(help="Tenant name or id.")]) -> None:
+    """Delete a tenant and its directory (refused while it has cells, volumes or clusters)."""
+    with output.session() as client:
+        client.delete_tenant(tenant)
+    output.say(f"tenant {output.escape(tenant)} deleted")

@@ -1,0 +1,310 @@
+"""The SDK's transport: one `httpx.Client`, the retry policy, problem documents, pagination.
+
+`BaseClient` is the base of every noun module of `cellplane.client` (`cells.py`, `users.py`,
+...); `cellplane.client.Client` combines them. Nothing outside the package calls the
+underscore methods here: the noun modules turn each route into a public method.
+
+Failure handling lives here so that callers need none:
+
+- every POST carries an `Idempotency-Key` (a uuid4 unless the caller passes
+  one); on a connection error or a 502/503/504 the POST is retried, bounded and
+  with backoff, under the same key, so the server applies it at most once;
+- GETs are retried the same way; DELETEs only when the request never left
+  (connection refused), because a second DELETE is not guaranteed harmless;
+- every error answer becomes a `CellplaneError` built from the RFC 9457
+  problem document;
+- with a `CredentialProvider` (a `cellplane login` session), an expiring
+  access token is renewed before the request, and a 401 renews it once and
+  sends the request again once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+import httpx
+
+from cellplane.client import config
+from cellplane.client.credentials import CredentialProvider, credentials_of
+from cellplane.client.errors import CellplaneConnectionError, CellplaneError
+
+__all__ = ["AMBIGUOUS_ERRORS", "BaseClient", "JSONDict", "drop_none", "label_params", "seg"]
+
+JSONDict = dict[str, Any]
+
+_RETRY_STATUSES = frozenset({502, 503, 504})
+# Errors after which the request may or may not have reached the server.
+AMBIGUOUS_ERRORS: tuple[type[Exception], ...] = (
+    httpx.NetworkError,
+    httpx.TimeoutException,
+    httpx.RemoteProtocolError,
+)
+# Errors that prove the request never reached the server.
+_UNSENT_ERRORS: tuple[type[Exception], ...] = (httpx.ConnectError, httpx.ConnectTimeout)
+_MAX_RETRY_AFTER = 10.0
+
+
+def label_params(labels: Mapping[str, str] | None) -> list[tuple[str, str]]:
+    """`?label=k=v` query pairs for a label filter."""
+    return [("label", f"{k}={v}") for k, v in (labels or {}).items()]
+
+
+def seg(value: str) -> str:
+    """A caller-given name or id as one path segment (`/` and the like escaped)."""
+    return quote(value, safe="")
+
+
+def drop_none(body: Mapping[str, Any]) -> JSONDict:
+    """A request body without its unset (None) fields: the server applies its defaults."""
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def _decode(response: httpx.Response, method: str, path: str) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise CellplaneError(
+            "Unexpected answer",
+            f"{method} {path}: the body is not JSON",
+            status=response.status_code,
+        ) from exc
+
+
+class BaseClient:
+    """The transport every noun of the SDK shares (see the module docstring)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        verify: bool | str | ssl.SSLContext = True,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        retries: int = 3,
+        backoff: float = 0.25,
+        credentials: CredentialProvider | None = None,
+    ) -> None:
+        """`token` is a fixed bearer token; `credentials`, instead, renews it (see
+        CredentialProvider): before a request that would carry an expiring token, and once
+        after a 401, after which the request is sent again once."""
+        headers = {"Accept": "application/json", "User-Agent": "cellplane-sdk"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._credentials = credentials
+        self._timeout = timeout
+        self._retries = max(0, retries)
+        self._backoff = max(0.0, backoff)
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            # A path is a CA bundle (the deployment's root): verify the server against it only.
+            verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify,
+            timeout=timeout,
+            transport=transport,
+        )
+
+    @classmethod
+    def from_config(
+        cls,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> Self:
+        """Build a client from the configuration file plus environment (`client.config`)."""
+        try:
+            conf = config.load_config()
+        except config.ConfigError as exc:
+            raise CellplaneError("Bad configuration", str(exc)) from exc
+        if not conf.server:
+            raise CellplaneError(
+                "Not configured",
+                f"no server in {conf.path}; run `cellplane up` or set CELLPLANE_SERVER",
+            )
+        verify: bool | str | ssl.SSLContext = conf.ca_cert or True
+        # A login session (`cellplane login`) renews its own token; else the fixed token.
+        provider = credentials_of(conf)
+        return cls(
+            conf.server,
+            None if provider is not None else conf.token,
+            verify=verify,
+            timeout=timeout,
+            transport=transport,
+            credentials=provider,
+        )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- transport --------------------------------------------------------
+
+    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
+        if response is not None:
+            retry_after = response.headers.get("Retry-After", "")
+            with contextlib.suppress(ValueError):
+                return min(max(float(retry_after), 0.0), _MAX_RETRY_AFTER)
+        return float(self._backoff * (2**attempt))
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Sequence[tuple[str, str]] | None = None,
+        json_body: Any = None,
+        content: Callable[[], Iterator[bytes]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        stream: bool = False,
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Response:
+        """Send one request with the retry policy; raise CellplaneError on an error answer."""
+        all_headers = dict(headers or {})
+        if method == "POST":
+            all_headers["Idempotency-Key"] = idempotency_key or str(uuid.uuid4())
+        retry_errors = _UNSENT_ERRORS if method == "DELETE" else AMBIGUOUS_ERRORS
+        retry_statuses = _RETRY_STATUSES if method in ("GET", "POST") else frozenset()
+        attempt = 0
+        renewed = False  # the credentials are renewed after a 401 once per request
+        bearer: str | None = None
+        while True:
+            if self._credentials is not None:
+                bearer = self._credentials.access_token(self._http)
+                if bearer:
+                    all_headers["Authorization"] = f"Bearer {bearer}"
+            body_stream = content() if content is not None else None
+            request = self._http.build_request(
+                method,
+                path,
+                params=list(params) if params else None,
+                json=json_body,
+                content=body_stream,
+                headers=all_headers,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+            try:
+                response = self._http.send(request, stream=True)
+            except retry_errors as exc:
+                if attempt >= self._retries:
+                    raise CellplaneConnectionError(
+                        "Connection failed", f"{method} {request.url}: {exc or type(exc).__name__}"
+                    ) from exc
+                time.sleep(self._delay(attempt, None))
+                attempt += 1
+                continue
+            except httpx.HTTPError as exc:
+                raise CellplaneConnectionError(
+                    "Connection failed", f"{method} {request.url}: {exc or type(exc).__name__}"
+                ) from exc
+            finally:
+                if body_stream is not None and hasattr(body_stream, "close"):
+                    body_stream.close()
+            if response.status_code in retry_statuses and attempt < self._retries:
+                response.close()
+                time.sleep(self._delay(attempt, response))
+                attempt += 1
+                continue
+            if response.status_code >= 400:
+                try:
+                    response.read()
+                finally:
+                    response.close()
+                if response.status_code == 401 and self._credentials is not None and not renewed:
+                    renewed = True
+                    if self._credentials.refresh(self._http, bearer):
+                        continue
+                raise CellplaneError.from_response(response)
+            if not stream:
+                try:
+                    response.read()
+                finally:
+                    response.close()
+            return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> JSONDict:
+        response = self._send(method, path, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return {}
+        data = _decode(response, method, path)
+        if not isinstance(data, dict):
+            raise CellplaneError(
+                "Unexpected answer", f"{method} {path}: expected a JSON object", status=200
+            )
+        return data
+
+    def _page(
+        self,
+        path: str,
+        params: Sequence[tuple[str, str]],
+        limit: int | None,
+        cursor: str | None,
+    ) -> JSONDict:
+        query = list(params)
+        if limit is not None:
+            query.append(("limit", str(limit)))
+        if cursor:
+            query.append(("cursor", cursor))
+        response = self._send("GET", path, params=query)
+        data = _decode(response, "GET", path)
+        # Tolerate a bare array: it is a complete, unpaginated list.
+        if isinstance(data, list):
+            return {"items": data, "next_cursor": None}
+        if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+            raise CellplaneError("Unexpected answer", f"GET {path}: expected a list", status=200)
+        return data
+
+    def _iter(self, path: str, params: Sequence[tuple[str, str]] = ()) -> Iterator[JSONDict]:
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            page = self._page(path, params, None, cursor)
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+            # A server bug handing back an old cursor must not become an endless loop.
+            if cursor in seen:
+                raise CellplaneError("Unexpected answer", f"GET {path}: cursor {cursor!r} repeats")
+            seen.add(cursor)
+
+    @contextlib.contextmanager
+    def _stream(
+        self,
+        path: str,
+        *,
+        params: Sequence[tuple[str, str]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> Iterator[httpx.Response]:
+        response = self._send(
+            "GET", path, params=params, headers=headers, stream=True, timeout=timeout
+        )
+        try:
+            yield response
+        finally:
+            response.close()
+
+    # -- health -----------------------------------------------------------------
+
+    def health(self) -> JSONDict:
+        """GET /healthz."""
+        return self._json("GET", "/healthz")

@@ -1,0 +1,175 @@
+"""Cells: create, list, lifecycle, logs and exec. A part of `cellplane.client.Client`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from cellplane.client._base import BaseClient, JSONDict, drop_none, label_params
+from cellplane.client.errors import CellplaneConnectionError
+
+__all__ = ["CellsApi"]
+
+
+class CellsApi(BaseClient):
+    """The cell routes of the API."""
+
+    def create_cell(
+        self,
+        project: str,
+        name: str,
+        image: str,
+        *,
+        flavor: str | None = None,
+        cpu: float | None = None,
+        memory_mb: int | None = None,
+        command: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        ports: Sequence[Mapping[str, Any]] | None = None,
+        volumes: Sequence[Mapping[str, Any]] | None = None,
+        restart: Mapping[str, Any] | None = None,
+        start: bool = True,
+        idempotency_key: str | None = None,
+    ) -> JSONDict:
+        """Ask for a cell; returns the CREATE_CELL task (202). Unset fields use server defaults."""
+        body = drop_none(
+            {
+                "name": name,
+                "image": image,
+                "flavor": flavor,
+                "cpu": cpu,
+                "memory_mb": memory_mb,
+                "command": None if command is None else list(command),
+                "env": None if env is None else dict(env),
+                "labels": None if labels is None else dict(labels),
+                "ports": None if ports is None else [dict(p) for p in ports],
+                "volumes": None if volumes is None else [dict(v) for v in volumes],
+                "restart": None if restart is None else dict(restart),
+                "start": start,
+            }
+        )
+        return self._json(
+            "POST",
+            f"/v1/projects/{project}/cells",
+            json_body=body,
+            idempotency_key=idempotency_key,
+        )
+
+    @staticmethod
+    def _cell_query(
+        labels: Mapping[str, str] | None, state: str | None, name: str | None
+    ) -> list[tuple[str, str]]:
+        query = label_params(labels)
+        if state:
+            query.append(("state", state))
+        if name:
+            query.append(("name", name))
+        return query
+
+    def list_cells(
+        self,
+        project: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+        state: str | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> JSONDict:
+        """One page of a project's cells: `{items, next_cursor}`."""
+        query = self._cell_query(labels, state, name)
+        return self._page(f"/v1/projects/{project}/cells", query, limit, cursor)
+
+    def iter_cells(
+        self,
+        project: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+        state: str | None = None,
+        name: str | None = None,
+    ) -> Iterator[JSONDict]:
+        """Every matching cell of a project, following `next_cursor`."""
+        query = self._cell_query(labels, state, name)
+        return self._iter(f"/v1/projects/{project}/cells", query)
+
+    def find_cell(self, project: str, name: str) -> JSONDict | None:
+        """The cell called `name` in `project`, or None."""
+        # Compare names here too: exactness must not depend on how the server filters.
+        return next((c for c in self.iter_cells(project, name=name) if c.get("name") == name), None)
+
+    def get_cell(self, cell_id: str) -> JSONDict:
+        return self._json("GET", f"/v1/cells/{cell_id}")
+
+    def start_cell(self, cell_id: str, *, idempotency_key: str | None = None) -> JSONDict:
+        """Returns the START task."""
+        return self._json("POST", f"/v1/cells/{cell_id}/start", idempotency_key=idempotency_key)
+
+    def stop_cell(
+        self,
+        cell_id: str,
+        *,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> JSONDict:
+        """Returns the STOP task; `timeout` is the grace period before SIGKILL, in seconds."""
+        return self._json(
+            "POST",
+            f"/v1/cells/{cell_id}/stop",
+            json_body=drop_none({"timeout": timeout}),
+            idempotency_key=idempotency_key,
+        )
+
+    def restart_cell(
+        self,
+        cell_id: str,
+        *,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> JSONDict:
+        """Returns the restart task."""
+        return self._json(
+            "POST",
+            f"/v1/cells/{cell_id}/restart",
+            json_body=drop_none({"timeout": timeout}),
+            idempotency_key=idempotency_key,
+        )
+
+    def delete_cell(self, cell_id: str) -> JSONDict:
+        """Returns the DELETE task."""
+        return self._json("DELETE", f"/v1/cells/{cell_id}")
+
+    def cell_logs(
+        self, cell_id: str, *, tail: int | None = None, follow: bool = False
+    ) -> Iterator[str]:
+        """Yield log lines (without their newline); with `follow`, until the stream ends."""
+        query: list[tuple[str, str]] = []
+        if tail is not None:
+            query.append(("tail", str(tail)))
+        if follow:
+            query.append(("follow", "true"))
+        # A followed log may stay silent for hours; that is not a failure.
+        timeout = httpx.Timeout(self._timeout, read=None) if follow else None
+        headers = {"Accept": "text/plain"}
+        with self._stream(
+            f"/v1/cells/{cell_id}/logs", params=query, headers=headers, timeout=timeout
+        ) as response:
+            try:
+                yield from response.iter_lines()
+            except httpx.HTTPError as exc:
+                raise CellplaneConnectionError(
+                    "Connection lost", f"reading logs of {cell_id}: {exc or type(exc).__name__}"
+                ) from exc
+
+    def exec_cell(
+        self, cell_id: str, command: Sequence[str], *, idempotency_key: str | None = None
+    ) -> JSONDict:
+        """Run a command in a running cell: `{exit_code, output}`."""
+        return self._json(
+            "POST",
+            f"/v1/cells/{cell_id}/exec",
+            json_body={"command": list(command)},
+            idempotency_key=idempotency_key,
+        )

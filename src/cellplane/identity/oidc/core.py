@@ -1,0 +1,215 @@
+"""The provider's state and request plumbing: one `Ctx` per request, authlib requests, the
+endpoints that run through authlib (token, revoke, introspect, userinfo, logout), client and user
+lookup.
+
+The base of `OidcProvider` (`provider.py`); the login, token store, discovery and authorization
+mixins build on it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, TypeVar, cast
+
+from authlib.oauth2.rfc6749 import (
+    InsecureTransportError,
+    InvalidGrantError,
+    InvalidRequestError,
+)
+from sqlalchemy import select
+
+from cellplane.errors import NotFound
+from cellplane.identity.oidc.adapters import TenantServer
+from cellplane.identity.oidc.answers import Reply, message
+from cellplane.identity.oidc.records import (
+    _BUILTIN,
+    AuthUser,
+    Client,
+    Ctx,
+    FormRequest,
+    _ascii,
+)
+from cellplane.identity.oidc.settings import (
+    BUILTIN_CLIENT_ID,
+    OidcSettings,
+    settings_of,
+)
+from cellplane.identity.ratelimit import RateLimiter
+from cellplane.state.identity_models import (
+    OAuthClient,
+    User,
+)
+from cellplane.state.models import Tenant
+
+if TYPE_CHECKING:
+    from cellplane.identity.authn import Authenticator
+    from cellplane.identity.oidc.provider import OidcProvider
+    from cellplane.services.context import Services
+
+T = TypeVar("T")
+
+# --- the provider -----------------------------------------------------------------------------
+
+
+class OidcProviderCore:
+    """State shared by the provider's parts: settings, clock, rate limiters, familiar addresses."""
+
+    def __init__(
+        self,
+        svc: Services,
+        authenticator: Authenticator,
+        settings: OidcSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.svc = svc
+        self.authn = authenticator
+        self.settings = settings or settings_of(svc)
+        #: Overridable clock (tests move time instead of sleeping).
+        self.clock = clock
+        s = self.settings
+        self.limiter = RateLimiter(s.rate_per_s, s.rate_burst)
+        #: Failed password logins per (tenant id, client address); see the module doc.
+        self.source_failures = RateLimiter(
+            1.0 / s.source_failure_interval_s, float(s.source_max_failures)
+        )
+        #: (tenant id, user id, address) -> when that user last signed in from there.
+        self._familiar: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+        self._familiar_lock = threading.Lock()
+        self._form_key: bytes | None = None
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def run(self, tenant: str, request_base: str, source: str, fn: Callable[[Ctx], T]) -> T:
+        """fn(ctx) for a request to `tenant`'s issuer (NotFound when there is no such tenant);
+        the request's read session is closed afterwards. One worker-thread call per request."""
+        ctx = self.context(tenant, request_base, source)
+        try:
+            return fn(ctx)
+        finally:
+            ctx.close()
+
+    def context(self, tenant: str, request_base: str, source: str) -> Ctx:
+        """Ctx for `tenant` (NotFound when there is no such tenant); the caller closes it."""
+        ctx = Ctx(
+            # The core only ever runs as part of an OidcProvider (provider.py), which the
+            # adapters reach through ctx.provider.
+            provider=cast("OidcProvider", self),
+            tenant_id="",
+            tenant=tenant,
+            issuer="",
+            request_base=request_base.rstrip("/"),
+            now=self.clock(),
+            source=source[:64],
+            secure=False,
+        )
+        row = None
+        if len(tenant) <= 63:
+            row = ctx.reader.execute(
+                select(Tenant.id, Tenant.name).where(Tenant.name == tenant)
+            ).first()
+        if row is None:
+            ctx.close()
+            raise NotFound(f"no identity issuer for tenant {tenant!r}")
+        ctx.tenant_id, ctx.tenant = row.id, row.name
+        ctx.issuer = self.authn.issuer_url(row.name, ctx.request_base)
+        ctx.secure = ctx.issuer.startswith("https://")
+        return ctx
+
+    def rate_limited(self, tenant: str, source: str) -> float | None:
+        return self.limiter.take((tenant[:64], source), self.clock())
+
+    def _run(self, ctx: Ctx, fn: Callable[[TenantServer], Reply]) -> Reply:
+        return fn(TenantServer(ctx))
+
+    def request(
+        self,
+        ctx: Ctx,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        pairs: list[tuple[str, str]],
+    ) -> FormRequest:
+        """An authlib request whose URI is the issuer's (public) URL of `path`.
+
+        authlib refuses plain http except on loopback addresses (RFC 6749 section 3.1,
+        RFC 8252 section 7.3); the scheme checked is the public URL's, so a TLS-terminating
+        proxy in front of the server is fine.
+        """
+        base = ctx.issuer[: -len(f"/identity/{ctx.tenant}")]
+        return FormRequest(ctx, method, base + path, headers, pairs)
+
+    def endpoint(
+        self,
+        ctx: Ctx,
+        name: str,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        pairs: list[tuple[str, str]],
+    ) -> Reply:
+        """POST /token (name "token"), /revoke, /introspect, /userinfo."""
+
+        def go(server: TenantServer) -> Reply:
+            try:
+                req = self.request(ctx, method, path, headers, pairs)
+            except InsecureTransportError as exc:
+                return server.handle_error_response(None, exc)  # type: ignore[no-any-return]
+            too_long = [
+                k
+                for k, v in req.payload.datalist.items()
+                for x in v
+                if len(x) > self.settings.max_field_chars
+            ]
+            if too_long:
+                err = InvalidRequestError(f"'{_ascii(too_long[0])}' is too long.")
+                return server.handle_error_response(req, err)  # type: ignore[no-any-return]
+            repeated = [k for k, v in req.payload.datalist.items() if len(v) > 1]
+            if repeated:
+                err = InvalidRequestError(f"'{_ascii(repeated[0])}' is repeated.")
+                return server.handle_error_response(req, err)  # type: ignore[no-any-return]
+            if name == "token":
+                return server.create_token_response(req)  # type: ignore[no-any-return]
+            resp = server.create_endpoint_response(name, req)
+            if resp is None:  # end_session without a redirect
+                return message("Signed out", "You are signed out.", 200)
+            return resp  # type: ignore[no-any-return]
+
+        return self._run(ctx, go)
+
+    # -- clients, users ------------------------------------------------------------------------
+
+    def client(self, ctx: Ctx, client_id: str) -> Client | None:
+        if client_id in ctx._clients:
+            return ctx._clients[client_id]
+        found: Client | None = None
+        if client_id == BUILTIN_CLIENT_ID:
+            found = _BUILTIN
+        elif 0 < len(client_id) <= 40:
+            row = ctx.reader.get(OAuthClient, client_id)
+            if row is not None and row.tenant_id == ctx.tenant_id:
+                found = Client(
+                    row.id,
+                    row.name,
+                    row.secret_hash,
+                    list(row.redirect_uris or ()),
+                    list(row.grant_types or ()),
+                )
+        ctx._clients[client_id] = found
+        return found
+
+    def active_user(
+        self,
+        ctx: Ctx,
+        user_id: str,
+        *,
+        roles: tuple[str, ...] = (),
+        auth_time: float | None = None,
+    ) -> AuthUser:
+        """The user a code or refresh token stands for, if they still may sign in."""
+        row = ctx.reader.get(User, user_id)
+        if row is None or row.tenant_id != ctx.tenant_id or row.disabled:
+            raise InvalidGrantError("The user of this grant can no longer sign in.")
+        return AuthUser(row.id, row.name, row.email, row.display_name, row.source, roles, auth_time)
