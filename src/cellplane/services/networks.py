@@ -1,7 +1,8 @@
 """Networks of a project: what the agent is told to realise, and the read-only listing.
 
-Called by `services.hosts` (assignments carry each cell's network description) and by the
-project routes. Rows are made by `state.networks` (each project's default network).
+Called by `services.hosts` (assignments carry each cell's network description); `network_view`
+is the API shape for the network routes to come. Rows are made by `state.networks` (each
+project's default network) and go with their project (ON DELETE CASCADE).
 """
 
 from __future__ import annotations

@@ -97,7 +97,10 @@ class Network(Base):
     __tablename__ = "networks"
     __table_args__ = (UniqueConstraint("project_id", "name"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    # A project's networks go with it (a tenant's projects are deleted in bulk).
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
     name: Mapped[str] = mapped_column(String(63))
     subnet: Mapped[str] = mapped_column(String(43), unique=True)
     driver: Mapped[str] = mapped_column(String(16), default="bridge")

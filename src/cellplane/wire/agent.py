@@ -114,6 +114,13 @@ class RegisterRequest(_Versioned):
     engine: EngineHealthReport | None = None
     csr: str | None = None  # PEM CSR, CN the host name: asks for a host certificate
 
+    @field_validator("csr", mode="before")
+    @classmethod
+    def _csr_text(cls, v: Any) -> Any:
+        if v is not None and not isinstance(v, str):
+            raise ValueError("must be a PEM certificate signing request")
+        return v
+
 
 class RegisterAnswer(_Versioned):
     host_id: str
@@ -241,7 +248,9 @@ class EngineItem(_Model):
 def _item_kind(v: Any) -> str:
     if isinstance(v, dict):
         return "volume" if "volume_removed" in v else "engine" if "engine" in v else "cell"
-    return {VolumeRemoved: "volume", EngineItem: "engine"}.get(type(v), "cell")
+    if isinstance(v, VolumeRemoved):
+        return "volume"
+    return "engine" if isinstance(v, EngineItem) else "cell"
 
 
 ReportItem = Annotated[
@@ -278,7 +287,14 @@ def problems(e: ValidationError) -> list[tuple[str, str]]:
     """(field path, message) for each error; the union's tags are left out of the paths."""
     out = []
     for err in e.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p not in _TAGS]
+        raw = list(err.get("loc", ()))
+        # A report item's union tag follows its list index ("cells.0.engine.engine.restarts"):
+        # left out there only, since "engine" is also a field name.
+        loc = [
+            str(p)
+            for i, p in enumerate(raw)
+            if not (p in _TAGS and i > 0 and isinstance(raw[i - 1], int))
+        ]
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         out.append((".".join(loc) or "body", msg))
     return out
@@ -299,5 +315,8 @@ def report_item(data: Any) -> CellReport | VolumeRemoved | EngineItem:
     if isinstance(data, CellReport | VolumeRemoved | EngineItem):
         return data
     kind = _item_kind(data)
-    cls = {"cell": CellReport, "volume": VolumeRemoved, "engine": EngineItem}[kind]
-    return parse(cls, data)  # type: ignore[return-value]
+    if kind == "volume":
+        return parse(VolumeRemoved, data)
+    if kind == "engine":
+        return parse(EngineItem, data)
+    return parse(CellReport, data)

@@ -7,7 +7,8 @@ Create Date: 2026-12-10 10:00:00
 Existing projects get their default network under the engine-side name they already use
 (`cp-<project id>`), so running deployments are adopted unchanged; subnets are allocated in the
 order of the projects' creation (then id), one /24 each from 10.128.0.0/9, as `state.networks`
-allocates them from now on. Existing cells join their project's default network.
+allocates them from now on. Existing cells join their project's default network. A project's
+networks go with it (ON DELETE CASCADE: deleting a tenant deletes its projects in bulk).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def upgrade() -> None:
         sa.Column("subnet", sa.String(length=43), nullable=False),
         sa.Column("driver", sa.String(length=16), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["project_id"], ["projects.id"]),
+        sa.ForeignKeyConstraint(["project_id"], ["projects.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("project_id", "name"),
         sa.UniqueConstraint("subnet"),
