@@ -7,6 +7,9 @@ heartbeats; with an engine to supervise (`cellplane agent` has one), one more wa
 it when it dies and tells the server while it is down (`agent.supervisor`): reconcile passes pause
 meanwhile and resume as soon as it answers again. Everything the agent knows comes from the server
 or the engine, so a restarted agent (or engine) adopts the running containers and carries on.
+Container and network specs come from `agent.spec` (pure); images, networks, volumes and
+containers are made on the engine by `agent.prepare`; every message to and from the server is a
+`wire.agent` model (docs/agent-protocol.md).
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
+from cellplane.agent.prepare import Preparer
 from cellplane.agent.reconcile import Action, Memory, is_ended, observed_state, reconcile
 from cellplane.agent.server_client import ProtocolMismatch, ServerClient, ServerUnavailable
 from cellplane.agent.spec import (
@@ -33,7 +36,6 @@ from cellplane.agent.spec import (
     container_name,
     container_spec,
     host_capacity,
-    network_spec,
 )
 from cellplane.agent.spec import event as _event
 from cellplane.agent.supervisor import EngineHealth, EngineSupervisor, SupervisedEngine
@@ -41,7 +43,6 @@ from cellplane.drivers.base import ContainerInfo, Driver
 from cellplane.drivers.errors import (
     ContainerNotFound,
     DriverError,
-    NameConflict,
     TemporaryDriverError,
 )
 from cellplane.wire import agent as wire
@@ -88,10 +89,7 @@ class Agent:
         self._restarts: dict[str, int] = {}
         self._outbox: list[dict[str, Any]] = []
         self._outbox_cv = threading.Condition()
-        self._prepared_images: set[str] = set()
-        self._prepared_networks: set[str] = set()
-        self._prepared_volumes: set[str] = set()
-        self._prep_lock = threading.Lock()
+        self._prep = Preparer(driver, server, config.data_dir, subnets=config.control_plane_subnets)
         self._pool = ThreadPoolExecutor(config.parallelism, thread_name_prefix="cp-action")
         self._threads: list[threading.Thread] = []
         self.agent_secret = secrets.token_urlsafe(32)
@@ -116,7 +114,7 @@ class Agent:
             zone=self.cfg.zone,
             agent_url=self.agent_url,
             agent_secret=self.agent_secret,
-            engine=wire.EngineHealthReport.model_validate(self._engine_wire()),
+            engine=wire.EngineHealthReport.model_validate(self._engine_health.report()),
         )
         delay = 0.2
         while not self._stop.is_set():
@@ -345,7 +343,7 @@ class Agent:
             except DriverError as e:
                 log.warning("volume removal failed", volume=vid, error=str(e))
                 continue
-            self._prepared_volumes.discard(v.engine_name)
+            self._prep.forget_volume(v.engine_name)
             with self._lock:
                 self._volumes.pop(vid, None)
             with self._outbox_cv:
@@ -358,7 +356,7 @@ class Agent:
         events: list[dict[str, Any]] = []
         try:
             if action.kind == "REMOVE_ORPHAN":
-                self._remove(action.container_id)
+                self._prep.remove(action.container_id)
                 with self._lock:
                     self._orphans = [o for o in self._orphans if o.id != action.container_id]
                 log.info("removed orphan container", container=action.container_id)
@@ -369,7 +367,7 @@ class Agent:
                 return
             if action.kind == "CREATE":
                 recreated = action.reason == "recreated"
-                self._create(cell, events, recreated=recreated)
+                self._prep.create(cell, self.host_id, events, recreated=recreated)
                 if recreated:  # a vanished container counts against the restart policy
                     self._restarts[cell.cell_id] = self._restarts.get(cell.cell_id, 0) + 1
             elif action.kind == "START":
@@ -393,10 +391,10 @@ class Agent:
                 try:
                     self.driver.stop(target, float(cell.stop_timeout or 10))
                     events.append(_event("stopped", "stopping for deletion"))
-                    self._remove(target)
+                    self._prep.remove(target)
                 except ContainerNotFound:
                     pass
-                self._confirm_gone(action.cell_id, action.container_id)
+                self._prep.confirm_gone(action.cell_id, action.container_id)
                 self._queue(
                     {"cell_id": action.cell_id, "removed": True}, [*events, _event("removed", "")]
                 )
@@ -477,21 +475,6 @@ class Agent:
             report["address"] = info.address
         self._queue(report, events)
 
-    def _remove(self, container_id: str | None) -> None:
-        if not container_id:
-            return
-        with contextlib.suppress(ContainerNotFound):
-            self.driver.remove(container_id, force=True)
-
-    def _confirm_gone(self, cell_id: str, container_id: str | None) -> None:
-        """Raise (the action is retried) unless the engine knows no container of this cell."""
-        for ref in dict.fromkeys(r for r in (container_id, container_name(cell_id)) if r):
-            try:
-                info = self.driver.inspect(ref)
-            except ContainerNotFound:
-                continue
-            raise TemporaryDriverError(f"container {info.id[:12]} of {cell_id} is still there")
-
     def _end(self, action: Action, cell: wire.CellAssignment) -> None:
         """The container vanished and the restart policy keeps the cell down: report its end."""
         cell_id = cell.cell_id
@@ -522,65 +505,6 @@ class Agent:
         self._set_observed(cell_id, None)
         log.info("cell ended: container removed outside Cellplane", cell=cell_id, policy=policy)
         self._queue(report, [_event("container-removed", message)])
-
-    def _create(
-        self, cell: wire.CellAssignment, events: list[dict[str, Any]], *, recreated: bool
-    ) -> None:
-        image_ref = self._prepare_image(cell)
-        events.append(_event("image-ready", cell.image.id))
-        self._prepare_network(cell)
-        for m in cell.mounts:
-            self._prepare_volume(m.engine_name, m.volume_id)
-        spec = container_spec(cell, self.host_id, image_ref)
-        try:
-            cid = self.driver.create(spec)
-        except NameConflict:
-            # Created by an earlier pass that did not live to report it: use that one.
-            cid = self.driver.inspect(spec.name).id
-        events.append(_event("recreated" if recreated else "created", cid[:12]))
-        self.driver.start(cid)
-        events.append(_event("started", ""))
-
-    def _prepare_image(self, cell: wire.CellAssignment) -> str | None:
-        image = cell.image
-        if image.kind == "host":
-            return None
-        ref = str(image.engine_ref)
-        if ref in self._prepared_images:
-            return ref
-        with self._prep_lock:
-            if ref in self._prepared_images:
-                return ref
-            if not self.driver.has_image(ref):
-                dest = self.cfg.data_dir / "images" / f"{image.id}.tar"
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                self.server.download_image(image.id, dest)
-                try:
-                    self.driver.load_image(dest)
-                finally:
-                    dest.unlink(missing_ok=True)
-            self._prepared_images.add(ref)
-        return ref
-
-    def _prepare_network(self, cell: wire.CellAssignment) -> None:
-        name = cell.network.name
-        if name in self._prepared_networks:
-            return
-        with self._prep_lock:
-            if name not in self._prepared_networks:
-                spec = network_spec(cell, self.host_id, with_subnet=self.cfg.control_plane_subnets)
-                self.driver.ensure_network(spec)
-                self._prepared_networks.add(name)
-
-    def _prepare_volume(self, name: str, volume_id: str) -> None:
-        if name in self._prepared_volumes:
-            return
-        with self._prep_lock:
-            if name not in self._prepared_volumes:
-                self.driver.ensure_volume(
-                    name, {HOST_LABEL: self.host_id, "cellplane.volume": volume_id}
-                )
-                self._prepared_volumes.add(name)
 
     # --- reports and heartbeats ---
 
@@ -635,18 +559,9 @@ class Agent:
     def engine_health(self) -> EngineHealth:
         return self._engine_health
 
-    def _engine_wire(self) -> dict[str, Any]:
-        h = self._engine_health
-        return {
-            "state": "UP" if h.up else "DOWN",
-            "message": h.message,
-            "since": datetime.fromtimestamp(h.since, UTC).isoformat(),
-            "restarts": h.restarts,
-        }
-
     def _queue_engine(self) -> None:
         with self._outbox_cv:
-            self._outbox.append({"engine": self._engine_wire()})
+            self._outbox.append({"engine": self._engine_health.report()})
             self._outbox_cv.notify()
 
     def _engine_changed(self, health: EngineHealth) -> None:
