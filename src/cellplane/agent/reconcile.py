@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from cellplane.drivers.base import ContainerInfo
+from cellplane.wire.agent import CellAssignment
 
 __all__ = [
     "BACKOFF_CAP_S",
@@ -102,37 +102,36 @@ def parse_time(value: str | None) -> float | None:
         return None
 
 
-def _wants_restart(cell: dict[str, Any], info: ContainerInfo) -> bool:
-    policy = (cell.get("restart") or {}).get("policy", "never")
+def _wants_restart(cell: CellAssignment, info: ContainerInfo) -> bool:
+    policy = cell.restart.policy
     if policy == "always":
         return True
     if policy == "on-failure" and (info.exit_code or 0) != 0:
-        limit = (cell.get("restart") or {}).get("max_retries")
-        return limit is None or int(cell.get("restarts") or 0) < int(limit)
+        limit = cell.restart.max_retries
+        return limit is None or cell.restarts < limit
     return False
 
 
-def is_ended(cell: dict[str, Any], memory: Memory) -> bool:
+def is_ended(cell: CellAssignment, memory: Memory) -> bool:
     """Whether the cell ended for good and no start request came after (see the module rules).
 
     This agent's memory decides for cells it ended itself; after an agent restart the server's
     `ended_at` (set from the END report) does, compared with the cell's last restart request.
     """
-    requested = cell.get("restart_requested_at")
-    if cell["cell_id"] in memory.ended:
-        return memory.ended[cell["cell_id"]] == requested
-    ended_at = parse_time(cell.get("ended_at"))
+    requested = cell.restart_requested_at
+    if cell.cell_id in memory.ended:
+        return memory.ended[cell.cell_id] == requested
+    ended_at = parse_time(cell.ended_at)
     if ended_at is None:
         return False
     asked = parse_time(requested)
     return asked is None or asked <= ended_at
 
 
-def _on_vanish(cell: dict[str, Any], memory: Memory) -> Action:
+def _on_vanish(cell: CellAssignment, memory: Memory) -> Action:
     """What a cell's restart policy makes of a container removed behind our back."""
-    cell_id = cell["cell_id"]
-    restart = cell.get("restart") or {}
-    policy = restart.get("policy", "never")
+    cell_id = cell.cell_id
+    policy = cell.restart.policy
     # Seen stopped on two passes: it had exited by itself (a forced removal kills first, and a
     # listing caught in between shows the kill once).
     had_exited = memory.exited_passes.get(cell_id, 0) >= 2
@@ -143,15 +142,15 @@ def _on_vanish(cell: dict[str, Any], memory: Memory) -> Action:
     if policy == "on-failure":
         if had_exited and memory.last_exit.get(cell_id) == 0:
             return end  # it had finished successfully: nothing to retry
-        limit = restart.get("max_retries")
-        if limit is not None and int(cell.get("restarts") or 0) >= int(limit):
+        limit = cell.restart.max_retries
+        if limit is not None and cell.restarts >= limit:
             return end
         return recreate
     return end
 
 
-def observed_state(cell: dict[str, Any], info: ContainerInfo | None) -> str:
-    desired = cell["desired_state"]
+def observed_state(cell: CellAssignment, info: ContainerInfo | None) -> str:
+    desired = cell.desired_state
     if info is None:
         return {"RUNNING": "CREATING", "STOPPED": "STOPPED", "DELETED": "DELETING"}[desired]
     if info.running:
@@ -166,7 +165,7 @@ def observed_state(cell: dict[str, Any], info: ContainerInfo | None) -> str:
 
 
 def reconcile(
-    desired: dict[str, dict[str, Any]],
+    desired: dict[str, CellAssignment],
     observed: dict[str, ContainerInfo],
     orphans: list[ContainerInfo],
     memory: Memory,
@@ -181,7 +180,7 @@ def reconcile(
         if cell_id in busy or memory.retry_at.get(cell_id, 0.0) > now:
             continue
         info = observed.get(cell_id)
-        want = cell["desired_state"]
+        want = cell.desired_state
         if info is not None:
             memory.seen_container.add(cell_id)
         if want == "DELETED":
@@ -212,7 +211,7 @@ def reconcile(
                 actions.append(Action("STOP", cell_id, info.id, "stop requested"))
             continue
         # want RUNNING
-        requested = parse_time(cell.get("restart_requested_at"))
+        requested = parse_time(cell.restart_requested_at)
         started = parse_time(info.started_at)
         # An unknown start time is never taken for an old one: adopting a container must not
         # restart it (the runner inspects containers whose start time it needs).

@@ -7,111 +7,57 @@ heartbeats; with an engine to supervise (`cellplane agent` has one), one more wa
 it when it dies and tells the server while it is down (`agent.supervisor`): reconcile passes pause
 meanwhile and resume as soon as it answers again. Everything the agent knows comes from the server
 or the engine, so a restarted agent (or engine) adopts the running containers and carries on.
+Container and network specs come from `agent.spec` (pure); images, networks, volumes and
+containers are made on the engine by `agent.prepare`; every message to and from the server is a
+`wire.agent` model (docs/agent-protocol.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import secrets
-import shutil
-import socket
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import structlog
 
+from cellplane.agent.prepare import Preparer
 from cellplane.agent.reconcile import Action, Memory, is_ended, observed_state, reconcile
-from cellplane.agent.server_client import ServerClient, ServerUnavailable
+from cellplane.agent.server_client import ProtocolMismatch, ServerClient, ServerUnavailable
+from cellplane.agent.spec import (
+    CELL_LABEL,
+    HOST_LABEL,
+    PROJECT_LABEL,
+    AgentConfig,
+    container_name,
+    container_spec,
+    host_capacity,
+)
+from cellplane.agent.spec import event as _event
 from cellplane.agent.supervisor import EngineHealth, EngineSupervisor, SupervisedEngine
-from cellplane.drivers.base import ContainerInfo, ContainerSpec, Driver, MountSpec, PortSpec
+from cellplane.drivers.base import ContainerInfo, Driver
 from cellplane.drivers.errors import (
     ContainerNotFound,
     DriverError,
-    NameConflict,
     TemporaryDriverError,
 )
+from cellplane.wire import agent as wire
 
-__all__ = ["Agent", "AgentConfig", "container_spec", "host_capacity"]
+__all__ = [
+    "CELL_LABEL",
+    "HOST_LABEL",
+    "PROJECT_LABEL",
+    "Agent",
+    "AgentConfig",
+    "container_spec",
+    "host_capacity",
+]
 
 log = structlog.get_logger("cellplane.agent")
-
-CELL_LABEL = "cellplane.cell"
-HOST_LABEL = "cellplane.host"
-PROJECT_LABEL = "cellplane.project"
-
-
-@dataclass
-class AgentConfig:
-    server_url: str
-    join_token: str
-    data_dir: Path
-    name: str = field(default_factory=socket.gethostname)
-    address: str = "127.0.0.1"
-    labels: dict[str, str] = field(default_factory=dict)
-    zone: str | None = None
-    cpu_ratio: float = 16.0  # CPU overcommit, as OpenStack's default allocation ratio
-    memory_ratio: float = 1.0
-    parallelism: int = 8
-    resync_s: float = 1.0
-    heartbeat_s: float = 5.0
-    verify: bool | str = True
-
-
-def host_capacity(data_dir: Path, cpu_ratio: float, memory_ratio: float) -> dict[str, Any]:
-    cpus = os.cpu_count() or 1
-    mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
-    disk_gb = shutil.disk_usage(data_dir).free // (1024**3)
-    return {
-        "cpu": round(cpus * cpu_ratio, 3),
-        "memory_mb": int(mem_mb * memory_ratio),
-        "disk_gb": int(disk_gb),
-    }
-
-
-def container_name(cell_id: str) -> str:
-    return f"cp-{cell_id}"
-
-
-def container_spec(cell: dict[str, Any], host_id: str, image_ref: str | None) -> ContainerSpec:
-    """The engine container for a cell; pure, so it is tested without an engine."""
-    labels = {k: v for k, v in (cell.get("labels") or {}).items() if not k.startswith("cellplane.")}
-    labels.update(
-        {CELL_LABEL: cell["cell_id"], HOST_LABEL: host_id, PROJECT_LABEL: cell["project_id"]}
-    )
-    kind = cell["image"]["kind"]
-    return ContainerSpec(
-        name=container_name(cell["cell_id"]),
-        image=image_ref if kind != "host" else None,
-        rootfs="/" if kind == "host" else None,
-        command=list(cell["command"]) if cell.get("command") else None,
-        env=dict(cell.get("env") or {}),
-        labels=labels,
-        hostname=cell["name"],
-        network=cell["network"],
-        aliases=[cell["name"]],
-        cpu=float(cell["cpu"]),
-        memory_mb=int(cell["memory_mb"]),
-        ports=[
-            PortSpec(int(p["container_port"]), p.get("host_port"), p.get("protocol", "tcp"))
-            for p in cell.get("ports") or []
-        ],
-        mounts=[
-            MountSpec(m["engine_name"], m["path"], bool(m.get("read_only")))
-            for m in cell.get("mounts") or []
-        ],
-    )
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 class Agent:
@@ -127,8 +73,8 @@ class Agent:
         self.driver = driver
         self.server = server
         self.host_id = ""
-        self._desired: dict[str, dict[str, Any]] = {}
-        self._volumes: dict[str, dict[str, Any]] = {}
+        self._desired: dict[str, wire.CellAssignment] = {}
+        self._volumes: dict[str, wire.VolumeAssignment] = {}
         self._synced = False
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -143,10 +89,7 @@ class Agent:
         self._restarts: dict[str, int] = {}
         self._outbox: list[dict[str, Any]] = []
         self._outbox_cv = threading.Condition()
-        self._prepared_images: set[str] = set()
-        self._prepared_networks: set[str] = set()
-        self._prepared_volumes: set[str] = set()
-        self._prep_lock = threading.Lock()
+        self._prep = Preparer(driver, server, config.data_dir, subnets=config.control_plane_subnets)
         self._pool = ThreadPoolExecutor(config.parallelism, thread_name_prefix="cp-action")
         self._threads: list[threading.Thread] = []
         self.agent_secret = secrets.token_urlsafe(32)
@@ -161,23 +104,27 @@ class Agent:
     # --- lifecycle ---
 
     def register(self) -> str:
-        body = {
-            "join_token": self.cfg.join_token,
-            "name": self.cfg.name,
-            "address": self.cfg.address,
-            "capacity": host_capacity(self.cfg.data_dir, self.cfg.cpu_ratio, self.cfg.memory_ratio),
-            "labels": self.cfg.labels,
-            "zone": self.cfg.zone,
-            "agent_url": self.agent_url,
-            "agent_secret": self.agent_secret,
-            "engine": self._engine_wire(),
-        }
+        body = wire.RegisterRequest(
+            api_version=wire.API_VERSION,
+            join_token=self.cfg.join_token,
+            name=self.cfg.name,
+            address=self.cfg.address,
+            capacity=host_capacity(self.cfg.data_dir, self.cfg.cpu_ratio, self.cfg.memory_ratio),
+            labels=self.cfg.labels,
+            zone=self.cfg.zone,
+            agent_url=self.agent_url,
+            agent_secret=self.agent_secret,
+            engine=wire.EngineHealthReport.model_validate(self._engine_health.report()),
+        )
         delay = 0.2
         while not self._stop.is_set():
             try:
                 self.host_id = self.server.register(body)
                 log.info("registered", host_id=self.host_id, name=self.cfg.name)
                 return self.host_id
+            except ProtocolMismatch as e:
+                log.error("the server speaks another agent protocol", error=str(e))
+                self._stop.wait(30.0)
             except ServerUnavailable as e:
                 log.warning("server unavailable, retrying registration", error=str(e))
                 self._stop.wait(delay)
@@ -214,6 +161,10 @@ class Agent:
         while not self._stop.is_set():
             try:
                 data = self.server.assignments(revision, wait=25.0)
+            except ProtocolMismatch as e:
+                log.error("the server speaks another agent protocol", error=str(e))
+                self._stop.wait(30.0)
+                continue
             except ServerUnavailable as e:
                 log.warning("assignments unavailable", error=str(e))
                 revision = 0  # after an outage, take a full view again
@@ -226,24 +177,24 @@ class Agent:
                 continue
             delay = 0.2
             self._apply_assignments(data)
-            revision = int(data["revision"])
+            revision = data.revision
 
-    def _apply_assignments(self, data: dict[str, Any]) -> None:
+    def _apply_assignments(self, assigned: wire.Assignments | dict[str, Any]) -> None:
+        data = wire.parse(wire.Assignments, assigned)
         with self._lock:
-            if data.get("full"):
-                self._desired = {c["cell_id"]: c for c in data["cells"]}
+            if data.full:
+                self._desired = {c.cell_id: c for c in data.cells}
                 self._synced = True
                 # The cached listing sorted containers by the old desired set (an agent that
                 # listed before its first assignments took every container for an orphan).
                 self._listed = False
             else:
-                for c in data["cells"]:
-                    self._desired[c["cell_id"]] = c
-            for c in data["cells"]:
+                for c in data.cells:
+                    self._desired[c.cell_id] = c
+            for c in data.cells:
                 # The server's count of restarts survives agent restarts; never go backwards.
-                cid = c["cell_id"]
-                self._restarts[cid] = max(self._restarts.get(cid, 0), int(c.get("restarts") or 0))
-            self._volumes = {v["volume_id"]: v for v in data.get("volumes") or []}
+                self._restarts[c.cell_id] = max(self._restarts.get(c.cell_id, 0), c.restarts)
+            self._volumes = {v.volume_id: v for v in data.volumes}
         self._wake.set()
 
     # --- reconcile ---
@@ -284,9 +235,7 @@ class Agent:
             desired = set(self._desired)
         with self._lock:
             known = dict(self._observed)
-            wants_restart = {
-                cid for cid, c in self._desired.items() if c.get("restart_requested_at")
-            }
+            wants_restart = {cid for cid, c in self._desired.items() if c.restart_requested_at}
         for info in containers:
             cid = info.labels.get(CELL_LABEL, "")
             if cid not in desired:
@@ -334,14 +283,14 @@ class Agent:
             # Restarts counted here are newer than the server's copy in the assignment.
             for cid, cell in desired.items():
                 mine = self._restarts.get(cid, 0)
-                if mine > int(cell.get("restarts") or 0):
-                    desired[cid] = {**cell, "restarts": mine}
+                if mine > cell.restarts:
+                    desired[cid] = cell.model_copy(update={"restarts": mine})
             orphans = list(self._orphans) if full else []
         actions = reconcile(
             desired, observed, orphans, self._memory, time.time(), full_sync=synced, busy=busy
         )
         for cell_id, cell in desired.items():
-            if cell_id in busy or cell["desired_state"] == "DELETED":
+            if cell_id in busy or cell.desired_state == "DELETED":
                 continue
             self._observe(cell, observed.get(cell_id))
         for a in actions:
@@ -353,16 +302,16 @@ class Agent:
         if synced and full:
             self._collect_volumes(volumes)
 
-    def _observe(self, cell: dict[str, Any], info: ContainerInfo | None) -> None:
+    def _observe(self, cell: wire.CellAssignment, info: ContainerInfo | None) -> None:
         """Queue a status report for a cell whose observed state changed."""
         if info is None and is_ended(cell, self._memory):
             # Its END report is its truth (the server has it already after an agent restart).
-            ended = self._end_reports.get(cell["cell_id"])
+            ended = self._end_reports.get(cell.cell_id)
             if ended is not None:
                 self._queue(ended)
             return
         state = observed_state(cell, info)
-        report: dict[str, Any] = {"cell_id": cell["cell_id"], "state": state}
+        report: dict[str, Any] = {"cell_id": cell.cell_id, "state": state}
         if info is not None:
             report.update(
                 container_id=info.id,
@@ -370,7 +319,7 @@ class Agent:
             )
             if info.running and info.address:
                 report["address"] = info.address
-        report["restarts"] = self._restarts.get(cell["cell_id"], 0)
+        report["restarts"] = self._restarts.get(cell.cell_id, 0)
         self._queue(report)
 
     def _queue(self, report: dict[str, Any], events: list[dict[str, Any]] | None = None) -> None:
@@ -385,16 +334,16 @@ class Agent:
             self._outbox.append(report)
             self._outbox_cv.notify()
 
-    def _collect_volumes(self, volumes: dict[str, dict[str, Any]]) -> None:
+    def _collect_volumes(self, volumes: dict[str, wire.VolumeAssignment]) -> None:
         for vid, v in volumes.items():
-            if v["state"] != "DELETING":
+            if v.state != "DELETING":
                 continue
             try:
-                self.driver.remove_volume(v["engine_name"])
+                self.driver.remove_volume(v.engine_name)
             except DriverError as e:
                 log.warning("volume removal failed", volume=vid, error=str(e))
                 continue
-            self._prepared_volumes.discard(v["engine_name"])
+            self._prep.forget_volume(v.engine_name)
             with self._lock:
                 self._volumes.pop(vid, None)
             with self._outbox_cv:
@@ -403,11 +352,11 @@ class Agent:
 
     # --- actions ---
 
-    def _run_action(self, action: Action, cell: dict[str, Any] | None) -> None:
+    def _run_action(self, action: Action, cell: wire.CellAssignment | None) -> None:
         events: list[dict[str, Any]] = []
         try:
             if action.kind == "REMOVE_ORPHAN":
-                self._remove(action.container_id)
+                self._prep.remove(action.container_id)
                 with self._lock:
                     self._orphans = [o for o in self._orphans if o.id != action.container_id]
                 log.info("removed orphan container", container=action.container_id)
@@ -418,39 +367,40 @@ class Agent:
                 return
             if action.kind == "CREATE":
                 recreated = action.reason == "recreated"
-                self._create(cell, events, recreated=recreated)
+                self._prep.create(cell, self.host_id, events, recreated=recreated)
                 if recreated:  # a vanished container counts against the restart policy
-                    self._restarts[cell["cell_id"]] = self._restarts.get(cell["cell_id"], 0) + 1
+                    self._restarts[cell.cell_id] = self._restarts.get(cell.cell_id, 0) + 1
             elif action.kind == "START":
                 self.driver.start(self._cid(action))
                 if action.reason.startswith("restarted"):
-                    self._restarts[cell["cell_id"]] = self._restarts.get(cell["cell_id"], 0) + 1
+                    self._restarts[cell.cell_id] = self._restarts.get(cell.cell_id, 0) + 1
                     events.append(_event("restarted", action.reason))
                 else:
                     events.append(_event("started", ""))
             elif action.kind == "RESTART":
-                self.driver.stop(self._cid(action), float(cell.get("stop_timeout") or 10))
+                self.driver.stop(self._cid(action), float(cell.stop_timeout or 10))
                 self.driver.start(self._cid(action))
                 events.append(_event("started", "restarted on request"))
             elif action.kind == "STOP":
-                self.driver.stop(self._cid(action), float(cell.get("stop_timeout") or 10))
+                self.driver.stop(self._cid(action), float(cell.stop_timeout or 10))
                 events.append(_event("stopped", "stopped on request"))
             elif action.kind == "REMOVE":
                 # Without an id (a listing that missed it), the container's name finds it; the
                 # removal is done only when the engine says the container is gone.
                 target = action.container_id or container_name(action.cell_id)
                 try:
-                    self.driver.stop(target, float(cell.get("stop_timeout") or 10))
+                    self.driver.stop(target, float(cell.stop_timeout or 10))
                     events.append(_event("stopped", "stopping for deletion"))
-                    self._remove(target)
+                    self._prep.remove(target)
                 except ContainerNotFound:
                     pass
-                self._confirm_gone(action.cell_id, action.container_id)
+                self._prep.confirm_gone(action.cell_id, action.container_id)
                 self._queue(
                     {"cell_id": action.cell_id, "removed": True}, [*events, _event("removed", "")]
                 )
                 with self._lock:
-                    if self._desired.get(action.cell_id, {}).get("desired_state") == "DELETED":
+                    gone = self._desired.get(action.cell_id)
+                    if gone is not None and gone.desired_state == "DELETED":
                         del self._desired[action.cell_id]
                 self._reported.pop(action.cell_id, None)
                 self._end_reports.pop(action.cell_id, None)
@@ -512,37 +462,22 @@ class Agent:
         return action.container_id
 
     def _observe_with_events(
-        self, cell: dict[str, Any], info: ContainerInfo, events: list[dict[str, Any]]
+        self, cell: wire.CellAssignment, info: ContainerInfo, events: list[dict[str, Any]]
     ) -> None:
         report: dict[str, Any] = {
-            "cell_id": cell["cell_id"],
+            "cell_id": cell.cell_id,
             "state": observed_state(cell, info),
             "container_id": info.id,
             "exit_code": info.exit_code if not info.running else None,
-            "restarts": self._restarts.get(cell["cell_id"], 0),
+            "restarts": self._restarts.get(cell.cell_id, 0),
         }
         if info.running and info.address:
             report["address"] = info.address
         self._queue(report, events)
 
-    def _remove(self, container_id: str | None) -> None:
-        if not container_id:
-            return
-        with contextlib.suppress(ContainerNotFound):
-            self.driver.remove(container_id, force=True)
-
-    def _confirm_gone(self, cell_id: str, container_id: str | None) -> None:
-        """Raise (the action is retried) unless the engine knows no container of this cell."""
-        for ref in dict.fromkeys(r for r in (container_id, container_name(cell_id)) if r):
-            try:
-                info = self.driver.inspect(ref)
-            except ContainerNotFound:
-                continue
-            raise TemporaryDriverError(f"container {info.id[:12]} of {cell_id} is still there")
-
-    def _end(self, action: Action, cell: dict[str, Any]) -> None:
+    def _end(self, action: Action, cell: wire.CellAssignment) -> None:
         """The container vanished and the restart policy keeps the cell down: report its end."""
-        cell_id = cell["cell_id"]
+        cell_id = cell.cell_id
         try:
             info = self.driver.inspect(container_name(cell_id))
         except ContainerNotFound:
@@ -550,7 +485,7 @@ class Agent:
         if info is not None:  # not gone after all (a listing raced a create): look again
             self._set_observed(cell_id, info)
             return
-        policy = (cell.get("restart") or {}).get("policy", "never")
+        policy = cell.restart.policy
         why = (
             "restart policy never"
             if policy == "never"
@@ -564,71 +499,12 @@ class Agent:
             "ended": True,
             "restarts": self._restarts.get(cell_id, 0),
         }
-        self._memory.ended[cell_id] = cell.get("restart_requested_at")
+        self._memory.ended[cell_id] = cell.restart_requested_at
         self._memory.action_succeeded(cell_id)
         self._end_reports[cell_id] = report
         self._set_observed(cell_id, None)
         log.info("cell ended: container removed outside Cellplane", cell=cell_id, policy=policy)
         self._queue(report, [_event("container-removed", message)])
-
-    def _create(
-        self, cell: dict[str, Any], events: list[dict[str, Any]], *, recreated: bool
-    ) -> None:
-        image_ref = self._prepare_image(cell)
-        events.append(_event("image-ready", cell["image"]["id"]))
-        self._prepare_network(cell["network"], cell["project_id"])
-        for m in cell.get("mounts") or []:
-            self._prepare_volume(m["engine_name"], m["volume_id"])
-        spec = container_spec(cell, self.host_id, image_ref)
-        try:
-            cid = self.driver.create(spec)
-        except NameConflict:
-            # Created by an earlier pass that did not live to report it: use that one.
-            cid = self.driver.inspect(spec.name).id
-        events.append(_event("recreated" if recreated else "created", cid[:12]))
-        self.driver.start(cid)
-        events.append(_event("started", ""))
-
-    def _prepare_image(self, cell: dict[str, Any]) -> str | None:
-        image = cell["image"]
-        if image["kind"] == "host":
-            return None
-        ref = str(image["engine_ref"])
-        if ref in self._prepared_images:
-            return ref
-        with self._prep_lock:
-            if ref in self._prepared_images:
-                return ref
-            if not self.driver.has_image(ref):
-                dest = self.cfg.data_dir / "images" / f"{image['id']}.tar"
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                self.server.download_image(image["id"], dest)
-                try:
-                    self.driver.load_image(dest)
-                finally:
-                    dest.unlink(missing_ok=True)
-            self._prepared_images.add(ref)
-        return ref
-
-    def _prepare_network(self, name: str, project_id: str) -> None:
-        if name in self._prepared_networks:
-            return
-        with self._prep_lock:
-            if name not in self._prepared_networks:
-                self.driver.ensure_network(
-                    name, {HOST_LABEL: self.host_id, PROJECT_LABEL: project_id}
-                )
-                self._prepared_networks.add(name)
-
-    def _prepare_volume(self, name: str, volume_id: str) -> None:
-        if name in self._prepared_volumes:
-            return
-        with self._prep_lock:
-            if name not in self._prepared_volumes:
-                self.driver.ensure_volume(
-                    name, {HOST_LABEL: self.host_id, "cellplane.volume": volume_id}
-                )
-                self._prepared_volumes.add(name)
 
     # --- reports and heartbeats ---
 
@@ -683,18 +559,9 @@ class Agent:
     def engine_health(self) -> EngineHealth:
         return self._engine_health
 
-    def _engine_wire(self) -> dict[str, Any]:
-        h = self._engine_health
-        return {
-            "state": "UP" if h.up else "DOWN",
-            "message": h.message,
-            "since": datetime.fromtimestamp(h.since, UTC).isoformat(),
-            "restarts": h.restarts,
-        }
-
     def _queue_engine(self) -> None:
         with self._outbox_cv:
-            self._outbox.append({"engine": self._engine_wire()})
+            self._outbox.append({"engine": self._engine_health.report()})
             self._outbox_cv.notify()
 
     def _engine_changed(self, health: EngineHealth) -> None:
@@ -719,10 +586,6 @@ class Agent:
 
     def container_for(self, cell_id: str) -> str:
         return container_name(cell_id)
-
-
-def _event(kind: str, message: str) -> dict[str, Any]:
-    return {"at": _now_iso(), "type": kind, "message": message}
 
 
 Callback = Callable[[], None]

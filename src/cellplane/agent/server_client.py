@@ -16,8 +16,9 @@ import httpx
 
 from cellplane.files import ensure_private_dir, read_private_file, write_private_file
 from cellplane.validation import DNS_LABEL
+from cellplane.wire import agent as wire
 
-__all__ = ["ServerClient", "ServerUnavailable", "host_csr"]
+__all__ = ["ProtocolMismatch", "ServerClient", "ServerUnavailable", "host_csr"]
 
 # What the CA accepts as a common name, and as a DNS name (lowercase labels).
 _CN: Final = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._@-]{0,62}[A-Za-z0-9])?$")
@@ -69,6 +70,10 @@ class ServerUnavailable(Exception):
     """The server did not answer or answered 5xx: retry later."""
 
 
+class ProtocolMismatch(Exception):
+    """The server speaks another version of the agent protocol (`wire.agent.API_VERSION`)."""
+
+
 class ServerClient:
     """``ca_file``: the root certificate to verify an HTTPS server with (the deployment's CA)
     instead of the system's bundle. ``cert_dir``: where to keep a host certificate; when set,
@@ -111,38 +116,64 @@ class ServerClient:
             raise ServerUnavailable(f"{method} {url}: {e}") from e
         if r.status_code >= 500:
             raise ServerUnavailable(f"{method} {url}: HTTP {r.status_code}")
+        if r.status_code == 422 and "api_version" in r.text:
+            raise ProtocolMismatch(
+                f"{method} {url}: this agent speaks {wire.API_VERSION}: {r.text[:300]}"
+            )
         if r.status_code >= 400:
             raise RuntimeError(f"{method} {url}: HTTP {r.status_code}: {r.text[:300]}")
         return r
 
-    def register(self, body: dict[str, Any]) -> str:
-        csr = None
-        if self._cert_dir is not None and "csr" not in body:
-            csr = host_csr(self._cert_dir, str(body.get("name")), str(body.get("address")))
-        r = self._call("POST", "/v1/agent/register", json={**body, "csr": csr} if csr else body)
-        data = r.json()
-        self.host_id = str(data["host_id"])
-        self._token = str(data["host_token"])
-        chain = data.get("certificate_chain")
+    def _read(self, model: type[wire.M], data: Any) -> wire.M:
+        try:
+            return wire.parse(model, data)
+        except wire.ProtocolError as e:
+            if e.version_mismatch:
+                raise ProtocolMismatch(str(e)) from None
+            raise
+
+    def register(self, request: wire.RegisterRequest | dict[str, Any]) -> str:
+        body = wire.parse(
+            wire.RegisterRequest,
+            {"api_version": wire.API_VERSION, **request} if isinstance(request, dict) else request,
+        )
+        if self._cert_dir is not None and body.csr is None:
+            csr = host_csr(self._cert_dir, body.name, str(body.address))
+            body = body.model_copy(update={"csr": csr})
+        r = self._call(
+            "POST", "/v1/agent/register", json=body.model_dump(mode="json", exclude_none=True)
+        )
+        data = self._read(wire.RegisterAnswer, r.json())
+        self.host_id = data.host_id
+        self._token = data.host_token
+        chain = data.certificate_chain
         if self._cert_dir is not None and isinstance(chain, str):
             write_private_file(self._cert_dir / "host.pem", chain.encode("ascii"))
         return self.host_id
 
     def heartbeat(self) -> None:
-        self._call("POST", f"/v1/agent/hosts/{self.host_id}/heartbeat")
+        self._call(
+            "POST",
+            f"/v1/agent/hosts/{self.host_id}/heartbeat",
+            json={"api_version": wire.API_VERSION},
+        )
 
-    def assignments(self, revision: int, wait: float) -> dict[str, Any]:
+    def assignments(self, revision: int, wait: float) -> wire.Assignments:
         r = self._call(
             "GET",
             f"/v1/agent/hosts/{self.host_id}/assignments",
             params={"revision": revision, "wait": wait},
             timeout=wait + 15,
         )
-        data: dict[str, Any] = r.json()
-        return data
+        return self._read(wire.Assignments, r.json())
 
     def report(self, cells: list[dict[str, Any]]) -> None:
-        self._call("POST", f"/v1/agent/hosts/{self.host_id}/status", json={"cells": cells})
+        body = wire.parse(wire.StatusReport, {"api_version": wire.API_VERSION, "cells": cells})
+        self._call(
+            "POST",
+            f"/v1/agent/hosts/{self.host_id}/status",
+            json=body.model_dump(mode="json", exclude_unset=True),
+        )
 
     def download_image(self, image_id: str, dest: Path) -> None:
         tmp = dest.with_suffix(".part")

@@ -15,7 +15,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import structlog
 
@@ -60,6 +61,15 @@ class EngineHealth:
     message: str | None
     since: float
     restarts: int = 0
+
+    def report(self) -> dict[str, Any]:
+        """As the ``engine`` of a registration or status report (`wire.EngineHealthReport`)."""
+        return {
+            "state": "UP" if self.up else "DOWN",
+            "message": self.message,
+            "since": datetime.fromtimestamp(self.since, UTC).isoformat(),
+            "restarts": self.restarts,
+        }
 
 
 NONE = "none"

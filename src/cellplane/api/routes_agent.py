@@ -1,6 +1,9 @@
 """The agent protocol: register, heartbeat, long-poll assignments, report status.
 
 Agents authenticate with the join token (once) and then with the host token they were given.
+Bodies are `cellplane.wire.agent` models (docs/agent-protocol.md), read only after the caller is
+authenticated: an unauthenticated caller learns nothing about what a valid body looks like. A
+body of another protocol version, or a malformed one, is a 422 problem naming the field.
 """
 
 from __future__ import annotations
@@ -22,12 +25,19 @@ router = APIRouter(tags=["agent"])
 
 @router.post("/v1/agent/register", dependencies=[join_route])
 def register(body: dict[str, Any], svc: Services = Depends(services)) -> dict[str, Any]:
-    return hosts.register(svc, body)
+    return hosts.register(svc, body).model_dump(mode="json", exclude_none=True)
 
 
 @router.post("/v1/agent/hosts/{host_id}/heartbeat", status_code=204, dependencies=[agent_route])
-def heartbeat(host_id: str, request: Request, svc: Services = Depends(services)) -> Response:
+def heartbeat(
+    host_id: str,
+    request: Request,
+    body: dict[str, Any] | None = None,
+    svc: Services = Depends(services),
+) -> Response:
     agent_principal(request, host_id)
+    if body is not None:  # agents of agent/v1 send one; an empty POST stays a heartbeat
+        hosts.check_heartbeat(body)
     hosts.heartbeat(svc, host_id)
     return Response(status_code=204)
 
@@ -46,7 +56,8 @@ async def assignments(
     current = await run_in_threadpool(hosts.current_revision, svc, host_id)
     if 0 < revision == current and wait > 0:
         await svc.notifier.wait(topic, seen, wait)
-    return await run_in_threadpool(hosts.assignments, svc, host_id, revision)
+    answer = await run_in_threadpool(hosts.assignments, svc, host_id, revision)
+    return answer.model_dump(mode="json")
 
 
 @router.post("/v1/agent/hosts/{host_id}/status", status_code=204, dependencies=[agent_route])
@@ -54,7 +65,7 @@ def status(
     host_id: str, body: dict[str, Any], request: Request, svc: Services = Depends(services)
 ) -> Response:
     agent_principal(request, host_id)
-    hosts.apply_status(svc, host_id, list(body.get("cells") or []))
+    hosts.apply_status(svc, host_id, hosts.parse_status(body))
     return Response(status_code=204)
 
 

@@ -14,6 +14,7 @@ from cellplane.drivers.base import (
     Driver,
     ExecResult,
     MountSpec,
+    NetworkSpec,
     PortSpec,
 )
 from cellplane.drivers.engine import PodmanService
@@ -42,6 +43,7 @@ __all__ = [
     "MountSpec",
     "NameConflict",
     "NetworkNotFound",
+    "NetworkSpec",
     "PermanentDriverError",
     "PodmanDriver",
     "PodmanService",

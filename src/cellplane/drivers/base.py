@@ -25,6 +25,7 @@ __all__ = [
     "Driver",
     "ExecResult",
     "MountSpec",
+    "NetworkSpec",
     "PortSpec",
 ]
 
@@ -99,6 +100,23 @@ class ContainerSpec:
 
 
 @dataclass(frozen=True)
+class NetworkSpec:
+    """A network as the engine must realise it (a project's `Network`, from the assignment).
+
+    `name` is the engine-side name; `subnet` (CIDR) is the control plane's allocation, None to
+    let the engine pick one from its pool; `driver` is the engine driver (`bridge` now; the
+    cross-host overlay plugs in here). Networks are isolated from each other and resolve their
+    containers by name; `internal` ones have no route out.
+    """
+
+    name: str
+    driver: str = "bridge"
+    subnet: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    internal: bool = False
+
+
+@dataclass(frozen=True)
 class ContainerInfo:
     """What the engine reports about one container.
 
@@ -141,8 +159,11 @@ class Driver(Protocol):
     def ping(self) -> None:
         """Return if the engine answers; raise TemporaryDriverError if not."""
 
-    def ensure_network(self, name: str, labels: dict[str, str], internal: bool = False) -> None:
-        """Create a bridge network with DNS, isolated from every other network, if absent."""
+    def ensure_network(self, spec: NetworkSpec) -> None:
+        """Create the network (DNS on, isolated from every other network) if absent.
+
+        A network of that name that exists already is kept as it is (adopted).
+        """
 
     def remove_network(self, name: str) -> None:
         """Remove a network; no error if it does not exist."""

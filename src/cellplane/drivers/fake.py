@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from cellplane.drivers import errors
-from cellplane.drivers.base import ContainerInfo, ContainerSpec, ExecResult, PortSpec
+from cellplane.drivers.base import (
+    ContainerInfo,
+    ContainerSpec,
+    ExecResult,
+    NetworkSpec,
+    PortSpec,
+)
 
 __all__ = ["FakeContainer", "FakeDriver"]
 
@@ -68,6 +74,7 @@ class FakeDriver:
         self.images: set[str] = set(images or [])
         self.networks: dict[str, dict[str, str]] = {}
         self.internal_networks: set[str] = set()
+        self.network_specs: dict[str, NetworkSpec] = {}
         self.volumes: dict[str, dict[str, str]] = {}
         self.containers: dict[str, FakeContainer] = {}
         self.calls: builtins.list[tuple[str, tuple[Any, ...]]] = []
@@ -143,10 +150,12 @@ class FakeDriver:
         with self._lock:
             self._record("ping")
 
-    def ensure_network(self, name: str, labels: dict[str, str], internal: bool = False) -> None:
+    def ensure_network(self, spec: NetworkSpec) -> None:
+        name, labels, internal = spec.name, spec.labels, spec.internal
         with self._lock:
             self._record("ensure_network", name, dict(labels), internal)
             self.networks.setdefault(name, dict(labels))
+            self.network_specs.setdefault(name, spec)
             if internal:
                 self.internal_networks.add(name)
 
@@ -156,6 +165,7 @@ class FakeDriver:
             if any(c.spec.network == name for c in self.containers.values()):
                 raise errors.PermanentDriverError(f"network {name} is being used")
             self.networks.pop(name, None)
+            self.network_specs.pop(name, None)
             self.internal_networks.discard(name)
 
     def list_networks(self, labels: dict[str, str]) -> builtins.list[str]:

@@ -28,7 +28,13 @@ import requests
 import urllib3.exceptions
 
 from cellplane.drivers import errors
-from cellplane.drivers.base import ContainerInfo, ContainerSpec, ExecResult, PortSpec
+from cellplane.drivers.base import (
+    ContainerInfo,
+    ContainerSpec,
+    ExecResult,
+    NetworkSpec,
+    PortSpec,
+)
 
 __all__ = [
     "DNS_OPTIONS",
@@ -242,16 +248,19 @@ def libpod_create_body(spec: ContainerSpec) -> dict[str, Any]:
     return body
 
 
-def libpod_network_body(name: str, labels: dict[str, str], internal: bool) -> dict[str, Any]:
-    """The libpod network create body: a bridge with DNS, isolated from other networks."""
-    return {
-        "name": name,
-        "driver": "bridge",
+def libpod_network_body(spec: NetworkSpec) -> dict[str, Any]:
+    """The libpod network create body: a network with DNS, isolated from other networks."""
+    body: dict[str, Any] = {
+        "name": spec.name,
+        "driver": spec.driver,
         "dns_enabled": True,
-        "internal": internal,
-        "labels": dict(labels),
+        "internal": spec.internal,
+        "labels": dict(spec.labels),
         "options": {"isolate": "true"},
     }
+    if spec.subnet is not None:
+        body["subnets"] = [{"subnet": spec.subnet}]
+    return body
 
 
 def _time_or_none(value: object) -> str | None:
@@ -387,10 +396,10 @@ class PodmanDriver:
 
     # -- networks ---------------------------------------------------------------------
 
-    def ensure_network(self, name: str, labels: dict[str, str], internal: bool = False) -> None:
+    def ensure_network(self, spec: NetworkSpec) -> None:
         try:
             with _translated("network"):
-                self._libpod_post("/networks/create", libpod_network_body(name, labels, internal))
+                self._libpod_post("/networks/create", libpod_network_body(spec))
         except errors.PermanentDriverError as exc:
             if "already" not in str(exc).lower():
                 raise

@@ -16,19 +16,23 @@ import hashlib
 import hmac
 import secrets
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cellplane import scheduler
-from cellplane.errors import NotFound, Unauthorized, ValidationFailed
+from cellplane.errors import FieldError, NotFound, Unauthorized, ValidationFailed
 from cellplane.ids import new_id, utcnow
+from cellplane.services import networks
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.context import Principal, Services
 from cellplane.services.views import host_view
 from cellplane.state.models import Cell, CellEvent, Host, Image, Setting, Task, Volume
+from cellplane.wire import agent as wire
 
 __all__ = [
     "JOIN_TOKEN_KEY",
@@ -40,7 +44,9 @@ __all__ = [
     "host_status",
     "list_hosts",
     "merge_report",
+    "network_description",
     "network_name",
+    "parse_status",
     "register",
     "set_maintenance",
     "snapshot",
@@ -187,28 +193,30 @@ def set_maintenance(svc: Services, host_id: str, enabled: bool) -> dict[str, Any
 # --- agent protocol -------------------------------------------------------------------------
 
 
-def register(svc: Services, body: dict[str, Any]) -> dict[str, Any]:
+def register(svc: Services, body: dict[str, Any] | wire.RegisterRequest) -> wire.RegisterAnswer:
     """Admit an agent presenting the join token; the same host name keeps its id.
 
     With a ``csr`` (CN: the host name) the answer also carries a host ``certificate`` and its
     ``certificate_chain`` from the deployment CA: an additional credential, for mutual TLS
     between server and agent (the agent presents it to the API instead of the host token, and
     will serve its endpoint with it); the host token keeps working.
+
+    The join token is checked before the body is read as a `wire.RegisterRequest`: a caller
+    without it learns nothing, not even what is missing or which protocol version is spoken.
     """
-    token = str(body.get("join_token") or "")
+    raw = body.model_dump() if isinstance(body, wire.RegisterRequest) else body
+    token = str(raw.get("join_token") or "") if isinstance(raw, dict) else ""
     with svc.db.reader() as s:
-        # The join token first: a caller without it learns nothing, not even what is missing.
         expected = s.get(Setting, JOIN_TOKEN_KEY)
         if expected is None or not hmac.compare_digest(expected.value, _sha(token)):
             raise Unauthorized("join token is not valid")
-    name = str(body.get("name") or "")
-    cap = body.get("capacity") or {}
+    req = _parse(wire.RegisterRequest, body)
+    name = req.name
     if not name:
         raise ValidationFailed.field("name", "required")
-    try:
-        cpu, mem, disk = float(cap["cpu"]), int(cap["memory_mb"]), int(cap["disk_gb"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValidationFailed.field("capacity", "needs cpu, memory_mb and disk_gb") from e
+    if req.capacity is None:
+        raise ValidationFailed.field("capacity", "needs cpu, memory_mb and disk_gb")
+    cpu, mem, disk = req.capacity.cpu, req.capacity.memory_mb, req.capacity.disk_gb
     now = utcnow()
     host_token = secrets.token_urlsafe(32)
     with svc.db.session() as s:
@@ -221,31 +229,58 @@ def register(svc: Services, body: dict[str, Any]) -> dict[str, Any]:
             s.add(h)
         # Revision 0 means "nothing seen yet" to agents: a host's revision is always above it.
         h.revision = max(h.revision or 0, 1)
-        h.address = str(body.get("address") or "127.0.0.1")
-        h.agent_url = body.get("agent_url")
-        h.agent_secret = body.get("agent_secret")
+        h.address = req.address or "127.0.0.1"
+        h.agent_url = req.agent_url
+        h.agent_secret = req.agent_secret
         h.token_hash = _sha(host_token)
-        h.labels = dict(body.get("labels") or {})
-        h.zone = body.get("zone")
+        h.labels = dict(req.labels)
+        h.zone = req.zone
         h.cpu, h.memory_mb, h.disk_gb = cpu, mem, disk
         h.last_heartbeat = now
         # An agent registers once its engine runs (it starts the engine first).
-        engine = body.get("engine")
-        _apply_engine(h, engine if isinstance(engine, dict) else {"state": "UP"}, now)
+        _apply_engine(h, req.engine or wire.EngineHealthReport(state="UP"), now)
         host_id = h.id
         cert = None
-        if body.get("csr") is not None:
-            csr = body["csr"]
-            if not isinstance(csr, str):
-                raise ValidationFailed.field("csr", "must be a PEM certificate signing request")
+        if req.csr is not None:
             from cellplane.identity import pki  # only for agents that ask for a certificate
 
-            cert = pki.issue_host_certificate(svc, s, host_id, name, csr, addresses=[h.address])
+            cert = pki.issue_host_certificate(svc, s, host_id, name, req.csr, addresses=[h.address])
     svc.notifier.publish("controller")
-    out = {"host_id": host_id, "host_token": host_token}
-    if cert is not None:
-        out |= {"certificate": cert["certificate"], "certificate_chain": cert["chain"]}
-    return out
+    return wire.RegisterAnswer(
+        api_version=wire.API_VERSION,
+        host_id=host_id,
+        host_token=host_token,
+        certificate=cert["certificate"] if cert is not None else None,
+        certificate_chain=cert["chain"] if cert is not None else None,
+    )
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _report_item(r: Any) -> wire.CellReport | wire.VolumeRemoved | wire.EngineItem:
+    try:
+        return wire.report_item(r)
+    except wire.ProtocolError as e:
+        raise ValidationFailed([FieldError(f, m) for f, m in e.problems]) from None
+
+
+def _parse(model: type[_M], body: Any) -> _M:
+    """An agent's message as `model`; a 422 problem naming each wrong field otherwise."""
+    try:
+        return wire.parse(model, body)
+    except wire.ProtocolError as e:
+        raise ValidationFailed([FieldError(f, m) for f, m in e.problems]) from None
+
+
+def parse_status(body: Any) -> list[wire.CellReport | wire.VolumeRemoved | wire.EngineItem]:
+    """A status body (`wire.StatusReport`) as its items; 422 naming the wrong fields."""
+    return list(_parse(wire.StatusReport, body).cells)
+
+
+def check_heartbeat(body: Any) -> None:
+    """A heartbeat body must speak this version (an empty body is an agent before versions)."""
+    _parse(wire.Heartbeat, body or {})
 
 
 def authenticate_host(svc: Services, host_id: str, token: str) -> Principal:
@@ -275,7 +310,12 @@ def current_revision(svc: Services, host_id: str) -> int:
         return h.revision
 
 
-def assignments(svc: Services, host_id: str, since: int) -> dict[str, Any]:
+def network_description(project_id: str) -> wire.NetworkDescription:
+    """The project's default network as the agent gets it (Network resource: `services.networks`)."""
+    return wire.NetworkDescription(name=network_name(project_id))
+
+
+def assignments(svc: Services, host_id: str, since: int) -> wire.Assignments:
     """Every cell on the host whose desired state changed after revision `since` (all if 0)."""
     with svc.db.reader() as s:
         h = s.get(Host, host_id)
@@ -293,54 +333,61 @@ def assignments(svc: Services, host_id: str, since: int) -> dict[str, Any]:
             v.name + "@" + v.project_id: v
             for v in s.scalars(select(Volume).where(Volume.host_id == host_id))
         }
+        rows = list(s.execute(q))
+        nets = networks.descriptions(s, {cell.network_id for cell, _ in rows if cell.network_id})
         cells = []
-        for cell, image in s.execute(q):
+        for cell, image in rows:
             mounts = []
             for m in cell.volumes or []:
                 v = vols.get(m["volume"] + "@" + cell.project_id)
                 if v is not None:
                     mounts.append(
-                        {
-                            "volume_id": v.id,
-                            "engine_name": volume_engine_name(v.id),
-                            "path": m["path"],
-                            "read_only": bool(m.get("read_only")),
-                        }
+                        wire.MountAssignment(
+                            volume_id=v.id,
+                            engine_name=volume_engine_name(v.id),
+                            path=m["path"],
+                            read_only=bool(m.get("read_only")),
+                        )
                     )
+            net = nets.get(cell.network_id or "") or network_description(cell.project_id)
             cells.append(
-                {
-                    "cell_id": cell.id,
-                    "name": cell.name,
-                    "project_id": cell.project_id,
-                    "network": network_name(cell.project_id),
-                    "image": {
-                        "id": image.id,
-                        "kind": image.kind,
-                        "engine_ref": image.engine_ref,
-                        "sha256": image.sha256,
-                    },
-                    "cpu": cell.cpu,
-                    "memory_mb": cell.memory_mb,
-                    "command": cell.command,
-                    "env": cell.env,
-                    "labels": cell.labels,
-                    "ports": cell.ports,
-                    "mounts": mounts,
-                    "restart": {"policy": cell.restart_policy, "max_retries": cell.max_retries},
-                    "stop_timeout": cell.stop_timeout,
-                    "desired_state": cell.desired_state,
-                    "restarts": cell.restarts,
-                    "restart_requested_at": (
+                wire.CellAssignment(
+                    cell_id=cell.id,
+                    name=cell.name,
+                    project_id=cell.project_id,
+                    network=net,
+                    image=wire.ImageRef(
+                        id=image.id,
+                        kind=image.kind,
+                        engine_ref=image.engine_ref,
+                        sha256=image.sha256,
+                    ),
+                    cpu=cell.cpu,
+                    memory_mb=cell.memory_mb,
+                    command=cell.command,
+                    env=cell.env or {},
+                    labels=cell.labels or {},
+                    ports=[wire.PortAssignment.model_validate(p) for p in cell.ports or []],
+                    mounts=mounts,
+                    restart=wire.RestartPolicy(
+                        policy=cell.restart_policy, max_retries=cell.max_retries
+                    ),
+                    stop_timeout=cell.stop_timeout,
+                    desired_state=cell.desired_state,
+                    restarts=cell.restarts,
+                    restart_requested_at=(
                         cell.restart_requested_at.isoformat() if cell.restart_requested_at else None
                     ),
-                    "ended_at": cell.ended_at.isoformat() if cell.ended_at else None,
-                }
+                    ended_at=cell.ended_at.isoformat() if cell.ended_at else None,
+                )
             )
         volumes = [
-            {"volume_id": v.id, "engine_name": volume_engine_name(v.id), "state": v.state}
+            wire.VolumeAssignment(
+                volume_id=v.id, engine_name=volume_engine_name(v.id), state=v.state
+            )
             for v in vols.values()
         ]
-        return {"revision": h.revision, "full": full, "cells": cells, "volumes": volumes}
+        return wire.Assignments(revision=h.revision, full=full, cells=cells, volumes=volumes)
 
 
 _EVENT_STEPS = {
@@ -380,7 +427,9 @@ def _final_exit(cell: Cell) -> bool:
 _WAITING = frozenset({"CREATING", "STARTING"})
 
 
-def merge_report(state: str, message: str | None, report: dict[str, Any]) -> tuple[str, str | None]:
+def merge_report(
+    state: str, message: str | None, report: dict[str, Any] | wire.CellReport
+) -> tuple[str, str | None]:
     """The cell's (state, message) after a status report (pure).
 
     - a FAILED cell stays FAILED, with its message, on a report that brings no news (a waiting
@@ -389,6 +438,8 @@ def merge_report(state: str, message: str | None, report: dict[str, Any]) -> tup
     - a report with a message sets it; one without keeps the message while the state is the
       same, and clears it when the state moves on (the problem it described is over).
     """
+    if isinstance(report, wire.CellReport):
+        report = report.model_dump(include=report.model_fields_set)
     new = str(report.get("state") or state)
     if "message" in report:
         return new, report.get("message")
@@ -399,22 +450,30 @@ def merge_report(state: str, message: str | None, report: dict[str, Any]) -> tup
     return new, None
 
 
-def _apply_engine(host: Host, engine: dict[str, Any], now: datetime) -> bool:
+def _apply_engine(host: Host, engine: wire.EngineHealthReport, now: datetime) -> bool:
     """Record the engine health an agent reported; returns whether the engine came back."""
-    state = "DOWN" if str(engine.get("state") or "UP").upper() == "DOWN" else "UP"
+    state = "DOWN" if (engine.state or "UP").upper() == "DOWN" else "UP"
     came_back = host.engine_state == "DOWN" and state == "UP"
     if state != host.engine_state or host.engine_since is None:
         host.engine_since = now
     host.engine_state = state
-    if engine.get("message"):
-        host.engine_message = str(engine["message"])[:2000]
+    if engine.message:
+        host.engine_message = engine.message[:2000]
     if came_back:
         host.engine_outages = (host.engine_outages or 0) + 1
     return came_back
 
 
-def apply_status(svc: Services, host_id: str, reports: list[dict[str, Any]]) -> None:
-    """Record what the agent observed; advance the tasks; forget cells whose removal is confirmed."""
+def apply_status(
+    svc: Services,
+    host_id: str,
+    reports: Sequence[wire.CellReport | wire.VolumeRemoved | wire.EngineItem | dict[str, Any]],
+) -> None:
+    """Record what the agent observed; advance the tasks; forget cells whose removal is confirmed.
+
+    Items are `wire` report items (dicts, from tests and in-process callers, are read as such).
+    """
+    items = [_report_item(r) for r in reports]
     now = utcnow()
     topics: set[str] = set()
     with svc.db.session() as s:
@@ -423,31 +482,28 @@ def apply_status(svc: Services, host_id: str, reports: list[dict[str, Any]]) -> 
             raise NotFound(f"host {host_id!r} does not exist")
         host.last_heartbeat = now
         removed_volumes = []
-        for r in reports:
-            if "volume_removed" in r:
-                removed_volumes.append(str(r["volume_removed"]))
+        for r in items:
+            if isinstance(r, wire.VolumeRemoved):
+                removed_volumes.append(r.volume_removed)
                 continue
-            if isinstance(r.get("engine"), dict):
-                if _apply_engine(host, r["engine"], now):
+            if isinstance(r, wire.EngineItem):
+                if _apply_engine(host, r.engine, now):
                     topics.add("controller")  # it takes cells again: place what waited
                 continue
-            cell = s.get(Cell, str(r.get("cell_id")))
+            sent = r.model_fields_set
+            cell = s.get(Cell, r.cell_id)
             if cell is None or cell.host_id != host_id:
                 continue
             task = s.get(Task, cell.task_id) if cell.task_id else None
-            for ev in r.get("events") or []:
-                at = _parse_at(ev.get("at"), now)
-                etype = str(ev.get("type", "event"))[:32]
-                s.add(
-                    CellEvent(
-                        cell_id=cell.id, at=at, type=etype, message=str(ev.get("message", ""))
-                    )
-                )
+            for ev in r.events:
+                at = _parse_at(ev.at, now)
+                etype = ev.type[:32]
+                s.add(CellEvent(cell_id=cell.id, at=at, type=etype, message=ev.message))
                 step = _EVENT_STEPS.get(etype)
                 if task is not None and step is not None:
                     tasks_mod.advance(task, step, "COMPLETED", at)
             state, message = merge_report(cell.state, cell.message, r)
-            if r.get("removed"):
+            if r.removed:
                 if task is not None:
                     tasks_mod.advance(task, "DELETE", "COMPLETED", now)
                     topics.add(f"task:{task.id}")
@@ -455,23 +511,23 @@ def apply_status(svc: Services, host_id: str, reports: list[dict[str, Any]]) -> 
                 topics.add(f"cell:{cell.id}")
                 continue
             cell.state = state
-            if "container_id" in r:
-                cell.container_id = r.get("container_id")
-            if "address" in r:
-                cell.address = r.get("address")
-            if "exit_code" in r:
-                cell.exit_code = r.get("exit_code")
-            if "restarts" in r:
-                cell.restarts = int(r.get("restarts") or 0)
-            if r.get("ended"):
+            if "container_id" in sent:
+                cell.container_id = r.container_id
+            if "address" in sent:
+                cell.address = r.address
+            if "exit_code" in sent:
+                cell.exit_code = r.exit_code
+            if "restarts" in sent:
+                cell.restarts = int(r.restarts or 0)
+            if r.ended:
                 cell.ended_at = now
-            elif r.get("container_id"):
+            elif r.container_id:
                 cell.ended_at = None  # it runs again
             cell.message = message
             cell.updated_at = now
             if task is not None:
                 if state == "FAILED" and cell.desired_state != "DELETED":
-                    tasks_mod.fail(task, str(r.get("message") or "the cell failed"), now)
+                    tasks_mod.fail(task, str(r.message or "the cell failed"), now)
                 elif state == "RUNNING" and cell.desired_state == "RUNNING":
                     tasks_mod.advance(task, "RUNNING", "COMPLETED", now)
                 elif (

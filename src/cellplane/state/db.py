@@ -31,6 +31,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from cellplane.state import networks as _networks  # noqa: F401  (registers the default-network hook)
+
 __all__ = ["Database", "PoolSizing", "SecondConnectionError", "migrate"]
 
 log = logging.getLogger("cellplane.db")

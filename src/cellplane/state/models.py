@@ -20,7 +20,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "Host",
     "IdempotencyRecord",
     "Image",
+    "Network",
     "Project",
     "Setting",
     "Task",
@@ -83,6 +84,29 @@ class Project(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     name: Mapped[str] = mapped_column(String(63))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Network(Base):
+    """A project's network. Each project has its default one (`state.networks` makes it).
+
+    `name` is the engine-side name (`cp-<project id>` for the default network, so deployments
+    made before networks were a resource are adopted unchanged); `subnet` is the control plane's
+    allocation, one /24 per network from a pool, never two networks with the same one.
+    """
+
+    __tablename__ = "networks"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    # A project's networks go with it (a tenant's projects are deleted in bulk).
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(63))
+    subnet: Mapped[str] = mapped_column(String(43), unique=True)
+    driver: Mapped[str] = mapped_column(String(16), default="bridge")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Never loaded (lazy="raise"): it tells the unit of work to insert the project first.
+    project: Mapped[Project] = relationship(lazy="raise")
 
 
 class Host(Base):
@@ -141,6 +165,9 @@ class Cell(Base):
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
     name: Mapped[str] = mapped_column(String(63))
     image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), index=True)
+    # The network the cell joins (its project's default network unless said otherwise).
+    network_id: Mapped[str | None] = mapped_column(ForeignKey("networks.id"), index=True)
+    network: Mapped[Network | None] = relationship(lazy="raise")  # flush order only
     flavor: Mapped[str | None] = mapped_column(String(63))
     cpu: Mapped[float] = mapped_column(Float)
     memory_mb: Mapped[int] = mapped_column(Integer)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from cellplane.drivers import errors
-from cellplane.drivers.base import ContainerSpec, ExecResult
+from cellplane.drivers.base import ContainerSpec, ExecResult, NetworkSpec
 from cellplane.drivers.engine import PodmanService
 from cellplane.drivers.podman import PodmanDriver
 from cellplane.testing.busybox import build_busybox_archive
@@ -64,7 +64,7 @@ class Engine:
 
     def network(self, stem: str) -> str:
         name = self.name(stem)
-        self.driver.ensure_network(name, self.labels)
+        self.driver.ensure_network(NetworkSpec(name, labels=self.labels))
         return name
 
 

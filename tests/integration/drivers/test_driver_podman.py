@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cellplane.drivers import errors
-from cellplane.drivers.base import ContainerSpec, MountSpec, PortSpec
+from cellplane.drivers.base import ContainerSpec, MountSpec, NetworkSpec, PortSpec
 from cellplane.drivers.podman import PodmanDriver
 from cellplane.testing.busybox import build_busybox_archive
 
@@ -212,7 +212,7 @@ def test_different_networks_are_isolated(engine: Engine) -> None:
 def test_network_and_volume_housekeeping(engine: Engine) -> None:
     driver = engine.driver
     network = engine.network("house")
-    driver.ensure_network(network, engine.labels)  # idempotent
+    driver.ensure_network(NetworkSpec(network, labels=engine.labels))  # idempotent
     assert network in driver.list_networks(engine.labels)
     driver.remove_network(network)
     driver.remove_network(network)  # idempotent

@@ -17,6 +17,7 @@ import pytest
 from cellplane.agent import runner
 from cellplane.agent.runner import Agent, AgentConfig
 from cellplane.drivers.fake import FakeDriver
+from cellplane.wire.agent import RegisterRequest
 
 HOST_ID = "hst-test"
 
@@ -29,8 +30,8 @@ class FakeServer:
         self.downloads: list[tuple[str, Path]] = []
         self.pending: list[dict[str, Any]] = []
 
-    def register(self, body: dict[str, Any]) -> str:
-        self.registrations.append(body)
+    def register(self, body: RegisterRequest) -> str:
+        self.registrations.append(body.model_dump(mode="json"))
         return HOST_ID
 
     def assignments(self, revision: int, wait: float) -> dict[str, Any]:

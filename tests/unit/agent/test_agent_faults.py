@@ -13,6 +13,7 @@ import pytest
 from cellplane.agent import supervisor as sup
 from cellplane.agent.runner import Agent, container_spec
 from cellplane.agent.supervisor import EngineHealth, EngineSupervisor, EngineWatch
+from cellplane.drivers.base import NetworkSpec
 from cellplane.drivers.errors import TemporaryDriverError
 from cellplane.drivers.fake import FakeDriver
 
@@ -260,7 +261,7 @@ def test_remove_without_a_known_container_id_finds_it_by_name(
     container as an orphan (nobody claims it yet), so the cached view knows no container for the
     deleted cell. The removal must find it by name and report done only once it is gone."""
     driver.images.add(ENGINE_REF)
-    driver.ensure_network("cp-prj-1", {})
+    driver.ensure_network(NetworkSpec("cp-prj-1"))
     cid = driver.create(container_spec(assignment("cel-1"), HOST_ID, ENGINE_REF))
     driver.start(cid)
     agent = agent_factory()

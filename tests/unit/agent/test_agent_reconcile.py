@@ -21,6 +21,7 @@ from cellplane.agent.reconcile import (
     reconcile,
 )
 from cellplane.drivers.base import ContainerInfo
+from cellplane.wire.agent import CellAssignment, ImageRef, NetworkDescription, RestartPolicy
 
 CID = "cel-1"
 NOW = 1_000_000.0
@@ -33,14 +34,20 @@ def cell(
     restarts: int = 0,
     restart_requested_at: str | None = None,
     cell_id: str = CID,
-) -> dict[str, Any]:
-    return {
-        "cell_id": cell_id,
-        "desired_state": desired,
-        "restart": {"policy": policy, "max_retries": max_retries},
-        "restarts": restarts,
-        "restart_requested_at": restart_requested_at,
-    }
+) -> CellAssignment:
+    return CellAssignment(
+        cell_id=cell_id,
+        name=cell_id,
+        project_id="prj-1",
+        network=NetworkDescription(name="cp-prj-1"),
+        image=ImageRef(id="img-1", kind="archive"),
+        cpu=1,
+        memory_mb=64,
+        desired_state=desired,
+        restart=RestartPolicy(policy=policy, max_retries=max_retries),
+        restarts=restarts,
+        restart_requested_at=restart_requested_at,
+    )
 
 
 def info(
@@ -71,13 +78,13 @@ def exited(code: int, ran_s: float = 1.0) -> ContainerInfo:
 
 
 def run(
-    c: dict[str, Any] | None,
+    c: CellAssignment | None,
     i: ContainerInfo | None,
     memory: Memory | None = None,
     now: float = NOW,
     **kw: Any,
 ) -> list[Action]:
-    desired = {c["cell_id"]: c} if c else {}
+    desired = {c.cell_id: c} if c else {}
     observed = {i.labels["cellplane.cell"]: i} if (i and c) else {}
     kw.setdefault("full_sync", True)
     return reconcile(desired, observed, kw.pop("orphans", []), memory or Memory(), now, **kw)
@@ -333,11 +340,11 @@ def test_an_ended_cell_stays_ended_until_started_again() -> None:
 
 def test_a_restarted_agent_learns_the_end_from_the_server() -> None:
     """Memory is lost with the agent; the assignment's `ended_at` keeps the cell ended."""
-    ended = {**cell(), "ended_at": "2024-01-01T00:01:00+00:00"}
+    ended = cell().model_copy(update={"ended_at": "2024-01-01T00:01:00+00:00"})
     assert run(ended, None, Memory()) == []
-    older_request = {**ended, "restart_requested_at": "2024-01-01T00:00:30+00:00"}
+    older_request = ended.model_copy(update={"restart_requested_at": "2024-01-01T00:00:30+00:00"})
     assert run(older_request, None, Memory()) == []
-    newer_request = {**ended, "restart_requested_at": "2024-01-01T00:02:00+00:00"}
+    newer_request = ended.model_copy(update={"restart_requested_at": "2024-01-01T00:02:00+00:00"})
     (a,) = run(newer_request, None, Memory())
     assert (a.kind, a.reason) == ("CREATE", "created")
 

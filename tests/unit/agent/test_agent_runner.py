@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from cellplane.agent.runner import Agent, container_spec
+from cellplane.drivers.base import NetworkSpec
 from cellplane.drivers.errors import TemporaryDriverError
 from cellplane.drivers.fake import FakeDriver
 
@@ -271,7 +272,7 @@ def test_orphans_are_removed_after_the_first_full_assignment(
     agent_factory: AgentFactory, driver: FakeDriver, run_pass: RunPass
 ) -> None:
     driver.images.add(ENGINE_REF)
-    driver.ensure_network("cp-prj-1", {})
+    driver.ensure_network(NetworkSpec("cp-prj-1"))
     agent = agent_factory()
     orphan_id = driver.create(container_spec(assignment("cel-old"), HOST_ID, ENGINE_REF))
     foreign_id = driver.create(container_spec(assignment("cel-x"), "hst-other", ENGINE_REF))

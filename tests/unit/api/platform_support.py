@@ -121,6 +121,7 @@ class Platform:
 
     def register_host(self, name: str = "host-1", **capacity: Any) -> tuple[str, str]:
         body = {
+            "api_version": "agent/v1",
             "join_token": self.join_token,
             "name": name,
             "address": "10.0.0.1",
@@ -144,7 +145,7 @@ class Platform:
     def report(self, *cells: dict[str, Any]) -> None:
         r = self.client.post(
             f"/v1/agent/hosts/{self.host_id}/status",
-            json={"cells": list(cells)},
+            json={"api_version": "agent/v1", "cells": list(cells)},
             headers=self.agent,
         )
         assert r.status_code == 204, r.text

@@ -287,6 +287,7 @@ BODIES: dict[str, Callable[[TenantWorld], Any]] = {
     "POST /v1/clusters/{cluster_id}/config": lambda w: {"configuration": {}},
     "POST /v1/agent/register": lambda w: {"join_token": "x", "name": "h"},
     "POST /v1/agent/hosts/{host_id}/status": lambda w: {"cells": []},
+    "POST /v1/agent/hosts/{host_id}/heartbeat": lambda w: {"api_version": "agent/v1"},
     "POST /v1/tenants": lambda w: {"name": "t" + _n()},
     "POST /v1/users": lambda w: {"name": "u" + _n()},
     "PATCH /v1/users/{user}": lambda w: {"display_name": "renamed"},

@@ -34,7 +34,13 @@ def test_create_run_stop_delete(plat: Platform) -> None:
     rev = a["revision"]
     # Nothing changed since: an immediate, empty delta.
     d = plat.assignments(rev, wait=0)
-    assert d == {"revision": rev, "full": False, "cells": [], "volumes": []}
+    assert d == {
+        "api_version": "agent/v1",
+        "revision": rev,
+        "full": False,
+        "cells": [],
+        "volumes": [],
+    }
 
     plat.report(
         {

@@ -116,6 +116,7 @@ EXCLUDED = {
     "PATCH /v1/users/{user}": "the same fields as POST /v1/users, which is covered",
     "POST /v1/agent/register": "the agent protocol, with the join token",
     "POST /v1/agent/hosts/{host_id}/status": "the agent protocol",
+    "POST /v1/agent/hosts/{host_id}/heartbeat": "the agent protocol (api_version only)",
     "PUT /v1/identity/ldap": "checked against a live directory (tests/integration/identity)",
     "POST /v1/certificates": "a PEM CSR, parsed by cryptography",
     "POST /v1/projects/{project}/clusters": "specs: tests/unit/clusters; needs the distro's binaries",

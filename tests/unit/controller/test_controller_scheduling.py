@@ -57,7 +57,7 @@ def test_one_revision_bump_per_host_per_pass(plat: Platform) -> None:
     rev = hosts.current_revision(plat.svc, plat.host_id)
     plat.schedule()
     assert hosts.current_revision(plat.svc, plat.host_id) == rev + 1
-    a = hosts.assignments(plat.svc, plat.host_id, rev)
+    a = hosts.assignments(plat.svc, plat.host_id, rev).model_dump(mode="json")
     assert {c["cell_id"] for c in a["cells"]} == set(ids)
 
 
@@ -124,7 +124,8 @@ def test_volume_binds_to_the_first_host_and_pins_later_cells(plat: Platform) -> 
     second, _ = _create(plat, "second", volumes=[{"volume": "data", "path": "/d"}])
     plat.schedule()
     assert plat.cell(second)["host"] == plat.host_id
-    by_id = {c["cell_id"]: c for c in hosts.assignments(plat.svc, plat.host_id, 0)["cells"]}
+    full = hosts.assignments(plat.svc, plat.host_id, 0).model_dump(mode="json")
+    by_id = {c["cell_id"]: c for c in full["cells"]}
     assert set(by_id) == {first, second}
     (mount,) = by_id[second]["mounts"]
     assert mount == {
@@ -133,4 +134,4 @@ def test_volume_binds_to_the_first_host_and_pins_later_cells(plat: Platform) -> 
         "path": "/d",
         "read_only": False,
     }
-    assert hosts.assignments(plat.svc, other, 0)["cells"] == []
+    assert hosts.assignments(plat.svc, other, 0).cells == []

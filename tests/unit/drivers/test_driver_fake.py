@@ -8,7 +8,7 @@ import pytest
 
 from cellplane import drivers
 from cellplane.drivers import errors
-from cellplane.drivers.base import ContainerSpec, Driver, MountSpec, PortSpec
+from cellplane.drivers.base import ContainerSpec, Driver, MountSpec, NetworkSpec, PortSpec
 from cellplane.drivers.fake import FakeDriver
 from cellplane.drivers.podman import PodmanDriver
 
@@ -35,7 +35,7 @@ def test_both_drivers_satisfy_the_protocol(tmp_path: Path) -> None:
 
 
 def test_lifecycle(fake: FakeDriver) -> None:
-    fake.ensure_network("net", {"p": "1"})
+    fake.ensure_network(NetworkSpec("net", labels={"p": "1"}))
     cid = fake.create(spec(network="net", ports=[PortSpec(80)]))
     assert fake.inspect(cid).state == "created"
     fake.start(cid)
@@ -91,7 +91,7 @@ def test_volumes_and_networks(fake: FakeDriver) -> None:
     fake.remove_volume("v")
     fake.remove_volume("v")  # idempotent
     assert fake.list_volumes({}) == []
-    fake.ensure_network("n", {"p": "1"}, internal=True)
+    fake.ensure_network(NetworkSpec("n", labels={"p": "1"}, internal=True))
     assert fake.list_networks({"p": "1"}) == ["n"] and "n" in fake.internal_networks
     fake.remove_network("n")
     fake.remove_network("n")

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from cellplane.drivers import errors
-from cellplane.drivers.base import ContainerSpec, MountSpec, PortSpec
+from cellplane.drivers.base import ContainerSpec, MountSpec, NetworkSpec, PortSpec
 from cellplane.drivers.podman import (
     compat_create_body,
     container_info_from_inspect,
@@ -108,7 +108,7 @@ def test_body_builders_refuse_the_wrong_kind_of_spec() -> None:
 
 
 def test_network_body_is_isolated_bridge_with_dns() -> None:
-    body = libpod_network_body("n", {"cellplane.project": "p"}, internal=True)
+    body = libpod_network_body(NetworkSpec("n", labels={"cellplane.project": "p"}, internal=True))
     assert body == {
         "name": "n",
         "driver": "bridge",
@@ -244,3 +244,9 @@ def test_parse_load_output() -> None:
     assert parse_load_output([{"status": "progress"}]) == []
     with pytest.raises(errors.PermanentDriverError):
         parse_load_output([{"error": "payload does not match any of the supported formats"}])
+
+
+def test_network_body_carries_the_control_planes_subnet_when_given() -> None:
+    body = libpod_network_body(NetworkSpec("cp-prj-1", subnet="10.128.3.0/24"))
+    assert body["subnets"] == [{"subnet": "10.128.3.0/24"}]
+    assert "subnets" not in libpod_network_body(NetworkSpec("cp-prj-1"))

@@ -92,7 +92,7 @@ def test_registering_again_supersedes_the_previous_host_certificate(
 def test_register_without_a_csr_is_unchanged(plat: Platform) -> None:
     r = _register(plat, "node-9")
     assert r.status_code == 200
-    assert set(r.json()) == {"host_id", "host_token"}
+    assert set(r.json()) == {"api_version", "host_id", "host_token"}
 
 
 @pytest.mark.parametrize(

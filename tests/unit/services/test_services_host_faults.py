@@ -137,12 +137,13 @@ def test_heartbeat_staleness_wins_over_engine_health(plat: Platform) -> None:
 def test_registering_agent_reports_its_engine(plat: Platform) -> None:
     hosts.apply_status(plat.svc, plat.host_id, [{"engine": DOWN}])
     body = {
+        "api_version": "agent/v1",
         "join_token": plat.join_token,
         "name": "host-1",
         "capacity": {"cpu": 8, "memory_mb": 4096, "disk_gb": 100},
         "engine": {"state": "UP"},
     }
-    hosts.register(plat.svc, body)
+    hosts.register(plat.svc, body).model_dump()
     assert hosts.get_host(plat.svc, plat.host_id)["state"] == "READY"
 
 
@@ -154,7 +155,7 @@ def test_an_ended_cell_is_remembered_in_its_assignment(plat: Platform) -> None:
     hosts.apply_status(
         plat.svc, plat.host_id, [{"cell_id": cid, "state": "RUNNING", "container_id": "c1"}]
     )
-    (cell,) = hosts.assignments(plat.svc, plat.host_id, 0)["cells"]
+    (cell,) = hosts.assignments(plat.svc, plat.host_id, 0).model_dump(mode="json")["cells"]
     assert cell["ended_at"] is None
     gone = "its container was removed outside Cellplane (restart policy never): the cell ends"
     hosts.apply_status(
@@ -164,11 +165,11 @@ def test_an_ended_cell_is_remembered_in_its_assignment(plat: Platform) -> None:
     )
     view = plat.cell(cid)
     assert (view["state"], view["message"]) == ("FAILED", gone)
-    (cell,) = hosts.assignments(plat.svc, plat.host_id, 0)["cells"]
+    (cell,) = hosts.assignments(plat.svc, plat.host_id, 0).model_dump(mode="json")["cells"]
     assert cell["ended_at"] is not None
     # Started again and running: no longer ended.
     hosts.apply_status(
         plat.svc, plat.host_id, [{"cell_id": cid, "state": "RUNNING", "container_id": "c2"}]
     )
-    (cell,) = hosts.assignments(plat.svc, plat.host_id, 0)["cells"]
+    (cell,) = hosts.assignments(plat.svc, plat.host_id, 0).model_dump(mode="json")["cells"]
     assert cell["ended_at"] is None

@@ -24,6 +24,7 @@ def _placed(plat: Platform, name: str, **body: object) -> str:
 
 def _body(plat: Platform, name: str = "host-1", **over: object) -> dict[str, object]:
     return {
+        "api_version": "agent/v1",
         "join_token": plat.join_token,
         "name": name,
         "capacity": {"cpu": 4, "memory_mb": 2048, "disk_gb": 10},
@@ -32,7 +33,7 @@ def _body(plat: Platform, name: str = "host-1", **over: object) -> dict[str, obj
 
 
 def test_register_same_name_keeps_the_id_and_rotates_the_token(plat: Platform) -> None:
-    again = hosts.register(plat.svc, _body(plat))
+    again = hosts.register(plat.svc, _body(plat)).model_dump()
     assert again["host_id"] == plat.host_id
     assert again["host_token"] != plat.host_token
     # The old token no longer works, the new one does.
@@ -46,12 +47,12 @@ def test_register_same_name_keeps_the_id_and_rotates_the_token(plat: Platform) -
 
 def test_register_refuses_a_wrong_join_token_and_bad_bodies(plat: Platform) -> None:
     with pytest.raises(Unauthorized):
-        hosts.register(plat.svc, _body(plat, "host-2", join_token="cpj_wrong"))
+        hosts.register(plat.svc, _body(plat, "host-2", join_token="cpj_wrong")).model_dump()
     with pytest.raises(ValidationFailed) as e:
-        hosts.register(plat.svc, _body(plat, "host-2", capacity={"cpu": 1}))
-    assert e.value.errors[0].field == "capacity"
+        hosts.register(plat.svc, _body(plat, "host-2", capacity={"cpu": 1})).model_dump()
+    assert e.value.errors[0].field.startswith("capacity")
     with pytest.raises(ValidationFailed) as e:
-        hosts.register(plat.svc, _body(plat, ""))
+        hosts.register(plat.svc, _body(plat, "")).model_dump()
     assert e.value.errors[0].field == "name"
     assert len(hosts.list_hosts(plat.svc)) == 1
 
@@ -81,24 +82,29 @@ def test_host_state_follows_heartbeat_age(plat: Platform) -> None:
 def test_assignments_full_then_delta(plat: Platform) -> None:
     a = _placed(plat, "a")
     b = _placed(plat, "b")
-    full = hosts.assignments(plat.svc, plat.host_id, 0)
+    full = hosts.assignments(plat.svc, plat.host_id, 0).model_dump(mode="json")
     assert full["full"] is True
     assert {c["cell_id"] for c in full["cells"]} == {a, b}
     rev = full["revision"]
-    delta = hosts.assignments(plat.svc, plat.host_id, rev)
+    delta = hosts.assignments(plat.svc, plat.host_id, rev).model_dump(mode="json")
     assert delta["full"] is False and delta["cells"] == []
     # A revision from the future (a server that lost state) gets the full view again.
-    assert hosts.assignments(plat.svc, plat.host_id, rev + 100)["full"] is True
+    assert (
+        hosts.assignments(plat.svc, plat.host_id, rev + 100).model_dump(mode="json")["full"] is True
+    )
     cell = full["cells"][0]
     assert cell["image"]["kind"] == "host"
-    assert cell["network"] == hosts.network_name(cell["project_id"])
+    # The project's default network: its engine-side name as always, its subnet, its driver.
+    assert cell["network"]["name"] == hosts.network_name(cell["project_id"])
+    assert cell["network"]["driver"] == "bridge"
+    assert cell["network"]["subnet"].startswith("10.")
     assert cell["restart"] == {"policy": "never", "max_retries": None}
     assert cell["desired_state"] == "RUNNING"
 
 
 def test_unknown_hosts_are_not_found(plat: Platform) -> None:
     with pytest.raises(NotFound):
-        hosts.assignments(plat.svc, "hst-nope", 0)
+        hosts.assignments(plat.svc, "hst-nope", 0).model_dump(mode="json")
     with pytest.raises(NotFound):
         hosts.current_revision(plat.svc, "hst-nope")
     with pytest.raises(NotFound):
@@ -114,7 +120,7 @@ def test_maintenance_by_name_and_back(plat: Platform) -> None:
 
 def test_apply_status_ignores_cells_of_other_hosts_and_unknown_cells(plat: Platform) -> None:
     cid = _placed(plat, "web")
-    other_id = hosts.register(plat.svc, _body(plat, "host-2"))["host_id"]
+    other_id = hosts.register(plat.svc, _body(plat, "host-2")).model_dump()["host_id"]
     hosts.apply_status(plat.svc, other_id, [{"cell_id": cid, "state": "RUNNING"}])
     hosts.apply_status(plat.svc, plat.host_id, [{"cell_id": "cel-nope", "state": "RUNNING"}])
     assert plat.cell(cid)["state"] == "SCHEDULED"
@@ -203,11 +209,11 @@ def test_volume_removed_report_drops_a_deleting_volume(plat: Platform) -> None:
     hosts.apply_status(plat.svc, plat.host_id, [{"cell_id": cid, "removed": True}])
     rev = hosts.current_revision(plat.svc, plat.host_id)
     assert plat.client.delete(f"/v1/volumes/{vid}", headers=plat.admin).status_code == 204
-    a = hosts.assignments(plat.svc, plat.host_id, rev)
+    a = hosts.assignments(plat.svc, plat.host_id, rev).model_dump(mode="json")
     assert a["revision"] == rev + 1
     assert a["volumes"] == [{"volume_id": vid, "engine_name": f"cp-{vid}", "state": "DELETING"}]
     hosts.apply_status(plat.svc, plat.host_id, [{"volume_removed": vid}])
-    assert hosts.assignments(plat.svc, plat.host_id, 0)["volumes"] == []
+    assert hosts.assignments(plat.svc, plat.host_id, 0).model_dump(mode="json")["volumes"] == []
 
 
 def test_restart_request_time_survives_a_non_utc_agent(
@@ -222,7 +228,7 @@ def test_restart_request_time_survives_a_non_utc_agent(
     cid = _placed(plat, "web")
     before = time.time()
     assert plat.client.post(f"/v1/cells/{cid}/restart", headers=plat.admin).status_code == 202
-    (cell,) = hosts.assignments(plat.svc, plat.host_id, 0)["cells"]
+    (cell,) = hosts.assignments(plat.svc, plat.host_id, 0).model_dump(mode="json")["cells"]
     stamp = cell["restart_requested_at"]
     with monkeypatch.context() as m:
         m.setenv("TZ", "JST-9")  # UTC+9, as a POSIX TZ string: no zoneinfo needed

@@ -1,0 +1,122 @@
+"""What a cell needs on the engine before and around its container: image, network, volumes.
+
+`runner.Agent` owns one `Preparer`. Each resource is prepared once per agent process (a set
+remembers what is ready; a lock keeps two actions from preparing the same one at once) and is
+adopted when the engine already has it, so a restarted agent carries on with what exists.
+Creating and removing a cell's container live here too: they are the engine side of an action,
+while the runner decides which action to take.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from pathlib import Path
+from typing import Any
+
+from cellplane.agent.server_client import ServerClient
+from cellplane.agent.spec import HOST_LABEL, container_name, container_spec, network_spec
+from cellplane.agent.spec import event as _event
+from cellplane.drivers.base import Driver
+from cellplane.drivers.errors import ContainerNotFound, NameConflict, TemporaryDriverError
+from cellplane.wire import agent as wire
+
+__all__ = ["Preparer"]
+
+
+class Preparer:
+    def __init__(
+        self, driver: Driver, server: ServerClient, data_dir: Path, *, subnets: bool
+    ) -> None:
+        self.driver = driver
+        self.server = server
+        self.data_dir = data_dir
+        self.subnets = subnets  # create networks with the control plane's subnet
+        self._images: set[str] = set()
+        self._networks: set[str] = set()
+        self._volumes: set[str] = set()
+        self._lock = threading.Lock()
+
+    def image(self, cell: wire.CellAssignment) -> str | None:
+        """The engine reference of the cell's image, loaded from the server when missing."""
+        image = cell.image
+        if image.kind == "host":
+            return None
+        ref = str(image.engine_ref)
+        if ref in self._images:
+            return ref
+        with self._lock:
+            if ref in self._images:
+                return ref
+            if not self.driver.has_image(ref):
+                dest = self.data_dir / "images" / f"{image.id}.tar"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                self.server.download_image(image.id, dest)
+                try:
+                    self.driver.load_image(dest)
+                finally:
+                    dest.unlink(missing_ok=True)
+            self._images.add(ref)
+        return ref
+
+    def network(self, cell: wire.CellAssignment, host_id: str) -> None:
+        name = cell.network.name
+        if name in self._networks:
+            return
+        with self._lock:
+            if name not in self._networks:
+                self.driver.ensure_network(network_spec(cell, host_id, with_subnet=self.subnets))
+                self._networks.add(name)
+
+    def volume(self, name: str, volume_id: str, host_id: str) -> None:
+        if name in self._volumes:
+            return
+        with self._lock:
+            if name not in self._volumes:
+                self.driver.ensure_volume(
+                    name, {HOST_LABEL: host_id, "cellplane.volume": volume_id}
+                )
+                self._volumes.add(name)
+
+    def forget_volume(self, name: str) -> None:
+        """The volume was removed: prepare it again if a cell needs it later."""
+        self._volumes.discard(name)
+
+    def create(
+        self,
+        cell: wire.CellAssignment,
+        host_id: str,
+        events: list[dict[str, Any]],
+        *,
+        recreated: bool,
+    ) -> None:
+        """Create and start the cell's container (adopting one an earlier pass created)."""
+        image_ref = self.image(cell)
+        events.append(_event("image-ready", cell.image.id))
+        self.network(cell, host_id)
+        for m in cell.mounts:
+            self.volume(m.engine_name, m.volume_id, host_id)
+        spec = container_spec(cell, host_id, image_ref)
+        try:
+            cid = self.driver.create(spec)
+        except NameConflict:
+            # Created by an earlier pass that did not live to report it: use that one.
+            cid = self.driver.inspect(spec.name).id
+        events.append(_event("recreated" if recreated else "created", cid[:12]))
+        self.driver.start(cid)
+        events.append(_event("started", ""))
+
+    def remove(self, container_id: str | None) -> None:
+        if not container_id:
+            return
+        with contextlib.suppress(ContainerNotFound):
+            self.driver.remove(container_id, force=True)
+
+    def confirm_gone(self, cell_id: str, container_id: str | None) -> None:
+        """Raise (the action is retried) unless the engine knows no container of this cell."""
+        for ref in dict.fromkeys(r for r in (container_id, container_name(cell_id)) if r):
+            try:
+                info = self.driver.inspect(ref)
+            except ContainerNotFound:
+                continue
+            raise TemporaryDriverError(f"container {info.id[:12]} of {cell_id} is still there")

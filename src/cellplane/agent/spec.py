@@ -1,0 +1,114 @@
+"""What the agent derives from its configuration and its assignments, without I/O.
+
+`runner.Agent` uses these: the host's capacity, a cell's container name and engine spec, the
+engine network a cell joins, the labels that mark what belongs to this host. Pure, so they are
+tested without an engine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cellplane.drivers.base import ContainerSpec, MountSpec, NetworkSpec, PortSpec
+from cellplane.wire import agent as wire
+
+__all__ = [
+    "CELL_LABEL",
+    "HOST_LABEL",
+    "PROJECT_LABEL",
+    "AgentConfig",
+    "container_name",
+    "container_spec",
+    "event",
+    "host_capacity",
+    "network_spec",
+]
+
+CELL_LABEL = "cellplane.cell"
+HOST_LABEL = "cellplane.host"
+PROJECT_LABEL = "cellplane.project"
+
+
+@dataclass
+class AgentConfig:
+    server_url: str
+    join_token: str
+    data_dir: Path
+    name: str = field(default_factory=socket.gethostname)
+    address: str = "127.0.0.1"
+    labels: dict[str, str] = field(default_factory=dict)
+    zone: str | None = None
+    cpu_ratio: float = 16.0  # CPU overcommit, as OpenStack's default allocation ratio
+    memory_ratio: float = 1.0
+    parallelism: int = 8
+    resync_s: float = 1.0
+    heartbeat_s: float = 5.0
+    verify: bool | str = True
+    # Whether engine networks get the control plane's subnet (the assignment's) or one the engine
+    # picks from its own pool, as before networks were a resource. Off until the control plane
+    # owns addressing across hosts (the overlay): several engines on one machine (tests, dev
+    # hosts) are kept apart by their own subnet pools.
+    control_plane_subnets: bool = False
+
+
+def host_capacity(data_dir: Path, cpu_ratio: float, memory_ratio: float) -> wire.HostCapacity:
+    cpus = os.cpu_count() or 1
+    mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    disk_gb = shutil.disk_usage(data_dir).free // (1024**3)
+    return wire.HostCapacity(
+        cpu=round(cpus * cpu_ratio, 3),
+        memory_mb=int(mem_mb * memory_ratio),
+        disk_gb=int(disk_gb),
+    )
+
+
+def container_name(cell_id: str) -> str:
+    return f"cp-{cell_id}"
+
+
+def network_spec(
+    cell: wire.CellAssignment, host_id: str, *, with_subnet: bool = False
+) -> NetworkSpec:
+    """The engine network a cell joins, labelled as this host's and its project's."""
+    net = cell.network
+    return NetworkSpec(
+        name=net.name,
+        driver=net.driver,
+        subnet=net.subnet if with_subnet else None,
+        labels={HOST_LABEL: host_id, PROJECT_LABEL: cell.project_id},
+    )
+
+
+def container_spec(
+    cell: wire.CellAssignment | dict[str, Any], host_id: str, image_ref: str | None
+) -> ContainerSpec:
+    """The engine container for a cell; pure, so it is tested without an engine."""
+    c = wire.parse(wire.CellAssignment, cell)
+    labels = {k: v for k, v in c.labels.items() if not k.startswith("cellplane.")}
+    labels.update({CELL_LABEL: c.cell_id, HOST_LABEL: host_id, PROJECT_LABEL: c.project_id})
+    kind = c.image.kind
+    return ContainerSpec(
+        name=container_name(c.cell_id),
+        image=image_ref if kind != "host" else None,
+        rootfs="/" if kind == "host" else None,
+        command=list(c.command) if c.command else None,
+        env=dict(c.env),
+        labels=labels,
+        hostname=c.name,
+        network=c.network.name,
+        aliases=[c.name],
+        cpu=float(c.cpu),
+        memory_mb=int(c.memory_mb),
+        ports=[PortSpec(p.container_port, p.host_port, p.protocol) for p in c.ports],
+        mounts=[MountSpec(m.engine_name, m.path, m.read_only) for m in c.mounts],
+    )
+
+
+def event(kind: str, message: str) -> dict[str, Any]:
+    return {"at": datetime.now(UTC).isoformat(), "type": kind, "message": message}
