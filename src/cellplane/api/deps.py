@@ -68,9 +68,9 @@ def _client_certificate(request: Request) -> Principal | None:
     chain = tls.get("client_cert_chain") or []
     if not chain:
         return None
-    from cellplane.identity import pki  # only for mutual TLS: x509 stays out otherwise
+    from cellplane.identity import mtls  # only for mutual TLS: x509 stays out otherwise
 
-    return pki.principal_from_client_cert(services(request), list(chain))
+    return mtls.principal_from_client_cert(services(request), list(chain))
 
 
 def authenticate(request: Request) -> Principal:

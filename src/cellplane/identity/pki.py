@@ -8,8 +8,7 @@
 - every issued certificate is a row of ``certificates`` (:class:`IssuedCertificateRecord`);
   revocations are saved both there and in the CA's ``revoked.json``, and on load the CA takes
   over any revocation the database knows and the files do not (a crash between the two writes);
-- :func:`principal_from_client_cert` turns a TLS client certificate (mTLS at the API) into the
-  :class:`Principal` of the user or host it was issued to.
+- checking a presented client certificate (mTLS at the API) is `identity/mtls.py`.
 
 Client certificates are bound to their caller: the CSR's common name must be the caller's user
 id (what ``GET /v1/whoami`` answers as ``subject``); the issuer never takes a subject on trust.
@@ -36,7 +35,6 @@ from typing import Any, Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -46,19 +44,19 @@ from cellplane.files import ensure_private_dir, write_private_file
 from cellplane.identity.ca import (
     CAError,
     CertificateAuthority,
-    CertificateError,
     CSRError,
     Profile,
     TenantCA,
 )
-from cellplane.identity.rbac import Principal, roles_of
+from cellplane.identity.rbac import Principal
 from cellplane.services import audit
 from cellplane.services.context import Services
 from cellplane.state.identity_models import IssuedCertificateRecord, User
-from cellplane.state.models import Host, Tenant
+from cellplane.state.models import Tenant
 from cellplane.validation import DNS_LABEL
 
 __all__ = [
+    "CA_LOCK",
     "CLIENT_TTL_DEFAULT_S",
     "CLIENT_TTL_MAX_S",
     "CertificateRefused",
@@ -69,9 +67,9 @@ __all__ = [
     "ensure_root",
     "issue_host_certificate",
     "list_certificates",
-    "principal_from_client_cert",
     "revoke",
     "root_pem_path",
+    "serial_hex",
     "server_certificate",
     "sign_user_csr",
 ]
@@ -89,7 +87,7 @@ _DEFAULT_TENANT: Final = "default"
 
 _DNS_LABEL: Final = DNS_LABEL
 
-_LOCK = threading.RLock()
+CA_LOCK = threading.RLock()
 #: Loaded authorities by CA directory (a process may serve several data dirs: the unit tests).
 _AUTHORITIES: dict[Path, CertificateAuthority] = {}
 
@@ -129,7 +127,7 @@ def _when(now: float) -> dt.datetime:
 
 
 def _load_or_create(directory: Path, now: float) -> CertificateAuthority:
-    with _LOCK:
+    with CA_LOCK:
         if (directory / "root" / "cert.pem").exists():
             # A CA that exists but cannot be read (loose modes, corrupt files) is an error for
             # the operator: replacing it would silently invalidate every certificate issued.
@@ -155,7 +153,7 @@ def ensure_root(data_dir: Path, now: float | None = None) -> Path:
     Needs no database: ``cellplane up`` calls it before starting the server, so it can hand
     the root to the CLI configuration and the agent.
     """
-    with _LOCK:
+    with CA_LOCK:
         authority = _AUTHORITIES.get(_ca_dir(data_dir)) or _load_or_create(
             _ca_dir(data_dir), _now(now)
         )
@@ -194,7 +192,7 @@ def _reconcile(s: Session, authority: CertificateAuthority) -> bool:
 
 def _authority(svc: Services, s: Session | None = None) -> CertificateAuthority:
     directory = _ca_dir(svc.data_dir)
-    with _LOCK:
+    with CA_LOCK:
         authority = _AUTHORITIES.get(directory)
         if authority is not None:
             return authority
@@ -280,7 +278,7 @@ def server_certificate(
         raise ValidationFailed.field("names", "no valid DNS name or IP address")
     tls = _tls_dir(svc.data_dir)
     cert_path, key_path = tls / "server.pem", tls / "server.key"
-    with _LOCK:
+    with CA_LOCK:
         authority = _authority(svc)
         cert = _current_server_cert(cert_path, key_path, authority)
         if cert is not None:
@@ -336,7 +334,7 @@ def _sign(tca: TenantCA, data: bytes, profile: Profile, ttl_s: float, now: float
         raise Conflict(f"the certificate authority cannot sign now: {exc}") from exc
 
 
-def _serial_hex(serial: int) -> str:
+def serial_hex(serial: int) -> str:
     return f"{serial:x}"
 
 
@@ -359,7 +357,7 @@ def _record(
     cert = x509.load_pem_x509_certificate(cert_pem.encode("ascii"))
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     rec = IssuedCertificateRecord(
-        serial=_serial_hex(cert.serial_number),
+        serial=serial_hex(cert.serial_number),
         tenant_id=tenant_id,
         subject=str(cns[0].value) if cns else "",
         profile=profile,
@@ -405,7 +403,7 @@ def sign_user_csr(
     tenant = s.get(Tenant, user.tenant_id)
     if tenant is None:
         raise NotFound("your tenant no longer exists")
-    with _LOCK:
+    with CA_LOCK:
         tca = _tenant_ca(svc, _authority(svc, s), tenant.name, now)
         cert_pem = _sign(tca, data, "client", ttl_s, now)
     rec = _record(
@@ -460,7 +458,7 @@ def issue_host_certificate(
             raise ValidationFailed.field(
                 "csr", f"the common name (CN) must be the host name {host_name!r}, not {cn!r}"
             )
-    with _LOCK:
+    with CA_LOCK:
         authority = _authority(svc, s)
         system = authority.system
         if csr_pem is None:
@@ -523,7 +521,7 @@ def _normalise_serial(serial: str) -> str | None:
     text = serial.strip().lower().replace(":", "")
     text = text.removeprefix("0x")
     try:
-        return _serial_hex(int(text, 16)) if 0 < len(text) <= 48 else None
+        return serial_hex(int(text, 16)) if 0 < len(text) <= 48 else None
     except ValueError:
         return None
 
@@ -545,7 +543,7 @@ def revoke(
         raise Forbidden("only its owner or an administrator may revoke this certificate")
     if rec.revoked_at is None:
         rec.revoked_at = _when(now)
-        with _LOCK:
+        with CA_LOCK:
             authority = _authority(svc, s)
             issuer = _issuer_of(s, authority, rec)
             if issuer is not None:
@@ -573,7 +571,7 @@ def _tenant_issuer(svc: Services, tenant: str | None, now: float) -> TenantCA:
         exists = s.scalar(select(Tenant.id).where(Tenant.name == tenant)) is not None
     if not exists:
         raise NotFound(f"tenant {tenant!r} does not exist")
-    with _LOCK:
+    with CA_LOCK:
         return _tenant_ca(svc, authority, tenant, now)
 
 
@@ -588,85 +586,5 @@ def crl_pem(svc: Services, tenant: str | None = None, *, now: float | None = Non
     """The CRL of ``tenant``'s intermediate, or without one of the system intermediate (hosts)."""
     now = _now(now)
     issuer = _tenant_issuer(svc, tenant, now)
-    with _LOCK:
+    with CA_LOCK:
         return issuer.crl_pem(now)
-
-
-# -- authentication -------------------------------------------------------------------------
-
-
-def _leaf(chain: Sequence[bytes | str]) -> x509.Certificate:
-    first = chain[0]
-    try:
-        if isinstance(first, str):
-            return x509.load_pem_x509_certificate(first.encode("ascii"))
-        return x509.load_der_x509_certificate(first)
-    except (ValueError, TypeError, UnicodeError) as exc:
-        raise CertificateRefused("malformed", "not an X.509 certificate") from exc
-
-
-def principal_from_client_cert(
-    svc: Services, der_chain: Sequence[bytes | str], *, now: float | None = None
-) -> Principal | None:
-    """The user or host a TLS client certificate was issued to; None if none was presented.
-
-    ``der_chain`` is the peer's chain, leaf first, as DER bytes or PEM strings (the ASGI TLS
-    extension gives PEM). The leaf must chain to our root through the intermediate that issued
-    it (a tenant's for users, the system one for hosts), be within its validity, unrevoked in
-    the CA and the database, and its user or host must still exist. Raises
-    :class:`CertificateRefused` (401) naming the reason otherwise.
-    """
-    if not der_chain:
-        return None
-    now = _now(now)
-    leaf = _leaf(der_chain)
-    authority = _authority(svc)
-    issuers = [authority.system, *(authority.tenant(t) for t in authority.tenants)]
-    issuer = next((i for i in issuers if i.cert.subject == leaf.issuer), None)
-    if issuer is None:
-        raise CertificateRefused("untrusted", "not issued by this deployment's CA")
-    profile: Profile = "host" if issuer is authority.system else "client"
-    pem = leaf.public_bytes(serialization.Encoding.PEM)
-    try:
-        with _LOCK:
-            verified = issuer.verify_chain(pem, now, profile=profile)
-    except CertificateError as exc:
-        raise CertificateRefused(exc.reason.value, exc.detail) from exc
-    with svc.db.reader() as s:
-        rec = s.get(IssuedCertificateRecord, _serial_hex(verified.serial))
-        if rec is None:
-            raise CertificateRefused("unknown", "no record of this certificate")
-        if rec.revoked_at is not None:
-            raise CertificateRefused("revoked", f"serial {rec.serial}")
-        if profile == "host":
-            host = s.get(Host, rec.owner.removeprefix("host:"))
-            if host is None or rec.owner != f"host:{host.id}":
-                raise CertificateRefused("owner", "the host no longer exists")
-            return Principal(
-                subject=host.id,
-                tenant_id="",
-                tenant="",
-                roles=("agent",),
-                kind="agent",
-                name=host.name,
-            )
-        tenant = s.scalar(select(Tenant).where(Tenant.name == verified.tenant))
-        user = s.get(User, verified.common_name)
-        if (
-            tenant is None
-            or user is None
-            or user.tenant_id != tenant.id
-            or user.disabled
-            or rec.owner != f"user:{user.id}"
-        ):
-            raise CertificateRefused("owner", "the user does not exist or is disabled")
-        roles, projects = roles_of(s, tenant.id, "user", user.id)
-        return Principal(
-            subject=user.id,
-            tenant_id=tenant.id,
-            tenant=tenant.name,
-            roles=roles,
-            kind="user",
-            project_roles=tuple(projects.items()),
-            name=user.name,
-        )

@@ -12,7 +12,7 @@ from cellplane_platform_support import Platform
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from cellplane.identity import pki
+from cellplane.identity import mtls, pki
 from cellplane.identity.ca import CertificateAuthority
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ def _der(pem: str) -> bytes:
 
 def _refusal(plat: Platform, pem: str, now: float | None = None) -> str:
     with pytest.raises(pki.CertificateRefused) as info:
-        pki.principal_from_client_cert(plat.svc, [_der(pem)], now=now)
+        mtls.principal_from_client_cert(plat.svc, [_der(pem)], now=now)
     assert info.value.status == 401
     return info.value.reason
 
@@ -39,9 +39,9 @@ def test_a_client_certificate_maps_to_its_user_and_roles(
     plat: Platform, admin: Caller, issue: Callable[..., dict[str, Any]]
 ) -> None:
     body = issue(admin)
-    assert pki.principal_from_client_cert(plat.svc, []) is None
+    assert mtls.principal_from_client_cert(plat.svc, []) is None
     for chain in ([_der(body["certificate"])], [body["certificate"]]):  # DER or PEM
-        p = pki.principal_from_client_cert(plat.svc, chain)
+        p = mtls.principal_from_client_cert(plat.svc, chain)
         assert p is not None
         assert (p.subject, p.tenant_id, p.tenant, p.kind, p.name) == (
             admin.id,
@@ -57,7 +57,7 @@ def test_a_tenant_admin_keeps_their_roles(
     plat: Platform, add_user: Callable[..., Caller], issue: Callable[..., dict[str, Any]]
 ) -> None:
     bob = add_user("bob", tenant="acme", role="tenant-admin")
-    p = pki.principal_from_client_cert(plat.svc, [_der(issue(bob)["certificate"])])
+    p = mtls.principal_from_client_cert(plat.svc, [_der(issue(bob)["certificate"])])
     assert p is not None
     assert (p.subject, p.tenant, p.roles) == (bob.id, "acme", ("tenant-admin",))
 
@@ -92,7 +92,7 @@ def test_an_expired_certificate_is_refused(
     plat: Platform, admin: Caller, issue: Callable[..., dict[str, Any]]
 ) -> None:
     pem = issue(admin, ttl_days=1)["certificate"]
-    assert pki.principal_from_client_cert(plat.svc, [_der(pem)], now=time.time() + DAY / 2)
+    assert mtls.principal_from_client_cert(plat.svc, [_der(pem)], now=time.time() + DAY / 2)
     assert _refusal(plat, pem, now=time.time() + 2 * DAY) == "expired"
 
 
@@ -122,7 +122,7 @@ def test_a_certificate_of_a_disabled_user_is_refused(
 
 def test_garbage_is_refused_as_malformed(plat: Platform) -> None:
     with pytest.raises(pki.CertificateRefused) as info:
-        pki.principal_from_client_cert(plat.svc, [b"not a certificate"])
+        mtls.principal_from_client_cert(plat.svc, [b"not a certificate"])
     assert info.value.reason == "malformed"
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from cellplane.agent.server_client import host_csr
 from cellplane.api.tls import tls_extension
-from cellplane.identity import pki
+from cellplane.identity import mtls, pki
 from cellplane.state.identity_models import IssuedCertificateRecord
 from cellplane.state.models import Host
 
@@ -65,7 +65,7 @@ def test_register_with_a_csr_answers_a_host_certificate(
         assert (rec.owner, rec.profile) == (f"host:{data['host_id']}", "host")
     # The certificate identifies the host: as a principal and on the agent routes.
     der = cert.public_bytes(serialization.Encoding.DER)
-    p = pki.principal_from_client_cert(plat.svc, [der])
+    p = mtls.principal_from_client_cert(plat.svc, [der])
     assert p is not None
     assert (p.kind, p.subject, p.roles, p.name) == ("agent", data["host_id"], ("agent",), "node-7")
     client = mtls_client(data["certificate"])
@@ -84,9 +84,9 @@ def test_registering_again_supersedes_the_previous_host_certificate(
     second = _register(plat, "node-8", csr=csr).json()
     assert first["host_id"] == second["host_id"]
     with pytest.raises(pki.CertificateRefused) as info:
-        pki.principal_from_client_cert(plat.svc, [first["certificate"]])
+        mtls.principal_from_client_cert(plat.svc, [first["certificate"]])
     assert info.value.reason == "revoked"
-    assert pki.principal_from_client_cert(plat.svc, [second["certificate"]]) is not None
+    assert mtls.principal_from_client_cert(plat.svc, [second["certificate"]]) is not None
 
 
 def test_register_without_a_csr_is_unchanged(plat: Platform) -> None:
@@ -138,7 +138,7 @@ def test_a_host_certificate_can_be_issued_with_a_generated_key(plat: Platform) -
             plat.svc, s, plat.host_id, "host-1", None, addresses=["10.0.0.1"]
         )
     assert "PRIVATE KEY" in out["key"]
-    assert pki.principal_from_client_cert(plat.svc, [out["certificate"]]) is not None
+    assert mtls.principal_from_client_cert(plat.svc, [out["certificate"]]) is not None
 
 
 # -- the server's certificate ---------------------------------------------------------------
