@@ -1,11 +1,13 @@
 """The only place exceptions become HTTP answers: RFC 9457 problem documents.
 
 Domain errors (`cellplane.errors`), request validation errors (with field paths), malformed JSON and
-database integrity races each map to one problem type. Anything else is a 500 with no internals.
+database integrity errors (`integrity_problem`) each map to one problem type. Anything else is a
+500 with no internals.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -18,7 +20,7 @@ from starlette.routing import Match
 from cellplane.api.jsonresp import PROBLEM_BASE, JSONResponse, problem
 from cellplane.errors import CellplaneError, ValidationFailed
 
-__all__ = ["PROBLEM_BASE", "install", "problem"]
+__all__ = ["PROBLEM_BASE", "install", "integrity_problem", "problem"]
 
 log = structlog.get_logger("cellplane.api")
 
@@ -45,6 +47,52 @@ def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     return out or "body"
 
 
+_UNIQUE = re.compile(r"UNIQUE constraint failed: (\w+)\.(\w+)")  # SQLite
+_PG_TABLE = re.compile(r'on table "(\w+)"')  # PostgreSQL: the referencing table
+_PG_KEY = re.compile(r"Key \(([\w, ]+)\)=")  # PostgreSQL: the unique key's columns
+
+
+def _noun(table: str) -> str:
+    """`audit_events` -> "audit event", `quotas` -> "quota"."""
+    word = table.replace("_", " ")
+    return word[:-1] if word.endswith("s") else word
+
+
+def integrity_problem(exc: IntegrityError) -> tuple[int, str, str, str]:
+    """(status, slug, title, detail) of a constraint the database enforced.
+
+    Services check their rules before writing, so an integrity error means either a race two
+    requests ran (a unique constraint: the same name created twice at once: "already exists"),
+    a foreign key (a delete that left something referencing the row: "still referenced by ...",
+    or a write naming something deleted meanwhile), or a bug (any other constraint: a 500, logged).
+    Never "a concurrent change" for what is not one."""
+    orig = exc.orig
+    message = str(orig)
+    code = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+    diag = getattr(orig, "diag", None)
+    statement = (exc.statement or "").lstrip().upper()
+    if code == "23505" or "UNIQUE constraint failed" in message:
+        m = _UNIQUE.search(message)
+        table = getattr(diag, "table_name", None) or (m.group(1) if m else None)
+        k = _PG_KEY.search(message)
+        column = m.group(2) if m else (k.group(1).split(", ")[-1] if k else None)
+        what = f"a {_noun(table)}" if table else "a resource"
+        with_ = f" with this {column}" if column and column != "id" else " with the same key"
+        return 409, "conflict", "Already exists", f"{what}{with_} already exists"
+    if code == "23503" or "FOREIGN KEY constraint failed" in message:
+        tables = _PG_TABLE.findall(message)
+        if statement.startswith("DELETE"):
+            by = f" by {_noun(tables[-1])} records" if len(tables) > 1 else " by other records"
+            return 409, "conflict", "Still referenced", f"the resource is still referenced{by}"
+        return (
+            409,
+            "conflict",
+            "Refers to a missing resource",
+            "the request refers to a resource that does not exist (or was just deleted)",
+        )
+    return 500, "internal", "Internal error", "the server failed; see its log"
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(CellplaneError)
     async def _domain(_: Request, exc: CellplaneError) -> JSONResponse:
@@ -69,10 +117,11 @@ def install(app: FastAPI) -> None:
         return problem(422, "validation", "Invalid request", detail, errors=fields)
 
     @app.exception_handler(IntegrityError)
-    async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
-        return problem(
-            409, "conflict", "Conflict", "a concurrent request changed the same resource"
-        )
+    async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        status, slug, title, detail = integrity_problem(exc)
+        if status == 500:
+            log.error("integrity error", path=request.url.path, error=str(exc.orig))
+        return problem(status, slug, title, detail)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

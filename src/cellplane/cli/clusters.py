@@ -27,7 +27,20 @@ app = typer.Typer(
     help="Deploy and manage clusters from specs (BDE/Serengeti).", no_args_is_help=True
 )
 
-Name = Annotated[str, typer.Option("--name", help="Cluster name.")]
+NameArg = Annotated[str | None, typer.Argument(help="Cluster name.", show_default=False)]
+# The old spelling, kept working: `cluster show --name zk` is `cluster show zk`.
+NameOpt = Annotated[str | None, typer.Option("--name", help="Cluster name.", hidden=True)]
+
+
+def _name(arg: str | None, opt: str | None) -> str:
+    if arg and opt and arg != opt:
+        raise typer.BadParameter(f"two names: {arg!r} and --name {opt!r}", param_hint="NAME")
+    name = arg or opt
+    if not name:
+        raise typer.BadParameter("give the cluster's name", param_hint="NAME")
+    return name
+
+
 Detach = Annotated[bool, typer.Option("--detach", "-d", help="Do not wait for the task.")]
 SpecFile = Annotated[
     Path | None,
@@ -148,7 +161,8 @@ def _load_spec(path: Path) -> dict[str, Any]:
 
 @app.command("create")
 def create(
-    name: Name,
+    name: NameArg = None,
+    name_opt: NameOpt = None,
     distro: Annotated[
         str | None, typer.Option("--distro", help="Distro (cluster list-distros).")
     ] = None,
@@ -161,6 +175,7 @@ def create(
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """Create a cluster from the distro's spec or a spec file, and follow it node by node."""
+    name = _name(name, name_opt)
     if distro is None and spec_file is None:
         raise typer.BadParameter("give --distro, --specFile or both", param_hint="'--distro'")
     spec = _load_spec(spec_file) if spec_file else None
@@ -182,14 +197,16 @@ def _simple(
 
 @app.command("resize")
 def resize(
-    name: Name,
     node_group: Annotated[str, typer.Option("--nodeGroup", help="Node group to resize.")],
     instance_num: Annotated[int, typer.Option("--instanceNum", help="New node count.", min=0)],
+    name: NameArg = None,
+    name_opt: NameOpt = None,
     detach: Detach = False,
     project: output.ProjectOpt = "default",
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """Scale a node group out (new members join) or in (where its roles allow)."""
+    name = _name(name, name_opt)
     with output.session() as client:
         cid = str(_resolve(client, project, name)["id"])
         task = client.resize_cluster(cid, node_group, instance_num)
@@ -198,60 +215,70 @@ def resize(
 
 @app.command("stop")
 def stop(
-    name: Name,
+    name: NameArg = None,
+    name_opt: NameOpt = None,
     detach: Detach = False,
     project: output.ProjectOpt = "default",
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """Stop every node, against the dependency order."""
+    name = _name(name, name_opt)
     _simple("stop", name, project, out, detach)
 
 
 @app.command("start")
 def start(
-    name: Name,
+    name: NameArg = None,
+    name_opt: NameOpt = None,
     detach: Detach = False,
     project: output.ProjectOpt = "default",
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """Start every node in dependency order and wait until each role is ready."""
+    name = _name(name, name_opt)
     _simple("start", name, project, out, detach)
 
 
 @app.command("resume")
 def resume(
-    name: Name,
+    name: NameArg = None,
+    name_opt: NameOpt = None,
     detach: Detach = False,
     project: output.ProjectOpt = "default",
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """Continue a failed provisioning; healthy nodes are left alone."""
+    name = _name(name, name_opt)
     _simple("resume", name, project, out, detach)
 
 
 @app.command("delete")
 def delete(
-    name: Name,
+    name: NameArg = None,
+    name_opt: NameOpt = None,
     keep_volumes: Annotated[bool, typer.Option("--keepVolumes", help="Keep data volumes.")] = False,
     detach: Detach = False,
     project: output.ProjectOpt = "default",
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """Delete the cluster and every cell of it."""
+    name = _name(name, name_opt)
     _simple("delete", name, project, out, detach, keep_volumes=keep_volumes)
 
 
 @app.command("config")
 def config(
-    name: Name,
     spec_file: Annotated[
         Path, typer.Option("--specFile", help="Spec whose `configuration` to apply.", exists=True)
     ],
+    name: NameArg = None,
+    name_opt: NameOpt = None,
     detach: Detach = False,
     project: output.ProjectOpt = "default",
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """Apply a new cluster configuration: re-render every node and restart them one by one."""
+    name = _name(name, name_opt)
     data = _load_spec(spec_file)
     configuration = data.get("configuration", data)
     _simple("configure", name, project, out, detach, configuration=configuration)
@@ -286,11 +313,13 @@ def list_(
 
 @app.command("show")
 def show(
-    name: Name,
+    name: NameArg = None,
+    name_opt: NameOpt = None,
     project: output.ProjectOpt = "default",
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """Show a cluster: nodes, roles, states, endpoints, and the last error."""
+    name = _name(name, name_opt)
     with output.session() as client:
         view = _resolve(client, project, name)
     if out is output.OutputFormat.json:
@@ -314,13 +343,15 @@ def show(
 
 @app.command("export")
 def export(
-    name: Name,
+    name: NameArg = None,
+    name_opt: NameOpt = None,
     spec_file: Annotated[
         Path | None, typer.Option("--specFile", help="Write the spec here instead of stdout.")
     ] = None,
     project: output.ProjectOpt = "default",
 ) -> None:
     """Print the spec that reproduces the cluster (Serengeti's camelCase form)."""
+    name = _name(name, name_opt)
     with output.session() as client:
         spec = client.export_cluster(str(_resolve(client, project, name)["id"]))
     if spec_file is None:

@@ -32,6 +32,7 @@ from cellplane.cli import (
     users,
     volumes,
 )
+from cellplane.cli.verbs import conventional
 
 __all__ = ["app"]
 
@@ -62,26 +63,26 @@ def _root(
     """Cellplane: cells, clusters and identity on your own machines."""
 
 
-app.add_typer(cells.app, name="cell")
-app.add_typer(clusters.app, name="cluster")
-app.add_typer(volumes.app, name="volume")
-app.add_typer(images.app, name="image")
-app.add_typer(flavors.app, name="flavor")
-app.add_typer(hosts.app, name="host")
-app.add_typer(projects.app, name="project")
-app.add_typer(tasks.app, name="task")
+app.add_typer(conventional(cells.app), name="cell")
+app.add_typer(conventional(clusters.app), name="cluster")
+app.add_typer(conventional(volumes.app), name="volume")
+app.add_typer(conventional(images.app), name="image")
+app.add_typer(conventional(flavors.app), name="flavor")
+app.add_typer(conventional(hosts.app), name="host")
+app.add_typer(conventional(projects.app), name="project")
+app.add_typer(conventional(tasks.app), name="task")
 daemons.register(app)
 app.command("login")(login.login)
 app.command("logout")(login.logout)
 app.command("whoami")(login.whoami)
-app.add_typer(tenants.app, name="tenant")
-app.add_typer(users.app, name="user")
-app.add_typer(groups.app, name="group")
-app.add_typer(clients.app, name="client")
-app.add_typer(roles.app, name="role")
-app.add_typer(quotas.app, name="quota")
-app.add_typer(certs.app, name="cert")
-app.add_typer(audit.app, name="audit")
+app.add_typer(conventional(tenants.app), name="tenant")
+app.add_typer(conventional(users.app), name="user")
+app.add_typer(conventional(groups.app), name="group")
+app.add_typer(conventional(clients.app), name="client")
+app.add_typer(conventional(roles.app), name="role")
+app.add_typer(conventional(quotas.app), name="quota")
+app.add_typer(conventional(certs.app), name="cert")
+app.add_typer(conventional(audit.app), name="audit")
 
 if __name__ == "__main__":
     app()

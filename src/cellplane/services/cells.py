@@ -32,6 +32,7 @@ from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import Outcome
 from cellplane.services.schemas import CellCreate
 from cellplane.services.views import cell_view
+from cellplane.state.cluster_models import Cluster
 from cellplane.state.models import (
     Cell,
     CellEvent,
@@ -45,6 +46,7 @@ from cellplane.state.models import (
 )
 
 __all__ = [
+    "CLUSTER_LABEL",
     "HOST_LABEL",
     "bump_host",
     "check_project",
@@ -65,6 +67,8 @@ __all__ = [
 
 # Every host carries this label in the scheduler's snapshot; cells bound to a host-local volume ask for it.
 HOST_LABEL = "cellplane.host"
+# The label the cluster executor puts on a node's cell: the id of the cluster that owns it.
+CLUSTER_LABEL = "cellplane.cluster"
 MAX_EVENTS = 50
 
 
@@ -453,7 +457,31 @@ def restart(
     )
 
 
-def delete(svc: Services, s: Session, principal: Principal, cell_id: str) -> Outcome:
+def _refuse_owned(s: Session, cell: Cell, owner: str | None) -> None:
+    """A cluster's node cell is the cluster's to delete: removed behind its back, the cluster
+    would go on reporting the node ready. Stop, start and restart stay allowed (the cluster's
+    readiness probes see them)."""
+    cluster_id = cell.labels.get(CLUSTER_LABEL) if cell.labels else None
+    if not cluster_id or cluster_id == owner:
+        return
+    cluster = s.get(Cluster, cluster_id)
+    if cluster is None:  # its cluster is gone: an orphan, anyone may remove it
+        return
+    raise Conflict(
+        f"cell {cell.name!r} is a node of cluster {cluster.name!r}; delete or resize the cluster "
+        f"instead (`cellplane cluster rm {cluster.name}`, `cellplane cluster resize "
+        f"{cluster.name} ...`)"
+    )
+
+
+def delete(
+    svc: Services, s: Session, principal: Principal, cell_id: str, *, owner: str | None = None
+) -> Outcome:
+    """Delete a cell. A cluster's node cell only for that cluster (`owner`: its id, the cluster
+    executor's call); anyone else is refused with the cluster command to use."""
+    cell = s.get(Cell, cell_id)
+    if cell is not None:
+        _refuse_owned(s, cell, owner)
     return _transition(
         svc,
         s,

@@ -125,7 +125,7 @@ class ExecutorNodes(ExecutorReadiness):
             return
         if cell.desired_state != "DELETED":
             with self.svc.db.session() as s:
-                out = cells_mod.delete(self.svc, s, ctx.principal, cell_id)
+                out = cells_mod.delete(self.svc, s, ctx.principal, cell_id, owner=ctx.cluster_id)
             self._publish(*out.topics)
         deadline = time.monotonic() + CELL_GONE_TIMEOUT
         while self._cell(cell_id) is not None:

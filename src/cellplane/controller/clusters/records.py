@@ -24,6 +24,7 @@ from cellplane.clusters.spec import parse_spec
 from cellplane.clusters.spec_model import ClusterSpec
 from cellplane.ids import utcnow
 from cellplane.scheduler import Resources
+from cellplane.services import cells as cells_mod
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.clusters import CLUSTERS_TOPIC, load_catalog
 from cellplane.services.context import Principal, Services
@@ -41,7 +42,7 @@ __all__ = [
     "set_step",
 ]
 
-CLUSTER_LABEL = "cellplane.cluster"
+CLUSTER_LABEL = cells_mod.CLUSTER_LABEL  # the owner label on a node's cell
 
 
 class NodeFailure(Exception):

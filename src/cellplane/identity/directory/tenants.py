@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from cellplane.errors import Conflict, NotFound
@@ -31,11 +31,15 @@ from cellplane.services.context import Services
 from cellplane.services.idempotency import Outcome
 from cellplane.state.cluster_models import Cluster
 from cellplane.state.identity_models import (
+    AuthCode,
     Group,
     GroupMember,
+    IssuedCertificateRecord,
     LdapConfig,
     OAuthClient,
+    Quota,
     RefreshToken,
+    RevokedToken,
     RoleAssignment,
     User,
 )
@@ -111,7 +115,31 @@ def create_tenant(svc: Services, s: Session, principal: Principal, body: TenantC
     return Outcome(201, {**tenant_view(t), "admin": admin_out}, f"/v1/tenants/{t.name}")
 
 
+def _blockers(s: Session, tenant_name: str, projects: list[str]) -> str | None:
+    """What keeps a tenant alive: its cells, volumes and clusters, by name (None: nothing)."""
+    parts: list[str] = []
+    for model, label in ((Cluster, "cluster"), (Cell, "cell"), (Volume, "volume")):
+        names = list(
+            s.scalars(select(model.name).where(model.project_id.in_(projects)).order_by(model.name))
+        )
+        if names:
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            parts.append(f"{len(names)} {label}{'s' if len(names) > 1 else ''} ({shown})")
+    if not parts:
+        return None
+    return (
+        f"tenant {tenant_name!r} still has {'; '.join(parts)}; delete them first "
+        "(`cellplane cluster rm`, `cellplane cell rm`, `cellplane volume rm`)"
+    )
+
+
 def delete_tenant(svc: Services, principal: Principal, ref: str) -> None:
+    """Delete a tenant and everything it owns that is only bookkeeping: projects, users, groups,
+    role assignments, clients, quotas, tokens (refresh, revoked, authorization codes), personal
+    credentials, certificate records, LDAP settings. Refused, naming them, while it still has
+    cells, volumes or clusters: those hold real resources on hosts and are deleted by their own
+    commands. Audit events and tasks are history: they keep the tenant's id (a plain column, no
+    foreign key) and outlive it."""
     with svc.db.session() as s:
         t = _tenant_for(s, principal, ref)
         if t.name == "default":
@@ -119,22 +147,26 @@ def delete_tenant(svc: Services, principal: Principal, ref: str) -> None:
         if t.id == principal.tenant_id:
             raise Conflict("a tenant cannot delete itself")
         projects = list(s.scalars(select(Project.id).where(Project.tenant_id == t.id)))
-        for model, label in ((Cell, "cells"), (Volume, "volumes"), (Cluster, "clusters")):
-            n = s.scalar(
-                select(func.count()).select_from(model).where(model.project_id.in_(projects))
-            )
-            if n:
-                raise Conflict(f"tenant {t.name!r} still has {n} {label}; delete them first")
+        blocked = _blockers(s, t.name, projects)
+        if blocked:
+            raise Conflict(blocked)
         users = list(s.scalars(select(User.id).where(User.tenant_id == t.id)))
         groups = list(s.scalars(select(Group.id).where(Group.tenant_id == t.id)))
         s.execute(delete(GroupMember).where(GroupMember.group_id.in_(groups)))
+        s.execute(delete(GroupMember).where(GroupMember.user_id.in_(users)))
         s.execute(delete(RoleAssignment).where(RoleAssignment.tenant_id == t.id))
+        s.execute(delete(RoleAssignment).where(RoleAssignment.project_id.in_(projects)))
         s.execute(
             delete(RoleAssignment).where(
                 RoleAssignment.subject_kind == "user", RoleAssignment.subject_id.in_(users)
             )
         )
+        s.execute(delete(Quota).where(Quota.tenant_id == t.id))
+        s.execute(delete(Quota).where(Quota.project_id.in_(projects)))
         s.execute(delete(RefreshToken).where(RefreshToken.tenant_id == t.id))
+        s.execute(delete(AuthCode).where(AuthCode.tenant_id == t.id))
+        s.execute(delete(RevokedToken).where(RevokedToken.tenant_id == t.id))
+        s.execute(delete(IssuedCertificateRecord).where(IssuedCertificateRecord.tenant_id == t.id))
         s.execute(delete(Credential).where(Credential.tenant_id == t.id))
         s.execute(delete(Group).where(Group.tenant_id == t.id))
         s.execute(delete(OAuthClient).where(OAuthClient.tenant_id == t.id))
