@@ -141,7 +141,15 @@ def roles_of(
         (RoleAssignment.subject_kind == kind) & (RoleAssignment.subject_id == sid)
         for kind, sid in subjects
     ]
-    rows = s.scalars(select(RoleAssignment).where(or_(*conditions)))
+    # Columns, not entities: this runs on every token issued.
+    rows = s.execute(
+        select(
+            RoleAssignment.scope,
+            RoleAssignment.tenant_id,
+            RoleAssignment.project_id,
+            RoleAssignment.role,
+        ).where(or_(*conditions))
+    )
     tenant_roles: set[str] = set(extra_roles)
     projects: dict[str, set[str]] = defaultdict(set)
     for a in rows:
