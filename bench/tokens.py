@@ -22,6 +22,13 @@ progress on stderr. The in-process measurements pin this process to CPU 0
   token) on distinct, freshly minted tokens, so every call verifies an RSA-2048 (RS256) signature
   (the uncached path); `validations_cached_per_s` presents one token repeatedly (the signature
   cache hit: claims are still parsed and checked each time).
+- `rsa2048`: RSA-2048 PKCS#1 v1.5 SHA-256 signatures and verifications per second of CPU time
+  with `cryptography`, measured in the same run on CPU 0. `grant_cpu_ms`: server CPU
+  milliseconds per client_credentials grant, for the real server (its CPU time over the
+  requests it answered) and for the provider called directly (this process's CPU time);
+  `grant_cpu_over_sign`: the same over one signature's CPU time; `validation_over_verify`:
+  validations per CPU second (`validations_per_cpu_s`) over RSA verifications per CPU second.
+  CPU time, not wall time, so other load on the machine does not skew the ratios.
 - `password_logins_per_s`: full password-grant requests through the in-process ASGI app
   (argon2id verification, user lookup, failure-counter reset, audit, access and refresh token
   issue); `argon2_verify_per_s`: `verify_password` alone. `argon2` reports the parameters of
@@ -76,6 +83,44 @@ async def arate(fn: Callable[[], Awaitable[None]], seconds: float) -> float:
         await fn()
         n += 1
     return n / (time.perf_counter() - started)
+
+
+def rsa_rates(seconds: float) -> dict[str, float]:
+    """RSA-2048 PKCS#1 v1.5 SHA-256 signatures and verifications per second of CPU time with
+    `cryptography` (what RS256 costs underneath), on this process's CPU (pinned to CPU 0)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pub = key.public_key()
+    msg = b"x" * 400  # about the signing input of an access token
+    pad = padding.PKCS1v15()
+    sig = key.sign(msg, pad, hashes.SHA256())
+
+    def sign(_: int) -> None:
+        key.sign(msg, pad, hashes.SHA256())
+
+    def verify(_: int) -> None:
+        pub.verify(sig, msg, pad, hashes.SHA256())
+
+    return {
+        "sign_per_cpu_s": round(cpu_rate(sign, seconds / 2, 20)[0], 1),
+        "verify_per_cpu_s": round(cpu_rate(verify, seconds / 2, 200)[0], 1),
+    }
+
+
+def cpu_rate(fn: Callable[[int], None], seconds: float, batch: int) -> tuple[float, int]:
+    """Calls per second of this process's CPU time (user + system, all its threads) of fn(i),
+    batch by batch, for about `seconds` of wall time."""
+    n = 0
+    started, cpu0 = time.perf_counter(), time.process_time()
+    while True:
+        for _ in range(batch):
+            fn(n)
+            n += 1
+        if time.perf_counter() - started >= seconds:
+            cpu = time.process_time() - cpu0
+            return n / cpu, n
 
 
 def populate(url: str) -> tuple[str, str, str]:
@@ -314,6 +359,7 @@ def main() -> None:
 
         rate(cc_direct, 0.5, 20)
         inproc["client_credentials_direct_per_s"] = round(rate(cc_direct, args.seconds, 20)[0], 1)
+        direct_cpu_ms = 1000 / cpu_rate(cc_direct, args.seconds, 20)[0]
         out["in_process"] = inproc
         log(f"in-process: {inproc}")
 
@@ -353,11 +399,12 @@ def main() -> None:
             for _ in range(count)
         ]
         authn.verify_access_token(tokens[0], now=now)  # builds the verifier once
-        started = time.perf_counter()
+        started, cpu0 = time.perf_counter(), time.process_time()
         for tok in tokens[1:]:
             authn.verify_access_token(tok, now=now)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
         out["validations_per_s"] = round((count - 1) / elapsed, 1)
+        out["validations_per_cpu_s"] = round((count - 1) / cpu, 1)
         out["validations_distinct_tokens"] = count - 1
         one = tokens[0]
 
@@ -372,11 +419,38 @@ def main() -> None:
         svc.db.dispose()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    out["targets"] = {"client_credentials_per_s": 500, "validations_per_s": 20_000}
+    rsa_ = rsa_rates(args.seconds)
+    out["rsa2048"] = rsa_
+    sign_ms = 1000 / rsa_["sign_per_cpu_s"]
+    srv = out["real_server"]
+    real_ms = (
+        1000 / srv["per_server_cpu_s"]
+        if isinstance(srv, dict) and srv.get("per_server_cpu_s")
+        else None
+    )
+    out["grant_cpu_ms"] = {
+        "real_server": round(real_ms, 3) if real_ms else None,
+        "provider_direct": round(direct_cpu_ms, 3),
+    }
+    out["grant_cpu_over_sign"] = {
+        "real_server": round(real_ms / sign_ms, 2) if real_ms else None,
+        "provider_direct": round(direct_cpu_ms / sign_ms, 2),
+    }
+    out["validation_over_verify"] = round(
+        out["validations_per_cpu_s"] / rsa_["verify_per_cpu_s"], 3
+    )
+    out["targets"] = {
+        "client_credentials_per_s": 500,
+        "validations_per_s": 20_000,
+        "grant_cpu_ms": 2.0,
+        "validation_over_verify": 0.5,
+    }
     cc = out["client_credentials_per_s"]
     out["met"] = {
         "client_credentials_per_s": cc is not None and cc >= 500,
         "validations_per_s": out["validations_per_s"] >= 20_000,
+        "grant_cpu_ms": real_ms is not None and real_ms <= 2.0,
+        "validation_over_verify": out["validation_over_verify"] >= 0.5,
     }
     emit(out)
 

@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 import httpx
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cellplane import __version__
 from cellplane.api import (
@@ -55,6 +56,37 @@ def _audit_request(svc: Services, request: Request, route: str, status: int) -> 
         source=request.client.host if request.client else "",
         detail={"status": status},
     )
+
+
+class TimingAndAudit:
+    """Request duration metric per route, and `_audit_request` for state-changing requests,
+    both when the answer starts (before the client sees it). Pure ASGI: Starlette's
+    BaseHTTPMiddleware (`@app.middleware("http")`) cost a task group and a stream per request."""
+
+    def __init__(self, app: ASGIApp, *, svc: Services) -> None:
+        self.app = app
+        self.svc = svc
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def send_timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                path = getattr(scope.get("route"), "path", "unmatched")
+                method = scope["method"]
+                REQUEST_SECONDS.labels(method, path, str(status)).observe(
+                    time.perf_counter() - started
+                )
+                if method in _CHANGES and not scope["path"].startswith(_SELF_AUDITED):
+                    request = Request(scope)
+                    await run_in_threadpool(_audit_request, self.svc, request, path, status)
+            await send(message)
+
+        await self.app(scope, receive, send_timed)
 
 
 def _streamed_upload(method: str, path: str) -> bool:
@@ -112,20 +144,7 @@ def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
         streamed=_streamed_upload,
     )
 
-    @app.middleware("http")
-    async def timing(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        REQUEST_SECONDS.labels(request.method, path, str(response.status_code)).observe(
-            time.perf_counter() - started
-        )
-        if request.method in _CHANGES and not request.url.path.startswith(_SELF_AUDITED):
-            await run_in_threadpool(_audit_request, svc, request, path, response.status_code)
-        return response
+    app.add_middleware(TimingAndAudit, svc=svc)
 
     routers = (
         routes_system,

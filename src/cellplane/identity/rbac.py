@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import or_, select
+from sqlalchemy import Table, or_, select
 from sqlalchemy.orm import Session
 
 from cellplane.state.identity_models import GroupMember, RoleAssignment
@@ -125,6 +125,9 @@ class Principal:
         return f"{self.tenant_id}:{self.subject}"
 
 
+_ROLE_ASSIGNMENTS = cast(Table, RoleAssignment.__table__)
+
+
 def roles_of(
     s: Session,
     tenant_id: str,
@@ -137,11 +140,15 @@ def roles_of(
     if subject_kind == "user":
         groups = s.scalars(select(GroupMember.group_id).where(GroupMember.user_id == subject_id))
         subjects += [("group", g) for g in groups]
-    conditions = [
-        (RoleAssignment.subject_kind == kind) & (RoleAssignment.subject_id == sid)
-        for kind, sid in subjects
-    ]
-    rows = s.scalars(select(RoleAssignment).where(or_(*conditions)))
+    ra = _ROLE_ASSIGNMENTS
+    conditions = [(ra.c.subject_kind == kind) & (ra.c.subject_id == sid) for kind, sid in subjects]
+    # Core on the session's connection, columns only: this runs on every token issued. Core
+    # does not autoflush, so flush what the session holds as the ORM query would have.
+    if s.autoflush and (s.new or s.dirty or s.deleted):
+        s.flush()
+    rows = s.connection().execute(
+        select(ra.c.scope, ra.c.tenant_id, ra.c.project_id, ra.c.role).where(or_(*conditions))
+    )
     tenant_roles: set[str] = set(extra_roles)
     projects: dict[str, set[str]] = defaultdict(set)
     for a in rows:

@@ -19,14 +19,19 @@ whose ``reason`` is a stable machine-readable :class:`Reason`.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import math
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from joserfc import jws
 from joserfc.errors import (
     ClaimError,
@@ -34,8 +39,9 @@ from joserfc.errors import (
     JoseError,
     MissingClaimError,
 )
-from joserfc.jwk import JWKRegistry, Key, OctKey
+from joserfc.jwk import JWKRegistry, Key, OctKey, RSAKey
 from joserfc.jwt import JWTClaimsRegistry, encode
+from joserfc.util import urlsafe_b64decode
 
 from cellplane.identity.keys import KeyRing
 
@@ -47,6 +53,7 @@ __all__ = [
     "Reason",
     "TokenIssuer",
     "TokenVerifier",
+    "peek_claims",
 ]
 
 #: ``typ`` header of access tokens, RFC 9068 section 2.1.
@@ -169,6 +176,16 @@ class TokenIssuer:
         return self._sign(ID_TOKEN_TYP, body, now)
 
 
+def peek_claims(token: str) -> dict[str, Any]:
+    """The claims of a compact JWS *without* verifying anything (to pick its issuer's
+    verifier); ValueError (or IndexError) if there is no JSON object in the payload segment."""
+    seg = token.split(".")[1]  # IndexError if there is none
+    claims = json.loads(base64.urlsafe_b64decode(seg + "=" * (-len(seg) % 4)))
+    if not isinstance(claims, dict):
+        raise ValueError("payload is not a JSON object")
+    return claims
+
+
 def _import_public_keys(jwks: Mapping[str, Any]) -> dict[str, Key]:
     entries = jwks.get("keys")
     if not isinstance(entries, list):
@@ -222,19 +239,47 @@ class TokenVerifier:
         self.audience = audience
         self._leeway = leeway_s
         self._registry = jws.JWSRegistry(algorithms=sorted(self._algorithms))
+        #: kid -> the `cryptography` key of an RSA key that may verify RS256 (the common case):
+        #: its signature is checked directly, without joserfc's per-call key and algorithm
+        #: resolution. Obtained through joserfc's own `get_op_key("verify")`, so a key whose
+        #: `use`/`key_ops` forbid verifying is left to the general path (which refuses it).
+        self._rs256: dict[str, RSAPublicKey] = {}
+        if "RS256" in self._algorithms:
+            for kid, key in self._keys.items():
+                if isinstance(key, RSAKey) and key.alg in (None, "RS256"):
+                    try:
+                        op = key.get_op_key("verify")
+                    except JoseError:
+                        continue
+                    if isinstance(op, RSAPublicKey):
+                        self._rs256[kid] = op
         self._verified = functools.lru_cache(maxsize=cache_size)(self._verify_signature)
 
     def verify(
-        self, token: str, now: float, expected_typ: str = ACCESS_TOKEN_TYP
+        self,
+        token: str,
+        now: float,
+        expected_typ: str = ACCESS_TOKEN_TYP,
+        *,
+        peeked: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The token's claims if it is valid at ``now``; otherwise :class:`InvalidToken`."""
+        """The token's claims if it is valid at ``now``; otherwise :class:`InvalidToken`.
+
+        ``peeked``: what `peek_claims(token)` returned for this very token (the caller read it
+        to pick the issuer); used, once the signature verifies, instead of parsing the payload
+        again. It is the same segment: a payload that joserfc's strict base64url decoding
+        accepts decodes to the same bytes under the lenient one.
+        """
         if not isinstance(token, str):
             raise InvalidToken(Reason.MALFORMED, "token must be a string")
         payload = self._verified(token, expected_typ)
-        try:
-            claims = json.loads(payload)
-        except ValueError as exc:
-            raise InvalidToken(Reason.MALFORMED, "payload is not JSON") from exc
+        if peeked is not None:
+            claims = peeked
+        else:
+            try:
+                claims = json.loads(payload)
+            except ValueError as exc:
+                raise InvalidToken(Reason.MALFORMED, "payload is not JSON") from exc
         if not isinstance(claims, dict):
             raise InvalidToken(Reason.MALFORMED, "payload is not a JSON object")
         self._check_claims(claims, now)
@@ -263,8 +308,14 @@ class TokenVerifier:
             raise InvalidToken(Reason.ALG_NOT_ALLOWED, f"key {kid!r} is for {key.alg}, not {alg}")
         if header.get("typ") != expected_typ:
             raise InvalidToken(Reason.WRONG_TYP, f"typ {header.get('typ')!r} != {expected_typ!r}")
+        fast = self._rs256.get(kid) if alg == "RS256" and isinstance(kid, str) else None
         try:
-            ok = jws.validate_compact(obj, key, registry=self._registry)
+            if fast is not None:
+                # What jws.validate_compact does for RS256, minus resolving key and algorithm.
+                self._registry.check_header(header)
+                ok = _verify_rs256(fast, obj)
+            else:
+                ok = jws.validate_compact(obj, key, registry=self._registry)
         except JoseError as exc:
             raise InvalidToken(Reason.BAD_SIGNATURE, str(exc)) from exc
         if not ok or obj.payload is None:
@@ -272,6 +323,9 @@ class TokenVerifier:
         return obj.payload
 
     def _check_claims(self, claims: dict[str, Any], now: float) -> None:
+        if self._plainly_valid(claims, math.floor(now)):
+            return
+        # Anything unusual (or invalid) is judged by joserfc, which also names the reason.
         registry = JWTClaimsRegistry(
             now=math.floor(now),
             leeway=self._leeway,
@@ -289,6 +343,54 @@ class TokenVerifier:
             raise InvalidToken(Reason.MISSING_CLAIM, exc.claim) from exc
         except ClaimError as exc:
             raise InvalidToken(_CLAIM_REASONS.get(exc.claim, Reason.MALFORMED), str(exc)) from exc
+
+    def _plainly_valid(self, claims: dict[str, Any], now: int) -> bool:
+        """True only if joserfc's JWTClaimsRegistry (as `_check_claims` configures it) would
+        accept `claims`: the usual token, checked without building a registry per call. False
+        means "ask joserfc", never "invalid"."""
+        iss, sub, aud = claims.get("iss"), claims.get("sub"), claims.get("aud")
+        exp, iat = claims.get("exp"), claims.get("iat")
+        if iss != self.issuer or not isinstance(iss, str):
+            return False
+        if not isinstance(sub, str) or not sub:
+            return False
+        if aud != self.audience and not (
+            isinstance(aud, list) and self.audience in aud and all(isinstance(a, str) for a in aud)
+        ):
+            return False
+        if not _numeric(exp) or exp <= now - self._leeway:
+            return False
+        if not _numeric(iat) or iat > now + self._leeway:
+            return False
+        if "nbf" in claims:
+            nbf = claims["nbf"]
+            if not _numeric(nbf) or nbf > now + self._leeway:
+                return False
+        return "jti" not in claims or isinstance(claims["jti"], str)
+
+
+def _numeric(value: object) -> TypeGuard[int | float]:
+    """A JSON NumericDate: an int or a finite float, not a bool (joserfc's rule)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+_PKCS1V15: Final = padding.PKCS1v15()
+
+
+def _verify_rs256(key: RSAPublicKey, obj: jws.CompactSignature) -> bool:
+    """joserfc's verify_compact with its RS256 algorithm, on an already resolved key."""
+    signing_input = obj.segments["header"] + b"." + obj.segments["payload"]
+    try:
+        sig = urlsafe_b64decode(obj.segments["signature"])
+    except (TypeError, ValueError):
+        return False
+    try:
+        key.verify(sig, signing_input, _PKCS1V15, hashes.SHA256())
+    except InvalidSignature:
+        return False
+    return True
 
 
 _CLAIM_REASONS: Final[Mapping[str, Reason]] = {

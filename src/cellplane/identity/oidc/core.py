@@ -19,7 +19,7 @@ from authlib.oauth2.rfc6749 import (
     InvalidGrantError,
     InvalidRequestError,
 )
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 
 from cellplane.errors import NotFound
 from cellplane.identity.oidc.adapters import TenantServer
@@ -50,6 +50,19 @@ if TYPE_CHECKING:
     from cellplane.services.context import Services
 
 T = TypeVar("T")
+
+# Core statements of the per-request lookups (the token endpoint's hot path).
+_TENANTS = cast(Table, Tenant.__table__)
+_CLIENTS = cast(Table, OAuthClient.__table__)
+_TENANT_BY_NAME = select(_TENANTS.c.id, _TENANTS.c.name).where(_TENANTS.c.name == bindparam("name"))
+_CLIENT_BY_ID = select(
+    _CLIENTS.c.id,
+    _CLIENTS.c.tenant_id,
+    _CLIENTS.c.name,
+    _CLIENTS.c.secret_hash,
+    _CLIENTS.c.redirect_uris,
+    _CLIENTS.c.grant_types,
+).where(_CLIENTS.c.id == bindparam("id"))
 
 # --- the provider -----------------------------------------------------------------------------
 
@@ -107,9 +120,8 @@ class OidcProviderCore:
         )
         row = None
         if len(tenant) <= 63:
-            row = ctx.reader.execute(
-                select(Tenant.id, Tenant.name).where(Tenant.name == tenant)
-            ).first()
+            # Core on the session's connection: one per request, so no ORM layer.
+            row = ctx.reader.connection().execute(_TENANT_BY_NAME, {"name": tenant}).first()
         if row is None:
             ctx.close()
             raise NotFound(f"no identity issuer for tenant {tenant!r}")
@@ -188,7 +200,7 @@ class OidcProviderCore:
         if client_id == BUILTIN_CLIENT_ID:
             found = _BUILTIN
         elif 0 < len(client_id) <= 40:
-            row = ctx.reader.get(OAuthClient, client_id)
+            row = ctx.reader.connection().execute(_CLIENT_BY_ID, {"id": client_id}).first()
             if row is not None and row.tenant_id == ctx.tenant_id:
                 found = Client(
                     row.id,

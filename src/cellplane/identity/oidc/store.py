@@ -181,7 +181,7 @@ class TokenStoreMixin(OidcProviderCore):
                     .values(family_id=family)
                 )
             actor = f"user:{user.id}" if user is not None else f"client:{client.client_id}"
-            audit.record(
+            audit.insert(
                 s,
                 tenant_id=ctx.tenant_id,
                 actor=actor,
