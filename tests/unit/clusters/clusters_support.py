@@ -10,10 +10,17 @@ from cellplane.scheduler import Resources
 
 _REPO = Path(__file__).resolve().parents[3]
 # The lead copies the published Serengeti samples into the repo; until then use the shared copy.
-BDE_FIXTURES = (
-    _REPO / "tests" / "fixtures" / "bde"
-    if (_REPO / "tests" / "fixtures" / "bde").is_dir()
-    else Path("/work/shared/fixtures/bde")
+BDE_FIXTURES = next(
+    (
+        d
+        for d in (
+            _REPO / "tests" / "fixtures" / "bde",
+            _REPO.parent / "shared" / "fixtures" / "bde",  # CI: shared/ beside the clone
+            Path("/work/shared/fixtures/bde"),
+        )
+        if d.is_dir()
+    ),
+    _REPO / "tests" / "fixtures" / "bde",
 )
 
 FLAVORS = {
