@@ -9,7 +9,7 @@ with a newline into the database.
 from __future__ import annotations
 
 import re
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 __all__ = [
     "DNS_LABEL",
@@ -17,6 +17,7 @@ __all__ = [
     "IMAGE_NAME",
     "IMAGE_NAME_MSG",
     "MAX_JSON_DEPTH",
+    "BadText",
     "find_bad_text",
     "is_dns_label",
     "text_problem",
@@ -68,25 +69,31 @@ def _join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def find_bad_text(doc: Any, max_depth: int = MAX_JSON_DEPTH) -> tuple[str, str] | None:
-    """(field path, message) of the first string (key or value) in a decoded JSON document that
-    `text_problem` refuses, or of the first container nested deeper than `max_depth`."""
+class BadText(NamedTuple):
+    field: str
+    message: str
+    too_deep: bool = False  # nesting (a malformed body) rather than a bad string
+
+
+def find_bad_text(doc: Any, max_depth: int = MAX_JSON_DEPTH) -> BadText | None:
+    """The first string (key or value) in a decoded JSON document that `text_problem` refuses,
+    or the first container nested deeper than `max_depth`."""
     stack: list[tuple[Any, str, int]] = [(doc, "", 0)]
     while stack:
         node, path, depth = stack.pop()
         if isinstance(node, str):
             msg = text_problem(node)
             if msg:
-                return path or "body", msg
+                return BadText(path or "body", msg)
         elif isinstance(node, dict | list):
             if depth >= max_depth:
-                return path or "body", f"is nested deeper than {max_depth} levels"
+                return BadText(path or "body", f"is nested deeper than {max_depth} levels", True)
             if isinstance(node, dict):
                 for k, v in node.items():
                     msg = text_problem(k)
                     if msg:
                         # The key itself cannot be printed safely: name its container.
-                        return path or "body", f"a key {msg}"
+                        return BadText(path or "body", f"a key {msg}")
                     stack.append((v, _join(path, k), depth + 1))
             else:
                 stack.extend((v, _join(path, i), depth + 1) for i, v in enumerate(node))

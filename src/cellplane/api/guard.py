@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cellplane.api.jsonresp import problem
+from cellplane.api.jsonresp import JSONResponse, problem
 from cellplane.validation import MAX_JSON_DEPTH, find_bad_text
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "RequestGuard", "is_json"]
@@ -78,9 +77,10 @@ class RequestGuard:
             return
         if length is not None:
             if not length.strip().isdigit():
-                await _bad(400, "malformed", "Malformed request", "Content-Length is not a number")(
-                    scope, receive, send
+                refused = problem(
+                    400, "malformed", "Malformed request", "Content-Length is not a number"
                 )
+                await refused(scope, receive, send)
                 return
             if int(length) > self.max_body_bytes:
                 await self._too_large(scope, receive, send)
@@ -113,33 +113,29 @@ class RequestGuard:
         await response(scope, receive, send)
 
 
-def _bad(status: int, slug: str, title: str, detail: str, **extra: Any) -> Any:
-    return problem(status, slug, title, detail, **extra)
-
-
-def _url_problem(scope: Scope) -> Any:
+def _url_problem(scope: Scope) -> JSONResponse | None:
     raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8", "replace")
     query: bytes = scope.get("query_string") or b""
     if b"%00" in raw_path or b"%00" in query or "\x00" in scope["path"]:
-        return _bad(400, "malformed", "Malformed request", "the URL holds a NUL character (%00)")
+        return problem(400, "malformed", "Malformed request", "the URL holds a NUL character (%00)")
     return None
 
 
-def _json_problem(body: bytes) -> Any:
+def _json_problem(body: bytes) -> JSONResponse | None:
     try:
         doc = json.loads(body)
     except RecursionError:
         detail = f"the body nests deeper than {MAX_JSON_DEPTH} levels"
-        return _bad(400, "malformed", "Malformed request", detail)
+        return problem(400, "malformed", "Malformed request", detail)
     except ValueError:
         return None  # not JSON: the route's own parsing answers with its precise error
     found = find_bad_text(doc)
     if found is None:
         return None
-    field, message = found
-    if message.startswith("is nested deeper"):
-        return _bad(400, "malformed", "Malformed request", f"{field}: {message}")
-    return _bad(
+    field, message, too_deep = found
+    if too_deep:
+        return problem(400, "malformed", "Malformed request", f"{field}: {message}")
+    return problem(
         422,
         "validation",
         "Invalid request",

@@ -7,40 +7,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from agent_support import ENGINE_REF, HOST_ID, assignment
 
 from cellplane.agent.runner import Agent, container_spec
 from cellplane.drivers.base import NetworkSpec
 from cellplane.drivers.errors import TemporaryDriverError
 from cellplane.drivers.fake import FakeDriver
 
-HOST_ID = "hst-test"
-ENGINE_REF = "sha256:" + "c" * 64
 AgentFactory = Callable[[], Agent]
 RunPass = Callable[..., None]
-
-
-def assignment(cell_id: str = "cel-1", **over: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "cell_id": cell_id,
-        "name": cell_id.removeprefix("cel-"),
-        "project_id": "prj-1",
-        "network": "cp-prj-1",
-        "image": {"id": "img-1", "kind": "archive", "engine_ref": ENGINE_REF, "sha256": "x"},
-        "cpu": 0.5,
-        "memory_mb": 256,
-        "command": ["sleep", "3600"],
-        "env": {},
-        "labels": {},
-        "ports": [],
-        "mounts": [],
-        "restart": {"policy": "never", "max_retries": None},
-        "stop_timeout": 3.0,
-        "desired_state": "RUNNING",
-        "restarts": 0,
-        "restart_requested_at": None,
-    }
-    base.update(over)
-    return base
 
 
 def full(*cells: dict[str, Any], revision: int = 5) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cellplane.validation import DNS_LABEL, user_name
+from cellplane.validation import DNS_LABEL, DNS_LABEL_MSG, user_name
 
 __all__ = [
     "GRANT_TYPES",
@@ -37,6 +37,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _directory_name(v: str) -> str:
+    """The name of a user, group or OAuth client, matched whole."""
+    if not USER_NAME.fullmatch(v):
+        raise ValueError("1-128 of letters, digits and '._@-', starting with a letter or digit")
+    return v
+
+
 def _password(v: str | None) -> str | None:
     if v is not None and len(v) < MIN_PASSWORD:
         raise ValueError(f"must be at least {MIN_PASSWORD} characters")
@@ -59,7 +66,7 @@ class TenantCreate(_Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         if not TENANT_NAME.fullmatch(v):
-            raise ValueError("must be a DNS label: 1-63 of a-z, 0-9 and '-'")
+            raise ValueError(DNS_LABEL_MSG)
         return v
 
 
@@ -74,9 +81,7 @@ class UserCreate(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not USER_NAME.fullmatch(v):
-            raise ValueError("1-128 of letters, digits and '._@-', starting with a letter or digit")
-        return user_name(v)
+        return user_name(_directory_name(v))
 
 
 class UserUpdate(_Strict):
@@ -95,9 +100,7 @@ class GroupCreate(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not USER_NAME.fullmatch(v):
-            raise ValueError("1-128 of letters, digits and '._@-', starting with a letter or digit")
-        return v
+        return _directory_name(v)
 
 
 class ClientCreate(_Strict):
@@ -109,9 +112,7 @@ class ClientCreate(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not USER_NAME.fullmatch(v):
-            raise ValueError("1-128 of letters, digits and '._@-', starting with a letter or digit")
-        return v
+        return _directory_name(v)
 
     @field_validator("grant_types")
     @classmethod
