@@ -65,6 +65,8 @@ def host_capacity(data_dir: Path, cpu_ratio: float, memory_ratio: float) -> wire
         cpu=round(cpus * cpu_ratio, 3),
         memory_mb=int(mem_mb * memory_ratio),
         disk_gb=int(disk_gb),
+        cores=cpus,
+        cpu_ratio=cpu_ratio,
     )
 
 

@@ -8,6 +8,7 @@ database integrity errors (`integrity_problem`) each map to one problem type. An
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -20,7 +21,14 @@ from starlette.routing import Match
 from cellplane.api.jsonresp import PROBLEM_BASE, JSONResponse, problem
 from cellplane.errors import CellplaneError, ValidationFailed
 
-__all__ = ["PROBLEM_BASE", "install", "integrity_problem", "problem"]
+__all__ = [
+    "PROBLEM_BASE",
+    "install",
+    "integrity_problem",
+    "plain_message",
+    "problem",
+    "validation_detail",
+]
 
 log = structlog.get_logger("cellplane.api")
 
@@ -45,6 +53,32 @@ def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
         else:
             out += ("." if out else "") + str(p)
     return out or "body"
+
+
+# pydantic's prefixes on the messages of validators ("Value error, give a flavor ..."): the
+# message after them is the project's own, written for people.
+_PYDANTIC_PREFIX = re.compile(r"^(?:Value error|Assertion failed), ")
+
+
+def plain_message(error: Mapping[str, Any]) -> str:
+    """One pydantic error in plain words: no "Value error, " prefix; a missing or unknown field
+    says so ("is required", "is not a field of this request")."""
+    kind = str(error.get("type", ""))
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "is not a field of this request"
+    msg = _PYDANTIC_PREFIX.sub("", str(error.get("msg", "invalid")))
+    # "Input should be ..." -> "input should be ..." (it follows "field: "); "URL ..." stays.
+    return msg if msg[:2].isupper() else msg[:1].lower() + msg[1:]
+
+
+def validation_detail(fields: list[dict[str, str]]) -> str:
+    """The `detail` of a 422: each problem once, naming its field ("memory_mb: ..."); a problem of
+    the whole body (a rule across fields) is its message alone."""
+    return "; ".join(
+        f["message"] if f["field"] == "body" else f"{f['field']}: {f['message']}" for f in fields
+    )
 
 
 _UNIQUE = re.compile(r"UNIQUE constraint failed: (\w+)\.(\w+)")  # SQLite
@@ -110,11 +144,11 @@ def install(app: FastAPI) -> None:
             detail = f"the body is not valid JSON: {ctx.get('error', msg)}"
             return problem(400, "malformed", "Malformed request", detail)
         fields = [
-            {"field": _field_path(e.get("loc", ())), "message": str(e.get("msg", "invalid"))}
-            for e in errs
+            {"field": _field_path(e.get("loc", ())), "message": plain_message(e)} for e in errs
         ]
-        detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-        return problem(422, "validation", "Invalid request", detail, errors=fields)
+        return problem(
+            422, "validation", "Invalid request", validation_detail(fields), errors=fields
+        )
 
     @app.exception_handler(IntegrityError)
     async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:

@@ -149,6 +149,17 @@ def delete_image(
     return Response(status_code=204)
 
 
+@router.get("/v1/projects/{project}/tasks", tags=["tasks"])
+def list_tasks(
+    project: str,
+    limit: int = Query(20, ge=1, le=200, description="How many tasks, newest first."),
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("tasks:read")),
+) -> dict[str, Any]:
+    """The project's most recent tasks, newest first."""
+    return tasks.list_tasks(svc, p, project, limit)
+
+
 @router.get("/v1/tasks/{task_id}", tags=["tasks"])
 def get_task(
     task_id: str, svc: Services = Depends(services), p: Principal = Depends(require("tasks:read"))

@@ -25,6 +25,7 @@ from cellplane.errors import (
     ValidationFailed,
 )
 from cellplane.ids import is_id, new_id, utcnow
+from cellplane.services import capacity
 from cellplane.services import hosts as hosts_mod
 from cellplane.services import quotas as quotas_mod
 from cellplane.services import tasks as tasks_mod
@@ -190,12 +191,14 @@ def _view(s: Session, cell: Cell, with_events: bool = True) -> dict[str, Any]:
         if with_events
         else []
     )
+    host = s.get(Host, cell.host_id) if cell.host_id else None
     return cell_view(
         cell,
         project=p.name if p else "",
         tenant=t.name if t else "",
         image=img.name if img else cell.image_id,
         events=events,
+        host_name=host.name if host else None,
     )
 
 
@@ -215,7 +218,19 @@ def create(
     image = s.scalar(select(Image).where((Image.name == body.image) | (Image.id == body.image)))
     if image is None:
         raise ValidationFailed.field("image", f"image {body.image!r} does not exist")
-    if body.flavor is not None or body.cpu is None:
+    cpu_given, mem_given = body.cpu, body.memory_mb
+    if body.flavor is None and (cpu_given is None) != (mem_given is None):
+        # One of cpu/memory given: the other comes from the nearest flavor (docs/api.md).
+        near = capacity.nearest_flavor(
+            [(f.name, f.cpu, f.memory_mb) for f in s.scalars(select(Flavor))],
+            cpu=cpu_given,
+            memory_mb=mem_given,
+        )
+        if near is None:
+            raise ValidationFailed.field("memory_mb", "no flavor to size the cell from; give both")
+        cpu_given = cpu_given if cpu_given is not None else near[1]
+        mem_given = mem_given if mem_given is not None else near[2]
+    if body.flavor is not None or cpu_given is None:
         fname = body.flavor or "SMALL"
         flavor = s.get(Flavor, fname)
         if flavor is None:
@@ -223,8 +238,8 @@ def create(
         cpu, mem, disk = flavor.cpu, flavor.memory_mb, flavor.disk_gb
         flavor_name: str | None = flavor.name
     else:
-        assert body.memory_mb is not None
-        cpu, mem, disk, flavor_name = body.cpu, body.memory_mb, 0, None
+        assert mem_given is not None
+        cpu, mem, disk, flavor_name = cpu_given, mem_given, 0, None
     if body.disk_gb is not None:
         disk = body.disk_gb
     if s.scalar(select(Cell.id).where(Cell.project_id == project.id, Cell.name == body.name)):
@@ -286,6 +301,7 @@ def create(
         entity_kind="cell",
         entity_id=cell.id,
         tenant_id=project.tenant_id,
+        project_id=project.id,
         steps=tasks_mod.CREATE_STEPS,
         now=now,
     )
@@ -370,6 +386,8 @@ def _transition(
     cell = _visible(s, principal, s.get(Cell, cell_id), cell_id, "cells:write")
     if cell.desired_state == "DELETED":
         raise Conflict(f"cell {cell.name!r} is being deleted")
+    if desired == "RUNNING":
+        _check_fits_again(s, cell)
     project = s.get(Project, cell.project_id)
     task = tasks_mod.new_task(
         s,
@@ -378,6 +396,7 @@ def _transition(
         entity_kind="cell",
         entity_id=cell.id,
         tenant_id=project.tenant_id if project else None,
+        project_id=cell.project_id,
         steps=steps,
         now=now,
     )
@@ -409,6 +428,41 @@ def _transition(
     s.add(CellEvent(cell_id=cell.id, at=now, type=kind.lower(), message=f"by {principal.subject}"))
     s.flush()
     return Outcome(202, tasks_mod.task_view(task), f"/v1/tasks/{task.id}", tuple(topics))
+
+
+def _check_fits_again(s: Session, cell: Cell) -> None:
+    """A stopped or ended cell reserves nothing on its host (`services.capacity`): running it
+    again needs its size free there again, or the start is refused, saying what is short."""
+    if cell.host_id is None or capacity.reserves_row(
+        cell.state, cell.desired_state, cell.ended_at is not None
+    ):
+        return
+    host = s.get(Host, cell.host_id)
+    if host is None:
+        return
+    used = hosts_mod.usage_by_host(s).get(host.id, {})
+    need = {"cpu": cell.cpu, "memory_mb": cell.memory_mb, "disk_gb": cell.disk_gb}
+    total = {"cpu": host.cpu, "memory_mb": host.memory_mb, "disk_gb": host.disk_gb}
+    short = capacity.shortfall(need, total, used)
+    taken = {
+        (p.get("protocol", "tcp"), int(p["host_port"]))
+        for ports in s.scalars(
+            select(Cell.ports).where(capacity.reserves(), Cell.host_id == host.id)
+        )
+        for p in ports or []
+        if p.get("host_port")
+    }
+    clash = [
+        f"port {p['host_port']}/{p.get('protocol', 'tcp')} is taken by another cell"
+        for p in cell.ports or []
+        if p.get("host_port") and (p.get("protocol", "tcp"), int(p["host_port"])) in taken
+    ]
+    short = "; ".join([*([short] if short else []), *clash]) or None
+    if short is not None:
+        raise InsufficientCapacity(
+            f"cell {cell.name!r} no longer fits on its host {host.name!r} (a stopped cell "
+            f"reserves nothing): {short}; free some capacity there, or delete and re-run the cell"
+        )
 
 
 def start(svc: Services, s: Session, principal: Principal, cell_id: str) -> Outcome:

@@ -22,7 +22,7 @@ from cellplane.services import tasks as tasks_mod
 from cellplane.services.cells import project_for
 from cellplane.services.context import Principal, Services
 from cellplane.state.cluster_models import Cluster, ClusterNode
-from cellplane.state.models import Cell, Project, Task
+from cellplane.state.models import Cell, Host, Project, Task
 
 __all__ = [
     "catalog_distros",
@@ -153,6 +153,7 @@ def _view(s: Session, c: Cluster, *, with_nodes: bool = True) -> dict[str, Any]:
         items = []
         for n in nodes:
             cell = s.get(Cell, n.cell_id) if n.cell_id else None
+            host = s.get(Host, cell.host_id) if cell and cell.host_id else None
             for r in n.roles:
                 roles.setdefault(r, []).append(n.name)
             items.append(
@@ -169,6 +170,8 @@ def _view(s: Session, c: Cluster, *, with_nodes: bool = True) -> dict[str, Any]:
                     "cell_state": cell.state if cell else None,
                     "address": cell.address if cell else None,
                     "host": cell.host_id if cell else None,
+                    "host_name": host.name if host else None,
+                    "cell_name": cell.name if cell else None,
                 }
             )
         view["nodes"] = items

@@ -315,6 +315,7 @@ def _begin(
         entity_kind="cluster",
         entity_id=c.id,
         tenant_id=p.tenant_id if p else None,
+        project_id=c.project_id,
         steps=steps or ("RUN",),
         now=now,
     )

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from cellplane import scheduler
 from cellplane.errors import FieldError, NotFound, Unauthorized, ValidationFailed
 from cellplane.ids import new_id, utcnow
-from cellplane.services import networks
+from cellplane.services import capacity, networks
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.context import Principal, Services
 from cellplane.services.views import host_view
@@ -113,6 +113,8 @@ def _host_view(host: Host, now: datetime, svc: Services, usage: dict[str, Any]) 
 
 
 def usage_by_host(s: Session) -> dict[str, dict[str, Any]]:
+    """What the cells that reserve capacity (`services.capacity`) use on each host; `cells` counts
+    them (stopped and ended cells are not counted: they reserve nothing)."""
     rows = s.execute(
         select(
             Cell.host_id,
@@ -121,14 +123,24 @@ def usage_by_host(s: Session) -> dict[str, dict[str, Any]]:
             func.sum(Cell.disk_gb),
             func.count(Cell.id),
         )
-        .where(Cell.host_id.is_not(None))
+        .where(capacity.reserves())
         .group_by(Cell.host_id)
     ).all()
-    return {
+    resting = dict(
+        s.execute(
+            select(Cell.host_id, func.count(Cell.id))
+            .where(Cell.host_id.is_not(None), ~capacity.reserves())
+            .group_by(Cell.host_id)
+        ).all()
+    )
+    out = {
         h: {"cpu": float(c or 0), "memory_mb": int(m or 0), "disk_gb": int(d or 0), "cells": int(n)}
         for h, c, m, d, n in rows
         if h is not None
     }
+    for h, n in resting.items():
+        out.setdefault(str(h), _zero())["stopped_cells"] = int(n)
+    return {h: {"stopped_cells": 0, **u} for h, u in out.items()}
 
 
 def snapshot(s: Session, svc: Services, now: datetime) -> list[scheduler.HostSnapshot]:
@@ -136,7 +148,7 @@ def snapshot(s: Session, svc: Services, now: datetime) -> list[scheduler.HostSna
     usage = usage_by_host(s)
     ports: dict[str, set[tuple[str, int]]] = defaultdict(set)
     for host_id, cell_ports in s.execute(
-        select(Cell.host_id, Cell.ports).where(Cell.host_id.is_not(None))
+        select(Cell.host_id, Cell.ports).where(capacity.reserves())
     ):
         for p in cell_ports or []:
             if p.get("host_port"):
@@ -169,7 +181,7 @@ def list_hosts(svc: Services) -> list[dict[str, Any]]:
 
 
 def _zero() -> dict[str, Any]:
-    return {"cpu": 0.0, "memory_mb": 0, "disk_gb": 0, "cells": 0}
+    return {"cpu": 0.0, "memory_mb": 0, "disk_gb": 0, "cells": 0, "stopped_cells": 0}
 
 
 def get_host(svc: Services, host_id: str) -> dict[str, Any]:
@@ -236,6 +248,7 @@ def register(svc: Services, body: dict[str, Any] | wire.RegisterRequest) -> wire
         h.labels = dict(req.labels)
         h.zone = req.zone
         h.cpu, h.memory_mb, h.disk_gb = cpu, mem, disk
+        h.cpu_cores, h.cpu_ratio = req.capacity.cores, req.capacity.cpu_ratio
         h.last_heartbeat = now
         # An agent registers once its engine runs (it starts the engine first).
         _apply_engine(h, req.engine or wire.EngineHealthReport(state="UP"), now)

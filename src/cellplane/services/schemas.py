@@ -132,8 +132,6 @@ class CellCreate(_Strict):
     def _size(self) -> CellCreate:
         if self.flavor is not None and (self.cpu is not None or self.memory_mb is not None):
             raise ValueError("give a flavor or explicit cpu/memory_mb, not both")
-        if self.flavor is None and (self.cpu is None) != (self.memory_mb is None):
-            raise ValueError("explicit sizing needs both cpu and memory_mb")
         paths = [v.path for v in self.volumes]
         if len(set(paths)) != len(paths):
             raise ValueError("two volumes are mounted at the same path")

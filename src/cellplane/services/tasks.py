@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cellplane.errors import NotFound
@@ -24,6 +25,7 @@ __all__ = [
     "STOP_STEPS",
     "advance",
     "fail",
+    "list_tasks",
     "new_task",
     "task_view",
     "visible_task",
@@ -50,6 +52,7 @@ def new_task(
     tenant_id: str | None,
     steps: tuple[str, ...],
     now: datetime,
+    project_id: str | None = None,
 ) -> Task:
     task = Task(
         id=task_id,
@@ -58,6 +61,7 @@ def new_task(
         entity_kind=entity_kind,
         entity_id=entity_id,
         tenant_id=tenant_id,
+        project_id=project_id,
         steps=[
             {"name": s, "state": "QUEUED", "started_at": None, "finished_at": None, "error": None}
             for s in steps
@@ -165,6 +169,35 @@ def task_view(task: Task) -> dict[str, Any]:
     }
 
 
+def _entity_name(s: Session, t: Task) -> str | None:
+    kinds: dict[str, Any] = {"cell": Cell, "volume": Volume, "cluster": Cluster}
+    model = kinds.get(t.entity_kind)
+    entity = s.get(model, t.entity_id) if model is not None else None
+    return getattr(entity, "name", None)
+
+
+def _named_view(s: Session, t: Task) -> dict[str, Any]:
+    """The task with its entity's name (null once the entity is gone): people know names."""
+    view = task_view(t)
+    view["entity"]["name"] = _entity_name(s, t)
+    return view
+
+
+def list_tasks(svc: Services, p: Principal, project: str, limit: int = 20) -> dict[str, Any]:
+    """The project's most recent tasks, newest first (`GET /v1/projects/{project}/tasks?limit=`)."""
+    from cellplane.services.cells import project_for  # cells imports this module
+
+    with svc.db.reader() as s:
+        proj = project_for(s, p, project, "tasks:read")
+        rows = s.scalars(
+            select(Task)
+            .where(Task.project_id == proj.id)
+            .order_by(Task.created_at.desc(), Task.id.desc())
+            .limit(max(1, min(limit, 200)))
+        ).all()
+        return {"items": [_named_view(s, t) for t in rows], "next_cursor": None}
+
+
 def visible_task(svc: Services, p: Principal, task_id: str) -> dict[str, Any]:
     """A task of the caller's tenant (and, for project-scoped callers, of their projects); tasks of
     no tenant (hosts, images) are the system admins'. Any other task does not exist for them.
@@ -181,10 +214,10 @@ def visible_task(svc: Services, p: Principal, task_id: str) -> dict[str, Any]:
         elif t.tenant_id != p.tenant_id:
             raise missing
         else:
-            project_id = _task_project(s, t)
+            project_id = t.project_id or _task_project(s, t)
             if project_id is not None and not p.sees_project(project_id):
                 raise missing
-        return task_view(t)
+        return _named_view(s, t)
 
 
 def _task_project(s: Session, t: Task) -> str | None:

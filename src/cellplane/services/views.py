@@ -23,7 +23,13 @@ def iso(t: datetime | None) -> str | None:
 
 
 def cell_view(
-    cell: Cell, *, project: str, tenant: str, image: str, events: list[CellEvent] | None = None
+    cell: Cell,
+    *,
+    project: str,
+    tenant: str,
+    image: str,
+    events: list[CellEvent] | None = None,
+    host_name: str | None = None,
 ) -> dict[str, Any]:
     return {
         "id": cell.id,
@@ -46,6 +52,7 @@ def cell_view(
         "state": cell.state,
         "message": cell.message,
         "host": cell.host_id,
+        "host_name": host_name,
         "address": cell.address,
         "exit_code": cell.exit_code,
         "restarts": cell.restarts,
@@ -66,7 +73,14 @@ def host_view(host: Host, state: str, usage: dict[str, Any]) -> dict[str, Any]:
         "maintenance": host.maintenance,
         "labels": host.labels,
         "zone": host.zone,
-        "capacity": {"cpu": host.cpu, "memory_mb": host.memory_mb, "disk_gb": host.disk_gb},
+        # cpu is allocatable CPU: cores x cpu_ratio (the agent's overcommit; null when unknown).
+        "capacity": {
+            "cpu": host.cpu,
+            "memory_mb": host.memory_mb,
+            "disk_gb": host.disk_gb,
+            "cores": host.cpu_cores,
+            "cpu_ratio": host.cpu_ratio,
+        },
         "usage": usage,
         "last_heartbeat": iso(host.last_heartbeat),
         "created_at": iso(host.created_at),
@@ -89,15 +103,24 @@ def image_view(i: Image) -> dict[str, Any]:
     }
 
 
-def volume_view(v: Volume, *, project: str, attached_to: list[str]) -> dict[str, Any]:
+def volume_view(
+    v: Volume,
+    *,
+    project: str,
+    attached_to: list[str],
+    attached_names: list[str] | None = None,
+    host_name: str | None = None,
+) -> dict[str, Any]:
     return {
         "id": v.id,
         "name": v.name,
         "project": project,
         "size_gb": v.size_gb,
         "host": v.host_id,
+        "host_name": host_name,
         "state": v.state,
-        "attached_to": attached_to,
+        "attached_to": attached_to,  # cell ids
+        "attached_names": attached_names if attached_names is not None else [],  # their names
         "created_at": iso(v.created_at),
     }
 

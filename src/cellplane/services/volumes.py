@@ -19,22 +19,30 @@ from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import Outcome
 from cellplane.services.schemas import VolumeCreate
 from cellplane.services.views import volume_view
-from cellplane.state.models import Cell, Project, Volume
+from cellplane.state.models import Cell, Host, Project, Volume
 
 __all__ = ["create", "delete", "get", "list_volumes"]
 
 
-def _attached(s: Session, v: Volume) -> list[str]:
+def _attached(s: Session, v: Volume) -> list[Cell]:
     return [
-        c.id
-        for c in s.scalars(select(Cell).where(Cell.project_id == v.project_id))
+        c
+        for c in s.scalars(select(Cell).where(Cell.project_id == v.project_id).order_by(Cell.id))
         if any(m.get("volume") == v.name for m in c.volumes or [])
     ]
 
 
 def _view(s: Session, v: Volume) -> dict[str, Any]:
     p = s.get(Project, v.project_id)
-    return volume_view(v, project=p.name if p else "", attached_to=_attached(s, v))
+    host = s.get(Host, v.host_id) if v.host_id else None
+    cells = _attached(s, v)
+    return volume_view(
+        v,
+        project=p.name if p else "",
+        attached_to=[c.id for c in cells],
+        attached_names=[c.name for c in cells],
+        host_name=host.name if host else None,
+    )
 
 
 def create(
@@ -87,7 +95,11 @@ def delete(svc: Services, principal: Principal, volume_id: str) -> None:
         v = _visible(s, principal, volume_id, "volumes:write")
         users = _attached(s, v)
         if users:
-            raise Conflict(f"volume {v.name!r} is attached to cell(s) {', '.join(users)}")
+            names = ", ".join(repr(c.name) for c in users)
+            raise Conflict(
+                f"volume {v.name!r} is attached to cell(s) {names}; remove them first "
+                f"(`cellplane cell rm NAME`)"
+            )
         if v.host_id is None:
             s.delete(v)
         else:

@@ -125,6 +125,9 @@ class Host(Base):
     cpu: Mapped[float] = mapped_column(Float)
     memory_mb: Mapped[int] = mapped_column(Integer)
     disk_gb: Mapped[int] = mapped_column(Integer)
+    # What the agent counted: physical cores and the CPU overcommit ratio (cpu = cores x ratio).
+    cpu_cores: Mapped[int | None] = mapped_column(Integer)
+    cpu_ratio: Mapped[float | None] = mapped_column(Float)
     # Bumped in the same transaction as any change to what this host should run; agents long-poll it.
     revision: Mapped[int] = mapped_column(Integer, default=0)
     last_heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -230,6 +233,8 @@ class Task(Base):
     entity_kind: Mapped[str] = mapped_column(String(32))
     entity_id: Mapped[str] = mapped_column(String(40), index=True)
     tenant_id: Mapped[str | None] = mapped_column(String(40))
+    # The project of the task's entity, kept after the entity is gone (`task ls`).
+    project_id: Mapped[str | None] = mapped_column(String(40), index=True)
     steps: Mapped[list[Any]] = mapped_column(default=list)
     progress: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)

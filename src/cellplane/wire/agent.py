@@ -88,9 +88,11 @@ class _Versioned(_Model):
 
 
 class HostCapacity(_Model):
-    cpu: float
+    cpu: float  # allocatable: cores x cpu_ratio
     memory_mb: int
     disk_gb: int
+    cores: int | None = None  # the machine's cores, as counted by the agent
+    cpu_ratio: float | None = None  # the CPU overcommit ratio the agent applied
 
 
 class EngineHealthReport(_Model):

@@ -204,8 +204,14 @@ def test_host_usage_counts_placed_cells(plat: Platform) -> None:
     plat.create_cell("b")  # SMALL: 0.5 cpu, 512 MB, 1 GB
     plat.schedule()
     h = plat.client.get(f"/v1/hosts/{plat.host_id}", headers=plat.admin).json()
-    assert h["usage"] == {"cpu": 1.5, "memory_mb": 1536, "disk_gb": 1, "cells": 2}
-    assert h["capacity"] == {"cpu": 8.0, "memory_mb": 4096, "disk_gb": 100}
+    assert h["usage"] == {
+        "cpu": 1.5,
+        "memory_mb": 1536,
+        "disk_gb": 1,
+        "cells": 2,
+        "stopped_cells": 0,
+    }
+    assert h["capacity"]["cpu"] == 8.0 and h["capacity"]["memory_mb"] == 4096
     # What is left is what admission checks against.
     r = plat.create_cell("c", cpu=1, memory_mb=3000)
     assert r.status_code == 409 and "2560 MB" in r.json()["detail"]
@@ -235,11 +241,13 @@ def test_volume_lifecycle(plat: Platform) -> None:
         "id"
     ]
     v = plat.client.get(f"/v1/volumes/{vol['id']}", headers=plat.admin).json()
-    assert v["attached_to"] == [cid]
+    assert v["attached_to"] == [cid] and v["attached_names"] == ["db"]
     r = plat.client.delete(f"/v1/volumes/{vol['id']}", headers=plat.admin)
     assert r.status_code == 409
     assert r.headers["content-type"].startswith("application/problem+json")
-    assert r.json()["type"].endswith("/conflict") and cid in r.json()["detail"]
+    # The refusal names the cell as the user knows it, not by id.
+    assert r.json()["type"].endswith("/conflict") and "'db'" in r.json()["detail"]
+    assert cid not in r.json()["detail"]
     items = plat.client.get("/v1/projects/default/volumes", headers=plat.admin).json()["items"]
     assert [i["id"] for i in items] == [vol["id"]]
 
