@@ -37,6 +37,7 @@ def audit_ls(
     all_tenants: Annotated[
         bool, typer.Option("--all-tenants", help="Every tenant's events (system admins).")
     ] = False,
+    quiet: output.QuietOpt = False,
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """List audit events, newest first."""
@@ -45,10 +46,10 @@ def audit_ls(
             limit=limit, action=action, outcome=outcome, actor=actor, all_tenants=all_tenants
         )
         events = page.get("items") or []
-    if output.is_json(out):
-        output.print_json(events)
-        return
-    output.print_table(
+    output.print_list(
+        out,
+        events,
+        quiet,
         ["AT", "ACTOR", "ACTION", "TARGET", "OUTCOME", "SOURCE"],
         (
             [

@@ -122,6 +122,14 @@ def resolve_cell(client: Client, project: str, ref: str) -> str:
     return str(cell["id"])
 
 
+def _host_text(cell: dict[str, Any]) -> str | None:
+    """The host by name, with its id: `node-a (hst-...)`."""
+    if not cell.get("host"):
+        return None
+    name = cell.get("host_name")
+    return f"{name} ({cell['host']})" if name else str(cell["host"])
+
+
 def _ports_text(cell: dict[str, Any]) -> str:
     return ", ".join(
         f"{p.get('host_port')}->{p.get('container_port')}/{p.get('protocol', 'tcp')}"
@@ -137,17 +145,21 @@ def _finish(
     done: str,
     *,
     show_cell: bool = True,
+    quiet: bool = False,
 ) -> None:
-    """Wait for a cell task (unless detached), print the result, exit 1 on ERROR."""
-    as_json = out is output.OutputFormat.json
+    """Wait for a cell task (unless detached), print the result, exit 1 on ERROR. `quiet`: the
+    cell's id alone on stdout (and no live display)."""
+    as_json = output.is_json(out)
     if detach:
-        if as_json:
+        if quiet:
+            output.print_id(quiet, task.get("entity") or {})
+        elif as_json:
             output.print_json(task)
         else:
-            output.out_console.print(f"task {task.get('id')} {str(task.get('state')).lower()}")
+            tasks.print_started(task)
         return
     try:
-        final = tasks.follow_task(client, task, quiet=as_json)
+        final = tasks.follow_task(client, task, quiet=as_json or quiet)
     except KeyboardInterrupt:
         # Only the waiting stops; the operation itself carries on in the server.
         output.err_console.print(
@@ -160,6 +172,8 @@ def _finish(
         tasks.report_task_error(final)
         raise typer.Exit(1)
     entity = final.get("entity") or {}
+    if output.print_id(quiet, entity):
+        return
     cell: dict[str, Any] | None = None
     if show_cell and entity.get("kind") == "cell" and entity.get("id"):
         cell = client.get_cell(str(entity["id"]))
@@ -188,9 +202,22 @@ def run(
         list[str] | None, typer.Argument(help="Command and arguments, after `--`.")
     ] = None,
     flavor: Annotated[str | None, typer.Option(help="Flavor name (e.g. SMALL).")] = None,
-    cpu: Annotated[float | None, typer.Option(help="CPUs, instead of a flavor.", min=0.01)] = None,
+    cpu: Annotated[
+        float | None,
+        typer.Option(
+            help="CPUs, instead of a flavor; alone, the memory is the nearest flavor's "
+            "(the smallest with at least this many CPUs).",
+            min=0.01,
+        ),
+    ] = None,
     memory: Annotated[
-        str | None, typer.Option("--memory", "-m", help="Memory (512M, 2G), instead of a flavor.")
+        str | None,
+        typer.Option(
+            "--memory",
+            "-m",
+            help="Memory (512M, 2G), instead of a flavor; alone, the CPUs are the nearest "
+            "flavor's (the smallest with at least this much memory).",
+        ),
     ] = None,
     env: Annotated[
         list[str] | None, typer.Option("--env", "-e", help="Environment KEY=VALUE (repeat).")
@@ -210,9 +237,16 @@ def run(
     ] = "never",
     detach: Detach = False,
     project: output.ProjectOpt = "default",
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only the new cell's id.")
+    ] = False,
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
-    """Create and start a cell, and wait until it runs."""
+    """Create and start a cell, and wait until it runs.
+
+    Size: --flavor (default SMALL), or --cpu and/or --memory (one alone takes the other from the
+    nearest flavor; see `cellplane flavor ls`). A cell no host can take is refused at once,
+    saying what the largest free host has."""
     if flavor is not None and (cpu is not None or memory is not None):
         raise typer.BadParameter(
             "use --flavor or --cpu/--memory, not both", param_hint="'--flavor'"
@@ -231,7 +265,7 @@ def run(
     }
     with output.session() as client:
         task = client.create_cell(project, name, image, **spec)
-        _finish(client, task, out, detach, "created")
+        _finish(client, task, out, detach, "created", quiet=quiet)
 
 
 @app.command("ls")
@@ -241,29 +275,34 @@ def ls(
     ] = None,
     state: Annotated[str | None, typer.Option(help="Only cells in this state.")] = None,
     project: output.ProjectOpt = "default",
+    quiet: output.QuietOpt = False,
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """List the cells of a project."""
     labels = parse_env(label, "'--label'")
     with output.session() as client:
         cells = list(client.iter_cells(project, labels=labels or None, state=state))
-    if out is output.OutputFormat.json:
-        output.print_json(cells)
-        return
-    output.print_table(
-        ["NAME", "ID", "STATE", "IMAGE", "ADDRESS", "PORTS", "AGE"],
+    output.print_list(
+        out,
+        cells,
+        quiet,
+        ["NAME", "ID", "STATE", "IMAGE", "HOST", "ADDRESS", "PORTS", "AGE", "HOST ID", "SIZE"],
         (
             [
                 c.get("name"),
                 c.get("id"),
                 c.get("state"),
                 c.get("image"),
+                c.get("host_name") or c.get("host"),
                 c.get("address"),
                 _ports_text(c),
                 output.age(c.get("created_at")),
+                c.get("host"),
+                f"{c.get('cpu')} cpu, {c.get('memory_mb')} MB",
             ]
             for c in cells
         ),
+        wide_only=("HOST ID", "SIZE"),
     )
 
 
@@ -276,7 +315,7 @@ def show(
     """Show one cell, with its recent events."""
     with output.session() as client:
         data = client.get_cell(resolve_cell(client, project, cell))
-    if out is output.OutputFormat.json:
+    if output.is_json(out):
         output.print_json(data)
         return
     restart = data.get("restart") or {}
@@ -292,7 +331,7 @@ def show(
         ("image", data.get("image")),
         ("size", f"{data.get('flavor')}: {size}" if data.get("flavor") else size),
         ("command", " ".join(data.get("command") or []) or None),
-        ("host", data.get("host")),
+        ("host", _host_text(data)),
         ("address", data.get("address")),
         ("ports", _ports_text(data)),
         (

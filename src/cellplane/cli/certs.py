@@ -126,14 +126,16 @@ def cert_request(
 
 
 @app.command("ls")
-def cert_ls(out: output.OutputOpt = output.OutputFormat.table) -> None:
+def cert_ls(
+    quiet: output.QuietOpt = False, out: output.OutputOpt = output.OutputFormat.table
+) -> None:
     """List your certificates (a tenant admin sees the tenant's)."""
     with output.session() as client:
         certs = client.list_certificates()
-    if output.is_json(out):
-        output.print_json(certs)
-        return
-    output.print_table(
+    output.print_list(
+        out,
+        certs,
+        quiet,
         ["SERIAL", "SUBJECT", "PROFILE", "OWNER", "NOT AFTER", "REVOKED"],
         (
             [
@@ -146,6 +148,7 @@ def cert_ls(out: output.OutputOpt = output.OutputFormat.table) -> None:
             ]
             for c in certs
         ),
+        key="serial",
     )
 
 

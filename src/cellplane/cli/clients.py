@@ -35,14 +35,16 @@ def _client_rows(c: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 
 @app.command("ls")
-def client_ls(out: output.OutputOpt = output.OutputFormat.table) -> None:
+def client_ls(
+    quiet: output.QuietOpt = False, out: output.OutputOpt = output.OutputFormat.table
+) -> None:
     """List the OAuth clients of your tenant."""
     with output.session() as client:
         clients = client.list_oauth_clients()
-    if output.is_json(out):
-        output.print_json(clients)
-        return
-    output.print_table(
+    output.print_list(
+        out,
+        clients,
+        quiet,
         ["NAME", "CLIENT ID", "TYPE", "GRANTS", "AGE"],
         (
             [
@@ -86,6 +88,7 @@ def client_create(
         list[str] | None,
         typer.Option("--redirect-uri", help="Redirect URI for authorization_code (repeat)."),
     ] = None,
+    quiet: output.QuietOpt = False,
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """Create an OAuth client; a confidential one (a service account) gets a secret."""
@@ -93,6 +96,10 @@ def client_create(
         data = client.create_oauth_client(
             name, public=public, grant_types=grant, redirect_uris=redirect_uri or ()
         )
+    if output.print_id(quiet, data, "client_id"):
+        if data.get("client_secret"):
+            output.secret_to_stderr("client secret", str(data["client_secret"]))
+        return
     if output.is_json(out):
         output.print_json(data)
         return

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from cellplane.client import Client
 
-__all__ = ["app", "render_cluster"]
+__all__ = ["app", "final_frame", "render_cluster"]
 
 app = typer.Typer(
     help="Deploy and manage clusters from specs (BDE/Serengeti).", no_args_is_help=True
@@ -63,29 +63,46 @@ def _styled(state: str | None) -> str:
     return f"[{style}]{text}[/]" if style else text
 
 
-def render_cluster(view: dict[str, Any]) -> RenderableType:
-    """A table of the cluster's nodes: group, roles with their readiness, node state."""
+def render_cluster(view: dict[str, Any], *, wide: bool = False) -> RenderableType:
+    """A table of the cluster's nodes: group, roles with their readiness, node state, host (by
+    name; `wide` adds the cell and host ids and the address). Its title fits one line."""
     from rich import box
     from rich.table import Table
 
     task = view.get("task") or {}
-    title = (
-        f"cluster {output.escape(str(view.get('name')))} {_styled(view.get('state'))}"
-        f"  task {task.get('kind', '')} {task.get('progress', 0)}%"
-    )
-    table = Table("NODE", "GROUP", "ROLES", "STATE", box=box.SIMPLE_HEAD, title=title)
+    title = f"cluster {output.escape(str(view.get('name')))} {_styled(view.get('state'))}"
+    if task:
+        title += f"  {str(task.get('kind', '')).lower()} {task.get('progress', 0)}%"
+    columns = ["NODE", "GROUP", "ROLES", "STATE", "HOST"]
+    if wide:
+        columns += ["ADDRESS", "CELL ID", "HOST ID"]
+    table = Table(*columns, box=box.SIMPLE_HEAD, title=title, title_justify="left")
     for node in view.get("nodes") or []:
         states = node.get("role_states") or {}
         roles = ", ".join(
             f"{output.escape(r)} {_styled(states.get(r, 'PENDING'))}" for r in node.get("roles", [])
         )
-        table.add_row(
+        row = [
             output.escape(str(node.get("name"))),
             output.escape(str(node.get("group"))),
             roles,
             _styled(node.get("state")),
-        )
+            output.escape(str(node.get("host_name") or node.get("host") or "-")),
+        ]
+        if wide:
+            row += [str(node.get(k) or "-") for k in ("address", "cell", "host")]
+        table.add_row(*row)
     return table
+
+
+def final_frame(last: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
+    """The view to draw once the task ended. A deleted cluster has no view left: its last one
+    with every node DELETED (never a node still READY), the task done."""
+    if final.get("nodes") is not None or not last:
+        return final
+    task = {**(last.get("task") or {}), **(final.get("task") or {}), "progress": 100}
+    nodes = [{**n, "state": final.get("state"), "role_states": {}} for n in last.get("nodes") or []]
+    return {**last, "state": final.get("state"), "task": task, "nodes": nodes}
 
 
 def _resolve(client: Client, project: str, name: str) -> dict[str, Any]:
@@ -103,41 +120,53 @@ def _follow(
     task: dict[str, Any],
     out: output.OutputFormat,
     detach: bool,
+    quiet: bool = False,
 ) -> None:
     from rich.live import Live
 
-    as_json = out is output.OutputFormat.json
+    from cellplane.cli.tasks import print_started
+
+    as_json = output.is_json(out)
     if detach:
+        if output.print_id(quiet, {"id": cluster_id}):
+            return
         if as_json:
             output.print_json(task)
         else:
-            output.out_console.print(f"task {task.get('id')} {str(task.get('state')).lower()}")
+            print_started(task)
         return
+    last: dict[str, Any] = {}
     try:
-        if as_json:
+        if as_json or quiet:
             final = client.wait_cluster(cluster_id, str(task["id"]), timeout=None)
         else:
             with Live(console=output.err_console, auto_refresh=False, transient=False) as live:
 
                 def show(view: dict[str, Any]) -> None:
                     if view.get("nodes") is not None:
+                        last.clear()
+                        last.update(view)
                         live.update(render_cluster(view), refresh=True)
 
                 final = client.wait_cluster(
                     cluster_id, str(task["id"]), timeout=None, on_change=show
                 )
+                # The last frame is the final state (a deleted cluster: its nodes DELETED).
+                live.update(render_cluster(final_frame(last, final)), refresh=True)
     except KeyboardInterrupt:
         output.err_console.print(
             f"stopped waiting; follow it with: cellplane task watch {task.get('id')}"
         )
         raise typer.Exit(130) from None
     failed = (final.get("task") or {}).get("state") == "ERROR"
-    if as_json:
+    if quiet and not failed:
+        output.print_id(quiet, {"id": cluster_id})
+    elif as_json:
         output.print_json(final)
     elif not failed:
+        name = final.get("name") or last.get("name") or cluster_id
         output.out_console.print(
-            f"cluster {output.escape(str(final.get('name', cluster_id)))} "
-            f"{str(final.get('state', '')).lower()}"
+            f"cluster {output.escape(str(name))} {str(final.get('state', '')).lower()}"
         )
     if failed:
         output.fail(
@@ -172,6 +201,9 @@ def create(
     spec_file: SpecFile = None,
     detach: Detach = False,
     project: output.ProjectOpt = "default",
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only the new cluster's id.")
+    ] = False,
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """Create a cluster from the distro's spec or a spec file, and follow it node by node."""
@@ -181,7 +213,7 @@ def create(
     spec = _load_spec(spec_file) if spec_file else None
     with output.session() as client:
         task = client.create_cluster(project, name, distro=distro, type=type, spec=spec)
-        _follow(client, str(task["entity"]["id"]), task, out, detach)
+        _follow(client, str(task["entity"]["id"]), task, out, detach, quiet)
 
 
 def _simple(
@@ -287,15 +319,16 @@ def config(
 @app.command("list")
 def list_(
     project: output.ProjectOpt = "default",
+    quiet: output.QuietOpt = False,
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """List the clusters of a project."""
     with output.session() as client:
         items = client.list_clusters(project)
-    if out is output.OutputFormat.json:
-        output.print_json(items)
-        return
-    output.print_table(
+    output.print_list(
+        out,
+        items,
+        quiet,
         ["NAME", "ID", "DISTRO", "STATE", "NODES", "AGE"],
         (
             [
@@ -322,10 +355,10 @@ def show(
     name = _name(name, name_opt)
     with output.session() as client:
         view = _resolve(client, project, name)
-    if out is output.OutputFormat.json:
+    if output.is_json(out):
         output.print_json(view)
         return
-    output.out_console.print(render_cluster(view))
+    output.out_console.print(render_cluster(view, wide=out is output.OutputFormat.wide))
     for g in view.get("nodeGroups") or []:
         if g.get("cellName") and g.get("cellName") != g.get("name"):
             output.out_console.print(

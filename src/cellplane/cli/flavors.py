@@ -15,17 +15,18 @@ app = typer.Typer(help="Named cell sizes.", no_args_is_help=True)
 
 
 @app.command("ls")
-def ls(out: output.OutputOpt = output.OutputFormat.table) -> None:
+def ls(quiet: output.QuietOpt = False, out: output.OutputOpt = output.OutputFormat.table) -> None:
     """List flavors."""
     with output.session() as client:
         flavors = list(client.iter_flavors())
-    if out is output.OutputFormat.json:
-        output.print_json(flavors)
-        return
-    output.print_table(
+    output.print_list(
+        out,
+        flavors,
+        quiet,
         ["NAME", "CPU", "MEMORY", "DISK"],
         (
             [f.get("name"), f.get("cpu"), f"{f.get('memory_mb')} MB", f"{f.get('disk_gb')} GB"]
             for f in flavors
         ),
+        key="name",
     )

@@ -22,14 +22,16 @@ GroupRef = Annotated[str, typer.Argument(help="Group name or id.")]
 
 
 @app.command("ls")
-def group_ls(out: output.OutputOpt = output.OutputFormat.table) -> None:
+def group_ls(
+    quiet: output.QuietOpt = False, out: output.OutputOpt = output.OutputFormat.table
+) -> None:
     """List the groups of your tenant."""
     with output.session() as client:
         groups = client.list_groups()
-    if output.is_json(out):
-        output.print_json(groups)
-        return
-    output.print_table(
+    output.print_list(
+        out,
+        groups,
+        quiet,
         ["NAME", "ID", "MEMBERS", "AGE"],
         (
             [
@@ -65,11 +67,14 @@ def _print_group(
 @app.command("create")
 def group_create(
     name: Annotated[str, typer.Argument(help="Group name.")],
+    quiet: output.QuietOpt = False,
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """Create a group."""
     with output.session() as client:
         group = client.create_group(name)
+    if output.print_id(quiet, group):
+        return
     name_text = output.escape(str(group.get("name")))
     _print_group(group, out, f"group {name_text} ({group.get('id')}) created")
 

@@ -47,16 +47,42 @@ def _usage(host: dict[str, Any], key: str, unit: str = "") -> str:
     return f"{used if used is not None else '-'}/{total if total is not None else '-'}{unit}"
 
 
+def cpu_capacity_text(capacity: dict[str, Any]) -> str:
+    """The host's allocatable CPU and where it comes from: "2 cores x16 overcommit = 32.0"
+    (the agent's `--cpu-ratio`); the number alone when the agent did not say."""
+    cpu, cores, ratio = capacity.get("cpu"), capacity.get("cores"), capacity.get("cpu_ratio")
+    if cpu is None:
+        return "-"
+    if cores is None or ratio is None:
+        return f"{cpu}"
+    return f"{cores} cores x{ratio:g} overcommit = {cpu}"
+
+
+def _cells_text(host: dict[str, Any]) -> str:
+    usage = host.get("usage") or {}
+    text = f"{usage.get('cells', 0)} reserving capacity"
+    stopped = usage.get("stopped_cells") or 0
+    if stopped:
+        text += f", {stopped} stopped or ended (reserving nothing)"
+    return text
+
+
+COLUMNS = [
+    *("NAME", "ID", "STATE", "ADDRESS", "ZONE", "CPU", "MEMORY", "CELLS", "HEARTBEAT"),
+    *("CPU CAPACITY", "STOPPED CELLS"),  # -o wide
+]
+
+
 @app.command("ls")
-def ls(out: output.OutputOpt = output.OutputFormat.table) -> None:
-    """List hosts with their state and usage."""
+def ls(quiet: output.QuietOpt = False, out: output.OutputOpt = output.OutputFormat.table) -> None:
+    """List hosts with their state and usage (stopped and ended cells reserve nothing)."""
     with output.session() as client:
         hosts = list(client.iter_hosts())
-    if out is output.OutputFormat.json:
-        output.print_json(hosts)
-        return
-    output.print_table(
-        ["NAME", "ID", "STATE", "ADDRESS", "ZONE", "CPU", "MEMORY", "CELLS", "HEARTBEAT"],
+    output.print_list(
+        out,
+        hosts,
+        quiet,
+        COLUMNS,
         (
             [
                 h.get("name"),
@@ -68,9 +94,12 @@ def ls(out: output.OutputOpt = output.OutputFormat.table) -> None:
                 _usage(h, "memory_mb", " MB"),
                 (h.get("usage") or {}).get("cells"),
                 output.age(h.get("last_heartbeat")),
+                cpu_capacity_text(h.get("capacity") or {}),
+                (h.get("usage") or {}).get("stopped_cells"),
             ]
             for h in hosts
         ),
+        wide_only=("CPU CAPACITY", "STOPPED CELLS"),
     )
 
 
@@ -92,7 +121,7 @@ def show(
     """Show one host: its state and why (heartbeats, container engine), capacity and usage."""
     with output.session() as client:
         data = client.get_host(resolve_host(client, host))
-    if out is output.OutputFormat.json:
+    if output.is_json(out):
         output.print_json(data)
         return
     engine = data.get("engine") or {}
@@ -107,10 +136,11 @@ def show(
         ("address", data.get("address")),
         ("zone", data.get("zone")),
         ("labels", ", ".join(f"{k}={v}" for k, v in (data.get("labels") or {}).items())),
-        ("cpu", _usage(data, "cpu")),
+        ("usage", "what running cells reserve; a stopped or ended cell reserves nothing"),
+        ("cpu", f"{_usage(data, 'cpu')} used of {cpu_capacity_text(data.get('capacity') or {})}"),
         ("memory", _usage(data, "memory_mb", " MB")),
         ("disk", _usage(data, "disk_gb", " GB")),
-        ("cells", (data.get("usage") or {}).get("cells")),
+        ("cells", _cells_text(data)),
         ("heartbeat", output.age(data.get("last_heartbeat"))),
         ("created", data.get("created_at")),
     ]
@@ -126,7 +156,7 @@ def maintenance(
     """Put a host into maintenance, or take it out."""
     with output.session() as client:
         data = client.set_maintenance(resolve_host(client, host), switch is Switch.on)
-    if out is output.OutputFormat.json:
+    if output.is_json(out):
         output.print_json(data)
     else:
         output.out_console.print(

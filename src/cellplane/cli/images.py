@@ -43,6 +43,7 @@ def import_(
         ),
     ],
     name: Annotated[str, typer.Option("--name", "-n", help="Image name.")],
+    quiet: output.QuietOpt = False,
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """Upload an image tarball."""
@@ -63,7 +64,7 @@ def import_(
             TransferSpeedColumn(),
             console=output.err_console,
             transient=True,
-            disable=out is output.OutputFormat.json,
+            disable=output.is_json(out) or quiet,
         ) as progress,
     ):
         bar = progress.add_task(f"uploading {file.name}", total=size)
@@ -74,7 +75,9 @@ def import_(
             progress.update(bar, completed=(done + sent) if done + sent <= size else sent)
 
         image = client.upload_image(name, file, progress=advance)
-    if out is output.OutputFormat.json:
+    if output.print_id(quiet, image):
+        return
+    if output.is_json(out):
         output.print_json(image)
     else:
         output.out_console.print(
@@ -84,14 +87,14 @@ def import_(
 
 
 @app.command("ls")
-def ls(out: output.OutputOpt = output.OutputFormat.table) -> None:
+def ls(quiet: output.QuietOpt = False, out: output.OutputOpt = output.OutputFormat.table) -> None:
     """List images."""
     with output.session() as client:
         images = list(client.iter_images())
-    if out is output.OutputFormat.json:
-        output.print_json(images)
-        return
-    output.print_table(
+    output.print_list(
+        out,
+        images,
+        quiet,
         ["NAME", "ID", "KIND", "SIZE", "AGE"],
         (
             [

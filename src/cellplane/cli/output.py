@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -29,19 +29,25 @@ __all__ = [
     "OutputFormat",
     "OutputOpt",
     "ProjectOpt",
+    "QuietOpt",
     "age",
     "client_factory",
     "err_console",
+    "error_detail",
     "escape",
     "fail",
     "is_json",
     "out_console",
     "print_fields",
+    "print_id",
     "print_json",
+    "print_list",
     "print_table",
+    "problem_of",
     "read_stdin_secret",
     "say",
     "secret_once",
+    "secret_to_stderr",
     "session",
     "show_or_json",
 ]
@@ -51,12 +57,22 @@ class OutputFormat(StrEnum):
     """How results are printed."""
 
     table = "table"
+    wide = "wide"
     json = "json"
+    yaml = "yaml"
 
 
 OutputOpt = Annotated[
     OutputFormat,
-    typer.Option("--output", "-o", help="table for people, json for scripts (the API objects)."),
+    typer.Option(
+        "--output",
+        "-o",
+        help="table for people (tab-separated, never cut, when piped), wide (more columns: ids), "
+        "json or yaml for scripts (the API objects; errors too, on stderr).",
+    ),
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print only ids, one a line (for scripts).")
 ]
 ProjectOpt = Annotated[
     str,
@@ -78,8 +94,26 @@ def _default_client() -> Client:
 client_factory: Callable[[], Client] = _default_client
 
 
-def fail(title: str, detail: str | None = None, code: int = 1) -> NoReturn:
-    """Print an error in red on stderr and exit."""
+def _current_format() -> OutputFormat:
+    """The `-o` of the running command (click keeps its parameters), table if it has none."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    value = ctx.params.get("out") if ctx is not None else None
+    return value if isinstance(value, OutputFormat) else OutputFormat.table
+
+
+def fail(
+    title: str, detail: str | None = None, code: int = 1, *, problem: dict[str, Any] | None = None
+) -> NoReturn:
+    """Print an error on stderr and exit: in red for people; with `-o json|yaml` the problem
+    document (RFC 9457: title, status, detail, errors) in that format, so scripts can parse it."""
+    fmt = _current_format()
+    if fmt in (OutputFormat.json, OutputFormat.yaml):
+        doc = problem or {"title": title, "detail": detail}
+        sys.stderr.write(_dump(doc, fmt))
+        sys.stderr.flush()
+        raise typer.Exit(code)
     err_console.print(f"[bold red]Error:[/] [red]{escape(title)}[/]")
     if detail:
         err_console.print(f"[red]{escape(detail)}[/]")
@@ -93,9 +127,27 @@ def escape(text: str) -> str:
     return markup.escape(text)
 
 
+def problem_of(exc: Any) -> dict[str, Any]:
+    """The problem document of an SDK error, as the server sent it (fields it had)."""
+    doc: dict[str, Any] = {"type": exc.type, "title": exc.title, "status": exc.status}
+    doc["detail"] = exc.detail
+    if exc.errors:
+        doc["errors"] = exc.errors
+    return {k: v for k, v in doc.items() if v is not None}
+
+
+def error_detail(exc: Any) -> str | None:
+    """What went wrong, said once: the server's `detail` (which already names each field of a
+    422), else its per-field `errors`."""
+    if exc.detail:
+        return str(exc.detail)
+    lines = [f"{e.get('field', '?')}: {e.get('message', '')}" for e in exc.errors]
+    return "\n".join(lines) or None
+
+
 @contextmanager
 def session() -> Iterator[Client]:
-    """An API client for one command; API errors print and exit 1."""
+    """An API client for one command; API errors print (once) and exit 1."""
     from cellplane.client import CellplaneError
 
     try:
@@ -103,28 +155,83 @@ def session() -> Iterator[Client]:
             yield client
     except CellplaneError as exc:
         title = exc.title if exc.status is None else f"{exc.title} ({exc.status})"
-        details = [exc.detail] if exc.detail else []
-        details += [f"{e.get('field', '?')}: {e.get('message', '')}" for e in exc.errors]
-        fail(title, "\n".join(details) or None)
+        fail(title, error_detail(exc), problem=problem_of(exc))
+
+
+def _dump(data: Any, fmt: OutputFormat) -> str:
+    if fmt is OutputFormat.yaml:
+        import yaml
+
+        return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
 
 def print_json(data: Any) -> None:
-    """Print API objects as JSON on stdout, unstyled so that it stays parseable."""
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    """Print API objects on stdout, unstyled so that it stays parseable: JSON, or YAML when the
+    command runs with `-o yaml`."""
+    fmt = _current_format()
+    sys.stdout.write(_dump(data, fmt if fmt is OutputFormat.yaml else OutputFormat.json))
     sys.stdout.flush()
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None or value == "" else str(value)
 
 
 def print_table(
     columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None
 ) -> None:
-    """Print rows as a Rich table on stdout; None shows as '-'."""
+    """Print rows on stdout; None shows as '-'. On a terminal a Rich table (long values fold,
+    never cut); piped, plain tab-separated lines with a header, every value in full."""
+    if not out_console.is_terminal:
+        if title:
+            sys.stdout.write(f"# {title}\n")
+        for row in [columns, *rows]:
+            sys.stdout.write("\t".join(" ".join(_cell(v).split()) for v in row) + "\n")
+        sys.stdout.flush()
+        return
     from rich import box
     from rich.table import Table
 
-    table = Table(*columns, box=box.SIMPLE_HEAD, title=title, title_justify="left")
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*("-" if v is None or v == "" else escape(str(v)) for v in row))
+        table.add_row(*(escape(_cell(v)) for v in row))
     out_console.print(table)
+
+
+def print_list(
+    out: OutputFormat,
+    items: Sequence[Mapping[str, Any]],
+    quiet: bool,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    key: str = "id",
+    wide_only: Iterable[str] = (),
+) -> None:
+    """How every `ls` prints: ids only with `-q`; the objects with `-o json|yaml`; else a table
+    whose `wide_only` columns show with `-o wide`."""
+    if quiet:
+        for item in items:
+            sys.stdout.write(f"{item.get(key)}\n")
+        sys.stdout.flush()
+        return
+    if is_json(out):
+        print_json(list(items))
+        return
+    hidden = set() if out is OutputFormat.wide else set(wide_only)
+    keep = [i for i, c in enumerate(columns) if c not in hidden]
+    print_table([columns[i] for i in keep], ([row[i] for i in keep] for row in rows))
+
+
+def print_id(quiet: bool, data: Mapping[str, Any], key: str = "id") -> bool:
+    """`-q` of a create command: print the new object's id alone; True when it did."""
+    if quiet:
+        sys.stdout.write(f"{data.get(key)}\n")
+        sys.stdout.flush()
+    return quiet
 
 
 def age(timestamp: str | None, now: datetime | None = None) -> str:
@@ -150,7 +257,8 @@ def age(timestamp: str | None, now: datetime | None = None) -> str:
 
 
 def is_json(out: OutputFormat) -> bool:
-    return out is OutputFormat.json
+    """A format for scripts (json or yaml): print the API objects."""
+    return out in (OutputFormat.json, OutputFormat.yaml)
 
 
 def say(text: str) -> None:
@@ -172,6 +280,13 @@ def secret_once(label: str, secret: str) -> None:
         f"[yellow]Warning:[/] the {escape(label)} is shown only now; it cannot be retrieved again."
     )
     say(f"{escape(label)}: {escape(secret)}")
+
+
+def secret_to_stderr(label: str, secret: str) -> None:
+    """A generated secret when stdout carries only an id (`-q`): shown once, on stderr."""
+    err_console.print(
+        f"[yellow]Warning:[/] the {escape(label)} is shown only now: {escape(secret)}"
+    )
 
 
 def print_fields(rows: Iterable[tuple[str, Any]]) -> None:

@@ -17,27 +17,31 @@ app = typer.Typer(help="Manage projects.", no_args_is_help=True)
 
 
 @app.command("ls")
-def ls(out: output.OutputOpt = output.OutputFormat.table) -> None:
+def ls(quiet: output.QuietOpt = False, out: output.OutputOpt = output.OutputFormat.table) -> None:
     """List projects."""
     with output.session() as client:
         projects = list(client.iter_projects())
-    if out is output.OutputFormat.json:
-        output.print_json(projects)
-        return
-    output.print_table(
-        ["NAME", "ID", "TENANT"], ([p.get("name"), p.get("id"), p.get("tenant")] for p in projects)
+    output.print_list(
+        out,
+        projects,
+        quiet,
+        ["NAME", "ID", "TENANT"],
+        ([p.get("name"), p.get("id"), p.get("tenant")] for p in projects),
     )
 
 
 @app.command("create")
 def create(
     name: Annotated[str, typer.Argument(help="Project name (a DNS label).")],
+    quiet: output.QuietOpt = False,
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """Create a project."""
     with output.session() as client:
         project = client.create_project(name)
-    if out is output.OutputFormat.json:
+    if output.print_id(quiet, project):
+        return
+    if output.is_json(out):
         output.print_json(project)
     else:
         output.out_console.print(

@@ -68,14 +68,16 @@ def role_revoke(
 
 
 @app.command("ls")
-def role_ls(out: output.OutputOpt = output.OutputFormat.table) -> None:
+def role_ls(
+    quiet: output.QuietOpt = False, out: output.OutputOpt = output.OutputFormat.table
+) -> None:
     """List the role assignments of your tenant."""
     with output.session() as client:
         assignments = client.list_role_assignments()
-    if output.is_json(out):
-        output.print_json(assignments)
-        return
-    output.print_table(
+    output.print_list(
+        out,
+        assignments,
+        quiet,
         ["ID", "ROLE", "SCOPE", "SUBJECT", "PROJECT", "AGE"],
         (
             [

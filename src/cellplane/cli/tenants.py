@@ -18,14 +18,16 @@ app = typer.Typer(help="Manage tenants (system admins).", no_args_is_help=True)
 
 
 @app.command("ls")
-def tenant_ls(out: output.OutputOpt = output.OutputFormat.table) -> None:
+def tenant_ls(
+    quiet: output.QuietOpt = False, out: output.OutputOpt = output.OutputFormat.table
+) -> None:
     """List tenants (a tenant admin sees their own)."""
     with output.session() as client:
         tenants = client.list_tenants()
-    if output.is_json(out):
-        output.print_json(tenants)
-        return
-    output.print_table(
+    output.print_list(
+        out,
+        tenants,
+        quiet,
         ["NAME", "ID", "AGE"],
         ([t.get("name"), t.get("id"), output.age(t.get("created_at"))] for t in tenants),
     )
@@ -44,6 +46,7 @@ def tenant_create(
             help="Read the admin's password from stdin (default: one is generated).",
         ),
     ] = False,
+    quiet: output.QuietOpt = False,
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """Create a tenant with its `default` project and its first admin user."""
@@ -52,6 +55,10 @@ def tenant_create(
         admin["password"] = output.read_stdin_secret("password")
     with output.session() as client:
         tenant = client.create_tenant(name, admin=admin)
+    if output.print_id(quiet, tenant):
+        if (tenant.get("admin") or {}).get("password"):
+            output.secret_to_stderr("admin password", str(tenant["admin"]["password"]))
+        return
     if output.is_json(out):
         output.print_json(tenant)
         return

@@ -38,14 +38,16 @@ def _user_rows(u: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 
 @app.command("ls")
-def user_ls(out: output.OutputOpt = output.OutputFormat.table) -> None:
+def user_ls(
+    quiet: output.QuietOpt = False, out: output.OutputOpt = output.OutputFormat.table
+) -> None:
     """List the users of your tenant."""
     with output.session() as client:
         users = client.list_users()
-    if output.is_json(out):
-        output.print_json(users)
-        return
-    output.print_table(
+    output.print_list(
+        out,
+        users,
+        quiet,
         ["NAME", "ID", "EMAIL", "SOURCE", "STATUS", "AGE"],
         (
             [
@@ -72,12 +74,17 @@ def user_create(
             "--password-stdin", help="Read the password from stdin (default: one is generated)."
         ),
     ] = False,
+    quiet: output.QuietOpt = False,
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """Create a local user (give them roles with `cellplane role assign`)."""
     password = output.read_stdin_secret("password") if password_stdin else None
     with output.session() as client:
         user = client.create_user(name, password=password, email=email, display_name=display_name)
+    if output.print_id(quiet, user):
+        if user.get("password"):
+            output.secret_to_stderr("password", str(user["password"]))
+        return
     if output.is_json(out):
         output.print_json(user)
         return

@@ -38,12 +38,15 @@ def create(
     name: Annotated[str, typer.Argument(help="Volume name (a DNS label).")],
     size: Annotated[int, typer.Option("--size", help="Size in GB.", min=1)] = 1,
     project: output.ProjectOpt = "default",
+    quiet: output.QuietOpt = False,
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """Create a volume."""
     with output.session() as client:
         volume = client.create_volume(project, name, size_gb=size)
-    if out is output.OutputFormat.json:
+    if output.print_id(quiet, volume):
+        return
+    if output.is_json(out):
         output.print_json(volume)
     else:
         output.out_console.print(
@@ -55,27 +58,31 @@ def create(
 @app.command("ls")
 def ls(
     project: output.ProjectOpt = "default",
+    quiet: output.QuietOpt = False,
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """List the volumes of a project."""
     with output.session() as client:
         volumes = list(client.iter_volumes(project))
-    if out is output.OutputFormat.json:
-        output.print_json(volumes)
-        return
-    output.print_table(
-        ["NAME", "ID", "SIZE", "HOST", "ATTACHED TO", "AGE"],
+    output.print_list(
+        out,
+        volumes,
+        quiet,
+        ["NAME", "ID", "SIZE", "HOST", "ATTACHED TO", "AGE", "HOST ID", "ATTACHED IDS"],
         (
             [
                 v.get("name"),
                 v.get("id"),
                 f"{v.get('size_gb')} GB",
+                v.get("host_name") or v.get("host"),
+                ", ".join(v.get("attached_names") or v.get("attached_to") or []),
+                output.age(v.get("created_at")),
                 v.get("host"),
                 ", ".join(v.get("attached_to") or []),
-                output.age(v.get("created_at")),
             ]
             for v in volumes
         ),
+        wide_only=("HOST ID", "ATTACHED IDS"),
     )
 
 

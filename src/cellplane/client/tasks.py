@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import httpx
 
-from cellplane.client._base import AMBIGUOUS_ERRORS, BaseClient, JSONDict
+from cellplane.client._base import AMBIGUOUS_ERRORS, BaseClient, JSONDict, seg
 from cellplane.client.errors import CellplaneConnectionError, CellplaneTimeoutError
 from cellplane.client.sse import iter_sse
 
@@ -21,7 +21,12 @@ class TasksApi(BaseClient):
     """The task routes of the API."""
 
     def get_task(self, task_id: str) -> JSONDict:
-        return self._json("GET", f"/v1/tasks/{task_id}")
+        return self._json("GET", f"/v1/tasks/{seg(task_id)}")
+
+    def list_tasks(self, project: str = "default", *, limit: int = 20) -> list[JSONDict]:
+        """The project's most recent tasks, newest first."""
+        page = self._page(f"/v1/projects/{seg(project)}/tasks", [], limit, None)
+        return list(page["items"])
 
     def watch_task(self, task_id: str, *, timeout: float | None = None) -> Iterator[JSONDict]:
         """Yield the task each time it changes, ending after a terminal state.
