@@ -24,6 +24,7 @@ from cellplane.cli import (
     hosts,
     images,
     login,
+    output,
     projects,
     quotas,
     roles,
@@ -34,11 +35,20 @@ from cellplane.cli import (
 )
 from cellplane.cli.verbs import conventional
 
-__all__ = ["app"]
+__all__ = ["ENVIRONMENT", "app"]
+
+ENVIRONMENT = (
+    "Environment: CELLPLANE_SERVER (the API URL, e.g. https://127.0.0.1:7400), "
+    "CELLPLANE_TOKEN (a bearer token; wins over a login session), CELLPLANE_CA_CERT (the CA "
+    "bundle that verifies the server), CELLPLANE_CONFIG (the configuration file, default "
+    "~/.config/cellplane/config.json), CELLPLANE_PROJECT (the default --project). Each overrides "
+    "the configuration file that `cellplane up` and `cellplane login` write."
+)
 
 app = typer.Typer(
     name="cellplane",
     help="Cellplane: cells, clusters and identity on your own machines.",
+    epilog=ENVIRONMENT,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -61,6 +71,7 @@ def _root(
     ] = False,
 ) -> None:
     """Cellplane: cells, clusters and identity on your own machines."""
+    output.reset_format()  # a command without -o prints its errors for people
 
 
 app.add_typer(conventional(cells.app), name="cell")

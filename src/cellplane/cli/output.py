@@ -45,6 +45,7 @@ __all__ = [
     "print_table",
     "problem_of",
     "read_stdin_secret",
+    "reset_format",
     "say",
     "secret_once",
     "secret_to_stderr",
@@ -67,6 +68,7 @@ OutputOpt = Annotated[
     typer.Option(
         "--output",
         "-o",
+        callback=lambda value: _remember_format(value),
         help="table for people (tab-separated, never cut, when piped), wide (more columns: ids), "
         "json or yaml for scripts (the API objects; errors too, on stderr).",
     ),
@@ -94,13 +96,27 @@ def _default_client() -> Client:
 client_factory: Callable[[], Client] = _default_client
 
 
-def _current_format() -> OutputFormat:
-    """The `-o` of the running command (click keeps its parameters), table if it has none."""
-    import click
+# The `-o` of the running command, recorded as its option is parsed (`_remember_format`), so that
+# errors raised anywhere in it print in that format too.
+_format = OutputFormat.table
 
-    ctx = click.get_current_context(silent=True)
-    value = ctx.params.get("out") if ctx is not None else None
-    return value if isinstance(value, OutputFormat) else OutputFormat.table
+
+def _remember_format(value: OutputFormat | str | None) -> OutputFormat:
+    global _format
+    try:
+        _format = OutputFormat(value) if value is not None else OutputFormat.table
+    except ValueError:
+        _format = OutputFormat.table
+    return _format
+
+
+def reset_format() -> None:
+    """Forget the last command's `-o` (the root command calls it before each command)."""
+    _remember_format(None)
+
+
+def _current_format() -> OutputFormat:
+    return _format
 
 
 def fail(

@@ -21,6 +21,7 @@ Failure handling lives here so that callers need none:
 from __future__ import annotations
 
 import contextlib
+import socket
 import ssl
 import time
 import uuid
@@ -35,7 +36,15 @@ from cellplane.client import config
 from cellplane.client.credentials import CredentialProvider, credentials_of
 from cellplane.client.errors import CellplaneConnectionError, CellplaneError
 
-__all__ = ["AMBIGUOUS_ERRORS", "BaseClient", "JSONDict", "drop_none", "label_params", "seg"]
+__all__ = [
+    "AMBIGUOUS_ERRORS",
+    "BaseClient",
+    "JSONDict",
+    "drop_none",
+    "label_params",
+    "seg",
+    "speaks_tls",
+]
 
 JSONDict = dict[str, Any]
 
@@ -64,6 +73,38 @@ def seg(value: str) -> str:
 def drop_none(body: Mapping[str, Any]) -> JSONDict:
     """A request body without its unset (None) fields: the server applies its defaults."""
     return {k: v for k, v in body.items() if v is not None}
+
+
+def speaks_tls(host: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether the server at host:port completes a TLS handshake (its certificate unchecked:
+    this only tells a plain-HTTP URL pointed at an HTTPS server apart from a dead server)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=host),
+        ):
+            return True
+    except (OSError, ssl.SSLError):
+        return False
+
+
+def _wrong_scheme(url: httpx.URL) -> CellplaneConnectionError | None:
+    """The error for an http:// URL whose server speaks HTTPS (it drops a plain request without
+    an answer, which httpx reports as "Server disconnected"); None when that is not the cause."""
+    if url.scheme != "http" or not url.host:
+        return None
+    port = url.port or 80
+    if not speaks_tls(url.host, port):
+        return None
+    plain = f"http://{url.netloc.decode('ascii')}"
+    return CellplaneConnectionError(
+        "Wrong scheme",
+        f"the server at {plain} speaks HTTPS; use https://{url.netloc.decode('ascii')} "
+        "(in CELLPLANE_SERVER, --server or the configuration file)",
+    )
 
 
 def _decode(response: httpx.Response, method: str, path: str) -> Any:
@@ -99,6 +140,8 @@ class BaseClient:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._credentials = credentials
+        # A test's transport reaches no real server: nothing to probe for a wrong scheme.
+        self._probe_scheme = transport is None
         self._timeout = timeout
         self._retries = max(0, retries)
         self._backoff = max(0.0, backoff)
@@ -203,6 +246,17 @@ class BaseClient:
             )
             try:
                 response = self._http.send(request, stream=True)
+            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                wrong = _wrong_scheme(request.url) if self._probe_scheme else None
+                if wrong is not None:
+                    raise wrong from exc
+                if not isinstance(exc, retry_errors) or attempt >= self._retries:
+                    raise CellplaneConnectionError(
+                        "Connection failed", f"{method} {request.url}: {exc or type(exc).__name__}"
+                    ) from exc
+                time.sleep(self._delay(attempt, None))
+                attempt += 1
+                continue
             except retry_errors as exc:
                 if attempt >= self._retries:
                     raise CellplaneConnectionError(

@@ -71,3 +71,31 @@ def test_cluster_names_are_positional_and_the_old_option_still_works(
     assert seen == ["zk", "zk", "zk"]
     r = runner.invoke(app, ["cluster", "stop"])
     assert r.exit_code != 0 and "name" in r.output
+
+
+def _options(cmd: object) -> set[str]:
+    return {o for p in getattr(cmd, "params", []) for o in getattr(p, "opts", [])}
+
+
+# Creates whose answer is not one new object with an id.
+NOT_AN_OBJECT: set[tuple[str, str]] = set()
+
+
+@pytest.mark.parametrize("noun", sorted(NOUNS))
+def test_every_list_and_show_prints_for_scripts(noun: str) -> None:
+    """`ls` and `show` take `-o table|wide|json|yaml`; `ls` and every create take `-q` (ids)."""
+    group = NOUNS[noun]
+    for verb, cmd in group.commands.items():
+        if cmd.hidden:
+            continue
+        opts = _options(cmd)
+        if verb in ("ls", "show"):
+            assert {"-o", "--output"} <= opts, f"`{noun} {verb}` has no -o"
+            (param,) = [p for p in cmd.params if "-o" in getattr(p, "opts", [])]
+            kind = param.type_descriptor.annotation  # type: ignore[attr-defined]
+            choices = {str(v.value) for v in kind}
+            assert {"table", "wide", "json", "yaml"} <= choices, (noun, verb, choices)
+        if verb == "ls" or (
+            verb in ("create", "run", "import") and (noun, verb) not in NOT_AN_OBJECT
+        ):
+            assert {"-q", "--quiet"} <= opts, f"`{noun} {verb}` has no -q"
