@@ -41,7 +41,10 @@ def test_register_sends_name_and_capacity(agent_factory: AgentFactory, server: A
     assert agent.host_id == HOST_ID
     (body,) = server.registrations
     assert body["name"] == "host-1" and body["join_token"] == "cpj_test"
-    assert set(body["capacity"]) == {"cpu", "memory_mb", "disk_gb"}
+    capacity = body["capacity"]
+    assert set(capacity) == {"cpu", "memory_mb", "disk_gb", "cores", "cpu_ratio"}
+    # Allocatable CPU is the cores times the overcommit ratio, both sent for `host show`.
+    assert capacity["cpu"] == round(capacity["cores"] * capacity["cpu_ratio"], 3)
     assert body["agent_secret"] == agent.agent_secret
 
 
