@@ -157,3 +157,17 @@ def test_a_certificate_from_another_ca_is_refused(
         except httpx.TransportError:
             return  # the handshake refused it (unknown CA): the usual outcome
         assert r.status_code == 401, r.text
+
+
+def test_a_plain_http_url_is_told_the_server_speaks_https(deployment: Deployment) -> None:
+    """The issue's "Server disconnected": http:// against the HTTPS server names the scheme."""
+    from cellplane.client import CellplaneConnectionError, Client
+
+    plain = deployment.url.replace("https://", "http://")
+    with (
+        Client(plain, deployment.admin_token, retries=0) as client,
+        pytest.raises(CellplaneConnectionError) as caught,
+    ):
+        client.whoami()
+    assert f"the server at {plain} speaks HTTPS" in str(caught.value)
+    assert f"use {deployment.url}" in str(caught.value)
