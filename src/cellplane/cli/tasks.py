@@ -77,7 +77,7 @@ def render_task(task: dict[str, Any], elapsed: dict[str, float] | None = None) -
         if state == "STARTED" and elapsed is not None and name in elapsed:
             text += f" [dim]{elapsed[name]:.0f}s[/]"
             if name == "STOP":
-                text += " [dim](SIGTERM sent; SIGKILL after the cell's stop timeout)[/]"
+                text += " [dim](SIGTERM sent, SIGKILL at the stop timeout)[/]"
         if error:
             text += f" [red]{output.escape(str(error))}[/]"
         first: RenderableType = (

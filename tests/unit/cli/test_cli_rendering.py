@@ -38,7 +38,7 @@ def test_the_task_header_is_one_line_even_on_a_narrow_terminal() -> None:
 
 def test_a_step_under_way_shows_how_long_it_has_been_going() -> None:
     text = "\n".join(_text(render_task(TASK, {"STOP": 4.2}), width=120))
-    assert "started 4s" in text and "SIGKILL after the cell's stop timeout" in text
+    assert "started 4s" in text and "SIGKILL at the stop timeout" in text
     assert "4s" not in "\n".join(_text(render_task(TASK), width=120))
 
 
