@@ -35,6 +35,7 @@ from cellplane.drivers.base import (
     NetworkSpec,
     PortSpec,
 )
+from cellplane.drivers.podman_exec import PodmanExecSession, start_exec
 
 __all__ = [
     "DNS_OPTIONS",
@@ -532,6 +533,18 @@ class PodmanDriver:
             output = self._api.exec_start(exec_id)
             exit_code = self._api.exec_inspect(exec_id)["ExitCode"]
         return ExecResult(exit_code=int(exit_code or 0), output=bytes(output or b""))
+
+    def exec_open(
+        self,
+        container_id: str,
+        command: builtins.list[str],
+        *,
+        stdin: bool = False,
+        tty: bool = False,
+        size: tuple[int, int] | None = None,
+    ) -> PodmanExecSession:
+        with _translated("container"):
+            return start_exec(self._untyped, container_id, command, stdin=stdin, tty=tty, size=size)
 
 
 def _guarded(stream: Iterator[bytes]) -> Iterator[bytes]:
