@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -84,12 +84,24 @@ def _follow_window(session: ExecSession, enabled: bool) -> Iterator[None]:
         signal.signal(signal.SIGWINCH, previous)
 
 
-def _pump_stdin(session: ExecSession) -> None:
-    """Stdin to the command as it comes (read1: what one read gives, a key in raw mode), then
-    its end."""
+def _stdin_reader() -> Callable[[], bytes]:
+    """What one read of stdin gives (a key in raw mode, a pipe's chunk); b"" at EOF.
+
+    The file descriptor itself when there is one: a daemon thread blocked inside the buffered
+    `sys.stdin.buffer` at exit holds its lock, and the interpreter aborts on it at shutdown."""
     try:
-        stream: Any = sys.stdin.buffer  # a BufferedReader: read1 is one read, what is there
-        while data := stream.read1(65536):
+        fd = sys.stdin.fileno()
+    except (OSError, ValueError):  # a stand-in stdin (tests): its buffer
+        stream: Any = sys.stdin.buffer
+        return lambda: bytes(stream.read1(65536))
+    return lambda: os.read(fd, 65536)
+
+
+def _pump_stdin(session: ExecSession) -> None:
+    """Stdin to the command as it comes, then its end."""
+    try:
+        read = _stdin_reader()
+        while data := read():
             session.send_stdin(data)
     except (OSError, ValueError):
         pass

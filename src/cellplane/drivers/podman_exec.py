@@ -188,6 +188,10 @@ class PodmanExecSession:
         return self._failure
 
     def close(self) -> None:
+        # shutdown first: it wakes a reader blocked in recv on another thread; close alone
+        # may leave it waiting.
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
         try:
             self._sock.close()
         finally:

@@ -124,6 +124,12 @@ def test_cli_exit_code_and_missing_command(
     for noise in ("Traceback", "runc", "reset by peer", "OCI"):
         assert noise not in text, text
 
+    # The collected form says the same.
+    assert client.exec_cell(cell["id"], ["nosuch"]) == {
+        "exit_code": 127,
+        "output": NOT_FOUND + "\n",
+    }
+
     with client.exec_stream(cell["id"], ["/etc/passwd"]) as session:
         assert _drain(session) == (b"", b"")
     assert session.status.exit_code == 126

@@ -175,3 +175,17 @@ def test_a_client_breaking_the_protocol_is_closed_with_the_reason(
     while not driver.exec_sessions[-1].closed and time.monotonic() < deadline:
         time.sleep(0.01)
     assert driver.exec_sessions[-1].closed
+
+
+def test_a_stream_that_breaks_ends_with_a_status_naming_why(
+    plat: Platform, driver: FakeDriver, agent: AgentEndpoint
+) -> None:
+    cid = _running_cell(plat, driver, agent, "web")
+
+    def broken(_cell: str, _command: list[str]) -> ExecResult:
+        raise RuntimeError("engine went away")
+
+    driver.exec_handler = broken
+    with plat.client.websocket_connect(_url(cid, "true"), headers=plat.admin) as ws:
+        frames = _frames(ws)
+    assert frames == [(wire.STATUS, wire.status(None, "exec stream failed: engine went away"))]
