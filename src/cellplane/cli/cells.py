@@ -15,6 +15,7 @@ import re
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 from cellplane.cli import output, tasks
 
@@ -340,13 +341,22 @@ def logs(
             pass
 
 
+class _ExecCommand(TyperCommand):
+    """`cell exec`'s parsing. With `--`, cellplane's options may stand anywhere before it, as
+    kubectl's (`exec -it web -- sh`, `exec spy --project other -- ping x`); without `--`,
+    everything after the cell is the command, its options included, as docker's
+    (`exec web ls -la`)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # typer's own click.Context
+        ctx.allow_interspersed_args = "--" in args
+        return super().parse_args(ctx, args)
+
+
 @app.command(
     "exec",
-    context_settings={
-        # Everything after CELL is the command: `cell exec web ls -la`, `-it web -- sh`.
-        "allow_interspersed_args": False,
-        "ignore_unknown_options": True,
-    },
+    cls=_ExecCommand,
+    # Options cellplane does not know belong to the command (`exec web ls -la`).
+    context_settings={"ignore_unknown_options": True},
 )
 def exec_(
     cell: CellRef,
@@ -377,15 +387,11 @@ def exec_(
     """Run a command in a running cell, streaming its output; exit with the command's exit
     code (127 if it is not found, 126 if it cannot be run).
 
-    Options go before the cell: `cellplane cell exec -it web -- sh`,
-    `echo 'echo hi' | cellplane cell exec -i web -- sh`.
+    `cellplane cell exec -it web -- sh`, `echo 'echo hi' | cellplane cell exec -i web -- sh`.
+    Options go before `--`; without `--`, everything after the cell is the command.
     """
     from cellplane.cli import exec_term
 
-    if command[:1] == ["--"]:
-        command = command[1:]
-    if not command:
-        raise typer.BadParameter("give the command to run after the cell", param_hint="COMMAND")
     if out is output.OutputFormat.json and (interactive or tty):
         raise typer.BadParameter("-o json collects the output: it does not go with -i or -t")
     if interactive and tty and not exec_term.stdin_is_terminal():

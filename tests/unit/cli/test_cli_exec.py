@@ -98,24 +98,37 @@ def _exec(cli: Invoke, *args: str, input: bytes | None = None) -> Result:
 
 
 @pytest.mark.parametrize(
-    ("args", "command"),
+    ("args", "command", "stdin", "project"),
     [
-        (["web", "--", "sh", "-c", "ls -la"], ["sh", "-c", "ls -la"]),
-        (["web", "ls", "-la"], ["ls", "-la"]),
-        # Flags after the cell are the command's, even ours.
-        (["web", "cat", "-i", "-t", "--project", "x"], ["cat", "-i", "-t", "--project", "x"]),
-        (["web", "--", "--", "x"], ["--", "x"]),
+        (["web", "--", "sh", "-c", "ls -la"], ["sh", "-c", "ls -la"], False, "default"),
+        # Without `--`, everything after the cell is the command's, even our own flags.
+        (["web", "ls", "-la"], ["ls", "-la"], False, "default"),
+        (["web", "cat", "-i", "-t", "--project", "x"], ["cat", "-i", "-t", "--project", "x"],
+         False, "default"),
+        # With `--`, our options may follow the cell (kubectl's form; the README's tour).
+        (["web", "-i", "--project", "other", "--", "cat", "-t"], ["cat", "-t"], True, "other"),
+        (["web", "--", "--", "x"], ["--", "x"], False, "default"),
     ],
-)
-def test_everything_after_the_cell_is_the_command(
-    cli: Invoke, fake: FakeApi, opened: list[dict[str, Any]], args: list[str], command: list[str]
+)  # fmt: skip
+def test_options_and_the_command(
+    cli: Invoke,
+    fake: FakeApi,
+    opened: list[dict[str, Any]],
+    args: list[str],
+    command: list[str],
+    stdin: bool,
+    project: str,
 ) -> None:
-    cell_id = _web(cli, fake)
-    result = _exec(cli, *args)
+    _web(cli, fake)
+    cli("project", "create", "other")
+    result = cli("cell", "run", "web", "--image", "busybox", "--detach", "--project", "other")
+    assert result.exit_code == 0, result.output
+    ids = {(c["project"], c["name"]): str(c["id"]) for c in fake.cells.values()}
+    result = _exec(cli, *args, input=b"")
     assert result.exit_code == 0, result.output
     [call] = opened
     assert (call["cell"], call["command"], call["stdin"], call["tty"]) == (
-        cell_id, command, False, False
+        ids[(project, "web")], command, stdin, False
     )  # fmt: skip
 
 
@@ -180,7 +193,7 @@ def test_exit_code_and_error_of_the_command(
     ("args", "message"),
     [
         (["web"], "Missing argument"),
-        (["web", "--"], "give the command"),
+        (["web", "--"], "Missing argument"),
         (["-o", "json", "-i", "web", "sh"], "-o json"),
     ],
 )
