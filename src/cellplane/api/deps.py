@@ -81,7 +81,10 @@ def authenticate(request: HTTPConnection) -> Principal:
     if principal is not None:
         return principal
     authn: Authenticator = request.app.state.authenticator
-    return authn.authenticate(_bearer(request), request_base=str(request.base_url))
+    base = str(request.base_url)
+    if request.scope.get("type") == "websocket":  # ws://, wss://: the issuer is http(s)://
+        base = "http" + base.removeprefix("ws")
+    return authn.authenticate(_bearer(request), request_base=base)
 
 
 def require(permission: str) -> Callable[..., Principal]:

@@ -12,13 +12,15 @@ from typing import Any
 
 import pytest
 from cellplane_platform_support import Platform, event
+from cellplane_tenancy_support import token_for
+from sqlalchemy import select
 from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
 from cellplane.agent.endpoint import AgentEndpoint
 from cellplane.drivers.base import ContainerSpec, ExecResult
 from cellplane.drivers.fake import FakeDriver
-from cellplane.state.models import Host
+from cellplane.state.models import Host, Tenant
 from cellplane.wire import exec as wire
 
 SECRET = "agent-secret"
@@ -189,3 +191,24 @@ def test_a_stream_that_breaks_ends_with_a_status_naming_why(
     with plat.client.websocket_connect(_url(cid, "true"), headers=plat.admin) as ws:
         frames = _frames(ws)
     assert frames == [(wire.STATUS, wire.status(None, "exec stream failed: engine went away"))]
+
+
+def test_exec_needs_cells_write_and_takes_issuer_tokens(
+    plat: Platform, driver: FakeDriver, agent: AgentEndpoint
+) -> None:
+    cid = _running_cell(plat, driver, agent, "web")
+    driver.exec_handler = lambda _c, cmd: ExecResult(0, b"ok")
+    with plat.svc.db.reader() as s:
+        tenant_id = str(s.scalar(select(Tenant.id).where(Tenant.name == "default")))
+    headers = {}
+    for role in ("project-viewer", "project-member"):
+        user = plat.client.post("/v1/users", json={"name": role}, headers=plat.admin).json()
+        r = plat.client.post(
+            "/v1/role-assignments", json={"role": role, "user": role}, headers=plat.admin
+        )
+        assert r.status_code == 201, r.text
+        headers[role] = token_for(plat, tenant_id, user["id"])  # issuer access tokens
+    denied = _denied(plat, _url(cid, "true"), headers["project-viewer"])
+    assert denied["status"] == 403 and "cells:write" in denied["detail"], denied
+    with plat.client.websocket_connect(_url(cid, "true"), headers=headers["project-member"]) as ws:
+        assert _frames(ws) == [(wire.STDOUT, b"ok"), (wire.STATUS, wire.status(0, None))]
