@@ -1,8 +1,10 @@
 """The agent's own small HTTP endpoint: logs and exec of the cells on this host.
 
 The server proxies `GET /v1/cells/{id}/logs` and `POST /v1/cells/{id}/exec` here, presenting the
-secret the agent gave it at registration. Standard library only: it serves a handful of requests
-and must not add to the agent's memory.
+secret the agent gave it at registration; the interactive exec (`GET /v1/cells/{id}/exec` as a
+WebSocket) comes as `POST /cells/{id}/attach` with `Upgrade: cellplane-exec/1`, answered 101 and
+then relayed by `agent.exec_relay` (docs/exec.md). Standard library only: it serves a handful of
+requests and must not add to the agent's memory.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from urllib.parse import parse_qs, urlparse
 
 import structlog
 
+from cellplane.agent.exec_relay import parse_attach, relay
 from cellplane.drivers.base import Driver
 from cellplane.drivers.errors import ContainerNotFound, DriverError
+from cellplane.wire import exec as exec_wire
 
 __all__ = ["AgentEndpoint"]
 
@@ -89,6 +93,9 @@ class AgentEndpoint:
                     return
                 cell_id, what = target
                 length = int(self.headers.get("Content-Length") or 0)
+                if what == "attach":
+                    self._attach(cell_id, self.rfile.read(length))
+                    return
                 try:
                     body = json.loads(self.rfile.read(length) or b"{}")
                     command = [str(c) for c in body["command"]]
@@ -110,6 +117,33 @@ class AgentEndpoint:
                     200,
                     {"exit_code": res.exit_code, "output": res.output.decode("utf-8", "replace")},
                 )
+
+            def _attach(self, cell_id: str, raw: bytes) -> None:
+                if self.headers.get("Upgrade", "").lower() != exec_wire.UPGRADE:
+                    self._json(400, {"error": f"attach needs 'Upgrade: {exec_wire.UPGRADE}'"})
+                    return
+                try:
+                    command, stdin, tty, size = parse_attach(json.loads(raw or b"{}"))
+                except ValueError as e:
+                    self._json(400, {"error": str(e)})
+                    return
+                try:
+                    session = driver.exec_open(
+                        f"cp-{cell_id}", command, stdin=stdin, tty=tty, size=size
+                    )
+                except ContainerNotFound:
+                    self._json(404, {"error": f"no container for cell {cell_id}"})
+                    return
+                except DriverError as e:
+                    self._json(502, {"error": str(e)})
+                    return
+                self.send_response(101)
+                self.send_header("Connection", "Upgrade")
+                self.send_header("Upgrade", exec_wire.UPGRADE)
+                self.end_headers()
+                self.wfile.flush()
+                self.close_connection = True
+                relay(session, self.rfile, self.connection)
 
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True

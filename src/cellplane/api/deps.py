@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from cellplane.errors import Forbidden, Unauthorized, ValidationFailed
 from cellplane.identity.authn import Authenticator
@@ -35,7 +36,7 @@ def services(request: Request) -> Services:
     return svc
 
 
-def _bearer(request: Request) -> str:
+def _bearer(request: HTTPConnection) -> str:
     auth = request.headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -59,7 +60,7 @@ JOIN_TOKEN = HTTPBearer(
 )
 
 
-def _client_certificate(request: Request) -> Principal | None:
+def _client_certificate(request: HTTPConnection) -> Principal | None:
     """With no Authorization header, the user or host of a TLS client certificate (mTLS; see
     api/tls.py), None if none was presented; a bad certificate answers 401 naming why."""
     if "authorization" in request.headers:
@@ -70,16 +71,20 @@ def _client_certificate(request: Request) -> Principal | None:
         return None
     from cellplane.identity import mtls  # only for mutual TLS: x509 stays out otherwise
 
-    return mtls.principal_from_client_cert(services(request), list(chain))
+    return mtls.principal_from_client_cert(request.app.state.services, list(chain))
 
 
-def authenticate(request: Request) -> Principal:
-    """The caller behind the request's credentials; Unauthorized without valid ones."""
+def authenticate(request: HTTPConnection) -> Principal:
+    """The caller behind the request's (or WebSocket handshake's) credentials; Unauthorized
+    without valid ones."""
     principal = _client_certificate(request)
     if principal is not None:
         return principal
     authn: Authenticator = request.app.state.authenticator
-    return authn.authenticate(_bearer(request), request_base=str(request.base_url))
+    base = str(request.base_url)
+    if request.scope.get("type") == "websocket":  # ws://, wss://: the issuer is http(s)://
+        base = "http" + base.removeprefix("ws")
+    return authn.authenticate(_bearer(request), request_base=base)
 
 
 def require(permission: str) -> Callable[..., Principal]:

@@ -143,7 +143,7 @@ async def cell_exec(
     svc: Services = Depends(services),
     p: Principal = Depends(require("cells:write")),
 ) -> JSONResponse:
-    target = await run_in_threadpool(cells.locate, svc, p, cell_id, "cells:write")
+    target = await run_in_threadpool(cells.locate_exec, svc, p, cell_id, body.command, mode="run")
     answer = await agent_proxy.exec_async(
         _agent_client(request), target, body.command, body.timeout
     )

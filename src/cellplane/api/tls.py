@@ -8,7 +8,8 @@ none) and ``tls_version``. Python's ``ssl`` exposes only the verified peer's lea
 (``CERT_OPTIONAL`` against the deployment's root) has already verified it chains to our root.
 
 Select it with ``uvicorn.Config(..., http=TLSH11Protocol)``; without TLS it behaves exactly as
-uvicorn's own h11 protocol.
+uvicorn's own h11 protocol. A WebSocket upgrade hands the connection to uvicorn's WebSocket
+protocol, which gets the same extension.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import ssl
 from typing import Any, Final, cast
 
+import h11
 from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -65,7 +67,24 @@ class TLSH11Protocol(H11Protocol):
     ) -> None:
         super().connection_made(transport)
         ssl_object = transport.get_extra_info("ssl_object")
+        self._tls: dict[str, Any] | None = None
         if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
             # asyncio calls connection_made once the handshake (client certificate included)
             # has completed, so the peer certificate is known here, once per connection.
-            self.app = _WithTLS(self.app, tls_extension(ssl_object))
+            self._tls = tls_extension(ssl_object)
+            self.app = _WithTLS(self.app, self._tls)
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        """The WebSocket protocol that takes the connection over builds its app from the config:
+        it gets the TLS extension too (for `GET /v1/cells/{id}/exec` with a client certificate).
+        Synchronous, on the event loop's thread: no other connection sees the swap."""
+        if self._tls is None:
+            super().handle_websocket_upgrade(event)
+            return
+        config = self.config
+        app = config.loaded_app
+        config.loaded_app = _WithTLS(cast(ASGI3Application, app), self._tls)
+        try:
+            super().handle_websocket_upgrade(event)
+        finally:
+            config.loaded_app = app

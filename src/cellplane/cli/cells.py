@@ -15,6 +15,7 @@ import re
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 from cellplane.cli import output, tasks
 
@@ -379,32 +380,79 @@ def logs(
             pass
 
 
+class _ExecCommand(TyperCommand):
+    """`cell exec`'s parsing. With `--`, cellplane's options may stand anywhere before it, as
+    kubectl's (`exec -it web -- sh`, `exec spy --project other -- ping x`); without `--`,
+    everything after the cell is the command, its options included, as docker's
+    (`exec web ls -la`)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # typer's own click.Context
+        ctx.allow_interspersed_args = "--" in args
+        return super().parse_args(ctx, args)
+
+
 @app.command(
     "exec",
-    # `cell exec web ls -la` works without `--`: options cellplane does not know go to COMMAND.
+    cls=_ExecCommand,
+    # Options cellplane does not know belong to the command (`exec web ls -la`).
     context_settings={"ignore_unknown_options": True},
 )
 def exec_(
     cell: CellRef,
-    command: Annotated[list[str], typer.Argument(help="Command and arguments, after `--`.")],
+    command: Annotated[
+        list[str], typer.Argument(help="Command and arguments, after the cell (or after `--`).")
+    ],
+    interactive: Annotated[
+        bool,
+        typer.Option(
+            "--interactive",
+            "-i",
+            help="Forward stdin to the command (closed at EOF). Without -i stdin is not "
+            "forwarded, even when piped (as with docker exec).",
+        ),
+    ] = False,
+    tty: Annotated[
+        bool,
+        typer.Option(
+            "--tty",
+            "-t",
+            help="Give the command a terminal: yours goes raw (keys, Ctrl-C included, go to "
+            "the command) and its window size follows yours.",
+        ),
+    ] = False,
     project: output.ProjectOpt = "default",
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
-    """Run a command in a running cell; exit with the command's exit code."""
-    import sys
+    """Run a command in a running cell, streaming its output; exit with the command's exit
+    code (127 if it is not found, 126 if it cannot be run).
 
+    `cellplane cell exec -it web -- sh`, `echo 'echo hi' | cellplane cell exec -i web -- sh`.
+    Options go before `--`; without `--`, everything after the cell is the command.
+    """
+    from cellplane.cli import exec_term
+
+    if out is output.OutputFormat.json and (interactive or tty):
+        raise typer.BadParameter("-o json collects the output: it does not go with -i or -t")
+    if interactive and tty and not exec_term.stdin_is_terminal():
+        output.fail("the input device is not a TTY", "drop -t to pipe stdin: `exec -i`", code=1)
     with output.session() as client:
-        result = client.exec_cell(resolve_cell(client, project, cell), command)
-    if out is output.OutputFormat.json:
-        output.print_json(result)
-    else:
-        text = str(result.get("output") or "")
-        sys.stdout.write(text)
-        if text and not text.endswith("\n"):
-            sys.stdout.write("\n")
-        sys.stdout.flush()
-    code = result.get("exit_code")
-    raise typer.Exit(code if isinstance(code, int) else 1)
+        cell_id = resolve_cell(client, project, cell)
+        if out is output.OutputFormat.json:
+            result = client.exec_cell(cell_id, command)
+            output.print_json(result)
+            code = result.get("exit_code")
+            raise typer.Exit(code if isinstance(code, int) else 1)
+        size = exec_term.terminal_size() if tty else None
+        session = client.exec_stream(cell_id, command, stdin=interactive, tty=tty, size=size)
+        try:
+            code, error = exec_term.run(session, forward_stdin=interactive, tty=tty)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        finally:
+            session.close()
+    if error:
+        output.err_console.print(f"[red]{output.escape(error)}[/]")
+    raise typer.Exit(code if code is not None else 1)
 
 
 GraceOpt = Annotated[

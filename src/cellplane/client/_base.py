@@ -145,11 +145,14 @@ class BaseClient:
         self._timeout = timeout
         self._retries = max(0, retries)
         self._backoff = max(0.0, backoff)
+        # A path is a CA bundle (the deployment's root): verify the server against it only.
+        self._verify = (
+            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        )
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers=headers,
-            # A path is a CA bundle (the deployment's root): verify the server against it only.
-            verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify,
+            verify=self._verify,
             timeout=timeout,
             transport=transport,
         )
@@ -356,6 +359,40 @@ class BaseClient:
             yield response
         finally:
             response.close()
+
+    # -- WebSocket routes -----------------------------------------------------------
+
+    def _ws_target(self, path: str) -> tuple[str, dict[str, str], ssl.SSLContext | None]:
+        """For a WebSocket route: its ws:// or wss:// URL, the headers with the current
+        credentials, and the TLS context (None for plain ws)."""
+        base = self._http.base_url
+        scheme = {"http": "ws", "https": "wss"}.get(base.scheme)
+        if scheme is None:
+            raise CellplaneError("Bad configuration", f"server URL {base} is not http(s)")
+        url = scheme + str(base).rstrip("/")[len(base.scheme) :] + path
+        headers = {"User-Agent": "cellplane-sdk"}
+        auth = self._http.headers.get("Authorization")
+        if self._credentials is not None:
+            bearer = self._credentials.access_token(self._http)
+            auth = f"Bearer {bearer}" if bearer else None
+        if auth:
+            headers["Authorization"] = auth
+        if scheme == "ws":
+            return url, headers, None
+        if isinstance(self._verify, ssl.SSLContext):
+            return url, headers, self._verify
+        context = ssl.create_default_context()
+        if self._verify is False:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return url, headers, context
+
+    def _renew_after_401(self, rejected_header: str | None) -> bool:
+        """After a 401 on a route the transport did not send: renew the login session once."""
+        if self._credentials is None:
+            return False
+        rejected = (rejected_header or "").removeprefix("Bearer ") or None
+        return self._credentials.refresh(self._http, rejected) is not None
 
     # -- health -----------------------------------------------------------------
 

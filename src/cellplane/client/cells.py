@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import httpx
 
 from cellplane.client._base import BaseClient, JSONDict, drop_none, label_params
-from cellplane.client.errors import CellplaneConnectionError
+from cellplane.client.errors import CellplaneConnectionError, CellplaneError
+
+if TYPE_CHECKING:
+    from cellplane.client.exec import ExecSession
 
 __all__ = ["CellsApi"]
 
@@ -166,10 +170,45 @@ class CellsApi(BaseClient):
     def exec_cell(
         self, cell_id: str, command: Sequence[str], *, idempotency_key: str | None = None
     ) -> JSONDict:
-        """Run a command in a running cell: `{exit_code, output}`."""
+        """Run a command in a running cell and collect its output: `{exit_code, output}`.
+        `exec_stream` streams it instead, with stdin and a TTY."""
         return self._json(
             "POST",
             f"/v1/cells/{cell_id}/exec",
             json_body={"command": list(command)},
             idempotency_key=idempotency_key,
         )
+
+    def exec_stream(
+        self,
+        cell_id: str,
+        command: Sequence[str],
+        *,
+        stdin: bool = False,
+        tty: bool = False,
+        size: tuple[int, int] | None = None,
+    ) -> ExecSession:
+        """Start a command in a running cell with its streams attached (the WebSocket
+        `GET /v1/cells/{id}/exec`, docs/exec.md): an `ExecSession` whose `output()` yields
+        what it prints as it prints it, then `status` holds its exit code. `stdin` forwards
+        `send_stdin`; `tty` gives it a terminal, of `size` (cols, rows) at once."""
+        from cellplane.client import exec as exec_mod  # websockets: only for this method
+
+        query: list[tuple[str, str]] = [("command", c) for c in command]
+        query += [("stdin", "true" if stdin else "false"), ("tty", "true" if tty else "false")]
+        if size is not None:
+            query += [("cols", str(size[0])), ("rows", str(size[1]))]
+        path = f"/v1/cells/{cell_id}/exec?{urlencode(query)}"
+        renewed = False
+        while True:
+            url, headers, context = self._ws_target(path)
+            try:
+                return exec_mod.connect(
+                    url, headers, context, stdin=stdin, tty=tty, timeout=self._timeout
+                )
+            except CellplaneError as exc:
+                if exc.status != 401 or renewed:
+                    raise
+                renewed = True
+                if not self._renew_after_401(headers.get("Authorization")):
+                    raise

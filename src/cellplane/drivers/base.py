@@ -24,6 +24,7 @@ __all__ = [
     "ContainerSpec",
     "Driver",
     "ExecResult",
+    "ExecSession",
     "MountSpec",
     "NetworkSpec",
     "PortSpec",
@@ -147,6 +148,37 @@ class ExecResult:
     output: bytes
 
 
+class ExecSession(Protocol):
+    """A command running inside a container with its streams attached (interactive exec).
+
+    One reader calls `read` until it returns None; writers may call `write`, `close_stdin` and
+    `resize` from another thread meanwhile. Then `exit_code` and `failure` say how it ended.
+    """
+
+    def read(self) -> tuple[int, bytes] | None:
+        """The next output as (1 stdout | 2 stderr, bytes); with a TTY all is stdout. None once
+        the command's streams are closed."""
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to the command's stdin (opened with stdin=True)."""
+
+    def close_stdin(self) -> None:
+        """End the command's stdin (it reads EOF); output keeps coming."""
+
+    def resize(self, cols: int, rows: int) -> None:
+        """Set the TTY's window size."""
+
+    def exit_code(self, timeout: float = 5.0) -> int | None:
+        """The command's exit code, after `read` returned None."""
+
+    @property
+    def failure(self) -> str | None:
+        """Why the command could not be started at all (not found...), after `read` ended."""
+
+    def close(self) -> None:
+        """Drop the streams (the command may go on running)."""
+
+
 @runtime_checkable
 class Driver(Protocol):
     """A container engine as the host agent sees it.
@@ -217,3 +249,15 @@ class Driver(Protocol):
 
     def exec(self, container_id: str, command: builtins.list[str]) -> ExecResult:
         """Run `command` inside a running container and wait for it."""
+
+    def exec_open(
+        self,
+        container_id: str,
+        command: builtins.list[str],
+        *,
+        stdin: bool = False,
+        tty: bool = False,
+        size: tuple[int, int] | None = None,
+    ) -> ExecSession:
+        """Start `command` inside a running container with its streams attached; `size` is the
+        TTY's initial (cols, rows)."""

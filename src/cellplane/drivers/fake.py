@@ -27,7 +27,7 @@ from cellplane.drivers.base import (
     PortSpec,
 )
 
-__all__ = ["FakeContainer", "FakeDriver"]
+__all__ = ["FakeContainer", "FakeDriver", "FakeExecSession"]
 
 ExecHandler = Callable[[str, builtins.list[str]], ExecResult]
 
@@ -80,6 +80,7 @@ class FakeDriver:
         self.calls: builtins.list[tuple[str, tuple[Any, ...]]] = []
         self.archives: dict[Path, builtins.list[str]] = {}
         self.exec_handler: ExecHandler = lambda _id, _cmd: ExecResult(0, b"")
+        self.exec_sessions: builtins.list[FakeExecSession] = []
         self.reachable = True
         self._failures: dict[str, builtins.list[errors.DriverError]] = {}
         self._ids = itertools.count(1)
@@ -289,3 +290,77 @@ class FakeDriver:
                 raise errors.PermanentDriverError(f"container {box.id} is not running")
             handler = self.exec_handler
         return handler(box.id, list(command))
+
+    def exec_open(
+        self,
+        container_id: str,
+        command: builtins.list[str],
+        *,
+        stdin: bool = False,
+        tty: bool = False,
+        size: tuple[int, int] | None = None,
+    ) -> FakeExecSession:
+        with self._lock:
+            self._record("exec_open", container_id, list(command), stdin, tty, size)
+            box = self._get(container_id)
+            if box.state != "running":
+                raise errors.PermanentDriverError(f"container {box.id} is not running")
+            handler = self.exec_handler
+        session = FakeExecSession(box.id, list(command), handler, stdin=stdin, size=size)
+        self.exec_sessions.append(session)
+        return session
+
+
+class FakeExecSession:
+    """An interactive exec of the fake: once stdin is closed (at once without stdin), the exec
+    handler runs and its output comes as stdout; what was written and resized is recorded."""
+
+    def __init__(
+        self,
+        container_id: str,
+        command: builtins.list[str],
+        handler: ExecHandler,
+        *,
+        stdin: bool,
+        size: tuple[int, int] | None,
+    ) -> None:
+        self.container_id = container_id
+        self.command = command
+        self.stdin = bytearray()
+        self.sizes: builtins.list[tuple[int, int]] = [size] if size else []
+        self.closed = False
+        self._handler = handler
+        self._stdin_done = threading.Event()
+        if not stdin:
+            self._stdin_done.set()
+        self._result: ExecResult | None = None
+        self._sent = False
+
+    def read(self) -> tuple[int, bytes] | None:
+        self._stdin_done.wait()
+        if self._result is None:
+            self._result = self._handler(self.container_id, list(self.command))
+        if self._sent or not self._result.output:
+            return None
+        self._sent = True
+        return 1, self._result.output
+
+    def write(self, data: bytes) -> None:
+        self.stdin += data
+
+    def close_stdin(self) -> None:
+        self._stdin_done.set()
+
+    def resize(self, cols: int, rows: int) -> None:
+        self.sizes.append((cols, rows))
+
+    def exit_code(self, timeout: float = 5.0) -> int | None:
+        return None if self._result is None else self._result.exit_code
+
+    @property
+    def failure(self) -> str | None:
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+        self._stdin_done.set()

@@ -35,6 +35,7 @@ from cellplane.drivers.base import (
     NetworkSpec,
     PortSpec,
 )
+from cellplane.drivers.podman_exec import PodmanExecSession, exec_failure, start_exec
 
 __all__ = [
     "DNS_OPTIONS",
@@ -530,8 +531,24 @@ class PodmanDriver:
             created = self._api.exec_create(container_id, command, stdout=True, stderr=True)
             exec_id = str(created["Id"])
             output = self._api.exec_start(exec_id)
-            exit_code = self._api.exec_inspect(exec_id)["ExitCode"]
-        return ExecResult(exit_code=int(exit_code or 0), output=bytes(output or b""))
+            exit_code = int(self._api.exec_inspect(exec_id)["ExitCode"] or 0)
+        data = bytes(output or b"")
+        # A command that could not be started: the reason, not the runtime's lines.
+        if exit_code in (126, 127) and (failure := exec_failure(data)) is not None:
+            data = failure.encode() + b"\n"
+        return ExecResult(exit_code=exit_code, output=data)
+
+    def exec_open(
+        self,
+        container_id: str,
+        command: builtins.list[str],
+        *,
+        stdin: bool = False,
+        tty: bool = False,
+        size: tuple[int, int] | None = None,
+    ) -> PodmanExecSession:
+        with _translated("container"):
+            return start_exec(self._untyped, container_id, command, stdin=stdin, tty=tty, size=size)
 
 
 def _guarded(stream: Iterator[bytes]) -> Iterator[bytes]:

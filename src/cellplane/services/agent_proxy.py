@@ -12,24 +12,33 @@ before, and they carry what a caller needs to word its own message:
 :class:`AgentUnreachable` (no answer) and :class:`AgentRefused` (an answer other than 200).
 
 This module knows httpx (the transport) but not Starlette: streaming the logs to an HTTP client
-is the route's job; :func:`open_logs` hands it an async iterator of bytes.
+is the route's job; :func:`open_logs` hands it an async iterator of bytes. The interactive exec
+(:func:`open_exec`) is a raw socket to the agent after an HTTP upgrade, which httpx does not do:
+asyncio streams carry it, and :class:`AgentExec` speaks the frames of :mod:`cellplane.wire.exec`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from cellplane.errors import Conflict
+from cellplane.wire import exec as exec_wire
 
 __all__ = [
+    "AgentExec",
     "AgentRefused",
     "AgentUnreachable",
     "Target",
     "exec_async",
     "exec_sync",
+    "open_exec",
     "open_logs",
 ]
 
@@ -46,11 +55,12 @@ class AgentUnreachable(Conflict):
 
 
 class AgentRefused(Conflict):
-    """The agent answered, but not with 200; ``status`` and ``text`` are its answer."""
+    """The agent answered, but not with 200; ``agent_status`` and ``text`` are its answer (the
+    API answers 409, whatever the agent's status was)."""
 
     def __init__(self, detail: str, status: int, text: str) -> None:
         super().__init__(detail)
-        self.status = status
+        self.agent_status = status
         self.text = text
 
 
@@ -143,3 +153,91 @@ async def open_logs(
             await resp.aclose()
 
     return relay()
+
+
+class AgentExec:
+    """An interactive exec attached on the agent (`POST /cells/{id}/attach`, upgraded): frames
+    of :mod:`cellplane.wire.exec` both ways, over a plain socket."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._frames = exec_wire.FrameReader()
+
+    async def send(self, channel: int, payload: bytes) -> None:
+        self._writer.write(exec_wire.pack(channel, payload))
+        await self._writer.drain()
+
+    async def frames(self) -> AsyncIterator[tuple[int, bytes]]:
+        """The agent's frames (stdout, stderr, then status) until it closes the connection."""
+        while data := await self._reader.read(65536):
+            for frame in self._frames.feed(data):
+                yield frame
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            await self._writer.wait_closed()
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        raise ValueError(f"not an HTTP answer: {lines[0][:80]!r}")
+    headers = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return int(parts[1]), headers
+
+
+async def open_exec(
+    target: Target,
+    command: list[str],
+    *,
+    stdin: bool,
+    tty: bool,
+    size: tuple[int, int] | None,
+    timeout: float = 15.0,
+) -> AgentExec:
+    """Start `command` in the cell on its agent, attached: the session once the agent has said
+    101 (so a missing container or a refusal raises here, before the client's WebSocket is
+    accepted)."""
+    url, secret, cid = target
+    parsed = urlsplit(url)
+    if parsed.scheme != "http" or not parsed.hostname or not parsed.port:
+        raise AgentRefused(f"the cell's host agent has an unusable address {url!r}", 0, "")
+    body = json.dumps(
+        {"command": command, "stdin": stdin, "tty": tty, "size": list(size) if size else None}
+    ).encode()
+    request = (
+        f"POST /cells/{cid}/attach HTTP/1.1\r\nHost: {parsed.netloc}\r\n"
+        f"Authorization: Bearer {secret}\r\nConnection: Upgrade\r\n"
+        f"Upgrade: {exec_wire.UPGRADE}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(parsed.hostname, parsed.port)
+            writer.write(request)
+            await writer.drain()
+            status, headers = await _read_head(reader)
+            if status == 101:
+                return AgentExec(reader, writer)
+            length = int(headers.get("content-length") or 0)
+            text = (await reader.readexactly(length)).decode("utf-8", "replace") if length else ""
+    except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as e:
+        if writer is not None:
+            writer.close()
+        cause = httpx.ConnectError(str(e) or type(e).__name__)
+        raise AgentUnreachable(cause) from e
+    writer.close()
+    try:
+        reason = str(json.loads(text).get("error") or text)
+    except (ValueError, AttributeError):
+        reason = text
+    raise AgentRefused(f"exec failed on the host: {reason[:500]}", status, text)

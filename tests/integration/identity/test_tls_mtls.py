@@ -2,8 +2,9 @@
 
 The server runs `python -m cellplane.daemon server --tls` with a certificate from the
 deployment's own CA; the agent (`--ca-file`) and the SDK verify it with the CA's root only.
-A user turns a CSR into a client certificate and calls the API with it and no bearer token;
-revocation, foreign CAs and clients without the CA bundle are refused.
+A user turns a CSR into a client certificate and calls the API with it and no bearer token (the
+interactive exec's WebSocket included); revocation, foreign CAs and clients without the CA bundle
+are refused.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from cellplane.client import Client
 from cellplane.identity.ca import CertificateAuthority
+from cellplane.testing.busybox import build_busybox_archive
 from cellplane.testing.harness import Deployment
 
 pytestmark = pytest.mark.integration
@@ -171,3 +174,35 @@ def test_a_plain_http_url_is_told_the_server_speaks_https(deployment: Deployment
         client.whoami()
     assert f"the server at {plain} speaks HTTPS" in str(caught.value)
     assert f"use {deployment.url}" in str(caught.value)
+
+
+def test_exec_streams_over_wss_with_a_client_certificate(
+    deployment: Deployment, me: dict[str, Any], tmp_path: Path
+) -> None:
+    """The interactive exec's WebSocket on the HTTPS server, authenticated by the certificate
+    alone: the TLS extension reaches the WebSocket route too."""
+    with deployment.client() as admin:
+        admin.upload_image("busybox", build_busybox_archive(tmp_path / "image"))
+        task = admin.create_cell(
+            "default", "tls-exec", "busybox", command=["sleep", "600"], cpu=0.05, memory_mb=32
+        )
+        cell_id = task["entity"]["id"]
+        deadline = time.monotonic() + 60
+        while admin.get_cell(cell_id)["state"] != "RUNNING":
+            assert time.monotonic() < deadline, admin.get_cell(cell_id)
+            time.sleep(0.2)
+        try:
+            issued, key_pem = _obtain(deployment, me["subject"])
+            (tmp_path / "chain.pem").write_text(issued["chain"])
+            (tmp_path / "key.pem").write_bytes(key_pem)
+            assert deployment.ca_file is not None
+            context = ssl.create_default_context(cafile=str(deployment.ca_file))
+            context.load_cert_chain(tmp_path / "chain.pem", tmp_path / "key.pem")
+            with (
+                Client(deployment.url, None, verify=context) as by_certificate,
+                by_certificate.exec_stream(cell_id, ["sh", "-c", "echo over-tls"]) as session,
+            ):
+                assert list(session.output()) == [("stdout", b"over-tls\n")]
+            assert (session.status.exit_code, session.status.error) == (0, None)
+        finally:
+            admin.delete_cell(cell_id)

@@ -178,16 +178,16 @@ def test_logs_tail(cli: Invoke, fake: FakeApi) -> None:
     assert fake.requests[-1].url.params["tail"] == "2"
 
 
-def test_exec_prints_output_and_exits_with_the_command_code(cli: Invoke, fake: FakeApi) -> None:
+def test_exec_json_collects_the_output_and_exits_with_the_command_code(
+    cli: Invoke, fake: FakeApi
+) -> None:
     _run_web(cli)
-    ok = cli("cell", "exec", "web", "--", "echo", "hi")
-    assert (ok.exit_code, ok.stdout) == (0, "echo hi\n")
-    failed = cli("cell", "exec", "web", "--", "fail", "-x")
-    assert (failed.exit_code, failed.stdout) == (7, "fail -x\n")
-    # Without `--`, options cellplane does not know still belong to the command.
-    no_dashes = cli("cell", "exec", "web", "ls", "-la")
-    assert no_dashes.exit_code == 0, no_dashes.output
-    assert json.loads(fake.bodies[-1]) == {"command": ["ls", "-la"]}
+    ok = cli("cell", "exec", "-o", "json", "web", "--", "echo", "hi")
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout) == {"exit_code": 0, "output": "echo hi\n"}
+    failed = cli("cell", "exec", "-o", "json", "web", "fail", "-x")
+    assert failed.exit_code == 7, failed.output
+    assert json.loads(fake.bodies[-1]) == {"command": ["fail", "-x"]}
 
 
 def test_stop_start_restart_rm_wait_for_their_tasks(cli: Invoke, fake: FakeApi) -> None:

@@ -34,7 +34,8 @@ def test_exec_sync_answers_refuses_and_reports_an_unreachable_agent() -> None:
         assert answer == {"exit_code": 0, "output": "echo hi"}
         with pytest.raises(agent_proxy.AgentRefused) as refused:
             agent_proxy.exec_sync(client, TARGET, ["false"], 5)
-    assert (refused.value.status, refused.value.text) == (500, "no such container")
+    assert (refused.value.agent_status, refused.value.text) == (500, "no such container")
+    assert refused.value.status == 409  # what the API answers
     assert refused.value.detail == "exec failed on the host: no such container"
 
     def down(request: httpx.Request) -> httpx.Response:

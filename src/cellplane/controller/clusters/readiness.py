@@ -34,7 +34,7 @@ class ExecutorReadiness(ExecutorRecords):
         except agent_proxy.AgentUnreachable as e:
             return 255, f"agent unreachable: {e.cause}"
         except agent_proxy.AgentRefused as e:
-            return 255, f"exec failed on the host ({e.status}): {e.text[:300]}"
+            return 255, f"exec failed on the host ({e.agent_status}): {e.text[:300]}"
         return int(data.get("exit_code", 255)), str(data.get("output", ""))
 
     def _tail(self, ctx: OperationContext, cell_id: str, role: str) -> str:
