@@ -48,6 +48,7 @@ __all__ = [
     "label_filters",
     "libpod_create_body",
     "libpod_network_body",
+    "libpod_update_body",
     "map_engine_error",
     "parse_load_output",
 ]
@@ -60,6 +61,7 @@ Resource = Literal["container", "image", "network", "volume", "engine"]
 
 _MIB = 1024 * 1024
 _CPU_PERIOD_US = 100_000
+_MIN_CPU_QUOTA_US = 1_000  # the kernel refuses a CFS quota under 1 ms
 _ZERO_TIME = "0001-01-01"
 _EXITED_STATES = frozenset({"exited", "stopped", "dead"})
 _EXIT_STATUS = re.compile(r"Exited \((-?\d+)\)")
@@ -106,6 +108,8 @@ def map_engine_error(exc: BaseException, resource: Resource = "engine") -> error
         return errors.DriverError(message)
 
     text = message.lower()
+    if "failed to find free ip" in text:  # netavark's IPAM, on start
+        return errors.AddressesExhausted(message)
     if "already in use" in text and resource == "container":
         return errors.NameConflict(message)
     if "network not found" in text or "no such network" in text:
@@ -157,8 +161,7 @@ def compat_create_body(spec: ContainerSpec) -> dict[str, Any]:
     if spec.image is None:
         raise ValueError("compat_create_body needs an image spec; rootfs uses libpod")
     host_config: dict[str, Any] = {}
-    if spec.cpu:
-        host_config["NanoCpus"] = round(spec.cpu * 1e9)
+    # No CPU quota here: `apply_limits` sets it once the container runs (see the Driver).
     if spec.memory_mb:
         host_config["Memory"] = spec.memory_mb * _MIB
     if spec.ports:
@@ -220,13 +223,8 @@ def libpod_create_body(spec: ContainerSpec) -> dict[str, Any]:
     }
     if spec.hostname:
         body["hostname"] = spec.hostname
-    limits: dict[str, Any] = {}
-    if spec.cpu:
-        limits["cpu"] = {"quota": round(spec.cpu * _CPU_PERIOD_US), "period": _CPU_PERIOD_US}
-    if spec.memory_mb:
-        limits["memory"] = {"limit": spec.memory_mb * _MIB}
-    if limits:
-        body["resource_limits"] = limits
+    if spec.memory_mb:  # the CPU quota comes after start, from `apply_limits`
+        body["resource_limits"] = {"memory": {"limit": spec.memory_mb * _MIB}}
     if spec.network is not None:
         body["netns"] = {"nsmode": "bridge"}
         body["dns_option"] = list(DNS_OPTIONS)
@@ -246,6 +244,21 @@ def libpod_create_body(spec: ContainerSpec) -> dict[str, Any]:
             for m in spec.mounts
         ]
     return body
+
+
+def libpod_update_body(cpu: float, memory_mb: int) -> dict[str, Any]:
+    """The libpod `POST /libpod/containers/{id}/update` body (a LinuxResources) for the limits.
+
+    A zero limit lifts it: quota -1 (no CFS quota) and memory -1 (unlimited). A CPU limit under
+    0.01 is raised to it: the kernel refuses a CFS quota under 1 ms.
+    """
+    if cpu < 0 or memory_mb < 0:
+        raise ValueError(f"cpu and memory_mb must not be negative: {cpu}, {memory_mb}")
+    quota = max(_MIN_CPU_QUOTA_US, round(cpu * _CPU_PERIOD_US)) if cpu else -1
+    return {
+        "cpu": {"quota": quota, "period": _CPU_PERIOD_US},
+        "memory": {"limit": memory_mb * _MIB if memory_mb else -1},
+    }
 
 
 def libpod_network_body(spec: NetworkSpec) -> dict[str, Any]:
@@ -383,7 +396,10 @@ class PodmanDriver:
             response.raise_for_status()
         except requests.HTTPError as exc:
             raise docker.errors.create_api_error_from_http_exception(exc) from exc
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:  # some libpod answers are a bare id, not JSON (the update endpoint's)
+            return response.text
 
     def _libpod_post(self, path: str, body: dict[str, Any]) -> Any:
         return self._post_json(f"{self._api.base_url}{LIBPOD_PREFIX}{path}", body)
@@ -474,6 +490,16 @@ class PodmanDriver:
     def start(self, container_id: str) -> None:
         with _translated("container"):
             self._api.start(container_id)
+
+    def apply_limits(self, container_id: str, cpu: float, memory_mb: int) -> None:
+        # libpod's update (podman >= 4.3, ~7 ms); the compat `/containers/{id}/update` is a 404
+        # there. It changes the running container's cgroup only: a later start runs without.
+        try:
+            body = libpod_update_body(cpu, memory_mb)
+        except ValueError as exc:
+            raise errors.PermanentDriverError(str(exc)) from exc
+        with _translated("container"):
+            self._libpod_post(f"/containers/{container_id}/update", body)
 
     def stop(self, container_id: str, timeout: float = 10.0) -> None:
         with _translated("container"):

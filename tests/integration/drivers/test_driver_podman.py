@@ -14,8 +14,11 @@ from cellplane.drivers import errors
 from cellplane.drivers.base import ContainerSpec, MountSpec, NetworkSpec, PortSpec
 from cellplane.drivers.podman import PodmanDriver
 from cellplane.testing.busybox import build_busybox_archive
+from cellplane.testing.cgroups import CgroupLimits, cgroup_limits
 
 from .conftest import IMAGE, Engine
+
+MIB = 1024 * 1024
 
 pytestmark = pytest.mark.integration
 
@@ -133,15 +136,58 @@ def test_host_rootfs_sees_host_files_and_writes_stay_inside(engine: Engine) -> N
     assert int(limit.output) == 48 * 1024 * 1024
 
 
-def test_memory_and_cpu_limits(engine: Engine) -> None:
+def _limits(engine: Engine, cid: str) -> CgroupLimits:
+    pid = int(engine.driver._api.inspect_container(cid)["State"]["Pid"])
+    return cgroup_limits(pid)
+
+
+def test_memory_at_create_cpu_after_start(engine: Engine) -> None:
     cid = engine.run_container("limits", ["sleep", "300"], memory_mb=64, cpu=0.5)
-    limit = engine.exec_ok(cid, ["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"])
-    assert int(limit.output) == 64 * 1024 * 1024
+    started = _limits(engine, cid)
+    assert started.memory_bytes == 64 * MIB
+    assert started.cpu_quota_us is None  # the start ran without a CFS quota
+    engine.driver.apply_limits(cid, 0.5, 64)
+    limited = _limits(engine, cid)
+    assert limited.cpu == pytest.approx(0.5) and limited.memory_bytes == 64 * MIB
+    # What the container itself sees (cgroup v1 here: its own cgroup mounted at the root).
     quota = engine.exec_ok(
         cid, ["cat", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"]
     )
     quota_us, period_us = (int(x) for x in quota.output.split())
     assert quota_us / period_us == pytest.approx(0.5)
+
+
+def test_apply_limits_changes_and_lifts_them_until_the_next_start(engine: Engine) -> None:
+    cid = engine.run_container("relimit", ["sleep", "300"])
+    engine.driver.apply_limits(cid, 0.01, 16)
+    assert _limits(engine, cid) == CgroupLimits(1_000, 100_000, 16 * MIB)
+    engine.driver.apply_limits(cid, 0.001, 24)  # under the kernel's 1 ms: raised to it
+    assert _limits(engine, cid) == CgroupLimits(1_000, 100_000, 24 * MIB)
+    engine.driver.apply_limits(cid, 0, 0)
+    assert _limits(engine, cid) == CgroupLimits(None, 100_000, None)
+    engine.driver.apply_limits(cid, 0.25, 32)
+    engine.driver.stop(cid, timeout=0)
+    engine.driver.start(cid)
+    assert _limits(engine, cid).cpu_quota_us is None  # a start runs without: set them again
+
+
+def test_apply_limits_errors(engine: Engine) -> None:
+    with pytest.raises(errors.ContainerNotFound):
+        engine.driver.apply_limits(f"t{engine.run}-missing", 0.5, 64)
+    cid = engine.driver.create(engine.spec("notrunning", ["sleep", "300"]))
+    with pytest.raises(errors.PermanentDriverError):
+        engine.driver.apply_limits(cid, 0.5, -1)
+
+
+def test_a_full_network_raises_addresses_exhausted(engine: Engine) -> None:
+    # A /29 holds six addresses, the gateway takes one: five containers, then none.
+    name = engine.name("tiny")
+    engine.driver.ensure_network(NetworkSpec(name, subnet="10.251.7.0/29", labels=engine.labels))
+    for k in range(5):
+        engine.run_container(f"fill{k}", ["sleep", "300"], network=name)
+    cid = engine.driver.create(engine.spec("over", ["sleep", "300"], network=name))
+    with pytest.raises(errors.AddressesExhausted, match="failed to find free IP"):
+        engine.driver.start(cid)
 
 
 def _http_get(port: int) -> bytes:

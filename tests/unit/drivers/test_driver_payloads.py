@@ -15,6 +15,7 @@ from cellplane.drivers.podman import (
     label_filters,
     libpod_create_body,
     libpod_network_body,
+    libpod_update_body,
     parse_load_output,
 )
 
@@ -49,7 +50,7 @@ def test_compat_body_carries_every_field() -> None:
     assert body["Hostname"] == "web-0"
     assert body["ExposedPorts"] == {"80/tcp": {}, "53/udp": {}}
     host = body["HostConfig"]
-    assert host["NanoCpus"] == 1_500_000_000
+    assert "NanoCpus" not in host and "CpuQuota" not in host  # set after start (apply_limits)
     assert host["Memory"] == 256 * MIB
     assert host["NetworkMode"] == "proj-net"
     assert host["DnsOptions"] == ["timeout:1", "attempts:2"]  # no minute-long lookups
@@ -82,10 +83,7 @@ def test_libpod_body_for_host_rootfs() -> None:
     assert body["command"] == ["sleep", "60"]
     assert body["env"] == {"A": "1", "B": "two=2"}
     assert body["hostname"] == "web-0"
-    assert body["resource_limits"] == {
-        "cpu": {"quota": 150_000, "period": 100_000},
-        "memory": {"limit": 256 * MIB},
-    }
+    assert body["resource_limits"] == {"memory": {"limit": 256 * MIB}}  # cpu: after start
     assert body["netns"] == {"nsmode": "bridge"}
     assert body["Networks"] == {"proj-net": {"aliases": ["web", "web-0"]}}
     assert body["dns_option"] == ["timeout:1", "attempts:2"]
@@ -250,3 +248,28 @@ def test_network_body_carries_the_control_planes_subnet_when_given() -> None:
     body = libpod_network_body(NetworkSpec("cp-prj-1", subnet="10.128.3.0/24"))
     assert body["subnets"] == [{"subnet": "10.128.3.0/24"}]
     assert "subnets" not in libpod_network_body(NetworkSpec("cp-prj-1"))
+
+
+def test_update_body_sets_quota_and_memory() -> None:
+    assert libpod_update_body(0.01, 16) == {
+        "cpu": {"quota": 1_000, "period": 100_000},
+        "memory": {"limit": 16 * MIB},
+    }
+    assert libpod_update_body(1.5, 256)["cpu"] == {"quota": 150_000, "period": 100_000}
+
+
+def test_update_body_lifts_unset_limits() -> None:
+    assert libpod_update_body(0, 0) == {
+        "cpu": {"quota": -1, "period": 100_000},
+        "memory": {"limit": -1},
+    }
+
+
+def test_update_body_raises_a_tiny_quota_to_the_kernel_minimum() -> None:
+    assert libpod_update_body(0.001, 16)["cpu"] == {"quota": 1_000, "period": 100_000}
+
+
+@pytest.mark.parametrize(("cpu", "memory_mb"), [(-0.5, 16), (1, -1)])
+def test_update_body_refuses_negative_limits(cpu: float, memory_mb: int) -> None:
+    with pytest.raises(ValueError, match="negative"):
+        libpod_update_body(cpu, memory_mb)
