@@ -48,7 +48,7 @@ class Preparer:
         self.data_dir = data_dir
         self.subnets = subnets  # create networks with the control plane's subnet
         self._images: set[str] = set()
-        self._networks: set[str] = set()
+        self._networks: set[tuple[str, str | None]] = set()  # (name, subnet): a moved one again
         self._volumes: set[str] = set()
         self._lock = threading.Lock()
 
@@ -75,13 +75,13 @@ class Preparer:
         return ref
 
     def network(self, cell: wire.CellAssignment, host_id: str) -> None:
-        name = cell.network.name
-        if name in self._networks:
+        key = (cell.network.name, cell.network.subnet)
+        if key in self._networks:
             return
         with self._lock:
-            if name not in self._networks:
+            if key not in self._networks:
                 self.driver.ensure_network(network_spec(cell, host_id, with_subnet=self.subnets))
-                self._networks.add(name)
+                self._networks.add(key)
 
     def volume(self, name: str, volume_id: str, host_id: str) -> None:
         if name in self._volumes:

@@ -105,9 +105,10 @@ class NetworkSpec:
     """A network as the engine must realise it (a project's `Network`, from the assignment).
 
     `name` is the engine-side name; `subnet` (CIDR) is the control plane's allocation, None to
-    let the engine pick one from its pool; `driver` is the engine driver (`bridge` now; the
-    cross-host overlay plugs in here). Networks are isolated from each other and resolve their
-    containers by name; `internal` ones have no route out.
+    let the engine pick one from its pool, of `prefix_length` bits (None: the engine's usual
+    size, a /24); `driver` is the engine driver (`bridge` now; the cross-host overlay plugs in
+    here). Networks are isolated from each other and resolve their containers by name;
+    `internal` ones have no route out.
     """
 
     name: str
@@ -115,6 +116,13 @@ class NetworkSpec:
     subnet: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     internal: bool = False
+    prefix_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.subnet is not None and self.prefix_length is not None:
+            raise ValueError("give a subnet or a prefix_length, not both")
+        if self.prefix_length is not None and not 8 <= self.prefix_length <= 29:
+            raise ValueError(f"prefix_length must be 8 to 29: {self.prefix_length}")
 
 
 @dataclass(frozen=True)
@@ -163,7 +171,9 @@ class Driver(Protocol):
     def ensure_network(self, spec: NetworkSpec) -> None:
         """Create the network (DNS on, isolated from every other network) if absent.
 
-        A network of that name that exists already is kept as it is (adopted).
+        A network of that name that exists already is kept as it is (adopted), unless its subnet
+        is not the one asked for (`subnet`, or a `prefix_length` of another size) and no
+        container uses it: then it is made again as asked.
         """
 
     def remove_network(self, name: str) -> None:

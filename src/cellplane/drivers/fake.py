@@ -155,9 +155,9 @@ class FakeDriver:
     def ensure_network(self, spec: NetworkSpec) -> None:
         name, labels, internal = spec.name, spec.labels, spec.internal
         with self._lock:
-            self._record("ensure_network", name, dict(labels), internal)
+            self._record("ensure_network", name, dict(labels), internal, spec.prefix_length)
             self.networks.setdefault(name, dict(labels))
-            self.network_specs.setdefault(name, spec)
+            self.network_specs[name] = spec
             if internal:
                 self.internal_networks.add(name)
 

@@ -3,6 +3,7 @@ volumes and errors. Containers only talk to each other and to the test over loop
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -324,3 +325,28 @@ def test_followed_logs_outlive_the_request_timeout(engine: Engine) -> None:
         assert b"".join(driver.logs(cid, follow=True)) == b"a\nb\n"
     finally:
         driver.close()
+
+
+def test_a_network_of_a_given_size_is_carved_from_the_pools(engine: Engine) -> None:
+    name = engine.name("sized")
+    engine.driver.ensure_network(NetworkSpec(name, labels=engine.labels, prefix_length=22))
+    (subnet,) = engine.driver._network_subnets(name) or []
+    net = ipaddress.ip_network(subnet)
+    assert net.prefixlen == 22
+    assert any(net.subnet_of(ipaddress.ip_network(p)) for p in engine.driver.subnet_pools)
+    cid = engine.run_container("sized", ["sleep", "300"], network=name)
+    address = engine.driver.inspect(cid).address
+    assert address is not None and ipaddress.ip_address(address) in net
+    # Asked for another size while a container uses it: adopted as it is.
+    engine.driver.ensure_network(NetworkSpec(name, labels=engine.labels, prefix_length=21))
+    assert engine.driver._network_subnets(name) == [subnet]
+    # Unused: made again, of the size asked for.
+    engine.driver.remove(cid)
+    engine.driver.ensure_network(NetworkSpec(name, labels=engine.labels, prefix_length=21))
+    (again,) = engine.driver._network_subnets(name) or []
+    assert ipaddress.ip_network(again).prefixlen == 21
+    # A second network of that size never overlaps the first.
+    other = engine.name("sized2")
+    engine.driver.ensure_network(NetworkSpec(other, labels=engine.labels, prefix_length=21))
+    (second,) = engine.driver._network_subnets(other) or []
+    assert not ipaddress.ip_network(second).overlaps(ipaddress.ip_network(again))

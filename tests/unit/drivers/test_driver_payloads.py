@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
@@ -16,7 +17,9 @@ from cellplane.drivers.podman import (
     libpod_create_body,
     libpod_network_body,
     libpod_update_body,
+    network_fits,
     parse_load_output,
+    sized_candidates,
 )
 
 MIB = 1024 * 1024
@@ -273,3 +276,32 @@ def test_update_body_raises_a_tiny_quota_to_the_kernel_minimum() -> None:
 def test_update_body_refuses_negative_limits(cpu: float, memory_mb: int) -> None:
     with pytest.raises(ValueError, match="negative"):
         libpod_update_body(cpu, memory_mb)
+
+
+# --- networks of a given size -------------------------------------------------------------------
+
+
+def test_network_spec_takes_a_subnet_or_a_size() -> None:
+    assert NetworkSpec("n", prefix_length=20).prefix_length == 20
+    with pytest.raises(ValueError, match="not both"):
+        NetworkSpec("n", subnet="10.1.0.0/20", prefix_length=20)
+    for bad in (7, 30):
+        with pytest.raises(ValueError, match="prefix_length"):
+            NetworkSpec("n", prefix_length=bad)
+
+
+def test_an_existing_network_fits_what_is_asked() -> None:
+    assert network_fits(["10.89.0.0/24"], NetworkSpec("n"))  # the engine's pick: any
+    assert network_fits(["10.89.16.0/20"], NetworkSpec("n", prefix_length=20))
+    assert not network_fits(["10.89.0.0/24"], NetworkSpec("n", prefix_length=20))
+    assert network_fits(["10.128.0.0/24"], NetworkSpec("n", subnet="10.128.0.0/24"))
+    assert not network_fits(["10.128.0.0/24"], NetworkSpec("n", subnet="10.128.0.0/23"))
+    assert not network_fits([], NetworkSpec("n", prefix_length=20))
+
+
+def test_sized_candidates_skip_used_subnets_and_small_pools() -> None:
+    used = [ipaddress.ip_network(n) for n in ("10.89.0.0/24", "10.89.32.0/20", "fd00::/64")]
+    got = sized_candidates(["10.88.0.0/22", "10.89.0.0/16"], 20, used)
+    # 10.88.0.0/22 is smaller than a /20; 10.89.0.0/20 holds a used /24; 10.89.32.0/20 is used.
+    assert [str(next(got)) for _ in range(2)] == ["10.89.16.0/20", "10.89.48.0/20"]
+    assert len(list(sized_candidates(["10.89.0.0/16"], 20, used))) == 14
