@@ -292,8 +292,8 @@ def set_quota(
     Refused with 409, changing nothing, when the project quotas would add up to more than the
     tenant's quota for some resource. A limit below current usage is allowed: it blocks new
     admissions of that resource until usage falls below it, and takes nothing away. A cell quota
-    larger than a project network holds moves that network, if no cell uses it yet, to a subnet
-    that holds it (`state.networks.fit_networks`). Audited as `quota.set` in the same
+    changes the size of a project network that no cell uses to fit it
+    (`state.networks.fit_networks`). Audited as `quota.set` in the same
     transaction.
     """
     with svc.db.session() as s:
@@ -314,7 +314,7 @@ def set_quota(
             setattr(row, r, new[r])
         row.updated_at = now
         s.flush()
-        # A network sized for the old cell quota grows with it while no cell uses it yet.
+        # A network sized for the old cell quota follows it while no cell uses it yet.
         scope = [p] if p else s.scalars(select(Project).where(Project.tenant_id == t.id)).all()
         moved = {n.name: n.subnet for n in networks.fit_networks(s, scope)}
         target = f"tenant:{t.name}" if p is None else f"project:{t.name}/{p.name}"

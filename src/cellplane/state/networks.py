@@ -8,9 +8,10 @@ Every project has a default network, made in the same transaction as the project
 **Sizing.** A network's subnet holds the cells its project may run: `prefix_for_cells` of the
 project's cell quota (the smaller of its own and its tenant's), never smaller than a /24 (253
 cells) nor larger than a /16; a project without a cell quota gets a /20 (4,093 cells). When a
-quota is raised past what the subnet holds, `fit_networks` moves a network that no cell uses yet
-to a larger subnet; one that cells use keeps its subnet (their addresses are in it), and a cell
-beyond it fails with the engine's IPAM error on the cell, never a silent wait.
+quota changes, `fit_networks` moves a network that no cell uses to a subnet of the new size
+(larger, or smaller to give the pool back); one that cells use keeps its subnet (their addresses
+are in it), and a cell beyond it fails with the engine's IPAM error on the cell, never a silent
+wait.
 
 **Allocation** is deterministic: the lowest block of the wanted size in `SUBNET_POOL` that
 overlaps no other network's subnet (the blocks are aligned, so /24s and /20s mix without
@@ -128,22 +129,22 @@ def cell_limit(s: Session, project_id: str, tenant_id: str) -> int | None:
 
 
 def fit_networks(s: Session, projects: Iterable[Project]) -> list[Network]:
-    """Move the projects' networks that no cell uses to a subnet their cell quota fits in.
+    """Move the projects' networks that no cell uses to a subnet of the size their quota wants.
 
-    Called when a quota changes (in that transaction). Only growth: a network never shrinks
-    under its cells. Returns the networks that moved.
+    Called when a quota changes (in that transaction). A network that cells use is left as it
+    is. Returns the networks that moved.
     """
     moved: list[Network] = []
     for p in projects:
         want = prefix_for_cells(cell_limit(s, p.id, p.tenant_id))
         for net in s.scalars(select(Network).where(Network.project_id == p.id)):
-            if ipaddress.ip_network(net.subnet).prefixlen <= want:
+            if ipaddress.ip_network(net.subnet).prefixlen == want:
                 continue
             if s.scalar(select(Cell.id).where(Cell.network_id == net.id).limit(1)) is not None:
                 continue  # its cells have addresses in it
             taken = [t for t in s.scalars(select(Network.subnet)) if t != net.subnet]
             subnet = lowest_free_subnet(taken, want)
-            if ipaddress.ip_network(subnet).prefixlen < ipaddress.ip_network(net.subnet).prefixlen:
+            if subnet != net.subnet:
                 net.subnet = subnet
                 moved.append(net)
     return moved

@@ -142,6 +142,13 @@ def test_a_raised_quota_moves_an_unused_network_to_a_larger_subnet(plat: Platfor
     assert resized == [{moved.name: moved.subnet}]  # audited with the quota change that moved it
 
 
+def test_a_lowered_quota_gives_the_pool_back_while_unused(plat: Platform) -> None:
+    new_project(plat, "shrink")
+    assert ipaddress.ip_network(net_of(plat, "shrink").subnet).prefixlen == 20
+    put(plat, "/v1/projects/shrink/quota", {"cells": 10})
+    assert ipaddress.ip_network(net_of(plat, "shrink").subnet).prefixlen == 24
+
+
 def test_a_network_in_use_keeps_its_subnet(plat: Platform) -> None:
     put(plat, "/v1/tenants/default/quota", {"cells": 100})
     new_project(plat, "busy")
