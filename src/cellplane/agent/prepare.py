@@ -140,6 +140,8 @@ class Preparer:
         try:
             self.driver.apply_limits(container_id, float(cell.cpu), int(cell.memory_mb))
         except DriverError as exc:
+            if not self._running(container_id):
+                return  # it ended already (a quick command): nothing left to limit
             limits = f"cpu {float(cell.cpu):g}, memory {int(cell.memory_mb)} MB"
             try:
                 self.driver.kill(container_id)
@@ -153,6 +155,15 @@ class Preparer:
             raise PermanentDriverError(
                 f"limits ({limits}) not applied, so the container was stopped: {exc}"
             ) from exc
+
+    def _running(self, container_id: str) -> bool:
+        """Whether the container runs; True when the engine cannot say (assume the worst)."""
+        try:
+            return self.driver.inspect(container_id).running
+        except ContainerNotFound:
+            return False
+        except DriverError:
+            return True
 
     def remove(self, container_id: str | None) -> None:
         if not container_id:

@@ -54,7 +54,7 @@ def test_three_hundred_cells_run_in_one_project(cells: Cells, client: Client) ->
     running = wait_for(all_running, timeout=600, interval=5, what=f"{CELLS} cells RUNNING")
     (subnet,) = cells.engine._network_subnets(f"cp-{project['id']}") or []
     net = ipaddress.ip_network(subnet)
-    assert net.prefixlen == 20  # no cell quota on the tenant: room for 4,093
+    assert net.prefixlen == 23  # sized for the project's quota of 300 cells: 509 addresses
     addresses = [ipaddress.ip_address(str(c["address"])) for c in running]
     assert len(set(addresses)) == CELLS and all(a in net for a in addresses)
 

@@ -164,3 +164,23 @@ def test_a_temporary_engine_error_is_on_the_cell_at_once(
     assert "state" not in last  # still on its way: not FAILED for one hiccup
     assert last["message"] == "database is locked (retrying)"
     assert server.event_types("cel-1")[-1] == "retrying"
+
+
+@pytest.mark.usefixtures("clock")
+def test_a_container_that_ended_before_its_limits_is_not_a_failure(
+    agent_factory: AgentFactory, driver: FakeDriver, server: Any, run_pass: RunPass
+) -> None:
+    agent = agent_factory()
+    agent._apply_assignments(full(assignment(command=["sh", "-c", "exit 3"])))
+    real_start = driver.start
+
+    def start_and_exit(container_id: str) -> None:  # the command ends at once
+        real_start(container_id)
+        driver.mark_exited(container_id, 3)
+
+    driver.start = start_and_exit  # type: ignore[method-assign]
+    run_pass(agent)
+    assert driver.called("kill") == []
+    last = server.last("cel-1")
+    assert last["state"] == "EXITED" and last["exit_code"] == 3
+    assert "failed" not in server.event_types("cel-1")
