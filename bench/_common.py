@@ -6,8 +6,9 @@ prints ONE JSON object on stdout and cleans everything up. Progress goes to stde
 
 The bare-engine baselines talk to the very same podman engine (the agent's, at `Deployment.engine_url`)
 with the `docker` SDK's low-level client, sending the same create body the agent's driver sends
-(image, command, labels, hostname, CPU and memory limits, a bridge network with an alias), then a
-start: two round trips, the minimum for "create and start a container" on that API.
+(image, command, labels, hostname, memory limit, a bridge network with an alias), then a start,
+then the CPU quota and memory limit through libpod's update, as the agent does (`Baseline.limits`
+picks another way). `EngineCpu` measures the engine's own CPU cost per container.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 __all__ = [
     "BASELINE_LABEL",
     "Baseline",
+    "EngineCpu",
     "deployment",
     "emit",
     "log",
@@ -109,8 +111,12 @@ def deployment(*, log_level: str = "warning", agent_args: list[str] | None = Non
 class Baseline:
     """create+start containers directly on the deployment's engine, as the agent's driver does.
 
-    `networks` bridge networks are created (podman's default /24 each, like the project networks
-    the agent creates); `create_start(name, k)` attaches the container to network `k`.
+    `networks` bridge networks are created; with `prefix_length` they are carved as the agent's
+    driver carves a project network of that size, else they get the engine's default /24.
+    `create_start(name, k)` attaches the container to network `k`. `limits` says how the CPU and
+    memory limits are applied: "after-start" as the agent does it (memory at create, no CPU
+    quota, both set by libpod's update right after the start: three round trips), "at-create"
+    (NanoCpus and Memory in the create body: the way before, two round trips) or "none".
     """
 
     engine_url: str
@@ -121,10 +127,17 @@ class Baseline:
     pool_size: int = 16
     networks: int = 1
     prefix: str = "cp-bench-net"
+    limits: str = "after-start"
+    prefix_length: int | None = None
 
     def __post_init__(self) -> None:
         import docker
 
+        from cellplane.drivers.base import NetworkSpec
+        from cellplane.drivers.podman import PodmanDriver
+
+        if self.limits not in ("after-start", "at-create", "none"):
+            raise ValueError(f"limits must be after-start, at-create or none: {self.limits!r}")
         self.client = docker.DockerClient(
             base_url=self.engine_url, version="1.41", timeout=120, max_pool_size=self.pool_size
         )
@@ -132,20 +145,28 @@ class Baseline:
         with self.archive.open("rb") as f:
             self.client.images.load(f.read())
         self.network_names = [f"{self.prefix}{k}" for k in range(self.networks)]
-        for net in self.network_names:
-            with contextlib.suppress(Exception):
-                self.api.remove_network(net)
-            self.api.create_network(net, driver="bridge", labels={BASELINE_LABEL: "1"})
+        driver = PodmanDriver(self.engine_url)
+        try:
+            for net in self.network_names:
+                with contextlib.suppress(Exception):
+                    self.api.remove_network(net)
+                driver.ensure_network(
+                    NetworkSpec(net, labels={BASELINE_LABEL: "1"}, prefix_length=self.prefix_length)
+                )
+        finally:
+            driver.close()
         self._lock = threading.Lock()
         self.created: list[str] = []
 
     def create_start(self, name: str, k: int = 0) -> str:
-        """One timed unit: POST /containers/create + POST /containers/{id}/start."""
+        """One timed unit: create + start (+ libpod update with limits "after-start")."""
+        from cellplane.drivers.podman import LIBPOD_PREFIX, libpod_update_body
+
         api = self.api
         net = self.network_names[k % self.networks]
         host_config = api.create_host_config(
-            nano_cpus=round(self.cpu * 1e9),
-            mem_limit=self.memory_mb * 1024 * 1024,
+            nano_cpus=round(self.cpu * 1e9) if self.limits == "at-create" else None,
+            mem_limit=self.memory_mb * 1024 * 1024 if self.limits != "none" else None,
             network_mode=net,
         )
         networking = api.create_networking_config({net: api.create_endpoint_config(aliases=[name])})
@@ -159,6 +180,9 @@ class Baseline:
             networking_config=networking,
         )["Id"]
         api.start(cid)
+        if self.limits == "after-start":
+            url = f"{api.base_url}{LIBPOD_PREFIX}/containers/{cid}/update"
+            api.post(url, json=libpod_update_body(self.cpu, self.memory_mb)).raise_for_status()
         with self._lock:
             self.created.append(cid)
         return cid
@@ -393,3 +417,112 @@ def py_spy(pids: dict[str, int], out_dir: Path | None, rate: int = 100) -> Itera
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+# --- the engine's own CPU cost per container ----------------------------------------------------
+
+
+def _times(pid: int) -> float:
+    """User + system CPU seconds of a process and of its children it has waited for."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the command name: utime, stime, cutime, cstime are fields[11:15].
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _engine_helpers(engine_dir: str) -> dict[int, str]:
+    """pid -> kind of the engine's helper processes: its conmons, and aardvark-dns.
+
+    conmon (one per container, parent of `runc create` and the container's init) is told the
+    engine's storage paths on its command line. aardvark-dns answers for every podman engine on
+    the machine (one process); it is counted whole.
+    """
+    found: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if exe == "conmon" and engine_dir.encode() in cmd:
+            found[pid] = "conmon"
+        elif exe == "aardvark-dns":
+            found[pid] = "aardvark"
+    return found
+
+
+def container_cpu_s(container_id: str) -> float:
+    """CPU seconds used inside a container's cgroup: `runc init` and the workload (0 if gone)."""
+    for path, scale in (
+        (f"/sys/fs/cgroup/cpuacct/libpod_parent/libpod-{container_id}/cpuacct.usage", 1e-9),
+        (f"/sys/fs/cgroup/cpu,cpuacct/libpod_parent/libpod-{container_id}/cpuacct.usage", 1e-9),
+    ):
+        with contextlib.suppress(OSError, ValueError):
+            return int(Path(path).read_text()) * scale
+    with contextlib.suppress(OSError, ValueError):  # cgroup v2
+        stat = Path(f"/sys/fs/cgroup/libpod_parent/libpod-{container_id}/cpu.stat").read_text()
+        for line in stat.splitlines():
+            if line.startswith("usage_usec"):
+                return int(line.split()[1]) * 1e-6
+    return 0.0
+
+
+class EngineCpu:
+    """CPU seconds the engine spends to create and start containers, by process kind.
+
+    - `podman`: the agent's podman service and what it waits for (netavark, `runc start`,
+      the short-lived first half of conmon);
+    - `conmon`: the conmons of the new containers, with the `runc create` each one waits for;
+    - `container`: inside the new containers' cgroups (`runc init`; the workload, a sleep, adds
+      nothing measurable);
+    - `aardvark`: the machine's one aardvark-dns (shared with any other engine on the machine).
+
+    `start()` before the containers are made, `stop(container_ids)` once they all run.
+    `sample()` during the run records the podman service's CPU so far (growth with the count).
+    """
+
+    def __init__(self, engine_pid: int | None, engine_dir: str) -> None:
+        self.engine_pid = engine_pid
+        self.engine_dir = engine_dir
+        self.samples: list[float] = []
+
+    def _podman(self) -> float:
+        return _times(self.engine_pid) if self.engine_pid else 0.0
+
+    def start(self) -> None:
+        self.helpers0 = {
+            pid: (kind, _times(pid)) for pid, kind in _engine_helpers(self.engine_dir).items()
+        }
+        self.podman0 = self._podman()
+        self.samples = []
+
+    def sample(self) -> None:
+        self.samples.append(self._podman() - self.podman0)
+
+    def stop(self, container_ids: Sequence[str]) -> dict[str, Any]:
+        totals = {"podman": self._podman() - self.podman0, "conmon": 0.0, "aardvark": 0.0}
+        for pid, kind in _engine_helpers(self.engine_dir).items():
+            before = self.helpers0.get(pid, (kind, 0.0))[1]
+            totals[kind] += _times(pid) - before
+        totals["container"] = math.fsum(container_cpu_s(c) for c in container_ids)
+        n = max(1, len(container_ids))
+        total = math.fsum(totals.values())
+        return {
+            "containers": len(container_ids),
+            "cpu_seconds": {k: round(v, 2) for k, v in totals.items()},
+            "cpu_ms_per_container": round(1000 * total / n, 1),
+            "cpu_ms_per_container_by_kind": {k: round(1000 * v / n, 1) for k, v in totals.items()},
+        }
+
+    def podman_ms_per_container_by_step(self, step: int) -> list[float]:
+        """The podman service's CPU per container for each `step` containers (from `sample()`)."""
+        out, last = [], 0.0
+        for s in self.samples:
+            out.append(round(1000 * (s - last) / step, 1))
+            last = s
+        return out

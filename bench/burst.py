@@ -13,16 +13,20 @@ RUNNING transition (the latest `updated_at` of the cells, written when the agent
 same machine clock), so it does not carry the poll interval; `seconds_observed` is when the poll saw
 it.
 
-Projects: each project is one bridge network on the host, and podman gives a network a /24, so
-one project holds at most 253 running cells on a host (the 254th start fails with "IPAM error:
-failed to find free IP in range"). The cells are therefore spread round-robin over
-`--projects` projects (default ceil(N / 250), created before the clock starts); `--projects 1`
-shows the limit.
+Projects: the cells go to one project by default (`--projects`): a project's network is sized
+for its cell quota (a project without one gets a /20, 4,093 addresses), so it holds the burst.
 
-Baseline, same run, same engine, before the cells: N identical containers (same image, command,
-limits, spread over the same number of bridge networks) created+started by P threads directly
-through the docker SDK (`POST /containers/create` + `POST /containers/{id}/start`); time until the
-last start returned. They are removed (P parallel removes, not timed) before the cells' burst.
+Same run, same engine, before the cells (each phase is removed, untimed, before the next):
+- `baseline_seconds`: N identical containers (same image, command, limits, on networks of the
+  same size) created+started by P threads directly through the docker SDK, the limits applied
+  as the agent applies them (memory at create, CPU quota and memory by libpod's update right
+  after the start); time until the last one returned;
+- `engine_best_seconds`: the fastest the bare engine makes the same containers: no limits, the
+  best of `--best-parallel` thread counts (chosen on a `--probe`-container trial of each);
+- `engine_cpu`: the engine's own CPU cost per container (podman service with netavark and
+  `runc start`; conmon with `runc create`; the container cgroup, i.e. `runc init`; aardvark-dns)
+  in each phase, and `podman_ms_per_container_by_100`: the podman service's CPU per container
+  for each 100 made in the baseline (how the cost grows with the containers the engine holds).
 
 Clean-up: the agent is stopped, then the cells' containers are force-removed directly on the engine
 with P parallel removes, and the deployment is closed (which removes anything left).
@@ -32,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import math
 import sys
 import threading
 import time
@@ -44,39 +47,75 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     Baseline,
     CpuMeter,
+    EngineCpu,
     deployment,
     emit,
+    engine_pid,
     engine_remove_all,
     log,
     parallel_map,
     py_spy,
 )
 
-TARGET_SECONDS = 60
-TARGET_RATIO = 1.3
+TARGET_SECONDS = 30
+TARGET_RATIO = 1.2  # against engine_best_seconds
 CPU = 0.01
 MEMORY_MB = 16
 COMMAND = ["sleep", "3600"]
-PER_NETWORK = 250
+SAMPLE_EVERY = 100
 STALL_S = 90.0
 
 
-def run_baseline(base: Baseline, n: int, parallel: int) -> float:
+def run_baseline(
+    base: Baseline, n: int, parallel: int, meter: EngineCpu | None = None, stem: str = "bench"
+) -> float:
     counter = itertools.count()
     done = [0]
     lock = threading.Lock()
 
     def worker(_: int) -> None:
         while (i := next(counter)) < n:
-            base.create_start(f"bench-{i:05d}", i)
+            base.create_start(f"{stem}-{i:05d}", i)
             with lock:
                 done[0] += 1
+                if meter is not None and done[0] % SAMPLE_EVERY == 0:
+                    meter.sample()
                 if done[0] % 200 == 0:
-                    log(f"baseline: {done[0]}/{n} started")
+                    log(f"{stem}: {done[0]}/{n} started")
 
     t0 = time.perf_counter()
     parallel_map(worker, range(parallel), parallel)
     return time.perf_counter() - t0
+
+
+def engine_phase(
+    d, base: Baseline, n: int, parallel: int, stem: str
+) -> tuple[float, dict[str, object], list[float]]:
+    """Make N containers on the bare engine; (seconds, engine CPU, podman ms/container by 100)."""
+    meter = EngineCpu(engine_pid(d), str(d.engine_dir))
+    meter.start()
+    seconds = run_baseline(base, n, parallel, meter, stem)
+    cpu = meter.stop(list(base.created))
+    log(f"{stem}: {n} started in {seconds:.1f}s; engine CPU {cpu}; removing them (untimed)")
+    t = time.monotonic()
+    base.remove_all(parallel, networks=False)
+    log(f"{stem}: removed in {time.monotonic() - t:.1f}s")
+    time.sleep(3)  # let the engine finish its asynchronous clean-up
+    return seconds, cpu, meter.podman_ms_per_container_by_step(SAMPLE_EVERY)
+
+
+def best_parallel(
+    d, base: Baseline, choices: list[int], probe: int
+) -> tuple[int, dict[str, float]]:
+    """The thread count that makes `probe` containers fastest (each trial removed after)."""
+    trials: dict[str, float] = {}
+    for p in choices:
+        trials[str(p)] = round(run_baseline(base, probe, p, None, f"probe{p}"), 2)
+        base.remove_all(max(choices), networks=False)
+        time.sleep(2)
+    best = min(choices, key=lambda p: trials[str(p)])
+    log(f"engine best: trials {trials} -> {best} threads")
+    return best, trials
 
 
 def _running(c, project: str):
@@ -178,13 +217,14 @@ def main() -> int:
     ap.add_argument("--parallel", type=int, default=8)
     ap.add_argument("--poll", type=float, default=5.0, help="seconds between RUNNING counts")
     ap.add_argument("--cpu", type=float, default=CPU, help="CPU limit of each cell/container")
+    ap.add_argument("--projects", type=int, default=1, help="spread the cells over this many")
+    ap.add_argument("--skip-baseline", action="store_true", help="no baseline, no engine best")
     ap.add_argument(
-        "--projects",
-        type=int,
-        default=0,
-        help=f"spread the cells over this many projects (default ceil(cells/{PER_NETWORK}))",
+        "--best-parallel",
+        default="4,8,16",
+        help="thread counts tried for engine_best_seconds (comma-separated)",
     )
-    ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--probe", type=int, default=100, help="containers per thread-count trial")
     ap.add_argument(
         "--py-spy",
         type=Path,
@@ -193,9 +233,15 @@ def main() -> int:
         help="sample server and agent with py-spy during the cells' burst",
     )
     args = ap.parse_args()
-    n, par = args.cells, args.parallel
-    k = args.projects or max(1, math.ceil(n / PER_NETWORK))
+    n, par, k = args.cells, args.parallel, args.projects
+    choices = [int(x) for x in args.best_parallel.split(",") if x.strip()]
     projects = ["default"] + [f"burst{j}" for j in range(1, k)]
+    baseline_s = best_s = float("nan")
+    best_par: int | None = None
+    trials: dict[str, float] = {}
+    baseline_cpu: dict[str, object] | None = None
+    best_cpu: dict[str, object] | None = None
+    growth: list[float] = []
 
     with deployment() as d:
         with d.client() as c:
@@ -207,8 +253,10 @@ def main() -> int:
             )
             if c.wait_task(task["id"], timeout=120)["state"] != "COMPLETED":
                 raise RuntimeError("warm-up cell failed")
+            # The size of the cells' network, for networks of the same size in the baselines.
+            cells = c.list_cells("default", limit=1)["items"]
+            prefix = _prefix_of(d, cells[0]["container_id"])
 
-        baseline_s = float("nan")
         if not args.skip_baseline:
             base = Baseline(
                 d.engine_url,
@@ -216,34 +264,38 @@ def main() -> int:
                 cpu=args.cpu,
                 memory_mb=MEMORY_MB,
                 command=tuple(COMMAND),
-                pool_size=max(16, par * 2),
+                pool_size=max(16, par * 2, *choices),
                 networks=k,
+                prefix_length=prefix,
             )
             try:
                 base.create_start("bench-warm")
                 base.remove_all(par, networks=False)
-                log(f"baseline: {n} containers, {par} threads, {k} network(s)")
+                log(f"baseline: {n} containers, {par} threads, {k} network(s) of /{prefix}")
                 base_meter = CpuMeter(d)
                 base_meter.start()
-                baseline_s = run_baseline(base, n, par)
+                baseline_s, baseline_cpu, growth = engine_phase(d, base, n, par, "baseline")
                 log(f"CPU seconds during the baseline: {base_meter.stop()}")
-                log(f"baseline: {n} started in {baseline_s:.1f}s; removing them (untimed)")
-                t = time.monotonic()
+                base.limits = "none"
+                best_par, trials = best_parallel(d, base, choices, args.probe)
+                best_s, best_cpu, _ = engine_phase(d, base, n, best_par, "best")
             finally:
                 base.close()
-            log(f"baseline removed in {time.monotonic() - t:.1f}s")
-            time.sleep(3)  # let the engine finish its asynchronous clean-up
 
         log(f"cells: {n} through the API, {par} threads")
         meter = CpuMeter(d)
+        engine = EngineCpu(engine_pid(d), str(d.engine_dir))
+        warm = set(_cell_containers(d))
         try:
             meter.start()
+            engine.start()
             with py_spy({"server": d.server_proc.pid, "agent": d.agent_proc.pid}, args.py_spy):
                 res = run_cells(d, n, par, args.poll, args.cpu, projects)
             log(f"CPU seconds during the burst: {meter.stop()}")
+            cells_cpu = engine.stop([c for c in _cell_containers(d) if c not in warm])
             log(
                 f"cells: all RUNNING {res['seconds']:.1f}s after the first POST "
-                f"(observed at {res['seconds_observed']:.1f}s)"
+                f"(observed at {res['seconds_observed']:.1f}s); engine CPU {cells_cpu}"
             )
         finally:
             log("stopping the agent; removing the cells' containers on the engine (untimed)")
@@ -257,21 +309,56 @@ def main() -> int:
             "parallel": par,
             "seconds": round(res["seconds"], 2),
             "baseline_seconds": round(baseline_s, 2),
+            "engine_best_seconds": round(best_s, 2),
             "ratio": round(res["seconds"] / baseline_s, 2),
+            "ratio_to_engine_best": round(res["seconds"] / best_s, 2),
             "cells_per_s": round(n / res["seconds"], 1),
             "target_seconds": TARGET_SECONDS,
-            "target_ratio": TARGET_RATIO,
+            "target_ratio_to_engine_best": TARGET_RATIO,
             "seconds_observed": round(res["seconds_observed"], 2),
             "seconds_all_accepted": round(res["seconds_accepted"], 2),
             "baseline_per_s": round(n / baseline_s, 1),
+            "engine_best_per_s": round(n / best_s, 1),
+            "engine_best_parallel": best_par,
+            "engine_best_trials_s": trials,
             "cpu": args.cpu,
             "memory_mb": MEMORY_MB,
             "projects": k,
+            "network_prefix": prefix,
+            "engine_cpu": {"cells": cells_cpu, "baseline": baseline_cpu, "engine_best": best_cpu},
+            "podman_ms_per_container_by_100": growth,
             "cpu_seconds": meter.result,
             "baseline_cpu_seconds": base_meter.result if not args.skip_baseline else None,
         }
     )
     return 0
+
+
+def _prefix_of(d, container_id: str) -> int | None:
+    """The prefix length of the network a container of the deployment is on."""
+    import ipaddress
+
+    import docker
+
+    client = docker.APIClient(base_url=d.engine_url, version="1.41")
+    try:
+        nets = client.inspect_container(container_id)["NetworkSettings"]["Networks"]
+        (net,) = nets.values()
+        address = f"{net['IPAddress']}/{net['IPPrefixLen']}"
+        return ipaddress.ip_interface(address).network.prefixlen
+    finally:
+        client.close()
+
+
+def _cell_containers(d) -> list[str]:
+    import docker
+
+    client = docker.APIClient(base_url=d.engine_url, version="1.41", timeout=120)
+    try:
+        items = client.containers(all=True, filters={"label": "cellplane.cell"})
+        return [str(i["Id"]) for i in items]
+    finally:
+        client.close()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ No I/O, no clock: `runner` gathers the inputs and executes the actions. The rule
 - a container started before the cell's last restart request is restarted;
 - a cell that should be stopped is stopped; a deleted cell's container is removed;
 - containers carrying this host's label that no cell claims are removed (only after a full sync);
-- a running container that matches is adopted: no action, whatever happened to the agent.
+- a running container that matches is adopted, whatever happened to the agent: its CPU and
+  memory limits are set again (LIMIT; a start runs without its CPU quota, set right after), and
+  nothing else is done to it.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ STABLE_S = 10.0
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # CREATE | START | RESTART | STOP | REMOVE | REMOVE_ORPHAN | END
+    kind: str  # CREATE | START | RESTART | LIMIT | STOP | REMOVE | REMOVE_ORPHAN | END
     cell_id: str
     container_id: str | None = None
     reason: str = ""
@@ -69,6 +71,10 @@ class Memory:
     # After an action failed: not before this time, and how many failed in a row.
     retry_at: dict[str, float] = field(default_factory=dict)
     action_failures: dict[str, int] = field(default_factory=dict)
+    # Running containers whose CPU and memory limits are not known to be set (cell -> container
+    # id): adopted ones (an agent that died between a start and its limits) and those whose
+    # limits failed and could not be stopped. They get a LIMIT action.
+    unlimited: dict[str, str] = field(default_factory=dict)
 
     def action_failed(self, cell_id: str, now: float) -> float:
         n = self.action_failures.get(cell_id, 0)
@@ -182,6 +188,8 @@ def reconcile(
         info = observed.get(cell_id)
         want = cell.desired_state
         if info is not None:
+            if info.running and cell_id not in memory.seen_container:
+                memory.unlimited[cell_id] = info.id  # adopted: its limits are not known
             memory.seen_container.add(cell_id)
         if want == "DELETED":
             actions.append(Action("REMOVE", cell_id, info.id if info else None, "cell deleted"))
@@ -220,6 +228,8 @@ def reconcile(
             continue
         if info.running:
             memory.next_restart_at.pop(cell_id, None)
+            if memory.unlimited.get(cell_id) == info.id:
+                actions.append(Action("LIMIT", cell_id, info.id, "limits not confirmed"))
             continue
         if info.state == "created":
             actions.append(Action("START", cell_id, info.id, "start"))

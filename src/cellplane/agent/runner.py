@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from cellplane.agent.prepare import Preparer
+from cellplane.agent.prepare import LimitsPending, Preparer
 from cellplane.agent.reconcile import Action, Memory, is_ended, observed_state, reconcile
 from cellplane.agent.server_client import ProtocolMismatch, ServerClient, ServerUnavailable
 from cellplane.agent.spec import (
@@ -41,6 +41,7 @@ from cellplane.agent.spec import event as _event
 from cellplane.agent.supervisor import EngineHealth, EngineSupervisor, SupervisedEngine
 from cellplane.drivers.base import ContainerInfo, Driver
 from cellplane.drivers.errors import (
+    AddressesExhausted,
     ContainerNotFound,
     DriverError,
     TemporaryDriverError,
@@ -371,7 +372,7 @@ class Agent:
                 if recreated:  # a vanished container counts against the restart policy
                     self._restarts[cell.cell_id] = self._restarts.get(cell.cell_id, 0) + 1
             elif action.kind == "START":
-                self.driver.start(self._cid(action))
+                self._prep.start(cell, self._cid(action))
                 if action.reason.startswith("restarted"):
                     self._restarts[cell.cell_id] = self._restarts.get(cell.cell_id, 0) + 1
                     events.append(_event("restarted", action.reason))
@@ -379,8 +380,10 @@ class Agent:
                     events.append(_event("started", ""))
             elif action.kind == "RESTART":
                 self.driver.stop(self._cid(action), float(cell.stop_timeout or 10))
-                self.driver.start(self._cid(action))
+                self._prep.start(cell, self._cid(action))
                 events.append(_event("started", "restarted on request"))
+            elif action.kind == "LIMIT":
+                self._prep.limit(cell, self._cid(action))
             elif action.kind == "STOP":
                 self.driver.stop(self._cid(action), float(cell.stop_timeout or 10))
                 events.append(_event("stopped", "stopped on request"))
@@ -413,10 +416,13 @@ class Agent:
             )
             self._set_observed(action.cell_id, info)
             self._memory.action_succeeded(action.cell_id)
+            self._memory.unlimited.pop(action.cell_id, None)
             self._memory.seen_container.add(action.cell_id)
             self._memory.last_running[action.cell_id] = info.running
             self._observe_with_events(cell, info, events)
         except TemporaryDriverError as e:
+            if isinstance(e, LimitsPending):
+                self._memory.unlimited[action.cell_id] = e.container_id
             if not self._engine_health.up:
                 # The engine is known to be down: retried as soon as it is back, not a failure.
                 self._memory.retry_at[action.cell_id] = time.time() + 1.0
@@ -429,32 +435,33 @@ class Agent:
                 error=str(e),
                 retry_in=round(retry - time.time(), 2),
             )
-            if cell is not None and self._memory.action_failures.get(action.cell_id, 0) >= 3:
-                # Keep retrying, but let the user see why nothing happens.
-                self._queue(
-                    {"cell_id": action.cell_id, "state": "FAILED", "message": str(e)},
-                    [*events, _event("failed", str(e))],
-                )
+            # Retried with backoff, but never in silence: the cell carries the engine's answer at
+            # once; it is FAILED when no address is free (nothing changes until one is) or after 3.
+            final = self._memory.action_failures.get(action.cell_id, 0) >= 3
+            self._failed(cell, events, str(e), final or isinstance(e, AddressesExhausted))
         except DriverError as e:
             self._memory.action_failed(action.cell_id, time.time())
             log.warning("action failed", action=action.kind, cell=action.cell_id, error=str(e))
-            if cell is not None:
-                self._queue(
-                    {"cell_id": action.cell_id, "state": "FAILED", "message": str(e)},
-                    [*events, _event("failed", str(e))],
-                )
+            self._failed(cell, events, str(e))
         except Exception as e:
             self._memory.action_failed(action.cell_id, time.time())
             log.exception("action crashed", action=action.kind, cell=action.cell_id)
-            if cell is not None:
-                self._queue(
-                    {"cell_id": action.cell_id, "state": "FAILED", "message": str(e)},
-                    [*events, _event("failed", str(e))],
-                )
+            self._failed(cell, events, str(e))
         finally:
             with self._lock:
                 self._busy.discard(action.cell_id)
             self._wake.set()
+
+    def _failed(
+        self, cell: wire.CellAssignment | None, events: list[Any], why: str, end: bool = True
+    ) -> None:
+        """Report an action's failure: the cell FAILED, or (`end` False) still on its way."""
+        if cell is not None:
+            state = {"state": "FAILED"} if end else {}
+            kind, text = ("failed", why) if end else ("retrying", f"{why} (retrying)")
+            self._queue(
+                {"cell_id": cell.cell_id, **state, "message": text}, [*events, _event(kind, why)]
+            )
 
     @staticmethod
     def _cid(action: Action) -> str:

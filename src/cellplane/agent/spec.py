@@ -7,6 +7,7 @@ tested without an engine.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import socket
@@ -77,13 +78,20 @@ def container_name(cell_id: str) -> str:
 def network_spec(
     cell: wire.CellAssignment, host_id: str, *, with_subnet: bool = False
 ) -> NetworkSpec:
-    """The engine network a cell joins, labelled as this host's and its project's."""
+    """The engine network a cell joins, labelled as this host's and its project's.
+
+    Its subnet is the control plane's (`with_subnet`), or one the engine picks of the same size:
+    the control plane sizes a project's network for its cell quota.
+    """
     net = cell.network
+    prefix = ipaddress.ip_network(net.subnet).prefixlen if net.subnet else None
     return NetworkSpec(
         name=net.name,
         driver=net.driver,
         subnet=net.subnet if with_subnet else None,
         labels={HOST_LABEL: host_id, PROJECT_LABEL: cell.project_id},
+        # A /24 is what the engine picks anyway: such networks stay exactly as they were made.
+        prefix_length=None if with_subnet or prefix in (None, 24) else prefix,
     )
 
 

@@ -19,6 +19,7 @@ from cellplane.drivers.base import (
 )
 from cellplane.drivers.engine import PodmanService
 from cellplane.drivers.errors import (
+    AddressesExhausted,
     ContainerNotFound,
     DriverError,
     ImageNotFound,
@@ -32,6 +33,7 @@ from cellplane.drivers.fake import FakeDriver
 from cellplane.drivers.podman import PodmanDriver, map_engine_error
 
 __all__ = [
+    "AddressesExhausted",
     "ContainerInfo",
     "ContainerNotFound",
     "ContainerSpec",

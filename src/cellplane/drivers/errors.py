@@ -8,6 +8,7 @@ turns them into the most specific class below, in one place.
 
     DriverError
     ├── TemporaryDriverError      engine unreachable, timed out, internal failure
+    │   └── AddressesExhausted    the container's network has no free address (IPAM)
     └── PermanentDriverError      the request is wrong for the current state
         ├── ContainerNotFound
         ├── ImageNotFound
@@ -19,6 +20,7 @@ turns them into the most specific class below, in one place.
 from __future__ import annotations
 
 __all__ = [
+    "AddressesExhausted",
     "ContainerNotFound",
     "DriverError",
     "ImageNotFound",
@@ -36,6 +38,14 @@ class DriverError(Exception):
 
 class TemporaryDriverError(DriverError):
     """The engine could not answer now (unreachable, timeout, internal error): retry later."""
+
+
+class AddressesExhausted(TemporaryDriverError):
+    """The network a container joins has no free address left (the engine's IPAM).
+
+    Temporary: an address comes free when another container of the network goes away; but the
+    user must be told at once, since nothing will change until then.
+    """
 
 
 class PermanentDriverError(DriverError):

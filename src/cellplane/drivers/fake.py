@@ -46,6 +46,8 @@ class FakeContainer:
     logs: bytes = b""
     starts: int = 0
     ports: builtins.list[PortSpec] = field(default_factory=list)
+    # (cpu, memory_mb) as `apply_limits` last set them on the running container; None: never.
+    limits: tuple[float, int] | None = None
 
     def info(self) -> ContainerInfo:
         return ContainerInfo(
@@ -154,9 +156,9 @@ class FakeDriver:
     def ensure_network(self, spec: NetworkSpec) -> None:
         name, labels, internal = spec.name, spec.labels, spec.internal
         with self._lock:
-            self._record("ensure_network", name, dict(labels), internal)
+            self._record("ensure_network", name, dict(labels), internal, spec.prefix_length)
             self.networks.setdefault(name, dict(labels))
-            self.network_specs.setdefault(name, spec)
+            self.network_specs[name] = spec
             if internal:
                 self.internal_networks.add(name)
 
@@ -233,6 +235,7 @@ class FakeDriver:
             if box.state == "running":
                 return
             box.state, box.exit_code, box.finished_at = "running", None, None
+            box.limits = None  # a start runs without the CPU quota, as on a real engine
             box.started_at = self._now()
             box.starts += 1
             if box.spec.network is not None:
@@ -241,6 +244,14 @@ class FakeDriver:
             box.ports = [
                 replace(p, host_port=p.host_port or next(self._host_ports)) for p in box.spec.ports
             ]
+
+    def apply_limits(self, container_id: str, cpu: float, memory_mb: int) -> None:
+        with self._lock:
+            self._record("apply_limits", container_id, cpu, memory_mb)
+            box = self._get(container_id)
+            if box.state != "running":
+                raise errors.PermanentDriverError(f"container {box.id} is not running")
+            box.limits = (cpu, memory_mb)
 
     def stop(self, container_id: str, timeout: float = 10.0) -> None:
         with self._lock:

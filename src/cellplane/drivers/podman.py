@@ -4,20 +4,22 @@ The host agent builds one `PodmanDriver` on the socket of its own engine
 (`engine.PodmanService`) and shares it between its worker threads. It speaks the
 Docker Engine API through the `docker` SDK's low-level client wherever podman's compat
 layer does the job, and podman's libpod API (same socket, `/v4.0.0/libpod/...`) where it
-does not: rootfs containers (`rootfs="/"`, an overlay of the host's root) and networks
+does not: rootfs containers (`rootfs="/"`, an overlay of the host's root), networks
 (the compat endpoint in podman 4.3 drops the `isolate` option, so networks would reach
-each other).
+each other) and the limits set on a running container (`apply_limits`; the compat update
+endpoint is missing in podman 4.3).
 
 Engine exceptions become `cellplane.drivers.errors` in one place, `map_engine_error`.
-The request bodies and the parsing of engine answers are pure functions so that they
-are unit-tested without an engine.
+The request bodies and the parsing of engine answers are pure functions, in
+`podman_bodies`, so that they are unit-tested without an engine.
 """
 
 from __future__ import annotations
 
 import builtins
-import re
-from collections.abc import Iterable, Iterator
+import dataclasses
+import ipaddress
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -33,13 +35,26 @@ from cellplane.drivers.base import (
     ContainerSpec,
     ExecResult,
     NetworkSpec,
-    PortSpec,
+)
+from cellplane.drivers.podman_bodies import (
+    DNS_OPTIONS,
+    compat_create_body,
+    container_info_from_inspect,
+    container_info_from_list,
+    label_filters,
+    libpod_create_body,
+    libpod_network_body,
+    libpod_update_body,
+    network_fits,
+    parse_load_output,
+    sized_candidates,
 )
 from cellplane.drivers.podman_exec import PodmanExecSession, exec_failure, start_exec
 
 __all__ = [
     "DNS_OPTIONS",
     "DOCKER_API_VERSION",
+    "ENGINE_SUBNET_POOLS",
     "LIBPOD_PREFIX",
     "PodmanDriver",
     "Resource",
@@ -49,9 +64,13 @@ __all__ = [
     "label_filters",
     "libpod_create_body",
     "libpod_network_body",
+    "libpod_update_body",
     "map_engine_error",
+    "network_fits",
     "parse_load_output",
+    "sized_candidates",
 ]
+
 
 # Pinned so the client never spends a round trip negotiating; podman 4.3 speaks 1.41.
 DOCKER_API_VERSION = "1.41"
@@ -59,12 +78,16 @@ LIBPOD_PREFIX = "/v4.0.0/libpod"
 
 Resource = Literal["container", "image", "network", "volume", "engine"]
 
-_MIB = 1024 * 1024
-_CPU_PERIOD_US = 100_000
-_ZERO_TIME = "0001-01-01"
-_EXITED_STATES = frozenset({"exited", "stopped", "dead"})
-_EXIT_STATUS = re.compile(r"Exited \((-?\d+)\)")
-_LOADED = re.compile(r"Loaded image(?:\(s\))?(?: ID)?:\s*(.+)")
+_SUBNET_TRIES = 64  # subnets the engine may refuse (used on the host) before giving up
+
+#: Where networks larger than the engine's /24s are carved from: podman's own default pools,
+#: without 10.128.0.0/9, which the control plane allocates from (`state.networks`).
+ENGINE_SUBNET_POOLS: tuple[str, ...] = (
+    "10.89.0.0/16",
+    "10.90.0.0/15",
+    "10.92.0.0/14",
+    "10.96.0.0/11",
+)
 
 # Podman reports these client errors as HTTP 500; retrying them cannot help.
 _PERMANENT_MARKERS = (
@@ -107,6 +130,8 @@ def map_engine_error(exc: BaseException, resource: Resource = "engine") -> error
         return errors.DriverError(message)
 
     text = message.lower()
+    if "failed to find free ip" in text:  # netavark's IPAM, on start
+        return errors.AddressesExhausted(message)
     if "already in use" in text and resource == "container":
         return errors.NameConflict(message)
     if "network not found" in text or "no such network" in text:
@@ -144,224 +169,25 @@ def _translated(resource: Resource) -> Iterator[None]:
         raise map_engine_error(exc, resource) from exc
 
 
-def label_filters(labels: dict[str, str]) -> dict[str, builtins.list[str]]:
-    """The engine's list filter matching every one of `labels`."""
-    return {"label": [f"{k}={v}" for k, v in sorted(labels.items())]} if labels else {}
-
-
-def _port_key(port: PortSpec) -> str:
-    return f"{port.container_port}/{port.protocol}"
-
-
-def compat_create_body(spec: ContainerSpec) -> dict[str, Any]:
-    """The Docker-API `POST /containers/create` body for an image-based spec."""
-    if spec.image is None:
-        raise ValueError("compat_create_body needs an image spec; rootfs uses libpod")
-    host_config: dict[str, Any] = {}
-    if spec.cpu:
-        host_config["NanoCpus"] = round(spec.cpu * 1e9)
-    if spec.memory_mb:
-        host_config["Memory"] = spec.memory_mb * _MIB
-    if spec.ports:
-        host_config["PortBindings"] = {
-            _port_key(p): [
-                {"HostIp": "", "HostPort": "" if p.host_port is None else str(p.host_port)}
-            ]
-            for p in spec.ports
-        }
-    if spec.mounts:
-        host_config["Mounts"] = [
-            {"Type": "volume", "Source": m.volume, "Target": m.target, "ReadOnly": m.read_only}
-            for m in spec.mounts
-        ]
-    body: dict[str, Any] = {
-        "Image": spec.image,
-        "Env": [f"{k}={v}" for k, v in spec.env.items()],
-        "Labels": dict(spec.labels),
-        "HostConfig": host_config,
-    }
-    if spec.command is not None:
-        body["Cmd"] = list(spec.command)
-    if spec.hostname:
-        body["Hostname"] = spec.hostname
-    if spec.ports:
-        body["ExposedPorts"] = {_port_key(p): {} for p in spec.ports}
-    if spec.network is not None:
-        host_config["NetworkMode"] = spec.network
-        host_config["DnsOptions"] = list(DNS_OPTIONS)
-        body["NetworkingConfig"] = {
-            "EndpointsConfig": {spec.network: {"Aliases": list(spec.aliases)}}
-        }
-    return body
-
-
-#: Resolver options of every cell on a project network. glibc's defaults (5 s a try, 2 tries, for
-#: each name server and each search domain) turn one lookup of a name that is just gone, while
-#: aardvark-dns reloads its configuration, into a stall of up to a minute; programs that resolve
-#: in their main loop (Redis Sentinel) stop for that long. With these a failed lookup costs a few
-#: seconds at worst.
-DNS_OPTIONS: tuple[str, ...] = ("timeout:1", "attempts:2")
-
-
-def libpod_create_body(spec: ContainerSpec) -> dict[str, Any]:
-    """The libpod `POST /libpod/containers/create` body (a SpecGenerator) for a rootfs spec.
-
-    The rootfs is always mounted through an overlay so that cells never write into a
-    directory they share with other cells or with the host.
-    """
-    if spec.rootfs is None:
-        raise ValueError("libpod_create_body needs a rootfs spec")
-    body: dict[str, Any] = {
-        "name": spec.name,
-        "rootfs": spec.rootfs,
-        "rootfs_overlay": True,
-        "command": list(spec.command or []),
-        "env": dict(spec.env),
-        "labels": dict(spec.labels),
-    }
-    if spec.hostname:
-        body["hostname"] = spec.hostname
-    limits: dict[str, Any] = {}
-    if spec.cpu:
-        limits["cpu"] = {"quota": round(spec.cpu * _CPU_PERIOD_US), "period": _CPU_PERIOD_US}
-    if spec.memory_mb:
-        limits["memory"] = {"limit": spec.memory_mb * _MIB}
-    if limits:
-        body["resource_limits"] = limits
-    if spec.network is not None:
-        body["netns"] = {"nsmode": "bridge"}
-        body["dns_option"] = list(DNS_OPTIONS)
-        body["Networks"] = {spec.network: {"aliases": list(spec.aliases)}}
-    if spec.ports:
-        body["portmappings"] = [
-            {
-                "container_port": p.container_port,
-                "host_port": p.host_port or 0,
-                "protocol": p.protocol,
-            }
-            for p in spec.ports
-        ]
-    if spec.mounts:
-        body["volumes"] = [
-            {"Name": m.volume, "Dest": m.target, "Options": ["ro"] if m.read_only else []}
-            for m in spec.mounts
-        ]
-    return body
-
-
-def libpod_network_body(spec: NetworkSpec) -> dict[str, Any]:
-    """The libpod network create body: a network with DNS, isolated from other networks."""
-    body: dict[str, Any] = {
-        "name": spec.name,
-        "driver": spec.driver,
-        "dns_enabled": True,
-        "internal": spec.internal,
-        "labels": dict(spec.labels),
-        "options": {"isolate": "true"},
-    }
-    if spec.subnet is not None:
-        body["subnets"] = [{"subnet": spec.subnet}]
-    return body
-
-
-def _time_or_none(value: object) -> str | None:
-    if not isinstance(value, str) or not value or value.startswith(_ZERO_TIME):
-        return None
-    return value
-
-
-def _ports_from_inspect(raw: object) -> builtins.list[PortSpec]:
-    ports: builtins.list[PortSpec] = []
-    if not isinstance(raw, dict):
-        return ports
-    for key, bindings in sorted(raw.items()):
-        number, _, protocol = str(key).partition("/")
-        for binding in bindings or []:
-            host = int(binding.get("HostPort") or 0)
-            ports.append(PortSpec(int(number), host or None, protocol or "tcp"))
-    return ports
-
-
-def _address(networks: object) -> str | None:
-    if isinstance(networks, dict):
-        for net in networks.values():
-            address = (net or {}).get("IPAddress")
-            if address:
-                return str(address)
-    return None
-
-
-def container_info_from_inspect(attrs: dict[str, Any]) -> ContainerInfo:
-    """A `ContainerInfo` from a Docker-API `GET /containers/{id}/json` answer."""
-    state = attrs.get("State") or {}
-    config = attrs.get("Config") or {}
-    settings = attrs.get("NetworkSettings") or {}
-    status = str(state.get("Status") or "unknown")
-    exit_code = state.get("ExitCode")
-    return ContainerInfo(
-        id=str(attrs["Id"]),
-        name=str(attrs.get("Name") or "").lstrip("/"),
-        labels=dict(config.get("Labels") or {}),
-        state=status,
-        running=bool(state.get("Running")),
-        exit_code=int(exit_code) if status in _EXITED_STATES and exit_code is not None else None,
-        started_at=_time_or_none(state.get("StartedAt")),
-        finished_at=_time_or_none(state.get("FinishedAt")) if status in _EXITED_STATES else None,
-        address=_address(settings.get("Networks")) or settings.get("IPAddress") or None,
-        image=config.get("Image") or None,
-        ports=_ports_from_inspect(settings.get("Ports")),
-    )
-
-
-def container_info_from_list(item: dict[str, Any]) -> ContainerInfo:
-    """A `ContainerInfo` from one entry of `GET /containers/json` (no timestamps there)."""
-    status = str(item.get("State") or "unknown")
-    exit_code: int | None = None
-    if status in _EXITED_STATES:
-        match = _EXIT_STATUS.search(str(item.get("Status") or ""))
-        exit_code = int(match.group(1)) if match else None
-    ports = [
-        PortSpec(
-            int(p["PrivatePort"]), int(p.get("PublicPort") or 0) or None, p.get("Type") or "tcp"
-        )
-        for p in item.get("Ports") or []
-    ]
-    names = item.get("Names") or [""]
-    return ContainerInfo(
-        id=str(item["Id"]),
-        name=str(names[0]).lstrip("/"),
-        labels=dict(item.get("Labels") or {}),
-        state=status,
-        running=status == "running",
-        exit_code=exit_code,
-        address=_address((item.get("NetworkSettings") or {}).get("Networks")),
-        image=item.get("Image") or None,
-        ports=ports,
-    )
-
-
-def parse_load_output(chunks: Iterable[dict[str, Any]]) -> builtins.list[str]:
-    """Image names/ids from the JSON stream of `POST /images/load`; raise on an error chunk."""
-    loaded: builtins.list[str] = []
-    for chunk in chunks:
-        if chunk.get("error") or chunk.get("errorDetail"):
-            detail = chunk.get("error") or chunk.get("errorDetail")
-            raise errors.PermanentDriverError(f"image load failed: {detail}")
-        match = _LOADED.search(str(chunk.get("stream") or ""))
-        if match:
-            loaded.extend(n.strip() for n in match.group(1).split(",") if n.strip())
-    return loaded
-
-
 class PodmanDriver:
     """`Driver` over one podman (or Docker) API socket; thread-safe, one pooled session.
 
     `pool_size` bounds the keep-alive connections per socket; it must be at least the
-    number of threads calling at once, or callers queue for a connection.
+    number of threads calling at once, or callers queue for a connection. `subnet_pools` are
+    where networks of a given size (`NetworkSpec.prefix_length`) are carved from; the engine
+    picks /24s itself from its own pools.
     """
 
-    def __init__(self, base_url: str, *, timeout: float = 60.0, pool_size: int = 32) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 60.0,
+        pool_size: int = 32,
+        subnet_pools: Sequence[str] = ENGINE_SUBNET_POOLS,
+    ) -> None:
         self.base_url = base_url
+        self.subnet_pools = tuple(str(ipaddress.ip_network(p)) for p in subnet_pools)
         with _translated("engine"):
             self._api = docker.APIClient(
                 base_url=base_url,
@@ -384,10 +210,21 @@ class PodmanDriver:
             response.raise_for_status()
         except requests.HTTPError as exc:
             raise docker.errors.create_api_error_from_http_exception(exc) from exc
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:  # some libpod answers are a bare id, not JSON (the update endpoint's)
+            return response.text
 
     def _libpod_post(self, path: str, body: dict[str, Any]) -> Any:
         return self._post_json(f"{self._api.base_url}{LIBPOD_PREFIX}{path}", body)
+
+    def _libpod_get(self, path: str) -> Any:
+        response = self._api.get(f"{self._api.base_url}{LIBPOD_PREFIX}{path}")
+        try:
+            response.raise_for_status()
+        except requests.HTTPError as exc:
+            raise docker.errors.create_api_error_from_http_exception(exc) from exc
+        return response.json()
 
     # -- engine -----------------------------------------------------------------------
 
@@ -398,12 +235,66 @@ class PodmanDriver:
     # -- networks ---------------------------------------------------------------------
 
     def ensure_network(self, spec: NetworkSpec) -> None:
+        have = self._network_subnets(spec.name)
+        if have is not None:
+            if network_fits(have, spec):
+                return
+            try:
+                self.remove_network(spec.name)
+            except errors.PermanentDriverError:
+                return  # containers use it (and their addresses): adopted as it is
+        if spec.subnet is None and spec.prefix_length is not None:
+            self._create_sized_network(spec)
+            return
         try:
             with _translated("network"):
                 self._libpod_post("/networks/create", libpod_network_body(spec))
         except errors.PermanentDriverError as exc:
             if "already" not in str(exc).lower():
                 raise
+
+    def _network_subnets(self, name: str) -> builtins.list[str] | None:
+        """The subnets of the engine's network `name`, None if it has none of that name."""
+        try:
+            with _translated("network"):
+                answer = self._libpod_get(f"/networks/{name}/json")
+        except errors.NetworkNotFound:
+            return None
+        return [str(s["subnet"]) for s in answer.get("subnets") or []]
+
+    def _create_sized_network(self, spec: NetworkSpec) -> None:
+        """Create `spec` on the first free subnet of its size from `subnet_pools`.
+
+        Free: no network of this engine overlaps it; the engine itself refuses one that an
+        interface of the host uses (another engine's bridge), and the next one is tried.
+        """
+        assert spec.prefix_length is not None
+        with _translated("network"):
+            used = [
+                ipaddress.ip_network(str(sub["subnet"]))
+                for net in self._libpod_get("/networks/json") or []
+                for sub in net.get("subnets") or []
+            ]
+        refused = 0
+        for candidate in sized_candidates(self.subnet_pools, spec.prefix_length, used):
+            body = libpod_network_body(
+                dataclasses.replace(spec, subnet=str(candidate), prefix_length=None)
+            )
+            try:
+                with _translated("network"):
+                    self._libpod_post("/networks/create", body)
+                return
+            except errors.DriverError as exc:
+                text = str(exc).lower()
+                if "already exists" in text or "name already used" in text:
+                    return  # made meanwhile by someone else: adopted
+                if "already used" not in text or refused >= _SUBNET_TRIES:
+                    raise
+                refused += 1
+        raise errors.PermanentDriverError(
+            f"no free /{spec.prefix_length} subnet for network {spec.name} in the engine's "
+            f"pools {', '.join(self.subnet_pools)}"
+        )
 
     def remove_network(self, name: str) -> None:
         try:
@@ -475,6 +366,16 @@ class PodmanDriver:
     def start(self, container_id: str) -> None:
         with _translated("container"):
             self._api.start(container_id)
+
+    def apply_limits(self, container_id: str, cpu: float, memory_mb: int) -> None:
+        # libpod's update (podman >= 4.3, ~7 ms); the compat `/containers/{id}/update` is a 404
+        # there. It changes the running container's cgroup only: a later start runs without.
+        try:
+            body = libpod_update_body(cpu, memory_mb)
+        except ValueError as exc:
+            raise errors.PermanentDriverError(str(exc)) from exc
+        with _translated("container"):
+            self._libpod_post(f"/containers/{container_id}/update", body)
 
     def stop(self, container_id: str, timeout: float = 10.0) -> None:
         with _translated("container"):

@@ -31,6 +31,7 @@ from cellplane.errors import Conflict, Forbidden, NotFound, QuotaExceeded
 from cellplane.ids import new_id, utcnow
 from cellplane.services import audit
 from cellplane.services.context import Principal, Services
+from cellplane.state import networks
 from cellplane.state.identity_models import Quota
 from cellplane.state.models import Cell, Project, Tenant, Volume
 
@@ -290,8 +291,10 @@ def set_quota(
 
     Refused with 409, changing nothing, when the project quotas would add up to more than the
     tenant's quota for some resource. A limit below current usage is allowed: it blocks new
-    admissions of that resource until usage falls below it, and takes nothing away.
-    Audited as `quota.set` in the same transaction.
+    admissions of that resource until usage falls below it, and takes nothing away. A cell quota
+    changes the size of a project network that no cell uses to fit it
+    (`state.networks.fit_networks`). Audited as `quota.set` in the same
+    transaction.
     """
     with svc.db.session() as s:
         t, p = _scope(s, principal, tenant, project, "quotas:write")
@@ -310,6 +313,10 @@ def set_quota(
         for r in RESOURCES:
             setattr(row, r, new[r])
         row.updated_at = now
+        s.flush()
+        # A network sized for the old cell quota follows it while no cell uses it yet.
+        scope = [p] if p else s.scalars(select(Project).where(Project.tenant_id == t.id)).all()
+        moved = {n.name: n.subnet for n in networks.fit_networks(s, scope)}
         target = f"tenant:{t.name}" if p is None else f"project:{t.name}/{p.name}"
         audit.record(
             s,
@@ -317,7 +324,7 @@ def set_quota(
             actor=audit.actor_of(principal),
             action="quota.set",
             target=target,
-            detail=dict(new),
+            detail={**new, **({"networks_resized": moved} if moved else {})},
             at=now,
         )
         s.flush()

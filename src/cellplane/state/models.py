@@ -91,7 +91,8 @@ class Network(Base):
 
     `name` is the engine-side name (`cp-<project id>` for the default network, so deployments
     made before networks were a resource are adopted unchanged); `subnet` is the control plane's
-    allocation, one /24 per network from a pool, never two networks with the same one.
+    allocation from a pool, sized for the project's cell quota (`state.networks`), never two
+    networks with overlapping subnets.
     """
 
     __tablename__ = "networks"

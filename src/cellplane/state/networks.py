@@ -3,11 +3,21 @@
 Every project has a default network, made in the same transaction as the project by a
 `before_flush` hook (wherever the project is created: bootstrap, a new tenant, `POST
 /v1/projects`), and every new cell without a network joins its project's default one. Migration
-0008 does the same for the rows that existed before networks were a resource.
+0008 did the same for the rows that existed before networks were a resource (one /24 each).
 
-Allocation is deterministic: the lowest /24 of `SUBNET_POOL` no network holds; the unique
-constraint on `networks.subnet` makes a race between two writers fail rather than collide. Ids
-come from the project's id (`net-<project id>`): no clock, no randomness here.
+**Sizing.** A network's subnet holds the cells its project may run: `prefix_for_cells` of the
+project's cell quota (the smaller of its own and its tenant's), never smaller than a /24 (253
+cells) nor larger than a /16; a project without a cell quota gets a /20 (4,093 cells). When a
+quota changes, `fit_networks` moves a network that no cell uses to a subnet of the new size
+(larger, or smaller to give the pool back); one that cells use keeps its subnet (their addresses
+are in it), and a cell beyond it fails with the engine's IPAM error on the cell, never a silent
+wait.
+
+**Allocation** is deterministic: the lowest block of the wanted size in `SUBNET_POOL` that
+overlaps no other network's subnet (the blocks are aligned, so /24s and /20s mix without
+collisions); when no block of that size is left, the next smaller size is tried, down to /24.
+The unique constraint on `networks.subnet` makes a race between two writers fail rather than
+collide. Ids come from the project's id (`net-<project id>`): no clock, no randomness here.
 """
 
 from __future__ import annotations
@@ -19,20 +29,30 @@ from typing import Any, Final
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
+from cellplane.state.identity_models import Quota
 from cellplane.state.models import Cell, Network, Project
 
 __all__ = [
+    "BASE_PREFIX",
     "DEFAULT_DRIVER",
+    "LARGEST_PREFIX",
     "SUBNET_POOL",
+    "UNLIMITED_PREFIX",
+    "capacity",
+    "cell_limit",
     "default_network_id",
     "default_network_name",
+    "fit_networks",
+    "free_subnet",
     "lowest_free_subnet",
-    "nth_subnet",
+    "prefix_for_cells",
 ]
 
-# 32,768 networks of 254 addresses, away from podman's default 10.88/10.89 pools.
+# 32,768 /24s (or 2,048 /20s), away from podman's default 10.88/10.89 pools.
 SUBNET_POOL: Final = ipaddress.ip_network("10.128.0.0/9")
-SUBNET_PREFIX: Final = 24
+BASE_PREFIX: Final = 24  # the smallest network: 253 cells
+LARGEST_PREFIX: Final = 16  # the largest: 65,533 cells
+UNLIMITED_PREFIX: Final = 20  # a project without a cell quota: 4,093 cells
 DEFAULT_DRIVER: Final = "bridge"
 
 
@@ -45,21 +65,89 @@ def default_network_name(project_id: str) -> str:
     return f"cp-{project_id}"
 
 
-def nth_subnet(n: int) -> str:
-    size = 1 << (32 - SUBNET_PREFIX)
-    base = int(SUBNET_POOL.network_address) + n * size
-    net = ipaddress.ip_network(f"{ipaddress.ip_address(base)}/{SUBNET_PREFIX}")
-    if not net.subnet_of(SUBNET_POOL):  # type: ignore[arg-type]
-        raise ValueError(f"the network pool {SUBNET_POOL} is exhausted")
-    return str(net)
+def capacity(prefix: int) -> int:
+    """How many containers a subnet of this prefix holds (network, broadcast, gateway taken)."""
+    return (1 << (32 - prefix)) - 3
 
 
-def lowest_free_subnet(taken: Iterable[str]) -> str:
-    used = set(taken)
-    n = 0
-    while nth_subnet(n) in used:
-        n += 1
-    return nth_subnet(n)
+def prefix_for_cells(cells: int | None) -> int:
+    """The prefix of a subnet that holds `cells` containers (None: no limit), /24 to /16."""
+    if cells is None:
+        return UNLIMITED_PREFIX
+    prefix = BASE_PREFIX
+    while prefix > LARGEST_PREFIX and capacity(prefix) < cells:
+        prefix -= 1
+    return prefix
+
+
+def free_subnet(taken: Iterable[str], prefix: int) -> str | None:
+    """The lowest `prefix` block of the pool overlapping none of `taken`; None if none is left."""
+    size = 1 << (32 - prefix)
+    start = int(SUBNET_POOL.network_address)
+    end = start + SUBNET_POOL.num_addresses
+    used = sorted(
+        (int(n.network_address), int(n.broadcast_address))
+        for n in (ipaddress.ip_network(t) for t in taken)
+        if n.version == 4
+    )
+    candidate = start
+    for low, high in used:
+        if high < candidate:
+            continue
+        if low >= candidate + size:
+            break
+        candidate = (high // size + 1) * size  # past this one, aligned
+    if candidate + size > end:
+        return None
+    return f"{ipaddress.ip_address(candidate)}/{prefix}"
+
+
+def lowest_free_subnet(taken: Iterable[str], prefix: int = BASE_PREFIX) -> str:
+    """`free_subnet` of `prefix`, else of the next smaller sizes down to /24; raise if none."""
+    used = list(taken)
+    for p in range(prefix, BASE_PREFIX + 1):
+        subnet = free_subnet(used, p)
+        if subnet is not None:
+            return subnet
+    raise ValueError(f"the network pool {SUBNET_POOL} is exhausted")
+
+
+def _limit(q: Quota | None) -> int | None:
+    return None if q is None else q.cells
+
+
+def cell_limit(s: Session, project_id: str, tenant_id: str) -> int | None:
+    """The most cells the project may hold: its own cell quota and its tenant's, the smaller."""
+    rows = s.scalars(
+        select(Quota).where(
+            Quota.tenant_id == tenant_id,
+            (Quota.project_id == project_id) | Quota.project_id.is_(None),
+        )
+    )
+    limits = [v for v in (_limit(q) for q in rows) if v is not None]
+    return min(limits) if limits else None
+
+
+def fit_networks(s: Session, projects: Iterable[Project]) -> list[Network]:
+    """Move the projects' networks that no cell uses to a subnet of the size their quota wants.
+
+    Called when a quota changes (in that transaction). A network that cells use is left as it
+    is. Returns the networks that moved.
+    """
+    moved: list[Network] = []
+    for p in projects:
+        want = prefix_for_cells(cell_limit(s, p.id, p.tenant_id))
+        for net in s.scalars(select(Network).where(Network.project_id == p.id)):
+            if ipaddress.ip_network(net.subnet).prefixlen == want:
+                continue
+            if s.scalar(select(Cell.id).where(Cell.network_id == net.id).limit(1)) is not None:
+                continue  # its cells have addresses in it
+            taken = [t for t in s.scalars(select(Network.subnet)) if t != net.subnet]
+            subnet = lowest_free_subnet(taken, want)
+            if subnet != net.subnet:
+                net.subnet = subnet
+                moved.append(net)
+    return moved
 
 
 @event.listens_for(Session, "before_flush")
@@ -71,9 +159,14 @@ def _default_networks(session: Session, _ctx: Any, _instances: Any) -> None:
     if projects:
         with session.no_autoflush:
             taken = set(session.scalars(select(Network.subnet)))
+            # A new project has no quota of its own yet: its tenant's cell quota bounds it.
+            tenant_cells = {
+                q.tenant_id: q.cells
+                for q in session.scalars(select(Quota).where(Quota.project_id.is_(None)))
+            }
         taken |= {o.subnet for o in session.new if isinstance(o, Network)}
         for p in projects:
-            subnet = lowest_free_subnet(taken)
+            subnet = lowest_free_subnet(taken, prefix_for_cells(tenant_cells.get(p.tenant_id)))
             taken.add(subnet)
             session.add(
                 Network(

@@ -3,6 +3,7 @@ volumes and errors. Containers only talk to each other and to the test over loop
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -14,8 +15,11 @@ from cellplane.drivers import errors
 from cellplane.drivers.base import ContainerSpec, MountSpec, NetworkSpec, PortSpec
 from cellplane.drivers.podman import PodmanDriver
 from cellplane.testing.busybox import build_busybox_archive
+from cellplane.testing.cgroups import CgroupLimits, cgroup_limits
 
 from .conftest import IMAGE, Engine
+
+MIB = 1024 * 1024
 
 pytestmark = pytest.mark.integration
 
@@ -133,15 +137,58 @@ def test_host_rootfs_sees_host_files_and_writes_stay_inside(engine: Engine) -> N
     assert int(limit.output) == 48 * 1024 * 1024
 
 
-def test_memory_and_cpu_limits(engine: Engine) -> None:
+def _limits(engine: Engine, cid: str) -> CgroupLimits:
+    pid = int(engine.driver._api.inspect_container(cid)["State"]["Pid"])
+    return cgroup_limits(pid)
+
+
+def test_memory_at_create_cpu_after_start(engine: Engine) -> None:
     cid = engine.run_container("limits", ["sleep", "300"], memory_mb=64, cpu=0.5)
-    limit = engine.exec_ok(cid, ["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"])
-    assert int(limit.output) == 64 * 1024 * 1024
+    started = _limits(engine, cid)
+    assert started.memory_bytes == 64 * MIB
+    assert started.cpu_quota_us is None  # the start ran without a CFS quota
+    engine.driver.apply_limits(cid, 0.5, 64)
+    limited = _limits(engine, cid)
+    assert limited.cpu == pytest.approx(0.5) and limited.memory_bytes == 64 * MIB
+    # What the container itself sees (cgroup v1 here: its own cgroup mounted at the root).
     quota = engine.exec_ok(
         cid, ["cat", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"]
     )
     quota_us, period_us = (int(x) for x in quota.output.split())
     assert quota_us / period_us == pytest.approx(0.5)
+
+
+def test_apply_limits_changes_and_lifts_them_until_the_next_start(engine: Engine) -> None:
+    cid = engine.run_container("relimit", ["sleep", "300"])
+    engine.driver.apply_limits(cid, 0.01, 16)
+    assert _limits(engine, cid) == CgroupLimits(1_000, 100_000, 16 * MIB)
+    engine.driver.apply_limits(cid, 0.001, 24)  # under the kernel's 1 ms: raised to it
+    assert _limits(engine, cid) == CgroupLimits(1_000, 100_000, 24 * MIB)
+    engine.driver.apply_limits(cid, 0, 0)
+    assert _limits(engine, cid) == CgroupLimits(None, 100_000, None)
+    engine.driver.apply_limits(cid, 0.25, 32)
+    engine.driver.stop(cid, timeout=0)
+    engine.driver.start(cid)
+    assert _limits(engine, cid).cpu_quota_us is None  # a start runs without: set them again
+
+
+def test_apply_limits_errors(engine: Engine) -> None:
+    with pytest.raises(errors.ContainerNotFound):
+        engine.driver.apply_limits(f"t{engine.run}-missing", 0.5, 64)
+    cid = engine.driver.create(engine.spec("notrunning", ["sleep", "300"]))
+    with pytest.raises(errors.PermanentDriverError):
+        engine.driver.apply_limits(cid, 0.5, -1)
+
+
+def test_a_full_network_raises_addresses_exhausted(engine: Engine) -> None:
+    # A /29 holds six addresses, the gateway takes one: five containers, then none.
+    name = engine.name("tiny")
+    engine.driver.ensure_network(NetworkSpec(name, subnet="10.251.7.0/29", labels=engine.labels))
+    for k in range(5):
+        engine.run_container(f"fill{k}", ["sleep", "300"], network=name)
+    cid = engine.driver.create(engine.spec("over", ["sleep", "300"], network=name))
+    with pytest.raises(errors.AddressesExhausted, match="failed to find free IP"):
+        engine.driver.start(cid)
 
 
 def _http_get(port: int) -> bytes:
@@ -278,3 +325,28 @@ def test_followed_logs_outlive_the_request_timeout(engine: Engine) -> None:
         assert b"".join(driver.logs(cid, follow=True)) == b"a\nb\n"
     finally:
         driver.close()
+
+
+def test_a_network_of_a_given_size_is_carved_from_the_pools(engine: Engine) -> None:
+    name = engine.name("sized")
+    engine.driver.ensure_network(NetworkSpec(name, labels=engine.labels, prefix_length=22))
+    (subnet,) = engine.driver._network_subnets(name) or []
+    net = ipaddress.ip_network(subnet)
+    assert net.prefixlen == 22
+    assert any(net.subnet_of(ipaddress.ip_network(p)) for p in engine.driver.subnet_pools)
+    cid = engine.run_container("sized", ["sleep", "300"], network=name)
+    address = engine.driver.inspect(cid).address
+    assert address is not None and ipaddress.ip_address(address) in net
+    # Asked for another size while a container uses it: adopted as it is.
+    engine.driver.ensure_network(NetworkSpec(name, labels=engine.labels, prefix_length=21))
+    assert engine.driver._network_subnets(name) == [subnet]
+    # Unused: made again, of the size asked for.
+    engine.driver.remove(cid)
+    engine.driver.ensure_network(NetworkSpec(name, labels=engine.labels, prefix_length=21))
+    (again,) = engine.driver._network_subnets(name) or []
+    assert ipaddress.ip_network(again).prefixlen == 21
+    # A second network of that size never overlaps the first.
+    other = engine.name("sized2")
+    engine.driver.ensure_network(NetworkSpec(other, labels=engine.labels, prefix_length=21))
+    (second,) = engine.driver._network_subnets(other) or []
+    assert not ipaddress.ip_network(second).overlaps(ipaddress.ip_network(again))

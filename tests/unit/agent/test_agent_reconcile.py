@@ -86,6 +86,10 @@ def run(
 ) -> list[Action]:
     desired = {c.cell_id: c} if c else {}
     observed = {i.labels["cellplane.cell"]: i} if (i and c) else {}
+    if memory is None:
+        memory = Memory()
+        if c and i:  # a container this agent has seen before (adoption: its own tests below)
+            memory.seen_container.add(c.cell_id)
     kw.setdefault("full_sync", True)
     return reconcile(desired, observed, kw.pop("orphans", []), memory or Memory(), now, **kw)
 
@@ -99,7 +103,7 @@ def kinds(actions: list[Action]) -> list[tuple[str, str | None]]:
 TABLE = [
     # (id, desired cell, observed container, expected (kind, container id) list)
     ("create-when-missing", cell(), None, [("CREATE", None)]),
-    ("adopt-running", cell(), info(), []),
+    ("keep-running", cell(), info(), []),
     ("stop-running", cell("STOPPED"), info(), [("STOP", "c1")]),
     ("stopped-already", cell("STOPPED"), info("exited", 143), []),
     ("stopped-never-created", cell("STOPPED"), None, []),
@@ -227,6 +231,36 @@ def test_memory_action_failure_bookkeeping() -> None:
     assert CID not in mem.action_failures and CID not in mem.retry_at
 
 
+# --- adoption: limits set again ---------------------------------------------------------------
+# A start runs without its CPU quota, set right after it (an agent may die in between): a running
+# container the agent has not seen before gets its limits set again, once, and nothing else.
+
+
+def test_an_adopted_running_container_gets_its_limits_once() -> None:
+    mem = Memory()
+    assert kinds(run(cell(), info(), mem)) == [("LIMIT", "c1")]
+    assert mem.unlimited == {CID: "c1"}
+    mem.unlimited.pop(CID)  # the runner, when the LIMIT action succeeded
+    assert run(cell(), info(), mem, now=NOW + 1) == []
+
+
+def test_limits_are_retried_until_confirmed_and_follow_the_container() -> None:
+    mem = Memory()
+    run(cell(), info(), mem)
+    mem.action_failed(CID, NOW)
+    assert run(cell(), info(), mem, now=NOW + 0.1) == []  # backoff
+    assert kinds(run(cell(), info(), mem, now=NOW + 60)) == [("LIMIT", "c1")]
+    # Another container now (recreated): the pending entry was for the old one.
+    assert run(cell(), info(cid="c2"), mem, now=NOW + 61) == []
+
+
+def test_adopted_stopped_or_exited_containers_need_no_limits() -> None:
+    for c, i in ((cell("STOPPED"), info("exited", 143)), (cell(), info("created"))):
+        mem = Memory()
+        assert "LIMIT" not in [a.kind for a in run(c, i, mem)]
+        assert mem.unlimited == {}
+
+
 # --- restart requests -----------------------------------------------------------------------
 
 
@@ -282,7 +316,7 @@ def test_a_running_container_that_vanished(
 ) -> None:
     mem = Memory()
     c = cell(policy=policy, max_retries=max_retries, restarts=restarts)
-    assert run(c, info(), mem) == []
+    assert kinds(run(c, info(), mem)) == [("LIMIT", "c1")]  # adopted
     (a,) = run(c, None, mem, now=NOW + 1)
     assert (a.kind, a.reason, a.container_id) == (*expected, None)
 

@@ -278,3 +278,22 @@ def test_temporary_engine_errors_back_off_and_retry(
     assert container(driver).state == "running"
     assert "cel-1" not in agent._memory.retry_at
     assert server.last("cel-1")["state"] == "RUNNING"
+
+
+@pytest.mark.usefixtures("image_archive", "clock")
+def test_networks_are_sized_as_the_control_plane_says_and_ensured_again_when_moved(
+    agent_factory: AgentFactory, driver: FakeDriver, run_pass: RunPass
+) -> None:
+    agent = agent_factory()
+    net = {"name": "cp-prj-1", "subnet": "10.128.0.0/24"}
+    agent._apply_assignments(full(assignment("cel-1", network=net)))
+    run_pass(agent)
+    # The quota grew: the network (no cell used it on the server) moved to a /22.
+    moved = {"name": "cp-prj-1", "subnet": "10.128.4.0/22"}
+    agent._apply_assignments(delta(assignment("cel-2", network=moved)))
+    run_pass(agent)
+    agent._apply_assignments(delta(assignment("cel-3", network=moved)))
+    run_pass(agent)
+    calls = driver.called("ensure_network")
+    # Once per (name, subnet); a /24 as the engine always made it, then the engine's pick of a /22.
+    assert [(c[0], c[-1]) for c in calls] == [("cp-prj-1", None), ("cp-prj-1", 22)]

@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from cellplane.agent.runner import container_name, container_spec
-from cellplane.drivers.base import MountSpec, PortSpec
+from cellplane.agent.spec import network_spec
+from cellplane.drivers.base import MountSpec, NetworkSpec, PortSpec
+from cellplane.wire import agent as wire
 
 
 def assignment(**over: Any) -> dict[str, Any]:
@@ -120,3 +122,29 @@ def test_spec_does_not_alias_the_assignment() -> None:
     assert spec.command is not None
     spec.command.append("x")
     assert cell["env"] == {"A": "1"} and cell["command"] == ["httpd", "-f"]
+
+
+@pytest.mark.parametrize(
+    ("subnet", "with_subnet", "expected"),
+    [
+        # The engine picks the subnet, of the size the control plane gave the network.
+        ("10.128.16.0/20", False, {"subnet": None, "prefix_length": 20}),
+        # A /24 (networks made before sizing): exactly as the engine always made them.
+        ("10.128.0.0/24", False, {"subnet": None, "prefix_length": None}),
+        (None, False, {"subnet": None, "prefix_length": None}),
+        # Control-plane subnets: that very subnet.
+        ("10.128.16.0/20", True, {"subnet": "10.128.16.0/20", "prefix_length": None}),
+    ],
+)
+def test_network_spec_keeps_the_size_of_the_project_network(
+    subnet: str | None, with_subnet: bool, expected: dict[str, Any]
+) -> None:
+    cell = wire.parse(
+        wire.CellAssignment, assignment(network={"name": "cp-prj-1", "subnet": subnet})
+    )
+    spec = network_spec(cell, "hst-1", with_subnet=with_subnet)
+    assert spec == NetworkSpec(
+        "cp-prj-1",
+        labels={"cellplane.host": "hst-1", "cellplane.project": "prj-1"},
+        **expected,
+    )

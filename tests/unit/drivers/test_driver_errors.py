@@ -77,6 +77,11 @@ def api_error(status: int, explanation: str, cls: type = docker.errors.APIError)
             errors.PermanentDriverError,
         ),
         (api_error(500, "database is locked"), "container", errors.TemporaryDriverError),
+        (
+            api_error(500, "IPAM error: failed to find free IP in range: 10.1.0.1 - 10.1.0.6"),
+            "container",
+            errors.AddressesExhausted,
+        ),
         (api_error(503, "service unavailable"), "engine", errors.TemporaryDriverError),
         (requests.ConnectionError("connection refused"), "engine", errors.TemporaryDriverError),
         (requests.ReadTimeout("read timed out"), "container", errors.TemporaryDriverError),
@@ -120,6 +125,7 @@ def test_taxonomy_tree() -> None:
     ):
         assert issubclass(cls, errors.PermanentDriverError)
     assert issubclass(errors.TemporaryDriverError, errors.DriverError)
+    assert issubclass(errors.AddressesExhausted, errors.TemporaryDriverError)
     assert not issubclass(errors.TemporaryDriverError, errors.PermanentDriverError)
     assert sorted(errors.__all__) == sorted(
         name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
@@ -15,7 +16,10 @@ from cellplane.drivers.podman import (
     label_filters,
     libpod_create_body,
     libpod_network_body,
+    libpod_update_body,
+    network_fits,
     parse_load_output,
+    sized_candidates,
 )
 
 MIB = 1024 * 1024
@@ -49,7 +53,7 @@ def test_compat_body_carries_every_field() -> None:
     assert body["Hostname"] == "web-0"
     assert body["ExposedPorts"] == {"80/tcp": {}, "53/udp": {}}
     host = body["HostConfig"]
-    assert host["NanoCpus"] == 1_500_000_000
+    assert "NanoCpus" not in host and "CpuQuota" not in host  # set after start (apply_limits)
     assert host["Memory"] == 256 * MIB
     assert host["NetworkMode"] == "proj-net"
     assert host["DnsOptions"] == ["timeout:1", "attempts:2"]  # no minute-long lookups
@@ -82,10 +86,7 @@ def test_libpod_body_for_host_rootfs() -> None:
     assert body["command"] == ["sleep", "60"]
     assert body["env"] == {"A": "1", "B": "two=2"}
     assert body["hostname"] == "web-0"
-    assert body["resource_limits"] == {
-        "cpu": {"quota": 150_000, "period": 100_000},
-        "memory": {"limit": 256 * MIB},
-    }
+    assert body["resource_limits"] == {"memory": {"limit": 256 * MIB}}  # cpu: after start
     assert body["netns"] == {"nsmode": "bridge"}
     assert body["Networks"] == {"proj-net": {"aliases": ["web", "web-0"]}}
     assert body["dns_option"] == ["timeout:1", "attempts:2"]
@@ -250,3 +251,57 @@ def test_network_body_carries_the_control_planes_subnet_when_given() -> None:
     body = libpod_network_body(NetworkSpec("cp-prj-1", subnet="10.128.3.0/24"))
     assert body["subnets"] == [{"subnet": "10.128.3.0/24"}]
     assert "subnets" not in libpod_network_body(NetworkSpec("cp-prj-1"))
+
+
+def test_update_body_sets_quota_and_memory() -> None:
+    assert libpod_update_body(0.01, 16) == {
+        "cpu": {"quota": 1_000, "period": 100_000},
+        "memory": {"limit": 16 * MIB},
+    }
+    assert libpod_update_body(1.5, 256)["cpu"] == {"quota": 150_000, "period": 100_000}
+
+
+def test_update_body_lifts_unset_limits() -> None:
+    assert libpod_update_body(0, 0) == {
+        "cpu": {"quota": -1, "period": 100_000},
+        "memory": {"limit": -1},
+    }
+
+
+def test_update_body_raises_a_tiny_quota_to_the_kernel_minimum() -> None:
+    assert libpod_update_body(0.001, 16)["cpu"] == {"quota": 1_000, "period": 100_000}
+
+
+@pytest.mark.parametrize(("cpu", "memory_mb"), [(-0.5, 16), (1, -1)])
+def test_update_body_refuses_negative_limits(cpu: float, memory_mb: int) -> None:
+    with pytest.raises(ValueError, match="negative"):
+        libpod_update_body(cpu, memory_mb)
+
+
+# --- networks of a given size -------------------------------------------------------------------
+
+
+def test_network_spec_takes_a_subnet_or_a_size() -> None:
+    assert NetworkSpec("n", prefix_length=20).prefix_length == 20
+    with pytest.raises(ValueError, match="not both"):
+        NetworkSpec("n", subnet="10.1.0.0/20", prefix_length=20)
+    for bad in (7, 30):
+        with pytest.raises(ValueError, match="prefix_length"):
+            NetworkSpec("n", prefix_length=bad)
+
+
+def test_an_existing_network_fits_what_is_asked() -> None:
+    assert network_fits(["10.89.0.0/24"], NetworkSpec("n"))  # the engine's pick: any
+    assert network_fits(["10.89.16.0/20"], NetworkSpec("n", prefix_length=20))
+    assert not network_fits(["10.89.0.0/24"], NetworkSpec("n", prefix_length=20))
+    assert network_fits(["10.128.0.0/24"], NetworkSpec("n", subnet="10.128.0.0/24"))
+    assert not network_fits(["10.128.0.0/24"], NetworkSpec("n", subnet="10.128.0.0/23"))
+    assert not network_fits([], NetworkSpec("n", prefix_length=20))
+
+
+def test_sized_candidates_skip_used_subnets_and_small_pools() -> None:
+    used = [ipaddress.ip_network(n) for n in ("10.89.0.0/24", "10.89.32.0/20", "fd00::/64")]
+    got = sized_candidates(["10.88.0.0/22", "10.89.0.0/16"], 20, used)
+    # 10.88.0.0/22 is smaller than a /20; 10.89.0.0/20 holds a used /24; 10.89.32.0/20 is used.
+    assert [str(next(got)) for _ in range(2)] == ["10.89.16.0/20", "10.89.48.0/20"]
+    assert len(list(sized_candidates(["10.89.0.0/16"], 20, used))) == 14

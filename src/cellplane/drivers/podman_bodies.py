@@ -1,0 +1,283 @@
+"""The podman driver's request bodies and the parsing of the engine's answers (pure).
+
+`podman.PodmanDriver` sends these and reads those; they are functions of their inputs only, so
+they are unit-tested without an engine (tests/unit/drivers/test_driver_payloads.py).
+"""
+
+from __future__ import annotations
+
+import builtins
+import ipaddress
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from cellplane.drivers import errors
+from cellplane.drivers.base import ContainerInfo, ContainerSpec, NetworkSpec, PortSpec
+
+__all__ = [
+    "DNS_OPTIONS",
+    "IPNetwork",
+    "compat_create_body",
+    "container_info_from_inspect",
+    "container_info_from_list",
+    "label_filters",
+    "libpod_create_body",
+    "libpod_network_body",
+    "libpod_update_body",
+    "network_fits",
+    "parse_load_output",
+    "sized_candidates",
+]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_MIB = 1024 * 1024
+_CPU_PERIOD_US = 100_000
+_MIN_CPU_QUOTA_US = 1_000  # the kernel refuses a CFS quota under 1 ms
+_ZERO_TIME = "0001-01-01"
+_EXITED_STATES = frozenset({"exited", "stopped", "dead"})
+_EXIT_STATUS = re.compile(r"Exited \((-?\d+)\)")
+_LOADED = re.compile(r"Loaded image(?:\(s\))?(?: ID)?:\s*(.+)")
+
+
+def label_filters(labels: dict[str, str]) -> dict[str, builtins.list[str]]:
+    """The engine's list filter matching every one of `labels`."""
+    return {"label": [f"{k}={v}" for k, v in sorted(labels.items())]} if labels else {}
+
+
+def _port_key(port: PortSpec) -> str:
+    return f"{port.container_port}/{port.protocol}"
+
+
+def compat_create_body(spec: ContainerSpec) -> dict[str, Any]:
+    """The Docker-API `POST /containers/create` body for an image-based spec."""
+    if spec.image is None:
+        raise ValueError("compat_create_body needs an image spec; rootfs uses libpod")
+    host_config: dict[str, Any] = {}
+    # No CPU quota here: `apply_limits` sets it once the container runs (see the Driver).
+    if spec.memory_mb:
+        host_config["Memory"] = spec.memory_mb * _MIB
+    if spec.ports:
+        host_config["PortBindings"] = {
+            _port_key(p): [
+                {"HostIp": "", "HostPort": "" if p.host_port is None else str(p.host_port)}
+            ]
+            for p in spec.ports
+        }
+    if spec.mounts:
+        host_config["Mounts"] = [
+            {"Type": "volume", "Source": m.volume, "Target": m.target, "ReadOnly": m.read_only}
+            for m in spec.mounts
+        ]
+    body: dict[str, Any] = {
+        "Image": spec.image,
+        "Env": [f"{k}={v}" for k, v in spec.env.items()],
+        "Labels": dict(spec.labels),
+        "HostConfig": host_config,
+    }
+    if spec.command is not None:
+        body["Cmd"] = list(spec.command)
+    if spec.hostname:
+        body["Hostname"] = spec.hostname
+    if spec.ports:
+        body["ExposedPorts"] = {_port_key(p): {} for p in spec.ports}
+    if spec.network is not None:
+        host_config["NetworkMode"] = spec.network
+        host_config["DnsOptions"] = list(DNS_OPTIONS)
+        body["NetworkingConfig"] = {
+            "EndpointsConfig": {spec.network: {"Aliases": list(spec.aliases)}}
+        }
+    return body
+
+
+#: Resolver options of every cell on a project network. glibc's defaults (5 s a try, 2 tries, for
+#: each name server and each search domain) turn one lookup of a name that is just gone, while
+#: aardvark-dns reloads its configuration, into a stall of up to a minute; programs that resolve
+#: in their main loop (Redis Sentinel) stop for that long. With these a failed lookup costs a few
+#: seconds at worst.
+DNS_OPTIONS: tuple[str, ...] = ("timeout:1", "attempts:2")
+
+
+def libpod_create_body(spec: ContainerSpec) -> dict[str, Any]:
+    """The libpod `POST /libpod/containers/create` body (a SpecGenerator) for a rootfs spec.
+
+    The rootfs is always mounted through an overlay so that cells never write into a
+    directory they share with other cells or with the host.
+    """
+    if spec.rootfs is None:
+        raise ValueError("libpod_create_body needs a rootfs spec")
+    body: dict[str, Any] = {
+        "name": spec.name,
+        "rootfs": spec.rootfs,
+        "rootfs_overlay": True,
+        "command": list(spec.command or []),
+        "env": dict(spec.env),
+        "labels": dict(spec.labels),
+    }
+    if spec.hostname:
+        body["hostname"] = spec.hostname
+    if spec.memory_mb:  # the CPU quota comes after start, from `apply_limits`
+        body["resource_limits"] = {"memory": {"limit": spec.memory_mb * _MIB}}
+    if spec.network is not None:
+        body["netns"] = {"nsmode": "bridge"}
+        body["dns_option"] = list(DNS_OPTIONS)
+        body["Networks"] = {spec.network: {"aliases": list(spec.aliases)}}
+    if spec.ports:
+        body["portmappings"] = [
+            {
+                "container_port": p.container_port,
+                "host_port": p.host_port or 0,
+                "protocol": p.protocol,
+            }
+            for p in spec.ports
+        ]
+    if spec.mounts:
+        body["volumes"] = [
+            {"Name": m.volume, "Dest": m.target, "Options": ["ro"] if m.read_only else []}
+            for m in spec.mounts
+        ]
+    return body
+
+
+def libpod_update_body(cpu: float, memory_mb: int) -> dict[str, Any]:
+    """The libpod `POST /libpod/containers/{id}/update` body (a LinuxResources) for the limits.
+
+    A zero limit lifts it: quota -1 (no CFS quota) and memory -1 (unlimited). A CPU limit under
+    0.01 is raised to it: the kernel refuses a CFS quota under 1 ms.
+    """
+    if cpu < 0 or memory_mb < 0:
+        raise ValueError(f"cpu and memory_mb must not be negative: {cpu}, {memory_mb}")
+    quota = max(_MIN_CPU_QUOTA_US, round(cpu * _CPU_PERIOD_US)) if cpu else -1
+    return {
+        "cpu": {"quota": quota, "period": _CPU_PERIOD_US},
+        "memory": {"limit": memory_mb * _MIB if memory_mb else -1},
+    }
+
+
+def network_fits(subnets: Iterable[str], spec: NetworkSpec) -> bool:
+    """Whether an existing network with `subnets` is the one `spec` asks for (pure)."""
+    have = [ipaddress.ip_network(s) for s in subnets]
+    if spec.subnet is not None:
+        return ipaddress.ip_network(spec.subnet) in have
+    if spec.prefix_length is not None:
+        return any(n.prefixlen == spec.prefix_length for n in have)
+    return True
+
+
+def sized_candidates(
+    pools: Iterable[str], prefix: int, used: Iterable[IPNetwork]
+) -> Iterator[ipaddress.IPv4Network]:
+    """The `prefix` blocks of `pools`, in order, that overlap none of `used` (pure)."""
+    taken = [u for u in used if u.version == 4]
+    for pool in pools:
+        net = ipaddress.ip_network(pool)
+        if not isinstance(net, ipaddress.IPv4Network) or net.prefixlen > prefix:
+            continue
+        for candidate in net.subnets(new_prefix=prefix):
+            if not any(candidate.overlaps(u) for u in taken):
+                yield candidate
+
+
+def libpod_network_body(spec: NetworkSpec) -> dict[str, Any]:
+    """The libpod network create body: a network with DNS, isolated from other networks."""
+    body: dict[str, Any] = {
+        "name": spec.name,
+        "driver": spec.driver,
+        "dns_enabled": True,
+        "internal": spec.internal,
+        "labels": dict(spec.labels),
+        "options": {"isolate": "true"},
+    }
+    if spec.subnet is not None:
+        body["subnets"] = [{"subnet": spec.subnet}]
+    return body
+
+
+def _time_or_none(value: object) -> str | None:
+    if not isinstance(value, str) or not value or value.startswith(_ZERO_TIME):
+        return None
+    return value
+
+
+def _ports_from_inspect(raw: object) -> builtins.list[PortSpec]:
+    ports: builtins.list[PortSpec] = []
+    if not isinstance(raw, dict):
+        return ports
+    for key, bindings in sorted(raw.items()):
+        number, _, protocol = str(key).partition("/")
+        for binding in bindings or []:
+            host = int(binding.get("HostPort") or 0)
+            ports.append(PortSpec(int(number), host or None, protocol or "tcp"))
+    return ports
+
+
+def _address(networks: object) -> str | None:
+    if isinstance(networks, dict):
+        for net in networks.values():
+            address = (net or {}).get("IPAddress")
+            if address:
+                return str(address)
+    return None
+
+
+def container_info_from_inspect(attrs: dict[str, Any]) -> ContainerInfo:
+    """A `ContainerInfo` from a Docker-API `GET /containers/{id}/json` answer."""
+    state = attrs.get("State") or {}
+    config = attrs.get("Config") or {}
+    settings = attrs.get("NetworkSettings") or {}
+    status = str(state.get("Status") or "unknown")
+    exit_code = state.get("ExitCode")
+    return ContainerInfo(
+        id=str(attrs["Id"]),
+        name=str(attrs.get("Name") or "").lstrip("/"),
+        labels=dict(config.get("Labels") or {}),
+        state=status,
+        running=bool(state.get("Running")),
+        exit_code=int(exit_code) if status in _EXITED_STATES and exit_code is not None else None,
+        started_at=_time_or_none(state.get("StartedAt")),
+        finished_at=_time_or_none(state.get("FinishedAt")) if status in _EXITED_STATES else None,
+        address=_address(settings.get("Networks")) or settings.get("IPAddress") or None,
+        image=config.get("Image") or None,
+        ports=_ports_from_inspect(settings.get("Ports")),
+    )
+
+
+def container_info_from_list(item: dict[str, Any]) -> ContainerInfo:
+    """A `ContainerInfo` from one entry of `GET /containers/json` (no timestamps there)."""
+    status = str(item.get("State") or "unknown")
+    exit_code: int | None = None
+    if status in _EXITED_STATES:
+        match = _EXIT_STATUS.search(str(item.get("Status") or ""))
+        exit_code = int(match.group(1)) if match else None
+    ports = [
+        PortSpec(
+            int(p["PrivatePort"]), int(p.get("PublicPort") or 0) or None, p.get("Type") or "tcp"
+        )
+        for p in item.get("Ports") or []
+    ]
+    names = item.get("Names") or [""]
+    return ContainerInfo(
+        id=str(item["Id"]),
+        name=str(names[0]).lstrip("/"),
+        labels=dict(item.get("Labels") or {}),
+        state=status,
+        running=status == "running",
+        exit_code=exit_code,
+        address=_address((item.get("NetworkSettings") or {}).get("Networks")),
+        image=item.get("Image") or None,
+        ports=ports,
+    )
+
+
+def parse_load_output(chunks: Iterable[dict[str, Any]]) -> builtins.list[str]:
+    """Image names/ids from the JSON stream of `POST /images/load`; raise on an error chunk."""
+    loaded: builtins.list[str] = []
+    for chunk in chunks:
+        if chunk.get("error") or chunk.get("errorDetail"):
+            detail = chunk.get("error") or chunk.get("errorDetail")
+            raise errors.PermanentDriverError(f"image load failed: {detail}")
+        match = _LOADED.search(str(chunk.get("stream") or ""))
+        if match:
+            loaded.extend(n.strip() for n in match.group(1).split(",") if n.strip())
+    return loaded
