@@ -18,6 +18,7 @@ from cellplane.api import (
     docs_ui,
     errors,
     guard,
+    openapi,
     routes_agent,
     routes_cells,
     routes_clusters,
@@ -163,5 +164,6 @@ def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
     for r in routers:
         app.include_router(r.router)
     app.state.api_routes = [route for r in routers for route in r.router.routes]
+    openapi.install(app)
     docs_ui.install(app)
     return app
