@@ -71,6 +71,8 @@ def install(app: FastAPI) -> None:
                 swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
                 swagger_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
                 oauth2_redirect_url=None,
+                # No badge from the public validator service: the page reaches no other host.
+                swagger_ui_parameters={"validatorUrl": None},
             )
         )
 
