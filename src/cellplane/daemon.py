@@ -243,7 +243,10 @@ def run_agent(
         runner.stop()
         endpoint.stop()
         client.close()
-        engine.stop()
+        # Cells keep running under conmon; the engine's mounts are detached, so that the data
+        # directory can be removed once the agent is gone (they are mounted again on the next
+        # start).
+        engine.shutdown()
     return 0
 
 

@@ -15,8 +15,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cellplane import __version__
 from cellplane.api import (
+    docs_ui,
     errors,
     guard,
+    openapi,
     routes_agent,
     routes_cells,
     routes_clusters,
@@ -131,6 +133,8 @@ def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
         description="Cells, clusters and identity on your own machines.",
         lifespan=lifespan,
         default_response_class=JSONResponse,
+        docs_url=None,  # docs_ui serves /docs and /redoc from packaged assets (no CDN)
+        redoc_url=None,
     )
     app.state.services = svc
     background: list[Background] = []
@@ -162,4 +166,6 @@ def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
     for r in routers:
         app.include_router(r.router)
     app.state.api_routes = [route for r in routers for route in r.router.routes]
+    openapi.install(app)
+    docs_ui.install(app)
     return app

@@ -14,7 +14,9 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
+from cellplane.api import models
 from cellplane.api.deps import agent_principal, agent_route, join_route, services
+from cellplane.api.openapi import Tarball
 from cellplane.services import hosts, images
 from cellplane.services.context import Services
 
@@ -23,12 +25,21 @@ __all__ = ["router"]
 router = APIRouter(tags=["agent"])
 
 
-@router.post("/v1/agent/register", dependencies=[join_route])
+@router.post(
+    "/v1/agent/register",
+    dependencies=[join_route],
+    response_model=None,
+    responses={200: {"model": models.RegisterAnswer, "description": "The host's id and token."}},
+)
 def register(body: dict[str, Any], svc: Services = Depends(services)) -> dict[str, Any]:
     return hosts.register(svc, body).model_dump(mode="json", exclude_none=True)
 
 
-@router.post("/v1/agent/hosts/{host_id}/heartbeat", status_code=204, dependencies=[agent_route])
+@router.post(
+    "/v1/agent/hosts/{host_id}/heartbeat",
+    status_code=204,
+    dependencies=[agent_route],
+)
 def heartbeat(
     host_id: str,
     request: Request,
@@ -42,7 +53,12 @@ def heartbeat(
     return Response(status_code=204)
 
 
-@router.get("/v1/agent/hosts/{host_id}/assignments", dependencies=[agent_route])
+@router.get(
+    "/v1/agent/hosts/{host_id}/assignments",
+    dependencies=[agent_route],
+    response_model=None,
+    responses={200: {"model": models.Assignments, "description": "What the host should run."}},
+)
 async def assignments(
     host_id: str,
     request: Request,
@@ -60,7 +76,11 @@ async def assignments(
     return answer.model_dump(mode="json")
 
 
-@router.post("/v1/agent/hosts/{host_id}/status", status_code=204, dependencies=[agent_route])
+@router.post(
+    "/v1/agent/hosts/{host_id}/status",
+    status_code=204,
+    dependencies=[agent_route],
+)
 def status(
     host_id: str, body: dict[str, Any], request: Request, svc: Services = Depends(services)
 ) -> Response:
@@ -69,7 +89,11 @@ def status(
     return Response(status_code=204)
 
 
-@router.get("/v1/agent/hosts/{host_id}/images/{image_id}/content", dependencies=[agent_route])
+@router.get(
+    "/v1/agent/hosts/{host_id}/images/{image_id}/content",
+    dependencies=[agent_route],
+    response_class=Tarball,
+)
 def image_content(
     host_id: str, image_id: str, request: Request, svc: Services = Depends(services)
 ) -> FileResponse:

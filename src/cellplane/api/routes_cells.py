@@ -10,8 +10,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from cellplane.api import models
 from cellplane.api.deps import IdempotencyContext, idempotency, require, services
 from cellplane.api.jsonresp import JSONResponse
+from cellplane.api.openapi import PlainText, problem_response
 from cellplane.api.respond import idempotent, outcome_response
 from cellplane.errors import ValidationFailed
 from cellplane.services import agent_proxy, cells, volumes
@@ -33,7 +35,7 @@ def _labels(label: list[str]) -> dict[str, str]:
     return out
 
 
-@router.post("/v1/projects/{project}/cells", status_code=202)
+@router.post("/v1/projects/{project}/cells", status_code=202, response_model=models.Task)
 def create_cell(
     project: str,
     body: CellCreate,
@@ -44,7 +46,7 @@ def create_cell(
     return idempotent(svc, p, ctx, lambda s: cells.create(svc, s, p, project, body))
 
 
-@router.get("/v1/projects/{project}/cells")
+@router.get("/v1/projects/{project}/cells", response_model=models.CellList)
 def list_cells(
     project: str,
     label: list[str] = Query(default=[]),
@@ -60,14 +62,14 @@ def list_cells(
     )
 
 
-@router.get("/v1/cells/{cell_id}")
+@router.get("/v1/cells/{cell_id}", response_model=models.Cell)
 def get_cell(
     cell_id: str, svc: Services = Depends(services), p: Principal = Depends(require("cells:read"))
 ) -> dict[str, Any]:
     return cells.get(svc, p, cell_id)
 
 
-@router.post("/v1/cells/{cell_id}/start", status_code=202)
+@router.post("/v1/cells/{cell_id}/start", status_code=202, response_model=models.Task)
 def start_cell(
     cell_id: str,
     svc: Services = Depends(services),
@@ -77,7 +79,7 @@ def start_cell(
     return idempotent(svc, p, ctx, lambda s: cells.start(svc, s, p, cell_id))
 
 
-@router.post("/v1/cells/{cell_id}/stop", status_code=202)
+@router.post("/v1/cells/{cell_id}/stop", status_code=202, response_model=models.Task)
 def stop_cell(
     cell_id: str,
     body: StopBody | None = Body(default=None),
@@ -89,7 +91,7 @@ def stop_cell(
     return idempotent(svc, p, ctx, lambda s: cells.stop(svc, s, p, cell_id, timeout))
 
 
-@router.post("/v1/cells/{cell_id}/restart", status_code=202)
+@router.post("/v1/cells/{cell_id}/restart", status_code=202, response_model=models.Task)
 def restart_cell(
     cell_id: str,
     body: StopBody | None = Body(default=None),
@@ -101,7 +103,7 @@ def restart_cell(
     return idempotent(svc, p, ctx, lambda s: cells.restart(svc, s, p, cell_id, timeout))
 
 
-@router.delete("/v1/cells/{cell_id}", status_code=202)
+@router.delete("/v1/cells/{cell_id}", status_code=202, response_model=models.Task)
 def delete_cell(
     cell_id: str, svc: Services = Depends(services), p: Principal = Depends(require("cells:write"))
 ) -> Response:
@@ -116,7 +118,13 @@ def _agent_client(request: Request) -> httpx.AsyncClient:
     return client
 
 
-@router.get("/v1/cells/{cell_id}/logs")
+@router.get(
+    "/v1/cells/{cell_id}/logs",
+    response_class=PlainText,
+    responses={
+        409: problem_response(409, "The cell has no container, or its host's agent is unreachable.")
+    },
+)
 async def cell_logs(
     cell_id: str,
     request: Request,
@@ -135,7 +143,7 @@ class ExecBody(BaseModel):
     timeout: float = Field(default=60, gt=0, le=3600)
 
 
-@router.post("/v1/cells/{cell_id}/exec")
+@router.post("/v1/cells/{cell_id}/exec", response_model=models.ExecResult)
 async def cell_exec(
     cell_id: str,
     body: ExecBody,
@@ -153,7 +161,12 @@ async def cell_exec(
 # --- volumes ---
 
 
-@router.post("/v1/projects/{project}/volumes", status_code=201, tags=["volumes"])
+@router.post(
+    "/v1/projects/{project}/volumes",
+    status_code=201,
+    tags=["volumes"],
+    response_model=models.Volume,
+)
 def create_volume(
     project: str,
     body: VolumeCreate,
@@ -164,14 +177,14 @@ def create_volume(
     return idempotent(svc, p, ctx, lambda s: volumes.create(svc, s, p, project, body))
 
 
-@router.get("/v1/projects/{project}/volumes", tags=["volumes"])
+@router.get("/v1/projects/{project}/volumes", tags=["volumes"], response_model=models.VolumeList)
 def list_volumes(
     project: str, svc: Services = Depends(services), p: Principal = Depends(require("volumes:read"))
 ) -> dict[str, Any]:
     return volumes.list_volumes(svc, p, project)
 
 
-@router.get("/v1/volumes/{volume_id}", tags=["volumes"])
+@router.get("/v1/volumes/{volume_id}", tags=["volumes"], response_model=models.Volume)
 def get_volume(
     volume_id: str,
     svc: Services = Depends(services),

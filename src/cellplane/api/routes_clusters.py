@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Response
 
+from cellplane.api import models
 from cellplane.api.deps import IdempotencyContext, idempotency, require, services
 from cellplane.api.respond import idempotent, outcome_response
 from cellplane.services import cluster_views, clusters
@@ -21,22 +22,22 @@ __all__ = ["router"]
 router = APIRouter(tags=["clusters"])
 
 
-@router.get("/v1/catalog/specs")
+@router.get("/v1/catalog/specs", response_model=models.CatalogSpecList)
 def catalog_specs(p: Principal = Depends(require("cells:read"))) -> dict[str, Any]:
     return {"items": cluster_views.catalog_specs(), "next_cursor": None}
 
 
-@router.get("/v1/catalog/distros")
+@router.get("/v1/catalog/distros", response_model=models.CatalogDistroList)
 def catalog_distros(p: Principal = Depends(require("cells:read"))) -> dict[str, Any]:
     return {"items": cluster_views.catalog_distros(), "next_cursor": None}
 
 
-@router.get("/v1/catalog/roles")
+@router.get("/v1/catalog/roles", response_model=models.CatalogRoleList)
 def catalog_roles(p: Principal = Depends(require("cells:read"))) -> dict[str, Any]:
     return {"items": cluster_views.catalog_roles(), "next_cursor": None}
 
 
-@router.post("/v1/projects/{project}/clusters", status_code=202)
+@router.post("/v1/projects/{project}/clusters", status_code=202, response_model=models.Task)
 def create_cluster(
     project: str,
     body: ClusterCreate,
@@ -47,7 +48,7 @@ def create_cluster(
     return idempotent(svc, p, ctx, lambda s: clusters.create(svc, s, p, project, body))
 
 
-@router.get("/v1/projects/{project}/clusters")
+@router.get("/v1/projects/{project}/clusters", response_model=models.ClusterList)
 def list_clusters(
     project: str,
     name: str | None = None,
@@ -59,7 +60,7 @@ def list_clusters(
     return cluster_views.list_clusters(svc, p, project)
 
 
-@router.get("/v1/clusters/{cluster_id}")
+@router.get("/v1/clusters/{cluster_id}", response_model=models.Cluster)
 def get_cluster(
     cluster_id: str,
     svc: Services = Depends(services),
@@ -68,7 +69,11 @@ def get_cluster(
     return cluster_views.get(svc, p, cluster_id)
 
 
-@router.get("/v1/clusters/{cluster_id}/export")
+@router.get(
+    "/v1/clusters/{cluster_id}/export",
+    response_model=models.ClusterSpecDocument,
+    response_model_exclude_unset=True,
+)
 def export_cluster(
     cluster_id: str,
     svc: Services = Depends(services),
@@ -77,7 +82,7 @@ def export_cluster(
     return cluster_views.export(svc, p, cluster_id)
 
 
-@router.post("/v1/clusters/{cluster_id}/resize", status_code=202)
+@router.post("/v1/clusters/{cluster_id}/resize", status_code=202, response_model=models.Task)
 def resize_cluster(
     cluster_id: str,
     body: ResizeBody,
@@ -88,7 +93,7 @@ def resize_cluster(
     return idempotent(svc, p, ctx, lambda s: clusters.resize(svc, s, p, cluster_id, body))
 
 
-@router.post("/v1/clusters/{cluster_id}/stop", status_code=202)
+@router.post("/v1/clusters/{cluster_id}/stop", status_code=202, response_model=models.Task)
 def stop_cluster(
     cluster_id: str,
     svc: Services = Depends(services),
@@ -98,7 +103,7 @@ def stop_cluster(
     return idempotent(svc, p, ctx, lambda s: clusters.stop(svc, s, p, cluster_id))
 
 
-@router.post("/v1/clusters/{cluster_id}/start", status_code=202)
+@router.post("/v1/clusters/{cluster_id}/start", status_code=202, response_model=models.Task)
 def start_cluster(
     cluster_id: str,
     svc: Services = Depends(services),
@@ -108,7 +113,7 @@ def start_cluster(
     return idempotent(svc, p, ctx, lambda s: clusters.start(svc, s, p, cluster_id))
 
 
-@router.post("/v1/clusters/{cluster_id}/resume", status_code=202)
+@router.post("/v1/clusters/{cluster_id}/resume", status_code=202, response_model=models.Task)
 def resume_cluster(
     cluster_id: str,
     svc: Services = Depends(services),
@@ -118,7 +123,7 @@ def resume_cluster(
     return idempotent(svc, p, ctx, lambda s: clusters.resume(svc, s, p, cluster_id))
 
 
-@router.post("/v1/clusters/{cluster_id}/config", status_code=202)
+@router.post("/v1/clusters/{cluster_id}/config", status_code=202, response_model=models.Task)
 def configure_cluster(
     cluster_id: str,
     body: ConfigBody,
@@ -129,7 +134,7 @@ def configure_cluster(
     return idempotent(svc, p, ctx, lambda s: clusters.config(svc, s, p, cluster_id, body))
 
 
-@router.delete("/v1/clusters/{cluster_id}", status_code=202)
+@router.delete("/v1/clusters/{cluster_id}", status_code=202, response_model=models.Task)
 def delete_cluster(
     cluster_id: str,
     keep_volumes: bool = Query(default=False, alias="keepVolumes"),

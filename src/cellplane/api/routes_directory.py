@@ -11,7 +11,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
+from cellplane.api import models
 from cellplane.api.deps import IdempotencyContext, idempotency, require, services
+from cellplane.api.openapi import problem_response
 from cellplane.api.respond import idempotent
 from cellplane.identity import directory
 from cellplane.identity.directory import (
@@ -36,14 +38,14 @@ PUBLIC_ROUTES: set[str] = set()
 # -- tenants ---------------------------------------------------------------------------------------
 
 
-@router.get("/v1/tenants", tags=["tenants"])
+@router.get("/v1/tenants", tags=["tenants"], response_model=models.TenantList)
 def list_tenants(
     svc: Services = Depends(services), p: Principal = Depends(require("tenants:read"))
 ) -> dict[str, Any]:
     return directory.list_tenants(svc, p)
 
 
-@router.post("/v1/tenants", status_code=201, tags=["tenants"])
+@router.post("/v1/tenants", status_code=201, tags=["tenants"], response_model=models.TenantCreated)
 def create_tenant(
     body: TenantCreate,
     svc: Services = Depends(services),
@@ -53,7 +55,7 @@ def create_tenant(
     return idempotent(svc, p, ctx, lambda s: directory.create_tenant(svc, s, p, body))
 
 
-@router.get("/v1/tenants/{tenant}", tags=["tenants"])
+@router.get("/v1/tenants/{tenant}", tags=["tenants"], response_model=models.Tenant)
 def get_tenant(
     tenant: str, svc: Services = Depends(services), p: Principal = Depends(require("tenants:read"))
 ) -> dict[str, Any]:
@@ -73,14 +75,14 @@ def delete_tenant(
 # -- users -----------------------------------------------------------------------------------------
 
 
-@router.get("/v1/users", tags=["users"])
+@router.get("/v1/users", tags=["users"], response_model=models.UserList)
 def list_users(
     svc: Services = Depends(services), p: Principal = Depends(require("users:read"))
 ) -> dict[str, Any]:
     return directory.list_users(svc, p)
 
 
-@router.post("/v1/users", status_code=201, tags=["users"])
+@router.post("/v1/users", status_code=201, tags=["users"], response_model=models.UserCreated)
 def create_user(
     body: UserCreate,
     svc: Services = Depends(services),
@@ -90,14 +92,14 @@ def create_user(
     return idempotent(svc, p, ctx, lambda s: directory.create_user(svc, s, p, body))
 
 
-@router.get("/v1/users/{user}", tags=["users"])
+@router.get("/v1/users/{user}", tags=["users"], response_model=models.User)
 def get_user(
     user: str, svc: Services = Depends(services), p: Principal = Depends(require("users:read"))
 ) -> dict[str, Any]:
     return directory.get_user(svc, p, user)
 
 
-@router.patch("/v1/users/{user}", tags=["users"])
+@router.patch("/v1/users/{user}", tags=["users"], response_model=models.User)
 def update_user(
     user: str,
     body: UserUpdate,
@@ -118,14 +120,14 @@ def delete_user(
 # -- groups ----------------------------------------------------------------------------------------
 
 
-@router.get("/v1/groups", tags=["groups"])
+@router.get("/v1/groups", tags=["groups"], response_model=models.GroupList)
 def list_groups(
     svc: Services = Depends(services), p: Principal = Depends(require("groups:read"))
 ) -> dict[str, Any]:
     return directory.list_groups(svc, p)
 
 
-@router.post("/v1/groups", status_code=201, tags=["groups"])
+@router.post("/v1/groups", status_code=201, tags=["groups"], response_model=models.Group)
 def create_group(
     body: GroupCreate,
     svc: Services = Depends(services),
@@ -135,7 +137,7 @@ def create_group(
     return idempotent(svc, p, ctx, lambda s: directory.create_group(svc, s, p, body))
 
 
-@router.get("/v1/groups/{group}", tags=["groups"])
+@router.get("/v1/groups/{group}", tags=["groups"], response_model=models.Group)
 def get_group(
     group: str, svc: Services = Depends(services), p: Principal = Depends(require("groups:read"))
 ) -> dict[str, Any]:
@@ -150,7 +152,7 @@ def delete_group(
     return Response(status_code=204)
 
 
-@router.put("/v1/groups/{group}/members/{user}", tags=["groups"])
+@router.put("/v1/groups/{group}/members/{user}", tags=["groups"], response_model=models.Group)
 def add_member(
     group: str,
     user: str,
@@ -160,7 +162,7 @@ def add_member(
     return directory.add_member(svc, p, group, user)
 
 
-@router.delete("/v1/groups/{group}/members/{user}", tags=["groups"])
+@router.delete("/v1/groups/{group}/members/{user}", tags=["groups"], response_model=models.Group)
 def remove_member(
     group: str,
     user: str,
@@ -173,14 +175,16 @@ def remove_member(
 # -- clients ---------------------------------------------------------------------------------------
 
 
-@router.get("/v1/clients", tags=["clients"])
+@router.get("/v1/clients", tags=["clients"], response_model=models.ClientList)
 def list_clients(
     svc: Services = Depends(services), p: Principal = Depends(require("clients:read"))
 ) -> dict[str, Any]:
     return directory.list_clients(svc, p)
 
 
-@router.post("/v1/clients", status_code=201, tags=["clients"])
+@router.post(
+    "/v1/clients", status_code=201, tags=["clients"], response_model=models.ClientWithSecret
+)
 def create_client(
     body: ClientCreate,
     svc: Services = Depends(services),
@@ -190,7 +194,7 @@ def create_client(
     return idempotent(svc, p, ctx, lambda s: directory.create_client(svc, s, p, body))
 
 
-@router.get("/v1/clients/{client}", tags=["clients"])
+@router.get("/v1/clients/{client}", tags=["clients"], response_model=models.Client)
 def get_client(
     client: str,
     svc: Services = Depends(services),
@@ -199,7 +203,9 @@ def get_client(
     return directory.get_client(svc, p, client)
 
 
-@router.post("/v1/clients/{client}/secret", tags=["clients"])
+@router.post(
+    "/v1/clients/{client}/secret", tags=["clients"], response_model=models.ClientWithSecret
+)
 def rotate_client_secret(
     client: str,
     svc: Services = Depends(services),
@@ -221,14 +227,16 @@ def delete_client(
 # -- role assignments ------------------------------------------------------------------------------
 
 
-@router.get("/v1/role-assignments", tags=["roles"])
+@router.get("/v1/role-assignments", tags=["roles"], response_model=models.RoleAssignmentList)
 def list_assignments(
     svc: Services = Depends(services), p: Principal = Depends(require("roles:read"))
 ) -> dict[str, Any]:
     return directory.list_assignments(svc, p)
 
 
-@router.post("/v1/role-assignments", status_code=201, tags=["roles"])
+@router.post(
+    "/v1/role-assignments", status_code=201, tags=["roles"], response_model=models.RoleAssignment
+)
 def create_assignment(
     body: AssignmentCreate,
     svc: Services = Depends(services),
@@ -251,7 +259,12 @@ def delete_assignment(
 # -- LDAP, keys, audit -------------------------------------------------------------------------------
 
 
-@router.get("/v1/identity/ldap", tags=["identity"])
+@router.get(
+    "/v1/identity/ldap",
+    tags=["identity"],
+    response_model=models.LdapSettings,
+    responses={404: problem_response(404, "This tenant has no LDAP federation.")},
+)
 def get_ldap(
     svc: Services = Depends(services), p: Principal = Depends(require("identity:write"))
 ) -> dict[str, Any]:
@@ -263,7 +276,12 @@ def get_ldap(
 LDAP_CHECKS = RateLimiter(rate_per_s=1 / 12, burst=5)
 
 
-@router.put("/v1/identity/ldap", tags=["identity"])
+@router.put(
+    "/v1/identity/ldap",
+    tags=["identity"],
+    response_model=models.LdapSettings,
+    responses={429: problem_response(429, "Too many settings checks; see Retry-After.")},
+)
 async def set_ldap(
     body: LdapBody,
     svc: Services = Depends(services),
@@ -293,7 +311,7 @@ def delete_ldap(
     return Response(status_code=204)
 
 
-@router.post("/v1/identity/keys/rotate", tags=["identity"])
+@router.post("/v1/identity/keys/rotate", tags=["identity"], response_model=models.KeyRotation)
 def rotate_keys(
     svc: Services = Depends(services), p: Principal = Depends(require("identity:write"))
 ) -> dict[str, Any]:
@@ -310,7 +328,7 @@ def rotate_keys(
     return {"kid": kid, "jwks": svc.tokens.jwks(p.tenant_id, now)}
 
 
-@router.get("/v1/audit", tags=["audit"])
+@router.get("/v1/audit", tags=["audit"], response_model=models.AuditList)
 def list_audit(
     limit: int = Query(default=100, ge=1, le=1000),
     before: str | None = Query(default=None, max_length=64),

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
+from cellplane.api import models
+from cellplane.api.openapi import Html
 from cellplane.api.pages import respond
 
 if TYPE_CHECKING:
@@ -47,6 +49,31 @@ PUBLIC_ROUTES: set[str] = {
     f"{_BASE}/logout",
 }
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _oauth_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OAuth error answers (RFC 6749 5.2) of an endpoint, for the OpenAPI document."""
+    what = {
+        400: "invalid_request, invalid_grant, unsupported_grant_type, ...",
+        401: "invalid_client or invalid_token",
+        413: "The form is larger than the provider's limit.",
+        429: "temporarily_unavailable: too many attempts from this address (Retry-After).",
+    }
+    return {s: {"model": models.OAuthError, "description": what[s]} for s in statuses}
+
+
+def _html(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+class JwkSetResponse(JSONResponse):
+    media_type = "application/jwk-set+json"
+
+
+_REDIRECT: dict[str, Any] = {
+    "description": "A redirect to the client's redirect_uri (with a code, or an error).",
+    "headers": {"Location": {"schema": {"type": "string"}}},
+}
 
 
 def provider_of(app: FastAPI) -> OidcProvider:
@@ -119,13 +146,13 @@ def _path(request: Request) -> str:
     return request.url.path + ("?" + request.url.query if request.url.query else "")
 
 
-@router.get(f"{_BASE}/.well-known/openid-configuration")
+@router.get(f"{_BASE}/.well-known/openid-configuration", response_model=models.OpenIdConfiguration)
 async def discovery(tenant: str, request: Request) -> JSONResponse:
     doc = await _run(request, tenant, provider_of(request.app).discovery)
     return JSONResponse(doc, headers={"Cache-Control": "max-age=300"})
 
 
-@router.get(f"{_BASE}/jwks")
+@router.get(f"{_BASE}/jwks", response_model=models.Jwks, response_class=JwkSetResponse)
 async def jwks(tenant: str, request: Request) -> JSONResponse:
     keys = await _run(request, tenant, provider_of(request.app).jwks)
     return JSONResponse(
@@ -151,28 +178,42 @@ async def _endpoint(request: Request, tenant: str, name: str, *, limit: bool) ->
     return respond(reply)
 
 
-@router.post(f"{_BASE}/token")
+@router.post(
+    f"{_BASE}/token",
+    response_model=models.TokenAnswer,
+    responses=_oauth_errors(400, 401, 413, 429),
+)
 async def token(tenant: str, request: Request) -> Response:
     return await _endpoint(request, tenant, "token", limit=True)
 
 
-@router.post(f"{_BASE}/revoke")
+@router.post(
+    f"{_BASE}/revoke",
+    response_model=models.Empty,
+    responses=_oauth_errors(400, 401, 413, 429),
+)
 async def revoke(tenant: str, request: Request) -> Response:
     return await _endpoint(request, tenant, "revocation", limit=True)
 
 
-@router.post(f"{_BASE}/introspect")
+@router.post(
+    f"{_BASE}/introspect",
+    response_model=models.Introspection,
+    responses=_oauth_errors(400, 401, 413, 429),
+)
 async def introspect(tenant: str, request: Request) -> Response:
     # Limited like /token and /revoke: it authenticates a client by its secret.
     return await _endpoint(request, tenant, "introspection", limit=True)
 
 
-@router.get(f"{_BASE}/userinfo")
+@router.get(f"{_BASE}/userinfo", response_model=models.UserInfo, responses=_oauth_errors(400, 401))
 async def userinfo(tenant: str, request: Request) -> Response:
     return await _endpoint(request, tenant, "userinfo", limit=False)
 
 
-@router.post(f"{_BASE}/userinfo")
+@router.post(
+    f"{_BASE}/userinfo", response_model=models.UserInfo, responses=_oauth_errors(400, 401, 413)
+)
 async def userinfo_post(tenant: str, request: Request) -> Response:
     if not request.headers.get("content-type"):  # a bare POST with only the bearer header
         provider, path, headers = provider_of(request.app), _path(request), request.headers
@@ -185,19 +226,35 @@ async def userinfo_post(tenant: str, request: Request) -> Response:
     return await _endpoint(request, tenant, "userinfo", limit=False)
 
 
-@router.get(f"{_BASE}/logout")
+@router.get(
+    f"{_BASE}/logout",
+    response_class=Html,
+    responses={302: {**_REDIRECT, "description": "To the post_logout_redirect_uri."}},
+)
 async def logout(tenant: str, request: Request) -> Response:
     return await _endpoint(request, tenant, "end_session", limit=False)
 
 
-@router.get(f"{_BASE}/authorize")
+@router.get(
+    f"{_BASE}/authorize",
+    response_class=Html,
+    responses={302: _REDIRECT, 400: _html("The request is not valid (no redirect is safe).")},
+)
 async def authorize(tenant: str, request: Request) -> Response:
     """The login form of a valid authorization request (errors per RFC 6749 4.1.2.1)."""
     pairs = parse_qsl(request.url.query, keep_blank_values=True, max_num_fields=64)
     return await _authorize(request, tenant, pairs)
 
 
-@router.post(f"{_BASE}/authorize")
+@router.post(
+    f"{_BASE}/authorize",
+    response_class=Html,
+    responses={
+        302: _REDIRECT,
+        400: _html("The request is not valid (no redirect is safe)."),
+        **_oauth_errors(413, 429),
+    },
+)
 async def authorize_post(tenant: str, request: Request) -> Response:
     """The login form, submitted: a redirect with a code, or the form again."""
     provider = provider_of(request.app)

@@ -13,8 +13,10 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
+from cellplane.api import models
 from cellplane.api.deps import require, services
 from cellplane.api.jsonresp import JSONResponse
+from cellplane.api.openapi import EventStream, Tarball, problem_response
 from cellplane.errors import PayloadTooLarge, ValidationFailed
 from cellplane.ids import new_id
 from cellplane.services import hosts, images, tasks
@@ -26,22 +28,31 @@ __all__ = ["router"]
 
 router = APIRouter()
 
+#: The image upload's body: the archive itself, not JSON.
+_TARBALL_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "A docker-archive or OCI archive (tar).",
+        "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 
-@router.get("/v1/hosts", tags=["hosts"])
+
+@router.get("/v1/hosts", tags=["hosts"], response_model=models.HostList)
 def list_hosts(
     svc: Services = Depends(services), p: Principal = Depends(require("hosts:read"))
 ) -> dict[str, Any]:
     return {"items": hosts.list_hosts(svc), "next_cursor": None}
 
 
-@router.get("/v1/hosts/{host_id}", tags=["hosts"])
+@router.get("/v1/hosts/{host_id}", tags=["hosts"], response_model=models.Host)
 def get_host(
     host_id: str, svc: Services = Depends(services), p: Principal = Depends(require("hosts:read"))
 ) -> dict[str, Any]:
     return hosts.get_host(svc, host_id)
 
 
-@router.post("/v1/hosts/{host_id}/maintenance", tags=["hosts"])
+@router.post("/v1/hosts/{host_id}/maintenance", tags=["hosts"], response_model=models.Host)
 def maintenance(
     host_id: str,
     body: MaintenanceBody,
@@ -51,14 +62,14 @@ def maintenance(
     return hosts.set_maintenance(svc, host_id, body.enabled)
 
 
-@router.get("/v1/flavors", tags=["flavors"])
+@router.get("/v1/flavors", tags=["flavors"], response_model=models.FlavorList)
 def list_flavors(
     svc: Services = Depends(services), p: Principal = Depends(require("flavors:read"))
 ) -> dict[str, Any]:
     return {"items": images.list_flavors(svc), "next_cursor": None}
 
 
-@router.post("/v1/flavors", status_code=201, tags=["flavors"])
+@router.post("/v1/flavors", status_code=201, tags=["flavors"], response_model=models.Flavor)
 def create_flavor(
     body: FlavorCreate,
     svc: Services = Depends(services),
@@ -68,7 +79,7 @@ def create_flavor(
     return JSONResponse(view, 201, headers={"Location": f"/v1/flavors/{body.name}"})
 
 
-@router.get("/v1/flavors/{name}", tags=["flavors"])
+@router.get("/v1/flavors/{name}", tags=["flavors"], response_model=models.Flavor)
 def get_flavor(
     name: str, svc: Services = Depends(services), p: Principal = Depends(require("flavors:read"))
 ) -> dict[str, Any]:
@@ -83,14 +94,21 @@ def delete_flavor(
     return Response(status_code=204)
 
 
-@router.get("/v1/images", tags=["images"])
+@router.get("/v1/images", tags=["images"], response_model=models.ImageList)
 def list_images(
     svc: Services = Depends(services), p: Principal = Depends(require("images:read"))
 ) -> dict[str, Any]:
     return {"items": images.list_images(svc), "next_cursor": None}
 
 
-@router.post("/v1/images", status_code=201, tags=["images"])
+@router.post(
+    "/v1/images",
+    status_code=201,
+    tags=["images"],
+    response_model=models.Image,
+    openapi_extra=_TARBALL_BODY,
+    responses={413: problem_response(413, "The image is larger than this server's limit.")},
+)
 async def import_image(
     request: Request,
     name: str = Query(min_length=1, max_length=128),
@@ -127,14 +145,14 @@ async def import_image(
     return JSONResponse(view, 201, headers={"Location": f"/v1/images/{view['id']}"})
 
 
-@router.get("/v1/images/{ref}", tags=["images"])
+@router.get("/v1/images/{ref}", tags=["images"], response_model=models.Image)
 def get_image(
     ref: str, svc: Services = Depends(services), p: Principal = Depends(require("images:read"))
 ) -> dict[str, Any]:
     return images.get_image(svc, ref)
 
 
-@router.get("/v1/images/{ref}/content", tags=["images"])
+@router.get("/v1/images/{ref}/content", tags=["images"], response_class=Tarball)
 def image_content(
     ref: str, svc: Services = Depends(services), p: Principal = Depends(require("images:read"))
 ) -> FileResponse:
@@ -149,7 +167,7 @@ def delete_image(
     return Response(status_code=204)
 
 
-@router.get("/v1/projects/{project}/tasks", tags=["tasks"])
+@router.get("/v1/projects/{project}/tasks", tags=["tasks"], response_model=models.TaskList)
 def list_tasks(
     project: str,
     limit: int = Query(20, ge=1, le=200, description="How many tasks, newest first."),
@@ -160,14 +178,14 @@ def list_tasks(
     return tasks.list_tasks(svc, p, project, limit)
 
 
-@router.get("/v1/tasks/{task_id}", tags=["tasks"])
+@router.get("/v1/tasks/{task_id}", tags=["tasks"], response_model=models.Task)
 def get_task(
     task_id: str, svc: Services = Depends(services), p: Principal = Depends(require("tasks:read"))
 ) -> dict[str, Any]:
     return tasks.visible_task(svc, p, task_id)
 
 
-@router.get("/v1/tasks/{task_id}/events", tags=["tasks"])
+@router.get("/v1/tasks/{task_id}/events", tags=["tasks"], response_class=EventStream)
 async def task_events(
     task_id: str, svc: Services = Depends(services), p: Principal = Depends(require("tasks:read"))
 ) -> StreamingResponse:

@@ -13,7 +13,9 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
+from cellplane.api import models
 from cellplane.api.deps import IdempotencyContext, idempotency, require, services
+from cellplane.api.openapi import Pem, problem_response
 from cellplane.api.respond import idempotent
 from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import Outcome
@@ -26,6 +28,7 @@ PUBLIC_ROUTES: set[str] = {"/v1/ca", "/v1/ca/crl"}
 
 PEM_MEDIA_TYPE = "application/x-pem-file"
 _DAY = 86400.0
+_NO_TENANT = problem_response(404, "No tenant of that name.")
 
 
 class CertificateRequest(BaseModel):
@@ -35,7 +38,7 @@ class CertificateRequest(BaseModel):
     ttl_days: int = Field(default=30, ge=1, le=365)
 
 
-@router.get("/v1/ca", response_class=Response)
+@router.get("/v1/ca", response_class=Pem, responses={404: _NO_TENANT})
 def get_ca(
     tenant: str | None = Query(default=None, min_length=1, max_length=63),
     svc: Services = Depends(services),
@@ -46,7 +49,7 @@ def get_ca(
     return Response(pki.ca_chain_pem(svc, tenant), media_type=PEM_MEDIA_TYPE)
 
 
-@router.get("/v1/ca/crl", response_class=Response)
+@router.get("/v1/ca/crl", response_class=Pem, responses={404: _NO_TENANT})
 def get_crl(
     tenant: str | None = Query(default=None, min_length=1, max_length=63),
     svc: Services = Depends(services),
@@ -57,7 +60,7 @@ def get_crl(
     return Response(pki.crl_pem(svc, tenant), media_type=PEM_MEDIA_TYPE)
 
 
-@router.post("/v1/certificates", status_code=201)
+@router.post("/v1/certificates", status_code=201, response_model=models.IssuedCertificate)
 def create_certificate(
     body: CertificateRequest,
     svc: Services = Depends(services),
@@ -74,7 +77,7 @@ def create_certificate(
     return idempotent(svc, p, ctx, issue)
 
 
-@router.get("/v1/certificates")
+@router.get("/v1/certificates", response_model=models.CertificateList)
 def list_certificates(
     svc: Services = Depends(services), p: Principal = Depends(require("self"))
 ) -> dict[str, Any]:
@@ -84,7 +87,7 @@ def list_certificates(
     return pki.list_certificates(svc, p)
 
 
-@router.post("/v1/certificates/{serial}/revoke")
+@router.post("/v1/certificates/{serial}/revoke", response_model=models.Certificate)
 def revoke_certificate(
     serial: str,
     svc: Services = Depends(services),

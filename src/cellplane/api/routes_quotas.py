@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
+from cellplane.api import models
 from cellplane.api.deps import require, services
 from cellplane.services import quotas
 from cellplane.services.context import Principal, Services
@@ -19,9 +20,11 @@ __all__ = ["PUBLIC_ROUTES", "router"]
 
 router = APIRouter(tags=["quotas"])
 PUBLIC_ROUTES: set[str] = set()
+# `allocated` and `updated_at` are in some answers only: nothing is added to the others.
+_QUOTA: dict[str, Any] = {"response_model": models.Quota, "response_model_exclude_unset": True}
 
 
-@router.get("/v1/tenants/{tenant}/quota")
+@router.get("/v1/tenants/{tenant}/quota", **_QUOTA)
 def get_tenant_quota(
     tenant: str,
     svc: Services = Depends(services),
@@ -30,7 +33,7 @@ def get_tenant_quota(
     return quotas.get_quota(svc, p, tenant=tenant)
 
 
-@router.put("/v1/tenants/{tenant}/quota")
+@router.put("/v1/tenants/{tenant}/quota", **_QUOTA)
 def set_tenant_quota(
     tenant: str,
     body: quotas.QuotaLimits,
@@ -40,7 +43,7 @@ def set_tenant_quota(
     return quotas.set_quota(svc, p, body, tenant=tenant)
 
 
-@router.get("/v1/projects/{project}/quota")
+@router.get("/v1/projects/{project}/quota", **_QUOTA)
 def get_project_quota(
     project: str,
     svc: Services = Depends(services),
@@ -49,7 +52,7 @@ def get_project_quota(
     return quotas.get_quota(svc, p, project=project)
 
 
-@router.put("/v1/projects/{project}/quota")
+@router.put("/v1/projects/{project}/quota", **_QUOTA)
 def set_project_quota(
     project: str,
     body: quotas.QuotaLimits,

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from cellplane.api import models
 from cellplane.api.deps import IdempotencyContext, idempotency, require, services
+from cellplane.api.openapi import PlainText
 from cellplane.api.respond import idempotent
 from cellplane.metrics import REGISTRY
 from cellplane.services import projects, system
@@ -20,12 +22,17 @@ __all__ = ["router"]
 router = APIRouter()
 
 
-@router.get("/healthz", tags=["system"])
+@router.get("/healthz", tags=["system"], response_model=models.Health)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["system"])
+@router.get(
+    "/readyz",
+    tags=["system"],
+    response_model=models.Ready,
+    responses={503: {"model": models.Ready, "description": "The database cannot be used."}},
+)
 def readyz(svc: Services = Depends(services)) -> Response:
     problem = system.database_problem(svc)
     if problem is not None:
@@ -37,13 +44,13 @@ def readyz(svc: Services = Depends(services)) -> Response:
     return Response('{"status": "ready"}', 200, media_type="application/json")
 
 
-@router.get("/metrics", tags=["system"])
+@router.get("/metrics", tags=["system"], response_class=PlainText)
 async def metrics() -> Response:
     data = await run_in_threadpool(generate_latest, REGISTRY)
     return Response(data, media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/whoami", tags=["identity"])
+@router.get("/v1/whoami", tags=["identity"], response_model=models.Whoami)
 def whoami(p: Principal = Depends(require("self"))) -> dict[str, Any]:
     return {
         "subject": p.subject,
@@ -55,14 +62,14 @@ def whoami(p: Principal = Depends(require("self"))) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/projects", tags=["projects"])
+@router.get("/v1/projects", tags=["projects"], response_model=models.ProjectList)
 def list_projects(
     svc: Services = Depends(services), p: Principal = Depends(require("projects:read"))
 ) -> dict[str, Any]:
     return projects.list_projects(svc, p)
 
 
-@router.post("/v1/projects", status_code=201, tags=["projects"])
+@router.post("/v1/projects", status_code=201, tags=["projects"], response_model=models.Project)
 def create_project(
     body: ProjectCreate,
     request: Request,

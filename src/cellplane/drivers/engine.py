@@ -310,16 +310,39 @@ class PodmanService:
         with contextlib.suppress(FileNotFoundError):
             self.pid_path.unlink()
 
+    def shutdown(self, timeout: float = 10.0) -> list[str]:
+        """Stop the service for good (the agent is exiting) and detach what its storage left
+        mounted under its directories; returns the mount points detached.
+
+        While a container runs, containers/storage keeps its rootfs (`overlay/<id>/merged`),
+        its /dev/shm and the overlay directory itself (bind-mounted on itself, private) mounted
+        in this mount namespace, and nothing unmounts them once the service is gone: the data
+        directory could not be removed. They are detached lazily: a running container keeps
+        its own copies in its own mount namespace and runs on; the next service mounts again
+        what a container needs (exec, stop, start and removal work on adopted containers).
+        `stop` (a restart by the supervisor) leaves them: the next service uses them.
+        """
+        self.stop(timeout)
+        if self.answers(0.5):  # a service this object does not know the pid of: still in use
+            return []
+        return self.release_mounts()
+
+    def release_mounts(self) -> list[str]:
+        """Detach (lazily, deepest first) every mount under the data and run directories;
+        for a stopped service only. Returns the mount points detached."""
+        detached = []
+        for mount in sorted(self._mounts_under_data_dir(), key=len, reverse=True):
+            done = subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+            if done.returncode == 0:
+                detached.append(mount)
+        return detached
+
     def destroy(self) -> None:
         """Stop the service and delete the data directory with all images and volumes.
 
         For tests and for a host leaving the platform; the caller removes containers first.
-        containers/storage leaves its overlay directory bind-mounted on itself, so mounts
-        under the data directory are detached before deleting it.
         """
-        self.stop()
-        for mount in sorted(self._mounts_under_data_dir(), key=len, reverse=True):
-            subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+        self.shutdown()
         shutil.rmtree(self.data_dir, ignore_errors=True)
         if self.run_dir.is_relative_to(self.data_dir):
             return

@@ -1,0 +1,406 @@
+"""Answers of the developer and operator API: problems, system, tasks, cells, volumes, hosts,
+flavors, images, clusters and the catalog."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from cellplane.api.models.base import OpenView, Time, View
+
+__all__ = [
+    "CatalogDistro",
+    "CatalogDistroList",
+    "CatalogRole",
+    "CatalogRoleList",
+    "CatalogSpec",
+    "CatalogSpecList",
+    "Cell",
+    "CellEvent",
+    "CellList",
+    "CellMount",
+    "CellPort",
+    "CellRestart",
+    "Cluster",
+    "ClusterList",
+    "ClusterNode",
+    "ClusterNodeGroup",
+    "ClusterSpecDocument",
+    "EngineState",
+    "ExecResult",
+    "Flavor",
+    "FlavorList",
+    "Health",
+    "Host",
+    "HostCapacity",
+    "HostList",
+    "HostUsage",
+    "Image",
+    "ImageList",
+    "Problem",
+    "ProblemField",
+    "Project",
+    "ProjectList",
+    "Ready",
+    "Task",
+    "TaskEntity",
+    "TaskList",
+    "TaskStep",
+    "Volume",
+    "VolumeList",
+    "Whoami",
+]
+
+
+# --- problems ---------------------------------------------------------------------------------
+
+
+class ProblemField(BaseModel):
+    field: str = Field(description="The field's path in the request: `name`, `env.PATH`.")
+    message: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (`application/problem+json`)."""
+
+    type: str = Field(description="https://cellplane.dev/problems/<slug>: validation, ...")
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[ProblemField] | None = Field(
+        default=None, description="With 422: every field that is wrong and why."
+    )
+
+
+# --- system -----------------------------------------------------------------------------------
+
+
+class Health(View):
+    status: str
+
+
+class Ready(View):
+    status: str = Field(description="`ready`, or `unavailable` (with 503 and a detail).")
+    detail: str | None = None
+
+
+class Whoami(View):
+    subject: str
+    name: str | None
+    tenant: str | None
+    roles: list[str]
+    projects: dict[str, list[str]] = Field(description="Project id -> the caller's roles there.")
+    kind: str
+
+
+class Project(View):
+    id: str
+    name: str
+    tenant: str
+    created_at: Time
+
+
+class ProjectList(View):
+    items: list[Project]
+    next_cursor: str | None
+
+
+# --- tasks ------------------------------------------------------------------------------------
+
+
+class TaskEntity(View):
+    kind: str | None
+    id: str | None
+    name: str | None = Field(
+        None, description="The entity's name (null once it is gone); in task reads and lists."
+    )
+
+
+class TaskStep(View):
+    name: str
+    state: str
+    started_at: Time | None
+    finished_at: Time | None
+    error: str | None
+
+
+class Task(View):
+    id: str
+    kind: str
+    state: str = Field(description="QUEUED, RUNNING, COMPLETED, FAILED or CANCELLED.")
+    entity: TaskEntity
+    progress: int
+    steps: list[TaskStep]
+    error: str | None
+    created_at: Time | None
+    started_at: Time | None
+    finished_at: Time | None
+
+
+# --- cells and volumes --------------------------------------------------------------------------
+
+
+class CellPort(View):
+    container_port: int
+    host_port: int | None
+    protocol: str
+
+
+class CellMount(View):
+    volume: str
+    path: str
+    read_only: bool
+
+
+class CellRestart(View):
+    policy: str
+    max_retries: int | None
+
+
+class CellEvent(View):
+    at: Time | None
+    type: str
+    message: str | None
+
+
+class Cell(View):
+    id: str
+    name: str
+    project: str
+    tenant: str
+    image: str
+    flavor: str | None
+    cpu: float
+    memory_mb: int
+    disk_gb: int
+    command: list[str] | None
+    env: dict[str, str]
+    labels: dict[str, str]
+    ports: list[CellPort]
+    volumes: list[CellMount]
+    restart: CellRestart
+    stop_timeout: float | None
+    desired_state: str
+    state: str
+    message: str | None
+    host: str | None
+    host_name: str | None
+    address: str | None
+    exit_code: int | None
+    restarts: int
+    container_id: str | None
+    task: str | None
+    events: list[CellEvent]
+    created_at: Time | None
+    updated_at: Time | None
+
+
+class TaskList(View):
+    items: list[Task]
+    next_cursor: str | None
+
+
+class CellList(View):
+    items: list[Cell]
+    next_cursor: str | None
+
+
+class ExecResult(View):
+    exit_code: int
+    output: str = Field(description="stdout and stderr, interleaved, decoded as UTF-8.")
+
+
+class Volume(View):
+    id: str
+    name: str
+    project: str
+    size_gb: int
+    host: str | None
+    host_name: str | None
+    state: str
+    attached_to: list[str] = Field(description="Ids of the cells it is attached to.")
+    attached_names: list[str] = Field(description="Their names, in the same order.")
+    created_at: Time | None
+
+
+class VolumeList(View):
+    items: list[Volume]
+    next_cursor: str | None
+
+
+# --- hosts, flavors, images --------------------------------------------------------------------
+
+
+class HostCapacity(View):
+    cpu: float = Field(description="Allocatable CPU: cores x cpu_ratio.")
+    memory_mb: int
+    disk_gb: int
+    cores: int | None = Field(description="The host's CPU cores (null from an older agent).")
+    cpu_ratio: float | None = Field(description="The CPU overcommit ratio (null when unknown).")
+
+
+class HostUsage(View):
+    cpu: float
+    memory_mb: int
+    disk_gb: int
+    cells: int
+    stopped_cells: int = Field(description="Stopped or exited cells here; they reserve nothing.")
+
+
+class EngineState(View):
+    state: str = Field(description="UP or DOWN.")
+    since: Time | None
+    message: str | None
+    outages: int
+
+
+class Host(View):
+    id: str
+    name: str
+    address: str
+    state: str
+    maintenance: bool
+    labels: dict[str, str]
+    zone: str | None
+    capacity: HostCapacity
+    usage: HostUsage
+    last_heartbeat: Time | None
+    created_at: Time | None
+    state_reason: str | None
+    engine: EngineState
+
+
+class HostList(View):
+    items: list[Host]
+    next_cursor: str | None
+
+
+class Flavor(View):
+    name: str
+    cpu: float
+    memory_mb: int
+    disk_gb: int
+
+
+class FlavorList(View):
+    items: list[Flavor]
+    next_cursor: str | None
+
+
+class Image(View):
+    id: str
+    name: str
+    kind: str
+    size_bytes: int
+    sha256: str | None
+    refs: list[str]
+    created_at: Time | None
+
+
+class ImageList(View):
+    items: list[Image]
+    next_cursor: str | None
+
+
+# --- clusters and the catalog -------------------------------------------------------------------
+
+
+class ClusterSpecDocument(OpenView):
+    """A Serengeti cluster spec (see docs/clusters.md): `nodeGroups` and the spec's other keys."""
+
+    nodeGroups: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class CatalogSpec(View):
+    vendor: str
+    version: str
+    type: str
+    appManager: str | None
+    path: str
+    spec: ClusterSpecDocument
+
+
+class CatalogSpecList(View):
+    items: list[CatalogSpec]
+    next_cursor: str | None
+
+
+class CatalogDistro(View):
+    name: str
+    vendor: str
+    version: str
+    roles: list[str]
+    types: list[str]
+    deployable: bool
+
+
+class CatalogDistroList(View):
+    items: list[CatalogDistro]
+    next_cursor: str | None
+
+
+class CatalogRole(View):
+    name: str
+    description: str | None
+    ports: dict[str, int]
+    provides: list[str]
+    waits_for: list[str]
+    scale_in: bool
+    data_dir: str | None
+    requires: list[str]
+    missing: list[str] = Field(description="Required binaries this server's host lacks.")
+
+
+class CatalogRoleList(View):
+    items: list[CatalogRole]
+    next_cursor: str | None
+
+
+class ClusterNodeGroup(View):
+    name: str | None
+    cellName: str
+    roles: list[str] | None
+    instanceNum: int | str | None
+
+
+class ClusterNode(View):
+    name: str
+    group: str
+    index: int
+    roles: list[str]
+    role_states: dict[str, str]
+    state: str
+    message: str | None
+    log_tail: str | None
+    cell: str | None
+    cell_state: str | None
+    address: str | None
+    host: str | None
+    host_name: str | None
+    cell_name: str | None
+
+
+class Cluster(View):
+    id: str
+    name: str
+    project: str
+    distro: str | None
+    type: str | None
+    state: str
+    message: str | None
+    task: Task | None
+    nodeGroups: list[ClusterNodeGroup]
+    placement_notes: list[str]
+    created_at: Time
+    updated_at: Time
+    nodes: list[ClusterNode]
+    endpoints: dict[str, dict[str, list[str]]] = Field(
+        description="Role -> port name -> `node:port` of every node with that role."
+    )
+
+
+class ClusterList(View):
+    items: list[Cluster]
+    next_cursor: str | None
