@@ -19,7 +19,7 @@ whose ``reason`` is a stable machine-readable :class:`Reason`.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import functools
 import json
 import math
@@ -178,12 +178,35 @@ class TokenIssuer:
 
 def peek_claims(token: str) -> dict[str, Any]:
     """The claims of a compact JWS *without* verifying anything (to pick its issuer's
-    verifier); ValueError (or IndexError) if there is no JSON object in the payload segment."""
+    verifier); ValueError (or IndexError) if there is no JSON object in the payload segment.
+    Lenient base64url (like `base64.urlsafe_b64decode`): the verifier decodes strictly."""
     seg = token.split(".")[1]  # IndexError if there is none
-    claims = json.loads(base64.urlsafe_b64decode(seg + "=" * (-len(seg) % 4)))
+    raw = binascii.a2b_base64(seg.encode("ascii").translate(_TO_B64) + b"==")
+    claims = _JSON.decode(raw.decode("utf-8"))
     if not isinstance(claims, dict):
         raise ValueError("payload is not a JSON object")
     return claims
+
+
+_TO_B64: Final = bytes.maketrans(b"-_", b"+/")
+_JSON: Final = json.JSONDecoder()
+#: What the last character of a base64url segment may be when it is 2 or 1 padding characters
+#: short: the unused low bits must be zero (RFC 4648 section 3.5, as joserfc checks).
+_SAFE_ENDINGS: Final = ("AEIMQUYcgkosw048", "AQgw")
+
+
+def b64url_decode(seg: str) -> bytes:
+    """Strict base64url without padding, exactly as joserfc's `urlsafe_b64decode` judges it
+    (no `+`, `/` or `=`, canonical last character, only the alphabet), in one C call;
+    ValueError (UnicodeError for non-ASCII) otherwise."""
+    if "+" in seg or "/" in seg or "=" in seg:
+        raise ValueError("not base64url")
+    pad = -len(seg) % 4
+    if pad == 3 or (pad and seg[-1] not in _SAFE_ENDINGS[pad - 1]):
+        raise ValueError("not base64url")
+    return binascii.a2b_base64(
+        seg.encode("ascii").translate(_TO_B64) + b"=" * pad, strict_mode=True
+    )
 
 
 def _import_public_keys(jwks: Mapping[str, Any]) -> dict[str, Key]:
@@ -253,6 +276,12 @@ class TokenVerifier:
                         continue
                     if isinstance(op, RSAPublicKey):
                         self._rs256[kid] = op
+        #: header segment -> (typ, key) of headers that passed every check below and name an
+        #: RS256 key of `_rs256`: the same segment always parses to the same header, so the next
+        #: token with it only has its signature checked (the `_verify_signature` fast path).
+        #: Only headers of exactly alg/kid/typ are remembered (what `TokenIssuer` writes), so
+        #: nothing like `crit` or `b64` ever skips joserfc. Bounded; cleared when full.
+        self._headers: dict[str, tuple[str, RSAPublicKey]] = {}
         self._verified = functools.lru_cache(maxsize=cache_size)(self._verify_signature)
 
     def verify(
@@ -291,6 +320,10 @@ class TokenVerifier:
         Memoised per (token, expected_typ): only successes are cached, since exceptions
         pass through ``lru_cache`` without being stored.
         """
+        head, _, rest = token.partition(".")
+        known = self._headers.get(head)
+        if known is not None and known[0] == expected_typ:
+            return self._verify_known_header(token, head, rest, known[1])
         try:
             obj = jws.extract_compact(token.encode("ascii"), registry=self._registry)
         except (JoseError, ValueError, UnicodeError) as exc:
@@ -320,7 +353,36 @@ class TokenVerifier:
             raise InvalidToken(Reason.BAD_SIGNATURE, str(exc)) from exc
         if not ok or obj.payload is None:
             raise InvalidToken(Reason.BAD_SIGNATURE, "signature does not verify")
+        if fast is not None and header.keys() <= _PLAIN_HEADER:
+            if len(self._headers) >= _MAX_HEADERS:
+                self._headers.clear()
+            self._headers[head] = (expected_typ, fast)
         return obj.payload
+
+    def _verify_known_header(self, token: str, head: str, rest: str, key: RSAPublicKey) -> bytes:
+        """`_verify_signature` for a header segment that already passed its checks: what
+        joserfc's extract and validate still do for such a token (three segments, sizes, strict
+        base64url, ASCII), then the RS256 signature; the payload bytes."""
+        payload_seg, _, sig_seg = rest.partition(".")
+        registry = self._registry
+        if (
+            not sig_seg
+            or "." in sig_seg
+            or len(payload_seg) > registry.max_payload_length
+            or len(sig_seg) > registry.max_signature_length
+        ):
+            raise InvalidToken(Reason.MALFORMED, "not a compact JWS of this issuer")
+        try:
+            signing_input = token[: len(head) + 1 + len(payload_seg)].encode("ascii")
+            sig = b64url_decode(sig_seg)
+            payload = b64url_decode(payload_seg)
+        except ValueError as exc:
+            raise InvalidToken(Reason.MALFORMED, "bad base64url segment") from exc
+        try:
+            key.verify(sig, signing_input, _PKCS1V15, _SHA256)
+        except InvalidSignature:
+            raise InvalidToken(Reason.BAD_SIGNATURE, "signature does not verify") from None
+        return payload
 
     def _check_claims(self, claims: dict[str, Any], now: float) -> None:
         if self._plainly_valid(claims, math.floor(now)):
@@ -377,6 +439,11 @@ def _numeric(value: object) -> TypeGuard[int | float]:
 
 
 _PKCS1V15: Final = padding.PKCS1v15()
+_SHA256: Final = hashes.SHA256()
+#: The header fields `TokenIssuer` writes; only such headers take the known-header fast path.
+_PLAIN_HEADER: Final = frozenset({"alg", "kid", "typ"})
+#: Distinct header segments remembered per verifier (one per kid and typ in practice).
+_MAX_HEADERS: Final = 64
 
 
 def _verify_rs256(key: RSAPublicKey, obj: jws.CompactSignature) -> bool:
@@ -387,7 +454,7 @@ def _verify_rs256(key: RSAPublicKey, obj: jws.CompactSignature) -> bool:
     except (TypeError, ValueError):
         return False
     try:
-        key.verify(sig, signing_input, _PKCS1V15, hashes.SHA256())
+        key.verify(sig, signing_input, _PKCS1V15, _SHA256)
     except InvalidSignature:
         return False
     return True
