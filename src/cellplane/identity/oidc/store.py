@@ -38,7 +38,6 @@ from cellplane.identity.passwords import (
     generate_secret,
     hash_secret,
 )
-from cellplane.identity.rbac import claims_for
 from cellplane.identity.signing import ACCESS_TOKEN_AUDIENCE, ALGORITHMS
 from cellplane.ids import new_id
 from cellplane.services import audit
@@ -66,25 +65,10 @@ class TokenStoreMixin(OidcProviderCore):
         """authlib's token generator: a signed access token and maybe an opaque refresh token."""
         granted = client.get_allowed_scope(scope)
         if user is not None:
-            claims = claims_for(
-                ctx.reader,
-                tenant_id=ctx.tenant_id,
-                tenant=ctx.tenant,
-                subject_kind="user",
-                subject_id=user.id,
-                name=user.name,
-                extra_roles=user.roles,
-            )
+            claims = self.claims(ctx, "user", user.id, user.name, user.roles)
             subject = user.id
         else:
-            claims = claims_for(
-                ctx.reader,
-                tenant_id=ctx.tenant_id,
-                tenant=ctx.tenant,
-                subject_kind="client",
-                subject_id=client.client_id,
-                name=client.name,
-            )
+            claims = self.claims(ctx, "client", client.client_id, client.name)
             subject = client.client_id
         if granted:
             claims["scope"] = granted
