@@ -105,7 +105,10 @@ class TokenIssuer:
     def _sign(self, typ: str, claims: dict[str, Any], now: float) -> str:
         key = self._ring.active_key(now)
         header = {"alg": key.alg, "kid": key.kid, "typ": typ}
-        return encode(header, claims, self._ring.private_jwk(key.kid), algorithms=[key.alg])
+        jwk = self._ring.private_jwk(key.kid)
+        if key.alg == "RS256" and isinstance(jwk, RSAKey):
+            return _sign_rs256(header, claims, jwk)
+        return encode(header, claims, jwk, algorithms=[key.alg])
 
     def _base_claims(
         self,
@@ -176,6 +179,38 @@ class TokenIssuer:
         return self._sign(ID_TOKEN_TYP, body, now)
 
 
+def _sign_rs256(header: dict[str, str], claims: dict[str, Any], jwk: RSAKey) -> str:
+    """What joserfc's `jwt.encode` makes of an RS256 header and plain JSON claims (the same
+    JSON text and segments), with the header segment and the `cryptography` key looked up once
+    per key instead of resolved per token."""
+    cached = _RS256_SIGNERS.get(id(jwk))
+    if cached is None or cached[0] is not jwk:
+        cached = (jwk, jwk.get_op_key("sign"), {})
+        if len(_RS256_SIGNERS) >= 64:
+            _RS256_SIGNERS.clear()
+        _RS256_SIGNERS[id(jwk)] = cached
+    _, private, headers = cached
+    typ = header["typ"]
+    head = headers.get((header["kid"], typ))
+    if head is None:
+        # joserfc's order: `typ` first (its default), then the given fields; ASCII JSON.
+        text = json.dumps({"typ": typ, **header}, ensure_ascii=True, separators=(",", ":"))
+        head = headers[(header["kid"], typ)] = _b64url(text.encode("ascii"))
+    payload = json.dumps(claims, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    signing_input = head + b"." + _b64url(payload)
+    signature = private.sign(signing_input, _PKCS1V15, _SHA256)
+    return (signing_input + b"." + _b64url(signature)).decode("ascii")
+
+
+def _b64url(data: bytes) -> bytes:
+    return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_TO_B64URL)
+
+
+#: id(private JWK) -> (that JWK, its `cryptography` key, {(kid, typ): header segment}). The JWK
+#: is kept so the id cannot be reused by another key while the entry lives.
+_RS256_SIGNERS: dict[int, tuple[RSAKey, Any, dict[tuple[str, str], bytes]]] = {}
+
+
 def peek_claims(token: str) -> dict[str, Any]:
     """The claims of a compact JWS *without* verifying anything (to pick its issuer's
     verifier); ValueError (or IndexError) if there is no JSON object in the payload segment.
@@ -189,6 +224,7 @@ def peek_claims(token: str) -> dict[str, Any]:
 
 
 _TO_B64: Final = bytes.maketrans(b"-_", b"+/")
+_TO_B64URL: Final = bytes.maketrans(b"+/", b"-_")
 _JSON: Final = json.JSONDecoder()
 #: What the last character of a base64url segment may be when it is 2 or 1 padding characters
 #: short: the unused low bits must be zero (RFC 4648 section 3.5, as joserfc checks).

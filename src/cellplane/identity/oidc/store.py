@@ -118,6 +118,21 @@ class TokenStoreMixin(OidcProviderCore):
         grant_type = request.payload.grant_type
         client: Client = request.client
         user: AuthUser | None = request.user
+        actor = f"user:{user.id}" if user is not None else f"client:{client.client_id}"
+        event: dict[str, Any] = {
+            "tenant_id": ctx.tenant_id,
+            "actor": actor,
+            "action": "token",
+            "target": client.client_id,
+            "source": ctx.source,
+            "detail": {"grant_type": grant_type, "scope": token.get("scope", "")},
+        }
+        code: CodeRecord | None = request.authorization_code
+        if not (token.get("refresh_token") and user is not None) and code is None:
+            # Only the audit row to write (client_credentials): one Core INSERT, no ORM session.
+            with ctx.write_rows() as conn:
+                audit.insert(conn, **event)
+            return
         with ctx.write() as s:
             family: str | None = None
             if token.get("refresh_token") and user is not None:
@@ -157,23 +172,13 @@ class TokenStoreMixin(OidcProviderCore):
                         access_expires_at=float(access.get("exp") or 0) or None,
                     )
                 )
-            code: CodeRecord | None = request.authorization_code
             if code is not None and family is not None:
                 s.execute(
                     update(AuthCode)
                     .where(AuthCode.code_hash == code.code_hash)
                     .values(family_id=family)
                 )
-            actor = f"user:{user.id}" if user is not None else f"client:{client.client_id}"
-            audit.insert(
-                s,
-                tenant_id=ctx.tenant_id,
-                actor=actor,
-                action="token",
-                target=client.client_id,
-                source=ctx.source,
-                detail={"grant_type": grant_type, "scope": token.get("scope", "")},
-            )
+            audit.insert(s, **event)
 
     def claim_refresh_token(self, ctx: Ctx, presented: str, grant: Any) -> RefreshRecord | None:
         """Mark the refresh token used and return it; a reused one revokes its whole family."""
