@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy import select
 
 from cellplane.errors import Unauthorized
+from cellplane.identity.compact import InvalidToken, peek_claims
 from cellplane.identity.rbac import Principal, principal_from_claims, roles_of
-from cellplane.identity.tokens import InvalidToken, peek_claims
 from cellplane.services.context import Services
 from cellplane.state.identity_models import OAuthClient, RevokedToken, User
 from cellplane.state.models import Credential, Tenant
