@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +27,8 @@ from cellplane.identity.tokens import (
     TokenVerifier,
     b64url_decode,
 )
+from cellplane.services.context import Services
+from cellplane.state.db import Database
 
 NOW = 1_700_000_000.0
 ISS = "https://cellplane.test/identity/alpha"
@@ -162,3 +166,26 @@ def test_rs256_tokens_are_the_very_ones_joserfc_signs() -> None:
         mine = issuer._sign(typ, dict(body), NOW)
         header = {"alg": "RS256", "kid": key.kid, "typ": typ}
         assert mine == jwt.encode(header, dict(body), RING.private_jwk(key.kid), ["RS256"])
+
+
+def test_first_tokens_of_concurrent_requests_share_one_key(tmp_path: Path) -> None:
+    """Regression: the first key of a tenant was dated at the request that made it, so a
+    concurrent request whose clock reading came a moment earlier found no key that may sign,
+    rotated the new one away, and a third request could catch the ring mid-rotation (a 500 on
+    the token endpoint under load). Now the key is dated `leeway_s` back, the rotation adds
+    the new key before retiring the others, and `Services.tokens` is made once."""
+    svc = Services(db=Database("sqlite://"), data_dir=tmp_path)
+    with ThreadPoolExecutor(8) as pool:
+        services = set(pool.map(lambda _: id(svc.tokens), range(32)))
+    assert len(services) == 1
+    tokens = svc.tokens
+    first = tokens.issuer("tnt-a", ISS, NOW).issue_access_token("u", AUD, None, NOW)
+    earlier = tokens.issuer("tnt-a", ISS, NOW - 0.5).issue_access_token("u", AUD, None, NOW - 0.5)
+    kids = {
+        json.loads(urlsafe_b64decode(t.split(".")[0].encode()))["kid"] for t in (first, earlier)
+    }
+    assert len(kids) == 1 and len(tokens.ring("tnt-a", NOW).keys) == 1
+    ring = tokens.ring("tnt-a", NOW)
+    fresh = ring.rotate(NOW + 10, overlap_s=60)
+    assert ring.active_key(NOW + 10).kid == fresh.kid
+    assert ring.private_jwk(fresh.kid) is not None
