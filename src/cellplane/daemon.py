@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,7 @@ def run_agent(
     """Run the agent. ``ca_file``: the deployment's root certificate, to verify an HTTPS
     server; with an HTTPS server the agent also asks for a host certificate at registration
     (kept in ``<data_dir>/agent/tls/``)."""
+    _agent_import_diet()
     from cellplane import logs
     from cellplane.agent.endpoint import AgentEndpoint
     from cellplane.agent.runner import Agent, AgentConfig
@@ -248,6 +250,25 @@ def run_agent(
         # start).
         engine.shutdown()
     return 0
+
+
+def _agent_import_diet() -> None:
+    """Keep out of the agent what its libraries import only for features it does not use
+    (~3 MB of resident memory, which the footprint target counts; a no-op where they are
+    already loaded, as in the CLI's `cellplane agent`):
+
+    * ``charset_normalizer`` / ``chardet``: `requests` (under the docker SDK) guesses the
+      encoding of an answer with no charset. The agent's only `requests` peer is podman,
+      whose answers are JSON (UTF-8 by RFC 8259, which `requests` assumes for JSON) and
+      `requests` falls back to UTF-8 without them; it warns once at import, silenced here.
+    * ``click``: httpx imports its command line (``httpx._main``) when click is installed and
+      carries on without it.
+    """
+    for name in ("charset_normalizer", "chardet", "click"):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+    warnings.filterwarnings(
+        "ignore", message="Unable to find acceptable character detection", module="requests"
+    )
 
 
 def _labels(items: list[str]) -> dict[str, str]:

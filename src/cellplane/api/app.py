@@ -151,14 +151,18 @@ def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
 
     app.add_middleware(TimingAndAudit, svc=svc)
 
+    # FastAPI tries the routes in this order (each router's routes up to the match, twice for
+    # the matching router), ~2.5 us per route tried. The OIDC endpoints come first: clients call
+    # /token at machine rate, and no other route can match a path under /identity/ (nor theirs
+    # one of these), so the order changes nothing else; it costs other requests 10 misses.
     routers = (
+        routes_identity,
         routes_system,
         routes_ops,
         routes_cells,
         routes_exec,
         routes_clusters,
         routes_agent,
-        routes_identity,
         routes_directory,
         routes_quotas,
         routes_pki,

@@ -82,21 +82,22 @@ def _trust_server_ca(server: str, fingerprint: str | None) -> str:
     import os
     from urllib.parse import urlsplit
 
-    import httpx
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
+    from cellplane.client import CellplaneConnectionError, CellplaneError, Client
     from cellplane.client.config import config_path
 
     try:
-        with _http_client(None, verify=False) as http:
-            response = http.get(f"{server}/v1/ca")
-    except httpx.HTTPError as exc:
+        # Unverified on purpose: this is the trust-on-first-use fetch (see the module doc).
+        with Client(server, None, verify=False, transport=transport_factory()) as api:
+            pem = api.ca_certificates()
+    except CellplaneConnectionError as exc:
         output.fail(f"cannot fetch the CA of {server}", _connection_hint(exc))
-    if response.status_code != 200:
-        output.fail(f"cannot fetch the CA of {server}", f"GET /v1/ca: HTTP {response.status_code}")
+    except CellplaneError as exc:
+        output.fail(f"cannot fetch the CA of {server}", f"GET /v1/ca: {exc}")
     try:
-        certs = x509.load_pem_x509_certificates(response.content)
+        certs = x509.load_pem_x509_certificates(pem.encode())
     except ValueError:
         output.fail(f"cannot fetch the CA of {server}", "GET /v1/ca did not answer PEM")
     roots = [c for c in certs if c.subject == c.issuer] or certs[-1:]

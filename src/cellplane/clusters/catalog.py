@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cellplane.clusters import jsonc
@@ -190,6 +189,8 @@ def _validate_entries(path: Path, model: type[_M], items: list[Any]) -> list[_M]
 
 
 def _load_role(path: Path) -> RoleDefinition:
+    import yaml  # here, not with the module: only a catalog load parses YAML (~0.5 MB resident)
+
     try:
         data = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except OSError as exc:

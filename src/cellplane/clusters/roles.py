@@ -33,15 +33,18 @@ and ``join``):
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import jinja2
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from cellplane.clusters.errors import RoleError
+
+if TYPE_CHECKING:
+    import jinja2
 
 __all__ = [
     "ConfigKey",
@@ -279,7 +282,12 @@ class RenderedRole:
 
 
 def template_environment() -> jinja2.Environment:
-    """The one Jinja2 setup for role templates (also used to compile-check at load)."""
+    """The one Jinja2 setup for role templates (also used to compile-check at load).
+
+    Jinja2 is imported here, not with the module: the server imports the cluster machinery at
+    start, and only a catalog load or a deployment renders templates (~1 MB resident)."""
+    import jinja2
+
     return jinja2.Environment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
@@ -290,7 +298,9 @@ def template_environment() -> jinja2.Environment:
     )
 
 
-_ENV = template_environment()
+@functools.cache
+def _environment() -> jinja2.Environment:
+    return template_environment()
 
 
 def _context(role: RoleDefinition, topology: Topology, me: Member) -> dict[str, Any]:
@@ -341,8 +351,10 @@ def role_settings(role: RoleDefinition, configuration: Mapping[str, Any]) -> dic
 
 
 def _render(source: str, where: str, role: str, context: Mapping[str, Any]) -> str:
+    import jinja2
+
     try:
-        return _ENV.from_string(source).render(context)
+        return _environment().from_string(source).render(context)
     except jinja2.TemplateError as exc:
         raise RoleError(f"role {role}: {where}: {exc}") from None
 

@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy import select
 
 from cellplane.errors import Unauthorized
+from cellplane.identity.compact import InvalidToken, peek_claims
 from cellplane.identity.rbac import Principal, principal_from_claims, roles_of
-from cellplane.identity.tokens import InvalidToken, peek_claims
 from cellplane.services.context import Services
 from cellplane.state.identity_models import OAuthClient, RevokedToken, User
 from cellplane.state.models import Credential, Tenant
@@ -72,6 +72,7 @@ class Authenticator:
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._status: dict[tuple[str, str, str], tuple[float, bool]] = {}
         self._tenants: dict[str, str] = {}  # name -> id
+        self._issuers: dict[tuple[str, str | None], str] = {}  # (iss, request base) -> tenant id
         self._revoked: dict[str, float] | None = None  # jti -> exp
         self._lock = threading.Lock()
         _LIVE.add(self)
@@ -115,10 +116,9 @@ class Authenticator:
                 raise TypeError("iss")
         except (ValueError, KeyError, IndexError, TypeError):
             raise Unauthorized("the bearer token is not valid") from None
-        base, sep, tenant = iss.rpartition("/identity/")
-        tenant_id = self._tenant_id(tenant) if sep and tenant else None
-        if tenant_id is None or iss != self.issuer_url(tenant, request_base or base):
-            raise Unauthorized("the bearer token is not valid (unknown issuer)")
+        tenant_id = self._issuers.get((iss, request_base))
+        if tenant_id is None:
+            tenant_id = self._issuer_tenant(iss, request_base)
         verifier = self._svc.tokens.verifier(tenant_id, iss, now)
         try:
             claims = verifier.verify(token, now, peeked=unverified)
@@ -127,14 +127,30 @@ class Authenticator:
         if claims.get("tid") != tenant_id:
             raise Unauthorized("the bearer token is not valid (tenant)")
         jti = claims.get("jti")
-        with self._lock:
-            revoked = self._load_revoked()
-            if isinstance(jti, str) and jti in revoked:
-                raise Unauthorized("the bearer token has been revoked")
+        revoked = self._revoked
+        if revoked is None:
+            with self._lock:
+                revoked = self._load_revoked()
+        # A dict read needs no lock: `revoke_jti` adds under the lock, nothing ever removes.
+        if isinstance(jti, str) and jti in revoked:
+            raise Unauthorized("the bearer token has been revoked")
         kind = "client" if claims.get("kind") == "service" else "user"
         if not self._subject_active(tenant_id, kind, str(claims.get("sub", ""))):
             raise Unauthorized("the bearer token is not valid (its subject is disabled or gone)")
         return claims
+
+    def _issuer_tenant(self, iss: str, request_base: str | None) -> str:
+        """The tenant id whose issuer `iss` is (for a request to `request_base`), remembered
+        in `_issuers` (cleared with the tenant names by `forget`); Unauthorized if none is."""
+        base, sep, tenant = iss.rpartition("/identity/")
+        tenant_id = self._tenant_id(tenant) if sep and tenant else None
+        if tenant_id is None or iss != self.issuer_url(tenant, request_base or base):
+            raise Unauthorized("the bearer token is not valid (unknown issuer)")
+        with self._lock:
+            if len(self._issuers) > 1000:
+                self._issuers.clear()
+            self._issuers[(iss, request_base)] = tenant_id
+        return tenant_id
 
     def _subject_active(self, tenant_id: str, kind: str, subject_id: str) -> bool:
         """Whether the user (not disabled) or client still exists in the tenant (cached)."""
@@ -200,6 +216,7 @@ class Authenticator:
             self._cache.clear()
             self._status.clear()
             self._tenants.clear()
+            self._issuers.clear()
 
     def forget_subject(self, subject_id: str) -> None:
         """Drop what is cached about one user or client (see `subject_changed`)."""

@@ -138,8 +138,8 @@ class KeyRing:
         parsed = _import_private(key.private_pem, key.alg)
         if parsed.thumbprint() != key.kid:
             raise KeyStoreError(f"key {key.kid!r} does not match its thumbprint")
+        self._parsed[key.kid] = parsed  # before the key is visible to `active_key`
         self._keys.append(key)
-        self._parsed[key.kid] = parsed
 
     @staticmethod
     def new_key(now: float, alg: str = "ES256") -> SigningKey:
@@ -184,13 +184,14 @@ class KeyRing:
             raise ValueError("overlap_s must be >= 0")
         new_alg = alg or (self._keys[-1].alg if self._keys else "ES256")
         fresh = self.new_key(now, new_alg)
+        # The new key first: a thread signing meanwhile always finds a key that may sign.
+        self._add(fresh)
         for i, key in enumerate(self._keys):
-            if key.retire_at is None or key.retire_at > now:
+            if key is not fresh and (key.retire_at is None or key.retire_at > now):
                 expires = now + overlap_s
                 if key.expires_at is not None:
                     expires = min(expires, key.expires_at)
                 self._keys[i] = replace(key, retire_at=now, expires_at=expires)
-        self._add(fresh)
         return fresh
 
     def prune(self, now: float) -> list[str]:

@@ -30,6 +30,7 @@ __all__ = [
     "ROLE_PERMISSIONS",
     "Principal",
     "claims_for",
+    "claims_of_roles",
     "principal_from_claims",
     "roles_of",
 ]
@@ -175,6 +176,26 @@ def claims_for(
 ) -> dict[str, Any]:
     """The Cellplane claims of an access token (on top of iss/sub/aud/exp/...)."""
     roles, projects = roles_of(s, tenant_id, subject_kind, subject_id, extra_roles)
+    return claims_of_roles(
+        tenant_id=tenant_id,
+        tenant=tenant,
+        subject_kind=subject_kind,
+        name=name,
+        roles=roles,
+        projects=projects,
+    )
+
+
+def claims_of_roles(
+    *,
+    tenant_id: str,
+    tenant: str,
+    subject_kind: str,
+    name: str,
+    roles: Iterable[str],
+    projects: Mapping[str, Iterable[str]],
+) -> dict[str, Any]:
+    """`claims_for` of roles already read (`roles_of`'s answer)."""
     return {
         "tenant": tenant,
         "tid": tenant_id,

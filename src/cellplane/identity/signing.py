@@ -69,7 +69,10 @@ class TokenService:
                 if path.exists():
                     ring = KeyRing.load(path)
                 else:
-                    ring = KeyRing.generate(now, ALGORITHMS[0])
+                    # Dated `leeway_s` back: requests that read the clock just before this one
+                    # (concurrent first tokens) may sign with it too, instead of finding no
+                    # active key and rotating it away.
+                    ring = KeyRing.generate(now - self.leeway_s, ALGORITHMS[0])
                     ring.save(path)
                 self._rings[tenant_id] = ring
                 self._versions[tenant_id] = self._versions.get(tenant_id, 0) + 1

@@ -19,13 +19,12 @@ whose ``reason`` is a stable machine-readable :class:`Reason`.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import functools
 import json
 import math
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from enum import StrEnum
 from typing import Any, Final, TypeGuard
 
 from cryptography.exceptions import InvalidSignature
@@ -43,6 +42,7 @@ from joserfc.jwk import JWKRegistry, Key, OctKey, RSAKey
 from joserfc.jwt import JWTClaimsRegistry, encode
 from joserfc.util import urlsafe_b64decode
 
+from cellplane.identity.compact import InvalidToken, Reason, b64url_decode, peek_claims
 from cellplane.identity.keys import KeyRing
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "Reason",
     "TokenIssuer",
     "TokenVerifier",
+    "b64url_decode",
     "peek_claims",
 ]
 
@@ -71,30 +72,6 @@ _ACCESS_RESERVED: Final = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "
 _ID_RESERVED: Final = _ACCESS_RESERVED | {"nonce", "auth_time"}
 
 
-class Reason(StrEnum):
-    """Why a token was refused. Values are stable: logs and metrics key on them."""
-
-    MALFORMED = "malformed"
-    ALG_NOT_ALLOWED = "alg_not_allowed"
-    UNKNOWN_KID = "unknown_kid"
-    BAD_SIGNATURE = "bad_signature"
-    EXPIRED = "expired"
-    NOT_YET_VALID = "not_yet_valid"
-    WRONG_ISSUER = "wrong_issuer"
-    WRONG_AUDIENCE = "wrong_audience"
-    WRONG_TYP = "wrong_typ"
-    MISSING_CLAIM = "missing_claim"
-
-
-class InvalidToken(Exception):
-    """A token was refused. ``reason`` is for code; ``detail`` for logs, not for clients."""
-
-    def __init__(self, reason: Reason, detail: str = "") -> None:
-        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
-        self.reason = reason
-        self.detail = detail
-
-
 class TokenIssuer:
     """Mints tokens for one issuer URL with the ring's active key at ``now``."""
 
@@ -105,7 +82,10 @@ class TokenIssuer:
     def _sign(self, typ: str, claims: dict[str, Any], now: float) -> str:
         key = self._ring.active_key(now)
         header = {"alg": key.alg, "kid": key.kid, "typ": typ}
-        return encode(header, claims, self._ring.private_jwk(key.kid), algorithms=[key.alg])
+        jwk = self._ring.private_jwk(key.kid)
+        if key.alg == "RS256" and isinstance(jwk, RSAKey):
+            return _sign_rs256(header, claims, jwk)
+        return encode(header, claims, jwk, algorithms=[key.alg])
 
     def _base_claims(
         self,
@@ -176,14 +156,39 @@ class TokenIssuer:
         return self._sign(ID_TOKEN_TYP, body, now)
 
 
-def peek_claims(token: str) -> dict[str, Any]:
-    """The claims of a compact JWS *without* verifying anything (to pick its issuer's
-    verifier); ValueError (or IndexError) if there is no JSON object in the payload segment."""
-    seg = token.split(".")[1]  # IndexError if there is none
-    claims = json.loads(base64.urlsafe_b64decode(seg + "=" * (-len(seg) % 4)))
-    if not isinstance(claims, dict):
-        raise ValueError("payload is not a JSON object")
-    return claims
+def _sign_rs256(header: dict[str, str], claims: dict[str, Any], jwk: RSAKey) -> str:
+    """What joserfc's `jwt.encode` makes of an RS256 header and plain JSON claims (the same
+    JSON text and segments), with the header segment and the `cryptography` key looked up once
+    per key instead of resolved per token."""
+    cached = _RS256_SIGNERS.get(id(jwk))
+    if cached is None or cached[0] is not jwk:
+        cached = (jwk, jwk.get_op_key("sign"), {})
+        if len(_RS256_SIGNERS) >= 64:
+            _RS256_SIGNERS.clear()
+        _RS256_SIGNERS[id(jwk)] = cached
+    _, private, headers = cached
+    typ = header["typ"]
+    head = headers.get((header["kid"], typ))
+    if head is None:
+        # joserfc's order: `typ` first (its default), then the given fields; ASCII JSON.
+        text = json.dumps({"typ": typ, **header}, ensure_ascii=True, separators=(",", ":"))
+        head = headers[(header["kid"], typ)] = _b64url(text.encode("ascii"))
+    payload = json.dumps(claims, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    signing_input = head + b"." + _b64url(payload)
+    signature = private.sign(signing_input, _PKCS1V15, _SHA256)
+    return (signing_input + b"." + _b64url(signature)).decode("ascii")
+
+
+def _b64url(data: bytes) -> bytes:
+    return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_TO_B64URL)
+
+
+_TO_B64URL: Final = bytes.maketrans(b"+/", b"-_")
+
+
+#: id(private JWK) -> (that JWK, its `cryptography` key, {(kid, typ): header segment}). The JWK
+#: is kept so the id cannot be reused by another key while the entry lives.
+_RS256_SIGNERS: dict[int, tuple[RSAKey, Any, dict[tuple[str, str], bytes]]] = {}
 
 
 def _import_public_keys(jwks: Mapping[str, Any]) -> dict[str, Key]:
@@ -253,6 +258,12 @@ class TokenVerifier:
                         continue
                     if isinstance(op, RSAPublicKey):
                         self._rs256[kid] = op
+        #: header segment -> (typ, key) of headers that passed every check below and name an
+        #: RS256 key of `_rs256`: the same segment always parses to the same header, so the next
+        #: token with it only has its signature checked (the `_verify_signature` fast path).
+        #: Only headers of exactly alg/kid/typ are remembered (what `TokenIssuer` writes), so
+        #: nothing like `crit` or `b64` ever skips joserfc. Bounded; cleared when full.
+        self._headers: dict[str, tuple[str, RSAPublicKey]] = {}
         self._verified = functools.lru_cache(maxsize=cache_size)(self._verify_signature)
 
     def verify(
@@ -291,6 +302,10 @@ class TokenVerifier:
         Memoised per (token, expected_typ): only successes are cached, since exceptions
         pass through ``lru_cache`` without being stored.
         """
+        head, _, rest = token.partition(".")
+        known = self._headers.get(head)
+        if known is not None and known[0] == expected_typ:
+            return self._verify_known_header(token, head, rest, known[1])
         try:
             obj = jws.extract_compact(token.encode("ascii"), registry=self._registry)
         except (JoseError, ValueError, UnicodeError) as exc:
@@ -320,7 +335,36 @@ class TokenVerifier:
             raise InvalidToken(Reason.BAD_SIGNATURE, str(exc)) from exc
         if not ok or obj.payload is None:
             raise InvalidToken(Reason.BAD_SIGNATURE, "signature does not verify")
+        if fast is not None and header.keys() <= _PLAIN_HEADER:
+            if len(self._headers) >= _MAX_HEADERS:
+                self._headers.clear()
+            self._headers[head] = (expected_typ, fast)
         return obj.payload
+
+    def _verify_known_header(self, token: str, head: str, rest: str, key: RSAPublicKey) -> bytes:
+        """`_verify_signature` for a header segment that already passed its checks: what
+        joserfc's extract and validate still do for such a token (three segments, sizes, strict
+        base64url, ASCII), then the RS256 signature; the payload bytes."""
+        payload_seg, _, sig_seg = rest.partition(".")
+        registry = self._registry
+        if (
+            not sig_seg
+            or "." in sig_seg
+            or len(payload_seg) > registry.max_payload_length
+            or len(sig_seg) > registry.max_signature_length
+        ):
+            raise InvalidToken(Reason.MALFORMED, "not a compact JWS of this issuer")
+        try:
+            signing_input = token[: len(head) + 1 + len(payload_seg)].encode("ascii")
+            sig = b64url_decode(sig_seg)
+            payload = b64url_decode(payload_seg)
+        except ValueError as exc:
+            raise InvalidToken(Reason.MALFORMED, "bad base64url segment") from exc
+        try:
+            key.verify(sig, signing_input, _PKCS1V15, _SHA256)
+        except InvalidSignature:
+            raise InvalidToken(Reason.BAD_SIGNATURE, "signature does not verify") from None
+        return payload
 
     def _check_claims(self, claims: dict[str, Any], now: float) -> None:
         if self._plainly_valid(claims, math.floor(now)):
@@ -377,6 +421,11 @@ def _numeric(value: object) -> TypeGuard[int | float]:
 
 
 _PKCS1V15: Final = padding.PKCS1v15()
+_SHA256: Final = hashes.SHA256()
+#: The header fields `TokenIssuer` writes; only such headers take the known-header fast path.
+_PLAIN_HEADER: Final = frozenset({"alg", "kid", "typ"})
+#: Distinct header segments remembered per verifier (one per kid and typ in practice).
+_MAX_HEADERS: Final = 64
 
 
 def _verify_rs256(key: RSAPublicKey, obj: jws.CompactSignature) -> bool:
@@ -387,7 +436,7 @@ def _verify_rs256(key: RSAPublicKey, obj: jws.CompactSignature) -> bool:
     except (TypeError, ValueError):
         return False
     try:
-        key.verify(sig, signing_input, _PKCS1V15, hashes.SHA256())
+        key.verify(sig, signing_input, _PKCS1V15, _SHA256)
     except InvalidSignature:
         return False
     return True

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Connection, Table, select
 from sqlalchemy import insert as insert_
 from sqlalchemy.orm import Session
 
@@ -60,7 +60,7 @@ _AUDIT_INSERT = insert_(cast(Table, AuditEvent.__table__))
 
 
 def insert(
-    s: Session,
+    s: Session | Connection,
     *,
     tenant_id: str | None,
     actor: str,
@@ -72,7 +72,8 @@ def insert(
 ) -> None:
     """`record` as one Core INSERT, executed at once (no ORM unit of work): for hot paths such
     as the token endpoint. Same row, same truncation; what the row refers to (its tenant) must
-    already be in the database, since it is not ordered after the session's pending objects."""
+    already be in the database, since it is not ordered after the session's pending objects.
+    On a Core `Connection` (`Database.connection`) it skips the ORM's execution path too."""
     s.execute(
         _AUDIT_INSERT,
         {

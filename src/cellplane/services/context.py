@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cellplane.identity.rbac import Principal
-from cellplane.identity.signing import TokenService
 from cellplane.state.db import Database
 
 if TYPE_CHECKING:
     from cellplane.identity.oidc import OidcSettings
+    from cellplane.identity.signing import TokenService
 
 __all__ = ["Notifier", "Principal", "Services"]
 
@@ -78,6 +78,9 @@ class Notifier:
         return self._versions[topic]
 
 
+_TOKENS_LOCK = threading.Lock()
+
+
 @dataclass
 class Services:
     """Handles shared by routes, services and controllers of one server process."""
@@ -100,10 +103,16 @@ class Services:
 
     @property
     def tokens(self) -> TokenService:
+        """Signing keys, issuers and verifiers, made on first use: joserfc and `cryptography`
+        (~8 MB resident) load with the first access token the server verifies or issues."""
         if self._tokens is None:
-            self._tokens = TokenService(
-                self.data_dir / "identity" / "keys", access_ttl_s=self.access_ttl_s
-            )
+            with _TOKENS_LOCK:  # one TokenService (one key ring per tenant) per Services
+                if self._tokens is None:
+                    from cellplane.identity.signing import TokenService
+
+                    self._tokens = TokenService(
+                        self.data_dir / "identity" / "keys", access_ttl_s=self.access_ttl_s
+                    )
         return self._tokens
 
     @property

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from cellplane.state import networks as _networks  # noqa: F401  (registers the default-network hook)
@@ -215,6 +215,21 @@ class Database:
             raise
         finally:
             s.close()
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """`session` on a Core connection, without the ORM's unit of work: for hot paths that
+        write a few rows with Core statements (the token endpoint's audit row). Same write lock
+        up front on SQLite, same commit or rollback. Session events do not see these writes."""
+        with self.engine.connect() as conn:
+            try:
+                if self.is_sqlite:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                yield conn
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
 
     @contextmanager
     def reader(self) -> Iterator[Session]:

@@ -316,6 +316,33 @@ def test_trust_server_ca_stores_the_root_and_prints_its_fingerprint(env: Env) ->
     assert plain.exit_code == 2
 
 
+def test_trust_server_ca_fetches_through_the_sdk_and_reports_a_bad_answer(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unverified fetch is the SDK's `ca_certificates` (GET /v1/ca); an error answer or a
+    body that is not PEM fails the login and stores nothing."""
+    seen: list[str] = []
+
+    def answer(status: int, body: bytes) -> httpx.BaseTransport:
+        def handle(request: httpx.Request) -> httpx.Response:
+            seen.append(f"{request.method} {request.url.path} {request.headers['user-agent']}")
+            return httpx.Response(status, content=body)
+
+        return httpx.MockTransport(handle)
+
+    for status, body, message in [
+        (404, b'{"title": "Not Found"}', "GET /v1/ca: Not Found (404)"),
+        (200, b"not a certificate", "GET /v1/ca did not answer PEM"),
+    ]:
+        transport = answer(status, body)
+        monkeypatch.setattr(login, "transport_factory", lambda t=transport: t)
+        result = env.cli("login", "--server", SERVER, "-u", "alice", "--trust-server-ca")
+        assert result.exit_code == 1, result.stderr
+        assert f"cannot fetch the CA of {SERVER}" in result.stderr and message in result.stderr
+    assert seen == ["GET /v1/ca cellplane-sdk"] * 2
+    assert not env.path.exists()
+
+
 def test_ca_file_is_checked_and_recorded(env: Env, tmp_path: Path) -> None:
     env.add_user("alice")
     junk = tmp_path / "junk.pem"

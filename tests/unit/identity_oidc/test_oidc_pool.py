@@ -7,6 +7,7 @@ request held its read session's connection while its failure path waited for a s
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -98,3 +99,33 @@ def test_the_app_bounds_its_worker_threads_below_the_pool(oidc: Oidc) -> None:
     assert tokens == sizing.api_threads
     assert workers == sizing.background_threads
     assert tokens + workers <= sizing.pool_size
+
+
+def test_a_core_write_connection_commits_or_rolls_back_and_holds_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    """`Database.connection` (the token endpoint's audit write): committed when the block ends,
+    rolled back on an error, and on SQLite it takes the write lock up front like `session`."""
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    db = Database(url, strict=True)
+    try:
+        with db.connection() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (v INTEGER)")
+        with db.connection() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        with pytest.raises(RuntimeError), db.connection() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+            raise RuntimeError("boom")
+        with db.reader() as r:
+            assert [v for (v,) in r.connection().exec_driver_sql("SELECT v FROM t")] == [1]
+        assert db.connections_held() == 0
+        other = sqlite3.connect(tmp_path / "x.db", timeout=0)
+        try:
+            with db.connection(), pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+            other.execute("BEGIN IMMEDIATE")  # released with the block
+            other.rollback()
+        finally:
+            other.close()
+    finally:
+        db.dispose()

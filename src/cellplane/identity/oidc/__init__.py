@@ -21,6 +21,8 @@ Modules, by concern:
   authlib's request and payload types.
 * ``adapters``: authlib's server, grants, PKCE, ID token and endpoint subclasses.
 * ``core``: the provider's state, request plumbing, client and user lookup.
+* ``lookups``: tenant, client and role lookups of the token endpoint, kept a few seconds and
+  dropped by any commit that changes the directory.
 * ``login``: password checks, throttles and lockout, LDAP federation.
 * ``store``: token minting, refresh token families, codes, revocation, logout.
 * ``discovery``: discovery document and JWKS.

@@ -12,7 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from authlib.oauth2.rfc6749 import (
     InsecureTransportError,
@@ -24,6 +24,7 @@ from sqlalchemy import Table, bindparam, select
 from cellplane.errors import NotFound
 from cellplane.identity.oidc.adapters import TenantServer
 from cellplane.identity.oidc.answers import Reply, message
+from cellplane.identity.oidc.lookups import Lookups
 from cellplane.identity.oidc.records import (
     _BUILTIN,
     AuthUser,
@@ -38,6 +39,7 @@ from cellplane.identity.oidc.settings import (
     settings_of,
 )
 from cellplane.identity.ratelimit import RateLimiter
+from cellplane.identity.rbac import claims_of_roles, roles_of
 from cellplane.state.identity_models import (
     OAuthClient,
     User,
@@ -92,6 +94,8 @@ class OidcProviderCore:
         self._familiar: OrderedDict[tuple[str, str, str], float] = OrderedDict()
         self._familiar_lock = threading.Lock()
         self._form_key: bytes | None = None
+        #: Tenant, client and role lookups of the token endpoint (see `lookups`).
+        self.lookups = Lookups(s.lookup_cache_s)
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -120,15 +124,20 @@ class OidcProviderCore:
         )
         row = None
         if len(tenant) <= 63:
-            # Core on the session's connection: one per request, so no ORM layer.
-            row = ctx.reader.connection().execute(_TENANT_BY_NAME, {"name": tenant}).first()
+            row = self.lookups.get(("tenant", tenant), lambda: self._tenant_row(ctx, tenant))
         if row is None:
             ctx.close()
             raise NotFound(f"no identity issuer for tenant {tenant!r}")
-        ctx.tenant_id, ctx.tenant = row.id, row.name
-        ctx.issuer = self.authn.issuer_url(row.name, ctx.request_base)
+        ctx.tenant_id, ctx.tenant = row
+        ctx.issuer = self.authn.issuer_url(ctx.tenant, ctx.request_base)
         ctx.secure = ctx.issuer.startswith("https://")
         return ctx
+
+    @staticmethod
+    def _tenant_row(ctx: Ctx, tenant: str) -> tuple[str, str] | None:
+        # Core on the session's connection: one per request, so no ORM layer.
+        row = ctx.reader.connection().execute(_TENANT_BY_NAME, {"name": tenant}).first()
+        return None if row is None else (row.id, row.name)
 
     def rate_limited(self, tenant: str, source: str) -> float | None:
         return self.limiter.take((tenant[:64], source), self.clock())
@@ -200,17 +209,53 @@ class OidcProviderCore:
         if client_id == BUILTIN_CLIENT_ID:
             found = _BUILTIN
         elif 0 < len(client_id) <= 40:
-            row = ctx.reader.connection().execute(_CLIENT_BY_ID, {"id": client_id}).first()
-            if row is not None and row.tenant_id == ctx.tenant_id:
-                found = Client(
-                    row.id,
-                    row.name,
-                    row.secret_hash,
-                    list(row.redirect_uris or ()),
-                    list(row.grant_types or ()),
-                )
+            found = self.lookups.get(
+                ("client", ctx.tenant_id, client_id), lambda: self._client_row(ctx, client_id)
+            )
         ctx._clients[client_id] = found
         return found
+
+    @staticmethod
+    def _client_row(ctx: Ctx, client_id: str) -> Client | None:
+        row = ctx.reader.connection().execute(_CLIENT_BY_ID, {"id": client_id}).first()
+        if row is None or row.tenant_id != ctx.tenant_id:
+            return None
+        return Client(
+            row.id,
+            row.name,
+            row.secret_hash,
+            list(row.redirect_uris or ()),
+            list(row.grant_types or ()),
+        )
+
+    def claims(
+        self,
+        ctx: Ctx,
+        subject_kind: str,
+        subject_id: str,
+        name: str,
+        extra_roles: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """`rbac.claims_for` of a user or client of the request's tenant, with its role
+        assignments from `lookups`."""
+        tenant_id = ctx.tenant_id
+        roles, projects = cast(
+            "tuple[tuple[str, ...], dict[str, tuple[str, ...]]]",
+            self.lookups.get(
+                ("roles", tenant_id, subject_kind, subject_id),
+                lambda: roles_of(ctx.reader, tenant_id, subject_kind, subject_id),
+            ),
+        )
+        if extra_roles:
+            roles = tuple(sorted({*roles, *extra_roles}))
+        return claims_of_roles(
+            tenant_id=tenant_id,
+            tenant=ctx.tenant,
+            subject_kind=subject_kind,
+            name=name,
+            roles=roles,
+            projects=projects,
+        )
 
     def active_user(
         self,

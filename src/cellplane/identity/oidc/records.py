@@ -24,6 +24,7 @@ from authlib.oauth2.rfc6749 import (
     list_to_scope,
     scope_to_list,
 )
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from cellplane.identity.oidc.settings import (
@@ -91,6 +92,13 @@ class Ctx:
         self.release()
         with self.provider.svc.db.session() as s:
             yield s
+
+    @contextmanager
+    def write_rows(self) -> Iterator[Connection]:
+        """`write` on a Core connection (`Database.connection`), for Core statements only."""
+        self.release()
+        with self.provider.svc.db.connection() as conn:
+            yield conn
 
     def close(self) -> None:
         self.release()

@@ -68,6 +68,9 @@ class OidcSettings:
     max_field_chars: int = 8192
     max_username_chars: int = 128
     max_password_chars: int = 1024
+    #: How long the token endpoint may reuse a tenant, client or role lookup (see `lookups`);
+    #: a change committed in this process drops them at once. 0 = read the database each time.
+    lookup_cache_s: float = 5.0
 
 
 def settings_of(svc: Services, environ: Mapping[str, str] | None = None) -> OidcSettings:

@@ -38,7 +38,6 @@ from cellplane.identity.passwords import (
     generate_secret,
     hash_secret,
 )
-from cellplane.identity.rbac import claims_for
 from cellplane.identity.signing import ACCESS_TOKEN_AUDIENCE, ALGORITHMS
 from cellplane.ids import new_id
 from cellplane.services import audit
@@ -66,25 +65,10 @@ class TokenStoreMixin(OidcProviderCore):
         """authlib's token generator: a signed access token and maybe an opaque refresh token."""
         granted = client.get_allowed_scope(scope)
         if user is not None:
-            claims = claims_for(
-                ctx.reader,
-                tenant_id=ctx.tenant_id,
-                tenant=ctx.tenant,
-                subject_kind="user",
-                subject_id=user.id,
-                name=user.name,
-                extra_roles=user.roles,
-            )
+            claims = self.claims(ctx, "user", user.id, user.name, user.roles)
             subject = user.id
         else:
-            claims = claims_for(
-                ctx.reader,
-                tenant_id=ctx.tenant_id,
-                tenant=ctx.tenant,
-                subject_kind="client",
-                subject_id=client.client_id,
-                name=client.name,
-            )
+            claims = self.claims(ctx, "client", client.client_id, client.name)
             subject = client.client_id
         if granted:
             claims["scope"] = granted
@@ -134,6 +118,21 @@ class TokenStoreMixin(OidcProviderCore):
         grant_type = request.payload.grant_type
         client: Client = request.client
         user: AuthUser | None = request.user
+        actor = f"user:{user.id}" if user is not None else f"client:{client.client_id}"
+        event: dict[str, Any] = {
+            "tenant_id": ctx.tenant_id,
+            "actor": actor,
+            "action": "token",
+            "target": client.client_id,
+            "source": ctx.source,
+            "detail": {"grant_type": grant_type, "scope": token.get("scope", "")},
+        }
+        code: CodeRecord | None = request.authorization_code
+        if not (token.get("refresh_token") and user is not None) and code is None:
+            # Only the audit row to write (client_credentials): one Core INSERT, no ORM session.
+            with ctx.write_rows() as conn:
+                audit.insert(conn, **event)
+            return
         with ctx.write() as s:
             family: str | None = None
             if token.get("refresh_token") and user is not None:
@@ -173,23 +172,13 @@ class TokenStoreMixin(OidcProviderCore):
                         access_expires_at=float(access.get("exp") or 0) or None,
                     )
                 )
-            code: CodeRecord | None = request.authorization_code
             if code is not None and family is not None:
                 s.execute(
                     update(AuthCode)
                     .where(AuthCode.code_hash == code.code_hash)
                     .values(family_id=family)
                 )
-            actor = f"user:{user.id}" if user is not None else f"client:{client.client_id}"
-            audit.insert(
-                s,
-                tenant_id=ctx.tenant_id,
-                actor=actor,
-                action="token",
-                target=client.client_id,
-                source=ctx.source,
-                detail={"grant_type": grant_type, "scope": token.get("scope", "")},
-            )
+            audit.insert(s, **event)
 
     def claim_refresh_token(self, ctx: Ctx, presented: str, grant: Any) -> RefreshRecord | None:
         """Mark the refresh token used and return it; a reused one revokes its whole family."""

@@ -1,0 +1,78 @@
+"""What the two daemons load at start (the footprint target counts their resident memory): each
+check runs a fresh interpreter that imports what `cellplane.daemon` imports for that process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+_SERVER = """
+import sys
+from cellplane import daemon  # keeps rich and pygments out, as its main() does
+for name in ("rich", "pygments"):
+    sys.modules.setdefault(name, None)
+import uvicorn
+from cellplane import logs
+from cellplane.api.app import create_app
+from cellplane.api.tls import TLSH11Protocol
+from cellplane.controller import runtime
+from cellplane.services.context import Services
+from cellplane.settings import ServerSettings
+from cellplane.state.db import Database
+"""
+
+_AGENT = """
+import sys
+from cellplane import daemon
+for name in ("rich", "pygments"):
+    sys.modules.setdefault(name, None)
+daemon._agent_import_diet()
+from cellplane import logs
+from cellplane.agent.endpoint import AgentEndpoint
+from cellplane.agent.runner import Agent, AgentConfig
+from cellplane.agent.server_client import ServerClient
+from cellplane.drivers.engine import PodmanService
+from cellplane.drivers.podman import PodmanDriver
+import requests
+response = requests.models.Response()
+response._content = b'{"name": "caf\\xc3\\xa9"}'
+assert response.apparent_encoding == "utf-8" and response.text.endswith('caf\\u00e9"}')
+"""
+
+_REPORT = """
+import json
+print(json.dumps(sorted({m.split(".")[0] for m, mod in sys.modules.items() if mod is not None})))
+"""
+
+
+def loaded(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code + _REPORT],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
+    )
+    return set(json.loads(out.stdout))
+
+
+def test_the_server_starts_without_the_token_crypto_templates_or_yaml() -> None:
+    """joserfc and cryptography load with the first access token (Services.tokens), jinja2 and
+    yaml with the first catalog load or login page, numpy with a large placement batch."""
+    mods = loaded(_SERVER)
+    assert {"fastapi", "sqlalchemy", "uvicorn", "pydantic"} <= mods
+    assert not mods & {"joserfc", "cryptography", "authlib", "argon2", "jinja2", "yaml", "numpy"}
+    assert not mods & {"alembic", "rich", "pygments", "typer"}
+
+
+def test_the_agent_keeps_out_what_its_libraries_only_might_use() -> None:
+    """No click (httpx's command line), no character-set guessing (requests, whose only peer is
+    podman's JSON), no warning about it; requests still decodes UTF-8."""
+    mods = loaded(_AGENT)
+    assert {"docker", "requests", "httpx", "pydantic"} <= mods
+    assert not mods & {"click", "charset_normalizer", "chardet", "rich", "pygments", "typer"}
+    assert not mods & {"cryptography", "fastapi", "sqlalchemy"}
