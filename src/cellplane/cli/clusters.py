@@ -164,7 +164,7 @@ def create(
     name: NameArg = None,
     name_opt: NameOpt = None,
     distro: Annotated[
-        str | None, typer.Option("--distro", help="Distro (cluster list-distros).")
+        str | None, typer.Option("--distro", help="Distro (see `cellplane cluster distros`).")
     ] = None,
     type: Annotated[
         str | None, typer.Option("--type", help="Spec type in the distro's map.")
@@ -309,6 +309,34 @@ def list_(
             for c in items
         ),
     )
+
+
+@app.command("distros")
+def distros(out: output.OutputOpt = output.OutputFormat.table) -> None:
+    """List the distros (for `cluster create --distro`): deployable here, and if not, why."""
+    with output.session() as client:
+        items = client.catalog_distros()
+    if out is output.OutputFormat.json:
+        output.print_json(items)
+        return
+    output.print_table(
+        ["NAME", "VERSION", "DEPLOYABLE", "ROLES"],
+        (
+            [
+                d.get("name"),
+                d.get("version"),
+                "yes" if d.get("deployable") else "no",
+                ", ".join(d.get("roles") or []),
+            ]
+            for d in items
+        ),
+    )
+    for d in items:
+        for reason in d.get("reasons") or []:
+            output.out_console.print(
+                f"{output.escape(str(d.get('name')))}: {output.escape(str(reason))}",
+                soft_wrap=True,
+            )
 
 
 @app.command("show")

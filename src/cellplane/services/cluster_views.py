@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cellplane.clusters import Catalog, export_spec
+from cellplane.clusters.deployable import distro_status
 from cellplane.clusters.spec_model import cell_name
 from cellplane.errors import NotFound
 from cellplane.services import clusters as clusters_mod
@@ -53,10 +54,13 @@ def catalog_specs() -> list[dict[str, Any]]:
 
 
 def catalog_distros() -> list[dict[str, Any]]:
+    """Every distro with whether it can be deployed here and, if not, why (one line per role:
+    the binaries it lacks and the packages that bring them)."""
     cat = clusters_mod.load_catalog()
     out = []
-    for d in cat.distros.values():
+    for d in sorted(cat.distros.values(), key=lambda d: d.name):
         types = [cs.entry.type for cs in cat.specs if cs.entry.matches(d.vendor, d.version)]
+        status = distro_status(cat, d.name, clusters_mod.host_has)
         out.append(
             {
                 "name": d.name,
@@ -64,10 +68,8 @@ def catalog_distros() -> list[dict[str, Any]]:
                 "version": d.version,
                 "roles": sorted(d.roles),
                 "types": types,
-                "deployable": not any(
-                    missing_binaries_of(cat, r) for r in d.roles if r in cat.roles
-                )
-                and all(r in cat.roles for r in d.roles),
+                "deployable": status.deployable,
+                "reasons": list(status.reasons),
             }
         )
     return out

@@ -40,6 +40,7 @@ from cellplane.clusters import (
     render_role,
     topology_from_plan,
 )
+from cellplane.clusters.deployable import deployable_distros
 from cellplane.clusters.placement import NodePlacement, place_nodes
 from cellplane.clusters.planner import data_volume_name, group_resources, node_name
 from cellplane.clusters.spec import unused_fields
@@ -267,10 +268,19 @@ def _existing_volumes(s: Session, project_id: str, names: list[str]) -> set[str]
 
 
 def _check_binaries(plan: ClusterPlan, available: Callable[[str], bool]) -> None:
-    problems = missing_requirements(plan, load_catalog(), available)
+    cat = load_catalog()
+    problems = missing_requirements(plan, cat, available)
     if problems:
+        working = deployable_distros(cat, available)
+        here = (
+            f"distros deployable here: {', '.join(working)}"
+            if working
+            else "no distro is deployable here: run `make up` to install their software"
+        )
         raise Conflict(
-            f"cluster {plan.cluster_name} cannot run on the host image: " + "; ".join(problems)
+            f"cluster {plan.cluster_name} cannot run on the host image: "
+            + "; ".join(problems)
+            + f". {here} (`cellplane cluster distros` says why the others are not)"
         )
 
 
@@ -396,8 +406,9 @@ def create(
     taken = _existing_cells(s, project.id, [n.name for n in plan.nodes])
     if taken:
         raise Conflict(f"cells named {', '.join(sorted(taken))} already exist in {project.name!r}")
-    placed = _check_capacity(s, svc, plan)
+    # Software first: a distro that cannot run here is refused for that, whatever the capacity.
     _check_binaries(plan, host_has)
+    placed = _check_capacity(s, svc, plan)
     try:  # Render every node now: a template error is the request's fault, not the executor's.
         topo = topology_from_plan(plan, cat)
         for node in plan.nodes:
