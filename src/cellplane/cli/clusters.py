@@ -54,6 +54,7 @@ _STATE_STYLE = {
     "FAILED": "red",
     "PROVISION_ERROR": "red",
     "STOPPED": "yellow",
+    "DEGRADED": "yellow",
 }
 
 
@@ -346,7 +347,7 @@ def show(
     project: output.ProjectOpt = "default",
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
-    """Show a cluster: nodes, roles, states, endpoints, and the last error."""
+    """Show a cluster: nodes, roles, states, endpoints, its last events and the last error."""
     name = _name(name, name_opt)
     with output.session() as client:
         view = _resolve(client, project, name)
@@ -365,6 +366,15 @@ def show(
             output.out_console.print(f"{output.escape(role)} {port_name}: {', '.join(addrs)}")
     for note in view.get("placement_notes") or []:
         output.out_console.print(f"[yellow]placement:[/] {output.escape(str(note))}")
+    events = view.get("events") or []
+    if events:
+        output.out_console.print("events:")
+        for e in events[-10:]:
+            output.out_console.print(
+                f"  {output.age(e.get('at'))} ago  {output.escape(str(e.get('type')))}  "
+                f"{output.escape(str(e.get('message')))}",
+                soft_wrap=True,
+            )
     if view.get("message"):
         output.out_console.print(f"[red]{output.escape(str(view['message']))}[/]")
 

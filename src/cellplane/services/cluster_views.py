@@ -16,11 +16,13 @@ from sqlalchemy.orm import Session
 
 from cellplane.clusters import Catalog, export_spec
 from cellplane.clusters.deployable import distro_status
+from cellplane.clusters.health import CellFacts, node_problem
 from cellplane.clusters.spec_model import cell_name
 from cellplane.errors import NotFound
 from cellplane.services import clusters as clusters_mod
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.cells import project_for
+from cellplane.services.cluster_health import event_views
 from cellplane.services.context import Principal, Services
 from cellplane.state.cluster_models import Cluster, ClusterNode
 from cellplane.state.models import Cell, Project, Task
@@ -153,10 +155,16 @@ def _view(s: Session, c: Cluster, *, with_nodes: bool = True) -> dict[str, Any]:
         ).all()
         roles: dict[str, list[str]] = {}
         items = []
+        lost: list[str] = []
         for n in nodes:
             cell = s.get(Cell, n.cell_id) if n.cell_id else None
             for r in n.roles:
                 roles.setdefault(r, []).append(n.name)
+            # Never shown ready when its cell says otherwise, even before the executor's health
+            # pass has marked it (see cellplane.controller.clusters.health).
+            problem = node_problem(n.state, n.ready_restarts, _facts(cell))
+            if problem is not None:
+                lost.append(f"node {n.name} lost: {problem}")
             items.append(
                 {
                     "name": n.name,
@@ -164,8 +172,8 @@ def _view(s: Session, c: Cluster, *, with_nodes: bool = True) -> dict[str, Any]:
                     "index": n.index,
                     "roles": list(n.roles),
                     "role_states": dict(n.role_states or {}),
-                    "state": n.state,
-                    "message": n.message,
+                    "state": n.state if problem is None else "FAILED",
+                    "message": n.message if problem is None else f"lost: {problem}",
                     "log_tail": n.log_tail,
                     "cell": n.cell_id,
                     "cell_state": cell.state if cell else None,
@@ -175,7 +183,17 @@ def _view(s: Session, c: Cluster, *, with_nodes: bool = True) -> dict[str, Any]:
             )
         view["nodes"] = items
         view["endpoints"] = _endpoints(roles)
+        view["events"] = event_views(s, c.id)
+        if lost and c.state == "RUNNING" and c.operation is None:
+            view["state"] = "DEGRADED"
+            view["message"] = "; ".join(lost)
     return view
+
+
+def _facts(cell: Cell | None) -> CellFacts | None:
+    if cell is None:
+        return None
+    return CellFacts(cell.desired_state, cell.state, cell.restarts or 0, cell.message)
 
 
 def list_clusters(svc: Services, principal: Principal, project_name: str) -> dict[str, Any]:

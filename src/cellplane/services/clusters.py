@@ -61,6 +61,7 @@ __all__ = [
     "ClusterCreate",
     "ConfigBody",
     "ResizeBody",
+    "begin_operation",
     "config",
     "create",
     "delete",
@@ -304,7 +305,7 @@ def _steps_for(plan: ClusterPlan, names: set[str] | None = None) -> tuple[str, .
     )
 
 
-def _begin(
+def begin_operation(
     s: Session,
     c: Cluster,
     *,
@@ -434,7 +435,7 @@ def create(
     )
     s.add(c)
     s.flush()
-    return _begin(
+    return begin_operation(
         s,
         c,
         operation="CREATE",
@@ -446,7 +447,7 @@ def create(
 
 def resume(svc: Services, s: Session, principal: Principal, cluster_id: str) -> Outcome:
     c = visible(s, principal, cluster_id)
-    if c.state not in ("PROVISION_ERROR", "PROVISIONING", "RUNNING"):
+    if c.state not in ("PROVISION_ERROR", "PROVISIONING", "RUNNING", "DEGRADED"):
         raise Conflict(f"cluster {c.name!r} is {c.state}; only a failed provisioning resumes")
     plan = _plan(s, parse_spec(c.spec), c.name, c.distro)
     ready = set(
@@ -457,7 +458,7 @@ def resume(svc: Services, s: Session, principal: Principal, cluster_id: str) -> 
         )
     )
     todo = {n.name for n in plan.nodes} - ready
-    return _begin(
+    return begin_operation(
         s,
         c,
         operation="RESUME",
@@ -472,7 +473,7 @@ def delete(
 ) -> Outcome:
     c = visible(s, principal, cluster_id)
     steps = tuple(f"delete:{n}" for n in _node_names(s, c))
-    return _begin(
+    return begin_operation(
         s,
         c,
         operation="DELETE",
@@ -485,18 +486,20 @@ def delete(
 
 def stop(svc: Services, s: Session, principal: Principal, cluster_id: str) -> Outcome:
     c = visible(s, principal, cluster_id)
-    if c.state not in ("RUNNING", "PROVISION_ERROR", "STOPPED"):
+    if c.state not in ("RUNNING", "PROVISION_ERROR", "STOPPED", "DEGRADED"):
         raise Conflict(f"cluster {c.name!r} is {c.state}")
     steps = tuple(f"stop:{n}" for n in _node_names(s, c))
-    return _begin(s, c, operation="STOP", state="STOPPING", kind="STOP_CLUSTER", steps=steps)
+    return begin_operation(
+        s, c, operation="STOP", state="STOPPING", kind="STOP_CLUSTER", steps=steps
+    )
 
 
 def start(svc: Services, s: Session, principal: Principal, cluster_id: str) -> Outcome:
     c = visible(s, principal, cluster_id)
-    if c.state not in ("STOPPED", "RUNNING", "PROVISION_ERROR"):
+    if c.state not in ("STOPPED", "RUNNING", "PROVISION_ERROR", "DEGRADED"):
         raise Conflict(f"cluster {c.name!r} is {c.state}")
     plan = _plan(s, parse_spec(c.spec), c.name, c.distro)
-    return _begin(
+    return begin_operation(
         s, c, operation="START", state="STARTING", kind="START_CLUSTER", steps=_steps_for(plan)
     )
 
@@ -550,7 +553,7 @@ def resize(
         if any(load_catalog().roles[r].join for r in roles if r in load_catalog().roles):
             steps += (f"join:{name}",)
         steps += tuple(f"{name}:{r}" for r in roles)
-    return _begin(
+    return begin_operation(
         s,
         c,
         operation="RESIZE",
@@ -576,7 +579,7 @@ def config(
     plan = _plan(s, spec, c.name, c.distro)
     c.spec = export_spec(spec)
     steps = tuple(f"restart:{n.name}" for wave in plan.waves for n in map(plan.node, wave))
-    return _begin(
+    return begin_operation(
         s,
         c,
         operation="CONFIG",
