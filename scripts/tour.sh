@@ -100,7 +100,7 @@ while i < len(lines):
     start = i + 1
     while line.endswith("\\") and i + 1 < len(lines):
         i += 1
-        line = line[:-1] + "\n" + lines[i]
+        line = line[:-1].rstrip() + " " + lines[i].strip()
     i += 1
     if not line.strip() or line.lstrip().startswith("#"):
         continue
