@@ -22,7 +22,7 @@ from cellplane.errors import NotFound
 from cellplane.services import clusters as clusters_mod
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.cells import project_for
-from cellplane.services.cluster_health import event_views
+from cellplane.services.cluster_health import HEALABLE_STATES, event_views
 from cellplane.services.context import Principal, Services
 from cellplane.state.cluster_models import Cluster, ClusterNode
 from cellplane.state.models import Cell, Project, Task
@@ -156,13 +156,15 @@ def _view(s: Session, c: Cluster, *, with_nodes: bool = True) -> dict[str, Any]:
         roles: dict[str, list[str]] = {}
         items = []
         lost: list[str] = []
+        # Only while it runs: a stop or delete in progress takes the cells down on purpose.
+        watched = c.state in HEALABLE_STATES and c.operation in (None, "HEAL")
         for n in nodes:
             cell = s.get(Cell, n.cell_id) if n.cell_id else None
             for r in n.roles:
                 roles.setdefault(r, []).append(n.name)
             # Never shown ready when its cell says otherwise, even before the executor's health
             # pass has marked it (see cellplane.controller.clusters.health).
-            problem = node_problem(n.state, n.ready_restarts, _facts(cell))
+            problem = node_problem(n.state, n.ready_restarts, _facts(cell)) if watched else None
             if problem is not None:
                 lost.append(f"node {n.name} lost: {problem}")
             items.append(

@@ -87,6 +87,17 @@ def test_a_recreated_container_degrades_the_cluster_until_the_node_is_healed(
         assert row is not None and row.ready_restarts == 1
     assert ex.check_health() == []  # healed: nothing to do
 
+    # A delete takes the cells down on purpose: its nodes are not shown lost meanwhile.
+    r = plat.client.delete(f"/v1/clusters/{c.id}", headers=plat.admin)
+    assert r.status_code == 202, r.text
+    with plat.svc.db.session() as s:
+        for row in s.query(Cell):
+            row.desired_state = "DELETED"
+    v = view(plat, c.id)
+    assert v["state"] == "DELETING"
+    assert all(n["state"] == "SERVICE_READY" for n in v["nodes"]), v["nodes"]
+    assert ex.check_health() == []
+
 
 @pytest.mark.parametrize("how", ["failed", "gone"])
 def test_a_failed_or_vanished_node_cell_is_replaced(
