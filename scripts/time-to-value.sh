@@ -44,4 +44,4 @@ echo "make up -> host READY: $(at) s"
 .venv/bin/cellplane cluster create kv --distro etcd >"$base/cluster.log" 2>&1 \
   || { cat "$base/cluster.log" >&2; exit 1; }
 echo "make up -> 3-node etcd ready: $(at) s"
-.venv/bin/cellplane cluster rm kv >/dev/null
+.venv/bin/cellplane cluster rm kv >/dev/null 2>&1
