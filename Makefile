@@ -1,16 +1,19 @@
 # The only entry points people need. `make up` installs and runs Cellplane on this machine;
-# `make test` installs what the tests need and runs them (both idempotent).
+# `make test` installs what the tests need and runs them (both idempotent). `make up MINIMAL=1`
+# skips the cluster distros' software (`cellplane cluster distros` then says what is missing).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?=
 PORT ?= 7400
 NO_TLS ?=
+# MINIMAL=1: skip the software of the shipped cluster distros (ZooKeeper, etcd, Redis).
+MINIMAL ?=
 
 .PHONY: up test test-unit test-integration lint deps deps-test venv bench clean
 
 deps:
-	./scripts/install-system.sh
+	./scripts/install-system.sh $(if $(MINIMAL),--minimal,)
 
 deps-test:
 	./scripts/install-system.sh --test

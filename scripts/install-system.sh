@@ -3,25 +3,57 @@
 #   runtime: podman with runc (crun fails on cgroup v1 hybrid hosts), netavark + aardvark-dns
 #            (per-project networks with DNS), iptables (netavark's firewall), busybox-static (tiny
 #            test image), python3-venv.
-#   test:    the servers the cluster tests deploy (zookeeper, etcd, redis) when called with --test.
+#   distros: the software of the shipped cluster distros (ZooKeeper and its Java, etcd, Redis),
+#            read from catalog/distros/manifest.json (`debian_packages`): cluster nodes run it
+#            from the host image. Part of the default install; --minimal skips it (then
+#            `cellplane cluster distros` says which distros cannot be deployed and why).
+#   test:    what the tests need on top (PostgreSQL, slapd, ...) when called with --test.
+# Usage: install-system.sh [--minimal | --test] [--list]
+#   --list   print the packages that would be wanted, one a line, and install nothing.
 set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+manifest="$here/../catalog/distros/manifest.json"
 
 runtime=(podman runc conmon netavark aardvark-dns iptables catatonit busybox-static
          python3 python3-venv python3-pip ca-certificates)
-test_pkgs=(zookeeper etcd-server etcd-client redis-server redis-tools redis-sentinel netcat-openbsd
-           postgresql slapd ldap-utils)
+test_pkgs=(redis-tools netcat-openbsd postgresql slapd ldap-utils)
 
-want=("${runtime[@]}")
-if [[ "${1:-}" == "--test" ]]; then
-  want+=("${test_pkgs[@]}")
+minimal=0 test=0 list=0
+for arg in "$@"; do
+  case "$arg" in
+    --minimal) minimal=1 ;;
+    --test) test=1 ;;
+    --list) list=1 ;;
+    *) echo "unknown option: $arg (use --minimal, --test, --list)" >&2; exit 2 ;;
+  esac
+done
+if (( minimal && test )); then
+  echo "--minimal and --test exclude each other: the tests deploy the distros" >&2
+  exit 2
 fi
 
-missing=()
-for p in "${want[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
+distro_packages() {
+  # Every `debian_packages` entry of the manifest (distros shipped as tarballs or yum repos
+  # have none: Debian cannot provide them, and `cellplane cluster distros` says so).
+  python3 - "$manifest" <<'EOF'
+import json, sys
+seen = []
+for distro in json.load(open(sys.argv[1], encoding="utf-8")):
+    for package in distro.get("packages", []):
+        for name in package.get("debian_packages", []):
+            if name not in seen:
+                seen.append(name)
+print("\n".join(seen))
+EOF
+}
 
-if (( ${#missing[@]} )); then
+install_missing() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  (( ${#missing[@]} )) || return 0
   if [[ $(id -u) -ne 0 ]]; then
     echo "missing packages: ${missing[*]}; run as root or install them" >&2
     exit 1
@@ -31,4 +63,28 @@ if (( ${#missing[@]} )); then
   apt-get update -qq
   # Packaged services are not needed: Cellplane runs these servers inside its own cells.
   RUNLEVEL=1 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+want=("${runtime[@]}")
+if (( ! minimal )); then
+  # The manifest is read with python3: on a bare machine, install the runtime (python3 with
+  # it) first.
+  if ! command -v python3 >/dev/null && (( ! list )); then
+    install_missing "${runtime[@]}"
+  fi
+  mapfile -t distro < <(distro_packages)
+  if (( ! ${#distro[@]} )); then
+    echo "no debian_packages in $manifest" >&2
+    exit 1
+  fi
+  want+=("${distro[@]}")
 fi
+if (( test )); then
+  want+=("${test_pkgs[@]}")
+fi
+
+if (( list )); then
+  printf '%s\n' "${want[@]}"
+  exit 0
+fi
+install_missing "${want[@]}"

@@ -54,6 +54,7 @@ _STATE_STYLE = {
     "FAILED": "red",
     "PROVISION_ERROR": "red",
     "STOPPED": "yellow",
+    "DEGRADED": "yellow",
 }
 
 
@@ -193,7 +194,7 @@ def create(
     name: NameArg = None,
     name_opt: NameOpt = None,
     distro: Annotated[
-        str | None, typer.Option("--distro", help="Distro (cluster list-distros).")
+        str | None, typer.Option("--distro", help="Distro (see `cellplane cluster distros`).")
     ] = None,
     type: Annotated[
         str | None, typer.Option("--type", help="Spec type in the distro's map.")
@@ -344,6 +345,34 @@ def list_(
     )
 
 
+@app.command("distros")
+def distros(out: output.OutputOpt = output.OutputFormat.table) -> None:
+    """List the distros (for `cluster create --distro`): deployable here, and if not, why."""
+    with output.session() as client:
+        items = client.catalog_distros()
+    if out is output.OutputFormat.json:
+        output.print_json(items)
+        return
+    output.print_table(
+        ["NAME", "VERSION", "DEPLOYABLE", "ROLES"],
+        (
+            [
+                d.get("name"),
+                d.get("version"),
+                "yes" if d.get("deployable") else "no",
+                ", ".join(d.get("roles") or []),
+            ]
+            for d in items
+        ),
+    )
+    for d in items:
+        for reason in d.get("reasons") or []:
+            output.out_console.print(
+                f"{output.escape(str(d.get('name')))}: {output.escape(str(reason))}",
+                soft_wrap=True,
+            )
+
+
 @app.command("show")
 def show(
     name: NameArg = None,
@@ -351,7 +380,7 @@ def show(
     project: output.ProjectOpt = "default",
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
-    """Show a cluster: nodes, roles, states, endpoints, and the last error."""
+    """Show a cluster: nodes, roles, states, endpoints, its last events and the last error."""
     name = _name(name, name_opt)
     with output.session() as client:
         view = _resolve(client, project, name)
@@ -370,6 +399,15 @@ def show(
             output.out_console.print(f"{output.escape(role)} {port_name}: {', '.join(addrs)}")
     for note in view.get("placement_notes") or []:
         output.out_console.print(f"[yellow]placement:[/] {output.escape(str(note))}")
+    events = view.get("events") or []
+    if events:
+        output.out_console.print("events:")
+        for e in events[-10:]:
+            output.out_console.print(
+                f"  {output.age(e.get('at'))} ago  {output.escape(str(e.get('type')))}  "
+                f"{output.escape(str(e.get('message')))}",
+                soft_wrap=True,
+            )
     if view.get("message"):
         output.out_console.print(f"[red]{output.escape(str(view['message']))}[/]")
 

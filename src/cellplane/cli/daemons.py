@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -164,7 +163,7 @@ def up(
     if database_url:
         env["CELLPLANE_DATABASE_URL"] = database_url
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
-    stopping = threading.Event()
+    stopping = _StopFlag()
 
     def _stop(*_: object) -> None:
         stopping.set()
@@ -215,7 +214,7 @@ def up(
                     console.print(f"[red]the {role} exited with code {c.returncode}[/]")
                     code = 1
                     stopping.set()
-            stopping.wait(0.5)
+            time.sleep(0.5)
     finally:
         for _, c in reversed(children):
             if c.poll() is None:
@@ -227,6 +226,21 @@ def up(
                 c.kill()
         console.print("Cellplane stopped; cells keep running and are adopted on the next start.")
     raise typer.Exit(code)
+
+
+class _StopFlag:
+    """Set by the SIGINT/SIGTERM handler of `up`. A plain attribute, not a threading.Event:
+    Event.set() takes the lock that Event.wait() holds for a moment in the interrupted main
+    thread, and a handler that runs at that moment deadlocks `up` (seen: Ctrl-C hanging)."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
 
 
 def _install_ca(data_dir: Path) -> Path:
@@ -273,7 +287,7 @@ def _update_config(url: str, ca_file: Path | None) -> None:
 def _wait_ready(
     url: str,
     proc: subprocess.Popen[bytes],
-    stopping: threading.Event,
+    stopping: _StopFlag,
     ca_file: Path | None = None,
 ) -> bool:
     import ssl

@@ -7,7 +7,7 @@ A catalog folder looks like Serengeti's ``/opt/serengeti/www``::
 
     specs/map                 [{vendor, version (regex), type, appManager, path}]
     specs/<path>              cluster specs named by the map, either JSON form
-    distros/manifest          [{name, vendor, version, packages[{roles, tarball | package_repos}]}]
+    distros/manifest          [{name, vendor, version, packages[{roles, tarball | package_repos, debian_packages?}]}]
     roles/<role>.yaml         one role definition per file (see cellplane.clusters.roles)
 
 ``specs/map`` and ``distros/manifest`` are read under Serengeti's names (no extension) or
@@ -86,6 +86,9 @@ class DistroPackage(BaseModel):
     roles: tuple[str, ...] = Field(min_length=1)
     tarball: str | None = None
     package_repos: tuple[str, ...] | None = None
+    # The Debian packages that put these roles' binaries on the host image (what
+    # scripts/install-system.sh installs, and what `cluster distros` tells to install).
+    debian_packages: tuple[str, ...] = ()
 
     @field_validator("package_repos")
     @classmethod

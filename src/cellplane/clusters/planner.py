@@ -31,6 +31,7 @@ from cellplane.clusters.configuration import (
     deep_merge,
     undeployable_reason,
 )
+from cellplane.clusters.deployable import install_hint
 from cellplane.clusters.errors import PlanError, ResizeError
 from cellplane.clusters.ordering import group_start_waves, role_dependencies, start_order
 from cellplane.clusters.roles import Member, Topology, missing_binaries
@@ -387,8 +388,12 @@ def missing_requirements(
             if role in seen or role not in catalog.roles:
                 continue
             seen.add(role)
-            for binary in missing_binaries(catalog.roles[role], available):
-                problems.append(f"role {role} needs {binary}, which the image does not have")
+            missing = missing_binaries(catalog.roles[role], available)
+            if missing:
+                problems.append(
+                    f"role {role} needs {', '.join(missing)}, which the image does not have: "
+                    + install_hint(catalog, catalog.distros.get(plan.distro or ""), role)
+                )
     return problems
 
 

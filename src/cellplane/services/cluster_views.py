@@ -15,11 +15,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cellplane.clusters import Catalog, export_spec
+from cellplane.clusters.deployable import distro_status
+from cellplane.clusters.health import CellFacts, node_problem
 from cellplane.clusters.spec_model import cell_name
 from cellplane.errors import NotFound
 from cellplane.services import clusters as clusters_mod
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.cells import project_for
+from cellplane.services.cluster_health import HEALABLE_STATES, event_views
 from cellplane.services.context import Principal, Services
 from cellplane.state.cluster_models import Cluster, ClusterNode
 from cellplane.state.models import Cell, Host, Project, Task
@@ -53,10 +56,13 @@ def catalog_specs() -> list[dict[str, Any]]:
 
 
 def catalog_distros() -> list[dict[str, Any]]:
+    """Every distro with whether it can be deployed here and, if not, why (one line per role:
+    the binaries it lacks and the packages that bring them)."""
     cat = clusters_mod.load_catalog()
     out = []
-    for d in cat.distros.values():
+    for d in sorted(cat.distros.values(), key=lambda d: d.name):
         types = [cs.entry.type for cs in cat.specs if cs.entry.matches(d.vendor, d.version)]
+        status = distro_status(cat, d.name, clusters_mod.host_has)
         out.append(
             {
                 "name": d.name,
@@ -64,10 +70,8 @@ def catalog_distros() -> list[dict[str, Any]]:
                 "version": d.version,
                 "roles": sorted(d.roles),
                 "types": types,
-                "deployable": not any(
-                    missing_binaries_of(cat, r) for r in d.roles if r in cat.roles
-                )
-                and all(r in cat.roles for r in d.roles),
+                "deployable": status.deployable,
+                "reasons": list(status.reasons),
             }
         )
     return out
@@ -151,11 +155,19 @@ def _view(s: Session, c: Cluster, *, with_nodes: bool = True) -> dict[str, Any]:
         ).all()
         roles: dict[str, list[str]] = {}
         items = []
+        lost: list[str] = []
+        # Only while it runs: a stop or delete in progress takes the cells down on purpose.
+        watched = c.state in HEALABLE_STATES and c.operation in (None, "HEAL")
         for n in nodes:
             cell = s.get(Cell, n.cell_id) if n.cell_id else None
             host = s.get(Host, cell.host_id) if cell and cell.host_id else None
             for r in n.roles:
                 roles.setdefault(r, []).append(n.name)
+            # Never shown ready when its cell says otherwise, even before the executor's health
+            # pass has marked it (see cellplane.controller.clusters.health).
+            problem = node_problem(n.state, n.ready_restarts, _facts(cell)) if watched else None
+            if problem is not None:
+                lost.append(f"node {n.name} lost: {problem}")
             items.append(
                 {
                     "name": n.name,
@@ -163,8 +175,8 @@ def _view(s: Session, c: Cluster, *, with_nodes: bool = True) -> dict[str, Any]:
                     "index": n.index,
                     "roles": list(n.roles),
                     "role_states": dict(n.role_states or {}),
-                    "state": n.state,
-                    "message": n.message,
+                    "state": n.state if problem is None else "FAILED",
+                    "message": n.message if problem is None else f"lost: {problem}",
                     "log_tail": n.log_tail,
                     "cell": n.cell_id,
                     "cell_state": cell.state if cell else None,
@@ -176,7 +188,17 @@ def _view(s: Session, c: Cluster, *, with_nodes: bool = True) -> dict[str, Any]:
             )
         view["nodes"] = items
         view["endpoints"] = _endpoints(roles)
+        view["events"] = event_views(s, c.id)
+        if lost and c.state == "RUNNING" and c.operation is None:
+            view["state"] = "DEGRADED"
+            view["message"] = "; ".join(lost)
     return view
+
+
+def _facts(cell: Cell | None) -> CellFacts | None:
+    if cell is None:
+        return None
+    return CellFacts(cell.desired_state, cell.state, cell.restarts or 0, cell.message)
 
 
 def list_clusters(svc: Services, principal: Principal, project_name: str) -> dict[str, Any]:

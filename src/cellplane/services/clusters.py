@@ -40,6 +40,7 @@ from cellplane.clusters import (
     render_role,
     topology_from_plan,
 )
+from cellplane.clusters.deployable import deployable_distros
 from cellplane.clusters.placement import NodePlacement, place_nodes
 from cellplane.clusters.planner import data_volume_name, group_resources, node_name
 from cellplane.clusters.spec import unused_fields
@@ -60,6 +61,7 @@ __all__ = [
     "ClusterCreate",
     "ConfigBody",
     "ResizeBody",
+    "begin_operation",
     "config",
     "create",
     "delete",
@@ -267,10 +269,19 @@ def _existing_volumes(s: Session, project_id: str, names: list[str]) -> set[str]
 
 
 def _check_binaries(plan: ClusterPlan, available: Callable[[str], bool]) -> None:
-    problems = missing_requirements(plan, load_catalog(), available)
+    cat = load_catalog()
+    problems = missing_requirements(plan, cat, available)
     if problems:
+        working = deployable_distros(cat, available)
+        here = (
+            f"distros deployable here: {', '.join(working)}"
+            if working
+            else "no distro is deployable here: run `make up` to install their software"
+        )
         raise Conflict(
-            f"cluster {plan.cluster_name} cannot run on the host image: " + "; ".join(problems)
+            f"cluster {plan.cluster_name} cannot run on the host image: "
+            + "; ".join(problems)
+            + f". {here} (`cellplane cluster distros` says why the others are not)"
         )
 
 
@@ -294,7 +305,7 @@ def _steps_for(plan: ClusterPlan, names: set[str] | None = None) -> tuple[str, .
     )
 
 
-def _begin(
+def begin_operation(
     s: Session,
     c: Cluster,
     *,
@@ -397,8 +408,9 @@ def create(
     taken = _existing_cells(s, project.id, [n.name for n in plan.nodes])
     if taken:
         raise Conflict(f"cells named {', '.join(sorted(taken))} already exist in {project.name!r}")
-    placed = _check_capacity(s, svc, plan)
+    # Software first: a distro that cannot run here is refused for that, whatever the capacity.
     _check_binaries(plan, host_has)
+    placed = _check_capacity(s, svc, plan)
     try:  # Render every node now: a template error is the request's fault, not the executor's.
         topo = topology_from_plan(plan, cat)
         for node in plan.nodes:
@@ -424,7 +436,7 @@ def create(
     )
     s.add(c)
     s.flush()
-    return _begin(
+    return begin_operation(
         s,
         c,
         operation="CREATE",
@@ -436,7 +448,7 @@ def create(
 
 def resume(svc: Services, s: Session, principal: Principal, cluster_id: str) -> Outcome:
     c = visible(s, principal, cluster_id)
-    if c.state not in ("PROVISION_ERROR", "PROVISIONING", "RUNNING"):
+    if c.state not in ("PROVISION_ERROR", "PROVISIONING", "RUNNING", "DEGRADED"):
         raise Conflict(f"cluster {c.name!r} is {c.state}; only a failed provisioning resumes")
     plan = _plan(s, parse_spec(c.spec), c.name, c.distro)
     ready = set(
@@ -447,7 +459,7 @@ def resume(svc: Services, s: Session, principal: Principal, cluster_id: str) -> 
         )
     )
     todo = {n.name for n in plan.nodes} - ready
-    return _begin(
+    return begin_operation(
         s,
         c,
         operation="RESUME",
@@ -462,7 +474,7 @@ def delete(
 ) -> Outcome:
     c = visible(s, principal, cluster_id)
     steps = tuple(f"delete:{n}" for n in _node_names(s, c))
-    return _begin(
+    return begin_operation(
         s,
         c,
         operation="DELETE",
@@ -475,18 +487,20 @@ def delete(
 
 def stop(svc: Services, s: Session, principal: Principal, cluster_id: str) -> Outcome:
     c = visible(s, principal, cluster_id)
-    if c.state not in ("RUNNING", "PROVISION_ERROR", "STOPPED"):
+    if c.state not in ("RUNNING", "PROVISION_ERROR", "STOPPED", "DEGRADED"):
         raise Conflict(f"cluster {c.name!r} is {c.state}")
     steps = tuple(f"stop:{n}" for n in _node_names(s, c))
-    return _begin(s, c, operation="STOP", state="STOPPING", kind="STOP_CLUSTER", steps=steps)
+    return begin_operation(
+        s, c, operation="STOP", state="STOPPING", kind="STOP_CLUSTER", steps=steps
+    )
 
 
 def start(svc: Services, s: Session, principal: Principal, cluster_id: str) -> Outcome:
     c = visible(s, principal, cluster_id)
-    if c.state not in ("STOPPED", "RUNNING", "PROVISION_ERROR"):
+    if c.state not in ("STOPPED", "RUNNING", "PROVISION_ERROR", "DEGRADED"):
         raise Conflict(f"cluster {c.name!r} is {c.state}")
     plan = _plan(s, parse_spec(c.spec), c.name, c.distro)
-    return _begin(
+    return begin_operation(
         s, c, operation="START", state="STARTING", kind="START_CLUSTER", steps=_steps_for(plan)
     )
 
@@ -540,7 +554,7 @@ def resize(
         if any(load_catalog().roles[r].join for r in roles if r in load_catalog().roles):
             steps += (f"join:{name}",)
         steps += tuple(f"{name}:{r}" for r in roles)
-    return _begin(
+    return begin_operation(
         s,
         c,
         operation="RESIZE",
@@ -566,7 +580,7 @@ def config(
     plan = _plan(s, spec, c.name, c.distro)
     c.spec = export_spec(spec)
     steps = tuple(f"restart:{n.name}" for wave in plan.waves for n in map(plan.node, wave))
-    return _begin(
+    return begin_operation(
         s,
         c,
         operation="CONFIG",

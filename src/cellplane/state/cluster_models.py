@@ -15,7 +15,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from cellplane.state.models import Base, UTCDateTime
 
-__all__ = ["CLUSTER_STATES", "NODE_STATES", "Cluster", "ClusterNode"]
+__all__ = ["CLUSTER_STATES", "NODE_STATES", "Cluster", "ClusterEvent", "ClusterNode"]
 
 CLUSTER_STATES = (
     "PROVISIONING",
@@ -26,6 +26,9 @@ CLUSTER_STATES = (
     "STARTING",
     "DELETING",
     "UPDATING",
+    # RUNNING, but a node was lost (its cell failed, or its container was removed or restarted
+    # outside Cellplane): the executor heals it (operation HEAL) and the cluster is RUNNING again.
+    "DEGRADED",
 )
 NODE_STATES = ("CREATED", "CONFIGURED", "SERVICE_READY", "FAILED", "STOPPED")
 
@@ -41,7 +44,8 @@ class Cluster(Base):
     # The spec in Serengeti's camelCase export form (what `export` answers).
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     state: Mapped[str] = mapped_column(String(20), index=True)
-    # The pending operation the executor runs: CREATE, RESUME, DELETE, STOP, START, RESIZE, CONFIG.
+    # The pending operation the executor runs: CREATE, RESUME, DELETE, STOP, START, RESIZE, CONFIG,
+    # HEAL (a lost node brought back).
     operation: Mapped[str | None] = mapped_column(String(16))
     # Operation arguments (e.g. resize group and count, keep volumes on delete).
     operation_args: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -71,5 +75,22 @@ class ClusterNode(Base):
     state: Mapped[str] = mapped_column(String(16))
     message: Mapped[str | None] = mapped_column(Text)
     log_tail: Mapped[str | None] = mapped_column(Text)
+    # The node cell's restart count when the node was last found SERVICE_READY (None: unknown).
+    ready_restarts: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ClusterEvent(Base):
+    """Something that happened to a cluster outside its operations: node-lost, node-healed,
+    heal-failed (written by the cluster executor's health pass and its HEAL operation)."""
+
+    __tablename__ = "cluster_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cluster_id: Mapped[str] = mapped_column(
+        ForeignKey("clusters.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    type: Mapped[str] = mapped_column(String(32))
+    node: Mapped[str | None] = mapped_column(String(63))
+    message: Mapped[str] = mapped_column(Text, default="")

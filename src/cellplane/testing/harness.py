@@ -204,24 +204,13 @@ class Deployment:
     # --- teardown ---
 
     def close(self) -> None:
-        from cellplane.drivers.engine import PodmanService
-        from cellplane.drivers.podman import PodmanDriver
+        from cellplane.testing.teardown import remove_engine, unmount_under
 
         self.stop_agent()
         self.stop_server()
-        if self.engine_dir.exists():
-            engine = PodmanService(self.engine_dir)
-            try:
-                driver = PodmanDriver(engine.start())
-                for info in driver.list({}):
-                    with contextlib.suppress(Exception):
-                        driver.remove(info.id, force=True)
-                for net in driver.list_networks({}):
-                    with contextlib.suppress(Exception):
-                        driver.remove_network(net)
-            except Exception:
-                pass
-            engine.destroy()
+        remove_engine(self.data_dir)
+        if self._own_dir:
+            unmount_under(self.data_dir)
         for log in self._logs:
             with contextlib.suppress(Exception):
                 log.close()  # type: ignore[attr-defined]

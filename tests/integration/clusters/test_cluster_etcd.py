@@ -62,6 +62,15 @@ def test_etcd_cluster(api: Api, engine: PodmanDriver) -> None:
     code, out = api.sh(second, CTL + "get --print-value-only /cellplane/k2")
     assert out.strip() == "still", out
     wait_healthy(api, first, 3)  # the killed member comes back (restart policy) with its data
+    # The cluster noticed (its container restarted) and healed the node: RUNNING again.
+    api.wait(
+        cid,
+        lambda c: (
+            c["state"] == "RUNNING"
+            and any(e["type"] == "node-healed" and e["node"] == "et-etcd-2" for e in c["events"])
+        ),
+        timeout=120,
+    )
 
     # Scale out to 5: each new member is added with `etcdctl member add` and joins.
     r = api.post(f"/v1/clusters/{cid}/resize", {"nodeGroup": "etcd", "instanceNum": 5})

@@ -54,6 +54,11 @@ def wait_gone(api: Api, path: str, timeout: float = 60) -> None:
         time.sleep(0.3)
 
 
+def healed(cluster: dict[str, Any]) -> list[str]:
+    """The nodes of the cluster's `node-healed` events, in order."""
+    return [e["node"] for e in cluster["events"] if e["type"] == "node-healed"]
+
+
 def test_zookeeper_ensemble(api: Api, engine: PodmanDriver) -> None:
     need("/usr/share/java/zookeeper.jar")
     started = time.monotonic()
@@ -91,6 +96,8 @@ def test_zookeeper_ensemble(api: Api, engine: PodmanDriver) -> None:
         time.sleep(0.5)
     assert mode(api, cells[leader]) == "follower"
     assert "hello" in zk(api, cells[leader], "get /cellplane")
+    # The cluster noticed the restarted node and healed it (probed again): RUNNING again.
+    api.wait(cid, lambda c: healed(c) == [leader] and c["state"] == "RUNNING", timeout=120)
 
     # Each node has its own data volume, mounted at the dataDir.
     assert node_volumes(api) == {f"{n}-data": [cell] for n, cell in cells.items()}
@@ -111,6 +118,9 @@ def test_zookeeper_ensemble(api: Api, engine: PodmanDriver) -> None:
     assert view["state"] == "RUNNING" and view["container_id"] != old_container, view
     _code, out = api.sh(cells["zk-zk-0"], f"cat {DATA_DIR}/marker {DATA_DIR}/myid")
     assert out.split() == ["kept", "1"], out
+    api.wait(
+        cid, lambda c: healed(c) == [leader, "zk-zk-0"] and c["state"] == "RUNNING", timeout=120
+    )
 
     # Deleted with keepVolumes: the volumes stay; the cluster created again adopts them (the
     # znode is back) and a plain delete then removes them.

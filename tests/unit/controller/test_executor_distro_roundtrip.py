@@ -1,6 +1,6 @@
 """Each shipped distro's cluster exports to a spec that re-creates the same cluster.
 
-The real executor against the in-process server (the harness of test_executor_volumes: a fake
+The real executor against the in-process server (the `ex` fixture, executor_support.py: a fake
 agent thread plays the host, readiness probes pass at once, host binaries are assumed present).
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from cellplane_executor_support import cells, run
 from cellplane_platform_support import Platform
-from test_executor_volumes import cells, ex, run  # noqa: F401  (ex is a fixture)
 
 from cellplane.clusters import Catalog, default_catalog_paths, parse_spec
 from cellplane.controller.clusters import ClusterExecutor
@@ -38,7 +38,7 @@ def _shape(plat: Platform, cluster_id: str) -> Any:
 @pytest.mark.parametrize("distro", DISTROS)
 def test_export_and_reimport_each_shipped_distro(
     plat: Platform,
-    ex: ClusterExecutor,  # noqa: F811
+    ex: ClusterExecutor,
     distro: str,
 ) -> None:
     # Small nodes, so that every distro fits the test host (the published Mesos sizes do not).

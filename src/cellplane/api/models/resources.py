@@ -23,6 +23,7 @@ __all__ = [
     "CellPort",
     "CellRestart",
     "Cluster",
+    "ClusterEvent",
     "ClusterList",
     "ClusterNode",
     "ClusterNodeGroup",
@@ -334,6 +335,7 @@ class CatalogDistro(View):
     roles: list[str]
     types: list[str]
     deployable: bool
+    reasons: list[str] = Field(description="Why it cannot be deployed here (empty when it can).")
 
 
 class CatalogDistroList(View):
@@ -382,6 +384,13 @@ class ClusterNode(View):
     cell_name: str | None
 
 
+class ClusterEvent(View):
+    at: Time
+    type: str = Field(description="node-lost, node-healed or heal-failed.")
+    node: str | None
+    message: str
+
+
 class Cluster(View):
     id: str
     name: str
@@ -399,6 +408,7 @@ class Cluster(View):
     endpoints: dict[str, dict[str, list[str]]] = Field(
         description="Role -> port name -> `node:port` of every node with that role."
     )
+    events: list[ClusterEvent] = Field(description="The cluster's recent events, oldest first.")
 
 
 class ClusterList(View):

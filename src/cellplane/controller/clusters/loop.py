@@ -5,7 +5,9 @@ loop). :mod:`cellplane.services.clusters` writes an operation (CREATE, RESUME, D
 START, RESIZE, CONFIG) and a task on the cluster row and publishes the ``clusters`` topic; this
 loop picks it up and runs it in a worker thread, one operation per cluster at a time. Every step
 is idempotent: after a server restart the operation still on the row runs again and skips what
-is already done (a node that is SERVICE_READY with a running cell is left alone).
+is already done (a node that is SERVICE_READY with a running cell is left alone). Each pass
+(every `tick` seconds, or sooner when a cluster changes) also runs the health pass
+(:mod:`.health`), which starts a HEAL for a running cluster whose node was lost.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import threading
 import structlog
 from sqlalchemy import select
 
-from cellplane.controller.clusters.operations import ExecutorOperations
+from cellplane.controller.clusters.health import ExecutorHealth
 from cellplane.services.clusters import CLUSTERS_TOPIC
 from cellplane.services.context import Services
 from cellplane.state.cluster_models import Cluster
@@ -27,7 +29,7 @@ __all__ = ["ClusterExecutor", "run_cluster_executor"]
 log = structlog.get_logger("cellplane.clusters.executor")
 
 
-class ClusterExecutor(ExecutorOperations):
+class ClusterExecutor(ExecutorHealth):
     """Runs cluster operations; one instance per server process."""
 
     def pending(self) -> list[str]:
@@ -69,6 +71,8 @@ async def run_cluster_executor(svc: Services, *, tick: float = 5.0) -> None:
         while True:
             seen = svc.notifier.version(CLUSTERS_TOPIC)
             try:
+                # Lost nodes first: a HEAL it starts is pending right away.
+                await asyncio.to_thread(executor.check_health)
                 pending = await asyncio.to_thread(executor.pending)
             except Exception:
                 log.exception("cluster executor pass failed")

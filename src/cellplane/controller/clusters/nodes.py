@@ -175,10 +175,18 @@ class ExecutorNodes(ExecutorReadiness):
                 log_tail=None,
                 role_states={r.role: "STARTING" for r in renders},
             )
-            self._wait_cell(cell_id, name, {"RUNNING"}, CELL_START_TIMEOUT)
+            running = self._wait_cell(cell_id, name, {"RUNNING"}, CELL_START_TIMEOUT)
             self._node(ctx.cluster_id, name, state="CONFIGURED")
             self._wait_ready(ctx, cell_id, name, renders, started)
-            self._node(ctx.cluster_id, name, state="SERVICE_READY", message=None)
+            # The restart count it was found ready with: a higher one later means its container
+            # was restarted or recreated since, and the node is probed again (.health).
+            self._node(
+                ctx.cluster_id,
+                name,
+                state="SERVICE_READY",
+                message=None,
+                ready_restarts=running.restarts,
+            )
         except NodeFailure as f:
             self._node(ctx.cluster_id, name, state="FAILED", message=str(f), log_tail=f.log_tail)
             if f.role is not None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from cellplane.clusters.health import node_problem
 from cellplane.clusters.planner import diff_for_resize, topology_from_plan
 from cellplane.clusters.roles import RenderedRole
 from cellplane.clusters.spec import export_spec, parse_spec
@@ -22,6 +23,7 @@ from cellplane.controller.clusters.records import (
     CLUSTER_LABEL,
     NodeFailure,
     OperationContext,
+    facts,
     filtered_topology,
 )
 from cellplane.controller.clusters.supervisor import restart_role_command, write_files_command
@@ -34,6 +36,8 @@ from cellplane.state.models import Task
 __all__ = ["JOIN_TIMEOUT", "ExecutorOperations"]
 
 JOIN_TIMEOUT = 60.0
+
+Handler = Callable[[OperationContext, Cluster, dict[str, Any]], None]
 
 
 class ExecutorOperations(ExecutorNodes):
@@ -56,7 +60,11 @@ class ExecutorOperations(ExecutorNodes):
                     task.state = "STARTED"
                     task.started_at = utcnow()
             self._publish(f"task:{ctx.task_id}")
-        handler: Mapping[str, Callable[[OperationContext, Cluster, dict[str, Any]], None]] = {
+        self._handlers()[op](ctx, c, args)
+
+    def _handlers(self) -> Mapping[str, Handler]:
+        """Operation name -> its handler (subclasses add theirs: HEAL, in .health)."""
+        return {
             "CREATE": self._provision,
             "RESUME": self._provision,
             "DELETE": self._delete,
@@ -65,7 +73,6 @@ class ExecutorOperations(ExecutorNodes):
             "RESIZE": self._resize,
             "CONFIG": self._config,
         }
-        handler[op](ctx, c, args)
 
     def _provision(self, ctx: OperationContext, c: Cluster, args: dict[str, Any]) -> None:
         plan = self._plan(c)
@@ -77,7 +84,11 @@ class ExecutorOperations(ExecutorNodes):
             for name in wave:
                 row = rows[name]
                 cell = self._cell(row.cell_id)
-                if row.state == "SERVICE_READY" and cell is not None and cell.state == "RUNNING":
+                if (
+                    row.state == "SERVICE_READY"
+                    and cell is not None
+                    and node_problem(row.state, row.ready_restarts, facts(cell)) is None
+                ):
                     for role in row.roles:
                         self._step(ctx, f"{name}:{role}", "COMPLETED")
                     continue
@@ -162,26 +173,38 @@ class ExecutorOperations(ExecutorNodes):
                 if cell_id is None or self._cell(cell_id) is None:
                     self._bring_up(ctx, c, plan, name, renders, recreate=False)
                     return
-                started = time.monotonic()
-                cell = self._cell(cell_id)
-                if cell is not None and cell.desired_state != "RUNNING":
-                    with self.svc.db.session() as s:
-                        out = cells_mod.start(self.svc, s, ctx.principal, cell_id)
-                    self._publish(*out.topics)
-                try:
-                    self._wait_cell(cell_id, name, {"RUNNING"}, CELL_START_TIMEOUT)
-                    self._node(c.id, name, state="CONFIGURED")
-                    self._wait_ready(ctx, cell_id, name, renders, started)
-                except NodeFailure as err:
-                    self._node(c.id, name, state="FAILED", message=str(err), log_tail=err.log_tail)
-                    raise
-                self._node(c.id, name, state="SERVICE_READY", message=None)
+                self._revive(ctx, c, name, cell_id, renders)
 
             failures = self._parallel([n for n in wave if n in rows], go)
             if failures:
                 self._finish(c.id, error="\n".join(str(f) for f in failures))
                 return
         self._finish(c.id, state="RUNNING")
+
+    def _revive(
+        self,
+        ctx: OperationContext,
+        c: Cluster,
+        name: str,
+        cell_id: str,
+        renders: list[RenderedRole],
+    ) -> None:
+        """Start the node's existing cell if it is not meant to run, wait until it runs and
+        every role passes its probe; the node is SERVICE_READY, or FAILED with the reason."""
+        started = time.monotonic()
+        cell = self._cell(cell_id)
+        if cell is not None and cell.desired_state != "RUNNING":
+            with self.svc.db.session() as s:
+                out = cells_mod.start(self.svc, s, ctx.principal, cell_id)
+            self._publish(*out.topics)
+        try:
+            running = self._wait_cell(cell_id, name, {"RUNNING"}, CELL_START_TIMEOUT)
+            self._node(c.id, name, state="CONFIGURED")
+            self._wait_ready(ctx, cell_id, name, renders, started)
+        except NodeFailure as err:
+            self._node(c.id, name, state="FAILED", message=str(err), log_tail=err.log_tail)
+            raise
+        self._node(c.id, name, state="SERVICE_READY", message=None, ready_restarts=running.restarts)
 
     def _resize(self, ctx: OperationContext, c: Cluster, args: dict[str, Any]) -> None:
         group = str(args["nodeGroup"])
@@ -288,12 +311,18 @@ class ExecutorOperations(ExecutorNodes):
                     if code != 0:
                         raise NodeFailure(name, None, f"cannot write its files: {out.strip()}")
                     started = time.monotonic()
+                    cell = self._cell(row.cell_id)
                     for r in renders:
                         self.exec(ctx, row.cell_id, restart_role_command(r.role))
                     self._node(c.id, name, state="CONFIGURED")
                     time.sleep(1.0)
                     self._wait_ready(ctx, row.cell_id, name, renders, started)
-                    self._node(c.id, name, state="SERVICE_READY")
+                    self._node(
+                        c.id,
+                        name,
+                        state="SERVICE_READY",
+                        ready_restarts=cell.restarts if cell is not None else None,
+                    )
                     self._step(ctx, f"restart:{name}", "COMPLETED")
                 except NodeFailure as f:
                     self._node(c.id, name, state="FAILED", message=str(f), log_tail=f.log_tail)

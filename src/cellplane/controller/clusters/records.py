@@ -18,6 +18,7 @@ import httpx
 from sqlalchemy import select
 
 from cellplane.clusters.catalog import Catalog
+from cellplane.clusters.health import CellFacts
 from cellplane.clusters.planner import ClusterPlan, plan_cluster
 from cellplane.clusters.roles import Topology
 from cellplane.clusters.spec import parse_spec
@@ -36,6 +37,7 @@ __all__ = [
     "ExecutorRecords",
     "NodeFailure",
     "OperationContext",
+    "facts",
     "failure_message",
     "filtered_topology",
     "flavors_of",
@@ -62,6 +64,11 @@ def failure_message(node: str, role: str | None, reason: str, log_tail: str) -> 
     if log_tail.strip():
         return f"{head}\n--- last lines of the {role or 'node'} log ---\n{log_tail.rstrip()}"
     return head
+
+
+def facts(cell: Cell) -> CellFacts:
+    """What :func:`cellplane.clusters.health.node_problem` needs of a node's cell."""
+    return CellFacts(cell.desired_state, cell.state, cell.restarts or 0, cell.message)
 
 
 def set_step(task: Task, name: str, state: str, now: datetime, *, error: str | None = None) -> bool:
