@@ -181,6 +181,12 @@ def compat_create_body(spec: ContainerSpec) -> dict[str, Any]:
     }
     if spec.command is not None:
         body["Cmd"] = list(spec.command)
+    if spec.entrypoint is not None:
+        body["Entrypoint"] = list(spec.entrypoint)
+    if spec.workdir:
+        body["WorkingDir"] = spec.workdir
+    if spec.user:
+        body["User"] = spec.user
     if spec.hostname:
         body["Hostname"] = spec.hostname
     if spec.ports:
@@ -220,6 +226,10 @@ def libpod_create_body(spec: ContainerSpec) -> dict[str, Any]:
     }
     if spec.hostname:
         body["hostname"] = spec.hostname
+    if spec.workdir:
+        body["work_dir"] = spec.workdir
+    if spec.user:
+        body["user"] = spec.user
     limits: dict[str, Any] = {}
     if spec.cpu:
         limits["cpu"] = {"quota": round(spec.cpu * _CPU_PERIOD_US), "period": _CPU_PERIOD_US}
@@ -525,6 +535,38 @@ class PodmanDriver:
             )
         return _guarded(stream)
 
+    def docker_logs(
+        self,
+        container_id: str,
+        *,
+        tail: int | None = None,
+        follow: bool = False,
+        timestamps: bool = False,
+        since: int = 0,
+        stdout: bool = True,
+        stderr: bool = True,
+    ) -> Iterator[bytes]:
+        # The engine's own framed stream, relayed as is: the SDK's `logs` strips the frame headers
+        # (and with them which stream a line came from), so the request is made by hand.
+        params: dict[str, Any] = {
+            "stdout": int(stdout),
+            "stderr": int(stderr),
+            "follow": int(follow),
+            "timestamps": int(timestamps),
+            "tail": "all" if tail is None else tail,
+        }
+        if since:
+            params["since"] = since
+        api = self._untyped
+        with _translated("container"):
+            res = api._get(
+                api._url("/containers/{0}/logs", container_id), params=params, stream=True
+            )
+            api._raise_for_status(res)
+            if follow:  # a quiet followed log must not time out
+                api._disable_socket_timeout(api._get_raw_response_socket(res))
+        return _guarded(_raw_chunks(res))
+
     def exec(self, container_id: str, command: builtins.list[str]) -> ExecResult:
         with _translated("container"):
             created = self._api.exec_create(container_id, command, stdout=True, stderr=True)
@@ -532,6 +574,13 @@ class PodmanDriver:
             output = self._api.exec_start(exec_id)
             exit_code = self._api.exec_inspect(exec_id)["ExitCode"]
         return ExecResult(exit_code=int(exit_code or 0), output=bytes(output or b""))
+
+
+def _raw_chunks(res: requests.Response) -> Iterator[bytes]:
+    try:
+        yield from res.raw.stream(65536, decode_content=False)
+    finally:
+        res.close()
 
 
 def _guarded(stream: Iterator[bytes]) -> Iterator[bytes]:
