@@ -211,6 +211,9 @@ async def remove(request: web.Request) -> web.Response:
         )
     if views.docker_state(cell) == "removing":
         raise Refused(409, f"removal of container {cell['name']} is already in progress")
+    if force and views.docker_state(cell) in ("running", "restarting"):
+        # Docker's `rm -f` kills (SIGKILL) rather than waiting out the stop timeout.
+        await _run(ctx, p, "stop", cell["id"], 0.0)
     await _run(ctx, p, "delete", cell["id"], None)
     return web.Response(status=204)
 

@@ -77,7 +77,7 @@ class Listeners:
                     )
 
     async def _start(self, ep_id: str, port: int) -> None:
-        found = await blocking(docker_endpoints.endpoint_for_port, self.svc, ep_id)
+        found = await blocking(docker_endpoints.endpoint_project, self.svc, ep_id)
         if found is None:
             return
         project_id, project_name, _ = found

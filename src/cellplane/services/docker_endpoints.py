@@ -28,7 +28,7 @@ __all__ = [
     "authorize",
     "create",
     "delete",
-    "endpoint_for_port",
+    "endpoint_project",
     "image_named",
     "list_endpoints",
     "listeners",
@@ -133,7 +133,7 @@ def listeners(svc: Services) -> list[Listener]:
         return [(ep.id, ep.project_id, ep.port) for ep in s.scalars(select(DockerEndpoint))]
 
 
-def endpoint_for_port(svc: Services, endpoint_id: str) -> tuple[str, str, str] | None:
+def endpoint_project(svc: Services, endpoint_id: str) -> tuple[str, str, str] | None:
     """(project id, project name, tenant id) of an endpoint, None once it is gone."""
     with svc.db.reader() as s:
         ep = s.get(DockerEndpoint, endpoint_id)

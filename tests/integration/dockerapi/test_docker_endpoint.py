@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -335,3 +336,41 @@ def test_a_quota_refusal_is_a_docker_error(ep_b: Endpoint, admin: Client) -> Non
         assert "quota" in p.stderr.lower(), p.stderr
     finally:
         admin.set_project_quota("team-b", {"memory_mb": None})
+
+
+def test_cellplane_endpoint_env_configures_the_docker_cli(
+    ep_a: Endpoint, deployment: Deployment, tmp_path: Path
+) -> None:
+    """The documented habit: `eval $(cellplane endpoint env --project P)`, then docker works."""
+    env = {
+        **os.environ,
+        "CELLPLANE_SERVER": deployment.url,
+        "CELLPLANE_TOKEN": deployment.admin_token,
+        "CELLPLANE_CONFIG": str(tmp_path / "cp.json"),
+    }
+    p = subprocess.run(
+        [sys.executable, "-m", "cellplane.cli.main", "endpoint", "env", "--project", "team-a"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    exports = dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in p.stdout.splitlines()
+        if line.startswith("export ")
+    )
+    assert exports["DOCKER_HOST"] == ep_a.host and exports["DOCKER_TLS_VERIFY"] == "1"
+    certs = Path(exports["DOCKER_CERT_PATH"])
+    assert certs.parent == tmp_path / "docker"  # beside the CLI's configuration
+    assert (certs / "key.pem").stat().st_mode & 0o077 == 0
+    assert DOCKER is not None
+    ps = subprocess.run(
+        [DOCKER, "ps", "-a"],
+        env={**os.environ, **exports, "DOCKER_CONFIG": str(tmp_path / "dc")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ps.returncode == 0 and ps.stdout.startswith("CONTAINER ID"), ps.stderr
