@@ -114,6 +114,7 @@ def run_server(
     from cellplane.api.app import create_app
     from cellplane.api.tls import TLSH11Protocol
     from cellplane.controller import runtime
+    from cellplane.dockerapi import supervisor as dockerapi_supervisor
     from cellplane.services.context import Services
     from cellplane.settings import ServerSettings
     from cellplane.state.db import Database
@@ -147,9 +148,12 @@ def run_server(
             "ssl_cert_reqs": ssl.CERT_OPTIONAL,
         }
     svc.public_url = f"{'https' if tls else 'http'}://{url_host(host)}:{port}"
+    svc.docker_listen_host = host
     app = create_app(svc)
     # The placement loop and the cluster executor, run by the app's lifespan (uvicorn's).
     runtime.install(app.state.background, svc)
+    # The projects' Docker-compatible endpoints, each on its own TLS port (cellplane.dockerapi).
+    dockerapi_supervisor.install(app.state.background, svc, app.state.authenticator)
     config = uvicorn.Config(
         app,
         host=host,

@@ -71,7 +71,18 @@ class AgentEndpoint:
                 tail = int(q["tail"][0]) if "tail" in q else None
                 follow = q.get("follow", ["false"])[0] == "true"
                 try:
-                    chunks = driver.logs(f"cp-{cell_id}", tail=tail, follow=follow)
+                    if q.get("format", [""])[0] == "docker":
+                        chunks = driver.docker_logs(
+                            f"cp-{cell_id}",
+                            tail=tail,
+                            follow=follow,
+                            timestamps=q.get("timestamps", ["false"])[0] == "true",
+                            since=int(q.get("since", ["0"])[0]),
+                            stdout=q.get("stdout", ["true"])[0] == "true",
+                            stderr=q.get("stderr", ["true"])[0] == "true",
+                        )
+                    else:
+                        chunks = driver.logs(f"cp-{cell_id}", tail=tail, follow=follow)
                     self.send_response(200)
                     self.send_header("Content-Type", "text/plain; charset=utf-8")
                     self.send_header("Transfer-Encoding", "chunked")

@@ -14,12 +14,12 @@ import typer
 
 from cellplane.cli import output
 
-__all__ = ["app"]
+__all__ = ["app", "new_key_and_csr", "write_private"]
 
 app = typer.Typer(help="Client certificates (mutual TLS) for yourself.", no_args_is_help=True)
 
 
-def _write_private(path: Path, data: bytes, mode: int) -> None:
+def write_private(path: Path, data: bytes, mode: int) -> None:
     """Write `data` to `path` atomically, created with `mode` before anything is written."""
     import os
     import tempfile
@@ -38,6 +38,28 @@ def _write_private(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
+def new_key_and_csr(subject: str) -> tuple[bytes, str]:
+    """A new EC P-256 key (PKCS#8 PEM) and a CSR for `subject` (PEM): the key never leaves
+    this machine, only the CSR is sent."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return key_pem, csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
 @app.command("request")
 def cert_request(
     out_dir: Annotated[
@@ -51,11 +73,6 @@ def cert_request(
 ) -> None:
     """Get a client certificate for yourself: a new EC P-256 key (never leaves this machine)
     and a certificate for it, issued by your tenant's CA."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     from cellplane.client import config
 
     files = {
@@ -72,24 +89,13 @@ def cert_request(
             output.fail(
                 "client certificates are issued to users only", f"you are a {me.get('kind')}"
             )
-        key = ec.generate_private_key(ec.SECP256R1())
-        csr = (
-            x509.CertificateSigningRequestBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(me["subject"]))]))
-            .sign(key, hashes.SHA256())
-        )
-        csr_pem = csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
+        key_pem, csr_pem = new_key_and_csr(str(me["subject"]))
         issued = client.request_certificate(csr_pem, ttl_days=days)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_private(files["key"], key_pem, 0o600)
-        _write_private(files["cert"], str(issued.get("certificate", "")).encode(), 0o644)
-        _write_private(files["chain"], str(issued.get("chain", "")).encode(), 0o644)
+        write_private(files["key"], key_pem, 0o600)
+        write_private(files["cert"], str(issued.get("certificate", "")).encode(), 0o644)
+        write_private(files["chain"], str(issued.get("chain", "")).encode(), 0o644)
     except OSError as exc:
         output.fail("cannot write the certificate files", str(exc))
     record = {k: v for k, v in issued.items() if k not in ("certificate", "chain")}

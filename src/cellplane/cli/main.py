@@ -19,6 +19,7 @@ from cellplane.cli import (
     clients,
     clusters,
     daemons,
+    endpoints,
     flavors,
     groups,
     hosts,
@@ -94,6 +95,7 @@ app.add_typer(conventional(roles.app), name="role")
 app.add_typer(conventional(quotas.app), name="quota")
 app.add_typer(conventional(certs.app), name="cert")
 app.add_typer(conventional(audit.app), name="audit")
+app.add_typer(conventional(endpoints.app), name="endpoint")
 
 if __name__ == "__main__":
     app()

@@ -6,6 +6,7 @@ from cellplane.client.audit import AuditApi
 from cellplane.client.cells import CellsApi
 from cellplane.client.certificates import CertificatesApi
 from cellplane.client.clusters import ClustersApi
+from cellplane.client.docker_endpoints import DockerEndpointsApi
 from cellplane.client.flavors import FlavorsApi
 from cellplane.client.groups import GroupsApi
 from cellplane.client.hosts import HostsApi
@@ -41,6 +42,7 @@ class Client(
     QuotasApi,
     CertificatesApi,
     AuditApi,
+    DockerEndpointsApi,
 ):
     """A synchronous client of one Cellplane server: one method per public route.
 

@@ -78,6 +78,10 @@ class ContainerSpec:
     image: str | None = None
     rootfs: str | None = None
     command: list[str] | None = None
+    # None: the image's own entrypoint, working directory and user.
+    entrypoint: list[str] | None = None
+    workdir: str | None = None
+    user: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     hostname: str = ""
@@ -271,6 +275,21 @@ class Driver(Protocol):
         self, container_id: str, tail: int | None = None, follow: bool = False
     ) -> Iterator[bytes]:
         """Stdout and stderr as they come; with `follow`, until the container stops."""
+
+    def docker_logs(
+        self,
+        container_id: str,
+        *,
+        tail: int | None = None,
+        follow: bool = False,
+        timestamps: bool = False,
+        since: int = 0,
+        stdout: bool = True,
+        stderr: bool = True,
+    ) -> Iterator[bytes]:
+        """The logs as the Docker Engine API streams them: each piece behind an 8-byte header
+        (stream 1 stdout or 2 stderr, then its length, big-endian); with `timestamps`, each
+        line starts with its RFC 3339 time. `since`: Unix seconds (0: from the start)."""
 
     def exec(self, container_id: str, command: builtins.list[str]) -> ExecResult:
         """Run `command` inside a running container and wait for it."""

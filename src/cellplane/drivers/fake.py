@@ -293,6 +293,21 @@ class FakeDriver:
             lines = lines[-tail:] if tail else []
         return iter(lines)
 
+    def docker_logs(
+        self,
+        container_id: str,
+        *,
+        tail: int | None = None,
+        follow: bool = False,
+        timestamps: bool = False,
+        since: int = 0,
+        stdout: bool = True,
+        stderr: bool = True,
+    ) -> Iterator[bytes]:
+        """The fake's log lines as stdout frames (it keeps no stderr and no times)."""
+        lines = list(self.logs(container_id, tail=tail, follow=follow)) if stdout else []
+        return iter([b"\x01\x00\x00\x00" + len(line).to_bytes(4, "big") + line for line in lines])
+
     def exec(self, container_id: str, command: builtins.list[str]) -> ExecResult:
         with self._lock:
             self._record("exec", container_id, list(command))

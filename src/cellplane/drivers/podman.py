@@ -427,6 +427,38 @@ class PodmanDriver:
             )
         return _guarded(stream)
 
+    def docker_logs(
+        self,
+        container_id: str,
+        *,
+        tail: int | None = None,
+        follow: bool = False,
+        timestamps: bool = False,
+        since: int = 0,
+        stdout: bool = True,
+        stderr: bool = True,
+    ) -> Iterator[bytes]:
+        # The engine's own framed stream, relayed as is: the SDK's `logs` strips the frame headers
+        # (and with them which stream a line came from), so the request is made by hand.
+        params: dict[str, Any] = {
+            "stdout": int(stdout),
+            "stderr": int(stderr),
+            "follow": int(follow),
+            "timestamps": int(timestamps),
+            "tail": "all" if tail is None else tail,
+        }
+        if since:
+            params["since"] = since
+        api = self._untyped
+        with _translated("container"):
+            res = api._get(
+                api._url("/containers/{0}/logs", container_id), params=params, stream=True
+            )
+            api._raise_for_status(res)
+            if follow:  # a quiet followed log must not time out
+                api._disable_socket_timeout(api._get_raw_response_socket(res))
+        return _guarded(_raw_chunks(res))
+
     def exec(self, container_id: str, command: builtins.list[str]) -> ExecResult:
         with _translated("container"):
             created = self._api.exec_create(container_id, command, stdout=True, stderr=True)
@@ -450,6 +482,13 @@ class PodmanDriver:
     ) -> PodmanExecSession:
         with _translated("container"):
             return start_exec(self._untyped, container_id, command, stdin=stdin, tty=tty, size=size)
+
+
+def _raw_chunks(res: requests.Response) -> Iterator[bytes]:
+    try:
+        yield from res.raw.stream(65536, decode_content=False)
+    finally:
+        res.close()
 
 
 def _guarded(stream: Iterator[bytes]) -> Iterator[bytes]:

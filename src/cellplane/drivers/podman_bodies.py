@@ -78,6 +78,12 @@ def compat_create_body(spec: ContainerSpec) -> dict[str, Any]:
     }
     if spec.command is not None:
         body["Cmd"] = list(spec.command)
+    if spec.entrypoint is not None:
+        body["Entrypoint"] = list(spec.entrypoint)
+    if spec.workdir:
+        body["WorkingDir"] = spec.workdir
+    if spec.user:
+        body["User"] = spec.user
     if spec.hostname:
         body["Hostname"] = spec.hostname
     if spec.ports:
@@ -117,6 +123,10 @@ def libpod_create_body(spec: ContainerSpec) -> dict[str, Any]:
     }
     if spec.hostname:
         body["hostname"] = spec.hostname
+    if spec.workdir:
+        body["work_dir"] = spec.workdir
+    if spec.user:
+        body["user"] = spec.user
     if spec.memory_mb:  # the CPU quota comes after start, from `apply_limits`
         body["resource_limits"] = {"memory": {"limit": spec.memory_mb * _MIB}}
     if spec.network is not None:

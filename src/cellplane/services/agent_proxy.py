@@ -38,6 +38,7 @@ __all__ = [
     "Target",
     "exec_async",
     "exec_sync",
+    "open_docker_logs",
     "open_exec",
     "open_logs",
 ]
@@ -122,10 +123,47 @@ async def open_logs(
     before any response is sent); the iterator closes the agent's response when it ends or is
     closed.
     """
-    url, secret, cid = target
     params: dict[str, Any] = {"follow": "true" if follow else "false"}
     if tail is not None:
         params["tail"] = tail
+    return await _open_logs(client, target, params)
+
+
+async def open_docker_logs(
+    client: httpx.AsyncClient,
+    target: Target,
+    *,
+    tail: int | None,
+    follow: bool,
+    timestamps: bool,
+    since: int,
+    stdout: bool,
+    stderr: bool,
+) -> AsyncIterator[bytes]:
+    """:func:`open_logs` in the Docker Engine API's framing (8-byte headers naming stdout or
+    stderr, optional timestamps), for the Docker-compatible endpoint (`cellplane.dockerapi`)."""
+
+    def flag(v: bool) -> str:
+        return "true" if v else "false"
+
+    params: dict[str, Any] = {
+        "format": "docker",
+        "follow": flag(follow),
+        "timestamps": flag(timestamps),
+        "stdout": flag(stdout),
+        "stderr": flag(stderr),
+    }
+    if tail is not None:
+        params["tail"] = tail
+    if since:
+        params["since"] = since
+    return await _open_logs(client, target, params)
+
+
+async def _open_logs(
+    client: httpx.AsyncClient, target: Target, params: dict[str, Any]
+) -> AsyncIterator[bytes]:
+    url, secret, cid = target
     req = client.build_request(
         "GET",
         f"{url}/cells/{cid}/logs",

@@ -94,6 +94,8 @@ class Services:
     # from each request (in-process tests).
     public_url: str | None = None
     access_ttl_s: float = 300.0
+    # The address Docker-compatible endpoints listen on (the server's own listen address).
+    docker_listen_host: str = "127.0.0.1"
     # The OIDC provider's tunables (lockout, rate limit, lifetimes); None: its defaults.
     oidc: OidcSettings | None = None
     # Largest request body (413 above it, before it is parsed); image uploads have their own.

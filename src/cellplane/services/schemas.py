@@ -83,6 +83,15 @@ class CellCreate(_Strict):
     command: list[Annotated[str, Field(max_length=MAX_ARG)]] | None = Field(
         default=None, max_length=MAX_ARGS
     )
+    # None: the image's own entrypoint/working directory/user; the hostname defaults to the name.
+    entrypoint: list[Annotated[str, Field(max_length=MAX_ARG)]] | None = Field(
+        default=None, max_length=MAX_ARGS
+    )
+    workdir: str | None = Field(default=None, min_length=1, max_length=4096)
+    user: str | None = Field(
+        default=None, min_length=1, max_length=255, pattern=r"^[^\s:]+(:[^\s:]+)?$"
+    )
+    hostname: str | None = Field(default=None, min_length=1, max_length=63)
     env: dict[str, str] = Field(default_factory=dict, max_length=MAX_ENV)
     labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
     ports: list[PortBody] = Field(default_factory=list, max_length=64)
@@ -95,6 +104,18 @@ class CellCreate(_Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         return _check_label(v)
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, v: str | None) -> str | None:
+        return v if v is None else _check_label(v)
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return v
 
     @field_validator("labels")
     @classmethod
@@ -120,12 +141,12 @@ class CellCreate(_Strict):
             raise ValueError(f"the environment holds {total} characters; at most {MAX_ENV_TOTAL}")
         return v
 
-    @field_validator("command")
+    @field_validator("command", "entrypoint")
     @classmethod
     def _command(cls, v: list[str] | None) -> list[str] | None:
         total = sum(len(a) + 1 for a in v or ())
         if total > MAX_ARGS_TOTAL:
-            raise ValueError(f"the command holds {total} characters; at most {MAX_ARGS_TOTAL}")
+            raise ValueError(f"it holds {total} characters; at most {MAX_ARGS_TOTAL}")
         return v
 
     @model_validator(mode="after")

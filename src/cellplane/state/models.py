@@ -28,6 +28,7 @@ __all__ = [
     "Cell",
     "CellEvent",
     "Credential",
+    "DockerEndpoint",
     "Flavor",
     "Host",
     "IdempotencyRecord",
@@ -177,6 +178,11 @@ class Cell(Base):
     memory_mb: Mapped[int] = mapped_column(Integer)
     disk_gb: Mapped[int] = mapped_column(Integer)
     command: Mapped[list[Any] | None] = mapped_column(JSON)
+    # Container fields the Docker API sets (None: the image's own; the hostname defaults to the name).
+    entrypoint: Mapped[list[Any] | None] = mapped_column(JSON)
+    workdir: Mapped[str | None] = mapped_column(String(4096))
+    user: Mapped[str | None] = mapped_column(String(255))
+    hostname: Mapped[str | None] = mapped_column(String(63))
     env: Mapped[dict[str, Any]] = mapped_column(default=dict)
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
     ports: Mapped[list[Any]] = mapped_column(default=list)
@@ -203,6 +209,20 @@ class Cell(Base):
     message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class DockerEndpoint(Base):
+    """A project's Docker Engine API listener (`cellplane.dockerapi`): its own TLS port on the
+    server. One per project; it goes with its project."""
+
+    __tablename__ = "docker_endpoints"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), unique=True
+    )
+    port: Mapped[int] = mapped_column(Integer, unique=True)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class CellEvent(Base):

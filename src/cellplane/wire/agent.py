@@ -182,6 +182,11 @@ class CellAssignment(_Model):
     cpu: float
     memory_mb: int
     command: list[str] | None = None
+    # Set through the Docker-compatible endpoint; None keeps the image's own (hostname: the name).
+    entrypoint: list[str] | None = None
+    workdir: str | None = None
+    user: str | None = None
+    hostname: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
     ports: list[PortAssignment] = Field(default_factory=list)

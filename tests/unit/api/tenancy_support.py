@@ -166,6 +166,9 @@ class Worlds:
                 201,
             )
             w.ids["volume_id"] = v["id"]
+        endpoints = f"/v1/projects/{w.project_id}/docker-endpoints"
+        if not c.get(endpoints, headers=admin).json().get("items"):
+            _ok(c.post(endpoints, json={}, headers=admin), 201)
         if "cluster_id" not in w.ids or not exists(f"/v1/clusters/{w.ids['cluster_id']}"):
             now = utcnow()
             cid = new_id("cls")
@@ -282,6 +285,7 @@ BODIES: dict[str, Callable[[TenantWorld], Any]] = {
     "POST /v1/cells/{cell_id}/restart": lambda w: {"timeout": 1},
     "POST /v1/cells/{cell_id}/exec": lambda w: {"command": ["true"]},
     "POST /v1/projects/{project}/volumes": lambda w: {"name": "v" + _n(), "size_gb": 1},
+    "POST /v1/projects/{project}/docker-endpoints": lambda w: {},
     "POST /v1/projects/{project}/clusters": lambda w: {"name": "k" + _n(), "distro": "zookeeper"},
     "POST /v1/clusters/{cluster_id}/resize": lambda w: {"nodeGroup": "zookeeper", "instanceNum": 1},
     "POST /v1/clusters/{cluster_id}/config": lambda w: {"configuration": {}},

@@ -167,6 +167,11 @@ def test_every_answer_matches_the_document(
             created = plat.client.post("/v1/tenants", json={"name": "doomed"}, headers=plat.admin)
             assert created.status_code == 201, created.text
             worlds.a.ids["tenant"] = "doomed"
+        if key == "POST /v1/projects/{project}/docker-endpoints":  # the worlds keep one: free it
+            gone = plat.client.delete(
+                f"/v1/projects/{worlds.a.project_id}/docker-endpoints", headers=plat.admin
+            )
+            assert gone.status_code == 204, gone.text
         if key == "POST /v1/agent/register":
             body = {
                 "api_version": "agent/v1",

@@ -77,3 +77,41 @@ def test_exec_async_and_logs_on_the_api_client() -> None:
     answer, data = asyncio.run(run())
     assert answer == {"exit_code": 0, "output": "id"}
     assert data == b"line 1\nline 2\n"
+
+
+def test_docker_logs_ask_the_agent_for_dockers_framing() -> None:
+    seen: list[httpx.QueryParams] = []
+    frame = b"\x02\x00\x00\x00\x00\x00\x00\x04err\n"
+
+    class Agent(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            seen.append(request.url.params)
+
+            async def chunks() -> AsyncIterator[bytes]:
+                yield frame
+
+            return httpx.Response(200, content=chunks())
+
+    async def run() -> bytes:
+        async with httpx.AsyncClient(transport=Agent()) as client:
+            chunks = await agent_proxy.open_docker_logs(
+                client,
+                TARGET,
+                tail=None,
+                follow=True,
+                timestamps=True,
+                since=1700000000,
+                stdout=False,
+                stderr=True,
+            )
+            return b"".join([c async for c in chunks])
+
+    assert asyncio.run(run()) == frame  # relayed as the engine framed it
+    assert dict(seen[0]) == {
+        "format": "docker",
+        "follow": "true",
+        "timestamps": "true",
+        "stdout": "false",
+        "stderr": "true",
+        "since": "1700000000",
+    }

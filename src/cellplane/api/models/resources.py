@@ -28,6 +28,8 @@ __all__ = [
     "ClusterNode",
     "ClusterNodeGroup",
     "ClusterSpecDocument",
+    "DockerEndpoint",
+    "DockerEndpointList",
     "EngineState",
     "ExecResult",
     "Flavor",
@@ -177,6 +179,10 @@ class Cell(View):
     memory_mb: int
     disk_gb: int
     command: list[str] | None
+    entrypoint: list[str] | None = Field(description="Null: the image's own entrypoint.")
+    workdir: str | None
+    user: str | None
+    hostname: str | None
     env: dict[str, str]
     labels: dict[str, str]
     ports: list[CellPort]
@@ -196,6 +202,20 @@ class Cell(View):
     events: list[CellEvent]
     created_at: Time | None
     updated_at: Time | None
+
+
+class DockerEndpoint(View):
+    id: str
+    project: str
+    port: int
+    docker_host: str = Field(description="The DOCKER_HOST value, e.g. tcp://host:2376.")
+    created_by: str | None
+    created_at: Time | None
+
+
+class DockerEndpointList(View):
+    items: list[DockerEndpoint]
+    next_cursor: str | None
 
 
 class TaskList(View):

@@ -43,7 +43,7 @@ from cellplane.state.identity_models import (
     RoleAssignment,
     User,
 )
-from cellplane.state.models import Cell, Credential, Project, Tenant, Volume
+from cellplane.state.models import Cell, Credential, DockerEndpoint, Project, Tenant, Volume
 
 __all__ = [
     "create_tenant",
@@ -172,6 +172,7 @@ def delete_tenant(svc: Services, principal: Principal, ref: str) -> None:
         s.execute(delete(OAuthClient).where(OAuthClient.tenant_id == t.id))
         s.execute(delete(User).where(User.tenant_id == t.id))
         s.execute(delete(LdapConfig).where(LdapConfig.tenant_id == t.id))
+        s.execute(delete(DockerEndpoint).where(DockerEndpoint.project_id.in_(projects)))
         s.execute(delete(Project).where(Project.tenant_id == t.id))
         _audit(s, principal, "tenant.delete", t.name)
         s.delete(t)

@@ -1,0 +1,137 @@
+"""What every handler of a Docker-compatible endpoint shares: its context, the caller, the cells of
+its project, and Docker's error shape.
+
+Handlers call the same services as the REST API (`cellplane.services`), in worker threads: the
+database is synchronous. A container is a cell of the endpoint's project, nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from aiohttp import web
+
+from cellplane.dockerapi.mapping import Refused
+from cellplane.dockerapi.views import docker_id
+from cellplane.errors import NotFound
+from cellplane.identity.authn import Authenticator
+from cellplane.services import cells, tasks
+from cellplane.services.context import Principal, Services
+
+__all__ = [
+    "CTX",
+    "EndpointContext",
+    "blocking",
+    "context",
+    "flag",
+    "json_response",
+    "principal",
+    "project_cells",
+    "resolve",
+    "settle",
+]
+
+T = TypeVar("T")
+
+
+@dataclass
+class EndpointContext:
+    svc: Services
+    authn: Authenticator
+    agent: httpx.AsyncClient
+    endpoint_id: str
+    project_id: str
+    project_name: str
+
+
+CTX: web.AppKey[EndpointContext] = web.AppKey("cellplane_endpoint", EndpointContext)
+PRINCIPAL = "cellplane_principal"
+
+
+def context(request: web.Request) -> EndpointContext:
+    return request.app[CTX]
+
+
+def principal(request: web.Request) -> Principal:
+    p: Principal = request[PRINCIPAL]
+    return p
+
+
+async def blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a (database) call in the loop's worker threads."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """JSON with the bare `application/json` type: the docker CLI reads an error's message
+    only under exactly that type (aiohttp's own adds a charset)."""
+    return web.Response(
+        body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"}
+    )
+
+
+def flag(request: web.Request, name: str, default: bool = False) -> bool:
+    """A boolean query parameter as Docker clients send them (1/0, true/false)."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes"):
+        return True
+    if raw.lower() in ("0", "false", "no"):
+        return False
+    raise Refused(400, f"invalid value for {name!r}: {raw!r} (expected a boolean)")
+
+
+def project_cells(ctx: EndpointContext, p: Principal) -> list[dict[str, Any]]:
+    """Every cell of the endpoint's project (their list views: no events)."""
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = cells.list_cells(
+            ctx.svc, p, ctx.project_id, labels={}, name=None, state=None, limit=1000, cursor=cursor
+        )
+        items.extend(page["items"])
+        cursor = page["next_cursor"]
+        if not cursor:
+            return items
+
+
+def resolve(ctx: EndpointContext, p: Principal, ref: str) -> dict[str, Any]:
+    """A container by name, full id, unique id prefix or cell id, in this endpoint's project
+    only; its full view (with events). Docker's 404 otherwise."""
+    ref = ref.removeprefix("/")
+    every = project_cells(ctx, p)
+    exact = [c for c in every if ref in (c["id"], c["name"], docker_id(c["id"]))]
+    found = exact or ([c for c in every if docker_id(c["id"]).startswith(ref)] if ref else [])
+    if len(found) > 1:
+        raise Refused(400, f"multiple IDs found with provided prefix: {ref}")
+    if not found:
+        raise Refused(404, f"No such container: {ref}")
+    try:
+        return cells.get(ctx.svc, p, found[0]["id"])
+    except NotFound as exc:
+        raise Refused(404, f"No such container: {ref}") from exc
+
+
+async def settle(
+    ctx: EndpointContext, p: Principal, task_id: str, timeout: float
+) -> dict[str, Any]:
+    """Wait for a task to end (COMPLETED or ERROR), woken by its topic; the task, or the last
+    seen one after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    topic = f"task:{task_id}"
+    while True:
+        seen = ctx.svc.notifier.version(topic)
+        task = await blocking(tasks.visible_task, ctx.svc, p, task_id)
+        left = deadline - loop.time()
+        if task["state"] in tasks.TERMINAL or left <= 0:
+            return task
+        await ctx.svc.notifier.wait(topic, seen, min(left, 2.0))

@@ -1,0 +1,231 @@
+"""Container routes of a Docker-compatible endpoint: create, start, stop, kill, restart, rm, ps,
+inspect. Each one is the cell service the REST API calls, for the caller, in the endpoint's project.
+
+Docker's calls are synchronous where Cellplane's are tasks: start, stop, restart and rm answer
+once their task has ended, as `docker` expects the container to be running (or gone) then.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+from aiohttp import web
+
+from cellplane.dockerapi import mapping, views
+from cellplane.dockerapi.base import (
+    EndpointContext,
+    blocking,
+    context,
+    flag,
+    json_response,
+    principal,
+    project_cells,
+    resolve,
+    settle,
+)
+from cellplane.dockerapi.mapping import Refused
+from cellplane.errors import NotFound
+from cellplane.ids import utcnow
+from cellplane.services import cells, docker_endpoints, volumes
+from cellplane.services.context import Principal
+from cellplane.services.schemas import CellCreate, VolumeCreate
+
+__all__ = ["routes"]
+
+#: How long a start, stop, restart or rm waits for its task before answering anyway.
+TASK_WAIT_S = 300.0
+_KILL_SIGNALS = {"", "KILL", "SIGKILL", "9"}
+
+
+def _create(ctx: EndpointContext, p: Principal, name: str | None, body: Any) -> dict[str, Any]:
+    fields = mapping.cell_fields(name, body)
+    image = docker_endpoints.image_named(ctx.svc, mapping.image_candidates(fields["image"]))
+    if image is None:
+        raise Refused(404, f"No such image: {fields['image']}")
+    fields["image"] = image
+    warnings = []
+    if "cpu" not in fields and "memory_mb" not in fields:
+        warnings.append(
+            "no --cpus or --memory given: the container runs with the SMALL flavor's size"
+        )
+    try:
+        spec = CellCreate.model_validate(fields)
+    except pydantic.ValidationError as exc:
+        raise Refused(400, _pydantic_message(exc)) from exc
+    # `docker run -v name:/path` makes the named volume when it does not exist yet.
+    for vol in docker_endpoints.missing_volumes(
+        ctx.svc, ctx.project_id, [m.volume for m in spec.volumes]
+    ):
+        with ctx.svc.db.session() as s:
+            volumes.create(ctx.svc, s, p, ctx.project_id, VolumeCreate(name=vol))
+    with ctx.svc.db.session() as s:
+        out = cells.create(ctx.svc, s, p, ctx.project_id, spec)
+    ctx.svc.notifier.publish(*out.topics)
+    return {"Id": views.docker_id(out.body["entity"]["id"]), "Warnings": warnings}
+
+
+def _pydantic_message(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(x) for x in err["loc"])
+        parts.append(f"{where}: {err['msg']}" if where else str(err["msg"]))
+    return "; ".join(parts)
+
+
+async def create(request: web.Request) -> web.Response:
+    ctx, p = context(request), principal(request)
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise Refused(400, f"the request body is not JSON: {exc}") from exc
+    answer = await blocking(_create, ctx, p, request.query.get("name") or None, body)
+    return json_response(answer, status=201)
+
+
+async def list_containers(request: web.Request) -> web.Response:
+    ctx, p = context(request), principal(request)
+    filters = views.parse_filters(request.query.get("filters"))
+    show_all = flag(request, "all")
+    raw_limit = request.query.get("limit") or "-1"
+    if not raw_limit.lstrip("-").isdigit():
+        raise Refused(400, f"invalid value for 'limit': {raw_limit!r}")
+    limit = int(raw_limit)
+    now = utcnow()
+    items = await blocking(project_cells, ctx, p)
+    out = []
+    for cell in sorted(items, key=lambda c: c["created_at"], reverse=True):
+        if not show_all and "status" not in filters and views.docker_state(cell) != "running":
+            continue
+        if views.matches(cell, filters):
+            out.append(views.summary(cell, now))
+    return json_response(out[:limit] if limit > 0 else out)
+
+
+async def inspect(request: web.Request) -> web.Response:
+    ctx, p = context(request), principal(request)
+    cell = await blocking(resolve, ctx, p, request.match_info["ref"])
+    return json_response(views.inspect(cell, ctx.project_name))
+
+
+def _transition(
+    ctx: EndpointContext, p: Principal, kind: str, cell_id: str, timeout: float | None
+) -> str:
+    with ctx.svc.db.session() as s:
+        if kind == "start":
+            out = cells.start(ctx.svc, s, p, cell_id)
+        elif kind == "stop":
+            out = cells.stop(ctx.svc, s, p, cell_id, timeout)
+        elif kind == "restart":
+            out = cells.restart(ctx.svc, s, p, cell_id, timeout)
+        else:
+            out = cells.delete(ctx.svc, s, p, cell_id)
+    ctx.svc.notifier.publish(*out.topics)
+    return str(out.body["id"])
+
+
+async def _run(
+    ctx: EndpointContext, p: Principal, kind: str, cell_id: str, timeout: float | None
+) -> dict[str, Any] | None:
+    """Ask for the change, wait for its task; the cell after it (None once removed)."""
+    task_id = await blocking(_transition, ctx, p, kind, cell_id, timeout)
+    task = await settle(ctx, p, task_id, TASK_WAIT_S)
+    try:
+        cell = await blocking(cells.get, ctx.svc, p, cell_id)
+    except NotFound:
+        return None
+    if task["state"] == "ERROR" and kind in ("start", "restart"):
+        started = views.docker_state(cell) in ("running", "exited")
+        if not started or cell["state"] == "FAILED":
+            raise Refused(
+                500,
+                f"cannot start container {cell['name']}: {task.get('error') or cell.get('message')}",
+            )
+    return cell
+
+
+def _timeout(request: web.Request) -> float | None:
+    raw = request.query.get("t") or request.query.get("timeout")
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise Refused(400, f"invalid value for 't': {raw!r}") from exc
+    return 0.0 if value < 0 else min(value, 3600.0)
+
+
+async def start(request: web.Request) -> web.Response:
+    ctx, p = context(request), principal(request)
+    cell = await blocking(resolve, ctx, p, request.match_info["ref"])
+    if views.docker_state(cell) == "running":
+        return web.Response(status=304)
+    await _run(ctx, p, "start", cell["id"], None)
+    return web.Response(status=204)
+
+
+async def stop(request: web.Request) -> web.Response:
+    ctx, p = context(request), principal(request)
+    timeout = _timeout(request)
+    cell = await blocking(resolve, ctx, p, request.match_info["ref"])
+    if views.docker_state(cell) not in ("running", "restarting"):
+        return web.Response(status=304)
+    await _run(ctx, p, "stop", cell["id"], timeout)
+    return web.Response(status=204)
+
+
+async def kill(request: web.Request) -> web.Response:
+    ctx, p = context(request), principal(request)
+    signal = request.query.get("signal", "").upper()
+    if signal not in _KILL_SIGNALS:
+        raise Refused(
+            400, f"kill --signal {signal} is not supported on this endpoint yet (KILL only)"
+        )
+    cell = await blocking(resolve, ctx, p, request.match_info["ref"])
+    if views.docker_state(cell) not in ("running", "restarting"):
+        raise Refused(409, f"Container {cell['name']} is not running")
+    await _run(ctx, p, "stop", cell["id"], 0.0)
+    return web.Response(status=204)
+
+
+async def restart(request: web.Request) -> web.Response:
+    ctx, p = context(request), principal(request)
+    timeout = _timeout(request)
+    cell = await blocking(resolve, ctx, p, request.match_info["ref"])
+    await _run(ctx, p, "restart", cell["id"], timeout)
+    return web.Response(status=204)
+
+
+async def remove(request: web.Request) -> web.Response:
+    ctx, p = context(request), principal(request)
+    force = flag(request, "force")
+    flag(request, "v")  # anonymous volumes: none exist here; named volumes stay, as in Docker
+    if flag(request, "link"):
+        raise Refused(400, "rm --link is not supported on this endpoint")
+    cell = await blocking(resolve, ctx, p, request.match_info["ref"])
+    if views.docker_state(cell) in ("running", "restarting") and not force:
+        raise Refused(
+            409,
+            f'cannot remove container "/{cell["name"]}": container is running: stop the '
+            "container before removing or force remove",
+        )
+    if views.docker_state(cell) == "removing":
+        raise Refused(409, f"removal of container {cell['name']} is already in progress")
+    if force and views.docker_state(cell) in ("running", "restarting"):
+        # Docker's `rm -f` kills (SIGKILL) rather than waiting out the stop timeout.
+        await _run(ctx, p, "stop", cell["id"], 0.0)
+    await _run(ctx, p, "delete", cell["id"], None)
+    return web.Response(status=204)
+
+
+def routes() -> list[tuple[str, str, Any]]:
+    return [
+        ("POST", "/containers/create", create),
+        ("GET", "/containers/json", list_containers),
+        ("GET", "/containers/{ref}/json", inspect),
+        ("POST", "/containers/{ref}/start", start),
+        ("POST", "/containers/{ref}/stop", stop),
+        ("POST", "/containers/{ref}/kill", kill),
+        ("POST", "/containers/{ref}/restart", restart),
+        ("DELETE", "/containers/{ref}", remove),
+    ]

@@ -1,0 +1,334 @@
+"""A Docker `POST /containers/create` body -> the fields of a cell. Pure: no I/O, no state.
+
+What Cellplane cannot do, or will not allow, is refused with :class:`Refused`, naming the docker
+option (`--privileged is not allowed on this endpoint`): nothing is created. Options the docker
+CLI always sends with their defaults (empty lists, zero sizes, `false`) are accepted.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from typing import Any
+
+from cellplane.validation import is_dns_label
+
+__all__ = [
+    "API_VERSION",
+    "MIN_API_VERSION",
+    "RESTART_LABEL",
+    "Refused",
+    "cell_fields",
+    "check_api_version",
+    "image_candidates",
+    "parse_env",
+]
+
+#: The Engine API version this endpoint speaks (what podman 4.3 reports; the docker CLI 28
+#: negotiates down to it) and the oldest a client may ask for.
+API_VERSION = "1.41"
+MIN_API_VERSION = "1.24"
+#: Docker's `unless-stopped` is Cellplane's `always` (a stopped cell stays stopped); this label
+#: keeps the name the client gave, so `inspect` reports it back.
+RESTART_LABEL = "cellplane.docker.restart"
+_MIB = 1024 * 1024
+
+
+class Refused(Exception):
+    """A request the endpoint does not carry out: Docker's `{"message": ...}` with `status`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in v.split("."))
+
+
+def check_api_version(version: str) -> None:
+    """A `/v1.NN/...` prefix the endpoint serves; older than MIN_API_VERSION is refused."""
+    if not re.fullmatch(r"1\.\d{1,3}", version):
+        raise Refused(400, f"API version {version!r} is not a version this endpoint knows")
+    if _version_tuple(version) < _version_tuple(MIN_API_VERSION):
+        raise Refused(
+            400,
+            f"client version {version} is too old. Minimum supported API version is "
+            f"{MIN_API_VERSION}, please upgrade your client to a newer version",
+        )
+
+
+def image_candidates(ref: str) -> list[str]:
+    """The names a Docker image reference may have among Cellplane's images, most exact first:
+    `docker.io/library/busybox:latest` -> itself, `busybox:latest`, `busybox`."""
+    out = [ref]
+    name = ref
+    for prefix in ("docker.io/", "index.docker.io/", "registry-1.docker.io/"):
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+    name = name.removeprefix("library/")
+    out.append(name)
+    if name.endswith(":latest"):
+        out.append(name[: -len(":latest")])
+    return list(dict.fromkeys(out))
+
+
+def parse_env(items: list[str] | None) -> dict[str, str]:
+    """`["K=V", ...]` -> a dict; a bare `K` (a variable the client had unset) is left out."""
+    env: dict[str, str] = {}
+    for item in items or []:
+        if not isinstance(item, str):
+            raise Refused(400, f"Env: {item!r} is not a string")
+        k, sep, v = item.partition("=")
+        if not k:
+            raise Refused(400, f"invalid environment variable: {item!r}")
+        if sep:
+            env[k] = v
+    return env
+
+
+# Options refused when set to anything but their default: (section, key) -> (option, why).
+_FORBIDDEN = "is not allowed on this endpoint"
+_NOT_YET = "is not supported on this endpoint yet"
+_REFUSED: dict[tuple[str, str], tuple[str, str, int]] = {
+    ("HostConfig", "Privileged"): ("--privileged", _FORBIDDEN, 403),
+    ("HostConfig", "CapAdd"): ("--cap-add", _FORBIDDEN, 403),
+    ("HostConfig", "Devices"): ("--device", _FORBIDDEN, 403),
+    ("HostConfig", "DeviceRequests"): ("--gpus", _FORBIDDEN, 403),
+    ("HostConfig", "SecurityOpt"): ("--security-opt", _FORBIDDEN, 403),
+    ("HostConfig", "CgroupParent"): ("--cgroup-parent", _FORBIDDEN, 403),
+    ("HostConfig", "Runtime"): ("--runtime", _FORBIDDEN, 403),
+    ("HostConfig", "Sysctls"): ("--sysctl", _FORBIDDEN, 403),
+    ("HostConfig", "CapDrop"): ("--cap-drop", _NOT_YET, 400),
+    ("HostConfig", "VolumesFrom"): ("--volumes-from", _NOT_YET, 400),
+    ("HostConfig", "Links"): ("--link", _NOT_YET, 400),
+    ("HostConfig", "Dns"): ("--dns", _NOT_YET, 400),
+    ("HostConfig", "DnsSearch"): ("--dns-search", _NOT_YET, 400),
+    ("HostConfig", "ExtraHosts"): ("--add-host", _NOT_YET, 400),
+    ("HostConfig", "Tmpfs"): ("--tmpfs", _NOT_YET, 400),
+    ("HostConfig", "Ulimits"): ("--ulimit", _NOT_YET, 400),
+    ("HostConfig", "GroupAdd"): ("--group-add", _NOT_YET, 400),
+    ("HostConfig", "ReadonlyRootfs"): ("--read-only", _NOT_YET, 400),
+    ("HostConfig", "PublishAllPorts"): ("-P/--publish-all", _NOT_YET, 400),
+    ("HostConfig", "AutoRemove"): ("--rm", _NOT_YET, 400),
+    ("HostConfig", "Init"): ("--init", _NOT_YET, 400),
+    ("HostConfig", "CpusetCpus"): ("--cpuset-cpus", _NOT_YET, 400),
+    ("HostConfig", "CpusetMems"): ("--cpuset-mems", _NOT_YET, 400),
+    ("HostConfig", "PidsLimit"): ("--pids-limit", _NOT_YET, 400),
+    ("HostConfig", "MemoryReservation"): ("--memory-reservation", _NOT_YET, 400),
+    ("HostConfig", "OomKillDisable"): ("--oom-kill-disable", _NOT_YET, 400),
+    ("Config", "Tty"): ("-t/--tty", _NOT_YET, 400),
+    ("Config", "OpenStdin"): ("-i/--interactive", _NOT_YET, 400),
+    ("Config", "AttachStdin"): ("-i/--interactive", _NOT_YET, 400),
+    ("Config", "Domainname"): ("--domainname", _NOT_YET, 400),
+    ("Config", "MacAddress"): ("--mac-address", _NOT_YET, 400),
+    ("Config", "Healthcheck"): ("--health-cmd", _NOT_YET, 400),
+}
+# Namespace modes: "host" (or another container's) is refused, the default accepted.
+_MODES = {
+    "PidMode": "--pid",
+    "IpcMode": "--ipc",
+    "UTSMode": "--uts",
+    "UsernsMode": "--userns",
+    "CgroupnsMode": "--cgroupns",
+}
+_DEFAULT_MODES = {"", "private", "shareable"}
+
+
+def _check_refused(body: dict[str, Any], host: dict[str, Any]) -> None:
+    sections = {"Config": body, "HostConfig": host}
+    for (section, key), (option, why, status) in _REFUSED.items():
+        if sections[section].get(key):
+            raise Refused(status, f"{option} {why}")
+    for key, option in _MODES.items():
+        mode = host.get(key) or ""
+        if mode == "host":
+            raise Refused(403, f"{option} host {_FORBIDDEN}")
+        if mode not in _DEFAULT_MODES:
+            raise Refused(400, f"{option} {mode} {_NOT_YET}")
+    log = host.get("LogConfig") or {}
+    if log.get("Type") not in (None, "", "json-file", "k8s-file"):
+        raise Refused(400, f"--log-driver {log.get('Type')} {_NOT_YET}")
+    signal = body.get("StopSignal")
+    if signal not in (None, "", "SIGTERM", "TERM", "15"):
+        raise Refused(400, f"--stop-signal {signal} {_NOT_YET}")
+
+
+def _network(host: dict[str, Any], body: dict[str, Any]) -> None:
+    mode = host.get("NetworkMode") or "default"
+    if mode == "host":
+        raise Refused(403, f"--network host {_FORBIDDEN}")
+    if mode.startswith("container:"):
+        raise Refused(403, f"--network {mode} {_FORBIDDEN}")
+    if mode not in ("default", "bridge"):
+        raise Refused(400, f"--network {mode} {_NOT_YET}: containers join their project's network")
+    endpoints = ((body.get("NetworkingConfig") or {}).get("EndpointsConfig")) or {}
+    for name in endpoints:
+        if name not in ("default", "bridge"):
+            raise Refused(
+                400, f"--network {name} {_NOT_YET}: containers join their project's network"
+            )
+
+
+def _ports(host: dict[str, Any]) -> list[dict[str, Any]]:
+    ports: list[dict[str, Any]] = []
+    for key, bindings in (host.get("PortBindings") or {}).items():
+        m = re.fullmatch(r"(\d{1,5})(?:/(tcp|udp|sctp))?", str(key))
+        if m is None:
+            raise Refused(400, f"-p: invalid container port {key!r}")
+        if m.group(2) == "sctp":
+            raise Refused(400, f"-p {key}: sctp {_NOT_YET}")
+        for b in bindings or [{}]:
+            host_ip = (b or {}).get("HostIp") or ""
+            if host_ip not in ("", "0.0.0.0", "::"):
+                raise Refused(400, f"-p {host_ip}:...: binding to one host address {_NOT_YET}")
+            hp = str((b or {}).get("HostPort") or "")
+            if hp and not hp.isdigit():
+                raise Refused(400, f"-p {hp}:{key}: host port ranges {_NOT_YET}")
+            ports.append(
+                {
+                    "container_port": int(m.group(1)),
+                    "host_port": int(hp) if hp else None,
+                    "protocol": m.group(2) or "tcp",
+                }
+            )
+    return ports
+
+
+def _volumes(body: dict[str, Any], host: dict[str, Any]) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = []
+    for bind in host.get("Binds") or []:
+        parts = str(bind).split(":")
+        if len(parts) not in (2, 3):
+            raise Refused(400, f"-v {bind}: expected NAME:/path[:ro]")
+        source, target = parts[0], parts[1]
+        opts = parts[2].split(",") if len(parts) == 3 else []
+        if source.startswith(("/", ".", "~")):
+            raise Refused(
+                403, f"-v {source}:{target}: host bind mounts are {_FORBIDDEN[3:]}; use a volume"
+            )
+        unknown = [o for o in opts if o not in ("ro", "rw", "z", "Z")]
+        if unknown:
+            raise Refused(400, f"-v {bind}: option {unknown[0]!r} {_NOT_YET}")
+        mounts.append({"volume": source, "path": target, "read_only": "ro" in opts})
+    for m in host.get("Mounts") or []:
+        kind = m.get("Type") or ""
+        if kind == "bind":
+            raise Refused(403, f"--mount type=bind: host bind mounts are {_FORBIDDEN[3:]}")
+        if kind != "volume" or not m.get("Source"):
+            raise Refused(400, f"--mount type={kind or '?'} {_NOT_YET} (named volumes only)")
+        mounts.append(
+            {
+                "volume": m["Source"],
+                "path": m.get("Target") or "",
+                "read_only": bool(m.get("ReadOnly")),
+            }
+        )
+    named = {m["path"] for m in mounts}
+    anonymous = [p for p in (body.get("Volumes") or {}) if p not in named]
+    if anonymous:
+        raise Refused(
+            400,
+            f"-v {anonymous[0]}: anonymous volumes {_NOT_YET}; name it (-v NAME:{anonymous[0]})",
+        )
+    return mounts
+
+
+def _restart(host: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+    rp = host.get("RestartPolicy") or {}
+    name = rp.get("Name") or "no"
+    retries = int(rp.get("MaximumRetryCount") or 0)
+    if name == "no":
+        return {"policy": "never"}
+    if name in ("always", "unless-stopped"):
+        if name == "unless-stopped":
+            labels[RESTART_LABEL] = name
+        return {"policy": "always"}
+    if name == "on-failure":
+        return {"policy": "on-failure", "max_retries": retries or None}
+    raise Refused(400, f"--restart {name}: invalid restart policy")
+
+
+def _size(host: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    nano = int(host.get("NanoCpus") or 0)
+    quota, period = int(host.get("CpuQuota") or 0), int(host.get("CpuPeriod") or 0)
+    if nano and quota:
+        raise Refused(400, "--cpus and --cpu-quota cannot be given together")
+    if nano:
+        out["cpu"] = nano / 1e9
+    elif quota:
+        out["cpu"] = quota / (period or 100_000)
+    memory = int(host.get("Memory") or 0)
+    if memory:
+        if memory < 6 * _MIB:
+            raise Refused(400, "Minimum memory limit allowed is 6MB")
+        out["memory_mb"] = math.ceil(memory / _MIB)
+    return out
+
+
+def _name(name: str | None, image: str) -> str:
+    if name:
+        name = name.removeprefix("/")
+        if not is_dns_label(name):
+            raise Refused(
+                400,
+                f"container name {name!r}: names on this endpoint are cell names, DNS labels "
+                "(lowercase letters, digits and '-', at most 63, starting with a letter or digit)",
+            )
+        return name
+    base = image.rsplit("/", 1)[-1].split(":", 1)[0].split("@", 1)[0].lower()
+    base = re.sub(r"[^a-z0-9-]+", "-", base).strip("-")[:40] or "container"
+    return f"{base}-{secrets.token_hex(3)}"
+
+
+def cell_fields(name: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    """The `CellCreate` fields for a docker create body (the image by its docker reference;
+    the caller resolves it). Raises :class:`Refused` for what the endpoint does not do."""
+    if not isinstance(body, dict):
+        raise Refused(400, "the request body must be a JSON object")
+    host = body.get("HostConfig") or {}
+    if not isinstance(host, dict):
+        raise Refused(400, "HostConfig must be a JSON object")
+    image = body.get("Image")
+    if not isinstance(image, str) or not image:
+        raise Refused(400, "No image was specified")
+    _check_refused(body, host)
+    _network(host, body)
+    labels = {str(k): str(v) for k, v in (body.get("Labels") or {}).items()}
+    reserved = [k for k in labels if k.startswith("cellplane.")]
+    if reserved:
+        raise Refused(400, f"--label {reserved[0]}: labels starting with 'cellplane.' are reserved")
+    fields: dict[str, Any] = {
+        "name": _name(name, image),
+        "image": image,
+        "command": _strings(body.get("Cmd"), "Cmd"),
+        "env": parse_env(body.get("Env")),
+        "ports": _ports(host),
+        "volumes": _volumes(body, host),
+        "restart": _restart(host, labels),
+        "labels": labels,
+        "start": False,  # docker create makes a container that runs on `start`
+        **_size(host),
+    }
+    entrypoint = _strings(body.get("Entrypoint"), "Entrypoint")
+    if entrypoint is not None:
+        fields["entrypoint"] = [] if entrypoint == [""] else entrypoint
+    for key, field in (("WorkingDir", "workdir"), ("User", "user"), ("Hostname", "hostname")):
+        if body.get(key):
+            fields[field] = str(body[key])
+    if body.get("StopTimeout") is not None:
+        fields["stop_timeout"] = float(body["StopTimeout"])
+    return fields
+
+
+def _strings(value: Any, what: str) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise Refused(400, f"{what} must be a list of strings")
+    return list(value)

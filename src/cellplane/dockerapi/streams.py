@@ -1,0 +1,305 @@
+"""Streaming container routes: logs, wait, attach (output only).
+
+Logs come from the cell's host agent through `services.agent_proxy.open_docker_logs`, already in
+Docker's framing (8-byte headers naming stdout or stderr), and are relayed as they are. `attach`
+hijacks the connection (101, then a raw stream) and relays the followed logs: that is what
+`docker run` without `-d` reads. Standard input is not attached (`-i` is refused at create).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from cellplane.dockerapi import views
+from cellplane.dockerapi.base import (
+    EndpointContext,
+    blocking,
+    context,
+    flag,
+    principal,
+    resolve,
+)
+from cellplane.dockerapi.mapping import Refused
+from cellplane.errors import Conflict, NotFound
+from cellplane.services import agent_proxy, cells
+from cellplane.services.context import Principal
+
+__all__ = ["routes"]
+
+RAW_STREAM = "application/vnd.docker.raw-stream"
+_ENDED = ("exited", "dead")
+_WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
+
+
+def _int_param(request: web.Request, name: str, default: int | None) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "" or (name == "tail" and raw == "all"):
+        return default
+    try:
+        return int(float(raw))
+    except ValueError as exc:
+        raise Refused(400, f"invalid value for {name!r}: {raw!r}") from exc
+
+
+async def _open(
+    ctx: EndpointContext,
+    p: Principal,
+    cell_id: str,
+    *,
+    tail: int | None,
+    follow: bool,
+    timestamps: bool = False,
+    since: int = 0,
+    stdout: bool = True,
+    stderr: bool = True,
+) -> AsyncIterator[bytes] | None:
+    """The cell's framed log stream, None when it has no container (yet, or any more)."""
+    try:
+        target = await blocking(cells.locate, ctx.svc, p, cell_id)
+    except (Conflict, NotFound):
+        return None
+    return await agent_proxy.open_docker_logs(
+        ctx.agent,
+        target,
+        tail=tail,
+        follow=follow,
+        timestamps=timestamps,
+        since=since,
+        stdout=stdout,
+        stderr=stderr,
+    )
+
+
+async def logs(request: web.Request) -> web.StreamResponse:
+    ctx, p = context(request), principal(request)
+    stdout, stderr = flag(request, "stdout"), flag(request, "stderr")
+    if not (stdout or stderr):
+        raise Refused(400, "Bad parameters: you must choose at least one stream")
+    if _int_param(request, "until", 0):
+        raise Refused(400, "logs --until is not supported on this endpoint yet")
+    follow = flag(request, "follow")
+    tail = _int_param(request, "tail", None)
+    since = _int_param(request, "since", 0) or 0
+    cell = await blocking(resolve, ctx, p, request.match_info["ref"])
+    chunks = await _open(
+        ctx,
+        p,
+        cell["id"],
+        tail=tail,
+        follow=follow,
+        timestamps=flag(request, "timestamps"),
+        since=since,
+        stdout=stdout,
+        stderr=stderr,
+    )
+    resp = web.StreamResponse(status=200, headers={"Content-Type": RAW_STREAM})
+    await resp.prepare(request)
+    if chunks is not None:
+        try:
+            async for chunk in chunks:
+                await resp.write(chunk)
+        finally:
+            with contextlib.suppress(Exception):
+                await chunks.aclose()  # type: ignore[attr-defined]
+    await resp.write_eof()
+    return resp
+
+
+def _started_marker(cell: dict[str, Any]) -> tuple[int, str | None]:
+    started = [e["at"] for e in cell.get("events") or [] if e["type"] in ("started", "restarted")]
+    return len(started), started[-1] if started else None
+
+
+def _ran_since(first: dict[str, Any], cell: dict[str, Any]) -> bool:
+    """Whether the container started (again) after `first` was seen: a new start event, or a
+    container where there was none (one that ended before its start was reported)."""
+    if _started_marker(cell) != _started_marker(first):
+        return True
+    return not first.get("container_id") and bool(cell.get("container_id"))
+
+
+async def _wait_for(
+    ctx: EndpointContext, p: Principal, cell: dict[str, Any], condition: str
+) -> int:
+    """The exit code once `condition` holds (Docker's `wait`), woken by the cell's topic."""
+    topic = f"cell:{cell['id']}"
+    first = last = cell
+    while True:
+        seen = ctx.svc.notifier.version(topic)
+        try:
+            cell = await blocking(cells.get, ctx.svc, p, cell["id"])
+        except NotFound:
+            return int(last.get("exit_code") or 0)
+        last = cell
+        state = views.docker_state(cell)
+        if (
+            condition == "not-running"
+            and state in (*_ENDED, "created")
+            and not (state == "created" and cell["desired_state"] == "RUNNING")
+        ):
+            return int(cell.get("exit_code") or 0)
+        ended = state in _ENDED or cell["state"] == "FAILED"
+        if condition == "next-exit" and ended and _ran_since(first, cell):
+            return int(cell.get("exit_code") or 0)
+        await ctx.svc.notifier.wait(topic, seen, 2.0)
+
+
+async def wait(request: web.Request) -> web.StreamResponse:
+    ctx, p = context(request), principal(request)
+    condition = request.query.get("condition") or "not-running"
+    if condition not in _WAIT_CONDITIONS:
+        raise Refused(
+            400, f"invalid condition {condition!r} (one of {', '.join(_WAIT_CONDITIONS)})"
+        )
+    cell = await blocking(resolve, ctx, p, request.match_info["ref"])
+    # Headers first, as Docker does: the client knows the wait is in place before it starts.
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    await resp.prepare(request)
+    code = await _wait_for(ctx, p, cell, condition)
+    with contextlib.suppress(ConnectionError):  # the client went away meanwhile
+        await resp.write(b'{"StatusCode":%d,"Error":null}\n' % code)
+        await resp.write_eof()
+    return resp
+
+
+class _Output(asyncio.Protocol):
+    """The hijacked connection's reader: standard input is not attached, so what the client
+    sends is dropped; `closed` is set when the connection is gone."""
+
+    def __init__(self, tls: bool) -> None:
+        self.closed = asyncio.Event()
+        self.tls = tls
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        # The docker CLI half-closes its side; the output goes on. (Under TLS the answer is
+        # the TLS layer's, see _HalfClose.)
+        return not self.tls
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set()
+
+
+class _HalfClose:
+    """Keep a hijacked TLS connection writable after the client's half-close.
+
+    The docker CLI ends its side right after the 101 when it has no standard input to send
+    (Go's `tls.Conn.CloseWrite`: a close_notify alert). asyncio's TLS layer answers any
+    close_notify, or a TCP FIN, by shutting the whole connection down, which would cut the
+    container's output. For this one connection, those two reactions are suspended until
+    :meth:`release`; then closing the transport shuts TLS down as usual. (asyncio offers no
+    public switch for TLS half-close; this touches its `SSLProtocol` instance only.)
+    """
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        self.protocol: Any = getattr(transport, "_ssl_protocol", None)
+        if self.protocol is not None:
+            self.protocol._start_shutdown = lambda: None
+            self.protocol.eof_received = lambda: True
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol is not None
+
+    def release(self) -> None:
+        if self.protocol is not None:
+            del self.protocol._start_shutdown  # the class's own methods again
+            del self.protocol.eof_received
+
+
+async def attach(request: web.Request) -> web.StreamResponse:
+    ctx, p = context(request), principal(request)
+    if flag(request, "stdin"):
+        raise Refused(400, "attaching standard input is not supported on this endpoint yet")
+    if not flag(request, "stream") and not flag(request, "logs"):
+        raise Refused(400, "attach needs stream=1 or logs=1")
+    stdout, stderr = flag(request, "stdout"), flag(request, "stderr")
+    cell = await blocking(resolve, ctx, p, request.match_info["ref"])
+    upgrade = request.headers.get("Upgrade", "").lower() == "tcp"
+    resp = web.StreamResponse(
+        status=101 if upgrade else 200,
+        headers={
+            "Content-Type": RAW_STREAM,
+            **({"Connection": "Upgrade", "Upgrade": "tcp"} if upgrade else {}),
+        },
+    )
+    transport = request.transport
+    if transport is None:
+        return resp
+    # Before the 101 goes out: the client half-closes as soon as it reads it.
+    guard = _HalfClose(transport)
+    out = _Output(guard.tls)
+    transport.set_protocol(out)
+    try:
+        await resp.prepare(request)
+        await _relay_attached(ctx, p, cell, transport, out, stdout=stdout, stderr=stderr)
+    finally:
+        guard.release()
+        transport.close()
+    return resp
+
+
+async def _relay_attached(
+    ctx: EndpointContext,
+    p: Principal,
+    cell: dict[str, Any],
+    transport: asyncio.BaseTransport,
+    out: _Output,
+    *,
+    stdout: bool,
+    stderr: bool,
+) -> None:
+    """Wait for the container to exist (attach comes before start), then relay its followed
+    output until it ends or the client goes."""
+    topic = f"cell:{cell['id']}"
+    first = cell
+    while not out.closed.is_set():
+        seen = ctx.svc.notifier.version(topic)
+        try:
+            cell = await blocking(cells.get, ctx.svc, p, cell["id"])
+        except NotFound:
+            return
+        if cell.get("container_id") and (
+            _ran_since(first, cell) or views.docker_state(cell) == "running"
+        ):
+            break
+        if cell["state"] == "FAILED" or cell["desired_state"] == "DELETED":
+            return
+        await ctx.svc.notifier.wait(topic, seen, 1.0)
+    if not (stdout or stderr) or out.closed.is_set():
+        return
+    # A container that ran before (`start -a`): its output from this start on (to the second).
+    since = 0
+    started = _started_marker(cell)[1]
+    if first.get("container_id") and started:
+        since = int(datetime.fromisoformat(started).timestamp())
+    chunks = await _open(
+        ctx, p, cell["id"], tail=None, follow=True, since=since, stdout=stdout, stderr=stderr
+    )
+    if chunks is None:
+        return
+    writer: Any = transport
+    try:
+        async for chunk in chunks:
+            if out.closed.is_set():
+                break
+            writer.write(chunk)
+    finally:
+        with contextlib.suppress(Exception):
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+
+def routes() -> list[tuple[str, str, Any]]:
+    return [
+        ("GET", "/containers/{ref}/logs", logs),
+        ("POST", "/containers/{ref}/wait", wait),
+        ("POST", "/containers/{ref}/attach", attach),
+    ]

@@ -1,0 +1,309 @@
+"""A cell (its API view, `services.views.cell_view`) as Docker shows a container: the `ps` summary,
+`inspect`, states, `ps` filters. Pure: the time comes in as an argument.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from cellplane.dockerapi.mapping import RESTART_LABEL, Refused
+
+__all__ = [
+    "docker_id",
+    "docker_state",
+    "inspect",
+    "matches",
+    "parse_filters",
+    "status_text",
+    "summary",
+]
+
+_EPOCH_ZERO = "0001-01-01T00:00:00Z"
+_RESTART_NAMES = {"never": "no", "always": "always", "on-failure": "on-failure"}
+_FILTERS = {"id", "name", "label", "status"}
+_STATUSES = {"created", "restarting", "running", "removing", "paused", "exited", "dead"}
+
+
+def docker_id(cell_id: str) -> str:
+    """A container's Docker id: 64 hex digits derived from its cell id (stable, and unique in
+    its first 12, which is what `docker ps` shows)."""
+    return hashlib.sha256(cell_id.encode()).hexdigest()
+
+
+def docker_state(cell: dict[str, Any]) -> str:
+    """created | running | restarting | removing | exited | dead."""
+    state, desired = cell["state"], cell["desired_state"]
+    if desired == "DELETED" or state == "DELETING":
+        return "removing"
+    if state == "RUNNING":
+        return "running"
+    if state in ("EXITED", "STOPPED", "FAILED"):
+        if desired == "RUNNING" and state != "FAILED" and cell["restart"]["policy"] != "never":
+            return "restarting" if _ever_started(cell) else "created"
+        return "exited" if _ever_started(cell) or state != "FAILED" else "dead"
+    # PENDING, SCHEDULED, CREATING, STARTING, STOPPING: not running yet (or any more)
+    if state == "STOPPING":
+        return "running"
+    return "created"
+
+
+def _ever_started(cell: dict[str, Any]) -> bool:
+    return bool(cell.get("container_id")) or any(
+        e["type"] in ("started", "restarted") for e in cell.get("events") or []
+    )
+
+
+def _last(cell: dict[str, Any], *types: str) -> str | None:
+    found = [e["at"] for e in cell.get("events") or [] if e["type"] in types]
+    return found[-1] if found else None
+
+
+def _parse(t: str | None) -> datetime | None:
+    return datetime.fromisoformat(t) if t else None
+
+
+def _ago(now: datetime, then: datetime | None) -> str:
+    if then is None:
+        return "Less than a second"
+    s = max(0, int((now - then).total_seconds()))
+    if s < 1:
+        return "Less than a second"
+    if s < 60:
+        return f"{s} second{'s' if s != 1 else ''}"
+    if s < 3600:
+        m = s // 60
+        return "About a minute" if m == 1 else f"{m} minutes"
+    if s < 48 * 3600:
+        h = round(s / 3600)
+        return "About an hour" if h == 1 else f"{h} hours"
+    return f"{s // 86400} days"
+
+
+def status_text(cell: dict[str, Any], now: datetime) -> str:
+    """`docker ps`'s STATUS column: "Up 5 seconds", "Exited (0) 3 seconds ago", "Created"."""
+    state = docker_state(cell)
+    if state == "running":
+        return f"Up {_ago(now, _parse(_last(cell, 'started', 'restarted') or cell['updated_at']))}"
+    if state == "exited":
+        code = cell.get("exit_code")
+        code = 0 if code is None else code
+        return f"Exited ({code}) {_ago(now, _parse(cell['updated_at']))} ago"
+    return {"restarting": "Restarting", "removing": "Removal In Progress", "dead": "Dead"}.get(
+        state, "Created"
+    )
+
+
+def _process(cell: dict[str, Any]) -> list[str]:
+    entrypoint = cell.get("entrypoint") or []
+    return [*entrypoint, *(cell.get("command") or [])]
+
+
+def _labels(cell: dict[str, Any]) -> dict[str, str]:
+    return {k: v for k, v in (cell.get("labels") or {}).items() if not k.startswith("cellplane.")}
+
+
+def _port_list(cell: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for p in cell.get("ports") or []:
+        item: dict[str, Any] = {
+            "PrivatePort": p["container_port"],
+            "Type": p.get("protocol", "tcp"),
+        }
+        if p.get("host_port"):
+            item.update(IP="0.0.0.0", PublicPort=p["host_port"])
+        out.append(item)
+    return out
+
+
+def _mounts(cell: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "Type": "volume",
+            "Name": m["volume"],
+            "Source": "",
+            "Destination": m["path"],
+            "Driver": "local",
+            "Mode": "ro" if m.get("read_only") else "",
+            "RW": not m.get("read_only"),
+            "Propagation": "",
+        }
+        for m in cell.get("volumes") or []
+    ]
+
+
+def _created_unix(cell: dict[str, Any]) -> int:
+    t = _parse(cell["created_at"])
+    return int(t.timestamp()) if t else 0
+
+
+def summary(cell: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """One item of `GET /containers/json`."""
+    return {
+        "Id": docker_id(cell["id"]),
+        "Names": [f"/{cell['name']}"],
+        "Image": cell["image"],
+        "ImageID": cell["image"],
+        "Command": " ".join(_process(cell)),
+        "Created": _created_unix(cell),
+        "Ports": _port_list(cell),
+        "Labels": _labels(cell),
+        "State": docker_state(cell),
+        "Status": status_text(cell, now),
+        "HostConfig": {"NetworkMode": "default"},
+        "NetworkSettings": {"Networks": {}},
+        "Mounts": _mounts(cell),
+    }
+
+
+def _restart_policy(cell: dict[str, Any]) -> dict[str, Any]:
+    policy = cell["restart"]["policy"]
+    name = (cell.get("labels") or {}).get(RESTART_LABEL) or _RESTART_NAMES.get(policy, "no")
+    return {"Name": name, "MaximumRetryCount": cell["restart"].get("max_retries") or 0}
+
+
+def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
+    """`GET /containers/{id}/json`: what the client set, reported back, and the state."""
+    state = docker_state(cell)
+    process = _process(cell)
+    started = _last(cell, "started", "restarted")
+    finished = cell["updated_at"] if state in ("exited", "dead") else None
+    bindings = {
+        f"{p['container_port']}/{p.get('protocol', 'tcp')}": [
+            {"HostIp": "", "HostPort": str(p["host_port"]) if p.get("host_port") else ""}
+        ]
+        for p in cell.get("ports") or []
+    }
+    exposed: dict[str, dict[str, Any]] = {k: {} for k in bindings}
+    return {
+        "Id": docker_id(cell["id"]),
+        "Created": cell["created_at"],
+        "Path": process[0] if process else "",
+        "Args": process[1:],
+        "State": {
+            "Status": state,
+            "Running": state == "running",
+            "Paused": False,
+            "Restarting": state == "restarting",
+            "OOMKilled": False,
+            "Dead": state == "dead",
+            "Pid": 0,
+            "ExitCode": cell.get("exit_code") or 0,
+            "Error": cell.get("message") or "" if cell["state"] == "FAILED" else "",
+            "StartedAt": started or _EPOCH_ZERO,
+            "FinishedAt": finished or _EPOCH_ZERO,
+        },
+        "Image": cell["image"],
+        "Name": f"/{cell['name']}",
+        "RestartCount": cell.get("restarts") or 0,
+        "Driver": "cellplane",
+        "Platform": "linux",
+        "HostConfig": {
+            "Binds": [
+                f"{m['volume']}:{m['path']}{':ro' if m.get('read_only') else ''}"
+                for m in cell.get("volumes") or []
+            ],
+            "NetworkMode": "default",
+            "PortBindings": bindings,
+            "RestartPolicy": _restart_policy(cell),
+            "AutoRemove": False,
+            "Privileged": False,
+            "NanoCpus": round(cell["cpu"] * 1e9),
+            "Memory": cell["memory_mb"] * 1024 * 1024,
+            "PidMode": "",
+            "IpcMode": "private",
+        },
+        "Mounts": _mounts(cell),
+        "Config": {
+            "Hostname": cell.get("hostname") or cell["name"],
+            "Domainname": "",
+            "User": cell.get("user") or "",
+            "AttachStdin": False,
+            "AttachStdout": False,
+            "AttachStderr": False,
+            "ExposedPorts": exposed,
+            "Tty": False,
+            "OpenStdin": False,
+            "StdinOnce": False,
+            "Env": [f"{k}={v}" for k, v in (cell.get("env") or {}).items()],
+            "Cmd": cell.get("command"),
+            "Image": cell["image"],
+            "Volumes": {m["path"]: {} for m in cell.get("volumes") or []} or None,
+            "WorkingDir": cell.get("workdir") or "",
+            "Entrypoint": cell.get("entrypoint"),
+            "Labels": _labels(cell),
+            "StopTimeout": int(cell.get("stop_timeout") or 0),
+        },
+        "NetworkSettings": {
+            "IPAddress": cell.get("address") or "",
+            "Ports": {
+                k: [{"HostIp": "0.0.0.0", "HostPort": v[0]["HostPort"]}]
+                if v[0]["HostPort"]
+                else None
+                for k, v in bindings.items()
+            },
+            "Networks": {
+                network: {"IPAddress": cell.get("address") or "", "Aliases": [cell["name"]]}
+            },
+        },
+        # Not Docker's: the cell behind the container, for `cellplane cell show`.
+        "CellplaneCell": cell["id"],
+    }
+
+
+def parse_filters(raw: str | None) -> dict[str, list[str]]:
+    """The `filters` query parameter (`{"label": ["a=b"]}`, or the old `{"label": {"a=b": true}}`)."""
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise Refused(400, f"invalid filters: {exc}") from exc
+    if not isinstance(data, dict):
+        raise Refused(400, "invalid filters: expected a JSON object")
+    out: dict[str, list[str]] = {}
+    for key, values in data.items():
+        if key not in _FILTERS:
+            raise Refused(400, f"invalid filter '{key}' (supported: {', '.join(sorted(_FILTERS))})")
+        if isinstance(values, dict):
+            values = [k for k, on in values.items() if on]
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise Refused(400, f"invalid filter '{key}': expected a list of strings")
+        if key == "status":
+            bad = [v for v in values if v not in _STATUSES]
+            if bad:
+                raise Refused(
+                    400, f"invalid filter 'status={bad[0]}' (one of {', '.join(sorted(_STATUSES))})"
+                )
+        out[key] = values
+    return out
+
+
+def _name_matches(pattern: str, name: str) -> bool:
+    try:
+        return re.search(pattern, f"/{name}") is not None
+    except re.error as exc:
+        raise Refused(400, f"invalid filter 'name={pattern}': {exc}") from exc
+
+
+def matches(cell: dict[str, Any], filters: dict[str, list[str]]) -> bool:
+    """Docker's rule: every filter key must match; within a key, any of its values (labels: all).
+    `name` is a regular expression searched in `/name`, `id` a prefix of the id."""
+    ids = filters.get("id")
+    if ids and not any(docker_id(cell["id"]).startswith(v) or cell["id"] == v for v in ids):
+        return False
+    names = filters.get("name")
+    if names and not any(_name_matches(v, cell["name"]) for v in names):
+        return False
+    statuses = filters.get("status")
+    if statuses and docker_state(cell) not in statuses:
+        return False
+    labels = cell.get("labels") or {}
+    for item in filters.get("label", []):
+        k, sep, v = item.partition("=")
+        if k not in labels or (sep and labels[k] != v):
+            return False
+    return True

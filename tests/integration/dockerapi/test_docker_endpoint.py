@@ -1,0 +1,376 @@
+"""A project's Docker-compatible endpoint against a real deployment (server + agent + podman),
+driven by the unmodified docker CLI (`docker --tlsverify`, a client certificate from Cellplane's
+CA, as `cellplane endpoint env` writes it) and by docker-py.
+
+One deployment for the module; each test names its containers uniquely and removes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from cellplane.client import CellplaneError, Client
+from cellplane.testing.busybox import build_busybox_archive
+from cellplane.testing.harness import Deployment
+
+pytestmark = pytest.mark.integration
+
+DOCKER = shutil.which("docker")
+PASSWORD = "Docker-endpoint-pw-1"
+# Exits at once on SIGTERM (a shell as PID 1 otherwise ignores it): stops do not wait 10 s.
+SLEEP = ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"]
+
+
+def unique(stem: str) -> str:
+    return f"{stem}-{uuid.uuid4().hex[:6]}"
+
+
+def _key_and_csr(subject: str) -> tuple[bytes, str]:
+    from cellplane.cli.certs import new_key_and_csr
+
+    return new_key_and_csr(subject)
+
+
+class Endpoint:
+    """A project's endpoint and a certificate directory for one user."""
+
+    def __init__(self, d: Deployment, project: str, token: str, certs: Path) -> None:
+        self.d = d
+        self.project = project
+        self.token = token
+        self.certs = certs
+        with Client(d.url, d.admin_token) as admin:
+            found = admin.list_docker_endpoints(project)
+            ep = found[0] if found else admin.create_docker_endpoint(project)
+        self.host = str(ep["docker_host"])
+        self.url = self.host.replace("tcp://", "https://")
+        with Client(d.url, token) as c:
+            me = c.whoami()
+            key_pem, csr = _key_and_csr(str(me["subject"]))
+            issued = c.request_certificate(csr, ttl_days=1)
+            root = c.ca_certificates()
+        certs.mkdir(parents=True, exist_ok=True)
+        (certs / "key.pem").write_bytes(key_pem)
+        (certs / "cert.pem").write_text(str(issued["chain"]))
+        (certs / "ca.pem").write_text(root)
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "DOCKER_HOST": self.host,
+            "DOCKER_TLS_VERIFY": "1",
+            "DOCKER_CERT_PATH": str(self.certs),
+            "DOCKER_CONFIG": str(self.certs / "config"),
+        }
+
+    def docker(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        assert DOCKER is not None
+        return subprocess.run(
+            [DOCKER, *args], env=self.env(), capture_output=True, text=True, timeout=timeout
+        )
+
+    def ok(self, *args: str) -> str:
+        p = self.docker(*args)
+        assert p.returncode == 0, (args, p.returncode, p.stdout, p.stderr)
+        return p.stdout
+
+    def py(self) -> Any:
+        tls = docker.tls.TLSConfig(
+            client_cert=(str(self.certs / "cert.pem"), str(self.certs / "key.pem")),
+            ca_cert=str(self.certs / "ca.pem"),
+            verify=True,
+        )
+        client = docker.DockerClient(base_url=self.host, tls=tls, version="1.41", timeout=120)
+        # requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE (set on these machines) override the
+        # session's CA: trust only what was configured here.
+        client.api.trust_env = False
+        return client
+
+
+def _user_token(d: Deployment, admin: Client, name: str, role: str, project: str) -> str:
+    admin.create_user(name, password=PASSWORD)
+    admin.assign_role(role, user=name, project=project)
+    r = httpx.post(
+        f"{d.url}/identity/default/token",
+        data={
+            "grant_type": "password",
+            "username": name,
+            "password": PASSWORD,
+            "client_id": "cellplane-cli",
+        },
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    return str(r.json()["access_token"])
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    if DOCKER is None:
+        pytest.skip("the docker CLI is not on PATH")
+    archive = build_busybox_archive(tmp_path_factory.mktemp("busybox"))
+    d = Deployment()
+    try:
+        d.start()
+        with d.client() as c:
+            c.upload_image("busybox", archive)
+            c.create_project("team-a")
+            c.create_project("team-b")
+        yield d
+    finally:
+        d.close()
+
+
+@pytest.fixture(scope="module")
+def admin(deployment: Deployment) -> Iterator[Client]:
+    with deployment.client() as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def ep_a(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Endpoint:
+    """Project team-a's endpoint with the admin's certificate."""
+    return Endpoint(deployment, "team-a", deployment.admin_token, tmp_path_factory.mktemp("a"))
+
+
+@pytest.fixture(scope="module")
+def ep_b(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Endpoint:
+    return Endpoint(deployment, "team-b", deployment.admin_token, tmp_path_factory.mktemp("b"))
+
+
+def _finish(admin: Client, task_id: str, timeout: float = 60) -> dict[str, Any]:
+    """Poll a task until it ends (not `wait_task`: its SSE wait can outlive its timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        task = admin.get_task(task_id)
+        if task["state"] in ("COMPLETED", "ERROR") or time.monotonic() > deadline:
+            return task
+        time.sleep(0.1)
+
+
+def _cells(admin: Client, project: str) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in admin.list_cells(project)["items"]}
+
+
+def test_docker_cli_run_ps_inspect_logs_stop_rm(ep_a: Endpoint, admin: Client) -> None:
+    name = unique("web")
+    cid = ep_a.ok(
+        "run", "-d", "--name", name, "--label", "team=blue", "-e", "GREETING=hi",
+        "-w", "/tmp", "--cpus", "0.1", "-m", "32m", "--restart", "on-failure:2",
+        "busybox", "sh", "-c", "echo to-out; echo to-err >&2; trap 'exit 0' TERM; sleep 600 & wait",
+    ).strip()  # fmt: skip
+    assert len(cid) == 64
+    try:
+        ps = ep_a.ok(
+            "ps", "--filter", "label=team=blue", "--format", "{{.ID}} {{.Names}} {{.State}}"
+        )
+        assert f"{cid[:12]} {name} running" in ps.splitlines()
+        (info,) = json.loads(ep_a.ok("inspect", name))
+        assert info["Id"] == cid and info["Name"] == f"/{name}"
+        assert info["State"]["Running"] is True
+        assert "GREETING=hi" in info["Config"]["Env"]
+        assert info["Config"]["Labels"] == {"team": "blue"}
+        assert info["Config"]["WorkingDir"] == "/tmp"
+        assert info["HostConfig"]["NanoCpus"] == 100_000_000
+        assert info["HostConfig"]["Memory"] == 32 * 1024 * 1024
+        assert info["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
+        # One truth: the container is a cell of the project, with what docker asked for.
+        cell = _cells(admin, "team-a")[name]
+        assert (cell["cpu"], cell["memory_mb"], cell["labels"]) == (0.1, 32, {"team": "blue"})
+        assert cell["workdir"] == "/tmp" and cell["state"] == "RUNNING"
+        # Logs keep their streams apart (Docker's framing).
+        logs = ep_a.docker("logs", name)
+        assert (logs.returncode, logs.stdout, logs.stderr) == (0, "to-out\n", "to-err\n")
+        stamped = ep_a.docker("logs", "-t", "--tail", "1", name)  # the last line: stderr's
+        assert stamped.stdout == "" and stamped.stderr.endswith(" to-err\n"), stamped
+        assert stamped.stderr.split(" ", 1)[0].startswith("20")  # an RFC 3339 time first
+        ep_a.ok("stop", name)
+        (info,) = json.loads(ep_a.ok("inspect", name))
+        assert info["State"]["Status"] == "exited" and info["State"]["ExitCode"] == 0
+        assert name not in ep_a.ok("ps", "--format", "{{.Names}}").split()
+        assert name in ep_a.ok("ps", "-a", "--format", "{{.Names}}").split()
+    finally:
+        ep_a.docker("rm", "-f", name)
+    assert name not in _cells(admin, "team-a")
+    gone = ep_a.docker("inspect", name)
+    assert gone.returncode == 1 and "No such" in gone.stderr
+
+
+def test_docker_run_attached_prints_the_output_and_returns_the_exit_code(ep_a: Endpoint) -> None:
+    name = unique("once")
+    try:
+        p = ep_a.docker(
+            "run", "--name", name, "-m", "16m", "busybox", "sh", "-c", "echo hello; exit 3"
+        )
+        assert p.returncode == 3, (p.stdout, p.stderr)
+        assert p.stdout == "hello\n"
+    finally:
+        ep_a.docker("rm", "-f", name)
+
+
+def test_docker_py_runs_lists_logs_stops_and_removes(ep_a: Endpoint, admin: Client) -> None:
+    name = unique("py")
+    client = ep_a.py()
+    assert client.version()["ApiVersion"] == "1.41"
+    try:
+        c = client.containers.run(
+            "busybox", ["sh", "-c", "echo from-py; trap 'exit 0' TERM; sleep 600 & wait"],
+            name=name, detach=True, labels={"via": "docker-py"}, mem_limit="16m",
+        )  # fmt: skip
+        c.reload()  # docker-py's run returns the object made at create (status "created")
+        assert c.name == name and c.status == "running"
+        assert [x.name for x in client.containers.list(filters={"label": "via=docker-py"})] == [
+            name
+        ]
+        assert c.logs() == b"from-py\n"
+        c.stop(timeout=5)
+        c.reload()
+        assert c.status == "exited"
+        c.remove()
+        assert name not in _cells(admin, "team-a")
+        with pytest.raises(docker.errors.NotFound):
+            client.containers.get(name)
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            client.containers.get(name).remove(force=True)
+        client.close()
+
+
+def test_one_truth_both_ways(ep_a: Endpoint, deployment: Deployment, admin: Client) -> None:
+    # A cell made through the API is a container of the endpoint...
+    name = unique("api")
+    task = admin.create_cell("team-a", name, "busybox", command=SLEEP, cpu=0.05, memory_mb=16)
+    assert _finish(admin, task["id"])["state"] == "COMPLETED"
+    assert name in ep_a.ok("ps", "--format", "{{.Names}}").split()
+    # ... and `docker rm -f` removes the cell.
+    ep_a.ok("rm", "-f", name)
+    with pytest.raises(CellplaneError) as err:
+        admin.get_cell(task["entity"]["id"])
+    assert err.value.status == 404
+    # A container made through the endpoint, deleted through the API, is gone from docker.
+    other = unique("dk")
+    ep_a.ok("create", "--name", other, "-m", "16m", "busybox", "true")
+    cell = _cells(admin, "team-a")[other]
+    _finish(admin, admin.delete_cell(cell["id"])["id"])
+    assert other not in ep_a.ok("ps", "-a", "--format", "{{.Names}}").split()
+
+
+def test_projects_are_isolated(
+    ep_a: Endpoint, ep_b: Endpoint, deployment: Deployment, admin: Client, tmp_path: Path
+) -> None:
+    name = unique("b-only")
+    ep_b.ok("create", "--name", name, "-m", "16m", "busybox", "true")
+    try:
+        assert name in ep_b.ok("ps", "-a", "--format", "{{.Names}}").split()
+        assert name not in ep_a.ok("ps", "-a", "--format", "{{.Names}}").split()
+        refused = ep_a.docker("rm", name)
+        assert refused.returncode != 0 and "No such container" in refused.stderr
+        # A user with a role in team-b only: team-b's endpoint serves them, team-a's refuses.
+        token = _user_token(deployment, admin, unique("bob"), "project-member", "team-b")
+        bob_b = Endpoint(deployment, "team-b", token, tmp_path / "bob-b")
+        assert name in bob_b.ok("ps", "-a", "--format", "{{.Names}}").split()
+        bob_a = Endpoint(deployment, "team-a", token, tmp_path / "bob-a")
+        p = bob_a.docker("ps")
+        assert p.returncode != 0 and "holds no role in this endpoint's project" in p.stderr
+        # The same with a bearer token instead of a certificate; and with no credential at all.
+        ctx = httpx.create_ssl_context(verify=str(ep_a.certs / "ca.pem"))
+        with httpx.Client(base_url=ep_a.url, verify=ctx) as raw:
+            r = raw.get("/containers/json", headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 403 and "no role" in r.json()["message"]
+            r = raw.get("/_ping")
+            assert r.status_code == 401 and "client certificate" in r.json()["message"]
+            ok = raw.get(
+                "/v1.41/containers/json?all=1",
+                headers={"Authorization": f"Bearer {deployment.admin_token}"},
+            )
+            assert ok.status_code == 200 and all(c["Names"] != [f"/{name}"] for c in ok.json())
+    finally:
+        ep_b.docker("rm", "-f", name)
+
+
+def test_a_viewer_reads_but_changes_nothing(
+    ep_a: Endpoint, deployment: Deployment, admin: Client, tmp_path: Path
+) -> None:
+    token = _user_token(deployment, admin, unique("vera"), "project-viewer", "team-a")
+    vera = Endpoint(deployment, "team-a", token, tmp_path / "vera")
+    assert vera.docker("ps", "-a").returncode == 0
+    p = vera.docker("run", "-d", "-m", "16m", "busybox", "true")
+    assert p.returncode != 0 and "cells:write" in p.stderr
+    assert all(not n.startswith("busybox-") for n in _cells(admin, "team-a"))
+
+
+def test_refusals_are_docker_errors_and_change_nothing(ep_a: Endpoint, admin: Client) -> None:
+    before = set(_cells(admin, "team-a"))
+    cases = [
+        (["--privileged"], "--privileged is not allowed on this endpoint"),
+        (["-v", "/etc:/host-etc"], "host bind mounts are not allowed"),
+        (["--network", "host"], "--network host is not allowed"),
+        (["--pid", "host"], "--pid host is not allowed"),
+    ]
+    for extra, words in cases:
+        p = ep_a.docker("run", "-d", *extra, "busybox", "true")
+        assert p.returncode != 0 and words in p.stderr, (extra, p.stderr)
+        assert "Error response from daemon" in p.stderr
+    assert set(_cells(admin, "team-a")) == before
+
+
+def test_a_quota_refusal_is_a_docker_error(ep_b: Endpoint, admin: Client) -> None:
+    admin.set_project_quota("team-b", {"memory_mb": 64})
+    try:
+        p = ep_b.docker("run", "-d", "-m", "128m", "busybox", "true")
+        assert p.returncode != 0 and "Error response from daemon" in p.stderr
+        assert "quota" in p.stderr.lower(), p.stderr
+    finally:
+        admin.set_project_quota("team-b", {"memory_mb": None})
+
+
+def test_cellplane_endpoint_env_configures_the_docker_cli(
+    ep_a: Endpoint, deployment: Deployment, tmp_path: Path
+) -> None:
+    """The documented habit: `eval $(cellplane endpoint env --project P)`, then docker works."""
+    env = {
+        **os.environ,
+        "CELLPLANE_SERVER": deployment.url,
+        "CELLPLANE_TOKEN": deployment.admin_token,
+        "CELLPLANE_CONFIG": str(tmp_path / "cp.json"),
+    }
+    p = subprocess.run(
+        [sys.executable, "-m", "cellplane.cli.main", "endpoint", "env", "--project", "team-a"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    exports = dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in p.stdout.splitlines()
+        if line.startswith("export ")
+    )
+    assert exports["DOCKER_HOST"] == ep_a.host and exports["DOCKER_TLS_VERIFY"] == "1"
+    certs = Path(exports["DOCKER_CERT_PATH"])
+    assert certs.parent == tmp_path / "docker"  # beside the CLI's configuration
+    assert (certs / "key.pem").stat().st_mode & 0o077 == 0
+    assert DOCKER is not None
+    ps = subprocess.run(
+        [DOCKER, "ps", "-a"],
+        env={**os.environ, **exports, "DOCKER_CONFIG": str(tmp_path / "dc")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ps.returncode == 0 and ps.stdout.startswith("CONTAINER ID"), ps.stderr
