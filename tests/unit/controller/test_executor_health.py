@@ -151,3 +151,21 @@ def test_a_heal_that_fails_leaves_the_cluster_degraded_and_resume_retries(
     assert r.status_code == 202, r.text
     again = run(plat, ex, "zk")
     assert again is not None and again.state == "RUNNING", again and again.message
+
+
+def test_a_node_stopped_by_the_operator_is_shown_not_ready_but_not_restarted(
+    plat: Platform, ex: Executor
+) -> None:
+    """`cell stop` of a node is the operator's choice (a failover drill): no HEAL undoes it."""
+    c = deploy(plat, ex, "zk", group("zk", ["zookeeper"], 3))
+    stopped = cells(plat)["zk-zk-1"]
+    with plat.svc.db.session() as s:
+        row = s.get(Cell, stopped.id)
+        assert row is not None
+        row.desired_state, row.state = "STOPPED", "STOPPED"
+    assert ex.check_health() == []
+    v = view(plat, c.id)
+    node = next(n for n in v["nodes"] if n["name"] == "zk-zk-1")
+    assert node["state"] != "SERVICE_READY" and v["events"] == []
+    with plat.svc.db.reader() as s:
+        assert s.get(Cell, stopped.id).desired_state == "STOPPED"  # type: ignore[union-attr]

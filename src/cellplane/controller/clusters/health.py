@@ -56,6 +56,11 @@ class ExecutorHealth(ExecutorOperations):
                 )
             ).all()
             for node, cell in rows:
+                if cell is not None and cell.desired_state == "STOPPED":
+                    # An operator stopped this node on purpose (`cell stop`): the view shows it
+                    # not ready and the cluster's software sees it gone, but Cellplane does not
+                    # undo the operator; `cell start` or `cluster resume` brings it back.
+                    continue
                 why = node_problem(node.state, node.ready_restarts, facts(cell) if cell else None)
                 if why is not None:
                     lost.setdefault(node.cluster_id, {})[node.name] = why
