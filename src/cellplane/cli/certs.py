@@ -8,13 +8,17 @@ machine; only its CSR is sent.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cellplane.cli import output
 
-__all__ = ["app", "new_key_and_csr", "write_private"]
+if TYPE_CHECKING:
+    from cellplane.client import Client
+    from cellplane.client.models import IssuedCertificate, Whoami
+
+__all__ = ["app", "issue_user_certificate", "new_key_and_csr", "write_private"]
 
 app = typer.Typer(help="Client certificates (mutual TLS) for yourself.", no_args_is_help=True)
 
@@ -60,6 +64,18 @@ def new_key_and_csr(subject: str) -> tuple[bytes, str]:
     return key_pem, csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
+def issue_user_certificate(
+    client: Client, days: int | None
+) -> tuple[Whoami, bytes, IssuedCertificate]:
+    """The caller (a user: anything else is refused), a new private key, and the certificate the
+    CA issued for it (`cert request`, `endpoint env`)."""
+    me = client.whoami()
+    if me.get("kind") != "user":
+        output.fail("client certificates are issued to users only", f"you are a {me.get('kind')}")
+    key_pem, csr_pem = new_key_and_csr(str(me["subject"]))
+    return me, key_pem, client.request_certificate(csr_pem, ttl_days=days)
+
+
 @app.command("request")
 def cert_request(
     out_dir: Annotated[
@@ -84,13 +100,7 @@ def cert_request(
     if existing and not force:
         output.fail("the files exist already", f"{', '.join(existing)}; pass --force to replace")
     with output.session() as client:
-        me = client.whoami()
-        if me.get("kind") != "user":
-            output.fail(
-                "client certificates are issued to users only", f"you are a {me.get('kind')}"
-            )
-        key_pem, csr_pem = new_key_and_csr(str(me["subject"]))
-        issued = client.request_certificate(csr_pem, ttl_days=days)
+        me, key_pem, issued = issue_user_certificate(client, days)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_private(files["key"], key_pem, 0o600)

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from cellplane.cli import output
-from cellplane.cli.certs import new_key_and_csr, write_private
+from cellplane.cli.certs import issue_user_certificate, write_private
 
 __all__ = ["app"]
 
@@ -110,13 +110,7 @@ def env(
                 f"project {project!r} has no Docker endpoint",
                 f"open one with `cellplane endpoint create --project {project}`",
             )
-        me = client.whoami()
-        if me.get("kind") != "user":
-            output.fail(
-                "client certificates are issued to users only", f"you are a {me.get('kind')}"
-            )
-        key_pem, csr_pem = new_key_and_csr(str(me["subject"]))
-        issued = client.request_certificate(csr_pem, ttl_days=days)
+        _me, key_pem, issued = issue_user_certificate(client, days)
         root = client.ca_certificates()
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)

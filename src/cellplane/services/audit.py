@@ -40,19 +40,31 @@ def record(
     detail: dict[str, Any] | None = None,
     at: datetime | None = None,
 ) -> None:
-    s.add(
-        AuditEvent(
-            id=new_id("aud"),
-            at=at or utcnow(),
-            tenant_id=tenant_id,
-            actor=actor[:256],
-            action=action[:64],
-            target=target,
-            outcome=outcome,
-            source=source[:64],
-            detail=detail or {},
-        )
-    )
+    s.add(AuditEvent(**_row(tenant_id, actor, action, target, outcome, source, detail, at)))
+
+
+def _row(
+    tenant_id: str | None,
+    actor: str,
+    action: str,
+    target: str,
+    outcome: str,
+    source: str,
+    detail: dict[str, Any] | None,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """An audit row's columns, truncated to their sizes (`record` and `insert` alike)."""
+    return {
+        "id": new_id("aud"),
+        "at": at or utcnow(),
+        "tenant_id": tenant_id,
+        "actor": actor[:256],
+        "action": action[:64],
+        "target": target,
+        "outcome": outcome,
+        "source": source[:64],
+        "detail": detail or {},
+    }
 
 
 #: The Core statement of `insert` (built once).
@@ -74,20 +86,7 @@ def insert(
     as the token endpoint. Same row, same truncation; what the row refers to (its tenant) must
     already be in the database, since it is not ordered after the session's pending objects.
     On a Core `Connection` (`Database.connection`) it skips the ORM's execution path too."""
-    s.execute(
-        _AUDIT_INSERT,
-        {
-            "id": new_id("aud"),
-            "at": utcnow(),
-            "tenant_id": tenant_id,
-            "actor": actor[:256],
-            "action": action[:64],
-            "target": target,
-            "outcome": outcome,
-            "source": source[:64],
-            "detail": detail or {},
-        },
-    )
+    s.execute(_AUDIT_INSERT, _row(tenant_id, actor, action, target, outcome, source, detail))
 
 
 def record_now(svc: Services, **event: Any) -> None:
