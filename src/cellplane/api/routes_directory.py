@@ -235,7 +235,13 @@ def list_assignments(
 
 
 @router.post(
-    "/v1/role-assignments", status_code=201, tags=["roles"], response_model=models.RoleAssignment
+    "/v1/role-assignments",
+    status_code=201,
+    tags=["roles"],
+    response_model=models.RoleAssignment,
+    responses={
+        404: problem_response(404, "The user, group, client or project named does not exist.")
+    },
 )
 def create_assignment(
     body: AssignmentCreate,
@@ -303,7 +309,12 @@ async def set_ldap(
     return result
 
 
-@router.delete("/v1/identity/ldap", status_code=204, tags=["identity"])
+@router.delete(
+    "/v1/identity/ldap",
+    status_code=204,
+    tags=["identity"],
+    responses={404: problem_response(404, "This tenant has no LDAP federation.")},
+)
 def delete_ldap(
     svc: Services = Depends(services), p: Principal = Depends(require("identity:write"))
 ) -> Response:

@@ -62,6 +62,13 @@ def _oauth_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": models.OAuthError, "description": what[s]} for s in statuses}
 
 
+def _oauth_json(status: int, description: str = "") -> dict[str, Any]:
+    """An OAuth error answer of a route whose own media type is not JSON (the login form's)."""
+    schema = {"$ref": "#/components/schemas/OAuthError"}
+    what = description or _oauth_errors(status)[status]["description"]
+    return {"description": what, "content": {"application/json": {"schema": schema}}}
+
+
 def _html(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
 
@@ -251,8 +258,17 @@ async def authorize(tenant: str, request: Request) -> Response:
     response_class=Html,
     responses={
         302: _REDIRECT,
-        400: _html("The request is not valid (no redirect is safe)."),
-        **_oauth_errors(413, 429),
+        # The form again (HTML), or an OAuth error for a body that is not a form (JSON).
+        400: {
+            "description": "The request is not valid (no redirect is safe), or its body is not "
+            "application/x-www-form-urlencoded.",
+            "content": {
+                **_html("")["content"],
+                **_oauth_json(400)["content"],
+            },
+        },
+        413: _oauth_json(413),
+        429: _oauth_json(429),
     },
 )
 async def authorize_post(tenant: str, request: Request) -> Response:

@@ -185,7 +185,28 @@ def get_task(
     return tasks.visible_task(svc, p, task_id)
 
 
-@router.get("/v1/tasks/{task_id}/events", tags=["tasks"], response_class=EventStream)
+# One event of the stream (what an SSE parser yields): `event: task`, the task as JSON in `data`;
+# keep-alive comments are not events.
+_TASK_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["task"]},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/Task"},
+        },
+    },
+}
+
+
+@router.get(
+    "/v1/tasks/{task_id}/events",
+    tags=["tasks"],
+    response_class=EventStream,
+    responses={200: {"content": {"text/event-stream": {"schema": _TASK_EVENT}}}},
+)
 async def task_events(
     task_id: str, svc: Services = Depends(services), p: Principal = Depends(require("tasks:read"))
 ) -> StreamingResponse:
