@@ -134,7 +134,13 @@ def run_server(
         print(f"Bootstrap admin token (shown once): {prep.stdout.strip()}", file=sys.stderr)
     settings = ServerSettings(data_dir=data_dir, database_url=database_url)
     db = Database(settings.resolved_database_url())
-    svc = Services(db=db, data_dir=settings.server_dir)
+    svc = Services(
+        db=db,
+        data_dir=settings.server_dir,
+        max_body_bytes=settings.max_body_bytes,
+        max_image_bytes=settings.max_image_bytes,
+        max_header_bytes=settings.max_header_bytes,
+    )
     ssl_options: dict[str, Any] = {}
     if tls:
         from cellplane.identity import pki

@@ -10,7 +10,8 @@ CellplaneError
 ├── Forbidden              403
 ├── IdempotencyMismatch    422
 ├── BadRequest             400 (a malformed request: bad cursor, NUL in the URL, too deep)
-└── PayloadTooLarge        413 (a body over the server's limit)
+├── PayloadTooLarge        413 (a body over the server's limit)
+└── UnsupportedMediaType   415 (a body of another media type than the route takes)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "PayloadTooLarge",
     "QuotaExceeded",
     "Unauthorized",
+    "UnsupportedMediaType",
     "ValidationFailed",
 ]
 
@@ -115,3 +117,9 @@ class PayloadTooLarge(CellplaneError):
     status = 413
     slug = "too-large"
     title = "Request body too large"
+
+
+class UnsupportedMediaType(CellplaneError):
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"

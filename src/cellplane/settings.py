@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cellplane.paths import default_data_dir
@@ -19,6 +20,11 @@ class ServerSettings(BaseSettings):
     listen_host: str = "127.0.0.1"
     listen_port: int = 7400
     log_level: str = "info"
+    # Request limits (api/guard.py): a JSON body, an uploaded image, the headers together.
+    # CELLPLANE_MAX_BODY_BYTES, CELLPLANE_MAX_IMAGE_BYTES, CELLPLANE_MAX_HEADER_BYTES.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_image_bytes: int = Field(default=64 * 1024**3, ge=1024)
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
 
     @property
     def server_dir(self) -> Path:

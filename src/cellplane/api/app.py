@@ -98,6 +98,11 @@ def _streamed_upload(method: str, path: str) -> bool:
     return method == "POST" and path == "/v1/images"
 
 
+def _json_route(path: str) -> bool:
+    """The API's routes take JSON bodies (the OIDC endpoints and login pages take forms)."""
+    return path.startswith("/v1/")
+
+
 Background = Callable[[], contextlib.AbstractAsyncContextManager[None]]
 """Work that lives as long as the app's lifespan (the server installs its loops here)."""
 
@@ -147,7 +152,9 @@ def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
     app.add_middleware(
         guard.RequestGuard,
         max_body_bytes=svc.max_body_bytes,
+        max_header_bytes=svc.max_header_bytes,
         streamed=_streamed_upload,
+        json_only=_json_route,
     )
 
     app.add_middleware(TimingAndAudit, svc=svc)

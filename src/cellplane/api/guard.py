@@ -9,7 +9,11 @@ Before routing:
 * a JSON body is decoded once here and refused with 422 naming the field when any string in it
   (key or value) holds a NUL or a lone UTF-16 surrogate, or with 400 when it nests deeper than
   `validation.MAX_JSON_DEPTH`; the same bytes then go on to the route;
-* a NUL in the path or the query string is refused with 400.
+* a NUL in the path or the query string is refused with 400;
+* request headers larger than `max_header_bytes` together are refused with 431;
+* a body that is not JSON (its Content-Type names another media type) sent to a JSON route (the
+  `json_only` paths: the API under /v1/, the image upload aside) is refused with 415 before it is
+  read; a JSON body that is not UTF-8 is refused with 400 naming the first bad byte.
 
 On every answer: `X-Content-Type-Options: nosniff`, `Cache-Control: no-store` (unless the route
 set its own caching, as JWKS and discovery do), `Referrer-Policy: no-referrer` and
@@ -30,6 +34,8 @@ __all__ = ["DEFAULT_MAX_BODY_BYTES", "RequestGuard", "is_json"]
 
 #: The default limit of a request body (image uploads stream and have their own).
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+#: The default limit of a request's headers, names and values together (as nginx's 4 x 8 KiB).
+DEFAULT_MAX_HEADER_BYTES = 32 * 1024
 
 _SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
@@ -54,11 +60,15 @@ class RequestGuard:
         app: ASGIApp,
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
         streamed: Callable[[str, str], bool] = lambda method, path: False,
+        json_only: Callable[[str], bool] = lambda path: False,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
         self.streamed = streamed
+        self.json_only = json_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,10 +79,36 @@ class RequestGuard:
         if refused is not None:
             await refused(scope, receive, send)
             return
-        headers = {k.lower(): v for k, v in scope.get("headers") or ()}
+        raw_headers = scope.get("headers") or ()
+        size = sum(len(k) + len(v) + 4 for k, v in raw_headers)
+        if size > self.max_header_bytes:
+            detail = (
+                f"the request's headers take {size} bytes, more than this server's limit of "
+                f"{self.max_header_bytes} bytes"
+            )
+            refused = problem(431, "headers-too-large", "Request headers too large", detail)
+            refused.headers["connection"] = "close"
+            await refused(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in raw_headers}
         length = headers.get(b"content-length")
         chunked = b"transfer-encoding" in headers
-        if (length is None and not chunked) or self.streamed(scope["method"], scope["path"]):
+        streamed = self.streamed(scope["method"], scope["path"])
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        has_body = chunked or (length is not None and length.strip() not in (b"", b"0"))
+        if (
+            has_body
+            and not streamed
+            and not is_json(content_type)
+            and self.json_only(scope["path"])
+        ):
+            media = content_type.split(";", 1)[0].strip()
+            detail = f"this route takes a JSON body (application/json), not {media}"
+            refused = problem(415, "unsupported-media-type", "Unsupported media type", detail)
+            refused.headers["connection"] = "close"  # the body is not read
+            await refused(scope, receive, send)
+            return
+        if (length is None and not chunked) or streamed:
             await self.app(scope, receive, send)
             return
         if length is not None:
@@ -96,7 +132,6 @@ class RequestGuard:
             if len(body) > self.max_body_bytes:
                 await self._too_large(scope, receive, send)
                 return
-        content_type = headers.get(b"content-type", b"").decode("latin-1")
         if body and is_json(content_type):
             refused = _json_problem(bytes(body))
             if refused is not None:
@@ -124,6 +159,9 @@ def _url_problem(scope: Scope) -> JSONResponse | None:
 def _json_problem(body: bytes) -> JSONResponse | None:
     try:
         doc = json.loads(body)
+    except UnicodeDecodeError as e:
+        detail = f"the body is not valid UTF-8 (byte {e.object[e.start]:#04x} at offset {e.start})"
+        return problem(400, "malformed", "Malformed request", detail)
     except RecursionError:
         detail = f"the body nests deeper than {MAX_JSON_DEPTH} levels"
         return problem(400, "malformed", "Malformed request", detail)

@@ -12,7 +12,9 @@ answers it can give, derived from what it is, the same way the answers themselve
 | 404 | a path parameter names something (or another tenant's: it does not exist for the caller) | services |
 | 409 | the operation changes state: duplicates, in use, wrong state, capacity, quota, a refused agent | services, `api/errors.py` |
 | 413 | the operation takes a body | `api/guard.py` |
+| 415 | it takes a JSON body under /v1/: a body of another media type | `api/guard.py` |
 | 422 | it takes a body, a query or an `Idempotency-Key` (any POST) | `api/errors.py`, services |
+| 431 | always: request headers over the server's limit | `api/guard.py` |
 
 A route adds what no rule implies with its own `responses=` (`GET /v1/identity/ldap` answers
 404 with no path parameter; `PUT /v1/identity/ldap` 429). One shared schema, `Problem`, describes
@@ -55,6 +57,8 @@ _DESCRIPTIONS = {
     "409": "Conflict: it already exists, is in use or in the wrong state; no capacity; quota "
     "exceeded; the host's agent refused or could not be reached.",
     "413": "The request body is larger than this server's limit.",
+    "415": "The body is not JSON (its Content-Type names another media type).",
+    "431": "The request's headers are larger than this server's limit.",
     "422": "Invalid request: every wrong field is named in `errors`; or an Idempotency-Key "
     "reused with another body.",
     "429": "Too many requests: try again after `Retry-After` seconds.",
@@ -72,8 +76,8 @@ def problem_response(status: int, description: str | None = None) -> dict[str, A
 def _statuses(method: str, path: str, op: dict[str, Any]) -> list[str]:
     params = op.get("parameters") or []
     if path.startswith("/identity/"):
-        return ["400", "404"]
-    out = ["400"]
+        return ["400", "404", "431"]
+    out = ["400", "431"]
     if op.get("security"):
         out += ["401", "403"]
     if re.search(r"\{\w+\}", path):
@@ -82,6 +86,8 @@ def _statuses(method: str, path: str, op: dict[str, Any]) -> list[str]:
         out.append("409")
     if "requestBody" in op:
         out.append("413")
+        if path.startswith("/v1/") and "application/json" in op["requestBody"].get("content", {}):
+            out.append("415")
     if "requestBody" in op or method == "post" or any(p.get("in") != "path" for p in params):
         out.append("422")
     return out

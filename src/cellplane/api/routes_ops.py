@@ -17,7 +17,7 @@ from cellplane.api import models
 from cellplane.api.deps import require, services
 from cellplane.api.jsonresp import JSONResponse
 from cellplane.api.openapi import EventStream, Tarball, problem_response
-from cellplane.errors import PayloadTooLarge, ValidationFailed
+from cellplane.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from cellplane.ids import new_id
 from cellplane.services import hosts, images, tasks
 from cellplane.services.context import Principal, Services
@@ -29,6 +29,10 @@ __all__ = ["router"]
 router = APIRouter()
 
 #: The image upload's body: the archive itself, not JSON.
+# What an image upload may say it is (the engines load plain and compressed tarballs).
+_TARBALL_TYPES = frozenset(
+    {"application/x-tar", "application/octet-stream", "application/gzip", "application/x-gzip"}
+)
 _TARBALL_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -107,7 +111,10 @@ def list_images(
     tags=["images"],
     response_model=models.Image,
     openapi_extra=_TARBALL_BODY,
-    responses={413: problem_response(413, "The image is larger than this server's limit.")},
+    responses={
+        413: problem_response(413, "The image is larger than this server's limit."),
+        415: problem_response(415, "The body says it is not a tarball (its Content-Type)."),
+    },
 )
 async def import_image(
     request: Request,
@@ -118,6 +125,11 @@ async def import_image(
     """Upload a docker-archive or OCI archive tarball as the raw request body."""
     if not IMAGE_NAME.fullmatch(name):  # before the upload, not after gigabytes of it
         raise ValidationFailed.field("name", IMAGE_NAME_MSG)
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media and media not in _TARBALL_TYPES:
+        raise UnsupportedMediaType(
+            f"an image is uploaded as a tarball (application/x-tar), not {media}"
+        )
     upload = svc.images_dir / f".upload-{new_id('up')}"
     h = hashlib.sha256()
     size = 0

@@ -101,6 +101,8 @@ class Services:
     # Largest request body (413 above it, before it is parsed); image uploads have their own.
     max_body_bytes: int = 1024 * 1024
     max_image_bytes: int = 64 * 1024**3
+    # Largest request headers, names and values together (431 above it).
+    max_header_bytes: int = 32 * 1024
     _tokens: TokenService | None = field(default=None, repr=False)
 
     @property

@@ -26,6 +26,8 @@ from cellplane.validation import IMAGE_NAME, IMAGE_NAME_MSG
 
 __all__ = [
     "DEFAULT_FLAVORS",
+    "MAX_EXPANSION",
+    "check_members",
     "create_flavor",
     "delete_flavor",
     "delete_image",
@@ -104,28 +106,83 @@ def image_content_path(svc: Services, ref: str) -> Path:
         return Path(img.path)
 
 
+#: What an uploaded archive may hold: members, the metadata files read here, and how far a
+#: compressed archive may expand (a decompression bomb is refused while it is read, not after).
+MAX_MEMBERS = 100_000
+MAX_METADATA_BYTES = 4 * 1024 * 1024
+MAX_EXPANSION = 32  # unpacked size over upload size, above the floor
+EXPANSION_FLOOR_BYTES = 1024**3
+
+
 def _read_json(tf: tarfile.TarFile, name: str) -> Any:
-    member = tf.extractfile(name)
+    info = tf.getmember(name)
+    if info.size > MAX_METADATA_BYTES:
+        raise ValueError(f"{name} is {info.size} bytes, more than {MAX_METADATA_BYTES}")
+    member = tf.extractfile(info)
     if member is None:
         raise KeyError(name)
     return json.loads(member.read())
+
+
+def _escapes(name: str) -> bool:
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith("/") or ".." in parts
+
+
+def check_members(tf: tarfile.TarFile, upload_size: int) -> list[str]:
+    """The archive's member names, read once, header by header; ValidationFailed for a member
+    that escapes it (`../`, an absolute path, a link pointing outside) and for an archive that
+    unpacks to more than `MAX_EXPANSION` times its size (past a floor) or holds too many files."""
+    limit = max(EXPANSION_FLOOR_BYTES, MAX_EXPANSION * upload_size)
+    names: list[str] = []
+    total = 0
+    for info in tf:  # the next header is read only after this one was checked
+        if len(names) >= MAX_MEMBERS:
+            raise ValidationFailed.field("body", f"the archive holds more than {MAX_MEMBERS} files")
+        if _escapes(info.name):
+            raise ValidationFailed.field(
+                "body", f"the archive's member {info.name!r} points outside it (../ or absolute)"
+            )
+        if info.issym() and (info.linkname.startswith("/") or _escapes(info.linkname)):
+            raise ValidationFailed.field(
+                "body",
+                f"the archive's symlink {info.name!r} points outside it ({info.linkname!r})",
+            )
+        if info.islnk() and _escapes(info.linkname):
+            raise ValidationFailed.field(
+                "body", f"the archive's hard link {info.name!r} points outside it"
+            )
+        total += max(0, info.size)
+        if total > limit:
+            raise ValidationFailed.field(
+                "body",
+                f"the archive unpacks to more than {limit} bytes ({MAX_EXPANSION} times its "
+                f"{upload_size} bytes): refused as a decompression bomb",
+            )
+        names.append(info.name)
+    return names
 
 
 def inspect_archive(path: Path) -> tuple[str, list[str]]:
     """(image id, tags) of a docker-archive or OCI archive; ValidationFailed naming what is wrong.
 
     The image id is the sha256 of the image config, which is what the engine uses as its id.
+    The archive's own members are checked first (`check_members`); the layers inside are the
+    engine's to unpack.
     """
     try:
         with tarfile.open(path) as tf:
-            names = set(tf.getnames())
+            names = set(check_members(tf, path.stat().st_size))
             norm = {n.removeprefix("./"): n for n in names}
             if "manifest.json" in norm:
                 manifest = _read_json(tf, norm["manifest.json"])
                 if not isinstance(manifest, list) or not manifest:
                     raise ValueError("manifest.json holds no image")
                 entry = manifest[0]
-                cfg = tf.extractfile(norm[entry["Config"]])
+                cfg_info = tf.getmember(norm[entry["Config"]])
+                if cfg_info.size > MAX_METADATA_BYTES:
+                    raise ValueError(f"the image config is larger than {MAX_METADATA_BYTES}")
+                cfg = tf.extractfile(cfg_info)
                 if cfg is None:
                     raise ValueError("config blob missing")
                 digest = hashlib.sha256(cfg.read()).hexdigest()
