@@ -215,7 +215,11 @@ class FuzzServer:
         self.ids: dict[str, list[str]] = {}
 
     def __enter__(self) -> FuzzServer:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()  # the thread and the directory of a server that did not come up
+            raise
         return self
 
     def __exit__(
