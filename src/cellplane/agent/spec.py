@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cellplane.drivers.base import ContainerSpec, MountSpec, NetworkSpec, PortSpec
-from cellplane.wire import agent as wire
+from cellplane.wire import agent_plain as wire
 
 __all__ = [
     "CELL_LABEL",
