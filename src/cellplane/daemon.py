@@ -51,7 +51,7 @@ def prepare(data_dir: Path, database_url: str | None) -> tuple[str | None, Path]
     settings = ServerSettings(data_dir=data_dir, database_url=database_url)
     settings.server_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     url = settings.resolved_database_url()
-    migrate(url)
+    migrate(url, key_dir=settings.server_dir)
     db = Database(url)
     try:
         seeded = seed(Services(db=db, data_dir=settings.server_dir))
@@ -169,6 +169,7 @@ def run_server(
             # Optional: bearer-token clients send no certificate; a presented one must verify.
             "ssl_cert_reqs": ssl.CERT_OPTIONAL,
         }
+    svc.api_docs = settings.api_docs
     svc.public_url = f"{'https' if tls else 'http'}://{url_host(host)}:{port}"
     svc.docker_listen_host = host
     app = create_app(svc)

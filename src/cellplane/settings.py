@@ -19,6 +19,11 @@ class ServerSettings(BaseSettings):
     listen_host: str = "127.0.0.1"
     listen_port: int = 7400
     log_level: str = "info"
+    # `/docs`, `/redoc` and `/openapi.json` (CELLPLANE_API_DOCS=false hides them: 404). On by
+    # default: the document describes the open-source API, published with every release, so
+    # hiding it protects nothing by itself, while clients generated from it, schema-driven tests
+    # and operators' tools read it; docs/operations.md ("Hardening defaults").
+    api_docs: bool = True
 
     @property
     def server_dir(self) -> Path:

@@ -270,11 +270,13 @@ class DatabaseNewerThanServer(RuntimeError):
         )
 
 
-def migrate(url: str) -> None:
+def migrate(url: str, key_dir: Path | None = None) -> None:
     """Bring the schema to the newest revision (idempotent).
 
-    Raises DatabaseNewerThanServer, before touching anything, when the database is at a revision
-    this release does not know."""
+    ``key_dir`` is the server's data directory, where the key that seals stored secrets lives
+    (`cellplane.sealing`; migration 0016 seals the rows written before it). Raises
+    DatabaseNewerThanServer, before touching anything, when the database is at a revision this
+    release does not know."""
     # Imported here: the long-running server migrates in a child process and never loads Alembic.
     from alembic import command
     from alembic.config import Config
@@ -284,6 +286,8 @@ def migrate(url: str) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if key_dir is not None:
+        cfg.attributes["secrets_key_dir"] = str(key_dir)
     script = ScriptDirectory.from_config(cfg)
     engine = create_engine(url)
     try:

@@ -194,6 +194,8 @@ class CellAssignment:
     workdir: str | None = None
     user: str | None = None
     hostname: str | None = None
+    read_only: bool = False
+    pids_limit: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     ports: list[PortAssignment] = field(default_factory=list)
