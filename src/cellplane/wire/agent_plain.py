@@ -17,7 +17,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, TypeVar, Union, get_args, get_origin
 
@@ -65,7 +65,7 @@ class ProtocolError(ValueError):
 
 
 class _Bad(Exception):
-    def __init__(self, path: str, message: str) -> None:
+    def __init__(self, path: tuple[Any, ...], message: str) -> None:
         self.path = path
         self.message = message
 
@@ -299,15 +299,6 @@ MODELS: Final[dict[str, type[Any]]] = {
 # --- reading ----------------------------------------------------------------------------------
 
 M = TypeVar("M")
-_HINTS: dict[type[Any], dict[str, Any]] = {}
-
-
-def _hints(cls: type[Any]) -> dict[str, Any]:
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = typing.get_type_hints(cls, globals())
-        _HINTS[cls] = hints
-    return hints
 
 
 def _item_kind(v: Any) -> str:
@@ -325,11 +316,24 @@ _ITEMS: Final[dict[str, type[Any]]] = {
 }
 
 
-def _join(path: str, key: object) -> str:
-    return f"{path}.{key}" if path else str(key)
+# A field's path is built only for an error: (parent path, key) pairs, rendered "a.0.b".
+_Path = tuple[Any, ...]
+_ROOT: _Path = ()
 
 
-def _int(value: Any, path: str) -> int:
+def _join(path: _Path, key: object) -> _Path:
+    return (path, key)
+
+
+def _render(path: _Path) -> str:
+    keys: list[str] = []
+    while path:
+        path, key = path
+        keys.append(str(key))
+    return ".".join(reversed(keys))
+
+
+def _int(value: Any, path: _Path) -> int:
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
@@ -346,7 +350,7 @@ def _int(value: Any, path: str) -> int:
     raise _Bad(path, "Input should be a valid integer")
 
 
-def _float(value: Any, path: str) -> float:
+def _float(value: Any, path: _Path) -> float:
     if isinstance(value, bool | int | float):
         return float(value)
     if isinstance(value, str):
@@ -357,87 +361,133 @@ def _float(value: Any, path: str) -> float:
     raise _Bad(path, "Input should be a valid number")
 
 
-def _value(tp: Any, value: Any, path: str) -> Any:
+_Convert = Callable[[Any, _Path], Any]
+_CONVERTERS: dict[Any, _Convert] = {}
+
+
+def _str(value: Any, path: _Path) -> str:
+    if not isinstance(value, str):
+        raise _Bad(path, "Input should be a valid string")
+    return value
+
+
+def _bool(value: Any, path: _Path) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    raise _Bad(path, "Input should be a valid boolean")
+
+
+def _converter(tp: Any) -> _Convert:
+    """A function (value, path) -> value checked and converted as ``tp`` (made once per type)."""
+    found = _CONVERTERS.get(tp)
+    if found is None:
+        found = _CONVERTERS[tp] = _make_converter(tp)
+    return found
+
+
+def _make_converter(tp: Any) -> _Convert:
     origin = get_origin(tp)
     if origin is Union or origin is types.UnionType:
         args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        if args == (CellReport, VolumeRemoved, EngineItem):  # a report item: by its shape
-            kind = _item_kind(value)
-            return _value(_ITEMS[kind], value, path)
+        nullable = type(None) in args
         rest = [a for a in args if a is not type(None)]
-        if len(rest) == 1:
-            return _value(rest[0], value, path)
-        raise TypeError(f"unsupported union {tp!r}")  # pragma: no cover - a definition error
+        if tuple(rest) == (CellReport, VolumeRemoved, EngineItem):  # a report item: by its shape
+            items = {kind: _converter(cls) for kind, cls in _ITEMS.items()}
+
+            def item(value: Any, path: _Path) -> Any:
+                return items[_item_kind(value)](value, path)
+
+            inner: _Convert = item
+        elif len(rest) == 1:
+            inner = _converter(rest[0])
+        else:  # pragma: no cover - a definition error
+            raise TypeError(f"unsupported union {tp!r}")
+        if not nullable:
+            return inner
+
+        def optional(value: Any, path: _Path) -> Any:
+            return None if value is None else inner(value, path)
+
+        return optional
     if origin is list:
-        if not isinstance(value, list | tuple):
-            raise _Bad(path, "Input should be a valid list")
-        (item,) = get_args(tp)
-        return [_value(item, v, _join(path, i)) for i, v in enumerate(value)]
+        (item_t,) = get_args(tp)
+        each = _converter(item_t)
+
+        def as_list(value: Any, path: _Path) -> Any:
+            if not isinstance(value, list | tuple):
+                raise _Bad(path, "Input should be a valid list")
+            return [each(v, _join(path, i)) for i, v in enumerate(value)]
+
+        return as_list
     if origin is dict:
-        if not isinstance(value, Mapping):
-            raise _Bad(path, "Input should be a valid dictionary")
-        key_t, val_t = get_args(tp)
-        return {
-            _value(key_t, k, _join(path, k)): _value(val_t, v, _join(path, k))
-            for k, v in value.items()
-        }
-    if tp is str:
-        if not isinstance(value, str):
-            raise _Bad(path, "Input should be a valid string")
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise _Bad(path, "Input should be a valid boolean")
-    if tp is int:
-        return _int(value, path)
-    if tp is float:
-        return _float(value, path)
+        key_c, val_c = (_converter(a) for a in get_args(tp))
+
+        def as_dict(value: Any, path: _Path) -> Any:
+            if not isinstance(value, Mapping):
+                raise _Bad(path, "Input should be a valid dictionary")
+            return {key_c(k, _join(path, k)): val_c(v, _join(path, k)) for k, v in value.items()}
+
+        return as_dict
+    simple: dict[Any, _Convert] = {str: _str, bool: _bool, int: _int, float: _float}
+    if tp in simple:
+        return simple[tp]
     if tp is Any:
-        return value
+        return lambda value, path: value
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        return _model(tp, value, path)
+        return _model_converter(tp)
     raise TypeError(f"unsupported type {tp!r}")  # pragma: no cover - a definition error
 
 
-def _model(cls: type[M], data: Any, path: str) -> M:
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, Mapping):
-        raise _Bad(path, f"Input should be a valid dictionary or instance of {cls.__name__}")
+def _model_converter(cls: type[Any]) -> _Convert:
     before: dict[str, Any] = getattr(cls, "_before", {})
     after: dict[str, Any] = getattr(cls, "_after", {})
-    values: dict[str, Any] = {}
-    bad: list[_Bad] = []
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        where = _join(path, f.name)
-        if f.name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                bad.append(_Bad(where, "Field required"))
-            continue
-        try:
-            raw = data[f.name]
-            if f.name in before:
-                raw = before[f.name](raw)
-            value = _value(_hints(cls)[f.name], raw, where)
-            if f.name in after:
-                value = after[f.name](value)
-            values[f.name] = value
-        except ValueError as e:
-            bad.append(_Bad(where, str(e)))
-        except _Bad as e:
-            bad.append(e)
-        except _Many as e:
-            bad.extend(e.bad)
-    if bad:
-        raise _Many(bad)
-    return cls(**values)
+    hints = typing.get_type_hints(cls, globals())
+    plan: list[tuple[str, bool, Any, Any, _Convert | None]] = []
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        plan.append((f.name, required, before.get(f.name), after.get(f.name), None))
+    converters: dict[str, _Convert] = {}
+
+    def convert(data: Any, path: _Path) -> Any:
+        if isinstance(data, cls):
+            return data
+        if not isinstance(data, Mapping):
+            raise _Bad(path, f"Input should be a valid dictionary or instance of {cls.__name__}")
+        values: dict[str, Any] = {}
+        bad: list[_Bad] = []
+        for name, required, pre, post, _ in plan:
+            if name not in data:
+                if required:
+                    bad.append(_Bad(_join(path, name), "Field required"))
+                continue
+            where = _join(path, name)
+            try:
+                raw = data[name] if pre is None else pre(data[name])
+                c = converters.get(name)
+                if c is None:  # resolved on first use: the models refer to each other
+                    c = converters[name] = _converter(hints[name])
+                value = c(raw, where)
+                values[name] = value if post is None else post(value)
+            except ValueError as e:
+                bad.append(_Bad(where, str(e)))
+            except _Bad as e:
+                bad.append(e)
+            except _Many as e:
+                bad.extend(e.bad)
+        if bad:
+            raise _Many(bad)
+        return cls(**values)
+
+    return convert
+
+
+def _model(cls: type[M], data: Any, path: _Path) -> M:
+    result: M = _converter(cls)(data, path)
+    return result
 
 
 class _Many(Exception):
@@ -448,13 +498,12 @@ class _Many(Exception):
 def parse(model: type[M], data: Any) -> M:
     """``data`` as ``model``, or ProtocolError naming the fields that are wrong."""
     try:
-        return _model(model, data, "")
+        return _model(model, data, _ROOT)
     except _Bad as e:
-        raise ProtocolError(model.__name__, [(e.path or "body", e.message)]) from None
+        raise ProtocolError(model.__name__, [(_render(e.path) or "body", e.message)]) from None
     except _Many as e:
-        raise ProtocolError(
-            model.__name__, [(b.path or "body", b.message) for b in e.bad]
-        ) from None
+        problems = [(_render(b.path) or "body", b.message) for b in e.bad]
+        raise ProtocolError(model.__name__, problems) from None
 
 
 def report_item(data: Any) -> CellReport | VolumeRemoved | EngineItem:
