@@ -38,6 +38,7 @@ __all__ = [
     "proc_tree",
     "rss_kb",
     "summary_ms",
+    "user_client",
 ]
 
 BASELINE_LABEL = "cellplane.bench"
@@ -102,6 +103,57 @@ def deployment(*, log_level: str = "warning", agent_args: list[str] | None = Non
         t = time.monotonic()
         d.close()
         log(f"closed in {time.monotonic() - t:.1f}s")
+
+
+_LOGIN_LOCK = threading.Lock()
+
+
+def user_client(d: Any, timeout: float = 60.0) -> Any:
+    """An SDK client logged in as a user does it: `cellplane login` with the `admin` user's
+    first password (a password grant at the tenant's token endpoint, a stored session), then
+    `Client(credentials=...)` on that session, which renews the access token when it expires.
+
+    Unlike `d.client()` (the bootstrap personal token), this exercises what a real session
+    costs the server: password hashing, signed access tokens and their validation."""
+    import os
+
+    from cellplane.client import Client, config, credentials
+
+    cfg = d.data_dir / "bench-cli" / "config.json"
+    with _LOGIN_LOCK:
+        if not cfg.exists():  # one login per deployment; every client shares the session
+            _cli_login(d, cfg)
+    saved = os.environ.get("CELLPLANE_CONFIG")
+    os.environ["CELLPLANE_CONFIG"] = str(cfg)
+    try:
+        conf = config.load_config()
+    finally:
+        if saved is None:
+            os.environ.pop("CELLPLANE_CONFIG", None)
+        else:
+            os.environ["CELLPLANE_CONFIG"] = saved
+    provider = credentials.credentials_of(conf)
+    if provider is None:
+        raise RuntimeError(f"cellplane login stored no session in {cfg}")
+    return Client(d.url, None, credentials=provider, timeout=timeout, verify=d.verify)
+
+
+def _cli_login(d: Any, cfg: Path) -> None:
+    import os
+    import subprocess
+
+    cfg.parent.mkdir(mode=0o700, exist_ok=True)
+    password = (d.data_dir / "server" / "admin-password").read_text().strip()
+    env = {**os.environ, "CELLPLANE_CONFIG": str(cfg)}
+    env.pop("CELLPLANE_TOKEN", None)
+    login = ["login", "--server", d.url, "--username", "admin", "--password-stdin"]
+    subprocess.run(
+        [sys.executable, "-m", "cellplane", *login],
+        input=password.encode(),
+        env=env,
+        check=True,
+        capture_output=True,
+    )
 
 
 # --- bare engine baseline -----------------------------------------------------------------------

@@ -38,6 +38,7 @@ from _common import (
     proc_tree,
     rss_kb,
     status_field,
+    user_client,
 )
 
 TARGET_RSS_MB = 150
@@ -85,7 +86,7 @@ def main() -> int:
         posted = [0]
 
         def worker(_: int) -> None:
-            with d.client(timeout=60) as c:
+            with user_client(d) as c:
                 while (i := next(counter)) < n:
                     c.create_cell(
                         "default",
@@ -100,7 +101,7 @@ def main() -> int:
 
         parallel_map(worker, range(args.parallel), args.parallel)
         log(f"{n} cells accepted; waiting until all are RUNNING")
-        with d.client(timeout=60) as c:
+        with user_client(d) as c:
             deadline = time.monotonic() + 600
             while True:
                 running = sum(1 for _ in c.iter_cells("default", state="RUNNING"))

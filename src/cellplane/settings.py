@@ -25,6 +25,11 @@ class ServerSettings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_image_bytes: int = Field(default=64 * 1024**3, ge=1024)
     max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    # `/docs`, `/redoc` and `/openapi.json` (CELLPLANE_API_DOCS=false hides them: 404). On by
+    # default: the document describes the open-source API, published with every release, so
+    # hiding it protects nothing by itself, while clients generated from it, schema-driven tests
+    # and operators' tools read it; docs/operations.md ("Hardening defaults").
+    api_docs: bool = True
 
     @property
     def server_dir(self) -> Path:

@@ -20,6 +20,7 @@ from cellplane import logs
 from cellplane.api.app import create_app
 from cellplane.api.tls import TLSH11Protocol
 from cellplane.controller import runtime
+from cellplane.dockerapi import supervisor
 from cellplane.services.context import Services
 from cellplane.settings import ServerSettings
 from cellplane.state.db import Database
@@ -62,17 +63,21 @@ def loaded(code: str) -> set[str]:
 
 def test_the_server_starts_without_the_token_crypto_templates_or_yaml() -> None:
     """joserfc and cryptography load with the first access token (Services.tokens), jinja2 and
-    yaml with the first catalog load or login page, numpy with a large placement batch."""
+    yaml with the first catalog load or login page, numpy with a large placement batch, aiohttp
+    and the Docker-compatible handlers with the first Docker endpoint."""
     mods = loaded(_SERVER)
     assert {"fastapi", "sqlalchemy", "uvicorn", "pydantic"} <= mods
     assert not mods & {"joserfc", "cryptography", "authlib", "argon2", "jinja2", "yaml", "numpy"}
+    assert not mods & {"aiohttp", "multidict", "yarl"}
     assert not mods & {"alembic", "rich", "pygments", "typer"}
 
 
 def test_the_agent_keeps_out_what_its_libraries_only_might_use() -> None:
     """No click (httpx's command line), no character-set guessing (requests, whose only peer is
-    podman's JSON), no warning about it; requests still decodes UTF-8."""
+    podman's JSON), no warning about it; requests still decodes UTF-8. No pydantic: the agent
+    reads the protocol with `wire.agent_plain`."""
     mods = loaded(_AGENT)
-    assert {"docker", "requests", "httpx", "pydantic"} <= mods
+    assert {"docker", "requests", "httpx"} <= mods
     assert not mods & {"click", "charset_normalizer", "chardet", "rich", "pygments", "typer"}
+    assert not mods & {"pydantic", "pydantic_core"}
     assert not mods & {"cryptography", "fastapi", "sqlalchemy"}

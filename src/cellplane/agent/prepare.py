@@ -26,7 +26,7 @@ from cellplane.drivers.errors import (
     PermanentDriverError,
     TemporaryDriverError,
 )
-from cellplane.wire import agent as wire
+from cellplane.wire import agent_plain as wire
 
 __all__ = ["LimitsPending", "Preparer"]
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from cellplane.drivers.base import ContainerInfo
-from cellplane.wire.agent import CellAssignment
+from cellplane.wire.agent_plain import CellAssignment
 
 __all__ = [
     "BACKOFF_CAP_S",

@@ -46,7 +46,7 @@ from cellplane.drivers.errors import (
     DriverError,
     TemporaryDriverError,
 )
-from cellplane.wire import agent as wire
+from cellplane.wire import agent_plain as wire
 
 __all__ = [
     "CELL_LABEL",
@@ -115,7 +115,7 @@ class Agent:
             zone=self.cfg.zone,
             agent_url=self.agent_url,
             agent_secret=self.agent_secret,
-            engine=wire.EngineHealthReport.model_validate(self._engine_health.report()),
+            engine=wire.parse(wire.EngineHealthReport, self._engine_health.report()),
         )
         delay = 0.2
         while not self._stop.is_set():
@@ -285,7 +285,7 @@ class Agent:
             for cid, cell in desired.items():
                 mine = self._restarts.get(cid, 0)
                 if mine > cell.restarts:
-                    desired[cid] = cell.model_copy(update={"restarts": mine})
+                    desired[cid] = dataclasses.replace(cell, restarts=mine)
             orphans = list(self._orphans) if full else []
         actions = reconcile(
             desired, observed, orphans, self._memory, time.time(), full_sync=synced, busy=busy

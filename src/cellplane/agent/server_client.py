@@ -6,6 +6,7 @@ The agent talks to the server only through these HTTP calls, in `cellplane up` a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import re
 import ssl
@@ -16,7 +17,7 @@ import httpx
 
 from cellplane.files import ensure_private_dir, read_private_file, write_private_file
 from cellplane.validation import DNS_LABEL
-from cellplane.wire import agent as wire
+from cellplane.wire import agent_plain as wire
 
 __all__ = ["ProtocolMismatch", "ServerClient", "ServerUnavailable", "host_csr"]
 
@@ -139,10 +140,8 @@ class ServerClient:
         )
         if self._cert_dir is not None and body.csr is None:
             csr = host_csr(self._cert_dir, body.name, str(body.address))
-            body = body.model_copy(update={"csr": csr})
-        r = self._call(
-            "POST", "/v1/agent/register", json=body.model_dump(mode="json", exclude_none=True)
-        )
+            body = dataclasses.replace(body, csr=csr)
+        r = self._call("POST", "/v1/agent/register", json=wire.dump(body, exclude_none=True))
         data = self._read(wire.RegisterAnswer, r.json())
         self.host_id = data.host_id
         self._token = data.host_token
@@ -168,12 +167,11 @@ class ServerClient:
         return self._read(wire.Assignments, r.json())
 
     def report(self, cells: list[dict[str, Any]]) -> None:
-        body = wire.parse(wire.StatusReport, {"api_version": wire.API_VERSION, "cells": cells})
-        self._call(
-            "POST",
-            f"/v1/agent/hosts/{self.host_id}/status",
-            json=body.model_dump(mode="json", exclude_unset=True),
-        )
+        body = {"api_version": wire.API_VERSION, "cells": cells}
+        # Checked before it is sent; sent as given, since a field's presence matters to the
+        # server (`message: null` clears a message, no `message` keeps it).
+        wire.parse(wire.StatusReport, body)
+        self._call("POST", f"/v1/agent/hosts/{self.host_id}/status", json=body)
 
     def download_image(self, image_id: str, dest: Path) -> None:
         tmp = dest.with_suffix(".part")

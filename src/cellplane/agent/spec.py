@@ -16,8 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cellplane.drivers.base import ContainerSpec, MountSpec, NetworkSpec, PortSpec
-from cellplane.wire import agent as wire
+from cellplane.drivers.base import (
+    DEFAULT_PIDS_LIMIT,
+    ContainerSpec,
+    MountSpec,
+    NetworkSpec,
+    PortSpec,
+)
+from cellplane.wire import agent_plain as wire
 
 __all__ = [
     "CELL_LABEL",
@@ -120,6 +126,8 @@ def container_spec(
         memory_mb=int(c.memory_mb),
         ports=[PortSpec(p.container_port, p.host_port, p.protocol) for p in c.ports],
         mounts=[MountSpec(m.engine_name, m.path, m.read_only) for m in c.mounts],
+        read_only=c.read_only,
+        pids_limit=c.pids_limit if c.pids_limit is not None else DEFAULT_PIDS_LIMIT,
     )
 
 

@@ -141,6 +141,8 @@ def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
         default_response_class=JSONResponse,
         docs_url=None,  # docs_ui serves /docs and /redoc from packaged assets (no CDN)
         redoc_url=None,
+        # The operator may hide the document and its pages (ServerSettings.api_docs): 404.
+        openapi_url="/openapi.json" if svc.api_docs else None,
     )
     app.state.services = svc
     background: list[Background] = []
@@ -180,5 +182,6 @@ def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
         app.include_router(r.router)
     app.state.api_routes = [route for r in routers for route in r.router.routes]
     openapi.install(app)
-    docs_ui.install(app)
+    if svc.api_docs:
+        docs_ui.install(app)
     return app

@@ -16,7 +16,7 @@ from cellplane.api.jsonresp import JSONResponse
 from cellplane.api.openapi import PlainText, problem_response
 from cellplane.api.respond import idempotent, outcome_response
 from cellplane.errors import ValidationFailed
-from cellplane.services import agent_proxy, cells, volumes
+from cellplane.services import agent_proxy, cell_access, cells, volumes
 from cellplane.services.context import Principal, Services
 from cellplane.services.schemas import CellCreate, StopBody, VolumeCreate
 
@@ -133,7 +133,7 @@ async def cell_logs(
     svc: Services = Depends(services),
     p: Principal = Depends(require("cells:read")),
 ) -> StreamingResponse:
-    target = await run_in_threadpool(cells.locate, svc, p, cell_id)
+    target = await run_in_threadpool(cell_access.locate, svc, p, cell_id)
     chunks = await agent_proxy.open_logs(_agent_client(request), target, tail=tail, follow=follow)
     return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")
 
@@ -151,7 +151,9 @@ async def cell_exec(
     svc: Services = Depends(services),
     p: Principal = Depends(require("cells:write")),
 ) -> JSONResponse:
-    target = await run_in_threadpool(cells.locate_exec, svc, p, cell_id, body.command, mode="run")
+    target = await run_in_threadpool(
+        cell_access.locate_exec, svc, p, cell_id, body.command, mode="run"
+    )
     answer = await agent_proxy.exec_async(
         _agent_client(request), target, body.command, body.timeout
     )

@@ -23,7 +23,7 @@ from starlette.datastructures import QueryParams
 from cellplane.api.deps import authenticate
 from cellplane.api.jsonresp import problem
 from cellplane.errors import CellplaneError, FieldError, Forbidden, ValidationFailed
-from cellplane.services import agent_proxy, cells
+from cellplane.services import agent_proxy, cell_access
 from cellplane.services.context import Services
 from cellplane.wire import exec as wire
 
@@ -157,7 +157,7 @@ async def cell_exec_stream(websocket: WebSocket, cell_id: str) -> None:
         command, stdin, tty, size = parse_exec_query(websocket.query_params)
         mode = "tty" if tty else ("interactive" if stdin else "stream")
         target = await run_in_threadpool(
-            cells.locate_exec, svc, principal, cell_id, command, mode=mode
+            cell_access.locate_exec, svc, principal, cell_id, command, mode=mode
         )
         agent = await agent_proxy.open_exec(target, command, stdin=stdin, tty=tty, size=size)
     except CellplaneError as exc:

@@ -236,6 +236,18 @@ def run(
     restart: Annotated[
         str, typer.Option(help="Restart policy: never, on-failure\\[:N], always.")
     ] = "never",
+    read_only: Annotated[
+        bool,
+        typer.Option(
+            "--read-only", help="Read-only root file system (volumes, /tmp and /run stay writable)."
+        ),
+    ] = False,
+    pids_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--pids-limit", min=16, help="Most processes and threads (default: the host's, 4096)."
+        ),
+    ] = None,
     detach: Detach = False,
     project: output.ProjectOpt = "default",
     quiet: Annotated[
@@ -263,6 +275,8 @@ def run(
         "ports": [parse_port(p) for p in publish or []],
         "volumes": [parse_volume(v) for v in volume or []],
         "restart": restart_policy,
+        "read_only": read_only,
+        "pids_limit": pids_limit,
     }
     with output.session() as client:
         task = client.create_cell(project, name, image, **spec)

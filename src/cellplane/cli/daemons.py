@@ -27,10 +27,16 @@ DataDir = Annotated[
 
 
 def prepare(data_dir: Path, database_url: str | None) -> tuple[str | None, Path]:
-    """Migrate and seed; returns (new admin token or None, join token file)."""
+    """Migrate and seed; returns (new admin token or None, join token file). A database made
+    by a newer release ends the command with its message and exit code 3, changing nothing."""
+    from cellplane.daemon import DatabaseNewerThanServer
     from cellplane.daemon import prepare as _prepare
 
-    return _prepare(data_dir, database_url)
+    try:
+        return _prepare(data_dir, database_url)
+    except DatabaseNewerThanServer as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(exc.EXIT_CODE) from None
 
 
 def server(

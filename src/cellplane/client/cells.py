@@ -36,9 +36,14 @@ class CellsApi(BaseClient):
         volumes: Sequence[Mapping[str, Any]] | None = None,
         restart: Mapping[str, Any] | None = None,
         start: bool = True,
+        read_only: bool = False,
+        pids_limit: int | None = None,
         idempotency_key: str | None = None,
     ) -> JSONDict:
-        """Ask for a cell; returns the CREATE_CELL task (202). Unset fields use server defaults."""
+        """Ask for a cell; returns the CREATE_CELL task (202). Unset fields use server defaults.
+
+        `read_only`: a read-only root file system (writable volumes and /tmp, /run stay so);
+        `pids_limit`: its own limit on processes and threads (None: the host's default)."""
         body = drop_none(
             {
                 "name": name,
@@ -53,6 +58,8 @@ class CellsApi(BaseClient):
                 "volumes": None if volumes is None else [dict(v) for v in volumes],
                 "restart": None if restart is None else dict(restart),
                 "start": start,
+                "read_only": read_only or None,
+                "pids_limit": pids_limit,
             }
         )
         return self._json(

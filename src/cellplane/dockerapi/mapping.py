@@ -110,13 +110,11 @@ _REFUSED: dict[tuple[str, str], tuple[str, str, int]] = {
     ("HostConfig", "Tmpfs"): ("--tmpfs", _NOT_YET, 400),
     ("HostConfig", "Ulimits"): ("--ulimit", _NOT_YET, 400),
     ("HostConfig", "GroupAdd"): ("--group-add", _NOT_YET, 400),
-    ("HostConfig", "ReadonlyRootfs"): ("--read-only", _NOT_YET, 400),
     ("HostConfig", "PublishAllPorts"): ("-P/--publish-all", _NOT_YET, 400),
     ("HostConfig", "AutoRemove"): ("--rm", _NOT_YET, 400),
     ("HostConfig", "Init"): ("--init", _NOT_YET, 400),
     ("HostConfig", "CpusetCpus"): ("--cpuset-cpus", _NOT_YET, 400),
     ("HostConfig", "CpusetMems"): ("--cpuset-mems", _NOT_YET, 400),
-    ("HostConfig", "PidsLimit"): ("--pids-limit", _NOT_YET, 400),
     ("HostConfig", "MemoryReservation"): ("--memory-reservation", _NOT_YET, 400),
     ("HostConfig", "OomKillDisable"): ("--oom-kill-disable", _NOT_YET, 400),
     ("Config", "Tty"): ("-t/--tty", _NOT_YET, 400),
@@ -321,6 +319,15 @@ def cell_fields(name: str | None, body: dict[str, Any]) -> dict[str, Any]:
             fields[field] = str(body[key])
     if body.get("StopTimeout") is not None:
         fields["stop_timeout"] = float(body["StopTimeout"])
+    if host.get("ReadonlyRootfs"):
+        fields["read_only"] = True
+    pids = host.get("PidsLimit")
+    if pids:  # null or 0: the default limit
+        if not isinstance(pids, int) or isinstance(pids, bool) or pids < 0:
+            raise Refused(
+                400, "--pids-limit: a cell always has a pids limit; give a number (16 or more)"
+            )
+        fields["pids_limit"] = pids
     return fields
 
 

@@ -27,7 +27,7 @@ from cellplane.dockerapi.base import (
 )
 from cellplane.dockerapi.mapping import Refused
 from cellplane.errors import Conflict, NotFound
-from cellplane.services import agent_proxy, cells
+from cellplane.services import agent_proxy, cell_access, cells
 from cellplane.services.context import Principal
 
 __all__ = ["routes"]
@@ -61,7 +61,7 @@ async def _open(
 ) -> AsyncIterator[bytes] | None:
     """The cell's framed log stream, None when it has no container (yet, or any more)."""
     try:
-        target = await blocking(cells.locate, ctx.svc, p, cell_id)
+        target = await blocking(cell_access.locate, ctx.svc, p, cell_id)
     except (Conflict, NotFound):
         return None
     return await agent_proxy.open_docker_logs(

@@ -1,34 +1,30 @@
 """The server process's Docker-compatible listeners: one TLS port per endpoint in the database.
 
 `cellplane.daemon.run_server` installs :func:`serve` in the app's background work (as it does the
-controller loops); it starts a listener for every endpoint at start, then follows
+controller loops); it reads the endpoints at start, then follows
 `POST/DELETE /v1/projects/{p}/docker-endpoints` (the `docker-endpoints` topic, and a periodic
-re-read), and closes them all when the server stops.
-
-TLS: the server certificate from Cellplane's CA (the one `server --tls` uses); a client
-certificate is asked for and checked against the same CA (optional at the TLS layer, so scripts
-may send a bearer token instead; a request with neither is refused by the endpoint).
+re-read), and closes every listener when the server stops. The listeners themselves
+(`dockerapi.listeners`: aiohttp, the handlers, the CA code) are imported with the first endpoint,
+so a server without one never loads them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
-import httpx
 import structlog
-from aiohttp import web
 
-from cellplane.dockerapi.base import EndpointContext, blocking
-from cellplane.dockerapi.server import make_app
-from cellplane.identity import pki
 from cellplane.identity.authn import Authenticator
 from cellplane.services import docker_endpoints
 from cellplane.services.context import Services
 
-__all__ = ["Listeners", "install", "serve", "tls_context"]
+if TYPE_CHECKING:
+    from cellplane.dockerapi.listeners import Listeners
+
+__all__ = ["install", "serve"]
 
 log = structlog.get_logger("cellplane.dockerapi")
 
@@ -36,107 +32,49 @@ log = structlog.get_logger("cellplane.dockerapi")
 RESYNC_S = 30.0
 
 
-def tls_context(svc: Services) -> ssl.SSLContext:
-    """The endpoints' server-side TLS: Cellplane's server certificate, client certificates
-    requested and verified against Cellplane's root."""
-    cert, key = pki.server_certificate(svc, pki.default_server_names(svc.docker_listen_host))
-    ctx = ssl.create_default_context(
-        ssl.Purpose.CLIENT_AUTH, cafile=str(pki.root_pem_path(svc.data_dir))
-    )
-    ctx.load_cert_chain(str(cert), str(key))
-    ctx.verify_mode = ssl.CERT_OPTIONAL
-    return ctx
-
-
-class Listeners:
-    """The running listeners, reconciled with the `docker_endpoints` table."""
-
+class _Supervisor:
     def __init__(self, svc: Services, authn: Authenticator) -> None:
         self.svc = svc
         self.authn = authn
-        self.agent = httpx.AsyncClient(timeout=30, verify=False)
-        self.running: dict[str, tuple[int, web.AppRunner]] = {}
-        self._tls: ssl.SSLContext | None = None
+        self.listeners: Listeners | None = None
 
-    async def reconcile(self) -> None:
-        wanted = {
-            ep_id: (project_id, port)
-            for ep_id, project_id, port in await blocking(docker_endpoints.listeners, self.svc)
-        }
-        for ep_id in [
-            e for e in self.running if e not in wanted or self.running[e][0] != wanted[e][1]
-        ]:
-            await self._stop(ep_id)
-        for ep_id, (_, port) in wanted.items():
-            if ep_id not in self.running:
-                try:
-                    await self._start(ep_id, port)
-                except Exception as exc:  # a port taken meanwhile: retried at the next pass
-                    log.warning(
-                        "docker endpoint not started", endpoint=ep_id, port=port, error=str(exc)
-                    )
+    async def pass_once(self) -> None:
+        loop = asyncio.get_running_loop()
+        rows = await loop.run_in_executor(None, docker_endpoints.listeners, self.svc)
+        if self.listeners is None:
+            if not rows:
+                return
+            from cellplane.dockerapi.listeners import Listeners
 
-    async def _start(self, ep_id: str, port: int) -> None:
-        found = await blocking(docker_endpoints.endpoint_project, self.svc, ep_id)
-        if found is None:
-            return
-        project_id, project_name, _ = found
-        if self._tls is None:
-            self._tls = await blocking(tls_context, self.svc)
-        ctx = EndpointContext(
-            svc=self.svc,
-            authn=self.authn,
-            agent=self.agent,
-            endpoint_id=ep_id,
-            project_id=project_id,
-            project_name=project_name,
-        )
-        runner = web.AppRunner(make_app(ctx), access_log=None, shutdown_timeout=2.0)
-        await runner.setup()
-        try:
-            site = web.TCPSite(
-                runner, self.svc.docker_listen_host, port, ssl_context=self._tls, reuse_address=True
-            )
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self.running[ep_id] = (port, runner)
-        log.info("docker endpoint listening", endpoint=ep_id, project=project_name, port=port)
-
-    async def _stop(self, ep_id: str) -> None:
-        _, runner = self.running.pop(ep_id)
-        await runner.cleanup()
-        log.info("docker endpoint closed", endpoint=ep_id)
+            self.listeners = Listeners(self.svc, self.authn)
+        await self.listeners.reconcile(rows)
 
     async def run(self) -> None:
         while True:
             seen = self.svc.notifier.version(docker_endpoints.TOPIC)
             try:
-                await self.reconcile()
+                await self.pass_once()
             except Exception:
                 log.exception("docker endpoints: reconcile failed")
             await self.svc.notifier.wait(docker_endpoints.TOPIC, seen, RESYNC_S)
 
     async def close(self) -> None:
-        for ep_id in list(self.running):
-            with contextlib.suppress(Exception):
-                await self._stop(ep_id)
-        await self.agent.aclose()
+        if self.listeners is not None:
+            await self.listeners.close()
 
 
 @contextlib.asynccontextmanager
 async def serve(svc: Services, authn: Authenticator) -> AsyncIterator[None]:
     """Serve every endpoint while the context is open."""
-    listeners = Listeners(svc, authn)
-    task = asyncio.create_task(listeners.run())
+    supervisor = _Supervisor(svc, authn)
+    task = asyncio.create_task(supervisor.run())
     try:
         yield
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await listeners.close()
+        await supervisor.close()
 
 
 def install(

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "DEFAULT_PIDS_LIMIT",
+    "DROPPED_CAPABILITIES",
     "PROTOCOLS",
     "ContainerInfo",
     "ContainerSpec",
@@ -31,6 +33,26 @@ __all__ = [
 ]
 
 PROTOCOLS = frozenset({"tcp", "udp", "sctp"})
+
+#: The processes (and threads) a cell may have when it names no limit: bounds a fork bomb to
+#: its own cell while leaving room for thread-heavy services (a JVM runs hundreds of threads).
+DEFAULT_PIDS_LIMIT = 4096
+
+#: Capabilities dropped from the engine's default set for every cell (docs/operations.md,
+#: "Hardening defaults"). Podman's default set is CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL,
+#: NET_BIND_SERVICE, SETFCAP, SETGID, SETPCAP, SETUID and SYS_CHROOT; what remains covers what
+#: images do at start (change file owners, drop to a service user, bind a port under 1024,
+#: signal their children). Dropped: setting file capabilities (SETFCAP), changing capability
+#: sets (SETPCAP), chroot (SYS_CHROOT); and, should an engine's defaults grant them, raw sockets,
+#: device nodes and audit writes (NET_RAW, MKNOD, AUDIT_WRITE).
+DROPPED_CAPABILITIES: tuple[str, ...] = (
+    "SETFCAP",
+    "SETPCAP",
+    "SYS_CHROOT",
+    "NET_RAW",
+    "MKNOD",
+    "AUDIT_WRITE",
+)
 
 
 @dataclass(frozen=True)
@@ -91,6 +113,10 @@ class ContainerSpec:
     memory_mb: int = 0
     ports: list[PortSpec] = field(default_factory=list)
     mounts: list[MountSpec] = field(default_factory=list)
+    # Hardening (every cell: DROPPED_CAPABILITIES, no new privileges, never privileged, no host
+    # namespaces): an opt-in read-only root, and the pids limit (0: the engine's own).
+    read_only: bool = False
+    pids_limit: int = DEFAULT_PIDS_LIMIT
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -101,6 +127,8 @@ class ContainerSpec:
             raise ValueError("a rootfs container needs an explicit command")
         if self.cpu < 0 or self.memory_mb < 0:
             raise ValueError("cpu and memory_mb must not be negative")
+        if self.pids_limit < 0:
+            raise ValueError("pids_limit must not be negative")
         if self.aliases and self.network is None:
             raise ValueError("aliases need a network")
 

@@ -13,7 +13,13 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from cellplane.drivers import errors
-from cellplane.drivers.base import ContainerInfo, ContainerSpec, NetworkSpec, PortSpec
+from cellplane.drivers.base import (
+    DROPPED_CAPABILITIES,
+    ContainerInfo,
+    ContainerSpec,
+    NetworkSpec,
+    PortSpec,
+)
 
 __all__ = [
     "DNS_OPTIONS",
@@ -70,6 +76,16 @@ def compat_create_body(spec: ContainerSpec) -> dict[str, Any]:
             {"Type": "volume", "Source": m.volume, "Target": m.target, "ReadOnly": m.read_only}
             for m in spec.mounts
         ]
+    host_config.update(
+        {
+            "CapDrop": list(DROPPED_CAPABILITIES),
+            "SecurityOpt": ["no-new-privileges"],
+            "Privileged": False,
+            "ReadonlyRootfs": spec.read_only,
+        }
+    )
+    if spec.pids_limit:
+        host_config["PidsLimit"] = spec.pids_limit
     body: dict[str, Any] = {
         "Image": spec.image,
         "Env": [f"{k}={v}" for k, v in spec.env.items()],
@@ -120,6 +136,10 @@ def libpod_create_body(spec: ContainerSpec) -> dict[str, Any]:
         "command": list(spec.command or []),
         "env": dict(spec.env),
         "labels": dict(spec.labels),
+        "cap_drop": list(DROPPED_CAPABILITIES),
+        "no_new_privileges": True,
+        "privileged": False,
+        "read_only_filesystem": spec.read_only,
     }
     if spec.hostname:
         body["hostname"] = spec.hostname
@@ -127,8 +147,13 @@ def libpod_create_body(spec: ContainerSpec) -> dict[str, Any]:
         body["work_dir"] = spec.workdir
     if spec.user:
         body["user"] = spec.user
+    limits: dict[str, Any] = {}
     if spec.memory_mb:  # the CPU quota comes after start, from `apply_limits`
-        body["resource_limits"] = {"memory": {"limit": spec.memory_mb * _MIB}}
+        limits["memory"] = {"limit": spec.memory_mb * _MIB}
+    if spec.pids_limit:
+        limits["pids"] = {"limit": spec.pids_limit}
+    if limits:
+        body["resource_limits"] = limits
     if spec.network is not None:
         body["netns"] = {"nsmode": "bridge"}
         body["dns_option"] = list(DNS_OPTIONS)

@@ -5,7 +5,7 @@ Called by :mod:`cellplane.api.routes_cells` (``POST /v1/cells/{id}/exec`` and
 executor (:mod:`cellplane.controller.clusters`, readiness probes, joins and config pushes, on its
 own ``httpx.Client`` in worker threads). The agent's URL layout, its bearer secret, the timeouts
 and the reading of its answers live here once; the caller brings the transport (sync or async)
-and the target from :func:`cellplane.services.cells.locate`.
+and the target from :func:`cellplane.services.cell_access.locate`.
 
 Failures are :class:`~cellplane.errors.Conflict` subclasses, so the API maps them to 409 as
 before, and they carry what a caller needs to word its own message:
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 Target = tuple[str, str | None, str]
-"""(agent url, agent secret, cell id): what :func:`cellplane.services.cells.locate` returns."""
+"""(agent url, agent secret, cell id): what :func:`cellplane.services.cell_access.locate` returns."""
 
 
 class AgentUnreachable(Conflict):

@@ -25,7 +25,7 @@ from cellplane.errors import (
     ValidationFailed,
 )
 from cellplane.ids import is_id, new_id, utcnow
-from cellplane.services import audit, capacity
+from cellplane.services import capacity
 from cellplane.services import hosts as hosts_mod
 from cellplane.services import quotas as quotas_mod
 from cellplane.services import tasks as tasks_mod
@@ -57,8 +57,6 @@ __all__ = [
     "encode_cursor",
     "get",
     "list_cells",
-    "locate",
-    "locate_exec",
     "placement_request",
     "project_for",
     "restart",
@@ -286,6 +284,8 @@ def create(
         restart_policy=body.restart.policy,
         max_retries=body.restart.max_retries,
         stop_timeout=body.stop_timeout,
+        read_only=body.read_only,
+        pids_limit=body.pids_limit,
         desired_state="RUNNING" if body.start else "STOPPED",
         state="PENDING",
         restarts=0,
@@ -550,40 +550,3 @@ def delete(
         steps=tasks_mod.DELETE_STEPS,
         desired="DELETED",
     )
-
-
-def locate(
-    svc: Services, principal: Principal, cell_id: str, permission: str = "cells:read"
-) -> tuple[str, str | None, str]:
-    """Where to reach a cell's container: (agent url, agent secret, cell id) for logs and exec."""
-    with svc.db.reader() as s:
-        cell = _visible(s, principal, s.get(Cell, cell_id), cell_id, permission)
-        host = s.get(Host, cell.host_id) if cell.host_id else None
-        if host is None or not host.agent_url or cell.container_id is None:
-            raise Conflict(f"cell {cell.name!r} has no container yet (state {cell.state})")
-        return host.agent_url, host.agent_secret, cell.id
-
-
-def locate_exec(
-    svc: Services, principal: Principal, cell_id: str, command: list[str], *, mode: str
-) -> tuple[str, str | None, str]:
-    """`locate` for an exec (`cells:write`): the cell must be running. Records the `cell.exec`
-    audit event (its command, and `mode`: "run", "interactive", "tty")."""
-    with svc.db.session() as s:
-        cell = _visible(s, principal, s.get(Cell, cell_id), cell_id, "cells:write")
-        host = s.get(Host, cell.host_id) if cell.host_id else None
-        if cell.state != "RUNNING" or host is None or not host.agent_url:
-            raise Conflict(
-                f"cell {cell.name!r} is not running (state {cell.state}); "
-                f"exec needs a running cell (`cellplane cell start {cell.name}`)"
-            )
-        project = s.get(Project, cell.project_id)
-        audit.record(
-            s,
-            tenant_id=project.tenant_id if project else None,
-            actor=audit.actor_of(principal),
-            action="cell.exec",
-            target=f"cell:{cell.id}",
-            detail={"cell": cell.name, "command": [c[:256] for c in command[:64]], "mode": mode},
-        )
-        return host.agent_url, host.agent_secret, cell.id

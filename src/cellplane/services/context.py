@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cellplane.identity.rbac import Principal
+from cellplane.sealing import Sealer
 from cellplane.state.db import Database
 
 if TYPE_CHECKING:
@@ -103,7 +104,17 @@ class Services:
     max_image_bytes: int = 64 * 1024**3
     # Largest request headers, names and values together (431 above it).
     max_header_bytes: int = 32 * 1024
+    # Serve /docs, /redoc and /openapi.json (ServerSettings.api_docs).
+    api_docs: bool = True
     _tokens: TokenService | None = field(default=None, repr=False)
+    _sealer: Sealer | None = field(default=None, repr=False)
+
+    @property
+    def sealer(self) -> Sealer:
+        """Seals the secrets the database keeps (cellplane.sealing; key in the data dir)."""
+        if self._sealer is None:
+            self._sealer = Sealer(self.data_dir)
+        return self._sealer
 
     @property
     def tokens(self) -> TokenService:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from cellplane import scheduler
 from cellplane.errors import FieldError, NotFound, Unauthorized, ValidationFailed
 from cellplane.ids import new_id, utcnow
+from cellplane.sealing import AGENT_SECRET_COLUMN
 from cellplane.services import capacity, networks
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.context import Principal, Services
@@ -243,7 +244,9 @@ def register(svc: Services, body: dict[str, Any] | wire.RegisterRequest) -> wire
         h.revision = max(h.revision or 0, 1)
         h.address = req.address or "127.0.0.1"
         h.agent_url = req.agent_url
-        h.agent_secret = req.agent_secret
+        h.agent_secret = (
+            svc.sealer.seal(req.agent_secret, AGENT_SECRET_COLUMN) if req.agent_secret else None
+        )
         h.token_hash = _sha(host_token)
         h.labels = dict(req.labels)
         h.zone = req.zone
@@ -382,6 +385,8 @@ def assignments(svc: Services, host_id: str, since: int) -> wire.Assignments:
                     workdir=cell.workdir,
                     user=cell.user,
                     hostname=cell.hostname,
+                    read_only=bool(cell.read_only),
+                    pids_limit=cell.pids_limit,
                     env=cell.env or {},
                     labels=cell.labels or {},
                     ports=[wire.PortAssignment.model_validate(p) for p in cell.ports or []],

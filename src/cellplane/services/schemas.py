@@ -37,6 +37,10 @@ MAX_ARG = 32 * 1024
 MAX_ARGS_TOTAL = 128 * 1024
 MAX_LABELS = 64
 MAX_LABEL = 253
+#: A cell's own pids limit (`pids_limit`); without one its host applies the default
+#: (`drivers.base.DEFAULT_PIDS_LIMIT`).
+MIN_PIDS_LIMIT = 16
+MAX_PIDS_LIMIT = 1_048_576
 
 
 def _check_label(v: str) -> str:
@@ -99,6 +103,9 @@ class CellCreate(_Strict):
     restart: RestartBody = Field(default_factory=RestartBody)
     stop_timeout: float = Field(default=10.0, ge=0, le=3600)
     start: bool = True
+    # Hardening opt-ins (docs/operations.md, "Hardening defaults").
+    read_only: bool = False
+    pids_limit: int | None = Field(default=None, ge=MIN_PIDS_LIMIT, le=MAX_PIDS_LIMIT)
 
     @field_validator("name")
     @classmethod

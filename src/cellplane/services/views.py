@@ -46,6 +46,8 @@ def cell_view(
         "workdir": cell.workdir,
         "user": cell.user,
         "hostname": cell.hostname,
+        "read_only": bool(cell.read_only),
+        "pids_limit": cell.pids_limit,
         "env": cell.env,
         "labels": cell.labels,
         "ports": cell.ports,

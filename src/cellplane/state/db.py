@@ -33,7 +33,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cellplane.state import networks as _networks  # noqa: F401  (registers the default-network hook)
 
-__all__ = ["Database", "PoolSizing", "SecondConnectionError", "migrate"]
+__all__ = [
+    "Database",
+    "DatabaseNewerThanServer",
+    "PoolSizing",
+    "SecondConnectionError",
+    "migrate",
+]
 
 log = logging.getLogger("cellplane.db")
 
@@ -244,13 +250,53 @@ class Database:
         self.engine.dispose()
 
 
-def migrate(url: str) -> None:
-    """Bring the schema to the newest revision (idempotent)."""
+class DatabaseNewerThanServer(RuntimeError):
+    """The database was migrated by a newer release: this server does not know its revision.
+
+    Nothing was changed. Run the release that made it (or a newer one); a downgrade is not
+    supported (restore the backup taken before the upgrade instead)."""
+
+    #: The exit code of `cellplane server` / `python -m cellplane.daemon server` for this case.
+    EXIT_CODE = 3
+
+    def __init__(self, found: str, head: str) -> None:
+        self.found = found
+        self.head = head
+        super().__init__(
+            f"the database is at schema revision {found!r}, which this Cellplane release does "
+            f"not know (its newest is {head!r}): it was upgraded by a newer release. Nothing was "
+            "changed. Run that release or a newer one, or restore the backup taken before the "
+            "upgrade; a downgrade is not supported"
+        )
+
+
+def migrate(url: str, key_dir: Path | None = None) -> None:
+    """Bring the schema to the newest revision (idempotent).
+
+    ``key_dir`` is the server's data directory, where the key that seals stored secrets lives
+    (`cellplane.sealing`; migration 0016 seals the rows written before it). Raises
+    DatabaseNewerThanServer, before touching anything, when the database is at a revision this
+    release does not know."""
     # Imported here: the long-running server migrates in a child process and never loads Alembic.
     from alembic import command
     from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
 
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if key_dir is not None:
+        cfg.attributes["secrets_key_dir"] = str(key_dir)
+    script = ScriptDirectory.from_config(cfg)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_heads()
+    finally:
+        engine.dispose()
+    known = {rev.revision for rev in script.walk_revisions()}
+    for rev in current:
+        if rev not in known:
+            raise DatabaseNewerThanServer(rev, str(script.get_current_head()))
     command.upgrade(cfg, "head")

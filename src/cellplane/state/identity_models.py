@@ -181,7 +181,7 @@ class LdapConfig(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
     url: Mapped[str] = mapped_column(Text)
     bind_dn: Mapped[str] = mapped_column(Text)
-    bind_secret: Mapped[str] = mapped_column(Text)
+    bind_secret: Mapped[str] = mapped_column(Text)  # sealed (cellplane.sealing)
     user_base: Mapped[str] = mapped_column(Text)
     user_filter: Mapped[str] = mapped_column(Text)
     group_base: Mapped[str] = mapped_column(Text)

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -117,8 +118,9 @@ class Host(Base):
     name: Mapped[str] = mapped_column(String(253), unique=True)
     address: Mapped[str] = mapped_column(String(255))
     agent_url: Mapped[str | None] = mapped_column(String(255))
-    # The agent's own secret, presented by the server when it proxies logs and exec to the agent.
-    agent_secret: Mapped[str | None] = mapped_column(String(128))
+    # The agent's own secret, presented by the server when it proxies logs and exec to the agent;
+    # stored sealed (cellplane.sealing).
+    agent_secret: Mapped[str | None] = mapped_column(Text)
     token_hash: Mapped[str] = mapped_column(String(128))
     state: Mapped[str] = mapped_column(String(16))
     maintenance: Mapped[bool] = mapped_column(default=False)
@@ -183,6 +185,9 @@ class Cell(Base):
     workdir: Mapped[str | None] = mapped_column(String(4096))
     user: Mapped[str | None] = mapped_column(String(255))
     hostname: Mapped[str | None] = mapped_column(String(63))
+    # Hardening opt-ins (docs/operations.md): a read-only root; a pids limit (None: the default).
+    read_only: Mapped[bool] = mapped_column(default=False, server_default=false())
+    pids_limit: Mapped[int | None] = mapped_column(Integer)
     env: Mapped[dict[str, Any]] = mapped_column(default=dict)
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
     ports: Mapped[list[Any]] = mapped_column(default=list)

@@ -187,6 +187,9 @@ class CellAssignment(_Model):
     workdir: str | None = None
     user: str | None = None
     hostname: str | None = None
+    # Hardening opt-ins; a pids limit of None: the agent's default (drivers.base).
+    read_only: bool = False
+    pids_limit: int | None = None
     env: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
     ports: list[PortAssignment] = Field(default_factory=list)

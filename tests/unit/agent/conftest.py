@@ -17,7 +17,7 @@ import pytest
 from cellplane.agent import runner
 from cellplane.agent.runner import Agent, AgentConfig
 from cellplane.drivers.fake import FakeDriver
-from cellplane.wire.agent import RegisterRequest
+from cellplane.wire.agent_plain import RegisterRequest, dump
 
 HOST_ID = "hst-test"
 
@@ -31,7 +31,7 @@ class FakeServer:
         self.pending: list[dict[str, Any]] = []
 
     def register(self, body: RegisterRequest) -> str:
-        self.registrations.append(body.model_dump(mode="json"))
+        self.registrations.append(dump(body))
         return HOST_ID
 
     def assignments(self, revision: int, wait: float) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +22,7 @@ from cellplane.agent.reconcile import (
     reconcile,
 )
 from cellplane.drivers.base import ContainerInfo
-from cellplane.wire.agent import CellAssignment, ImageRef, NetworkDescription, RestartPolicy
+from cellplane.wire.agent_plain import CellAssignment, ImageRef, NetworkDescription, RestartPolicy
 
 CID = "cel-1"
 NOW = 1_000_000.0
@@ -374,11 +375,11 @@ def test_an_ended_cell_stays_ended_until_started_again() -> None:
 
 def test_a_restarted_agent_learns_the_end_from_the_server() -> None:
     """Memory is lost with the agent; the assignment's `ended_at` keeps the cell ended."""
-    ended = cell().model_copy(update={"ended_at": "2024-01-01T00:01:00+00:00"})
+    ended = dataclasses.replace(cell(), ended_at="2024-01-01T00:01:00+00:00")
     assert run(ended, None, Memory()) == []
-    older_request = ended.model_copy(update={"restart_requested_at": "2024-01-01T00:00:30+00:00"})
+    older_request = dataclasses.replace(ended, restart_requested_at="2024-01-01T00:00:30+00:00")
     assert run(older_request, None, Memory()) == []
-    newer_request = ended.model_copy(update={"restart_requested_at": "2024-01-01T00:02:00+00:00"})
+    newer_request = dataclasses.replace(ended, restart_requested_at="2024-01-01T00:02:00+00:00")
     (a,) = run(newer_request, None, Memory())
     assert (a.kind, a.reason) == ("CREATE", "created")
 

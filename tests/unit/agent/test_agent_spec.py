@@ -9,7 +9,7 @@ import pytest
 from cellplane.agent.runner import container_name, container_spec
 from cellplane.agent.spec import network_spec
 from cellplane.drivers.base import MountSpec, NetworkSpec, PortSpec
-from cellplane.wire import agent as wire
+from cellplane.wire import agent_plain as wire
 
 
 def assignment(**over: Any) -> dict[str, Any]:

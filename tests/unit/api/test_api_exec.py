@@ -20,6 +20,7 @@ from starlette.websockets import WebSocketDisconnect
 from cellplane.agent.endpoint import AgentEndpoint
 from cellplane.drivers.base import ContainerSpec, ExecResult
 from cellplane.drivers.fake import FakeDriver
+from cellplane.sealing import AGENT_SECRET_COLUMN
 from cellplane.state.models import Host, Tenant
 from cellplane.wire import exec as wire
 
@@ -57,7 +58,9 @@ def _running_cell(plat: Platform, driver: FakeDriver, agent: AgentEndpoint, name
     with plat.svc.db.session() as s:
         host = s.get(Host, plat.host_id)
         assert host is not None
-        host.agent_url, host.agent_secret = agent.url, SECRET
+        # As registration stores it: sealed (cellplane.sealing).
+        host.agent_url = agent.url
+        host.agent_secret = plat.svc.sealer.seal(SECRET, AGENT_SECRET_COLUMN)
     return cid
 
 

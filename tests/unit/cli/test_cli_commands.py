@@ -63,6 +63,13 @@ def test_run_translates_every_flag_into_the_create_body(cli: Invoke, fake: FakeA
     assert "RUNNING" in result.stderr  # the live step display
 
 
+def test_run_sends_the_hardening_opt_ins(cli: Invoke, fake: FakeApi) -> None:
+    _run_web(cli, "--read-only", "--pids-limit", "64")
+    post = fake.requests_to("POST", "/v1/projects/default/cells")[0]
+    body = json.loads(fake.bodies[fake.requests.index(post)])
+    assert body["read_only"] is True and body["pids_limit"] == 64
+
+
 def test_run_json_prints_the_cell(cli: Invoke, fake: FakeApi) -> None:
     result = cli("cell", "run", "web", "--image", "busybox", "--flavor", "SMALL", "-o", "json")
     assert result.exit_code == 0, result.output
@@ -96,6 +103,8 @@ def test_run_exits_1_when_the_task_fails(cli: Invoke) -> None:
         ["--memory", "lots"],
         ["-e", "NOEQUALS"],
         ["--cpu", "0"],
+        ["--pids-limit", "8"],
+        ["--pids-limit", "many"],
     ],
 )
 def test_run_usage_errors_exit_2_and_send_nothing(

@@ -135,6 +135,7 @@ def test_every_supported_option_maps_onto_the_cell() -> None:
         ({"Labels": {"cellplane.cell": "x"}}, 400, "reserved"),
         ({"Image": ""}, 400, "No image"),
         ({"StopSignal": "SIGUSR1"}, 400, "--stop-signal SIGUSR1"),
+        ({"HostConfig": {"PidsLimit": -1}}, 400, "--pids-limit"),
     ],
 )
 def test_what_the_endpoint_will_not_do_is_refused_naming_the_option(
@@ -144,6 +145,14 @@ def test_what_the_endpoint_will_not_do_is_refused_naming_the_option(
         cell_fields("x", body(**over))
     assert err.value.status == status
     assert words in err.value.message
+
+
+def test_read_only_and_pids_limit_map_onto_the_cells_hardening_opt_ins() -> None:
+    f = cell_fields("x", body(HostConfig={"ReadonlyRootfs": True, "PidsLimit": 64}))
+    assert (f["read_only"], f["pids_limit"]) == (True, 64)
+    assert CellCreate.model_validate(f).pids_limit == 64
+    plain = cell_fields("x", body(HostConfig={"ReadonlyRootfs": False, "PidsLimit": 0}))
+    assert "read_only" not in plain and "pids_limit" not in plain
 
 
 def test_container_names_are_cell_names() -> None:

@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 
 from cellplane.drivers import errors
-from cellplane.drivers.base import ContainerSpec, MountSpec, NetworkSpec, PortSpec
+from cellplane.drivers.base import (
+    DEFAULT_PIDS_LIMIT,
+    DROPPED_CAPABILITIES,
+    ContainerSpec,
+    MountSpec,
+    NetworkSpec,
+    PortSpec,
+)
 from cellplane.drivers.podman import (
     compat_create_body,
     container_info_from_inspect,
@@ -71,9 +78,9 @@ def test_compat_body_carries_every_field() -> None:
 
 
 def test_compat_body_omits_unset_limits_and_defaults() -> None:
-    spec = ContainerSpec(name="c", image="busybox")
+    spec = ContainerSpec(name="c", image="busybox", pids_limit=0)
     body = compat_create_body(spec)
-    assert body["HostConfig"] == {}
+    assert body["HostConfig"] == HARDENED_COMPAT  # and nothing else
     for key in ("Cmd", "Hostname", "ExposedPorts", "NetworkingConfig"):
         assert key not in body
 
@@ -86,7 +93,11 @@ def test_libpod_body_for_host_rootfs() -> None:
     assert body["command"] == ["sleep", "60"]
     assert body["env"] == {"A": "1", "B": "two=2"}
     assert body["hostname"] == "web-0"
-    assert body["resource_limits"] == {"memory": {"limit": 256 * MIB}}  # cpu: after start
+    # cpu: after start; the pids limit: the default
+    assert body["resource_limits"] == {
+        "memory": {"limit": 256 * MIB},
+        "pids": {"limit": DEFAULT_PIDS_LIMIT},
+    }
     assert body["netns"] == {"nsmode": "bridge"}
     assert body["Networks"] == {"proj-net": {"aliases": ["web", "web-0"]}}
     assert body["dns_option"] == ["timeout:1", "attempts:2"]
@@ -305,3 +316,56 @@ def test_sized_candidates_skip_used_subnets_and_small_pools() -> None:
     # 10.88.0.0/22 is smaller than a /20; 10.89.0.0/20 holds a used /24; 10.89.32.0/20 is used.
     assert [str(next(got)) for _ in range(2)] == ["10.89.16.0/20", "10.89.48.0/20"]
     assert len(list(sized_candidates(["10.89.0.0/16"], 20, used))) == 14
+
+
+# --- hardening (docs/operations.md, "Hardening defaults") ---------------------------------------
+
+HARDENED_COMPAT = {
+    "CapDrop": ["SETFCAP", "SETPCAP", "SYS_CHROOT", "NET_RAW", "MKNOD", "AUDIT_WRITE"],
+    "SecurityOpt": ["no-new-privileges"],
+    "Privileged": False,
+    "ReadonlyRootfs": False,
+}
+_HOST_NAMESPACE_KEYS = (
+    "NetworkMode",
+    "PidMode",
+    "IpcMode",
+    "UTSMode",
+    "UsernsMode",
+    "CgroupnsMode",
+)
+
+
+@pytest.mark.parametrize("spec", [full_spec(), full_spec(network=None, aliases=[])])
+def test_every_compat_body_is_hardened_and_uses_no_host_namespace(spec: ContainerSpec) -> None:
+    hc = compat_create_body(spec)["HostConfig"]
+    assert {k: hc[k] for k in HARDENED_COMPAT} == HARDENED_COMPAT
+    assert hc["PidsLimit"] == DEFAULT_PIDS_LIMIT
+    for key in _HOST_NAMESPACE_KEYS:
+        assert hc.get(key) != "host", key
+    assert "CapAdd" not in hc and "Devices" not in hc
+
+
+@pytest.mark.parametrize("rootfs", ["/", "/srv/rootfs"])
+def test_every_libpod_body_is_hardened_and_uses_no_host_namespace(rootfs: str) -> None:
+    body = libpod_create_body(full_spec(image=None, rootfs=rootfs))
+    assert body["cap_drop"] == list(DROPPED_CAPABILITIES)
+    assert body["no_new_privileges"] is True
+    assert body["privileged"] is False
+    assert body["read_only_filesystem"] is False
+    for key in ("netns", "pidns", "ipcns", "utsns", "userns", "cgroupns"):
+        assert (body.get(key) or {}).get("nsmode") != "host", key
+    assert "cap_add" not in body and "devices" not in body
+
+
+def test_read_only_root_and_a_cell_pids_limit_reach_both_bodies() -> None:
+    compat = compat_create_body(full_spec(read_only=True, pids_limit=64))["HostConfig"]
+    assert compat["ReadonlyRootfs"] is True and compat["PidsLimit"] == 64
+    libpod = libpod_create_body(full_spec(image=None, rootfs="/", read_only=True, pids_limit=64))
+    assert libpod["read_only_filesystem"] is True
+    assert libpod["resource_limits"]["pids"] == {"limit": 64}
+
+
+def test_a_negative_pids_limit_is_refused() -> None:
+    with pytest.raises(ValueError, match="pids_limit"):
+        ContainerSpec(name="c", image="busybox", pids_limit=-1)

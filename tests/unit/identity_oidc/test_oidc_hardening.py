@@ -14,6 +14,7 @@ from sqlalchemy import select
 from cellplane.identity.oidc import LOGIN_FAILED, RateLimiter
 from cellplane.identity.oidc import login as oidc_mod
 from cellplane.ids import utcnow
+from cellplane.sealing import BIND_SECRET_COLUMN
 from cellplane.state.identity_models import (
     AuditEvent,
     AuthCode,
@@ -308,7 +309,7 @@ def directory(oidc: Oidc, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
                 tenant_id=tid,
                 url="ldap://127.0.0.1:1",
                 bind_dn="cn=svc,dc=example,dc=org",
-                bind_secret="svc-secret",
+                bind_secret=oidc.plat.svc.sealer.seal("svc-secret", BIND_SECRET_COLUMN),
                 user_base="ou=people,dc=example,dc=org",
                 user_filter="",
                 group_base="ou=groups,dc=example,dc=org",

@@ -183,6 +183,8 @@ class Cell(View):
     workdir: str | None
     user: str | None
     hostname: str | None
+    read_only: bool = Field(description="The root file system is read-only (an opt-in).")
+    pids_limit: int | None = Field(description="Null: the default limit of the cell's host.")
     env: dict[str, str]
     labels: dict[str, str]
     ports: list[CellPort]

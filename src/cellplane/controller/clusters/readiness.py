@@ -15,8 +15,7 @@ from cellplane.clusters.roles import RenderedRole
 from cellplane.controller.clusters.records import ExecutorRecords, NodeFailure, OperationContext
 from cellplane.controller.clusters.supervisor import probe_command, tail_command
 from cellplane.errors import CellplaneError
-from cellplane.services import agent_proxy
-from cellplane.services import cells as cells_mod
+from cellplane.services import agent_proxy, cell_access
 
 __all__ = ["ExecutorReadiness"]
 
@@ -28,7 +27,7 @@ class ExecutorReadiness(ExecutorRecords):
         self, ctx: OperationContext, cell_id: str, command: list[str], timeout: float = 30
     ) -> tuple[int, str]:
         """Run `command` in the cell through its host agent: (exit code, output)."""
-        target = cells_mod.locate(self.svc, ctx.principal, cell_id)
+        target = cell_access.locate(self.svc, ctx.principal, cell_id)
         try:
             data = agent_proxy.exec_sync(self._http, target, command, timeout)
         except agent_proxy.AgentUnreachable as e:

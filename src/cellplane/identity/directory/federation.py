@@ -17,6 +17,7 @@ from cellplane.identity.directory.common import (
 )
 from cellplane.identity.rbac import Principal
 from cellplane.ids import utcnow
+from cellplane.sealing import BIND_SECRET_COLUMN
 from cellplane.services.audit import actor_of, record
 from cellplane.services.context import Services
 from cellplane.state.identity_models import (
@@ -125,7 +126,8 @@ def set_ldap(svc: Services, principal: Principal, body: LdapBody) -> dict[str, A
         if c is None:
             c = LdapConfig(tenant_id=principal.tenant_id)
             s.add(c)
-        c.url, c.bind_dn, c.bind_secret = body.url, body.bind_dn, body.bind_password
+        c.url, c.bind_dn = body.url, body.bind_dn
+        c.bind_secret = svc.sealer.seal(body.bind_password, BIND_SECRET_COLUMN)
         c.user_base, c.group_base = body.user_base, body.group_base
         c.user_filter, c.group_filter = body.user_filter, body.group_filter
         c.attributes = {**body.attributes, "group_name_attribute": body.group_name_attribute}

@@ -36,6 +36,7 @@ from cellplane.identity.passwords import (
     verify_password,
 )
 from cellplane.ids import new_id, utcnow
+from cellplane.sealing import BIND_SECRET_COLUMN, Sealer
 from cellplane.services import audit
 from cellplane.state.identity_models import (
     AuditEvent,
@@ -260,7 +261,9 @@ class LoginMixin(OidcProviderCore):
             self._login_failed(ctx, username, None, "ldap unavailable", refund=True)
         try:
             ldap.HostPolicy.from_env().check(cfg.url)  # the operator may have narrowed it since
-            found = ldap.authenticate(_ldap_settings(ldap, cfg), username, password)
+            found = ldap.authenticate(
+                _ldap_settings(ldap, cfg, self.svc.sealer), username, password
+            )
         except (ldap.LdapError, ValueError, TypeError) as exc:
             log.warning("LDAP login of tenant %s failed: %s", ctx.tenant, exc)
             self._login_failed(ctx, username, None, "directory unavailable", refund=True)
@@ -304,7 +307,7 @@ class LoginMixin(OidcProviderCore):
         return result
 
 
-def _ldap_settings(ldap: Any, cfg: LdapConfig) -> Any:
+def _ldap_settings(ldap: Any, cfg: LdapConfig, sealer: Sealer) -> Any:
     """`cellplane.identity.ldap.LdapSettings` of a tenant's LdapConfig row.
 
     ``attributes`` holds the user attribute names (username, email, display_name) and may name
@@ -314,7 +317,7 @@ def _ldap_settings(ldap: Any, cfg: LdapConfig) -> Any:
     kwargs: dict[str, Any] = {
         "url": cfg.url,
         "bind_dn": cfg.bind_dn,
-        "bind_password": cfg.bind_secret,
+        "bind_password": sealer.open(cfg.bind_secret, BIND_SECRET_COLUMN),
         "user_base": cfg.user_base,
         "group_base": cfg.group_base,
         "group_roles": {str(k): str(v) for k, v in (cfg.group_roles or {}).items()},
