@@ -21,6 +21,7 @@ from cellplane.wire import agent as wire
 
 __all__ = [
     "CELL_LABEL",
+    "GENERATION_LABEL",
     "HOST_LABEL",
     "PROJECT_LABEL",
     "AgentConfig",
@@ -34,6 +35,8 @@ __all__ = [
 CELL_LABEL = "cellplane.cell"
 HOST_LABEL = "cellplane.host"
 PROJECT_LABEL = "cellplane.project"
+# The assignment generation a container was created for (see `agent.reconcile`: stale ones go).
+GENERATION_LABEL = "cellplane.generation"
 
 
 @dataclass
@@ -101,7 +104,14 @@ def container_spec(
     """The engine container for a cell; pure, so it is tested without an engine."""
     c = wire.parse(wire.CellAssignment, cell)
     labels = {k: v for k, v in c.labels.items() if not k.startswith("cellplane.")}
-    labels.update({CELL_LABEL: c.cell_id, HOST_LABEL: host_id, PROJECT_LABEL: c.project_id})
+    labels.update(
+        {
+            CELL_LABEL: c.cell_id,
+            HOST_LABEL: host_id,
+            PROJECT_LABEL: c.project_id,
+            GENERATION_LABEL: str(c.generation),
+        }
+    )
     kind = c.image.kind
     return ContainerSpec(
         name=container_name(c.cell_id),

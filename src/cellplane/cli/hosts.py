@@ -1,4 +1,4 @@
-"""`cellplane host ls|show|maintenance`: the machines running `cellplane agent`.
+"""`cellplane host ls|show|maintenance|drain`: the machines running `cellplane agent`.
 
 Registered on the root app by `cellplane.cli.main`. Hosts are named on the
 command line; a name resolves through the host list (an argument starting
@@ -162,3 +162,36 @@ def maintenance(
         output.out_console.print(
             f"host {output.escape(str(data.get('name')))} ({data.get('id')}) is {data.get('state')}"
         )
+
+
+@app.command("drain")
+def drain(
+    host: Annotated[str, typer.Argument(help="Host name, or id (hst-...).")],
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Do not wait.")] = False,
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Maintenance, then move every movable cell to other hosts; shows a step per cell.
+
+    A cell whose volume lives on the host stays (named in the task's error)."""
+    from cellplane.cli import tasks
+
+    with output.session() as client:
+        task = client.drain_host(resolve_host(client, host))
+        if detach:
+            if output.is_json(out):
+                output.print_json(task)
+            else:
+                tasks.print_started(task)
+            return
+        try:
+            final = tasks.follow_task(client, task, quiet=output.is_json(out))
+        except KeyboardInterrupt:
+            output.err_console.print(f"stopped waiting; cellplane task watch {task.get('id')}")
+            raise typer.Exit(130) from None
+    if output.is_json(out):
+        output.print_json(final)
+    if final.get("state") == "ERROR":
+        tasks.report_task_error(final)
+        raise typer.Exit(1)
+    if not output.is_json(out):
+        output.out_console.print(f"host {output.escape(host)} drained")

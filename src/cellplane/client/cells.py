@@ -36,9 +36,14 @@ class CellsApi(BaseClient):
         volumes: Sequence[Mapping[str, Any]] | None = None,
         restart: Mapping[str, Any] | None = None,
         start: bool = True,
+        placement: str | None = None,
+        affinity: Sequence[Mapping[str, Any]] | None = None,
         idempotency_key: str | None = None,
     ) -> JSONDict:
-        """Ask for a cell; returns the CREATE_CELL task (202). Unset fields use server defaults."""
+        """Ask for a cell; returns the CREATE_CELL task (202). Unset fields use server defaults.
+
+        `placement`: "spread" or "binpack"; `affinity`: terms `{"selector": {k: v}, "anti":
+        bool, "soft": bool}` placing the cell with (or away from) the cells they select."""
         body = drop_none(
             {
                 "name": name,
@@ -53,6 +58,8 @@ class CellsApi(BaseClient):
                 "volumes": None if volumes is None else [dict(v) for v in volumes],
                 "restart": None if restart is None else dict(restart),
                 "start": start,
+                "placement": placement,
+                "affinity": None if affinity is None else [dict(a) for a in affinity],
             }
         )
         return self._json(
@@ -138,6 +145,15 @@ class CellsApi(BaseClient):
             "POST",
             f"/v1/cells/{cell_id}/restart",
             json_body=drop_none({"timeout": timeout}),
+            idempotency_key=idempotency_key,
+        )
+
+    def move_cell(self, cell_id: str, host: str, *, idempotency_key: str | None = None) -> JSONDict:
+        """Move the cell to `host` (name or id); returns the MOVE_CELL task."""
+        return self._json(
+            "POST",
+            f"/v1/cells/{cell_id}/move",
+            json_body={"host": host},
             idempotency_key=idempotency_key,
         )
 

@@ -127,6 +127,8 @@ class TaskStep(View):
     started_at: Time | None
     finished_at: Time | None
     error: str | None
+    message: str | None = None
+    cell: str | None = Field(default=None, description="A drain's step: the cell it moves.")
 
 
 class Task(View):
@@ -162,6 +164,12 @@ class CellRestart(View):
     max_retries: int | None
 
 
+class CellAffinity(View):
+    selector: dict[str, str]
+    anti: bool
+    soft: bool
+
+
 class CellEvent(View):
     at: Time | None
     type: str
@@ -189,6 +197,9 @@ class Cell(View):
     volumes: list[CellMount]
     restart: CellRestart
     stop_timeout: float | None
+    placement: str = Field(description="spread (the default) or binpack.")
+    affinity: list[CellAffinity]
+    generation: int = Field(description="Bumped each time the cell is assigned to a host anew.")
     desired_state: str
     state: str
     message: str | None
