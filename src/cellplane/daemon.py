@@ -202,6 +202,7 @@ def run_agent(
     from cellplane.agent.endpoint import AgentEndpoint
     from cellplane.agent.runner import Agent, AgentConfig
     from cellplane.agent.server_client import ServerClient
+    from cellplane.agent.volume_transfer import VolumeTransfer
     from cellplane.drivers.engine import PodmanService
     from cellplane.drivers.podman import PodmanDriver
 
@@ -227,7 +228,8 @@ def run_agent(
         cert_dir=base / "tls" if server_url.startswith("https://") else None,
     )
     runner = Agent(cfg, driver, client, engine=engine)
-    endpoint = AgentEndpoint(driver, runner.agent_secret, host=address)
+    transfer = VolumeTransfer(driver, scratch=base, host_id=lambda: runner.host_id)
+    endpoint = AgentEndpoint(driver, runner.agent_secret, host=address, volumes=transfer)
     endpoint.start()
     runner.agent_url = endpoint.url
     stop = threading.Event()

@@ -17,7 +17,7 @@ import structlog
 from cellplane.controller.scheduling import schedule_pending
 from cellplane.ids import utcnow
 from cellplane.metrics import RECONCILE_SECONDS
-from cellplane.services import moves
+from cellplane.services import moves, volume_moves
 from cellplane.services.context import Services
 
 __all__ = ["run_controller"]
@@ -26,10 +26,12 @@ log = structlog.get_logger("cellplane.controller")
 
 
 def _pass(svc: Services) -> set[str]:
-    """One pass: fail over the cells of DOWN hosts, place what waits, advance drains."""
+    """One pass: fail over the cells of DOWN hosts, place what waits, copy the volumes of cells
+    that move (blocking this pass for the copy), advance drains."""
     now = utcnow()
     topics = moves.fail_over(svc, now)
     topics |= schedule_pending(svc, now)
+    topics |= volume_moves.advance(svc, now)
     topics |= moves.drain_progress(svc, now)
     topics.discard("controller")  # this pass has just run
     return topics

@@ -14,8 +14,9 @@ A cell whose volume lives on the DOWN host stays, with the reason: the data is t
 never recreated empty elsewhere. Cells of clusters (pinned to a host by the cluster's
 placement) are left to the cluster's own health handling.
 
-Volumes do not move yet: a cell with a volume is not moved by `move` or `drain` (refused or
-reported, naming the volume).
+A cell whose volume lives on its host moves with its data (`services.volume_moves`: stopped,
+copied agent to agent and verified, then started on the new host); its volume's host must be
+reachable, so a cell whose volume is on a DOWN host stays there, reported unavailable.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from cellplane.errors import Conflict, InsufficientCapacity, NotFound
 from cellplane.ids import new_id, utcnow
 from cellplane.services import hosts as hosts_mod
 from cellplane.services import tasks as tasks_mod
+from cellplane.services import volume_moves
 from cellplane.services.cells import (
     bump_host,
     check_project,
@@ -53,7 +55,7 @@ __all__ = [
     "unmovable_reason",
 ]
 
-MOVE_KIND = "MOVE_CELL"
+MOVE_KIND = volume_moves.MOVE_KIND
 DRAIN_KIND = "DRAIN_HOST"
 # Restart policies under which a cell is rescheduled when its host is lost.
 FAILOVER_POLICIES = frozenset({"always", "on-failure"})
@@ -77,18 +79,23 @@ def _volumes_on(s: Session, cell: Cell) -> list[Volume]:
     )
 
 
+def bound_volumes(s: Session, cell: Cell) -> list[Volume]:
+    """The cell's volumes that live on its host (its data is there)."""
+    return [v for v in _volumes_on(s, cell) if v.host_id is not None and v.host_id == cell.host_id]
+
+
 def unmovable_reason(s: Session, cell: Cell) -> str | None:
-    """Why `cell` cannot leave its host (None when it can)."""
-    vols = [v for v in _volumes_on(s, cell) if v.host_id is not None]
-    if vols:
-        names = ", ".join(repr(v.name) for v in vols)
-        return f"its volume {names} lives on its host (volumes are not copied between hosts yet)"
+    """Why `cell` cannot leave its host (None when it can, its volumes copied if it has any)."""
     if cell.pinned_host_id is not None:
         return "it is a cluster node, placed with its cluster's policies"
     return None
 
 
-def _leave(s: Session, cell: Cell, now: datetime) -> str:
+def _names(vols: Sequence[Volume]) -> str:
+    return ", ".join(repr(v.name) for v in vols)
+
+
+def leave(s: Session, cell: Cell, now: datetime) -> str:
     """Take `cell` off its host (bumping the host's revision and departure); returns the host."""
     old = cell.host_id
     assert old is not None
@@ -105,7 +112,7 @@ def _leave(s: Session, cell: Cell, now: datetime) -> str:
 
 
 def _unassign(s: Session, cell: Cell, now: datetime, event: str, why: str) -> None:
-    _leave(s, cell, now)
+    leave(s, cell, now)
     cell.host_id = None
     cell.host_rev = 0
     cell.state = "PENDING"
@@ -148,6 +155,12 @@ def fail_over(svc: Services, now: datetime) -> set[str]:
                     _note(s, cell, now, "host-down", f"{lost}; restart policy never: not moved")
                     continue
                 stays = unmovable_reason(s, cell)
+                vols = bound_volumes(s, cell)
+                if vols:
+                    stays = (
+                        f"its volume {_names(vols)} lives there: unavailable until the host is "
+                        "back (the data is never recreated empty elsewhere)"
+                    )
                 if stays is not None:
                     _note(s, cell, now, "unavailable", f"{lost}; the cell stays: {stays}")
                     continue
@@ -181,8 +194,14 @@ def move(svc: Services, s: Session, principal: Principal, cell_id: str, to: str)
         raise Conflict(f"cell {cell.name!r} is being deleted")
     if cell.host_id == target.id:
         raise Conflict(f"cell {cell.name!r} already runs on host {target.name!r}")
+    vols = bound_volumes(s, cell) if cell.host_id is not None else []
     if cell.host_id is not None:
         stays = unmovable_reason(s, cell)
+        home = s.get(Host, cell.host_id)
+        if vols and home is not None:
+            state, why = hosts_mod.host_status(home, now, svc)
+            if state == "DOWN":
+                stays = f"its volume {_names(vols)} is on host {home.name}, which is DOWN ({why})"
         if stays is not None:
             raise Conflict(f"cell {cell.name!r} cannot move: {stays}")
     snap = [h for h in with_host_labels(hosts_mod.snapshot(s, svc, now)) if h.id == target.id]
@@ -194,6 +213,11 @@ def move(svc: Services, s: Session, principal: Principal, cell_id: str, to: str)
     reason = scheduler.explain(snap, request)
     if reason is not None:
         raise InsufficientCapacity(f"cell {cell.name!r} cannot move to {target.name!r}: {reason}")
+    if vols:
+        task = volume_moves.start(s, cell, target, now, principal.subject, project.tenant_id)
+        s.flush()
+        waking = (f"task:{task.id}", f"cell:{cell.id}", f"host:{cell.host_id}", "controller")
+        return Outcome(202, tasks_mod.task_view(task), f"/v1/tasks/{task.id}", waking)
     task = tasks_mod.new_task(
         s,
         task_id=new_id("tsk"),
@@ -213,7 +237,7 @@ def move(svc: Services, s: Session, principal: Principal, cell_id: str, to: str)
     topics = {f"task:{task.id}", f"cell:{cell.id}", f"host:{target.id}", "controller"}
     source = None
     if cell.host_id is not None:
-        source = _leave(s, cell, now)
+        source = leave(s, cell, now)
         topics.add(f"host:{source}")
     cell.host_id = target.id
     cell.host_rev = bump_host(s, target.id)
@@ -271,11 +295,16 @@ def drain(svc: Services, s: Session, principal: Principal, host_ref: str) -> Out
     steps = [dict(st) for st in task.steps]
     stuck: list[str] = []
     at = now.isoformat()
+    snap = with_host_labels(hosts_mod.snapshot(s, svc, now))  # this host: MAINTENANCE now
     for st, cell in zip(steps[1:], cells, strict=True):
         st["cell"] = cell.id
         stays = unmovable_reason(s, cell)
-        if stays is None:
+        if stays is None and bound_volumes(s, cell):
+            stays = _move_with_volume(s, cell, snap, now, principal.subject)
+        elif stays is None:
             _unassign(s, cell, now, "drain", f"host {host.name} is drained: rescheduling elsewhere")
+            continue
+        if stays is None:
             continue
         st.update(state="ERROR", error=f"stays: {stays}", started_at=at, finished_at=at)
         stuck.append(f"{cell.name} ({stays})")
@@ -291,6 +320,21 @@ def drain(svc: Services, s: Session, principal: Principal, host_ref: str) -> Out
         f"/v1/tasks/{task.id}",
         ("controller", f"host:{host.id}", f"task:{task.id}"),
     )
+
+
+def _move_with_volume(
+    s: Session, cell: Cell, snap: list[scheduler.HostSnapshot], now: datetime, by: str
+) -> str | None:
+    """Start the move of a drained cell with its volume to where the scheduler says; None when
+    started, else why it stays."""
+    request = dataclasses.replace(placement_request(cell, None), labels={})
+    plan = scheduler.place(snap, [request], now=now.timestamp())
+    if not plan.placements:
+        return f"no host can take it: {plan.unplaced[0].reason}"
+    target = s.get(Host, plan.placements[0].host_id)
+    assert target is not None
+    volume_moves.start(s, cell, target, now, f"drain ({by})", None)
+    return None
 
 
 def _settle(task: Task, now: datetime) -> None:
@@ -322,6 +366,19 @@ def drain_progress(svc: Services, now: datetime) -> set[str]:
                 if st["state"] in ("COMPLETED", "ERROR") or "cell" not in st:
                     continue
                 cell = s.get(Cell, st["cell"])
+                moving = s.get(Task, cell.task_id) if cell is not None and cell.task_id else None
+                if (
+                    cell is not None
+                    and moving is not None
+                    and moving.kind == MOVE_KIND
+                    and moving.state == "ERROR"
+                    and cell.host_id == task.entity_id
+                ):
+                    st.update(state="ERROR", error=f"stays: {moving.error}")
+                    st["finished_at"] = now.isoformat()
+                    task.error = f"not moved: {cell.name} ({moving.error})"
+                    changed = True
+                    continue
                 if cell is None:
                     msg = "the cell was deleted"
                 elif (

@@ -30,6 +30,7 @@ from pydantic import (
 
 __all__ = [
     "API_VERSION",
+    "VOLUME_SHA_HEADER",
     "Assignments",
     "CellAssignment",
     "CellReport",
@@ -57,6 +58,8 @@ __all__ = [
 ]
 
 API_VERSION: Final = "agent/v1"
+# The agent endpoint's volume archive (``/volumes/{name}/archive``): its sha256, hex.
+VOLUME_SHA_HEADER: Final = "X-Cellplane-SHA256"
 
 
 class _Model(BaseModel):

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from cellplane.ids import utcnow
 from cellplane.services import hosts, moves
-from cellplane.state.models import Host
+from cellplane.state.models import Cell, Host
 
 
 @dataclass
@@ -126,7 +126,10 @@ def test_a_cell_whose_volume_is_on_the_down_host_stays_unavailable(two: Two) -> 
     moves.fail_over(plat.svc, utcnow())
     cell = plat.cell(cid)
     assert cell["host"] == two.h1 and cell["generation"] == 1
-    assert "its volume 'data' lives on its host" in cell["message"]
+    assert cell["message"].endswith(
+        "the cell stays: its volume 'data' lives there: unavailable until the host is back "
+        "(the data is never recreated empty elsewhere)"
+    )
     assert _events(plat, cid)[-1][0] == "unavailable"
 
 
@@ -246,16 +249,21 @@ def test_move_to_a_host_without_room_names_what_is_short(plat: Platform) -> None
     assert plat.cell(cid)["host"] == plat.host_id
 
 
-def test_a_cell_with_its_volume_on_its_host_is_not_moved(two: Two) -> None:
+def _pin(plat: Platform, cid: str, host_id: str) -> None:
+    """Make the cell a cluster node's (placed with its cluster's policies, pinned)."""
+    with plat.svc.db.session() as s:
+        cell = s.get(Cell, cid)
+        assert cell is not None
+        cell.pinned_host_id = host_id
+
+
+def test_a_cluster_node_is_not_moved(two: Two) -> None:
     plat = two.plat
-    r = plat.client.post(
-        "/v1/projects/default/volumes", json={"name": "data", "size_gb": 1}, headers=plat.admin
-    )
-    assert r.status_code == 201, r.text
-    cid = _on_h1(two, "db", volumes=[{"volume": "data", "path": "/data"}])
+    cid = _on_h1(two, "zk-0")
+    _pin(plat, cid, two.h1)
     r = plat.client.post(f"/v1/cells/{cid}/move", json={"host": "host-2"}, headers=plat.admin)
     assert r.status_code == 409, r.text
-    assert "its volume 'data' lives on its host" in r.text
+    assert "cannot move: it is a cluster node" in r.text
 
 
 # --- drain -----------------------------------------------------------------------------------
@@ -310,17 +318,17 @@ def test_drain_moves_every_cell_with_a_step_each_and_completes(two: Two) -> None
 
 def test_drain_reports_the_cells_it_cannot_move(two: Two) -> None:
     plat = two.plat
-    r = plat.client.post(
-        "/v1/projects/default/volumes", json={"name": "data", "size_gb": 1}, headers=plat.admin
-    )
-    assert r.status_code == 201, r.text
-    db = _on_h1(two, "db", volumes=[{"volume": "data", "path": "/data"}])
+    node = _on_h1(two, "zk-0")
+    _pin(plat, node, two.h1)
     r = plat.client.post(f"/v1/hosts/{two.h1}/drain", headers=plat.admin)
     assert r.status_code == 202, r.text
     task = r.json()
     assert task["state"] == "ERROR" and task["progress"] == 100
-    assert task["error"].startswith("not moved: db (its volume 'data' lives on its host")
-    assert plat.cell(db)["host"] == two.h1
+    assert (
+        task["error"]
+        == "not moved: zk-0 (it is a cluster node, placed with its cluster's policies)"
+    )
+    assert plat.cell(node)["host"] == two.h1
 
 
 def test_drain_of_an_unknown_host_is_404_and_needs_hosts_write(two: Two) -> None:
