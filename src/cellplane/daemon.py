@@ -138,7 +138,12 @@ def run_server(
         print(f"Bootstrap admin token (shown once): {prep.stdout.strip()}", file=sys.stderr)
     settings = ServerSettings(data_dir=data_dir, database_url=database_url)
     db = Database(settings.resolved_database_url())
-    svc = Services(db=db, data_dir=settings.server_dir)
+    svc = Services(
+        db=db,
+        data_dir=settings.server_dir,
+        heartbeat_suspect_s=settings.heartbeat_suspect_s,
+        heartbeat_down_s=settings.heartbeat_down_s,
+    )
     ssl_options: dict[str, Any] = {}
     if tls:
         from cellplane.identity import pki
@@ -212,6 +217,7 @@ def run_agent(
     ca_file: Path | None = None,
     subnet_pool: str | None = None,
     engine_run_dir: Path | None = None,
+    heartbeat_s: float = 2.0,
 ) -> int:
     """Run the agent. ``ca_file``: the deployment's root certificate, to verify an HTTPS
     server; with an HTTPS server the agent also asks for a host certificate at registration
@@ -246,6 +252,7 @@ def run_agent(
         zone=zone,
         cpu_ratio=cpu_ratio,
         parallelism=parallelism,
+        heartbeat_s=heartbeat_s,
     )
     client = ServerClient(
         server_url,
@@ -346,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--ca-file", type=Path, default=env("CELLPLANE_CA_CERT"))
     a.add_argument("--subnet-pool", default=env("CELLPLANE_SUBNET_POOL"))
     a.add_argument("--engine-run-dir", type=Path, default=env("CELLPLANE_ENGINE_RUN_DIR"))
+    a.add_argument("--heartbeat-s", type=float, default=float(env("CELLPLANE_HEARTBEAT_S", "2")))
     args = p.parse_args(argv)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     if args.command == "server":
@@ -378,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         ca_file=Path(args.ca_file) if args.ca_file else None,
         subnet_pool=args.subnet_pool,
         engine_run_dir=Path(args.engine_run_dir) if args.engine_run_dir else None,
+        heartbeat_s=args.heartbeat_s,
     )
 
 

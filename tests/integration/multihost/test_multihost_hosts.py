@@ -14,6 +14,8 @@ from tests.integration.multihost.conftest import (
     wait_for,
 )
 
+from cellplane import devhosts
+
 pytestmark = pytest.mark.integration
 
 
@@ -39,3 +41,34 @@ def test_three_hosts_run_a_cell_each_with_distinct_addresses(three_hosts: ThreeH
     assert all(addresses) and len(set(addresses)) == 3, addresses
     for i in ids:
         finish(c, c.delete_cell(i)["id"])
+
+
+def test_a_host_whose_agent_is_killed_goes_suspect_then_down_and_back(
+    three_hosts: ThreeHosts,
+) -> None:
+    d = three_hosts.deployment
+    devhosts.kill_agent(three_hosts.data_dir, "h3")  # SIGKILL: no goodbye to the server
+    assert not devhosts.get_host(three_hosts.data_dir, "h3").running
+    suspect = wait_for(
+        lambda: (row := three_hosts.host_rows()["h3"])["state"] in ("SUSPECT", "DOWN") and row,
+        what="h3 SUSPECT",
+    )
+    assert suspect["state"] == "SUSPECT", suspect  # missed beats come before DOWN
+    assert "no heartbeat" in suspect["state_reason"], suspect
+    down = wait_for(
+        lambda: (row := three_hosts.host_rows()["h3"])["state"] == "DOWN" and row,
+        what="h3 DOWN",
+    )
+    assert "no heartbeat" in down["state_reason"], down
+    assert {n: r["state"] for n, r in three_hosts.host_rows().items() if n != "h3"} == {
+        "h1": "READY",
+        "h2": "READY",
+    }
+    devhosts.start_agent(
+        three_hosts.data_dir,
+        "h3",
+        server_url=d.url,
+        join_token=d.join_file.read_text().strip(),
+        ca_file=d.ca_file,
+    )
+    three_hosts.wait_state("h3", "READY")

@@ -57,3 +57,22 @@ def test_list_of_an_empty_data_dir_is_empty(tmp_path: object) -> None:
     assert devhosts.list_hosts(Path(str(tmp_path))) == []
     with pytest.raises(devhosts.DevHostError, match="no dev host 'h1'"):
         devhosts.get_host(Path(str(tmp_path)), "h1")
+
+
+def test_host_health_thresholds_default_and_refuse_a_wrong_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pydantic import ValidationError
+
+    from cellplane.settings import ServerSettings
+
+    s = ServerSettings()
+    assert (s.heartbeat_suspect_s, s.heartbeat_down_s) == (6.0, 10.0)
+    monkeypatch.setenv("CELLPLANE_HEARTBEAT_DOWN_S", "30")
+    assert ServerSettings().heartbeat_down_s == 30.0
+    monkeypatch.setenv("CELLPLANE_HEARTBEAT_DOWN_S", "5")
+    with pytest.raises(ValidationError, match="must be above heartbeat_suspect_s"):
+        ServerSettings()
+    monkeypatch.setenv("CELLPLANE_HEARTBEAT_SUSPECT_S", "-1")
+    with pytest.raises(ValidationError, match="heartbeat_suspect_s"):
+        ServerSettings()
