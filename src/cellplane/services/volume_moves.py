@@ -6,7 +6,9 @@ the old host to stop the cell (so the data rests while it is copied). The contro
 `advance` then, once STOP is done, streams each volume from the old host's agent to the new
 one's (`GET`/`PUT /volumes/{name}/archive`, sha256 verified by the receiver against the
 sender's), and only when every copy is verified binds the volumes to the new host and assigns
-the cell there (a new generation); the old copies are removed last (`DELETE /volumes/{name}`).
+the cell there (a new generation); the old copies are removed last (`DELETE /volumes/{name}`,
+step REMOVE_OLD_COPY, retried on each pass until the old host has removed the cell's old
+container, which still holds the volume).
 A failed copy changes nothing: the task fails with the reason and the cell runs again where
 its data is.
 """
@@ -18,7 +20,6 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -32,11 +33,11 @@ from cellplane.wire.agent import VOLUME_SHA_HEADER
 
 __all__ = ["COPY_STEP", "MOVE_KIND", "STEPS", "CopyFailed", "advance", "copy_volume", "start"]
 
-log = structlog.get_logger("cellplane.moves")
 
 MOVE_KIND = "MOVE_CELL"
 COPY_STEP = "COPY_VOLUME"
-STEPS = ("STOP", COPY_STEP, *tasks_mod.CREATE_STEPS)
+CLEAN_STEP = "REMOVE_OLD_COPY"
+STEPS = ("STOP", COPY_STEP, *tasks_mod.CREATE_STEPS, CLEAN_STEP)
 # Generous: a volume is copied in one stream; the receiver hashes and unpacks it before answering.
 COPY_TIMEOUT = httpx.Timeout(30.0, read=600.0, write=600.0)
 
@@ -187,11 +188,56 @@ def advance(svc: Services, now: datetime) -> set[str]:
                 except CopyFailed as e:
                     error = str(e)
         topics |= _finish(svc, task_id, cell_id, digests, error)
-        if error is None and src is not None:
+    return topics | _clean(svc, now)
+
+
+def _clean(svc: Services, now: datetime) -> set[str]:
+    """Remove the old copies of verified moves; a copy still in use is tried again next pass."""
+    todo: list[tuple[str, str, Agent | None, list[str]]] = []
+    with svc.db.reader() as s:
+        for task in s.scalars(
+            select(Task).where(Task.kind == MOVE_KIND, Task.state.in_(("QUEUED", "STARTED")))
+        ):
+            step = next((st for st in task.steps if st["name"] == CLEAN_STEP), None)
+            copy = _copy_step(task)
+            if step is None or copy is None or step["state"] == "COMPLETED":
+                continue
+            if copy["state"] != "COMPLETED" or not step.get("volumes"):
+                continue
+            todo.append(
+                (task.id, task.entity_id, _agent(s.get(Host, step["from"])), step["volumes"])
+            )
+    topics: set[str] = set()
+    for task_id, cell_id, src, names in todo:
+        left: list[str] = []
+        why = "the old host has no agent endpoint"
+        if src is not None:
             with httpx.Client(timeout=COPY_TIMEOUT) as client:
                 for name in names:
-                    why = _remove_copy(client, src, name)
-                    _event(svc, cell_id, name, src.name, why)
+                    failed = _remove_copy(client, src, name)
+                    if failed is None:
+                        _event(svc, cell_id, f"old copy of {name} removed from {src.name}")
+                    else:
+                        left.append(name)
+                        why = failed
+        else:
+            left = names
+        with svc.db.session() as s:
+            row = s.get(Task, task_id)
+            if row is None:
+                continue
+            steps = [dict(st) for st in row.steps]
+            for st in steps:
+                if st["name"] == CLEAN_STEP:
+                    st["volumes"] = left
+                    st["message"] = f"waiting: {why}"[:500] if left else "done"
+                    if not left:
+                        st.update(state="COMPLETED", finished_at=now.isoformat())
+                        st["started_at"] = st.get("started_at") or now.isoformat()
+            row.steps = steps
+            if all(st["state"] == "COMPLETED" for st in steps):
+                row.state, row.progress, row.finished_at = "COMPLETED", 100, now
+            topics.add(f"task:{row.id}")
     return topics
 
 
@@ -240,17 +286,18 @@ def _finish(
             )
         )
         tasks_mod.advance(task, "SCHEDULE", "COMPLETED", now, message=f"on {target.name}")
+        task.steps = [
+            {**st, "from": source, "volumes": sorted(digests)} if st["name"] == CLEAN_STEP else st
+            for st in task.steps
+        ]
         if not resume:
             tasks_mod.advance(task, "RUNNING", "COMPLETED", now, message="the cell is stopped")
         return {f"task:{task.id}", f"cell:{cell.id}", f"host:{source}", f"host:{target.id}"}
 
 
-def _event(svc: Services, cell_id: str, name: str, host: str, why: str | None) -> None:
+def _event(svc: Services, cell_id: str, message: str) -> None:
     with svc.db.session() as s:
-        if why is None:
-            msg, kind = f"old copy of {name} removed from {host}", "volume-copy-removed"
-        else:
-            log.warning("old volume copy not removed", volume=name, host=host, error=why)
-            msg, kind = f"old copy of {name} on {host} not removed: {why}", "volume-copy-kept"
         if s.get(Cell, cell_id) is not None:
-            s.add(CellEvent(cell_id=cell_id, at=utcnow(), type=kind, message=msg[:2000]))
+            s.add(
+                CellEvent(cell_id=cell_id, at=utcnow(), type="volume-copy-removed", message=message)
+            )

@@ -272,3 +272,35 @@ def test_the_endpoint_refuses_a_wrong_checksum_and_keeps_the_volume(
         assert r.status_code == 401
     finally:
         endpoint.stop()
+
+
+def test_the_old_copy_waits_until_the_old_container_is_gone(pair: Pair) -> None:
+    from cellplane.drivers.base import ContainerSpec, MountSpec
+
+    plat = pair.plat
+    cid, name, _ = _cell_with_data(pair)
+    old = pair.a.driver.create(
+        ContainerSpec(name="cp-old", image="host", mounts=[MountSpec(volume=name, target="/data")])
+    )
+    r = plat.client.post(f"/v1/cells/{cid}/move", json={"host": "host-2"}, headers=plat.admin)
+    assert r.status_code == 202, r.text
+    plat.report({"cell_id": cid, "state": "STOPPED", "container_id": "c1"})
+    volume_moves.advance(plat.svc, utcnow())
+    task = plat.task(r.json()["id"])
+    clean = task["steps"][-1]
+    assert clean["name"] == "REMOVE_OLD_COPY" and clean["state"] == "QUEUED"
+    assert clean["message"].startswith("waiting: 409")
+    assert name in pair.a.driver.volumes  # still mounted by the old container
+    pair.a.driver.remove(old)
+    volume_moves.advance(plat.svc, utcnow())
+    assert name not in pair.a.driver.volumes
+    plat.client.post(
+        f"/v1/agent/hosts/{pair.b.host_id}/status",
+        json={
+            "api_version": "agent/v1",
+            "cells": [{"cell_id": cid, "state": "RUNNING", "container_id": "c2", "generation": 2}],
+        },
+        headers={"Authorization": f"Bearer {pair.b.token}"},
+    )
+    task = plat.task(task["id"])
+    assert task["state"] == "COMPLETED" and task["progress"] == 100
