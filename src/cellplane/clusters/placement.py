@@ -100,10 +100,10 @@ def place_nodes(
         stuck = {u.request_id for u in plan.unplaced}
         stuck_groups = {r.group for r in current if r.id in stuck and r.group is not None}
         progressed = False
-        for kind, relax in _RELAXATIONS:
+        for kind, loosen in _RELAXATIONS:
             for group in sorted(g for g in stuck_groups if (kind, g) not in relaxed):
                 members = [r for r in current if r.group == group]
-                changed = [relax(r) for r in members]
+                changed = [loosen(r) for r in members]
                 if not any(c is not None for c in changed):
                     continue
                 relaxed.add((kind, group))
