@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 
 import structlog
 
@@ -25,11 +26,11 @@ __all__ = ["run_controller"]
 log = structlog.get_logger("cellplane.controller")
 
 
-def _pass(svc: Services) -> set[str]:
+def _pass(svc: Services, started: datetime) -> set[str]:
     """One pass: fail over the cells of DOWN hosts, place what waits, copy the volumes of cells
     that move (blocking this pass for the copy), advance drains."""
     now = utcnow()
-    topics = moves.fail_over(svc, now)
+    topics = moves.fail_over(svc, now, watching_since=started)
     topics |= schedule_pending(svc, now)
     topics |= volume_moves.advance(svc, now)
     topics |= moves.drain_progress(svc, now)
@@ -40,11 +41,12 @@ def _pass(svc: Services) -> set[str]:
 async def run_controller(svc: Services, *, tick: float = 1.0) -> None:
     topic = "controller"
     seen = -1
+    watching = utcnow()  # failover waits until heartbeats were watched for the DOWN threshold
     while True:
         seen = svc.notifier.version(topic)
         started = time.perf_counter()
         try:
-            topics = await asyncio.to_thread(_pass, svc)
+            topics = await asyncio.to_thread(_pass, svc, watching)
             if topics:
                 svc.notifier.publish(*topics)
         except Exception:

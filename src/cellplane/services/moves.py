@@ -131,13 +131,25 @@ def _note(s: Session, cell: Cell, now: datetime, event: str, why: str) -> None:
         s.add(CellEvent(cell_id=cell.id, at=now, type=event, message=why))
 
 
-def fail_over(svc: Services, now: datetime) -> set[str]:
-    """Reschedule the movable cells of DOWN hosts; returns the topics to publish."""
+def fail_over(svc: Services, now: datetime, *, watching_since: datetime | None = None) -> set[str]:
+    """Reschedule the movable cells of DOWN hosts; returns the topics to publish.
+
+    Nothing moves while no host is READY (a server cut off from every host, or all of them
+    down, has nowhere to put the cells: moving them would only restart them all once the hosts
+    are back), nor before the caller has watched heartbeats for the DOWN threshold
+    (`watching_since`: a server that was itself down sees every host silent when it starts).
+    """
     topics: set[str] = set()
+    if watching_since is not None and (now - watching_since).total_seconds() < svc.heartbeat_down_s:
+        return topics
     with svc.db.session() as s:
-        for host in s.scalars(select(Host).where(Host.maintenance.is_(False))):
-            state, reason = hosts_mod.host_status(host, now, svc)
-            if state != "DOWN":
+        hosts = list(s.scalars(select(Host).order_by(Host.id)))
+        status = {h.id: hosts_mod.host_status(h, now, svc) for h in hosts}
+        if not any(st == "READY" for st, _ in status.values()):
+            return topics
+        for host in hosts:
+            state, reason = status[host.id]
+            if state != "DOWN" or host.maintenance:
                 continue
             cells = s.scalars(
                 select(Cell)

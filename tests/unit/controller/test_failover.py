@@ -143,6 +143,27 @@ def test_a_down_host_in_maintenance_or_a_ready_one_is_left_alone(two: Two) -> No
     assert plat.cell(cid)["host"] == two.h1
 
 
+def test_nothing_moves_while_no_host_is_ready(two: Two) -> None:
+    plat = two.plat
+    cid = _on_h1(two, "web", restart={"policy": "always"})
+    _lose(plat, two.h1)
+    _lose(plat, two.h2)
+    assert moves.fail_over(plat.svc, utcnow()) == set()
+    assert plat.cell(cid)["host"] == two.h1
+
+
+def test_a_controller_that_just_started_waits_for_the_down_threshold(two: Two) -> None:
+    plat = two.plat
+    cid = _on_h1(two, "web", restart={"policy": "always"})
+    _lose(plat, two.h1)
+    now = utcnow()
+    started = now - timedelta(seconds=plat.svc.heartbeat_down_s - 1)
+    assert moves.fail_over(plat.svc, now, watching_since=started) == set()
+    assert plat.cell(cid)["host"] == two.h1
+    started = now - timedelta(seconds=plat.svc.heartbeat_down_s + 1)
+    assert f"cell:{cid}" in moves.fail_over(plat.svc, now, watching_since=started)
+
+
 # --- fencing ---------------------------------------------------------------------------------
 
 
