@@ -115,7 +115,7 @@ def _unassign(s: Session, cell: Cell, now: datetime, event: str, why: str) -> No
     leave(s, cell, now)
     cell.host_id = None
     cell.host_rev = 0
-    cell.state = "PENDING"
+    cell.state = "PENDING" if cell.desired_state == "RUNNING" else "STOPPED"
     cell.message = why
     s.add(CellEvent(cell_id=cell.id, at=now, type=event, message=why))
 
@@ -393,6 +393,8 @@ def drain_progress(svc: Services, now: datetime) -> set[str]:
                     continue
                 if cell is None:
                     msg = "the cell was deleted"
+                elif cell.host_id is None and cell.desired_state != "RUNNING":
+                    msg = "stopped: placed on a host when it starts again"
                 elif (
                     cell.host_id is None
                     or cell.host_id == task.entity_id

@@ -309,10 +309,13 @@ def test_drain_moves_every_cell_with_a_step_each_and_completes(two: Two) -> None
     assert [st.get("cell") for st in task["steps"]] == [None, a, b]
     assert _host(plat, two.h1)["state"] == "MAINTENANCE"
     plat.schedule()
-    assert plat.cell(a)["host"] == two.h2  # the stopped one waits unplaced until started
-    assert plat.cell(b)["host"] is None
+    assert plat.cell(a)["host"] == two.h2
+    stopped = plat.cell(b)
+    assert (stopped["host"], stopped["state"]) == (None, "STOPPED")  # placed when started
     moves.drain_progress(plat.svc, utcnow())
-    assert plat.task(task["id"])["progress"] == 33
+    view = plat.task(task["id"])
+    assert view["progress"] == 66 and view["state"] == "STARTED"
+    assert view["steps"][2]["message"] == "stopped: placed on a host when it starts again"
     _report(
         plat,
         two.h2,
@@ -321,20 +324,13 @@ def test_drain_moves_every_cell_with_a_step_each_and_completes(two: Two) -> None
     )
     assert moves.drain_progress(plat.svc, utcnow()) == {f"task:{task['id']}"}
     done = plat.task(task["id"])
-    assert done["progress"] == 66 and done["state"] == "STARTED"
+    assert done["state"] == "COMPLETED" and done["progress"] == 100
+    assert done["steps"][1]["message"] == "on host-2 (RUNNING)"
+    # The stopped cell runs again on a READY host when started.
     r = plat.client.post(f"/v1/cells/{b}/start", headers=plat.admin)
     assert r.status_code == 202, r.text
     plat.schedule()
-    _report(
-        plat,
-        two.h2,
-        two.t2,
-        {"cell_id": b, "state": "RUNNING", "container_id": "cb", "generation": 2},
-    )
-    moves.drain_progress(plat.svc, utcnow())
-    done = plat.task(task["id"])
-    assert done["state"] == "COMPLETED" and done["progress"] == 100
-    assert done["steps"][1]["message"] == "on host-2 (RUNNING)"
+    assert plat.cell(b)["host"] == two.h2
 
 
 def test_drain_reports_the_cells_it_cannot_move(two: Two) -> None:
