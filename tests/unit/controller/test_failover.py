@@ -99,6 +99,45 @@ def test_cells_of_a_down_host_are_rescheduled_on_a_ready_one(two: Two) -> None:
     assert moves.fail_over(plat.svc, utcnow()) == set()
 
 
+def test_failover_respects_anti_affinity(two: Two) -> None:
+    plat = two.plat
+    h3, _ = plat.register_host("host-3")
+    web = {"app": "web"}
+    anti = [{"selector": web, "anti": True}]
+    _maintenance(plat, h3, True)
+    a = _on_h1(two, "web-a", labels=web, affinity=anti, restart={"policy": "always"})
+    # web-b lands on host-2 (host-1 runs a web cell), host-3 still in maintenance.
+    r = plat.create_cell("web-b", labels=web, affinity=anti, restart={"policy": "always"})
+    assert r.status_code == 202, r.text
+    plat.schedule()
+    b = str(r.json()["entity"]["id"])
+    assert plat.cell(b)["host"] == two.h2
+    _maintenance(plat, h3, False)
+    with plat.svc.db.session() as s:  # host-3 is the fullest: spread alone would pick host-2
+        h = s.get(Host, h3)
+        assert h is not None
+        h.cpu = 1.0  # 0.625 of it after placement, against 0.375 on host-2
+    _lose(plat, two.h1)
+    moves.fail_over(plat.svc, utcnow())
+    plat.schedule()
+    assert plat.cell(a)["host"] == h3
+
+
+def test_a_volume_on_a_down_host_is_shown_unavailable_with_the_reason(two: Two) -> None:
+    plat = two.plat
+    r = plat.client.post(
+        "/v1/projects/default/volumes", json={"name": "data", "size_gb": 1}, headers=plat.admin
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["available"] is True and r.json()["unavailable_reason"] is None
+    vid = r.json()["id"]
+    _on_h1(two, "db", volumes=[{"volume": "data", "path": "/data"}])
+    _lose(plat, two.h1)
+    v = plat.client.get(f"/v1/volumes/{vid}", headers=plat.admin).json()
+    assert v["available"] is False
+    assert v["unavailable_reason"].startswith("its host host-1 is DOWN (no heartbeat for ")
+
+
 def test_on_failure_moves_too_but_never_stays_with_the_reason(two: Two) -> None:
     plat = two.plat
     moving = _on_h1(two, "worker", restart={"policy": "on-failure", "max_retries": 3})

@@ -254,6 +254,8 @@ class Volume(View):
     state: str
     attached_to: list[str] = Field(description="Ids of the cells it is attached to.")
     attached_names: list[str] = Field(description="Their names, in the same order.")
+    available: bool = Field(description="False while its host is DOWN.")
+    unavailable_reason: str | None
     created_at: Time | None
 
 
