@@ -21,18 +21,16 @@ from cellplane.metrics import RECONCILE_SECONDS
 from cellplane.services import moves, volume_moves
 from cellplane.services.context import Services
 
-__all__ = ["run_controller"]
+__all__ = ["run_controller", "run_volume_mover"]
 
 log = structlog.get_logger("cellplane.controller")
 
 
 def _pass(svc: Services, started: datetime) -> set[str]:
-    """One pass: fail over the cells of DOWN hosts, place what waits, copy the volumes of cells
-    that move (blocking this pass for the copy), advance drains."""
+    """One pass: fail over the cells of DOWN hosts, place what waits, advance drains."""
     now = utcnow()
     topics = moves.fail_over(svc, now, watching_since=started)
     topics |= schedule_pending(svc, now)
-    topics |= volume_moves.advance(svc, now)
     topics |= moves.drain_progress(svc, now)
     topics.discard("controller")  # this pass has just run
     return topics
@@ -52,4 +50,19 @@ async def run_controller(svc: Services, *, tick: float = 1.0) -> None:
         except Exception:
             log.exception("scheduling pass failed")
         RECONCILE_SECONDS.labels("schedule").observe(time.perf_counter() - started)
+        await svc.notifier.wait(topic, seen, tick)
+
+
+async def run_volume_mover(svc: Services, *, tick: float = 1.0) -> None:
+    """Copies the volumes of cells that move (`services.volume_moves`), in a loop of its own: a
+    long copy never delays failover or placement."""
+    topic = "controller"
+    while True:
+        seen = svc.notifier.version(topic)
+        try:
+            topics = await asyncio.to_thread(volume_moves.advance, svc, utcnow())
+            if topics:
+                svc.notifier.publish(*topics)
+        except Exception:
+            log.exception("volume move pass failed")
         await svc.notifier.wait(topic, seen, tick)
