@@ -116,6 +116,7 @@ def run_server(
     log_level: str,
     tls: bool = False,
     trusted_proxies: str | None = None,
+    also_listen: list[str] | None = None,
 ) -> int:
     """Serve the API; with ``tls`` over HTTPS with a certificate from the deployment CA, and
     accepting (not requiring) client certificates it issued (mTLS, see api/tls.py).
@@ -123,7 +124,10 @@ def run_server(
     ``trusted_proxies`` (default: ``CELLPLANE_TRUSTED_PROXIES``), comma-separated addresses or
     networks: only requests from these may say who the client is with ``X-Forwarded-For`` /
     ``X-Forwarded-Proto``. None by default: the audit log's source and the token endpoints' rate
-    limits key on the peer address, which a header must not be able to change."""
+    limits key on the peer address, which a header must not be able to change.
+
+    ``also_listen``: more addresses to serve on, same port (e.g. the dev hosts' underlay
+    address, `cellplane up --hosts`); the server certificate names them too."""
     import ssl
 
     import uvicorn
@@ -162,12 +166,15 @@ def run_server(
         max_body_bytes=settings.max_body_bytes,
         max_image_bytes=settings.max_image_bytes,
         max_header_bytes=settings.max_header_bytes,
+        heartbeat_suspect_s=settings.heartbeat_suspect_s,
+        heartbeat_down_s=settings.heartbeat_down_s,
     )
     ssl_options: dict[str, Any] = {}
     if tls:
         from cellplane.identity import pki
 
-        cert_file, key_file = pki.server_certificate(svc, pki.default_server_names(host))
+        names = pki.default_server_names(host) + list(also_listen or [])
+        cert_file, key_file = pki.server_certificate(svc, names)
         ssl_options = {
             "ssl_certfile": str(cert_file),
             "ssl_keyfile": str(key_file),
@@ -204,9 +211,21 @@ def run_server(
         ),
         **ssl_options,
     )
-    uvicorn.Server(config).run()
+    sockets = None
+    if also_listen:
+        sockets = [_listening_socket(h, port) for h in [host, *also_listen]]
+    uvicorn.Server(config).run(sockets=sockets)
     db.dispose()
     return 0
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
 
 
 def run_agent(
@@ -222,24 +241,35 @@ def run_agent(
     parallelism: int,
     log_level: str,
     ca_file: Path | None = None,
+    subnet_pool: str | None = None,
+    engine_run_dir: Path | None = None,
+    heartbeat_s: float = 2.0,
 ) -> int:
     """Run the agent. ``ca_file``: the deployment's root certificate, to verify an HTTPS
     server; with an HTTPS server the agent also asks for a host certificate at registration
-    (kept in ``<data_dir>/agent/tls/``)."""
+    (kept in ``<data_dir>/agent/tls/``). ``subnet_pool``: the CIDR its engine carves network
+    subnets from (several hosts on one machine, e.g. `cellplane dev hosts`, get disjoint ones).
+    ``engine_run_dir``: the engine's volatile run directory (default ``<data_dir>/agent/engine/run``;
+    podman wants its runroot under 50 characters)."""
     _limit_malloc_arenas()
     _agent_import_diet()
     from cellplane import logs
     from cellplane.agent.endpoint import AgentEndpoint
     from cellplane.agent.runner import Agent, AgentConfig
     from cellplane.agent.server_client import ServerClient
+    from cellplane.agent.volume_transfer import VolumeTransfer
     from cellplane.drivers.engine import PodmanService
     from cellplane.drivers.podman import PodmanDriver
 
     logs.configure(log_level)
     base = data_dir / "agent"
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
-    engine = PodmanService(base / "engine")
-    driver = PodmanDriver(engine.start())
+    engine = PodmanService(base / "engine", run_dir=engine_run_dir, subnet_pool=subnet_pool)
+    driver = (
+        PodmanDriver(engine.start(), subnet_pools=(subnet_pool,))
+        if subnet_pool
+        else PodmanDriver(engine.start())
+    )
     cfg = AgentConfig(
         server_url=server_url,
         join_token=join_token,
@@ -250,6 +280,7 @@ def run_agent(
         zone=zone,
         cpu_ratio=cpu_ratio,
         parallelism=parallelism,
+        heartbeat_s=heartbeat_s,
     )
     client = ServerClient(
         server_url,
@@ -257,7 +288,8 @@ def run_agent(
         cert_dir=base / "tls" if server_url.startswith("https://") else None,
     )
     runner = Agent(cfg, driver, client, engine=engine)
-    endpoint = AgentEndpoint(driver, runner.agent_secret, host=address)
+    transfer = VolumeTransfer(driver, scratch=base, host_id=lambda: runner.host_id)
+    endpoint = AgentEndpoint(driver, runner.agent_secret, host=address, volumes=transfer)
     endpoint.start()
     runner.agent_url = endpoint.url
     stop = threading.Event()
@@ -360,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--port", type=int, default=int(env("CELLPLANE_LISTEN_PORT", "7400")))
     s.add_argument("--log-level", default=env("CELLPLANE_LOG_LEVEL", "info"))
     s.add_argument("--tls", action=argparse.BooleanOptionalAction, default=False)
+    s.add_argument("--also-listen", action="append", default=[])
     a = sub.add_parser("agent")
     a.add_argument("--server", default=env("CELLPLANE_SERVER", "http://127.0.0.1:7400"))
     a.add_argument("--join-token", default=env("CELLPLANE_JOIN_TOKEN"))
@@ -373,11 +406,20 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--parallelism", type=int, default=8)
     a.add_argument("--log-level", default=env("CELLPLANE_LOG_LEVEL", "info"))
     a.add_argument("--ca-file", type=Path, default=env("CELLPLANE_CA_CERT"))
+    a.add_argument("--subnet-pool", default=env("CELLPLANE_SUBNET_POOL"))
+    a.add_argument("--engine-run-dir", type=Path, default=env("CELLPLANE_ENGINE_RUN_DIR"))
+    a.add_argument("--heartbeat-s", type=float, default=float(env("CELLPLANE_HEARTBEAT_S", "2")))
     args = p.parse_args(argv)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     if args.command == "server":
         return run_server(
-            data_dir, args.database_url, args.host, args.port, args.log_level, tls=args.tls
+            data_dir,
+            args.database_url,
+            args.host,
+            args.port,
+            args.log_level,
+            tls=args.tls,
+            also_listen=args.also_listen,
         )
     token = args.join_token or (
         args.join_token_file.read_text().strip() if args.join_token_file else None
@@ -397,6 +439,9 @@ def main(argv: list[str] | None = None) -> int:
         parallelism=args.parallelism,
         log_level=args.log_level,
         ca_file=Path(args.ca_file) if args.ca_file else None,
+        subnet_pool=args.subnet_pool,
+        engine_run_dir=Path(args.engine_run_dir) if args.engine_run_dir else None,
+        heartbeat_s=args.heartbeat_s,
     )
 
 

@@ -1,4 +1,5 @@
-"""The agent's own small HTTP endpoint: logs and exec of the cells on this host.
+"""The agent's own small HTTP endpoint: logs and exec of the cells on this host, and the copy of
+volumes between hosts (`agent.volume_transfer`: ``/volumes/{name}/archive``, ``/volumes/{name}``).
 
 The server proxies `GET /v1/cells/{id}/logs` and `POST /v1/cells/{id}/exec` here, presenting the
 secret the agent gave it at registration; the interactive exec (`GET /v1/cells/{id}/exec` as a
@@ -19,6 +20,7 @@ from urllib.parse import parse_qs, urlparse
 import structlog
 
 from cellplane.agent.exec_relay import parse_attach, relay
+from cellplane.agent.volume_transfer import VolumeTransfer
 from cellplane.drivers.base import Driver
 from cellplane.drivers.errors import ContainerNotFound, DriverError
 from cellplane.wire import exec as exec_wire
@@ -29,8 +31,17 @@ log = structlog.get_logger("cellplane.agent.endpoint")
 
 
 class AgentEndpoint:
-    def __init__(self, driver: Driver, secret: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        driver: Driver,
+        secret: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        volumes: VolumeTransfer | None = None,
+    ) -> None:
         endpoint = self
+        transfer = volumes or VolumeTransfer(driver)
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -60,8 +71,35 @@ class AgentEndpoint:
                 self._json(404, {"error": "not found"})
                 return None
 
+            def _volume(self) -> str | None:
+                path = urlparse(self.path).path.strip("/")
+                return path.removeprefix("volumes/") if path.startswith("volumes/") else None
+
+            def _volume_path(self) -> str | None:
+                """The path after /volumes/ of an authorised request (None: answered)."""
+                if not self._auth():
+                    return None
+                path = self._volume()
+                if path is None:
+                    self._json(404, {"error": "not found"})
+                return path
+
+            def do_PUT(self) -> None:
+                if (path := self._volume_path()) is not None:
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    transfer.put(self, path, headers)  # type: ignore[arg-type]
+
+            def do_DELETE(self) -> None:
+                if (path := self._volume_path()) is not None:
+                    transfer.delete(self, path)  # type: ignore[arg-type]
+
             def do_GET(self) -> None:
-                if not self._auth() or (target := self._cell()) is None:
+                if not self._auth():
+                    return
+                if (path := self._volume()) is not None:
+                    transfer.get(self, path)  # type: ignore[arg-type]
+                    return
+                if (target := self._cell()) is None:
                     return
                 cell_id, what = target
                 if what != "logs":

@@ -14,6 +14,8 @@ No I/O, no clock: `runner` gathers the inputs and executes the actions. The rule
 - a container started before the cell's last restart request is restarted;
 - a cell that should be stopped is stopped; a deleted cell's container is removed;
 - containers carrying this host's label that no cell claims are removed (only after a full sync);
+- a container created for an older generation of its cell's assignment (the cell moved away and
+  came back, or was failed over) is stale: removed (REMOVE_ORPHAN), then created anew;
 - a running container that matches is adopted, whatever happened to the agent: its CPU and
   memory limits are set again (LIMIT; a start runs without its CPU quota, set right after), and
   nothing else is done to it.
@@ -30,6 +32,7 @@ from cellplane.wire.agent_plain import CellAssignment
 __all__ = [
     "BACKOFF_CAP_S",
     "BACKOFF_START_S",
+    "GENERATION_LABEL",
     "Action",
     "Memory",
     "backoff",
@@ -41,6 +44,7 @@ __all__ = [
 
 BACKOFF_START_S = 0.5
 BACKOFF_CAP_S = 30.0
+GENERATION_LABEL = "cellplane.generation"  # the same as agent.spec's (this module is pure)
 # A container that ran at least this long before exiting resets the backoff.
 STABLE_S = 10.0
 
@@ -155,6 +159,15 @@ def _on_vanish(cell: CellAssignment, memory: Memory) -> Action:
     return end
 
 
+def is_stale(cell: CellAssignment, info: ContainerInfo) -> bool:
+    """Whether `info` was created for an older generation of `cell` (no label: generation 1)."""
+    raw = info.labels.get(GENERATION_LABEL, "1")
+    try:
+        return int(raw) < cell.generation
+    except ValueError:
+        return True
+
+
 def observed_state(cell: CellAssignment, info: ContainerInfo | None) -> str:
     desired = cell.desired_state
     if info is None:
@@ -187,6 +200,14 @@ def reconcile(
             continue
         info = observed.get(cell_id)
         want = cell.desired_state
+        if info is not None and is_stale(cell, info):
+            # Fencing: it ran here for an assignment that has ended; never adopt it.
+            memory.seen_container.discard(cell_id)
+            memory.unlimited.pop(cell_id, None)
+            actions.append(
+                Action("REMOVE_ORPHAN", cell_id, info.id, f"stale generation of {cell_id}")
+            )
+            continue
         if info is not None:
             if info.running and cell_id not in memory.seen_container:
                 memory.unlimited[cell_id] = info.id  # adopted: its limits are not known

@@ -26,7 +26,15 @@ from typing import Any
 import structlog
 
 from cellplane.agent.prepare import LimitsPending, Preparer
-from cellplane.agent.reconcile import Action, Memory, is_ended, observed_state, reconcile
+from cellplane.agent.reconcile import (
+    Action,
+    Memory,
+    is_ended,
+    is_stale,
+    observed_state,
+    reconcile,
+)
+from cellplane.agent.reporting import Reporter
 from cellplane.agent.server_client import ProtocolMismatch, ServerClient, ServerUnavailable
 from cellplane.agent.spec import (
     CELL_LABEL,
@@ -61,7 +69,7 @@ __all__ = [
 log = structlog.get_logger("cellplane.agent")
 
 
-class Agent:
+class Agent(Reporter):
     def __init__(
         self,
         config: AgentConfig,
@@ -101,6 +109,10 @@ class Agent:
         )
         # Reports that ended a cell (END), re-sent as its truth while it stays ended.
         self._end_reports: dict[str, dict[str, Any]] = {}
+        # Fencing: the revision of the last full view of assignments, and the last one reported
+        # as acted on (nothing left here that the view does not assign).
+        self._full_revision = 0
+        self._fenced_sent = 0
 
     # --- lifecycle ---
 
@@ -186,6 +198,7 @@ class Agent:
             if data.full:
                 self._desired = {c.cell_id: c for c in data.cells}
                 self._synced = True
+                self._full_revision = data.revision
                 # The cached listing sorted containers by the old desired set (an agent that
                 # listed before its first assignments took every container for an orphan).
                 self._listed = False
@@ -273,7 +286,8 @@ class Agent:
     def reconcile_once(self, *, full: bool = True) -> None:
         if not self._engine_health.up:
             return  # nothing can be done or seen; the engine's return wakes the next pass
-        if full or not self._listed:
+        refreshed = full or not self._listed
+        if refreshed:
             self._refresh_observed()
         with self._lock:
             desired = dict(self._desired)
@@ -286,10 +300,24 @@ class Agent:
                 mine = self._restarts.get(cid, 0)
                 if mine > cell.restarts:
                     desired[cid] = dataclasses.replace(cell, restarts=mine)
-            orphans = list(self._orphans) if full else []
+            orphans = list(self._orphans) if refreshed else []
+            full_revision = self._full_revision
         actions = reconcile(
             desired, observed, orphans, self._memory, time.time(), full_sync=synced, busy=busy
         )
+        if (
+            synced
+            and refreshed
+            and full_revision > self._fenced_sent
+            and not orphans
+            and not any(is_stale(desired[c], i) for c, i in observed.items())
+        ):
+            # Nothing runs here that the full view does not assign: the server may count this
+            # host READY again after it lost it (services.moves: fencing).
+            self._fenced_sent = full_revision
+            with self._outbox_cv:
+                self._outbox.append({"fenced": full_revision})
+                self._outbox_cv.notify()
         for cell_id, cell in desired.items():
             if cell_id in busy or cell.desired_state == "DELETED":
                 continue
@@ -312,7 +340,11 @@ class Agent:
                 self._queue(ended)
             return
         state = observed_state(cell, info)
-        report: dict[str, Any] = {"cell_id": cell.cell_id, "state": state}
+        report: dict[str, Any] = {
+            "cell_id": cell.cell_id,
+            "state": state,
+            "generation": cell.generation,
+        }
         if info is not None:
             report.update(
                 container_id=info.id,
@@ -322,18 +354,6 @@ class Agent:
                 report["address"] = info.address
         report["restarts"] = self._restarts.get(cell.cell_id, 0)
         self._queue(report)
-
-    def _queue(self, report: dict[str, Any], events: list[dict[str, Any]] | None = None) -> None:
-        key = tuple(sorted((k, str(v)) for k, v in report.items() if k != "events"))
-        cid = report.get("cell_id", "")
-        if not events and self._reported.get(cid) == key:
-            return
-        self._reported[cid] = key
-        if events:
-            report = {**report, "events": events}
-        with self._outbox_cv:
-            self._outbox.append(report)
-            self._outbox_cv.notify()
 
     def _collect_volumes(self, volumes: dict[str, wire.VolumeAssignment]) -> None:
         for vid, v in volumes.items():
@@ -360,7 +380,12 @@ class Agent:
                 self._prep.remove(action.container_id)
                 with self._lock:
                     self._orphans = [o for o in self._orphans if o.id != action.container_id]
-                log.info("removed orphan container", container=action.container_id)
+                    old = self._observed.get(action.cell_id)
+                    # A stale generation's container: the cell is created anew once it is gone.
+                    if old is not None and old.id == action.container_id:
+                        self._observed.pop(action.cell_id, None)
+                    self._listed = False  # confirm on a fresh listing (and report fencing)
+                log.info("removed container", container=action.container_id, reason=action.reason)
                 return
             assert cell is not None
             if action.kind == "END":
@@ -474,6 +499,7 @@ class Agent:
         report: dict[str, Any] = {
             "cell_id": cell.cell_id,
             "state": observed_state(cell, info),
+            "generation": cell.generation,
             "container_id": info.id,
             "exit_code": info.exit_code if not info.running else None,
             "restarts": self._restarts.get(cell.cell_id, 0),
@@ -513,49 +539,6 @@ class Agent:
         log.info("cell ended: container removed outside Cellplane", cell=cell_id, policy=policy)
         self._queue(report, [_event("container-removed", message)])
 
-    # --- reports and heartbeats ---
-
-    def _report_loop(self) -> None:
-        while not self._stop.is_set():
-            with self._outbox_cv:
-                while not self._outbox and not self._stop.is_set():
-                    self._outbox_cv.wait(1.0)
-            self._flush_reports()
-
-    def _flush_reports(self) -> None:
-        with self._outbox_cv:
-            batch, self._outbox = self._outbox, []
-        if not batch:
-            return
-        delay = 0.2
-        while True:
-            try:
-                self.server.report(batch)
-                return
-            except ServerUnavailable as e:
-                if self._stop.is_set():
-                    return
-                log.warning("status report deferred", error=str(e))
-                self._stop.wait(delay)
-                delay = min(delay * 2, 5.0)
-            except Exception:
-                log.exception("status report refused")
-                # Forget what we think we reported so the next pass re-sends the truth.
-                self._reported.clear()
-                return
-
-    def _heartbeat_loop(self) -> None:
-        while not self._stop.wait(self.cfg.heartbeat_s):
-            if not self._engine_health.up:
-                self._queue_engine()  # level-triggered: a server that missed it learns again
-            try:
-                self.server.heartbeat()
-            except ServerUnavailable as e:
-                log.warning("heartbeat failed", error=str(e))
-                self._reported.clear()
-            except Exception:
-                log.exception("heartbeat refused")
-
     # --- the engine ---
 
     def _supervise_loop(self) -> None:
@@ -565,11 +548,6 @@ class Agent:
     @property
     def engine_health(self) -> EngineHealth:
         return self._engine_health
-
-    def _queue_engine(self) -> None:
-        with self._outbox_cv:
-            self._outbox.append({"engine": self._engine_health.report()})
-            self._outbox_cv.notify()
 
     def _engine_changed(self, health: EngineHealth) -> None:
         """Called by the supervisor when the engine goes down, comes back or restarts."""

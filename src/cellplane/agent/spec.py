@@ -27,6 +27,7 @@ from cellplane.wire import agent_plain as wire
 
 __all__ = [
     "CELL_LABEL",
+    "GENERATION_LABEL",
     "HOST_LABEL",
     "PROJECT_LABEL",
     "AgentConfig",
@@ -40,6 +41,8 @@ __all__ = [
 CELL_LABEL = "cellplane.cell"
 HOST_LABEL = "cellplane.host"
 PROJECT_LABEL = "cellplane.project"
+# The assignment generation a container was created for (see `agent.reconcile`: stale ones go).
+GENERATION_LABEL = "cellplane.generation"
 
 
 @dataclass
@@ -55,7 +58,7 @@ class AgentConfig:
     memory_ratio: float = 1.0
     parallelism: int = 8
     resync_s: float = 1.0
-    heartbeat_s: float = 5.0
+    heartbeat_s: float = 2.0  # the server's thresholds: SUSPECT after 3 missed, DOWN after 10 s
     verify: bool | str = True
     # Whether engine networks get the control plane's subnet (the assignment's) or one the engine
     # picks from its own pool, as before networks were a resource. Off until the control plane
@@ -107,7 +110,14 @@ def container_spec(
     """The engine container for a cell; pure, so it is tested without an engine."""
     c = wire.parse(wire.CellAssignment, cell)
     labels = {k: v for k, v in c.labels.items() if not k.startswith("cellplane.")}
-    labels.update({CELL_LABEL: c.cell_id, HOST_LABEL: host_id, PROJECT_LABEL: c.project_id})
+    labels.update(
+        {
+            CELL_LABEL: c.cell_id,
+            HOST_LABEL: host_id,
+            PROJECT_LABEL: c.project_id,
+            GENERATION_LABEL: str(c.generation),
+        }
+    )
     kind = c.image.kind
     return ContainerSpec(
         name=container_name(c.cell_id),

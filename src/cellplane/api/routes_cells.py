@@ -16,9 +16,9 @@ from cellplane.api.jsonresp import JSONResponse
 from cellplane.api.openapi import PlainText, problem_response
 from cellplane.api.respond import idempotent, outcome_response
 from cellplane.errors import ValidationFailed
-from cellplane.services import agent_proxy, cell_access, cells, volumes
+from cellplane.services import agent_proxy, cell_access, cells, moves, volumes
 from cellplane.services.context import Principal, Services
-from cellplane.services.schemas import CellCreate, StopBody, VolumeCreate
+from cellplane.services.schemas import CellCreate, MoveBody, StopBody, VolumeCreate
 
 __all__ = ["router"]
 
@@ -101,6 +101,19 @@ def restart_cell(
 ) -> Response:
     timeout = body.timeout if body else None
     return idempotent(svc, p, ctx, lambda s: cells.restart(svc, s, p, cell_id, timeout))
+
+
+@router.post("/v1/cells/{cell_id}/move", status_code=202, response_model=models.Task)
+def move_cell(
+    cell_id: str,
+    body: MoveBody,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("cells:write")),
+    ctx: IdempotencyContext = Depends(idempotency),
+) -> Response:
+    """Move the cell to another host: its container there is created anew (a new generation)
+    and the old one removed. A cell whose volume lives on its host is refused (409)."""
+    return idempotent(svc, p, ctx, lambda s: moves.move(svc, s, p, cell_id, body.host))
 
 
 @router.delete("/v1/cells/{cell_id}", status_code=202, response_model=models.Task)

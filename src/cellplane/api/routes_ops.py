@@ -14,12 +14,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
 from cellplane.api import models
-from cellplane.api.deps import require, services
+from cellplane.api.deps import IdempotencyContext, idempotency, require, services
 from cellplane.api.jsonresp import JSONResponse
 from cellplane.api.openapi import EventStream, Tarball, problem_response
+from cellplane.api.respond import idempotent
 from cellplane.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from cellplane.ids import new_id
-from cellplane.services import hosts, images, tasks
+from cellplane.services import hosts, images, moves, tasks
 from cellplane.services.context import Principal, Services
 from cellplane.services.schemas import FlavorCreate, MaintenanceBody
 from cellplane.validation import IMAGE_NAME, IMAGE_NAME_MSG
@@ -64,6 +65,20 @@ def maintenance(
     p: Principal = Depends(require("hosts:write")),
 ) -> dict[str, Any]:
     return hosts.set_maintenance(svc, host_id, body.enabled)
+
+
+@router.post(
+    "/v1/hosts/{host_id}/drain", status_code=202, tags=["hosts"], response_model=models.Task
+)
+def drain(
+    host_id: str,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("hosts:write")),
+    ctx: IdempotencyContext = Depends(idempotency),
+) -> Response:
+    """MAINTENANCE, then every movable cell is rescheduled on other hosts; the DRAIN_HOST task
+    has one step per cell (`cellplane task watch` shows the progress)."""
+    return idempotent(svc, p, ctx, lambda s: moves.drain(svc, s, p, host_id))
 
 
 @router.get("/v1/flavors", tags=["flavors"], response_model=models.FlavorList)

@@ -12,6 +12,7 @@ taken as an id as is).
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -248,6 +249,21 @@ def run(
             "--pids-limit", min=16, help="Most processes and threads (default: the host's, 4096)."
         ),
     ] = None,
+    placement: Annotated[
+        Placement | None,
+        typer.Option(help="spread (default: the least used host) or binpack (the fullest)."),
+    ] = None,
+    affinity: Annotated[
+        list[str] | None,
+        typer.Option(help="Run with cells carrying KEY=VALUE\\[,KEY=VALUE] (repeat)."),
+    ] = None,
+    anti_affinity: Annotated[
+        list[str] | None,
+        typer.Option(help="Run away from cells carrying KEY=VALUE\\[,KEY=VALUE] (repeat)."),
+    ] = None,
+    soft: Annotated[
+        bool, typer.Option(help="The (anti-)affinity is a preference, not a requirement.")
+    ] = False,
     detach: Detach = False,
     project: output.ProjectOpt = "default",
     quiet: Annotated[
@@ -277,10 +293,44 @@ def run(
         "restart": restart_policy,
         "read_only": read_only,
         "pids_limit": pids_limit,
+        "placement": placement.value if placement else None,
+        "affinity": [
+            {"selector": parse_selector(sel, opt), "anti": anti, "soft": soft}
+            for sels, opt, anti in (
+                (affinity, "'--affinity'", False),
+                (anti_affinity, "'--anti-affinity'", True),
+            )
+            for sel in sels or []
+        ]
+        or None,
     }
+    if soft and not (affinity or anti_affinity):
+        raise typer.BadParameter(
+            "--soft needs --affinity or --anti-affinity", param_hint="'--soft'"
+        )
     with output.session() as client:
         task = client.create_cell(project, name, image, **spec)
         _finish(client, task, out, detach, "created", quiet=quiet)
+
+
+class Placement(StrEnum):
+    """Values of `cell run --placement`."""
+
+    spread = "spread"
+    binpack = "binpack"
+
+
+def parse_selector(text: str, hint: str) -> dict[str, str]:
+    """`app=web,tier=db` -> {"app": "web", "tier": "db"}; a clear error otherwise."""
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise typer.BadParameter(
+                f"{text!r}: a selector is KEY=VALUE[,KEY=VALUE]", param_hint=hint
+            )
+        out[key.strip()] = value.strip()
+    return out
 
 
 @app.command("ls")
@@ -513,6 +563,20 @@ def restart_(
     with output.session() as client:
         task = client.restart_cell(resolve_cell(client, project, cell), timeout=timeout)
         _finish(client, task, out, detach, "restarted")
+
+
+@app.command("move")
+def move(
+    cell: CellRef,
+    to: Annotated[str, typer.Option("--to", help="The host to move it to (name or id).")],
+    detach: Detach = False,
+    project: output.ProjectOpt = "default",
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Move a cell to another host: created there anew, its old container removed."""
+    with output.session() as client:
+        task = client.move_cell(resolve_cell(client, project, cell), to)
+        _finish(client, task, out, detach, "moved")
 
 
 @app.command("rm")

@@ -1,4 +1,4 @@
-"""`cellplane host ls|show|maintenance`: the machines running `cellplane agent`.
+"""`cellplane host ls|show|maintenance|drain`: the machines running `cellplane agent`.
 
 Registered on the root app by `cellplane.cli.main`. Hosts are named on the
 command line; a name resolves through the host list (an argument starting
@@ -68,7 +68,7 @@ def _cells_text(host: dict[str, Any]) -> str:
 
 
 COLUMNS = [
-    *("NAME", "ID", "STATE", "ADDRESS", "ZONE", "CPU", "MEMORY", "CELLS", "HEARTBEAT"),
+    *("NAME", "ID", "STATE", "ADDRESS", "ZONE", "LABELS", "CPU", "MEMORY", "CELLS", "HEARTBEAT"),
     *("CPU CAPACITY", "STOPPED CELLS"),  # -o wide
 ]
 
@@ -90,6 +90,7 @@ def ls(quiet: output.QuietOpt = False, out: output.OutputOpt = output.OutputForm
                 h.get("state"),
                 h.get("address"),
                 h.get("zone"),
+                ",".join(f"{k}={v}" for k, v in (h.get("labels") or {}).items()),
                 _usage(h, "cpu"),
                 _usage(h, "memory_mb", " MB"),
                 (h.get("usage") or {}).get("cells"),
@@ -162,3 +163,46 @@ def maintenance(
         output.out_console.print(
             f"host {output.escape(str(data.get('name')))} ({data.get('id')}) is {data.get('state')}"
         )
+
+
+@app.command("enable")
+def enable(
+    host: Annotated[str, typer.Argument(help="Host name, or id (hst-...).")],
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Take a host out of maintenance: it takes new cells again (`maintenance H off`)."""
+    maintenance(host, Switch.off, out)
+
+
+@app.command("drain")
+def drain(
+    host: Annotated[str, typer.Argument(help="Host name, or id (hst-...).")],
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Do not wait.")] = False,
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Maintenance, then move every movable cell to other hosts; shows a step per cell.
+
+    A cell with a volume moves with its data (stopped, copied, verified, started there); a
+    cluster node stays (named in the task's error). `host enable H` ends the maintenance."""
+    from cellplane.cli import tasks
+
+    with output.session() as client:
+        task = client.drain_host(resolve_host(client, host))
+        if detach:
+            if output.is_json(out):
+                output.print_json(task)
+            else:
+                tasks.print_started(task)
+            return
+        try:
+            final = tasks.follow_task(client, task, quiet=output.is_json(out))
+        except KeyboardInterrupt:
+            output.err_console.print(f"stopped waiting; cellplane task watch {task.get('id')}")
+            raise typer.Exit(130) from None
+    if output.is_json(out):
+        output.print_json(final)
+    if final.get("state") == "ERROR":
+        tasks.report_task_error(final)
+        raise typer.Exit(1)
+    if not output.is_json(out):
+        output.out_console.print(f"host {output.escape(host)} drained")

@@ -38,12 +38,16 @@ class CellsApi(BaseClient):
         start: bool = True,
         read_only: bool = False,
         pids_limit: int | None = None,
+        placement: str | None = None,
+        affinity: Sequence[Mapping[str, Any]] | None = None,
         idempotency_key: str | None = None,
     ) -> JSONDict:
         """Ask for a cell; returns the CREATE_CELL task (202). Unset fields use server defaults.
 
         `read_only`: a read-only root file system (writable volumes and /tmp, /run stay so);
-        `pids_limit`: its own limit on processes and threads (None: the host's default)."""
+        `pids_limit`: its own limit on processes and threads (None: the host's default);
+        `placement`: "spread" or "binpack"; `affinity`: terms `{"selector": {k: v}, "anti":
+        bool, "soft": bool}` placing the cell with (or away from) the cells they select."""
         body = drop_none(
             {
                 "name": name,
@@ -60,6 +64,8 @@ class CellsApi(BaseClient):
                 "start": start,
                 "read_only": read_only or None,
                 "pids_limit": pids_limit,
+                "placement": placement,
+                "affinity": None if affinity is None else [dict(a) for a in affinity],
             }
         )
         return self._json(
@@ -145,6 +151,15 @@ class CellsApi(BaseClient):
             "POST",
             f"/v1/cells/{cell_id}/restart",
             json_body=drop_none({"timeout": timeout}),
+            idempotency_key=idempotency_key,
+        )
+
+    def move_cell(self, cell_id: str, host: str, *, idempotency_key: str | None = None) -> JSONDict:
+        """Move the cell to `host` (name or id); returns the MOVE_CELL task."""
+        return self._json(
+            "POST",
+            f"/v1/cells/{cell_id}/move",
+            json_body={"host": host},
             idempotency_key=idempotency_key,
         )
 

@@ -39,3 +39,7 @@ class HostsApi(BaseClient):
             json_body={"enabled": enabled},
             idempotency_key=idempotency_key,
         )
+
+    def drain_host(self, host_id: str, *, idempotency_key: str | None = None) -> JSONDict:
+        """Maintenance, and every movable cell moved away; returns the DRAIN_HOST task."""
+        return self._json("POST", f"/v1/hosts/{host_id}/drain", idempotency_key=idempotency_key)

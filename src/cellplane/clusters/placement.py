@@ -10,6 +10,12 @@ per-host limit, then a STRICT association becomes WEAK. Each relaxation is a sen
 ``notes``; the cluster shows them. Resources are never relaxed: a node that does not fit even
 without policies stays in ``unplaced`` and the cluster is refused with the scheduler's reason.
 
+Relaxing is for a single-host deployment (a developer's box), where no spec that asks for
+several hosts could run otherwise: with `relax=False` (what the cluster service asks for as soon
+as the deployment has more than one host) the policies are honoured across the real hosts, and a
+node that cannot be placed under them is unplaced with the scheduler's reason naming the policy
+("instancePerHost 1 for group c/zk: 2 hosts hold members").
+
 Pure: hosts and requests in, placement out; no clock, no I/O.
 """
 
@@ -72,9 +78,17 @@ _RELAXATIONS = (("zones", _relax_zones), ("per_host", _relax_per_host), ("strict
 
 
 def place_nodes(
-    hosts: Sequence[HostSnapshot], requests: Sequence[PlacementRequest]
+    hosts: Sequence[HostSnapshot], requests: Sequence[PlacementRequest], *, relax: bool = True
 ) -> NodePlacement:
-    """Place every request, relaxing placement policies group by group where they cannot hold."""
+    """Place every request, relaxing placement policies group by group where they cannot hold
+    (only with `relax`; without, a node they leave no room for is unplaced)."""
+    if not relax:
+        plan = scheduler.place(hosts, requests, now=0.0)
+        return NodePlacement(
+            hosts={p.request_id: p.host_id for p in plan.placements},
+            notes=(),
+            unplaced=plan.unplaced,
+        )
     current = list(requests)
     notes: list[str] = []
     ready = sum(1 for h in hosts if h.state == "READY")
@@ -86,10 +100,10 @@ def place_nodes(
         stuck = {u.request_id for u in plan.unplaced}
         stuck_groups = {r.group for r in current if r.id in stuck and r.group is not None}
         progressed = False
-        for kind, relax in _RELAXATIONS:
+        for kind, loosen in _RELAXATIONS:
             for group in sorted(g for g in stuck_groups if (kind, g) not in relaxed):
                 members = [r for r in current if r.group == group]
-                changed = [relax(r) for r in members]
+                changed = [loosen(r) for r in members]
                 if not any(c is not None for c in changed):
                     continue
                 relaxed.add((kind, group))

@@ -1,4 +1,5 @@
-"""The server process's background loops: cell placement and the cluster executor.
+"""The server process's background loops: cell placement (with failover and drains), volume
+moves, and the cluster executor.
 
 Installed by the server entry (:func:`cellplane.daemon.run_server`) on the app it serves, with
 :func:`install`; the app's lifespan then runs :func:`background_loops` after its own setup
@@ -14,7 +15,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from cellplane.controller.clusters import run_cluster_executor
-from cellplane.controller.loop import run_controller
+from cellplane.controller.loop import run_controller, run_volume_mover
 from cellplane.services.context import Services
 
 __all__ = ["background_loops", "install"]
@@ -25,6 +26,7 @@ async def background_loops(svc: Services) -> AsyncIterator[None]:
     """Run the placement loop and the cluster executor until the context exits, then cancel them."""
     loops = [
         asyncio.create_task(run_controller(svc)),
+        asyncio.create_task(run_volume_mover(svc)),
         asyncio.create_task(run_cluster_executor(svc)),
     ]
     try:

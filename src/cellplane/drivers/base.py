@@ -255,6 +255,10 @@ class Driver(Protocol):
     def list_volumes(self, labels: dict[str, str]) -> builtins.list[str]:
         """Names of the volumes carrying all of `labels`."""
 
+    def volume_path(self, name: str) -> Path:
+        """The directory holding the volume's data on this host (the agent copies volumes
+        between hosts through it); PermanentDriverError if there is no such volume."""
+
     def has_image(self, ref: str) -> bool:
         """Whether `ref` resolves to an image in local storage."""
 

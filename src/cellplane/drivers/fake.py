@@ -78,6 +78,8 @@ class FakeDriver:
         self.internal_networks: set[str] = set()
         self.network_specs: dict[str, NetworkSpec] = {}
         self.volumes: dict[str, dict[str, str]] = {}
+        # Where volume data lives (`volume_path`): set by tests that copy volumes.
+        self.volume_root: Path | None = None
         self.containers: dict[str, FakeContainer] = {}
         self.calls: builtins.list[tuple[str, tuple[Any, ...]]] = []
         self.archives: dict[Path, builtins.list[str]] = {}
@@ -193,6 +195,15 @@ class FakeDriver:
         with self._lock:
             self._record("list_volumes", dict(labels))
             return sorted(n for n, have in self.volumes.items() if _matches(have, labels))
+
+    def volume_path(self, name: str) -> Path:
+        with self._lock:
+            self._record("volume_path", name)
+            if name not in self.volumes or self.volume_root is None:
+                raise errors.PermanentDriverError(f"no such volume {name}")
+            path = self.volume_root / name
+            path.mkdir(parents=True, exist_ok=True)
+            return path
 
     def has_image(self, ref: str) -> bool:
         with self._lock:

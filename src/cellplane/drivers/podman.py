@@ -330,6 +330,11 @@ class PodmanDriver:
             found = self._api.volumes(filters=label_filters(labels)) or {}
         return sorted(str(v["Name"]) for v in found.get("Volumes") or [])
 
+    def volume_path(self, name: str) -> Path:
+        with _translated("volume"):
+            found = self._api.inspect_volume(name)
+        return Path(str(found["Mountpoint"]))
+
     # -- images -----------------------------------------------------------------------
 
     def has_image(self, ref: str) -> bool:

@@ -6,6 +6,10 @@ groups, and the API's admission calls `explain` to refuse requests that could ne
 """
 
 from .model import (
+    BINPACK,
+    POLICIES,
+    SPREAD,
+    Affinity,
     HostSnapshot,
     Placement,
     PlacementRequest,
@@ -16,6 +20,10 @@ from .model import (
 from .place import explain, place
 
 __all__ = [
+    "BINPACK",
+    "POLICIES",
+    "SPREAD",
+    "Affinity",
     "HostSnapshot",
     "Placement",
     "PlacementRequest",

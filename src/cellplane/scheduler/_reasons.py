@@ -3,7 +3,7 @@
 `_small` (pure Python) and `_table` (numpy) each run the same filter pipeline to find the
 constraint that eliminated the last candidate hosts; they compute the numbers and call these
 functions, so the text is identical whichever engine ran. Pipeline order, which decides the
-reason when several constraints bind: host state, labels, zones, STRICT near, cpu, memory,
+reason when several constraints bind: host state, labels, zones, STRICT near, hard (anti-)affinity, cpu, memory,
 disk, host ports, instancePerHost.
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 __all__ = [
     "FALLBACK",
     "NO_HOSTS",
+    "affinity",
     "fmt_cpu",
     "labels",
     "near",
@@ -68,6 +69,12 @@ def zones(allowed: frozenset[str], required_labels: Mapping[str, str]) -> str:
 
 def near(group: str) -> str:
     return f"no candidate host holds a member of group {group} (STRICT association)"
+
+
+def affinity(selector: str, *, anti: bool) -> str:
+    if anti:
+        return f"every candidate host runs a cell matching {selector} (anti-affinity)"
+    return f"no candidate host runs a cell matching {selector} (affinity)"
 
 
 def resource(dim: str, need: int, largest_free: int, narrowed_by: list[str]) -> str:

@@ -13,8 +13,11 @@ from collections.abc import Sequence
 
 from . import _reasons
 from .model import (
+    AFFINITY_WEIGHT,
+    BINPACK,
     NEAR_BONUS,
     READY,
+    Affinity,
     HostSnapshot,
     Placement,
     PlacementRequest,
@@ -23,7 +26,7 @@ from .model import (
     millicores,
 )
 
-__all__ = ["HostState", "explain_states", "place_small", "states_of"]
+__all__ = ["HostState", "explain_states", "hard_terms", "place_small", "states_of"]
 
 
 class HostState:
@@ -33,6 +36,7 @@ class HostState:
         "cap_c",
         "cap_d",
         "cap_m",
+        "cells",
         "div_c",
         "div_m",
         "groups",
@@ -65,6 +69,43 @@ class HostState:
         self.div_m = max(self.cap_m, 1)
         self.ports = set(h.used_ports)
         self.groups = dict(h.groups)
+        self.cells = list(h.cells)
+
+
+def hard_terms(states: Sequence[HostState], r: PlacementRequest) -> list[Affinity]:
+    """The hard (anti-)affinity terms that bind `r`: a hard affinity whose selector matches no
+    cell on any host is waived when `r` itself matches it (the first of its group)."""
+    out = []
+    for a in r.affinity:
+        if a.soft:
+            continue
+        if not a.anti and a.matches(r.cell_labels) and not any(a.count(s.cells) for s in states):
+            continue
+        out.append(a)
+    return out
+
+
+def _breaks(s: HostState, terms: Sequence[Affinity]) -> Affinity | None:
+    """The first hard term host `s` breaks, or None."""
+    for a in terms:
+        n = a.count(s.cells)
+        if (a.anti and n) or (not a.anti and not n):
+            return a
+    return None
+
+
+def _preference(s: HostState, r: PlacementRequest) -> float:
+    """Score change from soft terms: lower is better (anti counts every matching cell)."""
+    adj = 0.0
+    for a in r.affinity:
+        if not a.soft:
+            continue
+        n = a.count(s.cells)
+        if a.anti:
+            adj += AFFINITY_WEIGHT * n
+        elif n:
+            adj -= AFFINITY_WEIGHT
+    return adj
 
 
 def states_of(hosts: Sequence[HostSnapshot]) -> list[HostState]:
@@ -92,6 +133,8 @@ def place_small(hosts: Sequence[HostSnapshot], requests: Sequence[PlacementReque
         ports = r.ports
         group = r.group
         cap = r.max_per_host
+        terms = hard_terms(states, r) if r.affinity else []
+        binpack = r.policy == BINPACK
         best: HostState | None = None
         best_key = 0.0
         for s in ready:
@@ -108,9 +151,15 @@ def place_small(hosts: Sequence[HostSnapshot], requests: Sequence[PlacementReque
                 continue
             if cap is not None and s.groups.get(group or "", 0) >= cap:
                 continue
+            if terms and _breaks(s, terms) is not None:
+                continue
             key = (s.used_c + c) / s.div_c + (s.used_m + m) / s.div_m
+            if binpack:
+                key = -key
             if has_near and not strict:
                 key -= NEAR_BONUS
+            if r.affinity:
+                key += _preference(s, r)
             if best is None or key < best_key:
                 best, best_key = s, key
         if best is None:
@@ -123,6 +172,7 @@ def place_small(hosts: Sequence[HostSnapshot], requests: Sequence[PlacementReque
             best.ports.update(ports)
         if group is not None:
             best.groups[group] = best.groups.get(group, 0) + 1
+        best.cells.append(r.cell_labels)
         placements.append(Placement(r.id, best.id))
     return Plan(tuple(placements), tuple(unplaced))
 
@@ -149,6 +199,10 @@ def explain_states(states: Sequence[HostState], r: PlacementRequest) -> str | No
         cand = [s for s in cand if s.groups.get(near, 0) > 0]
         if not cand:
             return _reasons.near(near)
+    for a in hard_terms(states, r) if r.affinity else []:
+        cand = [s for s in cand if _breaks(s, [a]) is None]
+        if not cand:
+            return _reasons.affinity(a.describe(), anti=a.anti)
     narrowed: list[str] = []
     for dim, need in (
         ("cpu", millicores(r.resources.cpu)),

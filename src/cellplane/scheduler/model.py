@@ -12,13 +12,18 @@ scheduler (`millicores`), so that capacity arithmetic is exact: ten 0.1-cpu cell
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
+    "AFFINITY_WEIGHT",
+    "BINPACK",
     "HOST_STATES",
     "NEAR_BONUS",
+    "POLICIES",
     "READY",
+    "SPREAD",
+    "Affinity",
     "HostSnapshot",
     "Placement",
     "PlacementRequest",
@@ -35,6 +40,17 @@ HOST_STATES = ("READY", "SUSPECT", "DOWN", "MAINTENANCE")
 # A WEAK `near` host gets this subtracted: a host holding the associated group wins unless it
 # is more than half full (on the 0..1 average scale) beyond the least utilised alternative.
 NEAR_BONUS = 1.0
+
+# Placement policies: spread (the default) puts a cell on the least utilised host that fits,
+# binpack on the most utilised one (fewer hosts busy, whole hosts left free).
+SPREAD = "spread"
+BINPACK = "binpack"
+POLICIES = (SPREAD, BINPACK)
+
+# A soft (anti-)affinity term moves the score by this much per matching cell: more than the
+# whole range of the resource score (0..2), so a preference wins over utilisation, never over
+# a hard constraint.
+AFFINITY_WEIGHT = 2.5
 
 
 def millicores(cpu: float) -> int:
@@ -58,6 +74,34 @@ class Resources:
 
 
 @dataclass(frozen=True, slots=True)
+class Affinity:
+    """Be with (or, `anti`, away from) the cells whose labels carry all of `selector`.
+
+    Hard (`soft` False): a host breaking it is not a candidate. Soft: a preference, scored.
+    A hard affinity whose selector matches no cell anywhere is satisfied by any host when the
+    request's own labels match it (the first member of a group that wants to be together).
+    """
+
+    selector: Mapping[str, str]
+    anti: bool = False
+    soft: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.selector:
+            raise ValueError("an affinity selector needs at least one label")
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.selector.items())
+
+    def count(self, cells: Sequence[Mapping[str, str]]) -> int:
+        """How many of `cells` (their labels) the selector matches."""
+        return sum(1 for c in cells if self.matches(c))
+
+    def describe(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in sorted(self.selector.items()))
+
+
+@dataclass(frozen=True, slots=True)
 class HostSnapshot:
     """One host as the scheduler sees it at the start of a batch."""
 
@@ -69,6 +113,7 @@ class HostSnapshot:
     zone: str | None = None
     used_ports: frozenset[tuple[str, int]] = frozenset()  # (protocol, host_port) published
     groups: Mapping[str, int] = field(default_factory=dict)  # group -> members on this host
+    cells: tuple[Mapping[str, str], ...] = ()  # labels of the cells placed on this host
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +129,13 @@ class PlacementRequest:
     zones: frozenset[str] | None = None  # allowed host zones, None = any
     near: str | None = None  # be on a host that has a member of this group
     near_strict: bool = False  # STRICT: must; WEAK: prefer
+    policy: str = SPREAD  # spread | binpack
+    cell_labels: Mapping[str, str] = field(default_factory=dict)  # the cell's own labels
+    affinity: tuple[Affinity, ...] = ()  # (anti-)affinity with other cells, hard or soft
 
     def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
         if self.max_per_host is not None:
             if self.group is None:
                 raise ValueError("max_per_host needs a group")

@@ -11,6 +11,10 @@ hold a member of the `near` group when the association is STRICT, and have the f
 memory and disk. Among those, the host with the lowest cpu share + memory share after
 placement wins (spread), a WEAK `near` host gets `NEAR_BONUS` off, ties go to the smallest
 host id. Requests are handled in order and each placement is accounted before the next.
+
+A request may ask for `binpack` (the most utilised host that fits wins instead) and carry cell
+(anti-)affinity terms (`model.Affinity`): a hard term filters hosts by the labels of the cells
+they run, a soft one moves the score by `AFFINITY_WEIGHT` (per matching cell when anti).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from . import _small
-from .model import HostSnapshot, Placement, PlacementRequest, Plan, Unplaced
+from .model import SPREAD, HostSnapshot, Placement, PlacementRequest, Plan, Unplaced
 
 __all__ = ["SMALL_CLUSTER", "explain", "place"]
 
@@ -43,6 +47,10 @@ def place(
     cheaper one for this input's size and shape is used.
     """
     del now
+    if any(_needs_small(r) for r in requests):
+        # Binpack and cell (anti-)affinity change every score after each placement: the
+        # per-request scan is exact for them, the numpy engine's run merge is not.
+        return _small.place_small(hosts, requests)
     runs = _runs(requests)
     n = len(hosts)
     python_cost = _PY_PER_PAIR * n * len(requests)
@@ -70,6 +78,10 @@ def _place_runs(
     for i, j in runs:
         table.run(requests[i:j], placements, unplaced)
     return Plan(tuple(placements), tuple(unplaced))
+
+
+def _needs_small(r: PlacementRequest) -> bool:
+    return r.policy != SPREAD or bool(r.affinity)
 
 
 def _runs(requests: Sequence[PlacementRequest]) -> list[tuple[int, int]]:
@@ -104,7 +116,7 @@ def _runs(requests: Sequence[PlacementRequest]) -> list[tuple[int, int]]:
 
 def explain(hosts: Sequence[HostSnapshot], request: PlacementRequest) -> str | None:
     """Why `request` fits on no host at current usage (naming the binding constraint), or None."""
-    if len(hosts) <= SMALL_CLUSTER:
+    if len(hosts) <= SMALL_CLUSTER or _needs_small(request):
         return _small.explain_states(_small.states_of(hosts), request)
     from . import _table
 

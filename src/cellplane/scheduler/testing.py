@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from .model import (
     READY,
+    SPREAD,
+    Affinity,
     HostSnapshot,
     PlacementRequest,
     Plan,
@@ -35,6 +37,7 @@ def host(
     zone: str | None = None,
     ports: Iterable[tuple[str, int]] = (),
     groups: Mapping[str, int] | None = None,
+    cells: Iterable[Mapping[str, str]] = (),
 ) -> HostSnapshot:
     """A host snapshot; `used` is (cpu, memory_mb, disk_gb) already in use."""
     return HostSnapshot(
@@ -46,6 +49,7 @@ def host(
         zone=zone,
         used_ports=frozenset(ports),
         groups=dict(groups or {}),
+        cells=tuple(dict(c) for c in cells),
     )
 
 
@@ -62,6 +66,9 @@ def request(
     zones: Iterable[str] | None = None,
     near: str | None = None,
     near_strict: bool = False,
+    policy: str = SPREAD,
+    cell_labels: Mapping[str, str] | None = None,
+    affinity: Iterable[Affinity] = (),
 ) -> PlacementRequest:
     return PlacementRequest(
         id=id,
@@ -73,6 +80,9 @@ def request(
         zones=frozenset(zones) if zones is not None else None,
         near=near,
         near_strict=near_strict,
+        policy=policy,
+        cell_labels=dict(cell_labels or {}),
+        affinity=tuple(affinity),
     )
 
 
@@ -92,6 +102,9 @@ def requests(prefix: str, count: int, **kwargs: object) -> list[PlacementRequest
                 zones=first.zones,
                 near=first.near,
                 near_strict=first.near_strict,
+                policy=first.policy,
+                cell_labels=first.cell_labels,
+                affinity=first.affinity,
             )
         )
     return out
@@ -105,10 +118,19 @@ class _Host:
     disk: int
     ports: set[tuple[str, int]] = field(default_factory=set)
     groups: dict[str, int] = field(default_factory=dict)
+    cells: list[Mapping[str, str]] = field(default_factory=list)
 
 
-def fits(h: _Host, r: PlacementRequest) -> str | None:
-    """The first constraint `r` breaks on host `h` (in replay state), or None."""
+def _matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def fits(h: _Host, r: PlacementRequest, anywhere: Sequence[_Host] = ()) -> str | None:
+    """The first constraint `r` breaks on host `h` (in replay state), or None.
+
+    `anywhere` (every host, in replay state) decides whether a hard affinity is waived: no cell
+    anywhere matches it and the request itself does.
+    """
     s = h.snap
     if s.state != READY:
         return f"host {s.id} is {s.state}"
@@ -125,6 +147,18 @@ def fits(h: _Host, r: PlacementRequest) -> str | None:
         return f"host {s.id} memory over-committed"
     if h.disk + r.resources.disk_gb > s.capacity.disk_gb:
         return f"host {s.id} disk over-committed"
+    for a in r.affinity:
+        if a.soft:
+            continue
+        here = sum(1 for c in h.cells if _matches(a.selector, c))
+        if a.anti and here:
+            return f"host {s.id} runs a cell matching {dict(a.selector)} (anti-affinity)"
+        if not a.anti and not here:
+            first = _matches(a.selector, r.cell_labels) and not any(
+                _matches(a.selector, c) for o in anywhere for c in o.cells
+            )
+            if not first:
+                return f"host {s.id} runs no cell matching {dict(a.selector)} (affinity)"
     clash = h.ports & r.ports
     if clash:
         return f"host {s.id} already publishes {sorted(clash)}"
@@ -155,9 +189,11 @@ def replay(
             h.used.disk_gb,
             set(h.used_ports),
             dict(h.groups),
+            list(h.cells),
         )
         for h in hosts
     }
+    every = list(state.values())
     placed = {p.request_id: p.host_id for p in plan.placements}
     missing = {u.request_id: u.reason for u in plan.unplaced}
     ids = [r.id for r in requests]
@@ -177,7 +213,7 @@ def replay(
             if h is None:
                 problems.append(f"{r.id}: unknown host {placed[r.id]}")
                 continue
-            broken = fits(h, r)
+            broken = fits(h, r, every)
             if broken:
                 problems.append(f"{r.id}: {broken}")
             h.cpu += millicores(r.resources.cpu)
@@ -186,10 +222,11 @@ def replay(
             h.ports |= r.ports
             if r.group is not None:
                 h.groups[r.group] = h.groups.get(r.group, 0) + 1
+            h.cells.append(r.cell_labels)
         else:
             if not missing[r.id]:
                 problems.append(f"{r.id}: unplaced without a reason")
-            usable = [h.snap.id for h in state.values() if fits(h, r) is None]
+            usable = [h.snap.id for h in every if fits(h, r, every) is None]
             if usable:
                 problems.append(f"{r.id}: unplaced but fits on {usable[:3]}")
     return problems

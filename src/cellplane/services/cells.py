@@ -153,6 +153,12 @@ def placement_request(cell: Cell, host_id_for_volumes: str | None) -> scheduler.
     pinned = host_id_for_volumes or cell.pinned_host_id
     labels = {HOST_LABEL: pinned} if pinned else {}
     return scheduler.PlacementRequest(
+        policy=cell.placement or scheduler.SPREAD,
+        cell_labels=dict(cell.labels or {}),
+        affinity=tuple(
+            scheduler.Affinity(dict(a["selector"]), bool(a.get("anti")), bool(a.get("soft")))
+            for a in cell.affinity or []
+        ),
         id=cell.id,
         resources=scheduler.Resources(cell.cpu, cell.memory_mb, cell.disk_gb),
         labels=labels,
@@ -291,6 +297,9 @@ def create(
         restarts=0,
         host_rev=0,
         pinned_host_id=pin_host,
+        placement=body.placement,
+        affinity=[a.model_dump() for a in body.affinity] or None,
+        generation=1,
         created_at=now,
         updated_at=now,
     )
@@ -331,6 +340,7 @@ def with_host_labels(hosts: list[scheduler.HostSnapshot]) -> list[scheduler.Host
             zone=h.zone,
             used_ports=h.used_ports,
             groups=h.groups,
+            cells=h.cells,
         )
         for h in hosts
     ]

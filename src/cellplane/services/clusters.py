@@ -168,16 +168,17 @@ def _check_capacity(
     exclude: set[str] | None = None,
     cluster_id: str | None = None,
 ) -> NodePlacement:
-    """Place the plan's nodes (all, or those not in `exclude`) with their group's policies,
-    relaxed where the hosts cannot honour them (see clusters/placement.py); refuse the request
-    when a node fits nowhere even then. Nodes already running count towards per-host limits."""
+    """Place the plan's nodes (all, or those not in `exclude`) with their group's policies:
+    honoured across the hosts of a multi-host deployment, relaxed (and reported) only on a
+    single-host one (see clusters/placement.py); refuse the request when a node fits nowhere.
+    Nodes already running count towards per-host limits."""
     requests = [r for r in plan.placement_requests if not exclude or r.id not in exclude]
     if not requests:
         return NodePlacement(hosts={}, notes=(), unplaced=())
     hosts = with_host_labels(hosts_mod.snapshot(s, svc, utcnow()))
     if cluster_id is not None:
         hosts = _with_members(s, hosts, cluster_id, plan.cluster_name)
-    result = place_nodes(hosts, requests)
+    result = place_nodes(hosts, requests, relax=len(hosts) <= 1)
     if result.unplaced:
         need_cpu = sum(r.resources.cpu for r in requests)
         need_mem = sum(r.resources.memory_mb for r in requests)

@@ -84,6 +84,11 @@ def host_status(host: Host, now: datetime, svc: Services) -> tuple[str, str | No
         return "DOWN", f"no heartbeat for {age:.0f} s"
     if age > svc.heartbeat_suspect_s:
         return "SUSPECT", f"no heartbeat for {age:.0f} s: takes no new cells"
+    if host.fence_revision > host.fenced_revision:
+        return "SUSPECT", (
+            "back after being DOWN: its agent is removing the containers of cells that were "
+            "moved away meanwhile (fencing); takes no new cells until it confirms"
+        )
     if host.engine_state == "DOWN":
         since = f" since {host.engine_since.isoformat()}" if host.engine_since else ""
         why = f": {host.engine_message}" if host.engine_message else ""
@@ -148,9 +153,11 @@ def snapshot(s: Session, svc: Services, now: datetime) -> list[scheduler.HostSna
     """The scheduler's view of every host: capacity, what placed cells use, published ports."""
     usage = usage_by_host(s)
     ports: dict[str, set[tuple[str, int]]] = defaultdict(set)
-    for host_id, cell_ports in s.execute(
-        select(Cell.host_id, Cell.ports).where(capacity.reserves())
+    labels: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for host_id, cell_ports, cell_labels in s.execute(
+        select(Cell.host_id, Cell.ports, Cell.labels).where(capacity.reserves())
     ):
+        labels[host_id].append(dict(cell_labels or {}))
         for p in cell_ports or []:
             if p.get("host_port"):
                 ports[host_id].add((p.get("protocol", "tcp"), int(p["host_port"])))
@@ -166,6 +173,7 @@ def snapshot(s: Session, svc: Services, now: datetime) -> list[scheduler.HostSna
                 labels=dict(h.labels or {}),
                 zone=h.zone,
                 used_ports=frozenset(ports.get(h.id, set())),
+                cells=tuple(labels.get(h.id, ())),
             )
         )
     return out
@@ -274,7 +282,9 @@ def register(svc: Services, body: dict[str, Any] | wire.RegisterRequest) -> wire
 _M = TypeVar("_M", bound=BaseModel)
 
 
-def _report_item(r: Any) -> wire.CellReport | wire.VolumeRemoved | wire.EngineItem:
+def _report_item(
+    r: Any,
+) -> wire.CellReport | wire.VolumeRemoved | wire.EngineItem | wire.FenceReport:
     try:
         return wire.report_item(r)
     except wire.ProtocolError as e:
@@ -289,7 +299,9 @@ def _parse(model: type[_M], body: Any) -> _M:
         raise ValidationFailed([FieldError(f, m) for f, m in e.problems]) from None
 
 
-def parse_status(body: Any) -> list[wire.CellReport | wire.VolumeRemoved | wire.EngineItem]:
+def parse_status(
+    body: Any,
+) -> list[wire.CellReport | wire.VolumeRemoved | wire.EngineItem | wire.FenceReport]:
     """A status body (`wire.StatusReport`) as its items; 422 naming the wrong fields."""
     return list(_parse(wire.StatusReport, body).cells)
 
@@ -342,9 +354,15 @@ def assignments(svc: Services, host_id: str, since: int) -> wire.Assignments:
             .join(Image, Image.id == Cell.image_id)
             .where(Cell.host_id == host_id)
         )
-        if since > 0 and since <= h.revision:
+        # A full view when the agent's is older than a departure (a cell moved away must be
+        # removed there) or while the host is fenced: a delta would not name what left.
+        full = (
+            not (0 < since <= h.revision)
+            or since < h.departed_revision
+            or h.fence_revision > h.fenced_revision
+        )
+        if not full:
             q = q.where(Cell.host_rev > since)
-        full = not (0 < since <= h.revision)
         vols = {
             v.name + "@" + v.project_id: v
             for v in s.scalars(select(Volume).where(Volume.host_id == host_id))
@@ -401,6 +419,7 @@ def assignments(svc: Services, host_id: str, since: int) -> wire.Assignments:
                         cell.restart_requested_at.isoformat() if cell.restart_requested_at else None
                     ),
                     ended_at=cell.ended_at.isoformat() if cell.ended_at else None,
+                    generation=cell.generation or 1,
                 )
             )
         volumes = [
@@ -489,7 +508,9 @@ def _apply_engine(host: Host, engine: wire.EngineHealthReport, now: datetime) ->
 def apply_status(
     svc: Services,
     host_id: str,
-    reports: Sequence[wire.CellReport | wire.VolumeRemoved | wire.EngineItem | dict[str, Any]],
+    reports: Sequence[
+        wire.CellReport | wire.VolumeRemoved | wire.EngineItem | wire.FenceReport | dict[str, Any]
+    ],
 ) -> None:
     """Record what the agent observed; advance the tasks; forget cells whose removal is confirmed.
 
@@ -512,10 +533,17 @@ def apply_status(
                 if _apply_engine(host, r.engine, now):
                     topics.add("controller")  # it takes cells again: place what waited
                 continue
+            if isinstance(r, wire.FenceReport):
+                if host.fenced_revision < host.fence_revision <= r.fenced:
+                    topics.add("controller")  # fenced: it takes cells again
+                host.fenced_revision = max(host.fenced_revision, r.fenced)
+                continue
             sent = r.model_fields_set
             cell = s.get(Cell, r.cell_id)
             if cell is None or cell.host_id != host_id:
                 continue
+            if r.generation is not None and r.generation < (cell.generation or 1):
+                continue  # about a container the cell left behind (it moved since)
             task = s.get(Task, cell.task_id) if cell.task_id else None
             for ev in r.events:
                 at = _parse_at(ev.at, now)

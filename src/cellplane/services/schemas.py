@@ -77,6 +77,22 @@ class RestartBody(_Strict):
     max_retries: int | None = Field(default=None, ge=0, le=1000)
 
 
+class AffinityBody(_Strict):
+    """Be with (`anti`: away from) cells carrying every label of `selector`; `soft`: prefer."""
+
+    selector: dict[str, str] = Field(min_length=1, max_length=MAX_LABELS)
+    anti: bool = False
+    soft: bool = False
+
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, v: dict[str, str]) -> dict[str, str]:
+        for k, val in v.items():
+            if not k or len(k) > MAX_LABEL or len(val) > MAX_LABEL:
+                raise ValueError(f"label {k[:64]!r}: keys and values are 1-253 characters")
+        return v
+
+
 class CellCreate(_Strict):
     name: Name
     image: str = Field(min_length=1, max_length=128)
@@ -106,6 +122,8 @@ class CellCreate(_Strict):
     # Hardening opt-ins (docs/operations.md, "Hardening defaults").
     read_only: bool = False
     pids_limit: int | None = Field(default=None, ge=MIN_PIDS_LIMIT, le=MAX_PIDS_LIMIT)
+    placement: Literal["spread", "binpack"] | None = None
+    affinity: list[AffinityBody] = Field(default_factory=list, max_length=16)
 
     @field_validator("name")
     @classmethod
@@ -198,3 +216,7 @@ class ProjectCreate(_Strict):
 
 class MaintenanceBody(_Strict):
     enabled: bool
+
+
+class MoveBody(_Strict):
+    host: str = Field(min_length=1, max_length=253, description="The host's name or id.")

@@ -1,7 +1,8 @@
 """Volumes: persistent storage of a project that outlives the cells using it.
 
 A volume is bound to the host of the first cell that mounts it (local storage); the agent creates the
-engine volume on demand and removes it once the volume is deleted here.
+engine volume on demand and removes it once the volume is deleted here. A volume on a DOWN host
+is shown unavailable, with the reason; it moves only with its cell (`services.volume_moves`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from cellplane.ids import new_id, utcnow
 from cellplane.services import quotas
 from cellplane.services.cells import bump_host, check_project, project_for
 from cellplane.services.context import Principal, Services
+from cellplane.services.hosts import host_status
 from cellplane.services.idempotency import Outcome
 from cellplane.services.schemas import VolumeCreate
 from cellplane.services.views import volume_view
@@ -32,17 +34,26 @@ def _attached(s: Session, v: Volume) -> list[Cell]:
     ]
 
 
-def _view(s: Session, v: Volume) -> dict[str, Any]:
+def _view(s: Session, v: Volume, svc: Services) -> dict[str, Any]:
     p = s.get(Project, v.project_id)
     host = s.get(Host, v.host_id) if v.host_id else None
     cells = _attached(s, v)
-    return volume_view(
+    view = volume_view(
         v,
         project=p.name if p else "",
         attached_to=[c.id for c in cells],
         attached_names=[c.name for c in cells],
         host_name=host.name if host else None,
     )
+    unavailable = None
+    if host is not None:
+        state, why = host_status(host, utcnow(), svc)
+        if state == "DOWN":
+            unavailable = (
+                f"its host {host.name} is DOWN ({why}): the data is there, and usable again "
+                "when the host is back"
+            )
+    return {**view, "available": unavailable is None, "unavailable_reason": unavailable}
 
 
 def create(
@@ -62,7 +73,7 @@ def create(
     )
     s.add(v)
     s.flush()
-    return Outcome(201, _view(s, v), f"/v1/volumes/{v.id}")
+    return Outcome(201, _view(s, v, svc), f"/v1/volumes/{v.id}")
 
 
 def list_volumes(svc: Services, principal: Principal, project: str) -> dict[str, Any]:
@@ -73,7 +84,7 @@ def list_volumes(svc: Services, principal: Principal, project: str) -> dict[str,
             .where(Volume.project_id == p.id, Volume.state == "READY")
             .order_by(Volume.id)
         )
-        return {"items": [_view(s, v) for v in vols], "next_cursor": None}
+        return {"items": [_view(s, v, svc) for v in vols], "next_cursor": None}
 
 
 def _visible(s: Session, principal: Principal, volume_id: str, permission: str) -> Volume:
@@ -86,7 +97,7 @@ def _visible(s: Session, principal: Principal, volume_id: str, permission: str) 
 
 def get(svc: Services, principal: Principal, volume_id: str) -> dict[str, Any]:
     with svc.db.reader() as s:
-        return _view(s, _visible(s, principal, volume_id, "volumes:read"))
+        return _view(s, _visible(s, principal, volume_id, "volumes:read"), svc)
 
 
 def delete(svc: Services, principal: Principal, volume_id: str) -> None:

@@ -141,6 +141,13 @@ class Host(Base):
     engine_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
     engine_message: Mapped[str | None] = mapped_column(Text)
     engine_outages: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Fencing: cells were moved off this host at `fence_revision` (it was DOWN); it is READY
+    # again only once its agent confirmed (`fenced_revision`) that it removed their containers.
+    fence_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    fenced_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The host revision at which a cell last left this host (moved, drained, failed over): an
+    # agent whose view is older gets a full view, so it removes what no longer belongs here.
+    departed_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
@@ -200,6 +207,13 @@ class Cell(Base):
     host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), index=True)
     # A host this cell must run on (a cluster node placed with its group's policies), or None.
     pinned_host_id: Mapped[str | None] = mapped_column(String(40))
+    # Scheduling: "spread" | "binpack" (None: spread), and (anti-)affinity terms with other cells
+    # ([{"selector": {k: v}, "anti": bool, "soft": bool}]).
+    placement: Mapped[str | None] = mapped_column(String(16))
+    affinity: Mapped[list[Any] | None] = mapped_column(JSON)
+    # Bumped each time the cell is assigned to a host anew (moved, failed over): a container of
+    # an older generation is stale and its agent removes it.
+    generation: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # Host revision at which this cell last changed for its host: agents fetch deltas by it.
     host_rev: Mapped[int] = mapped_column(Integer, default=0, index=True)
     container_id: Mapped[str | None] = mapped_column(String(128))

@@ -30,11 +30,13 @@ from pydantic import (
 
 __all__ = [
     "API_VERSION",
+    "VOLUME_SHA_HEADER",
     "Assignments",
     "CellAssignment",
     "CellReport",
     "EngineHealthReport",
     "EngineItem",
+    "FenceReport",
     "Heartbeat",
     "HostCapacity",
     "ImageRef",
@@ -56,6 +58,8 @@ __all__ = [
 ]
 
 API_VERSION: Final = "agent/v1"
+# The agent endpoint's volume archive (``/volumes/{name}/archive``): its sha256, hex.
+VOLUME_SHA_HEADER: Final = "X-Cellplane-SHA256"
 
 
 class _Model(BaseModel):
@@ -200,6 +204,9 @@ class CellAssignment(_Model):
     restarts: int = 0  # the server's count; the agent never goes below it
     restart_requested_at: str | None = None  # ISO 8601
     ended_at: str | None = None  # ISO 8601
+    # Bumped each time the cell is assigned to a host anew (moved, failed over): a container of
+    # the cell labelled with an older generation is stale, and the agent replaces it.
+    generation: int = 1
 
     @field_validator("network", mode="before")
     @classmethod
@@ -245,6 +252,14 @@ class CellReport(_Model):
     ended: bool = False
     removed: bool = False
     events: list[CellEventReport] = Field(default_factory=list)
+    generation: int | None = None  # the assignment's generation the report is about
+
+
+class FenceReport(_Model):
+    """The agent acted on the full view of revision `fenced`: no container of a cell that is
+    not assigned to this host (or of an older generation) is left on it."""
+
+    fenced: int
 
 
 class VolumeRemoved(_Model):
@@ -257,16 +272,21 @@ class EngineItem(_Model):
 
 def _item_kind(v: Any) -> str:
     if isinstance(v, dict):
+        if "fenced" in v:
+            return "fence"
         return "volume" if "volume_removed" in v else "engine" if "engine" in v else "cell"
     if isinstance(v, VolumeRemoved):
         return "volume"
+    if isinstance(v, FenceReport):
+        return "fence"
     return "engine" if isinstance(v, EngineItem) else "cell"
 
 
 ReportItem = Annotated[
     Annotated[CellReport, Tag("cell")]
     | Annotated[VolumeRemoved, Tag("volume")]
-    | Annotated[EngineItem, Tag("engine")],
+    | Annotated[EngineItem, Tag("engine")]
+    | Annotated[FenceReport, Tag("fence")],
     Discriminator(_item_kind),
 ]
 
@@ -278,7 +298,7 @@ class StatusReport(_Versioned):
 # --- reading --------------------------------------------------------------------------------
 
 M = TypeVar("M", bound=BaseModel)
-_TAGS = frozenset({"cell", "volume", "engine"})
+_TAGS = frozenset({"cell", "volume", "engine", "fence"})
 
 
 class ProtocolError(ValueError):
@@ -320,11 +340,13 @@ def parse(model: type[M], data: Any) -> M:
         raise ProtocolError(model.__name__, problems(e)) from None
 
 
-def report_item(data: Any) -> CellReport | VolumeRemoved | EngineItem:
+def report_item(data: Any) -> CellReport | VolumeRemoved | EngineItem | FenceReport:
     """One status report item (tests and in-process callers hand in dicts)."""
-    if isinstance(data, CellReport | VolumeRemoved | EngineItem):
+    if isinstance(data, CellReport | VolumeRemoved | EngineItem | FenceReport):
         return data
     kind = _item_kind(data)
+    if kind == "fence":
+        return parse(FenceReport, data)
     if kind == "volume":
         return parse(VolumeRemoved, data)
     if kind == "engine":

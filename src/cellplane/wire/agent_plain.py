@@ -24,12 +24,14 @@ from typing import Any, ClassVar, Final, TypeVar, Union, get_args, get_origin
 __all__ = [
     "API_VERSION",
     "MODELS",
+    "VOLUME_SHA_HEADER",
     "Assignments",
     "CellAssignment",
     "CellEventReport",
     "CellReport",
     "EngineHealthReport",
     "EngineItem",
+    "FenceReport",
     "Heartbeat",
     "HostCapacity",
     "ImageRef",
@@ -50,6 +52,8 @@ __all__ = [
 ]
 
 API_VERSION: Final = "agent/v1"
+# The agent endpoint's volume archive (``/volumes/{name}/archive``): its sha256, hex.
+VOLUME_SHA_HEADER: Final = "X-Cellplane-SHA256"
 
 
 class ProtocolError(ValueError):
@@ -206,6 +210,7 @@ class CellAssignment:
     restarts: int = 0
     restart_requested_at: str | None = None
     ended_at: str | None = None
+    generation: int = 1
 
     @staticmethod
     def _network(v: Any) -> Any:
@@ -251,6 +256,12 @@ class CellReport:
     ended: bool = False
     removed: bool = False
     events: list[CellEventReport] = field(default_factory=list)
+    generation: int | None = None
+
+
+@dataclass(frozen=True)
+class FenceReport:
+    fenced: int
 
 
 @dataclass(frozen=True)
@@ -266,7 +277,7 @@ class EngineItem:
 @dataclass(frozen=True)
 class StatusReport:
     api_version: str | None = None
-    cells: list[CellReport | VolumeRemoved | EngineItem] = field(default_factory=list)
+    cells: list[CellReport | VolumeRemoved | EngineItem | FenceReport] = field(default_factory=list)
 
     _after: ClassVar[dict[str, Any]] = {"api_version": _version}
 
@@ -292,6 +303,7 @@ MODELS: Final[dict[str, type[Any]]] = {
         CellReport,
         VolumeRemoved,
         EngineItem,
+        FenceReport,
         StatusReport,
     )
 }
@@ -303,9 +315,13 @@ M = TypeVar("M")
 
 def _item_kind(v: Any) -> str:
     if isinstance(v, Mapping):
+        if "fenced" in v:
+            return "fence"
         return "volume" if "volume_removed" in v else "engine" if "engine" in v else "cell"
     if isinstance(v, VolumeRemoved):
         return "volume"
+    if isinstance(v, FenceReport):
+        return "fence"
     return "engine" if isinstance(v, EngineItem) else "cell"
 
 
@@ -313,6 +329,7 @@ _ITEMS: Final[dict[str, type[Any]]] = {
     "cell": CellReport,
     "volume": VolumeRemoved,
     "engine": EngineItem,
+    "fence": FenceReport,
 }
 
 
@@ -395,7 +412,7 @@ def _make_converter(tp: Any) -> _Convert:
         args = get_args(tp)
         nullable = type(None) in args
         rest = [a for a in args if a is not type(None)]
-        if tuple(rest) == (CellReport, VolumeRemoved, EngineItem):  # a report item: by its shape
+        if set(rest) == set(_ITEMS.values()):  # a report item: by its shape
             items = {kind: _converter(cls) for kind, cls in _ITEMS.items()}
 
             def item(value: Any, path: _Path) -> Any:
@@ -506,11 +523,13 @@ def parse(model: type[M], data: Any) -> M:
         raise ProtocolError(model.__name__, problems) from None
 
 
-def report_item(data: Any) -> CellReport | VolumeRemoved | EngineItem:
+def report_item(data: Any) -> CellReport | VolumeRemoved | EngineItem | FenceReport:
     """One status report item, by its shape."""
-    if isinstance(data, CellReport | VolumeRemoved | EngineItem):
+    if isinstance(data, CellReport | VolumeRemoved | EngineItem | FenceReport):
         return data
-    result: CellReport | VolumeRemoved | EngineItem = parse(_ITEMS[_item_kind(data)], data)
+    result: CellReport | VolumeRemoved | EngineItem | FenceReport = parse(
+        _ITEMS[_item_kind(data)], data
+    )
     return result
 
 

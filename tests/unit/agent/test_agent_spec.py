@@ -48,6 +48,7 @@ def test_archive_image_spec() -> None:
     assert spec.labels == {
         "app": "web",
         "cellplane.cell": "cel-1",
+        "cellplane.generation": "1",
         "cellplane.host": "hst-1",
         "cellplane.project": "prj-1",
     }
@@ -59,12 +60,14 @@ def test_user_labels_cannot_override_cellplane_labels() -> None:
         "cellplane.host": "hst-other",
         "cellplane.project": "prj-other",
         "cellplane.anything": "x",
+        "cellplane.generation": "99",
         "tier": "front",
     }
     spec = container_spec(assignment(labels=labels), "hst-1", "sha256:abc")
     assert spec.labels == {
         "tier": "front",
         "cellplane.cell": "cel-1",
+        "cellplane.generation": "1",
         "cellplane.host": "hst-1",
         "cellplane.project": "prj-1",
     }

@@ -65,7 +65,14 @@ def make_services(tmp: Path, template: Template) -> Services:
         src = Path(f"{template.path}{suffix}")
         if src.exists():
             shutil.copyfile(src, f"{db_path}{suffix}")
-    return Services(db=Database(f"sqlite:///{db_path}"), data_dir=tmp / "data")
+    # No agent heartbeats here: hosts registered by a test must not go SUSPECT or DOWN while a
+    # slow test runs (the defaults are 6 s and 10 s); tests that need it age the heartbeat.
+    return Services(
+        db=Database(f"sqlite:///{db_path}"),
+        data_dir=tmp / "data",
+        heartbeat_suspect_s=600.0,
+        heartbeat_down_s=1200.0,
+    )
 
 
 @dataclass

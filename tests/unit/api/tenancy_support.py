@@ -27,7 +27,7 @@ from cellplane.identity.signing import ACCESS_TOKEN_AUDIENCE
 from cellplane.ids import new_id, utcnow
 from cellplane.state.cluster_models import Cluster
 from cellplane.state.identity_models import User
-from cellplane.state.models import Project, Task, Tenant
+from cellplane.state.models import Host, Project, Task, Tenant
 
 ROLES = ("system-admin", "tenant-admin", "project-member", "project-viewer", "outsider")
 LDAP = {
@@ -141,6 +141,9 @@ class Worlds:
         """(Re)create every per-tenant resource a route may name, where it is missing."""
         admin = admin or (self.plat.admin if w is self.a else w.tokens["tenant-admin"])
         c = self.plat.client
+        with self.plat.svc.db.session() as s:  # a drain leaves its host in maintenance
+            for h in s.scalars(select(Host).where(Host.maintenance.is_(True))):
+                h.maintenance = False
 
         def exists(path: str) -> bool:
             return bool(c.get(path, headers=admin).status_code == 200)
@@ -283,6 +286,7 @@ BODIES: dict[str, Callable[[TenantWorld], Any]] = {
     },
     "POST /v1/cells/{cell_id}/stop": lambda w: {"timeout": 1},
     "POST /v1/cells/{cell_id}/restart": lambda w: {"timeout": 1},
+    "POST /v1/cells/{cell_id}/move": lambda w: {"host": "host-1"},
     "POST /v1/cells/{cell_id}/exec": lambda w: {"command": ["true"]},
     "POST /v1/projects/{project}/volumes": lambda w: {"name": "v" + _n(), "size_gb": 1},
     "POST /v1/projects/{project}/docker-endpoints": lambda w: {},

@@ -93,9 +93,30 @@ def test_run_exits_1_when_the_task_fails(cli: Invoke) -> None:
     assert "Error" in result.stderr
 
 
+def test_run_sends_placement_and_affinity_terms(cli: Invoke, fake: FakeApi) -> None:
+    _run_web(
+        cli,
+        "--placement", "binpack",
+        "--affinity", "app=db",
+        "--anti-affinity", "app=web,tier=front",
+        "--soft",
+    )  # fmt: skip
+    post = fake.requests_to("POST", "/v1/projects/default/cells")[0]
+    body = json.loads(fake.bodies[fake.requests.index(post)])
+    assert body["placement"] == "binpack"
+    assert body["affinity"] == [
+        {"selector": {"app": "db"}, "anti": False, "soft": True},
+        {"selector": {"app": "web", "tier": "front"}, "anti": True, "soft": True},
+    ]
+
+
 @pytest.mark.parametrize(
     "args",
     [
+        ["--placement", "pack"],
+        ["--affinity", "app"],
+        ["--anti-affinity", "=web"],
+        ["--soft"],
         ["--flavor", "SMALL", "--cpu", "1"],
         ["-p", "80"],
         ["-v", "data:relative"],
@@ -308,3 +329,26 @@ def test_version_and_help() -> None:
     assert runner.invoke(app, ["--version"]).stdout.startswith("cellplane ")
     assert runner.invoke(app, ["cell", "run", "--help"]).exit_code == 0
     assert runner.invoke(app, ["cell", "bogus"]).exit_code == 2
+
+
+def test_cell_move_sends_the_host_and_shows_the_cell(cli: Invoke, fake: FakeApi) -> None:
+    _run_web(cli)
+    cid = _cell_id(fake, "web")
+    result = cli("cell", "move", "web", "--to", "node-b")
+    assert result.exit_code == 0, result.output
+    post = fake.requests_to("POST", f"/v1/cells/{cid}/move")[0]
+    assert json.loads(fake.bodies[fake.requests.index(post)]) == {"host": "node-b"}
+    assert "cell web" in result.stdout
+    missing = cli("cell", "move", "web", "--to", "node-z")
+    assert missing.exit_code == 1 and "host 'node-z' does not exist" in missing.stderr
+
+
+def test_host_drain_follows_the_task_and_reports(cli: Invoke, fake: FakeApi) -> None:
+    result = cli("host", "drain", "node-a")
+    assert result.exit_code == 0, result.output
+    assert fake.requests_to("POST", "/v1/hosts/hst-1/drain")
+    assert "host node-a drained" in result.stdout
+    assert fake.hosts["hst-1"]["state"] == "MAINTENANCE"
+    detached = cli("host", "drain", "node-b", "-d", "-o", "json")
+    assert detached.exit_code == 0, detached.output
+    assert json.loads(detached.stdout)["kind"] == "DRAIN_HOST"

@@ -160,6 +160,7 @@ class FakeApi:
             ("GET", r"/v1/hosts", self.list_of(lambda r: list(self.hosts.values()))),
             ("GET", r"/v1/hosts/([^/]+)", self.get_from(self.hosts, "host")),
             ("POST", r"/v1/hosts/([^/]+)/maintenance", self.maintenance),
+            ("POST", r"/v1/hosts/([^/]+)/drain", self.drain),
             ("GET", r"/v1/flavors", self.list_of(lambda r: list(self.flavors.values()))),
             ("GET", r"/v1/images", self.list_of(lambda r: list(self.images.values()))),
             ("POST", r"/v1/images", self.upload_image),
@@ -171,6 +172,7 @@ class FakeApi:
             ("GET", r"/v1/cells/([^/]+)", self.get_from(self.cells, "cell")),
             ("DELETE", r"/v1/cells/([^/]+)", self.delete_cell),
             ("POST", r"/v1/cells/([^/]+)/(start|stop|restart)", self.cell_action),
+            ("POST", r"/v1/cells/([^/]+)/move", self.cell_move),
             ("GET", r"/v1/cells/([^/]+)/logs", self.cell_logs),
             ("POST", r"/v1/cells/([^/]+)/exec", self.cell_exec),
             ("POST", r"/v1/projects/([^/]+)/volumes", self.create_volume),
@@ -396,6 +398,23 @@ class FakeApi:
         self.cells[cell_id]["state"] = "STOPPED" if action == "stop" else "RUNNING"
         entity = {"kind": "cell", "id": cell_id}
         return self.accepted(self.make_task(f"{action.upper()}_CELL", entity, steps[action]))
+
+    def cell_move(self, request: httpx.Request, body: bytes, cell_id: str) -> httpx.Response:
+        if cell_id not in self.cells:
+            return problem(404, "not-found", "Not found", f"cell {cell_id} does not exist")
+        target = json.loads(body)["host"]
+        if target not in self.hosts and target not in {h["name"] for h in self.hosts.values()}:
+            return problem(404, "not-found", "Not found", f"host {target!r} does not exist")
+        entity = {"kind": "cell", "id": cell_id}
+        return self.accepted(self.make_task("MOVE_CELL", entity, _CELL_STEPS))
+
+    def drain(self, request: httpx.Request, body: bytes, host_id: str) -> httpx.Response:
+        if host_id not in self.hosts:
+            return problem(404, "not-found", "Not found", f"host {host_id} does not exist")
+        self.hosts[host_id]["state"] = "MAINTENANCE"
+        cells = [c["name"] for c in self.cells.values() if c.get("host") == host_id]
+        steps = ["MAINTENANCE", *(f"MOVE {n}" for n in cells)]
+        return self.accepted(self.make_task("DRAIN_HOST", {"kind": "host", "id": host_id}, steps))
 
     def delete_cell(self, request: httpx.Request, body: bytes, cell_id: str) -> httpx.Response:
         if cell_id not in self.cells:

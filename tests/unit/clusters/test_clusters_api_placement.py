@@ -1,4 +1,5 @@
-"""Cluster placement through the API: policies that cannot hold on one host are reported."""
+"""Cluster placement through the API: policies that cannot hold on one host are reported; with
+several hosts they are honoured, or the cluster is refused naming the policy."""
 
 from __future__ import annotations
 
@@ -36,6 +37,27 @@ def test_instance_per_host_on_one_host_is_placed_and_reported(plat: Platform) ->
         c = s.scalar(select(Cluster).where(Cluster.name == "iph"))
         assert c is not None
         assert c.placement["hosts"] == {f"iph-w-{i}": plat.host_id for i in range(3)}
+
+
+def test_with_several_hosts_instance_per_host_is_honoured_or_the_cluster_refused(
+    plat: Platform,
+) -> None:
+    plat.register_host("host-2")
+    body = {
+        "name": "iph",
+        "spec": {"nodeGroups": [group("w", 3, placementPolicies={"instancePerHost": 1})]},
+    }
+    r = plat.client.post("/v1/projects/default/clusters", json=body, headers=plat.admin)
+    assert r.status_code == 409, r.text
+    assert "instancePerHost 1 for group iph/w: 2 hosts hold members" in r.text
+    body["spec"]["nodeGroups"] = [group("w", 2, placementPolicies={"instancePerHost": 1})]
+    r = plat.client.post("/v1/projects/default/clusters", json=body, headers=plat.admin)
+    assert r.status_code == 202, r.text
+    with plat.svc.db.reader() as s:
+        c = s.scalar(select(Cluster).where(Cluster.name == "iph"))
+        assert c is not None
+        assert len(set(c.placement["hosts"].values())) == 2
+        assert c.placement.get("notes", []) == []
 
 
 def test_without_policies_there_is_nothing_to_report(plat: Platform) -> None:

@@ -97,3 +97,16 @@ def test_resources_are_never_relaxed() -> None:
 def test_no_policies_no_notes() -> None:
     out = place_nodes([host(0)], group("plain", 4))
     assert not out.notes and len(out.hosts) == 4
+
+
+def test_without_relaxing_a_policy_that_cannot_hold_leaves_nodes_unplaced_naming_it() -> None:
+    out = place_nodes([host(0), host(1)], group("zk", 3, max_per_host=1), relax=False)
+    assert len(out.hosts) == 2 and set(out.hosts.values()) == {"h0", "h1"} and not out.notes
+    (u,) = out.unplaced
+    assert u.reason == "instancePerHost 1 for group c/zk: 2 hosts hold members"
+    racks = place_nodes(
+        [host(0, "rack1"), host(1, "rack2")],
+        group("w", 1, zones=frozenset({"rack3"})),
+        relax=False,
+    )
+    assert racks.unplaced[0].reason == "no host in zones {rack3}"

@@ -19,11 +19,15 @@ def hosts_of(plan: Plan) -> list[str]:
 
 def test_public_names() -> None:
     assert sorted(scheduler.__all__) == [
+        "Affinity",
+        "BINPACK",
         "HostSnapshot",
+        "POLICIES",
         "Placement",
         "PlacementRequest",
         "Plan",
         "Resources",
+        "SPREAD",
         "Unplaced",
         "explain",
         "place",

@@ -127,6 +127,8 @@ class TaskStep(View):
     started_at: Time | None
     finished_at: Time | None
     error: str | None
+    message: str | None = None
+    cell: str | None = Field(default=None, description="A drain's step: the cell it moves.")
 
 
 class Task(View):
@@ -162,6 +164,12 @@ class CellRestart(View):
     max_retries: int | None
 
 
+class CellAffinity(View):
+    selector: dict[str, str]
+    anti: bool
+    soft: bool
+
+
 class CellEvent(View):
     at: Time | None
     type: str
@@ -191,6 +199,9 @@ class Cell(View):
     volumes: list[CellMount]
     restart: CellRestart
     stop_timeout: float | None
+    placement: str = Field(description="spread (the default) or binpack.")
+    affinity: list[CellAffinity]
+    generation: int = Field(description="Bumped each time the cell is assigned to a host anew.")
     desired_state: str
     state: str
     message: str | None
@@ -245,6 +256,8 @@ class Volume(View):
     state: str
     attached_to: list[str] = Field(description="Ids of the cells it is attached to.")
     attached_names: list[str] = Field(description="Their names, in the same order.")
+    available: bool = Field(description="False while its host is DOWN.")
+    unavailable_reason: str | None
     created_at: Time | None
 
 
