@@ -1,0 +1,148 @@
+"""What the portal's pages show and change: calls into `services/`, with the caller's Principal.
+
+The portal calls the services directly, as `api/` does, rather than the REST API through the SDK:
+both run in the server process, so a page costs no HTTP round trip to itself, no JSON encoding
+and decoding of every row, and no second authentication; the RBAC checks that live in the
+services apply unchanged. The permission each REST route declares (`require(...)` in api/) is
+checked here the same way, with `needs`, before a service that does not check it itself.
+Every function is synchronous (database work): the routes run them in the thread pool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cellplane.errors import Forbidden
+from cellplane.services import cells, hosts, images, projects, quotas, tasks
+from cellplane.services.context import Principal, Services
+from cellplane.services.idempotency import Outcome, body_hash
+from cellplane.services.idempotency import run as run_once
+from cellplane.services.schemas import CellCreate
+
+__all__ = [
+    "RESOURCES",
+    "cell",
+    "cell_page",
+    "create_cell",
+    "dashboard",
+    "host_list",
+    "needs",
+    "project_names",
+    "quota",
+    "set_maintenance",
+    "set_quota",
+    "wizard_choices",
+]
+
+#: Quota resources, in the order the bars show them: (key, label, unit).
+RESOURCES: tuple[tuple[str, str, str], ...] = (
+    ("cpu", "CPU", "cores"),
+    ("memory_mb", "Memory", "MB"),
+    ("disk_gb", "Disk", "GB"),
+    ("cells", "Cells", ""),
+    ("volumes_gb", "Volumes", "GB"),
+)
+PAGE = 100
+
+
+def needs(p: Principal, permission: str) -> None:
+    """The route check of api/deps.require: Forbidden without the permission anywhere."""
+    if not p.can(permission):
+        raise Forbidden(f"this needs the {permission!r} permission")
+
+
+def project_names(svc: Services, p: Principal) -> list[str]:
+    if not p.can("projects:read"):
+        return []
+    return [str(item["name"]) for item in projects.list_projects(svc, p)["items"]]
+
+
+def bars(view: dict[str, Any]) -> list[dict[str, Any]]:
+    """Quota bars of a quota view: used, limit (None: none) and percent (0-100, None)."""
+    out = []
+    for key, label, unit in RESOURCES:
+        used = view["usage"].get(key, 0) or 0
+        limit = view["limits"].get(key)
+        pct = None
+        if limit:
+            pct = max(0, min(100, round(100 * used / limit)))
+        elif limit == 0:
+            pct = 100 if used else 0
+        out.append(
+            {"key": key, "label": label, "unit": unit, "used": used, "limit": limit, "pct": pct}
+        )
+    return out
+
+
+def quota(svc: Services, p: Principal, project: str) -> dict[str, Any]:
+    needs(p, "quotas:read")
+    view = quotas.get_quota(svc, p, project=project)
+    return {"view": view, "bars": bars(view)}
+
+
+def dashboard(svc: Services, p: Principal, project: str) -> dict[str, Any]:
+    needs(p, "quotas:read")
+    needs(p, "tasks:read")
+    view = quotas.get_quota(svc, p, project=project)
+    recent = tasks.list_tasks(svc, p, project, 10)["items"]
+    return {"bars": bars(view), "tasks": recent}
+
+
+def cell_page(
+    svc: Services,
+    p: Principal,
+    project: str,
+    *,
+    state: str | None,
+    name: str | None,
+    cursor: str | None,
+) -> dict[str, Any]:
+    needs(p, "cells:read")
+    return cells.list_cells(
+        svc, p, project, labels={}, name=name, state=state, limit=PAGE, cursor=cursor
+    )
+
+
+def cell(svc: Services, p: Principal, cell_id: str) -> dict[str, Any]:
+    needs(p, "cells:read")
+    return cells.get(svc, p, cell_id)
+
+
+def wizard_choices(svc: Services, p: Principal) -> dict[str, Any]:
+    flavors = images.list_flavors(svc) if p.can("flavors:read") else []
+    imgs = images.list_images(svc) if p.can("images:read") else []
+    refs = sorted({ref for i in imgs for ref in (i.get("refs") or [i["name"]])})
+    return {"flavors": flavors, "images": refs}
+
+
+def create_cell(
+    svc: Services, p: Principal, project: str, body: CellCreate, key: str
+) -> dict[str, Any]:
+    """Create the cell once per wizard form (`key`, a random idempotency key in the form): a
+    second submit of the same form answers the first task instead of a second cell."""
+    needs(p, "cells:write")
+    path = f"/v1/projects/{project}/cells"
+    fingerprint = body_hash("POST", path, body.model_dump_json().encode())
+
+    def go(s: Any) -> Outcome:
+        return cells.create(svc, s, p, project, body)
+
+    out = run_once(svc, p, f"portal:{key}", fingerprint, "POST", path, go)
+    return dict(out.body or {})
+
+
+def host_list(svc: Services, p: Principal) -> list[dict[str, Any]]:
+    needs(p, "hosts:read")
+    return hosts.list_hosts(svc)
+
+
+def set_maintenance(svc: Services, p: Principal, host_id: str, enabled: bool) -> dict[str, Any]:
+    needs(p, "hosts:write")
+    return hosts.set_maintenance(svc, host_id, enabled)
+
+
+def set_quota(
+    svc: Services, p: Principal, project: str, limits: quotas.QuotaLimits
+) -> dict[str, Any]:
+    needs(p, "quotas:write")
+    return quotas.set_quota(svc, p, limits, project=project)

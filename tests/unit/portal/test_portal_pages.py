@@ -1,0 +1,111 @@
+"""The portal's pages against the in-process server: the wizard (API errors at the field), the
+cells list, the quota form, the hosts' maintenance toggle, and what a viewer sees and may do."""
+
+from __future__ import annotations
+
+import re
+
+from cellplane_platform_support import Platform
+from portal_support import add_user, csrf_of, mount, sign_in
+
+
+def _wizard(client: object, page_csrf: str, **fields: str) -> object:
+    form = {"csrf": page_csrf, "key": "k" * 16, "restart": "never", **fields}
+    return client.post("/portal/projects/default/cells/new", data=form)  # type: ignore[attr-defined]
+
+
+def _error_of(page: str, field: str) -> str:
+    m = re.search(rf'<p class="error" id="{field}-error" role="alert">([^<]*)</p>', page)
+    return m.group(1) if m else ""
+
+
+def test_the_wizard_shows_the_services_error_at_the_image_field(plat: Platform) -> None:
+    client = mount(plat)
+    add_user(plat, "dev", "project-member")
+    page = sign_in(client, "dev")
+    r = _wizard(client, csrf_of(page), name="web", image="no-such-image", cpu="0.1", memory_mb="32")
+    assert r.status_code == 422  # type: ignore[attr-defined]
+    text = r.text  # type: ignore[attr-defined]
+    assert "does not exist" in _error_of(text, "image")
+    assert _error_of(text, "name") == ""
+    assert 'id="image" name="image" type="text" value="no-such-image"' in text  # kept
+    assert plat.cell_count() == 0
+
+
+def test_the_wizard_shows_form_errors_at_their_fields(plat: Platform) -> None:
+    client = mount(plat)
+    add_user(plat, "dev", "project-member")
+    page = sign_in(client, "dev")
+    r = _wizard(client, csrf_of(page), name="Bad_Name", image="busybox", cpu="lots", ports="80:x")
+    text = r.text  # type: ignore[attr-defined]
+    assert r.status_code == 422  # type: ignore[attr-defined]
+    assert _error_of(text, "cpu") == "must be a number"
+    assert "is not [host:]container" in _error_of(text, "ports")
+    assert plat.cell_count() == 0
+
+
+def test_the_wizard_creates_the_cell_once_per_form(plat: Platform) -> None:
+    client = mount(plat)
+    add_user(plat, "dev", "project-member")
+    page = sign_in(client, "dev")
+    csrf = csrf_of(page)
+    first = _wizard(client, csrf, name="web-1", image="host", cpu="0.1", memory_mb="32", env="A=1")
+    assert first.status_code == 303, first.text  # type: ignore[attr-defined]
+    again = _wizard(client, csrf, name="web-1", image="host", cpu="0.1", memory_mb="32", env="A=1")
+    assert again.status_code == 303  # type: ignore[attr-defined]
+    assert first.headers["location"] == again.headers["location"]  # type: ignore[attr-defined]
+    assert plat.cell_count() == 1
+    detail = client.get(first.headers["location"])  # type: ignore[attr-defined]
+    assert detail.status_code == 200 and "Cell web-1" in detail.text
+    listing = client.get("/portal/projects/default/cells?state=PENDING").text
+    assert "web-1" in listing
+
+
+def test_a_viewer_sees_no_buttons_and_cannot_change_anything(plat: Platform) -> None:
+    client = mount(plat)
+    add_user(plat, "vic", "project-viewer")
+    page = sign_in(client, "vic")
+    csrf = csrf_of(page)
+    cells = client.get("/portal/projects/default/cells").text
+    assert "New cell" not in cells
+    quota = client.get("/portal/projects/default/quota").text
+    assert "Save quota" not in quota and '<form method="post" action="/portal/projects' not in quota
+    assert client.get("/portal/hosts").status_code == 403
+    assert client.get("/portal/projects/default/cells/new").status_code == 403
+    r = _wizard(client, csrf, name="web", image="busybox", cpu="0.1", memory_mb="32")
+    assert r.status_code == 403  # type: ignore[attr-defined]
+    r = client.post("/portal/projects/default/quota", data={"csrf": csrf, "cells": "1"})
+    assert r.status_code == 403
+    r = client.post(
+        f"/portal/hosts/{plat.host_id}/maintenance", data={"csrf": csrf, "enabled": "true"}
+    )
+    assert r.status_code == 403
+    assert plat.cell_count() == 0
+
+
+def test_an_operator_sets_a_quota_and_toggles_maintenance(plat: Platform) -> None:
+    client = mount(plat)
+    add_user(plat, "ops", "system-admin")
+    page = sign_in(client, "ops")
+    csrf = csrf_of(page)
+    r = client.post(
+        "/portal/projects/default/quota",
+        data={"csrf": csrf, "cpu": "4", "memory_mb": "8192", "cells": "-1"},
+    )
+    assert r.status_code == 422 and "greater than or equal to 0" in _error_of(r.text, "cells")
+    r = client.post(
+        "/portal/projects/default/quota",
+        data={"csrf": csrf, "cpu": "4", "memory_mb": "8192", "cells": "20"},
+    )
+    assert r.status_code == 303
+    limits = plat.client.get("/v1/projects/default/quota", headers=plat.admin).json()["limits"]
+    assert limits["cpu"] == 4 and limits["memory_mb"] == 8192 and limits["cells"] == 20
+    hosts = client.get("/portal/hosts").text
+    assert "Start maintenance of host-1" in hosts
+    r = client.post(
+        f"/portal/hosts/{plat.host_id}/maintenance", data={"csrf": csrf, "enabled": "true"}
+    )
+    assert r.status_code == 303
+    host = plat.client.get(f"/v1/hosts/{plat.host_id}", headers=plat.admin).json()
+    assert host["maintenance"] is True
+    assert "End maintenance of host-1" in client.get("/portal/hosts").text
