@@ -38,14 +38,15 @@ COOKIE = "cp_portal"
 #: Refresh the access token when it has less than this left.
 _REFRESH_MARGIN_S = 30.0
 
-#: Every page: not cached, not framed, scripts and styles from the portal only, no referrer.
+#: Every page: not cached, not framed, scripts and styles from the portal only, no referrer
+#: to other sites.
 HEADERS: dict[str, str] = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self' "
     "'unsafe-inline'; img-src 'self' data:; connect-src 'self'; form-action 'self' "
     "{issuer}; frame-ancestors 'none'; base-uri 'none'",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # "no-referrer" makes browsers send `Origin: null`
     "X-Content-Type-Options": "nosniff",
 }
 
@@ -214,7 +215,8 @@ def check_csrf(request: Request, s: PortalSession, form: Any) -> None:
     """A change needs the session's CSRF token, in the form (`csrf`) or the `X-CSRF-Token`
     header (htmx), and no foreign Origin."""
     origin = request.headers.get("origin")
-    if origin and origin.rstrip("/") != portal_of(request).base(request):
+    own = {portal_of(request).base(request), str(request.base_url).rstrip("/")}
+    if origin and origin.rstrip("/") not in own:
         raise Forbidden("this form was sent from another site")
     presented = request.headers.get("x-csrf-token") or form.get("csrf")
     if not s.csrf_ok(presented):
