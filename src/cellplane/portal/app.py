@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from cellplane.errors import CellplaneError
-from cellplane.portal import auth, ops, pages, streams
+from cellplane.portal import auth, clusters, ops, pages, streams
 from cellplane.portal.web import Portal, SignIn, error_page, session_of, sign_in_redirect
 
 __all__ = ["create_portal", "install"]
@@ -69,8 +69,13 @@ def create_portal(parent: object) -> Starlette:
         Route("/projects/{project}/quota", g(ops.quota_page)),
         Route("/projects/{project}/quota", g(ops.quota_post), methods=["POST"]),
         Route("/cells/{cell_id}", g(pages.cell_detail)),
+        Route("/cells/{cell_id}/action", g(pages.cell_action), methods=["POST"]),
         Route("/cells/{cell_id}/events", g(streams.cell_events)),
         Route("/cells/{cell_id}/logs", g(streams.cell_logs)),
+        Route("/projects/{project}/clusters", g(clusters.clusters_page)),
+        Route("/projects/{project}/clusters", g(clusters.clusters_post), methods=["POST"]),
+        Route("/clusters/{cluster_id}", g(clusters.cluster_detail)),
+        Route("/clusters/{cluster_id}/events", g(clusters.cluster_events)),
         Route("/hosts", g(ops.hosts_page)),
         Route("/hosts/{host_id}/maintenance", g(ops.maintenance_post), methods=["POST"]),
         Mount("/static", app=_Static(directory=_STATIC), name="static"),

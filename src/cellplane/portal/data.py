@@ -12,8 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from cellplane.errors import Forbidden
-from cellplane.services import cells, hosts, images, projects, quotas, tasks
+from cellplane.errors import Forbidden, ValidationFailed
+from cellplane.services import (
+    cells,
+    cluster_views,
+    clusters,
+    hosts,
+    images,
+    projects,
+    quotas,
+    tasks,
+)
 from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import Outcome, body_hash
 from cellplane.services.idempotency import run as run_once
@@ -22,9 +31,14 @@ from cellplane.services.schemas import CellCreate
 __all__ = [
     "RESOURCES",
     "cell",
+    "cell_action",
     "cell_page",
+    "cluster",
+    "cluster_list",
     "create_cell",
+    "create_cluster",
     "dashboard",
+    "distros",
     "host_list",
     "needs",
     "project_names",
@@ -129,6 +143,58 @@ def create_cell(
 
     out = run_once(svc, p, f"portal:{key}", fingerprint, "POST", path, go)
     return dict(out.body or {})
+
+
+CELL_ACTIONS = ("start", "stop", "restart", "delete")
+
+
+def cell_action(svc: Services, p: Principal, cell_id: str, action: str) -> dict[str, Any]:
+    """Start, stop, restart or delete a cell (the services check the project role)."""
+    needs(p, "cells:write")
+    if action not in CELL_ACTIONS:
+        raise ValidationFailed.field("action", f"must be one of {', '.join(CELL_ACTIONS)}")
+    with svc.db.session() as s:
+        if action == "start":
+            out = cells.start(svc, s, p, cell_id)
+        elif action == "stop":
+            out = cells.stop(svc, s, p, cell_id, None)
+        elif action == "restart":
+            out = cells.restart(svc, s, p, cell_id, None)
+        else:
+            out = cells.delete(svc, s, p, cell_id)
+    svc.notifier.publish(*out.topics)
+    return dict(out.body or {})
+
+
+def distros(p: Principal) -> list[dict[str, Any]]:
+    """The catalog's distros with whether each can be deployed here and, if not, why."""
+    needs(p, "cells:read")
+    return cluster_views.catalog_distros()
+
+
+def cluster_list(svc: Services, p: Principal, project: str) -> list[dict[str, Any]]:
+    needs(p, "cells:read")
+    items: list[dict[str, Any]] = cluster_views.list_clusters(svc, p, project)["items"]
+    return items
+
+
+def cluster(svc: Services, p: Principal, cluster_id: str) -> dict[str, Any]:
+    needs(p, "cells:read")
+    return cluster_views.get(svc, p, cluster_id)
+
+
+def create_cluster(
+    svc: Services, p: Principal, project: str, body: clusters.ClusterCreate, key: str
+) -> dict[str, Any]:
+    """Create a cluster once per form (`key`), as `create_cell`."""
+    needs(p, "cells:write")
+    path = f"/v1/projects/{project}/clusters"
+    fingerprint = body_hash("POST", path, body.model_dump_json().encode())
+
+    def go(s: Any) -> Outcome:
+        return clusters.create(svc, s, p, project, body)
+
+    return dict(run_once(svc, p, f"portal:{key}", fingerprint, "POST", path, go).body or {})
 
 
 def host_list(svc: Services, p: Principal) -> list[dict[str, Any]]:

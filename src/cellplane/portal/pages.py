@@ -15,7 +15,16 @@ from cellplane.portal import data, forms
 from cellplane.portal.web import Caller, caller, check_csrf, page, portal_of, redirect, work
 from cellplane.services.context import Principal, Services
 
-__all__ = ["cell_detail", "cell_new", "cell_new_post", "cells_list", "dashboard", "home", "layout"]
+__all__ = [
+    "cell_action",
+    "cell_detail",
+    "cell_new",
+    "cell_new_post",
+    "cells_list",
+    "dashboard",
+    "home",
+    "layout",
+]
 
 CELL_STATES = (
     "PENDING", "SCHEDULED", "CREATING", "STARTING", "RUNNING", "STOPPING", "STOPPED", "EXITED",
@@ -147,6 +156,21 @@ async def cell_detail(request: Request) -> Response:
         {**layout(c, projects, view["project"], "cells"), "title": view["name"], "cell": view},
         session=c.session,
     )
+
+
+async def cell_action(request: Request) -> Response:
+    """Start, stop, restart or delete from the cell's page; back to it (or to the list)."""
+    c = await caller(request)
+    svc = portal_of(request).svc
+    cell_id = request.path_params["cell_id"]
+    form = await request.form()
+    check_csrf(request, c.session, form)
+    action = str(form.get("action", ""))
+    view = await work(data.cell, svc, c.principal, cell_id)
+    await work(data.cell_action, svc, c.principal, cell_id, action)
+    if action == "delete":
+        return redirect(f"/portal/projects/{quote(view['project'])}/cells")
+    return redirect(f"/portal/cells/{quote(cell_id)}")
 
 
 def _wizard(

@@ -109,3 +109,56 @@ def test_an_operator_sets_a_quota_and_toggles_maintenance(plat: Platform) -> Non
     host = plat.client.get(f"/v1/hosts/{plat.host_id}", headers=plat.admin).json()
     assert host["maintenance"] is True
     assert "End maintenance of host-1" in client.get("/portal/hosts").text
+
+
+def test_a_member_stops_a_cell_from_its_page_and_a_viewer_cannot(plat: Platform) -> None:
+    client = mount(plat)
+    add_user(plat, "dev", "project-member")
+    add_user(plat, "vic", "project-viewer")
+    r = plat.create_cell("job", cpu=0.1, memory_mb=32)
+    assert r.status_code == 202, r.text
+    cell_id = plat.cell_id("job")
+    page = sign_in(client, "vic")
+    detail = client.get(f"/portal/cells/{cell_id}").text
+    assert "Stop</button>" not in detail and "Delete</button>" not in detail
+    r = client.post(
+        f"/portal/cells/{cell_id}/action", data={"csrf": csrf_of(page), "action": "stop"}
+    )
+    assert r.status_code == 403
+    assert plat.cell(cell_id)["desired_state"] == "RUNNING"
+    client.cookies.clear()
+    page = sign_in(client, "dev")
+    detail = client.get(f"/portal/cells/{cell_id}").text
+    assert "Stop</button>" in detail
+    r = client.post(
+        f"/portal/cells/{cell_id}/action", data={"csrf": csrf_of(page), "action": "stop"}
+    )
+    assert r.status_code == 303 and r.headers["location"] == f"/portal/cells/{cell_id}"
+    assert plat.cell(cell_id)["desired_state"] == "STOPPED"
+    r = client.post(
+        f"/portal/cells/{cell_id}/action", data={"csrf": csrf_of(page), "action": "explode"}
+    )
+    assert r.status_code == 422 and "must be one of" in r.text
+
+
+def test_clusters_page_lists_distros_and_creates_a_cluster_with_its_nodes(plat: Platform) -> None:
+    client = mount(plat)
+    add_user(plat, "dev", "project-member")
+    page = sign_in(client, "dev")
+    listing = client.get("/portal/projects/default/clusters")
+    assert listing.status_code == 200 and "The catalog's distros" in listing.text
+    distros = plat.client.get("/v1/catalog/distros", headers=plat.admin).json()["items"]
+    assert all(d["name"] in listing.text for d in distros)
+    form = {"csrf": csrf_of(page), "key": "c" * 16, "name": "zk", "distro": "no-such-distro"}
+    r = client.post("/portal/projects/default/clusters", data=form)
+    assert r.status_code == 422
+    assert "no distro named &#39;no-such-distro&#39;" in r.text
+    assert 'id="distro-error"' in r.text
+    deployable = [d["name"] for d in distros if d["deployable"]]
+    if not deployable:
+        return  # nothing deployable on this machine: the refusal above is what can be shown
+    r = client.post("/portal/projects/default/clusters", data={**form, "distro": deployable[0]})
+    assert r.status_code == 303, r.text
+    detail = client.get(r.headers["location"])
+    assert detail.status_code == 200 and "Cluster zk" in detail.text
+    assert 'id="nodes"' in detail.text and 'id="cluster-status"' in detail.text

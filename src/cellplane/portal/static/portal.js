@@ -6,9 +6,9 @@
   "use strict";
   function follow(el) {
     var es = new EventSource(el.getAttribute("data-sse"));
-    if (el.id === "cell-status") {
+    if (el.id === "cell-status" || el.id === "cluster-status") {
       es.addEventListener("status", function (e) { el.innerHTML = e.data; });
-      es.addEventListener("gone", function () { es.close(); el.textContent = "This cell was deleted."; });
+      es.addEventListener("gone", function () { es.close(); el.textContent = "This was deleted."; });
       return;
     }
     var note = document.getElementById("logs-note");
