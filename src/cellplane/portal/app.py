@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from cellplane.errors import CellplaneError
-from cellplane.portal import auth, clusters, ops, pages, streams
+from cellplane.portal import auth, clusters, ops, pages, streams, volumes
 from cellplane.portal.web import Portal, SignIn, error_page, session_of, sign_in_redirect
 
 __all__ = ["create_portal", "install"]
@@ -76,6 +76,9 @@ def create_portal(parent: object) -> Starlette:
         Route("/projects/{project}/clusters", g(clusters.clusters_post), methods=["POST"]),
         Route("/clusters/{cluster_id}", g(clusters.cluster_detail)),
         Route("/clusters/{cluster_id}/events", g(clusters.cluster_events)),
+        Route("/projects/{project}/volumes", g(volumes.volumes_page)),
+        Route("/projects/{project}/volumes", g(volumes.volumes_post), methods=["POST"]),
+        Route("/volumes/{volume_id}/delete", g(volumes.volume_delete), methods=["POST"]),
         Route("/hosts", g(ops.hosts_page)),
         Route("/hosts/{host_id}/maintenance", g(ops.maintenance_post), methods=["POST"]),
         Mount("/static", app=_Static(directory=_STATIC), name="static"),

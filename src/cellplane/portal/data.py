@@ -22,11 +22,12 @@ from cellplane.services import (
     projects,
     quotas,
     tasks,
+    volumes,
 )
 from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import Outcome, body_hash
 from cellplane.services.idempotency import run as run_once
-from cellplane.services.schemas import CellCreate
+from cellplane.services.schemas import CellCreate, VolumeCreate
 
 __all__ = [
     "RESOURCES",
@@ -37,7 +38,9 @@ __all__ = [
     "cluster_list",
     "create_cell",
     "create_cluster",
+    "create_volume",
     "dashboard",
+    "delete_volume",
     "distros",
     "host_list",
     "needs",
@@ -45,6 +48,7 @@ __all__ = [
     "quota",
     "set_maintenance",
     "set_quota",
+    "volume_list",
     "wizard_choices",
 ]
 
@@ -195,6 +199,24 @@ def create_cluster(
         return clusters.create(svc, s, p, project, body)
 
     return dict(run_once(svc, p, f"portal:{key}", fingerprint, "POST", path, go).body or {})
+
+
+def volume_list(svc: Services, p: Principal, project: str) -> list[dict[str, Any]]:
+    needs(p, "volumes:read")
+    items: list[dict[str, Any]] = volumes.list_volumes(svc, p, project)["items"]
+    return items
+
+
+def create_volume(svc: Services, p: Principal, project: str, body: VolumeCreate) -> None:
+    """Create a volume (a name taken answers Conflict, as the API's 409)."""
+    needs(p, "volumes:write")
+    with svc.db.session() as s:
+        volumes.create(svc, s, p, project, body)
+
+
+def delete_volume(svc: Services, p: Principal, volume_id: str) -> None:
+    needs(p, "volumes:write")
+    volumes.delete(svc, p, volume_id)
 
 
 def host_list(svc: Services, p: Principal) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ and maintenance toggle, a viewer who can change nothing, and logout."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,6 +109,32 @@ def test_a_viewer_sees_nothing_to_change(deployment: Deployment, page: Any) -> N
     # Going to the wizard by URL is refused, not shown.
     resp = page.goto(f"{url}/portal/projects/default/cells/new")
     assert resp is not None and resp.status == 403
+
+
+def test_developer_creates_a_zookeeper_cluster_and_watches_its_nodes_get_ready(
+    deployment: Deployment, page: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    if not Path("/usr/share/java/zookeeper.jar").exists():
+        pytest.skip("Debian's zookeeper is not installed (make deps)")
+    url = deployment.url
+    sign_in(page, url, "dev")
+    page.get_by_role("link", name="Clusters").click()
+    page.get_by_label("Name", exact=True).fill("zk")
+    page.get_by_label("Distro", exact=True).select_option("zookeeper")
+    page.get_by_role("button", name="Create cluster").click()
+    page.wait_for_url(re.compile(r".*/portal/clusters/[^/]+$"))
+    # The nodes' rows update live (SSE) as the executor brings each one up.
+    expect(page.locator("#cluster-state")).to_have_text("RUNNING", timeout=300_000)
+    rows = page.locator("#nodes tbody tr")
+    assert rows.count() >= 1
+    for i in range(rows.count()):
+        expect(rows.nth(i).locator(".badge")).to_have_text("SERVICE_READY")
+    shot(page, "cluster")
+    with deployment.client() as c:
+        (cluster,) = c.list_clusters("default")
+        c.delete_cluster(cluster["id"])
 
 
 def test_logout_signs_out_of_the_portal_and_the_issuer(deployment: Deployment, page: Any) -> None:

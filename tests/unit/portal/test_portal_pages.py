@@ -70,6 +70,10 @@ def test_a_viewer_sees_no_buttons_and_cannot_change_anything(plat: Platform) -> 
     assert "New cell" not in cells
     quota = client.get("/portal/projects/default/quota").text
     assert "Save quota" not in quota and '<form method="post" action="/portal/projects' not in quota
+    volumes = client.get("/portal/projects/default/volumes").text
+    assert "Create volume" not in volumes
+    clusters = client.get("/portal/projects/default/clusters").text
+    assert "Create cluster" not in clusters and "The catalog's distros" in clusters
     assert client.get("/portal/hosts").status_code == 403
     assert client.get("/portal/projects/default/cells/new").status_code == 403
     r = _wizard(client, csrf, name="web", image="busybox", cpu="0.1", memory_mb="32")
@@ -162,3 +166,30 @@ def test_clusters_page_lists_distros_and_creates_a_cluster_with_its_nodes(plat: 
     detail = client.get(r.headers["location"])
     assert detail.status_code == 200 and "Cluster zk" in detail.text
     assert 'id="nodes"' in detail.text and 'id="cluster-status"' in detail.text
+
+
+def test_volumes_are_listed_created_with_errors_at_the_field_and_deleted(plat: Platform) -> None:
+    client = mount(plat)
+    add_user(plat, "dev", "project-member")
+    page = sign_in(client, "dev")
+    csrf = csrf_of(page)
+    r = client.post(
+        "/portal/projects/default/volumes", data={"csrf": csrf, "name": "data", "size_gb": "2"}
+    )
+    assert r.status_code == 303
+    listing = client.get("/portal/projects/default/volumes").text
+    assert "<td>data</td>" in listing and "2 GB" in listing and "Delete data" in listing
+    r = client.post(
+        "/portal/projects/default/volumes", data={"csrf": csrf, "name": "data", "size_gb": "1"}
+    )
+    assert r.status_code == 422 and "already exists" in r.text and 'id="name-error"' in r.text
+    r = client.post(
+        "/portal/projects/default/volumes", data={"csrf": csrf, "name": "x", "size_gb": "0"}
+    )
+    assert r.status_code == 422 and 'id="size_gb-error"' in r.text
+    (vol,) = plat.client.get("/v1/projects/default/volumes", headers=plat.admin).json()["items"]
+    r = client.post(
+        f"/portal/volumes/{vol['id']}/delete", data={"csrf": csrf, "project": "default"}
+    )
+    assert r.status_code == 303
+    assert plat.client.get("/v1/projects/default/volumes", headers=plat.admin).json()["items"] == []
