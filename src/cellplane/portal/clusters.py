@@ -16,7 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from cellplane.errors import CellplaneError, Conflict, ValidationFailed
 from cellplane.portal import data, forms
 from cellplane.portal.pages import _projects, layout
-from cellplane.portal.streams import sse
+from cellplane.portal.streams import alive, sse
 from cellplane.portal.web import Caller, caller, check_csrf, page, portal_of, redirect, render, work
 from cellplane.services.clusters import ClusterCreate
 from cellplane.services.context import Services
@@ -142,7 +142,7 @@ async def cluster_events(request: Request) -> Response:
                 last = body
             seen = svc.notifier.version(topic)
             await svc.notifier.wait(topic, seen, _POLL_S)
-            if await request.is_disconnected():
+            if await request.is_disconnected() or not alive(request, c.session.id):
                 return
             try:
                 view = await work(data.cluster, svc, c.principal, cluster_id)

@@ -9,6 +9,7 @@ everyone out of the portal (the issuer's refresh tokens then expire unused).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import secrets
 import threading
@@ -45,7 +46,9 @@ class PortalSession:
     id_token: str = ""
     expires_at: float = 0.0
     project: str = ""
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: Held while the tokens are refreshed: a refresh token is spent on use, and the issuer
+    #: revokes the whole family when one is presented twice (concurrent page, event streams).
+    refreshing: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     @property
     def signed_in(self) -> bool:

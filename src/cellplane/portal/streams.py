@@ -22,11 +22,16 @@ from cellplane.portal import data
 from cellplane.portal.web import caller, portal_of, render, work
 from cellplane.services import agent_proxy, cells
 
-__all__ = ["cell_events", "cell_logs", "sse"]
+__all__ = ["alive", "cell_events", "cell_logs", "sse"]
 
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _TAIL = 500
 _KEEPALIVE_S = 15.0
+
+
+def alive(request: Request, session_id: str) -> bool:
+    """Whether the stream's session still exists (a stream ends with its session)."""
+    return portal_of(request).store.get(session_id) is not None
 
 
 def sse(event: str, text: str) -> str:
@@ -57,7 +62,7 @@ async def cell_events(request: Request) -> Response:
                 yield sse("status", body)
                 last = body
             new = await svc.notifier.wait(topic, seen, _KEEPALIVE_S)
-            if await request.is_disconnected():
+            if await request.is_disconnected() or not alive(request, c.session.id):
                 return
             if new == seen:
                 yield ": keep-alive\n\n"
@@ -92,6 +97,8 @@ async def cell_logs(request: Request) -> Response:
         yield "retry: 2000\n\n" + sse("reset", "")
         partial = ""
         async for chunk in chunks:
+            if not alive(request, c.session.id):
+                return  # signed out (or the session ended) while watching
             text = partial + chunk.decode("utf-8", "replace")
             lines = text.split("\n")
             partial = lines.pop()

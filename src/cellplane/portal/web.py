@@ -173,18 +173,22 @@ class SignIn(Exception):
 
 
 async def _fresh_token(request: Request, s: PortalSession) -> None:
+    """Refresh the access token when it is about to expire, once for concurrent requests."""
     portal = portal_of(request)
     if s.expires_at - portal.store.now() > _REFRESH_MARGIN_S:
         return
-    try:
-        tokens = await portal.issuer(request).refresh(s.tenant, s.refresh_token)
-    except TokenError as exc:
-        log.info("portal session of %s ended: refresh refused: %s", s.user, exc)
-        portal.store.drop(s.id)
-        raise SignIn() from None
-    s.access_token, s.refresh_token = tokens.access_token, tokens.refresh_token
-    s.id_token = tokens.id_token or s.id_token
-    s.expires_at = tokens.expires_at
+    async with s.refreshing:
+        if s.expires_at - portal.store.now() > _REFRESH_MARGIN_S:
+            return  # another request of this session refreshed meanwhile
+        try:
+            tokens = await portal.issuer(request).refresh(s.tenant, s.refresh_token)
+        except TokenError as exc:
+            log.info("portal session of %s ended: refresh refused: %s", s.user, exc)
+            portal.store.drop(s.id)
+            raise SignIn() from None
+        s.access_token, s.refresh_token = tokens.access_token, tokens.refresh_token
+        s.id_token = tokens.id_token or s.id_token
+        s.expires_at = tokens.expires_at
 
 
 async def caller(request: Request) -> Caller:

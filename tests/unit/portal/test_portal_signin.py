@@ -92,3 +92,46 @@ def test_logout_ends_the_portal_session_and_the_issuer_session(plat: Platform) -
         ]
     assert revoked and all(at is not None for at in revoked)
     assert client.get("/portal/").status_code == 303  # signed out of the portal
+
+
+def _portal_state(plat: Platform) -> Any:
+    (mounted,) = [r for r in plat.client.app.routes if getattr(r, "path", "") == "/portal"]
+    return mounted.app.state.portal
+
+
+def test_an_expiring_access_token_is_refreshed_once_for_concurrent_requests(
+    plat: Platform,
+) -> None:
+    import asyncio
+
+    import httpx
+
+    client = mount(plat)
+    add_user(plat, "rita", "project-member")
+    sign_in(client, "rita")
+    store = _portal_state(plat).store
+    (session,) = [s for s in store._items.values() if s.signed_in]
+    first_refresh = session.refresh_token
+    session.expires_at = 0.0  # expired: the next requests must refresh
+
+    async def burst() -> list[int]:
+        transport = httpx.ASGITransport(app=plat.client.app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url=BASE, cookies={"cp_portal": session.id}
+        ) as ac:
+            rs = await asyncio.gather(*(ac.get("/portal/projects/default/") for _ in range(4)))
+            return [r.status_code for r in rs]
+
+    assert asyncio.run(burst()) == [200, 200, 200, 200]
+    assert session.refresh_token != first_refresh and session.expires_at > 0
+    # One refresh, not four: the family is intact, so refreshing again still works.
+    session.expires_at = 0.0
+    assert client.get("/portal/projects/default/").status_code == 200
+    with plat.svc.db.reader() as s:
+        revoked = [
+            t.revoked_at
+            for t in s.scalars(
+                select(RefreshToken).where(RefreshToken.client_id == "cellplane-portal")
+            )
+        ]
+    assert revoked and all(at is None for at in revoked)  # no reuse was seen: nothing revoked
