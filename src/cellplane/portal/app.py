@@ -63,6 +63,7 @@ def create_portal(parent: object) -> Starlette:
         Route("/logout", g(auth.logout), methods=["POST"]),
         Route("/signed-out", auth.signed_out),
         Route("/projects/{project}/", g(pages.dashboard)),
+        Route("/projects/{project}/tasks/events", g(streams.tasks_events)),
         Route("/projects/{project}/cells", g(pages.cells_list)),
         Route("/projects/{project}/cells/new", g(pages.cell_new)),
         Route("/projects/{project}/cells/new", g(pages.cell_new_post), methods=["POST"]),

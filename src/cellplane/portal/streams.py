@@ -20,13 +20,14 @@ from starlette.responses import Response, StreamingResponse
 from cellplane.errors import CellplaneError
 from cellplane.portal import data
 from cellplane.portal.web import caller, portal_of, render, work
-from cellplane.services import agent_proxy, cells
+from cellplane.services import agent_proxy, cells, tasks
 
-__all__ = ["alive", "cell_events", "cell_logs", "sse"]
+__all__ = ["alive", "cell_events", "cell_logs", "sse", "tasks_events"]
 
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _TAIL = 500
 _KEEPALIVE_S = 15.0
+_TASKS_IDLE_S = 5.0
 
 
 def alive(request: Request, session_id: str) -> bool:
@@ -72,6 +73,40 @@ async def cell_events(request: Request) -> Response:
             except CellplaneError:  # deleted meanwhile
                 yield sse("gone", json.dumps({"id": cell_id}))
                 return
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=_HEADERS)
+
+
+async def tasks_events(request: Request) -> Response:
+    """The dashboard's recent tasks whenever they change: woken by the first unfinished task's
+    topic, and looking again every few seconds for new tasks."""
+    c = await caller(request)
+    svc = portal_of(request).svc
+    project = request.path_params["project"]
+
+    def read() -> list[dict[str, Any]]:
+        data.needs(c.principal, "tasks:read")
+        items: list[dict[str, Any]] = tasks.list_tasks(svc, c.principal, project, 10)["items"]
+        return items
+
+    first = await work(read)
+
+    async def stream() -> AsyncIterator[str]:
+        items = first
+        last = render("_tasks.html", {"tasks": items, "base": "/portal"})
+        yield "retry: 2000\n\n"
+        while True:
+            running = [t for t in items if t["state"] not in tasks.TERMINAL]
+            topic = f"task:{running[0]['id']}" if running else "controller"
+            seen = svc.notifier.version(topic)
+            await svc.notifier.wait(topic, seen, 1.0 if running else _TASKS_IDLE_S)
+            if await request.is_disconnected() or not alive(request, c.session.id):
+                return
+            items = await work(read)
+            body = render("_tasks.html", {"tasks": items, "base": "/portal"})
+            if body != last:
+                yield sse("status", body)
+                last = body
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers=_HEADERS)
 

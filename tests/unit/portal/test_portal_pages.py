@@ -193,3 +193,13 @@ def test_volumes_are_listed_created_with_errors_at_the_field_and_deleted(plat: P
     )
     assert r.status_code == 303
     assert plat.client.get("/v1/projects/default/volumes", headers=plat.admin).json()["items"] == []
+
+
+def test_the_dashboard_shows_recent_tasks_with_their_progress(plat: Platform) -> None:
+    client = mount(plat)
+    add_user(plat, "dev", "project-member")
+    assert plat.create_cell("job", cpu=0.1, memory_mb=32).status_code == 202
+    page = sign_in(client, "dev")
+    assert 'data-sse="/portal/projects/default/tasks/events"' in page
+    assert re.search(r'<a href="/portal/cells/[^"]+">job</a>', page)
+    assert 'aria-label="Progress of CREATE_CELL"' in page

@@ -1,12 +1,13 @@
 // Cellplane portal: live updates over server-sent events (no inline scripts; CSP script-src 'self').
 // An element with data-sse="<url>" follows that stream:
-//   #cell-status: "status" events replace its HTML (rendered and escaped by the server);
+//   #cell-status, #cluster-status, #tasks: "status" events replace its HTML (rendered and
+//   escaped by the server);
 //   #logs: "reset" clears, "log" appends lines, "wait" says why there is nothing yet, "end" stops.
 (function () {
   "use strict";
   function follow(el) {
     var es = new EventSource(el.getAttribute("data-sse"));
-    if (el.id === "cell-status" || el.id === "cluster-status") {
+    if (el.id !== "logs") {
       es.addEventListener("status", function (e) { el.innerHTML = e.data; });
       es.addEventListener("gone", function () { es.close(); el.textContent = "This was deleted."; });
       return;
