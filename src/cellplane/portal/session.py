@@ -95,8 +95,18 @@ class SessionStore:
         with self._lock:
             self._items[s.id] = s
             while len(self._items) > self.max_sessions:
-                self._items.popitem(last=False)
+                self._evict()
         return s
+
+    def _evict(self) -> None:
+        """Drop the least recently used session that is not signed in (anyone can make those
+        by loading the login page, so they must not push signed-in users out), else the least
+        recently used of all."""
+        for key, candidate in self._items.items():
+            if not candidate.signed_in:
+                del self._items[key]
+                return
+        self._items.popitem(last=False)
 
     def get(self, session_id: str | None) -> PortalSession | None:
         if not session_id or len(session_id) > 100:

@@ -60,6 +60,15 @@ def test_the_least_recently_used_session_goes_first_past_the_bound() -> None:
     assert store.get(b.id) is None and store.get(a.id) is a and len(store) == 2
 
 
+def test_sessions_made_by_loading_the_login_page_never_push_out_signed_in_ones() -> None:
+    store = SessionStore(max_sessions=3)
+    signed = store.new()
+    signed.access_token = "t"
+    for _ in range(50):
+        store.new()
+    assert store.get(signed.id) is signed and len(store) == 3
+
+
 def test_pkce_challenge_is_the_s256_of_the_verifier() -> None:
     import base64
     import hashlib
