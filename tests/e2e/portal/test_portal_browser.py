@@ -27,7 +27,6 @@ def test_developer_creates_a_cell_and_sees_it_running_with_its_logs(
     sign_in(page, url, "dev")
     expect(page.get_by_role("heading", name="Project default")).to_be_visible()
     expect(page.locator('tr[data-resource="cells"]')).to_be_visible()
-    shot(page, "dashboard")
 
     page.get_by_role("link", name="Cells").click()
     page.get_by_role("link", name="New cell").click()
@@ -74,6 +73,9 @@ def test_operator_sets_a_quota_and_toggles_maintenance(deployment: Deployment, p
     expect(page.get_by_role("textbox", name="Cells")).to_have_value("25")
     expect(page.locator('tr[data-resource="cells"]')).to_contain_text("of 25")
     shot(page, "quota")
+    page.get_by_role("link", name="Dashboard").click()  # the bars now have a limit to fill
+    expect(page.locator('tr[data-resource="cells"]')).to_contain_text("of 25")
+    shot(page, "dashboard")
     with deployment.client() as c:
         assert c.get_project_quota("default")["limits"]["cells"] == 25
 
