@@ -7,7 +7,8 @@
 #            read from catalog/distros/manifest.json (`debian_packages`): cluster nodes run it
 #            from the host image. Part of the default install; --minimal skips it (then
 #            `cellplane cluster distros` says which distros cannot be deployed and why).
-#   test:    what the tests need on top (PostgreSQL, slapd, ...) when called with --test.
+#   test:    what the tests need on top (PostgreSQL, slapd, chromium for the portal's browser
+#            tests, ...) when called with --test.
 # Usage: install-system.sh [--minimal | --test] [--list]
 #   --list   print the packages that would be wanted, one a line, and install nothing.
 set -euo pipefail
@@ -17,7 +18,7 @@ manifest="$here/../catalog/distros/manifest.json"
 
 runtime=(podman runc conmon netavark aardvark-dns iptables catatonit busybox-static
          python3 python3-venv python3-pip ca-certificates)
-test_pkgs=(redis-tools netcat-openbsd postgresql slapd ldap-utils)
+test_pkgs=(redis-tools netcat-openbsd postgresql slapd ldap-utils chromium)
 
 minimal=0 test=0 list=0
 for arg in "$@"; do

@@ -132,7 +132,7 @@ def run_server(
 
     import uvicorn
 
-    from cellplane import logs
+    from cellplane import logs, portal
     from cellplane.api.app import create_app
     from cellplane.api.tls import TLSH11Protocol
     from cellplane.controller import runtime
@@ -190,6 +190,8 @@ def run_server(
     runtime.install(app.state.background, svc)
     # The projects' Docker-compatible endpoints, each on its own TLS port (cellplane.dockerapi).
     dockerapi_supervisor.install(app.state.background, svc, app.state.authenticator)
+    # The web portal at /portal (cellplane.portal): pages over the same services.
+    portal.install(app)
     config = uvicorn.Config(
         app,
         host=host,

@@ -32,9 +32,11 @@ from cellplane.identity.oidc.records import (
     Ctx,
     FormRequest,
     _ascii,
+    portal_client,
 )
 from cellplane.identity.oidc.settings import (
     BUILTIN_CLIENT_ID,
+    PORTAL_CLIENT_ID,
     OidcSettings,
     settings_of,
 )
@@ -208,6 +210,8 @@ class OidcProviderCore:
         found: Client | None = None
         if client_id == BUILTIN_CLIENT_ID:
             found = _BUILTIN
+        elif client_id == PORTAL_CLIENT_ID:
+            found = portal_client(ctx.issuer, ctx.tenant)
         elif 0 < len(client_id) <= 40:
             found = self.lookups.get(
                 ("client", ctx.tenant_id, client_id), lambda: self._client_row(ctx, client_id)

@@ -32,6 +32,8 @@ from cellplane.identity.oidc.settings import (
     _MAX_URI,
     _ROLES_SEP,
     BUILTIN_CLIENT_ID,
+    PORTAL_CLIENT_ID,
+    PORTAL_REDIRECT_PATHS,
     SCOPES_SUPPORTED,
 )
 from cellplane.identity.passwords import (
@@ -247,6 +249,20 @@ def _is_loopback_redirect(uri: str) -> bool:
         and not parts.username
         and not parts.password
         and not parts.fragment
+    )
+
+
+def portal_client(issuer: str, tenant: str) -> Client:
+    """The portal's client in the tenant of `issuer`: public (PKCE), authorization code and
+    refresh only, redirect (and post-logout redirect) URIs the portal's paths on the issuer's
+    base URL."""
+    base = issuer[: -len(f"/identity/{tenant}")]
+    return Client(
+        PORTAL_CLIENT_ID,
+        "Cellplane portal",
+        None,
+        [base + path for path in PORTAL_REDIRECT_PATHS],
+        ("authorization_code", "refresh_token"),
     )
 
 

@@ -19,6 +19,10 @@ log = logging.getLogger("cellplane.oidc")
 
 #: The public client every tenant accepts (the `cellplane` CLI); it is not stored.
 BUILTIN_CLIENT_ID: Final = "cellplane-cli"
+#: The public client of the web portal (`cellplane.portal`, served at ``{base}/portal``); every
+#: tenant accepts it, not stored. Its only redirect URIs are the portal's own, on the issuer's base.
+PORTAL_CLIENT_ID: Final = "cellplane-portal"
+PORTAL_REDIRECT_PATHS: Final = ("/portal/callback", "/portal/signed-out")
 SCOPES_SUPPORTED: Final = ("openid", "profile", "email")
 GRANT_TYPES: Final = ("authorization_code", "password", "client_credentials", "refresh_token")
 AUTH_METHODS: Final = ("client_secret_basic", "client_secret_post", "none")

@@ -1,0 +1,95 @@
+"""The portal's ASGI app (Starlette: pages, forms, SSE and its static files), mounted by the
+server at `/portal` (`install`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from cellplane.errors import CellplaneError
+from cellplane.portal import auth, clusters, ops, pages, streams, volumes
+from cellplane.portal.web import Portal, SignIn, error_page, session_of, sign_in_redirect
+
+__all__ = ["create_portal", "install"]
+
+log = logging.getLogger("cellplane.portal")
+Handler = Callable[[Request], Awaitable[Response]]
+_STATIC = Path(__file__).parent / "static"
+
+
+class _Static(StaticFiles):
+    """The vendored htmx, the portal's script and stylesheet: cached for an hour, no sniffing."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        resp = await super().get_response(path, scope)
+        resp.headers["Cache-Control"] = "public, max-age=3600"
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        return resp
+
+
+def _guarded(handler: Handler) -> Handler:
+    """Send the browser to sign in when the session is missing or ended; show a domain error
+    (not found, forbidden, refused) as a page with its status."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except SignIn:
+            return sign_in_redirect(request)
+        except CellplaneError as exc:
+            return error_page(request, exc, session_of(request))
+
+    run.__name__ = handler.__name__
+    return run
+
+
+def create_portal(parent: object) -> Starlette:
+    """The portal over the server app `parent` (its services, token verifier, issuer routes and
+    client to the agents are read from `parent.state`)."""
+    g = _guarded
+    routes = [
+        Route("/", g(pages.home)),
+        Route("/login", auth.login),
+        Route("/login", g(auth.login_post), methods=["POST"]),
+        Route("/callback", auth.callback),
+        Route("/logout", g(auth.logout), methods=["POST"]),
+        Route("/signed-out", auth.signed_out),
+        Route("/projects/{project}/", g(pages.dashboard)),
+        Route("/projects/{project}/tasks/events", g(streams.tasks_events)),
+        Route("/projects/{project}/cells", g(pages.cells_list)),
+        Route("/projects/{project}/cells/new", g(pages.cell_new)),
+        Route("/projects/{project}/cells/new", g(pages.cell_new_post), methods=["POST"]),
+        Route("/projects/{project}/quota", g(ops.quota_page)),
+        Route("/projects/{project}/quota", g(ops.quota_post), methods=["POST"]),
+        Route("/cells/{cell_id}", g(pages.cell_detail)),
+        Route("/cells/{cell_id}/action", g(pages.cell_action), methods=["POST"]),
+        Route("/cells/{cell_id}/events", g(streams.cell_events)),
+        Route("/cells/{cell_id}/logs", g(streams.cell_logs)),
+        Route("/projects/{project}/clusters", g(clusters.clusters_page)),
+        Route("/projects/{project}/clusters", g(clusters.clusters_post), methods=["POST"]),
+        Route("/clusters/{cluster_id}", g(clusters.cluster_detail)),
+        Route("/clusters/{cluster_id}/events", g(clusters.cluster_events)),
+        Route("/projects/{project}/volumes", g(volumes.volumes_page)),
+        Route("/projects/{project}/volumes", g(volumes.volumes_post), methods=["POST"]),
+        Route("/volumes/{volume_id}/delete", g(volumes.volume_delete), methods=["POST"]),
+        Route("/hosts", g(ops.hosts_page)),
+        Route("/hosts/{host_id}/maintenance", g(ops.maintenance_post), methods=["POST"]),
+        Mount("/static", app=_Static(directory=_STATIC), name="static"),
+    ]
+    app = Starlette(routes=routes)
+    state = parent.state  # type: ignore[attr-defined]
+    app.state.portal = Portal(state.services, state.authenticator, parent)
+    return app
+
+
+def install(app: object) -> None:
+    """Mount the portal at `/portal` of the server app."""
+    app.mount("/portal", create_portal(app))  # type: ignore[attr-defined]
