@@ -352,18 +352,24 @@ def start_agent(
     name: str,
     *,
     server_url: str,
-    join_token: str,
+    join_token: str | None = None,
     ca_file: Path | None = None,
     python: str = sys.executable,
 ) -> DevHost:
-    """(Re)start the agent of dev host ``name`` in its namespaces; a running one is kept."""
+    """(Re)start the agent of dev host ``name`` in its namespaces; a running one is kept.
+
+    ``join_token`` None: the one it joined with (spent, if it was a one-use token: an agent
+    with a valid host certificate registers again with that certificate alone)."""
     host = get_host(data_dir, name)
     if host.running:
         return host
     token_file = host.data_dir / "join-token"
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(join_token + "\n")
+    if join_token is not None:
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(join_token + "\n")
+    elif not token_file.exists():
+        raise DevHostError(f"dev host {name} never joined: a join token is needed")
     cmd = [
         "nsenter",
         f"--net={host.netns_path}",
