@@ -51,6 +51,7 @@ __all__ = [
     "remove_all",
     "remove_host",
     "start_agent",
+    "sweep",
     "validate",
 ]
 
@@ -539,6 +540,27 @@ def remove_host(data_dir: Path, name: str) -> None:
             bridge, subnet = extra.get("bridge"), extra.get("subnet")
             if isinstance(bridge, str) and isinstance(subnet, str):
                 net.remove_bridge(net.Underlay(bridge=bridge, subnet=subnet))
+
+
+def sweep(underlay: net.Underlay) -> list[str]:
+    """Remove what a crashed run left of dev hosts on ``underlay`` whose data directory is gone:
+    every namespace named with its prefix (the processes in it, its mount namespace, its veth
+    pair). For test harnesses that own their underlay; returns the namespaces removed."""
+    _require_root()
+    if not net.NETNS_DIR.is_dir():
+        return []
+    removed = []
+    for path in sorted(net.NETNS_DIR.glob(f"{underlay.namespace_prefix}*")):
+        ghost = DevHost(
+            name=path.name[len(underlay.namespace_prefix) :],
+            address="",
+            pid=None,
+            data_dir=RUN_DIR / "swept" / path.name,
+            namespace=path.name,
+        )
+        _teardown(ghost, {})
+        removed.append(path.name)
+    return removed
 
 
 def ensure_underlay(underlay: net.Underlay = DEFAULT_UNDERLAY) -> str:

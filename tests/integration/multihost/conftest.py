@@ -95,6 +95,7 @@ class ThreeHosts:
 
 
 def _start(archive: Path) -> ThreeHosts:
+    devhosts.sweep(TEST_UNDERLAY)  # what an interrupted earlier run may have left
     gateway = devhosts.ensure_underlay(TEST_UNDERLAY)
     d = Deployment(tls=True, listen_host=gateway)
     setup = ThreeHosts(deployment=d, client=None, underlay=TEST_UNDERLAY)  # type: ignore[arg-type]
