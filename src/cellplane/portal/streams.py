@@ -20,7 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from cellplane.errors import CellplaneError
 from cellplane.portal import data
 from cellplane.portal.web import caller, portal_of, render, work
-from cellplane.services import agent_proxy, cells, tasks
+from cellplane.services import agent_proxy, cell_access, cells, tasks
 
 __all__ = ["alive", "cell_events", "cell_logs", "sse", "tasks_events"]
 
@@ -118,7 +118,7 @@ async def cell_logs(request: Request) -> Response:
     data.needs(c.principal, "cells:read")
     client: httpx.AsyncClient = portal_of(request).parent.state.agent_client
     try:
-        target = await work(cells.locate, svc, c.principal, cell_id)
+        target = await work(cell_access.locate, svc, c.principal, cell_id)
         chunks = await agent_proxy.open_logs(client, target, tail=_TAIL, follow=True)
     except CellplaneError as exc:
         note = f"No logs yet: {exc.detail}"

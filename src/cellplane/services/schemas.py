@@ -220,3 +220,10 @@ class MaintenanceBody(_Strict):
 
 class MoveBody(_Strict):
     host: str = Field(min_length=1, max_length=253, description="The host's name or id.")
+
+
+class JoinTokenCreate(_Strict):
+    """`POST /v1/join-tokens`: lifetime in seconds (null: none) and uses (null: no limit)."""
+
+    ttl_s: float | None = Field(default=3600.0, gt=0, le=30 * 24 * 3600)
+    uses: int | None = Field(default=1, ge=1, le=10_000)
