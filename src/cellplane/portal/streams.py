@@ -20,7 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from cellplane.errors import CellplaneError
 from cellplane.portal import data
 from cellplane.portal.web import caller, portal_of, render, work
-from cellplane.services import agent_proxy, cell_access, cells, tasks
+from cellplane.services import agent_proxy, cell_access, tasks
 
 __all__ = ["alive", "cell_events", "cell_logs", "sse", "tasks_events"]
 
