@@ -6,6 +6,7 @@ groups, and the API's admission calls `explain` to refuse requests that could ne
 """
 
 from .model import (
+    ISOLATION_CLASSES,
     HostSnapshot,
     Placement,
     PlacementRequest,
@@ -16,6 +17,7 @@ from .model import (
 from .place import explain, place
 
 __all__ = [
+    "ISOLATION_CLASSES",
     "HostSnapshot",
     "Placement",
     "PlacementRequest",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "HOST_STATES",
+    "ISOLATION_CLASSES",
     "NEAR_BONUS",
     "READY",
     "HostSnapshot",
@@ -29,6 +30,10 @@ __all__ = [
 ]
 
 READY = "READY"
+#: Isolation classes, weakest first: `standard` shares the host kernel (runc), `sandbox` runs
+#: the cell on a user-space kernel (gVisor's runsc). A host offers the classes its agent found
+#: its engine can run; a request is placed only on a host offering its class.
+ISOLATION_CLASSES = ("standard", "sandbox")
 HOST_STATES = ("READY", "SUSPECT", "DOWN", "MAINTENANCE")
 
 # The spread score is cpu_share + memory_share after placement (0..2 on a host that fits).
@@ -69,6 +74,7 @@ class HostSnapshot:
     zone: str | None = None
     used_ports: frozenset[tuple[str, int]] = frozenset()  # (protocol, host_port) published
     groups: Mapping[str, int] = field(default_factory=dict)  # group -> members on this host
+    isolation: frozenset[str] = frozenset({"standard"})  # the isolation classes it offers
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +90,7 @@ class PlacementRequest:
     zones: frozenset[str] | None = None  # allowed host zones, None = any
     near: str | None = None  # be on a host that has a member of this group
     near_strict: bool = False  # STRICT: must; WEAK: prefer
+    isolation: str = "standard"  # the host must offer this isolation class
 
     def __post_init__(self) -> None:
         if self.max_per_host is not None:

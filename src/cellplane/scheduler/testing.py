@@ -35,6 +35,7 @@ def host(
     zone: str | None = None,
     ports: Iterable[tuple[str, int]] = (),
     groups: Mapping[str, int] | None = None,
+    isolation: Iterable[str] = ("standard",),
 ) -> HostSnapshot:
     """A host snapshot; `used` is (cpu, memory_mb, disk_gb) already in use."""
     return HostSnapshot(
@@ -46,6 +47,7 @@ def host(
         zone=zone,
         used_ports=frozenset(ports),
         groups=dict(groups or {}),
+        isolation=frozenset(isolation),
     )
 
 
@@ -62,6 +64,7 @@ def request(
     zones: Iterable[str] | None = None,
     near: str | None = None,
     near_strict: bool = False,
+    isolation: str = "standard",
 ) -> PlacementRequest:
     return PlacementRequest(
         id=id,
@@ -73,6 +76,7 @@ def request(
         zones=frozenset(zones) if zones is not None else None,
         near=near,
         near_strict=near_strict,
+        isolation=isolation,
     )
 
 
@@ -92,6 +96,7 @@ def requests(prefix: str, count: int, **kwargs: object) -> list[PlacementRequest
                 zones=first.zones,
                 near=first.near,
                 near_strict=first.near_strict,
+                isolation=first.isolation,
             )
         )
     return out
@@ -112,6 +117,8 @@ def fits(h: _Host, r: PlacementRequest) -> str | None:
     s = h.snap
     if s.state != READY:
         return f"host {s.id} is {s.state}"
+    if r.isolation not in s.isolation:
+        return f"host {s.id} does not offer isolation class {r.isolation}"
     for k, v in r.labels.items():
         if s.labels.get(k) != v:
             return f"host {s.id} lacks label {k}={v}"

@@ -19,6 +19,7 @@ def hosts_of(plan: Plan) -> list[str]:
 
 def test_public_names() -> None:
     assert sorted(scheduler.__all__) == [
+        "ISOLATION_CLASSES",
         "HostSnapshot",
         "Placement",
         "PlacementRequest",
