@@ -193,12 +193,16 @@ def run_agent(
     parallelism: int,
     log_level: str,
     ca_file: Path | None = None,
+    sandbox: bool = True,
+    runsc_platform: str = "ptrace",
 ) -> int:
     """Run the agent. ``ca_file``: the deployment's root certificate, to verify an HTTPS
     server; with an HTTPS server the agent also asks for a host certificate at registration
-    (kept in ``<data_dir>/agent/tls/``)."""
+    (kept in ``<data_dir>/agent/tls/``). ``sandbox``: offer the `sandbox` isolation class when
+    gVisor's runsc is installed and runs here (probed at start; docs/isolation.md)."""
     _agent_import_diet()
     from cellplane import logs
+    from cellplane.agent import isolation
     from cellplane.agent.endpoint import AgentEndpoint
     from cellplane.agent.runner import Agent, AgentConfig
     from cellplane.agent.server_client import ServerClient
@@ -208,8 +212,19 @@ def run_agent(
     logs.configure(log_level)
     base = data_dir / "agent"
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
-    engine = PodmanService(base / "engine")
-    driver = PodmanDriver(engine.start())
+    # The runtime is configured whenever runsc is installed (cells made sandboxed earlier stay
+    # manageable); it is offered to new cells only if `sandbox` and the probe says it runs.
+    runsc = isolation.find_runsc()
+    engine = PodmanService(base / "engine", runsc=runsc, runsc_platform=runsc_platform)
+    sandbox_engine = engine.sandbox_service() if runsc else None
+    driver = PodmanDriver(
+        engine.start(), sandbox_engine=sandbox_engine.ensure_started if sandbox_engine else None
+    )
+    classes, how = (
+        isolation.probe(driver, runsc, runsc_platform)
+        if sandbox
+        else (["standard"], "sandbox: turned off (--no-sandbox)")
+    )
     cfg = AgentConfig(
         server_url=server_url,
         join_token=join_token,
@@ -220,6 +235,8 @@ def run_agent(
         zone=zone,
         cpu_ratio=cpu_ratio,
         parallelism=parallelism,
+        isolation=classes,
+        isolation_detail=how,
     )
     client = ServerClient(
         server_url,
@@ -249,6 +266,8 @@ def run_agent(
         runner.stop()
         endpoint.stop()
         client.close()
+        if sandbox_engine is not None:
+            sandbox_engine.stop_recorded()
         # Cells keep running under conmon; the engine's mounts are detached, so that the data
         # directory can be removed once the agent is gone (they are mounted again on the next
         # start).
@@ -317,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--parallelism", type=int, default=8)
     a.add_argument("--log-level", default=env("CELLPLANE_LOG_LEVEL", "info"))
     a.add_argument("--ca-file", type=Path, default=env("CELLPLANE_CA_CERT"))
+    a.add_argument("--sandbox", action=argparse.BooleanOptionalAction, default=True)
+    a.add_argument("--runsc-platform", default=env("CELLPLANE_RUNSC_PLATFORM", "ptrace"))
     args = p.parse_args(argv)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     if args.command == "server":
@@ -341,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         parallelism=args.parallelism,
         log_level=args.log_level,
         ca_file=Path(args.ca_file) if args.ca_file else None,
+        sandbox=args.sandbox,
+        runsc_platform=args.runsc_platform,
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cellplane.drivers.base import ContainerSpec, MountSpec, NetworkSpec, PortSpec
+from cellplane.drivers.engine import SANDBOX_RUNTIME
 from cellplane.wire import agent as wire
 
 __all__ = [
@@ -56,6 +57,9 @@ class AgentConfig:
     # owns addressing across hosts (the overlay): several engines on one machine (tests, dev
     # hosts) are kept apart by their own subnet pools.
     control_plane_subnets: bool = False
+    # The isolation classes the engine can run (`agent.isolation.probe` at start) and how.
+    isolation: list[str] = field(default_factory=lambda: ["standard"])
+    isolation_detail: str | None = None
 
 
 def host_capacity(data_dir: Path, cpu_ratio: float, memory_ratio: float) -> wire.HostCapacity:
@@ -120,6 +124,7 @@ def container_spec(
         memory_mb=int(c.memory_mb),
         ports=[PortSpec(p.container_port, p.host_port, p.protocol) for p in c.ports],
         mounts=[MountSpec(m.engine_name, m.path, m.read_only) for m in c.mounts],
+        runtime=SANDBOX_RUNTIME if c.isolation == "sandbox" else None,
     )
 
 

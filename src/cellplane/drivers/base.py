@@ -91,6 +91,9 @@ class ContainerSpec:
     memory_mb: int = 0
     ports: list[PortSpec] = field(default_factory=list)
     mounts: list[MountSpec] = field(default_factory=list)
+    # The engine's OCI runtime by name (None: its default, runc). A runtime other than the
+    # default gets its CPU limit at creation: `apply_limits` cannot change a sandbox's (runsc).
+    runtime: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
