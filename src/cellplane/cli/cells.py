@@ -236,6 +236,10 @@ def run(
     restart: Annotated[
         str, typer.Option(help="Restart policy: never, on-failure\\[:N], always.")
     ] = "never",
+    isolation: Annotated[
+        str | None,
+        typer.Option(help="standard, or sandbox (gVisor); default: the tenant's minimum."),
+    ] = None,
     detach: Detach = False,
     project: output.ProjectOpt = "default",
     quiet: Annotated[
@@ -263,6 +267,7 @@ def run(
         "ports": [parse_port(p) for p in publish or []],
         "volumes": [parse_volume(v) for v in volume or []],
         "restart": restart_policy,
+        "isolation": isolation,
     }
     with output.session() as client:
         task = client.create_cell(project, name, image, **spec)
@@ -345,6 +350,7 @@ def show(
         ("env", ", ".join(f"{k}={v}" for k, v in (data.get("env") or {}).items())),
         ("labels", ", ".join(f"{k}={v}" for k, v in (data.get("labels") or {}).items())),
         ("restart", f"{restart_text}, {data.get('restarts', 0)} restarts"),
+        ("isolation", data.get("isolation")),
         ("exit code", data.get("exit_code")),
         ("created", data.get("created_at")),
     ]

@@ -36,9 +36,12 @@ class CellsApi(BaseClient):
         volumes: Sequence[Mapping[str, Any]] | None = None,
         restart: Mapping[str, Any] | None = None,
         start: bool = True,
+        isolation: str | None = None,
         idempotency_key: str | None = None,
     ) -> JSONDict:
-        """Ask for a cell; returns the CREATE_CELL task (202). Unset fields use server defaults."""
+        """Ask for a cell; returns the CREATE_CELL task (202). Unset fields use server defaults.
+
+        `isolation`: `standard` or `sandbox` (gVisor); None: the tenant's or project's minimum."""
         body = drop_none(
             {
                 "name": name,
@@ -53,6 +56,7 @@ class CellsApi(BaseClient):
                 "volumes": None if volumes is None else [dict(v) for v in volumes],
                 "restart": None if restart is None else dict(restart),
                 "start": start,
+                "isolation": isolation,
             }
         )
         return self._json(

@@ -15,6 +15,7 @@ __all__ = [
     "DNS_LABEL",
     "CellCreate",
     "FlavorCreate",
+    "IsolationPolicy",
     "MaintenanceBody",
     "PortBody",
     "ProjectCreate",
@@ -99,6 +100,8 @@ class CellCreate(_Strict):
     restart: RestartBody = Field(default_factory=RestartBody)
     stop_timeout: float = Field(default=10.0, ge=0, le=3600)
     start: bool = True
+    # standard | sandbox; None: the tenant's or project's minimum (standard without a policy).
+    isolation: Literal["standard", "sandbox"] | None = None
 
     @field_validator("name")
     @classmethod
@@ -178,6 +181,13 @@ class VolumeCreate(_Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         return _check_label(v)
+
+
+class IsolationPolicy(_Strict):
+    """`PATCH` of a tenant or project: the weakest isolation class its cells may use
+    (`standard` or null: no minimum)."""
+
+    isolation: Literal["standard", "sandbox"] | None
 
 
 class ProjectCreate(_Strict):
