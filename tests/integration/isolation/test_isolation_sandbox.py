@@ -137,6 +137,17 @@ def test_logs_exec_ports_volumes_and_limits_work_in_a_sandbox(client: Client, ce
         client.delete_volume(str(made["id"]))
 
 
+def test_interactive_exec_with_a_terminal_in_a_sandbox(client: Client, cells: Cells) -> None:
+    """`cell exec -it`'s path: stdin streamed in, a TTY (output on stdout), the exit code."""
+    cell = cells.run("gv-tty")
+    script = "read line; echo got-$line; tty >/dev/null && echo has-tty; exit 5"
+    with client.exec_stream(cell["id"], ["sh", "-c", script], stdin=True, tty=True) as session:
+        session.send_stdin(b"hello\n")
+        out = b"".join(chunk for stream, chunk in session.output() if stream == "stdout")
+    assert b"got-hello" in out and b"has-tty" in out, out
+    assert session.status.exit_code == 5
+
+
 def test_restart_policy_in_a_sandbox(cells: Cells) -> None:
     cell_id, task = cells.submit(
         "gv-fail", ["sh", "-c", "exit 3"], restart={"policy": "on-failure", "max_retries": 2}

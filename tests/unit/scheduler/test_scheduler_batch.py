@@ -19,8 +19,8 @@ def hosts_of(plan: Plan) -> list[str]:
 
 def test_public_names() -> None:
     assert sorted(scheduler.__all__) == [
-        "ISOLATION_CLASSES",
         "HostSnapshot",
+        "ISOLATION_CLASSES",
         "Placement",
         "PlacementRequest",
         "Plan",
