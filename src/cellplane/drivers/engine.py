@@ -50,24 +50,35 @@ def _toml_str(value: str | Path) -> str:
 def runsc_wrapper(runsc: str, platform: str, state_dir: Path) -> str:
     """The script the engine runs as its `runsc` runtime (pure; unit-tested).
 
-    It gives runsc the platform and a state directory of this engine's own. `start` runs in a
-    private mount namespace where /proc/sys/net is hidden: Debian's runsc (2022) tells the root
-    network namespace by /proc/sys/net/core/rmem_default, which kernels since 6.x show in every
-    namespace, so it would refuse every cell's own namespace as "the root one". Nothing else
-    changes: the sandbox itself was created in the cell's namespace.
+    It gives runsc the platform and a state directory of this engine's own, and smooths two
+    edges of Debian's runsc (a 2022 build) under podman 4.3:
+
+    * `start` runs in a private mount namespace where /proc/sys/net is hidden: that runsc tells
+      the root network namespace by /proc/sys/net/core/rmem_default, which kernels since 6.x
+      show in every namespace, so it would refuse every cell's own namespace as "the root one".
+      The sandbox itself was created in the cell's namespace; nothing else changes.
+    * `exec --tty` (podman's `exec -t`) is passed without `--tty`, a flag that runsc does not
+      know: the terminal is already asked for in the process description it gets.
     """
     base = f"{_sh_quote(runsc)} --platform={_sh_quote(platform)} --root={_sh_quote(str(state_dir))}"
     return "\n".join(
         [
             "#!/bin/sh",
             "# Written by cellplane: the agent's sandbox runtime (gVisor); edits are overwritten.",
-            'for arg in "$@"; do',
-            '  if [ "$arg" = start ]; then',
-            "    exec unshare --mount sh -c "
+            "sub=",
+            "for arg do",
+            "  shift",
+            '  case "$arg" in',
+            '    start|exec) [ -z "$sub" ] && sub=$arg ;;',
+            '    --tty|-tty|-t|--tty=true) [ "$sub" = exec ] && continue ;;',
+            "  esac",
+            '  set -- "$@" "$arg"',
+            "done",
+            'if [ "$sub" = start ]; then',
+            "  exec unshare --mount sh -c "
             '\'mount -t tmpfs cellplane-hide /proc/sys/net && exec "$0" "$@"\' '
             f'{base} "$@"',
-            "  fi",
-            "done",
+            "fi",
             f'exec {base} "$@"',
             "",
         ]

@@ -58,6 +58,16 @@ def test_the_wrapper_passes_platform_and_state_and_hides_proc_sys_net_for_start(
         "--force",
         "abc",
     ]
+    # podman's `exec -t` asks runsc for a flag it does not know: dropped (the terminal is in
+    # the process description); elsewhere arguments pass unchanged.
+    done = subprocess.run(
+        [str(script), "--log", "/l", "exec", "--tty", "--process", "/p.json", "abc"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.stdout.split()[3:] == ["--log", "/l", "exec", "--process", "/p.json", "abc"]
+    done = subprocess.run([str(script), "create", "-t", "x"], capture_output=True, text=True)
+    assert done.stdout.split()[3:] == ["create", "-t", "x"]
     text = script.read_text()
     assert "unshare --mount" in text and "/proc/sys/net" in text
 
