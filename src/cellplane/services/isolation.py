@@ -45,6 +45,7 @@ GAPS: Final = (
     "the CPU limit is set when the container is created: runsc cannot change a running "
     "sandbox's limits",
     "file I/O (root filesystem and volumes) goes through gVisor's gofer: slower than standard",
+    "exec with a terminal (-t) runs the command without one inside the sandbox",
 )
 
 
