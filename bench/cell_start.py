@@ -22,6 +22,10 @@ and, besides its own agent (the single host, beside the server), N dev hosts joi
 underlay). Samples alternate: one cell on the single host (the dev hosts in maintenance), one
 cell spread over the dev hosts (the single host in maintenance), the same way each time; the
 JSON gives both p50s and their ratio (target: cross-host within 1.5x of single-host).
+
+`--isolation sandbox` times sandboxed cells (gVisor's runsc) and, interleaved in the same run,
+standard cells too: `ratio_sandbox_to_standard` is their p50s' ratio (target <= 2), besides the
+ratio to the bare engine baseline.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from _common import Baseline, CpuMeter, deployment, emit, log, summary_ms
 TARGET_P50_MS = 150
 TARGET_P99_MS = 400
 TARGET_RATIO = 1.5
+TARGET_SANDBOX_RATIO = 2.0
 
 
 # Where the time of one cell start goes, from the timestamps the server and agent record (same clock):
@@ -74,7 +79,9 @@ def breakdown(cell: dict, task: dict, t0_wall: float, t1_wall: float) -> dict[st
     return out
 
 
-def create_cell(c, name: str, cpu: float, memory_mb: int, command: list[str]) -> dict:
+def create_cell(
+    c, name: str, cpu: float, memory_mb: int, command: list[str], isolation: str = "standard"
+) -> dict:
     """POST /v1/projects/default/cells through the SDK's transport (retries, Idempotency-Key).
 
     The SDK's `create_cell` does not expose `stop_timeout`; the benchmark sets it so that the
@@ -89,6 +96,7 @@ def create_cell(c, name: str, cpu: float, memory_mb: int, command: list[str]) ->
         "memory_mb": memory_mb,
         "command": command,
         "stop_timeout": 0.4,
+        "isolation": isolation,
     }
     return c._json("POST", "/v1/projects/default/cells", json_body=body)
 
@@ -213,6 +221,12 @@ def main() -> int:
     ap.add_argument("--memory-mb", type=int, default=64)
     ap.add_argument("--observe", choices=["sse", "poll"], default="sse")
     ap.add_argument(
+        "--isolation",
+        choices=["standard", "sandbox"],
+        default="standard",
+        help="sandbox: time sandboxed cells (gVisor), with standard ones interleaved to compare",
+    )
+    ap.add_argument(
         "--settle",
         type=float,
         default=0.2,
@@ -225,7 +239,9 @@ def main() -> int:
     observe = observe_sse if args.observe == "sse" else observe_poll
     command = ["sleep", "3600"]
     cell_s: list[float] = []
+    std_s: list[float] = []  # with --isolation sandbox: the standard cells of the same run
     base_s: list[float] = []
+    sandbox = args.isolation == "sandbox"
     parts: list[dict[str, float]] = []
     with deployment() as d, d.client() as c:
         base = Baseline(
@@ -237,17 +253,18 @@ def main() -> int:
         )
         try:
 
-            def one_cell(name: str) -> float:
+            def one_cell(name: str, isolation: str = args.isolation) -> float:
                 t0_wall = time.time()
                 t0 = time.perf_counter()
-                task = create_cell(c, name, args.cpu, args.memory_mb, command)
+                task = create_cell(c, name, args.cpu, args.memory_mb, command, isolation)
                 t1 = observe(c, task)
                 t1_wall = t0_wall + (t1 - t0)
                 cell_id = task["entity"]["id"]
                 got = c.get_cell(cell_id)
                 if got["state"] != "RUNNING":
                     raise RuntimeError(f"{name}: task done but cell is {got['state']}")
-                parts.append(breakdown(got, c.get_task(task["id"]), t0_wall, t1_wall))
+                if isolation == args.isolation:
+                    parts.append(breakdown(got, c.get_task(task["id"]), t0_wall, t1_wall))
                 deleted = c.delete_cell(cell_id)
                 c.wait_task(deleted["id"], timeout=120)
                 time.sleep(args.settle)
@@ -265,6 +282,8 @@ def main() -> int:
 
             log("warm-up: one cell, one baseline container")
             warm_cell = one_cell("warm")
+            if sandbox:
+                one_cell("warm-std", "standard")
             parts.clear()
             warm_base = one_base("bench-warm")
             log(f"warm-up cell {warm_cell * 1000:.0f} ms, baseline {warm_base * 1000:.0f} ms")
@@ -272,11 +291,19 @@ def main() -> int:
             meter.start()
             for i in range(args.cells):
                 cell_s.append(one_cell(f"c{i}"))
+                if sandbox:
+                    std_s.append(one_cell(f"s{i}", "standard"))
                 base_s.append(one_base(f"bench-b{i}"))
                 if (i + 1) % 10 == 0 or i + 1 == args.cells:
                     log(
-                        f"{i + 1}/{args.cells}: cell p50 {statistics.median(cell_s) * 1000:.0f} ms,"
-                        f" baseline p50 {statistics.median(base_s) * 1000:.0f} ms"
+                        f"{i + 1}/{args.cells}: {args.isolation} cell p50 "
+                        f"{statistics.median(cell_s) * 1000:.0f} ms,"
+                        + (
+                            f" standard p50 {statistics.median(std_s) * 1000:.0f} ms,"
+                            if sandbox
+                            else ""
+                        )
+                        + f" baseline p50 {statistics.median(base_s) * 1000:.0f} ms"
                     )
             log(f"CPU seconds over the whole run (cells and baseline): {meter.stop()}")
         finally:
@@ -284,9 +311,20 @@ def main() -> int:
 
     cells = summary_ms(cell_s)
     bare = summary_ms(base_s)
+    compared = {}
+    if sandbox:
+        std = summary_ms(std_s)
+        compared = {
+            "standard_p50_ms": std["p50"],
+            "standard_p99_ms": std["p99"],
+            "ratio_sandbox_to_standard": round(cells["p50"] / std["p50"], 2),
+            "target_sandbox_ratio": TARGET_SANDBOX_RATIO,
+        }
     emit(
         {
             "cells": args.cells,
+            "isolation": args.isolation,
+            **compared,
             "p50_ms": cells["p50"],
             "p99_ms": cells["p99"],
             "mean_ms": cells["mean"],

@@ -2,7 +2,8 @@
 # Installs the Debian packages Cellplane needs on this machine (idempotent; run as root).
 #   runtime: podman with runc (crun fails on cgroup v1 hybrid hosts), netavark + aardvark-dns
 #            (per-project networks with DNS), iptables (netavark's firewall), busybox-static (tiny
-#            test image), python3-venv.
+#            test image), python3-venv, runsc (gVisor: the `sandbox` isolation class; the
+#            agent configures it in its own engine, never in the machine's configuration).
 #   distros: the software of the shipped cluster distros (ZooKeeper and its Java, etcd, Redis),
 #            read from catalog/distros/manifest.json (`debian_packages`): cluster nodes run it
 #            from the host image. Part of the default install; --minimal skips it (then
@@ -16,7 +17,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 manifest="$here/../catalog/distros/manifest.json"
 
-runtime=(podman runc conmon netavark aardvark-dns iptables catatonit busybox-static
+runtime=(podman runc conmon netavark aardvark-dns iptables catatonit busybox-static runsc
          python3 python3-venv python3-pip ca-certificates)
 test_pkgs=(redis-tools netcat-openbsd postgresql slapd ldap-utils chromium)
 

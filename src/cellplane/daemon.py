@@ -246,16 +246,20 @@ def run_agent(
     subnet_pool: str | None = None,
     engine_run_dir: Path | None = None,
     heartbeat_s: float = 2.0,
+    sandbox: bool = True,
+    runsc_platform: str = "ptrace",
 ) -> int:
     """Run the agent. ``ca_file``: the deployment's root certificate, to verify an HTTPS
     server; with an HTTPS server the agent also asks for a host certificate at registration
     (kept in ``<data_dir>/agent/tls/``). ``subnet_pool``: the CIDR its engine carves network
     subnets from (several hosts on one machine, e.g. `cellplane dev hosts`, get disjoint ones).
     ``engine_run_dir``: the engine's volatile run directory (default ``<data_dir>/agent/engine/run``;
-    podman wants its runroot under 50 characters)."""
+    podman wants its runroot under 50 characters). ``sandbox``: offer the `sandbox` isolation
+    class when gVisor's runsc is installed and runs here (probed at start; docs/isolation.md)."""
     _limit_malloc_arenas()
     _agent_import_diet()
     from cellplane import logs
+    from cellplane.agent import isolation
     from cellplane.agent.endpoint import AgentEndpoint
     from cellplane.agent.runner import Agent, AgentConfig
     from cellplane.agent.server_client import ServerClient
@@ -266,11 +270,27 @@ def run_agent(
     logs.configure(log_level)
     base = data_dir / "agent"
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
-    engine = PodmanService(base / "engine", run_dir=engine_run_dir, subnet_pool=subnet_pool)
+    # The runtime is configured whenever runsc is installed (cells made sandboxed earlier stay
+    # manageable); it is offered to new cells only if `sandbox` and the probe says it runs.
+    runsc = isolation.find_runsc()
+    engine = PodmanService(
+        base / "engine",
+        run_dir=engine_run_dir,
+        subnet_pool=subnet_pool,
+        runsc=runsc,
+        runsc_platform=runsc_platform,
+    )
+    sandbox_engine = engine.sandbox_service() if runsc else None
+    sandbox_start = sandbox_engine.ensure_started if sandbox_engine else None
     driver = (
-        PodmanDriver(engine.start(), subnet_pools=(subnet_pool,))
+        PodmanDriver(engine.start(), subnet_pools=(subnet_pool,), sandbox_engine=sandbox_start)
         if subnet_pool
-        else PodmanDriver(engine.start())
+        else PodmanDriver(engine.start(), sandbox_engine=sandbox_start)
+    )
+    classes, how = (
+        isolation.probe(driver, runsc, runsc_platform)
+        if sandbox
+        else (["standard"], "sandbox: turned off (--no-sandbox)")
     )
     cfg = AgentConfig(
         server_url=server_url,
@@ -283,6 +303,8 @@ def run_agent(
         cpu_ratio=cpu_ratio,
         parallelism=parallelism,
         heartbeat_s=heartbeat_s,
+        isolation=classes,
+        isolation_detail=how,
     )
     client = ServerClient(
         server_url,
@@ -313,6 +335,8 @@ def run_agent(
         runner.stop()
         endpoint.stop()
         client.close()
+        if sandbox_engine is not None:
+            sandbox_engine.stop_recorded()
         # Cells keep running under conmon; the engine's mounts are detached, so that the data
         # directory can be removed once the agent is gone (they are mounted again on the next
         # start).
@@ -411,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--subnet-pool", default=env("CELLPLANE_SUBNET_POOL"))
     a.add_argument("--engine-run-dir", type=Path, default=env("CELLPLANE_ENGINE_RUN_DIR"))
     a.add_argument("--heartbeat-s", type=float, default=float(env("CELLPLANE_HEARTBEAT_S", "2")))
+    a.add_argument("--sandbox", action=argparse.BooleanOptionalAction, default=True)
+    a.add_argument("--runsc-platform", default=env("CELLPLANE_RUNSC_PLATFORM", "ptrace"))
     args = p.parse_args(argv)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     if args.command == "server":
@@ -444,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
         subnet_pool=args.subnet_pool,
         engine_run_dir=Path(args.engine_run_dir) if args.engine_run_dir else None,
         heartbeat_s=args.heartbeat_s,
+        sandbox=args.sandbox,
+        runsc_platform=args.runsc_platform,
     )
 
 

@@ -136,7 +136,11 @@ class Preparer:
         self.limit(cell, container_id)
 
     def limit(self, cell: wire.CellAssignment, container_id: str) -> None:
-        """Set the running container's CPU and memory limits; stop it if they cannot be set."""
+        """Set the running container's CPU and memory limits; stop it if they cannot be set.
+
+        A sandboxed cell got them at creation (runsc cannot change a running sandbox's)."""
+        if cell.isolation == "sandbox":
+            return
         try:
             self.driver.apply_limits(container_id, float(cell.cpu), int(cell.memory_mb))
         except DriverError as exc:

@@ -128,6 +128,8 @@ class Agent(Reporter):
             agent_url=self.agent_url,
             agent_secret=self.agent_secret,
             engine=wire.parse(wire.EngineHealthReport, self._engine_health.report()),
+            isolation=self.cfg.isolation,
+            isolation_detail=self.cfg.isolation_detail,
         )
         delay = 0.2
         while not self._stop.is_set():

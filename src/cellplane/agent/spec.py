@@ -23,6 +23,7 @@ from cellplane.drivers.base import (
     NetworkSpec,
     PortSpec,
 )
+from cellplane.drivers.engine import SANDBOX_RUNTIME
 from cellplane.wire import agent_plain as wire
 
 __all__ = [
@@ -65,6 +66,9 @@ class AgentConfig:
     # owns addressing across hosts (the overlay): several engines on one machine (tests, dev
     # hosts) are kept apart by their own subnet pools.
     control_plane_subnets: bool = False
+    # The isolation classes the engine can run (`agent.isolation.probe` at start) and how.
+    isolation: list[str] = field(default_factory=lambda: ["standard"])
+    isolation_detail: str | None = None
 
 
 def host_capacity(data_dir: Path, cpu_ratio: float, memory_ratio: float) -> wire.HostCapacity:
@@ -138,6 +142,7 @@ def container_spec(
         mounts=[MountSpec(m.engine_name, m.path, m.read_only) for m in c.mounts],
         read_only=c.read_only,
         pids_limit=c.pids_limit if c.pids_limit is not None else DEFAULT_PIDS_LIMIT,
+        runtime=SANDBOX_RUNTIME if c.isolation == "sandbox" else None,
     )
 
 

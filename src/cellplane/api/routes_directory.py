@@ -20,6 +20,7 @@ from cellplane.identity.directory import (
     AssignmentCreate,
     ClientCreate,
     GroupCreate,
+    IsolationPolicy,
     LdapBody,
     TenantCreate,
     UserCreate,
@@ -60,6 +61,17 @@ def get_tenant(
     tenant: str, svc: Services = Depends(services), p: Principal = Depends(require("tenants:read"))
 ) -> dict[str, Any]:
     return directory.get_tenant(svc, p, tenant)
+
+
+@router.patch("/v1/tenants/{tenant}", tags=["tenants"], response_model=models.TenantUpdated)
+def update_tenant(
+    tenant: str,
+    body: IsolationPolicy,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("tenants:write")),
+) -> dict[str, Any]:
+    """Set the tenant's minimum isolation class; existing cells below it are listed, unchanged."""
+    return directory.update_tenant(svc, p, tenant, body)
 
 
 @router.delete("/v1/tenants/{tenant}", status_code=204, tags=["tenants"])

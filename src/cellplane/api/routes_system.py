@@ -15,7 +15,7 @@ from cellplane.api.respond import idempotent
 from cellplane.metrics import REGISTRY
 from cellplane.services import projects, system
 from cellplane.services.context import Principal, Services
-from cellplane.services.schemas import ProjectCreate
+from cellplane.services.schemas import IsolationPolicy, ProjectCreate
 
 __all__ = ["router"]
 
@@ -67,6 +67,17 @@ def list_projects(
     svc: Services = Depends(services), p: Principal = Depends(require("projects:read"))
 ) -> dict[str, Any]:
     return projects.list_projects(svc, p)
+
+
+@router.patch("/v1/projects/{project}", tags=["projects"], response_model=models.ProjectUpdated)
+def update_project(
+    project: str,
+    body: IsolationPolicy,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("projects:write")),
+) -> dict[str, Any]:
+    """Set the project's minimum isolation class; existing cells below it are listed, unchanged."""
+    return projects.update(svc, p, project, body)
 
 
 @router.post("/v1/projects", status_code=201, tags=["projects"], response_model=models.Project)

@@ -264,6 +264,10 @@ def run(
     soft: Annotated[
         bool, typer.Option(help="The (anti-)affinity is a preference, not a requirement.")
     ] = False,
+    isolation: Annotated[
+        str | None,
+        typer.Option(help="standard, or sandbox (gVisor); default: the tenant's minimum."),
+    ] = None,
     detach: Detach = False,
     project: output.ProjectOpt = "default",
     quiet: Annotated[
@@ -303,6 +307,7 @@ def run(
             for sel in sels or []
         ]
         or None,
+        "isolation": isolation,
     }
     if soft and not (affinity or anti_affinity):
         raise typer.BadParameter(
@@ -409,6 +414,7 @@ def show(
         ("env", ", ".join(f"{k}={v}" for k, v in (data.get("env") or {}).items())),
         ("labels", ", ".join(f"{k}={v}" for k, v in (data.get("labels") or {}).items())),
         ("restart", f"{restart_text}, {data.get('restarts', 0)} restarts"),
+        ("isolation", data.get("isolation")),
         ("exit code", data.get("exit_code")),
         ("created", data.get("created_at")),
     ]

@@ -102,6 +102,16 @@ def agent(
         Path | None,
         typer.Option(envvar="CELLPLANE_CA_CERT", help="CA certificate of an HTTPS server."),
     ] = None,
+    sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--sandbox/--no-sandbox",
+            help="Offer the sandbox isolation class when gVisor's runsc runs here.",
+        ),
+    ] = True,
+    runsc_platform: Annotated[
+        str, typer.Option(envvar="CELLPLANE_RUNSC_PLATFORM", help="gVisor platform.")
+    ] = "ptrace",
 ) -> None:
     """Run the host agent: its own podman engine, reconciling the cells assigned to this host."""
     from cellplane.daemon import run_agent
@@ -131,6 +141,8 @@ def agent(
         parallelism=parallelism,
         log_level=log_level,
         ca_file=ca_file,
+        sandbox=sandbox,
+        runsc_platform=runsc_platform,
     )
     raise typer.Exit(code)
 

@@ -133,6 +133,8 @@ def show(
         ("state", data.get("state")),
         ("reason", data.get("state_reason")),
         ("engine", _engine_text(data)),
+        ("isolation", ", ".join(data.get("isolation") or ["standard"])),
+        ("isolation detail", data.get("isolation_detail")),
         # While the engine is down: why; afterwards: its last failure.
         ("engine message", engine.get("message")),
         ("address", data.get("address")),

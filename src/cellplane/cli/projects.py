@@ -1,4 +1,4 @@
-"""`cellplane project ls|create`: the projects of the caller's tenant.
+"""`cellplane project ls|create|update`: the projects of the caller's tenant.
 
 Registered on the root app by `cellplane.cli.main`.
 """
@@ -47,3 +47,22 @@ def create(
         output.out_console.print(
             f"project {output.escape(str(project.get('name')))} ({project.get('id')}) created"
         )
+
+
+@app.command("update")
+def update(
+    name: Annotated[str, typer.Argument(help="Project name or id.")],
+    isolation: Annotated[
+        str,
+        typer.Option(
+            help="Minimum isolation class of its cells: sandbox, or standard (no policy)."
+        ),
+    ],
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Set a project's policy: the weakest isolation class its cells may use."""
+    from cellplane.cli.tenants import print_policy_update
+
+    with output.session() as client:
+        data = client.update_project(name, isolation=isolation)
+    print_policy_update(data, "project", out)

@@ -82,8 +82,53 @@ def tenant_show(
     output.show_or_json(
         data,
         out,
-        [("name", data.get("name")), ("id", data.get("id")), ("created", data.get("created_at"))],
+        [
+            ("name", data.get("name")),
+            ("id", data.get("id")),
+            ("isolation", _policy_text(dict(data))),
+            ("created", data.get("created_at")),
+        ],
     )
+
+
+def _policy_text(data: dict[str, Any]) -> str:
+    minimum = data.get("min_isolation")
+    return f"{minimum} or stronger (policy)" if minimum else "any (no policy)"
+
+
+def print_policy_update(data: dict[str, Any], what: str, out: output.OutputFormat) -> None:
+    """The answer to a policy change: the new minimum and the cells left below it."""
+    if output.is_json(out):
+        output.print_json(data)
+        return
+    output.say(f"{what} {output.escape(str(data.get('name')))}: isolation {_policy_text(data)}")
+    below = data.get("cells_below_policy") or []
+    if below:
+        output.say(
+            f"{len(below)} existing cell(s) run below it and were not changed "
+            "(recreate them to apply the policy):"
+        )
+        output.print_table(
+            ["PROJECT", "CELL", "ID", "ISOLATION"],
+            ([c.get("project"), c.get("name"), c.get("id"), c.get("isolation")] for c in below),
+        )
+
+
+@app.command("update")
+def tenant_update(
+    tenant: Annotated[str, typer.Argument(help="Tenant name or id.")],
+    isolation: Annotated[
+        str,
+        typer.Option(
+            help="Minimum isolation class of its cells: sandbox, or standard (no policy)."
+        ),
+    ],
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Set a tenant's policy: the weakest isolation class its cells may use (system admins)."""
+    with output.session() as client:
+        data = client.update_tenant(tenant, isolation=isolation)
+    print_policy_update(dict(data), "tenant", out)
 
 
 @app.command("delete")

@@ -40,6 +40,7 @@ class CellsApi(BaseClient):
         pids_limit: int | None = None,
         placement: str | None = None,
         affinity: Sequence[Mapping[str, Any]] | None = None,
+        isolation: str | None = None,
         idempotency_key: str | None = None,
     ) -> JSONDict:
         """Ask for a cell; returns the CREATE_CELL task (202). Unset fields use server defaults.
@@ -47,7 +48,8 @@ class CellsApi(BaseClient):
         `read_only`: a read-only root file system (writable volumes and /tmp, /run stay so);
         `pids_limit`: its own limit on processes and threads (None: the host's default);
         `placement`: "spread" or "binpack"; `affinity`: terms `{"selector": {k: v}, "anti":
-        bool, "soft": bool}` placing the cell with (or away from) the cells they select."""
+        bool, "soft": bool}` placing the cell with (or away from) the cells they select;
+        `isolation`: `standard` or `sandbox` (gVisor); None: the tenant's or project's minimum."""
         body = drop_none(
             {
                 "name": name,
@@ -66,6 +68,7 @@ class CellsApi(BaseClient):
                 "pids_limit": pids_limit,
                 "placement": placement,
                 "affinity": None if affinity is None else [dict(a) for a in affinity],
+                "isolation": isolation,
             }
         )
         return self._json(

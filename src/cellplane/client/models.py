@@ -47,7 +47,9 @@ class Whoami(TypedDict, total=False):
 class Tenant(TypedDict, total=False):
     id: str
     name: str
+    min_isolation: str | None  # the weakest isolation class its cells may use; None: any
     created_at: str
+    cells_below_policy: list[dict[str, str]]  # in an update's answer: cells left below it
 
 
 class TenantAdmin(TypedDict, total=False):

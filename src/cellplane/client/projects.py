@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from cellplane.client._base import BaseClient, JSONDict
+from cellplane.client._base import BaseClient, JSONDict, seg
 
 __all__ = ["ProjectsApi"]
 
@@ -22,3 +22,9 @@ class ProjectsApi(BaseClient):
         return self._json(
             "POST", "/v1/projects", json_body={"name": name}, idempotency_key=idempotency_key
         )
+
+    def update_project(self, project: str, *, isolation: str | None) -> JSONDict:
+        """Set the project's minimum isolation class (`sandbox`; `standard` or None: none).
+        Existing cells are not changed: those below it are listed in `cells_below_policy`."""
+        body = {"isolation": isolation}
+        return self._json("PATCH", f"/v1/projects/{seg(project)}", json_body=body)

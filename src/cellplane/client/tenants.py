@@ -39,6 +39,12 @@ class TenantsApi(BaseClient):
         """A tenant by name or id."""
         return cast(Tenant, self._json("GET", f"/v1/tenants/{seg(tenant)}"))
 
+    def update_tenant(self, tenant: str, *, isolation: str | None) -> Tenant:
+        """Set the tenant's minimum isolation class (`sandbox`; `standard` or None: no policy).
+        Existing cells are not changed: those below it are listed in `cells_below_policy`."""
+        body = {"isolation": isolation}
+        return cast(Tenant, self._json("PATCH", f"/v1/tenants/{seg(tenant)}", json_body=body))
+
     def delete_tenant(self, tenant: str) -> None:
         """Delete a tenant (refused while it has cells, volumes or clusters)."""
         self._send("DELETE", f"/v1/tenants/{seg(tenant)}")

@@ -232,6 +232,7 @@ def _placement(
         zones=zones,
         near=near,
         near_strict=strict,
+        isolation=group.isolation or "standard",
     )
 
 

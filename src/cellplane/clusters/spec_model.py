@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -237,6 +237,8 @@ class NodeGroupSpec(BaseModel):
     swap_ratio: float | None = Field(default=None, alias="swapRatio")
     placement_policies: PlacementPolicies | None = Field(default=None, alias="placementPolicies")
     configuration: dict[str, Any] | None = None
+    # The isolation class of the group's cells (`standard`, `sandbox`); None: the tenant's minimum.
+    isolation: Literal["standard", "sandbox"] | None = None
     ranges: dict[str, tuple[int, int]] | None = Field(default=None, exclude=True)
 
     @model_validator(mode="before")

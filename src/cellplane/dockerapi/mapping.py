@@ -16,8 +16,10 @@ from cellplane.validation import is_dns_label
 
 __all__ = [
     "API_VERSION",
+    "ISOLATION_LABEL",
     "MIN_API_VERSION",
     "RESTART_LABEL",
+    "RUNTIMES",
     "Refused",
     "cell_fields",
     "check_api_version",
@@ -99,7 +101,6 @@ _REFUSED: dict[tuple[str, str], tuple[str, str, int]] = {
     ("HostConfig", "DeviceRequests"): ("--gpus", _FORBIDDEN, 403),
     ("HostConfig", "SecurityOpt"): ("--security-opt", _FORBIDDEN, 403),
     ("HostConfig", "CgroupParent"): ("--cgroup-parent", _FORBIDDEN, 403),
-    ("HostConfig", "Runtime"): ("--runtime", _FORBIDDEN, 403),
     ("HostConfig", "Sysctls"): ("--sysctl", _FORBIDDEN, 403),
     ("HostConfig", "CapDrop"): ("--cap-drop", _NOT_YET, 400),
     ("HostConfig", "VolumesFrom"): ("--volumes-from", _NOT_YET, 400),
@@ -296,6 +297,7 @@ def cell_fields(name: str | None, body: dict[str, Any]) -> dict[str, Any]:
     _check_refused(body, host)
     _network(host, body)
     labels = {str(k): str(v) for k, v in (body.get("Labels") or {}).items()}
+    isolation = _isolation(host, labels.pop(ISOLATION_LABEL, None))
     reserved = [k for k in labels if k.startswith("cellplane.")]
     if reserved:
         raise Refused(400, f"--label {reserved[0]}: labels starting with 'cellplane.' are reserved")
@@ -328,7 +330,40 @@ def cell_fields(name: str | None, body: dict[str, Any]) -> dict[str, Any]:
                 400, "--pids-limit: a cell always has a pids limit; give a number (16 or more)"
             )
         fields["pids_limit"] = pids
+    if isolation is not None:
+        fields["isolation"] = isolation
     return fields
+
+
+#: The label that asks for an isolation class (`--label cellplane.isolation=sandbox`), the
+#: one `cellplane.` label a container may carry; `--runtime runsc` says the same.
+ISOLATION_LABEL = "cellplane.isolation"
+#: Runtimes by their Docker name -> isolation class.
+RUNTIMES = {"runc": "standard", "runsc": "sandbox"}
+
+
+def _isolation(host: dict[str, Any], label: str | None) -> str | None:
+    """The cell's isolation class from `--runtime` and the isolation label (None: the default,
+    the tenant's minimum); an unknown runtime or class is refused as Docker refuses one."""
+    runtime = host.get("Runtime") or None
+    by_runtime = None
+    if runtime is not None:
+        by_runtime = RUNTIMES.get(str(runtime))
+        if by_runtime is None:
+            raise Refused(
+                400,
+                f"unknown or invalid runtime name: {runtime} (this endpoint runs "
+                f"{', '.join(f'{r} (isolation {c})' for r, c in RUNTIMES.items())})",
+            )
+    if label is not None and label not in RUNTIMES.values():
+        raise Refused(
+            400,
+            f"--label {ISOLATION_LABEL}={label}: unknown isolation class; one of "
+            f"{', '.join(RUNTIMES.values())}",
+        )
+    if by_runtime is not None and label is not None and by_runtime != label:
+        raise Refused(400, f"--runtime {runtime} and --label {ISOLATION_LABEL}={label} disagree")
+    return by_runtime or label
 
 
 def _strings(value: Any, what: str) -> list[str] | None:

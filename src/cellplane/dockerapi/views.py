@@ -209,6 +209,7 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
             "NetworkMode": "default",
             "PortBindings": bindings,
             "RestartPolicy": _restart_policy(cell),
+            "Runtime": "runsc" if cell.get("isolation") == "sandbox" else "runc",
             "AutoRemove": False,
             "Privileged": False,
             "NanoCpus": round(cell["cpu"] * 1e9),

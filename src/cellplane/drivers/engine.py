@@ -21,12 +21,23 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 from cellplane.drivers import errors
 
-__all__ = ["SOCKET_PATH_MAX", "PodmanService", "containers_conf", "storage_conf"]
+__all__ = [
+    "SANDBOX_RUNTIME",
+    "SOCKET_PATH_MAX",
+    "PodmanService",
+    "containers_conf",
+    "runsc_wrapper",
+    "storage_conf",
+]
+
+#: The engine-side name of the sandbox runtime (gVisor), as cells ask for it.
+SANDBOX_RUNTIME = "runsc"
 
 # sun_path is 108 bytes including the terminating NUL.
 SOCKET_PATH_MAX = 107
@@ -36,14 +47,67 @@ def _toml_str(value: str | Path) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def runsc_wrapper(runsc: str, platform: str, state_dir: Path) -> str:
+    """The script the engine runs as its `runsc` runtime (pure; unit-tested).
+
+    It gives runsc the platform and a state directory of this engine's own, and smooths two
+    edges of Debian's runsc (a 2022 build) under podman 4.3:
+
+    * `start` runs in a private mount namespace where /proc/sys/net is hidden: that runsc tells
+      the root network namespace by /proc/sys/net/core/rmem_default, which kernels since 6.x
+      show in every namespace, so it would refuse every cell's own namespace as "the root one".
+      The sandbox itself was created in the cell's namespace; nothing else changes.
+    * `exec --tty` (podman's `exec -t`) is passed without `--tty`, a flag that runsc does not
+      know: the terminal is already asked for in the process description it gets.
+    """
+    base = f"{_sh_quote(runsc)} --platform={_sh_quote(platform)} --root={_sh_quote(str(state_dir))}"
+    return "\n".join(
+        [
+            "#!/bin/sh",
+            "# Written by cellplane: the agent's sandbox runtime (gVisor); edits are overwritten.",
+            "sub=",
+            "for arg do",
+            "  shift",
+            '  case "$arg" in',
+            '    start|exec) [ -z "$sub" ] && sub=$arg ;;',
+            '    --tty|-tty|-t|--tty=true) [ "$sub" = exec ] && continue ;;',
+            "  esac",
+            '  set -- "$@" "$arg"',
+            "done",
+            'if [ "$sub" = start ]; then',
+            "  exec unshare --mount sh -c "
+            '\'mount -t tmpfs cellplane-hide /proc/sys/net && exec "$0" "$@"\' '
+            f'{base} "$@"',
+            "fi",
+            f'exec {base} "$@"',
+            "",
+        ]
+    )
+
+
+def _sh_quote(value: str) -> str:
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
 def containers_conf(
-    tmp_dir: Path, network_dir: Path, runtime: str = "runc", subnet_pool: str | None = None
+    tmp_dir: Path,
+    network_dir: Path,
+    runtime: str = "runc",
+    subnet_pool: str | None = None,
+    sandbox_runtime: Path | None = None,
 ) -> str:
     """The containers.conf the service runs with (pure; unit-tested).
 
     `subnet_pool` (a CIDR split into /24 networks) keeps several engines on one machine
     from handing out the same subnet: each only sees its own network definitions.
+    `sandbox_runtime` (the `runsc_wrapper` script) adds the `runsc` runtime, which cells of the
+    `sandbox` isolation class ask for by name.
     """
+    runtimes = (
+        ["", "[engine.runtimes]", f"{SANDBOX_RUNTIME} = [{_toml_str(sandbox_runtime)}]"]
+        if sandbox_runtime is not None
+        else []
+    )
     pool = (
         [f'default_subnet_pools = [{{"base" = {_toml_str(subnet_pool)}, "size" = 24}}]']
         if subnet_pool
@@ -69,6 +133,7 @@ def containers_conf(
             # Each exec keeps a conmon alive this long so its exit code can be read; the
             # default (300 s) piles up hundreds of idle processes under health checks.
             "exit_command_delay = 10",
+            *runtimes,
             "",
             "[network]",
             'network_backend = "netavark"',
@@ -132,8 +197,14 @@ class PodmanService:
         podman: str = "podman",
         runtime: str = "runc",
         subnet_pool: str | None = None,
+        runsc: str | None = None,
+        runsc_platform: str = "ptrace",
+        sandbox_creator: bool = False,
     ) -> None:
         self.data_dir = data_dir.absolute()
+        # gVisor's runsc (a path), offered to cells as the `runsc` runtime; None: no sandbox.
+        self.runsc = runsc
+        self.runsc_platform = runsc_platform
         self.run_dir = (run_dir or self.data_dir / "run").absolute()
         self.podman = podman
         self.runtime = runtime
@@ -141,9 +212,17 @@ class PodmanService:
         self.root = self.data_dir / "storage"
         self.network_dir = self.data_dir / "networks"
         self.tmp_dir = self.run_dir / "tmp"
-        self.socket_path = self.data_dir / "podman.sock"
-        self.log_path = self.data_dir / "service.log"
-        self.pid_path = self.data_dir / "service.pid"
+        # The sandbox creator: a second service on the same storage whose default runtime is
+        # runsc. Podman 4.3's API cannot choose a runtime per container (the libpod and compat
+        # create bodies' runtime fields are ignored), so sandboxed cells are created through it;
+        # everything else about them goes through the main service, which knows runsc too.
+        self.sandbox_creator = sandbox_creator
+        stem = "sandbox-" if sandbox_creator else ""
+        self.socket_path = self.data_dir / ("sandbox.sock" if sandbox_creator else "podman.sock")
+        self.log_path = self.data_dir / f"{stem}service.log"
+        self.pid_path = self.data_dir / f"{stem}service.pid"
+        self._start_lock = threading.Lock()
+        self.runsc_wrapper_path = self.data_dir / "runsc-runtime"
         self._process: subprocess.Popen[bytes] | None = None
         self._pid: int | None = None
         if len(str(self.socket_path).encode()) > SOCKET_PATH_MAX:
@@ -161,7 +240,35 @@ class PodmanService:
         """The service's process id, if known (started here or found from an earlier run)."""
         return self._pid
 
+    def sandbox_service(self) -> PodmanService:
+        """The sandbox creator of this engine (same storage; see `sandbox_creator`)."""
+        if self.runsc is None:
+            raise ValueError("this engine has no sandbox runtime (runsc)")
+        return PodmanService(
+            self.data_dir,
+            run_dir=self.run_dir,
+            podman=self.podman,
+            runtime=self.runtime,
+            subnet_pool=self.subnet_pool,
+            runsc=self.runsc,
+            runsc_platform=self.runsc_platform,
+            sandbox_creator=True,
+        )
+
+    def stop_recorded(self, timeout: float = 10.0) -> None:
+        """`stop()` the service this one started, or the one its pid file names (an earlier
+        run's, still answering): for the sandbox creator, which nothing else supervises."""
+        if self._pid is None:
+            self._pid = self._recorded_pid()
+        self.stop(timeout)
+
+    def ensure_started(self) -> str:
+        """`start()`, one caller at a time (worker threads share one service): the socket URL."""
+        with self._start_lock:
+            return self.start()
+
     def command(self) -> list[str]:
+        runtime = ["--runtime", SANDBOX_RUNTIME] if self.sandbox_creator else []
         return [
             self.podman,
             "--root",
@@ -170,6 +277,7 @@ class PodmanService:
             str(self.run_dir / "storage"),
             "--network-config-dir",
             str(self.network_dir),
+            *runtime,
             "system",
             "service",
             "--time=0",
@@ -199,8 +307,16 @@ class PodmanService:
             self.data_dir / "config",
         ):
             path.mkdir(parents=True, exist_ok=True)
+        wrapper = None
+        if self.runsc is not None:
+            wrapper = self.runsc_wrapper_path
+            script = runsc_wrapper(self.runsc, self.runsc_platform, self.run_dir / "runsc")
+            tmp = wrapper.with_suffix(".tmp")
+            tmp.write_text(script)
+            tmp.chmod(0o755)
+            tmp.replace(wrapper)
         (self.data_dir / "containers.conf").write_text(
-            containers_conf(self.tmp_dir, self.network_dir, self.runtime, self.subnet_pool)
+            containers_conf(self.tmp_dir, self.network_dir, self.runtime, self.subnet_pool, wrapper)
         )
         (self.data_dir / "storage.conf").write_text(
             storage_conf(self.root, self.run_dir / "storage")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import ipaddress
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -185,8 +185,14 @@ class PodmanDriver:
         timeout: float = 60.0,
         pool_size: int = 32,
         subnet_pools: Sequence[str] = ENGINE_SUBNET_POOLS,
+        sandbox_engine: Callable[[], str] | None = None,
     ) -> None:
         self.base_url = base_url
+        self._timeout = timeout
+        # Gives the URL of an engine on the same storage whose default runtime is the sandbox
+        # (starting it if need be): podman 4.3 creates a container with its service's runtime.
+        self._sandbox_engine = sandbox_engine
+        self._sandbox_apis: dict[str, docker.APIClient] = {}
         self.subnet_pools = tuple(str(ipaddress.ip_network(p)) for p in subnet_pools)
         with _translated("engine"):
             self._api = docker.APIClient(
@@ -201,11 +207,18 @@ class PodmanDriver:
     def close(self) -> None:
         """Drop pooled connections."""
         self._api.close()
+        for api in self._sandbox_apis.values():
+            api.close()
 
     def _post_json(
-        self, url: str, body: dict[str, Any], params: dict[str, str] | None = None
+        self,
+        url: str,
+        body: dict[str, Any],
+        params: dict[str, str] | None = None,
+        api: docker.APIClient | None = None,
     ) -> Any:
-        response = self._api.post(url, json=body, params=params, timeout=self._api.timeout)
+        api = api or self._api
+        response = api.post(url, json=body, params=params, timeout=api.timeout)
         try:
             response.raise_for_status()
         except requests.HTTPError as exc:
@@ -355,16 +368,39 @@ class PodmanDriver:
 
     # -- containers -------------------------------------------------------------------
 
+    def _creator(self, spec: ContainerSpec) -> docker.APIClient:
+        """The engine that creates `spec`: this one, or the sandbox creator for runsc."""
+        if spec.runtime is None:
+            return self._api
+        if self._sandbox_engine is None:
+            raise errors.PermanentDriverError(
+                f"this engine offers no {spec.runtime} runtime (the sandbox isolation class)"
+            )
+        url = self._sandbox_engine()
+        api = self._sandbox_apis.get(url)
+        if api is None:
+            api = docker.APIClient(
+                base_url=url, version=DOCKER_API_VERSION, timeout=int(self._timeout)
+            )
+            self._sandbox_apis[url] = api
+        return api
+
     def create(self, spec: ContainerSpec) -> str:
         with _translated("container"):
+            api = self._creator(spec)
             if spec.rootfs is not None:
-                answer = self._libpod_post("/containers/create", libpod_create_body(spec))
+                answer = self._post_json(
+                    f"{api.base_url}{LIBPOD_PREFIX}/containers/create",
+                    libpod_create_body(spec),
+                    api=api,
+                )
             else:
                 # Posted by hand: the SDK's high-level create inspects after creating.
                 answer = self._post_json(
-                    f"{self._api.base_url}/v{DOCKER_API_VERSION}/containers/create",
+                    f"{api.base_url}/v{DOCKER_API_VERSION}/containers/create",
                     compat_create_body(spec),
                     params={"name": spec.name},
+                    api=api,
                 )
         return str(answer.get("Id") or answer["id"])
 

@@ -61,9 +61,15 @@ def compat_create_body(spec: ContainerSpec) -> dict[str, Any]:
     if spec.image is None:
         raise ValueError("compat_create_body needs an image spec; rootfs uses libpod")
     host_config: dict[str, Any] = {}
-    # No CPU quota here: `apply_limits` sets it once the container runs (see the Driver).
+    # No CPU quota here: `apply_limits` sets it once the container runs (see the Driver);
+    # except under another runtime (runsc), which cannot change a running sandbox's limits.
     if spec.memory_mb:
         host_config["Memory"] = spec.memory_mb * _MIB
+    if spec.runtime is not None:
+        host_config["Runtime"] = spec.runtime
+        if spec.cpu:
+            host_config["CpuPeriod"] = _CPU_PERIOD_US
+            host_config["CpuQuota"] = _cpu_quota(spec.cpu)
     if spec.ports:
         host_config["PortBindings"] = {
             _port_key(p): [
@@ -148,10 +154,14 @@ def libpod_create_body(spec: ContainerSpec) -> dict[str, Any]:
     if spec.user:
         body["user"] = spec.user
     limits: dict[str, Any] = {}
-    if spec.memory_mb:  # the CPU quota comes after start, from `apply_limits`
+    if spec.memory_mb:  # the CPU quota comes after start, from `apply_limits`...
         limits["memory"] = {"limit": spec.memory_mb * _MIB}
     if spec.pids_limit:
         limits["pids"] = {"limit": spec.pids_limit}
+    if spec.runtime is not None:
+        body["oci_runtime"] = spec.runtime
+        if spec.cpu:  # ...except under a sandbox runtime, which cannot update it later
+            limits["cpu"] = {"quota": _cpu_quota(spec.cpu), "period": _CPU_PERIOD_US}
     if limits:
         body["resource_limits"] = limits
     if spec.network is not None:
@@ -175,6 +185,10 @@ def libpod_create_body(spec: ContainerSpec) -> dict[str, Any]:
     return body
 
 
+def _cpu_quota(cpu: float) -> int:
+    return max(_MIN_CPU_QUOTA_US, round(cpu * _CPU_PERIOD_US))
+
+
 def libpod_update_body(cpu: float, memory_mb: int) -> dict[str, Any]:
     """The libpod `POST /libpod/containers/{id}/update` body (a LinuxResources) for the limits.
 
@@ -183,7 +197,7 @@ def libpod_update_body(cpu: float, memory_mb: int) -> dict[str, Any]:
     """
     if cpu < 0 or memory_mb < 0:
         raise ValueError(f"cpu and memory_mb must not be negative: {cpu}, {memory_mb}")
-    quota = max(_MIN_CPU_QUOTA_US, round(cpu * _CPU_PERIOD_US)) if cpu else -1
+    quota = _cpu_quota(cpu) if cpu else -1
     return {
         "cpu": {"quota": quota, "period": _CPU_PERIOD_US},
         "memory": {"limit": memory_mb * _MIB if memory_mb else -1},

@@ -7,6 +7,7 @@ groups, and the API's admission calls `explain` to refuse requests that could ne
 
 from .model import (
     BINPACK,
+    ISOLATION_CLASSES,
     POLICIES,
     SPREAD,
     Affinity,
@@ -21,6 +22,7 @@ from .place import explain, place
 
 __all__ = [
     "BINPACK",
+    "ISOLATION_CLASSES",
     "POLICIES",
     "SPREAD",
     "Affinity",

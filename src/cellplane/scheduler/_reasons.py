@@ -3,8 +3,8 @@
 `_small` (pure Python) and `_table` (numpy) each run the same filter pipeline to find the
 constraint that eliminated the last candidate hosts; they compute the numbers and call these
 functions, so the text is identical whichever engine ran. Pipeline order, which decides the
-reason when several constraints bind: host state, labels, zones, STRICT near, hard (anti-)affinity, cpu, memory,
-disk, host ports, instancePerHost.
+reason when several constraints bind: host state, isolation class, labels, zones, STRICT near,
+hard (anti-)affinity, cpu, memory, disk, host ports, instancePerHost.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ __all__ = [
     "NO_HOSTS",
     "affinity",
     "fmt_cpu",
+    "isolation",
     "labels",
     "near",
     "not_ready",
@@ -54,6 +55,17 @@ def not_ready(states: Iterable[str]) -> str:
     order = sorted(counts, key=lambda s: (_STATE_ORDER.get(s, 3), s))
     parts = [f"{counts[s]} in {s}" if s == "MAINTENANCE" else f"{counts[s]} {s}" for s in order]
     return f"no host is READY ({', '.join(parts)})"
+
+
+def isolation(wanted: str, ready_hosts: int) -> str:
+    if ready_hosts == 1:
+        hosts = "the READY host does not offer it"
+    else:
+        hosts = f"none of {ready_hosts} READY hosts offer it"
+    return (
+        f"no host offers isolation class {wanted}: {hosts} (an agent offers sandbox when "
+        "gVisor's runsc runs there; install runsc and restart the agent)"
+    )
 
 
 def labels(required: Mapping[str, str]) -> str:

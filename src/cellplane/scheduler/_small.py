@@ -41,6 +41,7 @@ class HostState:
         "div_m",
         "groups",
         "id",
+        "isolation",
         "labels",
         "ports",
         "ready",
@@ -56,6 +57,7 @@ class HostState:
         self.state = h.state
         self.ready = h.state == READY
         self.labels = h.labels
+        self.isolation = h.isolation
         self.zone = h.zone
         self.cap_c = millicores(h.capacity.cpu)
         self.cap_m = h.capacity.memory_mb
@@ -135,10 +137,13 @@ def place_small(hosts: Sequence[HostSnapshot], requests: Sequence[PlacementReque
         cap = r.max_per_host
         terms = hard_terms(states, r) if r.affinity else []
         binpack = r.policy == BINPACK
+        iso = r.isolation
         best: HostState | None = None
         best_key = 0.0
         for s in ready:
             if c > s.cap_c - s.used_c or m > s.cap_m - s.used_m or d > s.cap_d - s.used_d:
+                continue
+            if iso not in s.isolation:
                 continue
             if want and any(s.labels.get(k) != v for k, v in want):
                 continue
@@ -184,6 +189,11 @@ def explain_states(states: Sequence[HostState], r: PlacementRequest) -> str | No
     cand = [s for s in states if s.ready]
     if not cand:
         return _reasons.not_ready(s.state for s in states)
+    iso = r.isolation
+    offering = [s for s in cand if iso in s.isolation]
+    if not offering:
+        return _reasons.isolation(iso, len(cand))
+    cand = offering
     if r.labels:
         want = list(r.labels.items())
         cand = [s for s in cand if all(s.labels.get(k) == v for k, v in want)]

@@ -79,7 +79,9 @@ class Table:
         self._taken: dict[tuple[str, int], BoolArray] = {}
         self._label: dict[tuple[str, str], BoolArray] = {}
         self._zone: dict[frozenset[str], BoolArray] = {}
-        self._static: dict[tuple[frozenset[tuple[str, str]], frozenset[str] | None], BoolArray] = {}
+        self._static: dict[
+            tuple[frozenset[tuple[str, str]], frozenset[str] | None, str], BoolArray
+        ] = {}
 
     # -- masks ---------------------------------------------------------------------------
 
@@ -105,12 +107,17 @@ class Table:
             self._zone[zones] = mask
         return mask
 
-    def static(self, labels: Mapping[str, str], zones: frozenset[str] | None) -> BoolArray:
-        """READY hosts carrying `labels` in `zones`: fixed for the whole batch, so cached."""
-        key = (frozenset(labels.items()), zones)
+    def static(
+        self, labels: Mapping[str, str], zones: frozenset[str] | None, isolation: str
+    ) -> BoolArray:
+        """READY hosts offering `isolation`, carrying `labels`, in `zones`: fixed for the whole
+        batch, so cached."""
+        key = (frozenset(labels.items()), zones, isolation)
         mask = self._static.get(key)
         if mask is None:
-            mask = self.ready.copy()
+            mask = self.ready & np.fromiter(
+                (isolation in h.isolation for h in self.snaps), np.bool_, self.n
+            )
             for k, v in labels.items():
                 mask &= self._label_mask(k, v)
             if zones is not None:
@@ -162,7 +169,7 @@ class Table:
         c = millicores(r.resources.cpu)
         m = r.resources.memory_mb
         d = r.resources.disk_gb
-        mask = self.static(r.labels, r.zones)
+        mask = self.static(r.labels, r.zones, r.isolation)
         if r.ports:
             for p in r.ports:
                 mask = mask & ~self.taken(p)
@@ -234,13 +241,15 @@ class Table:
             return _reasons.NO_HOSTS
         if not self.ready.any():
             return _reasons.not_ready(self.states)
-        mask = self.ready
+        mask = self.static({}, None, r.isolation)
+        if not mask.any():
+            return _reasons.isolation(r.isolation, int(self.ready.sum()))
         if r.labels:
-            mask = self.static(r.labels, None)
+            mask = self.static(r.labels, None, r.isolation)
             if not mask.any():
                 return _reasons.labels(r.labels)
         if r.zones is not None:
-            mask = self.static(r.labels, r.zones)
+            mask = self.static(r.labels, r.zones, r.isolation)
             if not mask.any():
                 return _reasons.zones(r.zones, r.labels)
         if r.near is not None and r.near_strict:

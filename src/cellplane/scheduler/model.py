@@ -19,6 +19,7 @@ __all__ = [
     "AFFINITY_WEIGHT",
     "BINPACK",
     "HOST_STATES",
+    "ISOLATION_CLASSES",
     "NEAR_BONUS",
     "POLICIES",
     "READY",
@@ -34,6 +35,10 @@ __all__ = [
 ]
 
 READY = "READY"
+#: Isolation classes, weakest first: `standard` shares the host kernel (runc), `sandbox` runs
+#: the cell on a user-space kernel (gVisor's runsc). A host offers the classes its agent found
+#: its engine can run; a request is placed only on a host offering its class.
+ISOLATION_CLASSES = ("standard", "sandbox")
 HOST_STATES = ("READY", "SUSPECT", "DOWN", "MAINTENANCE")
 
 # The spread score is cpu_share + memory_share after placement (0..2 on a host that fits).
@@ -114,6 +119,7 @@ class HostSnapshot:
     used_ports: frozenset[tuple[str, int]] = frozenset()  # (protocol, host_port) published
     groups: Mapping[str, int] = field(default_factory=dict)  # group -> members on this host
     cells: tuple[Mapping[str, str], ...] = ()  # labels of the cells placed on this host
+    isolation: frozenset[str] = frozenset({"standard"})  # the isolation classes it offers
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +138,7 @@ class PlacementRequest:
     policy: str = SPREAD  # spread | binpack
     cell_labels: Mapping[str, str] = field(default_factory=dict)  # the cell's own labels
     affinity: tuple[Affinity, ...] = ()  # (anti-)affinity with other cells, hard or soft
+    isolation: str = "standard"  # the host must offer this isolation class
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:

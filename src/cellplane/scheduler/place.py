@@ -5,7 +5,7 @@ node groups; the API's admission calls `explain` on every cell create to refuse,
 message, a request that could never fit. Both are pure: the answer depends only on the
 arguments.
 
-Policy: only READY hosts take work; a host must carry all requested labels, be in an allowed
+Policy: only READY hosts take work; a host must offer the request's isolation class, carry all requested labels, be in an allowed
 zone, publish none of the requested host ports yet, stay under the group's instancePerHost,
 hold a member of the `near` group when the association is STRICT, and have the free cpu,
 memory and disk. Among those, the host with the lowest cpu share + memory share after
@@ -95,6 +95,7 @@ def _runs(requests: Sequence[PlacementRequest]) -> list[tuple[int, int]]:
         # Builders usually share the field objects, so identity settles most comparisons.
         res, labels, ports, zones = r.resources, r.labels, r.ports, r.zones
         group, cap, near, strict = r.group, r.max_per_host, r.near, r.near_strict
+        iso = r.isolation
         while j < n:
             q = requests[j]
             if not (
@@ -103,6 +104,7 @@ def _runs(requests: Sequence[PlacementRequest]) -> list[tuple[int, int]]:
                 and q.max_per_host == cap
                 and q.near == near
                 and q.near_strict == strict
+                and q.isolation == iso
                 and (q.labels is labels or q.labels == labels)
                 and (q.ports is ports or q.ports == ports)
                 and (q.zones is zones or q.zones == zones)

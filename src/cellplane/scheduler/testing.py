@@ -38,6 +38,7 @@ def host(
     ports: Iterable[tuple[str, int]] = (),
     groups: Mapping[str, int] | None = None,
     cells: Iterable[Mapping[str, str]] = (),
+    isolation: Iterable[str] = ("standard",),
 ) -> HostSnapshot:
     """A host snapshot; `used` is (cpu, memory_mb, disk_gb) already in use."""
     return HostSnapshot(
@@ -50,6 +51,7 @@ def host(
         used_ports=frozenset(ports),
         groups=dict(groups or {}),
         cells=tuple(dict(c) for c in cells),
+        isolation=frozenset(isolation),
     )
 
 
@@ -69,6 +71,7 @@ def request(
     policy: str = SPREAD,
     cell_labels: Mapping[str, str] | None = None,
     affinity: Iterable[Affinity] = (),
+    isolation: str = "standard",
 ) -> PlacementRequest:
     return PlacementRequest(
         id=id,
@@ -83,6 +86,7 @@ def request(
         policy=policy,
         cell_labels=dict(cell_labels or {}),
         affinity=tuple(affinity),
+        isolation=isolation,
     )
 
 
@@ -105,6 +109,7 @@ def requests(prefix: str, count: int, **kwargs: object) -> list[PlacementRequest
                 policy=first.policy,
                 cell_labels=first.cell_labels,
                 affinity=first.affinity,
+                isolation=first.isolation,
             )
         )
     return out
@@ -134,6 +139,8 @@ def fits(h: _Host, r: PlacementRequest, anywhere: Sequence[_Host] = ()) -> str |
     s = h.snap
     if s.state != READY:
         return f"host {s.id} is {s.state}"
+    if r.isolation not in s.isolation:
+        return f"host {s.id} does not offer isolation class {r.isolation}"
     for k, v in r.labels.items():
         if s.labels.get(k) != v:
             return f"host {s.id} lacks label {k}={v}"

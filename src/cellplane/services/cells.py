@@ -25,7 +25,7 @@ from cellplane.errors import (
     ValidationFailed,
 )
 from cellplane.ids import is_id, new_id, utcnow
-from cellplane.services import capacity
+from cellplane.services import capacity, isolation
 from cellplane.services import hosts as hosts_mod
 from cellplane.services import quotas as quotas_mod
 from cellplane.services import tasks as tasks_mod
@@ -167,6 +167,7 @@ def placement_request(cell: Cell, host_id_for_volumes: str | None) -> scheduler.
             for p in cell.ports
             if p.get("host_port")
         ),
+        isolation=cell.isolation or "standard",
     )
 
 
@@ -249,6 +250,7 @@ def create(
         disk = body.disk_gb
     if s.scalar(select(Cell.id).where(Cell.project_id == project.id, Cell.name == body.name)):
         raise Conflict(f"a cell named {body.name!r} already exists in project {project.name!r}")
+    iso = isolation.admit(s, project, body.isolation)
     bound_host = None
     for i, m in enumerate(body.volumes):
         v = s.scalar(select(Volume).where(Volume.project_id == project.id, Volume.name == m.volume))
@@ -289,6 +291,7 @@ def create(
         volumes=[v.model_dump() for v in body.volumes],
         restart_policy=body.restart.policy,
         max_retries=body.restart.max_retries,
+        isolation=iso,
         stop_timeout=body.stop_timeout,
         read_only=body.read_only,
         pids_limit=body.pids_limit,
@@ -322,6 +325,9 @@ def create(
     cell.task_id = task.id
     s.add(cell)
     s.add(CellEvent(cell_id=cell.id, at=now, type="accepted", message=f"by {principal.subject}"))
+    if iso == "sandbox":  # what a sandbox does differently, said at creation (known gaps)
+        gaps = "; ".join(isolation.GAPS)
+        s.add(CellEvent(cell_id=cell.id, at=now, type="isolation", message=f"sandbox: {gaps}"))
     s.flush()
     return Outcome(
         202, tasks_mod.task_view(task), f"/v1/tasks/{task.id}", ("controller", f"task:{task.id}")
@@ -341,6 +347,7 @@ def with_host_labels(hosts: list[scheduler.HostSnapshot]) -> list[scheduler.Host
             used_ports=h.used_ports,
             groups=h.groups,
             cells=h.cells,
+            isolation=h.isolation,
         )
         for h in hosts
     ]

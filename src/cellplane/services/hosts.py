@@ -105,11 +105,19 @@ def host_state(host: Host, now: datetime, svc: Services) -> str:
     return host_status(host, now, svc)[0]
 
 
+def isolation_offered(reported: list[str] | None) -> list[str]:
+    """The known classes an agent reported, weakest first; an older agent runs `standard`."""
+    got = set(reported or ["standard"])
+    return [c for c in scheduler.ISOLATION_CLASSES if c in got] or ["standard"]
+
+
 def _host_view(host: Host, now: datetime, svc: Services, usage: dict[str, Any]) -> dict[str, Any]:
     state, reason = host_status(host, now, svc)
     return {
         **host_view(host, state, usage),
         "state_reason": reason,
+        "isolation": list(host.isolation or ["standard"]),
+        "isolation_detail": host.isolation_detail,
         "engine": {
             "state": host.engine_state or "UP",
             "since": host.engine_since.isoformat() if host.engine_since else None,
@@ -176,6 +184,7 @@ def snapshot(s: Session, svc: Services, now: datetime) -> list[scheduler.HostSna
                 zone=h.zone,
                 used_ports=frozenset(ports.get(h.id, set())),
                 cells=tuple(labels.get(h.id, ())),
+                isolation=frozenset(h.isolation or ["standard"]),
             )
         )
     return out
@@ -265,6 +274,8 @@ def register(
         h.zone = req.zone
         h.cpu, h.memory_mb, h.disk_gb = cpu, mem, disk
         h.cpu_cores, h.cpu_ratio = req.capacity.cores, req.capacity.cpu_ratio
+        h.isolation = isolation_offered(req.isolation)
+        h.isolation_detail = req.isolation_detail
         h.last_heartbeat = now
         # An agent registers once its engine runs (it starts the engine first).
         _apply_engine(h, req.engine or wire.EngineHealthReport(state="UP"), now)
@@ -420,6 +431,7 @@ def assignments(svc: Services, host_id: str, since: int) -> wire.Assignments:
                     restart=wire.RestartPolicy(
                         policy=cell.restart_policy, max_retries=cell.max_retries
                     ),
+                    isolation=cell.isolation or "standard",
                     stop_timeout=cell.stop_timeout,
                     desired_state=cell.desired_state,
                     restarts=cell.restarts,

@@ -9,13 +9,15 @@ from sqlalchemy.orm import Session
 
 from cellplane.errors import Conflict
 from cellplane.ids import new_id, utcnow
+from cellplane.services import audit, isolation
+from cellplane.services.cells import project_for
 from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import Outcome
-from cellplane.services.schemas import ProjectCreate
+from cellplane.services.schemas import IsolationPolicy, ProjectCreate
 from cellplane.services.views import project_view
 from cellplane.state.models import Project
 
-__all__ = ["create", "list_projects"]
+__all__ = ["create", "list_projects", "update"]
 
 
 def list_projects(svc: Services, principal: Principal) -> dict[str, Any]:
@@ -44,3 +46,19 @@ def create(svc: Services, s: Session, principal: Principal, body: ProjectCreate)
     s.add(p)
     s.flush()
     return Outcome(201, project_view(p, principal.tenant), f"/v1/projects/{p.name}")
+
+
+def update(svc: Services, principal: Principal, name: str, body: IsolationPolicy) -> dict[str, Any]:
+    """Set the project's minimum isolation class; its existing cells are reported, not changed."""
+    with svc.db.session() as s:
+        p = project_for(s, principal, name, "projects:write")
+        below = isolation.set_minimum(s, p, body.isolation)
+        audit.record(
+            s,
+            tenant_id=p.tenant_id,
+            actor=audit.actor_of(principal),
+            action="project.update",
+            target=p.name,
+            detail={"min_isolation": p.min_isolation, "cells_below_policy": len(below)},
+        )
+        return {**project_view(p, principal.tenant), "cells_below_policy": below}

@@ -15,6 +15,7 @@ __all__ = [
     "DNS_LABEL",
     "CellCreate",
     "FlavorCreate",
+    "IsolationPolicy",
     "MaintenanceBody",
     "PortBody",
     "ProjectCreate",
@@ -124,6 +125,8 @@ class CellCreate(_Strict):
     pids_limit: int | None = Field(default=None, ge=MIN_PIDS_LIMIT, le=MAX_PIDS_LIMIT)
     placement: Literal["spread", "binpack"] | None = None
     affinity: list[AffinityBody] = Field(default_factory=list, max_length=16)
+    # standard | sandbox; None: the tenant's or project's minimum (standard without a policy).
+    isolation: Literal["standard", "sandbox"] | None = None
 
     @field_validator("name")
     @classmethod
@@ -203,6 +206,13 @@ class VolumeCreate(_Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         return _check_label(v)
+
+
+class IsolationPolicy(_Strict):
+    """`PATCH` of a tenant or project: the weakest isolation class its cells may use
+    (`standard` or null: no minimum)."""
+
+    isolation: Literal["standard", "sandbox"] | None
 
 
 class ProjectCreate(_Strict):

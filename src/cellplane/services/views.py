@@ -53,6 +53,7 @@ def cell_view(
         "ports": cell.ports,
         "volumes": cell.volumes,
         "restart": {"policy": cell.restart_policy, "max_retries": cell.max_retries},
+        "isolation": cell.isolation or "standard",
         "stop_timeout": cell.stop_timeout,
         "placement": cell.placement or "spread",
         "affinity": list(cell.affinity or []),
@@ -136,4 +137,10 @@ def volume_view(
 
 
 def project_view(p: Project, tenant: str) -> dict[str, Any]:
-    return {"id": p.id, "name": p.name, "tenant": tenant, "created_at": iso(p.created_at)}
+    return {
+        "id": p.id,
+        "name": p.name,
+        "tenant": tenant,
+        "min_isolation": p.min_isolation,
+        "created_at": iso(p.created_at),
+    }

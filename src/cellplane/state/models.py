@@ -76,6 +76,8 @@ class Tenant(Base):
     __tablename__ = "tenants"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
+    # The weakest isolation class its cells may run with (None: any); see docs/isolation.md.
+    min_isolation: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
@@ -85,6 +87,7 @@ class Project(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     name: Mapped[str] = mapped_column(String(63))
+    min_isolation: Mapped[str | None] = mapped_column(String(16))  # as the tenant's, per project
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
@@ -148,6 +151,12 @@ class Host(Base):
     # The host revision at which a cell last left this host (moved, drained, failed over): an
     # agent whose view is older gets a full view, so it removes what no longer belongs here.
     departed_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The isolation classes its engine can run (the agent probes at start), and how (runtime,
+    # platform), for `host show`.
+    isolation: Mapped[list[Any]] = mapped_column(
+        JSON, default=lambda: ["standard"], server_default='["standard"]'
+    )
+    isolation_detail: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # `cellplane host revoke`: its certificates are revoked, it is refused until it joins again.
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -218,6 +227,9 @@ class Cell(Base):
     ports: Mapped[list[Any]] = mapped_column(default=list)
     volumes: Mapped[list[Any]] = mapped_column(default=list)
     restart_policy: Mapped[str] = mapped_column(String(16), default="never")
+    isolation: Mapped[str] = mapped_column(
+        String(16), default="standard", server_default="standard"
+    )
     max_retries: Mapped[int | None] = mapped_column(Integer)
     stop_timeout: Mapped[float] = mapped_column(Float, default=10.0)
     desired_state: Mapped[str] = mapped_column(String(16), index=True)

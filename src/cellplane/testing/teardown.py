@@ -26,7 +26,7 @@ def remove_engine(data_dir: Path) -> None:
     engine_dir = data_dir / "agent" / "engine"
     if not engine_dir.exists():
         return
-    engine = PodmanService(engine_dir)
+    engine = PodmanService(engine_dir, runsc=shutil.which("runsc"))  # sandboxed cells, too
     try:
         driver = PodmanDriver(engine.start())
         for info in driver.list({}):
@@ -37,6 +37,8 @@ def remove_engine(data_dir: Path) -> None:
                 driver.remove_network(net)
     except Exception:
         pass
+    if engine.runsc is not None:
+        engine.sandbox_service().stop_recorded()  # one the agent left running (it was killed)
     engine.destroy()
 
 

@@ -119,6 +119,11 @@ class RegisterRequest(_Versioned):
     agent_secret: str | None = None
     engine: EngineHealthReport | None = None
     csr: str | None = None  # PEM CSR, CN the host name: asks for a host certificate
+    # The isolation classes the agent's engine can run (probed at start); None: an agent older
+    # than isolation classes, which runs `standard` only. `isolation_detail` says how
+    # ("sandbox: runsc 0.0~20221219.0, platform ptrace") or why not, for `host show`.
+    isolation: list[str] | None = None
+    isolation_detail: str | None = None
 
     @field_validator("csr", mode="before")
     @classmethod
@@ -199,6 +204,7 @@ class CellAssignment(_Model):
     ports: list[PortAssignment] = Field(default_factory=list)
     mounts: list[MountAssignment] = Field(default_factory=list)
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
+    isolation: str = "standard"  # standard (runc) | sandbox (gVisor's runsc)
     stop_timeout: float | None = None
     desired_state: str = "RUNNING"  # RUNNING | STOPPED | DELETED
     restarts: int = 0  # the server's count; the agent never goes below it

@@ -119,6 +119,8 @@ class RegisterRequest:
     agent_secret: str | None = None
     engine: EngineHealthReport | None = None
     csr: str | None = None
+    isolation: list[str] | None = None
+    isolation_detail: str | None = None
 
     @staticmethod
     def _csr(v: Any) -> Any:
@@ -205,6 +207,7 @@ class CellAssignment:
     ports: list[PortAssignment] = field(default_factory=list)
     mounts: list[MountAssignment] = field(default_factory=list)
     restart: RestartPolicy = field(default_factory=RestartPolicy)
+    isolation: str = "standard"
     stop_timeout: float | None = None
     desired_state: str = "RUNNING"
     restarts: int = 0

@@ -374,3 +374,23 @@ def test_cellplane_endpoint_env_configures_the_docker_cli(
         timeout=60,
     )
     assert ps.returncode == 0 and ps.stdout.startswith("CONTAINER ID"), ps.stderr
+
+
+@pytest.mark.skipif(shutil.which("runsc") is None, reason="gVisor's runsc is not installed")
+def test_docker_run_runtime_runsc_makes_a_sandboxed_cell(ep_a: Endpoint, admin: Client) -> None:
+    """`--runtime runsc` is the sandbox isolation class (gVisor); an unknown runtime is refused
+    as Docker refuses one, and changes nothing."""
+    name = unique("gv")
+    ep_a.ok("run", "-d", "--name", name, "--runtime", "runsc", "busybox", *SLEEP)
+    try:
+        (info,) = json.loads(ep_a.ok("inspect", name))
+        assert info["HostConfig"]["Runtime"] == "runsc"
+        assert _cells(admin, "team-a")[name]["isolation"] == "sandbox"
+        out = admin.exec_cell(_cells(admin, "team-a")[name]["id"], ["dmesg"])
+        assert "Starting gVisor" in str(out["output"]), out
+    finally:
+        ep_a.docker("rm", "-f", name)
+    before = set(_cells(admin, "team-a"))
+    p = ep_a.docker("run", "-d", "--runtime", "kata", "busybox", "true")
+    assert p.returncode != 0 and "unknown or invalid runtime name: kata" in p.stderr, p.stderr
+    assert set(_cells(admin, "team-a")) == before

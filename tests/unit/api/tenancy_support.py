@@ -304,6 +304,8 @@ BODIES: dict[str, Callable[[TenantWorld], Any]] = {
     "POST /v1/agent/hosts/{host_id}/status": lambda w: {"cells": []},
     "POST /v1/agent/hosts/{host_id}/heartbeat": lambda w: {"api_version": "agent/v1"},
     "POST /v1/tenants": lambda w: {"name": "t" + _n()},
+    "PATCH /v1/tenants/{tenant}": lambda w: {"isolation": None},
+    "PATCH /v1/projects/{project}": lambda w: {"isolation": "standard"},
     "POST /v1/users": lambda w: {"name": "u" + _n()},
     "PATCH /v1/users/{user}": lambda w: {"display_name": "renamed"},
     "POST /v1/groups": lambda w: {"name": "g" + _n()},

@@ -241,6 +241,7 @@ def test_a_field_the_models_do_not_name_is_kept_not_dropped() -> None:
     view = {
         "id": "tnt-1",
         "name": "acme",
+        "min_isolation": None,
         "created_at": "2026-01-01T00:00:00+00:00",
         "added_later": {"x": 1},
     }

@@ -14,6 +14,7 @@ from cellplane.clusters import (
     DependencyCycleError,
     PlanError,
     ResizeError,
+    SpecError,
     apply_overrides,
     diff_for_resize,
     load_spec_file,
@@ -347,3 +348,14 @@ def test_topology_merges_configuration(catalog: Catalog) -> None:
         "/etc/cellplane/zookeeper/zoo.cfg"
     ]
     assert "tickTime=3000\n" in zoo and "initLimit=30\n" in zoo and "syncLimit=5\n" in zoo
+
+
+def test_a_node_groups_isolation_class_goes_into_its_placement(catalog: Catalog) -> None:
+    spec = _groups(
+        {"name": "zk", "roles": ["zookeeper"], "instanceNum": 2, "isolation": "sandbox"},
+        {"name": "plain", "roles": ["zookeeper"], "instanceNum": 1},
+    )
+    plan = plan_cluster(spec, catalog, cluster_name="c", distro=None, flavors=FLAVORS)
+    assert [n.placement.isolation for n in plan.nodes] == ["sandbox", "sandbox", "standard"]
+    with pytest.raises(SpecError, match=r"nodeGroups\[0\]\.isolation: input should be"):
+        _groups({"name": "zk", "roles": ["zookeeper"], "instanceNum": 1, "isolation": "vm"})

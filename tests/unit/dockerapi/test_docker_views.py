@@ -132,3 +132,8 @@ def test_filters_match_as_docker_does() -> None:
     assert not views.matches(c, {"status": ["exited"], "label": ["team=blue"]})
     with pytest.raises(Refused, match="invalid filter 'name=\\['"):
         views.matches(c, {"name": ["["]})
+
+
+def test_inspect_reports_the_runtime_of_the_cells_isolation_class() -> None:
+    assert views.inspect(cell(isolation="sandbox"), "default")["HostConfig"]["Runtime"] == "runsc"
+    assert views.inspect(cell(), "default")["HostConfig"]["Runtime"] == "runc"

@@ -22,6 +22,7 @@ def test_public_names() -> None:
         "Affinity",
         "BINPACK",
         "HostSnapshot",
+        "ISOLATION_CLASSES",
         "POLICIES",
         "Placement",
         "PlacementRequest",

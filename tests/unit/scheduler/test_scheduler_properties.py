@@ -23,6 +23,9 @@ PORTS = [("tcp", 80), ("tcp", 443), ("udp", 53)]
 GROUPS = ["g1", "g2", "g3"]
 
 
+STANDARD_AND_SANDBOX = frozenset({"standard", "sandbox"})
+
+
 @st.composite
 def hosts_st(draw: st.DrawFn, max_hosts: int = 8) -> list[HostSnapshot]:
     n = draw(st.integers(0, max_hosts))
@@ -46,6 +49,9 @@ def hosts_st(draw: st.DrawFn, max_hosts: int = 8) -> list[HostSnapshot]:
                 zone=draw(st.sampled_from([None, "z1", "z2"])),
                 used_ports=frozenset(draw(st.lists(st.sampled_from(PORTS), max_size=2))),
                 groups=draw(st.dictionaries(st.sampled_from(GROUPS), st.integers(0, 2))),
+                isolation=draw(
+                    st.sampled_from([frozenset({"standard"})] * 2 + [STANDARD_AND_SANDBOX])
+                ),
             )
         )
     return out
@@ -69,6 +75,7 @@ def shape_st(draw: st.DrawFn) -> PlacementRequest:
         zones=zones,
         near=draw(st.sampled_from([None, None, *GROUPS])),
         near_strict=draw(st.booleans()),
+        isolation=draw(st.sampled_from(["standard", "standard", "sandbox"])),
     )
 
 
@@ -89,6 +96,7 @@ def batch_st(draw: st.DrawFn) -> list[PlacementRequest]:
                     zones=shape.zones,
                     near=shape.near,
                     near_strict=shape.near_strict,
+                    isolation=shape.isolation,
                 )
             )
     return out

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from cellplane.api.models.base import OpenView, Time, View
+from cellplane.api.models.resources import IsolationCell
 
 __all__ = [
     "AssignmentSubject",
@@ -35,6 +36,7 @@ __all__ = [
     "Tenant",
     "TenantCreated",
     "TenantList",
+    "TenantUpdated",
     "TokenAnswer",
     "User",
     "UserCreated",
@@ -49,7 +51,18 @@ __all__ = [
 class Tenant(View):
     id: str
     name: str
+    min_isolation: str | None = Field(
+        description="The weakest isolation class its cells may use (`standard`, `sandbox`); "
+        "null: no policy.",
+    )
     created_at: Time
+
+
+class TenantUpdated(Tenant):
+    cells_below_policy: list[IsolationCell] = Field(
+        default_factory=list,
+        description="Existing cells below the new minimum: reported, never changed.",
+    )
 
 
 class TenantList(View):

@@ -41,10 +41,12 @@ __all__ = [
     "HostUsage",
     "Image",
     "ImageList",
+    "IsolationCell",
     "Problem",
     "ProblemField",
     "Project",
     "ProjectList",
+    "ProjectUpdated",
     "Ready",
     "Task",
     "TaskEntity",
@@ -102,7 +104,24 @@ class Project(View):
     id: str
     name: str
     tenant: str
+    min_isolation: str | None = Field(
+        description="The weakest isolation class its cells may use; null: any."
+    )
     created_at: Time
+
+
+class IsolationCell(View):
+    id: str
+    name: str
+    project: str
+    isolation: str
+
+
+class ProjectUpdated(Project):
+    cells_below_policy: list[IsolationCell] = Field(
+        default_factory=list,
+        description="Existing cells below the new minimum: reported, never changed.",
+    )
 
 
 class ProjectList(View):
@@ -198,6 +217,7 @@ class Cell(View):
     ports: list[CellPort]
     volumes: list[CellMount]
     restart: CellRestart
+    isolation: str = Field(description="`standard` (runc) or `sandbox` (gVisor's runsc).")
     stop_timeout: float | None
     placement: str = Field(description="spread (the default) or binpack.")
     affinity: list[CellAffinity]
@@ -328,6 +348,10 @@ class JoinTokenCreated(JoinToken):
 class JoinTokenList(View):
     items: list[JoinToken]
     next_cursor: str | None
+    isolation: list[str] = Field(
+        description="The isolation classes its engine can run (probed by its agent at start)."
+    )
+    isolation_detail: str | None = Field(description="How it runs them, or why it does not.")
 
 
 class HostList(View):

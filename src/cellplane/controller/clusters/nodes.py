@@ -68,6 +68,7 @@ class ExecutorNodes(ExecutorReadiness):
             restart=RestartBody(policy="always"),
             stop_timeout=10.0,
             volumes=[VolumeMount(volume=volume.name, path=volume.path)] if volume else [],
+            isolation=plan.spec.group(node.group).isolation,
         )
         with self.svc.db.session() as s:
             project = s.get(Project, ctx.project)

@@ -21,6 +21,7 @@ from cellplane.identity.directory.bodies import (
     AssignmentCreate,
     ClientCreate,
     GroupCreate,
+    IsolationPolicy,
     LdapBody,
     TenantCreate,
     UserCreate,
@@ -66,6 +67,7 @@ from cellplane.identity.directory.tenants import (
     get_user,
     list_tenants,
     list_users,
+    update_tenant,
     update_user,
 )
 
@@ -80,6 +82,7 @@ __all__ = [
     "AssignmentCreate",
     "ClientCreate",
     "GroupCreate",
+    "IsolationPolicy",
     "LdapBody",
     "LdapCheckFailed",
     "TenantCreate",
@@ -114,6 +117,7 @@ __all__ = [
     "rotate_client_secret",
     "set_ldap",
     "tenant_view",
+    "update_tenant",
     "update_user",
     "user_view",
 ]

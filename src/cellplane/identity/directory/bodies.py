@@ -7,6 +7,7 @@ Built by FastAPI from `api/routes_directory.py`'s request bodies and passed to t
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -21,6 +22,7 @@ __all__ = [
     "AssignmentCreate",
     "ClientCreate",
     "GroupCreate",
+    "IsolationPolicy",
     "LdapBody",
     "TenantCreate",
     "UserCreate",
@@ -56,6 +58,13 @@ class AdminBody(_Strict):
     email: str | None = Field(default=None, max_length=254)
 
     _pw = field_validator("password")(_password)
+
+
+class IsolationPolicy(_Strict):
+    """`PATCH /v1/tenants/{tenant}`: the weakest isolation class the tenant's cells may use
+    (`standard` or null: no minimum)."""
+
+    isolation: Literal["standard", "sandbox"] | None
 
 
 class TenantCreate(_Strict):

@@ -36,7 +36,12 @@ __all__ = [
 
 
 def tenant_view(t: Tenant) -> dict[str, Any]:
-    return {"id": t.id, "name": t.name, "created_at": t.created_at.isoformat()}
+    return {
+        "id": t.id,
+        "name": t.name,
+        "min_isolation": t.min_isolation,
+        "created_at": t.created_at.isoformat(),
+    }
 
 
 def user_view(u: User, now: float | None = None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from cellplane.errors import Conflict, NotFound
 from cellplane.identity.directory.bodies import (
+    IsolationPolicy,
     TenantCreate,
     UserCreate,
     UserUpdate,
@@ -26,6 +27,7 @@ from cellplane.identity.directory.common import (
 from cellplane.identity.passwords import generate_secret, hash_password
 from cellplane.identity.rbac import Principal
 from cellplane.ids import new_id, utcnow
+from cellplane.services import isolation
 from cellplane.services.audit import actor_of, record
 from cellplane.services.context import Services
 from cellplane.services.idempotency import Outcome
@@ -54,6 +56,7 @@ __all__ = [
     "get_user",
     "list_tenants",
     "list_users",
+    "update_tenant",
     "update_user",
 ]
 
@@ -71,6 +74,25 @@ def list_tenants(svc: Services, principal: Principal) -> dict[str, Any]:
 def get_tenant(svc: Services, principal: Principal, ref: str) -> dict[str, Any]:
     with svc.db.reader() as s:
         return tenant_view(_tenant_for(s, principal, ref))
+
+
+def update_tenant(
+    svc: Services, principal: Principal, ref: str, body: IsolationPolicy
+) -> dict[str, Any]:
+    """Set the tenant's minimum isolation class (the operator's policy). Existing cells below it
+    keep running as they are and are listed in the answer."""
+    with svc.db.session() as s:
+        t = _tenant_for(s, principal, ref)
+        below = isolation.set_minimum(s, t, body.isolation)
+        _audit(
+            s,
+            principal,
+            "tenant.update",
+            t.name,
+            min_isolation=t.min_isolation,
+            cells_below_policy=len(below),
+        )
+        return {**tenant_view(t), "cells_below_policy": below}
 
 
 def create_tenant(svc: Services, s: Session, principal: Principal, body: TenantCreate) -> Outcome:
