@@ -1,0 +1,109 @@
+"""Conditions of the database and the disk, not of the request, are answered for what they are:
+a full disk 507, a database locked past its busy timeout 503 with Retry-After; never a bare 500.
+The errors are real SQLite ones (a write lock held by another connection, a page limit reached)."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from cellplane.api import errors
+from cellplane.state.db import busy_timeout_s
+
+
+def _answer(exc: BaseException) -> tuple[int, dict[str, str], dict[str, object]]:
+    app = FastAPI()
+    errors.install(app)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise exc
+
+    r = TestClient(app, raise_server_exceptions=False).get("/boom")
+    return r.status_code, dict(r.headers), r.json()
+
+
+def _sqlite_error(tmp_path: Path, act: Callable[[str], None]) -> OperationalError:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    with pytest.raises(OperationalError) as info:
+        act(url)
+    return info.value
+
+
+def _locked(url: str) -> None:
+    holder = create_engine(url).connect()
+    holder.exec_driver_sql("BEGIN IMMEDIATE")  # another writer holds the lock
+    try:
+        waiter = create_engine(url, connect_args={"timeout": 0.05})
+        with waiter.connect() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+def _full(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (x BLOB)"))
+        conn.exec_driver_sql("PRAGMA max_page_count=4")  # a disk with no room left
+        conn.execute(text("INSERT INTO t VALUES (zeroblob(100000))"))
+
+
+def test_a_database_locked_past_its_timeout_is_503_with_retry_after(tmp_path: Path) -> None:
+    exc = _sqlite_error(tmp_path, _locked)
+    assert "database is locked" in str(exc)
+    status, headers, body = _answer(exc)
+    assert status == 503 and headers["retry-after"] == "1", body
+    assert str(body["type"]).endswith("/unavailable") and "retry" in str(body["detail"])
+
+
+def test_a_full_database_is_507(tmp_path: Path) -> None:
+    exc = _sqlite_error(tmp_path, _full)
+    assert "database or disk is full" in str(exc)
+    status, headers, body = _answer(exc)
+    assert status == 507 and "retry-after" not in headers, body
+    assert str(body["type"]).endswith("/storage-full")
+    assert "data directory is full" in str(body["detail"])
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), 507),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), 507),
+        (OSError(errno.EACCES, "Permission denied"), 500),
+        (RuntimeError("a bug"), 500),
+    ],
+)
+def test_files_written_on_a_full_disk_are_507_other_errors_500(
+    exc: BaseException, status: int
+) -> None:
+    got, _, body = _answer(exc)
+    assert got == status, body
+    assert "Permission" not in str(body) and "bug" not in str(body)  # no internals
+
+
+def test_another_database_error_stays_a_500(tmp_path: Path) -> None:
+    def bad_sql(url: str) -> None:
+        with create_engine(url).connect() as conn:
+            conn.execute(text("SELECT * FROM no_such_table"))
+
+    status, _, body = _answer(_sqlite_error(tmp_path, bad_sql))
+    assert status == 500 and str(body["type"]).endswith("/internal"), body
+    assert "no_such_table" not in str(body)
+
+
+def test_busy_timeout_setting() -> None:
+    assert busy_timeout_s({}) == 30.0
+    assert busy_timeout_s({"CELLPLANE_DB_BUSY_TIMEOUT_S": "2.5"}) == 2.5
+    for bad in ("soon", "0", "-1", "99999"):
+        with pytest.raises(ValueError, match="CELLPLANE_DB_BUSY_TIMEOUT_S"):
+            busy_timeout_s({"CELLPLANE_DB_BUSY_TIMEOUT_S": bad})
