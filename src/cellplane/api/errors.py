@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -156,7 +156,16 @@ def database_problem(exc: BaseException) -> tuple[int, str, str, str] | None:
         message = "no space left on device"
     elif isinstance(exc, DBAPIError):
         message = str(exc.orig).lower()
-        if exc.connection_invalidated and not any(m in message for m in _FULL):
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if sqlstate == "53100":  # PostgreSQL: disk full
+            message = "no space left on device"
+        elif exc.connection_invalidated or (
+            # PostgreSQL (psycopg): no connection at all (no SQLSTATE), a connection exception
+            # (class 08), the server shutting down or restarting (57P0x)
+            isinstance(exc, OperationalError | InterfaceError)
+            and type(exc.orig).__module__.startswith("psycopg")
+            and (sqlstate is None or sqlstate.startswith(("08", "57P")))
+        ):
             message = "connection is closed"
     else:
         return None

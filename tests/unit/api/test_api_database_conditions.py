@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from cellplane.api import errors
 from cellplane.state.db import busy_timeout_s
@@ -107,3 +107,37 @@ def test_busy_timeout_setting() -> None:
     for bad in ("soon", "0", "-1", "99999"):
         with pytest.raises(ValueError, match="CELLPLANE_DB_BUSY_TIMEOUT_S"):
             busy_timeout_s({"CELLPLANE_DB_BUSY_TIMEOUT_S": bad})
+
+
+def _psycopg_error(kind: str) -> BaseException:
+    psycopg = pytest.importorskip("psycopg")
+    from psycopg import errors as pg
+
+    orig = {
+        "no connection": psycopg.OperationalError(
+            'connection is bad: connection to server on socket "/run/pg/.s.PGSQL.5432" failed: '
+            "No such file or directory"
+        ),
+        "admin shutdown": pg.AdminShutdown("terminating connection due to administrator command"),
+        "disk full": pg.DiskFull("could not extend file: No space left on device"),
+        "syntax": pg.SyntaxError('syntax error at or near "SELEC"'),
+    }[kind]
+    wrapper = OperationalError if kind != "syntax" else ProgrammingError
+    return wrapper("SELECT 1", {}, orig)
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "title"),
+    [
+        ("no connection", 503, "Database unavailable"),
+        ("admin shutdown", 503, "Database unavailable"),
+        ("disk full", 507, "Insufficient storage"),
+        ("syntax", 500, "Internal error"),
+    ],
+)
+def test_postgresql_conditions(kind: str, status: int, title: str) -> None:
+    """PostgreSQL's own errors (psycopg's classes and SQLSTATEs), as a restart or a full disk
+    raises them."""
+    got, headers, body = _answer(_psycopg_error(kind))
+    assert (got, body["title"]) == (status, title), body
+    assert ("retry-after" in headers) == (status == 503)
