@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -106,4 +107,29 @@ def test_postgres_restart_under_load_loses_no_acknowledged_write(
     assert len(final) == len(set(final))
     assert set(final) - before == set(answers)
     assert server.server_proc is not None and server.server_proc.poll() is None
+    http.close()
+
+
+def test_concurrent_project_creates_each_get_a_network(server: Deployment) -> None:
+    """Each project gets its default network, with a subnet of its own, when 8 clients create
+    projects at once (before: two picked the same free subnet, and the second was refused with
+    409 "a network with this subnet already exists")."""
+    http = httpx.Client(
+        base_url=server.url,
+        headers={"Authorization": f"Bearer {server.admin_token}"},
+        timeout=60,
+    )
+    names = [f"par-{i:02d}" for i in range(48)]
+
+    def create(name: str) -> httpx.Response:
+        return http.post("/v1/projects", json={"name": name})
+
+    with ThreadPoolExecutor(WRITERS) as pool:
+        answers = list(pool.map(create, names))
+    assert Counter(r.status_code for r in answers) == {201: len(names)}, [
+        r.text for r in answers if r.status_code != 201
+    ][:3]
+    r = http.get("/v1/projects", params={"limit": 1000})
+    ids = [p["id"] for p in r.json()["items"] if p["name"] in names]
+    assert len(ids) == len(names)
     http.close()
