@@ -5,10 +5,12 @@ The errors are real SQLite ones (a write lock held by another connection, a page
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cellplane_platform_support import Platform
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
@@ -141,3 +143,32 @@ def test_postgresql_conditions(kind: str, status: int, title: str) -> None:
     got, headers, body = _answer(_psycopg_error(kind))
     assert (got, body["title"]) == (status, title), body
     assert ("retry-after" in headers) == (status == 503)
+
+
+@pytest.fixture
+def impatient(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[Platform]:
+    """The in-process server with a busy timeout of 0.2 s."""
+    monkeypatch.setenv("CELLPLANE_DB_BUSY_TIMEOUT_S", "0.2")
+    plat: Platform = request.getfixturevalue("bare")
+    yield plat
+
+
+def test_the_whole_server_answers_503_when_another_writer_holds_the_lock(
+    impatient: Platform,
+) -> None:
+    """Through the real app: the change is refused with 503, and the request's audit row, which
+    cannot be written either, does not turn the answer into a 500."""
+    db = impatient.svc.db.url.removeprefix("sqlite:///")
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        r = impatient.client.post("/v1/projects", json={"name": "locked"}, headers=impatient.admin)
+        assert r.status_code == 503, r.text
+        assert r.json()["title"] == "Database busy"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    r = impatient.client.get("/v1/projects", headers=impatient.admin)
+    assert "locked" not in [p["name"] for p in r.json()["items"]]
