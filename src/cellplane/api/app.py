@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import httpx
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -40,6 +41,8 @@ from cellplane.services.context import Principal, Services
 
 __all__ = ["Background", "create_app"]
 
+
+log = structlog.get_logger("cellplane.api")
 
 _CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # The agent protocol reports every few seconds (not user changes); the OIDC endpoints record
@@ -88,7 +91,20 @@ class TimingAndAudit:
                 )
                 if method in _CHANGES and not scope["path"].startswith(_SELF_AUDITED):
                     request = Request(scope)
-                    await run_in_threadpool(_audit_request, self.svc, request, path, status)
+                    try:
+                        await run_in_threadpool(_audit_request, self.svc, request, path, status)
+                    except Exception as exc:
+                        # A full disk or a database locked past its timeout: the answer still
+                        # says what happened to the request; the event goes to the log instead.
+                        if errors.database_problem(exc) is None:
+                            raise
+                        log.error(
+                            "audit event not recorded",
+                            reason=str(exc)[:300],
+                            action=f"{method} {path}",
+                            target=scope["path"],
+                            status=status,
+                        )
             await send(message)
 
         await self.app(scope, receive, send_timed)

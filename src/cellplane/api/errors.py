@@ -1,12 +1,15 @@
 """The only place exceptions become HTTP answers: RFC 9457 problem documents.
 
 Domain errors (`cellplane.errors`), request validation errors (with field paths), malformed JSON and
-database integrity errors (`integrity_problem`) each map to one problem type. Anything else is a
-500 with no internals.
+database integrity errors (`integrity_problem`) each map to one problem type; so do the
+database's and the disk's own conditions (`database_problem`): a full disk is 507, a database
+busy past its timeout or unreachable for a moment is 503 with Retry-After; nothing was changed.
+Anything else is a 500 with no internals.
 """
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -14,7 +17,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -23,6 +26,7 @@ from cellplane.errors import CellplaneError, ValidationFailed
 
 __all__ = [
     "PROBLEM_BASE",
+    "database_problem",
     "install",
     "integrity_problem",
     "plain_message",
@@ -127,6 +131,69 @@ def integrity_problem(exc: IntegrityError) -> tuple[int, str, str, str]:
     return 500, "internal", "Internal error", "the server failed; see its log"
 
 
+_FULL = ("database or disk is full", "no space left on device", "disk quota exceeded")
+_BUSY = ("database is locked", "database table is locked")
+_UNREACHABLE = (
+    "server closed the connection",
+    "connection refused",
+    "terminating connection",
+    "the database system is shutting down",
+    "the database system is starting up",
+    "could not connect",
+    "connection is closed",
+    "connection already closed",
+    "consuming input failed",
+    "no connection to the server",
+)
+_NOSPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def database_problem(exc: BaseException) -> tuple[int, str, str, str] | None:
+    """(status, slug, title, detail) of a condition of the database or the disk, not of the
+    request: the transaction was rolled back, so nothing changed and a retry may succeed. None
+    for anything else (a 500)."""
+    if isinstance(exc, OSError) and exc.errno in _NOSPACE_ERRNOS:
+        message = "no space left on device"
+    elif isinstance(exc, DBAPIError):
+        message = str(exc.orig).lower()
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if sqlstate == "53100":  # PostgreSQL: disk full
+            message = "no space left on device"
+        elif exc.connection_invalidated or (
+            # PostgreSQL (psycopg): no connection at all (no SQLSTATE), a connection exception
+            # (class 08), the server shutting down or restarting (57P0x)
+            isinstance(exc, OperationalError | InterfaceError)
+            and type(exc.orig).__module__.startswith("psycopg")
+            and (sqlstate is None or sqlstate.startswith(("08", "57P")))
+        ):
+            message = "connection is closed"
+    else:
+        return None
+    if any(m in message for m in _FULL):
+        return (
+            507,
+            "storage-full",
+            "Insufficient storage",
+            "the server's data directory is full: nothing was changed; free space and retry",
+        )
+    if any(m in message for m in _BUSY):
+        return (
+            503,
+            "unavailable",
+            "Database busy",
+            "the database stayed locked by other writers past its busy timeout: nothing was "
+            "changed; retry",
+        )
+    if any(m in message for m in _UNREACHABLE):
+        return (
+            503,
+            "unavailable",
+            "Database unavailable",
+            "the server lost its database connection: nothing was changed; retry",
+        )
+    return None
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(CellplaneError)
     async def _domain(_: Request, exc: CellplaneError) -> JSONResponse:
@@ -156,6 +223,20 @@ def install(app: FastAPI) -> None:
         if status == 500:
             log.error("integrity error", path=request.url.path, error=str(exc.orig))
         return problem(status, slug, title, detail)
+
+    async def _storage(request: Request, exc: Exception) -> JSONResponse:
+        known = database_problem(exc)
+        if known is None:
+            return await _crash(request, exc)
+        status, slug, title, detail = known
+        log.warning("database or disk condition", path=request.url.path, error=str(exc)[:300])
+        response = problem(status, slug, title, detail)
+        if status == 503:
+            response.headers["Retry-After"] = "1"
+        return response
+
+    app.add_exception_handler(DBAPIError, _storage)
+    app.add_exception_handler(OSError, _storage)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from cellplane.cli import (
+    admin,
     audit,
     cells,
     certs,
@@ -98,6 +99,7 @@ app.add_typer(conventional(quotas.app), name="quota")
 app.add_typer(conventional(certs.app), name="cert")
 app.add_typer(conventional(audit.app), name="audit")
 app.add_typer(conventional(endpoints.app), name="endpoint")
+app.add_typer(conventional(admin.app), name="admin")
 
 if __name__ == "__main__":
     app()

@@ -38,6 +38,7 @@ __all__ = [
     "DatabaseNewerThanServer",
     "PoolSizing",
     "SecondConnectionError",
+    "busy_timeout_s",
     "migrate",
 ]
 
@@ -46,13 +47,31 @@ log = logging.getLogger("cellplane.db")
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
+def busy_timeout_s(environ: Mapping[str, str] = os.environ) -> float:
+    """How long a SQLite write waits for another writer's lock before it gives up (the API then
+    answers 503 with Retry-After): ``CELLPLANE_DB_BUSY_TIMEOUT_S``, default 30 s."""
+    raw = environ.get("CELLPLANE_DB_BUSY_TIMEOUT_S", "").strip()
+    try:
+        value = float(raw) if raw else 30.0
+    except ValueError:
+        raise ValueError(
+            f"CELLPLANE_DB_BUSY_TIMEOUT_S={raw!r} is not a number of seconds"
+        ) from None
+    if not 0 < value <= 3600:
+        raise ValueError(f"CELLPLANE_DB_BUSY_TIMEOUT_S={raw!r} is not within (0, 3600] seconds")
+    return value
+
+
+def _sqlite_pragmas(busy_ms: int) -> Any:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={busy_ms:d}")
+        cur.close()
+
+    return on_connect
 
 
 def _env_flag(value: str | None) -> bool:
@@ -178,8 +197,9 @@ class Database:
         self.sizing = sizing or PoolSizing.default(url)
         kwargs: dict[str, Any] = {}
         memory = url in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in url
+        busy = busy_timeout_s()
         if url.startswith("sqlite"):
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy}
         else:
             kwargs["pool_pre_ping"] = True
         if not memory:  # an in-memory SQLite database keeps SQLAlchemy's single-connection pool
@@ -188,7 +208,7 @@ class Database:
             kwargs["pool_timeout"] = self.sizing.timeout_s
         self.engine: Engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", _sqlite_pragmas(int(busy * 1000)))
         self.strict = _env_flag(os.environ.get("CELLPLANE_DB_STRICT")) if strict is None else strict
         self._guard: _OneConnectionPerThread | None = None
         if self.strict:

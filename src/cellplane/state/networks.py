@@ -17,7 +17,8 @@ wait.
 overlaps no other network's subnet (the blocks are aligned, so /24s and /20s mix without
 collisions); when no block of that size is left, the next smaller size is tried, down to /24.
 The unique constraint on `networks.subnet` makes a race between two writers fail rather than
-collide. Ids come from the project's id (`net-<project id>`): no clock, no randomness here.
+collide; on PostgreSQL, where a transaction takes no write lock up front, an advisory lock makes
+concurrent allocations wait for each other instead. Ids come from the project's id (`net-<project id>`): no clock, no randomness here.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Any, Final
 
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
 from cellplane.state.identity_models import Quota
@@ -150,6 +151,9 @@ def fit_networks(s: Session, projects: Iterable[Project]) -> list[Network]:
     return moved
 
 
+_SUBNET_LOCK = 0x43505355424E4554 & 0x7FFFFFFFFFFFFFFF  # "CPSUBNET": this hook's advisory lock
+
+
 @event.listens_for(Session, "before_flush")
 def _default_networks(session: Session, _ctx: Any, _instances: Any) -> None:
     projects = [o for o in session.new if isinstance(o, Project)]
@@ -158,6 +162,12 @@ def _default_networks(session: Session, _ctx: Any, _instances: Any) -> None:
         return
     if projects:
         with session.no_autoflush:
+            if session.get_bind().dialect.name == "postgresql":
+                # Concurrent project creations each read the free subnets, then insert: on
+                # PostgreSQL (no write lock up front, unlike SQLite's BEGIN IMMEDIATE) two would
+                # pick the same one and the unique constraint refuse the second as a conflict.
+                # One allocation at a time, until the transaction ends.
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SUBNET_LOCK})
             taken = set(session.scalars(select(Network.subnet)))
             # A new project has no quota of its own yet: its tenant's cell quota bounds it.
             tenant_cells = {

@@ -239,22 +239,34 @@ class ExecutorOperations(ExecutorNodes):
                 ).all():
                     s.delete(n)
             self._step(ctx, f"remove:{name}", "COMPLETED")
+        # Run again after a restart, the nodes an interrupted attempt added have rows already,
+        # so the diff does not name them: finish those not ready yet, as a resumed provision
+        # does (a node whose cell runs keeps it; a FAILED or CREATED one is made again).
+        unfinished = [
+            n
+            for n in existing
+            if n not in diff.remove
+            and not (rows[n].state == "SERVICE_READY" and self._cell(rows[n].cell_id))
+        ]
         # Add one node at a time: each joins the cluster as it is at that moment.
         present = {n for n in rows if n not in diff.remove}
-        for name in diff.add:
+        for name in [*unfinished, *diff.add]:
             present.add(name)
             row = self._nodes(c.id).get(name)
             if row is not None and row.state == "SERVICE_READY" and self._cell(row.cell_id):
                 continue
             topology = filtered_topology(full, present, "existing")
             renders = self._renders(plan, topology, name)
+            recreate = (
+                row is not None
+                and bool(row.cell_id)
+                and (name not in unfinished or row.state in ("FAILED", "CREATED"))
+            )
             try:
                 for r in renders:
                     if r.join:
                         self._join(ctx, c, r, name, present)
-                self._bring_up(
-                    ctx, c, plan, name, renders, recreate=row is not None and bool(row.cell_id)
-                )
+                self._bring_up(ctx, c, plan, name, renders, recreate=recreate)
             except NodeFailure as f:
                 self._node(c.id, name, state="FAILED", message=str(f), log_tail=f.log_tail)
                 self._finish(c.id, error=str(f))
