@@ -297,7 +297,12 @@ BODIES: dict[str, Callable[[TenantWorld], Any]] = {
     "POST /v1/cells/{cell_id}/exec": lambda w: {"command": ["true"]},
     "POST /v1/projects/{project}/volumes": lambda w: {"name": "v" + _n(), "size_gb": 1},
     "POST /v1/projects/{project}/docker-endpoints": lambda w: {},
-    "POST /v1/projects/{project}/clusters": lambda w: {"name": "k" + _n(), "distro": "zookeeper"},
+    # One node: a second host registered by the tests makes instancePerHost binding (3 nodes).
+    "POST /v1/projects/{project}/clusters": lambda w: {
+        "name": "k" + _n(),
+        "distro": "zookeeper",
+        "overrides": {"zk": {"instanceNum": 1}},
+    },
     "POST /v1/clusters/{cluster_id}/resize": lambda w: {"nodeGroup": "zookeeper", "instanceNum": 1},
     "POST /v1/clusters/{cluster_id}/config": lambda w: {"configuration": {}},
     "POST /v1/agent/register": lambda w: {"join_token": "x", "name": "h"},

@@ -327,6 +327,10 @@ class Host(View):
     state_reason: str | None
     engine: EngineState
     revoked_at: Time | None
+    isolation: list[str] = Field(
+        description="The isolation classes its engine can run (probed by its agent at start)."
+    )
+    isolation_detail: str | None = Field(description="How it runs them, or why it does not.")
 
 
 class JoinToken(View):
@@ -348,10 +352,6 @@ class JoinTokenCreated(JoinToken):
 class JoinTokenList(View):
     items: list[JoinToken]
     next_cursor: str | None
-    isolation: list[str] = Field(
-        description="The isolation classes its engine can run (probed by its agent at start)."
-    )
-    isolation_detail: str | None = Field(description="How it runs them, or why it does not.")
 
 
 class HostList(View):
