@@ -193,6 +193,7 @@ def run_agent(
     parallelism: int,
     log_level: str,
     ca_file: Path | None = None,
+    overlay: bool = False,
 ) -> int:
     """Run the agent. ``ca_file``: the deployment's root certificate, to verify an HTTPS
     server; with an HTTPS server the agent also asks for a host certificate at registration
@@ -208,7 +209,8 @@ def run_agent(
     logs.configure(log_level)
     base = data_dir / "agent"
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
-    engine = PodmanService(base / "engine")
+    # On the overlay the engine keeps its network run state (resolver files) to itself.
+    engine = PodmanService(base / "engine", private_networks=overlay)
     driver = PodmanDriver(engine.start())
     cfg = AgentConfig(
         server_url=server_url,
@@ -220,6 +222,8 @@ def run_agent(
         zone=zone,
         cpu_ratio=cpu_ratio,
         parallelism=parallelism,
+        overlay=overlay,
+        network_run_dir=engine.network_run_dir,
     )
     client = ServerClient(
         server_url,
@@ -317,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--parallelism", type=int, default=8)
     a.add_argument("--log-level", default=env("CELLPLANE_LOG_LEVEL", "info"))
     a.add_argument("--ca-file", type=Path, default=env("CELLPLANE_CA_CERT"))
+    a.add_argument(
+        "--overlay", action="store_true", default=env("CELLPLANE_AGENT_OVERLAY", "") == "1"
+    )
     args = p.parse_args(argv)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     if args.command == "server":
@@ -341,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         parallelism=args.parallelism,
         log_level=args.log_level,
         ca_file=Path(args.ca_file) if args.ca_file else None,
+        overlay=args.overlay,
     )
 
 

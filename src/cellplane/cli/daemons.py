@@ -89,6 +89,13 @@ def agent(
         Path | None,
         typer.Option(envvar="CELLPLANE_CA_CERT", help="CA certificate of an HTTPS server."),
     ] = None,
+    overlay: Annotated[
+        bool,
+        typer.Option(
+            envvar="CELLPLANE_AGENT_OVERLAY",
+            help="Project networks across hosts: VXLAN from --address (the underlay).",
+        ),
+    ] = False,
 ) -> None:
     """Run the host agent: its own podman engine, reconciling the cells assigned to this host."""
     from cellplane.daemon import run_agent
@@ -118,6 +125,7 @@ def agent(
         parallelism=parallelism,
         log_level=log_level,
         ca_file=ca_file,
+        overlay=overlay,
     )
     raise typer.Exit(code)
 

@@ -23,10 +23,17 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Final
 
 from cellplane.drivers import errors
 
-__all__ = ["SOCKET_PATH_MAX", "PodmanService", "containers_conf", "storage_conf"]
+__all__ = [
+    "SHARED_NETWORK_RUN_DIR",
+    "SOCKET_PATH_MAX",
+    "PodmanService",
+    "containers_conf",
+    "storage_conf",
+]
 
 # sun_path is 108 bytes including the terminating NUL.
 SOCKET_PATH_MAX = 107
@@ -116,12 +123,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
+#: Where a rootful podman 4.3 keeps its network run state (see `PodmanService`).
+SHARED_NETWORK_RUN_DIR: Final = Path("/run/containers/networks")
+
+
 class PodmanService:
     """One `podman system service` confined to `data_dir`.
 
     `run_dir` holds the engine's volatile state (podman expects it on a tmpfs so that a
     reboot clears it); it defaults to `data_dir / "run"`. `subnet_pool` is the CIDR this
     engine's networks are carved from; give each engine on one machine its own.
+
+    `private_networks`: a rootful podman keeps its network run state (the IPAM database, the
+    resolver's configuration and pid file) in /run/containers/networks, whatever its root, so
+    engines on one machine (namespace hosts) would share one resolver. With it the service runs
+    in a mount namespace of its own where that directory is `network_run_dir`, this engine's.
     """
 
     def __init__(
@@ -132,7 +148,9 @@ class PodmanService:
         podman: str = "podman",
         runtime: str = "runc",
         subnet_pool: str | None = None,
+        private_networks: bool = False,
     ) -> None:
+        self.private_networks = private_networks
         self.data_dir = data_dir.absolute()
         self.run_dir = (run_dir or self.data_dir / "run").absolute()
         self.podman = podman
@@ -161,7 +179,23 @@ class PodmanService:
         """The service's process id, if known (started here or found from an earlier run)."""
         return self._pid
 
+    @property
+    def network_run_dir(self) -> Path:
+        """Where this engine's network run state is, as the agent reaches it."""
+        return self.run_dir / "networks" if self.private_networks else SHARED_NETWORK_RUN_DIR
+
     def command(self) -> list[str]:
+        service = self._service_command()
+        if not self.private_networks:
+            return service
+        shared = str(SHARED_NETWORK_RUN_DIR)
+        script = f'mkdir -p "$1" {shared} && mount --bind "$1" {shared} && shift && exec "$@"'
+        return [
+            "unshare", "--mount", "--propagation", "private", "--",
+            "sh", "-c", script, "sh", str(self.network_run_dir), *service,
+        ]  # fmt: skip
+
+    def _service_command(self) -> list[str]:
         return [
             self.podman,
             "--root",

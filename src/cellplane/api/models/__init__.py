@@ -88,7 +88,7 @@ from cellplane.api.models.resources import (
     VolumeList,
     Whoami,
 )
-from cellplane.wire.agent import Assignments, RegisterAnswer
+from cellplane.wire.agent import Assignments, Overlay, RegisterAnswer
 
 __all__ = [
     "AssignmentSubject",
@@ -141,6 +141,7 @@ __all__ = [
     "OAuthError",
     "OpenIdConfiguration",
     "OpenView",
+    "Overlay",
     "Problem",
     "ProblemField",
     "Project",
