@@ -9,6 +9,8 @@ PORT ?= 7400
 NO_TLS ?=
 # MINIMAL=1: skip the software of the shipped cluster distros (ZooKeeper, etcd, Redis).
 MINIMAL ?=
+# HOSTS=3: also run three dev hosts (network namespaces with their own agent; root).
+HOSTS ?=
 
 .PHONY: up test test-unit test-integration lint deps deps-test venv bench clean
 
@@ -26,7 +28,7 @@ venv: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,postgres]'
 
 up: deps venv
-	$(BIN)/cellplane up --port $(PORT) $(if $(DATA_DIR),--data-dir $(DATA_DIR),) $(if $(NO_TLS),--no-tls,)
+	$(BIN)/cellplane up --port $(PORT) $(if $(DATA_DIR),--data-dir $(DATA_DIR),) $(if $(NO_TLS),--no-tls,) $(if $(HOSTS),--hosts $(HOSTS),)
 
 lint: venv
 	$(BIN)/ruff check src tests bench

@@ -98,6 +98,7 @@ def run_server(
     log_level: str,
     tls: bool = False,
     trusted_proxies: str | None = None,
+    also_listen: list[str] | None = None,
 ) -> int:
     """Serve the API; with ``tls`` over HTTPS with a certificate from the deployment CA, and
     accepting (not requiring) client certificates it issued (mTLS, see api/tls.py).
@@ -105,7 +106,10 @@ def run_server(
     ``trusted_proxies`` (default: ``CELLPLANE_TRUSTED_PROXIES``), comma-separated addresses or
     networks: only requests from these may say who the client is with ``X-Forwarded-For`` /
     ``X-Forwarded-Proto``. None by default: the audit log's source and the token endpoints' rate
-    limits key on the peer address, which a header must not be able to change."""
+    limits key on the peer address, which a header must not be able to change.
+
+    ``also_listen``: more addresses to serve on, same port (e.g. the dev hosts' underlay
+    address, `cellplane up --hosts`); the server certificate names them too."""
     import ssl
 
     import uvicorn
@@ -134,12 +138,18 @@ def run_server(
         print(f"Bootstrap admin token (shown once): {prep.stdout.strip()}", file=sys.stderr)
     settings = ServerSettings(data_dir=data_dir, database_url=database_url)
     db = Database(settings.resolved_database_url())
-    svc = Services(db=db, data_dir=settings.server_dir)
+    svc = Services(
+        db=db,
+        data_dir=settings.server_dir,
+        heartbeat_suspect_s=settings.heartbeat_suspect_s,
+        heartbeat_down_s=settings.heartbeat_down_s,
+    )
     ssl_options: dict[str, Any] = {}
     if tls:
         from cellplane.identity import pki
 
-        cert_file, key_file = pki.server_certificate(svc, pki.default_server_names(host))
+        names = pki.default_server_names(host) + list(also_listen or [])
+        cert_file, key_file = pki.server_certificate(svc, names)
         ssl_options = {
             "ssl_certfile": str(cert_file),
             "ssl_keyfile": str(key_file),
@@ -175,9 +185,21 @@ def run_server(
         ),
         **ssl_options,
     )
-    uvicorn.Server(config).run()
+    sockets = None
+    if also_listen:
+        sockets = [_listening_socket(h, port) for h in [host, *also_listen]]
+    uvicorn.Server(config).run(sockets=sockets)
     db.dispose()
     return 0
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
 
 
 def run_agent(
@@ -194,10 +216,16 @@ def run_agent(
     log_level: str,
     ca_file: Path | None = None,
     overlay: bool = False,
+    subnet_pool: str | None = None,
+    engine_run_dir: Path | None = None,
+    heartbeat_s: float = 2.0,
 ) -> int:
     """Run the agent. ``ca_file``: the deployment's root certificate, to verify an HTTPS
     server; with an HTTPS server the agent also asks for a host certificate at registration
-    (kept in ``<data_dir>/agent/tls/``)."""
+    (kept in ``<data_dir>/agent/tls/``). ``subnet_pool``: the CIDR its engine carves network
+    subnets from (several hosts on one machine, e.g. `cellplane dev hosts`, get disjoint ones).
+    ``engine_run_dir``: the engine's volatile run directory (default ``<data_dir>/agent/engine/run``;
+    podman wants its runroot under 50 characters)."""
     _agent_import_diet()
     from cellplane import logs
     from cellplane.agent.endpoint import AgentEndpoint
@@ -210,8 +238,17 @@ def run_agent(
     base = data_dir / "agent"
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     # On the overlay the engine keeps its network run state (resolver files) to itself.
-    engine = PodmanService(base / "engine", private_networks=overlay)
-    driver = PodmanDriver(engine.start())
+    engine = PodmanService(
+        base / "engine",
+        run_dir=engine_run_dir,
+        subnet_pool=subnet_pool,
+        private_networks=overlay,
+    )
+    driver = (
+        PodmanDriver(engine.start(), subnet_pools=(subnet_pool,))
+        if subnet_pool
+        else PodmanDriver(engine.start())
+    )
     cfg = AgentConfig(
         server_url=server_url,
         join_token=join_token,
@@ -224,6 +261,7 @@ def run_agent(
         parallelism=parallelism,
         overlay=overlay,
         network_run_dir=engine.network_run_dir,
+        heartbeat_s=heartbeat_s,
     )
     client = ServerClient(
         server_url,
@@ -308,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--port", type=int, default=int(env("CELLPLANE_LISTEN_PORT", "7400")))
     s.add_argument("--log-level", default=env("CELLPLANE_LOG_LEVEL", "info"))
     s.add_argument("--tls", action=argparse.BooleanOptionalAction, default=False)
+    s.add_argument("--also-listen", action="append", default=[])
     a = sub.add_parser("agent")
     a.add_argument("--server", default=env("CELLPLANE_SERVER", "http://127.0.0.1:7400"))
     a.add_argument("--join-token", default=env("CELLPLANE_JOIN_TOKEN"))
@@ -324,11 +363,20 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument(
         "--overlay", action="store_true", default=env("CELLPLANE_AGENT_OVERLAY", "") == "1"
     )
+    a.add_argument("--subnet-pool", default=env("CELLPLANE_SUBNET_POOL"))
+    a.add_argument("--engine-run-dir", type=Path, default=env("CELLPLANE_ENGINE_RUN_DIR"))
+    a.add_argument("--heartbeat-s", type=float, default=float(env("CELLPLANE_HEARTBEAT_S", "2")))
     args = p.parse_args(argv)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     if args.command == "server":
         return run_server(
-            data_dir, args.database_url, args.host, args.port, args.log_level, tls=args.tls
+            data_dir,
+            args.database_url,
+            args.host,
+            args.port,
+            args.log_level,
+            tls=args.tls,
+            also_listen=args.also_listen,
         )
     token = args.join_token or (
         args.join_token_file.read_text().strip() if args.join_token_file else None
@@ -349,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
         log_level=args.log_level,
         ca_file=Path(args.ca_file) if args.ca_file else None,
         overlay=args.overlay,
+        subnet_pool=args.subnet_pool,
+        engine_run_dir=Path(args.engine_run_dir) if args.engine_run_dir else None,
+        heartbeat_s=args.heartbeat_s,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cellplane.paths import default_data_dir
@@ -19,6 +20,19 @@ class ServerSettings(BaseSettings):
     listen_host: str = "127.0.0.1"
     listen_port: int = 7400
     log_level: str = "info"
+    # Host health: SUSPECT (takes no new cells) once its agent has missed 3 heartbeats of 2 s,
+    # DOWN once it has been silent this long (failover acts on DOWN).
+    heartbeat_suspect_s: float = Field(default=6.0, gt=0)
+    heartbeat_down_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _health_order(self) -> ServerSettings:
+        if self.heartbeat_down_s <= self.heartbeat_suspect_s:
+            raise ValueError(
+                f"heartbeat_down_s ({self.heartbeat_down_s:g}) must be above "
+                f"heartbeat_suspect_s ({self.heartbeat_suspect_s:g})"
+            )
+        return self
 
     @property
     def server_dir(self) -> Path:

@@ -49,7 +49,7 @@ class AgentConfig:
     memory_ratio: float = 1.0
     parallelism: int = 8
     resync_s: float = 1.0
-    heartbeat_s: float = 5.0
+    heartbeat_s: float = 2.0  # the server's thresholds: SUSPECT after 3 missed, DOWN after 10 s
     verify: bool | str = True
     # Whether engine networks get the control plane's subnet (the assignment's) or one the engine
     # picks from its own pool, as before networks were a resource. Off until the control plane

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -52,6 +52,12 @@ def server(
             "(none by default).",
         ),
     ] = "",
+    also_listen: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Another address to serve on (same port), e.g. the dev hosts' 10.77.0.1."
+        ),
+    ] = None,
 ) -> None:
     """Run the control plane: API, controllers and task engine."""
     from cellplane.daemon import run_server
@@ -65,6 +71,7 @@ def server(
         log_level,
         tls,
         trusted_proxies=trusted_proxies,
+        also_listen=also_listen,
     )
     raise typer.Exit(code)
 
@@ -137,6 +144,14 @@ def up(
     tls: Annotated[
         bool, typer.Option("--tls/--no-tls", help="HTTPS with the deployment's own CA.")
     ] = True,
+    hosts: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=30,
+            help="Also run this many dev hosts h1..hN (zones z1..zN; `cellplane dev hosts`, root).",
+        ),
+    ] = 0,
 ) -> None:
     """Run an all-in-one Cellplane on this machine (server + agent); Ctrl-C stops it.
 
@@ -150,6 +165,7 @@ def up(
     from cellplane.paths import default_data_dir
 
     console = Console(stderr=True)
+    gateway = _underlay() if hosts else None
     data_dir = (data_dir or default_data_dir()).absolute()
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     with console.status("Preparing the data directory"):
@@ -185,7 +201,8 @@ def up(
                 "server",
                 subprocess.Popen(
                     [*py, "server", "--data-dir", str(data_dir), "--port", str(port)]
-                    + (["--tls"] if tls else []),
+                    + (["--tls"] if tls else [])
+                    + (["--also-listen", gateway] if gateway else []),
                     env=env,
                     start_new_session=True,
                 ),
@@ -215,6 +232,10 @@ def up(
                 ),
             )
         )
+        if gateway:
+            _start_dev_hosts(
+                console, hosts, data_dir, url.replace("127.0.0.1", gateway), join_file, ca_file
+            )
         console.print(f"[green]Cellplane is up[/] at {url} (data in {data_dir}). Ctrl-C stops it.")
         while not stopping.is_set():
             for role, c in children:
@@ -224,6 +245,8 @@ def up(
                     stopping.set()
             time.sleep(0.5)
     finally:
+        if gateway:
+            _stop_dev_hosts(data_dir)
         for _, c in reversed(children):
             if c.poll() is None:
                 c.send_signal(signal.SIGTERM)
@@ -234,6 +257,50 @@ def up(
                 c.kill()
         console.print("Cellplane stopped; cells keep running and are adopted on the next start.")
     raise typer.Exit(code)
+
+
+def _underlay() -> str:
+    from cellplane import devhosts
+
+    try:
+        return devhosts.ensure_underlay()
+    except devhosts.DevHostError as e:
+        typer.secho(f"--hosts: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+def _start_dev_hosts(
+    console: Any, count: int, data_dir: Path, url: str, join_file: Path, ca_file: Path | None
+) -> None:
+    """Dev hosts h1..hN (`cellplane dev hosts`): created once, their agents (re)started."""
+    from cellplane import devhosts
+
+    token = join_file.read_text().strip()
+    have = {h.name for h in devhosts.list_hosts(data_dir)}
+    for i in range(1, count + 1):
+        name = f"h{i}"
+        if name in have:
+            host = devhosts.start_agent(
+                data_dir, name, server_url=url, join_token=token, ca_file=ca_file
+            )
+        else:
+            host = devhosts.add_host(
+                name,
+                data_dir=data_dir,
+                server_url=url,
+                join_token=token,
+                ca_file=ca_file,
+                zone=f"z{i}",
+            )
+        console.print(f"dev host [bold]{name}[/] at {host.address} (agent pid {host.pid})")
+
+
+def _stop_dev_hosts(data_dir: Path) -> None:
+    """Stop the dev hosts' agents (their cells keep running; `up --hosts` starts them again)."""
+    from cellplane import devhosts
+
+    for host in devhosts.list_hosts(data_dir):
+        devhosts.kill_agent(data_dir, host.name, signal.SIGTERM)
 
 
 class _StopFlag:

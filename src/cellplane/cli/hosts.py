@@ -68,7 +68,7 @@ def _cells_text(host: dict[str, Any]) -> str:
 
 
 COLUMNS = [
-    *("NAME", "ID", "STATE", "ADDRESS", "ZONE", "CPU", "MEMORY", "CELLS", "HEARTBEAT"),
+    *("NAME", "ID", "STATE", "ADDRESS", "ZONE", "LABELS", "CPU", "MEMORY", "CELLS", "HEARTBEAT"),
     *("CPU CAPACITY", "STOPPED CELLS"),  # -o wide
 ]
 
@@ -90,6 +90,7 @@ def ls(quiet: output.QuietOpt = False, out: output.OutputOpt = output.OutputForm
                 h.get("state"),
                 h.get("address"),
                 h.get("zone"),
+                ",".join(f"{k}={v}" for k, v in (h.get("labels") or {}).items()),
                 _usage(h, "cpu"),
                 _usage(h, "memory_mb", " MB"),
                 (h.get("usage") or {}).get("cells"),
@@ -162,3 +163,12 @@ def maintenance(
         output.out_console.print(
             f"host {output.escape(str(data.get('name')))} ({data.get('id')}) is {data.get('state')}"
         )
+
+
+@app.command("enable")
+def enable(
+    host: Annotated[str, typer.Argument(help="Host name, or id (hst-...).")],
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Take a host out of maintenance: it takes new cells again (`maintenance H off`)."""
+    maintenance(host, Switch.off, out)

@@ -19,6 +19,7 @@ from cellplane.cli import (
     clients,
     clusters,
     daemons,
+    devhosts,
     endpoints,
     flavors,
     groups,
@@ -84,6 +85,7 @@ app.add_typer(conventional(hosts.app), name="host")
 app.add_typer(conventional(projects.app), name="project")
 app.add_typer(conventional(tasks.app), name="task")
 daemons.register(app)
+app.add_typer(devhosts.app, name="dev")
 app.command("login")(login.login)
 app.command("logout")(login.logout)
 app.command("whoami")(login.whoami)

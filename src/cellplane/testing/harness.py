@@ -47,6 +47,7 @@ class Deployment:
         agent_args: list[str] | None = None,
         log_level: str = "warning",
         tls: bool = False,
+        listen_host: str = "127.0.0.1",
     ) -> None:
         # Short paths: the engine's unix socket path must stay under 108 bytes.
         self._own_dir = data_dir is None
@@ -56,7 +57,10 @@ class Deployment:
         # tls: HTTPS with the deployment's CA (as `cellplane up`); `ca_file` is its root PEM.
         self.tls = tls
         self.ca_file: Path | None = None
-        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        # listen_host: e.g. the dev hosts' underlay address (`cellplane.devhosts`), so that agents
+        # in other network namespaces reach the server.
+        self.listen_host = listen_host
+        self.url = f"{'https' if tls else 'http'}://{listen_host}:{self.port}"
         self.agent_name = agent_name or f"h-{self.port}"
         self.agent_args = agent_args or []
         self.log_level = log_level
@@ -97,6 +101,7 @@ class Deployment:
         if not self.admin_token:
             self.prepare()
         args = ["server", "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        args += ["--host", self.listen_host]
         if self.tls:
             from cellplane.daemon import ca_bundle
 
