@@ -216,6 +216,7 @@ def run_agent(
     log_level: str,
     ca_file: Path | None = None,
     overlay: bool = False,
+    private_networks: bool | None = None,
     subnet_pool: str | None = None,
     engine_run_dir: Path | None = None,
     heartbeat_s: float = 2.0,
@@ -225,7 +226,9 @@ def run_agent(
     (kept in ``<data_dir>/agent/tls/``). ``subnet_pool``: the CIDR its engine carves network
     subnets from (several hosts on one machine, e.g. `cellplane dev hosts`, get disjoint ones).
     ``engine_run_dir``: the engine's volatile run directory (default ``<data_dir>/agent/engine/run``;
-    podman wants its runroot under 50 characters)."""
+    podman wants its runroot under 50 characters). ``private_networks``: run the engine in a mount
+    namespace of its own where /run/containers/networks is its run dir's (None: with
+    ``overlay``); a dev host's agent does not need it, its whole mount namespace has one."""
     _agent_import_diet()
     from cellplane import logs
     from cellplane.agent.endpoint import AgentEndpoint
@@ -242,7 +245,7 @@ def run_agent(
         base / "engine",
         run_dir=engine_run_dir,
         subnet_pool=subnet_pool,
-        private_networks=overlay,
+        private_networks=overlay if private_networks is None else private_networks,
     )
     driver = (
         PodmanDriver(engine.start(), subnet_pools=(subnet_pool,))
@@ -363,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument(
         "--overlay", action="store_true", default=env("CELLPLANE_AGENT_OVERLAY", "") == "1"
     )
+    a.add_argument("--private-networks", action=argparse.BooleanOptionalAction, default=None)
     a.add_argument("--subnet-pool", default=env("CELLPLANE_SUBNET_POOL"))
     a.add_argument("--engine-run-dir", type=Path, default=env("CELLPLANE_ENGINE_RUN_DIR"))
     a.add_argument("--heartbeat-s", type=float, default=float(env("CELLPLANE_HEARTBEAT_S", "2")))
@@ -397,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         log_level=args.log_level,
         ca_file=Path(args.ca_file) if args.ca_file else None,
         overlay=args.overlay,
+        private_networks=args.private_networks,
         subnet_pool=args.subnet_pool,
         engine_run_dir=Path(args.engine_run_dir) if args.engine_run_dir else None,
         heartbeat_s=args.heartbeat_s,
