@@ -32,6 +32,7 @@ __all__ = [
     "PeerName",
     "bridge_name",
     "fdb_changes",
+    "gateway_mac",
     "merge_peer_entries",
     "overlay_mtu",
     "peer_entry",
@@ -70,6 +71,19 @@ def _check(vni: int) -> int:
     if not 1 <= vni < 1 << 24:
         raise ValueError(f"a VXLAN id is 1 to {(1 << 24) - 1}: {vni}")
     return vni
+
+
+def gateway_mac(vni: int) -> str:
+    """The MAC of the network's bridge on every host (an anycast gateway).
+
+    Every host's bridge carries the network's gateway address, so all of them answer a cell's
+    ARP for it: with one MAC everywhere, whichever answer a cell keeps, its frames to the gateway
+    (its resolver, its way out) stay on its own host, since a bridge delivers frames for its own
+    address locally and never floods them to the peers. Locally administered, unicast: 02:63:70
+    ("cp") and the VNI's three bytes.
+    """
+    v = _check(vni)
+    return f"02:63:70:{v >> 16 & 0xFF:02x}:{v >> 8 & 0xFF:02x}:{v & 0xFF:02x}"
 
 
 def overlay_mtu(underlay_mtu: int) -> int:

@@ -19,6 +19,7 @@ from cellplane.agent.overlay import (
     DEFAULT_DSTPORT,
     bridge_name,
     fdb_changes,
+    gateway_mac,
     overlay_mtu,
     vni_of,
     vxlan_name,
@@ -55,6 +56,8 @@ def ensure(
 ) -> None:
     """The bridge and VXLAN device of `vni`, up, with exactly `peers` as flood destinations.
 
+    The bridge gets the network's anycast gateway MAC (`overlay.gateway_mac`).
+
     `mtu` is the underlay's; the overlay's devices get it less the VXLAN headers.
     """
     br, vx = bridge_name(vni), vxlan_name(vni)
@@ -89,6 +92,8 @@ def ensure(
             bridge = ipr.get_links(br_idx)[0]
             if bridge.get_attr("IFLA_MTU") != inner:
                 ipr.link("set", index=br_idx, mtu=inner)
+            if bridge.get_attr("IFLA_ADDRESS") != gateway_mac(vni):
+                ipr.link("set", index=br_idx, address=gateway_mac(vni))
             ipr.link("set", index=br_idx, state="up")
             have = [
                 str(e.get_attr("NDA_DST"))

@@ -9,6 +9,7 @@ from cellplane.agent.overlay import (
     PeerName,
     bridge_name,
     fdb_changes,
+    gateway_mac,
     merge_peer_entries,
     overlay_mtu,
     peer_entry,
@@ -80,3 +81,13 @@ def test_a_local_name_wins_over_a_peer_of_the_same_name() -> None:
 
 def test_no_file_header_means_nothing_to_merge_into() -> None:
     assert merge_peer_entries("", [PeerName("cel-b", "db", "10.128.0.3")]) is None
+
+
+def test_the_gateway_mac_is_one_per_network_unicast_and_locally_administered() -> None:
+    assert gateway_mac(4096) == "02:63:70:00:10:00"
+    assert gateway_mac((1 << 24) - 1) == "02:63:70:ff:ff:ff"
+    assert gateway_mac(4096) != gateway_mac(4097)
+    first = int(gateway_mac(1).split(":")[0], 16)
+    assert first & 0b01 == 0 and first & 0b10 == 0b10  # unicast, locally administered
+    with pytest.raises(ValueError, match="VXLAN id"):
+        gateway_mac(0)
