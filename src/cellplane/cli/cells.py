@@ -236,6 +236,12 @@ def run(
     restart: Annotated[
         str, typer.Option(help="Restart policy: never, on-failure\\[:N], always.")
     ] = "never",
+    network: Annotated[
+        str | None,
+        typer.Option(
+            help="The project network it joins (`cellplane network ls`; default: its own)."
+        ),
+    ] = None,
     detach: Detach = False,
     project: output.ProjectOpt = "default",
     quiet: Annotated[
@@ -263,6 +269,7 @@ def run(
         "ports": [parse_port(p) for p in publish or []],
         "volumes": [parse_volume(v) for v in volume or []],
         "restart": restart_policy,
+        "network": network,
     }
     with output.session() as client:
         task = client.create_cell(project, name, image, **spec)

@@ -36,9 +36,11 @@ class CellsApi(BaseClient):
         volumes: Sequence[Mapping[str, Any]] | None = None,
         restart: Mapping[str, Any] | None = None,
         start: bool = True,
+        network: str | None = None,
         idempotency_key: str | None = None,
     ) -> JSONDict:
-        """Ask for a cell; returns the CREATE_CELL task (202). Unset fields use server defaults."""
+        """Ask for a cell; returns the CREATE_CELL task (202). Unset fields use server defaults.
+        `network`: the project network it joins (default: the project's own)."""
         body = drop_none(
             {
                 "name": name,
@@ -53,6 +55,7 @@ class CellsApi(BaseClient):
                 "volumes": None if volumes is None else [dict(v) for v in volumes],
                 "restart": None if restart is None else dict(restart),
                 "start": start,
+                "network": network,
             }
         )
         return self._json(

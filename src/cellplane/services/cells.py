@@ -27,6 +27,7 @@ from cellplane.errors import (
 from cellplane.ids import is_id, new_id, utcnow
 from cellplane.services import audit, capacity
 from cellplane.services import hosts as hosts_mod
+from cellplane.services import networks as networks_mod
 from cellplane.services import quotas as quotas_mod
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.context import Principal, Services
@@ -291,6 +292,7 @@ def create(
         restarts=0,
         host_rev=0,
         pinned_host_id=pin_host,
+        network_id=networks_mod.network_for(s, project.id, body.network),
         created_at=now,
         updated_at=now,
     )

@@ -15,12 +15,20 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cellplane.errors import NotFound
+from cellplane.errors import NotFound, ValidationFailed
 from cellplane.services.context import Services
+from cellplane.state import networks as state_networks
 from cellplane.state.models import Cell, Host, Network
 from cellplane.wire import agent as wire
 
-__all__ = ["description", "descriptions", "host_overlay", "network_view", "overlay"]
+__all__ = [
+    "description",
+    "descriptions",
+    "host_overlay",
+    "network_for",
+    "network_view",
+    "overlay",
+]
 
 # Cells in these states have (or are about to have) no container: no peer entry, no peer host.
 _GONE = ("DELETED",)
@@ -28,7 +36,11 @@ _GONE = ("DELETED",)
 
 def description(net: Network, address: str | None = None) -> wire.NetworkDescription:
     return wire.NetworkDescription(
-        name=net.name, subnet=net.subnet, driver=net.driver, vni=net.vni, address=address
+        name=state_networks.engine_name(net),
+        subnet=net.subnet,
+        driver=net.driver,
+        vni=net.vni,
+        address=address,
     )
 
 
@@ -79,7 +91,7 @@ def overlay(s: Session, host_id: str) -> wire.Overlay:
     return wire.Overlay(
         networks=[
             wire.OverlayNetwork(
-                name=net.name,
+                name=state_networks.engine_name(net),
                 vni=net.vni,
                 subnet=net.subnet,
                 peers=sorted(peers[nid]),
@@ -99,13 +111,31 @@ def host_overlay(svc: Services, host_id: str) -> wire.Overlay:
         return overlay(s, host_id)
 
 
-def network_view(net: Network) -> dict[str, Any]:
+def network_for(s: Session, project_id: str, name: str | None) -> str | None:
+    """The id of the project's network `name` for a new cell (None: the default network)."""
+    if name is None or name == state_networks.DEFAULT_NETWORK:
+        return None
+    found = s.scalar(
+        select(Network.id).where(Network.project_id == project_id, Network.name == name)
+    )
+    if found is None or found == state_networks.default_network_id(project_id):
+        raise ValidationFailed.field(
+            "network", f"network {name!r} does not exist (`cellplane network ls`)"
+        )
+    return str(found)
+
+
+def network_view(net: Network, *, project: str = "", cells: int = 0) -> dict[str, Any]:
     return {
         "id": net.id,
         "project_id": net.project_id,
-        "name": net.name,
+        "project": project,
+        "name": state_networks.display_name(net),
+        "engine_name": state_networks.engine_name(net),
+        "default": state_networks.is_default(net),
         "subnet": net.subnet,
         "driver": net.driver,
         "vni": net.vni,
+        "cells": cells,
         "created_at": net.created_at.isoformat(),
     }

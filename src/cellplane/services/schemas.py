@@ -16,6 +16,7 @@ __all__ = [
     "CellCreate",
     "FlavorCreate",
     "MaintenanceBody",
+    "NetworkCreate",
     "PortBody",
     "ProjectCreate",
     "RestartBody",
@@ -99,6 +100,8 @@ class CellCreate(_Strict):
     restart: RestartBody = Field(default_factory=RestartBody)
     stop_timeout: float = Field(default=10.0, ge=0, le=3600)
     start: bool = True
+    # The project network the cell joins (by name); None: the project's default network.
+    network: Name | None = None
 
     @field_validator("name")
     @classmethod
@@ -177,6 +180,17 @@ class VolumeCreate(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
+        return _check_label(v)
+
+
+class NetworkCreate(_Strict):
+    name: Name
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if v == "default":
+            raise ValueError("'default' is the project's own network; choose another name")
         return _check_label(v)
 
 

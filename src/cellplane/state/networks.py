@@ -41,6 +41,7 @@ from cellplane.state.models import Cell, Network, Project
 __all__ = [
     "BASE_PREFIX",
     "DEFAULT_DRIVER",
+    "DEFAULT_NETWORK",
     "LARGEST_PREFIX",
     "SUBNET_POOL",
     "UNLIMITED_PREFIX",
@@ -50,10 +51,13 @@ __all__ = [
     "cell_limit",
     "default_network_id",
     "default_network_name",
+    "display_name",
+    "engine_name",
     "fit_networks",
     "free_address",
     "free_subnet",
     "free_vni",
+    "is_default",
     "lowest_free_subnet",
     "prefix_for_cells",
 ]
@@ -66,6 +70,8 @@ UNLIMITED_PREFIX: Final = 20  # a project without a cell quota: 4,093 cells
 DEFAULT_DRIVER: Final = "bridge"
 VNI_BASE: Final = 4096  # below it: ids a site may already use for its own VLAN-like segments
 VNI_MAX: Final = (1 << 24) - 1
+#: What users call a project's default network (its row's name is the engine's, see below).
+DEFAULT_NETWORK: Final = "default"
 
 
 def default_network_id(project_id: str) -> str:
@@ -75,6 +81,21 @@ def default_network_id(project_id: str) -> str:
 def default_network_name(project_id: str) -> str:
     """The engine-side name of a project's default network, as it has always been."""
     return f"cp-{project_id}"
+
+
+def is_default(net: Network) -> bool:
+    return net.id == default_network_id(net.project_id)
+
+
+def engine_name(net: Network) -> str:
+    """The engine's name of the network on every host: the default network's row name (as before
+    networks were a resource), `cp-<network id>` for the others (unique across projects)."""
+    return net.name if is_default(net) else f"cp-{net.id}"
+
+
+def display_name(net: Network) -> str:
+    """What users call it: "default" for the project's default network, else its name."""
+    return DEFAULT_NETWORK if is_default(net) else net.name
 
 
 def capacity(prefix: int) -> int:
@@ -191,7 +212,8 @@ def _default_networks(session: Session, _ctx: Any, _instances: Any) -> None:
     projects = [o for o in session.new if isinstance(o, Project)]
     new_cells = [o for o in session.new if isinstance(o, Cell)]
     cells = [c for c in new_cells if c.network_id is None]
-    if not projects and not new_cells:
+    new_nets = any(isinstance(o, Network) for o in session.new)
+    if not projects and not new_cells and not new_nets:
         return
     if projects:
         with session.no_autoflush:
