@@ -15,6 +15,13 @@ baseline: N bare `POST /containers/create` + `POST /containers/{id}/start` throu
 with the same image, command, limits and a bridge network; each container removed (not timed).
 One warm-up cell and one warm-up baseline container come first: the image is loaded, the project
 network exists, connections are open.
+
+`--hosts N` (root) measures cross-host starts instead: the server listens on a private underlay
+and, besides its own agent (the single host, beside the server), N dev hosts join it
+(`cellplane.devhosts`: network namespaces, each with its own agent and podman, reached over the
+underlay). Samples alternate: one cell on the single host (the dev hosts in maintenance), one
+cell spread over the dev hosts (the single host in maintenance), the same way each time; the
+JSON gives both p50s and their ratio (target: cross-host within 1.5x of single-host).
 """
 
 from __future__ import annotations
@@ -110,9 +117,98 @@ def observe_poll(c, task: dict, interval: float = 0.005) -> float:
     raise RuntimeError(f"cell {cell_id} not RUNNING after 120 s")
 
 
+def main_hosts(args: argparse.Namespace) -> int:
+    """`--hosts N`: cross-host cell start against the single host beside the server."""
+    from cellplane import devhosts
+    from cellplane.testing.busybox import build_busybox_archive
+    from cellplane.testing.harness import Deployment
+
+    underlay = devhosts.Underlay(bridge="cpb0", subnet="10.79.0.0/24", namespace_prefix="cpb-")
+    observe = observe_sse if args.observe == "sse" else observe_poll
+    command = ["sleep", "3600"]
+    d = Deployment(log_level="warning", listen_host=devhosts.ensure_underlay(underlay))
+    single_s: list[float] = []
+    cross_s: list[float] = []
+    try:
+        log(f"starting server + agent in {d.data_dir}, then {args.hosts} dev hosts")
+        d.start()
+        with d.client() as c:
+            c.upload_image("busybox", build_busybox_archive(d.data_dir / "bench-images"))
+            names = [f"b{i + 1}" for i in range(args.hosts)]
+            for name in names:
+                token = c.create_join_token(ttl_s=600, uses=1)["token"]
+                devhosts.add_host(
+                    name, data_dir=d.data_dir, server_url=d.url, join_token=token, underlay=underlay
+                )
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                states = {h["name"]: h["state"] for h in c.list_hosts()["items"]}
+                if all(states.get(n) == "READY" for n in names):
+                    break
+                time.sleep(0.2)
+            else:
+                raise RuntimeError(f"dev hosts not READY: {states}")
+            ids = {h["name"]: h["id"] for h in c.list_hosts()["items"]}
+            single, cross = ids[d.agent_name], [ids[n] for n in names]
+
+            def only(on: list[str]) -> None:
+                for host_id in ids.values():
+                    c.set_maintenance(host_id, host_id not in on)
+
+            def one(name: str) -> float:
+                t0 = time.perf_counter()
+                task = create_cell(c, name, args.cpu, args.memory_mb, command)
+                t1 = observe(c, task)
+                cell_id = task["entity"]["id"]
+                c.wait_task(c.delete_cell(cell_id)["id"], timeout=120)
+                time.sleep(args.settle)
+                return t1 - t0
+
+            log("warm-up: one cell on each host")
+            only([single])
+            one("warm-s")
+            for i, host_id in enumerate(cross):
+                only([host_id])
+                one(f"warm-x{i}")
+            for i in range(args.cells):
+                only([single])
+                single_s.append(one(f"s{i}"))
+                only(cross)
+                cross_s.append(one(f"x{i}"))
+                if (i + 1) % 10 == 0 or i + 1 == args.cells:
+                    log(
+                        f"{i + 1}/{args.cells}: single-host p50 "
+                        f"{statistics.median(single_s) * 1000:.0f} ms, cross-host p50 "
+                        f"{statistics.median(cross_s) * 1000:.0f} ms"
+                    )
+    finally:
+        log("removing the dev hosts and the deployment")
+        devhosts.remove_all(d.data_dir)
+        devhosts.net.remove_bridge(underlay)
+        d.close()
+    one_host, many = summary_ms(single_s), summary_ms(cross_s)
+    emit(
+        {
+            "cells": args.cells,
+            "hosts": args.hosts,
+            "cross_host_p50_ms": many["p50"],
+            "cross_host_p99_ms": many["p99"],
+            "single_host_p50_ms": one_host["p50"],
+            "single_host_p99_ms": one_host["p99"],
+            "ratio_p50": round(many["p50"] / one_host["p50"], 2),
+            "target_ratio": TARGET_RATIO,
+            "observe": args.observe,
+        }
+    )
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cells", type=int, default=50)
+    ap.add_argument(
+        "--hosts", type=int, default=0, help="cross-host starts on this many dev hosts (root)"
+    )
     ap.add_argument("--cpu", type=float, default=0.25)
     ap.add_argument("--memory-mb", type=int, default=64)
     ap.add_argument("--observe", choices=["sse", "poll"], default="sse")
@@ -123,6 +219,8 @@ def main() -> int:
         help="pause after each (untimed) removal so the engine's asynchronous clean-up is done",
     )
     args = ap.parse_args()
+    if args.hosts:
+        return main_hosts(args)
 
     observe = observe_sse if args.observe == "sse" else observe_poll
     command = ["sleep", "3600"]

@@ -9,6 +9,7 @@ import contextlib
 import ipaddress
 import re
 import ssl
+import time
 from pathlib import Path
 from typing import Any, Final
 
@@ -18,7 +19,7 @@ from cellplane.files import ensure_private_dir, read_private_file, write_private
 from cellplane.validation import DNS_LABEL
 from cellplane.wire import agent as wire
 
-__all__ = ["ProtocolMismatch", "ServerClient", "ServerUnavailable", "host_csr"]
+__all__ = ["ProtocolMismatch", "Refused", "ServerClient", "ServerUnavailable", "host_csr"]
 
 # What the CA accepts as a common name, and as a DNS name (lowercase labels).
 _CN: Final = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._@-]{0,62}[A-Za-z0-9])?$")
@@ -70,6 +71,10 @@ class ServerUnavailable(Exception):
     """The server did not answer or answered 5xx: retry later."""
 
 
+class Refused(RuntimeError):
+    """The server refused the agent's credential (401/403): e.g. its certificate was revoked."""
+
+
 class ProtocolMismatch(Exception):
     """The server speaks another version of the agent protocol (`wire.agent.API_VERSION`)."""
 
@@ -90,18 +95,69 @@ class ServerClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._cert_dir = cert_dir
-        trust: bool | str | ssl.SSLContext = verify
-        if ca_file is not None:
-            trust = ssl.create_default_context(cafile=str(ca_file))
-        self._http = httpx.Client(
+        self._verify = verify
+        self._ca_file = ca_file
+        self.host_id: str | None = None
+        self._token: str | None = None
+        self._last_register: wire.RegisterRequest | None = None
+        # With a valid host certificate from an earlier run: mutual TLS from the first call.
+        self._http = self._client(with_cert=self._certificate_valid())
+
+    def _client(self, *, with_cert: bool) -> httpx.Client:
+        trust: bool | str | ssl.SSLContext = self._verify
+        if self._ca_file is not None or with_cert:
+            trust = ssl.create_default_context(
+                cafile=str(self._ca_file) if self._ca_file is not None else None
+            )
+            if with_cert and self._cert_dir is not None:
+                trust.load_cert_chain(self._cert_dir / "host.pem", self._cert_dir / "host.key")
+        self._mtls = with_cert
+        return httpx.Client(
             base_url=self.base_url,
             # The CA bundle costs ~5 MB of memory: load it only for an HTTPS server.
             verify=trust if self.base_url.startswith("https") else False,
             timeout=httpx.Timeout(30.0),
             limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
         )
-        self.host_id: str | None = None
-        self._token: str | None = None
+
+    def _swap_client(self, *, with_cert: bool) -> None:
+        old, self._http = self._http, self._client(with_cert=with_cert)
+        old.close()
+
+    def _certificate(self) -> Any:
+        """This host's certificate (``cert_dir/host.pem``), None if there is none."""
+        if self._cert_dir is None or not self.base_url.startswith("https"):
+            return None
+        from cryptography import x509
+
+        try:
+            return x509.load_pem_x509_certificate((self._cert_dir / "host.pem").read_bytes())
+        except (OSError, ValueError):
+            return None
+
+    def _certificate_valid(self) -> bool:
+        cert = self._certificate()
+        if cert is None or not (self._cert_dir / "host.key").exists():  # type: ignore[operator]
+            return False
+        now = time.time()
+        return bool(
+            cert.not_valid_before_utc.timestamp() <= now < cert.not_valid_after_utc.timestamp()
+        )
+
+    def rotation_due(self, now: float | None = None) -> bool:
+        """Whether the host certificate is in the last third of its lifetime: time to ask for
+        a new one (registration with the current certificate; cells are not touched)."""
+        cert = self._certificate()
+        if cert is None or not self._mtls:
+            return False
+        start = cert.not_valid_before_utc.timestamp()
+        end = cert.not_valid_after_utc.timestamp()
+        return bool((time.time() if now is None else now) >= end - (end - start) / 3)
+
+    @property
+    def mutual_tls(self) -> bool:
+        """Whether the agent authenticates with its host certificate (no bearer token)."""
+        return self._mtls
 
     def close(self) -> None:
         self._http.close()
@@ -120,6 +176,8 @@ class ServerClient:
             raise ProtocolMismatch(
                 f"{method} {url}: this agent speaks {wire.API_VERSION}: {r.text[:300]}"
             )
+        if r.status_code in (401, 403):
+            raise Refused(f"{method} {url}: HTTP {r.status_code}: {r.text[:300]}")
         if r.status_code >= 400:
             raise RuntimeError(f"{method} {url}: HTTP {r.status_code}: {r.text[:300]}")
         return r
@@ -133,25 +191,38 @@ class ServerClient:
             raise
 
     def register(self, request: wire.RegisterRequest | dict[str, Any]) -> str:
+        """Register (join): with the host certificate if this host has a valid one, else with
+        the join token; a certificate the server refuses (revoked) is dropped and the join token
+        tried. The certificate received is kept and used from then on (mutual TLS)."""
         body = wire.parse(
             wire.RegisterRequest,
             {"api_version": wire.API_VERSION, **request} if isinstance(request, dict) else request,
         )
+        self._last_register = body
         if self._cert_dir is not None and body.csr is None:
             csr = host_csr(self._cert_dir, body.name, str(body.address))
             body = body.model_copy(update={"csr": csr})
-        r = self._call(
-            "POST", "/v1/agent/register", json=body.model_dump(mode="json", exclude_none=True)
-        )
+        payload = body.model_dump(mode="json", exclude_none=True)
+        try:
+            r = self._call("POST", "/v1/agent/register", json=payload)
+        except Refused:
+            if not self._mtls:
+                raise
+            self._swap_client(with_cert=False)  # e.g. revoked: join again with the token
+            r = self._call("POST", "/v1/agent/register", json=payload)
         data = self._read(wire.RegisterAnswer, r.json())
         self.host_id = data.host_id
-        self._token = data.host_token
+        self._token = data.host_token or None
         chain = data.certificate_chain
         if self._cert_dir is not None and isinstance(chain, str):
             write_private_file(self._cert_dir / "host.pem", chain.encode("ascii"))
+            if not data.host_token:  # the server wants mutual TLS from now on
+                self._swap_client(with_cert=True)
         return self.host_id
 
     def heartbeat(self) -> None:
+        if self._last_register is not None and self.rotation_due():
+            self.register(self._last_register)  # a new certificate before this one expires
         self._call(
             "POST",
             f"/v1/agent/hosts/{self.host_id}/heartbeat",

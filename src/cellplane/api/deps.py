@@ -24,6 +24,7 @@ __all__ = [
     "agent_principal",
     "agent_route",
     "authenticate",
+    "client_certificate",
     "idempotency",
     "join_route",
     "require",
@@ -60,7 +61,7 @@ JOIN_TOKEN = HTTPBearer(
 )
 
 
-def _client_certificate(request: HTTPConnection) -> Principal | None:
+def client_certificate(request: HTTPConnection) -> Principal | None:
     """With no Authorization header, the user or host of a TLS client certificate (mTLS; see
     api/tls.py), None if none was presented; a bad certificate answers 401 naming why."""
     if "authorization" in request.headers:
@@ -77,7 +78,7 @@ def _client_certificate(request: HTTPConnection) -> Principal | None:
 def authenticate(request: HTTPConnection) -> Principal:
     """The caller behind the request's (or WebSocket handshake's) credentials; Unauthorized
     without valid ones."""
-    principal = _client_certificate(request)
+    principal = client_certificate(request)
     if principal is not None:
         return principal
     authn: Authenticator = request.app.state.authenticator
@@ -112,7 +113,7 @@ join_route = Security(JOIN_TOKEN, scopes=["join"])
 
 
 def agent_principal(request: Request, host_id: str) -> Principal:
-    cert = _client_certificate(request)  # a host certificate stands in for the host token
+    cert = client_certificate(request)  # a host certificate stands in for the host token
     if cert is not None:
         if cert.kind != "agent" or cert.subject != host_id:
             raise Unauthorized("host credential is not valid")

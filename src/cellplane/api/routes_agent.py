@@ -1,6 +1,7 @@
 """The agent protocol: register, heartbeat, long-poll assignments, report status.
 
-Agents authenticate with the join token (once) and then with the host token they were given.
+Agents authenticate with a join token (once) and then with their host certificate (mutual TLS;
+an agent of a plain-HTTP server: with the host token it was given).
 Bodies are `cellplane.wire.agent` models (docs/agent-protocol.md), read only after the caller is
 authenticated: an unauthenticated caller learns nothing about what a valid body looks like. A
 body of another protocol version, or a malformed one, is a 422 problem naming the field.
@@ -15,7 +16,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from cellplane.api import models
-from cellplane.api.deps import agent_principal, agent_route, join_route, services
+from cellplane.api.deps import (
+    agent_principal,
+    agent_route,
+    client_certificate,
+    join_route,
+    services,
+)
 from cellplane.api.openapi import Tarball
 from cellplane.services import hosts, images, networks
 from cellplane.services.context import Services
@@ -31,8 +38,13 @@ router = APIRouter(tags=["agent"])
     response_model=None,
     responses={200: {"model": models.RegisterAnswer, "description": "The host's id and token."}},
 )
-def register(body: dict[str, Any], svc: Services = Depends(services)) -> dict[str, Any]:
-    return hosts.register(svc, body).model_dump(mode="json", exclude_none=True)
+def register(
+    request: Request, body: dict[str, Any], svc: Services = Depends(services)
+) -> dict[str, Any]:
+    # A host's own certificate admits it again without a join token (restart, rotation).
+    cert = client_certificate(request)
+    cert_host = cert.subject if cert is not None and cert.kind == "agent" else None
+    return hosts.register(svc, body, cert_host).model_dump(mode="json", exclude_none=True)
 
 
 @router.post(

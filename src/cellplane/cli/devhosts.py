@@ -72,7 +72,8 @@ def add(
     join_token: Annotated[
         str | None,
         typer.Option(
-            envvar="CELLPLANE_JOIN_TOKEN", help="Default: the local deployment's join token."
+            envvar="CELLPLANE_JOIN_TOKEN",
+            help="Default: a new one-use token from the configured server.",
         ),
     ] = None,
     data_dir: DataDir = None,
@@ -107,11 +108,21 @@ def add(
 
 
 def _new_join_token(data_dir: Path) -> str:
-    """The deployment's bootstrap join token (a local deployment's data directory)."""
+    """A new one-use join token from the configured server (10 minutes), or, when the
+    configured credential cannot make one, the local deployment's bootstrap join token."""
+    from cellplane.client import CellplaneError
+    from cellplane.client.config import load_config
+
+    try:
+        with output.client_factory() as c:
+            return str(c.create_join_token(ttl_s=600, uses=1)["token"])
+    except (CellplaneError, OSError, ValueError):
+        pass
     bootstrap = data_dir / "server" / "join-token"
     if bootstrap.exists():
         return bootstrap.read_text().strip()
-    output.fail("no join token", f"pass --join-token (none in {bootstrap})")
+    server = load_config().server
+    output.fail("no join token", f"pass --join-token (`cellplane host token create` on {server})")
 
 
 @hosts_app.command("rm")

@@ -1,4 +1,4 @@
-"""`cellplane host ls|show|maintenance`: the machines running `cellplane agent`.
+"""`cellplane host ls|show|maintenance|enable|revoke|token`: the machines running `cellplane agent`.
 
 Registered on the root app by `cellplane.cli.main`. Hosts are named on the
 command line; a name resolves through the host list (an argument starting
@@ -172,3 +172,100 @@ def enable(
 ) -> None:
     """Take a host out of maintenance: it takes new cells again (`maintenance H off`)."""
     maintenance(host, Switch.off, out)
+
+
+@app.command("revoke")
+def revoke(
+    host: Annotated[str, typer.Argument(help="Host name, or id (hst-...).")],
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Cut a host off at once: its certificates are revoked, its next request refused; it
+    comes back only by joining again with a join token."""
+    with output.session() as client:
+        data = client.revoke_host(resolve_host(client, host))
+    if output.is_json(out):
+        output.print_json(data)
+    else:
+        output.out_console.print(
+            f"host {output.escape(str(data.get('name')))} ({data.get('id')}) revoked at "
+            f"{data.get('revoked_at')}: {data.get('state')}"
+        )
+
+
+token_app = typer.Typer(help="Join tokens: what agents join with.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_ttl(text: str) -> float | None:
+    """'90s', '15m', '1h', '7d' or a number of seconds; 'never': no expiry."""
+    if text == "never":
+        return None
+    unit = _UNITS.get(text[-1:])
+    number = text[:-1] if unit else text
+    try:
+        value = float(number) * (unit or 1)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not a duration (e.g. 90s, 15m, 1h, 7d, never)", param_hint="--ttl"
+        ) from None
+    if value <= 0:
+        raise typer.BadParameter(f"{text!r} must be above zero", param_hint="--ttl")
+    return value
+
+
+@token_app.command("create")
+def token_create(
+    ttl: Annotated[str, typer.Option(help="Lifetime: 90s, 15m, 1h, 7d, or never.")] = "1h",
+    uses: Annotated[
+        int, typer.Option(help="How many hosts may join with it (0: no limit).", min=0)
+    ] = 1,
+    out: output.OutputOpt = output.OutputFormat.table,
+) -> None:
+    """Create a join token (shown once): `cellplane agent --server URL --join-token T`."""
+    ttl_s = parse_ttl(ttl)
+    with output.session() as client:
+        data = client.create_join_token(ttl_s=ttl_s, uses=uses or None)
+    if output.is_json(out):
+        output.print_json(data)
+        return
+    output.secret_once("Join token", str(data["token"]))
+    output.say(
+        f"id {data['id']}, expires {data.get('expires_at') or 'never'}, "
+        f"uses {data.get('uses_left') if data.get('uses_left') is not None else 'unlimited'}"
+    )
+
+
+@token_app.command("ls")
+def token_ls(
+    quiet: output.QuietOpt = False, out: output.OutputOpt = output.OutputFormat.table
+) -> None:
+    """List join tokens (the tokens themselves are never shown again)."""
+    with output.session() as client:
+        items = client.list_join_tokens()
+    output.print_list(
+        out,
+        items,
+        quiet,
+        ["ID", "STATE", "EXPIRES", "USES LEFT", "USED", "CREATED BY"],
+        (
+            [
+                t.get("id"),
+                t.get("state"),
+                t.get("expires_at") or "never",
+                "unlimited" if t.get("uses_left") is None else t.get("uses_left"),
+                t.get("used"),
+                t.get("created_by"),
+            ]
+            for t in items
+        ),
+    )
+
+
+@token_app.command("rm")
+def token_rm(token_id: Annotated[str, typer.Argument(help="Join token id (jtk-...).")]) -> None:
+    """Delete a join token: no agent joins with it any more."""
+    with output.session() as client:
+        client.delete_join_token(token_id)
+    output.say(f"deleted join token {token_id}")

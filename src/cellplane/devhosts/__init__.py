@@ -12,6 +12,7 @@ from cellplane.devhosts.hosts import (
     remove_all,
     remove_host,
     start_agent,
+    sweep,
     validate,
 )
 from cellplane.devhosts.net import Underlay
@@ -29,5 +30,6 @@ __all__ = [
     "remove_all",
     "remove_host",
     "start_agent",
+    "sweep",
     "validate",
 ]

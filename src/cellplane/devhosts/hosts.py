@@ -51,6 +51,7 @@ __all__ = [
     "remove_all",
     "remove_host",
     "start_agent",
+    "sweep",
     "validate",
 ]
 
@@ -352,18 +353,24 @@ def start_agent(
     name: str,
     *,
     server_url: str,
-    join_token: str,
+    join_token: str | None = None,
     ca_file: Path | None = None,
     python: str = sys.executable,
 ) -> DevHost:
-    """(Re)start the agent of dev host ``name`` in its namespaces; a running one is kept."""
+    """(Re)start the agent of dev host ``name`` in its namespaces; a running one is kept.
+
+    ``join_token`` None: the one it joined with (spent, if it was a one-use token: an agent
+    with a valid host certificate registers again with that certificate alone)."""
     host = get_host(data_dir, name)
     if host.running:
         return host
     token_file = host.data_dir / "join-token"
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(join_token + "\n")
+    if join_token is not None:
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(join_token + "\n")
+    elif not token_file.exists():
+        raise DevHostError(f"dev host {name} never joined: a join token is needed")
     cmd = [
         "nsenter",
         f"--net={host.netns_path}",
@@ -537,6 +544,27 @@ def remove_host(data_dir: Path, name: str) -> None:
             bridge, subnet = extra.get("bridge"), extra.get("subnet")
             if isinstance(bridge, str) and isinstance(subnet, str):
                 net.remove_bridge(net.Underlay(bridge=bridge, subnet=subnet))
+
+
+def sweep(underlay: net.Underlay) -> list[str]:
+    """Remove what a crashed run left of dev hosts on ``underlay`` whose data directory is gone:
+    every namespace named with its prefix (the processes in it, its mount namespace, its veth
+    pair). For test harnesses that own their underlay; returns the namespaces removed."""
+    _require_root()
+    if not net.NETNS_DIR.is_dir():
+        return []
+    removed = []
+    for path in sorted(net.NETNS_DIR.glob(f"{underlay.namespace_prefix}*")):
+        ghost = DevHost(
+            name=path.name[len(underlay.namespace_prefix) :],
+            address="",
+            pid=None,
+            data_dir=RUN_DIR / "swept" / path.name,
+            namespace=path.name,
+        )
+        _teardown(ghost, {})
+        removed.append(path.name)
+    return removed
 
 
 def ensure_underlay(underlay: net.Underlay = DEFAULT_UNDERLAY) -> str:

@@ -141,9 +141,10 @@ def add_namespace_link(
 
 
 def remove_namespace(ns: str, root_side: str) -> None:
-    """Delete the veth pair (its root side) and the namespace (idempotent)."""
+    """Delete the veth pair (its root side; "" if unknown: it goes with the namespace) and the
+    namespace (idempotent)."""
     with IPRoute() as ip:
-        idx = _index(ip, root_side)
+        idx = _index(ip, root_side) if root_side else None
         if idx is not None:
             with contextlib.suppress(NetlinkError):
                 ip.link("del", index=idx)

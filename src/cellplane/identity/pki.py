@@ -473,18 +473,8 @@ def issue_host_certificate(
             cert_pem, key_pem = issued.cert_pem, issued.key_pem
         else:
             cert_pem = _sign(system, data, "host", HOST_TTL_S, now)
-        owner = f"host:{host_id}"
-        earlier = s.scalars(
-            select(IssuedCertificateRecord).where(
-                IssuedCertificateRecord.owner == owner,
-                IssuedCertificateRecord.revoked_at.is_(None),
-            )
-        ).all()
-        for old in earlier:
-            old.revoked_at = _when(now)
-            system.revoke(int(old.serial, 16), now)
-        if earlier:
-            _save(svc, authority)
+        revoke_host_certificates(svc, s, host_id, now=now)
+    owner = f"host:{host_id}"
     rec = _record(s, cert_pem, tenant_id=tenant_id, profile="host", owner=owner, now=now)
     audit.record(
         s,
@@ -501,6 +491,24 @@ def issue_host_certificate(
 
 
 # -- listing and revoking -------------------------------------------------------------------
+
+
+def revoke_host_certificates(
+    svc: Services, s: Session, host_id: str, *, now: float | None = None
+) -> list[str]:
+    """Revoke every live certificate of host ``host_id`` (in the CA and in ``s``); the serials."""
+    now, rec = _now(now), IssuedCertificateRecord
+    live = s.scalars(
+        select(rec).where(rec.owner == f"host:{host_id}", rec.revoked_at.is_(None))
+    ).all()
+    with CA_LOCK:
+        authority = _authority(svc, s)
+        for old in live:
+            old.revoked_at = _when(now)
+            authority.system.revoke(int(old.serial, 16), now)
+        if live:
+            _save(svc, authority)
+    return [old.serial for old in live]
 
 
 def list_certificates(svc: Services, principal: Principal) -> dict[str, Any]:

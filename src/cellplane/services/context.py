@@ -88,9 +88,11 @@ class Services:
     db: Database
     data_dir: Path
     notifier: Notifier = field(default_factory=Notifier)
-    # Host health thresholds (`ServerSettings`: CELLPLANE_HEARTBEAT_SUSPECT_S / _DOWN_S).
-    heartbeat_suspect_s: float = 6.0
-    heartbeat_down_s: float = 10.0
+    # Host health thresholds: the server takes them from `ServerSettings` (6 s / 10 s by default,
+    # CELLPLANE_HEARTBEAT_SUSPECT_S / _DOWN_S); these looser ones are for in-process use (tests
+    # whose hosts send no heartbeats).
+    heartbeat_suspect_s: float = 15.0
+    heartbeat_down_s: float = 60.0
     # The URL clients reach the API at; issuers are `{public_url}/identity/{tenant}`. None: taken
     # from each request (in-process tests).
     public_url: str | None = None

@@ -27,11 +27,11 @@ from sqlalchemy.orm import Session
 from cellplane import scheduler
 from cellplane.errors import FieldError, NotFound, Unauthorized, ValidationFailed
 from cellplane.ids import new_id, utcnow
-from cellplane.services import capacity, networks
+from cellplane.services import capacity, host_join, networks
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.context import Principal, Services
 from cellplane.services.views import host_view
-from cellplane.state.models import Cell, CellEvent, Host, Image, Setting, Task, Volume
+from cellplane.state.models import Cell, CellEvent, Host, Image, Task, Volume
 from cellplane.wire import agent as wire
 
 __all__ = [
@@ -71,6 +71,8 @@ def volume_engine_name(volume_id: str) -> str:
 
 def host_status(host: Host, now: datetime, svc: Services) -> tuple[str, str | None]:
     """The host's state (READY/SUSPECT/DOWN/MAINTENANCE) and, unless READY, why."""
+    if host.revoked_at is not None:
+        return "DOWN", f"revoked at {host.revoked_at.isoformat()}: refused until it joins again"
     if host.maintenance:
         return "MAINTENANCE", "in maintenance: takes no new cells"
     if host.last_heartbeat is None:
@@ -205,23 +207,26 @@ def set_maintenance(svc: Services, host_id: str, enabled: bool) -> dict[str, Any
 # --- agent protocol -------------------------------------------------------------------------
 
 
-def register(svc: Services, body: dict[str, Any] | wire.RegisterRequest) -> wire.RegisterAnswer:
-    """Admit an agent presenting the join token; the same host name keeps its id.
+def register(
+    svc: Services, body: dict[str, Any] | wire.RegisterRequest, cert_host: str | None = None
+) -> wire.RegisterAnswer:
+    """Admit an agent presenting a join token (`services.host_join`), or the host certificate
+    of the host it names (``cert_host``: the id of the host whose certificate the caller
+    presented, checked by the API); the same host name keeps its id.
 
-    With a ``csr`` (CN: the host name) the answer also carries a host ``certificate`` and its
-    ``certificate_chain`` from the deployment CA: an additional credential, for mutual TLS
-    between server and agent (the agent presents it to the API instead of the host token, and
-    will serve its endpoint with it); the host token keeps working.
+    With a ``csr`` (CN: the host name) the answer carries a host ``certificate`` and its
+    ``certificate_chain`` from the deployment CA and no host token (``""``): the agent
+    authenticates with the certificate from then on (mutual TLS). Without one (an agent of a
+    plain-HTTP server), a bearer host token as before.
 
     The join token is checked before the body is read as a `wire.RegisterRequest`: a caller
     without it learns nothing, not even what is missing or which protocol version is spoken.
     """
     raw = body.model_dump() if isinstance(body, wire.RegisterRequest) else body
     token = str(raw.get("join_token") or "") if isinstance(raw, dict) else ""
+    named = str(raw.get("name") or "") if isinstance(raw, dict) else ""
     with svc.db.reader() as s:
-        expected = s.get(Setting, JOIN_TOKEN_KEY)
-        if expected is None or not hmac.compare_digest(expected.value, _sha(token)):
-            raise Unauthorized("join token is not valid")
+        host_join.admit(s, token, cert_host, named, consume=False, now=utcnow())
     req = _parse(wire.RegisterRequest, body)
     name = req.name
     if not name:
@@ -232,13 +237,13 @@ def register(svc: Services, body: dict[str, Any] | wire.RegisterRequest) -> wire
     now = utcnow()
     host_token = secrets.token_urlsafe(32)
     with svc.db.session() as s:
-        expected = s.get(Setting, JOIN_TOKEN_KEY)
-        if expected is None or not hmac.compare_digest(expected.value, _sha(token)):
-            raise Unauthorized("join token is not valid")
+        by_token = host_join.admit(s, token, cert_host, name, consume=True, now=now)
         h = s.scalar(select(Host).where(Host.name == name))
         if h is None:
             h = Host(id=new_id("hst"), name=name, created_at=now, state="READY", revision=1)
             s.add(h)
+        if by_token:
+            h.revoked_at = None  # a revoked host comes back only this way
         # Revision 0 means "nothing seen yet" to agents: a host's revision is always above it.
         h.revision = max(h.revision or 0, 1)
         h.address = req.address or "127.0.0.1"
@@ -258,6 +263,9 @@ def register(svc: Services, body: dict[str, Any] | wire.RegisterRequest) -> wire
             from cellplane.identity import pki  # only for agents that ask for a certificate
 
             cert = pki.issue_host_certificate(svc, s, host_id, name, req.csr, addresses=[h.address])
+            h.cert_sha256 = host_join.fingerprint(cert["certificate"])
+            host_token = ""  # mutual TLS from now on: no bearer credential for this host
+            h.token_hash = _sha(secrets.token_urlsafe(32))
     svc.notifier.publish("controller")
     return wire.RegisterAnswer(
         api_version=wire.API_VERSION,

@@ -205,3 +205,10 @@ class ProjectCreate(_Strict):
 
 class MaintenanceBody(_Strict):
     enabled: bool
+
+
+class JoinTokenCreate(_Strict):
+    """`POST /v1/join-tokens`: lifetime in seconds (null: none) and uses (null: no limit)."""
+
+    ttl_s: float | None = Field(default=3600.0, gt=0, le=30 * 24 * 3600)
+    uses: int | None = Field(default=1, ge=1, le=10_000)

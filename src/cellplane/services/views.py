@@ -88,6 +88,7 @@ def host_view(host: Host, state: str, usage: dict[str, Any]) -> dict[str, Any]:
         "usage": usage,
         "last_heartbeat": iso(host.last_heartbeat),
         "created_at": iso(host.created_at),
+        "revoked_at": iso(host.revoked_at),
     }
 
 

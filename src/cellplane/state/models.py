@@ -143,6 +143,24 @@ class Host(Base):
     engine_message: Mapped[str | None] = mapped_column(Text)
     engine_outages: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # `cellplane host revoke`: its certificates are revoked, it is refused until it joins again.
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # SHA-256 of the host certificate issued last: pinned by the server on the agent's endpoint.
+    cert_sha256: Mapped[str | None] = mapped_column(String(64))
+
+
+class JoinToken(Base):
+    """A token agents join with (`cellplane host token create`): only its hash is kept; it may
+    expire and may have a number of uses (None: no limit)."""
+
+    __tablename__ = "join_tokens"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    uses_left: Mapped[int | None] = mapped_column(Integer)
+    used: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Flavor(Base):

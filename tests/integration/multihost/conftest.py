@@ -1,9 +1,10 @@
 """Three hosts on one machine: a real TLS server on the underlay and three dev hosts.
 
-`three_hosts` (module scope) creates the underlay bridge, starts `cellplane server --tls`
+`three_hosts` (session scope; tests leave the hosts READY) creates the underlay bridge, starts `cellplane server --tls`
 listening on the bridge's address, uploads the busybox image, and adds the dev hosts h1, h2, h3
 (zones z1, z2, z3; `cellplane.devhosts`): each a network namespace with its own agent and podman,
-joining with a join token as a remote agent does. Teardown removes the hosts (agents, engines,
+joining with a one-use join token as a remote agent does, then speaking mutual TLS with the host
+certificate it received. Teardown removes the hosts (agents, engines,
 containers, mounts, namespaces, links, bridge) and the deployment.
 
 The underlay here (bridge ``cpt0``, ``10.78.0.0/24``, namespaces ``cpt-*``) is not the default
@@ -94,6 +95,7 @@ class ThreeHosts:
 
 
 def _start(archive: Path) -> ThreeHosts:
+    devhosts.sweep(TEST_UNDERLAY)  # what an interrupted earlier run may have left
     gateway = devhosts.ensure_underlay(TEST_UNDERLAY)
     d = Deployment(tls=True, listen_host=gateway)
     setup = ThreeHosts(deployment=d, client=None, underlay=TEST_UNDERLAY)  # type: ignore[arg-type]
@@ -101,8 +103,9 @@ def _start(archive: Path) -> ThreeHosts:
         d.start_server()
         setup.client = d.client()
         setup.client.upload_image(IMAGE, archive)
-        token = d.join_file.read_text().strip()
         for i, name in enumerate(HOST_NAMES):
+            # Each joins as a remote agent would: a one-use token, then its host certificate.
+            token = setup.client.create_join_token(ttl_s=600, uses=1)["token"]
             setup.hosts[name] = devhosts.add_host(
                 name,
                 data_dir=d.data_dir,
@@ -139,7 +142,7 @@ def busybox_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_busybox_archive(tmp_path_factory.mktemp("busybox"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def three_hosts(busybox_archive: Path) -> Iterator[ThreeHosts]:
     setup = _start(busybox_archive)
     try:

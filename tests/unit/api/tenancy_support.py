@@ -124,6 +124,12 @@ class Worlds:
         w.ids["project"] = w.project_id
         self.refresh(w, admin)
 
+    def join_token(self) -> str:
+        """A join token's id (a new one each time: deleting it works)."""
+        r = self.plat.client.post("/v1/join-tokens", json={}, headers=self.plat.admin)
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
     def image(self) -> str:
         """An uploaded image no cell uses (so deleting it works), uploaded again when gone."""
         c = self.plat.client
@@ -280,6 +286,7 @@ BODIES: dict[str, Callable[[TenantWorld], Any]] = {
     "POST /v1/projects": lambda w: {"name": "p" + _n()},
     "POST /v1/flavors": lambda w: {"name": "f" + _n(), "cpu": 1, "memory_mb": 64, "disk_gb": 1},
     "POST /v1/hosts/{host_id}/maintenance": lambda w: {"enabled": False},
+    "POST /v1/join-tokens": lambda w: {"ttl_s": 60, "uses": 1},
     "POST /v1/projects/{project}/cells": lambda w: {
         "name": "c" + _n(),
         "image": "host",
@@ -341,6 +348,8 @@ def declared(op: dict[str, Any]) -> tuple[str, str] | None:
 def fill(path: str, world: TenantWorld, plat: Platform, worlds: Worlds) -> str:
     def value(m: re.Match[str]) -> str:
         name = m.group(1)
+        if name == "host_id" and path.endswith("/revoke"):
+            return plat.register_host("spare-" + _n())[0]  # not the host the other routes use
         if name == "host_id":
             return plat.host_id
         if name == "name":
@@ -349,6 +358,8 @@ def fill(path: str, world: TenantWorld, plat: Platform, worlds: Worlds) -> str:
             return worlds.image()
         if name == "serial":
             return serial_of(world, plat, worlds)
+        if name == "token_id":
+            return worlds.join_token()
         if name not in world.ids:
             raise AssertionError(f"no fixture for path parameter {name!r} of {path}")
         return world.ids[name]

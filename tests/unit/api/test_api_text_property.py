@@ -110,6 +110,7 @@ EXCLUDED = {
     "POST /v1/cells/{cell_id}/stop": "numbers only",
     "POST /v1/cells/{cell_id}/restart": "numbers only",
     "POST /v1/hosts/{host_id}/maintenance": "a boolean only",
+    "POST /v1/join-tokens": "numbers only",
     "POST /v1/projects/{project}/docker-endpoints": "a port number only",
     "PUT /v1/tenants/{tenant}/quota": "numbers only",
     "PUT /v1/projects/{project}/quota": "numbers only",

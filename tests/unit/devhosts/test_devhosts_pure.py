@@ -76,3 +76,28 @@ def test_host_health_thresholds_default_and_refuse_a_wrong_order(
     monkeypatch.setenv("CELLPLANE_HEARTBEAT_SUSPECT_S", "-1")
     with pytest.raises(ValidationError, match="heartbeat_suspect_s"):
         ServerSettings()
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90.0),
+        ("15m", 900.0),
+        ("1h", 3600.0),
+        ("7d", 604800.0),
+        ("120", 120.0),
+        ("never", None),
+    ],
+)
+def test_join_token_ttl_option(text: str, seconds: float | None) -> None:
+    from cellplane.cli.hosts import parse_ttl
+
+    assert parse_ttl(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "0", "-1h", "1w"])
+def test_bad_join_token_ttl_is_refused_naming_it(text: str) -> None:
+    from cellplane.cli.hosts import parse_ttl
+
+    with pytest.raises(typer.BadParameter):
+        parse_ttl(text)

@@ -49,7 +49,7 @@ def test_register_with_a_csr_answers_a_host_certificate(
     r = _register(plat, "node-7", csr=make_csr("node-7", sans=_host_sans("node-7")))
     assert r.status_code == 200, r.text
     data = r.json()
-    assert data["host_token"]  # the host token keeps working alongside
+    assert data["host_token"] == ""  # mutual TLS from now on: no bearer host token
     cert = x509.load_pem_x509_certificate(data["certificate"].encode())
     chain = x509.load_pem_x509_certificates(data["certificate_chain"].encode())
     assert chain[0] == cert

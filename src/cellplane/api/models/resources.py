@@ -312,6 +312,28 @@ class Host(View):
     created_at: Time | None
     state_reason: str | None
     engine: EngineState
+    revoked_at: Time | None
+
+
+class JoinToken(View):
+    """A join token (`cellplane host token create`); the token itself is shown once."""
+
+    id: str
+    state: str  # ACTIVE, EXPIRED or USED
+    created_by: str
+    created_at: Time | None
+    expires_at: Time | None
+    uses_left: int | None
+    used: int
+
+
+class JoinTokenCreated(JoinToken):
+    token: str
+
+
+class JoinTokenList(View):
+    items: list[JoinToken]
+    next_cursor: str | None
 
 
 class HostList(View):
