@@ -1,7 +1,7 @@
 """the overlay: a VXLAN id per network, a control-plane address per cell on its network
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012 (0011 on its own; 0012 came with the merge of branch hosts)
 Create Date: 2026-12-03 21:40:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
