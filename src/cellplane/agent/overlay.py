@@ -32,6 +32,7 @@ __all__ = [
     "PeerName",
     "bridge_name",
     "fdb_changes",
+    "gateway_interface",
     "gateway_mac",
     "merge_peer_entries",
     "overlay_mtu",
@@ -71,6 +72,17 @@ def _check(vni: int) -> int:
     if not 1 <= vni < 1 << 24:
         raise ValueError(f"a VXLAN id is 1 to {(1 << 24) - 1}: {vni}")
     return vni
+
+
+def gateway_interface(subnet: str) -> tuple[str, int]:
+    """The gateway's address on the network's bridge (the subnet's first host) and its prefix.
+
+    The agent puts it on the bridge itself: netavark gives addresses only to bridges it makes,
+    and the overlay's bridge is the agent's (made before the engine's network, with the VXLAN
+    device in it). The resolver (aardvark-dns) listens on it, and the cells route through it.
+    """
+    net = ipaddress.ip_network(subnet)
+    return str(net.network_address + 1), net.prefixlen
 
 
 def gateway_mac(vni: int) -> str:

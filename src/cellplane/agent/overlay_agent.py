@@ -62,13 +62,17 @@ class OverlayAgent:
             return
         with self._lock:
             peers = list(self._peers.get(net.vni, []))
-            vxlan.ensure(net.vni, self.local, peers, dstport=self.dstport, mtu=self.mtu)
+            vxlan.ensure(
+                net.vni, self.local, peers, dstport=self.dstport, mtu=self.mtu, subnet=net.subnet
+            )
 
     def apply(self, overlay: wire.Overlay) -> None:
         wanted = {n.vni for n in overlay.networks}
         with self._lock:
             for n in overlay.networks:
-                vxlan.ensure(n.vni, self.local, n.peers, dstport=self.dstport, mtu=self.mtu)
+                vxlan.ensure(
+                    n.vni, self.local, n.peers, dstport=self.dstport, mtu=self.mtu, subnet=n.subnet
+                )
                 self._peers[n.vni] = list(n.peers)
             for vni in vxlan.present() - wanted:
                 vxlan.remove(vni)

@@ -19,6 +19,7 @@ from cellplane.agent.overlay import (
     DEFAULT_DSTPORT,
     bridge_name,
     fdb_changes,
+    gateway_interface,
     gateway_mac,
     overlay_mtu,
     vni_of,
@@ -52,11 +53,18 @@ def underlay_mtu(local: str, default: int = 1500) -> int:
 
 
 def ensure(
-    vni: int, local: str, peers: Iterable[str], *, dstport: int = DEFAULT_DSTPORT, mtu: int = 1500
+    vni: int,
+    local: str,
+    peers: Iterable[str],
+    *,
+    dstport: int = DEFAULT_DSTPORT,
+    mtu: int = 1500,
+    subnet: str | None = None,
 ) -> None:
     """The bridge and VXLAN device of `vni`, up, with exactly `peers` as flood destinations.
 
-    The bridge gets the network's anycast gateway MAC (`overlay.gateway_mac`).
+    The bridge gets the network's anycast gateway MAC (`overlay.gateway_mac`) and, given the
+    network's `subnet`, its gateway address (`overlay.gateway_interface`).
 
     `mtu` is the underlay's; the overlay's devices get it less the VXLAN headers.
     """
@@ -95,6 +103,11 @@ def ensure(
             if bridge.get_attr("IFLA_ADDRESS") != gateway_mac(vni):
                 ipr.link("set", index=br_idx, address=gateway_mac(vni))
             ipr.link("set", index=br_idx, state="up")
+            if subnet is not None:
+                address, prefixlen = gateway_interface(subnet)
+                have_addrs = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=br_idx)}
+                if address not in have_addrs:
+                    ipr.addr("add", index=br_idx, address=address, prefixlen=prefixlen)
             have = [
                 str(e.get_attr("NDA_DST"))
                 for e in ipr.fdb("dump", ifindex=vx_idx)

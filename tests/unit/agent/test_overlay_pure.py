@@ -9,6 +9,7 @@ from cellplane.agent.overlay import (
     PeerName,
     bridge_name,
     fdb_changes,
+    gateway_interface,
     gateway_mac,
     merge_peer_entries,
     overlay_mtu,
@@ -91,3 +92,10 @@ def test_the_gateway_mac_is_one_per_network_unicast_and_locally_administered() -
     assert first & 0b01 == 0 and first & 0b10 == 0b10  # unicast, locally administered
     with pytest.raises(ValueError, match="VXLAN id"):
         gateway_mac(0)
+
+
+def test_the_gateway_is_the_subnets_first_host_with_its_prefix() -> None:
+    assert gateway_interface("10.128.16.0/20") == ("10.128.16.1", 20)
+    assert gateway_interface("10.128.0.0/24") == ("10.128.0.1", 24)
+    with pytest.raises(ValueError):
+        gateway_interface("10.128.0.1/24")  # host bits set: not a subnet
