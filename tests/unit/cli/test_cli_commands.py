@@ -299,3 +299,22 @@ def test_version_and_help() -> None:
     assert runner.invoke(app, ["--version"]).stdout.startswith("cellplane ")
     assert runner.invoke(app, ["cell", "run", "--help"]).exit_code == 0
     assert runner.invoke(app, ["cell", "bogus"]).exit_code == 2
+
+
+def test_network_create_ls_rm_and_a_cell_on_one(cli: Invoke, fake: FakeApi) -> None:
+    created = cli("network", "create", "back", "--project", "p1")
+    assert created.exit_code == 0, created.output
+    assert "network back" in created.stdout and "VXLAN id 4097" in created.stdout
+    assert fake.requests_to("POST", "/v1/projects/p1/networks")
+    listed = cli("network", "ls", "--project", "p1", "-o", "json")
+    assert [n["name"] for n in json.loads(listed.stdout)] == ["back"]
+    assert cli("network", "create", "back", "--project", "p1").exit_code != 0  # taken: 409
+    fake.networks["back"]["cells"] = 1
+    busy = cli("network", "rm", "back", "--project", "p1")
+    assert busy.exit_code != 0 and "used by cells" in busy.output
+    fake.networks["back"]["cells"] = 0
+    assert cli("network", "rm", "back", "--project", "p1").exit_code == 0
+    assert fake.networks == {}
+    _run_web(cli, "--network", "back")
+    post = fake.requests_to("POST", "/v1/projects/default/cells")[0]
+    assert json.loads(fake.bodies[fake.requests.index(post)])["network"] == "back"
