@@ -41,6 +41,8 @@ class OverlayAgent:
         self.interval_s = interval_s
         self.mtu = vxlan.underlay_mtu(local)
         self._peers: dict[int, list[str]] = {}  # VNI -> peer hosts, as last told
+        # VNI -> subnet, for the networks the engine has (their bridges carry the gateway).
+        self._subnets: dict[int, str] = {}
         self._lock = threading.Lock()
 
     def network_spec(self, spec: NetworkSpec, net: wire.NetworkDescription) -> NetworkSpec:
@@ -58,25 +60,44 @@ class OverlayAgent:
         )
 
     def prepare(self, net: wire.NetworkDescription) -> None:
+        """The network's bridge and VXLAN device, before the engine's network is made on them.
+
+        No address yet: the engine refuses a network whose subnet a host interface already has.
+        """
         if net.vni is None:
             return
         with self._lock:
-            peers = list(self._peers.get(net.vni, []))
-            vxlan.ensure(
-                net.vni, self.local, peers, dstport=self.dstport, mtu=self.mtu, subnet=net.subnet
-            )
+            self._ensure(net.vni, self._peers.get(net.vni, []), net.subnet)
+
+    def ready(self, net: wire.NetworkDescription) -> None:
+        """The engine's network exists: the bridge gets the gateway address (netavark gives one
+        only to a bridge it makes), now and on every later pass."""
+        if net.vni is None or net.subnet is None:
+            return
+        with self._lock:
+            self._subnets[net.vni] = net.subnet
+            self._ensure(net.vni, self._peers.get(net.vni, []), net.subnet)
+
+    def _ensure(self, vni: int, peers: list[str], subnet: str | None) -> None:
+        vxlan.ensure(
+            vni,
+            self.local,
+            peers,
+            dstport=self.dstport,
+            mtu=self.mtu,
+            subnet=subnet if vni in self._subnets else None,
+        )
 
     def apply(self, overlay: wire.Overlay) -> None:
         wanted = {n.vni for n in overlay.networks}
         with self._lock:
             for n in overlay.networks:
-                vxlan.ensure(
-                    n.vni, self.local, n.peers, dstport=self.dstport, mtu=self.mtu, subnet=n.subnet
-                )
+                self._ensure(n.vni, list(n.peers), n.subnet)
                 self._peers[n.vni] = list(n.peers)
             for vni in vxlan.present() - wanted:
                 vxlan.remove(vni)
                 self._peers.pop(vni, None)
+                self._subnets.pop(vni, None)
         for n in overlay.networks:
             names = [PeerName(c.cell_id, c.name, c.address) for c in n.cells]
             if peerdns.sync(self.dns_dir, n.name, names):

@@ -134,6 +134,8 @@ class Preparer:
                     self.overlay.prepare(cell.network)
                     spec = self.overlay.network_spec(spec, cell.network)
                 self.driver.ensure_network(spec)
+                if self.overlay is not None:
+                    self.overlay.ready(cell.network)
                 self._networks.add(key)
 
     def volume(self, name: str, volume_id: str, host_id: str) -> None:
