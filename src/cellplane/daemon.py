@@ -243,6 +243,8 @@ def run_agent(
     parallelism: int,
     log_level: str,
     ca_file: Path | None = None,
+    overlay: bool = False,
+    private_networks: bool | None = None,
     subnet_pool: str | None = None,
     engine_run_dir: Path | None = None,
     heartbeat_s: float = 2.0,
@@ -255,7 +257,10 @@ def run_agent(
     subnets from (several hosts on one machine, e.g. `cellplane dev hosts`, get disjoint ones).
     ``engine_run_dir``: the engine's volatile run directory (default ``<data_dir>/agent/engine/run``;
     podman wants its runroot under 50 characters). ``sandbox``: offer the `sandbox` isolation
-    class when gVisor's runsc is installed and runs here (probed at start; docs/isolation.md)."""
+    class when gVisor's runsc is installed and runs here (probed at start; docs/isolation.md).
+    ``private_networks``: run the engine in a mount namespace of its own where
+    /run/containers/networks is its run dir's (None: with ``overlay``); a dev host's agent does not
+    need it, its whole mount namespace has one."""
     _limit_malloc_arenas()
     _agent_import_diet()
     from cellplane import logs
@@ -270,6 +275,7 @@ def run_agent(
     logs.configure(log_level)
     base = data_dir / "agent"
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # On the overlay the engine keeps its network run state (resolver files) to itself.
     # The runtime is configured whenever runsc is installed (cells made sandboxed earlier stay
     # manageable); it is offered to new cells only if `sandbox` and the probe says it runs.
     runsc = isolation.find_runsc()
@@ -279,6 +285,7 @@ def run_agent(
         subnet_pool=subnet_pool,
         runsc=runsc,
         runsc_platform=runsc_platform,
+        private_networks=overlay if private_networks is None else private_networks,
     )
     sandbox_engine = engine.sandbox_service() if runsc else None
     sandbox_start = sandbox_engine.ensure_started if sandbox_engine else None
@@ -302,6 +309,8 @@ def run_agent(
         zone=zone,
         cpu_ratio=cpu_ratio,
         parallelism=parallelism,
+        overlay=overlay,
+        network_run_dir=engine.network_run_dir,
         heartbeat_s=heartbeat_s,
         isolation=classes,
         isolation_detail=how,
@@ -432,6 +441,10 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--parallelism", type=int, default=8)
     a.add_argument("--log-level", default=env("CELLPLANE_LOG_LEVEL", "info"))
     a.add_argument("--ca-file", type=Path, default=env("CELLPLANE_CA_CERT"))
+    a.add_argument(
+        "--overlay", action="store_true", default=env("CELLPLANE_AGENT_OVERLAY", "") == "1"
+    )
+    a.add_argument("--private-networks", action=argparse.BooleanOptionalAction, default=None)
     a.add_argument("--subnet-pool", default=env("CELLPLANE_SUBNET_POOL"))
     a.add_argument("--engine-run-dir", type=Path, default=env("CELLPLANE_ENGINE_RUN_DIR"))
     a.add_argument("--heartbeat-s", type=float, default=float(env("CELLPLANE_HEARTBEAT_S", "2")))
@@ -467,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         parallelism=args.parallelism,
         log_level=args.log_level,
         ca_file=Path(args.ca_file) if args.ca_file else None,
+        overlay=args.overlay,
+        private_networks=args.private_networks,
         subnet_pool=args.subnet_pool,
         engine_run_dir=Path(args.engine_run_dir) if args.engine_run_dir else None,
         heartbeat_s=args.heartbeat_s,

@@ -12,12 +12,19 @@ from __future__ import annotations
 import contextlib
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cellplane.agent.server_client import ServerClient
-from cellplane.agent.spec import HOST_LABEL, container_name, container_spec, network_spec
+from cellplane.agent.spec import (
+    HOST_LABEL,
+    AgentConfig,
+    container_name,
+    container_spec,
+    network_spec,
+)
 from cellplane.agent.spec import event as _event
 from cellplane.drivers.base import Driver
+from cellplane.drivers.engine import SHARED_NETWORK_RUN_DIR
 from cellplane.drivers.errors import (
     AddressesExhausted,
     ContainerNotFound,
@@ -27,6 +34,9 @@ from cellplane.drivers.errors import (
     TemporaryDriverError,
 )
 from cellplane.wire import agent_plain as wire
+
+if TYPE_CHECKING:
+    from cellplane.agent.overlay_agent import OverlayAgent
 
 __all__ = ["LimitsPending", "Preparer"]
 
@@ -41,9 +51,16 @@ class LimitsPending(TemporaryDriverError):
 
 class Preparer:
     def __init__(
-        self, driver: Driver, server: ServerClient, data_dir: Path, *, subnets: bool
+        self,
+        driver: Driver,
+        server: ServerClient,
+        data_dir: Path,
+        *,
+        subnets: bool,
+        overlay: OverlayAgent | None = None,
     ) -> None:
         self.driver = driver
+        self.overlay = overlay  # networks on VXLAN bridges across hosts
         self.server = server
         self.data_dir = data_dir
         self.subnets = subnets  # create networks with the control plane's subnet
@@ -51,6 +68,38 @@ class Preparer:
         self._networks: set[tuple[str, str | None]] = set()  # (name, subnet): a moved one again
         self._volumes: set[str] = set()
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_agent(cls, driver: Driver, server: ServerClient, config: AgentConfig) -> Preparer:
+        """The agent's preparer; with the overlay when the agent's configuration asks for it."""
+        overlay = None
+        if config.overlay:
+            # Imported here: netlink (pyroute2) only for agents of the overlay.
+            from cellplane.agent.overlay_agent import OverlayAgent
+
+            overlay = OverlayAgent(
+                config.address,
+                server.overlay,
+                dstport=config.vxlan_port,
+                dns_dir=config.network_run_dir or SHARED_NETWORK_RUN_DIR,
+            )
+        return cls(
+            driver,
+            server,
+            config.data_dir,
+            subnets=config.control_plane_subnets,
+            overlay=overlay,
+        )
+
+    @property
+    def on_overlay(self) -> int:
+        """1 with the overlay, 0 without (how many overlay threads the agent runs)."""
+        return int(self.overlay is not None)
+
+    def run_overlay(self, stop: threading.Event) -> None:
+        """Keep the overlay current until `stop` (the agent's thread for it)."""
+        if self.overlay is not None:
+            self.overlay.run(stop)
 
     def image(self, cell: wire.CellAssignment) -> str | None:
         """The engine reference of the cell's image, loaded from the server when missing."""
@@ -80,7 +129,13 @@ class Preparer:
             return
         with self._lock:
             if key not in self._networks:
-                self.driver.ensure_network(network_spec(cell, host_id, with_subnet=self.subnets))
+                spec = network_spec(cell, host_id, with_subnet=self.subnets)
+                if self.overlay is not None and cell.network.vni is not None:
+                    self.overlay.prepare(cell.network)
+                    spec = self.overlay.network_spec(spec, cell.network)
+                self.driver.ensure_network(spec)
+                if self.overlay is not None:
+                    self.overlay.ready(cell.network)
                 self._networks.add(key)
 
     def volume(self, name: str, volume_id: str, host_id: str) -> None:
@@ -111,7 +166,7 @@ class Preparer:
         self.network(cell, host_id)
         for m in cell.mounts:
             self.volume(m.engine_name, m.volume_id, host_id)
-        spec = container_spec(cell, host_id, image_ref)
+        spec = container_spec(cell, host_id, image_ref, overlay=self.overlay is not None)
         try:
             cid = self.driver.create(spec)
         except NameConflict:

@@ -98,7 +98,7 @@ class Agent(Reporter):
         self._restarts: dict[str, int] = {}
         self._outbox: list[dict[str, Any]] = []
         self._outbox_cv = threading.Condition()
-        self._prep = Preparer(driver, server, config.data_dir, subnets=config.control_plane_subnets)
+        self._prep = Preparer.for_agent(driver, server, config)
         self._pool = ThreadPoolExecutor(config.parallelism, thread_name_prefix="cp-action")
         self._threads: list[threading.Thread] = []
         self.agent_secret = secrets.token_urlsafe(32)
@@ -153,6 +153,7 @@ class Agent(Reporter):
             (self._report_loop, "cp-report"),
             (self._heartbeat_loop, "cp-heartbeat"),
             *([(self._supervise_loop, "cp-engine")] if self._supervisor else []),
+            *([(lambda: self._prep.run_overlay(self._stop), "cp-overlay")] * self._prep.on_overlay),
         ):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()

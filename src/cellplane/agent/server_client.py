@@ -239,6 +239,11 @@ class ServerClient:
         )
         return self._read(wire.Assignments, r.json())
 
+    def overlay(self) -> wire.Overlay:
+        """The host's overlay networks: the peer hosts and their cells (`wire.Overlay`)."""
+        r = self._call("GET", f"/v1/agent/hosts/{self.host_id}/overlay")
+        return self._read(wire.Overlay, r.json())
+
     def report(self, cells: list[dict[str, Any]]) -> None:
         body = {"api_version": wire.API_VERSION, "cells": cells}
         # Checked before it is sent; sent as given, since a field's presence matters to the

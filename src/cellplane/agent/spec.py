@@ -69,6 +69,12 @@ class AgentConfig:
     # The isolation classes the engine can run (`agent.isolation.probe` at start) and how.
     isolation: list[str] = field(default_factory=lambda: ["standard"])
     isolation_detail: str | None = None
+    # The overlay (project networks across hosts): networks on VXLAN bridges, with the control
+    # plane's subnets and addresses; `address` is then the underlay address peers reach.
+    overlay: bool = False
+    vxlan_port: int = 4789
+    # The engine's network run dir (its resolver's files), None: podman's shared default.
+    network_run_dir: Path | None = None
 
 
 def host_capacity(data_dir: Path, cpu_ratio: float, memory_ratio: float) -> wire.HostCapacity:
@@ -109,9 +115,16 @@ def network_spec(
 
 
 def container_spec(
-    cell: wire.CellAssignment | dict[str, Any], host_id: str, image_ref: str | None
+    cell: wire.CellAssignment | dict[str, Any],
+    host_id: str,
+    image_ref: str | None,
+    *,
+    overlay: bool = False,
 ) -> ContainerSpec:
-    """The engine container for a cell; pure, so it is tested without an engine."""
+    """The engine container for a cell; pure, so it is tested without an engine.
+
+    On the overlay the container gets the control plane's address on its network.
+    """
     c = wire.parse(wire.CellAssignment, cell)
     labels = {k: v for k, v in c.labels.items() if not k.startswith("cellplane.")}
     labels.update(
@@ -136,6 +149,7 @@ def container_spec(
         hostname=c.hostname or c.name,
         network=c.network.name,
         aliases=[c.name],
+        address=c.network.address if overlay and c.network.vni is not None else None,
         cpu=float(c.cpu),
         memory_mb=int(c.memory_mb),
         ports=[PortSpec(p.container_port, p.host_port, p.protocol) for p in c.ports],

@@ -24,7 +24,7 @@ from cellplane.api.deps import (
     services,
 )
 from cellplane.api.openapi import Tarball
-from cellplane.services import hosts, images
+from cellplane.services import hosts, images, networks
 from cellplane.services.context import Services
 
 __all__ = ["router"]
@@ -86,6 +86,22 @@ async def assignments(
         await svc.notifier.wait(topic, seen, wait)
     answer = await run_in_threadpool(hosts.assignments, svc, host_id, revision)
     return answer.model_dump(mode="json")
+
+
+@router.get(
+    "/v1/agent/hosts/{host_id}/overlay",
+    dependencies=[agent_route],
+    response_model=None,
+    responses={
+        200: {
+            "model": models.Overlay,
+            "description": "The host's overlay networks: peer hosts and their cells.",
+        }
+    },
+)
+def overlay(host_id: str, request: Request, svc: Services = Depends(services)) -> dict[str, Any]:
+    agent_principal(request, host_id)
+    return networks.host_overlay(svc, host_id).model_dump(mode="json")
 
 
 @router.post(

@@ -268,6 +268,12 @@ def run(
         str | None,
         typer.Option(help="standard, or sandbox (gVisor); default: the tenant's minimum."),
     ] = None,
+    network: Annotated[
+        str | None,
+        typer.Option(
+            help="The project network it joins (`cellplane network ls`; default: its own)."
+        ),
+    ] = None,
     detach: Detach = False,
     project: output.ProjectOpt = "default",
     quiet: Annotated[
@@ -308,6 +314,7 @@ def run(
         ]
         or None,
         "isolation": isolation,
+        "network": network,
     }
     if soft and not (affinity or anti_affinity):
         raise typer.BadParameter(

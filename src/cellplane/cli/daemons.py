@@ -112,6 +112,13 @@ def agent(
     runsc_platform: Annotated[
         str, typer.Option(envvar="CELLPLANE_RUNSC_PLATFORM", help="gVisor platform.")
     ] = "ptrace",
+    overlay: Annotated[
+        bool,
+        typer.Option(
+            envvar="CELLPLANE_AGENT_OVERLAY",
+            help="Project networks across hosts: VXLAN from --address (the underlay).",
+        ),
+    ] = False,
 ) -> None:
     """Run the host agent: its own podman engine, reconciling the cells assigned to this host."""
     from cellplane.daemon import run_agent
@@ -143,6 +150,7 @@ def agent(
         ca_file=ca_file,
         sandbox=sandbox,
         runsc_platform=runsc_platform,
+        overlay=overlay,
     )
     raise typer.Exit(code)
 

@@ -27,6 +27,7 @@ from cellplane.cli import (
     hosts,
     images,
     login,
+    networks,
     output,
     projects,
     quotas,
@@ -80,6 +81,7 @@ def _root(
 app.add_typer(conventional(cells.app), name="cell")
 app.add_typer(conventional(clusters.app), name="cluster")
 app.add_typer(conventional(volumes.app), name="volume")
+app.add_typer(conventional(networks.app), name="network")
 app.add_typer(conventional(images.app), name="image")
 app.add_typer(conventional(flavors.app), name="flavor")
 app.add_typer(conventional(hosts.app), name="host")

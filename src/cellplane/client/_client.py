@@ -12,6 +12,7 @@ from cellplane.client.groups import GroupsApi
 from cellplane.client.hosts import HostsApi
 from cellplane.client.identity import IdentityApi
 from cellplane.client.images import ImagesApi
+from cellplane.client.networks import NetworksApi
 from cellplane.client.oauth_clients import OAuthClientsApi
 from cellplane.client.projects import ProjectsApi
 from cellplane.client.quotas import QuotasApi
@@ -32,6 +33,7 @@ class Client(
     ProjectsApi,
     CellsApi,
     VolumesApi,
+    NetworksApi,
     TasksApi,
     ClustersApi,
     TenantsApi,

@@ -41,6 +41,7 @@ class CellsApi(BaseClient):
         placement: str | None = None,
         affinity: Sequence[Mapping[str, Any]] | None = None,
         isolation: str | None = None,
+        network: str | None = None,
         idempotency_key: str | None = None,
     ) -> JSONDict:
         """Ask for a cell; returns the CREATE_CELL task (202). Unset fields use server defaults.
@@ -49,7 +50,8 @@ class CellsApi(BaseClient):
         `pids_limit`: its own limit on processes and threads (None: the host's default);
         `placement`: "spread" or "binpack"; `affinity`: terms `{"selector": {k: v}, "anti":
         bool, "soft": bool}` placing the cell with (or away from) the cells they select;
-        `isolation`: `standard` or `sandbox` (gVisor); None: the tenant's or project's minimum."""
+        `isolation`: `standard` or `sandbox` (gVisor); None: the tenant's or project's minimum;
+        `network`: the project network it joins (default: the project's own)."""
         body = drop_none(
             {
                 "name": name,
@@ -69,6 +71,7 @@ class CellsApi(BaseClient):
                 "placement": placement,
                 "affinity": None if affinity is None else [dict(a) for a in affinity],
                 "isolation": isolation,
+                "network": network,
             }
         )
         return self._json(

@@ -390,6 +390,10 @@ def start_agent(
         host.name,
         "--address",
         host.address,
+        # Project networks across the dev hosts; the host's mount namespace already keeps the
+        # engine's network run state its own (hence no second one for the engine).
+        "--overlay",
+        "--no-private-networks",
         "--subnet-pool",
         _subnet_pool(host.index),
         "--engine-run-dir",

@@ -109,6 +109,7 @@ class ContainerSpec:
     hostname: str = ""
     network: str | None = None
     aliases: list[str] = field(default_factory=list)
+    address: str | None = None  # on `network`: the control plane's (None: the engine's IPAM)
     cpu: float = 0.0
     memory_mb: int = 0
     ports: list[PortSpec] = field(default_factory=list)
@@ -132,8 +133,8 @@ class ContainerSpec:
             raise ValueError("cpu and memory_mb must not be negative")
         if self.pids_limit < 0:
             raise ValueError("pids_limit must not be negative")
-        if self.aliases and self.network is None:
-            raise ValueError("aliases need a network")
+        if (self.aliases or self.address) and self.network is None:
+            raise ValueError("aliases and an address need a network")
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,10 @@ class NetworkSpec:
     labels: dict[str, str] = field(default_factory=dict)
     internal: bool = False
     prefix_length: int | None = None
+    # The overlay: an existing bridge to put the network on (the agent made it, with a VXLAN
+    # device in it), and the MTU of the network's interfaces (the underlay's less VXLAN's).
+    interface: str | None = None
+    mtu: int | None = None
 
     def __post_init__(self) -> None:
         if self.subnet is not None and self.prefix_length is not None:

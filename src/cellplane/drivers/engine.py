@@ -24,11 +24,13 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Final
 
 from cellplane.drivers import errors
 
 __all__ = [
     "SANDBOX_RUNTIME",
+    "SHARED_NETWORK_RUN_DIR",
     "SOCKET_PATH_MAX",
     "PodmanService",
     "containers_conf",
@@ -181,12 +183,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
+#: Where a rootful podman 4.3 keeps its network run state (see `PodmanService`).
+SHARED_NETWORK_RUN_DIR: Final = Path("/run/containers/networks")
+
+
 class PodmanService:
     """One `podman system service` confined to `data_dir`.
 
     `run_dir` holds the engine's volatile state (podman expects it on a tmpfs so that a
     reboot clears it); it defaults to `data_dir / "run"`. `subnet_pool` is the CIDR this
     engine's networks are carved from; give each engine on one machine its own.
+
+    `private_networks`: a rootful podman keeps its network run state (the IPAM database, the
+    resolver's configuration and pid file) in /run/containers/networks, whatever its root, so
+    engines on one machine (namespace hosts) would share one resolver. With it the service runs
+    in a mount namespace of its own where that directory is `network_run_dir`, this engine's.
     """
 
     def __init__(
@@ -200,7 +211,9 @@ class PodmanService:
         runsc: str | None = None,
         runsc_platform: str = "ptrace",
         sandbox_creator: bool = False,
+        private_networks: bool = False,
     ) -> None:
+        self.private_networks = private_networks
         self.data_dir = data_dir.absolute()
         # gVisor's runsc (a path), offered to cells as the `runsc` runtime; None: no sandbox.
         self.runsc = runsc
@@ -253,6 +266,7 @@ class PodmanService:
             runsc=self.runsc,
             runsc_platform=self.runsc_platform,
             sandbox_creator=True,
+            private_networks=self.private_networks,
         )
 
     def stop_recorded(self, timeout: float = 10.0) -> None:
@@ -267,7 +281,23 @@ class PodmanService:
         with self._start_lock:
             return self.start()
 
+    @property
+    def network_run_dir(self) -> Path:
+        """Where this engine's network run state is, as the agent reaches it."""
+        return self.run_dir / "networks" if self.private_networks else SHARED_NETWORK_RUN_DIR
+
     def command(self) -> list[str]:
+        service = self._service_command()
+        if not self.private_networks:
+            return service
+        shared = str(SHARED_NETWORK_RUN_DIR)
+        script = f'mkdir -p "$1" {shared} && mount --bind "$1" {shared} && shift && exec "$@"'
+        return [
+            "unshare", "--mount", "--propagation", "private", "--",
+            "sh", "-c", script, "sh", str(self.network_run_dir), *service,
+        ]  # fmt: skip
+
+    def _service_command(self) -> list[str]:
         runtime = ["--runtime", SANDBOX_RUNTIME] if self.sandbox_creator else []
         return [
             self.podman,

@@ -250,7 +250,7 @@ class PodmanDriver:
     def ensure_network(self, spec: NetworkSpec) -> None:
         have = self._network_subnets(spec.name)
         if have is not None:
-            if network_fits(have, spec):
+            if network_fits(have, spec) and self._on_interface(spec):
                 return
             try:
                 self.remove_network(spec.name)
@@ -274,6 +274,14 @@ class PodmanDriver:
         except errors.NetworkNotFound:
             return None
         return [str(s["subnet"]) for s in answer.get("subnets") or []]
+
+    def _on_interface(self, spec: NetworkSpec) -> bool:
+        """Whether the engine's network is on the bridge `spec` names (True if it names none)."""
+        if spec.interface is None:
+            return True
+        with _translated("network"):
+            answer = self._libpod_get(f"/networks/{spec.name}/json")
+        return bool(answer.get("network_interface") == spec.interface)
 
     def _create_sized_network(self, spec: NetworkSpec) -> None:
         """Create `spec` on the first free subnet of its size from `subnet_pools`.

@@ -113,9 +113,10 @@ def compat_create_body(spec: ContainerSpec) -> dict[str, Any]:
     if spec.network is not None:
         host_config["NetworkMode"] = spec.network
         host_config["DnsOptions"] = list(DNS_OPTIONS)
-        body["NetworkingConfig"] = {
-            "EndpointsConfig": {spec.network: {"Aliases": list(spec.aliases)}}
-        }
+        endpoint: dict[str, Any] = {"Aliases": list(spec.aliases)}
+        if spec.address:
+            endpoint["IPAMConfig"] = {"IPv4Address": spec.address}
+        body["NetworkingConfig"] = {"EndpointsConfig": {spec.network: endpoint}}
     return body
 
 
@@ -167,7 +168,10 @@ def libpod_create_body(spec: ContainerSpec) -> dict[str, Any]:
     if spec.network is not None:
         body["netns"] = {"nsmode": "bridge"}
         body["dns_option"] = list(DNS_OPTIONS)
-        body["Networks"] = {spec.network: {"aliases": list(spec.aliases)}}
+        net: dict[str, Any] = {"aliases": list(spec.aliases)}
+        if spec.address:
+            net["static_ips"] = [spec.address]
+        body["Networks"] = {spec.network: net}
     if spec.ports:
         body["portmappings"] = [
             {
@@ -240,6 +244,10 @@ def libpod_network_body(spec: NetworkSpec) -> dict[str, Any]:
     }
     if spec.subnet is not None:
         body["subnets"] = [{"subnet": spec.subnet}]
+    if spec.interface is not None:
+        body["network_interface"] = spec.interface
+    if spec.mtu is not None:
+        body["options"]["mtu"] = str(spec.mtu)
     return body
 
 

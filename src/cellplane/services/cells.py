@@ -27,6 +27,7 @@ from cellplane.errors import (
 from cellplane.ids import is_id, new_id, utcnow
 from cellplane.services import capacity, isolation
 from cellplane.services import hosts as hosts_mod
+from cellplane.services import networks as networks_mod
 from cellplane.services import quotas as quotas_mod
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.context import Principal, Services
@@ -303,6 +304,7 @@ def create(
         placement=body.placement,
         affinity=[a.model_dump() for a in body.affinity] or None,
         generation=1,
+        network_id=networks_mod.network_for(s, project.id, body.network),
         created_at=now,
         updated_at=now,
     )

@@ -402,7 +402,12 @@ def assignments(svc: Services, host_id: str, since: int) -> wire.Assignments:
                             read_only=bool(m.get("read_only")),
                         )
                     )
-            net = nets.get(cell.network_id or "") or network_description(cell.project_id)
+            row = nets.get(cell.network_id or "")
+            net = (
+                networks.description(row, cell.network_address)
+                if row is not None
+                else network_description(cell.project_id)
+            )
             cells.append(
                 wire.CellAssignment(
                     cell_id=cell.id,

@@ -17,6 +17,7 @@ __all__ = [
     "FlavorCreate",
     "IsolationPolicy",
     "MaintenanceBody",
+    "NetworkCreate",
     "PortBody",
     "ProjectCreate",
     "RestartBody",
@@ -127,6 +128,8 @@ class CellCreate(_Strict):
     affinity: list[AffinityBody] = Field(default_factory=list, max_length=16)
     # standard | sandbox; None: the tenant's or project's minimum (standard without a policy).
     isolation: Literal["standard", "sandbox"] | None = None
+    # The project network the cell joins (by name); None: the project's default network.
+    network: Name | None = None
 
     @field_validator("name")
     @classmethod
@@ -213,6 +216,17 @@ class IsolationPolicy(_Strict):
     (`standard` or null: no minimum)."""
 
     isolation: Literal["standard", "sandbox"] | None
+
+
+class NetworkCreate(_Strict):
+    name: Name
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if v == "default":
+            raise ValueError("'default' is the project's own network; choose another name")
+        return _check_label(v)
 
 
 class ProjectCreate(_Strict):

@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -110,6 +111,8 @@ class Network(Base):
     name: Mapped[str] = mapped_column(String(63))
     subnet: Mapped[str] = mapped_column(String(43), unique=True)
     driver: Mapped[str] = mapped_column(String(16), default="bridge")
+    # The network's VXLAN id across hosts (the overlay), unique, allocated with the network.
+    vni: Mapped[int | None] = mapped_column(Integer, unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # Never loaded (lazy="raise"): it tells the unit of work to insert the project first.
     project: Mapped[Project] = relationship(lazy="raise")
@@ -201,7 +204,11 @@ class Image(Base):
 
 class Cell(Base):
     __tablename__ = "cells"
-    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "name"),
+        # The control plane's IPAM: never two cells with one address on one network.
+        Index("ix_cells_network_address", "network_id", "network_address", unique=True),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
     name: Mapped[str] = mapped_column(String(63))
@@ -248,6 +255,8 @@ class Cell(Base):
     host_rev: Mapped[int] = mapped_column(Integer, default=0, index=True)
     container_id: Mapped[str | None] = mapped_column(String(128))
     address: Mapped[str | None] = mapped_column(String(64))
+    # The cell's address on its network, allocated by the control plane (`state.networks`).
+    network_address: Mapped[str | None] = mapped_column(String(45))
     exit_code: Mapped[int | None] = mapped_column(Integer)
     restarts: Mapped[int] = mapped_column(Integer, default=0)
     restart_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

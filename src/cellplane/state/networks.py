@@ -18,7 +18,14 @@ overlaps no other network's subnet (the blocks are aligned, so /24s and /20s mix
 collisions); when no block of that size is left, the next smaller size is tried, down to /24.
 The unique constraint on `networks.subnet` makes a race between two writers fail rather than
 collide; on PostgreSQL, where a transaction takes no write lock up front, an advisory lock makes
-concurrent allocations wait for each other instead. Ids come from the project's id (`net-<project id>`): no clock, no randomness here.
+concurrent allocations wait for each other instead. Ids come from the project's id
+(`net-<project id>`): no clock, no randomness here.
+
+**The overlay.** Each network gets a VXLAN id (`vni`, the lowest free from `VNI_BASE`) when it is
+made, and each cell an address on its network when it is made (`network_address`: the lowest
+free host address of the subnet after the gateway). Both are the control plane's, so a network
+spanning hosts never hands one address out twice (the engines' own IPAM is per host: see
+RUNTIME.md's ipam.db pitfall); unique constraints make a racing writer fail, not collide.
 """
 
 from __future__ import annotations
@@ -36,15 +43,23 @@ from cellplane.state.models import Cell, Network, Project
 __all__ = [
     "BASE_PREFIX",
     "DEFAULT_DRIVER",
+    "DEFAULT_NETWORK",
     "LARGEST_PREFIX",
     "SUBNET_POOL",
     "UNLIMITED_PREFIX",
+    "VNI_BASE",
+    "VNI_MAX",
     "capacity",
     "cell_limit",
     "default_network_id",
     "default_network_name",
+    "display_name",
+    "engine_name",
     "fit_networks",
+    "free_address",
     "free_subnet",
+    "free_vni",
+    "is_default",
     "lowest_free_subnet",
     "prefix_for_cells",
 ]
@@ -55,6 +70,10 @@ BASE_PREFIX: Final = 24  # the smallest network: 253 cells
 LARGEST_PREFIX: Final = 16  # the largest: 65,533 cells
 UNLIMITED_PREFIX: Final = 20  # a project without a cell quota: 4,093 cells
 DEFAULT_DRIVER: Final = "bridge"
+VNI_BASE: Final = 4096  # below it: ids a site may already use for its own VLAN-like segments
+VNI_MAX: Final = (1 << 24) - 1
+#: What users call a project's default network (its row's name is the engine's, see below).
+DEFAULT_NETWORK: Final = "default"
 
 
 def default_network_id(project_id: str) -> str:
@@ -64,6 +83,21 @@ def default_network_id(project_id: str) -> str:
 def default_network_name(project_id: str) -> str:
     """The engine-side name of a project's default network, as it has always been."""
     return f"cp-{project_id}"
+
+
+def is_default(net: Network) -> bool:
+    return net.id == default_network_id(net.project_id)
+
+
+def engine_name(net: Network) -> str:
+    """The engine's name of the network on every host: the default network's row name (as before
+    networks were a resource), `cp-<network id>` for the others (unique across projects)."""
+    return net.name if is_default(net) else f"cp-{net.id}"
+
+
+def display_name(net: Network) -> str:
+    """What users call it: "default" for the project's default network, else its name."""
+    return DEFAULT_NETWORK if is_default(net) else net.name
 
 
 def capacity(prefix: int) -> int:
@@ -113,6 +147,30 @@ def lowest_free_subnet(taken: Iterable[str], prefix: int = BASE_PREFIX) -> str:
     raise ValueError(f"the network pool {SUBNET_POOL} is exhausted")
 
 
+def free_vni(taken: Iterable[int | None]) -> int:
+    """The lowest VXLAN id from VNI_BASE that none of `taken` uses."""
+    used = {v for v in taken if v is not None}
+    vni = VNI_BASE
+    while vni in used:
+        vni += 1
+    if vni > VNI_MAX:
+        raise ValueError("no VXLAN id is left")
+    return vni
+
+
+def free_address(subnet: str, taken: Iterable[str | None]) -> str:
+    """The lowest host address of `subnet` after its gateway (the first) that `taken` lacks."""
+    net = ipaddress.ip_network(subnet)
+    used = {ipaddress.ip_address(a) for a in taken if a}
+    first = int(net.network_address) + 2  # the network address, then the gateway
+    last = int(net.broadcast_address) - 1
+    for n in range(first, last + 1):
+        addr = ipaddress.ip_address(n)
+        if addr not in used:
+            return str(addr)
+    raise ValueError(f"no free address is left in {subnet} ({capacity(net.prefixlen)} cells)")
+
+
 def _limit(q: Quota | None) -> int | None:
     return None if q is None else q.cells
 
@@ -157,8 +215,10 @@ _SUBNET_LOCK = 0x43505355424E4554 & 0x7FFFFFFFFFFFFFFF  # "CPSUBNET": this hook'
 @event.listens_for(Session, "before_flush")
 def _default_networks(session: Session, _ctx: Any, _instances: Any) -> None:
     projects = [o for o in session.new if isinstance(o, Project)]
-    cells = [o for o in session.new if isinstance(o, Cell) and o.network_id is None]
-    if not projects and not cells:
+    new_cells = [o for o in session.new if isinstance(o, Cell)]
+    cells = [c for c in new_cells if c.network_id is None]
+    new_nets = any(isinstance(o, Network) for o in session.new)
+    if not projects and not new_cells and not new_nets:
         return
     if projects:
         with session.no_autoflush:
@@ -190,3 +250,47 @@ def _default_networks(session: Session, _ctx: Any, _instances: Any) -> None:
             )
     for c in cells:
         c.network_id = default_network_id(c.project_id)
+    _vnis(session)
+    _addresses(session, [c for c in new_cells if c.network_address is None])
+
+
+def _vnis(session: Session) -> None:
+    nets = [o for o in session.new if isinstance(o, Network) and o.vni is None]
+    if not nets:
+        return
+    with session.no_autoflush:
+        taken = set(session.scalars(select(Network.vni).where(Network.vni.is_not(None))))
+    taken |= {o.vni for o in session.new if isinstance(o, Network) and o.vni is not None}
+    for net in nets:
+        net.vni = free_vni(taken)
+        taken.add(net.vni)
+
+
+def _addresses(session: Session, cells: list[Cell]) -> None:
+    if not cells:
+        return
+    pending = {o.id: o for o in session.new if isinstance(o, Network)}
+    taken: dict[str, set[str | None]] = {}
+    subnets: dict[str, str] = {}
+    with session.no_autoflush:
+        for c in cells:
+            nid = str(c.network_id)
+            if nid not in taken:
+                net = pending.get(nid) or session.get(Network, nid)
+                if net is None:
+                    continue  # the foreign key refuses it at insert
+                subnets[nid] = net.subnet
+                taken[nid] = set(
+                    session.scalars(select(Cell.network_address).where(Cell.network_id == nid))
+                )
+                taken[nid] |= {
+                    o.network_address
+                    for o in session.new
+                    if isinstance(o, Cell) and o.network_id == nid
+                }
+            try:
+                address = free_address(subnets[nid], taken[nid])
+            except ValueError:
+                continue  # full: the engine's IPAM error lands on the cell, as before
+            c.network_address = address
+            taken[nid].add(address)

@@ -43,6 +43,9 @@ __all__ = [
     "M",
     "MountAssignment",
     "NetworkDescription",
+    "Overlay",
+    "OverlayNetwork",
+    "PeerCell",
     "PortAssignment",
     "ProtocolError",
     "RegisterAnswer",
@@ -153,6 +156,9 @@ class NetworkDescription(_Model):
     name: str
     subnet: str | None = None  # the control plane's allocation (CIDR)
     driver: str = "bridge"
+    # Added for the overlay (absent from older servers: the agent keeps the host-local bridge).
+    vni: int | None = None  # the network's VXLAN id, allocated by the control plane
+    address: str | None = None  # this cell's address on the network (control plane's IPAM)
 
 
 class ImageRef(_Model):
@@ -234,6 +240,34 @@ class Assignments(_Versioned):
     full: bool = False
     cells: list[CellAssignment] = Field(default_factory=list)
     volumes: list[VolumeAssignment] = Field(default_factory=list)
+
+
+# --- the overlay: project networks across hosts -----------------------------------------
+
+
+class PeerCell(_Model):
+    """A cell of the network on another host: its name resolves to its address on every host."""
+
+    cell_id: str
+    name: str
+    address: str
+
+
+class OverlayNetwork(_Model):
+    """One network this host's cells use, with what lives on the other hosts."""
+
+    name: str  # engine-side name
+    vni: int
+    subnet: str
+    peers: list[str] = Field(default_factory=list)  # underlay addresses of the other hosts
+    cells: list[PeerCell] = Field(default_factory=list)  # the cells on those hosts
+
+
+class Overlay(_Versioned):
+    """``GET /v1/agent/hosts/{id}/overlay``: every overlay network the host takes part in."""
+
+    api_version: str | None = API_VERSION
+    networks: list[OverlayNetwork] = Field(default_factory=list)
 
 
 # --- status reports -----------------------------------------------------------------------

@@ -38,6 +38,9 @@ __all__ = [
     "M",
     "MountAssignment",
     "NetworkDescription",
+    "Overlay",
+    "OverlayNetwork",
+    "PeerCell",
     "PortAssignment",
     "ProtocolError",
     "RegisterAnswer",
@@ -155,6 +158,8 @@ class NetworkDescription:
     name: str
     subnet: str | None = None
     driver: str = "bridge"
+    vni: int | None = None
+    address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -285,6 +290,30 @@ class StatusReport:
     _after: ClassVar[dict[str, Any]] = {"api_version": _version}
 
 
+@dataclass(frozen=True)
+class PeerCell:
+    cell_id: str
+    name: str
+    address: str
+
+
+@dataclass(frozen=True)
+class OverlayNetwork:
+    name: str
+    vni: int
+    subnet: str
+    peers: list[str] = field(default_factory=list)
+    cells: list[PeerCell] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Overlay:
+    api_version: str | None = API_VERSION
+    networks: list[OverlayNetwork] = field(default_factory=list)
+
+    _after: ClassVar[dict[str, Any]] = {"api_version": _version}
+
+
 #: Every message, by name (the parity test walks them).
 MODELS: Final[dict[str, type[Any]]] = {
     cls.__name__: cls
@@ -308,6 +337,9 @@ MODELS: Final[dict[str, type[Any]]] = {
         EngineItem,
         FenceReport,
         StatusReport,
+        PeerCell,
+        OverlayNetwork,
+        Overlay,
     )
 }
 

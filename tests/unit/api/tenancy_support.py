@@ -175,6 +175,10 @@ class Worlds:
                 201,
             )
             w.ids["volume_id"] = v["id"]
+        networks = f"/v1/projects/{w.project_id}/networks"
+        if "network" not in w.ids or not exists(f"{networks}/{w.ids['network']}"):
+            n = _ok(c.post(networks, json={"name": "n" + new_id("n")[-11:]}, headers=admin), 201)
+            w.ids["network"] = n["name"]
         endpoints = f"/v1/projects/{w.project_id}/docker-endpoints"
         if not c.get(endpoints, headers=admin).json().get("items"):
             _ok(c.post(endpoints, json={}, headers=admin), 201)
@@ -296,6 +300,7 @@ BODIES: dict[str, Callable[[TenantWorld], Any]] = {
     "POST /v1/cells/{cell_id}/move": lambda w: {"host": "host-1"},
     "POST /v1/cells/{cell_id}/exec": lambda w: {"command": ["true"]},
     "POST /v1/projects/{project}/volumes": lambda w: {"name": "v" + _n(), "size_gb": 1},
+    "POST /v1/projects/{project}/networks": lambda w: {"name": "n" + _n()},
     "POST /v1/projects/{project}/docker-endpoints": lambda w: {},
     # One node: a second host registered by the tests makes instancePerHost binding (3 nodes).
     "POST /v1/projects/{project}/clusters": lambda w: {

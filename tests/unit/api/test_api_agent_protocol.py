@@ -4,6 +4,7 @@ cells carry their project's network, and a project's networks go with its tenant
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import httpx
@@ -126,8 +127,19 @@ def test_a_cell_is_assigned_its_projects_network(plat: Platform) -> None:
     (cell,) = plat.assignments(0)["cells"]
     with plat.svc.db.reader() as s:
         project_id = s.scalar(select(Project.id).where(Project.name == "default"))
-        (subnet,) = s.scalars(select(Network.subnet).where(Network.project_id == project_id))
-    assert cell["network"] == {"name": f"cp-{project_id}", "subnet": subnet, "driver": "bridge"}
+        (net,) = s.execute(
+            select(Network.subnet, Network.vni).where(Network.project_id == project_id)
+        )
+    subnet, vni = net
+    # With the overlay's VNI, and the cell's address on it (the first after the gateway).
+    address = str(list(ipaddress.ip_network(subnet).hosts())[1])
+    assert cell["network"] == {
+        "name": f"cp-{project_id}",
+        "subnet": subnet,
+        "driver": "bridge",
+        "vni": vni,
+        "address": address,
+    }
 
 
 def test_each_project_has_its_own_subnet_and_they_go_with_the_tenant(plat: Platform) -> None:

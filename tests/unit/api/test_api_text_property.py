@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from cellplane.state.identity_models import Group, OAuthClient, User
-from cellplane.state.models import Cell, Flavor, Project, Tenant, Volume
+from cellplane.state.models import Cell, Flavor, Network, Project, Tenant, Volume
 
 # A body the route accepts; `{n}` is replaced by a fresh suffix per request.
 Base = Callable[[str], dict[str, Any]]
@@ -73,6 +73,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             lambda n: {"name": f"v{n}"},
             Volume,
             _by_id("/v1/volumes"),
+        ),
+        Operation(
+            "POST",
+            "/v1/projects/{project}/networks",
+            lambda n: {"name": f"n{n}"},
+            Network,
+            lambda plat, answer: f"/v1/projects/default/networks/{answer['name']}",
         ),
         Operation("POST", "/v1/projects", lambda n: {"name": f"p{n}"}, Project, None),
         Operation(

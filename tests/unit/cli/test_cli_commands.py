@@ -352,3 +352,22 @@ def test_host_drain_follows_the_task_and_reports(cli: Invoke, fake: FakeApi) -> 
     detached = cli("host", "drain", "node-b", "-d", "-o", "json")
     assert detached.exit_code == 0, detached.output
     assert json.loads(detached.stdout)["kind"] == "DRAIN_HOST"
+
+
+def test_network_create_ls_rm_and_a_cell_on_one(cli: Invoke, fake: FakeApi) -> None:
+    created = cli("network", "create", "back", "--project", "p1")
+    assert created.exit_code == 0, created.output
+    assert "network back" in created.stdout and "VXLAN id 4097" in created.stdout
+    assert fake.requests_to("POST", "/v1/projects/p1/networks")
+    listed = cli("network", "ls", "--project", "p1", "-o", "json")
+    assert [n["name"] for n in json.loads(listed.stdout)] == ["back"]
+    assert cli("network", "create", "back", "--project", "p1").exit_code != 0  # taken: 409
+    fake.networks["back"]["cells"] = 1
+    busy = cli("network", "rm", "back", "--project", "p1")
+    assert busy.exit_code != 0 and "used by cells" in busy.output
+    fake.networks["back"]["cells"] = 0
+    assert cli("network", "rm", "back", "--project", "p1").exit_code == 0
+    assert fake.networks == {}
+    _run_web(cli, "--network", "back")
+    post = fake.requests_to("POST", "/v1/projects/default/cells")[0]
+    assert json.loads(fake.bodies[fake.requests.index(post)])["network"] == "back"

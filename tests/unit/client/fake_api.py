@@ -63,6 +63,7 @@ class FakeApi:
     fail_next: list[Failure] = field(default_factory=list)
     cells: dict[str, dict[str, Any]] = field(default_factory=dict)
     volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)  # by name
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
     projects: dict[str, dict[str, Any]] = field(default_factory=dict)
     flavors: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -179,6 +180,9 @@ class FakeApi:
             ("GET", r"/v1/projects/([^/]+)/volumes", self.list_of(self._volumes_matching)),
             ("GET", r"/v1/volumes/([^/]+)", self.get_from(self.volumes, "volume")),
             ("DELETE", r"/v1/volumes/([^/]+)", self.delete_volume),
+            ("POST", r"/v1/projects/([^/]+)/networks", self.create_network),
+            ("GET", r"/v1/projects/([^/]+)/networks", self.list_networks),
+            ("DELETE", r"/v1/projects/([^/]+)/networks/([^/]+)", self.delete_network),
             ("GET", r"/v1/tasks/([^/]+)", self.get_task),
             ("GET", r"/v1/tasks/([^/]+)/events", self.task_events),
         ]
@@ -453,6 +457,39 @@ class FakeApi:
         }
         self.volumes[volume["id"]] = volume
         return httpx.Response(201, json=volume)
+
+    def create_network(self, request: httpx.Request, body: bytes, project: str) -> httpx.Response:
+        name = json.loads(body)["name"]
+        if name in self.networks:
+            return problem(409, "conflict", "Conflict", f"a network named {name!r} exists")
+        net = {
+            "id": self._id("net"),
+            "name": name,
+            "project": project,
+            "subnet": f"10.128.{len(self.networks)}.0/24",
+            "vni": 4097 + len(self.networks),
+            "cells": 0,
+            "engine_name": "cp-net",
+            "created_at": "2024-01-01T00:00:00Z",
+        }
+        self.networks[name] = net
+        return httpx.Response(201, json=net)
+
+    def list_networks(self, request: httpx.Request, body: bytes, project: str) -> httpx.Response:
+        return httpx.Response(
+            200, json={"items": list(self.networks.values()), "next_cursor": None}
+        )
+
+    def delete_network(
+        self, request: httpx.Request, body: bytes, project: str, name: str
+    ) -> httpx.Response:
+        net = self.networks.get(name)
+        if net is None:
+            return problem(404, "not-found", "Not found", f"network {name!r} does not exist")
+        if net["cells"]:
+            return problem(409, "conflict", "Conflict", f"network {name!r} is used by cells")
+        del self.networks[name]
+        return httpx.Response(204)
 
     def delete_volume(self, request: httpx.Request, body: bytes, volume_id: str) -> httpx.Response:
         volume = self.volumes.get(volume_id)

@@ -80,6 +80,8 @@ from cellplane.api.models.resources import (
     JoinToken,
     JoinTokenCreated,
     JoinTokenList,
+    Network,
+    NetworkList,
     Problem,
     ProblemField,
     Project,
@@ -94,7 +96,7 @@ from cellplane.api.models.resources import (
     VolumeList,
     Whoami,
 )
-from cellplane.wire.agent import Assignments, RegisterAnswer
+from cellplane.wire.agent import Assignments, Overlay, RegisterAnswer
 
 __all__ = [
     "AssignmentSubject",
@@ -148,9 +150,12 @@ __all__ = [
     "Jwks",
     "KeyRotation",
     "LdapSettings",
+    "Network",
+    "NetworkList",
     "OAuthError",
     "OpenIdConfiguration",
     "OpenView",
+    "Overlay",
     "Problem",
     "ProblemField",
     "Project",

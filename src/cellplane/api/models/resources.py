@@ -42,6 +42,8 @@ __all__ = [
     "Image",
     "ImageList",
     "IsolationCell",
+    "Network",
+    "NetworkList",
     "Problem",
     "ProblemField",
     "Project",
@@ -283,6 +285,25 @@ class Volume(View):
 
 class VolumeList(View):
     items: list[Volume]
+    next_cursor: str | None
+
+
+class Network(View):
+    id: str
+    project_id: str
+    project: str
+    name: str = Field(description='What cells join it by; "default" for the project\'s own.')
+    engine_name: str = Field(description="The engine's network name on every host.")
+    default: bool
+    subnet: str
+    driver: str
+    vni: int | None = Field(description="Its VXLAN id across hosts.")
+    cells: int = Field(description="Cells on it.")
+    created_at: Time | None
+
+
+class NetworkList(View):
+    items: list[Network]
     next_cursor: str | None
 
 
