@@ -15,23 +15,28 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
-from cellplane import scheduler
 from cellplane.errors import FieldError, NotFound, Unauthorized, ValidationFailed
 from cellplane.ids import new_id, utcnow
 from cellplane.sealing import AGENT_SECRET_COLUMN
-from cellplane.services import capacity, host_join, networks
+from cellplane.services import host_join, networks
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.context import Principal, Services
-from cellplane.services.views import host_view
+from cellplane.services.host_views import (
+    get_host,
+    host_state,
+    host_status,
+    isolation_offered,
+    list_hosts,
+    snapshot,
+    usage_by_host,
+)
 from cellplane.state.models import Cell, CellEvent, Host, Image, Task, Volume
 from cellplane.wire import agent as wire
 
@@ -68,148 +73,6 @@ def network_name(project_id: str) -> str:
 
 def volume_engine_name(volume_id: str) -> str:
     return f"cp-{volume_id}"
-
-
-def host_status(host: Host, now: datetime, svc: Services) -> tuple[str, str | None]:
-    """The host's state (READY/SUSPECT/DOWN/MAINTENANCE) and, unless READY, why."""
-    if host.revoked_at is not None:
-        return "DOWN", f"revoked at {host.revoked_at.isoformat()}: refused until it joins again"
-    if host.maintenance:
-        return "MAINTENANCE", "in maintenance: takes no new cells"
-    if host.last_heartbeat is None:
-        return "DOWN", "its agent never sent a heartbeat"
-    hb = host.last_heartbeat
-    if hb.tzinfo is None:  # SQLite returns naive datetimes; they were written in UTC
-        hb = hb.replace(tzinfo=now.tzinfo)
-    age = (now - hb).total_seconds()
-    if age > svc.heartbeat_down_s:
-        return "DOWN", f"no heartbeat for {age:.0f} s"
-    if age > svc.heartbeat_suspect_s:
-        return "SUSPECT", f"no heartbeat for {age:.0f} s: takes no new cells"
-    if host.fence_revision > host.fenced_revision:
-        return "SUSPECT", (
-            "back after being DOWN: its agent is removing the containers of cells that were "
-            "moved away meanwhile (fencing); takes no new cells until it confirms"
-        )
-    if host.engine_state == "DOWN":
-        since = f" since {host.engine_since.isoformat()}" if host.engine_since else ""
-        why = f": {host.engine_message}" if host.engine_message else ""
-        return "SUSPECT", (
-            f"container engine down{since}{why}; takes no new cells until it is back "
-            "(its agent restarts it)"
-        )
-    return "READY", None
-
-
-def host_state(host: Host, now: datetime, svc: Services) -> str:
-    return host_status(host, now, svc)[0]
-
-
-def isolation_offered(reported: list[str] | None) -> list[str]:
-    """The known classes an agent reported, weakest first; an older agent runs `standard`."""
-    got = set(reported or ["standard"])
-    return [c for c in scheduler.ISOLATION_CLASSES if c in got] or ["standard"]
-
-
-def _host_view(host: Host, now: datetime, svc: Services, usage: dict[str, Any]) -> dict[str, Any]:
-    state, reason = host_status(host, now, svc)
-    return {
-        **host_view(host, state, usage),
-        "state_reason": reason,
-        "isolation": list(host.isolation or ["standard"]),
-        "isolation_detail": host.isolation_detail,
-        "engine": {
-            "state": host.engine_state or "UP",
-            "since": host.engine_since.isoformat() if host.engine_since else None,
-            # While DOWN: why; once UP again: the last failure, kept for the operator.
-            "message": host.engine_message,
-            "outages": host.engine_outages or 0,  # times it went down and came back
-        },
-    }
-
-
-def usage_by_host(s: Session) -> dict[str, dict[str, Any]]:
-    """What the cells that reserve capacity (`services.capacity`) use on each host; `cells` counts
-    them (stopped and ended cells are not counted: they reserve nothing)."""
-    rows = s.execute(
-        select(
-            Cell.host_id,
-            func.sum(Cell.cpu),
-            func.sum(Cell.memory_mb),
-            func.sum(Cell.disk_gb),
-            func.count(Cell.id),
-        )
-        .where(capacity.reserves())
-        .group_by(Cell.host_id)
-    ).all()
-    resting = dict(
-        s.execute(
-            select(Cell.host_id, func.count(Cell.id))
-            .where(Cell.host_id.is_not(None), ~capacity.reserves())
-            .group_by(Cell.host_id)
-        ).all()
-    )
-    out = {
-        h: {"cpu": float(c or 0), "memory_mb": int(m or 0), "disk_gb": int(d or 0), "cells": int(n)}
-        for h, c, m, d, n in rows
-        if h is not None
-    }
-    for h, n in resting.items():
-        out.setdefault(str(h), _zero())["stopped_cells"] = int(n)
-    return {h: {"stopped_cells": 0, **u} for h, u in out.items()}
-
-
-def snapshot(s: Session, svc: Services, now: datetime) -> list[scheduler.HostSnapshot]:
-    """The scheduler's view of every host: capacity, what placed cells use, published ports."""
-    usage = usage_by_host(s)
-    ports: dict[str, set[tuple[str, int]]] = defaultdict(set)
-    labels: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for host_id, cell_ports, cell_labels in s.execute(
-        select(Cell.host_id, Cell.ports, Cell.labels).where(capacity.reserves())
-    ):
-        labels[host_id].append(dict(cell_labels or {}))
-        for p in cell_ports or []:
-            if p.get("host_port"):
-                ports[host_id].add((p.get("protocol", "tcp"), int(p["host_port"])))
-    out = []
-    for h in s.scalars(select(Host).order_by(Host.id)):
-        u = usage.get(h.id, {"cpu": 0.0, "memory_mb": 0, "disk_gb": 0})
-        out.append(
-            scheduler.HostSnapshot(
-                id=h.id,
-                state=host_state(h, now, svc),
-                capacity=scheduler.Resources(h.cpu, h.memory_mb, h.disk_gb),
-                used=scheduler.Resources(u["cpu"], u["memory_mb"], u["disk_gb"]),
-                labels=dict(h.labels or {}),
-                zone=h.zone,
-                used_ports=frozenset(ports.get(h.id, set())),
-                cells=tuple(labels.get(h.id, ())),
-                isolation=frozenset(h.isolation or ["standard"]),
-            )
-        )
-    return out
-
-
-def list_hosts(svc: Services) -> list[dict[str, Any]]:
-    now = utcnow()
-    with svc.db.reader() as s:
-        usage = usage_by_host(s)
-        return [
-            _host_view(h, now, svc, usage.get(h.id, _zero()))
-            for h in s.scalars(select(Host).order_by(Host.id))
-        ]
-
-
-def _zero() -> dict[str, Any]:
-    return {"cpu": 0.0, "memory_mb": 0, "disk_gb": 0, "cells": 0, "stopped_cells": 0}
-
-
-def get_host(svc: Services, host_id: str) -> dict[str, Any]:
-    with svc.db.reader() as s:
-        h = s.get(Host, host_id) or s.scalar(select(Host).where(Host.name == host_id))
-        if h is None:
-            raise NotFound(f"host {host_id!r} does not exist")
-        return _host_view(h, utcnow(), svc, usage_by_host(s).get(h.id, _zero()))
 
 
 def set_maintenance(svc: Services, host_id: str, enabled: bool) -> dict[str, Any]:
