@@ -43,13 +43,14 @@ DEFAULT_PIDS_LIMIT = 4096
 #: NET_BIND_SERVICE, SETFCAP, SETGID, SETPCAP, SETUID and SYS_CHROOT; what remains covers what
 #: images do at start (change file owners, drop to a service user, bind a port under 1024,
 #: signal their children). Dropped: setting file capabilities (SETFCAP), changing capability
-#: sets (SETPCAP), chroot (SYS_CHROOT); and, should an engine's defaults grant them, raw sockets,
-#: device nodes and audit writes (NET_RAW, MKNOD, AUDIT_WRITE).
+#: sets (SETPCAP), chroot (SYS_CHROOT); and, should an engine's defaults grant them, device nodes
+#: and audit writes (MKNOD, AUDIT_WRITE). Raw sockets (NET_RAW) stay where the engine grants them,
+#: as Docker's default set does: `ping` (busybox's needs a raw socket) is how users check a
+#: project network, and a cell's raw packets reach only its own project's network.
 DROPPED_CAPABILITIES: tuple[str, ...] = (
     "SETFCAP",
     "SETPCAP",
     "SYS_CHROOT",
-    "NET_RAW",
     "MKNOD",
     "AUDIT_WRITE",
 )

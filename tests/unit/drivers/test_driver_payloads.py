@@ -321,7 +321,7 @@ def test_sized_candidates_skip_used_subnets_and_small_pools() -> None:
 # --- hardening (docs/operations.md, "Hardening defaults") ---------------------------------------
 
 HARDENED_COMPAT = {
-    "CapDrop": ["SETFCAP", "SETPCAP", "SYS_CHROOT", "NET_RAW", "MKNOD", "AUDIT_WRITE"],
+    "CapDrop": ["SETFCAP", "SETPCAP", "SYS_CHROOT", "MKNOD", "AUDIT_WRITE"],
     "SecurityOpt": ["no-new-privileges"],
     "Privileged": False,
     "ReadonlyRootfs": False,
