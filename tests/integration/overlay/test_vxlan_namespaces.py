@@ -57,6 +57,18 @@ def _reaches(netns: str, address: str, tries: int = 5) -> bool:
     )
 
 
+def _cell_on(host: str, cell: str, bridge: str, address: str) -> None:
+    """A namespace `cell` with an eth0 on `host`'s `bridge`, at `address`."""
+    _sh("ip", "netns", "add", cell)
+    veth = f"cpw{cell[5:11]}{cell[-1]}"
+    _ok(
+        "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", cell, netns=host
+    )
+    _ok("ip", "link", "set", veth, "master", bridge, "up", netns=host)
+    _ok("ip", "addr", "add", address, "dev", "eth0", netns=cell)
+    _ok("ip", "link", "set", "eth0", "up", netns=cell)
+
+
 @pytest.fixture
 def two_hosts() -> Iterator[tuple[str, str]]:
     if os.geteuid() != 0 or shutil.which("busybox") is None:
@@ -77,7 +89,7 @@ def two_hosts() -> Iterator[tuple[str, str]]:
             _ok("ip", "link", "set", "lo", "up", netns=ns)
         yield a, b
     finally:
-        for ns in (a, b, cell):
+        for ns in (a, b, cell, f"cpov-{tag}-x", f"cpov-{tag}-y"):
             _sh("ip", "netns", "del", ns)
 
 
@@ -90,21 +102,20 @@ def test_a_network_spans_two_hosts_and_another_vni_stays_apart(
     _ensure(b, 4200, "10.251.0.2", ["10.251.0.1", "10.251.0.2"])  # itself is left out
     _ensure(b, 4201, "10.251.0.2", ["10.251.0.1"])  # another project's network on host b
     _ensure(a, 4200, "10.251.0.1", ["10.251.0.2"])  # again: idempotent
-    _ok("ip", "addr", "add", "10.252.0.1/24", "dev", "cpbr4200", netns=a)
-    _ok("ip", "addr", "add", "10.252.0.2/24", "dev", "cpbr4200", netns=b)
-    # Another project's cell on host b: a namespace of its own on the bridge of VNI 4201.
-    veth = f"cpw{cell[5:11]}"
-    _ok("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", cell, netns=b)
-    _ok("ip", "link", "set", veth, "master", "cpbr4201", "up", netns=b)
-    _ok("ip", "addr", "add", "10.252.0.3/24", "dev", "eth0", netns=cell)
-    _ok("ip", "link", "set", "eth0", "up", netns=cell)
+    # Cells: a namespace of its own on a host's bridge. One of the project on each host (VNI
+    # 4200), and another project's on host b (VNI 4201). The bridges themselves share one MAC
+    # per VNI (a cell's gateway is on its own host), so cells, not bridges, are what ping.
+    cell_a, cell_b = a.removesuffix("-a") + "-x", a.removesuffix("-a") + "-y"
+    _cell_on(a, cell_a, "cpbr4200", "10.252.0.11/24")
+    _cell_on(b, cell_b, "cpbr4200", "10.252.0.12/24")
+    _cell_on(b, cell, "cpbr4201", "10.252.0.3/24")
     fdb = _sh("bridge", "fdb", "show", "dev", "cpvx4200", netns=b).stdout
     assert "00:00:00:00:00:00 dst 10.251.0.1" in fdb and "dst 10.251.0.2" not in fdb
     mtu = _sh("ip", "-o", "link", "show", "cpvx4200", netns=a).stdout
     assert "mtu 1450" in mtu and "master cpbr4200" in mtu
-    assert _reaches(a, "10.252.0.2")  # across hosts, over VXLAN 4200
-    assert not _reaches(a, "10.252.0.3", tries=2)  # VNI 4201: no path from host a
-    assert not _reaches(cell, "10.252.0.1", tries=2)  # nor the other way
+    assert _reaches(cell_a, "10.252.0.12")  # across hosts, over VXLAN 4200
+    assert not _reaches(cell_a, "10.252.0.3", tries=2)  # VNI 4201: no path from host a
+    assert not _reaches(cell, "10.252.0.11", tries=2)  # nor the other way
     # The peer goes away: its flood entry does too (learned unicast entries age out).
     _ensure(a, 4200, "10.251.0.1", [])
     fdb_a = _sh("bridge", "fdb", "show", "dev", "cpvx4200", netns=a).stdout
