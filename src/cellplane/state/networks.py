@@ -210,6 +210,7 @@ def fit_networks(s: Session, projects: Iterable[Project]) -> list[Network]:
 
 
 _SUBNET_LOCK = 0x43505355424E4554 & 0x7FFFFFFFFFFFFFFF  # "CPSUBNET": this hook's advisory lock
+_ADDRESS_LOCK = 0x4350414E  # "CPAN": with the network id's hash, a network's address lock
 
 
 @event.listens_for(Session, "before_flush")
@@ -220,14 +221,16 @@ def _default_networks(session: Session, _ctx: Any, _instances: Any) -> None:
     new_nets = any(isinstance(o, Network) for o in session.new)
     if not projects and not new_cells and not new_nets:
         return
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres and (projects or new_nets):
+        # Concurrent creations each read the free subnets (and VXLAN ids), then insert: on
+        # PostgreSQL (no write lock up front, unlike SQLite's BEGIN IMMEDIATE) two would pick
+        # the same one and the unique constraint refuse the second as a conflict. One
+        # allocation at a time, until the transaction ends.
+        with session.no_autoflush:
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SUBNET_LOCK})
     if projects:
         with session.no_autoflush:
-            if session.get_bind().dialect.name == "postgresql":
-                # Concurrent project creations each read the free subnets, then insert: on
-                # PostgreSQL (no write lock up front, unlike SQLite's BEGIN IMMEDIATE) two would
-                # pick the same one and the unique constraint refuse the second as a conflict.
-                # One allocation at a time, until the transaction ends.
-                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SUBNET_LOCK})
             taken = set(session.scalars(select(Network.subnet)))
             # A new project has no quota of its own yet: its tenant's cell quota bounds it.
             tenant_cells = {
@@ -251,7 +254,7 @@ def _default_networks(session: Session, _ctx: Any, _instances: Any) -> None:
     for c in cells:
         c.network_id = default_network_id(c.project_id)
     _vnis(session)
-    _addresses(session, [c for c in new_cells if c.network_address is None])
+    _addresses(session, [c for c in new_cells if c.network_address is None], postgres)
 
 
 def _vnis(session: Session) -> None:
@@ -266,13 +269,22 @@ def _vnis(session: Session) -> None:
         taken.add(net.vni)
 
 
-def _addresses(session: Session, cells: list[Cell]) -> None:
+def _addresses(session: Session, cells: list[Cell], postgres: bool) -> None:
     if not cells:
         return
     pending = {o.id: o for o in session.new if isinstance(o, Network)}
     taken: dict[str, set[str | None]] = {}
     subnets: dict[str, str] = {}
     with session.no_autoflush:
+        if postgres:
+            # Concurrent cell creations on one network would draw the same lowest free address
+            # (see the subnet lock above): one allocation per network at a time, networks
+            # locked in one order so that two batches never wait for each other in a circle.
+            for nid in sorted({str(c.network_id) for c in cells}):
+                session.execute(
+                    text("SELECT pg_advisory_xact_lock(:key, hashtext(:nid))"),
+                    {"key": _ADDRESS_LOCK, "nid": nid},
+                )
         for c in cells:
             nid = str(c.network_id)
             if nid not in taken:
