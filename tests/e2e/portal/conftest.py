@@ -46,7 +46,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         d.close()
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is active it keeps an event loop
+# running in the main thread, and every later asyncio.run() in the same pytest run would fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         _missing("Debian's chromium (/usr/bin/chromium)")
