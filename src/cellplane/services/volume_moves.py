@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cellplane.ids import new_id, utcnow
+from cellplane.sealing import AGENT_SECRET_COLUMN
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.cells import bump_host
 from cellplane.services.context import Services
@@ -134,10 +135,12 @@ def _copy_step(task: Task) -> dict[str, Any] | None:
     return None
 
 
-def _agent(h: Host | None) -> Agent | None:
+def _agent(svc: Services, h: Host | None) -> Agent | None:
+    """The host's agent endpoint, with its secret unsealed (it is sealed at rest)."""
     if h is None or not h.agent_url:
         return None
-    return Agent(h.name, h.agent_url, h.agent_secret)
+    secret = svc.sealer.open(h.agent_secret, AGENT_SECRET_COLUMN) if h.agent_secret else None
+    return Agent(h.name, h.agent_url, secret)
 
 
 def _plan(
@@ -165,8 +168,8 @@ def _plan(
                     Volume.host_id == cell.host_id,
                 )
             ).all()
-            src = _agent(s.get(Host, cell.host_id))
-            dst = _agent(s.get(Host, step["host"]))
+            src = _agent(svc, s.get(Host, cell.host_id))
+            dst = _agent(svc, s.get(Host, step["host"]))
             tasks_mod.advance(task, COPY_STEP, "STARTED", now, message="copying")
             out.append((task.id, cell.id, src, dst, [volume_engine_name(v.id) for v in vols]))
     return out
@@ -205,7 +208,7 @@ def _clean(svc: Services, now: datetime) -> set[str]:
             if copy["state"] != "COMPLETED" or not step.get("volumes"):
                 continue
             todo.append(
-                (task.id, task.entity_id, _agent(s.get(Host, step["from"])), step["volumes"])
+                (task.id, task.entity_id, _agent(svc, s.get(Host, step["from"])), step["volumes"])
             )
     topics: set[str] = set()
     for task_id, cell_id, src, names in todo:

@@ -97,7 +97,7 @@ def test_drain_moves_a_cell_with_its_volume_and_the_data_is_intact(
     drain = c.drain_host(before["host"])
     try:
         done = finish(c, drain["id"], timeout=180)
-        assert done["state"] == "COMPLETED", done
+        assert done["state"] == "COMPLETED", (done.get("error"), done.get("steps"))
         after = _running(three_hosts, cid, away_from=before["host"])
         assert after["generation"] == before["generation"] + 1
         assert digest() == checksum

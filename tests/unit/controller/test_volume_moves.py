@@ -19,6 +19,7 @@ from cellplane.agent.endpoint import AgentEndpoint
 from cellplane.agent.volume_transfer import VolumeTransfer, pack, receive, unpack
 from cellplane.drivers.fake import FakeDriver
 from cellplane.ids import utcnow
+from cellplane.sealing import AGENT_SECRET_COLUMN
 from cellplane.services import moves, volume_moves
 from cellplane.services.hosts import volume_engine_name
 from cellplane.state.models import Host, Volume
@@ -47,7 +48,9 @@ def _site(plat: Platform, host_id: str, token: str, root: Path, secret: str) -> 
     with plat.svc.db.session() as s:
         h = s.get(Host, host_id)
         assert h is not None
-        h.agent_url, h.agent_secret = endpoint.url, secret
+        # Stored sealed, as registration stores it (the server unseals it to call the agent).
+        h.agent_url = endpoint.url
+        h.agent_secret = plat.svc.sealer.seal(secret, AGENT_SECRET_COLUMN)
     return Site(host_id, token, driver, endpoint)
 
 
@@ -153,7 +156,7 @@ def test_a_copy_the_new_host_refuses_changes_nothing(pair: Pair) -> None:
     with plat.svc.db.session() as s:  # the new host's agent does not accept the server
         h = s.get(Host, pair.b.host_id)
         assert h is not None
-        h.agent_secret = "wrong"
+        h.agent_secret = plat.svc.sealer.seal("wrong", AGENT_SECRET_COLUMN)
     r = plat.client.post(f"/v1/cells/{cid}/move", json={"host": "host-2"}, headers=plat.admin)
     assert r.status_code == 202, r.text
     plat.report({"cell_id": cid, "state": "STOPPED", "container_id": "c1"})
