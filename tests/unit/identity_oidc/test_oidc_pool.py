@@ -25,7 +25,10 @@ def test_a_burst_of_failed_logins_fits_a_pool_of_one_connection_per_thread(oidc:
     oidc.add_user("victim")
     tiny = Database(
         oidc.plat.svc.db.url,
-        sizing=PoolSizing(api_threads=2, background_threads=1, overflow=0, timeout_s=3.0),
+        # A thread that held one connection and waited for a second would wait forever (no
+        # overflow): the timeout only bounds that wait. 3 s was too short on a loaded CI machine,
+        # where twelve threads' argon2 checks queue for the three connections.
+        sizing=PoolSizing(api_threads=2, background_threads=1, overflow=0, timeout_s=30.0),
         strict=True,
     )
     try:
