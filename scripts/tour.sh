@@ -2,7 +2,9 @@
 # Runs the README tour end to end, as a new user would, and fails on anything unexpected.
 #
 # The tour is the README's shell blocks that follow a `<!-- tour -->` line: one source for the
-# document and this check. Each command runs in this shell (variables carry over), in order; it
+# document and this check. The commands run in order, each in `bash -c` with a time limit
+# (TOUR_STEP_TIMEOUT, 120 s; on it the CLI's and the daemons' stacks are printed), an assignment
+# in this shell (exported: later commands see it); each
 # must exit 0 and, when its line ends in `#> text`, print `text` (stdout or stderr). `#!> text`
 # marks a command meant to fail: it must exit non-zero and say `text`. `#~> text`: the output
 # shows `text` within about 10 s (the command is repeated until then: logs arrive
@@ -68,7 +70,7 @@ fail() {
   echo "tour: $*" >&2
   if [[ -f $work/up.log ]]; then
     echo "--- last lines of cellplane up ---" >&2
-    tail -n 30 "$work/up.log" >&2
+    tail -n "${log_lines:-30}" "$work/up.log" >&2
   fi
   exit 1
 }
@@ -132,6 +134,17 @@ echo "tour: API and agent ready after $((SECONDS - started)) s"
 
 # --- run them ---
 
+step_timeout=${TOUR_STEP_TIMEOUT:-120}
+set -a  # the steps run in `bash -c`: the variables they set reach the later ones
+
+dump_daemons() {  # every thread's stack of the server and the agent, into up.log
+  local pid
+  for pid in $(pgrep -P "$up_pid" 2>/dev/null); do
+    kill -USR1 "$pid" 2>/dev/null || true
+    sleep 1  # one at a time: their dumps do not interleave
+  done
+}
+
 run_step() {  # LINE MODE EXPECT COMMAND
   local line=$1 mode=$2 expect=$3 cmd=$4 out=$work/step.out rc tries=1 t0=$SECONDS attempt
   cmd=${cmd//\/tmp\/bb/$work/bb}
@@ -142,9 +155,23 @@ run_step() {  # LINE MODE EXPECT COMMAND
   [[ $mode == eventually ]] && tries=20
   for ((attempt = 1; ; attempt++)); do
     set +eu
-    eval "$cmd" >"$out" 2>&1 </dev/null
+    if [[ $cmd =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; then
+      eval "$cmd" >"$out" 2>&1 </dev/null  # an assignment: later steps see it (set -a)
+    else
+      # A step that hangs is stopped with SIGABRT: PYTHONFAULTHANDLER makes the CLI print its
+      # threads' stacks into the step's output, and the daemons print theirs (SIGUSR1) below.
+      PYTHONFAULTHANDLER=1 timeout -s ABRT -k 5 "$step_timeout" bash -c "$cmd" >"$out" 2>&1 </dev/null
+    fi
     rc=$?
     set -eu
+    if (( rc == 124 )); then
+      echo "tour: README line $line did not finish in $step_timeout s: $cmd" >&2
+      echo "--- its output ---" >&2
+      cat "$out" >&2
+      dump_daemons
+      log_lines=400
+      fail "stopped at README line $line"
+    fi
     if [[ $mode == fail ]]; then
       (( rc != 0 )) && grep -qF -- "$expect" "$out" && break
     elif (( rc == 0 )) && { [[ -z $expect ]] || grep -qF -- "$expect" "$out"; }; then

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import os
 import signal
 import socket
@@ -451,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--sandbox", action=argparse.BooleanOptionalAction, default=True)
     a.add_argument("--runsc-platform", default=env("CELLPLANE_RUNSC_PLATFORM", "ptrace"))
     args = p.parse_args(argv)
+    # `kill -USR1 PID` prints every thread's stack to stderr (the log) and carries on: how to
+    # see where a daemon that stopped answering is waiting, without a debugger.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     if args.command == "server":
         return run_server(
