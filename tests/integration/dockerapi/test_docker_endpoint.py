@@ -13,9 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,142 +21,11 @@ import httpx
 import pytest
 
 from cellplane.client import CellplaneError, Client
-from cellplane.testing.busybox import build_busybox_archive
 from cellplane.testing.harness import Deployment
 
+from .conftest import DOCKER, SLEEP, Endpoint, finish, unique, user_token
+
 pytestmark = pytest.mark.integration
-
-DOCKER = shutil.which("docker")
-PASSWORD = "Docker-endpoint-pw-1"
-# Exits at once on SIGTERM (a shell as PID 1 otherwise ignores it): stops do not wait 10 s.
-SLEEP = ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"]
-
-
-def unique(stem: str) -> str:
-    return f"{stem}-{uuid.uuid4().hex[:6]}"
-
-
-def _key_and_csr(subject: str) -> tuple[bytes, str]:
-    from cellplane.cli.certs import new_key_and_csr
-
-    return new_key_and_csr(subject)
-
-
-class Endpoint:
-    """A project's endpoint and a certificate directory for one user."""
-
-    def __init__(self, d: Deployment, project: str, token: str, certs: Path) -> None:
-        self.d = d
-        self.project = project
-        self.token = token
-        self.certs = certs
-        with Client(d.url, d.admin_token) as admin:
-            found = admin.list_docker_endpoints(project)
-            ep = found[0] if found else admin.create_docker_endpoint(project)
-        self.host = str(ep["docker_host"])
-        self.url = self.host.replace("tcp://", "https://")
-        with Client(d.url, token) as c:
-            me = c.whoami()
-            key_pem, csr = _key_and_csr(str(me["subject"]))
-            issued = c.request_certificate(csr, ttl_days=1)
-            root = c.ca_certificates()
-        certs.mkdir(parents=True, exist_ok=True)
-        (certs / "key.pem").write_bytes(key_pem)
-        (certs / "cert.pem").write_text(str(issued["chain"]))
-        (certs / "ca.pem").write_text(root)
-
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "DOCKER_HOST": self.host,
-            "DOCKER_TLS_VERIFY": "1",
-            "DOCKER_CERT_PATH": str(self.certs),
-            "DOCKER_CONFIG": str(self.certs / "config"),
-        }
-
-    def docker(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        assert DOCKER is not None
-        return subprocess.run(
-            [DOCKER, *args], env=self.env(), capture_output=True, text=True, timeout=timeout
-        )
-
-    def ok(self, *args: str) -> str:
-        p = self.docker(*args)
-        assert p.returncode == 0, (args, p.returncode, p.stdout, p.stderr)
-        return p.stdout
-
-    def py(self) -> Any:
-        tls = docker.tls.TLSConfig(
-            client_cert=(str(self.certs / "cert.pem"), str(self.certs / "key.pem")),
-            ca_cert=str(self.certs / "ca.pem"),
-            verify=True,
-        )
-        client = docker.DockerClient(base_url=self.host, tls=tls, version="1.41", timeout=120)
-        # requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE (set on these machines) override the
-        # session's CA: trust only what was configured here.
-        client.api.trust_env = False
-        return client
-
-
-def _user_token(d: Deployment, admin: Client, name: str, role: str, project: str) -> str:
-    admin.create_user(name, password=PASSWORD)
-    admin.assign_role(role, user=name, project=project)
-    r = httpx.post(
-        f"{d.url}/identity/default/token",
-        data={
-            "grant_type": "password",
-            "username": name,
-            "password": PASSWORD,
-            "client_id": "cellplane-cli",
-        },
-        timeout=30,
-    )
-    assert r.status_code == 200, r.text
-    return str(r.json()["access_token"])
-
-
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    if DOCKER is None:
-        pytest.skip("the docker CLI is not on PATH")
-    archive = build_busybox_archive(tmp_path_factory.mktemp("busybox"))
-    d = Deployment()
-    try:
-        d.start()
-        with d.client() as c:
-            c.upload_image("busybox", archive)
-            c.create_project("team-a")
-            c.create_project("team-b")
-        yield d
-    finally:
-        d.close()
-
-
-@pytest.fixture(scope="module")
-def admin(deployment: Deployment) -> Iterator[Client]:
-    with deployment.client() as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def ep_a(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Endpoint:
-    """Project team-a's endpoint with the admin's certificate."""
-    return Endpoint(deployment, "team-a", deployment.admin_token, tmp_path_factory.mktemp("a"))
-
-
-@pytest.fixture(scope="module")
-def ep_b(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Endpoint:
-    return Endpoint(deployment, "team-b", deployment.admin_token, tmp_path_factory.mktemp("b"))
-
-
-def _finish(admin: Client, task_id: str, timeout: float = 60) -> dict[str, Any]:
-    """Poll a task until it ends (not `wait_task`: its SSE wait can outlive its timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        task = admin.get_task(task_id)
-        if task["state"] in ("COMPLETED", "ERROR") or time.monotonic() > deadline:
-            return task
-        time.sleep(0.1)
 
 
 def _cells(admin: Client, project: str) -> dict[str, dict[str, Any]]:
@@ -254,7 +120,7 @@ def test_one_truth_both_ways(ep_a: Endpoint, deployment: Deployment, admin: Clie
     # A cell made through the API is a container of the endpoint...
     name = unique("api")
     task = admin.create_cell("team-a", name, "busybox", command=SLEEP, cpu=0.05, memory_mb=16)
-    assert _finish(admin, task["id"])["state"] == "COMPLETED"
+    assert finish(admin, task["id"])["state"] == "COMPLETED"
     assert name in ep_a.ok("ps", "--format", "{{.Names}}").split()
     # ... and `docker rm -f` removes the cell.
     ep_a.ok("rm", "-f", name)
@@ -265,7 +131,7 @@ def test_one_truth_both_ways(ep_a: Endpoint, deployment: Deployment, admin: Clie
     other = unique("dk")
     ep_a.ok("create", "--name", other, "-m", "16m", "busybox", "true")
     cell = _cells(admin, "team-a")[other]
-    _finish(admin, admin.delete_cell(cell["id"])["id"])
+    finish(admin, admin.delete_cell(cell["id"])["id"])
     assert other not in ep_a.ok("ps", "-a", "--format", "{{.Names}}").split()
 
 
@@ -280,7 +146,7 @@ def test_projects_are_isolated(
         refused = ep_a.docker("rm", name)
         assert refused.returncode != 0 and "No such container" in refused.stderr
         # A user with a role in team-b only: team-b's endpoint serves them, team-a's refuses.
-        token = _user_token(deployment, admin, unique("bob"), "project-member", "team-b")
+        token = user_token(deployment, admin, unique("bob"), "project-member", "team-b")
         bob_b = Endpoint(deployment, "team-b", token, tmp_path / "bob-b")
         assert name in bob_b.ok("ps", "-a", "--format", "{{.Names}}").split()
         bob_a = Endpoint(deployment, "team-a", token, tmp_path / "bob-a")
@@ -305,7 +171,7 @@ def test_projects_are_isolated(
 def test_a_viewer_reads_but_changes_nothing(
     ep_a: Endpoint, deployment: Deployment, admin: Client, tmp_path: Path
 ) -> None:
-    token = _user_token(deployment, admin, unique("vera"), "project-viewer", "team-a")
+    token = user_token(deployment, admin, unique("vera"), "project-viewer", "team-a")
     vera = Endpoint(deployment, "team-a", token, tmp_path / "vera")
     assert vera.docker("ps", "-a").returncode == 0
     p = vera.docker("run", "-d", "-m", "16m", "busybox", "true")
