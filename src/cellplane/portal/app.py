@@ -18,7 +18,7 @@ from cellplane.errors import CellplaneError
 from cellplane.portal import auth, clusters, ops, pages, streams, volumes
 from cellplane.portal.web import Portal, SignIn, error_page, session_of, sign_in_redirect
 
-__all__ = ["create_portal", "install"]
+__all__ = ["create_portal"]
 
 log = logging.getLogger("cellplane.portal")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -88,8 +88,3 @@ def create_portal(parent: object) -> Starlette:
     state = parent.state  # type: ignore[attr-defined]
     app.state.portal = Portal(state.services, state.authenticator, parent)
     return app
-
-
-def install(app: object) -> None:
-    """Mount the portal at `/portal` of the server app."""
-    app.mount("/portal", create_portal(app))  # type: ignore[attr-defined]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from cellplane.portal.oauth import pkce_pair
 from cellplane.portal.session import SessionStore
 
@@ -77,3 +80,22 @@ def test_pkce_challenge_is_the_s256_of_the_verifier() -> None:
     assert 43 <= len(verifier) <= 128
     digest = hashlib.sha256(verifier.encode()).digest()
     assert challenge == base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def test_the_portal_is_built_on_its_first_request_not_at_install() -> None:
+    """A server nobody browses does not carry the portal's modules (~12 MB resident): `install`
+    mounts a placeholder; the pages (and Jinja2) load when /portal is first asked for."""
+    code = (
+        "import sys\n"
+        "from starlette.applications import Starlette\n"
+        "from cellplane import portal\n"
+        "app = Starlette()\n"
+        "portal.install(app)\n"
+        "heavy = [m for m in ('cellplane.portal.app', 'cellplane.portal.pages', 'jinja2') "
+        "if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]", out
