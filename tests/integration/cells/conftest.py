@@ -9,9 +9,7 @@ command that exits promptly on SIGTERM, and deletes every cell it created when t
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,63 +17,17 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from cellplane.client import TERMINAL_TASK_STATES, CellplaneError, Client
+from cellplane.client import CellplaneError, Client
 from cellplane.drivers.podman import PodmanDriver
 from cellplane.testing.busybox import build_busybox_archive
 from cellplane.testing.harness import Deployment
+from cellplane.testing.waits import SLEEP, finish, unique, wait_for
 
 IMAGE = "busybox"
 SMALL: dict[str, Any] = {"cpu": 0.05, "memory_mb": 32}
-# Runs until stopped and exits 0 at once on SIGTERM (a shell as PID 1 otherwise ignores TERM).
-SLEEP = ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"]
 PROBLEM_FIELDS = ("type", "title", "status", "detail")
 
 T = TypeVar("T")
-
-
-def unique(stem: str) -> str:
-    """A DNS-label cell/volume name that no other test uses."""
-    return f"{stem}-{uuid.uuid4().hex[:6]}"
-
-
-def wait_for(
-    check: Callable[[], T], timeout: float = 30.0, interval: float = 0.2, what: str = ""
-) -> T:
-    """Call `check` until it returns something truthy; fail with the last value after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(
-                f"timed out after {timeout:g} s waiting for {what or check}: {last!r}"
-            )
-        time.sleep(interval)
-
-
-def finish(client: Client, task_id: str, timeout: float = 60.0) -> dict[str, Any]:
-    """Poll a task until it is COMPLETED or ERROR.
-
-    Deliberately not `Client.wait_task`: its SSE wait can outlive its timeout (see
-    test_cells_tasks.py::test_sdk_wait_task_honours_its_timeout), which would hang the run.
-    """
-
-    last: dict[str, Any] = {}
-
-    def check() -> dict[str, Any] | None:
-        last.update(client.get_task(task_id))
-        return last if last["state"] in TERMINAL_TASK_STATES else None
-
-    try:
-        return wait_for(check, timeout, interval=0.1, what=f"task {task_id} to finish")
-    except AssertionError:
-        steps = [(s["name"], s["state"]) for s in last.get("steps") or []]
-        raise AssertionError(
-            f"task {task_id} ({last.get('kind')}) still {last.get('state')} after {timeout:g} s: "
-            f"steps {steps}"
-        ) from None
 
 
 def assert_problem(resp: httpx.Response, status: int, slug: str | None = None) -> dict[str, Any]:

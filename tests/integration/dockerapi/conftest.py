@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,17 +19,12 @@ import pytest
 from cellplane.client import Client
 from cellplane.testing.busybox import build_busybox_archive
 from cellplane.testing.harness import Deployment
+from cellplane.testing.waits import SLEEP, finish, unique
 
 __all__ = ["DOCKER", "PASSWORD", "SLEEP", "Endpoint", "finish", "unique", "user_token"]
 
 DOCKER = shutil.which("docker")
 PASSWORD = "Docker-endpoint-pw-1"
-# Exits at once on SIGTERM (a shell as PID 1 otherwise ignores it): stops do not wait 10 s.
-SLEEP = ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"]
-
-
-def unique(stem: str) -> str:
-    return f"{stem}-{uuid.uuid4().hex[:6]}"
 
 
 def _key_and_csr(subject: str) -> tuple[bytes, str]:
@@ -145,13 +138,3 @@ def ep_a(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> En
 @pytest.fixture(scope="module")
 def ep_b(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Endpoint:
     return Endpoint(deployment, "team-b", deployment.admin_token, tmp_path_factory.mktemp("b"))
-
-
-def finish(admin: Client, task_id: str, timeout: float = 60) -> dict[str, Any]:
-    """Poll a task until it ends (not `wait_task`: its SSE wait can outlive its timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        task = admin.get_task(task_id)
-        if task["state"] in ("COMPLETED", "ERROR") or time.monotonic() > deadline:
-            return task
-        time.sleep(0.1)

@@ -8,9 +8,7 @@ Skipped, saying why, only when runsc is not installed on the machine (`.ci/run` 
 from __future__ import annotations
 
 import shutil
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,10 +17,10 @@ import pytest
 from cellplane.client import TERMINAL_TASK_STATES, CellplaneError, Client
 from cellplane.testing.busybox import build_busybox_archive
 from cellplane.testing.harness import Deployment
+from cellplane.testing.waits import SLEEP, unique, wait_for
 
 IMAGE = "busybox"
 SMALL: dict[str, Any] = {"cpu": 0.1, "memory_mb": 64}
-SLEEP = ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"]
 
 T = TypeVar("T")
 
@@ -31,22 +29,6 @@ if shutil.which("runsc") is None:
         "gVisor's runsc is not installed (apt-get install runsc; CI installs it)",
         allow_module_level=True,
     )
-
-
-def unique(stem: str) -> str:
-    return f"{stem}-{uuid.uuid4().hex[:6]}"
-
-
-def wait_for(check: Callable[[], T], timeout: float = 60.0, what: str = "") -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}: {last!r}")
-        time.sleep(0.2)
 
 
 class Cells:

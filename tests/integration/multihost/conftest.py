@@ -13,9 +13,7 @@ one of `cellplane dev hosts`, so a developer's own dev hosts are left alone.
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,41 +21,17 @@ from typing import Any, TypeVar
 import pytest
 
 from cellplane import devhosts
-from cellplane.client import TERMINAL_TASK_STATES, Client
+from cellplane.client import Client
 from cellplane.testing.busybox import build_busybox_archive
 from cellplane.testing.harness import Deployment
+from cellplane.testing.waits import wait_for
 
 IMAGE = "busybox"
 SMALL: dict[str, Any] = {"cpu": 0.05, "memory_mb": 32}
-SLEEP = ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"]
 TEST_UNDERLAY = devhosts.Underlay(bridge="cpt0", subnet="10.78.0.0/24", namespace_prefix="cpt-")
 HOST_NAMES = ("h1", "h2", "h3")
 
 T = TypeVar("T")
-
-
-def unique(stem: str) -> str:
-    return f"{stem}-{uuid.uuid4().hex[:6]}"
-
-
-def wait_for(check: Callable[[], T], timeout: float = 60.0, what: str = "") -> T:
-    """Call ``check`` until it returns something truthy; fail naming the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}: {last!r}")
-        time.sleep(0.2)
-
-
-def finish(client: Client, task_id: str, timeout: float = 90.0) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        task = client.get_task(task_id)
-        return task if task["state"] in TERMINAL_TASK_STATES else None
-
-    return wait_for(check, timeout, f"task {task_id}")
 
 
 @dataclass

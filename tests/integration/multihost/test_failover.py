@@ -10,17 +10,11 @@ import subprocess
 from typing import Any
 
 import pytest
-from tests.integration.multihost.conftest import (
-    IMAGE,
-    SMALL,
-    ThreeHosts,
-    finish,
-    unique,
-    wait_for,
-)
+from tests.integration.multihost.conftest import IMAGE, SMALL, ThreeHosts, wait_for
 
 from cellplane import devhosts
 from cellplane.devhosts import hosts as devhosts_hosts
+from cellplane.testing.waits import finish, unique
 
 pytestmark = pytest.mark.integration
 

@@ -4,17 +4,10 @@ an address."""
 from __future__ import annotations
 
 import pytest
-from tests.integration.multihost.conftest import (
-    IMAGE,
-    SLEEP,
-    SMALL,
-    ThreeHosts,
-    finish,
-    unique,
-    wait_for,
-)
+from tests.integration.multihost.conftest import IMAGE, SMALL, ThreeHosts, wait_for
 
 from cellplane import devhosts
+from cellplane.testing.waits import SLEEP, finish, unique
 
 pytestmark = pytest.mark.integration
 

@@ -16,14 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from tests.integration.multihost.conftest import (
-    IMAGE,
-    SMALL,
-    ThreeHosts,
-    finish,
-    unique,
-    wait_for,
-)
+from tests.integration.multihost.conftest import IMAGE, SMALL, ThreeHosts, wait_for
+
+from cellplane.testing.waits import finish, unique
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,9 @@ from cellplane.client import CellplaneError, Client
 from cellplane.drivers.podman import PodmanDriver
 from cellplane.testing.busybox import build_busybox_archive
 from cellplane.testing.harness import Deployment
+from cellplane.testing.waits import SLEEP, finish, unique, wait_for
 
-from .conftest import IMAGE, SLEEP, SMALL, cli, finish, tree, unique, wait_for
+from .conftest import IMAGE, SMALL, cli, tree
 
 pytestmark = pytest.mark.integration
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -14,29 +12,13 @@ import pytest
 
 from cellplane.client import CellplaneError, Client
 from cellplane.testing.harness import Deployment
+from cellplane.testing.waits import SLEEP, unique, wait_for
 
 from .conftest import IMAGE
 
 T = TypeVar("T")
 
 SMALL: dict[str, Any] = {"cpu": 0.05, "memory_mb": 32}
-# Runs until stopped and exits 0 at once on SIGTERM (a shell as PID 1 otherwise ignores TERM).
-SLEEP = ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"]
-
-
-def unique(stem: str) -> str:
-    return f"{stem}-{uuid.uuid4().hex[:6]}"
-
-
-def wait_for(check: Callable[[], T], timeout: float = 60.0, what: str = "") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}: {last!r}")
-        time.sleep(0.2)
 
 
 def wait_state(client: Client, cell_id: str, state: str, timeout: float = 60.0) -> dict[str, Any]:

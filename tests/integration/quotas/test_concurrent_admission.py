@@ -25,13 +25,13 @@ import httpx
 import pytest
 
 from cellplane.testing.harness import Deployment
+from cellplane.testing.waits import SLEEP
 
 pytestmark = pytest.mark.integration
 
 PARALLEL = 20
 ROOM = 5
 SMALL: dict[str, Any] = {"cpu": 0.05, "memory_mb": 32}
-SLEEP = ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"]
 
 
 def _pg_support() -> ModuleType:
