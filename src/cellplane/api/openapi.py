@@ -15,11 +15,13 @@ answers it can give, derived from what it is, the same way the answers themselve
 | 415 | it takes a JSON body under /v1/: a body of another media type | `api/guard.py` |
 | 422 | it takes a body, a query or an `Idempotency-Key` (any POST) | `api/errors.py`, services |
 | 431 | always: request headers over the server's limit | `api/guard.py` |
+| 503 | it reads or writes the database (every /v1/ and /identity/ operation): the database busy past its timeout or unreachable for a moment; `Retry-After` | `api/errors.py` |
+| 507 | it changes state: the disk under the database or the data directory is full | `api/errors.py` |
 
 A route adds what no rule implies with its own `responses=` (`GET /v1/identity/ldap` answers
 404 with no path parameter; `PUT /v1/identity/ldap` 429). One shared schema, `Problem`, describes
 them all. The OpenID Connect endpoints (`/identity/{tenant}/...`) answer OAuth errors (RFC 6749
-5.2, declared on those routes); of the problems they give only 400 and 404 (an unknown tenant).
+5.2, declared on those routes); of the problems they give only 400, 404 (an unknown tenant), 503 and 507.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ _DESCRIPTIONS = {
     "422": "Invalid request: every wrong field is named in `errors`; or an Idempotency-Key "
     "reused with another body.",
     "429": "Too many requests: try again after `Retry-After` seconds.",
+    "503": "The database is busy past its timeout or cannot be reached for a moment: nothing was "
+    "changed; try again after `Retry-After` seconds.",
+    "507": "The disk under the database or the data directory is full: nothing was changed.",
 }
 
 
@@ -76,8 +81,12 @@ def problem_response(status: int, description: str | None = None) -> dict[str, A
 def _statuses(method: str, path: str, op: dict[str, Any]) -> list[str]:
     params = op.get("parameters") or []
     if path.startswith("/identity/"):
-        return ["400", "404", "431"]
+        return ["400", "404", "431", "503"] + (["507"] if method in _CHANGES else [])
     out = ["400", "431"]
+    if path.startswith("/v1/"):
+        out.append("503")
+        if method in _CHANGES:
+            out.append("507")
     if op.get("security"):
         out += ["401", "403"]
     if re.search(r"\{\w+\}", path):
