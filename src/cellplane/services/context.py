@@ -107,6 +107,10 @@ class Services:
     max_image_bytes: int = 64 * 1024**3
     # Largest request headers, names and values together (431 above it).
     max_header_bytes: int = 32 * 1024
+    # This replica's name among several servers on one PostgreSQL (`controller.leader`).
+    replica: str = "server"
+    # Whether this replica runs the controllers now (set by `controller.runtime`/`.leader`).
+    leading: bool = False
     # Serve /docs, /redoc and /openapi.json (ServerSettings.api_docs).
     api_docs: bool = True
     _tokens: TokenService | None = field(default=None, repr=False)
