@@ -219,7 +219,17 @@ def run_server(
     sockets = None
     if also_listen:
         sockets = [_listening_socket(h, port) for h in [host, *also_listen]]
-    uvicorn.Server(config).run(sockets=sockets)
+    relay = None
+    if not db.is_sqlite:  # replicas wake each other (agents' long polls, the leader)
+        from cellplane.services.relay import Relay
+
+        relay = Relay(svc)
+        relay.start()
+    try:
+        uvicorn.Server(config).run(sockets=sockets)
+    finally:
+        if relay is not None:
+            relay.stop()
     db.dispose()
     return 0
 
