@@ -46,10 +46,10 @@ SLEEP = ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"]
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--replicas", type=int, default=3)
-    ap.add_argument("--clients", type=int, default=3)
-    ap.add_argument("--warmup", type=float, default=6.0)
-    ap.add_argument("--after", type=float, default=12.0)
-    ap.add_argument("--pause", type=float, default=0.3, help="seconds between a client's creates")
+    ap.add_argument("--clients", type=int, default=2)
+    ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--after", type=float, default=10.0)
+    ap.add_argument("--pause", type=float, default=0.5, help="seconds between a client's creates")
     args = ap.parse_args()
 
     import httpx

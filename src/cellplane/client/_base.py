@@ -422,3 +422,7 @@ class BaseClient:
     def health(self) -> JSONDict:
         """GET /healthz."""
         return self._json("GET", "/healthz")
+
+    def leader(self) -> JSONDict:
+        """GET /v1/system/leader: which server replica runs the controllers, and its epoch."""
+        return self._json("GET", "/v1/system/leader")

@@ -89,25 +89,26 @@ class Replicas:
     def client(self, timeout: float = 30.0, retries: int = 3) -> Client:
         return Client(self.servers, self.token, timeout=timeout, retries=retries)
 
-    def leader(self, i: int) -> dict[str, object]:
+    def leader(self, i: int, timeout: float = 10.0) -> dict[str, object]:
         """What replica ``i`` answers at GET /v1/system/leader."""
         r = httpx.get(
             f"{self.urls[i]}/v1/system/leader",
             headers={"Authorization": f"Bearer {self.token}"},
-            timeout=10,
+            timeout=timeout,
         )
         r.raise_for_status()
         data: dict[str, object] = r.json()
         return data
 
-    def leading(self, timeout: float = 5.0) -> list[int]:
-        """The live replicas that say they lead (a paused one is skipped: it cannot answer)."""
+    def leading(self, timeout: float = 1.0) -> list[int]:
+        """The live replicas that say they lead (a paused one is skipped: it cannot answer
+        within ``timeout``)."""
         out = []
         for i, proc in enumerate(self.procs):
             if proc is None or proc.poll() is not None:
                 continue
             with contextlib.suppress(httpx.HTTPError):
-                if self.leader(i)["leading"]:
+                if self.leader(i, timeout)["leading"]:
                     out.append(i)
         return out
 
