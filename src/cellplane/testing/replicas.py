@@ -77,14 +77,20 @@ class Replicas:
         raise RuntimeError(f"replica {i} not ready: {self.log_tail(i)}")
 
     def start(self, *, agent: bool = True) -> Replicas:
+        """Start the replicas in order (the first one up becomes the leader), then the agent."""
         self.deployment.prepare()  # migrate and seed once, before the replicas race to
         for i in range(len(self.ports)):
             self.start_server(i)
         if agent:
-            # argparse keeps the last --server: the agent gets them all.
-            self.deployment.agent_args = [*self.deployment.agent_args, "--server", self.servers]
-            self.deployment.start_agent()
+            self.start_agent()
         return self
+
+    def start_agent(self, first: int = 0) -> None:
+        """The agent, talking to replica ``first`` until it fails, then to the next ones."""
+        order = self.urls[first:] + self.urls[:first]
+        # argparse keeps the last --server: the agent gets them all.
+        self.deployment.agent_args = [*self.deployment.agent_args, "--server", ",".join(order)]
+        self.deployment.start_agent()
 
     def client(self, timeout: float = 30.0, retries: int = 3) -> Client:
         return Client(self.servers, self.token, timeout=timeout, retries=retries)
