@@ -10,6 +10,7 @@ from prometheus_client.registry import Collector
 
 __all__ = [
     "LEADER",
+    "LEADER_EPOCH",
     "RECONCILE_SECONDS",
     "REGISTRY",
     "REQUEST_SECONDS",
@@ -36,6 +37,11 @@ RECONCILE_SECONDS = Histogram(
 LEADER = Gauge(
     "cellplane_leader",
     "1 while this server replica runs the controllers (the leader), else 0",
+    registry=REGISTRY,
+)
+LEADER_EPOCH = Gauge(
+    "cellplane_leader_epoch",
+    "The leadership epoch this replica took when it last became the leader (0: never)",
     registry=REGISTRY,
 )
 TASK_SECONDS = Histogram(

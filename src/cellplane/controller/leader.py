@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import Connection, create_engine
@@ -30,13 +32,15 @@ from sqlalchemy.pool import NullPool
 
 from cellplane.controller.election import Action, Election, Observation
 from cellplane.ids import utcnow
-from cellplane.metrics import LEADER
+from cellplane.metrics import LEADER, LEADER_EPOCH
 from cellplane.services.context import Services
 from cellplane.state.leadership import bump_epoch, fenced, read_leader
 
 __all__ = ["LOCK_IDLE_S", "LOCK_KEY", "LeaderLock", "lead"]
 
 log = structlog.get_logger("cellplane.leader")
+
+T = TypeVar("T")
 
 #: The advisory lock's key: "cellplane" in ASCII, as a bigint.
 LOCK_KEY = 0x63656C6C706C616E
@@ -128,6 +132,13 @@ async def lead(
     lock = lock or LeaderLock(svc.db.url)
     election = Election()
     running: contextlib.AsyncExitStack | None = None
+    # A thread of its own: a renewal never waits behind busy controller passes in the shared
+    # background pool (a renewal later than LOCK_IDLE_S would lose the lock).
+    pool = ThreadPoolExecutor(1, thread_name_prefix="cp-leader")
+    loop = asyncio.get_running_loop()
+
+    async def call(fn: Callable[..., T], *args: Any) -> T:
+        return await loop.run_in_executor(pool, fn, *args)
 
     async def stop() -> None:
         nonlocal running
@@ -139,16 +150,16 @@ async def lead(
 
     try:
         while True:
-            holds = await asyncio.to_thread(lock.hold)
-            db_epoch = await asyncio.to_thread(_epoch, svc) if election.leading and holds else None
+            holds = await call(lock.hold)
+            db_epoch = await call(_epoch, svc) if election.leading and holds else None
             action = election.observe(Observation(holds, db_epoch))
             if action is Action.TAKE_OVER:
                 try:
-                    epoch = await asyncio.to_thread(_take_over, svc, me)
+                    epoch = await call(_take_over, svc, me)
                 except Exception as exc:
                     log.warning("takeover failed", error=str(exc)[:200])
                     election.failed()
-                    await asyncio.to_thread(lock.release)
+                    await call(lock.release)
                 else:
                     election.took(epoch)
                     log.info("leading the controllers", replica=me, epoch=epoch)
@@ -157,13 +168,15 @@ async def lead(
                         await stack.enter_async_context(controllers())
                     running = stack
                     LEADER.set(1)
+                    LEADER_EPOCH.set(epoch)
                     svc.leading = True
                     svc.notifier.publish("controller")
             elif action is Action.STEP_DOWN:
                 log.warning("no longer leading: controllers stopped", replica=me)
                 await stop()
-                await asyncio.to_thread(lock.release)
+                await call(lock.release)
             await asyncio.sleep(tick)
     finally:
         await stop()
-        await asyncio.to_thread(lock.close)
+        await call(lock.close)
+        pool.shutdown(wait=False)
