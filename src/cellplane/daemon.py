@@ -186,6 +186,8 @@ def run_server(
     svc.api_docs = settings.api_docs
     svc.public_url = f"{'https' if tls else 'http'}://{url_host(host)}:{port}"
     svc.docker_listen_host = host
+    # Its name among replicas on one PostgreSQL (GET /v1/system/leader, controller.leader).
+    svc.replica = os.environ.get("CELLPLANE_REPLICA_NAME") or f"{url_host(host)}:{port}"
     app = create_app(svc)
     # The placement loop and the cluster executor, run by the app's lifespan (uvicorn's).
     runtime.install(app.state.background, svc)
@@ -217,7 +219,17 @@ def run_server(
     sockets = None
     if also_listen:
         sockets = [_listening_socket(h, port) for h in [host, *also_listen]]
-    uvicorn.Server(config).run(sockets=sockets)
+    relay = None
+    if not db.is_sqlite:  # replicas wake each other (agents' long polls, the leader)
+        from cellplane.services.relay import Relay
+
+        relay = Relay(svc)
+        relay.start()
+    try:
+        uvicorn.Server(config).run(sockets=sockets)
+    finally:
+        if relay is not None:
+            relay.stop()
     db.dispose()
     return 0
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 __all__ = [
+    "LEADER",
+    "LEADER_EPOCH",
     "RECONCILE_SECONDS",
     "REGISTRY",
     "REQUEST_SECONDS",
@@ -31,6 +33,16 @@ RECONCILE_SECONDS = Histogram(
     ["loop"],
     registry=REGISTRY,
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+)
+LEADER = Gauge(
+    "cellplane_leader",
+    "1 while this server replica runs the controllers (the leader), else 0",
+    registry=REGISTRY,
+)
+LEADER_EPOCH = Gauge(
+    "cellplane_leader_epoch",
+    "The leadership epoch this replica took when it last became the leader (0: never)",
+    registry=REGISTRY,
 )
 TASK_SECONDS = Histogram(
     "cellplane_task_duration_seconds",

@@ -17,6 +17,7 @@ from typing import Any, Final
 import httpx
 
 from cellplane.files import ensure_private_dir, read_private_file, write_private_file
+from cellplane.server_urls import ServerRotation, parse_servers
 from cellplane.validation import DNS_LABEL
 from cellplane.wire import agent_plain as wire
 
@@ -94,7 +95,8 @@ class ServerClient:
         ca_file: str | Path | None = None,
         cert_dir: Path | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        # Several replicas ("http://a:7400,http://b:7400"): a connection error moves on.
+        self._servers = ServerRotation(parse_servers(base_url))
         self._cert_dir = cert_dir
         self._verify = verify
         self._ca_file = ca_file
@@ -120,6 +122,15 @@ class ServerClient:
             timeout=httpx.Timeout(30.0),
             limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
         )
+
+    @property
+    def base_url(self) -> str:
+        """The server (replica) the agent talks to now."""
+        return self._servers.current
+
+    def _fail_over(self) -> None:
+        if len(self._servers) > 1:
+            self._http.base_url = httpx.URL(self._servers.failed(str(self._http.base_url)))
 
     def _swap_client(self, *, with_cert: bool) -> None:
         old, self._http = self._http, self._client(with_cert=with_cert)
@@ -167,10 +178,20 @@ class ServerClient:
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
 
     def _call(self, method: str, url: str, **kw: Any) -> httpx.Response:
-        try:
-            r = self._http.request(method, url, headers=self._headers(), **kw)
-        except httpx.HTTPError as e:
-            raise ServerUnavailable(f"{method} {url}: {e}") from e
+        tries = len(self._servers)
+        while True:
+            try:
+                r = self._http.request(method, url, headers=self._headers(), **kw)
+                break
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                # Never reached that replica: the next one gets the same request at once.
+                self._fail_over()
+                tries -= 1
+                if tries <= 0:
+                    raise ServerUnavailable(f"{method} {url}: {e}") from e
+            except httpx.HTTPError as e:
+                self._fail_over()  # may have reached it: the caller retries later, elsewhere
+                raise ServerUnavailable(f"{method} {url}: {e}") from e
         if r.status_code >= 500:
             raise ServerUnavailable(f"{method} {url}: HTTP {r.status_code}")
         if r.status_code == 422 and "api_version" in r.text:
@@ -267,6 +288,7 @@ class ServerClient:
                         f.write(chunk)
             tmp.replace(dest)
         except httpx.HTTPError as e:
+            self._fail_over()
             raise ServerUnavailable(f"image {image_id}: {e}") from e
         finally:
             tmp.unlink(missing_ok=True)

@@ -50,6 +50,15 @@ async def metrics() -> Response:
     return Response(data, media_type=CONTENT_TYPE_LATEST)
 
 
+@router.get("/v1/system/leader", tags=["system"], response_model=models.Leader)
+def leader(
+    svc: Services = Depends(services), p: Principal = Depends(require("hosts:read"))
+) -> dict[str, Any]:
+    """Which server replica runs the controllers, and under which epoch (docs/operations.md,
+    "Several servers")."""
+    return system.leader(svc)
+
+
 @router.get("/v1/whoami", tags=["identity"], response_model=models.Whoami)
 def whoami(p: Principal = Depends(require("self"))) -> dict[str, Any]:
     return {

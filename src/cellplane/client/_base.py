@@ -11,6 +11,8 @@ Failure handling lives here so that callers need none:
   with backoff, under the same key, so the server applies it at most once;
 - GETs are retried the same way; DELETEs only when the request never left
   (connection refused), because a second DELETE is not guaranteed harmless;
+- with several server URLs (replicas, comma-separated), each such retry goes to
+  the next one, and the budget grows by one per further replica;
 - every error answer becomes a `CellplaneError` built from the RFC 9457
   problem document;
 - with a `CredentialProvider` (a `cellplane login` session), an expiring
@@ -35,6 +37,7 @@ import httpx
 from cellplane.client import config
 from cellplane.client.credentials import CredentialProvider, credentials_of
 from cellplane.client.errors import CellplaneConnectionError, CellplaneError
+from cellplane.server_urls import ServerRotation, parse_servers
 
 __all__ = [
     "AMBIGUOUS_ERRORS",
@@ -149,8 +152,13 @@ class BaseClient:
         self._verify = (
             ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
         )
+        # Several replicas ("https://a:7400,https://b:7400"): a connection error moves on.
+        try:
+            self._servers = ServerRotation(parse_servers(base_url))
+        except ValueError as exc:
+            raise CellplaneError("Bad configuration", str(exc)) from None
         self._http = httpx.Client(
-            base_url=base_url.rstrip("/"),
+            base_url=self._servers.current,
             headers=headers,
             verify=self._verify,
             timeout=timeout,
@@ -230,6 +238,8 @@ class BaseClient:
         retry_errors = _UNSENT_ERRORS if method == "DELETE" else AMBIGUOUS_ERRORS
         retry_statuses = _RETRY_STATUSES if method in ("GET", "POST") else frozenset()
         attempt = 0
+        # One more try per further replica: a dead server costs a move, not the request.
+        budget = self._retries + len(self._servers) - 1
         renewed = False  # the credentials are renewed after a 401 once per request
         bearer: str | None = None
         while True:
@@ -253,18 +263,20 @@ class BaseClient:
                 wrong = _wrong_scheme(request.url) if self._probe_scheme else None
                 if wrong is not None:
                     raise wrong from exc
-                if not isinstance(exc, retry_errors) or attempt >= self._retries:
+                if not isinstance(exc, retry_errors) or attempt >= budget:
                     raise CellplaneConnectionError(
                         "Connection failed", f"{method} {request.url}: {exc or type(exc).__name__}"
                     ) from exc
+                self._fail_over()
                 time.sleep(self._delay(attempt, None))
                 attempt += 1
                 continue
             except retry_errors as exc:
-                if attempt >= self._retries:
+                if attempt >= budget:
                     raise CellplaneConnectionError(
                         "Connection failed", f"{method} {request.url}: {exc or type(exc).__name__}"
                     ) from exc
+                self._fail_over()
                 time.sleep(self._delay(attempt, None))
                 attempt += 1
                 continue
@@ -275,8 +287,9 @@ class BaseClient:
             finally:
                 if body_stream is not None and hasattr(body_stream, "close"):
                     body_stream.close()
-            if response.status_code in retry_statuses and attempt < self._retries:
+            if response.status_code in retry_statuses and attempt < budget:
                 response.close()
+                self._fail_over()
                 time.sleep(self._delay(attempt, response))
                 attempt += 1
                 continue
@@ -296,6 +309,16 @@ class BaseClient:
                 finally:
                     response.close()
             return response
+
+    def _fail_over(self) -> None:
+        """The current server failed: send the next request to the next replica (if any)."""
+        if len(self._servers) > 1:
+            self._http.base_url = httpx.URL(self._servers.failed(str(self._http.base_url)))
+
+    @property
+    def server_url(self) -> str:
+        """The server (replica) requests go to now."""
+        return self._servers.current
 
     def _json(self, method: str, path: str, **kwargs: Any) -> JSONDict:
         response = self._send(method, path, **kwargs)
@@ -399,3 +422,7 @@ class BaseClient:
     def health(self) -> JSONDict:
         """GET /healthz."""
         return self._json("GET", "/healthz")
+
+    def leader(self) -> JSONDict:
+        """GET /v1/system/leader: which server replica runs the controllers, and its epoch."""
+        return self._json("GET", "/v1/system/leader")

@@ -18,6 +18,9 @@ shape::
     {"server": "https://cp:7400", "token": "cpt_...", "ca_cert": "/path/ca.pem",
      "session": {...}}
 
+- `servers` (instead of `server`): several replicas of one deployment, tried in
+  order; a connection error moves to the next (as a comma-separated `server` or
+  `CELLPLANE_SERVER` does).
 - `token`: a fixed bearer token (a personal access token, `cpt_...`), as
   written by `cellplane up`.
 - `session` (optional): an OAuth login session of `cellplane login`, see
@@ -48,6 +51,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from cellplane.server_urls import parse_servers
 
 __all__ = [
     "BUILTIN_CLIENT_ID",
@@ -196,6 +201,17 @@ def _str_field(data: dict[str, Any], key: str, path: Path) -> str | None:
     raise ConfigError(f"{path}: {key!r} must be a string or null")
 
 
+def _servers(data: dict[str, Any], path: Path) -> str | None:
+    """``servers: ["https://a:7400", "https://b:7400"]`` (replicas) as one comma-separated URL
+    list; None when absent."""
+    value = data.get("servers")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or not value:
+        raise ConfigError(f"{path}: 'servers' must be a non-empty list of URLs")
+    return ",".join(value)
+
+
 def read_document(path: Path | None = None) -> dict[str, Any]:
     """The configuration file as a JSON object ({} when there is no file)."""
     path = config_path() if path is None else path
@@ -223,7 +239,12 @@ def load_config() -> ClientConfig:
     """Read the configuration file (if any) and apply environment overrides."""
     path = config_path()
     data = read_document(path)
-    server = _env(_SERVER_ENV) or _str_field(data, "server", path)
+    server = _env(_SERVER_ENV) or _str_field(data, "server", path) or _servers(data, path)
+    if server is not None:
+        try:  # several replicas: comma-separated; checked here, where the file is named
+            server = ",".join(parse_servers(server))
+        except ValueError as exc:
+            raise ConfigError(f"{path} or {_SERVER_ENV}: {exc}") from None
     env_token = _env(_TOKEN_ENV)
     session = _session_of(data, path)
     if env_token or session is None or server is None or _norm(session.server) != _norm(server):

@@ -1,5 +1,6 @@
 """The server process's background loops: cell placement (with failover and drains), volume
-moves, and the cluster executor.
+moves, and the cluster executor; with several replicas on PostgreSQL only in the elected leader
+(`controller.leader`).
 
 Installed by the server entry (:func:`cellplane.daemon.run_server`) on the app it serves, with
 :func:`install`; the app's lifespan then runs :func:`background_loops` after its own setup
@@ -15,15 +16,41 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from cellplane.controller.clusters import run_cluster_executor
+from cellplane.controller.leader import lead
 from cellplane.controller.loop import run_controller, run_volume_mover
+from cellplane.metrics import LEADER
 from cellplane.services.context import Services
 
-__all__ = ["background_loops", "install"]
+__all__ = ["background_loops", "controllers", "install"]
 
 
 @contextlib.asynccontextmanager
 async def background_loops(svc: Services) -> AsyncIterator[None]:
-    """Run the placement loop and the cluster executor until the context exits, then cancel them."""
+    """Run the controllers until the context exits: on SQLite (one server) always; on
+    PostgreSQL while this replica is the elected leader (`controller.leader`)."""
+    if svc.db.is_sqlite:
+        async with controllers(svc):
+            LEADER.set(1)
+            svc.leading = True
+            try:
+                yield
+            finally:
+                LEADER.set(0)
+                svc.leading = False
+        return
+    election = asyncio.create_task(lead(svc, lambda: controllers(svc), me=svc.replica))
+    try:
+        yield
+    finally:
+        election.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await election
+
+
+@contextlib.asynccontextmanager
+async def controllers(svc: Services) -> AsyncIterator[None]:
+    """Run the placement loop, the volume mover and the cluster executor until the context
+    exits, then cancel them."""
     loops = [
         asyncio.create_task(run_controller(svc)),
         asyncio.create_task(run_volume_mover(svc)),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +38,8 @@ class Notifier:
         self._events: dict[str, list[asyncio.Event]] = defaultdict(list)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Several replicas: each publish is also sent to the others (`services.relay`).
+        self.relay: Callable[[tuple[str, ...]], None] | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -45,6 +48,12 @@ class Notifier:
         return self._versions[topic]
 
     def publish(self, *topics: str) -> None:
+        if self.relay is not None and topics:
+            self.relay(topics)
+        self.publish_local(*topics)
+
+    def publish_local(self, *topics: str) -> None:
+        """Wake this process's waiters only (what another replica published)."""
         with self._lock:
             for t in topics:
                 self._versions[t] += 1
@@ -107,6 +116,10 @@ class Services:
     max_image_bytes: int = 64 * 1024**3
     # Largest request headers, names and values together (431 above it).
     max_header_bytes: int = 32 * 1024
+    # This replica's name among several servers on one PostgreSQL (`controller.leader`).
+    replica: str = "server"
+    # Whether this replica runs the controllers now (set by `controller.runtime`/`.leader`).
+    leading: bool = False
     # Serve /docs, /redoc and /openapi.json (ServerSettings.api_docs).
     api_docs: bool = True
     _tokens: TokenService | None = field(default=None, repr=False)

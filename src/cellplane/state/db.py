@@ -32,6 +32,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from cellplane.state import networks as _networks  # noqa: F401  (registers the default-network hook)
+from cellplane.state.leadership import begin_fenced, check_fence, current_fence
 
 __all__ = [
     "Database",
@@ -227,14 +228,24 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """One transaction: committed when the block ends normally, rolled back otherwise."""
+        """One transaction: committed when the block ends normally, rolled back otherwise.
+
+        In a leader's controllers (`cellplane.state.leadership.fenced`) the commit is fenced:
+        it re-reads the leadership epoch first and raises FencedOut when another replica took
+        over."""
         s = self._sessions()
         try:
             if self.is_sqlite:
                 # Take the write lock up front: SQLite cannot upgrade a read lock under contention
                 # without failing, and every change here reads before it writes.
                 s.connection().exec_driver_sql("BEGIN IMMEDIATE")
+            fenced = current_fence() is not None  # a leader's controller (state.leadership)
+            if fenced:
+                begin_fenced(s.connection())
             yield s
+            if fenced:
+                s.flush()
+                check_fence(s.connection())
             s.commit()
         except BaseException:
             s.rollback()
@@ -251,7 +262,9 @@ class Database:
             try:
                 if self.is_sqlite:
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
+                begin_fenced(conn)
                 yield conn
+                check_fence(conn)
                 conn.commit()
             except BaseException:
                 conn.rollback()

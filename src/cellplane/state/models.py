@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
@@ -35,6 +36,7 @@ __all__ = [
     "Host",
     "IdempotencyRecord",
     "Image",
+    "Leadership",
     "Network",
     "Project",
     "Setting",
@@ -354,3 +356,14 @@ class Setting(Base):
     __tablename__ = "settings"
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class Leadership(Base):
+    """The one row (id 1) saying which server replica runs the controllers, and its epoch
+    (bumped at every takeover; `cellplane.state.leadership` fences controller writes with it)."""
+
+    __tablename__ = "leadership"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    holder: Mapped[str | None] = mapped_column(String(255))
+    since: Mapped[datetime | None] = mapped_column(UTCDateTime)

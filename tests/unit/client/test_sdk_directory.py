@@ -56,6 +56,7 @@ ITEMS = {"items": [{"id": "x-1", "name": "one"}]}
 Call = Callable[[Client], Any]
 CASES: list[tuple[str, Call, str, str, list[tuple[str, str]], Any]] = [
     ("whoami", lambda c: c.whoami(), "GET", "/v1/whoami", [], None),
+    ("leader", lambda c: c.leader(), "GET", "/v1/system/leader", [], None),
     ("tenants", lambda c: c.list_tenants(), "GET", "/v1/tenants", [], None),
     ("tenant create", lambda c: c.create_tenant("acme", admin={"name": "root"}),
      "POST", "/v1/tenants", [], {"name": "acme", "admin": {"name": "root"}}),

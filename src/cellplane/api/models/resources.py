@@ -93,6 +93,17 @@ class Ready(View):
     detail: str | None = None
 
 
+class Leader(View):
+    """Which server replica runs the controllers (several servers on one PostgreSQL)."""
+
+    replica: str = Field(description="The replica that answered.")
+    leading: bool = Field(description="Whether the replica that answered runs the controllers.")
+    leader: str | None = Field(description="The replica that took the leadership last.")
+    epoch: int = Field(description="Bumped at every takeover; controller writes are fenced by it.")
+    since: Time | None = Field(description="When that replica took over.")
+    database: str = Field(description="`postgresql` (elected) or `sqlite` (one server, leads).")
+
+
 class Whoami(View):
     subject: str
     name: str | None

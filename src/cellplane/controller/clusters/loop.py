@@ -13,6 +13,7 @@ is already done (a node that is SERVICE_READY with a running cell is left alone)
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 
 import structlog
@@ -79,9 +80,10 @@ async def run_cluster_executor(svc: Services, *, tick: float = 5.0) -> None:
                 pending = []
             for cluster_id in pending:
                 if executor.claim(cluster_id):
+                    # In the loop's context: a leader's fence (state.leadership) goes along.
                     threading.Thread(
-                        target=executor.run_one,
-                        args=(cluster_id,),
+                        target=contextvars.copy_context().run,
+                        args=(executor.run_one, cluster_id),
                         name=f"cp-cluster-{cluster_id}",
                         daemon=True,
                     ).start()
