@@ -90,7 +90,7 @@ def bump_epoch(conn: Connection, holder: str, now: datetime) -> int:
         {"holder": holder, "now": now},
     ).first()
     if row is None:
-        raise RuntimeError("the leadership row is missing: run the migrations (0019)")
+        raise RuntimeError("the leadership row is missing: run the migrations (0017)")
     return int(row[0])
 
 
