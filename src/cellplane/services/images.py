@@ -247,6 +247,8 @@ def delete_image(svc: Services, ref: str) -> None:
         if img.kind == "host":
             raise Conflict("the host image is built in and cannot be deleted")
         path = img.path
+        # Another name of the same image (`docker tag`) keeps the file.
+        shared = s.scalar(select(Image.id).where(Image.path == path, Image.id != img.id).limit(1))
         s.delete(img)
-    if path:
+    if path and not shared:
         Path(path).unlink(missing_ok=True)
