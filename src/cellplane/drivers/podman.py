@@ -383,7 +383,7 @@ class PodmanDriver:
 
     def build_image(self, context: Path, options: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Build from a context tar (the engine's Docker-compatible build): its JSON progress
-        lines, as they come. `options`: tag, dockerfile, buildargs, labels, nocache, quiet."""
+        lines, as they come. `options`: tag, dockerfile, buildargs, labels, target, nocache, quiet."""
         with _translated("image"), context.open("rb") as f:
             yield from self._untyped.build(
                 fileobj=f,
@@ -392,6 +392,7 @@ class PodmanDriver:
                 dockerfile=options.get("dockerfile") or None,
                 buildargs=options.get("buildargs") or None,
                 labels=options.get("labels") or None,
+                target=options.get("target") or None,
                 nocache=bool(options.get("nocache")),
                 quiet=bool(options.get("quiet")),
                 rm=True,
