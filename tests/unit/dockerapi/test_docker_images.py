@@ -20,7 +20,7 @@ from cellplane.dockerapi import build, image_archive
 from cellplane.dockerapi.image_archive import catalog_name, dockerfile_bases
 from cellplane.dockerapi.images import find
 from cellplane.dockerapi.mapping import Refused
-from cellplane.errors import Conflict
+from cellplane.errors import Conflict, ValidationFailed
 from cellplane.services import image_names, images
 from cellplane.state.models import Project
 from cellplane.testing.busybox import build_busybox_archive
@@ -212,3 +212,24 @@ def test_a_name_in_use_is_neither_moved_nor_removed(
         image_names.register_archive(plat.svc, ["app"], *up, project)
     assert "in use by" in str(e.value) and not up[0].exists()
     assert _rows(plat)["app"] == before
+
+
+def test_a_symlink_climbing_inside_the_archive_is_fine_but_not_out_of_it(tmp_path: Path) -> None:
+    # podman's docker-archive links each layer directory's layer.tar to a top-level blob.
+    def link(name: str, target: str) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = tarfile.SYMTYPE, target
+        return info
+
+    ok = tmp_path / "ok.tar"
+    with tarfile.open(ok, "w") as tf:
+        tf.addfile(tarfile.TarInfo("blob.tar"))
+        tf.addfile(link("abc/layer.tar", "../blob.tar"))
+    with tarfile.open(ok) as tf:
+        assert images.check_members(tf, 10) == ["blob.tar", "abc/layer.tar"]
+    bad = tmp_path / "bad.tar"
+    with tarfile.open(bad, "w") as tf:
+        tf.addfile(link("abc/layer.tar", "../../etc/shadow"))
+    with tarfile.open(bad) as tf, pytest.raises(ValidationFailed) as e:
+        images.check_members(tf, 10)
+    assert "points outside it" in e.value.errors[0].message
