@@ -226,7 +226,7 @@ async def image_build(request: web.Request) -> web.StreamResponse:
                         continue
                     failed = failed or bool(doc.get("error") or doc.get("errorDetail"))
                     if not _skipped(doc, opts["quiet"]):
-                        await resp.write(json_line(doc))
+                        await resp.write(json_line(image_archive.docker_progress(doc)))
             if built and not failed:
                 archive, sha, asize = await _fetch(ctx, f"{url}/builds/{built}", headers)
                 engine_id, names = await blocking(

@@ -26,6 +26,7 @@ from cellplane.validation import IMAGE_NAME
 
 __all__ = [
     "catalog_name",
+    "docker_progress",
     "dockerfile_bases",
     "error_line",
     "from_rootfs",
@@ -212,6 +213,20 @@ def dockerfile_bases(text: str, buildargs: dict[str, str]) -> list[str]:
     if not froms:
         raise Refused(400, "Dockerfile: no FROM instruction")
     return bases
+
+
+_ENGINE_STEP = re.compile(r"^STEP (\d+)/(\d+): ", re.MULTILINE)
+_ENGINE_ARROW = re.compile(r"^--> ", re.MULTILINE)
+
+
+def docker_progress(doc: dict[str, Any]) -> dict[str, Any]:
+    """An engine's build progress line in Docker's words: podman's `STEP 1/3: FROM x` and
+    `--> 1a2b` are Docker's `Step 1/3 : FROM x` and ` ---> 1a2b`."""
+    stream = doc.get("stream")
+    if not isinstance(stream, str):
+        return doc
+    stream = _ENGINE_STEP.sub(r"Step \1/\2 : ", stream)
+    return {**doc, "stream": _ENGINE_ARROW.sub(" ---> ", stream)}
 
 
 def json_line(doc: dict[str, Any]) -> bytes:

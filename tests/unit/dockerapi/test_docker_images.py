@@ -233,3 +233,11 @@ def test_a_symlink_climbing_inside_the_archive_is_fine_but_not_out_of_it(tmp_pat
     with tarfile.open(bad) as tf, pytest.raises(ValidationFailed) as e:
         images.check_members(tf, 10)
     assert "points outside it" in e.value.errors[0].message
+
+
+def test_engine_progress_reads_as_dockers() -> None:
+    doc = {"stream": "STEP 2/3: RUN echo hi\nhi\n--> 1a2b3c\n"}
+    assert image_archive.docker_progress(doc) == {
+        "stream": "Step 2/3 : RUN echo hi\nhi\n ---> 1a2b3c\n"
+    }
+    assert image_archive.docker_progress({"status": "x"}) == {"status": "x"}
