@@ -1,13 +1,14 @@
 """Image builds on this host, for the server's Docker-compatible endpoint (`docker build`).
 
 `POST /builds?spec=<json>`: the body is the build context (a tar with the Dockerfile), `spec` the
-options (`tag`, `dockerfile`, `buildargs`, `labels`, `nocache`, `quiet`) and the catalogue
+options (`tag`, `dockerfile`, `buildargs`, `labels`, `target`, `nocache`, `quiet`) and the catalogue
 images the Dockerfile starts from (`bases`: id, engine_ref, the name FROM gives). Each base is
 loaded from the server when the engine lacks it and tagged with that name (there is no registry
 to pull from); then the engine builds, and its JSON progress lines (Docker's) are relayed as they
 come. The built image is saved as a docker-archive; the last line, `{"cellplane_build": ID,
 "image": "sha256:..."}`, says where the server fetches it: `GET /builds/ID` (once: the file goes
-after it is sent). Errors are Docker's progress errors (`{"error": ..., "errorDetail": ...}`).
+after it is sent; an agent starting removes what an earlier run left). Errors are Docker's
+progress errors (`{"error": ..., "errorDetail": ...}`).
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ class Builder:
         self.engine = engine
         self.server = server
         self.dir = scratch / "builds"
+        # What an earlier run left (a context, a build the server never fetched) is nobody's.
+        for stale in self.dir.glob("*.tar") if self.dir.is_dir() else ():
+            stale.unlink(missing_ok=True)
 
     def _base(self, base: dict[str, Any]) -> None:
         ref, name = str(base["engine_ref"]), str(base["name"])

@@ -94,3 +94,10 @@ def test_a_base_that_cannot_be_prepared_is_a_docker_error(tmp_path: Path) -> Non
 
     lines = _run(Builder(Refusing({"sha256:aa"}, []), Server(), tmp_path), tmp_path, [BASE])
     assert lines[-1]["error"] == "preparing the base image: no such image"
+
+
+def test_an_agent_starting_removes_what_an_earlier_run_left(tmp_path: Path) -> None:
+    (tmp_path / "builds").mkdir()
+    (tmp_path / "builds" / "bdeadbeef.tar").write_text("never fetched")
+    Builder(Engine(set(), []), Server(), tmp_path)
+    assert list((tmp_path / "builds").iterdir()) == []
