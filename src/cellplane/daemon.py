@@ -278,6 +278,7 @@ def run_agent(
     _agent_import_diet()
     from cellplane import logs
     from cellplane.agent import isolation
+    from cellplane.agent.build import Builder
     from cellplane.agent.endpoint import AgentEndpoint
     from cellplane.agent.runner import Agent, AgentConfig
     from cellplane.agent.server_client import ServerClient
@@ -335,7 +336,10 @@ def run_agent(
     )
     runner = Agent(cfg, driver, client, engine=engine)
     transfer = VolumeTransfer(driver, scratch=base, host_id=lambda: runner.host_id)
-    endpoint = AgentEndpoint(driver, runner.agent_secret, host=address, volumes=transfer)
+    builder = Builder(driver, client, base)
+    endpoint = AgentEndpoint(
+        driver, runner.agent_secret, host=address, volumes=transfer, builder=builder
+    )
     endpoint.start()
     runner.agent_url = endpoint.url
     stop = threading.Event()

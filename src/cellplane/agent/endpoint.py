@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlparse
 
 import structlog
 
+from cellplane.agent.build import Builder
 from cellplane.agent.exec_relay import parse_attach, relay
 from cellplane.agent.volume_transfer import VolumeTransfer
 from cellplane.drivers.base import Driver
@@ -39,6 +40,7 @@ class AgentEndpoint:
         port: int = 0,
         *,
         volumes: VolumeTransfer | None = None,
+        builder: Builder | None = None,
     ) -> None:
         endpoint = self
         transfer = volumes or VolumeTransfer(driver)
@@ -93,8 +95,17 @@ class AgentEndpoint:
                 if (path := self._volume_path()) is not None:
                     transfer.delete(self, path)  # type: ignore[arg-type]
 
+            def _builds(self) -> str | None:
+                path = urlparse(self.path).path
+                return (
+                    path.removeprefix("/builds").strip("/") if path.startswith("/builds") else None
+                )
+
             def do_GET(self) -> None:
                 if not self._auth():
+                    return
+                if builder is not None and (build_id := self._builds()):
+                    builder.get(self, build_id)
                     return
                 if (path := self._volume()) is not None:
                     transfer.get(self, path)  # type: ignore[arg-type]
@@ -138,7 +149,12 @@ class AgentEndpoint:
                     self._json(502, {"error": str(e)})
 
             def do_POST(self) -> None:
-                if not self._auth() or (target := self._cell()) is None:
+                if not self._auth():
+                    return
+                if builder is not None and self._builds() == "":
+                    builder.post(self, parse_qs(urlparse(self.path).query))
+                    return
+                if (target := self._cell()) is None:
                     return
                 cell_id, what = target
                 length = int(self.headers.get("Content-Length") or 0)

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from cellplane import __version__
 from cellplane.dockerapi import containers, streams
+from cellplane.dockerapi import images as images_routes
 from cellplane.dockerapi.base import (
     CTX,
     PRINCIPAL,
@@ -204,37 +205,6 @@ async def info(request: web.Request) -> web.Response:
     )
 
 
-def _image_view(img: dict[str, Any]) -> dict[str, Any]:
-    name = str(img["name"])
-    tag = name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
-    return {
-        "Id": f"sha256:{img.get('sha256') or ''}",
-        "ParentId": "",
-        "RepoTags": [tag],
-        "RepoDigests": [],
-        "Created": 0,
-        "Size": int(img.get("size_bytes") or 0),
-        "SharedSize": -1,
-        "VirtualSize": int(img.get("size_bytes") or 0),
-        "Labels": {},
-        "Containers": -1,
-    }
-
-
-async def image_list(request: web.Request) -> web.Response:
-    items = await blocking(images.list_images, context(request).svc)
-    return json_response([_image_view(i) for i in items])
-
-
-async def image_pull(request: web.Request) -> web.Response:
-    ref = request.query.get("fromImage", "")
-    raise Refused(
-        501,
-        f"pulling images ({ref or '?'}) is not supported on this endpoint yet; import the image "
-        "into Cellplane (`cellplane image import NAME FILE.tar`) and run it by that name",
-    )
-
-
 def make_app(ctx: EndpointContext) -> web.Application:
     app = web.Application(middlewares=[docker_errors, version_and_caller, audited])
     app[CTX] = ctx
@@ -243,8 +213,7 @@ def make_app(ctx: EndpointContext) -> web.Application:
         ("HEAD", "/_ping", ping),
         ("GET", "/version", version),
         ("GET", "/info", info),
-        ("GET", "/images/json", image_list),
-        ("POST", "/images/create", image_pull),
+        *images_routes.routes(),
         *containers.routes(),
         *streams.routes(),
     ]

@@ -374,6 +374,39 @@ class PodmanDriver:
         with _translated("image"):
             self._api.remove_image(ref)
 
+    def tag_image(self, ref: str, name: str) -> None:
+        """Give the image `ref` the name `name` (`repo[:tag]`) in local storage."""
+        last = name.rsplit("/", 1)[-1]
+        repo, tag = name.rsplit(":", 1) if ":" in last else (name, "latest")
+        with _translated("image"):
+            self._untyped.tag(ref, repo, tag)
+
+    def build_image(self, context: Path, options: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Build from a context tar (the engine's Docker-compatible build): its JSON progress
+        lines, as they come. `options`: tag, dockerfile, buildargs, labels, target, nocache, quiet."""
+        with _translated("image"), context.open("rb") as f:
+            yield from self._untyped.build(
+                fileobj=f,
+                custom_context=True,
+                tag=options.get("tag"),
+                dockerfile=options.get("dockerfile") or None,
+                buildargs=options.get("buildargs") or None,
+                labels=options.get("labels") or None,
+                target=options.get("target") or None,
+                nocache=bool(options.get("nocache")),
+                quiet=bool(options.get("quiet")),
+                rm=True,
+                forcerm=True,
+                decode=True,
+                timeout=3600,
+            )
+
+    def save_image(self, ref: str, dest: Path) -> None:
+        """Write the image `ref` to `dest` as a docker-archive."""
+        with _translated("image"), dest.open("wb") as f:
+            for chunk in self._untyped.get_image(ref):
+                f.write(chunk)
+
     # -- containers -------------------------------------------------------------------
 
     def _creator(self, spec: ContainerSpec) -> docker.APIClient:

@@ -129,6 +129,21 @@ def _escapes(name: str) -> bool:
     return name.startswith("/") or ".." in parts
 
 
+def _link_escapes(name: str, target: str) -> bool:
+    """A symlink's target, resolved from the link's own directory, leaves the archive."""
+    if target.startswith("/"):
+        return True
+    depth = 0
+    for part in name.replace("\\", "/").split("/")[:-1] + target.replace("\\", "/").split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", "."):
+            depth += 1
+    return False
+
+
 def check_members(tf: tarfile.TarFile, upload_size: int) -> list[str]:
     """The archive's member names, read once, header by header; ValidationFailed for a member
     that escapes it (`../`, an absolute path, a link pointing outside) and for an archive that
@@ -143,7 +158,9 @@ def check_members(tf: tarfile.TarFile, upload_size: int) -> list[str]:
             raise ValidationFailed.field(
                 "body", f"the archive's member {info.name!r} points outside it (../ or absolute)"
             )
-        if info.issym() and (info.linkname.startswith("/") or _escapes(info.linkname)):
+        # A relative symlink may climb within the archive (docker-archives written by podman link
+        # `ID/layer.tar` to `../DIGEST.tar`), never out of it.
+        if info.issym() and _link_escapes(info.name, info.linkname):
             raise ValidationFailed.field(
                 "body",
                 f"the archive's symlink {info.name!r} points outside it ({info.linkname!r})",
@@ -247,6 +264,8 @@ def delete_image(svc: Services, ref: str) -> None:
         if img.kind == "host":
             raise Conflict("the host image is built in and cannot be deleted")
         path = img.path
+        # Another name of the same image (`docker tag`) keeps the file.
+        shared = s.scalar(select(Image.id).where(Image.path == path, Image.id != img.id).limit(1))
         s.delete(img)
-    if path:
+    if path and not shared:
         Path(path).unlink(missing_ok=True)

@@ -1,0 +1,239 @@
+"""Docker image references and archives for the endpoint's image routes. Pure: files given by path,
+no state, no network.
+
+Cellplane's catalogue names an image by one word (`busybox`, `app:1.2`): a Docker reference maps
+to it by dropping Docker Hub's prefixes and a `:latest` tag (`docker.io/library/busybox:latest` is
+`busybox`). An archive is a docker-archive tarball (`manifest.json`, the config, the layers), as
+`docker save` writes and `docker load` reads; `retag` rewrites its RepoTags on the way out,
+`from_rootfs` wraps a root filesystem tar (`docker import`) into one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import shutil
+import tarfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+from cellplane.dockerapi.mapping import Refused
+from cellplane.validation import IMAGE_NAME
+
+__all__ = [
+    "catalog_name",
+    "docker_progress",
+    "dockerfile_bases",
+    "error_line",
+    "from_rootfs",
+    "image_config",
+    "json_line",
+    "repo_tag",
+    "retag",
+]
+
+_HUB_PREFIXES = ("docker.io/", "index.docker.io/", "registry-1.docker.io/")
+_MAX_CONFIG_BYTES = 4 * 1024 * 1024
+
+
+def catalog_name(ref: str) -> str:
+    """The catalogue's name for a Docker reference; Refused (400) naming what cannot be one."""
+    name = ref.strip()
+    for prefix in _HUB_PREFIXES:
+        name = name.removeprefix(prefix)
+    name = name.removeprefix("library/")
+    name = name.removesuffix(":latest")
+    if "/" in name:
+        raise Refused(
+            400,
+            f"invalid reference {ref!r}: Cellplane's image catalogue has one-word names "
+            "(no registry or repository path); use e.g. 'app' or 'app:1.0'",
+        )
+    if not name or not IMAGE_NAME.fullmatch(name) or name.endswith(":"):
+        raise Refused(
+            400,
+            f"invalid reference {ref!r}: 1-128 letters, digits and '_.:@+-', starting with a "
+            "letter or digit",
+        )
+    return name
+
+
+def repo_tag(name: str) -> str:
+    """The catalogue name as Docker shows it (`busybox` -> `busybox:latest`)."""
+    return name if ":" in name else f"{name}:latest"
+
+
+def _members(tf: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
+    return {m.name.removeprefix("./"): m for m in tf.getmembers()}
+
+
+def _read(tf: tarfile.TarFile, info: tarfile.TarInfo) -> Any:
+    if info.size > _MAX_CONFIG_BYTES:
+        raise ValueError(f"{info.name} is larger than {_MAX_CONFIG_BYTES} bytes")
+    f = tf.extractfile(info)
+    if f is None:
+        raise ValueError(f"{info.name} is not a file")
+    return json.loads(f.read())
+
+
+def image_config(path: Path) -> dict[str, Any]:
+    """The image config (`config`, `created`, `history`, `rootfs`...) of a docker-archive or OCI
+    archive already checked by the catalogue; {} when it cannot be read."""
+    try:
+        with tarfile.open(path) as tf:
+            members = _members(tf)
+            if "manifest.json" in members:
+                manifest = _read(tf, members["manifest.json"])
+                doc = _read(tf, members[str(manifest[0]["Config"]).removeprefix("./")])
+            else:
+                index = _read(tf, members["index.json"])
+                algo, hexd = str(index["manifests"][0]["digest"]).split(":", 1)
+                man = _read(tf, members[f"blobs/{algo}/{hexd}"])
+                algo, hexd = str(man["config"]["digest"]).split(":", 1)
+                doc = _read(tf, members[f"blobs/{algo}/{hexd}"])
+    except (tarfile.TarError, OSError, KeyError, ValueError, TypeError, IndexError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def retag(src: Path, dest: Path, tags: list[str]) -> None:
+    """Copy a docker-archive with its manifest's RepoTags replaced by `tags` (what `docker save
+    NAME` gives: the archive loads back under the names asked for). An OCI archive is copied as
+    it is."""
+    with tarfile.open(src) as tf:
+        members = _members(tf)
+        if "manifest.json" not in members:
+            shutil.copyfile(src, dest)
+            return
+        manifest = _read(tf, members["manifest.json"])
+        manifest[0]["RepoTags"] = tags
+        data = json.dumps(manifest).encode()
+        with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as out:
+            for info in tf:
+                name = info.name.removeprefix("./")
+                if name == "repositories":
+                    continue  # the old names; manifest.json is what loaders read
+                if name == "manifest.json":
+                    info = tarfile.TarInfo("manifest.json")
+                    info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+                    out.addfile(info, io.BytesIO(data))
+                elif info.isfile():
+                    out.addfile(info, tf.extractfile(info))
+                else:
+                    out.addfile(info)
+
+
+def _digest_file(f: IO[bytes]) -> str:
+    h = hashlib.sha256()
+    while chunk := f.read(1 << 20):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def from_rootfs(rootfs: Path, dest: Path, tag: str, changes: dict[str, Any]) -> None:
+    """A docker-archive with one layer, the root filesystem tar `rootfs` (plain or compressed),
+    and a config holding `changes` (Cmd, Env, Entrypoint, WorkingDir...): `docker import`."""
+    layer = dest.with_suffix(".layer")
+    try:
+        with tarfile.open(rootfs) as tf, tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as lt:
+            for info in tf:  # decompressed, member by member (the caller checked them)
+                lt.addfile(info, tf.extractfile(info) if info.isfile() else None)
+        with layer.open("rb") as f:
+            diff_id = _digest_file(f)
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        config = {
+            "architecture": "amd64",
+            "os": "linux",
+            "created": now,
+            "config": changes,
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]},
+            "history": [{"created": now, "created_by": "docker import (cellplane)"}],
+        }
+        cfg = json.dumps(config, sort_keys=True).encode()
+        cfg_name = f"{hashlib.sha256(cfg).hexdigest()}.json"
+        manifest = json.dumps(
+            [{"Config": cfg_name, "RepoTags": [tag], "Layers": [f"{diff_id}/layer.tar"]}]
+        ).encode()
+        with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as out:
+            for name, data in ((cfg_name, cfg), ("manifest.json", manifest)):
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+                out.addfile(info, io.BytesIO(data))
+            out.add(str(layer), arcname=f"{diff_id}/layer.tar")
+    finally:
+        layer.unlink(missing_ok=True)
+
+
+_ARG_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _logical_lines(text: str) -> Iterable[str]:
+    """The Dockerfile's instructions: comments dropped, `\\` continuations joined."""
+    current = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        yield current + line
+        current = ""
+    if current:
+        yield current
+
+
+def dockerfile_bases(text: str, buildargs: dict[str, str]) -> list[str]:
+    """The images a Dockerfile starts from (FROM), in order, without `scratch` and without its
+    own stages (`FROM build AS x` ... `FROM x`); ARGs before the first FROM are substituted."""
+    args: dict[str, str] = {}
+    stages: set[str] = set()
+    bases: list[str] = []
+    froms = 0
+    for line in _logical_lines(text):
+        word, _, rest = line.partition(" ")
+        word = word.upper()
+        if word == "ARG" and not froms:
+            key, eq, default = rest.strip().partition("=")
+            args[key.strip()] = buildargs.get(key.strip(), default.strip().strip('"') if eq else "")
+        elif word == "FROM":
+            froms += 1
+            parts = [p for p in rest.split() if not p.startswith("--")]
+            if not parts:
+                raise Refused(400, "Dockerfile: FROM names no image")
+            image = _ARG_REF.sub(lambda m: args.get(m.group(1) or m.group(2), ""), parts[0])
+            if len(parts) >= 3 and parts[1].lower() == "as":
+                stages.add(parts[2].lower())
+            if image.lower() != "scratch" and image.lower() not in stages and image not in bases:
+                bases.append(image)
+    if not froms:
+        raise Refused(400, "Dockerfile: no FROM instruction")
+    return bases
+
+
+_ENGINE_STEP = re.compile(r"^STEP (\d+)/(\d+): ", re.MULTILINE)
+_ENGINE_ARROW = re.compile(r"^--> ", re.MULTILINE)
+
+
+def docker_progress(doc: dict[str, Any]) -> dict[str, Any]:
+    """An engine's build progress line in Docker's words: podman's `STEP 1/3: FROM x` and
+    `--> 1a2b` are Docker's `Step 1/3 : FROM x` and ` ---> 1a2b`."""
+    stream = doc.get("stream")
+    if not isinstance(stream, str):
+        return doc
+    stream = _ENGINE_STEP.sub(r"Step \1/\2 : ", stream)
+    return {**doc, "stream": _ENGINE_ARROW.sub(" ---> ", stream)}
+
+
+def json_line(doc: dict[str, Any]) -> bytes:
+    """One line of Docker's JSON progress stream."""
+    return json.dumps(doc).encode() + b"\r\n"
+
+
+def error_line(message: str) -> bytes:
+    """A failure as Docker's progress stream reports it (the CLI prints it and exits 1)."""
+    return json_line({"errorDetail": {"message": message}, "error": message})
