@@ -70,10 +70,6 @@ def _sqlite_pragmas(busy_ms: int) -> Any:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={busy_ms:d}")
-        # Each connection has its own page cache (2 MB by default) and the pool keeps up to one
-        # connection per thread open: 512 kB each holds a small deployment's hot pages, and the
-        # operating system's file cache serves the rest.
-        cur.execute("PRAGMA cache_size=-512")
         cur.close()
 
     return on_connect
