@@ -372,8 +372,21 @@ class Execs:
             pass
         self._ended(inst, None)
 
+    async def resize_container(self, request: web.Request) -> web.Response:
+        """`POST /containers/{id}/resize`: a container's main process has no TTY on this
+        endpoint (`run -t` is refused at create), so there is nothing to resize."""
+        ctx, p = context(request), principal(request)
+        _size_param(request)
+        cell = await blocking(resolve, ctx, p, request.match_info["ref"])
+        raise Refused(
+            409,
+            f"container {docker_id(cell['id'])} has no TTY to resize (-t/--tty is not "
+            "supported on this endpoint yet; exec -t sessions resize through /exec/ID/resize)",
+        )
+
     def routes(self) -> list[tuple[str, str, Any]]:
         return [
+            ("POST", "/containers/{ref}/resize", self.resize_container),
             ("POST", "/containers/{ref}/exec", self.create),
             ("POST", "/exec/{id}/start", self.start),
             ("POST", "/exec/{id}/resize", self.resize),

@@ -7,14 +7,18 @@ One deployment for the module; one running container shared by the exec tests.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import select
+import struct
 import subprocess
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
 
 from cellplane.client import Client
@@ -23,6 +27,10 @@ from cellplane.testing.harness import Deployment
 from .conftest import DOCKER, SLEEP, Endpoint, unique, user_token
 
 pytestmark = pytest.mark.integration
+
+
+#: The window size of the tests' pseudo-terminal.
+ROWS, COLS = 33, 101
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +49,7 @@ def _under_pty(ep: Endpoint, *args: str, send: bytes = b"", timeout: float = 60)
     everything it printed. `send` is typed once the CLI has printed something (or at once)."""
     assert DOCKER is not None
     controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
     proc = subprocess.Popen(
         [DOCKER, *args],
         env=ep.env(),
@@ -103,7 +112,7 @@ def test_docker_exec_i_forwards_piped_stdin_until_its_end(ep_a: Endpoint, box: s
 
 
 def test_docker_exec_it_runs_under_a_terminal(ep_a: Endpoint, box: str) -> None:
-    code, out = _under_pty(ep_a, "exec", "-it", box, "sh", "-c", "tty; stty size; exit 5")
+    code, out = _under_pty(ep_a, "exec", "-it", box, "sh", "-c", "tty; exit 5")
     assert code == 5, out
     assert "/dev/pts/" in out
     assert "\x00" not in out
@@ -137,6 +146,14 @@ def test_docker_py_exec_run_and_exec_inspect(ep_a: Endpoint, box: str) -> None:
         client.api.exec_start(exec_id)
         after = client.api.exec_inspect(exec_id)
         assert after["ExitCode"] == 0 and after["ContainerID"] == container.id
+        # Detached (`docker exec -d`): the start answers at once, the exit code comes later.
+        detached = client.api.exec_create(box, ["sh", "-c", "sleep 1; exit 9"])["Id"]
+        assert client.api.exec_start(detached, detach=True) in (b"", "")
+        deadline = time.monotonic() + 30
+        while (seen := client.api.exec_inspect(detached))["Running"]:
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.2)
+        assert seen["ExitCode"] == 9
     finally:
         client.close()
 
@@ -148,6 +165,13 @@ def test_refused_exec_options_name_themselves(ep_a: Endpoint, box: str) -> None:
     assert p.returncode != 0 and "--user is not supported" in p.stderr
     p = ep_a.docker("exec", "no-such-container", "true")
     assert p.returncode != 0 and "No such container" in p.stderr
+    client = ep_a.py()
+    try:
+        with pytest.raises(docker.errors.APIError) as err:
+            client.api.resize(box, 24, 80)
+        assert err.value.status_code == 409 and "no TTY" in str(err.value)
+    finally:
+        client.close()
 
 
 def test_a_viewer_cannot_exec(
