@@ -12,7 +12,7 @@ from typing import Any
 import pydantic
 from aiohttp import web
 
-from cellplane.dockerapi import mapping, views
+from cellplane.dockerapi import mapping, streams, views
 from cellplane.dockerapi.base import (
     EndpointContext,
     blocking,
@@ -161,6 +161,7 @@ async def start(request: web.Request) -> web.Response:
     if views.docker_state(cell) == "running":
         return web.Response(status=304)
     await _run(ctx, p, "start", cell["id"], None)
+    streams.watch_auto_remove(ctx, p, cell)  # `--rm`: removed once it has exited
     return web.Response(status=204)
 
 

@@ -16,6 +16,7 @@ from cellplane.validation import is_dns_label
 
 __all__ = [
     "API_VERSION",
+    "AUTO_REMOVE_LABEL",
     "ISOLATION_LABEL",
     "MIN_API_VERSION",
     "RESTART_LABEL",
@@ -34,6 +35,8 @@ MIN_API_VERSION = "1.24"
 #: Docker's `unless-stopped` is Cellplane's `always` (a stopped cell stays stopped); this label
 #: keeps the name the client gave, so `inspect` reports it back.
 RESTART_LABEL = "cellplane.docker.restart"
+#: The label that marks a `--rm` container: removed once it has exited (dockerapi.streams).
+AUTO_REMOVE_LABEL = "cellplane.docker.autoremove"
 _MIB = 1024 * 1024
 
 
@@ -112,7 +115,6 @@ _REFUSED: dict[tuple[str, str], tuple[str, str, int]] = {
     ("HostConfig", "Ulimits"): ("--ulimit", _NOT_YET, 400),
     ("HostConfig", "GroupAdd"): ("--group-add", _NOT_YET, 400),
     ("HostConfig", "PublishAllPorts"): ("-P/--publish-all", _NOT_YET, 400),
-    ("HostConfig", "AutoRemove"): ("--rm", _NOT_YET, 400),
     ("HostConfig", "Init"): ("--init", _NOT_YET, 400),
     ("HostConfig", "CpusetCpus"): ("--cpuset-cpus", _NOT_YET, 400),
     ("HostConfig", "CpusetMems"): ("--cpuset-mems", _NOT_YET, 400),
@@ -332,6 +334,10 @@ def cell_fields(name: str | None, body: dict[str, Any]) -> dict[str, Any]:
         fields["pids_limit"] = pids
     if isolation is not None:
         fields["isolation"] = isolation
+    if host.get("AutoRemove"):
+        if fields["restart"]["policy"] != "never":
+            raise Refused(400, "Conflicting options: --restart and --rm (AutoRemove)")
+        labels[AUTO_REMOVE_LABEL] = "true"
     return fields
 
 

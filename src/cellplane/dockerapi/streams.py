@@ -1,4 +1,4 @@
-"""Streaming container routes: logs, wait, attach (output only).
+"""Streaming container routes: logs, wait, attach (output only); the removal of `--rm` containers.
 
 Logs come from the cell's host agent through `services.agent_proxy.open_docker_logs`, already in
 Docker's framing (8-byte headers naming stdout or stderr), and are relayed as they are. `attach`
@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from cellplane.dockerapi import views
@@ -24,17 +26,25 @@ from cellplane.dockerapi.base import (
     flag,
     principal,
     resolve,
+    settle,
 )
-from cellplane.dockerapi.mapping import Refused
+from cellplane.dockerapi.mapping import AUTO_REMOVE_LABEL, Refused
 from cellplane.errors import Conflict, NotFound
 from cellplane.services import agent_proxy, cell_access, cells
 from cellplane.services.context import Principal
 
-__all__ = ["routes"]
+__all__ = ["RAW_STREAM", "HalfClose", "routes", "watch_auto_remove"]
+
+log = structlog.get_logger("cellplane.dockerapi")
 
 RAW_STREAM = "application/vnd.docker.raw-stream"
 _ENDED = ("exited", "dead")
 _WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
+#: Exit codes of the `--rm` containers this process removed (the newest, bounded): a
+#: `wait condition=removed` that only sees the container gone still answers its exit code.
+_REMOVED_CODES: OrderedDict[str, int] = OrderedDict()
+_REMOVED_KEPT = 1000
+_REMOVERS: set[asyncio.Task[None]] = set()
 
 
 def _int_param(request: web.Request, name: str, default: int | None) -> int | None:
@@ -135,7 +145,7 @@ async def _wait_for(
         try:
             cell = await blocking(cells.get, ctx.svc, p, cell["id"])
         except NotFound:
-            return int(last.get("exit_code") or 0)
+            return _REMOVED_CODES.get(cell["id"], int(last.get("exit_code") or 0))
         last = cell
         state = views.docker_state(cell)
         if (
@@ -168,6 +178,38 @@ async def wait(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+def watch_auto_remove(ctx: EndpointContext, p: Principal, before: dict[str, Any]) -> None:
+    """After the start of a `--rm` container (`before`: the cell as seen before the start),
+    remove it once it has exited, as Docker's AutoRemove does. Nothing for other containers."""
+    if (before.get("labels") or {}).get(AUTO_REMOVE_LABEL) != "true":
+        return
+    task = asyncio.get_running_loop().create_task(_auto_remove(ctx, p, before))
+    _REMOVERS.add(task)
+    task.add_done_callback(_REMOVERS.discard)
+
+
+def _delete(ctx: EndpointContext, p: Principal, cell_id: str) -> str:
+    with ctx.svc.db.session() as s:
+        out = cells.delete(ctx.svc, s, p, cell_id)
+    ctx.svc.notifier.publish(*out.topics)
+    return str(out.body["id"])
+
+
+async def _auto_remove(ctx: EndpointContext, p: Principal, before: dict[str, Any]) -> None:
+    try:
+        code = await _wait_for(ctx, p, before, "next-exit")
+        _REMOVED_CODES[before["id"]] = code
+        while len(_REMOVED_CODES) > _REMOVED_KEPT:
+            _REMOVED_CODES.popitem(last=False)
+        try:
+            task_id = await blocking(_delete, ctx, p, before["id"])
+        except (Conflict, NotFound):  # removed meanwhile, or its removal is under way
+            return
+        await settle(ctx, p, task_id, 300.0)
+    except Exception:
+        log.exception("removing a --rm container failed", cell=before["id"])
+
+
 class _Output(asyncio.Protocol):
     """The hijacked connection's reader: standard input is not attached, so what the client
     sends is dropped; `closed` is set when the connection is gone."""
@@ -181,14 +223,14 @@ class _Output(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         # The docker CLI half-closes its side; the output goes on. (Under TLS the answer is
-        # the TLS layer's, see _HalfClose.)
+        # the TLS layer's, see HalfClose.)
         return not self.tls
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed.set()
 
 
-class _HalfClose:
+class HalfClose:
     """Keep a hijacked TLS connection writable after the client's half-close.
 
     The docker CLI ends its side right after the 101 when it has no standard input to send
@@ -235,7 +277,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
     if transport is None:
         return resp
     # Before the 101 goes out: the client half-closes as soon as it reads it.
-    guard = _HalfClose(transport)
+    guard = HalfClose(transport)
     out = _Output(guard.tls)
     transport.set_protocol(out)
     try:

@@ -10,7 +10,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from cellplane.dockerapi.mapping import RESTART_LABEL, Refused
+from cellplane.dockerapi.mapping import AUTO_REMOVE_LABEL, RESTART_LABEL, Refused
 
 __all__ = [
     "docker_id",
@@ -210,7 +210,7 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
             "PortBindings": bindings,
             "RestartPolicy": _restart_policy(cell),
             "Runtime": "runsc" if cell.get("isolation") == "sandbox" else "runc",
-            "AutoRemove": False,
+            "AutoRemove": (cell.get("labels") or {}).get(AUTO_REMOVE_LABEL) == "true",
             "Privileged": False,
             "NanoCpus": round(cell["cpu"] * 1e9),
             "Memory": cell["memory_mb"] * 1024 * 1024,

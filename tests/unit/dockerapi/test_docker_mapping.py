@@ -127,7 +127,11 @@ def test_every_supported_option_maps_onto_the_cell() -> None:
         ),
         ({"Tty": True}, 400, "-t/--tty is not supported"),
         ({"OpenStdin": True}, 400, "-i/--interactive"),
-        ({"HostConfig": {"AutoRemove": True}}, 400, "--rm is not supported"),
+        (
+            {"HostConfig": {"AutoRemove": True, "RestartPolicy": {"Name": "always"}}},
+            400,
+            "--restart and --rm",
+        ),
         ({"HostConfig": {"NetworkMode": "mynet"}}, 400, "--network mynet"),
         ({"Volumes": {"/data": {}}}, 400, "anonymous volumes"),
         ({"HostConfig": {"Memory": 1024}}, 400, "Minimum memory limit"),
@@ -153,6 +157,13 @@ def test_read_only_and_pids_limit_map_onto_the_cells_hardening_opt_ins() -> None
     assert CellCreate.model_validate(f).pids_limit == 64
     plain = cell_fields("x", body(HostConfig={"ReadonlyRootfs": False, "PidsLimit": 0}))
     assert "read_only" not in plain and "pids_limit" not in plain
+
+
+def test_rm_marks_the_cell_for_removal_and_inspect_reports_it() -> None:
+    f = cell_fields("x", body(HostConfig={"AutoRemove": True}))
+    assert f["labels"] == {mapping.AUTO_REMOVE_LABEL: "true"}
+    assert f["restart"] == {"policy": "never"}
+    assert mapping.AUTO_REMOVE_LABEL not in cell_fields("x", body())["labels"]
 
 
 def test_container_names_are_cell_names() -> None:
