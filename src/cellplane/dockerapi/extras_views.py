@@ -204,7 +204,8 @@ def stats_view(
     sample: dict[str, Any], container_id: str, name: str, memory_limit: int
 ) -> dict[str, Any]:
     """An engine's stats sample as Docker's `GET /containers/{id}/stats` shows it, with the
-    container's endpoint id and name; a missing or zero memory limit is the cell's."""
+    container's endpoint id and name, and the cell's memory limit (`memory_limit`, 0: the
+    engine's)."""
     cpu = sample.get("cpu_stats") or {}
     precpu = sample.get("precpu_stats") or {}
 
@@ -224,9 +225,9 @@ def stats_view(
         }
 
     mem = sample.get("memory_stats") or {}
-    limit = _int(mem.get("limit"))
-    if not limit or limit >= 1 << 62:  # no limit known to the engine: the cell's
-        limit = memory_limit
+    # The cell's limit is the one its agent set on the cgroup; podman 4.3 goes on reporting the
+    # limit the container was created with after an update. The engine's only without one.
+    limit = memory_limit or _int(mem.get("limit"))
     pids = sample.get("pids_stats") or {}
     networks = sample.get("networks")
     return {

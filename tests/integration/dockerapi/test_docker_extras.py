@@ -17,6 +17,8 @@ import docker
 import pytest
 
 from cellplane.client import Client
+from cellplane.testing.cgroups import cgroup_limits
+from cellplane.testing.harness import Deployment
 
 from .conftest import SLEEP, Endpoint, unique
 
@@ -122,7 +124,9 @@ def test_docker_stats_top_and_pause(ep_a: Endpoint) -> None:
         ep_a.docker("rm", "-f", name)
 
 
-def test_docker_rename_port_and_update(ep_a: Endpoint, admin: Client) -> None:
+def test_docker_rename_port_and_update(
+    ep_a: Endpoint, admin: Client, deployment: Deployment
+) -> None:
     name, new, other = unique("rn"), unique("renamed"), unique("taken")
     port = _free_port()
     ep_a.ok("run", "-d", "--name", name, "-m", "64m", "-p", f"{port}:80", "busybox", *SLEEP)
@@ -148,7 +152,14 @@ def test_docker_rename_port_and_update(ep_a: Endpoint, admin: Client) -> None:
         assert info["HostConfig"]["NanoCpus"] == 250_000_000
         cell = _cells(admin, "team-a")[new]
         assert (cell["memory_mb"], cell["cpu"]) == (96, 0.25)
-        # ... and on the running container: the engine's own limit, as stats reports it.
+        # ... and on the running container: its cgroup's files, as the kernel enforces them.
+        engine = docker.APIClient(base_url=deployment.engine_url, version="1.41")
+        try:
+            pid = int(engine.inspect_container(f"cp-{cell['id']}")["State"]["Pid"])
+        finally:
+            engine.close()
+        got = cgroup_limits(pid)
+        assert (got.memory_bytes, got.cpu) == (96 * MiB, pytest.approx(0.25))
         usage = ep_a.ok("stats", "--no-stream", "--format", "{{.MemUsage}}", new)
         assert usage.split(" / ")[1].startswith("96MiB"), usage
         refused = ep_a.docker("update", "--cpu-shares", "512", new)

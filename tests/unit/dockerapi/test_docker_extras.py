@@ -141,7 +141,7 @@ def test_stats_view_has_dockers_shape_with_the_containers_id_and_name() -> None:
         "name": "cp-cel_x",
         "id": "engine-id",
     }
-    view = stats_view(sample, "a" * 64, "web", 32 * 1024 * 1024)
+    view = stats_view(sample, "a" * 64, "web", 64 * 1024 * 1024)
     assert view["id"] == "a" * 64 and view["name"] == "/web"
     assert view["cpu_stats"]["cpu_usage"]["total_usage"] == 500
     assert view["cpu_stats"]["online_cpus"] == 2
@@ -157,10 +157,12 @@ def test_stats_view_has_dockers_shape_with_the_containers_id_and_name() -> None:
     assert view["read"] == "2026-12-04T00:00:01Z"
 
 
-def test_stats_view_takes_the_cells_limit_when_the_engine_has_none() -> None:
-    unlimited = {"memory_stats": {"usage": 1, "limit": 2**63 - 1}}
-    assert stats_view(unlimited, "i", "n", 512)["memory_stats"]["limit"] == 512
-    assert stats_view({}, "i", "n", 7)["memory_stats"]["limit"] == 7
+def test_stats_view_reports_the_cells_limit_over_the_engines() -> None:
+    # podman 4.3 reports the limit of the container's creation after a live update
+    stale = {"memory_stats": {"usage": 1, "limit": 64 * 1024 * 1024}}
+    assert stats_view(stale, "i", "n", 96 * 1024 * 1024)["memory_stats"]["limit"] == 96 * 1024**2
+    assert stats_view(stale, "i", "n", 0)["memory_stats"]["limit"] == 64 * 1024 * 1024
+    assert stats_view({}, "i", "n", 0)["memory_stats"]["limit"] == 0
 
 
 def test_update_fields_reads_cpus_and_memory() -> None:
