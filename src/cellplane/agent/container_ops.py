@@ -1,7 +1,7 @@
 """The agent's container operations for the Docker-compatible endpoint: copy files in and out,
-stats, top, pause/unpause, new limits on the running container.
+stats, top, changes (diff), pause/unpause, new limits on the running container.
 
-`AgentEndpoint` hands these requests over (``/cells/{id}/archive|stats|top|pause|unpause|limits``);
+`AgentEndpoint` hands these requests over (``/cells/{id}/archive|stats|top|changes|pause|unpause|limits``);
 each is the engine's own operation through the driver (`drivers.podman_ops.ContainerOps`). Archives
 and stats are streamed both ways (chunked answers; a PUT's body read in chunks as the engine takes
 it), so the agent never holds a whole archive. Standard library only.
@@ -30,7 +30,7 @@ __all__ = ["GETS", "POSTS", "get", "head", "post", "put"]
 
 log = structlog.get_logger("cellplane.agent.container_ops")
 
-GETS = ("archive", "stats", "top")
+GETS = ("archive", "stats", "top", "changes")
 POSTS = ("pause", "unpause", "limits")
 CHUNK = 1 << 16
 KIND_HEADER = "X-Cellplane-Error-Kind"
@@ -151,6 +151,8 @@ def get(h: BaseHTTPRequestHandler, driver: Driver, cell_id: str, what: str) -> N
             _send_chunked(h, (json.dumps(s).encode() + b"\n" for s in samples))
 
         _guarded(h, cell_id, stats)
+    elif what == "changes":
+        _guarded(h, cell_id, lambda: _json(h, 200, {"changes": ops.changes(name)}))
     else:
         _guarded(h, cell_id, lambda: _json(h, 200, ops.top(name, q.get("ps_args", ""))))
 

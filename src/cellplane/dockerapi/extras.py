@@ -1,5 +1,5 @@
 """More container routes of a Docker-compatible endpoint: `cp` (the archive API), `stats`, `top`,
-`rename`, `update`; `pause`/`unpause` answer 501.
+`changes` (`diff`), `rename`, `update`; `pause`/`unpause` answer 501.
 
 Each reaches the cell's container through its host agent (`services.agent_proxy.
 open_container_op`, `agent.container_ops`), which uses the engine's own operation. Archives and
@@ -40,7 +40,7 @@ from cellplane.dockerapi.extras_views import (
 )
 from cellplane.dockerapi.mapping import Refused
 from cellplane.errors import Conflict, NotFound
-from cellplane.services import agent_proxy, cell_access, cell_changes
+from cellplane.services import agent_proxy, audit, cell_access, cell_changes
 from cellplane.services.context import Principal
 
 __all__ = ["routes"]
@@ -184,6 +184,17 @@ async def archive_put(request: web.Request) -> web.Response:
             read_timeout=300.0,
         )
         await resp.aclose()
+    # The endpoint's audit records POSTs and DELETEs; a copy into a container is a change too.
+    await blocking(
+        audit.record_now,
+        ctx.svc,
+        tenant_id=p.tenant_id,
+        actor=audit.actor_of(p),
+        action="docker PUT /containers/{ref}/archive",
+        target=f"cell:{cell['id']}",
+        source=request.remote or "",
+        detail={"path": path, "bytes": size, "endpoint": ctx.endpoint_id},
+    )
     return web.Response(status=200)
 
 
@@ -242,6 +253,21 @@ async def top(request: web.Request) -> web.Response:
         await upstream.aclose()
     return json_response(
         {"Titles": data.get("Titles") or [], "Processes": data.get("Processes") or []}
+    )
+
+
+async def changes(request: web.Request) -> web.Response:
+    ctx, p, cell = await _cell(request)
+    upstream = await _op(ctx, p, cell, "GET", "changes")
+    try:
+        data = json.loads(await upstream.aread())
+    finally:
+        await upstream.aclose()
+    return json_response(
+        [
+            {"Path": str(c.get("Path") or ""), "Kind": int(c.get("Kind") or 0)}
+            for c in data.get("changes") or []
+        ]
     )
 
 
@@ -307,6 +333,7 @@ def routes() -> list[tuple[str, str, Any]]:
         ("PUT", "/containers/{ref}/archive", archive_put),
         ("GET", "/containers/{ref}/stats", stats),
         ("GET", "/containers/{ref}/top", top),
+        ("GET", "/containers/{ref}/changes", changes),
         ("POST", "/containers/{ref}/rename", rename),
         ("POST", "/containers/{ref}/update", update),
         ("POST", "/containers/{ref}/pause", pause),

@@ -58,6 +58,9 @@ class ContainerOps(Protocol):
     def top(self, container_id: str, ps_args: str) -> dict[str, Any]:
         """{"Titles": [...], "Processes": [[...], ...]} of the container's processes."""
 
+    def changes(self, container_id: str) -> list[dict[str, Any]]:
+        """The container's filesystem changes: [{"Path": ..., "Kind": 0 changed|1 added|2 deleted}]."""
+
     def pause(self, container_id: str) -> None:
         """Freeze every process of the container (cgroup freezer)."""
 
@@ -184,6 +187,12 @@ class PodmanOps:
         _raise_for(res)
         data = res.json()
         return data if isinstance(data, dict) else {}
+
+    def changes(self, container_id: str) -> list[dict[str, Any]]:
+        res = self._call("_get", "/containers/{0}/changes", container_id)
+        _raise_for(res)
+        data = res.json()
+        return [c for c in data if isinstance(c, dict)] if isinstance(data, list) else []
 
     def pause(self, container_id: str) -> None:
         _raise_for(self._call("_post", "/containers/{0}/pause", container_id))

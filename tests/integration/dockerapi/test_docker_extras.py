@@ -71,6 +71,9 @@ def test_docker_cp_both_ways_and_docker_py_archives(ep_a: Endpoint, tmp_path: Pa
         assert missing.returncode != 0 and "/no/such/file" in missing.stderr, missing
         assert not (tmp_path / "x").exists()
 
+        # `docker diff`: what the copies changed in the container's filesystem.
+        diff = ep_a.ok("diff", name).splitlines()
+        assert "A /tmp/in.txt" in diff, diff
         client = ep_a.py()
         try:
             c = client.containers.get(name)
@@ -89,6 +92,22 @@ def test_docker_cp_both_ways_and_docker_py_archives(ep_a: Endpoint, tmp_path: Pa
                 c.get_archive("/tmp/ok.txt")
         finally:
             client.close()
+    finally:
+        ep_a.docker("rm", "-f", name)
+
+
+def test_docker_cp_into_a_read_only_root_is_dockers_refusal(ep_a: Endpoint, tmp_path: Path) -> None:
+    name = unique("ro")
+    ep_a.ok("run", "-d", "--read-only", "--name", name, "-m", "32m", "busybox", *SLEEP)
+    try:
+        src = tmp_path / "f.txt"
+        src.write_text("x")
+        refused = ep_a.docker("cp", str(src), f"{name}:/tmp/f.txt")
+        assert refused.returncode != 0
+        assert "container rootfs is marked read-only" in refused.stderr, refused
+        # Reading out of it is fine.
+        ep_a.ok("cp", f"{name}:/etc/passwd", str(tmp_path / "passwd"))
+        assert "root:" in (tmp_path / "passwd").read_text()
     finally:
         ep_a.docker("rm", "-f", name)
 
