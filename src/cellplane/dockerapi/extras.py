@@ -46,6 +46,9 @@ from cellplane.services.context import Principal
 __all__ = ["routes"]
 
 CHUNK = 1 << 16
+#: Copying files out of a container reads anything in it (keys, configuration), as an exec
+#: could: it takes what exec takes, not a viewer's `cells:read`.
+READ_FILES = "cells:write"
 
 
 async def _locate(
@@ -109,7 +112,9 @@ async def _cell(request: web.Request) -> tuple[EndpointContext, Principal, dict[
 async def archive_head(request: web.Request) -> web.Response:
     path = check_container_path(request.query.get("path", ""))
     ctx, p, cell = await _cell(request)
-    resp = await _op(ctx, p, cell, "HEAD", "archive", path=path, params={"path": path})
+    resp = await _op(
+        ctx, p, cell, "HEAD", "archive", path=path, permission=READ_FILES, params={"path": path}
+    )
     await resp.aclose()
     stat = _stat_of(resp.headers.get(STAT_HEADER))
     return web.Response(status=200, headers={STAT_HEADER: path_stat_header(stat)})
@@ -119,7 +124,15 @@ async def archive_get(request: web.Request) -> web.StreamResponse:
     path = check_container_path(request.query.get("path", ""))
     ctx, p, cell = await _cell(request)
     upstream = await _op(
-        ctx, p, cell, "GET", "archive", path=path, params={"path": path}, read_timeout=300.0
+        ctx,
+        p,
+        cell,
+        "GET",
+        "archive",
+        path=path,
+        permission=READ_FILES,
+        params={"path": path},
+        read_timeout=300.0,
     )
     try:
         stat = _stat_of(upstream.headers.get(STAT_HEADER))

@@ -20,7 +20,7 @@ from cellplane.client import Client
 from cellplane.testing.cgroups import cgroup_limits
 from cellplane.testing.harness import Deployment
 
-from .conftest import SLEEP, Endpoint, unique
+from .conftest import SLEEP, Endpoint, unique, user_token
 
 pytestmark = pytest.mark.integration
 
@@ -96,10 +96,19 @@ def test_docker_cp_both_ways_and_docker_py_archives(ep_a: Endpoint, tmp_path: Pa
         ep_a.docker("rm", "-f", name)
 
 
-def test_docker_cp_into_a_read_only_root_is_dockers_refusal(ep_a: Endpoint, tmp_path: Path) -> None:
+def test_cp_refusals_read_only_root_and_a_viewer(
+    ep_a: Endpoint, deployment: Deployment, admin: Client, tmp_path: Path
+) -> None:
     name = unique("ro")
     ep_a.ok("run", "-d", "--read-only", "--name", name, "-m", "32m", "busybox", *SLEEP)
     try:
+        # A project viewer sees the container but may not copy files out of it (nor in).
+        token = user_token(deployment, admin, unique("vic"), "project-viewer", "team-a")
+        viewer = Endpoint(deployment, "team-a", token, tmp_path / "viewer")
+        assert name in viewer.ok("ps", "--format", "{{.Names}}").split()
+        out = viewer.docker("cp", f"{name}:/etc/passwd", str(tmp_path / "stolen"))
+        assert out.returncode != 0 and "cells:write" in out.stderr, out
+        assert not (tmp_path / "stolen").exists()
         src = tmp_path / "f.txt"
         src.write_text("x")
         refused = ep_a.docker("cp", str(src), f"{name}:/tmp/f.txt")
