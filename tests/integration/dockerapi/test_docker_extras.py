@@ -9,7 +9,9 @@ from __future__ import annotations
 import io
 import json
 import socket
+import subprocess
 import tarfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from cellplane.client import Client
 from cellplane.testing.cgroups import cgroup_limits
 from cellplane.testing.harness import Deployment
 
-from .conftest import SLEEP, Endpoint, unique, user_token
+from .conftest import DOCKER, SLEEP, Endpoint, unique, user_token
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +56,33 @@ def _untar(chunks: Any) -> dict[str, bytes]:
             for m in tar.getmembers()
             if m.isfile()
         }
+
+
+def _streamed_stats_samples(ep: Endpoint, name: str, wanted: int) -> int:
+    """Run `docker stats NAME` (streaming) until it printed `wanted` samples of NAME (or a
+    backstop of 90 s for a hung stream ran out); the samples seen."""
+    assert DOCKER is not None
+    proc = subprocess.Popen(
+        [DOCKER, "stats", "--format", "SAMPLE {{.Name}} {{.MemUsage}}", name],
+        env=ep.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    backstop = threading.Timer(90, proc.kill)
+    backstop.start()
+    seen = 0
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            if f"SAMPLE {name} ".encode() in raw:
+                seen += 1
+                if seen >= wanted:
+                    break
+    finally:
+        backstop.cancel()
+        proc.kill()
+        proc.wait()
+    return seen
 
 
 def test_docker_cp_both_ways_and_docker_py_archives(ep_a: Endpoint, tmp_path: Path) -> None:
@@ -145,6 +174,8 @@ def test_docker_stats_top_and_pause(ep_a: Endpoint) -> None:
             stream.close()  # type: ignore[attr-defined]
         finally:
             client.close()
+        # The docker CLI's own streaming `stats`: two samples of the container, then it is ended.
+        assert _streamed_stats_samples(ep_a, name, wanted=2) >= 2
         paused = ep_a.docker("pause", name)
         assert paused.returncode != 0 and "not supported" in paused.stderr
         assert ep_a.ok("inspect", "-f", "{{.State.Status}}", name).strip() == "running"
