@@ -34,6 +34,9 @@ GETS = ("archive", "stats", "top", "changes")
 POSTS = ("pause", "unpause", "limits")
 CHUNK = 1 << 16
 KIND_HEADER = "X-Cellplane-Error-Kind"
+# Go's os.FileMode bits, as the engine's path stat reports a mode.
+_GO_MODE_DIR = 1 << 31
+_GO_MODE_SYMLINK = 1 << 27
 
 
 def _json(h: BaseHTTPRequestHandler, status: int, body: dict[str, Any]) -> None:
@@ -180,6 +183,11 @@ def put(h: BaseHTTPRequestHandler, driver: Driver, cell_id: str, what: str) -> N
     no_overwrite = q.get("noOverwriteDirNonDir", "false") == "true"
 
     def run() -> None:
+        # As Docker: the destination must exist and be a directory (the engine would make it).
+        mode = int(ops.archive_stat(f"cp-{cell_id}", path).get("mode") or 0)
+        if not mode & (_GO_MODE_DIR | _GO_MODE_SYMLINK):
+            _json(h, 400, {"error": "extraction point is not a directory", "kind": "path"})
+            return
         try:
             ops.archive_put(f"cp-{cell_id}", path, _body_chunks(h, int(raw_length)), no_overwrite)
         except ConnectionError:

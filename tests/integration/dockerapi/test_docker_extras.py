@@ -119,6 +119,14 @@ def test_docker_cp_both_ways_and_docker_py_archives(ep_a: Endpoint, tmp_path: Pa
             assert refused.value.status_code == 400 and "leaves" in str(refused.value)
             with pytest.raises(docker.errors.NotFound):
                 c.get_archive("/tmp/ok.txt")
+            # Into a directory that does not exist: Docker's 404, naming it.
+            with pytest.raises(docker.errors.NotFound) as nowhere:
+                c.put_archive("/no/such/dir", _tar({"f.txt": b"x"}))
+            assert "/no/such/dir" in str(nowhere.value)
+            with pytest.raises(docker.errors.APIError) as not_dir:
+                c.put_archive("/tmp/b.txt", _tar({"f.txt": b"x"}))
+            assert not_dir.value.status_code == 400
+            assert "not a directory" in str(not_dir.value)
         finally:
             client.close()
     finally:
