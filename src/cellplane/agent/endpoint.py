@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlparse
 
 import structlog
 
+from cellplane.agent import container_ops
 from cellplane.agent.build import Builder
 from cellplane.agent.exec_relay import parse_attach, relay
 from cellplane.agent.volume_transfer import VolumeTransfer
@@ -87,9 +88,17 @@ class AgentEndpoint:
                 return path
 
             def do_PUT(self) -> None:
+                if self.path.startswith("/cells/"):
+                    if self._auth() and (target := self._cell()) is not None:
+                        container_ops.put(self, driver, *target)
+                    return
                 if (path := self._volume_path()) is not None:
                     headers = {k.lower(): v for k, v in self.headers.items()}
                     transfer.put(self, path, headers)  # type: ignore[arg-type]
+
+            def do_HEAD(self) -> None:
+                if self._auth() and (target := self._cell()) is not None:
+                    container_ops.head(self, driver, *target)
 
             def do_DELETE(self) -> None:
                 if (path := self._volume_path()) is not None:
@@ -113,6 +122,9 @@ class AgentEndpoint:
                 if (target := self._cell()) is None:
                     return
                 cell_id, what = target
+                if what in container_ops.GETS:
+                    container_ops.get(self, driver, cell_id, what)
+                    return
                 if what != "logs":
                     self._json(404, {"error": "not found"})
                     return
@@ -160,6 +172,9 @@ class AgentEndpoint:
                 length = int(self.headers.get("Content-Length") or 0)
                 if what == "attach":
                     self._attach(cell_id, self.rfile.read(length))
+                    return
+                if what in container_ops.POSTS:
+                    container_ops.post(self, driver, cell_id, what, self.rfile.read(length))
                     return
                 try:
                     body = json.loads(self.rfile.read(length) or b"{}")

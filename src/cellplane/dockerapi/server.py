@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from cellplane import __version__
-from cellplane.dockerapi import containers, execs, streams
+from cellplane.dockerapi import containers, execs, extras, streams
 from cellplane.dockerapi import images as images_routes
 from cellplane.dockerapi.base import (
     CTX,
@@ -217,6 +217,7 @@ def make_app(ctx: EndpointContext) -> web.Application:
         *containers.routes(),
         *streams.routes(),
         *execs.routes(),
+        *extras.routes(),
     ]
     for method, path, handler in table:
         app.router.add_route(method, path, handler)

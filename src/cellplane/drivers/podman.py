@@ -50,6 +50,7 @@ from cellplane.drivers.podman_bodies import (
     sized_candidates,
 )
 from cellplane.drivers.podman_exec import PodmanExecSession, exec_failure, start_exec
+from cellplane.drivers.podman_ops import PodmanOps
 
 __all__ = [
     "DNS_OPTIONS",
@@ -169,7 +170,7 @@ def _translated(resource: Resource) -> Iterator[None]:
         raise map_engine_error(exc, resource) from exc
 
 
-class PodmanDriver:
+class PodmanDriver(PodmanOps):
     """`Driver` over one podman (or Docker) API socket; thread-safe, one pooled session.
 
     `pool_size` bounds the keep-alive connections per socket; it must be at least the

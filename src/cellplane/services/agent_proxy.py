@@ -38,6 +38,7 @@ __all__ = [
     "Target",
     "exec_async",
     "exec_sync",
+    "open_container_op",
     "open_docker_logs",
     "open_exec",
     "open_logs",
@@ -279,3 +280,50 @@ async def open_exec(
     except (ValueError, AttributeError):
         reason = text
     raise AgentRefused(f"exec failed on the host: {reason[:500]}", status, text)
+
+
+async def open_container_op(
+    client: httpx.AsyncClient,
+    target: Target,
+    method: str,
+    what: str,
+    *,
+    params: dict[str, str] | None = None,
+    json_body: dict[str, Any] | None = None,
+    content: AsyncIterator[bytes] | None = None,
+    length: int | None = None,
+    read_timeout: float | None = 60.0,
+) -> httpx.Response:
+    """One of the agent's container operations (``/cells/{id}/archive|stats|top|pause|unpause|
+    limits``, `agent.container_ops`), for the Docker-compatible endpoint: the agent's answer,
+    open (the caller streams its body and closes it). `content` is streamed to the agent with its
+    `length`. Refusals raise :class:`AgentRefused` whose ``text`` is the agent's error kind
+    (``container``, ``path``, ``engine``) and whose message is the agent's own."""
+    url, secret, cid = target
+    headers = _headers(secret)
+    if length is not None:
+        headers["Content-Length"] = str(length)
+    req = client.build_request(
+        method,
+        f"{url}/cells/{cid}/{what}",
+        params=params,
+        json=json_body,
+        content=content,
+        headers=headers,
+        timeout=httpx.Timeout(10, read=read_timeout, write=read_timeout),
+    )
+    try:
+        resp = await client.send(req, stream=True)
+    except httpx.HTTPError as e:
+        raise AgentUnreachable(e) from e
+    if resp.status_code < 300:
+        return resp
+    kind = resp.headers.get("X-Cellplane-Error-Kind", "")
+    try:
+        body = json.loads(await resp.aread())
+        detail, kind = str(body.get("error")), str(body.get("kind") or kind)
+    except (ValueError, AttributeError, httpx.HTTPError):
+        detail = f"the cell's host agent answered {resp.status_code}"
+    finally:
+        await resp.aclose()
+    raise AgentRefused(detail, resp.status_code, kind)

@@ -1,0 +1,354 @@
+"""More container routes of a Docker-compatible endpoint: `cp` (the archive API), `stats`, `top`,
+`changes` (`diff`), `rename`, `update`; `pause`/`unpause` answer 501.
+
+Each reaches the cell's container through its host agent (`services.agent_proxy.
+open_container_op`, `agent.container_ops`), which uses the engine's own operation. Archives and
+stats are streamed; an upload is checked as it arrives (its size against the image upload's
+limit, every member's path against the destination) into a scratch file on disk, and only a
+whole, clean archive goes on to the agent, so a refused upload changes nothing in the container.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import tempfile
+from collections.abc import AsyncIterator
+from typing import IO, Any
+
+from aiohttp import web
+
+from cellplane.dockerapi import views
+from cellplane.dockerapi.base import (
+    EndpointContext,
+    blocking,
+    context,
+    flag,
+    json_response,
+    principal,
+    resolve,
+)
+from cellplane.dockerapi.extras_views import (
+    STAT_HEADER,
+    TarChecker,
+    check_container_path,
+    path_stat_header,
+    read_only_refusal,
+    stats_view,
+    update_fields,
+)
+from cellplane.dockerapi.mapping import Refused
+from cellplane.errors import Conflict, NotFound
+from cellplane.services import agent_proxy, audit, cell_access, cell_changes
+from cellplane.services.context import Principal
+
+__all__ = ["routes"]
+
+CHUNK = 1 << 16
+#: Copying files out of a container reads anything in it (keys, configuration), as an exec
+#: could: it takes what exec takes, not a viewer's `cells:read`.
+READ_FILES = "cells:write"
+
+
+async def _locate(
+    ctx: EndpointContext, p: Principal, cell: dict[str, Any], permission: str
+) -> agent_proxy.Target:
+    try:
+        return await blocking(cell_access.locate, ctx.svc, p, cell["id"], permission)
+    except (Conflict, NotFound) as exc:
+        raise Refused(
+            409, f"container {cell['name']} has no running engine container: {exc}"
+        ) from exc
+
+
+async def _op(
+    ctx: EndpointContext,
+    p: Principal,
+    cell: dict[str, Any],
+    method: str,
+    what: str,
+    *,
+    path: str = "",
+    permission: str = "cells:read",
+    **kwargs: Any,
+) -> Any:
+    """The agent's open answer to one container operation; its refusals in Docker's words."""
+    target = await _locate(ctx, p, cell, permission)
+    try:
+        return await agent_proxy.open_container_op(ctx.agent, target, method, what, **kwargs)
+    except agent_proxy.AgentRefused as exc:
+        raise _refusal(exc, cell, path) from exc
+    except agent_proxy.AgentUnreachable as exc:
+        raise Refused(500, str(exc)) from exc
+
+
+def _refusal(exc: agent_proxy.AgentRefused, cell: dict[str, Any], path: str) -> Refused:
+    if exc.agent_status == 404 and exc.text == "path":
+        return Refused(404, f"Could not find the file {path} in container {cell['name']}")
+    if exc.agent_status == 404:
+        return Refused(404, f"No such container: {cell['name']}")
+    if exc.agent_status in (400, 409, 501):
+        return Refused(exc.agent_status, str(exc))
+    return Refused(500, f"the cell's host failed: {exc}")
+
+
+def _stat_of(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        data = json.loads(base64.b64decode(raw + "=" * (-len(raw) % 4)))
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+async def _cell(request: web.Request) -> tuple[EndpointContext, Principal, dict[str, Any]]:
+    ctx, p = context(request), principal(request)
+    cell = await blocking(resolve, ctx, p, request.match_info["ref"])
+    return ctx, p, cell
+
+
+async def archive_head(request: web.Request) -> web.Response:
+    path = check_container_path(request.query.get("path", ""))
+    ctx, p, cell = await _cell(request)
+    resp = await _op(
+        ctx, p, cell, "HEAD", "archive", path=path, permission=READ_FILES, params={"path": path}
+    )
+    await resp.aclose()
+    stat = _stat_of(resp.headers.get(STAT_HEADER))
+    return web.Response(status=200, headers={STAT_HEADER: path_stat_header(stat)})
+
+
+async def archive_get(request: web.Request) -> web.StreamResponse:
+    path = check_container_path(request.query.get("path", ""))
+    ctx, p, cell = await _cell(request)
+    upstream = await _op(
+        ctx,
+        p,
+        cell,
+        "GET",
+        "archive",
+        path=path,
+        permission=READ_FILES,
+        params={"path": path},
+        read_timeout=300.0,
+    )
+    try:
+        stat = _stat_of(upstream.headers.get(STAT_HEADER))
+        resp = web.StreamResponse(
+            status=200,
+            headers={"Content-Type": "application/x-tar", STAT_HEADER: path_stat_header(stat)},
+        )
+        await resp.prepare(request)
+        async for chunk in upstream.aiter_raw():
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+    finally:
+        await upstream.aclose()
+
+
+async def _spool(request: web.Request, limit: int, scratch: IO[bytes]) -> int:
+    """The request's tar into `scratch`, checked member by member; its size."""
+    checker = TarChecker()
+    size = 0
+    async for chunk in request.content.iter_chunked(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise Refused(413, f"the archive is larger than this server's limit of {limit} bytes")
+        try:
+            checker.feed(chunk)
+        except ValueError as exc:
+            raise Refused(400, f"cannot extract the archive: {exc}") from exc
+        await blocking(scratch.write, chunk)
+    if size == 0:
+        raise Refused(400, "the request body is empty: send a tar archive")
+    return size
+
+
+async def _file_chunks(scratch: IO[bytes]) -> AsyncIterator[bytes]:
+    await blocking(scratch.seek, 0)
+    while chunk := await blocking(scratch.read, CHUNK):
+        yield chunk
+
+
+async def archive_put(request: web.Request) -> web.Response:
+    path = check_container_path(request.query.get("path", ""))
+    no_overwrite = flag(request, "noOverwriteDirNonDir")
+    flag(request, "copyUIDGID")  # ownership as in the archive either way (the engine's rule)
+    ctx, p, cell = await _cell(request)
+    if (refusal := read_only_refusal(cell, path)) is not None:
+        raise refusal
+    await _locate(ctx, p, cell, "cells:write")  # before reading the upload: no container, no read
+    with tempfile.TemporaryFile(prefix="cp-archive-") as scratch:
+        size = await _spool(request, ctx.svc.max_image_bytes, scratch)
+        resp = await _op(
+            ctx,
+            p,
+            cell,
+            "PUT",
+            "archive",
+            path=path,
+            permission="cells:write",
+            params={"path": path, "noOverwriteDirNonDir": "true" if no_overwrite else "false"},
+            content=_file_chunks(scratch),
+            length=size,
+            read_timeout=300.0,
+        )
+        await resp.aclose()
+    # The endpoint's audit records POSTs and DELETEs; a copy into a container is a change too.
+    await blocking(
+        audit.record_now,
+        ctx.svc,
+        tenant_id=p.tenant_id,
+        actor=audit.actor_of(p),
+        action="docker PUT /containers/{ref}/archive",
+        target=f"cell:{cell['id']}",
+        source=request.remote or "",
+        detail={"path": path, "bytes": size, "endpoint": ctx.endpoint_id},
+    )
+    return web.Response(status=200)
+
+
+async def stats(request: web.Request) -> web.StreamResponse:
+    stream = flag(request, "stream", True) and not flag(request, "one-shot")
+    ctx, p, cell = await _cell(request)
+    if views.docker_state(cell) != "running":
+        # Docker answers a stopped container's stats with an empty sample.
+        return json_response(stats_view({}, views.docker_id(cell["id"]), cell["name"], 0))
+    upstream = await _op(
+        ctx,
+        p,
+        cell,
+        "GET",
+        "stats",
+        params={"stream": "true" if stream else "false"},
+        read_timeout=None if stream else 30.0,
+    )
+    limit = int(cell["memory_mb"]) * 1024 * 1024
+    cid = views.docker_id(cell["id"])
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    try:
+        await resp.prepare(request)
+        buffer = b""
+        async for chunk in upstream.aiter_raw():
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    sample = stats_view(json.loads(line), cid, cell["name"], limit)
+                    await resp.write(json.dumps(sample).encode() + b"\n")
+            if not stream and lines:
+                break
+        with contextlib.suppress(ConnectionError):
+            await resp.write_eof()
+    except ConnectionError:
+        pass  # the client stopped reading (`docker stats` ended)
+    finally:
+        await upstream.aclose()
+    return resp
+
+
+async def top(request: web.Request) -> web.Response:
+    ps_args = request.query.get("ps_args", "")
+    if len(ps_args) > 256 or "\x00" in ps_args:
+        raise Refused(400, "ps_args is too long or holds NUL bytes")
+    ctx, p, cell = await _cell(request)
+    if views.docker_state(cell) != "running":
+        raise Refused(409, f"Container {cell['name']} is not running")
+    upstream = await _op(
+        ctx, p, cell, "GET", "top", params={"ps_args": ps_args} if ps_args else None
+    )
+    try:
+        data = json.loads(await upstream.aread())
+    finally:
+        await upstream.aclose()
+    return json_response(
+        {"Titles": data.get("Titles") or [], "Processes": data.get("Processes") or []}
+    )
+
+
+async def changes(request: web.Request) -> web.Response:
+    ctx, p, cell = await _cell(request)
+    upstream = await _op(ctx, p, cell, "GET", "changes")
+    try:
+        data = json.loads(await upstream.aread())
+    finally:
+        await upstream.aclose()
+    return json_response(
+        [
+            {"Path": str(c.get("Path") or ""), "Kind": int(c.get("Kind") or 0)}
+            for c in data.get("changes") or []
+        ]
+    )
+
+
+async def rename(request: web.Request) -> web.Response:
+    new_name = (request.query.get("name") or "").removeprefix("/")
+    if not new_name:
+        raise Refused(400, "rename needs a new name (name=...)")
+    ctx, p, cell = await _cell(request)
+    await blocking(cell_changes.rename, ctx.svc, p, cell["id"], new_name)
+    return web.Response(status=204)
+
+
+async def update(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise Refused(400, f"the request body is not JSON: {exc}") from exc
+    fields = update_fields(body)
+    if "restart" in fields:
+        raise Refused(400, "update --restart is not supported on this endpoint yet")
+    ctx, p, cell = await _cell(request)
+    if not fields:
+        return json_response({"Warnings": []})
+    changed = await blocking(cell_changes.resize, ctx.svc, p, cell["id"], **fields)
+    if views.docker_state(cell) == "running":
+        try:
+            resp = await _op(
+                ctx,
+                p,
+                cell,
+                "POST",
+                "limits",
+                permission="cells:write",
+                json_body={"cpu": changed["cpu"], "memory_mb": changed["memory_mb"]},
+            )
+            await resp.aclose()
+        except Refused:
+            # The running container kept its limits: so does the cell (a decrease always fits).
+            await blocking(
+                cell_changes.resize,
+                ctx.svc,
+                p,
+                cell["id"],
+                cpu=cell["cpu"],
+                memory_mb=cell["memory_mb"],
+            )
+            raise
+    return json_response({"Warnings": []})
+
+
+async def pause(request: web.Request) -> web.Response:
+    raise Refused(
+        501,
+        "pause and unpause are not supported on this endpoint yet: a cell has no paused state "
+        "(stop and start it instead)",
+    )
+
+
+def routes() -> list[tuple[str, str, Any]]:
+    return [
+        ("HEAD", "/containers/{ref}/archive", archive_head),
+        ("GET", "/containers/{ref}/archive", archive_get),
+        ("PUT", "/containers/{ref}/archive", archive_put),
+        ("GET", "/containers/{ref}/stats", stats),
+        ("GET", "/containers/{ref}/top", top),
+        ("GET", "/containers/{ref}/changes", changes),
+        ("POST", "/containers/{ref}/rename", rename),
+        ("POST", "/containers/{ref}/update", update),
+        ("POST", "/containers/{ref}/pause", pause),
+        ("POST", "/containers/{ref}/unpause", pause),
+    ]

@@ -1,0 +1,243 @@
+"""`docker cp`, `stats`, `top`, `rename`, `port`, `update` (and the refused `pause`) against a real
+deployment (server + agent + podman), with the unmodified docker CLI and docker-py.
+
+One deployment for the module; each test names its containers uniquely and removes them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import tarfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from cellplane.client import Client
+from cellplane.testing.cgroups import cgroup_limits
+from cellplane.testing.harness import Deployment
+
+from .conftest import DOCKER, SLEEP, Endpoint, unique, user_token
+
+pytestmark = pytest.mark.integration
+
+MiB = 1024 * 1024
+
+
+def _cells(admin: Client, project: str) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in admin.list_cells(project)["items"]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tar(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _untar(chunks: Any) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+        return {
+            m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile()
+        }
+
+
+def _streamed_stats_samples(ep: Endpoint, name: str, wanted: int) -> int:
+    """Run `docker stats NAME` (streaming) until it printed `wanted` samples of NAME (or a
+    backstop of 90 s for a hung stream ran out); the samples seen."""
+    assert DOCKER is not None
+    proc = subprocess.Popen(
+        [DOCKER, "stats", "--format", "SAMPLE {{.Name}} {{.MemUsage}}", name],
+        env=ep.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    backstop = threading.Timer(90, proc.kill)
+    backstop.start()
+    seen = 0
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            if f"SAMPLE {name} ".encode() in raw:
+                seen += 1
+                if seen >= wanted:
+                    break
+    finally:
+        backstop.cancel()
+        proc.kill()
+        proc.wait()
+    return seen
+
+
+def test_docker_cp_both_ways_and_docker_py_archives(ep_a: Endpoint, tmp_path: Path) -> None:
+    name = unique("cp")
+    ep_a.ok("run", "-d", "--name", name, "-m", "64m", "busybox", *SLEEP)
+    try:
+        src = tmp_path / "in.txt"
+        src.write_bytes(b"hello from the host\n" * 1000)
+        ep_a.ok("cp", str(src), f"{name}:/tmp/in.txt")
+        out = tmp_path / "out.txt"
+        ep_a.ok("cp", f"{name}:/tmp/in.txt", str(out))
+        assert out.read_bytes() == src.read_bytes()
+        # A missing path: Docker's error, naming it.
+        missing = ep_a.docker("cp", f"{name}:/no/such/file", str(tmp_path / "x"))
+        assert missing.returncode != 0 and "/no/such/file" in missing.stderr, missing
+        assert not (tmp_path / "x").exists()
+
+        # `docker diff`: what the copies changed in the container's filesystem.
+        diff = ep_a.ok("diff", name).splitlines()
+        assert "A /tmp/in.txt" in diff, diff
+        client = ep_a.py()
+        try:
+            c = client.containers.get(name)
+            assert c.put_archive("/tmp", _tar({"py/a.txt": b"alpha", "b.txt": b"beta"}))
+            chunks, stat = c.get_archive("/tmp/py/a.txt")
+            assert _untar(chunks) == {"a.txt": b"alpha"}
+            assert stat["name"] == "a.txt" and stat["size"] == 5
+            chunks, stat = c.get_archive("/tmp/b.txt")
+            assert _untar(chunks) == {"b.txt": b"beta"}
+            # A member leaving the destination is refused whole: nothing of it lands.
+            bad = _tar({"ok.txt": b"fine", "../../etc/evil": b"x"})
+            with pytest.raises(docker.errors.APIError) as refused:
+                c.put_archive("/tmp", bad)
+            assert refused.value.status_code == 400 and "leaves" in str(refused.value)
+            with pytest.raises(docker.errors.NotFound):
+                c.get_archive("/tmp/ok.txt")
+            # Into a directory that does not exist: Docker's 404, naming it.
+            with pytest.raises(docker.errors.NotFound) as nowhere:
+                c.put_archive("/no/such/dir", _tar({"f.txt": b"x"}))
+            assert "/no/such/dir" in str(nowhere.value)
+            with pytest.raises(docker.errors.APIError) as not_dir:
+                c.put_archive("/tmp/b.txt", _tar({"f.txt": b"x"}))
+            assert not_dir.value.status_code == 400
+            assert "not a directory" in str(not_dir.value)
+        finally:
+            client.close()
+    finally:
+        ep_a.docker("rm", "-f", name)
+
+
+def test_cp_refusals_read_only_root_and_a_viewer(
+    ep_a: Endpoint, deployment: Deployment, admin: Client, tmp_path: Path
+) -> None:
+    name = unique("ro")
+    ep_a.ok("run", "-d", "--read-only", "--name", name, "-m", "32m", "busybox", *SLEEP)
+    try:
+        # A project viewer sees the container but may not copy files out of it (nor in).
+        token = user_token(deployment, admin, unique("vic"), "project-viewer", "team-a")
+        viewer = Endpoint(deployment, "team-a", token, tmp_path / "viewer")
+        assert name in viewer.ok("ps", "--format", "{{.Names}}").split()
+        out = viewer.docker("cp", f"{name}:/etc/passwd", str(tmp_path / "stolen"))
+        assert out.returncode != 0 and "cells:write" in out.stderr, out
+        assert not (tmp_path / "stolen").exists()
+        src = tmp_path / "f.txt"
+        src.write_text("x")
+        refused = ep_a.docker("cp", str(src), f"{name}:/tmp/f.txt")
+        assert refused.returncode != 0
+        assert "container rootfs is marked read-only" in refused.stderr, refused
+        # Reading out of it is fine.
+        ep_a.ok("cp", f"{name}:/etc/passwd", str(tmp_path / "passwd"))
+        assert "root:" in (tmp_path / "passwd").read_text()
+    finally:
+        ep_a.docker("rm", "-f", name)
+
+
+def test_docker_stats_top_and_pause(ep_a: Endpoint) -> None:
+    name = unique("st")
+    ep_a.ok("run", "-d", "--name", name, "-m", "48m", "--cpus", "0.5", "busybox", *SLEEP)
+    try:
+        line = ep_a.ok(
+            "stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}} {{.PIDs}}", name
+        ).strip()
+        assert line.startswith(f"{name} ") and line.split(" / ")[1].startswith("48MiB"), line
+        top = ep_a.ok("top", name)
+        assert "PID" in top.splitlines()[0] and "sleep 600" in top, top
+        client = ep_a.py()
+        try:
+            sample = client.containers.get(name).stats(stream=False)
+            assert sample["name"] == f"/{name}"
+            assert sample["memory_stats"]["limit"] == 48 * MiB
+            assert sample["memory_stats"]["usage"] > 0
+            assert sample["cpu_stats"]["cpu_usage"]["total_usage"] > 0
+            # Streaming: the CLI reads samples as they come; two of them from docker-py.
+            stream = client.api.stats(name, decode=True, stream=True)
+            first, second = next(stream), next(stream)
+            assert first["id"] == second["id"] == client.containers.get(name).id
+            stream.close()  # type: ignore[attr-defined]
+        finally:
+            client.close()
+        # The docker CLI's own streaming `stats`: two samples of the container, then it is ended.
+        assert _streamed_stats_samples(ep_a, name, wanted=2) >= 2
+        paused = ep_a.docker("pause", name)
+        assert paused.returncode != 0 and "not supported" in paused.stderr
+        assert ep_a.ok("inspect", "-f", "{{.State.Status}}", name).strip() == "running"
+    finally:
+        ep_a.docker("rm", "-f", name)
+
+
+def test_docker_rename_port_and_update(
+    ep_a: Endpoint, admin: Client, deployment: Deployment
+) -> None:
+    name, new, other = unique("rn"), unique("renamed"), unique("taken")
+    port = _free_port()
+    ep_a.ok("run", "-d", "--name", name, "-m", "64m", "-p", f"{port}:80", "busybox", *SLEEP)
+    ep_a.ok("create", "--name", other, "-m", "16m", "busybox", "true")
+    try:
+        assert ep_a.ok("port", name).strip().splitlines() == [f"80/tcp -> 0.0.0.0:{port}"]
+        assert ep_a.ok("port", name, "80").strip() == f"0.0.0.0:{port}"
+        ep_a.ok("rename", name, new)
+        names = ep_a.ok("ps", "--format", "{{.Names}}").split()
+        assert new in names and name not in names
+        cells = _cells(admin, "team-a")
+        assert new in cells and name not in cells
+        # Taken, or not a DNS label: refused, nothing changes.
+        taken = ep_a.docker("rename", new, other)
+        assert taken.returncode != 0 and "already exists" in taken.stderr, taken
+        bad = ep_a.docker("rename", new, "Not_A_Label")
+        assert bad.returncode != 0
+        assert set(_cells(admin, "team-a")) >= {new, other}
+
+        ep_a.ok("update", "--memory", "96m", "--memory-swap", "96m", "--cpus", "0.25", new)
+        (info,) = json.loads(ep_a.ok("inspect", new))
+        assert info["HostConfig"]["Memory"] == 96 * MiB
+        assert info["HostConfig"]["NanoCpus"] == 250_000_000
+        cell = _cells(admin, "team-a")[new]
+        assert (cell["memory_mb"], cell["cpu"]) == (96, 0.25)
+        # ... and on the running container: its cgroup's files, as the kernel enforces them.
+        engine = docker.APIClient(base_url=deployment.engine_url, version="1.41")
+        try:
+            pid = int(engine.inspect_container(f"cp-{cell['id']}")["State"]["Pid"])
+        finally:
+            engine.close()
+        got = cgroup_limits(pid)
+        assert (got.memory_bytes, got.cpu) == (96 * MiB, pytest.approx(0.25))
+        usage = ep_a.ok("stats", "--no-stream", "--format", "{{.MemUsage}}", new)
+        assert usage.split(" / ")[1].startswith("96MiB"), usage
+        refused = ep_a.docker("update", "--cpu-shares", "512", new)
+        assert refused.returncode != 0 and "CpuShares" in refused.stderr, refused
+        # An increase is admitted against the quotas, as a create is.
+        admin.set_project_quota("team-a", {"memory_mb": 1024})
+        try:
+            too_big = ep_a.docker("update", "--memory", "2g", "--memory-swap", "2g", new)
+        finally:
+            admin.set_project_quota("team-a", {"memory_mb": None})
+        assert too_big.returncode != 0 and "quota" in too_big.stderr.lower(), too_big
+        assert _cells(admin, "team-a")[new]["memory_mb"] == 96
+    finally:
+        ep_a.docker("rm", "-f", name, new, other)
