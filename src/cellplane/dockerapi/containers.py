@@ -27,7 +27,7 @@ from cellplane.dockerapi.base import (
 from cellplane.dockerapi.mapping import Refused
 from cellplane.errors import NotFound
 from cellplane.ids import utcnow
-from cellplane.services import cells, docker_endpoints, volumes
+from cellplane.services import cells, docker_endpoints, docker_resources, volumes
 from cellplane.services.context import Principal
 from cellplane.services.schemas import CellCreate, VolumeCreate
 
@@ -105,7 +105,11 @@ async def list_containers(request: web.Request) -> web.Response:
 async def inspect(request: web.Request) -> web.Response:
     ctx, p = context(request), principal(request)
     cell = await blocking(resolve, ctx, p, request.match_info["ref"])
-    return json_response(views.inspect(cell, ctx.project_name))
+    network = await blocking(docker_resources.cell_network, ctx.svc, cell["id"])
+    view = views.inspect(cell, network or "bridge")  # Docker's name of the default network
+    if network is not None:
+        view["HostConfig"]["NetworkMode"] = network
+    return json_response(view)
 
 
 def _transition(

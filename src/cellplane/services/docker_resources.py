@@ -15,9 +15,9 @@ from sqlalchemy import or_, select
 from cellplane.services.context import Services
 from cellplane.services.views import iso
 from cellplane.state import networks as state_networks
-from cellplane.state.models import Cell, Image, Task
+from cellplane.state.models import Cell, Image, Network, Task
 
-__all__ = ["cell_tasks", "cells_by_network", "cells_named"]
+__all__ = ["cell_network", "cell_tasks", "cells_by_network", "cells_named"]
 
 #: The most tasks one `docker events` read considers.
 MAX_TASKS = 5000
@@ -39,6 +39,16 @@ def cells_by_network(svc: Services, project_id: str) -> dict[str, list[dict[str,
                 {"id": cid, "name": name, "address": net_address or address}
             )
     return out
+
+
+def cell_network(svc: Services, cell_id: str) -> str | None:
+    """The name of the network a cell is on (None: its project's default network)."""
+    with svc.db.reader() as s:
+        network_id = s.scalar(select(Cell.network_id).where(Cell.id == cell_id))
+        if network_id is None:
+            return None
+        net = s.get(Network, network_id)
+        return None if net is None or state_networks.is_default(net) else net.name
 
 
 def cell_tasks(
