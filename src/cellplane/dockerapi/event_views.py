@@ -121,15 +121,14 @@ def _done(task: dict[str, Any], name: str) -> int | None:
 
 
 def _exit_of(task: dict[str, Any]) -> tuple[int, int] | None:
-    """(when, code) if the task ended with its cell's run (`exited with code N`)."""
-    running = _step(task, "RUNNING")
-    if running is None:
-        return None
-    for text in (running.get("message"), running.get("error")):
-        m = _EXITED.search(str(text or ""))
-        at = to_ns(running.get("finished_at"))
-        if m and at is not None:
-            return at, int(m.group(1))
+    """(when, code) if the task ended with its cell's run (`exited with code N` on a step,
+    the running one mostly)."""
+    for st in reversed(task.get("steps") or []):
+        for text in (st.get("message"), st.get("error")):
+            m = _EXITED.search(str(text or ""))
+            at = to_ns(st.get("finished_at"))
+            if m and at is not None:
+                return at, int(m.group(1))
     return None
 
 

@@ -125,6 +125,20 @@ def test_events_show_a_containers_life_in_its_project_only(ep_a: Endpoint, ep_b:
     assert cid not in theirs and vol not in theirs
 
 
+def test_events_follow_live_until_the_client_leaves(ep_a: Endpoint) -> None:
+    live = unique("live")
+    client = ep_a.py()
+    try:
+        stream = client.events(decode=True, filters={"type": ["volume"]})  # from now on
+        ep_a.ok("volume", "create", live)
+        first = next(stream)
+        stream.close()
+        assert (first["Type"], first["Action"], first["Actor"]["ID"]) == ("volume", "create", live)
+    finally:
+        client.close()
+        ep_a.docker("volume", "rm", "-f", live)
+
+
 def test_system_df(ep_a: Endpoint) -> None:
     name = unique("df")
     ep_a.ok("create", "--name", name, "busybox", "true")
