@@ -101,7 +101,7 @@ def check_volume_create(body: Any) -> str | None:
             "a volume is the project's local Cellplane volume",
         )
     if body.get("Labels"):
-        raise Refused(400, f"volume labels {_NOT_YET}: Cellplane volumes carry no labels")
+        raise Refused(400, f"volume create --label {_NOT_YET}: Cellplane volumes carry no labels")
     if body.get("ClusterVolumeSpec"):
         raise Refused(400, f"cluster volumes {_NOT_YET}")
     name = body.get("Name") or None

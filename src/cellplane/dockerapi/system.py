@@ -8,6 +8,7 @@ size limit is in its `Status`).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -22,6 +23,10 @@ from cellplane.services import images
 __all__ = ["routes"]
 
 
+def _epoch(iso: str | None) -> int:
+    return int(datetime.fromisoformat(iso).timestamp()) if iso else 0
+
+
 def _image(img: dict[str, Any], users: int) -> dict[str, Any]:
     name = str(img["name"])
     tag = name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
@@ -31,7 +36,7 @@ def _image(img: dict[str, Any], users: int) -> dict[str, Any]:
         "ParentId": "",
         "RepoTags": [tag],
         "RepoDigests": [],
-        "Created": 0,
+        "Created": _epoch(img.get("created_at")),
         "Size": size,
         "SharedSize": 0,
         "VirtualSize": size,

@@ -78,7 +78,7 @@ def test_volume_create_bodies() -> None:
     for bad, words in (
         ({"Driver": "nfs"}, "volume driver 'nfs'"),
         ({"DriverOpts": {"type": "tmpfs", "o": "size=1m"}}, "(o, type)"),
-        ({"Labels": {"a": "b"}}, "volume labels"),
+        ({"Labels": {"a": "b"}}, "volume create --label"),
         ([], "JSON object"),
     ):
         with pytest.raises(Refused) as err:
