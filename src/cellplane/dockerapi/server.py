@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from cellplane import __version__
-from cellplane.dockerapi import containers, events, networks, streams, system, volumes
+from cellplane.dockerapi import containers, resources, streams
 from cellplane.dockerapi.base import (
     CTX,
     PRINCIPAL,
@@ -247,10 +247,7 @@ def make_app(ctx: EndpointContext) -> web.Application:
         ("POST", "/images/create", image_pull),
         *containers.routes(),
         *streams.routes(),
-        *volumes.routes(),
-        *networks.routes(),
-        *events.routes(),
-        *system.routes(),
+        *resources.routes(),
     ]
     for method, path, handler in table:
         app.router.add_route(method, path, handler)

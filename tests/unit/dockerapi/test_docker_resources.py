@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -245,3 +245,18 @@ def test_event_filters_and_times() -> None:
     )
     with pytest.raises(Refused, match="invalid value for 'since'"):
         ev.parse_event_time("yesterday", "since")
+
+
+def test_the_endpoint_serves_the_resource_routes_with_and_without_a_version() -> None:
+    from cellplane.dockerapi.server import make_app
+
+    app = make_app(cast(Any, None))
+    served = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource}
+    for method, path in (
+        ("POST", "/volumes/create"),
+        ("DELETE", "/volumes/{name}"),
+        ("POST", "/networks/{ref}/connect"),
+        ("GET", "/events"),
+        ("GET", "/system/df"),
+    ):
+        assert (method, path) in served and (method, "/v{version}" + path) in served
