@@ -125,6 +125,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     seen: dict[tuple[str, str, str, int], int] = {}
     first = True
     while True:
+        if request.transport is None or request.transport.is_closing():
+            break  # the client left (aiohttp does not cancel the handler for it)
         now = utcnow()
         query_from = lo if first else max(lo, now - LOOKBACK)
         first = False
@@ -140,7 +142,8 @@ async def events(request: web.Request) -> web.StreamResponse:
         seen = {k: t for k, t in seen.items() if t >= horizon}
         wait = POLL_S if until is None else min(POLL_S, (until - now).total_seconds() + 0.05)
         await asyncio.sleep(max(wait, 0.05))
-    await resp.write_eof()
+    if request.transport is not None and not request.transport.is_closing():
+        await resp.write_eof()
     return resp
 
 
