@@ -103,7 +103,7 @@ def test_events_show_a_containers_life_in_its_project_only(ep_a: Endpoint, ep_b:
     try:
         ep_a.ok("volume", "create", vol)
         failed = ep_a.docker("run", "--name", name, "busybox", "sh", "-c", "exit 3")
-        assert failed.returncode == 3, failed
+        assert failed.returncode == 3, (failed.stdout, failed.stderr)
         cid = json.loads(ep_a.ok("inspect", name))[0]["Id"]
         ep_a.ok("rm", name)
         ep_a.ok("volume", "rm", vol)
