@@ -218,7 +218,7 @@ async def remove(request: web.Request) -> web.Response:
     if force and views.docker_state(cell) in ("running", "restarting"):
         # Docker's `rm -f` kills (SIGKILL) rather than waiting out the stop timeout.
         await _run(ctx, p, "stop", cell["id"], 0.0)
-    events.remember_cell(ctx.project_id, cell)  # its name and image, for its events once gone
+    await blocking(events.remember, ctx, cell["id"])  # what its events need, once it is gone
     await _run(ctx, p, "delete", cell["id"], None)
     return web.Response(status=204)
 

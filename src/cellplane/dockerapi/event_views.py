@@ -168,7 +168,8 @@ def cell_events(
     for cell_id, action, at in found:
         if action == "die":
             dies.setdefault(cell_id, []).append(at)
-    for cell_id, info in cells.items():
+    # A cell's last exit: of the cell, else as remembered before it was removed.
+    for cell_id, info in {**remembered, **cells}.items():
         at = to_ns(info.get("ended_at"))
         # The same exit, seen by a task as the agent timed it: the cell's time is the server's.
         if at is not None and not any(abs(at - d) < _SAME_EXIT_NS for d in dies.get(cell_id, [])):

@@ -26,7 +26,7 @@ from cellplane.ids import utcnow
 from cellplane.services import docker_resources, project_networks, volumes
 from cellplane.services.context import Principal
 
-__all__ = ["note_network", "note_volume", "remember_cell", "routes"]
+__all__ = ["note_network", "note_volume", "remember", "remember_cell", "routes"]
 
 #: How often a following stream looks for new events, and how far back a look reaches (an
 #: agent reports what it did a little after the fact).
@@ -58,15 +58,24 @@ def note_network(project_id: str, action: str, network_id: str, name: str) -> No
 
 
 def remember_cell(project_id: str, cell: dict[str, Any]) -> None:
-    """Keep a cell's name, image and labels for its events after it is removed."""
+    """Keep a cell's name, image, labels and last exit for its events after it is removed."""
     known = _remembered.setdefault(project_id, OrderedDict())
     known[cell["id"]] = {
         "name": cell.get("name") or "",
         "image": cell.get("image") or "",
         "labels": dict(cell.get("labels") or {}),
+        "exit_code": cell.get("exit_code"),
+        "ended_at": cell.get("ended_at"),
     }
     while len(known) > _REMEMBERED_LEN:
         known.popitem(last=False)
+
+
+def remember(ctx: EndpointContext, cell_id: str) -> None:
+    """Before a cell is removed through the endpoint: keep what its events need (its name, and
+    its last exit, which the database forgets with the cell)."""
+    for cid, info in docker_resources.cells_named(ctx.svc, ctx.project_id, cell_id).items():
+        remember_cell(ctx.project_id, {"id": cid, **info})
 
 
 def _resource_creates(ctx: EndpointContext, p: Principal) -> list[ev.Event]:

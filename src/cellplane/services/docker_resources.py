@@ -82,15 +82,20 @@ def cell_tasks(
     return found
 
 
-def cells_named(svc: Services, project_id: str) -> dict[str, dict[str, Any]]:
+def cells_named(
+    svc: Services, project_id: str, cell_id: str | None = None
+) -> dict[str, dict[str, Any]]:
     """cell id -> name, image (its name), labels, exit code and when it last ended, of the
-    project's cells."""
+    project's cells (or of its cell `cell_id` only)."""
     with svc.db.reader() as s:
-        rows = s.execute(
+        q = (
             select(Cell.id, Cell.name, Image.name, Cell.labels, Cell.exit_code, Cell.ended_at)
             .join(Image, Image.id == Cell.image_id, isouter=True)
             .where(Cell.project_id == project_id)
         )
+        if cell_id is not None:
+            q = q.where(Cell.id == cell_id)
+        rows = s.execute(q)
         return {
             cid: {
                 "name": name,

@@ -222,6 +222,10 @@ def test_an_exit_seen_by_a_task_and_by_the_cell_is_one_die() -> None:
     # A cell that ended on its own (no task about it): its last exit is the die.
     alone = ev.cell_events([], cells, {})
     assert [(e["Action"], e["Actor"]["Attributes"]["exitCode"]) for _, e in alone] == [("die", "0")]
+    # Removed since: its last exit as remembered before the removal.
+    gone = ev.cell_events([_task("DELETE_CELL", 7, [_step("DELETE", 8)])], {}, cells)
+    assert [e["Action"] for _, e in gone] == ["die", "destroy"]
+    assert gone[0][1]["Actor"]["Attributes"]["name"] == "web"
 
 
 def test_event_filters_and_times() -> None:
