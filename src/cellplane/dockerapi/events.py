@@ -32,6 +32,7 @@ __all__ = ["note_network", "note_volume", "remember", "remember_cell", "routes"]
 #: agent reports what it did a little after the fact).
 POLL_S = 1.0
 LOOKBACK = timedelta(minutes=5)
+_ENDED_STATES = ("EXITED", "STOPPED", "FAILED")
 _JOURNAL_LEN = 2000
 _REMEMBERED_LEN = 5000
 # project id -> its volume and network events made through the endpoint; its removed cells.
@@ -75,6 +76,9 @@ def remember(ctx: EndpointContext, cell_id: str) -> None:
     """Before a cell is removed through the endpoint: keep what its events need (its name, and
     its last exit, which the database forgets with the cell)."""
     for cid, info in docker_resources.cells_named(ctx.svc, ctx.project_id, cell_id).items():
+        if info["ended_at"] is None and info["state"] in _ENDED_STATES:
+            # An ended cell's last change is the report of its end: the die's time.
+            info["ended_at"] = info["updated_at"]
         remember_cell(ctx.project_id, {"id": cid, **info})
 
 

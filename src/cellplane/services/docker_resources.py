@@ -85,11 +85,21 @@ def cell_tasks(
 def cells_named(
     svc: Services, project_id: str, cell_id: str | None = None
 ) -> dict[str, dict[str, Any]]:
-    """cell id -> name, image (its name), labels, exit code and when it last ended, of the
-    project's cells (or of its cell `cell_id` only)."""
+    """cell id -> name, image (its name), labels, exit code, when it ended for good (None
+    unless its container went), state and last change, of the project's cells (or of its cell
+    `cell_id` only)."""
     with svc.db.reader() as s:
         q = (
-            select(Cell.id, Cell.name, Image.name, Cell.labels, Cell.exit_code, Cell.ended_at)
+            select(
+                Cell.id,
+                Cell.name,
+                Image.name,
+                Cell.labels,
+                Cell.exit_code,
+                Cell.ended_at,
+                Cell.state,
+                Cell.updated_at,
+            )
             .join(Image, Image.id == Cell.image_id, isouter=True)
             .where(Cell.project_id == project_id)
         )
@@ -103,6 +113,8 @@ def cells_named(
                 "labels": dict(labels or {}),
                 "exit_code": code,
                 "ended_at": iso(ended),
+                "state": state,
+                "updated_at": iso(updated),
             }
-            for cid, name, image, labels, code, ended in rows
+            for cid, name, image, labels, code, ended, state, updated in rows
         }
