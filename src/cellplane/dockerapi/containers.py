@@ -12,7 +12,7 @@ from typing import Any
 import pydantic
 from aiohttp import web
 
-from cellplane.dockerapi import mapping, streams, views
+from cellplane.dockerapi import events, mapping, streams, views
 from cellplane.dockerapi.base import (
     EndpointContext,
     blocking,
@@ -27,7 +27,7 @@ from cellplane.dockerapi.base import (
 from cellplane.dockerapi.mapping import Refused
 from cellplane.errors import NotFound
 from cellplane.ids import utcnow
-from cellplane.services import cells, docker_endpoints, volumes
+from cellplane.services import cells, docker_endpoints, docker_resources, volumes
 from cellplane.services.context import Principal
 from cellplane.services.schemas import CellCreate, VolumeCreate
 
@@ -105,7 +105,11 @@ async def list_containers(request: web.Request) -> web.Response:
 async def inspect(request: web.Request) -> web.Response:
     ctx, p = context(request), principal(request)
     cell = await blocking(resolve, ctx, p, request.match_info["ref"])
-    return json_response(views.inspect(cell, ctx.project_name))
+    network = await blocking(docker_resources.cell_network, ctx.svc, cell["id"])
+    view = views.inspect(cell, network or "bridge")  # Docker's name of the default network
+    if network is not None:
+        view["HostConfig"]["NetworkMode"] = network
+    return json_response(view)
 
 
 def _transition(
@@ -215,6 +219,7 @@ async def remove(request: web.Request) -> web.Response:
     if force and views.docker_state(cell) in ("running", "restarting"):
         # Docker's `rm -f` kills (SIGKILL) rather than waiting out the stop timeout.
         await _run(ctx, p, "stop", cell["id"], 0.0)
+    await blocking(events.remember, ctx, cell["id"])  # what its events need, once it is gone
     await _run(ctx, p, "delete", cell["id"], None)
     return web.Response(status=204)
 

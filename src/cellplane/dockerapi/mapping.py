@@ -157,20 +157,48 @@ def _check_refused(body: dict[str, Any], host: dict[str, Any]) -> None:
         raise Refused(400, f"--stop-signal {signal} {_NOT_YET}")
 
 
-def _network(host: dict[str, Any], body: dict[str, Any]) -> None:
+def _network(host: dict[str, Any], body: dict[str, Any], name: str | None) -> str | None:
+    """The project network the container joins (None: the default one, Docker's "bridge")."""
     mode = host.get("NetworkMode") or "default"
     if mode == "host":
         raise Refused(403, f"--network host {_FORBIDDEN}")
     if mode.startswith("container:"):
         raise Refused(403, f"--network {mode} {_FORBIDDEN}")
-    if mode not in ("default", "bridge"):
-        raise Refused(400, f"--network {mode} {_NOT_YET}: containers join their project's network")
+    if mode == "none":
+        raise Refused(400, f"--network none {_NOT_YET}")
     endpoints = ((body.get("NetworkingConfig") or {}).get("EndpointsConfig")) or {}
-    for name in endpoints:
-        if name not in ("default", "bridge"):
+    if not isinstance(endpoints, dict):
+        raise Refused(400, "NetworkingConfig.EndpointsConfig must be a JSON object")
+    wanted = {mode} | set(endpoints)
+    wanted -= {"default"} if len(wanted) > 1 else set()
+    if len(wanted) > 1:
+        raise Refused(
+            400,
+            f"--network {' --network '.join(sorted(wanted))}: a container joins exactly one "
+            "network on this endpoint",
+        )
+    network = wanted.pop()
+    for ep_name, ep in endpoints.items():
+        ep = ep or {}
+        aliases = [a for a in ep.get("Aliases") or [] if a != name]
+        if aliases:
             raise Refused(
-                400, f"--network {name} {_NOT_YET}: containers join their project's network"
+                400,
+                f"--network-alias {aliases[0]} {_NOT_YET}: a container is found on its network "
+                "by its name only",
             )
+        for key, option in (
+            ("IPAMConfig", "--ip"),
+            ("Links", "--link"),
+            ("MacAddress", "--mac-address"),
+        ):
+            if ep.get(key):
+                raise Refused(400, f"{option} (network {ep_name}) {_NOT_YET}")
+    if network in ("default", "bridge"):
+        return None
+    if not is_dns_label(network):
+        raise Refused(404, f"network {network} not found")
+    return network
 
 
 def _ports(host: dict[str, Any]) -> list[dict[str, Any]]:
@@ -297,7 +325,7 @@ def cell_fields(name: str | None, body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(image, str) or not image:
         raise Refused(400, "No image was specified")
     _check_refused(body, host)
-    _network(host, body)
+    network = _network(host, body, name.removeprefix("/") if name else None)
     labels = {str(k): str(v) for k, v in (body.get("Labels") or {}).items()}
     isolation = _isolation(host, labels.pop(ISOLATION_LABEL, None))
     reserved = [k for k in labels if k.startswith("cellplane.")]
@@ -338,6 +366,8 @@ def cell_fields(name: str | None, body: dict[str, Any]) -> dict[str, Any]:
         if fields["restart"]["policy"] != "never":
             raise Refused(400, "Conflicting options: --restart and --rm (AutoRemove)")
         labels[AUTO_REMOVE_LABEL] = "true"
+    if network is not None:
+        fields["network"] = network
     return fields
 
 

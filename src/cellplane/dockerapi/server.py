@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from cellplane import __version__
-from cellplane.dockerapi import containers, execs, extras, streams
+from cellplane.dockerapi import containers, execs, extras, resources, streams
 from cellplane.dockerapi import images as images_routes
 from cellplane.dockerapi.base import (
     CTX,
@@ -218,6 +218,7 @@ def make_app(ctx: EndpointContext) -> web.Application:
         *streams.routes(),
         *execs.routes(),
         *extras.routes(),
+        *resources.routes(),
     ]
     for method, path, handler in table:
         app.router.add_route(method, path, handler)

@@ -132,7 +132,20 @@ def test_every_supported_option_maps_onto_the_cell() -> None:
             400,
             "--restart and --rm",
         ),
-        ({"HostConfig": {"NetworkMode": "mynet"}}, 400, "--network mynet"),
+        (
+            {
+                "HostConfig": {"NetworkMode": "a"},
+                "NetworkingConfig": {"EndpointsConfig": {"a": {}, "b": {}}},
+            },
+            400,
+            "exactly one network",
+        ),
+        (
+            {"NetworkingConfig": {"EndpointsConfig": {"a": {"Aliases": ["db"]}}}},
+            400,
+            "--network-alias db",
+        ),
+        ({"HostConfig": {"NetworkMode": "none"}}, 400, "--network none"),
         ({"Volumes": {"/data": {}}}, 400, "anonymous volumes"),
         ({"HostConfig": {"Memory": 1024}}, 400, "Minimum memory limit"),
         ({"HostConfig": {"RestartPolicy": {"Name": "sometimes"}}}, 400, "--restart sometimes"),

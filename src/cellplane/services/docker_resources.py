@@ -1,0 +1,120 @@
+"""What a Docker-compatible endpoint reads about its project's resources beyond cells' own views:
+which cells sit on which network, the cells' tasks (the source of `docker events`), and the cells'
+names and images (for events of cells that may be gone since).
+
+Read-only; the caller (`cellplane.dockerapi`) has already admitted the principal to the project.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select
+
+from cellplane.services.context import Services
+from cellplane.services.views import iso
+from cellplane.state import networks as state_networks
+from cellplane.state.models import Cell, Image, Network, Task
+
+__all__ = ["cell_network", "cell_tasks", "cells_by_network", "cells_named"]
+
+#: The most tasks one `docker events` read considers.
+MAX_TASKS = 5000
+
+
+def cells_by_network(svc: Services, project_id: str) -> dict[str, list[dict[str, Any]]]:
+    """network id -> the project's cells on it (id, name, address), the default network's
+    under its own id."""
+    default = state_networks.default_network_id(project_id)
+    out: dict[str, list[dict[str, Any]]] = {}
+    with svc.db.reader() as s:
+        rows = s.execute(
+            select(Cell.id, Cell.name, Cell.network_address, Cell.address, Cell.network_id)
+            .where(Cell.project_id == project_id)
+            .order_by(Cell.name)
+        )
+        for cid, name, net_address, address, network_id in rows:
+            out.setdefault(network_id or default, []).append(
+                {"id": cid, "name": name, "address": net_address or address}
+            )
+    return out
+
+
+def cell_network(svc: Services, cell_id: str) -> str | None:
+    """The name of the network a cell is on (None: its project's default network)."""
+    with svc.db.reader() as s:
+        network_id = s.scalar(select(Cell.network_id).where(Cell.id == cell_id))
+        if network_id is None:
+            return None
+        net = s.get(Network, network_id)
+        return None if net is None or state_networks.is_default(net) else net.name
+
+
+def cell_tasks(
+    svc: Services, project_id: str, since: datetime | None, until: datetime | None
+) -> list[dict[str, Any]]:
+    """The project's cell tasks that may hold an event between `since` and `until` (made
+    before `until`, and not ended before `since`), oldest first."""
+    with svc.db.reader() as s:
+        q = select(Task).where(Task.project_id == project_id, Task.entity_kind == "cell")
+        if since is not None:
+            q = q.where(
+                or_(Task.created_at >= since, Task.finished_at >= since, Task.finished_at.is_(None))
+            )
+        if until is not None:
+            q = q.where(Task.created_at <= until)
+        q = q.order_by(Task.created_at.desc(), Task.id.desc()).limit(MAX_TASKS)
+        found = [
+            {
+                "id": t.id,
+                "kind": t.kind,
+                "state": t.state,
+                "cell_id": t.entity_id,
+                "error": t.error,
+                "steps": [dict(st) for st in t.steps or []],
+                "created_at": iso(t.created_at),
+                "finished_at": iso(t.finished_at),
+            }
+            for t in s.scalars(q)
+        ]
+    found.reverse()
+    return found
+
+
+def cells_named(
+    svc: Services, project_id: str, cell_id: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """cell id -> name, image (its name), labels, exit code, when it ended for good (None
+    unless its container went), state and last change, of the project's cells (or of its cell
+    `cell_id` only)."""
+    with svc.db.reader() as s:
+        q = (
+            select(
+                Cell.id,
+                Cell.name,
+                Image.name,
+                Cell.labels,
+                Cell.exit_code,
+                Cell.ended_at,
+                Cell.state,
+                Cell.updated_at,
+            )
+            .join(Image, Image.id == Cell.image_id, isouter=True)
+            .where(Cell.project_id == project_id)
+        )
+        if cell_id is not None:
+            q = q.where(Cell.id == cell_id)
+        rows = s.execute(q)
+        return {
+            cid: {
+                "name": name,
+                "image": image or "",
+                "labels": dict(labels or {}),
+                "exit_code": code,
+                "ended_at": iso(ended),
+                "state": state,
+                "updated_at": iso(updated),
+            }
+            for cid, name, image, labels, code, ended, state, updated in rows
+        }
