@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
     from cellplane.agent.overlay_agent import OverlayAgent
 
 __all__ = ["LimitsPending", "Preparer"]
+
+
+#: Pauses before asking the engine again to limit a container that says it runs.
+_LIMIT_RETRIES_S = (0.05, 0.2, 0.5)
 
 
 class LimitsPending(TemporaryDriverError):
@@ -196,24 +201,33 @@ class Preparer:
         A sandboxed cell got them at creation (runsc cannot change a running sandbox's)."""
         if cell.isolation == "sandbox":
             return
-        try:
-            self.driver.apply_limits(container_id, float(cell.cpu), int(cell.memory_mb))
-        except DriverError as exc:
-            if not self._running(container_id):
-                return  # it ended already (a quick command): nothing left to limit
-            limits = f"cpu {float(cell.cpu):g}, memory {int(cell.memory_mb)} MB"
+        error: DriverError | None = None
+        for pause in (*_LIMIT_RETRIES_S, None):
             try:
-                self.driver.kill(container_id)
-            except ContainerNotFound:
-                pass
-            except DriverError as again:
-                raise LimitsPending(
-                    f"limits ({limits}) not applied: {exc}; stopping it failed too: {again}",
-                    container_id,
-                ) from exc
-            raise PermanentDriverError(
-                f"limits ({limits}) not applied, so the container was stopped: {exc}"
-            ) from exc
+                self.driver.apply_limits(container_id, float(cell.cpu), int(cell.memory_mb))
+                return
+            except DriverError as exc:
+                if not self._running(container_id):
+                    return  # it ended already (a quick command): nothing left to limit
+                error = exc
+            if pause is not None:
+                # A command that exits at once: `runc update` fails on its departing cgroup
+                # while the engine still says running (conmon has not reaped it). Ask again.
+                time.sleep(pause)
+        assert error is not None
+        limits = f"cpu {float(cell.cpu):g}, memory {int(cell.memory_mb)} MB"
+        try:
+            self.driver.kill(container_id)
+        except ContainerNotFound:
+            pass
+        except DriverError as again:
+            raise LimitsPending(
+                f"limits ({limits}) not applied: {error}; stopping it failed too: {again}",
+                container_id,
+            ) from error
+        raise PermanentDriverError(
+            f"limits ({limits}) not applied, so the container was stopped: {error}"
+        ) from error
 
     def _running(self, container_id: str) -> bool:
         """Whether the container runs; True when the engine cannot say (assume the worst)."""

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from agent_support import ENGINE_REF, assignment
 
+from cellplane.agent import prepare
 from cellplane.agent.runner import Agent
 from cellplane.drivers.errors import (
     AddressesExhausted,
@@ -23,6 +24,8 @@ from cellplane.drivers.errors import (
 from cellplane.drivers.fake import FakeDriver
 
 AgentFactory = Callable[[], Agent]
+#: How many times the agent asks for a running container's limits before it gives up.
+ATTEMPTS = len(prepare._LIMIT_RETRIES_S) + 1
 RunPass = Callable[..., None]
 
 
@@ -78,7 +81,8 @@ def test_a_container_whose_limits_fail_is_stopped_and_the_cell_fails(
     agent_factory: AgentFactory, driver: FakeDriver, server: Any, run_pass: RunPass
 ) -> None:
     agent = agent_factory()
-    driver.fail_next("apply_limits", PermanentDriverError("cgroup refused the quota"))
+    for _ in range(ATTEMPTS):  # refused every time it is asked
+        driver.fail_next("apply_limits", PermanentDriverError("cgroup refused the quota"))
     agent._apply_assignments(full(assignment()))
     run_pass(agent)
     box = driver.by_name("cp-cel-1")
@@ -94,11 +98,28 @@ def test_a_container_whose_limits_fail_is_stopped_and_the_cell_fails(
 
 
 @pytest.mark.usefixtures("clock")
+def test_limits_refused_once_are_asked_again_and_the_container_keeps_running(
+    agent_factory: AgentFactory, driver: FakeDriver, server: Any, run_pass: RunPass
+) -> None:
+    """`runc update` fails on a container whose process is leaving while the engine still says
+    it runs: one refusal is not a verdict; the agent asks again before stopping anything."""
+    agent = agent_factory()
+    driver.fail_next("apply_limits", PermanentDriverError("runc update: exit status 1"))
+    agent._apply_assignments(full(assignment()))
+    run_pass(agent)
+    box = driver.by_name("cp-cel-1")
+    assert len(driver.called("apply_limits")) == 2 and driver.called("kill") == []
+    assert box.limits == (0.5, 256)
+    assert server.last("cel-1")["state"] == "RUNNING"
+
+
+@pytest.mark.usefixtures("clock")
 def test_limits_that_fail_on_a_container_that_cannot_be_stopped_are_retried(
     agent_factory: AgentFactory, driver: FakeDriver, server: Any, run_pass: RunPass, clock: Any
 ) -> None:
     agent = agent_factory()
-    driver.fail_next("apply_limits", TemporaryDriverError("engine busy"))
+    for _ in range(ATTEMPTS):
+        driver.fail_next("apply_limits", TemporaryDriverError("engine busy"))
     driver.fail_next("kill", TemporaryDriverError("engine busy"))
     agent._apply_assignments(full(assignment()))
     run_pass(agent)
