@@ -1,5 +1,5 @@
 """The server process's background loops: cell placement (with failover and drains), volume
-moves, and the cluster executor.
+moves, the cluster executor and the service reconciler.
 
 Installed by the server entry (:func:`cellplane.daemon.run_server`) on the app it serves, with
 :func:`install`; the app's lifespan then runs :func:`background_loops` after its own setup
@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 from cellplane.controller.clusters import run_cluster_executor
 from cellplane.controller.loop import run_controller, run_volume_mover
+from cellplane.controller.services import run_service_reconciler
 from cellplane.services.context import Services
 
 __all__ = ["background_loops", "install"]
@@ -28,6 +29,7 @@ async def background_loops(svc: Services) -> AsyncIterator[None]:
         asyncio.create_task(run_controller(svc)),
         asyncio.create_task(run_volume_mover(svc)),
         asyncio.create_task(run_cluster_executor(svc)),
+        asyncio.create_task(run_service_reconciler(svc)),
     ]
     try:
         yield
