@@ -39,6 +39,10 @@ TemplateFile = Annotated[
         "--template", exists=True, help="A JSON file: the cell body without a name (docs/api.md)."
     ),
 ]
+Image = Annotated[str | None, typer.Option("--image", "-i", help="Image of every cell.")]
+Command = Annotated[
+    list[str] | None, typer.Argument(help="Command and arguments of every cell, after `--`.")
+]
 Cpu = Annotated[float | None, typer.Option("--cpu", help="CPUs per cell.")]
 Memory = Annotated[str | None, typer.Option("--memory", "-m", help="Memory per cell (512M, 1G).")]
 Flavor = Annotated[str | None, typer.Option("--flavor", help="Flavor of each cell.")]
@@ -82,7 +86,7 @@ def template_from(
     if restart is not None:
         t["restart"] = parse_restart(restart)
     if not t.get("image"):
-        raise typer.BadParameter('give the image (IMAGE, or "image" in --template)')
+        raise typer.BadParameter('give the image (--image, or "image" in --template)')
     return t
 
 
@@ -147,8 +151,8 @@ def _follow(
 @app.command("create")
 def create(
     name: NameArg,
-    image: Annotated[str | None, typer.Argument(help="Image of every cell.")] = None,
-    command: Annotated[list[str] | None, typer.Argument(help="Command of every cell.")] = None,
+    image: Image = None,
+    command: Command = None,
     instances: Instances = 1,
     template: TemplateFile = None,
     cpu: Cpu = None,
@@ -208,8 +212,8 @@ def scale(
 @app.command("update")
 def update(
     name: NameArg,
-    image: Annotated[str | None, typer.Option("--image", help="New image.")] = None,
-    command: Annotated[list[str] | None, typer.Argument(help="New command.")] = None,
+    image: Image = None,
+    command: Command = None,
     template: TemplateFile = None,
     cpu: Cpu = None,
     memory: Memory = None,

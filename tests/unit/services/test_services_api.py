@@ -217,3 +217,16 @@ def test_names_taken_by_hand_are_skipped_and_unknown_services_404(plat: Platform
             **({} if path.endswith("nope") else {"json": {"instances": 1}}),
         )
         assert r.status_code == 404 and "service 'nope'" in r.text, r.text
+
+
+def test_the_service_task_names_its_service_and_a_new_change_supersedes_it(
+    plat: Platform,
+) -> None:
+    first = _create(plat, instances=1).json()
+    shown = plat.task(first["id"])
+    assert shown["entity"] == {"kind": "service", "id": _show(plat)["id"], "name": "web"}
+    r = plat.client.post(f"{BASE}/web/scale", json={"instances": 2}, headers=plat.admin)
+    assert r.status_code == 202, r.text
+    old = plat.task(first["id"])
+    assert old["state"] == "ERROR" and "superseded by SCALE_SERVICE" in old["error"]
+    assert _show(plat)["task"]["id"] == r.json()["id"]
