@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from cellplane.ids import utcnow
 from cellplane.services.context import Services
-from cellplane.services.service_reconcile import SERVICES_TOPIC, run_pass
+from cellplane.services.service_reconcile import SERVICES_TOPIC, is_settled, run_pass
 from cellplane.state.service_models import Service
 
 __all__ = ["reconcile_services", "run_service_reconciler"]
@@ -26,12 +26,18 @@ log = structlog.get_logger("cellplane.controller.services")
 def reconcile_services(svc: Services) -> int:
     """One pass over every service; returns how many had something to do."""
     with svc.db.reader() as s:
-        ids = s.scalars(select(Service.id).order_by(Service.id)).all()
+        now = utcnow()
+        ids = [
+            r.id
+            for r in s.scalars(select(Service).order_by(Service.id))
+            if not is_settled(s, r, now)
+        ]
     busy = 0
     for service_id in ids:
         try:
             with svc.db.session() as s:
-                service = s.get(Service, service_id)
+                # One pass per service at a time (a no-op on SQLite, whose writers are serialised).
+                service = s.get(Service, service_id, with_for_update=True)
                 if service is None:
                     continue
                 plan, topics = run_pass(svc, s, service, utcnow())
@@ -40,7 +46,8 @@ def reconcile_services(svc: Services) -> int:
             continue
         if plan.actions:
             busy += 1
-        svc.notifier.publish(*topics)
+        if topics:
+            svc.notifier.publish(*topics)
     return busy
 
 

@@ -42,12 +42,13 @@ from cellplane.state.service_models import REVISION_LABEL, Service
 __all__ = ["create", "delete", "get", "list_services", "scale", "update"]
 
 
-def _find(s: Session, project: Project, name: str) -> Service:
-    row = s.scalar(
-        select(Service).where(
-            Service.project_id == project.id, (Service.name == name) | (Service.id == name)
-        )
+def _find(s: Session, project: Project, name: str, *, lock: bool = False) -> Service:
+    q = select(Service).where(
+        Service.project_id == project.id, (Service.name == name) | (Service.id == name)
     )
+    # A change and the controller's pass of one service take turns (PostgreSQL; SQLite
+    # serialises writers anyway).
+    row = s.scalar(q.with_for_update() if lock else q)
     if row is None:
         raise NotFound(f"service {name!r} does not exist in project {project.name!r}")
     return row
@@ -163,7 +164,7 @@ def _active(
     s: Session, principal: Principal, project_name: str, name: str
 ) -> tuple[Project, Service]:
     project = cells_mod.project_for(s, principal, project_name, "cells:write")
-    service = _find(s, project, name)
+    service = _find(s, project, name, lock=True)
     if service.state == "DELETING":
         raise Conflict(f"service {service.name!r} is being deleted")
     return project, service
@@ -220,7 +221,7 @@ def delete(
 ) -> Outcome:
     """Delete the service and every cell of it; the row goes once its last cell is gone."""
     project = cells_mod.project_for(s, principal, project_name, "cells:write")
-    service = _find(s, project, name)
+    service = _find(s, project, name, lock=True)
     if service.state == "DELETING" and service.task_id:
         task = s.get(Task, service.task_id)
         if task is not None:

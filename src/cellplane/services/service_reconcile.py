@@ -44,6 +44,7 @@ __all__ = [
     "cell_row",
     "cells_of",
     "desired_of",
+    "is_settled",
     "observe",
     "run_pass",
     "service_principal",
@@ -154,24 +155,39 @@ def _create(
     return list(out.topics)
 
 
-def _record(task: Task | None, plan: ServicePlan, service: Service, now: datetime) -> None:
+def _record(task: Task | None, plan: ServicePlan, service: Service, now: datetime) -> bool:
+    """Advance the service's task by the plan; whether it changed."""
     if task is None or task.state in tasks_mod.TERMINAL:
-        return
+        return False
     if service.state == "DELETING":
         if plan.converged:
-            tasks_mod.advance(task, "DELETED", "COMPLETED", now)
-        else:
-            tasks_mod.advance(task, "DELETE_CELLS", "STARTED", now, message=f"{plan.live} left")
-        return
+            return tasks_mod.advance(task, "DELETED", "COMPLETED", now)
+        return tasks_mod.advance(task, "DELETE_CELLS", "STARTED", now, message=f"{plan.live} left")
     n = service.instances
     message = f"{plan.ready}/{n} ready at revision {service.revision}; {plan.live} alive"
     if service.message:
         message += f"; {service.message}"
     if plan.converged:
-        tasks_mod.advance(task, "READY", "COMPLETED", now)
-        return
-    tasks_mod.advance(task, "CELLS", "STARTED", now, message=message)
-    task.progress = min(99, int(100 * plan.ready / n)) if n else 99
+        return tasks_mod.advance(task, "READY", "COMPLETED", now)
+    changed = tasks_mod.advance(task, "CELLS", "STARTED", now, message=message)
+    progress = min(99, int(100 * plan.ready / n)) if n else 99
+    if task.progress != progress:
+        task.progress, changed = progress, True
+    return changed
+
+
+def is_settled(s: Session, service: Service, now: datetime) -> bool:
+    """Whether a pass would change nothing: no action to take, no task to advance, nothing to
+    record. The controller checks it in a read transaction before opening a write one."""
+    plan = plan_service(desired_of(service), observe(service, cells_of(s, service)), now)
+    task = s.get(Task, service.task_id) if service.task_id else None
+    return (
+        not plan.actions
+        and service.state != "DELETING"
+        and (task is None or task.state in tasks_mod.TERMINAL)
+        and service.message is None
+        and not (plan.converged and service.failures)
+    )
 
 
 def run_pass(
@@ -217,10 +233,10 @@ def run_pass(
     if plan.converged and service.state == "DELETING":
         s.delete(service)
     task = s.get(Task, service.task_id) if service.task_id else None
-    _record(task, plan, service, now)
-    if task is not None:
+    if _record(task, plan, service, now) and task is not None:
         topics.append(f"task:{task.id}")
-    topics += ["controller", f"service:{service.id}"]
+    if topics:
+        topics.append(f"service:{service.id}")
     return plan, topics
 
 

@@ -230,3 +230,17 @@ def test_the_service_task_names_its_service_and_a_new_change_supersedes_it(
     old = plat.task(first["id"])
     assert old["state"] == "ERROR" and "superseded by SCALE_SERVICE" in old["error"]
     assert _show(plat)["task"]["id"] == r.json()["id"]
+
+
+def test_a_settled_service_costs_its_pass_no_write_and_wakes_nothing(plat: Platform) -> None:
+    assert _create(plat, instances=2).status_code == 202
+    _run_all(plat)
+    reconcile_services(plat.svc)
+    assert _show(plat)["state"] == "READY"
+    seen = plat.svc.notifier.version("controller")
+    with plat.svc.db.reader() as s:
+        before = s.scalar(select(Service.updated_at))
+    assert reconcile_services(plat.svc) == 0
+    assert plat.svc.notifier.version("controller") == seen
+    with plat.svc.db.reader() as s:
+        assert s.scalar(select(Service.updated_at)) == before
