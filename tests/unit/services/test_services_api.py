@@ -244,3 +244,22 @@ def test_a_settled_service_costs_its_pass_no_write_and_wakes_nothing(plat: Platf
     assert plat.svc.notifier.version("controller") == seen
     with plat.svc.db.reader() as s:
         assert s.scalar(select(Service.updated_at)) == before
+
+
+def test_cells_spread_across_hosts_by_default_and_share_one_when_they_must(
+    plat: Platform,
+) -> None:
+    plat.register_host("host-2")
+    # Even under binpack (which fills one host first), the soft anti-affinity spreads them.
+    tpl = {**TEMPLATE, "placement": "binpack"}
+    r = plat.client.post(
+        BASE, json={"name": "web", "template": tpl, "instances": 2}, headers=plat.admin
+    )
+    assert r.status_code == 202, r.text
+    plat.schedule()
+    hosts = [c["host_id"] for c in _show(plat)["cells"]]
+    assert None not in hosts and len(set(hosts)) == 2, hosts
+    # Soft: a third cell still goes somewhere (two hosts, three cells).
+    assert plat.client.post(f"{BASE}/web/scale", json={"instances": 3}, headers=plat.admin)
+    plat.schedule()
+    assert None not in [c["host_id"] for c in _show(plat)["cells"]]
