@@ -263,3 +263,16 @@ def test_cells_spread_across_hosts_by_default_and_share_one_when_they_must(
     assert plat.client.post(f"{BASE}/web/scale", json={"instances": 3}, headers=plat.admin)
     plat.schedule()
     assert None not in [c["host_id"] for c in _show(plat)["cells"]]
+
+
+def test_a_null_template_name_is_no_name_and_a_given_one_is_refused(plat: Platform) -> None:
+    body = {"template": {**TEMPLATE, "name": None}, "instances": 1}
+    assert _create(plat, **body).status_code == 202
+    r = plat.client.post(
+        f"{BASE}/web/update", json={"template": {**TEMPLATE, "name": "x"}}, headers=plat.admin
+    )
+    assert r.status_code == 422 and "template has no name" in r.text, r.text
+    r = plat.client.post(
+        f"{BASE}/web/update", json={"template": {**TEMPLATE, "name": None}}, headers=plat.admin
+    )
+    assert r.status_code == 202, r.text
