@@ -32,6 +32,7 @@ from cellplane.api import (
     routes_ops,
     routes_pki,
     routes_quotas,
+    routes_services,
     routes_system,
 )
 from cellplane.api.jsonresp import JSONResponse
@@ -193,6 +194,7 @@ def create_app(svc: Services, *, run_controllers: bool = True) -> FastAPI:
         routes_exec,
         routes_docker,
         routes_clusters,
+        routes_services,
         routes_agent,
         routes_directory,
         routes_quotas,

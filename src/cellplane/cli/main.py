@@ -32,6 +32,7 @@ from cellplane.cli import (
     projects,
     quotas,
     roles,
+    services,
     tasks,
     tenants,
     users,
@@ -80,6 +81,7 @@ def _root(
 
 app.add_typer(conventional(cells.app), name="cell")
 app.add_typer(conventional(clusters.app), name="cluster")
+app.add_typer(conventional(services.app), name="service")
 app.add_typer(conventional(volumes.app), name="volume")
 app.add_typer(conventional(networks.app), name="network")
 app.add_typer(conventional(images.app), name="image")

@@ -14,7 +14,7 @@ noun to `Client`::
     credentials     CredentialProvider, SessionCredentials (token renewal under a lock)
     sse             text/event-stream parsing
     models          TypedDicts of the identity, quota, certificate and audit answers
-    hosts, flavors, images, projects, cells, volumes, tasks, clusters,
+    hosts, flavors, images, projects, cells, volumes, tasks, clusters, services,
     tenants, users, groups, oauth_clients, roles, quotas, certificates, audit, identity
 
 Failure handling (see `_base`): POSTs carry an `Idempotency-Key` and are retried under it;

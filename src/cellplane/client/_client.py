@@ -17,6 +17,7 @@ from cellplane.client.oauth_clients import OAuthClientsApi
 from cellplane.client.projects import ProjectsApi
 from cellplane.client.quotas import QuotasApi
 from cellplane.client.roles import RolesApi
+from cellplane.client.services import ServicesApi
 from cellplane.client.tasks import TasksApi
 from cellplane.client.tenants import TenantsApi
 from cellplane.client.users import UsersApi
@@ -36,6 +37,7 @@ class Client(
     NetworksApi,
     TasksApi,
     ClustersApi,
+    ServicesApi,
     TenantsApi,
     UsersApi,
     GroupsApi,

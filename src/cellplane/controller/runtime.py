@@ -1,6 +1,6 @@
 """The server process's background loops: cell placement (with failover and drains), volume
-moves, and the cluster executor; with several replicas on PostgreSQL only in the elected leader
-(`controller.leader`).
+moves, the cluster executor and the service reconciler; with several replicas on PostgreSQL
+only in the elected leader (`controller.leader`).
 
 Installed by the server entry (:func:`cellplane.daemon.run_server`) on the app it serves, with
 :func:`install`; the app's lifespan then runs :func:`background_loops` after its own setup
@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from cellplane.controller.clusters import run_cluster_executor
 from cellplane.controller.leader import lead
 from cellplane.controller.loop import run_controller, run_volume_mover
+from cellplane.controller.services import run_service_reconciler
 from cellplane.metrics import LEADER
 from cellplane.services.context import Services
 
@@ -49,12 +50,13 @@ async def background_loops(svc: Services) -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def controllers(svc: Services) -> AsyncIterator[None]:
-    """Run the placement loop, the volume mover and the cluster executor until the context
-    exits, then cancel them."""
+    """Run the placement loop, the volume mover, the cluster executor and the service
+    reconciler until the context exits, then cancel them."""
     loops = [
         asyncio.create_task(run_controller(svc)),
         asyncio.create_task(run_volume_mover(svc)),
         asyncio.create_task(run_cluster_executor(svc)),
+        asyncio.create_task(run_service_reconciler(svc)),
     ]
     try:
         yield

@@ -46,6 +46,7 @@ from cellplane.state.models import (
     Tenant,
     Volume,
 )
+from cellplane.state.service_models import SERVICE_LABEL, Service
 
 __all__ = [
     "CLUSTER_LABEL",
@@ -60,6 +61,7 @@ __all__ = [
     "list_cells",
     "placement_request",
     "project_for",
+    "resolve_size",
     "restart",
     "start",
     "stop",
@@ -209,22 +211,8 @@ def _view(s: Session, cell: Cell, with_events: bool = True) -> dict[str, Any]:
     )
 
 
-def create(
-    svc: Services,
-    s: Session,
-    principal: Principal,
-    project_name: str,
-    body: CellCreate,
-    *,
-    pin_host: str | None = None,
-) -> Outcome:
-    """Admit a cell. `pin_host` (not part of the API body) keeps it on one host: the cluster
-    executor places a cluster's nodes as a whole, with their group's policies."""
-    now = utcnow()
-    project = project_for(s, principal, project_name, "cells:write")
-    image = s.scalar(select(Image).where((Image.name == body.image) | (Image.id == body.image)))
-    if image is None:
-        raise ValidationFailed.field("image", f"image {body.image!r} does not exist")
+def resolve_size(s: Session, body: CellCreate) -> tuple[float, int, int, str | None]:
+    """The cell's (cpu, memory_mb, disk_gb, flavor) from its flavor or its own sizes."""
     cpu_given, mem_given = body.cpu, body.memory_mb
     if body.flavor is None and (cpu_given is None) != (mem_given is None):
         # One of cpu/memory given: the other comes from the nearest flavor (docs/api.md).
@@ -249,6 +237,26 @@ def create(
         cpu, mem, disk, flavor_name = cpu_given, mem_given, 0, None
     if body.disk_gb is not None:
         disk = body.disk_gb
+    return cpu, mem, disk, flavor_name
+
+
+def create(
+    svc: Services,
+    s: Session,
+    principal: Principal,
+    project_name: str,
+    body: CellCreate,
+    *,
+    pin_host: str | None = None,
+) -> Outcome:
+    """Admit a cell. `pin_host` (not part of the API body) keeps it on one host: the cluster
+    executor places a cluster's nodes as a whole, with their group's policies."""
+    now = utcnow()
+    project = project_for(s, principal, project_name, "cells:write")
+    image = s.scalar(select(Image).where((Image.name == body.image) | (Image.id == body.image)))
+    if image is None:
+        raise ValidationFailed.field("image", f"image {body.image!r} does not exist")
+    cpu, mem, disk, flavor_name = resolve_size(s, body)
     if s.scalar(select(Cell.id).where(Cell.project_id == project.id, Cell.name == body.name)):
         raise Conflict(f"a cell named {body.name!r} already exists in project {project.name!r}")
     iso = isolation.admit(s, project, body.isolation)
@@ -548,7 +556,14 @@ def restart(
 def _refuse_owned(s: Session, cell: Cell, owner: str | None) -> None:
     """A cluster's node cell is the cluster's to delete: removed behind its back, the cluster
     would go on reporting the node ready. Stop, start and restart stay allowed (the cluster's
-    readiness probes see them)."""
+    readiness probes see them). A service's cell likewise (`docs/services.md`)."""
+    service = s.get(Service, (cell.labels or {}).get(SERVICE_LABEL, ""))
+    if service is not None and service.id != owner:
+        raise Conflict(
+            f"cell {cell.name!r} belongs to service {service.name!r}, which would replace it; "
+            f"scale or delete the service instead (`cellplane service scale {service.name} N`, "
+            f"`cellplane service rm {service.name}`)"
+        )
     cluster_id = cell.labels.get(CLUSTER_LABEL) if cell.labels else None
     if not cluster_id or cluster_id == owner:
         return

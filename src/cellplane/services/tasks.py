@@ -17,6 +17,7 @@ from cellplane.metrics import TASK_SECONDS
 from cellplane.services.context import Principal, Services
 from cellplane.state.cluster_models import Cluster
 from cellplane.state.models import Cell, Task, Volume
+from cellplane.state.service_models import Service
 
 __all__ = [
     "CREATE_STEPS",
@@ -170,7 +171,7 @@ def task_view(task: Task) -> dict[str, Any]:
 
 
 def _entity_name(s: Session, t: Task) -> str | None:
-    kinds: dict[str, Any] = {"cell": Cell, "volume": Volume, "cluster": Cluster}
+    kinds: dict[str, Any] = {"cell": Cell, "volume": Volume, "cluster": Cluster, "service": Service}
     model = kinds.get(t.entity_kind)
     entity = s.get(model, t.entity_id) if model is not None else None
     return getattr(entity, "name", None)
@@ -221,7 +222,7 @@ def visible_task(svc: Services, p: Principal, task_id: str) -> dict[str, Any]:
 
 
 def _task_project(s: Session, t: Task) -> str | None:
-    kinds: dict[str, Any] = {"cell": Cell, "volume": Volume, "cluster": Cluster}
+    kinds: dict[str, Any] = {"cell": Cell, "volume": Volume, "cluster": Cluster, "service": Service}
     model = kinds.get(t.entity_kind)
     entity = s.get(model, t.entity_id) if model is not None else None
     return getattr(entity, "project_id", None)

@@ -179,6 +179,17 @@ class Worlds:
         if "network" not in w.ids or not exists(f"{networks}/{w.ids['network']}"):
             n = _ok(c.post(networks, json={"name": "n" + new_id("n")[-11:]}, headers=admin), 201)
             w.ids["network"] = n["name"]
+        services = f"/v1/projects/{w.project_id}/services"
+        shown = c.get(f"{services}/{w.ids.get('service', 'none')}", headers=admin)
+        if shown.status_code != 200 or shown.json()["state"] == "DELETING":
+            name = "s" + new_id("s")[-11:]
+            body = {
+                "name": name,
+                "template": {"image": "host", "command": ["true"]},
+                "instances": 1,
+            }
+            _ok(c.post(services, json=body, headers=admin), 202)
+            w.ids["service"] = name
         endpoints = f"/v1/projects/{w.project_id}/docker-endpoints"
         if not c.get(endpoints, headers=admin).json().get("items"):
             _ok(c.post(endpoints, json={}, headers=admin), 201)
@@ -268,9 +279,10 @@ TENANT_PARAMS = {
     "client",
     "assignment_id",
     "serial",
+    "service",
 }
 # Parameters inside a project: a caller with a role only in another project gets 404.
-PROJECT_PARAMS = {"project", "cell_id", "volume_id", "cluster_id", "task_id"}
+PROJECT_PARAMS = {"project", "cell_id", "volume_id", "cluster_id", "task_id", "service"}
 
 
 def csr_pem(cn: str = "someone") -> str:
@@ -299,6 +311,15 @@ BODIES: dict[str, Callable[[TenantWorld], Any]] = {
     "POST /v1/cells/{cell_id}/restart": lambda w: {"timeout": 1},
     "POST /v1/cells/{cell_id}/move": lambda w: {"host": "host-1"},
     "POST /v1/cells/{cell_id}/exec": lambda w: {"command": ["true"]},
+    "POST /v1/projects/{project}/services": lambda w: {
+        "name": "s" + _n(),
+        "template": {"image": "host", "command": ["true"]},
+        "instances": 1,
+    },
+    "POST /v1/projects/{project}/services/{service}/scale": lambda w: {"instances": 1},
+    "POST /v1/projects/{project}/services/{service}/update": lambda w: {
+        "template": {"image": "host", "command": ["true"]}
+    },
     "POST /v1/projects/{project}/volumes": lambda w: {"name": "v" + _n(), "size_gb": 1},
     "POST /v1/projects/{project}/networks": lambda w: {"name": "n" + _n()},
     "POST /v1/projects/{project}/docker-endpoints": lambda w: {},

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 
 from cellplane.state.identity_models import Group, OAuthClient, User
 from cellplane.state.models import Cell, Flavor, Network, Project, Tenant, Volume
+from cellplane.state.service_models import Service
 
 # A body the route accepts; `{n}` is replaced by a fresh suffix per request.
 Base = Callable[[str], dict[str, Any]]
@@ -81,6 +82,17 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             Network,
             lambda plat, answer: f"/v1/projects/default/networks/{answer['name']}",
         ),
+        Operation(
+            "POST",
+            "/v1/projects/{project}/services",
+            lambda n: {
+                "name": f"s{n}",
+                "template": {"image": "host", "command": ["true"], "cpu": 0.01, "memory_mb": 6},
+                "instances": 0,
+            },
+            Service,
+            lambda plat, answer: f"/v1/projects/default/services/{answer['entity']['id']}",
+        ),
         Operation("POST", "/v1/projects", lambda n: {"name": f"p{n}"}, Project, None),
         Operation(
             "POST",
@@ -131,6 +143,8 @@ EXCLUDED = {
     "POST /v1/certificates": "a PEM CSR, parsed by cryptography",
     "POST /v1/projects/{project}/clusters": "specs: tests/unit/clusters; needs the distro's binaries",
     "POST /v1/clusters/{cluster_id}/resize": "a count",
+    "POST /v1/projects/{project}/services/{service}/scale": "a count",
+    "POST /v1/projects/{project}/services/{service}/update": "a template: a cell body, covered",
     "POST /v1/clusters/{cluster_id}/config": "needs a cluster: tests/unit/clusters",
     "PATCH /v1/tenants/{tenant}": "an isolation class from a closed list",
     "PATCH /v1/projects/{project}": "an isolation class from a closed list",

@@ -97,6 +97,7 @@ from cellplane.api.models.resources import (
     VolumeList,
     Whoami,
 )
+from cellplane.api.models.services import Service, ServiceCell, ServiceList, ServiceUpdatePolicy
 from cellplane.wire.agent import Assignments, Overlay, RegisterAnswer
 
 __all__ = [
@@ -169,6 +170,10 @@ __all__ = [
     "RegisterAnswer",
     "RoleAssignment",
     "RoleAssignmentList",
+    "Service",
+    "ServiceCell",
+    "ServiceList",
+    "ServiceUpdatePolicy",
     "Task",
     "TaskEntity",
     "TaskList",

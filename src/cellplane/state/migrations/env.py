@@ -6,7 +6,8 @@ from alembic import context
 from sqlalchemy import create_engine
 
 import cellplane.state.cluster_models  # registers the cluster tables
-import cellplane.state.identity_models  # noqa: F401  (registers the identity tables)
+import cellplane.state.identity_models
+import cellplane.state.service_models  # noqa: F401  (registers the services table)
 from cellplane.state.models import Base
 
 config = context.config
