@@ -17,8 +17,9 @@ RUNNING in <= 100 s, server RSS <= 1 GB, API p99 <= 100 ms.
   `api_p99_ms.list_page` over as many pages of `GET /v1/projects/{p}/cells?limit=100` (walking
   the cursors), each from one client, one request at a time.
 - `server_rss_mb`: the server's peak resident memory (sampled with each poll) and at the end.
-- `--profile DIR`: the server runs under cProfile (`CELLPLANE_PROFILE`, written at exit) and the
-  top functions by own and cumulative time are printed to stderr.
+- `--profile DIR`: the server samples its threads' stacks (`cellplane.sampling`, switched on by
+  `CELLPLANE_PROFILE`; written at exit to DIR/server.txt and DIR/server.txt.collapsed) and the
+  report is printed to stderr.
 
 The machine is shared: the JSON carries its load average and the CPU seconds of the server, the
 simulated hosts and this script, so figures can be read against what else ran.
@@ -136,16 +137,6 @@ def api_samples(http: Any, projects: list[str], samples: int) -> dict[str, float
     }
 
 
-def print_profile(path: Path, top: int = 25) -> None:
-    import io
-    import pstats
-
-    for key in ("tottime", "cumulative"):
-        out = io.StringIO()
-        pstats.Stats(str(path), stream=out).sort_stats(key).print_stats(top)
-        print(f"--- server profile by {key} ---\n" + out.getvalue(), file=sys.stderr)
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--hosts", type=int, default=100)
@@ -157,7 +148,7 @@ def main() -> int:
     p.add_argument("--poll", type=float, default=0.5)
     p.add_argument("--samples", type=int, default=300)
     p.add_argument("--timeout", type=float, default=1800.0, help="give up after (s)")
-    p.add_argument("--profile", type=Path, default=None, help="cProfile the server into DIR")
+    p.add_argument("--profile", type=Path, default=None, help="sample the server into DIR")
     p.add_argument("--log-level", default="warning")
     a = p.parse_args()
     if a.hosts < 1 or a.cells < 1 or a.clients < 1:
@@ -171,7 +162,7 @@ def main() -> int:
 
     if a.profile is not None:
         a.profile.mkdir(parents=True, exist_ok=True)
-        os.environ["CELLPLANE_PROFILE"] = str(a.profile.resolve() / "server.prof")
+        os.environ["CELLPLANE_PROFILE"] = str(a.profile.resolve() / "server.txt")
     d = Deployment(database_url=a.database_url, log_level=a.log_level)
     sim: SimHosts | None = None
     doc: dict[str, Any] = {
@@ -285,7 +276,7 @@ def main() -> int:
         d.stop_server()
         prof = os.environ.get("CELLPLANE_PROFILE")
         if prof and Path(prof).exists():
-            print_profile(Path(prof))
+            print(Path(prof).read_text(), file=sys.stderr)
         d.close()
     emit(doc)
     return 0

@@ -217,7 +217,18 @@ def run_server(
     sockets = None
     if also_listen:
         sockets = [_listening_socket(h, port) for h in [host, *also_listen]]
-    uvicorn.Server(config).run(sockets=sockets)
+    # A benchmark's switch: sample every thread's stack into this file (cellplane.sampling).
+    profile = os.environ.get("CELLPLANE_PROFILE")
+    sampler = None
+    if profile:
+        from cellplane.sampling import Sampler
+
+        sampler = Sampler(Path(profile)).start()
+    try:
+        uvicorn.Server(config).run(sockets=sockets)
+    finally:
+        if sampler is not None:
+            sampler.stop()
     db.dispose()
     return 0
 
