@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from cellplane.identity.rbac import Principal
 from cellplane.sealing import Sealer
+from cellplane.services.admission import AdmissionCache
 from cellplane.state.db import Database
 
 if TYPE_CHECKING:
@@ -109,6 +110,8 @@ class Services:
     max_header_bytes: int = 32 * 1024
     # Serve /docs, /redoc and /openapi.json (ServerSettings.api_docs).
     api_docs: bool = True
+    # Admission's recent view of the hosts' capacity (`services.admission`).
+    admission: AdmissionCache = field(default_factory=AdmissionCache, repr=False)
     _tokens: TokenService | None = field(default=None, repr=False)
     _sealer: Sealer | None = field(default=None, repr=False)
 
