@@ -8,6 +8,8 @@ RUNNING in <= 100 s, server RSS <= 1 GB, API p99 <= 100 ms.
   data directory, or `--database-url` for PostgreSQL); no agent or engine is started.
 - The hosts are `cellplane.testing.simhosts`: `--hosts` agents in `--sim-processes` processes,
   speaking the agent protocol over HTTP, with an in-memory engine that runs containers at once.
+  They beat every `--heartbeat-s` (2 s, as the agent); a longer interval sets the server's
+  thresholds (SUSPECT, DOWN) to 3x and 5x it (the agent's 2 s gives the default 6 s and 10 s).
 - Cells (cpu 0.01, memory 16 MB) are created by `--clients` concurrent API clients
   (`POST /v1/projects/{p}/cells`, one cell each: the API has no batch path), spread over
   ceil(cells / `--per-project`) projects (a project network without a cell quota holds 4,093).
@@ -149,6 +151,13 @@ def main() -> int:
     p.add_argument("--samples", type=int, default=300)
     p.add_argument("--timeout", type=float, default=1800.0, help="give up after (s)")
     p.add_argument("--profile", type=Path, default=None, help="sample the server into DIR")
+    p.add_argument(
+        "--heartbeat-s",
+        type=float,
+        default=2.0,
+        help="the simulated agents' heartbeat interval (the agent's: 2); the server's SUSPECT "
+        "and DOWN thresholds are set to 3x and 5x it",
+    )
     p.add_argument("--log-level", default="warning")
     a = p.parse_args()
     if a.hosts < 1 or a.cells < 1 or a.clients < 1:
@@ -163,6 +172,10 @@ def main() -> int:
     if a.profile is not None:
         a.profile.mkdir(parents=True, exist_ok=True)
         os.environ["CELLPLANE_PROFILE"] = str(a.profile.resolve() / "server.txt")
+    if a.heartbeat_s <= 0:
+        p.error("--heartbeat-s must be positive")
+    os.environ["CELLPLANE_HEARTBEAT_SUSPECT_S"] = str(3 * a.heartbeat_s)
+    os.environ["CELLPLANE_HEARTBEAT_DOWN_S"] = str(5 * a.heartbeat_s)
     d = Deployment(database_url=a.database_url, log_level=a.log_level)
     sim: SimHosts | None = None
     doc: dict[str, Any] = {
@@ -171,6 +184,7 @@ def main() -> int:
         "hosts": a.hosts,
         "cells": a.cells,
         "clients": a.clients,
+        "heartbeat_s": a.heartbeat_s,
     }
     try:
         log(f"starting the server in {d.data_dir}")
@@ -187,6 +201,7 @@ def main() -> int:
             join_token=d.join_file.read_text().strip(),
             count=a.hosts,
             processes=a.sim_processes,
+            heartbeat_s=a.heartbeat_s,
         )
         t = time.monotonic()
         sim = SimHosts(spec).start()
