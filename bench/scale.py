@@ -35,6 +35,7 @@ import math
 import os
 import random
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -139,7 +140,13 @@ def api_samples(http: Any, projects: list[str], samples: int) -> dict[str, float
     }
 
 
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> int:
+    # SIGTERM as Ctrl-C: the server, the simulated hosts and the data directory are cleaned up.
+    signal.signal(signal.SIGTERM, _interrupted)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--hosts", type=int, default=100)
     p.add_argument("--cells", type=int, default=5000)

@@ -479,6 +479,7 @@ class SimHosts:
             for k, share in enumerate(shares)
         ]
         self.counters: dict[str, Any] = {}
+        self._stopped = False
 
     @property
     def pids(self) -> list[int]:
@@ -508,6 +509,9 @@ class SimHosts:
         return self
 
     def stop(self) -> dict[str, Any]:
+        if self._stopped:
+            return self.counters
+        self._stopped = True
         self._stop.set()
         totals: dict[str, Any] = {}
         for p in self._procs:
