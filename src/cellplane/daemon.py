@@ -225,9 +225,18 @@ def run_server(
 
         relay = Relay(svc)
         relay.start()
+    # A benchmark's switch: sample every thread's stack into this file (cellplane.sampling).
+    profile = os.environ.get("CELLPLANE_PROFILE")
+    sampler = None
+    if profile:
+        from cellplane.sampling import Sampler
+
+        sampler = Sampler(Path(profile)).start()
     try:
         uvicorn.Server(config).run(sockets=sockets)
     finally:
+        if sampler is not None:
+            sampler.stop()
         if relay is not None:
             relay.stop()
     db.dispose()

@@ -85,4 +85,6 @@ def schedule_pending(svc: Services, now: datetime) -> set[str]:
                         tasks_mod.advance(task, "SCHEDULE", "STARTED", now, message=un.reason)
                         topics.add(f"task:{task.id}")
         topics.update(f"host:{h}" for h in hosts_touched)
+    if hosts_touched:
+        svc.admission.forget()  # the hosts' usage grew: admission must not accept on the old
     return topics

@@ -25,7 +25,7 @@ from cellplane.errors import (
     ValidationFailed,
 )
 from cellplane.ids import is_id, new_id, utcnow
-from cellplane.services import capacity, isolation
+from cellplane.services import admission, capacity, isolation
 from cellplane.services import hosts as hosts_mod
 from cellplane.services import networks as networks_mod
 from cellplane.services import quotas as quotas_mod
@@ -316,8 +316,10 @@ def create(
         created_at=now,
         updated_at=now,
     )
-    reason = scheduler.explain(
-        with_host_labels(hosts_mod.snapshot(s, svc, now)), placement_request(cell, bound_host)
+    reason = admission.explain(
+        svc.admission,
+        placement_request(cell, bound_host),
+        lambda detail: with_host_labels(hosts_mod.snapshot(s, svc, now, detail=detail)),
     )
     if reason is not None:
         raise InsufficientCapacity(reason)

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 from cellplane.identity.rbac import Principal
 from cellplane.sealing import Sealer
+from cellplane.services.admission import AdmissionCache
+from cellplane.services.heartbeats import HeartbeatBuffer
 from cellplane.state.db import Database
 
 if TYPE_CHECKING:
@@ -122,6 +124,10 @@ class Services:
     leading: bool = False
     # Serve /docs, /redoc and /openapi.json (ServerSettings.api_docs).
     api_docs: bool = True
+    # Admission's recent view of the hosts' capacity (`services.admission`).
+    admission: AdmissionCache = field(default_factory=AdmissionCache, repr=False)
+    # Agents' heartbeats waiting to be written in one transaction (`services.heartbeats`).
+    heartbeats: HeartbeatBuffer = field(default_factory=HeartbeatBuffer, repr=False)
     _tokens: TokenService | None = field(default=None, repr=False)
     _sealer: Sealer | None = field(default=None, repr=False)
 

@@ -121,14 +121,21 @@ def usage_by_host(s: Session) -> dict[str, dict[str, Any]]:
     return {h: {"stopped_cells": 0, **u} for h, u in out.items()}
 
 
-def snapshot(s: Session, svc: Services, now: datetime) -> list[scheduler.HostSnapshot]:
-    """The scheduler's view of every host: capacity, what placed cells use, published ports."""
+def snapshot(
+    s: Session, svc: Services, now: datetime, *, detail: bool = True
+) -> list[scheduler.HostSnapshot]:
+    """The scheduler's view of every host: capacity, what placed cells use, published ports.
+    Without ``detail``, no ports and no cells' labels (one aggregate query instead of a row per
+    placed cell): enough for a request that publishes no port and has no affinity."""
     usage = usage_by_host(s)
     ports: dict[str, set[tuple[str, int]]] = defaultdict(set)
     labels: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for host_id, cell_ports, cell_labels in s.execute(
-        select(Cell.host_id, Cell.ports, Cell.labels).where(capacity.reserves())
-    ):
+    rows = (
+        s.execute(select(Cell.host_id, Cell.ports, Cell.labels).where(capacity.reserves()))
+        if detail
+        else ()
+    )
+    for host_id, cell_ports, cell_labels in rows:
         labels[host_id].append(dict(cell_labels or {}))
         for p in cell_ports or []:
             if p.get("host_port"):

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from cellplane.errors import FieldError, NotFound, Unauthorized, ValidationFailed
 from cellplane.ids import new_id, utcnow
@@ -202,12 +202,26 @@ def authenticate_host(svc: Services, host_id: str, token: str) -> Principal:
 
 
 def heartbeat(svc: Services, host_id: str) -> None:
+    """Record a beat: the first one this process sees of a host at once, later ones in
+    batches (`services.heartbeats`: one transaction for the beats of every host)."""
+    buf = svc.heartbeats
+    now = utcnow()
+    if buf.seen(host_id):
+        due = buf.record(host_id, now)
+        if due:
+            with svc.db.session() as s:
+                s.execute(
+                    update(Host),
+                    [{"id": hid, "last_heartbeat": at} for hid, at in sorted(due.items())],
+                )
+        return
     with svc.db.session() as s:
         h = s.get(Host, host_id)
         if h is None:
             raise NotFound(f"host {host_id!r} does not exist")
         was_down = h.last_heartbeat is None
-        h.last_heartbeat = utcnow()
+        h.last_heartbeat = now
+    buf.written(host_id)
     if was_down:
         svc.notifier.publish("controller")
 

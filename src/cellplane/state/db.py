@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cellplane.state import networks as _networks  # noqa: F401  (registers the default-network hook)
@@ -217,6 +219,15 @@ class Database:
             event.listen(self.engine, "checkout", self._guard.checkout)
             event.listen(self.engine, "checkin", self._guard.checkin)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time. Its busy handler makes the others sleep and poll
+        # (1, 2, 5 ... 100 ms), so under load the lock sat free while every waiter slept and a
+        # writer could lose every race for seconds (bench/scale.py: write transactions of a
+        # server with many hosts queued ~90% of the time). The writers of this process queue
+        # on a lock of their own instead, handed over as soon as it is released; SQLite's lock
+        # and busy timeout still order them with other processes (a backup, a migration).
+        self._busy_s = busy
+        self._writer = threading.Lock() if self.is_sqlite and not memory else None
+        self._writer_owner = threading.local()
 
     def connections_held(self) -> int:
         """Connections the current thread holds (strict mode only; 0 otherwise)."""
@@ -233,32 +244,53 @@ class Database:
         In a leader's controllers (`cellplane.state.leadership.fenced`) the commit is fenced:
         it re-reads the leadership epoch first and raises FencedOut when another replica took
         over."""
-        s = self._sessions()
+        with self._writing():
+            s = self._sessions()
+            try:
+                if self.is_sqlite:
+                    # Take the write lock up front: SQLite cannot upgrade a read lock under
+                    # contention without failing, and every change here reads before it writes.
+                    s.connection().exec_driver_sql("BEGIN IMMEDIATE")
+                fenced = current_fence() is not None  # a leader's controller (state.leadership)
+                if fenced:
+                    begin_fenced(s.connection())
+                yield s
+                if fenced:
+                    s.flush()
+                    check_fence(s.connection())
+                s.commit()
+            except BaseException:
+                s.rollback()
+                raise
+            finally:
+                s.close()
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """This process's turn to write (SQLite; nothing to wait for on PostgreSQL). A thread
+        that already writes (a nested session, which SQLite would refuse after its busy
+        timeout anyway) is not made to wait for itself."""
+        lock = self._writer
+        if lock is None or getattr(self._writer_owner, "held", False):
+            yield
+            return
+        if not lock.acquire(timeout=self._busy_s):
+            raise OperationalError(
+                "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")
+            )
+        self._writer_owner.held = True
         try:
-            if self.is_sqlite:
-                # Take the write lock up front: SQLite cannot upgrade a read lock under contention
-                # without failing, and every change here reads before it writes.
-                s.connection().exec_driver_sql("BEGIN IMMEDIATE")
-            fenced = current_fence() is not None  # a leader's controller (state.leadership)
-            if fenced:
-                begin_fenced(s.connection())
-            yield s
-            if fenced:
-                s.flush()
-                check_fence(s.connection())
-            s.commit()
-        except BaseException:
-            s.rollback()
-            raise
+            yield
         finally:
-            s.close()
+            self._writer_owner.held = False
+            lock.release()
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
         """`session` on a Core connection, without the ORM's unit of work: for hot paths that
         write a few rows with Core statements (the token endpoint's audit row). Same write lock
         up front on SQLite, same commit or rollback. Session events do not see these writes."""
-        with self.engine.connect() as conn:
+        with self._writing(), self.engine.connect() as conn:
             try:
                 if self.is_sqlite:
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
