@@ -48,7 +48,7 @@ Memory = Annotated[str | None, typer.Option("--memory", "-m", help="Memory per c
 Flavor = Annotated[str | None, typer.Option("--flavor", help="Flavor of each cell.")]
 Env = Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE (repeatable).")]
 Label = Annotated[list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE (repeatable).")]
-Port = Annotated[list[str] | None, typer.Option("--publish", "-p", help="HOST:CONTAINER[/udp].")]
+Port = Annotated[list[str] | None, typer.Option("--publish", "-p", help="HOST:CONTAINER\\[/udp].")]
 Restart = Annotated[str | None, typer.Option("--restart", help="never, always or on-failure[:N].")]
 
 

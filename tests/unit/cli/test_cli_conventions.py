@@ -100,3 +100,29 @@ def test_every_list_and_show_prints_for_scripts(noun: str) -> None:
             verb in ("create", "run", "import") and (noun, verb) not in NOT_AN_OBJECT
         ):
             assert {"-q", "--quiet"} <= opts, f"`{noun} {verb}` has no -q"
+
+
+def _paths(group: TyperGroup, prefix: list[str]) -> list[list[str]]:
+    out = []
+    for name, cmd in group.commands.items():
+        if cmd.hidden:
+            continue
+        out.append([*prefix, name])
+        if isinstance(cmd, TyperGroup):
+            out.extend(_paths(cmd, [*prefix, name]))
+    return out
+
+
+COMMANDS = _paths(ROOT, [])
+
+
+def test_every_command_is_walked() -> None:
+    assert ["service", "create"] in COMMANDS and ["cell", "run"] in COMMANDS
+
+
+@pytest.mark.parametrize("argv", COMMANDS, ids=" ".join)
+def test_every_commands_help_renders(argv: list[str]) -> None:
+    """Rich renders option help as markup: an unescaped `[...]` in it (`[/udp]`) made
+    `--help` a traceback."""
+    r = CliRunner().invoke(app, [*argv, "--help"])
+    assert r.exit_code == 0, (argv, r.output, r.exception)
