@@ -4,10 +4,10 @@
 # The tour is the README's shell blocks that follow a `<!-- tour -->` line: one source for the
 # document and this check. The commands run in order, each in `bash -c` with a time limit
 # (TOUR_STEP_TIMEOUT, 120 s; on it the CLI's and the daemons' stacks are printed), an assignment
-# in this shell (exported: later commands see it); each
-# must exit 0 and, when its line ends in `#> text`, print `text` (stdout or stderr). `#!> text`
-# marks a command meant to fail: it must exit non-zero and say `text`. `#~> text`: the output
-# shows `text` within about 10 s (the command is repeated until then: logs arrive
+# in this shell (exported: later commands see it); each must exit 0 and, when its line ends in
+# `#> text`, print `text` (stdout or stderr). `#!> text` marks a command meant to fail: it must
+# exit non-zero and say `text`. `#~> text`: the output shows `text` within about 10 s (the
+# command is repeated until then, 20 times and within the step's time limit at most: logs arrive
 # asynchronously). A line ending in `\` continues on the next one.
 #
 # It runs on its own: `cellplane up` on a fresh data directory (under /tmp) and a free port, a
@@ -177,7 +177,7 @@ run_step() {  # LINE MODE EXPECT COMMAND
     elif (( rc == 0 )) && { [[ -z $expect ]] || grep -qF -- "$expect" "$out"; }; then
       break
     fi
-    if (( attempt >= tries )); then
+    if (( attempt >= tries || SECONDS - t0 >= step_timeout )); then
       echo "tour: README line $line failed: $cmd" >&2
       case $mode in
         fail) echo "  expected: a non-zero exit saying '$expect'; got exit $rc" >&2 ;;
@@ -185,6 +185,10 @@ run_step() {  # LINE MODE EXPECT COMMAND
       esac
       echo "--- its output ---" >&2
       cat "$out" >&2
+      if [[ $mode == eventually ]]; then  # it never came: where were the daemons?
+        dump_daemons
+        log_lines=400
+      fi
       fail "stopped at README line $line"
     fi
     sleep 0.5
