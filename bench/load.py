@@ -156,6 +156,8 @@ class Load:
         if r.status_code == 202:
             with self.lock:
                 self.tasks.append(r.json()["id"])
+        elif r.status_code != 404:
+            self.examples.setdefault("cell_delete_answer", r.text[:300])
         return r.status_code
 
     def _task_stream(self, c: httpx.Client) -> int:
