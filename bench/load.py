@@ -10,7 +10,7 @@ slow answer does not lower the offered rate), drawing from a fixed mix:
 |---|---|---|
 | read | 55 % | GET a cell list, a cell, projects, hosts, a task, whoami |
 | token | 15 % | POST /identity/default/token (client_credentials, HTTP Basic) |
-| cell_create | 10 % | POST a busybox cell (`sleep 3600`, 0.05 CPU, 8 MB) |
+| cell_create | 10 % | POST a busybox cell (a `sleep 3600` that exits on SIGTERM, 0.05 CPU, 8 MB) |
 | cell_delete | 10 % | DELETE the oldest cell this run created (none: a create) |
 | task_stream | 10 % | GET a task's SSE stream until its first event |
 
@@ -134,7 +134,9 @@ class Load:
         body = {
             "name": name,
             "image": IMAGE_NAME,
-            "command": ["sleep", "3600"],
+            # Exits at once on SIGTERM: a shell or `sleep` as PID 1 ignores it, and every delete
+            # then waits out the 10 s stop grace (the first soak's deletes piled up behind it).
+            "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
             "cpu": 0.05,
             "memory_mb": 8,
         }
