@@ -28,6 +28,7 @@ import argparse
 import base64
 import collections
 import random
+import signal
 import sys
 import threading
 import time
@@ -175,6 +176,8 @@ class Load:
 
 
 def main() -> int:
+    # SIGTERM as Ctrl-C: the deployment (server, agent, its engine and containers) is removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seconds", type=float, default=120)
     p.add_argument("--rate", type=float, default=20, help="requests per second, all clients")
