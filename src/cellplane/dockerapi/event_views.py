@@ -8,13 +8,12 @@ are known only while the cell exists (or when the caller remembered them).
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime
 from typing import Any
 
 from cellplane.dockerapi.mapping import Refused
-from cellplane.dockerapi.views import docker_id
+from cellplane.dockerapi.views import decode_filters, docker_id
 
 __all__ = [
     "Event",
@@ -53,30 +52,10 @@ def parse_event_time(raw: str | None, what: str) -> datetime | None:
 
 
 def parse_event_filters(raw: str | None) -> dict[str, list[str]]:
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise Refused(400, f"invalid filters: {exc}") from exc
-    if not isinstance(data, dict):
-        raise Refused(400, "invalid filters: expected a JSON object")
-    out: dict[str, list[str]] = {}
-    for key, values in data.items():
-        if key not in _FILTERS:
-            raise Refused(
-                400,
-                f"invalid filter '{key}' for events (supported: {', '.join(sorted(_FILTERS))})",
-            )
-        if isinstance(values, dict):
-            values = [k for k, on in values.items() if on]
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise Refused(400, f"invalid filter '{key}': expected a list of strings")
-        if key == "type":
-            bad = [v for v in values if v not in _TYPES]
-            if bad:
-                raise Refused(400, f"invalid filter 'type={bad[0]}'")
-        out[key] = values
+    out = decode_filters(raw, _FILTERS, " for events")
+    bad = [v for v in out.get("type", []) if v not in _TYPES]
+    if bad:
+        raise Refused(400, f"invalid filter 'type={bad[0]}'")
     return out
 
 

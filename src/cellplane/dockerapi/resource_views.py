@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from cellplane.dockerapi.mapping import Refused
-from cellplane.dockerapi.views import docker_id
+from cellplane.dockerapi.views import decode_filters, docker_id
 
 __all__ = [
     "BRIDGE",
@@ -45,32 +45,11 @@ def docker_time(iso: str | None) -> str:
 
 def parse_resource_filters(raw: str | None, kind: str) -> dict[str, list[str]]:
     """The `filters` of `GET /volumes` (kind "volume") or `GET /networks` ("network")."""
-    import json
-
     known = _VOLUME_FILTERS if kind == "volume" else _NETWORK_FILTERS
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise Refused(400, f"invalid filters: {exc}") from exc
-    if not isinstance(data, dict):
-        raise Refused(400, "invalid filters: expected a JSON object")
-    out: dict[str, list[str]] = {}
-    for key, values in data.items():
-        if key not in known:
-            raise Refused(
-                400, f"invalid filter '{key}' for {kind}s (supported: {', '.join(sorted(known))})"
-            )
-        if isinstance(values, dict):
-            values = [k for k, on in values.items() if on]
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise Refused(400, f"invalid filter '{key}': expected a list of strings")
-        if key == "dangling":
-            bad = [v for v in values if v.lower() not in ("true", "false", "1", "0")]
-            if bad:
-                raise Refused(400, f"invalid filter 'dangling={bad[0]}' (true or false)")
-        out[key] = values
+    out = decode_filters(raw, known, f" for {kind}s")
+    bad = [v for v in out.get("dangling", []) if v.lower() not in ("true", "false", "1", "0")]
+    if bad:
+        raise Refused(400, f"invalid filter 'dangling={bad[0]}' (true or false)")
     return out
 
 

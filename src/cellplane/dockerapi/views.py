@@ -13,6 +13,7 @@ from typing import Any
 from cellplane.dockerapi.mapping import AUTO_REMOVE_LABEL, RESTART_LABEL, Refused
 
 __all__ = [
+    "decode_filters",
     "docker_id",
     "docker_state",
     "inspect",
@@ -255,8 +256,12 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
     }
 
 
-def parse_filters(raw: str | None) -> dict[str, list[str]]:
-    """The `filters` query parameter (`{"label": ["a=b"]}`, or the old `{"label": {"a=b": true}}`)."""
+def decode_filters(
+    raw: str | None, known: set[str] | frozenset[str], scope: str = ""
+) -> dict[str, list[str]]:
+    """A `filters` query parameter as Docker sends it (`{"label": ["a=b"]}`, or the old
+    `{"label": {"a=b": true}}`): each key one of `known` (`scope`, e.g. " for events", names
+    the listing in the refusal), each value a list of strings."""
     if not raw:
         return {}
     try:
@@ -267,19 +272,26 @@ def parse_filters(raw: str | None) -> dict[str, list[str]]:
         raise Refused(400, "invalid filters: expected a JSON object")
     out: dict[str, list[str]] = {}
     for key, values in data.items():
-        if key not in _FILTERS:
-            raise Refused(400, f"invalid filter '{key}' (supported: {', '.join(sorted(_FILTERS))})")
+        if key not in known:
+            raise Refused(
+                400, f"invalid filter '{key}'{scope} (supported: {', '.join(sorted(known))})"
+            )
         if isinstance(values, dict):
             values = [k for k, on in values.items() if on]
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             raise Refused(400, f"invalid filter '{key}': expected a list of strings")
-        if key == "status":
-            bad = [v for v in values if v not in _STATUSES]
-            if bad:
-                raise Refused(
-                    400, f"invalid filter 'status={bad[0]}' (one of {', '.join(sorted(_STATUSES))})"
-                )
         out[key] = values
+    return out
+
+
+def parse_filters(raw: str | None) -> dict[str, list[str]]:
+    """The `filters` of `GET /containers/json`."""
+    out = decode_filters(raw, _FILTERS)
+    bad = [v for v in out.get("status", []) if v not in _STATUSES]
+    if bad:
+        raise Refused(
+            400, f"invalid filter 'status={bad[0]}' (one of {', '.join(sorted(_STATUSES))})"
+        )
     return out
 
 
