@@ -30,6 +30,7 @@ __all__ = [
     "blocking",
     "context",
     "flag",
+    "json_body",
     "json_response",
     "principal",
     "project_cells",
@@ -75,6 +76,14 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(
         body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"}
     )
+
+
+async def json_body(request: web.Request) -> Any:
+    """The request's JSON body; Docker's 400 when it is not JSON."""
+    try:
+        return await request.json()
+    except ValueError as exc:
+        raise Refused(400, f"the request body is not JSON: {exc}") from exc
 
 
 def flag(request: web.Request, name: str, default: bool = False) -> bool:

@@ -18,6 +18,7 @@ from cellplane.dockerapi.base import (
     blocking,
     context,
     flag,
+    json_body,
     json_response,
     principal,
     project_cells,
@@ -75,10 +76,7 @@ def _pydantic_message(exc: pydantic.ValidationError) -> str:
 
 async def create(request: web.Request) -> web.Response:
     ctx, p = context(request), principal(request)
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise Refused(400, f"the request body is not JSON: {exc}") from exc
+    body = await json_body(request)
     answer = await blocking(_create, ctx, p, request.query.get("name") or None, body)
     return json_response(answer, status=201)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cellplane.dockerapi.base import blocking, context, json_response, principal, resolve
+from cellplane.dockerapi.base import blocking, context, json_body, json_response, principal, resolve
 from cellplane.dockerapi.mapping import Refused
 from cellplane.dockerapi.streams import RAW_STREAM, HalfClose
 from cellplane.dockerapi.views import docker_id, docker_state
@@ -169,10 +169,7 @@ def _console_size(body: dict[str, Any]) -> tuple[int, int] | None:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise Refused(400, f"the request body is not JSON: {exc}") from exc
+    body = await json_body(request)
     if body is None:
         return {}
     if not isinstance(body, dict):

@@ -25,6 +25,7 @@ from cellplane.dockerapi.base import (
     blocking,
     context,
     flag,
+    json_body,
     json_response,
     principal,
     resolve,
@@ -294,10 +295,7 @@ async def rename(request: web.Request) -> web.Response:
 
 
 async def update(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise Refused(400, f"the request body is not JSON: {exc}") from exc
+    body = await json_body(request)
     fields = update_fields(body)
     if "restart" in fields:
         raise Refused(400, "update --restart is not supported on this endpoint yet")

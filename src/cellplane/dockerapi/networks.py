@@ -20,6 +20,7 @@ from cellplane.dockerapi.base import (
     EndpointContext,
     blocking,
     context,
+    json_body,
     json_response,
     principal,
     resolve,
@@ -82,10 +83,7 @@ def _create(ctx: EndpointContext, p: Principal, body: Any) -> dict[str, Any]:
 
 async def create(request: web.Request) -> web.Response:
     ctx, p = context(request), principal(request)
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise Refused(400, f"the request body is not JSON: {exc}") from exc
+    body = await json_body(request)
     return json_response(await blocking(_create, ctx, p, body), status=201)
 
 
@@ -181,10 +179,7 @@ def _connect(ctx: EndpointContext, p: Principal, ref: str, body: Any, connect: b
 
 async def connect(request: web.Request) -> web.Response:
     ctx, p = context(request), principal(request)
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise Refused(400, f"the request body is not JSON: {exc}") from exc
+    body = await json_body(request)
     connecting = request.path.endswith("/connect")
     await blocking(_connect, ctx, p, request.match_info["ref"], body, connecting)
     return web.Response(status=200)

@@ -17,6 +17,7 @@ from cellplane.dockerapi.base import (
     blocking,
     context,
     flag,
+    json_body,
     json_response,
     principal,
 )
@@ -63,10 +64,7 @@ def _create(ctx: EndpointContext, p: Principal, body: Any) -> dict[str, Any]:
 
 async def create(request: web.Request) -> web.Response:
     ctx, p = context(request), principal(request)
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise Refused(400, f"the request body is not JSON: {exc}") from exc
+    body = await json_body(request)
     return json_response(await blocking(_create, ctx, p, body), status=201)
 
 
