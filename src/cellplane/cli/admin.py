@@ -1,4 +1,4 @@
-"""`cellplane admin backup|restore`: the server's state, on the server's machine.
+"""`cellplane admin backup|restore|leader`: the server's state and its replicas.
 
 Both work on the data directory's files (as `cellplane up` does), not through the API: SQLite's
 online backup API gives a consistent copy beside a running server, and a restore must run while
@@ -14,10 +14,13 @@ from typing import Annotated
 
 import typer
 
+from cellplane.cli import output
+
 __all__ = ["app"]
 
 app = typer.Typer(
-    help="Operate a deployment's data directory (on the server's machine).", no_args_is_help=True
+    help="Operate a deployment: its data directory (on the server's machine) and its replicas.",
+    no_args_is_help=True,
 )
 
 PASSPHRASE_ENV = "CELLPLANE_BACKUP_PASSPHRASE"
@@ -133,3 +136,19 @@ def restore_cmd(
         f"revision {summary.db_revision or '?'}) into {directory / 'server'}. Start the server; "
         "agents reconnect and adopt the cells still running."
     )
+
+
+@app.command("leader")
+def leader_cmd(out: output.OutputOpt = output.OutputFormat.table) -> None:
+    """Show which server replica runs the controllers, since when, and its epoch."""
+    with output.session() as client:
+        data = client.leader()
+    rows = [
+        ("answered by", data.get("replica")),
+        ("leader", data.get("leader") or "none (no replica leads yet)"),
+        ("answering replica leads", "yes" if data.get("leading") else "no"),
+        ("epoch", data.get("epoch")),
+        ("since", data.get("since")),
+        ("database", data.get("database")),
+    ]
+    output.show_or_json(data, out, rows)

@@ -69,6 +69,34 @@ def test_the_leader_route_needs_a_credential(plat: Platform) -> None:
     assert plat.client.get("/v1/system/leader").status_code == 401
 
 
+def test_cli_admin_leader_shows_the_leading_replica(
+    plat: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from cellplane.cli import output
+    from cellplane.cli.main import app
+    from cellplane.client import Client
+
+    transport = plat.client._transport
+    monkeypatch.setattr(
+        output, "client_factory", lambda: Client(str(plat.client.base_url), plat.admin_token,
+                                                 transport=transport, retries=1)
+    )  # fmt: skip
+    runner = CliRunner()
+    table = runner.invoke(app, ["admin", "leader"])
+    assert table.exit_code == 0, table.output
+    assert plat.svc.replica in table.output and "sqlite" in table.output
+    rows = {" ".join(line.split()[:-1]): line.split()[-1] for line in table.output.splitlines()}
+    assert rows.get("answering replica leads") == "yes", table.output
+    as_json = runner.invoke(app, ["admin", "leader", "-o", "json"])
+    assert as_json.exit_code == 0, as_json.output
+    import json
+
+    body = json.loads(as_json.output)
+    assert body["leader"] == plat.svc.replica and body["leading"] is True
+
+
 def test_relay_payloads_stay_under_the_notify_limit_and_keep_every_topic_once() -> None:
     import json
 
