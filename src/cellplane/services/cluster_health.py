@@ -38,6 +38,7 @@ from cellplane.state.models import Cell, Host, Volume
 __all__ = [
     "HEALABLE_STATES",
     "begin_heal",
+    "can_replace",
     "down_hosts",
     "event_views",
     "record_event",
@@ -114,18 +115,26 @@ def down_hosts(s: Session, svc: Services) -> dict[str, str]:
     return out
 
 
-def replace_on_another_host(
-    s: Session, svc: Services, cluster_id: str, plan: ClusterPlan, name: str
-) -> tuple[dict[str, Any], str] | None:
-    """Move node `name` off its DOWN host: (the cluster's new placement, what was done), or
-    None when its host is not DOWN (any more). The node's old cell row goes (its container is
-    fenced on the lost host's return) and its data volume there is renamed and kept, so that
-    the node's cell and volume can be made again under their names on the new host.
+def _target(s: Session, svc: Services, plan: ClusterPlan, node: ClusterNode, lost: str) -> str:
+    """The READY host node `node` would be recreated on; ValueError naming why there is none:
+    it is its group's only member (its data would start empty with nothing to copy it from),
+    or no READY host fits it (InsufficientCapacity's reason)."""
+    if len(plan.group_nodes(node.group)) < 2:
+        raise ValueError(
+            f"its {lost}, and it is the only node of group {node.group}: its data has no other "
+            "copy to start from elsewhere, so it waits for its host"
+        )
+    try:
+        return place_again(s, svc, plan, node.name, node.cluster_id)
+    except InsufficientCapacity as e:
+        raise ValueError(f"its {lost}, and no READY host can take it: {e.detail}") from None
 
-    Raises ValueError naming why it cannot be moved: it is its group's only member (its data
-    would start empty with nothing to copy it from: it waits for its host), or no READY host
-    fits it (InsufficientCapacity's reason).
-    """
+
+def _lost_node(
+    s: Session, svc: Services, cluster_id: str, name: str
+) -> tuple[Cluster, ClusterNode, Cell, Host, str] | None:
+    """The cluster, node, cell and host of node `name` and why its host is DOWN; None when
+    its host is not DOWN (any more) or the node has no cell."""
     c = s.get(Cluster, cluster_id)
     node = s.scalar(
         select(ClusterNode).where(ClusterNode.cluster_id == cluster_id, ClusterNode.name == name)
@@ -134,18 +143,39 @@ def replace_on_another_host(
     if c is None or node is None or cell is None or cell.host_id is None:
         return None
     lost = down_hosts(s, svc).get(cell.host_id)
-    old = s.get(Host, cell.host_id)
-    if lost is None or old is None:
+    host = s.get(Host, cell.host_id)
+    if lost is None or host is None:
         return None
-    if len(plan.group_nodes(node.group)) < 2:
-        raise ValueError(
-            f"its {lost}, and it is the only node of group {node.group}: its data has no other "
-            "copy to start from elsewhere, so it waits for its host"
-        )
+    return c, node, cell, host, lost
+
+
+def can_replace(s: Session, svc: Services, cluster_id: str, plan: ClusterPlan, name: str) -> bool:
+    """Whether node `name`, on a DOWN host, can be recreated elsewhere now. The health pass
+    counts such a node lost only then: one that cannot move is left as it is and comes back
+    with its host (its container is still there), as before hosts were watched."""
+    found = _lost_node(s, svc, cluster_id, name)
+    if found is None:
+        return False
     try:
-        target = place_again(s, svc, plan, name, cluster_id)
-    except InsufficientCapacity as e:
-        raise ValueError(f"its {lost}, and no READY host can take it: {e.detail}") from None
+        _target(s, svc, plan, found[1], found[4])
+    except ValueError:
+        return False
+    return True
+
+
+def replace_on_another_host(
+    s: Session, svc: Services, cluster_id: str, plan: ClusterPlan, name: str
+) -> tuple[dict[str, Any], str] | None:
+    """Move node `name` off its DOWN host: (the cluster's new placement, what was done), or
+    None when its host is not DOWN (any more). The node's old cell row goes (its container is
+    fenced on the lost host's return) and its data volume there is renamed and kept, so that
+    the node's cell and volume can be made again under their names on the new host. Raises
+    ValueError naming why it cannot move (`_target`)."""
+    found = _lost_node(s, svc, cluster_id, name)
+    if found is None:
+        return None
+    c, node, cell, old, lost = found
+    target = _target(s, svc, plan, node, lost)
     new = s.get(Host, target)
     placement = dict(c.placement or {})
     placement["hosts"] = {**placement.get("hosts", {}), name: target}

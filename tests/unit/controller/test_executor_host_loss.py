@@ -1,8 +1,8 @@
-"""A cluster node whose host is DOWN: noticed as lost, then recreated on another READY host its
-group's policies allow (a fresh cell and data volume there; the old copy of its data kept,
-renamed, on the lost host, which fences the old container when it is back), or, when that
-cannot be, the heal fails naming why and nothing is changed (the `ex` fixture:
-executor_support.py; the fake agent plays every registered host but the lost one)."""
+"""A cluster node whose host is DOWN: noticed as lost when it can be recreated on another READY
+host its group's policies allow, and recreated there (a fresh cell and data volume; the old copy
+of its data kept, renamed, on the lost host, which fences the old container when it is back);
+left to come back with its host when it cannot move (the `ex` fixture: executor_support.py; the
+fake agent plays every registered host but the lost ones)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from cellplane.clusters.health import CellFacts, node_problem
 from cellplane.ids import utcnow
-from cellplane.state.cluster_models import Cluster
+from cellplane.state.cluster_models import Cluster, ClusterNode
 from cellplane.state.models import Host
 
 
@@ -96,14 +96,14 @@ def test_a_node_on_a_down_host_is_recreated_on_a_spare_host(
 
 
 @pytest.mark.parametrize(
-    ("hosts", "size", "why"),
+    ("hosts", "size"),
     [
-        (3, 3, "no READY host can take it"),  # one node per host: the two others are taken
-        (2, 1, "it is the only node of group zk"),  # its data has no other copy
+        (3, 3),  # one node per host: the two other hosts are taken
+        (2, 1),  # the only node of its group: its data has no other copy
     ],
 )
-def test_a_node_that_cannot_move_waits_for_its_host_and_nothing_changes(
-    plat: Platform, ex: Executor, agent: FakeAgent, hosts: int, size: int, why: str
+def test_a_node_that_cannot_move_is_left_to_come_back_with_its_host(
+    plat: Platform, ex: Executor, agent: FakeAgent, hosts: int, size: int
 ) -> None:
     ids = {plat.host_id, *(plat.register_host(f"host-{i}")[0] for i in range(2, hosts + 1))}
     agent.hosts = ids
@@ -113,13 +113,34 @@ def test_a_node_that_cannot_move_waits_for_its_host_and_nothing_changes(
     old_volumes = {n: v.id for n, v in volumes(plat).items()}
     assert old.host_id is not None
     lose_host(plat, agent, old.host_id)
-    assert ex.check_health() == [c.id]
-    after = run(plat, ex, "zk")
-    assert after is not None and after.state == "DEGRADED"
-    assert why in (after.message or ""), after.message
-    assert events(plat, c.id)[-1][0] == "heal-failed"
-    assert cells(plat)[name].id == old.id  # the cell stays where its host is
+    # Not counted lost (a heal could only fail): its container is still there when the host is
+    # back, as before hosts were watched.
+    assert ex.check_health() == []
+    assert events(plat, c.id) == []
+    assert cells(plat)[name].id == old.id
     assert {n: v.id for n, v in volumes(plat).items()} == old_volumes
     with plat.svc.db.reader() as s:
         row = s.scalar(select(Cluster).where(Cluster.id == c.id))
-        assert row is not None and row.placement["hosts"][name] == old.host_id
+        assert row is not None and row.state == "RUNNING" and row.operation is None
+        assert row.placement["hosts"][name] == old.host_id
+        node = s.scalar(select(ClusterNode).where(ClusterNode.name == name))
+        assert node is not None and node.state == "SERVICE_READY"
+
+
+def test_a_node_whose_spare_host_went_away_before_its_heal_fails_naming_why(
+    plat: Platform, ex: Executor, agent: FakeAgent
+) -> None:
+    ids = [plat.host_id, *(plat.register_host(f"host-{i}")[0] for i in (2, 3, 4))]
+    agent.hosts = set(ids)
+    c = deploy(plat, ex, "zk", one_per_host(3))
+    old = cells(plat)["zk-zk-0"]
+    assert old.host_id is not None
+    (spare,) = set(ids) - {cell.host_id for cell in cells(plat).values()}
+    lose_host(plat, agent, old.host_id)
+    assert ex.check_health() == [c.id]
+    lose_host(plat, agent, spare)  # gone too before the heal ran
+    after = run(plat, ex, "zk")
+    assert after is not None and after.state == "DEGRADED"
+    assert "no READY host can take it" in (after.message or ""), after.message
+    assert events(plat, c.id)[-1][0] == "heal-failed"
+    assert cells(plat)["zk-zk-0"].id == old.id  # nothing changed

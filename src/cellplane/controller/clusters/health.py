@@ -44,6 +44,8 @@ class ExecutorHealth(ExecutorOperations):
     def check_health(self) -> list[str]:
         """One pass: start a HEAL for every running cluster with a lost node; their ids."""
         lost: dict[str, dict[str, str]] = {}
+        # Nodes whose host is DOWN: lost only if they can be recreated elsewhere (below).
+        displaced: dict[str, dict[str, str]] = {}
         with self.svc.db.reader() as s:
             down = cluster_health.down_hosts(s, self.svc)
             rows = s.execute(
@@ -62,12 +64,14 @@ class ExecutorHealth(ExecutorOperations):
                     # not ready and the cluster's software sees it gone, but Cellplane does not
                     # undo the operator; `cell start` or `cluster resume` brings it back.
                     continue
-                cell_facts = facts(cell, down.get(cell.host_id or "")) if cell else None
+                host_down = down.get(cell.host_id or "") if cell else None
+                cell_facts = facts(cell, host_down) if cell else None
                 why = node_problem(node.state, node.ready_restarts, cell_facts)
                 if why is not None:
-                    lost.setdefault(node.cluster_id, {})[node.name] = why
+                    into = displaced if host_down and why == f"its {host_down}" else lost
+                    into.setdefault(node.cluster_id, {})[node.name] = why
         started: list[str] = []
-        for cluster_id, nodes in sorted(lost.items()):
+        for cluster_id in sorted(lost.keys() | displaced.keys()):
             with self._lock:
                 if cluster_id in self._running:  # its own operation is ending: look next pass
                     continue
@@ -77,6 +81,13 @@ class ExecutorHealth(ExecutorOperations):
                     continue
                 s.expunge(c)
             plan = self._plan(c)
+            nodes = dict(lost.get(cluster_id, {}))
+            with self.svc.db.reader() as s:
+                for name, why in displaced.get(cluster_id, {}).items():
+                    if cluster_health.can_replace(s, self.svc, cluster_id, plan, name):
+                        nodes[name] = why
+            if not nodes:
+                continue
             with self.svc.db.session() as s:
                 out = cluster_health.begin_heal(s, cluster_id, nodes, plan)
             if out is not None:
