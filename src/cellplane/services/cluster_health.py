@@ -9,12 +9,13 @@ resume (:meth:`~cellplane.controller.clusters.health.ExecutorHealth._heal`) and 
 ``node-healed`` or ``heal-failed``. The cluster view (:mod:`cellplane.services.cluster_views`)
 shows the last events.
 
-A node whose host is DOWN (:func:`down_hosts`) is lost too. Its heal places it again
-(:func:`replace_on_another_host`): on a READY host its group's policies allow, in a fresh cell
-with a fresh data volume, when its group has other members to bring it up to date (a
-ZooKeeper follower syncs from the leader). The old copy of its data is kept, renamed, on the
-lost host; the old cell is forgotten, and the lost host removes its container when it is back
-(fencing), before it counts as READY again.
+A node whose host is DOWN (:func:`down_hosts`) is lost too when it can be recreated elsewhere
+(:func:`can_replace`: a READY host its group's policies allow, and other members in its group
+to bring it up to date; a ZooKeeper follower syncs from the leader); otherwise it is left to
+come back with its host. Its heal places it again (:func:`replace_on_another_host`), in a fresh
+cell with a fresh data volume. The old copy of its data is kept, renamed, on the lost host; the
+old cell is forgotten, and the lost host removes its container when it is back (fencing),
+before it counts as READY again.
 """
 
 from __future__ import annotations
