@@ -1,10 +1,15 @@
 """Names of the cells on other hosts, in this host's resolver (aardvark-dns) configuration.
 
 aardvark-dns reads one file per network under `<run dir>/aardvark-dns/` and reloads on SIGHUP
-(its pid is in `aardvark.pid` there). The engine edits these files under the lock file
-`aardvark.lock`; the agent takes the same lock, merges its entries (`overlay.merge_peer_entries`)
-and signals the resolver when something changed. The run dir is the engine's
-(`PodmanService.network_run_dir`).
+(its pid is in `aardvark.pid` there). The engine (netavark) edits these files under the lock
+file `<run dir>/aardvark.lock`, beside that directory, never in it; the agent takes the same
+lock, merges its entries (`overlay.merge_peer_entries`) and signals the resolver when something
+changed. The run dir is the engine's (`PodmanService.network_run_dir`).
+
+Nothing but network files may appear in the resolver's directory, even for an instant: on a
+reload aardvark-dns parses every file there except its pid file as a network, and a file without
+a listen address on its first line (an empty lock file, a half-written temporary) makes it exit.
+So the new text is written beside the directory and renamed into it.
 """
 
 from __future__ import annotations
@@ -15,10 +20,16 @@ import os
 import signal
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 from cellplane.agent.overlay import PeerName, merge_peer_entries
 
 __all__ = ["sync"]
+
+RESOLVER_DIR: Final = "aardvark-dns"
+LOCK_FILE: Final = "aardvark.lock"
+PID_FILE: Final = "aardvark.pid"
+_RESOLVER_COMM: Final = "aardvark-dns"
 
 
 def sync(base: Path, network: str, peers: Sequence[PeerName]) -> bool:
@@ -27,26 +38,33 @@ def sync(base: Path, network: str, peers: Sequence[PeerName]) -> bool:
     Nothing is done while the engine has no file for the network (no local container runs on
     it yet, so no resolver listens on it): the next pass after a local start adds them.
     """
-    conf = base / "aardvark-dns"
+    conf = base / RESOLVER_DIR
     path = conf / network
     if not path.is_file():
         return False
-    with open(conf / "aardvark.lock", "a") as lock:
+    # An agent before this fix kept its lock file in the resolver's directory; the resolver
+    # exits on its next reload while that file is there.
+    (conf / LOCK_FILE).unlink(missing_ok=True)
+    with open(base / LOCK_FILE, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             text = path.read_text()
             new = merge_peer_entries(text, peers)
             if new is None:
                 return False
-            tmp = path.with_name(f".{network}.cellplane")
+            tmp = base / f".{network}.cellplane"
             tmp.write_text(new)
             os.replace(tmp, path)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    _reload(conf / "aardvark.pid")
+    _reload(conf / PID_FILE)
     return True
 
 
 def _reload(pid_file: Path) -> None:
+    """SIGHUP the resolver, only if the pid in its file is still a resolver (a stale pid file
+    may name another process by now)."""
     with contextlib.suppress(OSError, ValueError):
-        os.kill(int(pid_file.read_text().strip()), signal.SIGHUP)
+        pid = int(pid_file.read_text().strip())
+        if Path(f"/proc/{pid}/comm").read_text().strip() == _RESOLVER_COMM:
+            os.kill(pid, signal.SIGHUP)

@@ -20,6 +20,8 @@ class CellFacts:
     state: str
     restarts: int
     message: str | None = None
+    #: Why the cell's host is DOWN ("host h1 is DOWN (no heartbeat for 11 s)"), None if it is not.
+    host_down: str | None = None
 
 
 def node_problem(node_state: str, ready_restarts: int | None, cell: CellFacts | None) -> str | None:
@@ -31,6 +33,8 @@ def node_problem(node_state: str, ready_restarts: int | None, cell: CellFacts | 
         return "its cell is gone"
     if cell.desired_state == "DELETED":
         return "its cell is being deleted"
+    if cell.host_down is not None:
+        return f"its {cell.host_down}"
     detail = f": {cell.message}" if cell.message else ""
     if cell.state == "FAILED":
         return f"its cell failed{detail}"

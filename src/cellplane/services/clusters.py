@@ -191,6 +191,12 @@ def _check_capacity(
     return result
 
 
+def place_again(s: Session, svc: Services, plan: ClusterPlan, name: str, cluster_id: str) -> str:
+    """A host for node `name` of a running cluster whose host is lost, the others counted."""
+    keep = {r.id for r in plan.placement_requests} - {name}
+    return _check_capacity(s, svc, plan, exclude=keep, cluster_id=cluster_id).hosts[name]
+
+
 def _with_members(
     s: Session, hosts: list[scheduler.HostSnapshot], cluster_id: str, cluster_name: str
 ) -> list[scheduler.HostSnapshot]:

@@ -108,7 +108,9 @@ def _reaches(setup: ThreeHosts, src: Web, dst: Web, by: str) -> None:
 def _blocked(setup: ThreeHosts, src: Web, dst: Web, by: str) -> None:
     target = dst.name if by == "name" else dst.address
     got = _get(setup, src, target)
-    assert dst.name not in got and not _answer(got), (
+    # No HTTP answer at all (nc's own complaint, e.g. "bad address '<name>'", names the target:
+    # so the check is on an answer, not on the name appearing in the output).
+    assert "HTTP/" not in got and not _answer(got), (
         f"{src.name} (project {src.project}, {src.host}) reached {dst.name} "
         f"(project {dst.project}, {dst.host}) by {by}: {got!r}"
     )
@@ -148,15 +150,7 @@ def test_cells_get_their_projects_addresses_distinct_across_hosts(
     assert not subnets[webs["a1"].project].overlaps(subnets[webs["b1"].project])
 
 
-# Names across hosts: the agent adds the peer cells to aardvark-dns's file and signals it; on
-# the dev hosts of this machine aardvark-dns (1.4) has exited after that reload (found late;
-# docs/networks.md, "Not done yet"). Strict: this fails the day names work, to drop the mark.
-NAMES_ACROSS_HOSTS = pytest.mark.xfail(
-    strict=True, reason="aardvark-dns exits after the agent's reload with peer entries"
-)
-
-
-@pytest.mark.parametrize("by", [pytest.param("name", marks=NAMES_ACROSS_HOSTS), "address"])
+@pytest.mark.parametrize("by", ["name", "address"])
 def test_cells_of_one_project_reach_each_other_across_hosts(
     three_hosts: ThreeHosts, webs: dict[str, Web], by: str
 ) -> None:

@@ -47,6 +47,8 @@ class FakeAgent:
         self.errors: list[BaseException] = []
         # Cells it does not start (a test sets their state itself); their removal it confirms.
         self.hold: set[str] = set()
+        # The hosts it plays (a test adds the others it registers, or takes a lost one away).
+        self.hosts: set[str] = {plat.host_id}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fake-agent", daemon=True)
 
@@ -68,8 +70,12 @@ class FakeAgent:
             self._stop.wait(0.02)
 
     def tick(self) -> None:
-        svc, host = self.plat.svc, self.plat.host_id
         self.plat.schedule()
+        for host in sorted(self.hosts):
+            self._tick(host)
+
+    def _tick(self, host: str) -> None:
+        svc = self.plat.svc
         reports: list[dict[str, Any]] = []
         with svc.db.reader() as s:
             for cell in s.scalars(select(Cell).where(Cell.host_id == host)):

@@ -44,7 +44,10 @@ class ExecutorHealth(ExecutorOperations):
     def check_health(self) -> list[str]:
         """One pass: start a HEAL for every running cluster with a lost node; their ids."""
         lost: dict[str, dict[str, str]] = {}
+        # Nodes whose host is DOWN: lost only if they can be recreated elsewhere (below).
+        displaced: dict[str, dict[str, str]] = {}
         with self.svc.db.reader() as s:
+            down = cluster_health.down_hosts(s, self.svc)
             rows = s.execute(
                 select(ClusterNode, Cell)
                 .join(Cluster, Cluster.id == ClusterNode.cluster_id)
@@ -61,11 +64,14 @@ class ExecutorHealth(ExecutorOperations):
                     # not ready and the cluster's software sees it gone, but Cellplane does not
                     # undo the operator; `cell start` or `cluster resume` brings it back.
                     continue
-                why = node_problem(node.state, node.ready_restarts, facts(cell) if cell else None)
+                host_down = down.get(cell.host_id or "") if cell else None
+                cell_facts = facts(cell, host_down) if cell else None
+                why = node_problem(node.state, node.ready_restarts, cell_facts)
                 if why is not None:
-                    lost.setdefault(node.cluster_id, {})[node.name] = why
+                    into = displaced if host_down and why == f"its {host_down}" else lost
+                    into.setdefault(node.cluster_id, {})[node.name] = why
         started: list[str] = []
-        for cluster_id, nodes in sorted(lost.items()):
+        for cluster_id in sorted(lost.keys() | displaced.keys()):
             with self._lock:
                 if cluster_id in self._running:  # its own operation is ending: look next pass
                     continue
@@ -75,6 +81,13 @@ class ExecutorHealth(ExecutorOperations):
                     continue
                 s.expunge(c)
             plan = self._plan(c)
+            nodes = dict(lost.get(cluster_id, {}))
+            with self.svc.db.reader() as s:
+                for name, why in displaced.get(cluster_id, {}).items():
+                    if cluster_health.can_replace(s, self.svc, cluster_id, plan, name):
+                        nodes[name] = why
+            if not nodes:
+                continue
             with self.svc.db.session() as s:
                 out = cluster_health.begin_heal(s, cluster_id, nodes, plan)
             if out is not None:
@@ -122,7 +135,11 @@ class ExecutorHealth(ExecutorOperations):
             return
         renders = self._renders(plan, topology, name)
         cell = self._cell(row.cell_id)
-        if cell is None or cell.desired_state == "DELETED":
+        moved = self._off_lost_host(c, plan, name) if cell is not None else None
+        if moved is not None:
+            self._bring_up(ctx, c, plan, name, renders, recreate=False)
+            how = moved
+        elif cell is None or cell.desired_state == "DELETED":
             self._bring_up(ctx, c, plan, name, renders, recreate=False)
             how = "a new cell was created"
         elif cell.state == "FAILED" or cell.ended_at is not None:
@@ -139,3 +156,18 @@ class ExecutorHealth(ExecutorOperations):
         self._event(
             c.id, "node-healed", name, f"node {name} healed: {how}, every role passed its probe"
         )
+
+    def _off_lost_host(self, c: Cluster, plan: ClusterPlan, name: str) -> str | None:
+        """When node `name`'s host is DOWN: place it on another host (`c.placement` updated, so
+        that its new cell is created there); what was done. None when its host is not DOWN."""
+        try:
+            with self.svc.db.session() as s:
+                out = cluster_health.replace_on_another_host(s, self.svc, c.id, plan, name)
+        except ValueError as e:
+            raise NodeFailure(name, None, str(e)) from None
+        if out is None:
+            return None
+        c.placement, done = out
+        self._publish(f"cluster:{c.id}")
+        log.warning("cluster node moved off its DOWN host", cluster=c.name, node=name, how=done)
+        return done

@@ -66,9 +66,10 @@ def failure_message(node: str, role: str | None, reason: str, log_tail: str) -> 
     return head
 
 
-def facts(cell: Cell) -> CellFacts:
-    """What :func:`cellplane.clusters.health.node_problem` needs of a node's cell."""
-    return CellFacts(cell.desired_state, cell.state, cell.restarts or 0, cell.message)
+def facts(cell: Cell, host_down: str | None = None) -> CellFacts:
+    """What :func:`cellplane.clusters.health.node_problem` needs of a node's cell (`host_down`:
+    why its host is DOWN, if it is)."""
+    return CellFacts(cell.desired_state, cell.state, cell.restarts or 0, cell.message, host_down)
 
 
 def set_step(task: Task, name: str, state: str, now: datetime, *, error: str | None = None) -> bool:
