@@ -62,6 +62,7 @@ __all__ = [
     "RoleRequirements",
     "Topology",
     "cluster_password",
+    "leader_check",
     "missing_binaries",
     "render_role",
     "role_settings",
@@ -178,6 +179,17 @@ class RoleDefinition(BaseModel):
     """Where the role keeps its data; the node's data volume is mounted there (see planner)."""
     configuration: RoleConfiguration | None = None
     """The spec ``configuration`` the role understands; templates see it as ``settings``."""
+    leader: HttpCheck | None = None
+    """For roles whose members elect a leader (Patroni's ``/primary``): the check that passes on
+    the leader only; the executor follows it and the cluster view names the leader."""
+
+    @field_validator("leader")
+    @classmethod
+    def _leader_port_known(cls, check: HttpCheck | None, info: ValidationInfo) -> HttpCheck | None:
+        ports = info.data.get("ports", {})
+        if check is not None and isinstance(check.port, str) and check.port not in ports:
+            raise ValueError(f"leader uses port {check.port!r}, which is not in ports")
+        return check
 
     @field_validator("readiness")
     @classmethod
@@ -287,6 +299,7 @@ class RenderedRole:
     env: dict[str, str]
     readiness: RenderedReadiness | None
     join: list[str] | None = None
+    leader: RenderedReadiness | None = None
 
 
 def template_environment() -> jinja2.Environment:
@@ -423,7 +436,16 @@ def render_role(role: RoleDefinition, topology: Topology, node: str) -> Rendered
     join = None
     if role.join is not None:
         join = [render(arg, f"join[{i}]") for i, arg in enumerate(role.join)]
-    return RenderedRole(role.name, node, files, command, env, readiness, join)
+    return RenderedRole(role.name, node, files, command, env, readiness, join, leader_check(role))
+
+
+def leader_check(role: RoleDefinition) -> RenderedReadiness | None:
+    """The role's ``leader`` check with its port resolved (the same on every node), or None."""
+    if role.leader is None:
+        return None
+    return RenderedReadiness(
+        "http", 5.0, 1.0, port=_port(role, role.leader.port), path=role.leader.path
+    )
 
 
 def missing_binaries(role: RoleDefinition, available: Callable[[str], bool]) -> list[str]:

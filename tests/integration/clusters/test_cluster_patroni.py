@@ -3,7 +3,8 @@
 A client in the project (psql in an etcd node's cell, libpq's multi-host form with
 `target_session_attrs=read-write`: it connects to whichever node is the primary) writes a row; the
 leader's cell is killed and kept down; a replica is promoted and the reconnecting client writes
-again and reads the first row; the old leader comes back and rejoins as a streaming replica.
+again and reads the first row; the cluster view names the new leader, whose endpoint takes a
+write; the old leader comes back and rejoins as a streaming replica.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ def _members(api: Api, cell: str) -> dict[str, dict[str, Any]]:
     code, out = api.sh(cell, f"patronictl -c {CONFIG} list -f json 2>/dev/null")
     assert code == 0, out
     return {m["Member"]: m for m in json.loads(out)}
+
+
+def _leader(c: dict[str, Any]) -> str | None:
+    leader = c.get("leaders", {}).get("patroni")
+    return str(leader["node"]) if leader else None
 
 
 def _psql(api: Api, client: str, password: str, sql: str) -> tuple[int, str]:
@@ -63,6 +69,9 @@ def test_patroni_failover_and_rejoin(api: Api, engine: PodmanDriver) -> None:
     assert len(leaders) == 1, members
     assert sorted(members) == sorted(NODES), members
     old = leaders[0]
+    # The executor's leader pass (every 5 s) finds it too: the view names it.
+    c = api.wait(cid, lambda c: _leader(c) == old, 30)
+    assert c["leaders"]["patroni"]["endpoints"]["postgres"] == f"{old}:5432"
     # The password is the cluster's: read where a project member can (the node's config).
     code, password = api.sh(
         cells[old],
@@ -97,6 +106,16 @@ def test_patroni_failover_and_rejoin(api: Api, engine: PodmanDriver) -> None:
     members = _members(api, survivor)
     new = [n for n, m in members.items() if m["Role"] == "Leader"]
     assert len(new) == 1 and new[0] != old, members
+    # Cellplane follows the failover: the view names the new leader; its endpoint takes writes.
+    c = api.wait(cid, lambda c: _leader(c) == new[0], 60)
+    endpoint = c["leaders"]["patroni"]["endpoints"]["postgres"]
+    host, port = endpoint.split(":")
+    code, out = api.sh(
+        client,
+        f"PGPASSWORD={password} psql -h {host} -p {port} -U postgres -qAtc "
+        "\"insert into t values ('endpoint') returning v\"",
+    )
+    assert (code, out.strip()) == (0, "endpoint"), out
 
     # The old leader comes back (its cell started; the cluster resumed or healed): Patroni
     # rewinds it and it follows the new leader, which the readiness probe checks.
@@ -123,5 +142,5 @@ def test_patroni_failover_and_rejoin(api: Api, engine: PodmanDriver) -> None:
     code, out = api.sh(
         cells[old], "psql -h /tmp -U postgres -Atc 'select pg_is_in_recovery(), count(*) from t'"
     )
-    assert (code, out.strip()) == (0, "t|2"), out
+    assert (code, out.strip()) == (0, "t|3"), out
     api.delete(cid)
