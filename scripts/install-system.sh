@@ -4,7 +4,8 @@
 #            (per-project networks with DNS), iptables (netavark's firewall), busybox-static (tiny
 #            test image), python3-venv, runsc (gVisor: the `sandbox` isolation class; the
 #            agent configures it in its own engine, never in the machine's configuration).
-#   distros: the software of the shipped cluster distros (ZooKeeper and its Java, etcd, Redis),
+#   distros: the software of the shipped cluster distros (ZooKeeper and its Java, etcd, Redis,
+#            Patroni + PostgreSQL 15),
 #            read from catalog/distros/manifest.json (`debian_packages`): cluster nodes run it
 #            from the host image. Part of the default install; --minimal skips it (then
 #            `cellplane cluster distros` says which distros cannot be deployed and why).

@@ -16,6 +16,8 @@ Migration 0016 seals the rows written before. `cryptography` is imported on firs
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import threading
 from pathlib import Path
@@ -74,6 +76,12 @@ class Sealer:
         if len(key) != 32:
             raise SealedSecretError(f"{self.key_file} is not a 32-byte secrets key")
         return key
+
+    def derive(self, label: str) -> str:
+        """A secret of its own for ``label`` (HMAC-SHA256 under the key, hex): the same for the
+        same label while the key is kept, never stored (cluster passwords, cellplane.clusters)."""
+        mac = hmac.new(self._key(), b"cellplane-derive:v1:" + label.encode("utf-8"), hashlib.sha256)
+        return mac.hexdigest()
 
     def seal(self, plain: str, column: str) -> str:
         """``plain`` sealed for ``column`` ("table.column")."""

@@ -397,6 +397,11 @@ def show(
     for role, ports in (view.get("endpoints") or {}).items():
         for port_name, addrs in ports.items():
             output.out_console.print(f"{output.escape(role)} {port_name}: {', '.join(addrs)}")
+    for role, leader in (view.get("leaders") or {}).items():
+        where = ", ".join(f"{k} {v}" for k, v in (leader.get("endpoints") or {}).items())
+        output.out_console.print(
+            f"{output.escape(role)} leader: {output.escape(str(leader.get('node')))} ({where})"
+        )
     for note in view.get("placement_notes") or []:
         output.out_console.print(f"[yellow]placement:[/] {output.escape(str(note))}")
     events = view.get("events") or []

@@ -29,11 +29,15 @@ and ``join``):
   above), ``ports`` and ``count``
 * ``settings``: the keys the role declares under ``configuration`` (per file), with the
   spec's value or the declared default (see :func:`role_settings`)
+* ``secret(name)``: a password for `name`, the same on every node of the cluster and across
+  heals and restarts (see :func:`cluster_password`); never stored or shown by Cellplane
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +61,8 @@ __all__ = [
     "RoleDefinition",
     "RoleRequirements",
     "Topology",
+    "cluster_password",
+    "leader_check",
     "missing_binaries",
     "render_role",
     "role_settings",
@@ -173,6 +179,17 @@ class RoleDefinition(BaseModel):
     """Where the role keeps its data; the node's data volume is mounted there (see planner)."""
     configuration: RoleConfiguration | None = None
     """The spec ``configuration`` the role understands; templates see it as ``settings``."""
+    leader: HttpCheck | None = None
+    """For roles whose members elect a leader (Patroni's ``/primary``): the check that passes on
+    the leader only; the executor follows it and the cluster view names the leader."""
+
+    @field_validator("leader")
+    @classmethod
+    def _leader_port_known(cls, check: HttpCheck | None, info: ValidationInfo) -> HttpCheck | None:
+        ports = info.data.get("ports", {})
+        if check is not None and isinstance(check.port, str) and check.port not in ports:
+            raise ValueError(f"leader uses port {check.port!r}, which is not in ports")
+        return check
 
     @field_validator("readiness")
     @classmethod
@@ -248,6 +265,9 @@ class Topology:
     state: Literal["new", "existing"] = "new"
     configuration: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per node name: the merged Serengeti ``configuration`` for that node."""
+    secret: str = field(default="", repr=False)
+    """The cluster's root secret (the executor derives it from the server's key); templates get
+    passwords from it with ``secret(name)``. Empty when only checking that templates render."""
 
     def member(self, role: str, node: str) -> Member:
         for member in self.members.get(role, ()):
@@ -279,6 +299,7 @@ class RenderedRole:
     env: dict[str, str]
     readiness: RenderedReadiness | None
     join: list[str] | None = None
+    leader: RenderedReadiness | None = None
 
 
 def template_environment() -> jinja2.Environment:
@@ -313,6 +334,7 @@ def _context(role: RoleDefinition, topology: Topology, me: Member) -> dict[str, 
         for name, members in topology.members.items()
     }
     return {
+        "secret": functools.partial(cluster_password, topology.secret),
         "settings": role_settings(role, topology.configuration.get(me.name, {})),
         "cluster": {
             "name": topology.cluster_name,
@@ -324,6 +346,21 @@ def _context(role: RoleDefinition, topology: Topology, me: Member) -> dict[str, 
         "ports": dict(role.ports),
         "roles": roles,
     }
+
+
+UNSET_SECRET = "unset-cluster-secret"
+
+
+def cluster_password(root: str, name: str) -> str:
+    """The password `name` of a cluster whose root secret is `root`: 32 hex characters.
+
+    Safe in any config syntax (no quoting needed). Without a root secret (a create's render check
+    before any node exists) the value is a placeholder that no node is ever given."""
+    if not isinstance(name, str) or not name:
+        raise RoleError(f"secret() needs a non-empty name, not {name!r}")
+    if not root:
+        return UNSET_SECRET
+    return hmac.new(root.encode(), name.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def role_settings(role: RoleDefinition, configuration: Mapping[str, Any]) -> dict[str, Any]:
@@ -399,7 +436,16 @@ def render_role(role: RoleDefinition, topology: Topology, node: str) -> Rendered
     join = None
     if role.join is not None:
         join = [render(arg, f"join[{i}]") for i, arg in enumerate(role.join)]
-    return RenderedRole(role.name, node, files, command, env, readiness, join)
+    return RenderedRole(role.name, node, files, command, env, readiness, join, leader_check(role))
+
+
+def leader_check(role: RoleDefinition) -> RenderedReadiness | None:
+    """The role's ``leader`` check with its port resolved (the same on every node), or None."""
+    if role.leader is None:
+        return None
+    return RenderedReadiness(
+        "http", 5.0, 1.0, port=_port(role, role.leader.port), path=role.leader.path
+    )
 
 
 def missing_binaries(role: RoleDefinition, available: Callable[[str], bool]) -> list[str]:

@@ -115,6 +115,22 @@ def _endpoints(plan_roles: Mapping[str, list[str]]) -> dict[str, dict[str, list[
     return out
 
 
+def _leaders(nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per role that elects a leader: the node the executor found leading and its endpoints
+    (cellplane.controller.clusters.leaders); never a node shown lost or not ready."""
+    cat = clusters_mod.load_catalog()
+    out: dict[str, dict[str, Any]] = {}
+    for n in nodes:
+        if n["state"] != "SERVICE_READY":
+            continue
+        for role, state in n["role_states"].items():
+            definition = cat.roles.get(role)
+            if state == "LEADER" and definition is not None:
+                ports = {name: f"{n['name']}:{port}" for name, port in definition.ports.items()}
+                out[role] = {"node": n["name"], "endpoints": ports}
+    return out
+
+
 def _count(value: Any) -> Any:
     """A stored instanceNum: the range form ``"[3,1,5]"`` shows its value, 3."""
     if isinstance(value, str) and value.strip().startswith("["):
@@ -188,6 +204,7 @@ def _view(s: Session, c: Cluster, *, with_nodes: bool = True) -> dict[str, Any]:
             )
         view["nodes"] = items
         view["endpoints"] = _endpoints(roles)
+        view["leaders"] = _leaders(items)
         view["events"] = event_views(s, c.id)
         if lost and c.state == "RUNNING" and c.operation is None:
             view["state"] = "DEGRADED"

@@ -504,6 +504,11 @@ class ClusterEvent(View):
     message: str
 
 
+class ClusterLeader(View):
+    node: str
+    endpoints: dict[str, str] = Field(description="Port name -> `node:port` of the leader.")
+
+
 class Cluster(View):
     id: str
     name: str
@@ -522,6 +527,11 @@ class Cluster(View):
         description="Role -> port name -> `node:port` of every node with that role."
     )
     events: list[ClusterEvent] = Field(description="The cluster's recent events, oldest first.")
+    leaders: dict[str, ClusterLeader] = Field(
+        default_factory=dict,
+        description="Role -> the node leading it, for roles whose members elect a leader "
+        "(Patroni's primary), as the executor last found it.",
+    )
 
 
 class ClusterList(View):

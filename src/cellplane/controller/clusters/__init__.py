@@ -10,6 +10,7 @@ Split by concern, as one class chain (each module extends the one before it):
 - :mod:`.nodes`: node lifecycle (cell, data volume, bring-up, delete);
 - :mod:`.operations`: CREATE/RESUME, DELETE, STOP, START, RESIZE, CONFIG;
 - :mod:`.health`: the health pass (a node lost behind Cellplane's back) and HEAL;
+- :mod:`.leaders`: the leader pass (which node leads a role that elects one: Patroni);
 - :mod:`.loop`: :class:`ClusterExecutor` and :func:`run_cluster_executor`;
 - :mod:`.supervisor`: the pure payload a node's cell runs (bundle, role scripts, probes).
 

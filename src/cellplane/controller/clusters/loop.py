@@ -7,7 +7,8 @@ loop picks it up and runs it in a worker thread, one operation per cluster at a 
 is idempotent: after a server restart the operation still on the row runs again and skips what
 is already done (a node that is SERVICE_READY with a running cell is left alone). Each pass
 (every `tick` seconds, or sooner when a cluster changes) also runs the health pass
-(:mod:`.health`), which starts a HEAL for a running cluster whose node was lost.
+(:mod:`.health`), which starts a HEAL for a running cluster whose node was lost, and the leader
+pass (:mod:`.leaders`), which follows the leader of roles that elect one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import threading
 import structlog
 from sqlalchemy import select
 
-from cellplane.controller.clusters.health import ExecutorHealth
+from cellplane.controller.clusters.leaders import ExecutorLeaders
 from cellplane.services.clusters import CLUSTERS_TOPIC
 from cellplane.services.context import Services
 from cellplane.state.cluster_models import Cluster
@@ -30,7 +31,7 @@ __all__ = ["ClusterExecutor", "run_cluster_executor"]
 log = structlog.get_logger("cellplane.clusters.executor")
 
 
-class ClusterExecutor(ExecutorHealth):
+class ClusterExecutor(ExecutorLeaders):
     """Runs cluster operations; one instance per server process."""
 
     def pending(self) -> list[str]:
@@ -74,6 +75,7 @@ async def run_cluster_executor(svc: Services, *, tick: float = 5.0) -> None:
             try:
                 # Lost nodes first: a HEAL it starts is pending right away.
                 await asyncio.to_thread(executor.check_health)
+                await asyncio.to_thread(executor.track_leaders)
                 pending = await asyncio.to_thread(executor.pending)
             except Exception:
                 log.exception("cluster executor pass failed")

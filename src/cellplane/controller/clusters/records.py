@@ -248,13 +248,16 @@ class ExecutorRecords:
     def _plan(self, c: Cluster, spec: ClusterSpec | None = None) -> ClusterPlan:
         with self.svc.db.reader() as s:
             flavors = flavors_of(s.scalars(select(Flavor)).all())
-        return plan_cluster(
+        plan = plan_cluster(
             spec or parse_spec(c.spec),
             self.catalog,
             cluster_name=c.name,
             distro=c.distro,
             flavors=flavors,
         )
+        # Per project and cluster name, not id: a cluster created again on the volumes a
+        # `DELETE ?keepVolumes=true` kept finds the passwords its data was made with.
+        return replace(plan, secret=self.svc.sealer.derive(f"cluster/{c.project_id}/{c.name}"))
 
     def _cell(self, cell_id: str | None) -> Cell | None:
         if cell_id is None:
