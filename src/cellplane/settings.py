@@ -15,7 +15,8 @@ __all__ = ["ServerSettings", "default_data_dir"]
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CELLPLANE_")
 
-    data_dir: Path = default_data_dir()
+    # A factory: platformdirs loads only when no data dir is given (the daemons always give one).
+    data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = None  # default: SQLite in <data_dir>/server/cellplane.db
     listen_host: str = "127.0.0.1"
     listen_port: int = 7400
