@@ -44,6 +44,12 @@ response._content = b'{"name": "caf\\xc3\\xa9"}'
 assert response.apparent_encoding == "utf-8" and response.text.endswith('caf\\u00e9"}')
 """
 
+_FULL_NAMES = """
+import json
+print(json.dumps(sorted(m for m, mod in sys.modules.items() if mod is not None)))
+sys.exit()
+"""
+
 _REPORT = """
 import json
 print(json.dumps(sorted({m.split(".")[0] for m, mod in sys.modules.items() if mod is not None})))
@@ -71,6 +77,7 @@ def test_the_server_starts_without_the_token_crypto_templates_or_yaml() -> None:
     assert not mods & {"aiohttp", "multidict", "yarl"}
     assert not mods & {"alembic", "rich", "pygments", "typer"}
     assert not mods & {"greenlet", "platformdirs", "httpcore"}
+    assert "pydantic.v1" not in loaded(_SERVER + _FULL_NAMES)
 
 
 def test_the_agent_keeps_out_what_its_libraries_only_might_use() -> None:
@@ -113,12 +120,21 @@ with tempfile.TemporaryDirectory() as tmp:
     assert client._transport._pool._ssl_context.cert_store_stats()["x509_ca"] == 0
     executor.close()
     assert executor._http_client is None
+    # The API builds and answers without pydantic.v1 (FastAPI only asks about it).
+    import warnings
+    with warnings.catch_warnings():  # starlette's: "install httpx2" (the suite's other tests too)
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    from cellplane.api.app import create_app
+    with TestClient(create_app(Services(db=db, data_dir=settings.server_dir))) as client:
+        assert client.get("/healthz").status_code == 200
+        assert "/v1/projects/{project}/cells" in client.get("/openapi.json").json()["paths"]
     db.dispose()
 """
 
 
 def test_a_server_without_greenlet_logs_and_makes_its_agent_client_on_first_use() -> None:
-    """structlog logs with greenlet kept out; settings given a data dir never load platformdirs;
+    """The API answers with pydantic.v1 kept out; structlog logs with greenlet kept out; settings given a data dir never load platformdirs;
     the cluster executor's client to the agents (and a CA bundle with it) is made on first use."""
     mods = loaded(_SERVER_STARTED)
     assert not mods & {"greenlet", "platformdirs"}
