@@ -76,7 +76,7 @@ def test_the_server_starts_without_the_token_crypto_templates_or_yaml() -> None:
     assert not mods & {"joserfc", "cryptography", "authlib", "argon2", "jinja2", "yaml", "numpy"}
     assert not mods & {"aiohttp", "multidict", "yarl"}
     assert not mods & {"alembic", "rich", "pygments", "typer"}
-    assert not mods & {"greenlet", "platformdirs", "httpcore"}
+    assert not mods & {"greenlet", "platformdirs", "httpcore", "pydantic_settings", "dotenv"}
     assert "pydantic.v1" not in loaded(_SERVER + _FULL_NAMES)
 
 
