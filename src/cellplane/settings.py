@@ -3,7 +3,7 @@
 A plain pydantic model that reads its environment variables itself, as pydantic-settings'
 `BaseSettings` did for these simple fields (the name after ``CELLPLANE_``, in any case; the text
 validated in pydantic's lax mode; a keyword argument wins over the environment): the server then
-does without pydantic-settings and python-dotenv (1.3 MB of resident memory, measured).
+does without pydantic-settings and python-dotenv (1.0 MB of resident memory, measured).
 """
 
 from __future__ import annotations
