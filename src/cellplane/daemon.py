@@ -434,13 +434,23 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
         ctypes.CDLL(None).mallopt(_M_ARENA_MAX, arenas)
 
 
+#: Installed packages the daemons never use, which libraries they do use import whenever
+#: installed; `main` makes their import fail (the libraries carry on without them). Each costs
+#: resident memory that the footprint target counts:
+#: - rich, pygments (~3-4 MB a process): httpx imports its command line, and structlog its rich
+#:   tracebacks; the daemons print no rich text.
+#: - greenlet (0.9 MB in the server, 1.2 MB in the agent, measured): structlog's deprecated
+#:   `threadlocal` module imports it for greenlet-local context; Cellplane keeps its log context
+#:   in contextvars, and uses SQLAlchemy without asyncio (the one part that needs greenlet).
+#: - pydantic.v1 (1.5 MB in the server, measured): FastAPI imports pydantic's copy of its first
+#:   version only to ask whether each route's model is a v1 model (then refused); none is.
+KEPT_OUT = ("rich", "pygments", "greenlet", "pydantic.v1")
+
+
 def main(argv: list[str] | None = None) -> int:
     from cellplane.paths import default_data_dir
 
-    # The daemons print no rich text: keep the CLI's rendering libraries out of them. httpx
-    # imports its command line, and structlog its rich tracebacks, whenever they are installed
-    # (~3-4 MB of resident memory per process, which the footprint target counts).
-    for name in ("rich", "pygments"):
+    for name in KEPT_OUT:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
     env = os.environ.get

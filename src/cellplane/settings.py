@@ -1,21 +1,45 @@
-"""Settings of the server and the agent, from flags and `CELLPLANE_*` environment variables."""
+"""Settings of the server and the agent, from flags and `CELLPLANE_*` environment variables.
+
+A plain pydantic model that reads its environment variables itself, as pydantic-settings'
+`BaseSettings` did for these simple fields (the name after ``CELLPLANE_``, in any case; the text
+validated in pydantic's lax mode; a keyword argument wins over the environment): the server then
+does without pydantic-settings and python-dotenv (1.0 MB of resident memory, measured).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cellplane.paths import default_data_dir
 
-__all__ = ["ServerSettings", "default_data_dir"]
+__all__ = ["ENV_PREFIX", "ServerSettings", "default_data_dir"]
+
+ENV_PREFIX = "CELLPLANE_"
 
 
-class ServerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CELLPLANE_")
+def _from_environment(fields: list[str]) -> dict[str, str]:
+    """The ``CELLPLANE_<FIELD>`` variables that are set (names compared without case)."""
+    wanted = {f"{ENV_PREFIX}{name}".lower(): name for name in fields}
+    found: dict[str, str] = {}
+    for key, value in os.environ.items():
+        name = wanted.get(key.lower())
+        if name is not None:
+            found[name] = value
+    return found
 
-    data_dir: Path = default_data_dir()
+
+class ServerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**{**_from_environment(list(type(self).model_fields)), **values})
+
+    # A factory: platformdirs loads only when no data dir is given (the daemons always give one).
+    data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = None  # default: SQLite in <data_dir>/server/cellplane.db
     listen_host: str = "127.0.0.1"
     listen_port: int = 7400

@@ -133,7 +133,19 @@ class ExecutorRecords:
         self._catalog = catalog
         self._running: set[str] = set()
         self._lock = threading.Lock()
-        self._http = httpx.Client(timeout=70)
+        self._http_client: httpx.Client | None = None
+        self._http_lock = threading.Lock()
+
+    @property
+    def _http(self) -> httpx.Client:
+        """The client of the readiness probes' exec calls to agents, made with the first probe.
+
+        Agents answer plain HTTP (as `app.state.agent_client` in api/app.py): no CA bundle is
+        loaded, which with httpx's default would hold ~1.8 MB in every server, clusters or not."""
+        with self._http_lock:
+            if self._http_client is None:
+                self._http_client = httpx.Client(timeout=70, verify=False)
+            return self._http_client
 
     @property
     def catalog(self) -> Catalog:
@@ -142,7 +154,10 @@ class ExecutorRecords:
         return self._catalog
 
     def close(self) -> None:
-        self._http.close()
+        with self._http_lock:
+            if self._http_client is not None:
+                self._http_client.close()
+                self._http_client = None
 
     def _publish(self, *topics: str) -> None:
         self.svc.notifier.publish(*topics)
