@@ -25,6 +25,7 @@ from cellplane.drivers.base import (
 )
 from cellplane.drivers.engine import SANDBOX_RUNTIME
 from cellplane.wire import agent_plain as wire
+from cellplane.wire import exec as exec_wire
 
 __all__ = [
     "CELL_LABEL",
@@ -157,6 +158,9 @@ def container_spec(
         read_only=c.read_only,
         pids_limit=c.pids_limit if c.pids_limit is not None else DEFAULT_PIDS_LIMIT,
         runtime=SANDBOX_RUNTIME if c.isolation == "sandbox" else None,
+        stdin=c.labels.get(exec_wire.STDIN_LABEL) in ("open", "once"),
+        stdin_once=c.labels.get(exec_wire.STDIN_LABEL) == "once",
+        tty=c.labels.get(exec_wire.TTY_LABEL) == "true",
     )
 
 

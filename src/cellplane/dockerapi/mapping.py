@@ -13,6 +13,7 @@ import secrets
 from typing import Any
 
 from cellplane.validation import is_dns_label
+from cellplane.wire.exec import STDIN_LABEL, TTY_LABEL
 
 __all__ = [
     "API_VERSION",
@@ -120,9 +121,6 @@ _REFUSED: dict[tuple[str, str], tuple[str, str, int]] = {
     ("HostConfig", "CpusetMems"): ("--cpuset-mems", _NOT_YET, 400),
     ("HostConfig", "MemoryReservation"): ("--memory-reservation", _NOT_YET, 400),
     ("HostConfig", "OomKillDisable"): ("--oom-kill-disable", _NOT_YET, 400),
-    ("Config", "Tty"): ("-t/--tty", _NOT_YET, 400),
-    ("Config", "OpenStdin"): ("-i/--interactive", _NOT_YET, 400),
-    ("Config", "AttachStdin"): ("-i/--interactive", _NOT_YET, 400),
     ("Config", "Domainname"): ("--domainname", _NOT_YET, 400),
     ("Config", "MacAddress"): ("--mac-address", _NOT_YET, 400),
     ("Config", "Healthcheck"): ("--health-cmd", _NOT_YET, 400),
@@ -366,9 +364,25 @@ def cell_fields(name: str | None, body: dict[str, Any]) -> dict[str, Any]:
         if fields["restart"]["policy"] != "never":
             raise Refused(400, "Conflicting options: --restart and --rm (AutoRemove)")
         labels[AUTO_REMOVE_LABEL] = "true"
+    labels.update(_interactive(body))
     if network is not None:
         fields["network"] = network
     return fields
+
+
+def _interactive(body: dict[str, Any]) -> dict[str, str]:
+    """`-i` (OpenStdin, and StdinOnce with `run -i`) and `-t` (Tty) as the cell's labels, which
+    the agent reads when it creates the container (`wire.exec.STDIN_LABEL`, `TTY_LABEL`)."""
+    flags = {key: body.get(key) or False for key in ("OpenStdin", "StdinOnce", "Tty")}
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise Refused(400, f"{key} must be true or false")
+    labels = {}
+    if flags["OpenStdin"]:
+        labels[STDIN_LABEL] = "once" if flags["StdinOnce"] else "open"
+    if flags["Tty"]:
+        labels[TTY_LABEL] = "true"
+    return labels
 
 
 #: The label that asks for an isolation class (`--label cellplane.isolation=sandbox`), the

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from cellplane.dockerapi.mapping import AUTO_REMOVE_LABEL, RESTART_LABEL, Refused
+from cellplane.wire.exec import STDIN_LABEL, TTY_LABEL
 
 __all__ = [
     "decode_filters",
@@ -179,6 +180,8 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
         for p in cell.get("ports") or []
     }
     exposed: dict[str, dict[str, Any]] = {k: {} for k in bindings}
+    labels = cell.get("labels") or {}
+    stdin = labels.get(STDIN_LABEL)
     return {
         "Id": docker_id(cell["id"]),
         "Created": cell["created_at"],
@@ -223,13 +226,13 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
             "Hostname": cell.get("hostname") or cell["name"],
             "Domainname": "",
             "User": cell.get("user") or "",
-            "AttachStdin": False,
+            "AttachStdin": stdin == "once",
             "AttachStdout": False,
             "AttachStderr": False,
             "ExposedPorts": exposed,
-            "Tty": False,
-            "OpenStdin": False,
-            "StdinOnce": False,
+            "Tty": labels.get(TTY_LABEL) == "true",
+            "OpenStdin": stdin in ("open", "once"),
+            "StdinOnce": stdin == "once",
             "Env": [f"{k}={v}" for k, v in (cell.get("env") or {}).items()],
             "Cmd": cell.get("command"),
             "Image": cell["image"],

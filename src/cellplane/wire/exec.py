@@ -37,8 +37,10 @@ __all__ = [
     "STATUS",
     "STDERR",
     "STDIN",
+    "STDIN_LABEL",
     "STDOUT",
     "SUBPROTOCOL",
+    "TTY_LABEL",
     "UPGRADE",
     "ExecStatus",
     "FrameReader",
@@ -76,6 +78,12 @@ UPGRADE: Final = "cellplane-exec/1"
 MAX_PAYLOAD: Final = 1 << 20
 #: The largest terminal dimension accepted in a resize.
 MAX_DIMENSION: Final = 10_000
+#: Cell labels asking for the main process's standard input to be kept open (value ``open``,
+#: or ``once``: closed when the first attached client closes it) and for a TTY (``true``): set
+#: by the Docker endpoint (`docker run -i/-t`), read by the agent when it creates the container.
+#: The main process's streams are then attached with ``{"main": true}`` instead of a command.
+STDIN_LABEL: Final = "cellplane.docker.stdin"
+TTY_LABEL: Final = "cellplane.docker.tty"
 
 _HEADER = struct.Struct(">BI")
 

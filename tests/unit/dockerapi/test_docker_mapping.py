@@ -125,8 +125,6 @@ def test_every_supported_option_maps_onto_the_cell() -> None:
             403,
             "type=bind",
         ),
-        ({"Tty": True}, 400, "-t/--tty is not supported"),
-        ({"OpenStdin": True}, 400, "-i/--interactive"),
         (
             {"HostConfig": {"AutoRemove": True, "RestartPolicy": {"Name": "always"}}},
             400,
