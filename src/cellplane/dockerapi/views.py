@@ -10,8 +10,9 @@ import re
 from datetime import datetime
 from typing import Any
 
+from cellplane.dockerapi import naming
 from cellplane.dockerapi.mapping import AUTO_REMOVE_LABEL, RESTART_LABEL, Refused
-from cellplane.wire.exec import STDIN_LABEL, TTY_LABEL
+from cellplane.wire.exec import ALIASES_LABEL, STDIN_LABEL, TTY_LABEL
 
 __all__ = [
     "decode_filters",
@@ -104,6 +105,20 @@ def _process(cell: dict[str, Any]) -> list[str]:
     return [*entrypoint, *(cell.get("command") or [])]
 
 
+def docker_name(cell: dict[str, Any]) -> str:
+    """The container's name as the client gave it (`naming.NAME_LABEL`), or its cell name."""
+    return str((cell.get("labels") or {}).get(naming.NAME_LABEL) or cell["name"])
+
+
+def aliases(cell: dict[str, Any]) -> list[str]:
+    """The container's names on its network, as the agent gives them (`agent.spec`)."""
+    extra = (cell.get("labels") or {}).get(ALIASES_LABEL)
+    if extra is None:
+        return [cell["name"]]
+    names = [cell["name"], docker_id(cell["id"])[:12], *(a for a in extra.split(",") if a)]
+    return list(dict.fromkeys(names))
+
+
 def _labels(cell: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in (cell.get("labels") or {}).items() if not k.startswith("cellplane.")}
 
@@ -146,7 +161,7 @@ def summary(cell: dict[str, Any], now: datetime) -> dict[str, Any]:
     """One item of `GET /containers/json`."""
     return {
         "Id": docker_id(cell["id"]),
-        "Names": [f"/{cell['name']}"],
+        "Names": [f"/{docker_name(cell)}"],
         "Image": cell["image"],
         "ImageID": cell["image"],
         "Command": " ".join(_process(cell)),
@@ -201,7 +216,7 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
             "FinishedAt": finished or _EPOCH_ZERO,
         },
         "Image": cell["image"],
-        "Name": f"/{cell['name']}",
+        "Name": f"/{docker_name(cell)}",
         "RestartCount": cell.get("restarts") or 0,
         "Driver": "cellplane",
         "Platform": "linux",
@@ -251,7 +266,10 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
                 for k, v in bindings.items()
             },
             "Networks": {
-                network: {"IPAddress": cell.get("address") or "", "Aliases": [cell["name"]]}
+                labels.get(naming.NETWORK_LABEL, network): {
+                    "IPAddress": cell.get("address") or "",
+                    "Aliases": aliases(cell),
+                }
             },
         },
         # Not Docker's: the cell behind the container, for `cellplane cell show`.

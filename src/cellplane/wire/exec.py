@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 __all__ = [
+    "ALIASES_LABEL",
     "CHANNEL_NAMES",
     "CLOSE",
     "MAX_PAYLOAD",
@@ -84,6 +85,10 @@ MAX_DIMENSION: Final = 10_000
 #: The main process's streams are then attached with ``{"main": true}`` instead of a command.
 STDIN_LABEL: Final = "cellplane.docker.stdin"
 TTY_LABEL: Final = "cellplane.docker.tty"
+#: A cell label of the Docker endpoint the agent reads too: the container's extra aliases on its
+#: network (`--network-alias`, Compose's service name), comma-separated. With it the agent also
+#: adds the container's short Docker id, as Docker does.
+ALIASES_LABEL: Final = "cellplane.docker.aliases"
 
 _HEADER = struct.Struct(">BI")
 

@@ -1,7 +1,8 @@
-"""`run -i`/`-t` and attach with stdin on the Docker endpoint, without an engine: the create body's
-OpenStdin/StdinOnce/Tty -> the cell's labels -> the agent's container spec and engine body ->
-`inspect`; and the main-process attach from `services.agent_proxy.open_attach` through a real
-`AgentEndpoint` on a loopback port to the fake driver."""
+"""`run -i`/`-t` and attach with stdin on the Docker endpoint, and Compose's names, without an
+engine: the create body's OpenStdin/StdinOnce/Tty and names/aliases -> the cell's labels -> the
+agent's container spec and engine body -> `inspect`; and the main-process attach from
+`services.agent_proxy.open_attach` through a real `AgentEndpoint` on a loopback port to the fake
+driver."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from typing import Any
 
 import pytest
 from test_docker_mapping import body
-from test_docker_views import cell
+from test_docker_views import NOW, cell
 
 from cellplane.agent.endpoint import AgentEndpoint
 from cellplane.agent.spec import container_spec
-from cellplane.dockerapi import views
+from cellplane.dockerapi import naming, views
+from cellplane.dockerapi import resource_views as rv
 from cellplane.dockerapi.mapping import Refused, cell_fields
 from cellplane.drivers.base import ContainerSpec
 from cellplane.drivers.fake import FakeDriver
@@ -133,3 +135,58 @@ def test_an_attach_to_a_missing_container_is_refused_before_the_upgrade(
         asyncio.run(_attach(agent, "cel-none", b""))
     assert err.value.agent_status == 404
     assert "attach failed on the host" in str(err.value)
+
+
+def test_compose_names_are_cell_names_with_dashes_reported_back_as_given() -> None:
+    net = {"composetest_default": {"Aliases": ["web"], "IPAMConfig": {}}}
+    fields = cell_fields(
+        "composetest_web_1",
+        body(
+            HostConfig={"NetworkMode": "composetest_default"},
+            NetworkingConfig={"EndpointsConfig": net},
+        ),
+    )
+    assert (fields["name"], fields["network"]) == ("composetest-web-1", "composetest-default")
+    labels = fields["labels"]
+    assert labels[naming.NAME_LABEL] == "composetest_web_1"
+    assert labels[wire.ALIASES_LABEL] == "web"
+    c = cell(name=fields["name"], labels=labels)
+    view = views.inspect(c, "composetest-default")
+    assert view["Name"] == "/composetest_web_1"
+    assert views.summary(c, NOW)["Names"] == ["/composetest_web_1"]
+    short_id = views.docker_id(c["id"])[:12]
+    # Compose finds its network under the name it gave, with the short id among the aliases
+    assert view["NetworkSettings"]["Networks"]["composetest_default"]["Aliases"] == [
+        "composetest-web-1",
+        short_id,
+        "web",
+    ]
+    # ...and the agent gives the container exactly those names on the network
+    assignment = {**_assignment(labels), "cell_id": c["id"], "name": "composetest-web-1"}
+    assert container_spec(assignment, "hst-1", "busybox").aliases == [
+        "composetest-web-1",
+        short_id,
+        "web",
+    ]
+    # a plain container keeps its one name
+    assert container_spec(_assignment({}), "hst-1", "busybox").aliases == ["web"]
+    assert naming.same_name("composetest_web_1", "composetest-web-1")
+    assert not naming.same_name("composetest-web-1", "composetest-web-2")
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [("Web", "container name 'Web'"), ("a.b", "container name 'a.b'")],
+)
+def test_names_that_are_not_dns_labels_even_with_dashes_are_refused(name: str, words: str) -> None:
+    with pytest.raises(Refused) as err:
+        cell_fields(name, body())
+    assert err.value.status == 400
+    assert words in str(err.value)
+
+
+def test_networks_accept_composes_labels_only() -> None:
+    compose = {"com.docker.compose.network": "default", "com.docker.compose.project": "p"}
+    assert rv.check_network_create({"Name": "p_default", "Labels": compose}) == "p-default"
+    with pytest.raises(Refused, match="--label"):
+        rv.check_network_create({"Name": "p_default", "Labels": {"team": "blue"}})
