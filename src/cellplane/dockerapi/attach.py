@@ -6,8 +6,8 @@ kept open (closed at the first attached client's end with StdinOnce, as `run -i`
 TTY. Attaching to such a container hijacks the connection (101), waits until the container runs
 (the CLI attaches before it starts the container), then opens the main process's streams on the
 cell's host agent (`agent_proxy.open_attach`: the engine's own attach, hijacked, relayed as exec
-frames): what the client sends is the process's stdin (with `stdin=1`; its half-close closes
-that stdin), the process's output goes back in Docker's frames (raw with a TTY). An attach that
+frames): what the client sends is the process's stdin (with `stdin=1`, which needs `cells:write`
+and is audited as `cell.attach`; its half-close closes that stdin), the process's output goes back in Docker's frames (raw with a TTY). An attach that
 came before the first start asks the engine to replay the output from the start, so nothing the
 process printed before the session opened is lost. `POST /containers/{id}/resize` resizes the
 attached TTY (a size that comes before the session opens is kept for it). Closing the connection
@@ -32,7 +32,7 @@ from cellplane.dockerapi.base import EndpointContext, blocking, context, flag, p
 from cellplane.dockerapi.execs import docker_frame, size_param
 from cellplane.dockerapi.mapping import Refused
 from cellplane.errors import Conflict, NotFound
-from cellplane.services import agent_proxy, cell_access, cells, docker_endpoints
+from cellplane.services import agent_proxy, audit, cell_access, cells, docker_endpoints
 from cellplane.services.context import Principal
 from cellplane.wire import exec as wire
 
@@ -108,6 +108,16 @@ async def attach(request: web.Request) -> web.StreamResponse:
     with_stdin = flag(request, "stdin") and stdin_mode is not None
     if with_stdin:  # writing to the process is a change: a project viewer may only watch
         await blocking(docker_endpoints.authorize, ctx.svc, p, ctx.project_id, "cells:write")
+        await blocking(
+            audit.record_now,
+            ctx.svc,
+            tenant_id=p.tenant_id,
+            actor=audit.actor_of(p),
+            action="cell.attach",
+            target=f"cell:{cell['id']}",
+            source=request.remote or "",
+            detail={"cell": cell["name"], "stdin": True, "endpoint": ctx.endpoint_id},
+        )
     upgrade = request.headers.get("Upgrade", "").lower() == "tcp"
     resp = web.StreamResponse(
         status=101 if upgrade else 200,

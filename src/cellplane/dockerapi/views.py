@@ -235,6 +235,9 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
             "Memory": cell["memory_mb"] * 1024 * 1024,
             "PidMode": "",
             "IpcMode": "private",
+            # The agent's engine keeps every container's output in its own file (Compose shows
+            # logs only of containers whose log driver it knows).
+            "LogConfig": {"Type": "k8s-file", "Config": {}},
         },
         "Mounts": _mounts(cell),
         "Config": {

@@ -190,3 +190,7 @@ def test_networks_accept_composes_labels_only() -> None:
     assert rv.check_network_create({"Name": "p_default", "Labels": compose}) == "p-default"
     with pytest.raises(Refused, match="--label"):
         rv.check_network_create({"Name": "p_default", "Labels": {"team": "blue"}})
+
+
+def test_inspect_names_the_engines_log_driver_which_compose_needs_to_show_logs() -> None:
+    assert views.inspect(cell(), "bridge")["HostConfig"]["LogConfig"]["Type"] == "k8s-file"
