@@ -10,7 +10,8 @@
 #            from the host image. Part of the default install; --minimal skips it (then
 #            `cellplane cluster distros` says which distros cannot be deployed and why).
 #   test:    what the tests need on top (PostgreSQL, slapd, chromium for the portal's browser
-#            tests, ...) when called with --test.
+#            tests, docker-compose 1.29 for the Docker endpoint's Compose test, ...) when called
+#            with --test.
 # Usage: install-system.sh [--minimal | --test] [--list]
 #   --list   print the packages that would be wanted, one a line, and install nothing.
 set -euo pipefail
@@ -21,6 +22,7 @@ manifest="$here/../catalog/distros/manifest.json"
 runtime=(podman runc conmon netavark aardvark-dns iptables catatonit busybox-static runsc
          python3 python3-venv python3-pip ca-certificates)
 test_pkgs=(redis-tools netcat-openbsd postgresql slapd ldap-utils chromium)
+test_pkgs+=(docker-compose)
 
 minimal=0 test=0 list=0
 for arg in "$@"; do

@@ -21,7 +21,7 @@ import structlog
 
 from cellplane.agent import container_ops
 from cellplane.agent.build import Builder
-from cellplane.agent.exec_relay import parse_attach, relay
+from cellplane.agent.exec_relay import open_session, relay
 from cellplane.agent.volume_transfer import VolumeTransfer
 from cellplane.drivers.base import Driver
 from cellplane.drivers.errors import ContainerNotFound, DriverError
@@ -203,14 +203,10 @@ class AgentEndpoint:
                     self._json(400, {"error": f"attach needs 'Upgrade: {exec_wire.UPGRADE}'"})
                     return
                 try:
-                    command, stdin, tty, size = parse_attach(json.loads(raw or b"{}"))
-                except ValueError as e:
+                    session = open_session(driver, f"cp-{cell_id}", json.loads(raw or b"{}"))
+                except ValueError as e:  # the body's (JSON's own errors are ValueErrors too)
                     self._json(400, {"error": str(e)})
                     return
-                try:
-                    session = driver.exec_open(
-                        f"cp-{cell_id}", command, stdin=stdin, tty=tty, size=size
-                    )
                 except ContainerNotFound:
                     self._json(404, {"error": f"no container for cell {cell_id}"})
                     return

@@ -17,11 +17,11 @@ import threading
 
 import structlog
 
-from cellplane.drivers.base import ExecSession
+from cellplane.drivers.base import Driver, ExecSession
 from cellplane.drivers.errors import DriverError
 from cellplane.wire import exec as wire
 
-__all__ = ["parse_attach", "relay"]
+__all__ = ["open_session", "parse_attach", "relay"]
 
 log = structlog.get_logger("cellplane.agent.exec")
 
@@ -45,6 +45,19 @@ def parse_attach(body: object) -> tuple[list[str], bool, bool, tuple[int, int] |
             raise ValueError("size must be [cols, rows]")
         size = wire.parse_resize(wire.resize(size[0], size[1]))
     return command, flags[0], flags[1], size
+
+
+def open_session(driver: Driver, container: str, body: object) -> ExecSession:
+    """The session an attach request asks for: a new command (`parse_attach`), or with
+    ``{"main": true, "stdin": bool, "logs": bool}`` the container's main process (Docker's
+    attach). ValueError naming a bad field; the driver's errors as they are."""
+    if isinstance(body, dict) and body.get("main") is True:
+        flags = [body.get(key, False) for key in ("stdin", "logs")]
+        if not all(isinstance(flag, bool) for flag in flags):
+            raise ValueError("stdin and logs must be true or false")
+        return driver.attach_open(container, stdin=flags[0], logs=flags[1])
+    command, stdin, tty, size = parse_attach(body)
+    return driver.exec_open(container, command, stdin=stdin, tty=tty, size=size)
 
 
 def _send(sock: socket.socket, lock: threading.Lock, channel: int, payload: bytes) -> bool:

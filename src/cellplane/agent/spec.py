@@ -7,6 +7,7 @@ tested without an engine.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import shutil
@@ -25,6 +26,7 @@ from cellplane.drivers.base import (
 )
 from cellplane.drivers.engine import SANDBOX_RUNTIME
 from cellplane.wire import agent_plain as wire
+from cellplane.wire import exec as exec_wire
 
 __all__ = [
     "CELL_LABEL",
@@ -148,7 +150,7 @@ def container_spec(
         labels=labels,
         hostname=c.hostname or c.name,
         network=c.network.name,
-        aliases=[c.name],
+        aliases=_aliases(c),
         address=c.network.address if overlay and c.network.vni is not None else None,
         cpu=float(c.cpu),
         memory_mb=int(c.memory_mb),
@@ -157,7 +159,22 @@ def container_spec(
         read_only=c.read_only,
         pids_limit=c.pids_limit if c.pids_limit is not None else DEFAULT_PIDS_LIMIT,
         runtime=SANDBOX_RUNTIME if c.isolation == "sandbox" else None,
+        stdin=c.labels.get(exec_wire.STDIN_LABEL) in ("open", "once"),
+        stdin_once=c.labels.get(exec_wire.STDIN_LABEL) == "once",
+        tty=c.labels.get(exec_wire.TTY_LABEL) == "true",
     )
+
+
+def _aliases(c: wire.CellAssignment) -> list[str]:
+    """The container's names on its network: the cell's name; for a container of the Docker
+    endpoint that asked for aliases, its short Docker id (as Docker gives every container) and
+    those aliases."""
+    extra = c.labels.get(exec_wire.ALIASES_LABEL)
+    if extra is None:
+        return [c.name]
+    short_id = hashlib.sha256(c.cell_id.encode()).hexdigest()[:12]
+    out = [c.name, short_id, *(a for a in extra.split(",") if a)]
+    return list(dict.fromkeys(out))
 
 
 def event(kind: str, message: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import httpx
 from aiohttp import web
 
+from cellplane.dockerapi import naming
 from cellplane.dockerapi.mapping import Refused
 from cellplane.dockerapi.views import docker_id
 from cellplane.errors import NotFound
@@ -117,7 +118,9 @@ def resolve(ctx: EndpointContext, p: Principal, ref: str) -> dict[str, Any]:
     only; its full view (with events). Docker's 404 otherwise."""
     ref = ref.removeprefix("/")
     every = project_cells(ctx, p)
-    exact = [c for c in every if ref in (c["id"], c["name"], docker_id(c["id"]))]
+    exact = [
+        c for c in every if ref in (c["id"], docker_id(c["id"])) or naming.same_name(ref, c["name"])
+    ]
     found = exact or ([c for c in every if docker_id(c["id"]).startswith(ref)] if ref else [])
     if len(found) > 1:
         raise Refused(400, f"multiple IDs found with provided prefix: {ref}")

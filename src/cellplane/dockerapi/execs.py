@@ -31,7 +31,15 @@ from cellplane.errors import Conflict
 from cellplane.services import agent_proxy, cell_access
 from cellplane.wire import exec as wire
 
-__all__ = ["MAX_INSTANCES", "ExecInstance", "Execs", "docker_frame", "exec_fields", "routes"]
+__all__ = [
+    "MAX_INSTANCES",
+    "ExecInstance",
+    "Execs",
+    "docker_frame",
+    "exec_fields",
+    "routes",
+    "size_param",
+]
 
 #: Exec instances an endpoint keeps; past that, the oldest that are not running are dropped.
 MAX_INSTANCES = 1000
@@ -145,7 +153,7 @@ def exec_fields(body: dict[str, Any]) -> dict[str, Any]:
     return {"command": list(command), "size": _console_size(body), **flags}
 
 
-def _size_param(request: web.Request) -> tuple[int, int]:
+def size_param(request: web.Request) -> tuple[int, int]:
     out = []
     for name in ("w", "h"):
         raw = request.query.get(name, "")
@@ -219,7 +227,7 @@ class Execs:
 
     async def resize(self, request: web.Request) -> web.Response:
         inst = self.get(request.match_info["id"])
-        cols, rows = _size_param(request)
+        cols, rows = size_param(request)
         if inst.session is not None:
             with contextlib.suppress(OSError):
                 await inst.session.send(wire.RESIZE, wire.resize(cols, rows))
@@ -369,21 +377,8 @@ class Execs:
             pass
         self._ended(inst, None)
 
-    async def resize_container(self, request: web.Request) -> web.Response:
-        """`POST /containers/{id}/resize`: a container's main process has no TTY on this
-        endpoint (`run -t` is refused at create), so there is nothing to resize."""
-        ctx, p = context(request), principal(request)
-        _size_param(request)
-        cell = await blocking(resolve, ctx, p, request.match_info["ref"])
-        raise Refused(
-            409,
-            f"container {docker_id(cell['id'])} has no TTY to resize (-t/--tty is not "
-            "supported on this endpoint yet; exec -t sessions resize through /exec/ID/resize)",
-        )
-
     def routes(self) -> list[tuple[str, str, Any]]:
         return [
-            ("POST", "/containers/{ref}/resize", self.resize_container),
             ("POST", "/containers/{ref}/exec", self.create),
             ("POST", "/exec/{id}/start", self.start),
             ("POST", "/exec/{id}/resize", self.resize),

@@ -12,7 +12,9 @@ import re
 import secrets
 from typing import Any
 
+from cellplane.dockerapi import naming
 from cellplane.validation import is_dns_label
+from cellplane.wire.exec import ALIASES_LABEL, STDIN_LABEL, TTY_LABEL
 
 __all__ = [
     "API_VERSION",
@@ -120,9 +122,6 @@ _REFUSED: dict[tuple[str, str], tuple[str, str, int]] = {
     ("HostConfig", "CpusetMems"): ("--cpuset-mems", _NOT_YET, 400),
     ("HostConfig", "MemoryReservation"): ("--memory-reservation", _NOT_YET, 400),
     ("HostConfig", "OomKillDisable"): ("--oom-kill-disable", _NOT_YET, 400),
-    ("Config", "Tty"): ("-t/--tty", _NOT_YET, 400),
-    ("Config", "OpenStdin"): ("-i/--interactive", _NOT_YET, 400),
-    ("Config", "AttachStdin"): ("-i/--interactive", _NOT_YET, 400),
     ("Config", "Domainname"): ("--domainname", _NOT_YET, 400),
     ("Config", "MacAddress"): ("--mac-address", _NOT_YET, 400),
     ("Config", "Healthcheck"): ("--health-cmd", _NOT_YET, 400),
@@ -157,8 +156,11 @@ def _check_refused(body: dict[str, Any], host: dict[str, Any]) -> None:
         raise Refused(400, f"--stop-signal {signal} {_NOT_YET}")
 
 
-def _network(host: dict[str, Any], body: dict[str, Any], name: str | None) -> str | None:
-    """The project network the container joins (None: the default one, Docker's "bridge")."""
+def _network(
+    host: dict[str, Any], body: dict[str, Any], name: str | None
+) -> tuple[str | None, list[str] | None]:
+    """The project network the container joins (None: the default one, Docker's "bridge") by
+    the name the client gave, and the aliases it asks for there (None: none asked)."""
     mode = host.get("NetworkMode") or "default"
     if mode == "host":
         raise Refused(403, f"--network host {_FORBIDDEN}")
@@ -178,15 +180,11 @@ def _network(host: dict[str, Any], body: dict[str, Any], name: str | None) -> st
             "network on this endpoint",
         )
     network = wanted.pop()
+    asked: list[str] | None = None
     for ep_name, ep in endpoints.items():
         ep = ep or {}
-        aliases = [a for a in ep.get("Aliases") or [] if a != name]
-        if aliases:
-            raise Refused(
-                400,
-                f"--network-alias {aliases[0]} {_NOT_YET}: a container is found on its network "
-                "by its name only",
-            )
+        if ep.get("Aliases"):
+            asked = _aliases(ep["Aliases"], name)
         for key, option in (
             ("IPAMConfig", "--ip"),
             ("Links", "--link"),
@@ -195,10 +193,28 @@ def _network(host: dict[str, Any], body: dict[str, Any], name: str | None) -> st
             if ep.get(key):
                 raise Refused(400, f"{option} (network {ep_name}) {_NOT_YET}")
     if network in ("default", "bridge"):
-        return None
-    if not is_dns_label(network):
+        return None, asked
+    if naming.dns_name(network) is None:
         raise Refused(404, f"network {network} not found")
-    return network
+    return network, asked
+
+
+def _aliases(raw: Any, name: str | None) -> list[str]:
+    """`--network-alias` values (Compose's service name): DNS labels, the container's own name
+    left out (it is always one)."""
+    if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
+        raise Refused(400, "Aliases must be a list of strings")
+    out = [a for a in dict.fromkeys(raw) if a != name]
+    for alias in out:
+        if not is_dns_label(alias):
+            raise Refused(
+                400,
+                f"--network-alias {alias!r}: aliases on this endpoint are DNS labels "
+                "(lowercase letters, digits and '-')",
+            )
+    if len(out) > naming.MAX_ALIASES:
+        raise Refused(400, f"--network-alias: at most {naming.MAX_ALIASES} aliases")
+    return out
 
 
 def _ports(host: dict[str, Any]) -> list[dict[str, Any]]:
@@ -299,13 +315,15 @@ def _size(host: dict[str, Any]) -> dict[str, Any]:
 
 
 def _name(name: str | None, image: str) -> str:
+    given = name
     if name:
-        name = name.removeprefix("/")
-        if not is_dns_label(name):
+        name = naming.dns_name(name.removeprefix("/"))
+        if name is None:
             raise Refused(
                 400,
-                f"container name {name!r}: names on this endpoint are cell names, DNS labels "
-                "(lowercase letters, digits and '-', at most 63, starting with a letter or digit)",
+                f"container name {given!r}: names on this endpoint are cell names, DNS labels "
+                "(lowercase letters, digits and '-', at most 63, starting with a letter or digit; "
+                "'_' is taken as '-')",
             )
         return name
     base = image.rsplit("/", 1)[-1].split(":", 1)[0].split("@", 1)[0].lower()
@@ -325,14 +343,15 @@ def cell_fields(name: str | None, body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(image, str) or not image:
         raise Refused(400, "No image was specified")
     _check_refused(body, host)
-    network = _network(host, body, name.removeprefix("/") if name else None)
+    given = name.removeprefix("/") if name else None
+    network, aliases = _network(host, body, given)
     labels = {str(k): str(v) for k, v in (body.get("Labels") or {}).items()}
     isolation = _isolation(host, labels.pop(ISOLATION_LABEL, None))
     reserved = [k for k in labels if k.startswith("cellplane.")]
     if reserved:
         raise Refused(400, f"--label {reserved[0]}: labels starting with 'cellplane.' are reserved")
     fields: dict[str, Any] = {
-        "name": _name(name, image),
+        "name": _name(given, image),
         "image": image,
         "command": _strings(body.get("Cmd"), "Cmd"),
         "env": parse_env(body.get("Env")),
@@ -366,9 +385,31 @@ def cell_fields(name: str | None, body: dict[str, Any]) -> dict[str, Any]:
         if fields["restart"]["policy"] != "never":
             raise Refused(400, "Conflicting options: --restart and --rm (AutoRemove)")
         labels[AUTO_REMOVE_LABEL] = "true"
+    labels.update(_interactive(body))
+    if given and given != fields["name"]:
+        labels[naming.NAME_LABEL] = given
+    if aliases is not None:
+        labels[ALIASES_LABEL] = ",".join(aliases)
     if network is not None:
-        fields["network"] = network
+        fields["network"] = naming.dns_name(network)
+        if fields["network"] != network:
+            labels[naming.NETWORK_LABEL] = network
     return fields
+
+
+def _interactive(body: dict[str, Any]) -> dict[str, str]:
+    """`-i` (OpenStdin, and StdinOnce with `run -i`) and `-t` (Tty) as the cell's labels, which
+    the agent reads when it creates the container (`wire.exec.STDIN_LABEL`, `TTY_LABEL`)."""
+    flags = {key: body.get(key) or False for key in ("OpenStdin", "StdinOnce", "Tty")}
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise Refused(400, f"{key} must be true or false")
+    labels = {}
+    if flags["OpenStdin"]:
+        labels[STDIN_LABEL] = "once" if flags["StdinOnce"] else "open"
+    if flags["Tty"]:
+        labels[TTY_LABEL] = "true"
+    return labels
 
 
 #: The label that asks for an isolation class (`--label cellplane.isolation=sandbox`), the

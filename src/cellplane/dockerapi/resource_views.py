@@ -13,6 +13,7 @@ import ipaddress
 import re
 from typing import Any
 
+from cellplane.dockerapi import naming
 from cellplane.dockerapi.mapping import Refused
 from cellplane.dockerapi.views import decode_filters, docker_id
 
@@ -140,6 +141,10 @@ def _default_value(value: Any) -> bool:
     return value in (None, False, "", {}, [])
 
 
+#: The labels Compose puts on the networks it makes, accepted and not kept.
+_COMPOSE_LABELS = "com.docker.compose."
+
+
 def check_network_create(body: Any) -> str:
     """The name a `POST /networks/create` body asks for; what a Cellplane network cannot be is
     refused, naming the option."""
@@ -150,6 +155,7 @@ def check_network_create(body: Any) -> str:
         raise Refused(400, "Name is required")
     if name in (BRIDGE, "host", "none", "default"):
         raise Refused(403, f"{name} is a pre-defined network and cannot be created")
+    name = naming.dns_name(name) or name  # Compose's `project_default`: `project-default`
     driver = body.get("Driver") or "bridge"
     if driver != "bridge":
         raise Refused(400, f"network driver {driver!r} {_NOT_YET} (only 'bridge')")
@@ -160,10 +166,15 @@ def check_network_create(body: Any) -> str:
         ("ConfigOnly", "--config-only"),
         ("ConfigFrom", "--config-from"),
         ("Options", "--opt"),
-        ("Labels", "--label (networks carry no labels)"),
     ):
         if not _default_value(body.get(key)):
             raise Refused(400, f"network create {option} {_NOT_YET}")
+    labels = body.get("Labels") or {}
+    if not isinstance(labels, dict):
+        raise Refused(400, "Labels must be a JSON object")
+    # Compose marks its networks; it reads back only the labels not its own.
+    if [k for k in labels if not str(k).startswith(_COMPOSE_LABELS)]:
+        raise Refused(400, f"network create --label (networks carry no labels) {_NOT_YET}")
     if (body.get("Scope") or "local") != "local":
         raise Refused(400, f"network create --scope {body.get('Scope')} {_NOT_YET}")
     ipam = body.get("IPAM") or {}
@@ -240,6 +251,8 @@ def network_matches(view: dict[str, Any], filters: dict[str, list[str]]) -> bool
 
 def network_ref_matches(view: dict[str, Any], ref: str) -> bool:
     """Whether `ref` (a name, a full id or an id prefix) names this network."""
-    if ref in (view["Name"], view["Id"], view["Options"]["cellplane.network"]):
+    if ref in (view["Id"], view["Options"]["cellplane.network"]):
+        return True
+    if naming.same_name(ref, view["Name"]):  # Compose's `project_default`
         return True
     return bool(re.fullmatch(r"[0-9a-f]{1,64}", ref)) and view["Id"].startswith(ref)

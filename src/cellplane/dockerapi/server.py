@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from cellplane import __version__
-from cellplane.dockerapi import containers, execs, extras, resources, streams
+from cellplane.dockerapi import attach, containers, execs, extras, resources, streams
 from cellplane.dockerapi import images as images_routes
 from cellplane.dockerapi.base import (
     CTX,
@@ -216,6 +216,7 @@ def make_app(ctx: EndpointContext) -> web.Application:
         *images_routes.routes(),
         *containers.routes(),
         *streams.routes(),
+        *attach.routes(),
         *execs.routes(),
         *extras.routes(),
         *resources.routes(),

@@ -3,7 +3,9 @@
 Logs come from the cell's host agent through `services.agent_proxy.open_docker_logs`, already in
 Docker's framing (8-byte headers naming stdout or stderr), and are relayed as they are. `attach`
 hijacks the connection (101, then a raw stream) and relays the followed logs: that is what
-`docker run` without `-d` reads. Standard input is not attached (`-i` is refused at create).
+`docker run` without `-d` reads. A container made with `-i` or `-t` is attached by
+`dockerapi.attach` instead (its main process's streams, stdin included); here what the client
+sends is dropped (the container's stdin is not open), as Docker does.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from cellplane.errors import Conflict, NotFound
 from cellplane.services import agent_proxy, cell_access, cells
 from cellplane.services.context import Principal
 
-__all__ = ["RAW_STREAM", "HalfClose", "routes", "watch_auto_remove"]
+__all__ = ["RAW_STREAM", "HalfClose", "attach", "ran_since", "routes", "watch_auto_remove"]
 
 log = structlog.get_logger("cellplane.dockerapi")
 
@@ -126,7 +128,7 @@ def _started_marker(cell: dict[str, Any]) -> tuple[int, str | None]:
     return len(started), started[-1] if started else None
 
 
-def _ran_since(first: dict[str, Any], cell: dict[str, Any]) -> bool:
+def ran_since(first: dict[str, Any], cell: dict[str, Any]) -> bool:
     """Whether the container started (again) after `first` was seen: a new start event, or a
     container where there was none (one that ended before its start was reported)."""
     if _started_marker(cell) != _started_marker(first):
@@ -155,7 +157,7 @@ async def _wait_for(
         ):
             return int(cell.get("exit_code") or 0)
         ended = state in _ENDED or cell["state"] == "FAILED"
-        if condition == "next-exit" and ended and _ran_since(first, cell):
+        if condition == "next-exit" and ended and ran_since(first, cell):
             return int(cell.get("exit_code") or 0)
         await ctx.svc.notifier.wait(topic, seen, 2.0)
 
@@ -211,8 +213,8 @@ async def _auto_remove(ctx: EndpointContext, p: Principal, before: dict[str, Any
 
 
 class _Output(asyncio.Protocol):
-    """The hijacked connection's reader: standard input is not attached, so what the client
-    sends is dropped; `closed` is set when the connection is gone."""
+    """The hijacked connection's reader: the container's standard input is not open, so what
+    the client sends is dropped; `closed` is set when the connection is gone."""
 
     def __init__(self, tls: bool) -> None:
         self.closed = asyncio.Event()
@@ -259,8 +261,6 @@ class HalfClose:
 
 async def attach(request: web.Request) -> web.StreamResponse:
     ctx, p = context(request), principal(request)
-    if flag(request, "stdin"):
-        raise Refused(400, "attaching standard input is not supported on this endpoint yet")
     if not flag(request, "stream") and not flag(request, "logs"):
         raise Refused(400, "attach needs stream=1 or logs=1")
     stdout, stderr = flag(request, "stdout"), flag(request, "stderr")
@@ -310,7 +310,7 @@ async def _relay_attached(
         except NotFound:
             return
         if cell.get("container_id") and (
-            _ran_since(first, cell) or views.docker_state(cell) == "running"
+            ran_since(first, cell) or views.docker_state(cell) == "running"
         ):
             break
         if cell["state"] == "FAILED" or cell["desired_state"] == "DELETED":
@@ -343,5 +343,4 @@ def routes() -> list[tuple[str, str, Any]]:
     return [
         ("GET", "/containers/{ref}/logs", logs),
         ("POST", "/containers/{ref}/wait", wait),
-        ("POST", "/containers/{ref}/attach", attach),
     ]

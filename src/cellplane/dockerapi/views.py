@@ -10,7 +10,9 @@ import re
 from datetime import datetime
 from typing import Any
 
+from cellplane.dockerapi import naming
 from cellplane.dockerapi.mapping import AUTO_REMOVE_LABEL, RESTART_LABEL, Refused
+from cellplane.wire.exec import ALIASES_LABEL, STDIN_LABEL, TTY_LABEL
 
 __all__ = [
     "decode_filters",
@@ -103,6 +105,20 @@ def _process(cell: dict[str, Any]) -> list[str]:
     return [*entrypoint, *(cell.get("command") or [])]
 
 
+def docker_name(cell: dict[str, Any]) -> str:
+    """The container's name as the client gave it (`naming.NAME_LABEL`), or its cell name."""
+    return str((cell.get("labels") or {}).get(naming.NAME_LABEL) or cell["name"])
+
+
+def aliases(cell: dict[str, Any]) -> list[str]:
+    """The container's names on its network, as the agent gives them (`agent.spec`)."""
+    extra = (cell.get("labels") or {}).get(ALIASES_LABEL)
+    if extra is None:
+        return [cell["name"]]
+    names = [cell["name"], docker_id(cell["id"])[:12], *(a for a in extra.split(",") if a)]
+    return list(dict.fromkeys(names))
+
+
 def _labels(cell: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in (cell.get("labels") or {}).items() if not k.startswith("cellplane.")}
 
@@ -145,7 +161,7 @@ def summary(cell: dict[str, Any], now: datetime) -> dict[str, Any]:
     """One item of `GET /containers/json`."""
     return {
         "Id": docker_id(cell["id"]),
-        "Names": [f"/{cell['name']}"],
+        "Names": [f"/{docker_name(cell)}"],
         "Image": cell["image"],
         "ImageID": cell["image"],
         "Command": " ".join(_process(cell)),
@@ -179,6 +195,8 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
         for p in cell.get("ports") or []
     }
     exposed: dict[str, dict[str, Any]] = {k: {} for k in bindings}
+    labels = cell.get("labels") or {}
+    stdin = labels.get(STDIN_LABEL)
     return {
         "Id": docker_id(cell["id"]),
         "Created": cell["created_at"],
@@ -198,7 +216,7 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
             "FinishedAt": finished or _EPOCH_ZERO,
         },
         "Image": cell["image"],
-        "Name": f"/{cell['name']}",
+        "Name": f"/{docker_name(cell)}",
         "RestartCount": cell.get("restarts") or 0,
         "Driver": "cellplane",
         "Platform": "linux",
@@ -217,19 +235,22 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
             "Memory": cell["memory_mb"] * 1024 * 1024,
             "PidMode": "",
             "IpcMode": "private",
+            # The agent's engine keeps every container's output in its own file (Compose shows
+            # logs only of containers whose log driver it knows).
+            "LogConfig": {"Type": "k8s-file", "Config": {}},
         },
         "Mounts": _mounts(cell),
         "Config": {
             "Hostname": cell.get("hostname") or cell["name"],
             "Domainname": "",
             "User": cell.get("user") or "",
-            "AttachStdin": False,
+            "AttachStdin": stdin == "once",
             "AttachStdout": False,
             "AttachStderr": False,
             "ExposedPorts": exposed,
-            "Tty": False,
-            "OpenStdin": False,
-            "StdinOnce": False,
+            "Tty": labels.get(TTY_LABEL) == "true",
+            "OpenStdin": stdin in ("open", "once"),
+            "StdinOnce": stdin == "once",
             "Env": [f"{k}={v}" for k, v in (cell.get("env") or {}).items()],
             "Cmd": cell.get("command"),
             "Image": cell["image"],
@@ -248,7 +269,10 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
                 for k, v in bindings.items()
             },
             "Networks": {
-                network: {"IPAddress": cell.get("address") or "", "Aliases": [cell["name"]]}
+                labels.get(naming.NETWORK_LABEL, network): {
+                    "IPAddress": cell.get("address") or "",
+                    "Aliases": aliases(cell),
+                }
             },
         },
         # Not Docker's: the cell behind the container, for `cellplane cell show`.

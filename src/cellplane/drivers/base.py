@@ -122,6 +122,11 @@ class ContainerSpec:
     # The engine's OCI runtime by name (None: its default, runc). A runtime other than the
     # default gets its CPU limit at creation: `apply_limits` cannot change a sandbox's (runsc).
     runtime: str | None = None
+    # The main process's standard input kept open (to be attached: `Driver.attach_open`),
+    # closed after the first attached client closed it (`stdin_once`); a TTY for it.
+    stdin: bool = False
+    stdin_once: bool = False
+    tty: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -346,3 +351,11 @@ class Driver(Protocol):
     ) -> ExecSession:
         """Start `command` inside a running container with its streams attached; `size` is the
         TTY's initial (cols, rows)."""
+
+    def attach_open(
+        self, container_id: str, *, stdin: bool = False, logs: bool = False
+    ) -> ExecSession:
+        """Attach to the container's main process (Docker's `attach`): its output from now on
+        (with `logs`, from its start), and its standard input with `stdin` (the container must
+        have been created with `ContainerSpec.stdin`). Closing the session detaches; the exit
+        code is the container's once it has ended (None while it runs); resizing needs a TTY."""

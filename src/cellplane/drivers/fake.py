@@ -347,6 +347,22 @@ class FakeDriver:
         self.exec_sessions.append(session)
         return session
 
+    def attach_open(
+        self, container_id: str, *, stdin: bool = False, logs: bool = False
+    ) -> FakeExecSession:
+        """The fake's main process echoes its standard input once that is closed (`cat`)."""
+        with self._lock:
+            self._record("attach_open", container_id, stdin, logs)
+            box = self._get(container_id)
+        session = FakeExecSession(box.id, [], _no_output, stdin=stdin, size=None)
+        session._handler = lambda _cid, _cmd: ExecResult(exit_code=0, output=bytes(session.stdin))
+        self.exec_sessions.append(session)
+        return session
+
+
+def _no_output(container_id: str, command: builtins.list[str]) -> ExecResult:
+    return ExecResult(exit_code=0, output=b"")
+
 
 class FakeExecSession:
     """An interactive exec of the fake: once stdin is closed (at once without stdin), the exec

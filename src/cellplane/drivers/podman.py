@@ -49,7 +49,13 @@ from cellplane.drivers.podman_bodies import (
     parse_load_output,
     sized_candidates,
 )
-from cellplane.drivers.podman_exec import PodmanExecSession, exec_failure, start_exec
+from cellplane.drivers.podman_exec import (
+    PodmanAttachSession,
+    PodmanExecSession,
+    exec_failure,
+    start_attach,
+    start_exec,
+)
 from cellplane.drivers.podman_ops import PodmanOps
 
 __all__ = [
@@ -565,6 +571,12 @@ class PodmanDriver(PodmanOps):
     ) -> PodmanExecSession:
         with _translated("container"):
             return start_exec(self._untyped, container_id, command, stdin=stdin, tty=tty, size=size)
+
+    def attach_open(
+        self, container_id: str, *, stdin: bool = False, logs: bool = False
+    ) -> PodmanAttachSession:
+        with _translated("container"):
+            return start_attach(self._untyped, container_id, stdin=stdin, logs=logs)
 
 
 def _raw_chunks(res: requests.Response) -> Iterator[bytes]:

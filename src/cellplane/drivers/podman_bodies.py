@@ -98,6 +98,8 @@ def compat_create_body(spec: ContainerSpec) -> dict[str, Any]:
         "Labels": dict(spec.labels),
         "HostConfig": host_config,
     }
+    if spec.stdin or spec.tty:
+        body.update({"OpenStdin": spec.stdin, "StdinOnce": spec.stdin_once, "Tty": spec.tty})
     if spec.command is not None:
         body["Cmd"] = list(spec.command)
     if spec.entrypoint is not None:
@@ -148,6 +150,8 @@ def libpod_create_body(spec: ContainerSpec) -> dict[str, Any]:
         "privileged": False,
         "read_only_filesystem": spec.read_only,
     }
+    if spec.stdin or spec.tty:
+        body.update({"stdin": spec.stdin, "terminal": spec.tty})
     if spec.hostname:
         body["hostname"] = spec.hostname
     if spec.workdir:

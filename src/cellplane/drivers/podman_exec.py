@@ -25,7 +25,14 @@ from typing import Any
 
 from cellplane.drivers import errors
 
-__all__ = ["PodmanExecSession", "StreamDemux", "exec_failure", "start_exec"]
+__all__ = [
+    "PodmanAttachSession",
+    "PodmanExecSession",
+    "StreamDemux",
+    "exec_failure",
+    "start_attach",
+    "start_exec",
+]
 
 _FRAME = struct.Struct(">BxxxI")
 # What the runtime says when the command cannot be started; the cell's process never ran.
@@ -196,3 +203,48 @@ class PodmanExecSession:
             self._sock.close()
         finally:
             self._response.close()
+
+
+def start_attach(api: Any, container_id: str, *, stdin: bool, logs: bool) -> PodmanAttachSession:
+    """Attach to a container's main process (`POST /containers/{id}/attach`, hijacked): its
+    output (multiplexed unless the container has a TTY), and its stdin with `stdin`. With `logs`
+    the engine first replays what the process printed since it started (an attach that comes
+    after the start, as the Docker endpoint's does, misses nothing)."""
+    tty = bool((api.inspect_container(container_id).get("Config") or {}).get("Tty"))
+    params = {"stream": 1, "stdout": 1, "stderr": 1, "stdin": int(stdin), "logs": int(logs)}
+    response = api._post(
+        api._url("/containers/{0}/attach", container_id),
+        headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+        params=params,
+        stream=True,
+    )
+    api._raise_for_status(response)
+    raw = api._get_raw_response_socket(response)
+    sock: socket.socket = getattr(raw, "_sock", raw)
+    sock.settimeout(None)  # a quiet process may stay quiet for hours
+    return PodmanAttachSession(api, container_id, sock, response, tty=tty)
+
+
+class PodmanAttachSession(PodmanExecSession):
+    """The attached main process of a container: as an exec session, but resized through the
+    container and ended with the container (its exit code, None while it runs)."""
+
+    def __init__(
+        self, api: Any, container_id: str, sock: socket.socket, response: Any, *, tty: bool
+    ) -> None:
+        super().__init__(api, container_id, sock, response, tty=tty)
+        self._first = False  # the process's own output: never an exec's "could not start"
+
+    def resize(self, cols: int, rows: int) -> None:
+        try:
+            self._api.resize(self.exec_id, height=rows, width=cols)
+        except Exception as exc:  # the SDK's and transport's errors alike
+            raise errors.PermanentDriverError(f"cannot resize the container's TTY: {exc}") from exc
+
+    def exit_code(self, timeout: float = 5.0) -> int | None:
+        try:
+            state = self._api.inspect_container(self.exec_id).get("State") or {}
+        except Exception as exc:  # the SDK's and transport's errors alike
+            raise errors.TemporaryDriverError(f"cannot read the container's state: {exc}") from exc
+        code = state.get("ExitCode")
+        return None if state.get("Running") or not isinstance(code, int) else code

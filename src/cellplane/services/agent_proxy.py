@@ -38,6 +38,7 @@ __all__ = [
     "Target",
     "exec_async",
     "exec_sync",
+    "open_attach",
     "open_container_op",
     "open_docker_logs",
     "open_exec",
@@ -245,13 +246,28 @@ async def open_exec(
     """Start `command` in the cell on its agent, attached: the session once the agent has said
     101 (so a missing container or a refusal raises here, before the client's WebSocket is
     accepted)."""
+    fields = {"command": command, "stdin": stdin, "tty": tty, "size": list(size) if size else None}
+    return await _open_session(target, fields, timeout, "exec")
+
+
+async def open_attach(
+    target: Target, *, stdin: bool, logs: bool, timeout: float = 15.0
+) -> AgentExec:
+    """Attach to the cell's main process on its agent (Docker's attach): its output (with
+    `logs`, from its start) and, with `stdin`, its standard input, as the frames of an exec
+    session; closing the session detaches (the process goes on)."""
+    fields = {"main": True, "stdin": stdin, "logs": logs}
+    return await _open_session(target, fields, timeout, "attach")
+
+
+async def _open_session(
+    target: Target, fields: dict[str, Any], timeout: float, what: str
+) -> AgentExec:
     url, secret, cid = target
     parsed = urlsplit(url)
     if parsed.scheme != "http" or not parsed.hostname or not parsed.port:
         raise AgentRefused(f"the cell's host agent has an unusable address {url!r}", 0, "")
-    body = json.dumps(
-        {"command": command, "stdin": stdin, "tty": tty, "size": list(size) if size else None}
-    ).encode()
+    body = json.dumps(fields).encode()
     request = (
         f"POST /cells/{cid}/attach HTTP/1.1\r\nHost: {parsed.netloc}\r\n"
         f"Authorization: Bearer {secret}\r\nConnection: Upgrade\r\n"
@@ -279,7 +295,7 @@ async def open_exec(
         reason = str(json.loads(text).get("error") or text)
     except (ValueError, AttributeError):
         reason = text
-    raise AgentRefused(f"exec failed on the host: {reason[:500]}", status, text)
+    raise AgentRefused(f"{what} failed on the host: {reason[:500]}", status, text)
 
 
 async def open_container_op(

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 __all__ = [
+    "ALIASES_LABEL",
     "CHANNEL_NAMES",
     "CLOSE",
     "MAX_PAYLOAD",
@@ -37,8 +38,10 @@ __all__ = [
     "STATUS",
     "STDERR",
     "STDIN",
+    "STDIN_LABEL",
     "STDOUT",
     "SUBPROTOCOL",
+    "TTY_LABEL",
     "UPGRADE",
     "ExecStatus",
     "FrameReader",
@@ -76,6 +79,16 @@ UPGRADE: Final = "cellplane-exec/1"
 MAX_PAYLOAD: Final = 1 << 20
 #: The largest terminal dimension accepted in a resize.
 MAX_DIMENSION: Final = 10_000
+#: Cell labels asking for the main process's standard input to be kept open (value ``open``,
+#: or ``once``: closed when the first attached client closes it) and for a TTY (``true``): set
+#: by the Docker endpoint (`docker run -i/-t`), read by the agent when it creates the container.
+#: The main process's streams are then attached with ``{"main": true}`` instead of a command.
+STDIN_LABEL: Final = "cellplane.docker.stdin"
+TTY_LABEL: Final = "cellplane.docker.tty"
+#: A cell label of the Docker endpoint the agent reads too: the container's extra aliases on its
+#: network (`--network-alias`, Compose's service name), comma-separated. With it the agent also
+#: adds the container's short Docker id, as Docker does.
+ALIASES_LABEL: Final = "cellplane.docker.aliases"
 
 _HEADER = struct.Struct(">BI")
 
