@@ -82,8 +82,9 @@ def policy(s: Session, project: Project) -> tuple[str, str] | None:
     return best, f"project {project.name}"
 
 
-def admit(s: Session, project: Project, requested: str | None) -> str:
-    """The class a new cell of `project` runs with; refuses one below the policy."""
+def admit(s: Session, project: Project, requested: str | None, what: str = "cell") -> str:
+    """The class a new cell (or `what`: a service's cells) of `project` runs with; refuses one
+    below the policy."""
     found = policy(s, project)
     if requested is None:
         return found[0] if found else "standard"
@@ -92,7 +93,7 @@ def admit(s: Session, project: Project, requested: str | None) -> str:
         minimum, owner = found
         raise Forbidden(
             f"{owner} requires isolation class {minimum} or stronger (its isolation policy): "
-            f"a {requested} cell is refused; ask for isolation {minimum}"
+            f"a {requested} {what} is refused; ask for isolation {minimum}"
         )
     return requested
 
