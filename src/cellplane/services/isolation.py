@@ -45,7 +45,8 @@ GAPS: Final = (
     "the CPU limit is set when the container is created: runsc cannot change a running "
     "sandbox's limits",
     "file I/O (root filesystem and volumes) goes through gVisor's gofer: slower than standard",
-    "exec with a terminal (-t) runs the command without one inside the sandbox",
+    "exec with a terminal (-t) gets one, but as a host file gVisor imports: tty and /dev/tty "
+    "cannot name it (as for run -t under gVisor)",
 )
 
 
