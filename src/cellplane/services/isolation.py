@@ -42,8 +42,6 @@ _RANK: Final = {c: i for i, c in enumerate(CLASSES)}
 GAPS: Final = (
     "the kernel seen inside is gVisor's (uname 4.4.0, its own dmesg); system calls gVisor does "
     "not implement fail with ENOSYS",
-    "the CPU limit is set when the container is created: runsc cannot change a running "
-    "sandbox's limits",
     "file I/O (root filesystem and volumes) goes through gVisor's gofer: slower than standard",
     "exec with a terminal (-t) gets one, but as a host file gVisor imports: tty and /dev/tty "
     "cannot name it (as for run -t under gVisor)",

@@ -14,6 +14,8 @@ import httpx
 import pytest
 
 from cellplane.client import CellplaneError, Client
+from cellplane.drivers.podman import PodmanDriver
+from cellplane.testing.harness import Deployment
 
 from .conftest import Cells, unique, wait_for
 
@@ -55,7 +57,7 @@ def test_a_sandboxed_cell_runs_on_gvisors_kernel(cells: Cells) -> None:
     assert code == 0 and release.strip() == os.uname().release, release
     # Its creation said what a sandbox does differently.
     notes = [e["message"] for e in sandboxed["events"] if e["type"] == "isolation"]
-    assert notes and "gVisor" in notes[0] and "CPU limit" in notes[0], sandboxed["events"]
+    assert notes and "gVisor" in notes[0] and "gofer" in notes[0], sandboxed["events"]
 
 
 def test_system_calls_are_refused_by_the_sandbox_kernel(cells: Cells) -> None:
@@ -94,7 +96,9 @@ def test_sandboxed_cells_of_other_projects_are_isolated_on_the_network(
     assert "hi" not in _http(cells, stranger["id"], server["address"])
 
 
-def test_logs_exec_ports_volumes_and_limits_work_in_a_sandbox(client: Client, cells: Cells) -> None:
+def test_logs_exec_ports_volumes_and_limits_work_in_a_sandbox(
+    deployment: Deployment, client: Client, cells: Cells
+) -> None:
     port = _free_port()
     volume = unique("gvdata")
     made = client.create_volume("default", volume)
@@ -121,14 +125,27 @@ def test_logs_exec_ports_volumes_and_limits_work_in_a_sandbox(client: Client, ce
         assert httpx.get(f"http://127.0.0.1:{port}/index.html", timeout=10).text == "served\n"
         code, out = cells.exec(cell["id"], "cat", "/data/file")
         assert (code, out) == (0, "kept\n")
-        # The limits are on the sandbox's cgroup, set at creation.
+        # The limits are on the sandbox's cgroup (the CPU quota written there after its start,
+        # runsc having no `update`), where the sandbox's own processes are.
         cgroup = Path("/sys/fs/cgroup")
         leaf = f"libpod_parent/libpod-{cell['container_id']}"
-        memory = int((cgroup / "memory" / leaf / "memory.limit_in_bytes").read_text())
-        quota = int((cgroup / "cpu" / leaf / "cpu.cfs_quota_us").read_text())
-        period = int((cgroup / "cpu" / leaf / "cpu.cfs_period_us").read_text())
-        assert memory == 96 * 1024 * 1024
-        assert quota / period == pytest.approx(0.25)
+
+        def limits() -> tuple[int, float]:
+            memory = int((cgroup / "memory" / leaf / "memory.limit_in_bytes").read_text())
+            quota = int((cgroup / "cpu" / leaf / "cpu.cfs_quota_us").read_text())
+            period = int((cgroup / "cpu" / leaf / "cpu.cfs_period_us").read_text())
+            return memory, quota / period
+
+        assert limits() == (96 * 1024 * 1024, pytest.approx(0.25))
+        assert (cgroup / "cpu" / leaf / "cgroup.procs").read_text().split(), "no process"
+        # And they change while it runs (as `docker update` asks), through a driver that did
+        # not create it (as after an agent restart).
+        driver = PodmanDriver(deployment.engine_url)
+        try:
+            driver.apply_limits(cell["container_id"], 0.5, 128)
+        finally:
+            driver.close()
+        assert limits() == (128 * 1024 * 1024, pytest.approx(0.5))
         # Another sandboxed cell sees what the first wrote to the volume.
         reader = cells.run("gv-read", volumes=[{"volume": volume, "path": "/data"}])
         assert cells.exec(reader["id"], "cat", "/data/file") == (0, "kept\n")
