@@ -198,9 +198,7 @@ class Preparer:
     def limit(self, cell: wire.CellAssignment, container_id: str) -> None:
         """Set the running container's CPU and memory limits; stop it if they cannot be set.
 
-        A sandboxed cell got them at creation (runsc cannot change a running sandbox's)."""
-        if cell.isolation == "sandbox":
-            return
+        A sandboxed cell's go to its cgroup directly (runsc has no `update`; the driver knows)."""
         error: DriverError | None = None
         for pause in (*_LIMIT_RETRIES_S, None):
             try:

@@ -50,6 +50,13 @@ Env = Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE (r
 Label = Annotated[list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE (repeatable).")]
 Port = Annotated[list[str] | None, typer.Option("--publish", "-p", help="HOST:CONTAINER\\[/udp].")]
 Restart = Annotated[str | None, typer.Option("--restart", help="never, always or on-failure[:N].")]
+Isolation = Annotated[
+    str | None,
+    typer.Option(
+        "--isolation",
+        help="standard, or sandbox (gVisor) for every cell; default: the tenant's minimum.",
+    ),
+]
 
 
 def template_from(
@@ -64,6 +71,7 @@ def template_from(
     label: list[str] | None = None,
     publish: list[str] | None = None,
     restart: str | None = None,
+    isolation: str | None = None,
 ) -> dict[str, Any]:
     """`base` (a template file, or the service's current template) with the flags given."""
     t = dict(base)
@@ -85,6 +93,13 @@ def template_from(
         t["ports"] = [parse_port(p) for p in publish]
     if restart is not None:
         t["restart"] = parse_restart(restart)
+    if isolation is not None:
+        if isolation not in ("standard", "sandbox"):
+            raise typer.BadParameter(
+                f"unknown isolation class {isolation!r}; one of standard, sandbox",
+                param_hint="'--isolation'",
+            )
+        t["isolation"] = isolation
     if not t.get("image"):
         raise typer.BadParameter('give the image (--image, or "image" in --template)')
     return t
@@ -162,6 +177,7 @@ def create(
     label: Label = None,
     publish: Port = None,
     restart: Restart = None,
+    isolation: Isolation = None,
     max_unavailable: MaxUnavailable = None,
     max_surge: MaxSurge = None,
     project: output.ProjectOpt = "default",
@@ -181,6 +197,7 @@ def create(
         label=label,
         publish=publish,
         restart=restart,
+        isolation=isolation,
     )
     with output.session() as client:
         task = client.create_service(
@@ -222,6 +239,7 @@ def update(
     label: Label = None,
     publish: Port = None,
     restart: Restart = None,
+    isolation: Isolation = None,
     max_unavailable: MaxUnavailable = None,
     max_surge: MaxSurge = None,
     project: output.ProjectOpt = "default",
@@ -243,6 +261,7 @@ def update(
             label=label,
             publish=publish,
             restart=restart,
+            isolation=isolation,
         )
         task = client.update_service(
             project, name, body, max_unavailable=max_unavailable, max_surge=max_surge
@@ -298,6 +317,7 @@ def show(
         ("ready", f"{view.get('ready')}/{view.get('instances')}"),
         ("revision", f"{view.get('revision')} ({view.get('current')} cells at it)"),
         ("image", (view.get("template") or {}).get("image")),
+        ("isolation", view.get("isolation")),
         (
             "rollout",
             f"max unavailable {policy.get('max_unavailable')}, max surge {policy.get('max_surge')}",

@@ -26,11 +26,16 @@ class ServicesApi(BaseClient):
         *,
         max_unavailable: int | None = None,
         max_surge: int | None = None,
+        isolation: str | None = None,
         idempotency_key: str | None = None,
     ) -> JSONDict:
         """Create a service of `instances` cells from `template` (a cell create body without a
-        name); returns the task."""
-        body: JSONDict = {"name": name, "template": dict(template), "instances": instances}
+        name); returns the task. `isolation` (`standard` or `sandbox`) sets the template's class
+        of its cells; None: the template's, else the tenant's or project's minimum."""
+        tpl = dict(template)
+        if isolation is not None:
+            tpl["isolation"] = isolation
+        body: JSONDict = {"name": name, "template": tpl, "instances": instances}
         policy = _policy(max_unavailable, max_surge)
         if policy:
             body["update"] = policy
@@ -65,10 +70,15 @@ class ServicesApi(BaseClient):
         *,
         max_unavailable: int | None = None,
         max_surge: int | None = None,
+        isolation: str | None = None,
         idempotency_key: str | None = None,
     ) -> JSONDict:
-        """Roll out a new template (the whole cell body, without a name); returns the task."""
-        body: JSONDict = {"template": dict(template)}
+        """Roll out a new template (the whole cell body, without a name); returns the task.
+        `isolation` sets the template's class (a template naming none gets the minimum)."""
+        tpl = dict(template)
+        if isolation is not None:
+            tpl["isolation"] = isolation
+        body: JSONDict = {"template": tpl}
         policy = _policy(max_unavailable, max_surge)
         if policy:
             body["update"] = policy

@@ -119,8 +119,8 @@ class ContainerSpec:
     # namespaces): an opt-in read-only root, and the pids limit (0: the engine's own).
     read_only: bool = False
     pids_limit: int = DEFAULT_PIDS_LIMIT
-    # The engine's OCI runtime by name (None: its default, runc). A runtime other than the
-    # default gets its CPU limit at creation: `apply_limits` cannot change a sandbox's (runsc).
+    # The engine's OCI runtime by name (None: its default, runc). A sandbox's (runsc) CPU limit
+    # also comes from `apply_limits` after start, written to its cgroup (runsc has no update).
     runtime: str | None = None
     # The main process's standard input kept open (to be attached: `Driver.attach_open`),
     # closed after the first attached client closed it (`stdin_once`); a TTY for it.

@@ -60,7 +60,11 @@ def runsc_wrapper(runsc: str, platform: str, state_dir: Path) -> str:
       show in every namespace, so it would refuse every cell's own namespace as "the root one".
       The sandbox itself was created in the cell's namespace; nothing else changes.
     * `exec --tty` (podman's `exec -t`) is passed without `--tty`, a flag that runsc does not
-      know: the terminal is already asked for in the process description it gets.
+      know and does not need: conmon asks for the terminal twice, in the process description
+      (`"terminal": true`) and with `--console-socket`, which runsc takes; it gives the command
+      the pseudo-terminal's other end (newer conmon drops `--tty` for every runtime). The
+      command has a terminal (`test -t 0`, `stty size` work); gVisor imports it as a host file,
+      so `tty` and `/dev/tty` cannot name it, as under `run -t`.
     """
     base = f"{_sh_quote(runsc)} --platform={_sh_quote(platform)} --root={_sh_quote(str(state_dir))}"
     return "\n".join(

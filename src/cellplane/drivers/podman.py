@@ -29,7 +29,7 @@ import docker.errors
 import requests
 import urllib3.exceptions
 
-from cellplane.drivers import errors
+from cellplane.drivers import errors, sandbox_limits
 from cellplane.drivers.base import (
     ContainerInfo,
     ContainerSpec,
@@ -200,6 +200,7 @@ class PodmanDriver(PodmanOps):
         # (starting it if need be): podman 4.3 creates a container with its service's runtime.
         self._sandbox_engine = sandbox_engine
         self._sandbox_apis: dict[str, docker.APIClient] = {}
+        self._sandboxed: dict[str, str] = {}  # containers created with runsc: id <-> name
         self.subnet_pools = tuple(str(ipaddress.ip_network(p)) for p in subnet_pools)
         with _translated("engine"):
             self._api = docker.APIClient(
@@ -450,7 +451,10 @@ class PodmanDriver(PodmanOps):
                     params={"name": spec.name},
                     api=api,
                 )
-        return str(answer.get("Id") or answer["id"])
+        cid = str(answer.get("Id") or answer["id"])
+        if spec.runtime is not None:
+            self._sandboxed.update({cid: spec.name, spec.name: cid})
+        return cid
 
     def start(self, container_id: str) -> None:
         with _translated("container"):
@@ -463,8 +467,23 @@ class PodmanDriver(PodmanOps):
             body = libpod_update_body(cpu, memory_mb)
         except ValueError as exc:
             raise errors.PermanentDriverError(str(exc)) from exc
+        if container_id not in self._sandboxed:
+            try:
+                with _translated("container"):
+                    self._libpod_post(f"/containers/{container_id}/update", body)
+                return
+            except errors.DriverError:  # runsc has no `update`: its cgroup is written instead
+                if self._libpod_inspect(container_id).get("OCIRuntime") != sandbox_limits.RUNTIME:
+                    raise
+        pid = int((self._libpod_inspect(container_id).get("State") or {}).get("Pid") or 0)
+        try:
+            sandbox_limits.apply(pid, cpu, memory_mb)
+        except (OSError, ValueError) as exc:
+            raise errors.DriverError(f"limits of sandbox {container_id}: {exc}") from exc
+
+    def _libpod_inspect(self, container_id: str) -> dict[str, Any]:
         with _translated("container"):
-            self._libpod_post(f"/containers/{container_id}/update", body)
+            return dict(self._libpod_get(f"/containers/{container_id}/json"))
 
     def stop(self, container_id: str, timeout: float = 10.0) -> None:
         with _translated("container"):
@@ -488,6 +507,7 @@ class PodmanDriver(PodmanOps):
             self.kill(container_id)
         with _translated("container"):
             self._api.remove_container(container_id, force=force)
+        self._sandboxed.pop(self._sandboxed.pop(container_id, ""), None)
 
     def inspect(self, id_or_name: str) -> ContainerInfo:
         with _translated("container"):

@@ -61,15 +61,12 @@ def compat_create_body(spec: ContainerSpec) -> dict[str, Any]:
     if spec.image is None:
         raise ValueError("compat_create_body needs an image spec; rootfs uses libpod")
     host_config: dict[str, Any] = {}
-    # No CPU quota here: `apply_limits` sets it once the container runs (see the Driver);
-    # except under another runtime (runsc), which cannot change a running sandbox's limits.
+    # No CPU quota here: `apply_limits` sets it once the container runs (see the Driver), a
+    # sandbox's (runsc) too: a quota during gVisor's boot slows its start (sandbox_limits).
     if spec.memory_mb:
         host_config["Memory"] = spec.memory_mb * _MIB
     if spec.runtime is not None:
         host_config["Runtime"] = spec.runtime
-        if spec.cpu:
-            host_config["CpuPeriod"] = _CPU_PERIOD_US
-            host_config["CpuQuota"] = _cpu_quota(spec.cpu)
     if spec.ports:
         host_config["PortBindings"] = {
             _port_key(p): [
@@ -159,14 +156,12 @@ def libpod_create_body(spec: ContainerSpec) -> dict[str, Any]:
     if spec.user:
         body["user"] = spec.user
     limits: dict[str, Any] = {}
-    if spec.memory_mb:  # the CPU quota comes after start, from `apply_limits`...
+    if spec.memory_mb:  # the CPU quota comes after start, from `apply_limits` (a sandbox's too)
         limits["memory"] = {"limit": spec.memory_mb * _MIB}
     if spec.pids_limit:
         limits["pids"] = {"limit": spec.pids_limit}
     if spec.runtime is not None:
         body["oci_runtime"] = spec.runtime
-        if spec.cpu:  # ...except under a sandbox runtime, which cannot update it later
-            limits["cpu"] = {"quota": _cpu_quota(spec.cpu), "period": _CPU_PERIOD_US}
     if limits:
         body["resource_limits"] = limits
     if spec.network is not None:

@@ -15,10 +15,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cellplane.errors import Conflict, NotFound, QuotaExceeded
+from cellplane.errors import Conflict, Forbidden, NotFound, QuotaExceeded
 from cellplane.ids import new_id, utcnow
 from cellplane.scheduler.service_plan import plan_service
 from cellplane.services import cells as cells_mod
+from cellplane.services import isolation as isolation_mod
 from cellplane.services import quotas as quotas_mod
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.context import Principal, Services
@@ -56,6 +57,18 @@ def _find(s: Session, project: Project, name: str, *, lock: bool = False) -> Ser
 
 def _template_dump(t: ServiceTemplate) -> dict[str, Any]:
     return t.model_dump(exclude={"name"}, mode="json")
+
+
+def _isolate(s: Session, project: Project, service: str, template: dict[str, Any]) -> None:
+    """Fix the template's isolation class: the one asked for, or the tenant's and project's
+    minimum (standard when none). A class below that minimum refuses the whole change, naming
+    the service and the policy, before any cell is written (even for 0 instances)."""
+    try:
+        template["isolation"] = isolation_mod.admit(
+            s, project, template.get("isolation"), what="service"
+        )
+    except Forbidden as exc:
+        raise Forbidden(f"service {service!r}: {exc}") from exc
 
 
 def _size(s: Session, template: dict[str, Any]) -> tuple[float, int, int]:
@@ -137,6 +150,7 @@ def create(
     ):
         raise Conflict(f"a service named {body.name!r} already exists in {project.name!r}")
     template = _template_dump(body.template)
+    _isolate(s, project, body.name, template)
     _admit(s, project, body.name, cells=body.instances, size=_size(s, template))
     now = utcnow()
     service = Service(
@@ -193,6 +207,7 @@ def update(
 ) -> Outcome:
     project, service = _active(s, principal, project_name, name)
     template = _template_dump(body.template)
+    _isolate(s, project, service.name, template)
     old_size = _size(s, service.template)
     new_size = _size(s, template)
     # At the rollout's peak: max_surge cells more, and every kept cell at the new size.
@@ -245,6 +260,8 @@ def _view(s: Session, project: Project, service: Service) -> dict[str, Any]:
         "ready": sum(1 for c in live if c.state == "RUNNING" and c.ended_at is None),
         "current": sum(1 for c in live if c.labels.get(REVISION_LABEL) == str(service.revision)),
         "revision": service.revision,
+        # Fixed at create/update; a service older than that takes what its cells would get.
+        "isolation": service.template.get("isolation") or isolation_mod.admit(s, project, None),
         "template": service.template,
         "update": {"max_unavailable": service.max_unavailable, "max_surge": service.max_surge},
         "message": service.message,

@@ -42,10 +42,9 @@ _RANK: Final = {c: i for i, c in enumerate(CLASSES)}
 GAPS: Final = (
     "the kernel seen inside is gVisor's (uname 4.4.0, its own dmesg); system calls gVisor does "
     "not implement fail with ENOSYS",
-    "the CPU limit is set when the container is created: runsc cannot change a running "
-    "sandbox's limits",
     "file I/O (root filesystem and volumes) goes through gVisor's gofer: slower than standard",
-    "exec with a terminal (-t) runs the command without one inside the sandbox",
+    "exec with a terminal (-t) gets one, but as a host file gVisor imports: tty and /dev/tty "
+    "cannot name it (as for run -t under gVisor)",
 )
 
 
@@ -82,8 +81,9 @@ def policy(s: Session, project: Project) -> tuple[str, str] | None:
     return best, f"project {project.name}"
 
 
-def admit(s: Session, project: Project, requested: str | None) -> str:
-    """The class a new cell of `project` runs with; refuses one below the policy."""
+def admit(s: Session, project: Project, requested: str | None, what: str = "cell") -> str:
+    """The class a new cell (or `what`: a service's cells) of `project` runs with; refuses one
+    below the policy."""
     found = policy(s, project)
     if requested is None:
         return found[0] if found else "standard"
@@ -92,7 +92,7 @@ def admit(s: Session, project: Project, requested: str | None) -> str:
         minimum, owner = found
         raise Forbidden(
             f"{owner} requires isolation class {minimum} or stronger (its isolation policy): "
-            f"a {requested} cell is refused; ask for isolation {minimum}"
+            f"a {requested} {what} is refused; ask for isolation {minimum}"
         )
     return requested
 

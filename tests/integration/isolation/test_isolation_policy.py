@@ -116,3 +116,33 @@ def test_a_host_without_the_sandbox_is_never_chosen(
 def _offered(client: Client) -> list[str]:
     (host,) = client.iter_hosts()
     return list(host["isolation"])
+
+
+def test_a_sandboxed_service_runs_its_cells_on_gvisor_and_a_policy_refuses_a_weaker_one(
+    deployment: Deployment, client: Client, cells: Cells, tmp_path: Path, policy_lifted: None
+) -> None:
+    name = unique("gvsvc")
+    made = _cli(
+        deployment, tmp_path, "service", "create", name, "-i", "busybox", "-n", "2",
+        "--cpu", "0.1", "--memory", "64M", "--isolation", "sandbox", "--", "sleep", "3600",
+    )  # fmt: skip
+    try:
+        assert made.returncode == 0, made.stderr
+        shown = client.get_service("default", name)
+        assert shown["isolation"] == "sandbox" and shown["ready"] == 2, shown
+        for row in shown["cells"]:
+            assert client.get_cell(row["id"])["isolation"] == "sandbox"
+            code, dmesg = cells.exec(row["id"], "dmesg")
+            assert code == 0 and "Starting gVisor" in dmesg, dmesg
+
+        client.update_tenant("default", isolation="sandbox")
+        weak = _cli(
+            deployment, tmp_path, "service", "create", unique("weak"), "-i", "busybox",
+            "--isolation", "standard", "--", "sleep", "3600",
+        )  # fmt: skip
+        assert weak.returncode == 1, (weak.stdout, weak.stderr)
+        assert "tenant default requires isolation class sandbox" in weak.stderr, weak.stderr
+        assert "a standard service is refused" in weak.stderr, weak.stderr
+    finally:
+        gone = _cli(deployment, tmp_path, "service", "rm", name)
+        assert gone.returncode == 0, gone.stderr

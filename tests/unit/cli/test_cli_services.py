@@ -135,6 +135,18 @@ def test_update_changes_only_the_flags_given_on_the_current_template(
     assert "task tsk-1" in result.stdout
 
 
+def test_isolation_sets_the_class_of_every_cell_on_create_and_update(
+    cli: Invoke, api: ServiceApi
+) -> None:
+    result = cli("service", "create", "gv", "-i", "busybox", "--isolation", "sandbox", "-d")
+    assert result.exit_code == 0, result.output
+    result = cli("service", "update", "web", "--isolation", "sandbox", "-d")
+    assert result.exit_code == 0, result.output
+    (create, change) = api.changes()
+    assert create[2]["template"] == {"image": "busybox", "isolation": "sandbox"}
+    assert change[2] == {"template": {**api.template, "isolation": "sandbox"}}
+
+
 def test_a_failed_task_exits_1_and_usage_errors_exit_2_sending_nothing(
     cli: Invoke, api: ServiceApi
 ) -> None:
@@ -147,6 +159,7 @@ def test_a_failed_task_exits_1_and_usage_errors_exit_2_sending_nothing(
         ("service", "create", "web", "--image", "busybox", "--memory", "lots"),
         ("service", "create", "web", "-n", "2"),
         ("service", "scale", "web", "-1"),
+        ("service", "create", "web", "--image", "busybox", "--isolation", "vm"),
     ):
         result = cli(*args)
         assert result.exit_code == 2, (args, result.output)

@@ -62,7 +62,7 @@ def test_a_sandboxed_cell_goes_to_the_host_offering_it_and_says_its_gaps(plat: P
     cell = _placed(plat, "gv", isolation="sandbox")
     assert cell["host"] == gv and cell["isolation"] == "sandbox"
     notes = [e["message"] for e in cell["events"] if e["type"] == "isolation"]
-    assert len(notes) == 1 and "CPU limit is set when the container is created" in notes[0]
+    assert len(notes) == 1 and "goes through gVisor's gofer" in notes[0]
     # The host's agent is told to run it sandboxed.
     assignment = plat.assignments()
     (only,) = [c for c in assignment["cells"] if c["cell_id"] == cell["id"]]

@@ -35,6 +35,10 @@ class Service(View):
     ready: int = Field(description="Cells running now (of any revision).")
     current: int = Field(description="Live cells of the current template revision.")
     revision: int
+    isolation: str = Field(
+        description="The isolation class of its cells (`standard` or `sandbox`): the template's "
+        "`isolation`, or the tenant's or project's minimum when the template names none."
+    )
     template: OpenView = Field(description="The cell create body (without a name) of `revision`.")
     update: ServiceUpdatePolicy
     message: str | None = Field(description="Why the last pass could not do everything, or null.")
