@@ -20,14 +20,12 @@ import builtins
 import dataclasses
 import ipaddress
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import docker
 import docker.errors
 import requests
-import urllib3.exceptions
 
 from cellplane.drivers import errors, sandbox_limits
 from cellplane.drivers.base import (
@@ -49,6 +47,7 @@ from cellplane.drivers.podman_bodies import (
     parse_load_output,
     sized_candidates,
 )
+from cellplane.drivers.podman_errors import Resource, map_engine_error, translated
 from cellplane.drivers.podman_exec import (
     PodmanAttachSession,
     PodmanExecSession,
@@ -83,7 +82,6 @@ __all__ = [
 DOCKER_API_VERSION = "1.41"
 LIBPOD_PREFIX = "/v4.0.0/libpod"
 
-Resource = Literal["container", "image", "network", "volume", "engine"]
 
 _SUBNET_TRIES = 64  # subnets the engine may refuse (used on the host) before giving up
 
@@ -95,85 +93,6 @@ ENGINE_SUBNET_POOLS: tuple[str, ...] = (
     "10.92.0.0/14",
     "10.96.0.0/11",
 )
-
-# Podman reports these client errors as HTTP 500; retrying them cannot help.
-_PERMANENT_MARKERS = (
-    "being used",
-    "in use",
-    "state improper",
-    "cannot be removed",
-    "invalid",
-    "not supported",
-)
-
-_NOT_FOUND: dict[Resource, type[errors.PermanentDriverError]] = {
-    "container": errors.ContainerNotFound,
-    "image": errors.ImageNotFound,
-    "network": errors.NetworkNotFound,
-}
-
-
-def _engine_message(exc: BaseException) -> str:
-    explanation = getattr(exc, "explanation", None)
-    return str(explanation) if explanation else str(exc)
-
-
-def map_engine_error(exc: BaseException, resource: Resource = "engine") -> errors.DriverError:
-    """Translate an engine/SDK/transport exception into the most specific DriverError.
-
-    `resource` is what the failed call was about; it decides what a bare 404 means.
-    Podman answers several client errors with HTTP 500 (a name conflict, a missing
-    network), so the engine's message is consulted before the status code.
-    """
-    if isinstance(exc, errors.DriverError):
-        return exc
-    message = _engine_message(exc)
-    # APIError derives from requests' HTTPError, itself an OSError: test it first.
-    if not isinstance(exc, docker.errors.DockerException):
-        if isinstance(exc, requests.HTTPError):
-            return errors.PermanentDriverError(message)
-        if isinstance(exc, requests.RequestException | urllib3.exceptions.HTTPError | OSError):
-            return errors.TemporaryDriverError(f"container engine unreachable: {message}")
-        return errors.DriverError(message)
-
-    text = message.lower()
-    if "failed to find free ip" in text:  # netavark's IPAM, on start
-        return errors.AddressesExhausted(message)
-    if "already in use" in text and resource == "container":
-        return errors.NameConflict(message)
-    if "network not found" in text or "no such network" in text:
-        return errors.NetworkNotFound(message)
-    if isinstance(exc, docker.errors.ImageNotFound) or "no such image" in text:
-        return errors.ImageNotFound(message)
-    if "image not known" in text:  # podman's wording
-        return errors.ImageNotFound(message)
-    if "no such container" in text or "no container with name" in text:
-        return errors.ContainerNotFound(message)
-    if resource == "volume" and ("being used" in text or "in use" in text):
-        return errors.VolumeInUse(message)
-
-    status = getattr(exc, "status_code", None)
-    if status == 404 and resource in _NOT_FOUND:
-        return _NOT_FOUND[resource](message)
-    if any(marker in text for marker in _PERMANENT_MARKERS):
-        return errors.PermanentDriverError(message)
-    if status is None or 400 <= status < 500:
-        return errors.PermanentDriverError(message)
-    # Remaining 5xx: engine-side trouble (locks, storage, runtime hiccups) worth a retry.
-    return errors.TemporaryDriverError(message)
-
-
-@contextmanager
-def _translated(resource: Resource) -> Iterator[None]:
-    try:
-        yield
-    except (
-        docker.errors.DockerException,
-        requests.RequestException,
-        urllib3.exceptions.HTTPError,
-        OSError,
-    ) as exc:
-        raise map_engine_error(exc, resource) from exc
 
 
 class PodmanDriver(PodmanOps):
@@ -202,7 +121,7 @@ class PodmanDriver(PodmanOps):
         self._sandbox_apis: dict[str, docker.APIClient] = {}
         self._sandboxed: dict[str, str] = {}  # containers created with runsc: id <-> name
         self.subnet_pools = tuple(str(ipaddress.ip_network(p)) for p in subnet_pools)
-        with _translated("engine"):
+        with translated("engine"):
             self._api = docker.APIClient(
                 base_url=base_url,
                 version=DOCKER_API_VERSION,
@@ -250,7 +169,7 @@ class PodmanDriver(PodmanOps):
     # -- engine -----------------------------------------------------------------------
 
     def ping(self) -> None:
-        with _translated("engine"):
+        with translated("engine"):
             self._api.ping()
 
     # -- networks ---------------------------------------------------------------------
@@ -268,7 +187,7 @@ class PodmanDriver(PodmanOps):
             self._create_sized_network(spec)
             return
         try:
-            with _translated("network"):
+            with translated("network"):
                 self._libpod_post("/networks/create", libpod_network_body(spec))
         except errors.PermanentDriverError as exc:
             if "already" not in str(exc).lower():
@@ -277,7 +196,7 @@ class PodmanDriver(PodmanOps):
     def _network_subnets(self, name: str) -> builtins.list[str] | None:
         """The subnets of the engine's network `name`, None if it has none of that name."""
         try:
-            with _translated("network"):
+            with translated("network"):
                 answer = self._libpod_get(f"/networks/{name}/json")
         except errors.NetworkNotFound:
             return None
@@ -287,7 +206,7 @@ class PodmanDriver(PodmanOps):
         """Whether the engine's network is on the bridge `spec` names (True if it names none)."""
         if spec.interface is None:
             return True
-        with _translated("network"):
+        with translated("network"):
             answer = self._libpod_get(f"/networks/{spec.name}/json")
         return bool(answer.get("network_interface") == spec.interface)
 
@@ -298,7 +217,7 @@ class PodmanDriver(PodmanOps):
         interface of the host uses (another engine's bridge), and the next one is tried.
         """
         assert spec.prefix_length is not None
-        with _translated("network"):
+        with translated("network"):
             used = [
                 ipaddress.ip_network(str(sub["subnet"]))
                 for net in self._libpod_get("/networks/json") or []
@@ -310,7 +229,7 @@ class PodmanDriver(PodmanOps):
                 dataclasses.replace(spec, subnet=str(candidate), prefix_length=None)
             )
             try:
-                with _translated("network"):
+                with translated("network"):
                     self._libpod_post("/networks/create", body)
                 return
             except errors.DriverError as exc:
@@ -327,13 +246,13 @@ class PodmanDriver(PodmanOps):
 
     def remove_network(self, name: str) -> None:
         try:
-            with _translated("network"):
+            with translated("network"):
                 self._api.remove_network(name)
         except errors.NetworkNotFound:
             return
 
     def list_networks(self, labels: dict[str, str]) -> builtins.list[str]:
-        with _translated("network"):
+        with translated("network"):
             found = self._api.networks(filters=label_filters(labels))
         return sorted(str(n["Name"]) for n in found)
 
@@ -341,12 +260,12 @@ class PodmanDriver(PodmanOps):
 
     def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
         # The create endpoint returns the existing volume for a known name (both engines).
-        with _translated("volume"):
+        with translated("volume"):
             self._api.create_volume(name, labels=dict(labels))
 
     def remove_volume(self, name: str) -> None:
         try:
-            with _translated("volume"):
+            with translated("volume"):
                 self._api.remove_volume(name)
         except errors.VolumeInUse:
             raise
@@ -355,12 +274,12 @@ class PodmanDriver(PodmanOps):
                 raise
 
     def list_volumes(self, labels: dict[str, str]) -> builtins.list[str]:
-        with _translated("volume"):
+        with translated("volume"):
             found = self._api.volumes(filters=label_filters(labels)) or {}
         return sorted(str(v["Name"]) for v in found.get("Volumes") or [])
 
     def volume_path(self, name: str) -> Path:
-        with _translated("volume"):
+        with translated("volume"):
             found = self._api.inspect_volume(name)
         return Path(str(found["Mountpoint"]))
 
@@ -368,31 +287,31 @@ class PodmanDriver(PodmanOps):
 
     def has_image(self, ref: str) -> bool:
         try:
-            with _translated("image"):
+            with translated("image"):
                 self._untyped.inspect_image(ref)
         except errors.ImageNotFound:
             return False
         return True
 
     def load_image(self, path: Path) -> builtins.list[str]:
-        with _translated("image"), path.open("rb") as archive:
+        with translated("image"), path.open("rb") as archive:
             return parse_load_output(self._untyped.load_image(archive))
 
     def remove_image(self, ref: str) -> None:
-        with _translated("image"):
+        with translated("image"):
             self._api.remove_image(ref)
 
     def tag_image(self, ref: str, name: str) -> None:
         """Give the image `ref` the name `name` (`repo[:tag]`) in local storage."""
         last = name.rsplit("/", 1)[-1]
         repo, tag = name.rsplit(":", 1) if ":" in last else (name, "latest")
-        with _translated("image"):
+        with translated("image"):
             self._untyped.tag(ref, repo, tag)
 
     def build_image(self, context: Path, options: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Build from a context tar (the engine's Docker-compatible build): its JSON progress
         lines, as they come. `options`: tag, dockerfile, buildargs, labels, target, nocache, quiet."""
-        with _translated("image"), context.open("rb") as f:
+        with translated("image"), context.open("rb") as f:
             yield from self._untyped.build(
                 fileobj=f,
                 custom_context=True,
@@ -411,7 +330,7 @@ class PodmanDriver(PodmanOps):
 
     def save_image(self, ref: str, dest: Path) -> None:
         """Write the image `ref` to `dest` as a docker-archive."""
-        with _translated("image"), dest.open("wb") as f:
+        with translated("image"), dest.open("wb") as f:
             for chunk in self._untyped.get_image(ref):
                 f.write(chunk)
 
@@ -435,7 +354,7 @@ class PodmanDriver(PodmanOps):
         return api
 
     def create(self, spec: ContainerSpec) -> str:
-        with _translated("container"):
+        with translated("container"):
             api = self._creator(spec)
             if spec.rootfs is not None:
                 answer = self._post_json(
@@ -457,7 +376,7 @@ class PodmanDriver(PodmanOps):
         return cid
 
     def start(self, container_id: str) -> None:
-        with _translated("container"):
+        with translated("container"):
             self._api.start(container_id)
 
     def apply_limits(self, container_id: str, cpu: float, memory_mb: int) -> None:
@@ -469,7 +388,7 @@ class PodmanDriver(PodmanOps):
             raise errors.PermanentDriverError(str(exc)) from exc
         if container_id not in self._sandboxed:
             try:
-                with _translated("container"):
+                with translated("container"):
                     self._libpod_post(f"/containers/{container_id}/update", body)
                 return
             except errors.DriverError:  # runsc has no `update`: its cgroup is written instead
@@ -482,16 +401,16 @@ class PodmanDriver(PodmanOps):
             raise errors.DriverError(f"limits of sandbox {container_id}: {exc}") from exc
 
     def _libpod_inspect(self, container_id: str) -> dict[str, Any]:
-        with _translated("container"):
+        with translated("container"):
             return dict(self._libpod_get(f"/containers/{container_id}/json"))
 
     def stop(self, container_id: str, timeout: float = 10.0) -> None:
-        with _translated("container"):
+        with translated("container"):
             self._api.stop(container_id, timeout=max(0, round(timeout)))
 
     def kill(self, container_id: str) -> None:
         try:
-            with _translated("container"):
+            with translated("container"):
                 self._api.kill(container_id)
         except errors.ContainerNotFound:
             raise
@@ -505,17 +424,17 @@ class PodmanDriver(PodmanOps):
             # A forced remove stops with the container's stop timeout (10 s by default) and
             # a shell or sleep as PID 1 ignores SIGTERM: SIGKILL first keeps it ~0.1 s.
             self.kill(container_id)
-        with _translated("container"):
+        with translated("container"):
             self._api.remove_container(container_id, force=force)
         self._sandboxed.pop(self._sandboxed.pop(container_id, ""), None)
 
     def inspect(self, id_or_name: str) -> ContainerInfo:
-        with _translated("container"):
+        with translated("container"):
             attrs = self._api.inspect_container(id_or_name)
         return container_info_from_inspect(attrs)
 
     def list(self, labels: dict[str, str]) -> builtins.list[ContainerInfo]:
-        with _translated("container"):
+        with translated("container"):
             items = self._api.containers(all=True, filters=label_filters(labels))
         return [container_info_from_list(item) for item in items]
 
@@ -525,7 +444,7 @@ class PodmanDriver(PodmanOps):
         # The request is made now so a missing container raises here, not at first next().
         # The SDK lifts the read timeout on the stream's socket: a quiet followed log
         # does not time out after `timeout` seconds.
-        with _translated("container"):
+        with translated("container"):
             stream = self._api.logs(
                 container_id,
                 stdout=True,
@@ -559,7 +478,7 @@ class PodmanDriver(PodmanOps):
         if since:
             params["since"] = since
         api = self._untyped
-        with _translated("container"):
+        with translated("container"):
             res = api._get(
                 api._url("/containers/{0}/logs", container_id), params=params, stream=True
             )
@@ -569,7 +488,7 @@ class PodmanDriver(PodmanOps):
         return _guarded(_raw_chunks(res))
 
     def exec(self, container_id: str, command: builtins.list[str]) -> ExecResult:
-        with _translated("container"):
+        with translated("container"):
             created = self._api.exec_create(container_id, command, stdout=True, stderr=True)
             exec_id = str(created["Id"])
             output = self._api.exec_start(exec_id)
@@ -589,13 +508,13 @@ class PodmanDriver(PodmanOps):
         tty: bool = False,
         size: tuple[int, int] | None = None,
     ) -> PodmanExecSession:
-        with _translated("container"):
+        with translated("container"):
             return start_exec(self._untyped, container_id, command, stdin=stdin, tty=tty, size=size)
 
     def attach_open(
         self, container_id: str, *, stdin: bool = False, logs: bool = False
     ) -> PodmanAttachSession:
-        with _translated("container"):
+        with translated("container"):
             return start_attach(self._untyped, container_id, stdin=stdin, logs=logs)
 
 
@@ -607,5 +526,5 @@ def _raw_chunks(res: requests.Response) -> Iterator[bytes]:
 
 
 def _guarded(stream: Iterator[bytes]) -> Iterator[bytes]:
-    with _translated("container"):
+    with translated("container"):
         yield from stream
