@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import posixpath
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -64,6 +65,7 @@ __all__ = [
 ]
 
 _ROLE_CONFIG = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]{0,31}")
 
 
 class HttpCheck(BaseModel):
@@ -173,6 +175,19 @@ class RoleDefinition(BaseModel):
     """Where the role keeps its data; the node's data volume is mounted there (see planner)."""
     configuration: RoleConfiguration | None = None
     """The spec ``configuration`` the role understands; templates see it as ``settings``."""
+    urls: dict[str, str] = {}
+    """Port name -> URL scheme: the cluster view reports ``<scheme>://<node>:<port>`` for it."""
+
+    @field_validator("urls")
+    @classmethod
+    def _url_ports(cls, urls: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        ports = info.data.get("ports", {})
+        for port, scheme in urls.items():
+            if port not in ports:
+                raise ValueError(f"urls names port {port!r}, which is not in ports")
+            if not _SCHEME.fullmatch(scheme):
+                raise ValueError(f"urls.{port}: {scheme!r} is not a URL scheme")
+        return urls
 
     @field_validator("readiness")
     @classmethod

@@ -16,6 +16,7 @@ from cellplane.clusters import (
     Catalog,
     ClusterPlan,
     DistroPackage,
+    RoleDefinition,
     export_spec,
     parse_spec,
     plan_cluster,
@@ -137,6 +138,16 @@ def test_without_spark_the_distro_says_how_to_install_it(catalog: Catalog) -> No
     assert f"pip install --target {SPARK} pyspark==4.3.0" in master
     assert "apt-get install openjdk-17-jre-headless" in master and "make up" in master
     assert distro_status(catalog, "spark", lambda path: True).deployable
+
+
+def test_role_urls_name_a_declared_port_and_a_scheme(catalog: Catalog) -> None:
+    assert catalog.roles["spark_master"].urls == {"master": "spark", "ui": "http"}
+    base = {"name": "x", "ports": {"ui": 8080}}
+    assert RoleDefinition.model_validate({**base, "urls": {"ui": "http"}}).urls == {"ui": "http"}
+    with pytest.raises(ValidationError, match="urls names port 'api', which is not in ports"):
+        RoleDefinition.model_validate({**base, "urls": {"api": "http"}})
+    with pytest.raises(ValidationError, match="'ht tp' is not a URL scheme"):
+        RoleDefinition.model_validate({**base, "urls": {"ui": "ht tp"}})
 
 
 def test_a_python_package_needs_its_target_folder() -> None:
