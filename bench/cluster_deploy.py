@@ -1,4 +1,4 @@
-"""Benchmark: a cluster from spec to every role ready (ZooKeeper, etcd, Redis, PostgreSQL HA).
+"""Benchmark: a cluster from spec to every role ready (every distro of the shipped catalog).
 
 Starts a real deployment (server + agent + podman, `cellplane.testing.harness.Deployment`),
 asks for the cluster through the SDK (`Client.create_cluster`, `Client.wait_cluster`) and measures from the
@@ -7,31 +7,39 @@ node passed its readiness probe (ZooKeeper: `srvr` reports leader/follower, i.e.
 Prints ONE JSON object on stdout: {"distro", "nodes", "seconds_to_ready", ...}; progress on
 stderr. Targets: a 3-node ZooKeeper ensemble in <= 20 s (DESIGN.md), the other distros in <= 60 s
 (issue 15). For a distro other than ZooKeeper, ZooKeeper is measured in the same run, on the same
-deployment, as the baseline (`"baseline"` in the JSON; `--no-baseline` skips it).
+deployment, alternating, as the baseline (`"baseline"` in the JSON; `--no-baseline` skips it).
 
-    python bench/cluster_deploy.py --distro zookeeper|etcd|redis|postgres-ha [--runs 3]
+Spark (a master and two workers; ready = the master lists every worker ALIVE) also times a
+PySpark job (spark-submit from the master's cell to spark://<master>:7077, sum of 10^5
+squares, its answer checked): `job_seconds`.
+
+    python bench/cluster_deploy.py --distro zookeeper|etcd|redis|postgres-ha|rabbitmq|galera|spark
+        [--runs 3] [--no-baseline]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
 from typing import Any
 
+import httpx
+
 from cellplane.testing.harness import Deployment
 
 
-def _group(name: str, roles: list[str], n: int) -> dict[str, Any]:
+def _group(name: str, roles: list[str], n: int, memory_mb: int = 512) -> dict[str, Any]:
     # Explicit sizes and no instancePerHost: the benchmark runs on one host.
     return {
         "name": name,
         "roles": roles,
         "instanceNum": n,
         "cpuNum": 1,
-        "memCapacityMB": 512,
+        "memCapacityMB": memory_mb,
         "storage": {"sizeGB": 1},
     }
 
@@ -50,31 +58,69 @@ SPECS: dict[str, dict[str, Any]] = {
     "postgres-ha": {
         "nodeGroups": [_group("etcd", ["etcd"], 3), _group("postgres", ["patroni"], 3)]
     },
+    "rabbitmq": {"nodeGroups": [_group("rabbit", ["rabbitmq"], 3)]},
+    "galera": {"nodeGroups": [_group("galera", ["galera"], 3)]},
+    # The master's cell also runs the job's driver (512 MB heap) next to the master.
+    "spark": {
+        "nodeGroups": [
+            _group("master", ["spark_master"], 1, memory_mb=1536),
+            _group("worker", ["spark_worker"], 2, memory_mb=1024),
+        ]
+    },
 }
 
-# Targets (issue 15): ZooKeeper <= 20 s; every other distro <= 60 s on this machine.
-TARGETS = {"zookeeper": 20.0}
-DEFAULT_TARGET = 60.0
+SPARK_BIN = "/opt/cellplane/spark/pyspark/bin"
+SPARK_JOB = (
+    "from pyspark.sql import SparkSession\n"
+    "spark = SparkSession.builder.appName('bench-squares').getOrCreate()\n"
+    "rdd = spark.sparkContext.parallelize(range(1, 100001), 4)\n"
+    "print('SUM=%d' % rdd.map(lambda x: x * x).sum())\n"
+    "spark.stop()\n"
+)
 
 
-def _measure(client: Any, distro: str, runs: int, prefix: str) -> list[float] | str:
-    """Seconds from the request to RUNNING for each run, or the failure message."""
-    times: list[float] = []
-    spec = SPECS[distro]
-    for run in range(runs):
-        name = f"{prefix}{run}"
-        started = time.monotonic()
-        task = client.create_cluster("default", name, distro=distro, spec=spec)
-        cid = str(task["entity"]["id"])
-        view = client.wait_cluster(cid, str(task["id"]), timeout=300, interval=0.05)
-        elapsed = time.monotonic() - started
-        if view["state"] != "RUNNING":
-            return str(view.get("message"))
-        times.append(elapsed)
-        print(f"{distro} run {run}: {elapsed:.2f} s", file=sys.stderr)
-        delete = client.delete_cluster(cid)
-        client.wait_cluster(cid, str(delete["id"]), timeout=120)
-    return times
+def _spark_job(d: Deployment, view: dict[str, Any]) -> float:
+    """Wall time of spark-submit of a small PySpark job from the master's cell; checks its sum."""
+    master = next(n for n in view["nodes"] if "spark_master" in n["roles"])
+    script = (
+        f"printf %s {shlex.quote(SPARK_JOB)} > /tmp/bench.py && "
+        f"{SPARK_BIN}/spark-submit --master spark://{master['name']}:7077 "
+        f"--driver-memory 512m --executor-memory 512m --conf spark.driver.host={master['name']} "
+        "--conf spark.ui.enabled=false /tmp/bench.py 2>/tmp/bench.log || "
+        "{ tail -n 20 /tmp/bench.log; exit 1; }"
+    )
+    headers = {"Authorization": f"Bearer {d.admin_token}"}
+    started = time.monotonic()
+    r = httpx.post(
+        f"{d.url}/v1/cells/{master['cell']}/exec",
+        json={"command": ["/bin/bash", "-c", script], "timeout": 300},
+        headers=headers,
+        timeout=320,
+        verify=d.verify,
+    )
+    elapsed = time.monotonic() - started
+    r.raise_for_status()
+    out = r.json()
+    expected = sum(x * x for x in range(1, 100001))
+    if out["exit_code"] != 0 or f"SUM={expected}" not in out["output"]:
+        raise RuntimeError(f"the Spark job failed: {out['output'][-2000:]}")
+    return elapsed
+
+
+def _deploy(client: Any, name: str, distro: str) -> tuple[float, dict[str, Any]]:
+    started = time.monotonic()
+    task = client.create_cluster("default", name, distro=distro, spec=SPECS[distro])
+    cid = str(task["entity"]["id"])
+    view = client.wait_cluster(cid, str(task["id"]), timeout=300, interval=0.05)
+    elapsed = time.monotonic() - started
+    if view["state"] != "RUNNING":
+        raise RuntimeError(f"{distro}: {view.get('message')}")
+    return elapsed, dict(view)
+
+
+def _delete(client: Any, view: dict[str, Any]) -> None:
+    delete = client.delete_cluster(str(view["id"]))
+    client.wait_cluster(str(view["id"]), str(delete["id"]), timeout=120)
 
 
 def main() -> int:
@@ -89,31 +135,43 @@ def main() -> int:
     args = parser.parse_args()
     spec = SPECS[args.distro]
     nodes = sum(g["instanceNum"] for g in spec["nodeGroups"])
-    baseline: dict[str, Any] | None = None
+    times: list[float] = []
+    jobs: list[float] = []
+    baseline: list[float] = []
     with Deployment() as d, d.client(timeout=60) as client:
-        times = _measure(client, args.distro, args.runs, "b")
-        if isinstance(times, str):
-            print(json.dumps({"distro": args.distro, "error": times}))
-            return 1
-        if args.distro != "zookeeper" and not args.no_baseline:
-            zk = _measure(client, "zookeeper", args.runs, "z")
-            if isinstance(zk, str):
-                print(json.dumps({"distro": "zookeeper", "error": zk}))
+        for run in range(args.runs):
+            try:
+                elapsed, view = _deploy(client, f"b{run}", args.distro)
+                if args.distro == "spark":
+                    jobs.append(_spark_job(d, view))
+                _delete(client, view)
+                if args.distro != "zookeeper" and not args.no_baseline:
+                    zk_elapsed, zk_view = _deploy(client, f"z{run}", "zookeeper")
+                    baseline.append(zk_elapsed)
+                    _delete(client, zk_view)
+            except (RuntimeError, httpx.HTTPError) as exc:
+                print(json.dumps({"distro": args.distro, "error": str(exc)}))
                 return 1
-            baseline = {
-                "distro": "zookeeper",
-                "seconds_to_ready": round(statistics.median(zk), 2),
-                "runs": [round(t, 2) for t in zk],
-                "target_seconds": TARGETS["zookeeper"],
-            }
-    result = {
+            times.append(elapsed)
+            extra = f", job {jobs[-1]:.2f} s" if jobs else ""
+            extra += f", zookeeper {baseline[-1]:.2f} s" if baseline else ""
+            print(f"run {run}: {elapsed:.2f} s{extra}", file=sys.stderr)
+    result: dict[str, Any] = {
         "distro": args.distro,
         "nodes": nodes,
         "seconds_to_ready": round(statistics.median(times), 2),
         "runs": [round(t, 2) for t in times],
-        "target_seconds": TARGETS.get(args.distro, DEFAULT_TARGET),
-        "baseline": baseline,
+        "target_seconds": 20 if args.distro == "zookeeper" else 60,
     }
+    if jobs:
+        result["job_seconds"] = round(statistics.median(jobs), 2)
+        result["job_runs"] = [round(t, 2) for t in jobs]
+    if baseline:
+        result["baseline"] = {
+            "distro": "zookeeper",
+            "seconds_to_ready": round(statistics.median(baseline), 2),
+            "runs": [round(t, 2) for t in baseline],
+        }
     print(json.dumps(result))
     return 0
 

@@ -9,6 +9,10 @@
 #            read from catalog/distros/manifest.json (`debian_packages`): cluster nodes run it
 #            from the host image. Part of the default install; --minimal skips it (then
 #            `cellplane cluster distros` says which distros cannot be deployed and why).
+#            Software Debian lacks comes from PyPI (`python_packages` + `python_target`: Spark
+#            from `pyspark`), installed with `pip install --target <python_target>` into a
+#            folder of its own, never into Cellplane's venv; `--list` shows it as
+#            `pip:<target>:<requirement>`.
 #   test:    what the tests need on top (PostgreSQL, slapd, chromium for the portal's browser
 #            tests, docker-compose 1.29 for the Docker endpoint's Compose test, ...) when called
 #            with --test.
@@ -53,6 +57,43 @@ print("\n".join(seen))
 EOF
 }
 
+python_packages() {
+  # `<target> <requirement>` for every `python_packages` entry of the manifest; with --missing,
+  # only those whose distribution (at the pinned version, if any) is not in the target yet.
+  python3 - "$manifest" "$@" <<'EOF'
+import importlib.metadata, json, os, re, sys
+only_missing = "--missing" in sys.argv[2:]
+for distro in json.load(open(sys.argv[1], encoding="utf-8")):
+    for package in distro.get("packages", []):
+        target = package.get("python_target")
+        for req in package.get("python_packages", []):
+            name, _, version = req.partition("==")
+            if only_missing and os.path.isdir(target):
+                norm = re.sub(r"[-_.]+", "-", name).lower()
+                have = {
+                    (re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(), d.version)
+                    for d in importlib.metadata.distributions(path=[target])
+                }
+                if any(n == norm and (not version or v == version) for n, v in have):
+                    continue
+            print(target, req)
+EOF
+}
+
+install_python_packages() {
+  local target req
+  while read -r target req; do
+    [[ -n "$target" ]] || continue
+    if [[ $(id -u) -ne 0 ]]; then
+      echo "missing Python package $req in $target; run as root or pip install --target $target $req" >&2
+      exit 1
+    fi
+    echo "installing: $req into $target (pip)"
+    python3 -m pip install -q --disable-pip-version-check --no-warn-script-location \
+      --upgrade --target "$target" "$req"
+  done < <(python_packages --missing)
+}
+
 install_missing() {
   local missing=() p
   for p in "$@"; do
@@ -90,6 +131,12 @@ fi
 
 if (( list )); then
   printf '%s\n' "${want[@]}"
+  if (( ! minimal )); then
+    python_packages | while read -r target req; do printf 'pip:%s:%s\n' "$target" "$req"; done
+  fi
   exit 0
 fi
 install_missing "${want[@]}"
+if (( ! minimal )); then
+  install_python_packages
+fi

@@ -402,6 +402,10 @@ def show(
         output.out_console.print(
             f"{output.escape(role)} leader: {output.escape(str(leader.get('node')))} ({where})"
         )
+    for role, ports in (view.get("urls") or {}).items():
+        for port_name, urls in ports.items():
+            line = f"{role} {port_name} url: {', '.join(urls)}"
+            output.out_console.print(output.escape(line))
     for note in view.get("placement_notes") or []:
         output.out_console.print(f"[yellow]placement:[/] {output.escape(str(note))}")
     events = view.get("events") or []

@@ -7,7 +7,8 @@ A catalog folder looks like Serengeti's ``/opt/serengeti/www``::
 
     specs/map                 [{vendor, version (regex), type, appManager, path}]
     specs/<path>              cluster specs named by the map, either JSON form
-    distros/manifest          [{name, vendor, version, packages[{roles, tarball | package_repos, debian_packages?}]}]
+    distros/manifest          [{name, vendor, version, packages[{roles, tarball | package_repos, debian_packages?,
+                              python_packages? + python_target?}]}]
     roles/<role>.yaml         one role definition per file (see cellplane.clusters.roles)
 
 ``specs/map`` and ``distros/manifest`` are read under Serengeti's names (no extension) or
@@ -89,6 +90,18 @@ class DistroPackage(BaseModel):
     # The Debian packages that put these roles' binaries on the host image (what
     # scripts/install-system.sh installs, and what `cluster distros` tells to install).
     debian_packages: tuple[str, ...] = ()
+    # Python packages (pip requirements) that bring software Debian lacks (pyspark's Spark),
+    # installed by scripts/install-system.sh with `pip install --target <python_target>`, a
+    # folder of their own outside Cellplane's venv.
+    python_packages: tuple[str, ...] = ()
+    python_target: str | None = None
+
+    @field_validator("python_target")
+    @classmethod
+    def _target(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or value.rstrip("/") == ""):
+            raise ValueError(f"must be an absolute folder other than /, not {value!r}")
+        return value
 
     @field_validator("package_repos")
     @classmethod
@@ -101,6 +114,8 @@ class DistroPackage(BaseModel):
     def _source(self) -> DistroPackage:
         if self.tarball is None and self.package_repos is None:
             raise ValueError("needs tarball or package_repos")
+        if bool(self.python_packages) != (self.python_target is not None):
+            raise ValueError("python_packages and python_target go together")
         return self
 
 

@@ -27,7 +27,7 @@ class DistroStatus:
 
 def _packages_for(catalog: Catalog, distro: Distro | None, role: str) -> Sequence[DistroPackage]:
     own = [p for p in distro.packages if role in p.roles] if distro is not None else []
-    if any(p.debian_packages for p in own):
+    if any(p.debian_packages or p.python_packages for p in own):
         return own
     # A role shared by distros (mesos ships zookeeper too): another distro may package it.
     others = [
@@ -44,9 +44,16 @@ def install_hint(catalog: Catalog, distro: Distro | None, role: str) -> str:
     else of any distro's), or where they would come from."""
     packages = _packages_for(catalog, distro, role)
     debs = list(dict.fromkeys(d for p in packages for d in p.debian_packages))
-    if debs:
+    pips = [
+        f"pip install --target {p.python_target} {' '.join(p.python_packages)}"
+        for p in packages
+        if p.python_packages
+    ]
+    if debs or pips:
         names = " ".join(debs)
-        return f"install {names} (apt-get install {names}) or run `make up`"
+        steps = ([f"apt-get install {names}"] if debs else []) + pips
+        what = " ".join([*debs, *(r for p in packages for r in p.python_packages)])
+        return f"install {what} ({'; '.join(steps)}) or run `make up`"
     sources = [p.tarball or ", ".join(p.package_repos or ()) for p in packages]
     where = "; ".join(s for s in sources if s)
     return "not packaged in Debian" + (

@@ -39,6 +39,7 @@ import functools
 import hashlib
 import hmac
 import posixpath
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -70,6 +71,7 @@ __all__ = [
 ]
 
 _ROLE_CONFIG = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]{0,31}")
 
 
 class HttpCheck(BaseModel):
@@ -190,6 +192,20 @@ class RoleDefinition(BaseModel):
         if check is not None and isinstance(check.port, str) and check.port not in ports:
             raise ValueError(f"leader uses port {check.port!r}, which is not in ports")
         return check
+
+    urls: dict[str, str] = {}
+    """Port name -> URL scheme: the cluster view reports ``<scheme>://<node>:<port>`` for it."""
+
+    @field_validator("urls")
+    @classmethod
+    def _url_ports(cls, urls: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        ports = info.data.get("ports", {})
+        for port, scheme in urls.items():
+            if port not in ports:
+                raise ValueError(f"urls names port {port!r}, which is not in ports")
+            if not _SCHEME.fullmatch(scheme):
+                raise ValueError(f"urls.{port}: {scheme!r} is not a URL scheme")
+        return urls
 
     @field_validator("readiness")
     @classmethod

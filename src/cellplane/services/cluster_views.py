@@ -131,6 +131,21 @@ def _leaders(nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _urls(plan_roles: Mapping[str, list[str]]) -> dict[str, dict[str, list[str]]]:
+    """Role -> port name -> ``<scheme>://node:port`` for the ports a role gives a scheme."""
+    cat = clusters_mod.load_catalog()
+    out: dict[str, dict[str, list[str]]] = {}
+    for role, nodes in plan_roles.items():
+        definition = cat.roles.get(role)
+        if definition is None or not definition.urls:
+            continue
+        out[role] = {
+            port_name: [f"{scheme}://{n}:{definition.ports[port_name]}" for n in nodes]
+            for port_name, scheme in definition.urls.items()
+        }
+    return out
+
+
 def _count(value: Any) -> Any:
     """A stored instanceNum: the range form ``"[3,1,5]"`` shows its value, 3."""
     if isinstance(value, str) and value.strip().startswith("["):
@@ -205,6 +220,7 @@ def _view(s: Session, c: Cluster, *, with_nodes: bool = True) -> dict[str, Any]:
         view["nodes"] = items
         view["endpoints"] = _endpoints(roles)
         view["leaders"] = _leaders(items)
+        view["urls"] = _urls(roles)
         view["events"] = event_views(s, c.id)
         if lost and c.state == "RUNNING" and c.operation is None:
             view["state"] = "DEGRADED"

@@ -58,10 +58,13 @@ def test_shipped_roles_declare_their_data_dirs(catalog: Catalog) -> None:
         "redis_primary": "/var/lib/redis",
         "redis_replica": "/var/lib/redis",
         "patroni": "/var/lib/cellplane/postgresql",
+        "spark_worker": "/var/lib/cellplane/spark",
     }
     zoo_cfg = catalog.roles["zookeeper"].config_files["/etc/cellplane/zookeeper/zoo.cfg"]
     assert f"dataDir={ZK_DIR}\n" in zoo_cfg
     assert "--data-dir=/var/lib/cellplane/etcd" in catalog.roles["etcd"].command
+    worker = catalog.roles["spark_worker"].command
+    assert worker[worker.index("--work-dir") + 1] == "/var/lib/cellplane/spark"
     for role in ("redis_primary", "redis_replica"):
         assert (
             "dir /var/lib/redis\n"

@@ -526,6 +526,10 @@ class Cluster(View):
     endpoints: dict[str, dict[str, list[str]]] = Field(
         description="Role -> port name -> `node:port` of every node with that role."
     )
+    urls: dict[str, dict[str, list[str]]] = Field(
+        description="Role -> port name -> `scheme://node:port`, for the ports a role names a "
+        "scheme for (Spark: `spark://<master>:7077`, `http://<master>:8080`)."
+    )
     events: list[ClusterEvent] = Field(description="The cluster's recent events, oldest first.")
     leaders: dict[str, ClusterLeader] = Field(
         default_factory=dict,
