@@ -16,6 +16,8 @@ Migration 0016 seals the rows written before. `cryptography` is imported on firs
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import threading
 from pathlib import Path
@@ -80,6 +82,14 @@ class Sealer:
         nonce = os.urandom(_NONCE)
         sealed = self._cipher().encrypt(nonce, plain.encode("utf-8"), column.encode("ascii"))
         return PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
+
+    def derive(self, purpose: str) -> str:
+        """A stable secret for ``purpose`` (64 hex digits): HMAC-SHA256 of it under the key.
+
+        For secrets several processes must share without being stored, such as a cluster's
+        Erlang cookie (``purpose`` names the cluster by id): the same key gives the same value,
+        and nothing about it can be learned without the key file."""
+        return hmac.new(self._key(), purpose.encode("utf-8"), hashlib.sha256).hexdigest()
 
     def open(self, stored: str, column: str) -> str:
         """The secret sealed in ``stored`` for ``column``; SealedSecretError if it does not open."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
 
@@ -88,6 +88,8 @@ class ClusterPlan:
     role_waves: tuple[tuple[str, ...], ...]
     waves: tuple[tuple[str, ...], ...]
     undefined_roles: tuple[str, ...]
+    secret: str = field(default="", repr=False)
+    """The cluster's shared secret (templates: ``cluster.secret``); set by the executor."""
 
     @property
     def placement_requests(self) -> tuple[PlacementRequest, ...]:
@@ -368,6 +370,7 @@ def topology_from_plan(
         ports=ports,
         state=state,
         configuration=configuration,
+        secret=plan.secret,
     )
 
 

@@ -19,7 +19,8 @@ Template context (for ``config_files``, ``command``, ``env``, ``readiness.exec``
 and ``join``):
 
 * ``cluster``: ``name``, ``state`` (``new`` at creation, ``existing`` when a
-  member joins a running cluster), ``configuration`` (the spec's merged
+  member joins a running cluster), ``secret`` (64 hex digits per cluster, derived from the
+  server's key; empty when a plan is only checked), ``configuration`` (the spec's merged
   cluster + node group ``configuration``)
 * ``node``: this node's ``name``, ``address``, ``id`` (1-based, per role),
   ``index`` (in its node group), ``group``
@@ -248,6 +249,8 @@ class Topology:
     state: Literal["new", "existing"] = "new"
     configuration: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per node name: the merged Serengeti ``configuration`` for that node."""
+    secret: str = field(default="", repr=False)
+    """Shared by every node of the cluster (an Erlang cookie); empty outside the executor."""
 
     def member(self, role: str, node: str) -> Member:
         for member in self.members.get(role, ()):
@@ -317,6 +320,7 @@ def _context(role: RoleDefinition, topology: Topology, me: Member) -> dict[str, 
         "cluster": {
             "name": topology.cluster_name,
             "state": topology.state,
+            "secret": topology.secret,
             "configuration": dict(topology.configuration.get(me.name, {})),
         },
         "node": me.as_context(),

@@ -247,13 +247,15 @@ class ExecutorRecords:
     def _plan(self, c: Cluster, spec: ClusterSpec | None = None) -> ClusterPlan:
         with self.svc.db.reader() as s:
             flavors = flavors_of(s.scalars(select(Flavor)).all())
-        return plan_cluster(
+        plan = plan_cluster(
             spec or parse_spec(c.spec),
             self.catalog,
             cluster_name=c.name,
             distro=c.distro,
             flavors=flavors,
         )
+        # One secret per cluster (RabbitMQ's Erlang cookie), the same at every render.
+        return replace(plan, secret=self.svc.sealer.derive(f"cluster-secret:{c.id}"))
 
     def _cell(self, cell_id: str | None) -> Cell | None:
         if cell_id is None:
