@@ -13,7 +13,7 @@ from cellplane.clusters import Catalog
 from cellplane.clusters.configuration import configuration_issues
 from cellplane.clusters.planner import plan_cluster, topology_from_plan
 from cellplane.clusters.roles import RenderedRole, render_role
-from cellplane.clusters.spec import parse_spec
+from cellplane.clusters.spec import export_spec, parse_spec
 from cellplane.sealing import Sealer
 
 SECRET = "ab" * 32
@@ -119,3 +119,15 @@ def test_the_secret_is_not_in_the_plan_repr(catalog: Catalog, distro: str) -> No
         catalog.find_spec(distro), catalog, cluster_name="q", distro=distro, flavors=FLAVORS
     )
     assert SECRET not in repr(replace(plan, secret=SECRET))
+
+
+@pytest.mark.parametrize("distro", ["rabbitmq", "galera"])
+def test_each_distro_spec_exports_and_reimports_unchanged(catalog: Catalog, distro: str) -> None:
+    spec = catalog.find_spec(distro)
+    exported = export_spec(spec)
+    assert exported["nodeGroups"][0]["roles"] == [distro]
+    assert parse_spec(exported) == spec
+    plan = plan_cluster(
+        parse_spec(exported), catalog, cluster_name="q", distro=distro, flavors=FLAVORS
+    )
+    assert [n.name for n in plan.nodes] == [f"q-{spec.node_groups[0].name}-{i}" for i in range(3)]
