@@ -11,6 +11,7 @@ from clusters_support import FLAVORS
 
 from cellplane.clusters import Catalog
 from cellplane.clusters.configuration import configuration_issues
+from cellplane.clusters.deployable import distro_status
 from cellplane.clusters.planner import plan_cluster, topology_from_plan
 from cellplane.clusters.roles import RenderedRole, render_role
 from cellplane.clusters.spec import export_spec, parse_spec
@@ -131,3 +132,19 @@ def test_each_distro_spec_exports_and_reimports_unchanged(catalog: Catalog, dist
         parse_spec(exported), catalog, cluster_name="q", distro=distro, flavors=FLAVORS
     )
     assert [n.name for n in plan.nodes] == [f"q-{spec.node_groups[0].name}-{i}" for i in range(3)]
+
+
+def test_a_host_without_the_software_shows_them_not_deployable(catalog: Catalog) -> None:
+    def bare(path: str) -> bool:
+        return not path.startswith(("/usr/lib/rabbitmq/", "/usr/sbin/mariadbd", "/usr/lib/galera"))
+
+    rabbit = distro_status(catalog, "rabbitmq", bare)
+    assert not rabbit.deployable
+    (reason,) = rabbit.reasons
+    assert "needs /usr/lib/rabbitmq/bin/rabbitmq-server" in reason
+    assert "apt-get install rabbitmq-server" in reason
+    galera = distro_status(catalog, "galera", bare)
+    assert not galera.deployable
+    (reason,) = galera.reasons
+    assert "/usr/sbin/mariadbd" in reason and "/usr/lib/galera/libgalera_smm.so" in reason
+    assert "mariadb-server" in reason and "galera-4" in reason

@@ -57,6 +57,8 @@ def test_shipped_roles_declare_their_data_dirs(catalog: Catalog) -> None:
         "etcd": "/var/lib/cellplane/etcd",
         "redis_primary": "/var/lib/redis",
         "redis_replica": "/var/lib/redis",
+        "rabbitmq": "/var/lib/cellplane/rabbitmq",
+        "galera": "/var/lib/cellplane/galera",
     }
     zoo_cfg = catalog.roles["zookeeper"].config_files["/etc/cellplane/zookeeper/zoo.cfg"]
     assert f"dataDir={ZK_DIR}\n" in zoo_cfg
