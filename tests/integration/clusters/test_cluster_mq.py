@@ -1,5 +1,5 @@
 """RabbitMQ (3 nodes, a quorum queue across the loss of a node) and MariaDB Galera (3 nodes,
-synchronous replication, a lost node recreated on its volume rejoins by IST) from Debian's
+synchronous replication, a lost node recreated on its volume rejoins by IST or SST) from Debian's
 packages. The clients run inside the nodes (their host image): pika and the mariadb client."""
 
 from __future__ import annotations
