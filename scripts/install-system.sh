@@ -27,6 +27,8 @@ runtime=(podman runc conmon netavark aardvark-dns iptables catatonit busybox-sta
          python3 python3-venv python3-pip ca-certificates)
 test_pkgs=(redis-tools netcat-openbsd postgresql slapd ldap-utils chromium)
 test_pkgs+=(docker-compose)
+# The RabbitMQ cluster test publishes and consumes with pika inside a node (its host image).
+test_pkgs+=(python3-pika)
 
 minimal=0 test=0 list=0
 for arg in "$@"; do

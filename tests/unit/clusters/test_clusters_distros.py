@@ -43,7 +43,13 @@ def test_a_missing_binary_names_the_package_and_make_up(catalog: Catalog) -> Non
     k8s = distro_status(catalog, "kubernetes", _without_java)
     assert not k8s.deployable
     assert any("kube-apiserver" in r and "not packaged in Debian" in r for r in k8s.reasons)
-    assert deployable_distros(catalog, _without_java) == ["etcd", "postgres-ha", "redis"]
+    assert deployable_distros(catalog, _without_java) == [
+        "etcd",
+        "galera",
+        "postgres-ha",
+        "rabbitmq",
+        "redis",
+    ]
 
 
 def test_the_install_script_lists_every_shipped_debian_package(catalog: Catalog) -> None:
@@ -90,7 +96,9 @@ def test_distros_route_and_refusals_say_what_works_here(plat: Platform, no_java:
         assert r.status_code == 409, r.text
         detail = r.json()["detail"]
         assert "which the image does not have" in detail, detail
-        assert "distros deployable here: etcd, postgres-ha, redis" in detail, detail
+        assert "distros deployable here: etcd, galera, postgres-ha, rabbitmq, redis" in detail, (
+            detail
+        )
         assert "cellplane cluster distros" in detail
     assert (
         plat.client.get("/v1/projects/default/clusters", headers=plat.admin).json()["items"] == []

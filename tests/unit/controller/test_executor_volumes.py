@@ -59,6 +59,8 @@ def test_shipped_roles_declare_their_data_dirs(catalog: Catalog) -> None:
         "redis_replica": "/var/lib/redis",
         "patroni": "/var/lib/cellplane/postgresql",
         "spark_worker": "/var/lib/cellplane/spark",
+        "rabbitmq": "/var/lib/cellplane/rabbitmq",
+        "galera": "/var/lib/cellplane/galera",
     }
     zoo_cfg = catalog.roles["zookeeper"].config_files["/etc/cellplane/zookeeper/zoo.cfg"]
     assert f"dataDir={ZK_DIR}\n" in zoo_cfg
