@@ -35,10 +35,22 @@ print("confirmed", sys.argv[1])
 conn.close()
 """
 
+# Right after the leader's node dies the survivors answer "nodedown" until they have elected a
+# new queue leader (a few seconds): a client retries, as a real one reconnects. Consuming starts
+# only once a passive declare answers (nothing is taken from the queue before that).
 CONSUME = """
-import pika
-conn = pika.BlockingConnection(pika.ConnectionParameters("localhost"))
-ch = conn.channel()
+import sys, time, pika
+deadline = time.monotonic() + 60
+while True:
+    try:
+        conn = pika.BlockingConnection(pika.ConnectionParameters("localhost"))
+        ch = conn.channel()
+        ch.queue_declare("orders", passive=True)
+        break
+    except pika.exceptions.AMQPError as e:
+        if time.monotonic() > deadline:
+            sys.exit(f"the queue never answered: {e!r}")
+        time.sleep(0.5)
 got = []
 while True:
     method, _props, body = ch.basic_get("orders")
