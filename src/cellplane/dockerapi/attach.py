@@ -29,7 +29,7 @@ from aiohttp import web
 
 from cellplane.dockerapi import streams, views
 from cellplane.dockerapi.base import EndpointContext, blocking, context, flag, principal, resolve
-from cellplane.dockerapi.execs import docker_frame, size_param
+from cellplane.dockerapi.execs import HijackedClient, docker_frame, size_param
 from cellplane.dockerapi.mapping import Refused
 from cellplane.errors import Conflict, NotFound
 from cellplane.services import agent_proxy, audit, cell_access, cells, docker_endpoints
@@ -76,27 +76,6 @@ async def resize(cell: dict[str, Any], cols: int, rows: int) -> bool:
     return True
 
 
-class _Client(asyncio.Protocol):
-    """The hijacked connection's reader: what the client sends, then None at its half-close or
-    when the connection is gone (`closed`)."""
-
-    def __init__(self, tls: bool) -> None:
-        self.incoming: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.closed = asyncio.Event()
-        self.tls = tls
-
-    def data_received(self, data: bytes) -> None:
-        self.incoming.put_nowait(data)
-
-    def eof_received(self) -> bool:
-        self.incoming.put_nowait(None)
-        return not self.tls  # under TLS, HalfClose keeps the connection writable
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed.set()
-        self.incoming.put_nowait(None)
-
-
 async def attach(request: web.Request) -> web.StreamResponse:
     ctx, p = context(request), principal(request)
     cell = await blocking(resolve, ctx, p, request.match_info["ref"])
@@ -132,7 +111,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
     if transport is None:
         return resp
     guard = streams.HalfClose(transport)
-    client = _Client(guard.tls)
+    client = HijackedClient(guard.tls)
     transport.set_protocol(client)
     attached = _Attached(tty=tty)
     _ATTACHED[cell["id"]] = attached
@@ -153,7 +132,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
 
 
 async def _until_running(
-    ctx: EndpointContext, p: Principal, cell: dict[str, Any], client: _Client
+    ctx: EndpointContext, p: Principal, cell: dict[str, Any], client: HijackedClient
 ) -> bool:
     """Wait for the container to run (or to have run since `cell` was seen); False when it
     will not (removed, failed) or the client left."""
@@ -179,7 +158,7 @@ async def _session(
     cell: dict[str, Any],
     ctx: EndpointContext,
     p: Principal,
-    client: _Client,
+    client: HijackedClient,
     transport: Any,
     with_stdin: bool,
     replay: bool,
@@ -212,7 +191,9 @@ async def _session(
         await session.close()
 
 
-async def _upstream(session: agent_proxy.AgentExec, client: _Client, with_stdin: bool) -> None:
+async def _upstream(
+    session: agent_proxy.AgentExec, client: HijackedClient, with_stdin: bool
+) -> None:
     """The client's bytes to the process's stdin; its half-close closes that stdin (with
     StdinOnce the process reads its end). Without stdin what the client sends is dropped."""
     while (data := await client.incoming.get()) is not None:

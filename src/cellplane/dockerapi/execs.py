@@ -35,6 +35,7 @@ __all__ = [
     "MAX_INSTANCES",
     "ExecInstance",
     "Execs",
+    "HijackedClient",
     "docker_frame",
     "exec_fields",
     "routes",
@@ -92,9 +93,9 @@ class ExecInstance:
         }
 
 
-class _Client(asyncio.Protocol):
-    """The hijacked connection's reader: what the client sends (its stdin), then None at its
-    half-close or when the connection is gone (`closed`)."""
+class HijackedClient(asyncio.Protocol):
+    """The hijacked connection's reader (exec and attach): what the client sends (its stdin),
+    then None at its half-close or when the connection is gone (`closed`)."""
 
     def __init__(self, tls: bool) -> None:
         self.incoming: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -305,7 +306,7 @@ class Execs:
             return resp
         # Before the answer goes out: the client may half-close as soon as it reads it.
         guard = HalfClose(transport)
-        client = _Client(guard.tls)
+        client = HijackedClient(guard.tls)
         transport.set_protocol(client)
         try:
             await resp.prepare(request)
@@ -322,7 +323,7 @@ class Execs:
         inst: ExecInstance,
         session: agent_proxy.AgentExec,
         transport: asyncio.BaseTransport,
-        client: _Client,
+        client: HijackedClient,
     ) -> None:
         upstream = asyncio.create_task(self._upstream(inst, session, client))
         downstream = asyncio.create_task(self._downstream(inst, session, transport))
@@ -337,7 +338,7 @@ class Execs:
                     await task
 
     async def _upstream(
-        self, inst: ExecInstance, session: agent_proxy.AgentExec, client: _Client
+        self, inst: ExecInstance, session: agent_proxy.AgentExec, client: HijackedClient
     ) -> None:
         """The client's bytes to the command's stdin; its half-close closes that stdin. Without
         `AttachStdin` what the client sends is dropped, as Docker does."""
