@@ -36,30 +36,33 @@ conn.close()
 """
 
 # Right after the leader's node dies the survivors answer "nodedown" until they have elected a
-# new queue leader (a few seconds): a client retries, as a real one reconnects. Consuming starts
-# only once a passive declare answers (nothing is taken from the queue before that).
+# new queue leader (a few seconds; a passive declare may already answer by then). A client
+# retries, as a real one reconnects: each attempt takes every message without acknowledging it
+# and acknowledges them all at the end, so an attempt cut short by "nodedown" leaves every
+# message in the queue (unacknowledged messages go back when the connection closes).
 CONSUME = """
 import sys, time, pika
-deadline = time.monotonic() + 60
+deadline = time.monotonic() + 45  # inside the exec's own 60 s
 while True:
     try:
         conn = pika.BlockingConnection(pika.ConnectionParameters("localhost"))
         ch = conn.channel()
-        ch.queue_declare("orders", passive=True)
+        got, last = [], None
+        while True:
+            method, _props, body = ch.basic_get("orders")
+            if method is None:
+                break
+            got.append(int(body))
+            last = method.delivery_tag
+        if last is not None:
+            ch.basic_ack(last, multiple=True)
+        conn.close()
         break
     except pika.exceptions.AMQPError as e:
         if time.monotonic() > deadline:
             sys.exit(f"the queue never answered: {e!r}")
         time.sleep(0.5)
-got = []
-while True:
-    method, _props, body = ch.basic_get("orders")
-    if method is None:
-        break
-    got.append(int(body))
-    ch.basic_ack(method.delivery_tag)
 print(len(got), len(set(got)), min(got, default=-1), max(got, default=-1))
-conn.close()
 """
 
 
