@@ -28,11 +28,19 @@ from typing import Any
 from aiohttp import web
 
 from cellplane.dockerapi import streams, views
-from cellplane.dockerapi.base import EndpointContext, blocking, context, flag, principal, resolve
+from cellplane.dockerapi.base import (
+    EndpointContext,
+    blocking,
+    context,
+    flag,
+    principal,
+    record_change,
+    resolve,
+)
 from cellplane.dockerapi.execs import HijackedClient, docker_frame, size_param
 from cellplane.dockerapi.mapping import Refused
 from cellplane.errors import Conflict, NotFound
-from cellplane.services import agent_proxy, audit, cell_access, cells, docker_endpoints
+from cellplane.services import agent_proxy, cell_access, cells, docker_endpoints
 from cellplane.services.context import Principal
 from cellplane.wire import exec as wire
 
@@ -87,16 +95,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
     with_stdin = flag(request, "stdin") and stdin_mode is not None
     if with_stdin:  # writing to the process is a change: a project viewer may only watch
         await blocking(docker_endpoints.authorize, ctx.svc, p, ctx.project_id, "cells:write")
-        await blocking(
-            audit.record_now,
-            ctx.svc,
-            tenant_id=p.tenant_id,
-            actor=audit.actor_of(p),
-            action="cell.attach",
-            target=f"cell:{cell['id']}",
-            source=request.remote or "",
-            detail={"cell": cell["name"], "stdin": True, "endpoint": ctx.endpoint_id},
-        )
+        await record_change(request, "cell.attach", cell, {"cell": cell["name"], "stdin": True})
     upgrade = request.headers.get("Upgrade", "").lower() == "tcp"
     resp = web.StreamResponse(
         status=101 if upgrade else 200,

@@ -22,7 +22,7 @@ from cellplane.dockerapi.mapping import Refused
 from cellplane.dockerapi.views import docker_id
 from cellplane.errors import NotFound
 from cellplane.identity.authn import Authenticator
-from cellplane.services import cells, tasks
+from cellplane.services import audit, cells, tasks
 from cellplane.services.context import Principal, Services
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "json_response",
     "principal",
     "project_cells",
+    "record_change",
     "resolve",
     "settle",
 ]
@@ -69,6 +70,24 @@ async def blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a (database) call in the loop's worker threads."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
+
+
+async def record_change(
+    request: web.Request, action: str, cell: dict[str, Any], detail: dict[str, Any]
+) -> None:
+    """An audit event for a change to `cell` that the endpoint's per-request audit (POSTs and
+    DELETEs) does not name: who, from where, through which endpoint."""
+    ctx, p = context(request), principal(request)
+    await blocking(
+        audit.record_now,
+        ctx.svc,
+        tenant_id=p.tenant_id,
+        actor=audit.actor_of(p),
+        action=action,
+        target=f"cell:{cell['id']}",
+        source=request.remote or "",
+        detail={**detail, "endpoint": ctx.endpoint_id},
+    )
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

@@ -28,6 +28,7 @@ from cellplane.dockerapi.base import (
     json_body,
     json_response,
     principal,
+    record_change,
     resolve,
 )
 from cellplane.dockerapi.extras_views import (
@@ -41,7 +42,7 @@ from cellplane.dockerapi.extras_views import (
 )
 from cellplane.dockerapi.mapping import Refused
 from cellplane.errors import Conflict, NotFound
-from cellplane.services import agent_proxy, audit, cell_access, cell_changes
+from cellplane.services import agent_proxy, cell_access, cell_changes
 from cellplane.services.context import Principal
 
 __all__ = ["routes"]
@@ -199,15 +200,8 @@ async def archive_put(request: web.Request) -> web.Response:
         )
         await resp.aclose()
     # The endpoint's audit records POSTs and DELETEs; a copy into a container is a change too.
-    await blocking(
-        audit.record_now,
-        ctx.svc,
-        tenant_id=p.tenant_id,
-        actor=audit.actor_of(p),
-        action="docker PUT /containers/{ref}/archive",
-        target=f"cell:{cell['id']}",
-        source=request.remote or "",
-        detail={"path": path, "bytes": size, "endpoint": ctx.endpoint_id},
+    await record_change(
+        request, "docker PUT /containers/{ref}/archive", cell, {"path": path, "bytes": size}
     )
     return web.Response(status=200)
 
