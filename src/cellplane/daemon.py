@@ -272,6 +272,7 @@ def run_agent(
     heartbeat_s: float = 2.0,
     sandbox: bool = True,
     runsc_platform: str = "ptrace",
+    driver_name: str = "podman",
 ) -> int:
     """Run the agent. ``ca_file``: the deployment's root certificate, to verify an HTTPS
     server; with an HTTPS server the agent also asks for a host certificate at registration
@@ -280,6 +281,8 @@ def run_agent(
     ``engine_run_dir``: the engine's volatile run directory (default ``<data_dir>/agent/engine/run``;
     podman wants its runroot under 50 characters). ``sandbox``: offer the `sandbox` isolation
     class when gVisor's runsc is installed and runs here (probed at start; docs/isolation.md).
+    ``driver_name``: ``podman`` (the default) runs cells through the engine; ``runc`` runs them
+    with runc directly, the engine staying the image and volume store (docs/drivers.md).
     ``private_networks``: run the engine in a mount namespace of its own where
     /run/containers/networks is its run dir's (None: with ``overlay``); a dev host's agent does not
     need it, its whole mount namespace has one."""
@@ -312,16 +315,25 @@ def run_agent(
     )
     sandbox_engine = engine.sandbox_service() if runsc else None
     sandbox_start = sandbox_engine.ensure_started if sandbox_engine else None
-    driver = (
+    if driver_name not in AGENT_DRIVERS:
+        raise SystemExit(f"--driver {driver_name!r}: one of {', '.join(AGENT_DRIVERS)}")
+    podman = (
         PodmanDriver(engine.start(), subnet_pools=(subnet_pool,), sandbox_engine=sandbox_start)
         if subnet_pool
         else PodmanDriver(engine.start(), sandbox_engine=sandbox_start)
     )
-    classes, how = (
-        isolation.probe(driver, runsc, runsc_platform)
-        if sandbox
-        else (["standard"], "sandbox: turned off (--no-sandbox)")
-    )
+    driver: Any = podman
+    if driver_name == "runc":
+        from cellplane.drivers.runc import RuncDriver
+
+        driver = RuncDriver(podman, base / "runc", networks=_runc_networks(base / "runc"))
+        classes, how = ["standard"], "sandbox: not offered by the runc driver"
+    else:
+        classes, how = (
+            isolation.probe(driver, runsc, runsc_platform)
+            if sandbox
+            else (["standard"], "sandbox: turned off (--no-sandbox)")
+        )
     cfg = AgentConfig(
         server_url=server_url,
         join_token=join_token,
@@ -345,7 +357,7 @@ def run_agent(
     )
     runner = Agent(cfg, driver, client, engine=engine)
     transfer = VolumeTransfer(driver, scratch=base, host_id=lambda: runner.host_id)
-    builder = Builder(driver, client, base)
+    builder = Builder(podman, client, base)
     endpoint = AgentEndpoint(
         driver, runner.agent_secret, host=address, volumes=transfer, builder=builder
     )
@@ -377,6 +389,20 @@ def run_agent(
         # start).
         engine.shutdown()
     return 0
+
+
+#: The cell drivers an agent can run (`--driver`, CELLPLANE_AGENT_DRIVER).
+AGENT_DRIVERS = ("podman", "runc")
+
+
+def _runc_networks(directory: Path) -> Any:
+    """The runc driver's network backend: `runc_net`'s where it is installed, else None (the
+    driver's loopback-only stand-in)."""
+    try:
+        from cellplane.drivers import runc_net  # type: ignore[attr-defined, unused-ignore]
+    except ImportError:
+        return None
+    return runc_net.RuncNetworks(directory / "net")
 
 
 def _agent_import_diet() -> None:
@@ -486,6 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--heartbeat-s", type=float, default=float(env("CELLPLANE_HEARTBEAT_S", "2")))
     a.add_argument("--sandbox", action=argparse.BooleanOptionalAction, default=True)
     a.add_argument("--runsc-platform", default=env("CELLPLANE_RUNSC_PLATFORM", "ptrace"))
+    a.add_argument(
+        "--driver", choices=AGENT_DRIVERS, default=env("CELLPLANE_AGENT_DRIVER", "podman")
+    )
     args = p.parse_args(argv)
     # `kill -USR1 PID` prints every thread's stack to stderr (the log) and carries on: how to
     # see where a daemon that stopped answering is waiting, without a debugger.
@@ -526,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         heartbeat_s=args.heartbeat_s,
         sandbox=args.sandbox,
         runsc_platform=args.runsc_platform,
+        driver_name=args.driver,
     )
 
 

@@ -119,6 +119,13 @@ def agent(
             help="Project networks across hosts: VXLAN from --address (the underlay).",
         ),
     ] = False,
+    driver: Annotated[
+        str,
+        typer.Option(
+            envvar="CELLPLANE_AGENT_DRIVER",
+            help="Cell driver: podman (default) or runc (runc directly; docs/drivers.md).",
+        ),
+    ] = "podman",
 ) -> None:
     """Run the host agent: its own podman engine, reconciling the cells assigned to this host."""
     from cellplane.daemon import run_agent
@@ -151,6 +158,7 @@ def agent(
         sandbox=sandbox,
         runsc_platform=runsc_platform,
         overlay=overlay,
+        driver_name=driver,
     )
     raise typer.Exit(code)
 
