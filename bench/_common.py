@@ -17,6 +17,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import statistics
 import sys
 import threading
@@ -260,6 +261,74 @@ class Baseline:
         with contextlib.suppress(Exception):
             self.remove_all()
         self.client.close()
+
+
+class RuncBaseline:
+    """The bare runtime for `--driver runc`: `runc run --detach` of a bundle prepared beforehand
+    (overlay root mounted, config.json written, by a `RuncDriver` of the bench's own, untimed),
+    then the same limits written to its cgroup; the timed unit is those two steps only."""
+
+    def __init__(self, engine_url: str, cpu: float, memory_mb: int, command: tuple[str, ...]):
+        import tempfile
+
+        from cellplane.drivers.podman import PodmanDriver
+        from cellplane.drivers.runc import RuncDriver
+
+        self.directory = Path(tempfile.mkdtemp(prefix="cpb-runc-", dir="/tmp"))
+        self.driver = RuncDriver(PodmanDriver(engine_url), self.directory)
+        self.cpu, self.memory_mb, self.command = cpu, memory_mb, list(command)
+
+    def prepare(self, name: str) -> str:
+        from cellplane.drivers.base import ContainerSpec
+
+        spec = ContainerSpec(
+            name=name,
+            image=IMAGE_REF,
+            command=self.command,
+            memory_mb=self.memory_mb,
+            labels={BASELINE_LABEL: "1"},
+        )
+        return self.driver.create(spec)
+
+    def run(self, cid: str) -> None:
+        """The timed unit: runc runs the prepared bundle, the CPU limit is written."""
+        import subprocess
+
+        from cellplane.drivers import sandbox_limits
+
+        home = self.driver.containers / cid
+        with (home / "log").open("ab") as log:
+            subprocess.run(
+                [
+                    self.driver.runc,
+                    "--root",
+                    str(self.driver.state_root),
+                    "run",
+                    "--detach",
+                    "--bundle",
+                    str(home),
+                    "--pid-file",
+                    str(home / "pid"),
+                    cid,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                check=True,
+            )
+        pid = int((home / "pid").read_text())
+        sandbox_limits.apply(pid, self.cpu, self.memory_mb)
+
+    def remove(self, cid: str) -> None:
+        self.driver.remove(cid)
+
+    def close(self) -> None:
+        for info in self.driver.list({}):
+            with contextlib.suppress(Exception):
+                self.driver.remove(info.id)
+        self.driver.close()
+        self.driver.podman.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def engine_remove_all(d: Any, parallel: int = 8, label: str = "cellplane.cell") -> int:

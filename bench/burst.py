@@ -48,6 +48,7 @@ from _common import (
     Baseline,
     CpuMeter,
     EngineCpu,
+    RuncBaseline,
     deployment,
     emit,
     engine_pid,
@@ -102,6 +103,22 @@ def engine_phase(
     log(f"{stem}: removed in {time.monotonic() - t:.1f}s")
     time.sleep(3)  # let the engine finish its asynchronous clean-up
     return seconds, cpu, meter.podman_ms_per_container_by_step(SAMPLE_EVERY)
+
+
+def runc_phase(d, n: int, parallel: int, cpu: float) -> float:
+    """`--driver runc`'s bare runtime: N bundles prepared (untimed), then run by `parallel`
+    threads (`runc run --detach` + the CPU limit written); seconds until the last one ran."""
+    base = RuncBaseline(d.engine_url, cpu, MEMORY_MB, tuple(COMMAND))
+    try:
+        log(f"runc baseline: preparing {n} bundles (untimed)")
+        ids = [base.prepare(f"bench-runc-{i:05d}") for i in range(n)]
+        t0 = time.perf_counter()
+        parallel_map(base.run, ids, parallel)
+        seconds = time.perf_counter() - t0
+        log(f"runc baseline: {n} started in {seconds:.1f}s; removing them (untimed)")
+    finally:
+        base.close()
+    return seconds
 
 
 def best_parallel(
@@ -232,8 +249,16 @@ def main() -> int:
         metavar="DIR",
         help="sample server and agent with py-spy during the cells' burst",
     )
+    ap.add_argument(
+        "--driver",
+        choices=["podman", "runc"],
+        default="podman",
+        help="the agent's cell driver; with runc, a bare-runc baseline runs too",
+    )
     args = ap.parse_args()
     n, par, k = args.cells, args.parallel, args.projects
+    runc = args.driver == "runc"
+    runc_s = float("nan")
     choices = [int(x) for x in args.best_parallel.split(",") if x.strip()]
     projects = ["default"] + [f"burst{j}" for j in range(1, k)]
     baseline_s = best_s = float("nan")
@@ -243,7 +268,7 @@ def main() -> int:
     best_cpu: dict[str, object] | None = None
     growth: list[float] = []
 
-    with deployment() as d:
+    with deployment(agent_args=["--driver", args.driver]) as d:
         with d.client() as c:
             for p in projects[1:]:
                 c.create_project(p)
@@ -255,7 +280,9 @@ def main() -> int:
                 raise RuntimeError("warm-up cell failed")
             # The size of the cells' network, for networks of the same size in the baselines.
             cells = c.list_cells("default", limit=1)["items"]
-            prefix = _prefix_of(d, cells[0]["container_id"])
+            prefix = None if runc else _prefix_of(d, cells[0]["container_id"])
+        if runc:
+            runc_s = runc_phase(d, n, par, args.cpu)
 
         if not args.skip_baseline:
             base = Baseline(
@@ -285,14 +312,16 @@ def main() -> int:
         log(f"cells: {n} through the API, {par} threads")
         meter = CpuMeter(d)
         engine = EngineCpu(engine_pid(d), str(d.engine_dir))
-        warm = set(_cell_containers(d))
+        warm = set() if runc else set(_cell_containers(d))
         try:
             meter.start()
             engine.start()
             with py_spy({"server": d.server_proc.pid, "agent": d.agent_proc.pid}, args.py_spy):
                 res = run_cells(d, n, par, args.poll, args.cpu, projects)
             log(f"CPU seconds during the burst: {meter.stop()}")
-            cells_cpu = engine.stop([c for c in _cell_containers(d) if c not in warm])
+            cells_cpu = (
+                None if runc else engine.stop([c for c in _cell_containers(d) if c not in warm])
+            )
             log(
                 f"cells: all RUNNING {res['seconds']:.1f}s after the first POST "
                 f"(observed at {res['seconds_observed']:.1f}s); engine CPU {cells_cpu}"
@@ -300,12 +329,16 @@ def main() -> int:
         finally:
             log("stopping the agent; removing the cells' containers on the engine (untimed)")
             t = time.monotonic()
-            removed = engine_remove_all(d, par)
+            # runc cells: the deployment's teardown deletes them (runc delete --force).
+            removed = 0 if runc else engine_remove_all(d, par)
             log(f"removed {removed} containers in {time.monotonic() - t:.1f}s")
 
     emit(
         {
             "cells": n,
+            "driver": args.driver,
+            "runc_baseline_seconds": round(runc_s, 2) if runc else None,
+            "ratio_to_runc_baseline": round(res["seconds"] / runc_s, 2) if runc else None,
             "parallel": par,
             "seconds": round(res["seconds"], 2),
             "baseline_seconds": round(baseline_s, 2),

@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Baseline, CpuMeter, deployment, emit, log, summary_ms
+from _common import Baseline, CpuMeter, RuncBaseline, deployment, emit, log, summary_ms
 
 TARGET_P50_MS = 150
 TARGET_P99_MS = 400
@@ -232,6 +232,12 @@ def main() -> int:
         default=0.2,
         help="pause after each (untimed) removal so the engine's asynchronous clean-up is done",
     )
+    ap.add_argument(
+        "--driver",
+        choices=["podman", "runc"],
+        default="podman",
+        help="the agent's cell driver; with runc, a bare `runc run` baseline is interleaved too",
+    )
     args = ap.parse_args()
     if args.hosts:
         return main_hosts(args)
@@ -243,7 +249,13 @@ def main() -> int:
     base_s: list[float] = []
     sandbox = args.isolation == "sandbox"
     parts: list[dict[str, float]] = []
-    with deployment() as d, d.client() as c:
+    runc_s: list[float] = []  # with --driver runc: bare `runc run` of a prepared bundle
+    with deployment(agent_args=["--driver", args.driver]) as d, d.client() as c:
+        runc_base = (
+            RuncBaseline(d.engine_url, args.cpu, args.memory_mb, tuple(command))
+            if args.driver == "runc"
+            else None
+        )
         base = Baseline(
             d.engine_url,
             d.busybox_archive,
@@ -280,12 +292,24 @@ def main() -> int:
                 time.sleep(args.settle)
                 return t1 - t0
 
+            def one_runc(name: str) -> float:
+                assert runc_base is not None
+                cid = runc_base.prepare(name)
+                t0 = time.perf_counter()
+                runc_base.run(cid)
+                t1 = time.perf_counter()
+                runc_base.remove(cid)
+                time.sleep(args.settle)
+                return t1 - t0
+
             log("warm-up: one cell, one baseline container")
             warm_cell = one_cell("warm")
             if sandbox:
                 one_cell("warm-std", "standard")
             parts.clear()
             warm_base = one_base("bench-warm")
+            if runc_base is not None:
+                one_runc("bench-runc-warm")
             log(f"warm-up cell {warm_cell * 1000:.0f} ms, baseline {warm_base * 1000:.0f} ms")
             meter = CpuMeter(d)
             meter.start()
@@ -294,6 +318,8 @@ def main() -> int:
                 if sandbox:
                     std_s.append(one_cell(f"s{i}", "standard"))
                 base_s.append(one_base(f"bench-b{i}"))
+                if runc_base is not None:
+                    runc_s.append(one_runc(f"bench-r{i}"))
                 if (i + 1) % 10 == 0 or i + 1 == args.cells:
                     log(
                         f"{i + 1}/{args.cells}: {args.isolation} cell p50 "
@@ -308,6 +334,8 @@ def main() -> int:
             log(f"CPU seconds over the whole run (cells and baseline): {meter.stop()}")
         finally:
             base.close()
+            if runc_base is not None:
+                runc_base.close()
 
     cells = summary_ms(cell_s)
     bare = summary_ms(base_s)
@@ -320,9 +348,18 @@ def main() -> int:
             "ratio_sandbox_to_standard": round(cells["p50"] / std["p50"], 2),
             "target_sandbox_ratio": TARGET_SANDBOX_RATIO,
         }
+    if runc_s:
+        bare_runc = summary_ms(runc_s)
+        compared |= {
+            "runc_baseline_p50_ms": bare_runc["p50"],
+            "runc_baseline_p99_ms": bare_runc["p99"],
+            # Cellplane's own share: the cell's p50 less the bare runtime's, same run.
+            "share_p50_ms": round(cells["p50"] - bare_runc["p50"], 1),
+        }
     emit(
         {
             "cells": args.cells,
+            "driver": args.driver,
             "isolation": args.isolation,
             **compared,
             "p50_ms": cells["p50"],

@@ -153,9 +153,8 @@ class RuncDriver:
         return record.status == "running" and record.alive()
 
     def close(self) -> None:
-        """Stop watching (the containers keep running) and drop the engine's connections."""
+        """Stop watching exits (the containers keep running; the engine is the caller's)."""
         self._watcher.close()
-        self.podman.close()
 
     # -- runc -------------------------------------------------------------------------
 
@@ -440,6 +439,8 @@ class RuncDriver:
 
     def _info(self, record: Record) -> ContainerInfo:
         running = self._running(record)
+        if record.status == "running" and not running:
+            self._wait_exited(record, 2.0)  # ended: the watcher is recording its exit code
         state = record.status if record.status != "starting" else "created"
         if record.status == "running" and not running:
             state = "exited"  # ended; the watcher is recording it

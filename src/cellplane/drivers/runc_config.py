@@ -182,7 +182,7 @@ def cell_capabilities() -> list[str]:
     return [f"CAP_{c}" for c in DEFAULT_CAPABILITIES if c not in DROPPED_CAPABILITIES]
 
 
-def _mounts(paths: BundlePaths) -> list[dict[str, Any]]:
+def _mounts(paths: BundlePaths, read_only: bool) -> list[dict[str, Any]]:
     nodev = ["nosuid", "noexec", "nodev"]
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": nodev},
@@ -213,6 +213,16 @@ def _mounts(paths: BundlePaths) -> list[dict[str, Any]]:
             "options": [*nodev, "relatime", "ro"],
         },
     ]
+    if read_only:  # a read-only root keeps writable scratch directories, as podman's does
+        for target in ("/tmp", "/var/tmp", "/run"):
+            mounts.append(
+                {
+                    "destination": target,
+                    "type": "tmpfs",
+                    "source": "tmpfs",
+                    "options": ["nosuid", "nodev", "mode=1777"],
+                }
+            )
     for source, target in (
         (paths.hosts, "/etc/hosts"),
         (paths.resolv_conf, "/etc/resolv.conf"),
@@ -296,7 +306,7 @@ def bundle_config(
         "process": process,
         "root": {"path": paths.rootfs, "readonly": spec.read_only},
         "hostname": hostname,
-        "mounts": _mounts(paths),
+        "mounts": _mounts(paths, spec.read_only),
         "annotations": {f"cellplane.label.{k}": v for k, v in spec.labels.items()},
         "linux": {
             "namespaces": namespaces,

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +123,7 @@ class ImageRoots:
             created = api.create_container(ref, command=["/cellplane-export"], entrypoint=[])
         cid = str(created["Id"])
         try:
-            with translated("image"):
+            with translated("image"), tempfile.TemporaryFile() as err:
                 stream = api.export(cid)
                 tar = subprocess.Popen(
                     [
@@ -136,19 +137,21 @@ class ImageRoots:
                         str(partial / "rootfs"),
                     ],
                     stdin=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
+                    stderr=err,
                 )
                 assert tar.stdin is not None
                 try:
                     for chunk in stream:
                         tar.stdin.write(chunk)
-                finally:
-                    tar.stdin.close()
-                    _, err = tar.communicate()
+                except BaseException:
+                    tar.kill()
+                    tar.wait()
+                    raise
+                tar.communicate()
+                err.seek(0)
+                message = err.read().decode(errors="replace")[-500:]
             if tar.returncode != 0:
-                raise errors.PermanentDriverError(
-                    f"flattening image {ref}: tar failed: {err.decode(errors='replace')[-500:]}"
-                )
+                raise errors.PermanentDriverError(f"flattening image {ref}: tar failed: {message}")
         finally:
             with contextlib.suppress(errors.DriverError), translated("image"):
                 api.remove_container(cid, force=True)

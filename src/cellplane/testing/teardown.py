@@ -14,7 +14,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["destroy_data_dir", "remove_engine", "unmount_under"]
+__all__ = ["destroy_data_dir", "remove_engine", "remove_runc_cells", "unmount_under"]
+
+
+def remove_runc_cells(data_dir: Path) -> None:
+    """Kill and delete the cells an agent ran with the runc driver (`--driver runc`): runc
+    removes their cgroups; their overlay mounts go with `unmount_under`."""
+    state = data_dir / "agent" / "runc" / "state"
+    runc = shutil.which("runc")
+    if not state.is_dir() or runc is None:
+        return
+    listed = subprocess.run(
+        [runc, "--root", str(state), "list", "-q"], capture_output=True, text=True, check=False
+    )
+    for container_id in listed.stdout.split():
+        subprocess.run(
+            [runc, "--root", str(state), "delete", "--force", container_id],
+            capture_output=True,
+            check=False,
+        )
 
 
 def remove_engine(data_dir: Path) -> None:
@@ -23,6 +41,7 @@ def remove_engine(data_dir: Path) -> None:
     from cellplane.drivers.engine import PodmanService
     from cellplane.drivers.podman import PodmanDriver
 
+    remove_runc_cells(data_dir)
     engine_dir = data_dir / "agent" / "engine"
     if not engine_dir.exists():
         return

@@ -128,6 +128,7 @@ def test_config_mounts_namespaces_and_resources() -> None:
     assert "cpu" not in linux["resources"]  # the quota comes after start (apply_limits)
     assert linux["resources"]["devices"] == [{"allow": False, "access": "rwm"}]
     assert config["root"]["readonly"] is True
+    assert mounts["/tmp"]["type"] == mounts["/run"]["type"] == "tmpfs"
     assert config["hostname"] == "web-1"
     assert config["annotations"] == {"cellplane.label.k": "v"}
 
@@ -138,6 +139,7 @@ def test_without_a_netns_a_new_one_is_made() -> None:
     assert {"type": "network"} in config["linux"]["namespaces"]
     assert "pids" not in config["linux"]["resources"]
     assert "memory" not in config["linux"]["resources"]
+    assert "/tmp" not in {m["destination"] for m in config["mounts"]}
 
 
 @pytest.mark.parametrize(
@@ -152,4 +154,3 @@ def test_without_a_netns_a_new_one_is_made() -> None:
 def test_refused_specs_name_the_problem(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         bundle_config(spec(**kwargs), IMAGE, UserIds(), PATHS)
-
