@@ -327,7 +327,7 @@ def run_agent(
         from cellplane.drivers.runc import RuncDriver
 
         driver = RuncDriver(podman, base / "runc", networks=_runc_networks(base / "runc"))
-        classes, how = ["standard"], "sandbox: not offered by the runc driver"
+        classes, how = ["standard"], "runc driver: the sandbox class is not offered"
     else:
         classes, how = (
             isolation.probe(driver, runsc, runsc_platform)

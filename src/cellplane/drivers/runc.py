@@ -28,6 +28,7 @@ import builtins
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -91,6 +92,7 @@ class RuncDriver:
         self.images = ImageRoots(podman, directory / "images")
         self.networks: RuncNetworking = networks or LoopbackNetworks(directory / "networks")
         become_subreaper()
+        _raise_open_files()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._records: dict[str, Record] = {}
@@ -525,6 +527,15 @@ class RuncDriver:
         self, container_id: str, *, stdin: bool = False, logs: bool = False
     ) -> ExecSession:
         raise errors.PermanentDriverError(_INTERACTIVE)
+
+
+def _raise_open_files() -> None:
+    """One pidfd per running cell is held open: the soft limit on open files is raised to the
+    hard one (1024 would stop an agent at about a thousand cells; the cells get their own)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _numeric_user(spec: ContainerSpec) -> UserIds:

@@ -96,6 +96,10 @@ class ImageRoots:
 
     def root(self, ref: str) -> ImageRoot:
         """The flattened image `ref` (a name or id), made now if it was not yet."""
+        # An image id names one image for good: no engine round trip once it is flattened.
+        known = self._known.get(ref.removeprefix("sha256:"))
+        if known is not None:
+            return known
         with translated("image"):
             attrs: dict[str, Any] = self.podman._untyped.inspect_image(ref)
         image_id = str(attrs["Id"]).removeprefix("sha256:")
