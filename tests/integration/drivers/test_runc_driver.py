@@ -13,7 +13,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -235,10 +236,28 @@ def test_a_real_agent_runs_cells_with_runc_and_adopts_them_after_kill_9() -> Non
             d.start_agent()
             again = c.get_cell(cell["id"])
             assert (again["state"], again["container_id"]) == ("RUNNING", cell["container_id"])
-            assert c.exec_cell(cell["id"], ["true"])["exit_code"] == 0
+            # The server learns the new agent's endpoint when it registers again.
+            assert _eventually(lambda: c.exec_cell(cell["id"], ["true"])["exit_code"] == 0)
             deleted = c.delete_cell(cell["id"])
             assert c.wait_task(deleted["id"], timeout=120)["state"] == "COMPLETED"
             listed = subprocess.run(
                 ["runc", "--root", str(state), "list", "-q"], capture_output=True, text=True
             )
             assert listed.stdout.split() == []
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 60.0) -> bool:
+    """`check()` until it is true; an error answer (the agent not registered yet) retries."""
+    from cellplane.client.errors import CellplaneError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return True
+        except CellplaneError:
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.3)
