@@ -68,10 +68,10 @@ class Resolver:
         with self._locked():
             path = self.conf / network
             text = path.read_text() if path.is_file() else ""
-            if text.splitlines()[:1] == [gateway]:
+            if text.splitlines()[:1] == [gateway] and self.pid() is not None:
                 return
             self._write(network, merge_entry(text, gateway, "", None))
-        self.reload()
+            self._signal()
 
     def set_entry(self, network: str, container_id: str, line: str | None) -> None:
         """Replace (None: remove) the line of `container_id` in `network`'s file, then reload."""
@@ -85,17 +85,16 @@ class Resolver:
             if new == text:
                 return
             self._write(network, new)
-        self.reload()
+            self._signal()
 
     def remove_network(self, network: str) -> None:
         """Drop the network's file; stop the resolver when no network is left."""
         with self._locked():
             (self.conf / network).unlink(missing_ok=True)
-            left = self.networks()
-        if left:
-            self.reload()
-        else:
-            self.stop()
+            if self.networks():
+                self._signal()
+            else:
+                self._stop()
 
     def networks(self) -> list[str]:
         if not self.conf.is_dir():
@@ -116,21 +115,28 @@ class Resolver:
 
     def reload(self) -> None:
         """SIGHUP the resolver, or start it if none runs."""
+        with self._locked():
+            self._signal()
+
+    def _signal(self) -> None:
+        # Under the lock: two callers that both found no resolver would start two, and the pid
+        # file would name only one of them.
         pid = self.pid()
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGHUP)
                 return
-        self.start()
+        self._start()
 
-    def start(self) -> None:
+    def _start(self) -> None:
         if not self.networks():
             return
         if self.binary is None:
             log.warning("aardvark-dns not found: cells on runc networks do not resolve names")
             return
-        # It forks into the background once listening, and writes its pid file. Its output
-        # goes to a file: a pipe would be held open by the daemon.
+        # It forks into the background once listening; its pid file is written before this
+        # returns (the next caller, after the lock, finds it). Its output goes to a file: a
+        # pipe would be held open by the daemon.
         logfile = self.base / "aardvark.log"
         with open(logfile, "ab") as out:
             done = subprocess.run(
@@ -147,6 +153,10 @@ class Resolver:
             )
 
     def stop(self) -> None:
+        with self._locked():
+            self._stop()
+
+    def _stop(self) -> None:
         pid = self.pid()
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):

@@ -69,19 +69,25 @@ def _wire_host(setup: NsSetup, host: IPRoute, host_lock: threading.Lock) -> None
     fd = os.open(setup.path, os.O_RDONLY)
     try:
         with host_lock:
-            stale = host.link_lookup(ifname=setup.veth)
-            if stale:  # an earlier namespace's pair the kernel has not deleted yet
-                with contextlib.suppress(NetlinkError):
-                    host.link("del", index=stale[0])
-            host.link(
-                "add",
-                ifname=setup.veth,
-                kind="veth",
-                peer={"ifname": "eth0", "net_ns_fd": fd},
-                **extra,
-            )
-            idx = host.link_lookup(ifname=setup.veth)[0]
-            host.link("set", index=idx, master=setup.bridge, state="up")
+            for attempt in (1, 2):
+                try:  # one request: the pair, the peer in the namespace, the host end in the bridge
+                    host.link(
+                        "add",
+                        ifname=setup.veth,
+                        kind="veth",
+                        peer={"ifname": "eth0", "net_ns_fd": fd},
+                        master=setup.bridge,
+                        state="up",
+                        **extra,
+                    )
+                    break
+                except NetlinkError as exc:
+                    stale = host.link_lookup(ifname=setup.veth)
+                    if exc.code != errno.EEXIST or not stale or attempt == 2:
+                        raise
+                    # An earlier namespace's pair the kernel has not deleted yet.
+                    with contextlib.suppress(NetlinkError):
+                        host.link("del", index=stale[0])
     finally:
         os.close(fd)
 

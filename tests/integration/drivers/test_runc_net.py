@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from pyroute2 import IPRoute
 from cellplane.drivers import errors
 from cellplane.drivers.base import NetworkSpec
 from cellplane.drivers.runc_net import RuncNetworks
+from cellplane.drivers.runc_net_ns import NsSetup, drop_namespace, make_namespace
 from cellplane.drivers.runc_net_plan import bridge_name, chains_for, veth_name
 
 pytestmark = [
@@ -149,6 +151,11 @@ def test_detach_and_remove_leave_nothing_behind(run: tuple[RuncNetworks, str]) -
     assert nets._resolver.pid() is not None
     with pytest.raises(errors.PermanentDriverError, match="in use by 1 container"):
         nets.remove_network(net)
+    # A cell restarted at once gets a namespace again (its old veth pair may still be there).
+    nets.detach(cid)
+    again = nets.attach(cid, net, None, "c", [])
+    assert _ping(again.netns_path, nets.resolv_conf(net).split()[1])
+    att = again
     nets.detach(cid)
     nets.detach(cid)  # idempotent
     assert not Path(att.netns_path).exists()
@@ -236,5 +243,39 @@ def test_the_overlays_bridge_is_used_with_its_anycast_mac_and_kept(
         nets.remove_network(net)
         assert bridge in _links()  # the overlay's: not ours to delete
     finally:
+        with IPRoute() as ipr, contextlib.suppress(Exception):
+            ipr.link("del", index=ipr.link_lookup(ifname=bridge)[0])
+
+
+def test_the_way_out_is_masqueraded_and_closed_for_internal_networks(
+    run: tuple[RuncNetworks, str],
+) -> None:
+    """An "outside" the test makes: a bridge with 10.252.<n>.1 on the host and a namespace with
+    10.252.<n>.2 that has no route back to the cells' subnets, so it can only answer a cell
+    whose packets were masqueraded to the host's address."""
+    nets, tag = run
+    n = int(tag[:4], 16) % 250
+    bridge = f"cpo{tag}"
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=bridge, kind="bridge")
+        idx = ipr.link_lookup(ifname=bridge)[0]
+        ipr.addr("add", index=idx, address=f"10.252.{n}.1", prefixlen=24)
+        ipr.link("set", index=idx, state="up")
+    outside = nets.run_dir / f"outside-{tag}"
+    try:
+        with IPRoute() as host:
+            setup = NsSetup(outside, f"cpx{tag}", idx, f"10.252.{n}.2", 24, f"10.252.{n}.1", None)
+            make_namespace(setup, host, threading.Lock())
+        _in(str(outside), "ip", "route", "del", "default")  # no way back but masquerade
+        out_net, closed = f"t{tag}-out", f"t{tag}-int"
+        nets.ensure_network(NetworkSpec(name=out_net))
+        nets.ensure_network(NetworkSpec(name=closed, internal=True))
+        a = nets.attach(f"{tag}a", out_net, None, "a", [])
+        b = nets.attach(f"{tag}b", closed, None, "b", [])
+        assert _ping(a.netns_path, f"10.252.{n}.2")
+        assert not _ping(b.netns_path, f"10.252.{n}.2")
+        assert _ping(b.netns_path, nets.resolv_conf(closed).split()[1])  # its own gateway: yes
+    finally:
+        drop_namespace(outside)
         with IPRoute() as ipr, contextlib.suppress(Exception):
             ipr.link("del", index=ipr.link_lookup(ifname=bridge)[0])
