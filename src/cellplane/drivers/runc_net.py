@@ -464,6 +464,10 @@ class RuncNetworks:
             self._resolver.set_entry(att.network, container_id, None)
         record.unlink(missing_ok=True)
 
+    def resolver_pid(self) -> int | None:
+        """The pid of this instance's aardvark-dns, None while none runs."""
+        return self._resolver.pid()
+
     def attachments(self) -> dict[str, Attachment]:
         """The attached cells (container id -> attachment), as recorded."""
         with self._lock:

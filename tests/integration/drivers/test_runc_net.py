@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -91,7 +92,7 @@ def run() -> Iterator[tuple[RuncNetworks, str]]:
         for name in made:
             with contextlib.suppress(errors.DriverError):
                 nets.remove_network(name)
-        pid = nets._resolver.pid()
+        pid = nets.resolver_pid()
         nets.close()
         chains = chains_for(str(run_dir))
         leftovers = _rules()
@@ -148,7 +149,7 @@ def test_detach_and_remove_leave_nothing_behind(run: tuple[RuncNetworks, str]) -
     cid = f"{tag}c"
     att = nets.attach(cid, net, None, "c", [])
     assert veth_name(cid) in _links() and bridge_name(net) in _links()
-    assert nets._resolver.pid() is not None
+    assert nets.resolver_pid() is not None
     with pytest.raises(errors.PermanentDriverError, match="in use by 1 container"):
         nets.remove_network(net)
     # A cell restarted at once gets a namespace again (its old veth pair may still be there).
@@ -165,7 +166,7 @@ def test_detach_and_remove_leave_nothing_behind(run: tuple[RuncNetworks, str]) -
     nets.remove_network(net)  # idempotent
     assert bridge_name(net) not in _links()
     assert f"cprunc:{net}" not in _rules()
-    assert _gone(lambda: nets._resolver.pid() is None)
+    assert _gone(lambda: nets.resolver_pid() is None)
     assert list((nets.run_dir / "attached").iterdir()) == []
     assert list((nets.run_dir / "networks").iterdir()) == []
 
@@ -202,12 +203,12 @@ def test_a_restarted_agent_adopts_networks_and_cells(run: tuple[RuncNetworks, st
     net = f"t{tag}-adopt"
     nets.ensure_network(NetworkSpec(name=net))
     a = nets.attach(f"{tag}a", net, None, "a", [])
-    pid = nets._resolver.pid()
+    pid = nets.resolver_pid()
     later = RuncNetworks(nets.run_dir)  # the agent after a restart: a new instance
     later.adopt()
     assert later.attachments() == {f"{tag}a": a}
     assert later.list_networks({}) == [net]
-    assert later._resolver.pid() == pid
+    assert later.resolver_pid() == pid
     b = later.attach(f"{tag}b", net, None, "b", [])
     assert b.address != a.address
     gateway = later.resolv_conf(net).split()[1]
@@ -279,3 +280,37 @@ def test_the_way_out_is_masqueraded_and_closed_for_internal_networks(
         drop_namespace(outside)
         with IPRoute() as ipr, contextlib.suppress(Exception):
             ipr.link("del", index=ipr.link_lookup(ifname=bridge)[0])
+
+
+def test_300_cells_attached_from_8_threads_get_distinct_addresses_and_names(
+    run: tuple[RuncNetworks, str],
+) -> None:
+    """The agent's workers attach at once: one network sized past a /24 holds 300 cells."""
+    nets, tag = run
+    net = f"t{tag}-many"
+    nets.ensure_network(NetworkSpec(name=net, prefix_length=23))
+    with ThreadPoolExecutor(8) as pool:
+        atts = list(
+            pool.map(lambda i: nets.attach(f"{tag}{i}", net, None, f"m{i}", []), range(300))
+        )
+    assert len({a.address for a in atts}) == 300
+    resolvers = [
+        p
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and str(nets.run_dir).encode() in _cmdline(p)
+    ]
+    assert len(resolvers) == 1
+    gateway = nets.resolv_conf(net).split()[1]
+    assert f"Address: {atts[299].address}" in _lookup(atts[0].netns_path, "m299", gateway)
+    assert _ping(atts[299].netns_path, atts[0].address)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(nets.detach, [f"{tag}{i}" for i in range(300)]))
+    assert nets.attachments() == {}
+    assert list((nets.run_dir / "ipam" / net).iterdir()) == []
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
