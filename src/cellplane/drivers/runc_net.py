@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import ipaddress
 import json
+import logging
 import os
 import shutil
 import threading
@@ -60,6 +61,8 @@ from cellplane.drivers.runc_net_plan import (
 
 __all__ = ["Attachment", "RuncNetworks"]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Attachment:
@@ -94,6 +97,12 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, sort_keys=True))
     os.replace(tmp, path)
+
+
+def _forwarding_off() -> bool:
+    with contextlib.suppress(OSError):
+        return Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0"
+    return False
 
 
 @contextlib.contextmanager
@@ -181,8 +190,9 @@ class RuncNetworks:
             if have is not None and not self._same(have, spec):
                 if self._users(spec.name):
                     raise errors.PermanentDriverError(
-                        f"network {spec.name} exists with subnet {have.subnet} and is in use; "
-                        f"it cannot be made again as asked ({spec.subnet or spec.prefix_length})"
+                        f"network {spec.name} is in use as it is (subnet {have.subnet}, bridge "
+                        f"{have.bridge}, internal {have.internal}, mtu {have.mtu}); it cannot be "
+                        "made again as asked while containers use it"
                     )
                 self._remove(have)
                 have = None
@@ -278,6 +288,12 @@ class RuncNetworks:
         rules = filter_rules(self._chains, net.name, net.bridge, net.internal)
         rules += nat_rules(self._chains, net.name, net.subnet, net.internal)
         runc_net_fw.apply(self._chains, net.name, rules)
+        if not net.internal and _forwarding_off():
+            log.warning(
+                "network %s: IPv4 forwarding is off on this host (net.ipv4.ip_forward=0): its "
+                "cells have no way out; the agent does not change the host's settings",
+                net.name,
+            )
         self._resolver.set_network(net.name, gateway)
         self._ready.add(net.name)
 

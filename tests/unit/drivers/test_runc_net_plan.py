@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cellplane.agent.overlay import vni_of
+from cellplane.agent import peerdns
+from cellplane.agent.overlay import PeerName, vni_of
 from cellplane.drivers.runc_net_dns import Resolver
 from cellplane.drivers.runc_net_plan import (
     RUNC_SUBNET_POOLS,
@@ -148,3 +149,18 @@ def test_resolver_files_hold_only_networks_and_a_stale_pid_is_not_signalled(
     resolver.remove_network("n1")
     assert resolver.networks() == []
     assert not (conf / "aardvark.pid").exists()
+
+
+def test_the_agents_peer_names_and_the_drivers_lines_live_side_by_side(tmp_path: Path) -> None:
+    """On the overlay the agent's peerdns adds the other hosts' cells to the same files."""
+    resolver = Resolver(tmp_path, binary="")
+    resolver.binary = None
+    resolver.set_network("n1", "10.128.0.1")
+    resolver.set_entry("n1", "c1", dns_entry("c1", "10.128.0.2", "web", []))
+    assert peerdns.sync(tmp_path, "n1", [PeerName("cell-x", "db", "10.128.0.3")])
+    resolver.set_entry("n1", "c2", dns_entry("c2", "10.128.0.4", "api", []))
+    resolver.set_entry("n1", "c1", None)
+    lines = (tmp_path / "aardvark-dns" / "n1").read_text().splitlines()
+    assert lines[0] == "10.128.0.1"
+    assert [ln.split()[-1] for ln in lines[1:]] == ["db", "api"]
+    assert resolver.networks() == ["n1"]
