@@ -40,7 +40,12 @@ from cellplane.agent.overlay import gateway_mac, vni_of
 from cellplane.drivers import errors, runc_net_fw
 from cellplane.drivers.base import NetworkSpec
 from cellplane.drivers.runc_net_dns import Resolver
-from cellplane.drivers.runc_net_ns import NsSetup, drop_namespace, make_namespace
+from cellplane.drivers.runc_net_ns import (
+    NsSetup,
+    drop_namespace,
+    make_namespace,
+    mounted_namespaces,
+)
 from cellplane.drivers.runc_net_plan import (
     DEFAULT_PREFIX,
     RUNC_SUBNET_POOLS,
@@ -161,6 +166,10 @@ class RuncNetworks:
         with self._lock:
             for net in list(self._nets.values()):
                 self._realise(net)
+            mounted = mounted_namespaces(self.run_dir / "netns")
+            stale = [cid for cid, a in self._atts.items() if a.netns_path not in mounted]
+        for cid in stale:  # its namespace went (a reboot): so did the cell; its address is free
+            self.detach(cid)
         self._resolver.reload()
 
     def _host(self) -> IPRoute:
@@ -382,6 +391,11 @@ class RuncNetworks:
             raise errors.PermanentDriverError(f"attach {container_id} to {network}: {exc}") from exc
         with self._lock:
             have = self._atts.get(container_id)
+        if have is not None and have.netns_path not in mounted_namespaces(
+            Path(have.netns_path).parent
+        ):
+            self.detach(container_id)  # its namespace went (a reboot): made again below
+            have = None
         if have is not None:
             if have.network == network and address in (None, have.address):
                 return Attachment(netns_path=have.netns_path, address=have.address)

@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +26,13 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-__all__ = ["NsSetup", "drop_namespace", "make_namespace"]
+__all__ = ["NsSetup", "drop_namespace", "make_namespace", "mounted_namespaces"]
 
 _CLONE_NEWNET = 0x40000000
 _MS_BIND = 4096
 _MNT_DETACH = 2
 _EINVAL = errno.EINVAL
+_OCTAL = re.compile(rb"\\([0-7]{3})")  # mountinfo writes a blank as \040
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -157,9 +159,14 @@ def drop_namespace(path: Path) -> None:
         path.unlink()
 
 
-def is_namespace(path: Path) -> bool:
-    """Whether `path` is a mount point (a namespace file still bound; after a reboot it is not)."""
-    target = str(path).encode()
+def mounted_namespaces(directory: Path) -> set[str]:
+    """The paths under `directory` that are mount points (namespace files still bound; after a
+    reboot none is), from this process's mount table."""
+    prefix = str(directory).encode() + b"/"
+    found: set[str] = set()
     with contextlib.suppress(OSError), open("/proc/self/mountinfo", "rb") as info:
-        return any(line.split(b" ")[4] == target for line in info)
-    return False
+        for line in info:
+            point = _OCTAL.sub(lambda m: bytes([int(m.group(1), 8)]), line.split(b" ")[4])
+            if point.startswith(prefix):
+                found.add(point.decode(errors="replace"))
+    return found

@@ -214,6 +214,16 @@ def test_a_restarted_agent_adopts_networks_and_cells(run: tuple[RuncNetworks, st
     gateway = later.resolv_conf(net).split()[1]
     assert f"Address: {a.address}" in _lookup(b.netns_path, "a", gateway)
     later.detach(f"{tag}b")
+    # A namespace that went behind the driver's back (a reboot with a kept run dir): the next
+    # adopt drops the record and frees the address; attaching again makes a new one.
+    drop_namespace(Path(a.netns_path))
+    again = RuncNetworks(nets.run_dir)
+    again.adopt()
+    assert again.attachments() == {}
+    assert list((again.run_dir / "ipam" / net).iterdir()) == []
+    back = again.attach(f"{tag}a", net, a.address, "a", [])
+    assert _ping(back.netns_path, gateway)
+    again.close()
     later.close()
 
 
