@@ -44,9 +44,11 @@ class Resolver:
     """The aardvark-dns of one driver instance (its files live under `run_dir`)."""
 
     def __init__(self, run_dir: Path, binary: str | None = None) -> None:
+        """`binary`: aardvark-dns's path; None: found on PATH or in podman's directories;
+        "": none (the files are kept, no resolver runs)."""
         self.base = run_dir
         self.conf = run_dir / CONF_DIR
-        self.binary = binary if binary is not None else find_binary()
+        self.binary = (binary or None) if binary is not None else find_binary()
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -77,7 +77,7 @@ def _wire_host(setup: NsSetup, host: IPRoute, host_lock: threading.Lock) -> None
                         "add",
                         ifname=setup.veth,
                         kind="veth",
-                        peer={"ifname": "eth0", "net_ns_fd": fd},
+                        peer={"ifname": "eth0", "net_ns_fd": fd, **extra},
                         master=setup.bridge,
                         state="up",
                         **extra,
@@ -98,9 +98,7 @@ def _wire_inside(setup: NsSetup) -> None:
     """On the thread inside the namespace: lo and eth0 up, the address, the default route."""
     with IPRoute() as inner:  # this thread's socket: in the cell's namespace
         inner.link("set", index=1, state="up")
-        eth = inner.link_lookup(ifname="eth0")[0]
-        if setup.mtu is not None:
-            inner.link("set", index=eth, mtu=setup.mtu)
+        eth = inner.link_lookup(ifname="eth0")[0]  # its MTU was set with the pair
         inner.addr("add", index=eth, address=setup.address, prefixlen=setup.prefixlen)
         inner.link("set", index=eth, state="up")
         inner.route("add", dst="0.0.0.0/0", gateway=setup.gateway)

@@ -134,7 +134,6 @@ def test_resolver_files_hold_only_networks_and_a_stale_pid_is_not_signalled(
 ) -> None:
     # No binary: the files are kept as they must be, no process is started.
     resolver = Resolver(tmp_path, binary="")
-    resolver.binary = None
     resolver.set_network("n1", "10.40.0.1")
     resolver.set_entry("n1", "c1", dns_entry("c1", "10.40.0.2", "web", []))
     resolver.set_entry("n9", "c1", "ignored")  # no file for n9: nothing made
@@ -154,7 +153,6 @@ def test_resolver_files_hold_only_networks_and_a_stale_pid_is_not_signalled(
 def test_the_agents_peer_names_and_the_drivers_lines_live_side_by_side(tmp_path: Path) -> None:
     """On the overlay the agent's peerdns adds the other hosts' cells to the same files."""
     resolver = Resolver(tmp_path, binary="")
-    resolver.binary = None
     resolver.set_network("n1", "10.128.0.1")
     resolver.set_entry("n1", "c1", dns_entry("c1", "10.128.0.2", "web", []))
     assert peerdns.sync(tmp_path, "n1", [PeerName("cell-x", "db", "10.128.0.3")])
