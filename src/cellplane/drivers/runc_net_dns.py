@@ -1,0 +1,166 @@
+"""Names on the runc driver's networks: one aardvark-dns for the driver's configuration dir.
+
+The files are the ones the agent's peerdns already knows (`<run dir>/aardvark-dns/<network>`:
+first line the listen address, the network's gateway; then one line per cell). They are
+edited under `<run dir>/aardvark.lock` (beside the directory, never in it: aardvark-dns parses
+every file there except its pid file as a network, and exits on one without a listen address),
+written beside the directory and renamed in, and the resolver is told with SIGHUP. It is
+started on the first change (it daemonizes and writes `aardvark.pid` in the directory) and
+stopped when the driver's last network goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+from cellplane.drivers import errors
+from cellplane.drivers.runc_net_plan import merge_entry
+
+__all__ = ["Resolver"]
+
+log = logging.getLogger(__name__)
+
+CONF_DIR: Final = "aardvark-dns"
+LOCK_FILE: Final = "aardvark.lock"
+PID_FILE: Final = "aardvark.pid"
+_COMM: Final = "aardvark-dns"
+_SEARCH: Final = "/usr/libexec/podman:/usr/lib/podman:/usr/local/libexec/podman"
+
+
+def find_binary() -> str | None:
+    return shutil.which("aardvark-dns") or shutil.which("aardvark-dns", path=_SEARCH)
+
+
+class Resolver:
+    """The aardvark-dns of one driver instance (its files live under `run_dir`)."""
+
+    def __init__(self, run_dir: Path, binary: str | None = None) -> None:
+        """`binary`: aardvark-dns's path; None: found on PATH or in podman's directories;
+        "": none (the files are kept, no resolver runs)."""
+        self.base = run_dir
+        self.conf = run_dir / CONF_DIR
+        self.binary = (binary or None) if binary is not None else find_binary()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.conf.mkdir(parents=True, exist_ok=True)
+        with open(self.base / LOCK_FILE, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _write(self, network: str, text: str) -> None:
+        tmp = self.base / f".{network}.dns"
+        tmp.write_text(text)
+        os.replace(tmp, self.conf / network)
+
+    def set_network(self, network: str, gateway: str) -> None:
+        """The network's file with `gateway` as its listen address (entries kept)."""
+        with self._locked():
+            path = self.conf / network
+            text = path.read_text() if path.is_file() else ""
+            if text.splitlines()[:1] == [gateway] and self.pid() is not None:
+                return
+            self._write(network, merge_entry(text, gateway, "", None))
+            self._signal()
+
+    def set_entry(self, network: str, container_id: str, line: str | None) -> None:
+        """Replace (None: remove) the line of `container_id` in `network`'s file, then reload."""
+        with self._locked():
+            path = self.conf / network
+            if not path.is_file():
+                return
+            text = path.read_text()
+            header = text.splitlines()[0]
+            new = merge_entry(text, header, container_id, line)
+            if new == text:
+                return
+            self._write(network, new)
+            self._signal()
+
+    def remove_network(self, network: str) -> None:
+        """Drop the network's file; stop the resolver when no network is left."""
+        with self._locked():
+            (self.conf / network).unlink(missing_ok=True)
+            if self.networks():
+                self._signal()
+            else:
+                self._stop()
+
+    def networks(self) -> list[str]:
+        if not self.conf.is_dir():
+            return []
+        return sorted(p.name for p in self.conf.iterdir() if p.name != PID_FILE and p.is_file())
+
+    def pid(self) -> int | None:
+        """The running resolver of this directory, None if there is none (a stale pid file
+        naming another process, or a resolver of another directory, is not ours)."""
+        try:
+            pid = int((self.conf / PID_FILE).read_text().strip())
+            if Path(f"/proc/{pid}/comm").read_text().strip() != _COMM:
+                return None
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return None
+        return pid if str(self.conf).encode() in args else None
+
+    def reload(self) -> None:
+        """SIGHUP the resolver, or start it if none runs."""
+        with self._locked():
+            self._signal()
+
+    def _signal(self) -> None:
+        # Under the lock: two callers that both found no resolver would start two, and the pid
+        # file would name only one of them.
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+                return
+        self._start()
+
+    def _start(self) -> None:
+        if not self.networks():
+            return
+        if self.binary is None:
+            log.warning("aardvark-dns not found: cells on runc networks do not resolve names")
+            return
+        # It forks into the background once listening; its pid file is written before this
+        # returns (the next caller, after the lock, finds it). Its output goes to a file: a
+        # pipe would be held open by the daemon.
+        logfile = self.base / "aardvark.log"
+        with open(logfile, "ab") as out:
+            done = subprocess.run(
+                [self.binary, "--config", str(self.conf), "-p", "53", "run"],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                check=False,
+            )
+        if done.returncode != 0:
+            tail = logfile.read_text(errors="replace").strip().splitlines()[-3:]
+            raise errors.PermanentDriverError(
+                f"aardvark-dns for {self.conf} exited {done.returncode}: {' / '.join(tail)}"
+            )
+
+    def stop(self) -> None:
+        with self._locked():
+            self._stop()
+
+    def _stop(self) -> None:
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        (self.conf / PID_FILE).unlink(missing_ok=True)
