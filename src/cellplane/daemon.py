@@ -396,13 +396,12 @@ AGENT_DRIVERS = ("podman", "runc")
 
 
 def _runc_networks(directory: Path) -> Any:
-    """The runc driver's network backend: `runc_net`'s where it is installed, else None (the
-    driver's loopback-only stand-in)."""
-    try:
-        from cellplane.drivers import runc_net  # type: ignore[attr-defined, unused-ignore]
-    except ImportError:
-        return None
-    return runc_net.RuncNetworks(directory / "net")
+    """The runc driver's network backend (`runc_net`), its state from a previous run adopted."""
+    from cellplane.drivers.runc_net import RuncNetworks
+
+    networks = RuncNetworks(directory / "net")
+    networks.adopt()
+    return networks
 
 
 def _agent_import_diet() -> None:

@@ -33,6 +33,22 @@ def remove_runc_cells(data_dir: Path) -> None:
             capture_output=True,
             check=False,
         )
+    net_dir = data_dir / "agent" / "runc" / "net"
+    if not net_dir.is_dir():
+        return
+    from cellplane.drivers.runc_net import RuncNetworks
+
+    # Namespaces, addresses, bridges, rules and the resolver of the runc driver's networks.
+    networks = RuncNetworks(net_dir)
+    try:
+        for container_id in networks.attachments():
+            with contextlib.suppress(Exception):
+                networks.detach(container_id)
+        for name in networks.list_networks({}):
+            with contextlib.suppress(Exception):
+                networks.remove_network(name)
+    finally:
+        networks.close()
 
 
 def remove_engine(data_dir: Path) -> None:
