@@ -268,7 +268,14 @@ class RuncBaseline:
     (overlay root mounted, config.json written, by a `RuncDriver` of the bench's own, untimed),
     then the same limits written to its cgroup; the timed unit is those two steps only."""
 
-    def __init__(self, engine_url: str, cpu: float, memory_mb: int, command: tuple[str, ...]):
+    def __init__(
+        self,
+        engine_url: str,
+        archive: Path,
+        cpu: float,
+        memory_mb: int,
+        command: tuple[str, ...],
+    ):
         import tempfile
 
         from cellplane.drivers.podman import PodmanDriver
@@ -276,6 +283,7 @@ class RuncBaseline:
 
         self.directory = Path(tempfile.mkdtemp(prefix="cpb-runc-", dir="/tmp"))
         self.driver = RuncDriver(PodmanDriver(engine_url), self.directory)
+        self.driver.load_image(archive)  # IMAGE_REF, as the podman baseline has it
         self.cpu, self.memory_mb, self.command = cpu, memory_mb, list(command)
 
     def prepare(self, name: str) -> str:

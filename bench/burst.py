@@ -108,7 +108,7 @@ def engine_phase(
 def runc_phase(d, n: int, parallel: int, cpu: float) -> float:
     """`--driver runc`'s bare runtime: N bundles prepared (untimed), then run by `parallel`
     threads (`runc run --detach` + the CPU limit written); seconds until the last one ran."""
-    base = RuncBaseline(d.engine_url, cpu, MEMORY_MB, tuple(COMMAND))
+    base = RuncBaseline(d.engine_url, d.busybox_archive, cpu, MEMORY_MB, tuple(COMMAND))
     try:
         log(f"runc baseline: preparing {n} bundles (untimed)")
         ids = [base.prepare(f"bench-runc-{i:05d}") for i in range(n)]

@@ -252,7 +252,7 @@ def main() -> int:
     runc_s: list[float] = []  # with --driver runc: bare `runc run` of a prepared bundle
     with deployment(agent_args=["--driver", args.driver]) as d, d.client() as c:
         runc_base = (
-            RuncBaseline(d.engine_url, args.cpu, args.memory_mb, tuple(command))
+            RuncBaseline(d.engine_url, d.busybox_archive, args.cpu, args.memory_mb, tuple(command))
             if args.driver == "runc"
             else None
         )

@@ -28,7 +28,8 @@ __all__ = [
     "resolve_user",
 ]
 
-#: Podman's default capability set (containers.conf), the set the podman driver starts from.
+#: The capability set the podman driver's cells start from: podman's defaults (containers.conf)
+#: and NET_RAW, which its cells have (`ping` on a project network; see DROPPED_CAPABILITIES).
 DEFAULT_CAPABILITIES: tuple[str, ...] = (
     "CHOWN",
     "DAC_OVERRIDE",
@@ -36,6 +37,7 @@ DEFAULT_CAPABILITIES: tuple[str, ...] = (
     "FSETID",
     "KILL",
     "NET_BIND_SERVICE",
+    "NET_RAW",
     "SETFCAP",
     "SETGID",
     "SETPCAP",
@@ -312,6 +314,8 @@ def bundle_config(
             "namespaces": namespaces,
             "cgroupsPath": paths.cgroups_path,
             "resources": resources,
+            # ICMP echo sockets for every group, as the engine sets them: `ping` without NET_RAW.
+            "sysctl": {"net.ipv4.ping_group_range": "0 0"},
             "maskedPaths": list(_MASKED),
             "readonlyPaths": list(_READONLY),
         },

@@ -232,6 +232,17 @@ def test_a_real_agent_runs_cells_with_runc_and_adopts_them_after_kill_9() -> Non
             ran = c.exec_cell(cell["id"], ["sh", "-c", "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us"])
             assert ran["exit_code"] == 0 and int(ran["output"]) == 25_000
             assert "started" in "".join(c.cell_logs(cell["id"]))
+            # A second cell on the project network (runc_net) reaches the first by its name.
+            peer_task = c.create_cell(
+                "default", f"p{os.getpid()}", "busybox", command=["sleep", "600"]
+            )
+            assert c.wait_task(peer_task["id"], timeout=120)["state"] == "COMPLETED"
+            peer = c.get_cell(peer_task["entity"]["id"])
+            assert cell["address"] and peer["address"] and cell["address"] != peer["address"]
+            pinged = c.exec_cell(peer["id"], ["ping", "-c", "1", "-W", "3", cell["name"]])
+            assert pinged["exit_code"] == 0, pinged["output"]
+            assert cell["address"] in pinged["output"]
+            c.wait_task(c.delete_cell(peer["id"])["id"], timeout=120)
             d.kill_agent()
             d.start_agent()
             again = c.get_cell(cell["id"])

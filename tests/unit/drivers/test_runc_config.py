@@ -92,6 +92,8 @@ def test_config_process_and_hardening() -> None:
     for dropped in DROPPED_CAPABILITIES:
         assert f"CAP_{dropped}" not in caps["bounding"]
     assert "CAP_CHOWN" in caps["bounding"] and "CAP_SYS_ADMIN" not in caps["bounding"]
+    assert "CAP_NET_RAW" in caps["bounding"]  # ping on a project network, as podman cells
+    assert config["linux"]["sysctl"] == {"net.ipv4.ping_group_range": "0 0"}
     assert config["root"] == {"path": "/data/c/rootfs", "readonly": False}
     assert config["hostname"] == "cp-cell-1"
     assert "/proc/kcore" in config["linux"]["maskedPaths"]
