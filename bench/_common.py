@@ -331,10 +331,17 @@ class RuncBaseline:
         self.driver.remove(cid)
 
     def close(self) -> None:
-        for info in self.driver.list({}):
+        from cellplane.drivers.runc_state import become_subreaper
+
+        def rm(cid: str) -> None:
             with contextlib.suppress(Exception):
-                self.driver.remove(info.id)
+                self.driver.remove(cid)
+
+        parallel_map(rm, [info.id for info in self.driver.list({})], 8)
         self.driver.close()
+        # The deployment's cells must not become this process's (unreaped) children when its
+        # agent stops: only the agent is their reaper.
+        become_subreaper(False)
         self.driver.podman.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 

@@ -44,10 +44,11 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def become_subreaper() -> None:
-    """Make this process the reaper of its orphaned descendants (container init processes)."""
+def become_subreaper(on: bool = True) -> None:
+    """Make this process the reaper of its orphaned descendants (container init processes), or
+    (`on=False`) no longer: a process that only used a driver for a while (a benchmark)."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
