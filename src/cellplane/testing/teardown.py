@@ -12,6 +12,7 @@ import contextlib
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 __all__ = ["destroy_data_dir", "remove_engine", "remove_runc_cells", "unmount_under"]
@@ -27,12 +28,16 @@ def remove_runc_cells(data_dir: Path) -> None:
     listed = subprocess.run(
         [runc, "--root", str(state), "list", "-q"], capture_output=True, text=True, check=False
     )
-    for container_id in listed.stdout.split():
+
+    def delete(container_id: str) -> None:
         subprocess.run(
             [runc, "--root", str(state), "delete", "--force", container_id],
             capture_output=True,
             check=False,
         )
+
+    with ThreadPoolExecutor(8) as pool:  # a burst's thousand cells: ~20 ms of runc each
+        list(pool.map(delete, listed.stdout.split()))
     net_dir = data_dir / "agent" / "runc" / "net"
     if not net_dir.is_dir():
         return
