@@ -114,12 +114,31 @@ class RuncDriver:
                 continue
             self._records[record.id] = record
             self._names[record.name] = record.id
+            if record.status == "created":
+                self._adopt_started(record, home)
             if record.status != "running":
                 continue
             if record.alive():
                 self._watcher.watch(record.pid, self._on_exit_of(record.id))
             else:  # ended while no agent watched: its exit code is lost
                 self._finish(record, None)
+
+    @staticmethod
+    def _adopt_started(record: Record, home: Path) -> None:
+        """A container whose start the last agent did not get to record (killed right after
+        `runc run` wrote the pid file): running if that process still is."""
+        pid_file = home / "pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return
+        start = process_start_time(pid)
+        if start is None:
+            return
+        record.status, record.pid, record.pid_start = "running", pid, start
+        record.started_at = record.started_at or now_rfc3339()
+        with contextlib.suppress(OSError):
+            record.save(home)
 
     def _finish(self, record: Record, code: int | None) -> None:
         record.status = "exited"
@@ -359,6 +378,7 @@ class RuncDriver:
             if proc.returncode != 0:
                 message = self._runc_error(home, b"")
                 self._runc("delete", "--force", record.id, capture_output=True)
+                pid_file.unlink(missing_ok=True)  # names no process of this container now
                 raise errors.PermanentDriverError(
                     f"container {record.name} did not start: {message}"
                 )

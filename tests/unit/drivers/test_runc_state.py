@@ -73,3 +73,16 @@ def test_a_process_that_is_not_a_child_has_an_unknown_exit_code() -> None:
         assert got == [None]
     finally:
         watcher.close()
+
+
+def test_a_start_the_last_agent_did_not_record_is_adopted(tmp_path: Path) -> None:
+    from cellplane.drivers.runc import RuncDriver
+
+    record = Record("id2", "cp-y", {}, None, None, "2026-01-01T00:00:00Z")
+    RuncDriver._adopt_started(record, tmp_path)  # no pid file: never started
+    assert record.status == "created"
+    (tmp_path / "pid").write_text(f"{os.getpid()}\n")  # runc wrote it; the agent died
+    RuncDriver._adopt_started(record, tmp_path)
+    assert (record.status, record.pid) == ("running", os.getpid())
+    assert record.alive()
+    assert Record.load(tmp_path).status == "running"
