@@ -65,6 +65,7 @@ MEMORY_MB = 16
 COMMAND = ["sleep", "3600"]
 SAMPLE_EVERY = 100
 STALL_S = 90.0
+RUNC_PREFIX = 20
 
 
 def run_baseline(
@@ -280,7 +281,9 @@ def main() -> int:
                 raise RuntimeError("warm-up cell failed")
             # The size of the cells' network, for networks of the same size in the baselines.
             cells = c.list_cells("default", limit=1)["items"]
-            prefix = None if runc else _prefix_of(d, cells[0]["container_id"])
+            # runc cells are not on the engine: the baselines' networks get the size a project
+            # without a quota gets (a /20), as the cells' network has.
+            prefix = RUNC_PREFIX if runc else _prefix_of(d, cells[0]["container_id"])
         if runc:
             runc_s = runc_phase(d, n, par, args.cpu)
 
