@@ -318,12 +318,13 @@ class RuncNetworks:
                 )
             net = self._nets.get(name)
             if net is None:
-                with contextlib.suppress(ValueError):
+                try:
                     check_network_name(name)
-                    # Nothing recorded: rules or a resolver file left by a crash still go.
-                    runc_net_fw.remove(self._chains, name)
-                    self._resolver.remove_network(name)
-                return
+                except ValueError:
+                    return  # never one of ours
+                # Nothing recorded: what a crash may have left (rules, the resolver's file, a
+                # bridge of our naming) still goes.
+                net = _Net(name, "", bridge_name(name), True, False, None)
             self._remove(net)
 
     def _remove(self, net: _Net) -> None:

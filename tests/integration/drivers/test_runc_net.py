@@ -331,3 +331,17 @@ def _cmdline(proc: Path) -> bytes:
         return (proc / "cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_remove_takes_what_a_crash_left_without_a_record(run: tuple[RuncNetworks, str]) -> None:
+    nets, tag = run
+    net = f"t{tag}-crash"
+    nets.ensure_network(NetworkSpec(name=net))
+    (nets.run_dir / "networks" / f"{net}.json").unlink()  # the agent died before it was kept
+    fresh = RuncNetworks(nets.run_dir)
+    assert fresh.list_networks({}) == []
+    fresh.remove_network(net)
+    assert bridge_name(net) not in _links()
+    assert f"cprunc:{net}" not in _rules()
+    assert fresh.resolver_pid() is None
+    fresh.close()
