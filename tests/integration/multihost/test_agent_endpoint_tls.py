@@ -87,6 +87,17 @@ def test_the_agent_endpoint_answers_only_the_servers_client_certificate(
         out = b"".join(chunk for _, chunk in session.output())
         assert out == b"streamed\n" and session.exit_code == 0, (out, session.status)
         session.close()
+        # With stdin: the agent reads the server's frames while it writes the output, on the
+        # same TLS connection.
+        session = c.exec_stream(cid, ["sh"], stdin=True)
+        session.send_stdin(b"echo from-stdin; echo done >&2\n")
+        session.close_stdin()
+        got = {name: b"" for name in ("stdout", "stderr")}
+        for name, chunk in session.output():
+            got[name] += chunk
+        assert got == {"stdout": b"from-stdin\n", "stderr": b"done\n"}, got
+        assert session.exit_code == 0, session.status
+        session.close()
 
         where = _endpoint(three_hosts, str(cell["host"]))
         server_tls = three_hosts.data_dir / "server" / "identity" / "tls"

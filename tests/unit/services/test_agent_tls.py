@@ -6,6 +6,7 @@ certificate is served from the next connection, and plain HTTP stays for `--no-t
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,8 +118,6 @@ def test_a_caller_without_the_servers_client_certificate_is_refused(agent: Agent
     other = agent.issue("hst-2", "node2")
     (agent.tls_dir.parent / "o.pem").write_text(other["chain"])
     (agent.tls_dir.parent / "o.key").write_text(other["key"])
-    import ssl
-
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     ctx.load_cert_chain(agent.tls_dir.parent / "o.pem", agent.tls_dir.parent / "o.key")
