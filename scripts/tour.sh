@@ -17,6 +17,11 @@
 # is the API port. On exit, success or not (trap), it stops the daemons and removes the data
 # directory with its containers, engine and mounts (python -m cellplane.testing.teardown).
 #
+# TOUR_MARKER (default `tour`) picks the blocks: those after a `<!-- $TOUR_MARKER -->` line
+# (`tour-hosts`: the three-host tour, tests/integration/tour/test_tour_hosts.py); TOUR_UP_ARGS
+# are more arguments of `cellplane up` (e.g. `--hosts 1`). CELLPLANE_DATA_DIR is the tour's data
+# directory (for `cellplane dev hosts`); the teardown removes its dev hosts too.
+#
 # Usage: scripts/tour.sh [README]     (`cellplane` from .venv/bin, else from PATH)
 set -euo pipefail
 
@@ -38,7 +43,9 @@ data=$work/d
 cfgdir=$work/cfg
 port=$(free_port)
 webport=$(free_port)
-export CELLPLANE_CONFIG=$cfgdir/config.json PORT=$port
+export CELLPLANE_CONFIG=$cfgdir/config.json PORT=$port CELLPLANE_DATA_DIR=$data
+marker=${TOUR_MARKER:-tour}
+read -r -a up_args <<<"${TOUR_UP_ARGS:-}"
 unset CELLPLANE_SERVER CELLPLANE_TOKEN CELLPLANE_CA_CERT CELLPLANE_PROJECT
 up_pid=""
 started=$SECONDS
@@ -78,7 +85,7 @@ fail() {
 # --- the tour's steps, from the README ---
 
 steps=$work/steps
-python - "$readme" >"$steps" <<'EOF'
+python - "$readme" "$marker" >"$steps" <<'EOF'
 import re, sys
 # One record per command: line number, mode, expected text, command (NUL-separated fields,
 # records ended by a NUL too) for the shell's `read -d ''`.
@@ -89,7 +96,7 @@ i, in_tour, in_block = 0, False, False
 while i < len(lines):
     line = lines[i]
     if not in_block:
-        if line.strip() == "<!-- tour -->":
+        if line.strip() == f"<!-- {sys.argv[2]} -->":
             in_tour = True
         elif in_tour and line.strip() == "```sh":
             in_block, in_tour = True, False
@@ -115,14 +122,14 @@ while i < len(lines):
         expect, line = m.group(2).strip(), line[: m.start()]
     out += [str(start), mode, expect, line.rstrip()]
 if not out:
-    sys.exit("no tour blocks (a ```sh block after a <!-- tour --> line) in " + sys.argv[1])
+    sys.exit(f"no tour blocks (a ```sh block after a <!-- {sys.argv[2]} --> line) in {sys.argv[1]}")
 sys.stdout.write("".join(f + "\0" for f in out))
 EOF
 
 # --- the daemons ---
 
 echo "tour: cellplane up on port $port, data in $data"
-cellplane up --data-dir "$data" --port "$port" >"$work/up.log" 2>&1 &
+cellplane up --data-dir "$data" --port "$port" "${up_args[@]}" >"$work/up.log" 2>&1 &
 up_pid=$!
 deadline=$((SECONDS + 120))
 until cellplane host ls 2>/dev/null | grep -q READY; do

@@ -350,16 +350,18 @@ def run_agent(
         isolation=classes,
         isolation_detail=how,
     )
-    client = ServerClient(
-        server_url,
-        ca_file=ca_file,
-        cert_dir=base / "tls" if server_url.startswith("https://") else None,
-    )
+    cert_dir = base / "tls" if server_url.startswith("https://") else None
+    client = ServerClient(server_url, ca_file=ca_file, cert_dir=cert_dir)
     runner = Agent(cfg, driver, client, engine=engine)
     transfer = VolumeTransfer(driver, scratch=base, host_id=lambda: runner.host_id)
     builder = Builder(podman, client, base)
     endpoint = AgentEndpoint(
-        driver, runner.agent_secret, host=address, volumes=transfer, builder=builder
+        driver,
+        runner.agent_secret,
+        host=address,
+        volumes=transfer,
+        builder=builder,
+        tls_dir=cert_dir,  # the endpoint is mutual TLS with the host certificate
     )
     endpoint.start()
     runner.agent_url = endpoint.url

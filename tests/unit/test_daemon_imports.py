@@ -116,8 +116,8 @@ with tempfile.TemporaryDirectory() as tmp:
     assert executor._http_client is None and "httpcore" not in sys.modules
     client = executor._http
     assert executor._http is client
-    # Agents answer plain HTTP: no CA bundle in the client's TLS context.
-    assert client._transport._pool._ssl_context.cert_store_stats()["x509_ca"] == 0
+    # Plain HTTP agents: no CA bundle in the plain transport's TLS context.
+    assert client._transport._plain._pool._ssl_context.cert_store_stats()["x509_ca"] == 0
     executor.close()
     assert executor._http_client is None
     # The API builds and answers without pydantic.v1 (FastAPI only asks about it).

@@ -14,6 +14,7 @@ import hmac
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -21,6 +22,7 @@ import structlog
 
 from cellplane.agent import container_ops
 from cellplane.agent.build import Builder
+from cellplane.agent.endpoint_tls import EndpointTLS, TLSServer
 from cellplane.agent.exec_relay import open_session, relay
 from cellplane.agent.volume_transfer import VolumeTransfer
 from cellplane.drivers.base import Driver
@@ -42,7 +44,10 @@ class AgentEndpoint:
         *,
         volumes: VolumeTransfer | None = None,
         builder: Builder | None = None,
+        tls_dir: Path | None = None,
     ) -> None:
+        """``tls_dir``: serve HTTPS with the host certificate there, asking for the server's
+        client certificate (`agent.endpoint_tls`); None: plain HTTP (a `--no-tls` deployment)."""
         endpoint = self
         transfer = volumes or VolumeTransfer(driver)
 
@@ -221,12 +226,17 @@ class AgentEndpoint:
                 self.close_connection = True
                 relay(session, self.rfile, self.connection)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server = (
+            TLSServer((host, port), Handler, EndpointTLS(tls_dir))
+            if tls_dir is not None
+            else ThreadingHTTPServer((host, port), Handler)
+        )
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="cp-endpoint", daemon=True
         )
-        self.url = f"http://{host}:{self._server.server_address[1]}"
+        scheme = "https" if tls_dir is not None else "http"
+        self.url = f"{scheme}://{host}:{self._server.server_address[1]}"
         _ = endpoint
 
     def start(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import socket
+import ssl
 import threading
 
 import structlog
@@ -88,8 +89,11 @@ def _pump_output(session: ExecSession, sock: socket.socket, lock: threading.Lock
         log.warning("exec output failed", error=str(exc))
         _send(sock, lock, wire.STATUS, wire.status(None, f"exec stream failed: {exc}"))
     finally:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_WR)
+        # Over TLS a half-close would end the TLS layer for reading too (the server stops at the
+        # status anyway, and closes).
+        if not isinstance(sock, ssl.SSLSocket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)
 
 
 def _apply(session: ExecSession, channel: int, payload: bytes) -> None:

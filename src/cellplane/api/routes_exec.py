@@ -159,7 +159,9 @@ async def cell_exec_stream(websocket: WebSocket, cell_id: str) -> None:
         target = await run_in_threadpool(
             cell_access.locate_exec, svc, principal, cell_id, command, mode=mode
         )
-        agent = await agent_proxy.open_exec(target, command, stdin=stdin, tty=tty, size=size)
+        agent = await agent_proxy.open_exec(
+            target, command, stdin=stdin, tty=tty, size=size, svc=svc
+        )
     except CellplaneError as exc:
         await _deny(websocket, exc)
         return

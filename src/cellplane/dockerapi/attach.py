@@ -165,7 +165,7 @@ async def _session(
 ) -> None:
     try:
         target = await blocking(cell_access.locate, ctx.svc, p, cell["id"])
-        session = await agent_proxy.open_attach(target, stdin=with_stdin, logs=replay)
+        session = await agent_proxy.open_attach(target, stdin=with_stdin, logs=replay, svc=ctx.svc)
     except (Conflict, NotFound) as exc:  # gone meanwhile: say so on the stream, as Docker does
         message = f"cannot attach: {exc}\r\n".encode()
         transport.write(message if attached.tty else docker_frame(2, message))

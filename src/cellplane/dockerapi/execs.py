@@ -254,7 +254,12 @@ class Execs:
         inst.started = inst.running = True
         try:
             session = await agent_proxy.open_exec(
-                target, inst.command, stdin=inst.stdin and not detach, tty=inst.tty, size=size
+                target,
+                inst.command,
+                stdin=inst.stdin and not detach,
+                tty=inst.tty,
+                size=size,
+                svc=ctx.svc,
             )
         except BaseException:
             inst.running = False

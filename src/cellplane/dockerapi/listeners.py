@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import ssl
 
-import httpx
 import structlog
 from aiohttp import web
 
@@ -21,7 +20,7 @@ from cellplane.dockerapi.base import EndpointContext, blocking
 from cellplane.dockerapi.server import make_app
 from cellplane.identity import pki
 from cellplane.identity.authn import Authenticator
-from cellplane.services import docker_endpoints
+from cellplane.services import agent_tls, docker_endpoints
 from cellplane.services.context import Services
 
 __all__ = ["Listeners", "tls_context"]
@@ -47,7 +46,7 @@ class Listeners:
     def __init__(self, svc: Services, authn: Authenticator) -> None:
         self.svc = svc
         self.authn = authn
-        self.agent = httpx.AsyncClient(timeout=30, verify=False)
+        self.agent = agent_tls.async_client(svc)
         self.running: dict[str, tuple[int, web.AppRunner]] = {}
         self._tls: ssl.SSLContext | None = None
 

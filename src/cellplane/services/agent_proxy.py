@@ -22,13 +22,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio.to_thread
 import httpx
 
 from cellplane.errors import Conflict
+from cellplane.services import agent_tls
+from cellplane.services.context import Services
 from cellplane.wire import exec as exec_wire
 
 __all__ = [
@@ -242,31 +246,45 @@ async def open_exec(
     tty: bool,
     size: tuple[int, int] | None,
     timeout: float = 15.0,
+    svc: Services | None = None,
 ) -> AgentExec:
     """Start `command` in the cell on its agent, attached: the session once the agent has said
     101 (so a missing container or a refusal raises here, before the client's WebSocket is
-    accepted)."""
+    accepted). `svc` gives the pinned TLS of an ``https://`` agent (`services.agent_tls`)."""
     fields = {"command": command, "stdin": stdin, "tty": tty, "size": list(size) if size else None}
-    return await _open_session(target, fields, timeout, "exec")
+    return await _open_session(target, fields, timeout, "exec", svc)
 
 
 async def open_attach(
-    target: Target, *, stdin: bool, logs: bool, timeout: float = 15.0
+    target: Target,
+    *,
+    stdin: bool,
+    logs: bool,
+    timeout: float = 15.0,
+    svc: Services | None = None,
 ) -> AgentExec:
     """Attach to the cell's main process on its agent (Docker's attach): its output (with
     `logs`, from its start) and, with `stdin`, its standard input, as the frames of an exec
     session; closing the session detaches (the process goes on)."""
     fields = {"main": True, "stdin": stdin, "logs": logs}
-    return await _open_session(target, fields, timeout, "attach")
+    return await _open_session(target, fields, timeout, "attach", svc)
 
 
 async def _open_session(
-    target: Target, fields: dict[str, Any], timeout: float, what: str
+    target: Target, fields: dict[str, Any], timeout: float, what: str, svc: Services | None
 ) -> AgentExec:
     url, secret, cid = target
     parsed = urlsplit(url)
-    if parsed.scheme != "http" or not parsed.hostname or not parsed.port:
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or not parsed.port:
         raise AgentRefused(f"the cell's host agent has an unusable address {url!r}", 0, "")
+    tls: ssl.SSLContext | None = None
+    if parsed.scheme == "https":
+        if svc is None:
+            raise AgentRefused(f"no TLS towards the agent at {url} (a caller without it)", 0, "")
+        try:
+            tls = await anyio.to_thread.run_sync(agent_tls.ssl_for, svc, url)
+        except httpx.ConnectError as e:
+            raise AgentUnreachable(e) from e
     body = json.dumps(fields).encode()
     request = (
         f"POST /cells/{cid}/attach HTTP/1.1\r\nHost: {parsed.netloc}\r\n"
@@ -277,7 +295,9 @@ async def _open_session(
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(parsed.hostname, parsed.port)
+            reader, writer = await asyncio.open_connection(
+                parsed.hostname, parsed.port, ssl=tls, server_hostname="" if tls else None
+            )
             writer.write(request)
             await writer.drain()
             status, headers = await _read_head(reader)

@@ -149,6 +149,7 @@ def register(
 
             cert = pki.issue_host_certificate(svc, s, host_id, name, req.csr, addresses=[h.address])
             h.cert_sha256 = host_join.fingerprint(cert["certificate"])
+            h.cert_pem = cert["certificate"]
             host_token = ""  # mutual TLS from now on: no bearer credential for this host
             h.token_hash = _sha(secrets.token_urlsafe(32))
     svc.notifier.publish("controller")

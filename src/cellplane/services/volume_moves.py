@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from cellplane.ids import new_id, utcnow
 from cellplane.sealing import AGENT_SECRET_COLUMN
+from cellplane.services import agent_tls
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.cells import bump_host
 from cellplane.services.context import Services
@@ -184,7 +185,7 @@ def advance(svc: Services, now: datetime) -> set[str]:
         if src is None or dst is None:
             error = "a host of the move has no agent endpoint"
         else:
-            with httpx.Client(timeout=COPY_TIMEOUT) as client:
+            with agent_tls.sync_client(svc, timeout=COPY_TIMEOUT) as client:
                 try:
                     for name in names:
                         digests[name] = copy_volume(client, src, dst, name)
@@ -215,7 +216,7 @@ def _clean(svc: Services, now: datetime) -> set[str]:
         left: list[str] = []
         why = "the old host has no agent endpoint"
         if src is not None:
-            with httpx.Client(timeout=COPY_TIMEOUT) as client:
+            with agent_tls.sync_client(svc, timeout=COPY_TIMEOUT) as client:
                 for name in names:
                     failed = _remove_copy(client, src, name)
                     if failed is None:

@@ -167,6 +167,8 @@ class Host(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # SHA-256 of the host certificate issued last: pinned by the server on the agent's endpoint.
     cert_sha256: Mapped[str | None] = mapped_column(String(64))
+    # That certificate (PEM): the only one the server trusts on the agent's endpoint.
+    cert_pem: Mapped[str | None] = mapped_column(Text)
 
 
 class JoinToken(Base):

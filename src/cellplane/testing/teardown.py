@@ -15,7 +15,13 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-__all__ = ["destroy_data_dir", "remove_engine", "remove_runc_cells", "unmount_under"]
+__all__ = [
+    "destroy_data_dir",
+    "remove_dev_hosts",
+    "remove_engine",
+    "remove_runc_cells",
+    "unmount_under",
+]
 
 
 def remove_runc_cells(data_dir: Path) -> None:
@@ -97,8 +103,20 @@ def unmount_under(directory: Path) -> list[str]:
     return inside
 
 
+def remove_dev_hosts(data_dir: Path) -> list[str]:
+    """Remove the dev hosts of `data_dir` (`cellplane dev hosts`, `cellplane up --hosts`): their
+    agents, engines and containers, namespaces, links, and the bridge with the last one."""
+    if not (data_dir / "devhosts").is_dir():
+        return []
+    from cellplane import devhosts
+
+    return devhosts.remove_all(data_dir)
+
+
 def destroy_data_dir(data_dir: Path) -> None:
-    """The engine's containers, networks and files, any mount left, then the directory."""
+    """Its dev hosts; the engine's containers, networks and files, any mount left, then the
+    directory."""
+    remove_dev_hosts(data_dir)
     remove_engine(data_dir)
     unmount_under(data_dir)
     shutil.rmtree(data_dir, ignore_errors=True)

@@ -44,8 +44,11 @@ def _serve(name: str) -> list[str]:
     ]
 
 
-def _start_on(setup: ThreeHosts, host: str, project: str, stem: str) -> Web:
-    """A web cell of `project` on dev host `host` (the other hosts in maintenance meanwhile)."""
+def _start_on(
+    setup: ThreeHosts, host: str, project: str, stem: str, isolation: str | None = None
+) -> Web:
+    """A web cell of `project` on dev host `host` (the other hosts in maintenance meanwhile), of
+    isolation class `isolation` (None: the project's default)."""
     c = setup.client
     rows = setup.host_rows()
     others = [r["id"] for n, r in rows.items() if n != host]
@@ -53,7 +56,9 @@ def _start_on(setup: ThreeHosts, host: str, project: str, stem: str) -> Web:
         c.set_maintenance(hid, True)
     try:
         name = unique(stem)
-        task = c.create_cell(project, name, IMAGE, command=_serve(name), **SMALL)
+        task = c.create_cell(
+            project, name, IMAGE, command=_serve(name), isolation=isolation, **SMALL
+        )
         done = finish(c, task["id"])
         if done["state"] != "COMPLETED":
             cell = c.get_cell(task["entity"]["id"])

@@ -25,6 +25,7 @@ from cellplane.clusters.spec import parse_spec
 from cellplane.clusters.spec_model import ClusterSpec
 from cellplane.ids import utcnow
 from cellplane.scheduler import Resources
+from cellplane.services import agent_tls
 from cellplane.services import cells as cells_mod
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.clusters import CLUSTERS_TOPIC, load_catalog
@@ -140,11 +141,12 @@ class ExecutorRecords:
     def _http(self) -> httpx.Client:
         """The client of the readiness probes' exec calls to agents, made with the first probe.
 
-        Agents answer plain HTTP (as `app.state.agent_client` in api/app.py): no CA bundle is
-        loaded, which with httpx's default would hold ~1.8 MB in every server, clusters or not."""
+        From the one factory of agent clients (`services.agent_tls`: pinned mutual TLS, or plain
+        HTTP); no CA bundle is loaded, which with httpx's default would hold ~1.8 MB in every
+        server, clusters or not."""
         with self._http_lock:
             if self._http_client is None:
-                self._http_client = httpx.Client(timeout=70, verify=False)
+                self._http_client = agent_tls.sync_client(self.svc, timeout=70)
             return self._http_client
 
     @property
