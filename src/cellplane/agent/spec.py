@@ -97,14 +97,19 @@ def container_name(cell_id: str) -> str:
 
 
 def network_spec(
-    cell: wire.CellAssignment, host_id: str, *, with_subnet: bool = False
+    cell: wire.CellAssignment,
+    host_id: str,
+    *,
+    with_subnet: bool = False,
+    network: wire.NetworkDescription | None = None,
 ) -> NetworkSpec:
-    """The engine network a cell joins, labelled as this host's and its project's.
+    """The engine network a cell joins (`network`, one of its further ones; None: its first),
+    labelled as this host's and its project's.
 
     Its subnet is the control plane's (`with_subnet`), or one the engine picks of the same size:
     the control plane sizes a project's network for its cell quota.
     """
-    net = cell.network
+    net = cell.network if network is None else network
     prefix = ipaddress.ip_network(net.subnet).prefixlen if net.subnet else None
     return NetworkSpec(
         name=net.name,
@@ -152,6 +157,11 @@ def container_spec(
         network=c.network.name,
         aliases=_aliases(c),
         address=c.network.address if overlay and c.network.vni is not None else None,
+        extra_networks={
+            n.name: n.address if overlay and n.vni is not None else None
+            for n in c.extra_networks
+            if n.name != c.network.name
+        },
         cpu=float(c.cpu),
         memory_mb=int(c.memory_mb),
         ports=[PortSpec(p.container_port, p.host_port, p.protocol) for p in c.ports],

@@ -115,7 +115,13 @@ def compat_create_body(spec: ContainerSpec) -> dict[str, Any]:
         endpoint: dict[str, Any] = {"Aliases": list(spec.aliases)}
         if spec.address:
             endpoint["IPAMConfig"] = {"IPv4Address": spec.address}
-        body["NetworkingConfig"] = {"EndpointsConfig": {spec.network: endpoint}}
+        endpoints = {spec.network: endpoint}
+        for name, address in spec.extra_networks.items():
+            more: dict[str, Any] = {"Aliases": list(spec.aliases)}
+            if address:
+                more["IPAMConfig"] = {"IPv4Address": address}
+            endpoints[name] = more
+        body["NetworkingConfig"] = {"EndpointsConfig": endpoints}
     return body
 
 
@@ -170,7 +176,12 @@ def libpod_create_body(spec: ContainerSpec) -> dict[str, Any]:
         net: dict[str, Any] = {"aliases": list(spec.aliases)}
         if spec.address:
             net["static_ips"] = [spec.address]
-        body["Networks"] = {spec.network: net}
+        nets = {spec.network: net}
+        for name, address in spec.extra_networks.items():
+            nets[name] = {"aliases": list(spec.aliases)}
+            if address:
+                nets[name]["static_ips"] = [address]
+        body["Networks"] = nets
     if spec.ports:
         body["portmappings"] = [
             {

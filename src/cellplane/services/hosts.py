@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from cellplane.errors import FieldError, NotFound, Unauthorized, ValidationFailed
 from cellplane.ids import new_id, utcnow
 from cellplane.sealing import AGENT_SECRET_COLUMN
-from cellplane.services import host_join, networks
+from cellplane.services import cell_networks, host_join, networks
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.context import Principal, Services
 from cellplane.services.host_views import (
@@ -265,6 +265,7 @@ def assignments(svc: Services, host_id: str, since: int) -> wire.Assignments:
         }
         rows = list(s.execute(q))
         nets = networks.descriptions(s, {cell.network_id for cell, _ in rows if cell.network_id})
+        joined = cell_networks.attachments(s, [cell.id for cell, _ in rows])
         cells = []
         for cell, image in rows:
             mounts = []
@@ -285,6 +286,11 @@ def assignments(svc: Services, host_id: str, since: int) -> wire.Assignments:
                 if row is not None
                 else network_description(cell.project_id)
             )
+            extra = [
+                networks.description(n, address)
+                for n, address in joined.get(cell.id, [])
+                if n.id != cell.network_id
+            ]
             cells.append(
                 wire.CellAssignment(
                     cell_id=cell.id,
@@ -322,6 +328,7 @@ def assignments(svc: Services, host_id: str, since: int) -> wire.Assignments:
                     ),
                     ended_at=cell.ended_at.isoformat() if cell.ended_at else None,
                     generation=cell.generation or 1,
+                    extra_networks=extra,
                 )
             )
         volumes = [

@@ -219,6 +219,7 @@ class CellAssignment:
     restart_requested_at: str | None = None
     ended_at: str | None = None
     generation: int = 1
+    extra_networks: list[NetworkDescription] = field(default_factory=list)
 
     @staticmethod
     def _network(v: Any) -> Any:

@@ -371,3 +371,10 @@ def test_network_create_ls_rm_and_a_cell_on_one(cli: Invoke, fake: FakeApi) -> N
     _run_web(cli, "--network", "back")
     post = fake.requests_to("POST", "/v1/projects/default/cells")[0]
     assert json.loads(fake.bodies[fake.requests.index(post)])["network"] == "back"
+
+
+def test_a_cell_on_several_networks_sends_them_in_order(cli: Invoke, fake: FakeApi) -> None:
+    _run_web(cli, "--network", "back", "--network", "front")
+    post = fake.requests_to("POST", "/v1/projects/default/cells")[0]
+    body = json.loads(fake.bodies[fake.requests.index(post)])
+    assert body["networks"] == ["back", "front"] and "network" not in body
