@@ -198,6 +198,8 @@ class ContainerInfo:
     address: str | None = None
     image: str | None = None
     ports: list[PortSpec] = field(default_factory=list)
+    # The IPv4 address on each of its networks, by the engine's network name (empty: unknown).
+    addresses: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -288,6 +288,17 @@ def _address(networks: object) -> str | None:
     return None
 
 
+def _addresses(networks: object) -> dict[str, str]:
+    """The IPv4 address on each network, by the engine's name (those that have one)."""
+    if not isinstance(networks, dict):
+        return {}
+    return {
+        str(name): str(net["IPAddress"])
+        for name, net in sorted(networks.items())
+        if isinstance(net, dict) and net.get("IPAddress")
+    }
+
+
 def container_info_from_inspect(attrs: dict[str, Any]) -> ContainerInfo:
     """A `ContainerInfo` from a Docker-API `GET /containers/{id}/json` answer."""
     state = attrs.get("State") or {}
@@ -307,6 +318,7 @@ def container_info_from_inspect(attrs: dict[str, Any]) -> ContainerInfo:
         address=_address(settings.get("Networks")) or settings.get("IPAddress") or None,
         image=config.get("Image") or None,
         ports=_ports_from_inspect(settings.get("Ports")),
+        addresses=_addresses(settings.get("Networks")),
     )
 
 
@@ -334,6 +346,7 @@ def container_info_from_list(item: dict[str, Any]) -> ContainerInfo:
         address=_address((item.get("NetworkSettings") or {}).get("Networks")),
         image=item.get("Image") or None,
         ports=ports,
+        addresses=_addresses((item.get("NetworkSettings") or {}).get("Networks")),
     )
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "disconnect",
     "listing",
     "lookup",
+    "observed",
     "resolve",
     "users",
 ]
@@ -81,54 +82,107 @@ def attachments(s: Session, cell_ids: Iterable[str]) -> dict[str, list[tuple[Net
 
 
 def listing(s: Session, cell_id: str) -> list[dict[str, Any]]:
-    """The cell's answer's `networks`: [{name, address}], its first network first."""
+    """The cell's answer's `networks`: [{name, address}], its first network first; the address
+    its engine reports there, else the control plane's."""
+    rows = s.execute(
+        select(CellNetwork.address, CellNetwork.engine_address, Network)
+        .join(Network, Network.id == CellNetwork.network_id)
+        .where(CellNetwork.cell_id == cell_id)
+        .order_by(CellNetwork.position)
+    )
     return [
-        {"name": state_networks.display_name(net), "address": address}
-        for net, address in attachments(s, [cell_id]).get(cell_id, [])
+        {"name": state_networks.display_name(net), "address": engine or address}
+        for address, engine, net in rows
     ]
 
 
-def connect(s: Session, cell: Cell, network_id: str) -> CellNetwork:
-    """Add a network to an existing cell (its address is allocated at flush); 409 if it is on
-    it already or on as many networks as a cell may be."""
-    have = list(
+def observed(s: Session, cell: Cell, addresses: dict[str, str]) -> None:
+    """Record the addresses the cell's engine reports, by the engine's network name."""
+    rows = s.execute(
+        select(CellNetwork, Network)
+        .join(Network, Network.id == CellNetwork.network_id)
+        .where(CellNetwork.cell_id == cell.id)
+    )
+    for row, net in rows:
+        found = addresses.get(state_networks.engine_name(net))
+        if found and row.engine_address != found:
+            row.engine_address = found[:45]
+
+
+def _rows(s: Session, cell: Cell) -> list[CellNetwork]:
+    return list(
         s.scalars(
             select(CellNetwork).where(CellNetwork.cell_id == cell.id).order_by(CellNetwork.position)
         )
     )
+
+
+Row = tuple[str, str | None, str | None]  # network id, address, engine address
+
+
+def _rewrite(s: Session, cell: Cell, have: list[CellNetwork], rows: list[Row]) -> None:
+    """The cell's networks as `rows`, first first; the old columns too."""
+    for a in have:
+        s.delete(a)
+    s.flush()
+    for position, (nid, address, engine) in enumerate(rows):
+        s.add(
+            CellNetwork(
+                cell_id=cell.id,
+                network_id=nid,
+                address=address,
+                engine_address=engine,
+                position=position,
+            )
+        )
+    cell.network_id, cell.network_address = rows[0][0], rows[0][1]
+    s.flush()
+
+
+def connect(
+    s: Session,
+    cell: Cell,
+    network_id: str,
+    address: str | None = None,
+    position: int | None = None,
+) -> CellNetwork:
+    """Add a network to an existing cell, last (or at `position`, with `address`: to undo a
+    disconnect); its address is allocated at flush when not given. 409 if it is on it already
+    or on as many networks as a cell may be."""
+    have = _rows(s, cell)
     if any(a.network_id == network_id for a in have):
         raise Conflict(f"cell {cell.name!r} is on that network already")
     if len(have) >= MAX_NETWORKS:
         raise Conflict(f"cell {cell.name!r} is on {len(have)} networks, the most a cell may join")
-    row = CellNetwork(
-        cell_id=cell.id, network_id=network_id, position=max(a.position for a in have) + 1
-    )
-    s.add(row)
-    s.flush()
-    return row
+    if position is None or position >= len(have):
+        row = CellNetwork(
+            cell_id=cell.id,
+            network_id=network_id,
+            address=address,
+            position=max((a.position for a in have), default=-1) + 1,
+        )
+        s.add(row)
+        s.flush()
+        return row
+    rows = [(a.network_id, a.address, a.engine_address) for a in have]
+    rows.insert(position, (network_id, address, None))
+    _rewrite(s, cell, have, rows)
+    found = s.get(CellNetwork, (cell.id, network_id))
+    assert found is not None
+    return found
 
 
 def disconnect(s: Session, cell: Cell, network_id: str) -> None:
     """Take a network from a cell; its first network passes to the next one. 409 if the cell is
     not on it or it is the cell's only network."""
-    have = list(
-        s.scalars(
-            select(CellNetwork).where(CellNetwork.cell_id == cell.id).order_by(CellNetwork.position)
-        )
-    )
+    have = _rows(s, cell)
     gone = [a for a in have if a.network_id == network_id]
     if not gone:
         raise Conflict(f"cell {cell.name!r} is not on that network")
     if len(have) == 1:
         raise Conflict(f"network is cell {cell.name!r}'s only one: a cell keeps at least one")
-    rest = [(a.network_id, a.address) for a in have if a.network_id != network_id]
-    for a in have:
-        s.delete(a)
-    s.flush()
-    for position, (nid, address) in enumerate(rest):  # positions from 0 again, in order
-        s.add(CellNetwork(cell_id=cell.id, network_id=nid, address=address, position=position))
-    cell.network_id, cell.network_address = rest[0]
-    s.flush()
+    rest = [(a.network_id, a.address, a.engine_address) for a in have if a.network_id != network_id]
+    _rewrite(s, cell, have, rest)
 
 
 def users(s: Session, network_id: str, limit: int | None = None) -> list[str]:

@@ -474,6 +474,8 @@ def apply_status(
                 cell.container_id = r.container_id
             if "address" in sent:
                 cell.address = r.address
+            if r.addresses:
+                cell_networks.observed(s, cell, r.addresses)
             if "exit_code" in sent:
                 cell.exit_code = r.exit_code
             if "restarts" in sent:

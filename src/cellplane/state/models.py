@@ -305,6 +305,9 @@ class CellNetwork(Base):
     network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), primary_key=True, index=True)
     address: Mapped[str | None] = mapped_column(String(45))
     position: Mapped[int] = mapped_column(Integer, default=0)
+    # The address its host's engine reports on it: the same as `address` on the overlay; a host
+    # without the overlay lets its engine choose (None: not reported yet).
+    engine_address: Mapped[str | None] = mapped_column(String(45))
     # Never loaded (lazy="raise"): they tell the unit of work to insert the cell first.
     cell: Mapped[Cell] = relationship(lazy="raise")
 

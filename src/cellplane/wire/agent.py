@@ -296,6 +296,8 @@ class CellReport(_Model):
     removed: bool = False
     events: list[CellEventReport] = Field(default_factory=list)
     generation: int | None = None  # the assignment's generation the report is about
+    # Added for cells on several networks: the address on each, by the engine's network name.
+    addresses: dict[str, str] | None = None
 
 
 class FenceReport(_Model):

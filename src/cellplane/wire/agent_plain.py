@@ -266,6 +266,7 @@ class CellReport:
     removed: bool = False
     events: list[CellEventReport] = field(default_factory=list)
     generation: int | None = None
+    addresses: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

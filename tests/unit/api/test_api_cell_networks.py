@@ -153,3 +153,19 @@ def test_connect_and_disconnect_keep_one_first_network_and_unique_addresses(
         cell = s.get(Cell, cid)
         assert cell is not None and cell.network_id == b["id"]
         assert cell.network_address == view["networks"][0]["address"]
+
+
+def test_the_answer_shows_the_addresses_the_engine_reports(plat: Platform) -> None:
+    a, b = _net(plat, "a"), _net(plat, "b")
+    cid = _cell(plat, "both", networks=["a", "b"])
+    plat.schedule()
+    planned = [n["address"] for n in _get(plat, cid)["networks"]]
+    # A host without the overlay: its engine chose other addresses, by its network names.
+    engine = {a["engine_name"]: "10.89.3.4", b["engine_name"]: "10.89.4.5", "cp-other": "x"}
+    plat.report({"cell_id": cid, "state": "RUNNING", "address": "10.89.3.4", "addresses": engine})
+    view = _get(plat, cid)
+    assert [n["address"] for n in view["networks"]] == ["10.89.3.4", "10.89.4.5"]
+    assert view["address"] == "10.89.3.4"
+    # What the host is told stays the control plane's (its overlay addresses).
+    cell = next(c for c in plat.assignments()["cells"] if c["cell_id"] == cid)
+    assert [cell["network"]["address"], cell["extra_networks"][0]["address"]] == planned

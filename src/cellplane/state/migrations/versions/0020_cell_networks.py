@@ -5,8 +5,9 @@ Revises: 0018
 Create Date: 2026-12-04 10:30:00
 
 `cell_networks`: one row per network a cell joins, with its address there (the control plane's)
-and its position (0: the first network, which `cells.network_id` / `network_address` keep naming).
-Back-filled from those columns, so every existing cell has its one row.
+its position (0: the first network, which `cells.network_id` / `network_address` keep naming)
+and the address its engine reports there. Back-filled from those columns, so every existing cell
+has its one row.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def upgrade() -> None:
         sa.Column("network_id", sa.String(length=40), nullable=False),
         sa.Column("address", sa.String(length=45), nullable=True),
         sa.Column("position", sa.Integer(), nullable=False),
+        sa.Column("engine_address", sa.String(length=45), nullable=True),
         sa.ForeignKeyConstraint(["cell_id"], ["cells.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["network_id"], ["networks.id"]),
         sa.PrimaryKeyConstraint("cell_id", "network_id"),
