@@ -347,7 +347,12 @@ def run_agent(
     transfer = VolumeTransfer(driver, scratch=base, host_id=lambda: runner.host_id)
     builder = Builder(driver, client, base)
     endpoint = AgentEndpoint(
-        driver, runner.agent_secret, host=address, volumes=transfer, builder=builder
+        driver,
+        runner.agent_secret,
+        host=address,
+        volumes=transfer,
+        builder=builder,
+        networks=runner.network_attach(),
     )
     endpoint.start()
     runner.agent_url = endpoint.url

@@ -22,6 +22,7 @@ import structlog
 from cellplane.agent import container_ops
 from cellplane.agent.build import Builder
 from cellplane.agent.exec_relay import open_session, relay
+from cellplane.agent.net_ops import NetworkAttach
 from cellplane.agent.volume_transfer import VolumeTransfer
 from cellplane.drivers.base import Driver
 from cellplane.drivers.errors import ContainerNotFound, DriverError
@@ -42,6 +43,7 @@ class AgentEndpoint:
         *,
         volumes: VolumeTransfer | None = None,
         builder: Builder | None = None,
+        networks: NetworkAttach | None = None,
     ) -> None:
         endpoint = self
         transfer = volumes or VolumeTransfer(driver)
@@ -175,6 +177,9 @@ class AgentEndpoint:
                     return
                 if what in container_ops.POSTS:
                     container_ops.post(self, driver, cell_id, what, self.rfile.read(length))
+                    return
+                if what == "network" and networks is not None:
+                    networks.post(self, cell_id, self.rfile.read(length))
                     return
                 try:
                     body = json.loads(self.rfile.read(length) or b"{}")

@@ -21,7 +21,7 @@ from cellplane.agent.spec import (
     AgentConfig,
     container_name,
     container_spec,
-    network_spec,
+    project_network_spec,
 )
 from cellplane.agent.spec import event as _event
 from cellplane.drivers.base import Driver
@@ -131,17 +131,16 @@ class Preparer:
     def network(self, cell: wire.CellAssignment, host_id: str) -> None:
         """Every network of the cell on the engine (its first and its further ones)."""
         for net in (cell.network, *cell.extra_networks):
-            self._network(cell, net, host_id)
+            self.ensure_network(cell.project_id, net, host_id)
 
-    def _network(
-        self, cell: wire.CellAssignment, net: wire.NetworkDescription, host_id: str
-    ) -> None:
+    def ensure_network(self, project_id: str, net: wire.NetworkDescription, host_id: str) -> None:
+        """The project's network `net` on the engine (and on the overlay's bridge), once."""
         key = (net.name, net.subnet)
         if key in self._networks:
             return
         with self._lock:
             if key not in self._networks:
-                spec = network_spec(cell, host_id, with_subnet=self.subnets, network=net)
+                spec = project_network_spec(project_id, net, host_id, self.subnets)
                 if self.overlay is not None and net.vni is not None:
                     self.overlay.prepare(net)
                     spec = self.overlay.network_spec(spec, net)
