@@ -35,6 +35,9 @@ __all__ = [
 ]
 
 
+_CHUNK = 900
+
+
 def lookup(s: Session, project_id: str, name: str, field: str = "network") -> str:
     """The id of the project's network `name` ("default": its default one); 422 if none."""
     if name == state_networks.DEFAULT_NETWORK:
@@ -68,16 +71,16 @@ def attachments(s: Session, cell_ids: Iterable[str]) -> dict[str, list[tuple[Net
     """Each cell's networks with its address there, its first network first."""
     wanted = sorted(set(cell_ids))
     out: dict[str, list[tuple[Network, str | None]]] = {}
-    if not wanted:
-        return out
-    rows = s.execute(
-        select(CellNetwork.cell_id, CellNetwork.address, Network)
-        .join(Network, Network.id == CellNetwork.network_id)
-        .where(CellNetwork.cell_id.in_(wanted))
-        .order_by(CellNetwork.cell_id, CellNetwork.position)
-    )
-    for cell_id, address, net in rows:
-        out.setdefault(str(cell_id), []).append((net, address))
+    # In chunks: a host's full view may name more cells than a statement may have parameters.
+    for start in range(0, len(wanted), _CHUNK):
+        rows = s.execute(
+            select(CellNetwork.cell_id, CellNetwork.address, Network)
+            .join(Network, Network.id == CellNetwork.network_id)
+            .where(CellNetwork.cell_id.in_(wanted[start : start + _CHUNK]))
+            .order_by(CellNetwork.cell_id, CellNetwork.position)
+        )
+        for cell_id, address, net in rows:
+            out.setdefault(str(cell_id), []).append((net, address))
     return out
 
 
