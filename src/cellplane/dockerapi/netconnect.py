@@ -64,14 +64,11 @@ def check_body(body: Any, connecting: bool) -> str:
     return str(body["Container"])
 
 
-def _record(
-    ctx: EndpointContext,
-    p: Principal,
-    find: Any,
-    ref: str,
-    container: str,
-    connecting: bool,
-) -> tuple[dict[str, Any], network_attach.Change]:
+def _check(
+    ctx: EndpointContext, p: Principal, find: Any, ref: str, container: str, connecting: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The container and the network (Cellplane view), refused as Docker does when the container
+    is on it already (connect) or is not (disconnect)."""
     net, view = find(ctx, p, ref)
     cell = resolve(ctx, p, container)
     on_it = docker_id(cell["id"]) in view["Containers"]
@@ -81,14 +78,7 @@ def _record(
         )
     if not connecting and not on_it:
         raise Refused(400, f"container {cell['name']} is not connected to network {view['Name']}")
-    action = "connect" if connecting else "disconnect"
-    try:
-        done = network_attach.change(ctx.svc, p, cell["id"], net["id"], action, aliases(cell))
-    except NotFound as exc:
-        raise Refused(404, str(exc)) from exc
-    except Conflict as exc:
-        raise Refused(400 if "only one" in str(exc) else 409, f"network {action}: {exc}") from exc
-    return cell, done
+    return cell, net
 
 
 async def connect(request: web.Request, find: Any) -> web.Response:
@@ -96,22 +86,21 @@ async def connect(request: web.Request, find: Any) -> web.Response:
     ctx, p = context(request), principal(request)
     connecting = request.path.endswith("/connect")
     container = check_body(await json_body(request), connecting)
-    cell, done = await blocking(
-        _record, ctx, p, find, request.match_info["ref"], container, connecting
+    cell, net = await blocking(
+        _check, ctx, p, find, request.match_info["ref"], container, connecting
     )
-    if done.target is None:
-        return web.Response(status=200)  # no container yet: it is made on every network
+    action = "connect" if connecting else "disconnect"
     try:
-        answer = await agent_proxy.network_change(ctx.agent, done.target, done.body)
+        await network_attach.apply(ctx.svc, ctx.agent, p, cell["id"], net["id"], action)
+    except NotFound as exc:
+        raise Refused(404, str(exc)) from exc
     except agent_proxy.AgentRefused as exc:
-        await blocking(network_attach.undo, ctx.svc, done)
         status = 501 if exc.agent_status == 501 else 500
         raise Refused(status, f"{exc} (container {cell['name']} left as it was)") from exc
     except agent_proxy.AgentUnreachable as exc:
-        await blocking(network_attach.undo, ctx.svc, done)
         raise Refused(500, f"{exc} (container {cell['name']} left as it was)") from exc
-    if answer and answer.get("address"):
-        await blocking(network_attach.engine_address, ctx.svc, done, str(answer["address"]))
+    except Conflict as exc:
+        raise Refused(400 if "only one" in str(exc) else 409, f"network {action}: {exc}") from exc
     return web.Response(status=200)
 
 

@@ -1,5 +1,8 @@
 """Connecting an existing cell to one more network of its project, and disconnecting it.
 
+`apply` does the whole change (the REST API's `POST /v1/cells/{id}/networks`, `DELETE
+/v1/cells/{id}/networks/{network}`, and the Docker endpoint's `network connect` / `disconnect`).
+
 A change of the cell (`cell_networks.connect` / `disconnect`: its rows, its address on the new
 network, allocated by the control plane), committed first and made known to its host (the host's
 revision is bumped: the assignment carries every network, so a container made later joins them
@@ -11,20 +14,26 @@ the cell back as it was, so a refused change changes nothing. Used by the Docker
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cellplane.errors import Conflict, NotFound
-from cellplane.services import cell_networks
+from cellplane.services import agent_proxy, cell_networks
 from cellplane.services.cell_access import _agent_secret
 from cellplane.services.cells import _visible, bump_host
 from cellplane.services.context import Principal, Services
 from cellplane.services.networks import description
+from cellplane.state import networks as state_networks
 from cellplane.state.models import Cell, CellNetwork, Host, Network
+from cellplane.wire.exec import ALIASES_LABEL
 
-__all__ = ["Change", "change", "engine_address", "undo"]
+__all__ = ["Change", "apply", "change", "engine_address", "network_named", "undo"]
 
 
 @dataclass(frozen=True)
@@ -47,13 +56,56 @@ def _network(s: Session, cell: Cell, network_id: str) -> Network:
     return net
 
 
+def _aliases(cell: Cell) -> list[str]:
+    """The cell's names on a network, as its agent gives them (`agent.spec`)."""
+    extra = (cell.labels or {}).get(ALIASES_LABEL)
+    if extra is None:
+        return [cell.name]
+    short_id = hashlib.sha256(cell.id.encode()).hexdigest()[:12]
+    return list(dict.fromkeys([cell.name, short_id, *(a for a in extra.split(",") if a)]))
+
+
+def network_named(svc: Services, principal: Principal, cell_id: str, name: str) -> str:
+    """The id of the network `name` of the cell's project (404 if it has none of that name)."""
+    with svc.db.reader() as s:
+        cell = _visible(s, principal, s.get(Cell, cell_id), cell_id, "cells:read")
+        if name == state_networks.DEFAULT_NETWORK:
+            return state_networks.default_network_id(cell.project_id)
+        for net in s.scalars(select(Network).where(Network.project_id == cell.project_id)):
+            if state_networks.display_name(net) == name and not state_networks.is_default(net):
+                return net.id
+        raise NotFound(f"network {name!r} does not exist in the cell's project")
+
+
+async def apply(
+    svc: Services,
+    client: httpx.AsyncClient,
+    principal: Principal,
+    cell_id: str,
+    network_id: str,
+    action: str,
+) -> Change:
+    """`change`, then the cell's agent changes its container; undone if the agent refuses
+    (AgentRefused) or is not reached (AgentUnreachable), both 409s."""
+    done = await asyncio.to_thread(change, svc, principal, cell_id, network_id, action)
+    if done.target is None:
+        return done  # no container yet: it is made on every network
+    try:
+        answer = await agent_proxy.network_change(client, done.target, done.body)
+    except (agent_proxy.AgentRefused, agent_proxy.AgentUnreachable):
+        await asyncio.to_thread(undo, svc, done)
+        raise
+    if answer and answer.get("address"):
+        await asyncio.to_thread(engine_address, svc, done, str(answer["address"]))
+    return done
+
+
 def change(
     svc: Services,
     principal: Principal,
     cell_id: str,
     network_id: str,
     action: str,
-    aliases: list[str],
 ) -> Change:
     """Record `action` (connect or disconnect) of the cell on the network; 409 when it cannot be
     (on it already, not on it, its only network, too many, the cell deleted)."""
@@ -79,7 +131,7 @@ def change(
             "action": action,
             "project_id": cell.project_id,
             "network": description(net, address).model_dump(),
-            "aliases": aliases,
+            "aliases": _aliases(cell),
         }
         return Change(cell.id, net.id, action, address, position, target, body)
 

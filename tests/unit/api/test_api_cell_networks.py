@@ -169,3 +169,50 @@ def test_the_answer_shows_the_addresses_the_engine_reports(plat: Platform) -> No
     # What the host is told stays the control plane's (its overlay addresses).
     cell = next(c for c in plat.assignments()["cells"] if c["cell_id"] == cid)
     assert [cell["network"]["address"], cell["extra_networks"][0]["address"]] == planned
+
+
+def test_connect_and_disconnect_through_the_api(plat: Platform) -> None:
+    _net(plat, "a")
+    _net(plat, "b")
+    cid = _cell(plat, "web", network="a")
+    url = f"/v1/cells/{cid}/networks"
+    r = plat.client.post(url, json={"network": "b"}, headers=plat.admin)
+    assert r.status_code == 200, r.text  # no container yet: it will be made on both
+    assert [n["name"] for n in r.json()["networks"]] == ["a", "b"]
+    again = plat.client.post(url, json={"network": "b"}, headers=plat.admin)
+    assert again.status_code == 409 and "already" in again.text
+    missing = plat.client.post(url, json={"network": "nowhere"}, headers=plat.admin)
+    assert missing.status_code == 404 and "nowhere" in missing.text
+    bad = plat.client.post(url, json={"network": "b", "extra": 1}, headers=plat.admin)
+    assert bad.status_code == 422
+    r = plat.client.delete(f"{url}/a", headers=plat.admin)
+    assert r.status_code == 200, r.text
+    assert [n["name"] for n in r.json()["networks"]] == ["b"]
+    last = plat.client.delete(f"{url}/b", headers=plat.admin)
+    assert last.status_code == 409 and "only one" in last.text
+    assert [n["name"] for n in _get(plat, cid)["networks"]] == ["b"]
+
+
+def test_a_change_the_agent_cannot_make_is_undone(plat: Platform) -> None:
+    _net(plat, "a")
+    _net(plat, "b")
+    cid = _cell(plat, "web", networks=["a", "b"])
+    before = _get(plat, cid)["networks"]
+    # The cell has a container on a host whose agent does not answer (nothing listens there).
+    with plat.svc.db.session() as s:
+        s.execute(
+            update(Host).where(Host.id == plat.host_id).values(agent_url="http://127.0.0.1:9")
+        )
+        s.execute(
+            update(Cell).where(Cell.id == cid).values(host_id=plat.host_id, container_id="c1")
+        )
+    r = plat.client.delete(f"/v1/cells/{cid}/networks/a", headers=plat.admin)
+    assert r.status_code == 409 and "unreachable" in r.text
+    assert _get(plat, cid)["networks"] == before  # as it was, a first again
+    with plat.svc.db.reader() as s:
+        cell = s.get(Cell, cid)
+        assert cell is not None and cell.network_address == before[0]["address"]
+    _net(plat, "c")
+    r = plat.client.post(f"/v1/cells/{cid}/networks", json={"network": "c"}, headers=plat.admin)
+    assert r.status_code == 409 and "unreachable" in r.text
+    assert _get(plat, cid)["networks"] == before
