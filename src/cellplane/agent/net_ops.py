@@ -6,7 +6,8 @@ sends ``{"action": "connect"|"disconnect", "project_id", "network": <NetworkDesc
 on the overlay its bridge and VXLAN device, as for a new cell: `Preparer.ensure_network`), then
 puts the cell's container on it with the control plane's address on the overlay (the engine's
 IPAM otherwise). Answers: 200 done; 404 ``{"kind": "container"}`` when the cell has no container
-here (it gets every network when it is made); 501 when the engine cannot; 502 an engine failure.
+here (it gets every network when it is made); 409 ``{"kind": "running"}`` for a running container
+leaving a network on an overlay host (below); 501 when the engine cannot; 502 an engine failure.
 A connect's answer carries the address the engine gave (``{"address": ...}``; null if none).
 """
 
@@ -28,6 +29,15 @@ from cellplane.wire import agent_plain as wire
 __all__ = ["NetworkAttach"]
 
 log = structlog.get_logger("cellplane.agent.net_ops")
+
+#: Why a running container stays on an overlay network: netavark 1.4 takes its interface away,
+#: then fails to list the bridge's other ports (it cannot read the VXLAN device's netlink
+#: message: "failed to get connected bridge interfaces") and podman keeps the container on the
+#: network; seen on the dev hosts (tests/integration/multihost/test_multinet.py).
+_RUNNING_ON_OVERLAY = (
+    "a running container cannot leave an overlay network on this host (netavark 1.4 fails to "
+    "tear its interface down next to the network's VXLAN device): stop the cell first"
+)
 
 #: (project id, network) -> the network ready on this host's engine.
 Ensure = Callable[[str, wire.NetworkDescription], None]
@@ -71,6 +81,9 @@ class NetworkAttach:
                 self.driver.connect_network(name, net.name, address, aliases)
                 got = self.driver.inspect(name).addresses.get(net.name)
             else:
+                if self.overlay and self.driver.inspect(name).running:
+                    _json(h, 409, {"error": _RUNNING_ON_OVERLAY, "kind": "running"})
+                    return
                 self.driver.disconnect_network(name, net.name)
                 got = None
         except ContainerNotFound as exc:

@@ -95,7 +95,7 @@ async def connect(request: web.Request, find: Any) -> web.Response:
     except NotFound as exc:
         raise Refused(404, str(exc)) from exc
     except agent_proxy.AgentRefused as exc:
-        status = 501 if exc.agent_status == 501 else 500
+        status = exc.agent_status if exc.agent_status in (409, 501) else 500
         raise Refused(status, f"{exc} (container {cell['name']} left as it was)") from exc
     except agent_proxy.AgentUnreachable as exc:
         raise Refused(500, f"{exc} (container {cell['name']} left as it was)") from exc
