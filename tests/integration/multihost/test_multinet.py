@@ -4,7 +4,9 @@
 
 `both` reaches `ona` and `onb` on the other host by name and by the address the control plane
 gave them; `onb` reaches `both` by its name on b; `onb` (only on b) does not reach `ona` (only
-on a). Each of `both`'s interfaces has the control plane's address on its network.
+on a). Each of `both`'s interfaces has the control plane's address on its network. Then the
+running `onb` joins a (`POST /v1/cells/{id}/networks`), reaches `ona` and is reached on a from
+the other host; leaving a while it runs is refused (netavark 1.4 on the overlay).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 from tests.integration.multihost.conftest import IMAGE, SMALL, ThreeHosts, wait_for
 
+from cellplane.client import CellplaneError
 from cellplane.testing.waits import finish, unique
 
 pytestmark = pytest.mark.integration
@@ -97,6 +100,21 @@ def test_a_two_network_cell_reaches_both_networks_on_another_host(
         # Control above (onb answers); onb, only on b, does not reach ona, only on a.
         assert _get(three_hosts, onb, ona["networks"][0]["address"]) == ""
         assert _get(three_hosts, onb, ona["name"]) == ""
+        # onb, running, joins a too (the control plane's address there, static on the overlay):
+        # it reaches ona at once; and leaves it again.
+        joined = c.connect_cell_network(onb["id"], "a")
+        on_a = {n["name"]: n["address"] for n in joined["networks"]}["a"]
+        out = str(c.exec_cell(onb["id"], ["ip", "-4", "-o", "addr", "show"])["output"])
+        assert on_a in re.findall(r"inet (\d+\.\d+\.\d+\.\d+)/", out), (on_a, out)
+        _reaches(three_hosts, onb, ona, ona["name"])
+        _reaches(three_hosts, both, onb, on_a)  # from the other host, by its new address
+        # Leaving it while running is refused on an overlay host (netavark 1.4), naming why;
+        # nothing changes.
+        with pytest.raises(CellplaneError) as refused:
+            c.disconnect_cell_network(onb["id"], "a")
+        assert refused.value.status == 409 and "stop the cell first" in str(refused.value)
+        assert [n["name"] for n in c.get_cell(onb["id"])["networks"]] == ["b", "a"]
+        _reaches(three_hosts, onb, ona, ona["name"])
     finally:
         for cell in made:
             finish(c, c.delete_cell(cell["id"])["id"])
