@@ -362,6 +362,7 @@ def run_agent(
         volumes=transfer,
         builder=builder,
         tls_dir=cert_dir,  # the endpoint is mutual TLS with the host certificate
+        networks=runner.network_attach(),
     )
     endpoint.start()
     runner.agent_url = endpoint.url

@@ -24,6 +24,7 @@ from cellplane.agent import container_ops
 from cellplane.agent.build import Builder
 from cellplane.agent.endpoint_tls import EndpointTLS, TLSServer
 from cellplane.agent.exec_relay import open_session, relay
+from cellplane.agent.net_ops import NetworkAttach
 from cellplane.agent.volume_transfer import VolumeTransfer
 from cellplane.drivers.base import Driver
 from cellplane.drivers.errors import ContainerNotFound, DriverError
@@ -45,6 +46,7 @@ class AgentEndpoint:
         volumes: VolumeTransfer | None = None,
         builder: Builder | None = None,
         tls_dir: Path | None = None,
+        networks: NetworkAttach | None = None,
     ) -> None:
         """``tls_dir``: serve HTTPS with the host certificate there, asking for the server's
         client certificate (`agent.endpoint_tls`); None: plain HTTP (a `--no-tls` deployment)."""
@@ -180,6 +182,9 @@ class AgentEndpoint:
                     return
                 if what in container_ops.POSTS:
                     container_ops.post(self, driver, cell_id, what, self.rfile.read(length))
+                    return
+                if what == "network" and networks is not None:
+                    networks.post(self, cell_id, self.rfile.read(length))
                     return
                 try:
                     body = json.loads(self.rfile.read(length) or b"{}")

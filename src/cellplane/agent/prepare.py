@@ -21,7 +21,7 @@ from cellplane.agent.spec import (
     AgentConfig,
     container_name,
     container_spec,
-    network_spec,
+    project_network_spec,
 )
 from cellplane.agent.spec import event as _event
 from cellplane.drivers.base import Driver
@@ -129,18 +129,24 @@ class Preparer:
         return ref
 
     def network(self, cell: wire.CellAssignment, host_id: str) -> None:
-        key = (cell.network.name, cell.network.subnet)
+        """Every network of the cell on the engine (its first and its further ones)."""
+        for net in (cell.network, *cell.extra_networks):
+            self.ensure_network(cell.project_id, net, host_id)
+
+    def ensure_network(self, project_id: str, net: wire.NetworkDescription, host_id: str) -> None:
+        """The project's network `net` on the engine (and on the overlay's bridge), once."""
+        key = (net.name, net.subnet)
         if key in self._networks:
             return
         with self._lock:
             if key not in self._networks:
-                spec = network_spec(cell, host_id, with_subnet=self.subnets)
-                if self.overlay is not None and cell.network.vni is not None:
-                    self.overlay.prepare(cell.network)
-                    spec = self.overlay.network_spec(spec, cell.network)
+                spec = project_network_spec(project_id, net, host_id, self.subnets)
+                if self.overlay is not None and net.vni is not None:
+                    self.overlay.prepare(net)
+                    spec = self.overlay.network_spec(spec, net)
                 self.driver.ensure_network(spec)
                 if self.overlay is not None:
-                    self.overlay.ready(cell.network)
+                    self.overlay.ready(net)
                 self._networks.add(key)
 
     def volume(self, name: str, volume_id: str, host_id: str) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from cellplane.agent.net_ops import NetworkAttach
 from cellplane.agent.prepare import LimitsPending, Preparer
 from cellplane.agent.reconcile import (
     Action,
@@ -353,8 +354,12 @@ class Agent(Reporter):
                 container_id=info.id,
                 exit_code=info.exit_code if not info.running else None,
             )
-            if info.running and info.address:
-                report["address"] = info.address
+            # The address on its first network (the engine lists its networks by name).
+            address = info.addresses.get(cell.network.name) or info.address
+            if info.running and address:
+                report["address"] = address
+            if info.running and info.addresses:
+                report["addresses"] = dict(sorted(info.addresses.items()))
         report["restarts"] = self._restarts.get(cell.cell_id, 0)
         self._queue(report)
 
@@ -571,6 +576,14 @@ class Agent(Reporter):
         self._wake.set()
 
     # --- used by the agent's HTTP endpoint ---
+
+    def network_attach(self) -> NetworkAttach:
+        """The endpoint's `docker network connect` handler, on this agent's engine networks."""
+        return NetworkAttach(
+            self.driver,
+            lambda project_id, net: self._prep.ensure_network(project_id, net, self.host_id),
+            overlay=self.cfg.overlay,
+        )
 
     def container_for(self, cell_id: str) -> str:
         return container_name(cell_id)

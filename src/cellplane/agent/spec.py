@@ -39,6 +39,7 @@ __all__ = [
     "event",
     "host_capacity",
     "network_spec",
+    "project_network_spec",
 ]
 
 CELL_LABEL = "cellplane.cell"
@@ -97,20 +98,33 @@ def container_name(cell_id: str) -> str:
 
 
 def network_spec(
-    cell: wire.CellAssignment, host_id: str, *, with_subnet: bool = False
+    cell: wire.CellAssignment,
+    host_id: str,
+    *,
+    with_subnet: bool = False,
+    network: wire.NetworkDescription | None = None,
 ) -> NetworkSpec:
-    """The engine network a cell joins, labelled as this host's and its project's.
+    """The engine network a cell joins (`network`, one of its further ones; None: its first),
+    labelled as this host's and its project's."""
+    return project_network_spec(
+        cell.project_id, cell.network if network is None else network, host_id, with_subnet
+    )
+
+
+def project_network_spec(
+    project_id: str, net: wire.NetworkDescription, host_id: str, with_subnet: bool = False
+) -> NetworkSpec:
+    """The engine network of a project's network `net`, labelled as this host's and the project's.
 
     Its subnet is the control plane's (`with_subnet`), or one the engine picks of the same size:
     the control plane sizes a project's network for its cell quota.
     """
-    net = cell.network
     prefix = ipaddress.ip_network(net.subnet).prefixlen if net.subnet else None
     return NetworkSpec(
         name=net.name,
         driver=net.driver,
         subnet=net.subnet if with_subnet else None,
-        labels={HOST_LABEL: host_id, PROJECT_LABEL: cell.project_id},
+        labels={HOST_LABEL: host_id, PROJECT_LABEL: project_id},
         # A /24 is what the engine picks anyway: such networks stay exactly as they were made.
         prefix_length=None if with_subnet or prefix in (None, 24) else prefix,
     )
@@ -152,6 +166,11 @@ def container_spec(
         network=c.network.name,
         aliases=_aliases(c),
         address=c.network.address if overlay and c.network.vni is not None else None,
+        extra_networks={
+            n.name: n.address if overlay and n.vni is not None else None
+            for n in c.extra_networks
+            if n.name != c.network.name
+        },
         cpu=float(c.cpu),
         memory_mb=int(c.memory_mb),
         ports=[PortSpec(p.container_port, p.host_port, p.protocol) for p in c.ports],

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+import httpx
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
 
 from cellplane.api import models
 from cellplane.api.deps import IdempotencyContext, idempotency, require, services
 from cellplane.api.respond import idempotent
-from cellplane.services import project_networks
+from cellplane.services import cells, network_attach, project_networks
 from cellplane.services.context import Principal, Services
 from cellplane.services.schemas import NetworkCreate
 
@@ -55,3 +58,44 @@ def delete_network(
 ) -> Response:
     project_networks.delete(svc, p, project, network)
     return Response(status_code=204)
+
+
+# --- a cell's networks ---
+
+
+class CellNetworkBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    network: str = Field(min_length=1, max_length=63, description="A network of its project.")
+
+
+async def _change(
+    request: Request, svc: Services, p: Principal, cell_id: str, network: str, action: str
+) -> dict[str, Any]:
+    client: httpx.AsyncClient = request.app.state.agent_client
+    network_id = await run_in_threadpool(network_attach.network_named, svc, p, cell_id, network)
+    await network_attach.apply(svc, client, p, cell_id, network_id, action)
+    return await run_in_threadpool(cells.get, svc, p, cell_id)
+
+
+@router.post("/v1/cells/{cell_id}/networks", response_model=models.Cell)
+async def connect_cell(
+    cell_id: str,
+    body: CellNetworkBody,
+    request: Request,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("cells:write")),
+) -> dict[str, Any]:
+    """Put the cell on one more network of its project, at once (its container too)."""
+    return await _change(request, svc, p, cell_id, body.network, "connect")
+
+
+@router.delete("/v1/cells/{cell_id}/networks/{network}", response_model=models.Cell)
+async def disconnect_cell(
+    cell_id: str,
+    network: str,
+    request: Request,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("cells:write")),
+) -> dict[str, Any]:
+    """Take the cell off one of its networks (not its last one), at once."""
+    return await _change(request, svc, p, cell_id, network, "disconnect")

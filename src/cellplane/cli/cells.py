@@ -200,9 +200,10 @@ def run(
         typer.Option(help="standard, or sandbox (gVisor); default: the tenant's minimum."),
     ] = None,
     network: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
-            help="The project network it joins (`cellplane network ls`; default: its own)."
+            help="A project network it joins (`cellplane network ls`; default: its own); "
+            "repeat for several, the first one first."
         ),
     ] = None,
     detach: Detach = False,
@@ -245,7 +246,9 @@ def run(
         ]
         or None,
         "isolation": isolation,
-        "network": network,
+        # One network: `network`, as before; several: `networks`, the first one first.
+        "network": network[0] if network and len(network) == 1 else None,
+        "networks": network if network and len(network) > 1 else None,
     }
     if soft and not (affinity or anti_affinity):
         raise typer.BadParameter(
@@ -321,6 +324,12 @@ def show(
         ("command", " ".join(data.get("command") or []) or None),
         ("host", _host_text(data)),
         ("address", data.get("address")),
+        (
+            "networks",
+            ", ".join(
+                f"{n.get('name')} {n.get('address') or '-'}" for n in data.get("networks") or []
+            ),
+        ),
         ("ports", _ports_text(data)),
         (
             "volumes",

@@ -1,4 +1,4 @@
-"""`cellplane network create|ls|rm`: networks of a project.
+"""`cellplane network create|ls|rm|connect|disconnect`: networks of a project.
 
 Registered on the root app by `cellplane.cli.main`. Every project has its own network, called
 "default"; cells join another one with `cellplane cell create ... --network NAME`. Cells of
@@ -7,11 +7,12 @@ different networks do not reach each other (docs/networks.md).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from cellplane.cli import output
+from cellplane.cli.cells import resolve_cell
 
 __all__ = ["app"]
 
@@ -78,3 +79,35 @@ def rm(
     with output.session() as client:
         client.delete_network(project, name)
     output.out_console.print(f"network {output.escape(name)} deleted")
+
+
+@app.command("connect")
+def connect(
+    name: Annotated[str, typer.Argument(help="Network name.")],
+    cell: Annotated[str, typer.Argument(help="Cell name or id.")],
+    project: output.ProjectOpt = "default",
+) -> None:
+    """Put a cell on one more network of its project (a running cell at once)."""
+    with output.session() as client:
+        data = client.connect_cell_network(resolve_cell(client, project, cell), name)
+    output.out_console.print(_networks_text(data))
+
+
+@app.command("disconnect")
+def disconnect(
+    name: Annotated[str, typer.Argument(help="Network name.")],
+    cell: Annotated[str, typer.Argument(help="Cell name or id.")],
+    project: output.ProjectOpt = "default",
+) -> None:
+    """Take a cell off one of its networks (a cell keeps at least one)."""
+    with output.session() as client:
+        data = client.disconnect_cell_network(resolve_cell(client, project, cell), name)
+    output.out_console.print(_networks_text(data))
+
+
+def _networks_text(cell: dict[str, Any]) -> str:
+    nets = cell.get("networks") or []
+    listed = ", ".join(
+        f"{n.get('name')} {n.get('address') or '-'}" for n in nets if isinstance(n, dict)
+    )
+    return f"cell {output.escape(str(cell.get('name')))} on networks: {output.escape(listed)}"

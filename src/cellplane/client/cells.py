@@ -42,6 +42,7 @@ class CellsApi(BaseClient):
         affinity: Sequence[Mapping[str, Any]] | None = None,
         isolation: str | None = None,
         network: str | None = None,
+        networks: Sequence[str] | None = None,
         idempotency_key: str | None = None,
     ) -> JSONDict:
         """Ask for a cell; returns the CREATE_CELL task (202). Unset fields use server defaults.
@@ -51,7 +52,8 @@ class CellsApi(BaseClient):
         `placement`: "spread" or "binpack"; `affinity`: terms `{"selector": {k: v}, "anti":
         bool, "soft": bool}` placing the cell with (or away from) the cells they select;
         `isolation`: `standard` or `sandbox` (gVisor); None: the tenant's or project's minimum;
-        `network`: the project network it joins (default: the project's own)."""
+        `network`: the project network it joins (default: the project's own); `networks`:
+        several, the first one first (not with `network`)."""
         body = drop_none(
             {
                 "name": name,
@@ -72,6 +74,7 @@ class CellsApi(BaseClient):
                 "affinity": None if affinity is None else [dict(a) for a in affinity],
                 "isolation": isolation,
                 "network": network,
+                "networks": None if networks is None else list(networks),
             }
         )
         return self._json(

@@ -28,3 +28,13 @@ class NetworksApi(BaseClient):
 
     def delete_network(self, project: str, name: str) -> None:
         self._send("DELETE", f"/v1/projects/{seg(project)}/networks/{seg(name)}")
+
+    def connect_cell_network(self, cell_id: str, network: str) -> JSONDict:
+        """Put the cell on one more network of its project (its container too); the cell."""
+        return self._json(
+            "POST", f"/v1/cells/{seg(cell_id)}/networks", json_body={"network": network}
+        )
+
+    def disconnect_cell_network(self, cell_id: str, network: str) -> JSONDict:
+        """Take the cell off one of its networks (not its last one); the cell."""
+        return self._json("DELETE", f"/v1/cells/{seg(cell_id)}/networks/{seg(network)}")

@@ -12,7 +12,7 @@ from typing import Any
 import pydantic
 from aiohttp import web
 
-from cellplane.dockerapi import events, mapping, streams, views
+from cellplane.dockerapi import events, mapping, netconnect, streams, views
 from cellplane.dockerapi.base import (
     EndpointContext,
     blocking,
@@ -107,6 +107,7 @@ async def inspect(request: web.Request) -> web.Response:
     view = views.inspect(cell, network or "bridge")  # Docker's name of the default network
     if network is not None:
         view["HostConfig"]["NetworkMode"] = network
+    netconnect.inspect_networks(view, cell)
     return json_response(view)
 
 

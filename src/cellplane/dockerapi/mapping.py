@@ -171,15 +171,7 @@ def _network(
     endpoints = ((body.get("NetworkingConfig") or {}).get("EndpointsConfig")) or {}
     if not isinstance(endpoints, dict):
         raise Refused(400, "NetworkingConfig.EndpointsConfig must be a JSON object")
-    wanted = {mode} | set(endpoints)
-    wanted -= {"default"} if len(wanted) > 1 else set()
-    if len(wanted) > 1:
-        raise Refused(
-            400,
-            f"--network {' --network '.join(sorted(wanted))}: a container joins exactly one "
-            "network on this endpoint",
-        )
-    network = wanted.pop()
+    network = mode if mode != "default" or not endpoints else next(iter(endpoints))
     asked: list[str] | None = None
     for ep_name, ep in endpoints.items():
         ep = ep or {}
@@ -197,6 +189,22 @@ def _network(
     if naming.dns_name(network) is None:
         raise Refused(404, f"network {network} not found")
     return network, asked
+
+
+def _more_networks(host: dict[str, Any], body: dict[str, Any], first: str | None) -> list[str]:
+    """The networks after the first (`docker run --network a --network b`), by their names
+    here ("default" for Docker's "bridge"), in the order the client sent them."""
+    endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    seen = {first or "default"}
+    out = []
+    for ep_name in endpoints:
+        name = "default" if ep_name in ("default", "bridge") else naming.dns_name(ep_name)
+        if name is None:
+            raise Refused(404, f"network {ep_name} not found")
+        if name not in seen:
+            seen.add(name)
+            out.append(name)
+    return out
 
 
 def _aliases(raw: Any, name: str | None) -> list[str]:
@@ -394,6 +402,8 @@ def cell_fields(name: str | None, body: dict[str, Any]) -> dict[str, Any]:
         fields["network"] = naming.dns_name(network)
         if fields["network"] != network:
             labels[naming.NETWORK_LABEL] = network
+    if more := _more_networks(host, body, fields.get("network")):
+        fields["networks"] = [fields.pop("network", "default"), *more]
     return fields
 
 

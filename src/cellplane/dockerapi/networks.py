@@ -1,10 +1,6 @@
 """Network routes of a Docker-compatible endpoint: create, ls, inspect, rm, prune, connect,
 disconnect. A Docker network is a Cellplane network of the endpoint's project (`cellplane network
-ls`); the project's default network is Docker's "bridge".
-
-A cell joins exactly one network, chosen when it is made (`docker run --network NAME`): connecting
-a container to a second network, or disconnecting it from its only one, is refused (400) naming
-that limit.
+ls`); the project's default network is Docker's "bridge". Connect and disconnect: `netconnect`.
 """
 
 from __future__ import annotations
@@ -14,7 +10,7 @@ from typing import Any
 import pydantic
 from aiohttp import web
 
-from cellplane.dockerapi import events
+from cellplane.dockerapi import events, netconnect
 from cellplane.dockerapi import resource_views as rv
 from cellplane.dockerapi.base import (
     EndpointContext,
@@ -23,10 +19,8 @@ from cellplane.dockerapi.base import (
     json_body,
     json_response,
     principal,
-    resolve,
 )
 from cellplane.dockerapi.mapping import Refused
-from cellplane.dockerapi.views import docker_id
 from cellplane.errors import Conflict, NotFound
 from cellplane.services import docker_resources, project_networks
 from cellplane.services.context import Principal
@@ -152,37 +146,8 @@ async def prune(request: web.Request) -> web.Response:
     return json_response({"NetworksDeleted": deleted})
 
 
-def _connect(ctx: EndpointContext, p: Principal, ref: str, body: Any, connect: bool) -> None:
-    if not isinstance(body, dict) or not isinstance(body.get("Container"), str):
-        raise Refused(400, "the body must name a Container")
-    _, view = _find(ctx, p, ref)
-    cell = resolve(ctx, p, body["Container"])
-    on_it = docker_id(cell["id"]) in view["Containers"]
-    if connect:
-        if on_it:
-            raise Refused(
-                403, f"endpoint with name {cell['name']} already exists in network {view['Name']}"
-            )
-        raise Refused(
-            400,
-            f"network connect: a container joins exactly one network on this endpoint, chosen "
-            f"when it is made (`docker run --network NAME`); {cell['name']} is on another one",
-        )
-    if not on_it:
-        raise Refused(400, f"container {cell['name']} is not connected to network {view['Name']}")
-    raise Refused(
-        400,
-        f"network disconnect: a container always stays on the one network it was made on; "
-        f"remove {cell['name']} and make it again on another network",
-    )
-
-
 async def connect(request: web.Request) -> web.Response:
-    ctx, p = context(request), principal(request)
-    body = await json_body(request)
-    connecting = request.path.endswith("/connect")
-    await blocking(_connect, ctx, p, request.match_info["ref"], body, connecting)
-    return web.Response(status=200)
+    return await netconnect.connect(request, _find)
 
 
 def routes() -> list[tuple[str, str, Any]]:

@@ -111,6 +111,9 @@ class ContainerSpec:
     network: str | None = None
     aliases: list[str] = field(default_factory=list)
     address: str | None = None  # on `network`: the control plane's (None: the engine's IPAM)
+    # Further networks the container joins (name -> the control plane's address or None), with
+    # the same aliases as on `network`.
+    extra_networks: dict[str, str | None] = field(default_factory=dict)
     cpu: float = 0.0
     memory_mb: int = 0
     ports: list[PortSpec] = field(default_factory=list)
@@ -139,8 +142,10 @@ class ContainerSpec:
             raise ValueError("cpu and memory_mb must not be negative")
         if self.pids_limit < 0:
             raise ValueError("pids_limit must not be negative")
-        if (self.aliases or self.address) and self.network is None:
-            raise ValueError("aliases and an address need a network")
+        if (self.aliases or self.address or self.extra_networks) and self.network is None:
+            raise ValueError("aliases, an address and further networks need a network")
+        if self.network in self.extra_networks:
+            raise ValueError(f"network {self.network} is given twice")
 
 
 @dataclass(frozen=True)
@@ -193,6 +198,8 @@ class ContainerInfo:
     address: str | None = None
     image: str | None = None
     ports: list[PortSpec] = field(default_factory=list)
+    # The IPv4 address on each of its networks, by the engine's network name (empty: unknown).
+    addresses: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

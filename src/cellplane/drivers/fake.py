@@ -167,7 +167,10 @@ class FakeDriver:
     def remove_network(self, name: str) -> None:
         with self._lock:
             self._record("remove_network", name)
-            if any(c.spec.network == name for c in self.containers.values()):
+            if any(
+                c.spec.network == name or name in c.spec.extra_networks
+                for c in self.containers.values()
+            ):
                 raise errors.PermanentDriverError(f"network {name} is being used")
             self.networks.pop(name, None)
             self.network_specs.pop(name, None)
@@ -231,8 +234,9 @@ class FakeDriver:
                 raise errors.NameConflict(f"the container name {spec.name} is already in use")
             if spec.image is not None and spec.image not in self.images:
                 raise errors.ImageNotFound(f"no such image: {spec.image}")
-            if spec.network is not None and spec.network not in self.networks:
-                raise errors.NetworkNotFound(f"network not found: {spec.network}")
+            for wanted in ([spec.network] if spec.network else []) + list(spec.extra_networks):
+                if wanted not in self.networks:
+                    raise errors.NetworkNotFound(f"network not found: {wanted}")
             for mount in spec.mounts:
                 self.volumes.setdefault(mount.volume, {})
             container_id = f"fake{next(self._ids):060d}"

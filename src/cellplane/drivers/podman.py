@@ -55,6 +55,7 @@ from cellplane.drivers.podman_exec import (
     start_attach,
     start_exec,
 )
+from cellplane.drivers.podman_netops import PodmanNetworkOps
 from cellplane.drivers.podman_ops import PodmanOps
 
 __all__ = [
@@ -95,7 +96,7 @@ ENGINE_SUBNET_POOLS: tuple[str, ...] = (
 )
 
 
-class PodmanDriver(PodmanOps):
+class PodmanDriver(PodmanOps, PodmanNetworkOps):
     """`Driver` over one podman (or Docker) API socket; thread-safe, one pooled session.
 
     `pool_size` bounds the keep-alive connections per socket; it must be at least the

@@ -115,7 +115,13 @@ def compat_create_body(spec: ContainerSpec) -> dict[str, Any]:
         endpoint: dict[str, Any] = {"Aliases": list(spec.aliases)}
         if spec.address:
             endpoint["IPAMConfig"] = {"IPv4Address": spec.address}
-        body["NetworkingConfig"] = {"EndpointsConfig": {spec.network: endpoint}}
+        endpoints = {spec.network: endpoint}
+        for name, address in spec.extra_networks.items():
+            more: dict[str, Any] = {"Aliases": list(spec.aliases)}
+            if address:
+                more["IPAMConfig"] = {"IPv4Address": address}
+            endpoints[name] = more
+        body["NetworkingConfig"] = {"EndpointsConfig": endpoints}
     return body
 
 
@@ -170,7 +176,12 @@ def libpod_create_body(spec: ContainerSpec) -> dict[str, Any]:
         net: dict[str, Any] = {"aliases": list(spec.aliases)}
         if spec.address:
             net["static_ips"] = [spec.address]
-        body["Networks"] = {spec.network: net}
+        nets = {spec.network: net}
+        for name, address in spec.extra_networks.items():
+            nets[name] = {"aliases": list(spec.aliases)}
+            if address:
+                nets[name]["static_ips"] = [address]
+        body["Networks"] = nets
     if spec.ports:
         body["portmappings"] = [
             {
@@ -277,6 +288,17 @@ def _address(networks: object) -> str | None:
     return None
 
 
+def _addresses(networks: object) -> dict[str, str]:
+    """The IPv4 address on each network, by the engine's name (those that have one)."""
+    if not isinstance(networks, dict):
+        return {}
+    return {
+        str(name): str(net["IPAddress"])
+        for name, net in sorted(networks.items())
+        if isinstance(net, dict) and net.get("IPAddress")
+    }
+
+
 def container_info_from_inspect(attrs: dict[str, Any]) -> ContainerInfo:
     """A `ContainerInfo` from a Docker-API `GET /containers/{id}/json` answer."""
     state = attrs.get("State") or {}
@@ -296,6 +318,7 @@ def container_info_from_inspect(attrs: dict[str, Any]) -> ContainerInfo:
         address=_address(settings.get("Networks")) or settings.get("IPAddress") or None,
         image=config.get("Image") or None,
         ports=_ports_from_inspect(settings.get("Ports")),
+        addresses=_addresses(settings.get("Networks")),
     )
 
 
@@ -323,6 +346,7 @@ def container_info_from_list(item: dict[str, Any]) -> ContainerInfo:
         address=_address((item.get("NetworkSettings") or {}).get("Networks")),
         image=item.get("Image") or None,
         ports=ports,
+        addresses=_addresses((item.get("NetworkSettings") or {}).get("Networks")),
     )
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "Target",
     "exec_async",
     "exec_sync",
+    "network_change",
     "open_attach",
     "open_container_op",
     "open_docker_logs",
@@ -363,3 +364,34 @@ async def open_container_op(
     finally:
         await resp.aclose()
     raise AgentRefused(detail, resp.status_code, kind)
+
+
+async def network_change(
+    client: httpx.AsyncClient, target: Target, body: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Tell the cell's agent to connect or disconnect its container (`agent.net_ops`): its answer
+    (``address``: the engine's on a connected network), None when the cell has no container there
+    (it joins every network when it is made); AgentRefused / AgentUnreachable otherwise."""
+    url, secret, cid = target
+    try:
+        resp = await client.post(
+            f"{url}/cells/{cid}/network", json=body, headers=_headers(secret), timeout=60
+        )
+    except httpx.HTTPError as e:
+        raise AgentUnreachable(e) from e
+    if resp.status_code == 200:
+        try:
+            done = resp.json()
+        except ValueError:
+            done = {}
+        return done if isinstance(done, dict) else {}
+    try:
+        answer = resp.json()
+        reason, kind = str(answer.get("error") or resp.text), str(answer.get("kind") or "")
+    except (ValueError, AttributeError):
+        reason, kind = resp.text, ""
+    if resp.status_code == 404 and kind == "container":
+        return None
+    raise AgentRefused(
+        f"network {body.get('action')} failed on the host: {reason[:500]}", resp.status_code, kind
+    )

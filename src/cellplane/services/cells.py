@@ -25,9 +25,8 @@ from cellplane.errors import (
     ValidationFailed,
 )
 from cellplane.ids import is_id, new_id, utcnow
-from cellplane.services import admission, capacity, isolation
+from cellplane.services import admission, capacity, cell_networks, isolation
 from cellplane.services import hosts as hosts_mod
-from cellplane.services import networks as networks_mod
 from cellplane.services import quotas as quotas_mod
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.context import Principal, Services
@@ -208,6 +207,7 @@ def _view(s: Session, cell: Cell, with_events: bool = True) -> dict[str, Any]:
         image=img.name if img else cell.image_id,
         events=events,
         host_name=host.name if host else None,
+        networks=cell_networks.listing(s, cell.id),
     )
 
 
@@ -312,7 +312,7 @@ def create(
         placement=body.placement,
         affinity=[a.model_dump() for a in body.affinity] or None,
         generation=1,
-        network_id=networks_mod.network_for(s, project.id, body.network),
+        network_id=(nets := cell_networks.resolve(s, project.id, body))[0],
         created_at=now,
         updated_at=now,
     )
@@ -336,6 +336,7 @@ def create(
     )
     cell.task_id = task.id
     s.add(cell)
+    cell_networks.attach(s, cell, nets)
     s.add(CellEvent(cell_id=cell.id, at=now, type="accepted", message=f"by {principal.subject}"))
     if iso == "sandbox":  # what a sandbox does differently, said at creation (known gaps)
         gaps = "; ".join(isolation.GAPS)

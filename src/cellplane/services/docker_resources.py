@@ -15,7 +15,7 @@ from sqlalchemy import or_, select
 from cellplane.services.context import Services
 from cellplane.services.views import iso
 from cellplane.state import networks as state_networks
-from cellplane.state.models import Cell, Image, Network, Task
+from cellplane.state.models import Cell, CellNetwork, Image, Network, Task
 
 __all__ = ["cell_network", "cell_tasks", "cells_by_network", "cells_named"]
 
@@ -30,7 +30,8 @@ def cells_by_network(svc: Services, project_id: str) -> dict[str, list[dict[str,
     out: dict[str, list[dict[str, Any]]] = {}
     with svc.db.reader() as s:
         rows = s.execute(
-            select(Cell.id, Cell.name, Cell.network_address, Cell.address, Cell.network_id)
+            select(Cell.id, Cell.name, CellNetwork.address, Cell.address, CellNetwork.network_id)
+            .join(CellNetwork, CellNetwork.cell_id == Cell.id)
             .where(Cell.project_id == project_id)
             .order_by(Cell.name)
         )

@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from cellplane.errors import FieldError, NotFound, Unauthorized, ValidationFailed
 from cellplane.ids import new_id, utcnow
 from cellplane.sealing import AGENT_SECRET_COLUMN
-from cellplane.services import host_join, networks
+from cellplane.services import cell_networks, host_join, networks
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.context import Principal, Services
 from cellplane.services.host_views import (
@@ -266,6 +266,7 @@ def assignments(svc: Services, host_id: str, since: int) -> wire.Assignments:
         }
         rows = list(s.execute(q))
         nets = networks.descriptions(s, {cell.network_id for cell, _ in rows if cell.network_id})
+        joined = cell_networks.attachments(s, [cell.id for cell, _ in rows])
         cells = []
         for cell, image in rows:
             mounts = []
@@ -286,6 +287,11 @@ def assignments(svc: Services, host_id: str, since: int) -> wire.Assignments:
                 if row is not None
                 else network_description(cell.project_id)
             )
+            extra = [
+                networks.description(n, address)
+                for n, address in joined.get(cell.id, [])
+                if n.id != cell.network_id
+            ]
             cells.append(
                 wire.CellAssignment(
                     cell_id=cell.id,
@@ -323,6 +329,7 @@ def assignments(svc: Services, host_id: str, since: int) -> wire.Assignments:
                     ),
                     ended_at=cell.ended_at.isoformat() if cell.ended_at else None,
                     generation=cell.generation or 1,
+                    extra_networks=extra,
                 )
             )
         volumes = [
@@ -468,6 +475,8 @@ def apply_status(
                 cell.container_id = r.container_id
             if "address" in sent:
                 cell.address = r.address
+            if r.addresses:
+                cell_networks.observed(s, cell, r.addresses)
             if "exit_code" in sent:
                 cell.exit_code = r.exit_code
             if "restarts" in sent:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from cellplane.errors import NotFound, ValidationFailed
 from cellplane.services.context import Services
 from cellplane.state import networks as state_networks
-from cellplane.state.models import Cell, Host, Network
+from cellplane.state.models import Cell, CellNetwork, Host, Network
 from cellplane.wire import agent as wire
 
 __all__ = [
@@ -60,25 +60,26 @@ def overlay(s: Session, host_id: str) -> wire.Overlay:
     """
     local = set(
         s.scalars(
-            select(Cell.network_id).where(
-                Cell.host_id == host_id,
-                Cell.network_id.is_not(None),
-                Cell.desired_state.not_in(_GONE),
-            )
+            select(CellNetwork.network_id)
+            .join(Cell, Cell.id == CellNetwork.cell_id)
+            .where(Cell.host_id == host_id, Cell.desired_state.not_in(_GONE))
         )
     )
     if not local:
         return wire.Overlay(networks=[])
     nets = descriptions(s, [n for n in local if n])
+    # Every cell of those networks elsewhere, on each of its networks (a cell on several is a
+    # peer of each).
     rows = s.execute(
-        select(Cell.network_id, Cell.id, Cell.name, Cell.network_address, Host.address)
+        select(CellNetwork.network_id, Cell.id, Cell.name, CellNetwork.address, Host.address)
+        .join(Cell, Cell.id == CellNetwork.cell_id)
         .join(Host, Host.id == Cell.host_id)
         .where(
-            Cell.network_id.in_(sorted(nets)),
+            CellNetwork.network_id.in_(sorted(nets)),
             Cell.host_id != host_id,
             Cell.desired_state.not_in(_GONE),
         )
-        .order_by(Cell.network_id, Cell.name)
+        .order_by(CellNetwork.network_id, Cell.name)
     )
     peers: dict[str, set[str]] = {n: set() for n in nets}
     cells: dict[str, list[wire.PeerCell]] = {n: [] for n in nets}

@@ -12,25 +12,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cellplane.errors import Conflict, NotFound
 from cellplane.ids import new_id, utcnow
+from cellplane.services import cell_networks
 from cellplane.services.cells import project_for
 from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import Outcome
 from cellplane.services.networks import network_view
 from cellplane.services.schemas import NetworkCreate
 from cellplane.state import networks as state_networks
-from cellplane.state.models import Cell, Network, Project
+from cellplane.state.models import Network, Project
 
 __all__ = ["create", "delete", "get", "list_networks"]
 
 
 def _view(s: Session, net: Network, project: Project) -> dict[str, Any]:
-    used = s.scalar(select(func.count(Cell.id)).where(Cell.network_id == net.id)) or 0
-    return network_view(net, project=project.name, cells=int(used))
+    return network_view(net, project=project.name, cells=cell_networks.count(s, net.id))
 
 
 def create(s: Session, principal: Principal, project: str, body: NetworkCreate) -> Outcome:
@@ -90,7 +90,7 @@ def delete(svc: Services, principal: Principal, project: str, name: str) -> None
         net = _named(s, p, name)
         if state_networks.is_default(net):
             raise Conflict("the default network goes only with its project")
-        users = list(s.scalars(select(Cell.name).where(Cell.network_id == net.id).limit(6)))
+        users = cell_networks.users(s, net.id, limit=6)
         if users:
             names = ", ".join(repr(n) for n in users[:5]) + (", ..." if len(users) > 5 else "")
             raise Conflict(

@@ -38,6 +38,7 @@ MAX_ARGS = 1024
 MAX_ARG = 32 * 1024
 MAX_ARGS_TOTAL = 128 * 1024
 MAX_LABELS = 64
+MAX_NETWORKS = 8  # networks one cell joins
 MAX_LABEL = 253
 #: A cell's own pids limit (`pids_limit`); without one its host applies the default
 #: (`drivers.base.DEFAULT_PIDS_LIMIT`).
@@ -130,6 +131,16 @@ class CellCreate(_Strict):
     isolation: Literal["standard", "sandbox"] | None = None
     # The project network the cell joins (by name); None: the project's default network.
     network: Name | None = None
+    # Several networks, the first one first (`network` is the shorthand for one; not both).
+    networks: list[Name] | None = Field(default=None, min_length=1, max_length=MAX_NETWORKS)
+
+    @field_validator("networks")
+    @classmethod
+    def _networks(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            twice = sorted({n for n in v if v.count(n) > 1})
+            raise ValueError(f"a network is named twice: {', '.join(twice)}")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -184,6 +195,8 @@ class CellCreate(_Strict):
     def _size(self) -> CellCreate:
         if self.flavor is not None and (self.cpu is not None or self.memory_mb is not None):
             raise ValueError("give a flavor or explicit cpu/memory_mb, not both")
+        if self.network is not None and self.networks is not None:
+            raise ValueError("give `network` (one network) or `networks` (a list), not both")
         paths = [v.path for v in self.volumes]
         if len(set(paths)) != len(paths):
             raise ValueError("two volumes are mounted at the same path")

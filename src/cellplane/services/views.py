@@ -30,6 +30,7 @@ def cell_view(
     image: str,
     events: list[CellEvent] | None = None,
     host_name: str | None = None,
+    networks: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": cell.id,
@@ -64,6 +65,7 @@ def cell_view(
         "host": cell.host_id,
         "host_name": host_name,
         "address": cell.address,
+        "networks": networks or [],
         "exit_code": cell.exit_code,
         "restarts": cell.restarts,
         "container_id": cell.container_id,
@@ -121,6 +123,7 @@ def volume_view(
     attached_to: list[str],
     attached_names: list[str] | None = None,
     host_name: str | None = None,
+    networks: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": v.id,

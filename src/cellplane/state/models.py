@@ -30,6 +30,7 @@ __all__ = [
     "Base",
     "Cell",
     "CellEvent",
+    "CellNetwork",
     "Credential",
     "DockerEndpoint",
     "Flavor",
@@ -285,6 +286,32 @@ class DockerEndpoint(Base):
     port: Mapped[int] = mapped_column(Integer, unique=True)
     created_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class CellNetwork(Base):
+    """A cell on one of its project's networks, with its address there (the control plane's).
+
+    Every cell has one row per network it joins; `position` 0 is its first network, the one
+    `cells.network_id` / `network_address` also name (kept so older readers see it). The unique
+    (network, address) pair keeps two attachments off one address, whichever position.
+    """
+
+    __tablename__ = "cell_networks"
+    __table_args__ = (
+        UniqueConstraint("network_id", "address", name="uq_cell_networks_address"),
+        UniqueConstraint("cell_id", "position", name="uq_cell_networks_position"),
+    )
+    cell_id: Mapped[str] = mapped_column(
+        ForeignKey("cells.id", ondelete="CASCADE"), primary_key=True
+    )
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), primary_key=True, index=True)
+    address: Mapped[str | None] = mapped_column(String(45))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    # The address its host's engine reports on it: the same as `address` on the overlay; a host
+    # without the overlay lets its engine choose (None: not reported yet).
+    engine_address: Mapped[str | None] = mapped_column(String(45))
+    # Never loaded (lazy="raise"): they tell the unit of work to insert the cell first.
+    cell: Mapped[Cell] = relationship(lazy="raise")
 
 
 class CellEvent(Base):

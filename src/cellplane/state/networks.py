@@ -38,7 +38,7 @@ from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
 from cellplane.state.identity_models import Quota
-from cellplane.state.models import Cell, Network, Project
+from cellplane.state.models import Cell, CellNetwork, Network, Project
 
 __all__ = [
     "BASE_PREFIX",
@@ -199,7 +199,8 @@ def fit_networks(s: Session, projects: Iterable[Project]) -> list[Network]:
         for net in s.scalars(select(Network).where(Network.project_id == p.id)):
             if ipaddress.ip_network(net.subnet).prefixlen == want:
                 continue
-            if s.scalar(select(Cell.id).where(Cell.network_id == net.id).limit(1)) is not None:
+            used = select(CellNetwork.cell_id).where(CellNetwork.network_id == net.id).limit(1)
+            if s.scalar(used) is not None:
                 continue  # its cells have addresses in it
             taken = [t for t in s.scalars(select(Network.subnet)) if t != net.subnet]
             subnet = lowest_free_subnet(taken, want)
@@ -219,7 +220,8 @@ def _default_networks(session: Session, _ctx: Any, _instances: Any) -> None:
     new_cells = [o for o in session.new if isinstance(o, Cell)]
     cells = [c for c in new_cells if c.network_id is None]
     new_nets = any(isinstance(o, Network) for o in session.new)
-    if not projects and not new_cells and not new_nets:
+    attaching = any(isinstance(o, CellNetwork) for o in session.new)
+    if not projects and not new_cells and not new_nets and not attaching:
         return
     postgres = session.get_bind().dialect.name == "postgresql"
     if postgres and (projects or new_nets):
@@ -255,6 +257,7 @@ def _default_networks(session: Session, _ctx: Any, _instances: Any) -> None:
         c.network_id = default_network_id(c.project_id)
     _vnis(session)
     _addresses(session, [c for c in new_cells if c.network_address is None], postgres)
+    _mirror_first(session, new_cells)
 
 
 def _vnis(session: Session) -> None:
@@ -269,8 +272,25 @@ def _vnis(session: Session) -> None:
         taken.add(net.vni)
 
 
+def _taken(session: Session, nid: str) -> set[str | None]:
+    """The addresses on network `nid`: stored and about to be, first networks and further ones."""
+    taken: set[str | None] = set(
+        session.scalars(select(Cell.network_address).where(Cell.network_id == nid))
+    )
+    taken |= set(session.scalars(select(CellNetwork.address).where(CellNetwork.network_id == nid)))
+    for o in session.new:
+        if isinstance(o, Cell) and o.network_id == nid:
+            taken.add(o.network_address)
+        elif isinstance(o, CellNetwork) and o.network_id == nid:
+            taken.add(o.address)
+    return taken
+
+
 def _addresses(session: Session, cells: list[Cell], postgres: bool) -> None:
-    if not cells:
+    """Addresses for new cells on their first network (mirrored as their `CellNetwork` of
+    position 0) and for new further attachments (`CellNetwork` rows without an address)."""
+    attachments = [o for o in session.new if isinstance(o, CellNetwork) and o.address is None]
+    if not cells and not attachments:
         return
     pending = {o.id: o for o in session.new if isinstance(o, Network)}
     taken: dict[str, set[str | None]] = {}
@@ -280,29 +300,40 @@ def _addresses(session: Session, cells: list[Cell], postgres: bool) -> None:
             # Concurrent cell creations on one network would draw the same lowest free address
             # (see the subnet lock above): one allocation per network at a time, networks
             # locked in one order so that two batches never wait for each other in a circle.
-            for nid in sorted({str(c.network_id) for c in cells}):
+            wanted = {str(c.network_id) for c in cells} | {a.network_id for a in attachments}
+            for nid in sorted(wanted):
                 session.execute(
                     text("SELECT pg_advisory_xact_lock(:key, hashtext(:nid))"),
                     {"key": _ADDRESS_LOCK, "nid": nid},
                 )
-        for c in cells:
-            nid = str(c.network_id)
+
+        def allocate(nid: str) -> str | None:
             if nid not in taken:
                 net = pending.get(nid) or session.get(Network, nid)
                 if net is None:
-                    continue  # the foreign key refuses it at insert
+                    return None  # the foreign key refuses it at insert
                 subnets[nid] = net.subnet
-                taken[nid] = set(
-                    session.scalars(select(Cell.network_address).where(Cell.network_id == nid))
-                )
-                taken[nid] |= {
-                    o.network_address
-                    for o in session.new
-                    if isinstance(o, Cell) and o.network_id == nid
-                }
+                taken[nid] = _taken(session, nid)
             try:
                 address = free_address(subnets[nid], taken[nid])
             except ValueError:
-                continue  # full: the engine's IPAM error lands on the cell, as before
-            c.network_address = address
+                return None  # full: the engine's IPAM error lands on the cell, as before
             taken[nid].add(address)
+            return address
+
+        for c in cells:
+            c.network_address = allocate(str(c.network_id))
+        for a in attachments:
+            a.address = allocate(a.network_id)
+
+
+def _mirror_first(session: Session, cells: list[Cell]) -> None:
+    """A new cell's first network as its `CellNetwork` of position 0 (unless given)."""
+    firsts = {o.cell_id for o in session.new if isinstance(o, CellNetwork) and o.position == 0}
+    for c in cells:
+        if c.network_id is not None and c.id not in firsts:
+            session.add(
+                CellNetwork(
+                    cell_id=c.id, network_id=c.network_id, address=c.network_address, position=0
+                )
+            )

@@ -219,6 +219,9 @@ class CellAssignment(_Model):
     # Bumped each time the cell is assigned to a host anew (moved, failed over): a container of
     # the cell labelled with an older generation is stale, and the agent replaces it.
     generation: int = 1
+    # Added for cells on several networks: the further ones, after `network` (absent from older
+    # servers: the cell is on `network` only; an older agent ignores them and joins that one).
+    extra_networks: list[NetworkDescription] = Field(default_factory=list)
 
     @field_validator("network", mode="before")
     @classmethod
@@ -293,6 +296,8 @@ class CellReport(_Model):
     removed: bool = False
     events: list[CellEventReport] = Field(default_factory=list)
     generation: int | None = None  # the assignment's generation the report is about
+    # Added for cells on several networks: the address on each, by the engine's network name.
+    addresses: dict[str, str] | None = None
 
 
 class FenceReport(_Model):

@@ -219,6 +219,7 @@ class CellAssignment:
     restart_requested_at: str | None = None
     ended_at: str | None = None
     generation: int = 1
+    extra_networks: list[NetworkDescription] = field(default_factory=list)
 
     @staticmethod
     def _network(v: Any) -> Any:
@@ -265,6 +266,7 @@ class CellReport:
     removed: bool = False
     events: list[CellEventReport] = field(default_factory=list)
     generation: int | None = None
+    addresses: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -151,3 +151,26 @@ def test_network_spec_keeps_the_size_of_the_project_network(
         labels={"cellplane.host": "hst-1", "cellplane.project": "prj-1"},
         **expected,
     )
+
+
+def test_a_cell_on_several_networks_joins_each_with_its_address_on_the_overlay() -> None:
+    nets = {
+        "network": {
+            "name": "cp-a",
+            "subnet": "10.128.0.0/24",
+            "vni": 4096,
+            "address": "10.128.0.5",
+        },
+        "extra_networks": [
+            {"name": "cp-b", "subnet": "10.128.1.0/24", "vni": 4097, "address": "10.128.1.6"}
+        ],
+    }
+    spec = container_spec(assignment(**nets), "hst-1", "sha256:abc", overlay=True)
+    assert spec.network == "cp-a" and spec.address == "10.128.0.5"
+    assert spec.extra_networks == {"cp-b": "10.128.1.6"}
+    # Off the overlay the engine's IPAM gives the addresses; an older server sends no more.
+    assert container_spec(assignment(**nets), "hst-1", "x").extra_networks == {"cp-b": None}
+    assert container_spec(assignment(), "hst-1", "x").extra_networks == {}
+    cell = wire.parse(wire.CellAssignment, assignment(**nets))
+    made = network_spec(cell, "hst-1", with_subnet=True, network=cell.extra_networks[0])
+    assert made.name == "cp-b" and made.subnet == "10.128.1.0/24"

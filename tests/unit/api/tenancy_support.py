@@ -322,6 +322,7 @@ BODIES: dict[str, Callable[[TenantWorld], Any]] = {
     },
     "POST /v1/projects/{project}/volumes": lambda w: {"name": "v" + _n(), "size_gb": 1},
     "POST /v1/projects/{project}/networks": lambda w: {"name": "n" + _n()},
+    "POST /v1/cells/{cell_id}/networks": lambda w: {"network": w.ids["network"]},
     "POST /v1/projects/{project}/docker-endpoints": lambda w: {},
     # One node: a second host registered by the tests makes instancePerHost binding (3 nodes).
     "POST /v1/projects/{project}/clusters": lambda w: {

@@ -185,6 +185,12 @@ def test_every_answer_matches_the_document(
                 "capacity": {"cpu": 1, "memory_mb": 64, "disk_gb": 1},
             }
         own = fill(path, worlds.a, plat, worlds)
+        a_cell, a_net = worlds.a.ids.get("cell_id"), worlds.a.ids.get("network")
+        if key == "DELETE /v1/cells/{cell_id}/networks/{network}":  # a network it may leave
+            joined = plat.client.post(
+                f"/v1/cells/{a_cell}/networks", json={"network": a_net}, headers=plat.admin
+            )
+            assert joined.status_code == 200, joined.text
         agent = policy is not None and policy[0] != "bearer"
         admin = plat.agent if agent else plat.admin
         if key == "POST /v1/images":
@@ -229,6 +235,9 @@ def test_every_answer_matches_the_document(
             missing = re.sub(r"\{(\w+)\}", "nosuch", path)
             check(method, path, _call(plat, method, missing, admin, json=body))
         check(method, path, _call(plat, method, own, admin, json=body))
+        if key == "POST /v1/cells/{cell_id}/networks":  # the network free for its own DELETE
+            left = plat.client.delete(f"/v1/cells/{a_cell}/networks/{a_net}", headers=plat.admin)
+            assert left.status_code == 200, left.text
     assert not failures, "\n".join(failures)
     # The calls reached the answers that matter: a 2xx of nearly every operation, and each kind
     # of problem somewhere.

@@ -129,6 +129,7 @@ EXCLUDED = {
     "POST /v1/cells/{cell_id}/stop": "numbers only",
     "POST /v1/cells/{cell_id}/restart": "numbers only",
     "POST /v1/cells/{cell_id}/move": "a host name or id, looked up: tests/unit/controller",
+    "POST /v1/cells/{cell_id}/networks": "a network name, looked up: test_api_cell_networks",
     "POST /v1/hosts/{host_id}/maintenance": "a boolean only",
     "POST /v1/join-tokens": "numbers only",
     "POST /v1/projects/{project}/docker-endpoints": "a port number only",

@@ -371,3 +371,23 @@ def test_network_create_ls_rm_and_a_cell_on_one(cli: Invoke, fake: FakeApi) -> N
     _run_web(cli, "--network", "back")
     post = fake.requests_to("POST", "/v1/projects/default/cells")[0]
     assert json.loads(fake.bodies[fake.requests.index(post)])["network"] == "back"
+
+
+def test_network_connect_and_disconnect_a_cell_by_name(cli: Invoke, fake: FakeApi) -> None:
+    _run_web(cli)
+    cell_id = _cell_id(fake, "web")
+    joined = cli("network", "connect", "back", "web")
+    assert joined.exit_code == 0, joined.output
+    assert "default 10.128.0.2, back 10.128.9.2" in joined.stdout
+    assert fake.requests_to("POST", f"/v1/cells/{cell_id}/networks")
+    left = cli("network", "disconnect", "default", "web")
+    assert left.exit_code == 0 and "on networks: back 10.128.9.2" in left.stdout
+    last = cli("network", "disconnect", "back", "web")
+    assert last.exit_code != 0 and "only network" in last.output
+
+
+def test_a_cell_on_several_networks_sends_them_in_order(cli: Invoke, fake: FakeApi) -> None:
+    _run_web(cli, "--network", "back", "--network", "front")
+    post = fake.requests_to("POST", "/v1/projects/default/cells")[0]
+    body = json.loads(fake.bodies[fake.requests.index(post)])
+    assert body["networks"] == ["back", "front"] and "network" not in body

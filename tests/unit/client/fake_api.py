@@ -183,6 +183,8 @@ class FakeApi:
             ("POST", r"/v1/projects/([^/]+)/networks", self.create_network),
             ("GET", r"/v1/projects/([^/]+)/networks", self.list_networks),
             ("DELETE", r"/v1/projects/([^/]+)/networks/([^/]+)", self.delete_network),
+            ("POST", r"/v1/cells/([^/]+)/networks", self.connect_cell_network),
+            ("DELETE", r"/v1/cells/([^/]+)/networks/([^/]+)", self.disconnect_cell_network),
             ("GET", r"/v1/tasks/([^/]+)", self.get_task),
             ("GET", r"/v1/tasks/([^/]+)/events", self.task_events),
         ]
@@ -490,6 +492,24 @@ class FakeApi:
             return problem(409, "conflict", "Conflict", f"network {name!r} is used by cells")
         del self.networks[name]
         return httpx.Response(204)
+
+    def connect_cell_network(
+        self, request: httpx.Request, body: bytes, cell_id: str
+    ) -> httpx.Response:
+        cell = self.cells[cell_id]
+        nets = cell.setdefault("networks", [{"name": "default", "address": "10.128.0.2"}])
+        nets.append({"name": json.loads(body)["network"], "address": "10.128.9.2"})
+        return httpx.Response(200, json=cell)
+
+    def disconnect_cell_network(
+        self, request: httpx.Request, body: bytes, cell_id: str, name: str
+    ) -> httpx.Response:
+        cell = self.cells[cell_id]
+        nets = [n for n in cell.get("networks") or [] if n["name"] != name]
+        if not nets:
+            return problem(409, "conflict", "Conflict", "the cell's only network")
+        cell["networks"] = nets
+        return httpx.Response(200, json=cell)
 
     def delete_volume(self, request: httpx.Request, body: bytes, volume_id: str) -> httpx.Response:
         volume = self.volumes.get(volume_id)

@@ -131,14 +131,6 @@ def test_every_supported_option_maps_onto_the_cell() -> None:
             "--restart and --rm",
         ),
         (
-            {
-                "HostConfig": {"NetworkMode": "a"},
-                "NetworkingConfig": {"EndpointsConfig": {"a": {}, "b": {}}},
-            },
-            400,
-            "exactly one network",
-        ),
-        (
             {"NetworkingConfig": {"EndpointsConfig": {"a": {"Aliases": ["Db.x"]}}}},
             400,
             "--network-alias 'Db.x'",

@@ -42,7 +42,6 @@ def test_run_network_names_a_project_network_and_bridge_is_the_default() -> None
     [
         ("backend", {"backend": {"IPAMConfig": {"IPv4Address": "10.0.0.9"}}}, "--ip"),
         ("backend", {"backend": {"Links": ["db:db"]}}, "--link"),
-        ("backend", {"front": {}}, "exactly one network"),
         ("Not_A_Label", {}, "network Not_A_Label not found"),
     ],
 )

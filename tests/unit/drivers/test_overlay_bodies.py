@@ -48,3 +48,35 @@ def test_a_container_gets_the_control_planes_address_on_its_network() -> None:
 def test_an_address_without_a_network_is_refused() -> None:
     with pytest.raises(ValueError, match="need a network"):
         ContainerSpec(name="c", image="i", address="10.128.0.7")
+
+
+def test_a_container_on_several_networks_gets_an_address_on_each() -> None:
+    spec = ContainerSpec(
+        name="cp-cel-1",
+        image="busybox",
+        network="cp-a",
+        aliases=["web"],
+        address="10.128.0.7",
+        extra_networks={"cp-b": "10.128.1.9", "cp-c": None},
+    )
+    assert compat_create_body(spec)["NetworkingConfig"]["EndpointsConfig"] == {
+        "cp-a": {"Aliases": ["web"], "IPAMConfig": {"IPv4Address": "10.128.0.7"}},
+        "cp-b": {"Aliases": ["web"], "IPAMConfig": {"IPv4Address": "10.128.1.9"}},
+        "cp-c": {"Aliases": ["web"]},
+    }
+    rootfs = ContainerSpec(
+        name="cp-cel-2",
+        rootfs="/",
+        command=["sleep", "1"],
+        network="cp-a",
+        address="10.128.0.8",
+        extra_networks={"cp-b": "10.128.1.10"},
+    )
+    assert libpod_create_body(rootfs)["Networks"] == {
+        "cp-a": {"aliases": [], "static_ips": ["10.128.0.8"]},
+        "cp-b": {"aliases": [], "static_ips": ["10.128.1.10"]},
+    }
+    with pytest.raises(ValueError, match="given twice"):
+        ContainerSpec(name="c", image="i", network="cp-a", extra_networks={"cp-a": None})
+    with pytest.raises(ValueError, match="need a network"):
+        ContainerSpec(name="c", image="i", extra_networks={"cp-b": None})

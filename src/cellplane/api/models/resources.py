@@ -20,6 +20,7 @@ __all__ = [
     "CellEvent",
     "CellList",
     "CellMount",
+    "CellNetworkView",
     "CellPort",
     "CellRestart",
     "Cluster",
@@ -208,6 +209,11 @@ class CellEvent(View):
     message: str | None
 
 
+class CellNetworkView(View):
+    name: str = Field(description="The network's name in the project (`default`: its own).")
+    address: str | None = Field(description="The cell's address on it (the control plane's).")
+
+
 class Cell(View):
     id: str
     name: str
@@ -241,6 +247,9 @@ class Cell(View):
     host: str | None
     host_name: str | None
     address: str | None
+    networks: list[CellNetworkView] = Field(
+        description="The networks the cell joins, its first one first, with its address on each."
+    )
     exit_code: int | None
     restarts: int
     container_id: str | None
