@@ -138,6 +138,7 @@ def run_server(
     from cellplane.api.tls import TLSH11Protocol
     from cellplane.controller import runtime
     from cellplane.dockerapi import supervisor as dockerapi_supervisor
+    from cellplane.registries import parse_registries
     from cellplane.services.context import Services
     from cellplane.settings import ServerSettings
     from cellplane.state.db import Database, DatabaseNewerThanServer
@@ -169,6 +170,7 @@ def run_server(
         max_header_bytes=settings.max_header_bytes,
         heartbeat_suspect_s=settings.heartbeat_suspect_s,
         heartbeat_down_s=settings.heartbeat_down_s,
+        registries=parse_registries(settings.registries),
     )
     ssl_options: dict[str, Any] = {}
     if tls:
@@ -289,6 +291,7 @@ def run_agent(
     from cellplane.agent import isolation
     from cellplane.agent.build import Builder
     from cellplane.agent.endpoint import AgentEndpoint
+    from cellplane.agent.registry_ops import RegistryOps
     from cellplane.agent.runner import Agent, AgentConfig
     from cellplane.agent.server_client import ServerClient
     from cellplane.agent.volume_transfer import VolumeTransfer
@@ -346,8 +349,14 @@ def run_agent(
     runner = Agent(cfg, driver, client, engine=engine)
     transfer = VolumeTransfer(driver, scratch=base, host_id=lambda: runner.host_id)
     builder = Builder(driver, client, base)
+    registry = RegistryOps(driver, builder)
     endpoint = AgentEndpoint(
-        driver, runner.agent_secret, host=address, volumes=transfer, builder=builder
+        driver,
+        runner.agent_secret,
+        host=address,
+        volumes=transfer,
+        builder=builder,
+        registry=registry,
     )
     endpoint.start()
     runner.agent_url = endpoint.url

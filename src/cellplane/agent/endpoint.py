@@ -22,6 +22,7 @@ import structlog
 from cellplane.agent import container_ops
 from cellplane.agent.build import Builder
 from cellplane.agent.exec_relay import open_session, relay
+from cellplane.agent.registry_ops import RegistryOps
 from cellplane.agent.volume_transfer import VolumeTransfer
 from cellplane.drivers.base import Driver
 from cellplane.drivers.errors import ContainerNotFound, DriverError
@@ -30,6 +31,7 @@ from cellplane.wire import exec as exec_wire
 __all__ = ["AgentEndpoint"]
 
 log = structlog.get_logger("cellplane.agent.endpoint")
+_REGISTRY = ("/pulls", "/pushes")  # agent.registry_ops
 
 
 class AgentEndpoint:
@@ -42,6 +44,7 @@ class AgentEndpoint:
         *,
         volumes: VolumeTransfer | None = None,
         builder: Builder | None = None,
+        registry: RegistryOps | None = None,
     ) -> None:
         endpoint = self
         transfer = volumes or VolumeTransfer(driver)
@@ -165,6 +168,9 @@ class AgentEndpoint:
                     return
                 if builder is not None and self._builds() == "":
                     builder.post(self, parse_qs(urlparse(self.path).query))
+                    return
+                if registry is not None and (what := urlparse(self.path).path) in _REGISTRY:
+                    registry.post(self, what.strip("/"), parse_qs(urlparse(self.path).query))
                     return
                 if (target := self._cell()) is None:
                     return

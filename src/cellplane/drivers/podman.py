@@ -27,7 +27,7 @@ import docker
 import docker.errors
 import requests
 
-from cellplane.drivers import errors, sandbox_limits
+from cellplane.drivers import errors, podman_registry, sandbox_limits
 from cellplane.drivers.base import (
     ContainerInfo,
     ContainerSpec,
@@ -333,6 +333,20 @@ class PodmanDriver(PodmanOps):
         with translated("image"), dest.open("wb") as f:
             for chunk in self._untyped.get_image(ref):
                 f.write(chunk)
+
+    def pull_image(self, reference: str, *, tls_verify: bool = True,
+                   auth: str | None = None) -> Iterator[dict[str, Any]]:  # fmt: skip
+        """Pull from a registry (libpod's pull); its JSON progress lines, as they come."""
+        with translated("image"):
+            yield from podman_registry.pull(self._api, reference, tls_verify=tls_verify, auth=auth)
+
+    def push_image(self, ref: str, destination: str, *, tls_verify: bool = True,
+                   auth: str | None = None) -> Iterator[dict[str, Any]]:  # fmt: skip
+        """Push the image `ref` to `destination`; its JSON progress lines, as they come."""
+        with translated("image"):
+            yield from podman_registry.push(
+                self._api, ref, destination, tls_verify=tls_verify, auth=auth
+            )
 
     # -- containers -------------------------------------------------------------------
 
