@@ -521,9 +521,22 @@ class PodmanDriver(PodmanOps):
         stdin: bool = False,
         tty: bool = False,
         size: tuple[int, int] | None = None,
+        user: str | None = None,
+        env: builtins.list[str] | None = None,
+        workdir: str | None = None,
     ) -> PodmanExecSession:
         with translated("container"):
-            return start_exec(self._untyped, container_id, command, stdin=stdin, tty=tty, size=size)
+            return start_exec(
+                self._untyped,
+                container_id,
+                command,
+                stdin=stdin,
+                tty=tty,
+                size=size,
+                user=user,
+                env=env,
+                workdir=workdir,
+            )
 
     def attach_open(
         self, container_id: str, *, stdin: bool = False, logs: bool = False
