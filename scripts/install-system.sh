@@ -14,8 +14,8 @@
 #            folder of its own, never into Cellplane's venv; `--list` shows it as
 #            `pip:<target>:<requirement>`.
 #   test:    what the tests need on top (PostgreSQL, slapd, chromium for the portal's browser
-#            tests, docker-compose 1.29 for the Docker endpoint's Compose test, ...) when called
-#            with --test.
+#            tests, docker-compose 1.29 and docker-registry for the Docker endpoint's tests, ...)
+#            when called with --test.
 # Usage: install-system.sh [--minimal | --test] [--list]
 #   --list   print the packages that would be wanted, one a line, and install nothing.
 set -euo pipefail
@@ -27,6 +27,8 @@ runtime=(podman runc conmon netavark aardvark-dns iptables catatonit busybox-sta
          python3 python3-venv python3-pip ca-certificates)
 test_pkgs=(redis-tools netcat-openbsd postgresql slapd ldap-utils chromium)
 test_pkgs+=(docker-compose)
+# docker pull/push through an endpoint: Debian's registry 2.8, started by the test on loopback.
+test_pkgs+=(docker-registry)
 # The RabbitMQ cluster test publishes and consumes with pika inside a node (its host image).
 test_pkgs+=(python3-pika)
 

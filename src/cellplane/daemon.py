@@ -138,6 +138,7 @@ def run_server(
     from cellplane.api.tls import TLSH11Protocol
     from cellplane.controller import runtime
     from cellplane.dockerapi import supervisor as dockerapi_supervisor
+    from cellplane.registries import parse_registries
     from cellplane.services.context import Services
     from cellplane.settings import ServerSettings
     from cellplane.state.db import Database, DatabaseNewerThanServer
@@ -169,6 +170,7 @@ def run_server(
         max_header_bytes=settings.max_header_bytes,
         heartbeat_suspect_s=settings.heartbeat_suspect_s,
         heartbeat_down_s=settings.heartbeat_down_s,
+        registries=parse_registries(settings.registries),
     )
     ssl_options: dict[str, Any] = {}
     if tls:
@@ -292,6 +294,7 @@ def run_agent(
     from cellplane.agent import isolation
     from cellplane.agent.build import Builder
     from cellplane.agent.endpoint import AgentEndpoint
+    from cellplane.agent.registry_ops import RegistryOps
     from cellplane.agent.runner import Agent, AgentConfig
     from cellplane.agent.server_client import ServerClient
     from cellplane.agent.volume_transfer import VolumeTransfer
@@ -355,6 +358,7 @@ def run_agent(
     runner = Agent(cfg, driver, client, engine=engine)
     transfer = VolumeTransfer(driver, scratch=base, host_id=lambda: runner.host_id)
     builder = Builder(podman, client, base)
+    registry = RegistryOps(podman, builder)
     endpoint = AgentEndpoint(
         driver,
         runner.agent_secret,
@@ -363,6 +367,7 @@ def run_agent(
         builder=builder,
         tls_dir=cert_dir,  # the endpoint is mutual TLS with the host certificate
         networks=runner.network_attach(),
+        registry=registry,
     )
     endpoint.start()
     runner.agent_url = endpoint.url

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cellplane.paths import default_data_dir
+from cellplane.registries import RegistryError, parse_registries
 
 __all__ = ["ENV_PREFIX", "ServerSettings", "default_data_dir"]
 
@@ -58,6 +59,9 @@ class ServerSettings(BaseModel):
     # DOWN once it has been silent this long (failover acts on DOWN).
     heartbeat_suspect_s: float = Field(default=6.0, gt=0)
     heartbeat_down_s: float = Field(default=10.0, gt=0)
+    # The container registries `docker pull`/`push` may use (cellplane.registries; none: both
+    # refused), e.g. CELLPLANE_REGISTRIES="127.0.0.1:5000;insecure"; docs/operations.md.
+    registries: str = ""
 
     @model_validator(mode="after")
     def _health_order(self) -> ServerSettings:
@@ -66,6 +70,10 @@ class ServerSettings(BaseModel):
                 f"heartbeat_down_s ({self.heartbeat_down_s:g}) must be above "
                 f"heartbeat_suspect_s ({self.heartbeat_suspect_s:g})"
             )
+        try:
+            parse_registries(self.registries)
+        except RegistryError as exc:
+            raise ValueError(f"registries: {exc}") from exc
         return self
 
     @property

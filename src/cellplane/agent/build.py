@@ -69,6 +69,11 @@ class Builder:
         for stale in self.dir.glob("*.tar") if self.dir.is_dir() else ():
             stale.unlink(missing_ok=True)
 
+    def ensure_image(self, base: dict[str, Any]) -> None:
+        """The catalogue image `base` (id, engine_ref) in the engine, named `base["name"]`:
+        loaded from the server when the engine lacks it (a push's image, a build's FROM)."""
+        self._base(base)
+
     def _base(self, base: dict[str, Any]) -> None:
         ref, name = str(base["engine_ref"]), str(base["name"])
         if not self.engine.has_image(ref):

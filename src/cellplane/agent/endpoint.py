@@ -25,6 +25,7 @@ from cellplane.agent.build import Builder
 from cellplane.agent.endpoint_tls import EndpointTLS, TLSServer
 from cellplane.agent.exec_relay import open_session, relay
 from cellplane.agent.net_ops import NetworkAttach
+from cellplane.agent.registry_ops import RegistryOps
 from cellplane.agent.volume_transfer import VolumeTransfer
 from cellplane.drivers.base import Driver
 from cellplane.drivers.errors import ContainerNotFound, DriverError
@@ -33,6 +34,7 @@ from cellplane.wire import exec as exec_wire
 __all__ = ["AgentEndpoint"]
 
 log = structlog.get_logger("cellplane.agent.endpoint")
+_REGISTRY = ("/pulls", "/pushes")  # agent.registry_ops
 
 
 class AgentEndpoint:
@@ -47,6 +49,7 @@ class AgentEndpoint:
         builder: Builder | None = None,
         tls_dir: Path | None = None,
         networks: NetworkAttach | None = None,
+        registry: RegistryOps | None = None,
     ) -> None:
         """``tls_dir``: serve HTTPS with the host certificate there, asking for the server's
         client certificate (`agent.endpoint_tls`); None: plain HTTP (a `--no-tls` deployment)."""
@@ -172,6 +175,9 @@ class AgentEndpoint:
                     return
                 if builder is not None and self._builds() == "":
                     builder.post(self, parse_qs(urlparse(self.path).query))
+                    return
+                if registry is not None and (what := urlparse(self.path).path) in _REGISTRY:
+                    registry.post(self, what.strip("/"), parse_qs(urlparse(self.path).query))
                     return
                 if (target := self._cell()) is None:
                     return

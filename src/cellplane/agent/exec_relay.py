@@ -15,6 +15,7 @@ import io
 import socket
 import ssl
 import threading
+from typing import Any
 
 import structlog
 
@@ -58,7 +59,26 @@ def open_session(driver: Driver, container: str, body: object) -> ExecSession:
             raise ValueError("stdin and logs must be true or false")
         return driver.attach_open(container, stdin=flags[0], logs=flags[1])
     command, stdin, tty, size = parse_attach(body)
-    return driver.exec_open(container, command, stdin=stdin, tty=tty, size=size)
+    return driver.exec_open(container, command, stdin=stdin, tty=tty, size=size, **_process(body))
+
+
+def _process(body: object) -> dict[str, Any]:
+    """The optional `user`, `env` (["K=V"]) and `workdir` of the exec; ValueError naming one."""
+    out: dict[str, Any] = {}
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    for key in ("user", "workdir"):
+        value = body.get(key)
+        if value is not None:
+            if not isinstance(value, str) or not value or "\0" in value:
+                raise ValueError(f"{key} must be a non-empty string")
+            out[key] = value
+    env = body.get("env")
+    if env is not None:
+        if not isinstance(env, list) or not all(isinstance(e, str) and "=" in e for e in env):
+            raise ValueError('env must be a list of "KEY=VALUE" strings')
+        out["env"] = list(env)
+    return out
 
 
 def _send(sock: socket.socket, lock: threading.Lock, channel: int, payload: bytes) -> bool:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import platform
 import tarfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ def _json_map(query: MultiMapping[str], key: str, option: str) -> dict[str, str]
     return {str(k): "" if v is None else str(v) for k, v in doc.items()}
 
 
-def build_options(query: MultiMapping[str]) -> dict[str, Any]:
+def build_options(query: MultiMapping[str], registries: Collection[str] = ()) -> dict[str, Any]:
     """The build's options from Docker's query (pure): names, dockerfile, buildargs, labels,
     target, nocache, quiet; Refused naming anything the endpoint does not do."""
     if query.get("remote"):
@@ -89,7 +89,7 @@ def build_options(query: MultiMapping[str]) -> dict[str, Any]:
     for key, option in _REFUSED.items():
         if query.get(key, "").lower() not in _DEFAULTS:
             raise Refused(400, f"{option} is not supported on this endpoint's build")
-    names = [catalog_name(t) for t in query.getall("t", []) if t]
+    names = [catalog_name(t, registries) for t in query.getall("t", []) if t]
     if not names:
         raise Refused(
             400, "docker build needs a name on this endpoint (-t NAME): Cellplane's catalogue "
@@ -192,7 +192,7 @@ async def image_build(request: web.Request) -> web.StreamResponse:
 
     ctx, p = context(request), principal(request)
     need_write(p)
-    opts = build_options(request.query)
+    opts = build_options(request.query, [r.host for r in ctx.svc.registries])
     upload, _, size = await receive(request, ctx.svc)
     try:
         if size == 0:

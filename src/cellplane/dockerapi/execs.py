@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import secrets
 import struct
 from collections import OrderedDict
@@ -24,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from cellplane.dockerapi.base import blocking, context, json_body, json_response, principal, resolve
-from cellplane.dockerapi.mapping import Refused
+from cellplane.dockerapi.mapping import Refused, parse_env
 from cellplane.dockerapi.streams import RAW_STREAM, HalfClose
 from cellplane.dockerapi.views import docker_id, docker_state
 from cellplane.errors import Conflict
@@ -66,6 +67,9 @@ class ExecInstance:
     stderr: bool
     tty: bool
     size: tuple[int, int] | None = None  # (cols, rows)
+    user: str = ""  # exec -u (the container's default when empty)
+    env: list[str] = field(default_factory=list)  # exec -e, "K=V"
+    workdir: str = ""  # exec -w (the container's when empty)
     started: bool = False
     running: bool = False
     exit_code: int | None = None
@@ -81,7 +85,7 @@ class ExecInstance:
                 "entrypoint": self.command[0],
                 "arguments": self.command[1:],
                 "privileged": False,
-                "user": "",
+                "user": self.user,
             },
             "OpenStdin": self.stdin,
             "OpenStderr": self.stderr,
@@ -116,13 +120,29 @@ class HijackedClient(asyncio.Protocol):
 
 _NOT_YET = "is not supported on this endpoint yet"
 #: Exec options the agent's exec path does not carry: refused when given, naming the option.
-_UNSUPPORTED = {
-    "User": "exec -u/--user",
-    "Env": "exec -e/--env",
-    "WorkingDir": "exec -w/--workdir",
-    "DetachKeys": "exec --detach-keys",
-}
+_UNSUPPORTED = {"DetachKeys": "exec --detach-keys"}
 _MAX_ARGS = 1024
+_MAX_PATH = 4096
+#: `-u name|uid[:group|gid]`, as the engine takes it.
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?")
+
+
+def _process_options(body: dict[str, Any]) -> dict[str, Any]:
+    """`-u`, `-e`, `-w` of an exec create body, checked; Refused (400) naming the bad one."""
+    user, env, workdir = body.get("User") or "", body.get("Env") or [], body.get("WorkingDir") or ""
+    if not isinstance(user, str) or (user and not _USER.fullmatch(user)):
+        raise Refused(400, f"exec -u/--user {user!r}: a user name or uid, [:group or gid]")
+    if not isinstance(env, list) or len(env) > _MAX_ARGS:
+        raise Refused(400, f"exec -e/--env: Env must be a list of at most {_MAX_ARGS} strings")
+    for item in env:
+        if not isinstance(item, str) or "\0" in item:
+            raise Refused(400, f"exec -e/--env: {item!r} is not a string")
+    pairs = parse_env(env)  # a bare K (unset on the client) is left out, as Docker does
+    if not isinstance(workdir, str) or (workdir and not workdir.startswith("/")):
+        raise Refused(400, f"exec -w/--workdir {workdir!r}: the path must be absolute")
+    if len(workdir) > _MAX_PATH or "\0" in workdir:
+        raise Refused(400, f"exec -w/--workdir: longer than {_MAX_PATH} or not a path")
+    return {"user": user, "env": [f"{k}={v}" for k, v in pairs.items()], "workdir": workdir}
 
 
 def exec_fields(body: dict[str, Any]) -> dict[str, Any]:
@@ -151,7 +171,12 @@ def exec_fields(body: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(value, bool):
             raise Refused(400, f"{key} must be true or false")
         flags[name] = value
-    return {"command": list(command), "size": _console_size(body), **flags}
+    return {
+        "command": list(command),
+        "size": _console_size(body),
+        **flags,
+        **_process_options(body),
+    }
 
 
 def size_param(request: web.Request) -> tuple[int, int]:
@@ -260,6 +285,9 @@ class Execs:
                 tty=inst.tty,
                 size=size,
                 svc=ctx.svc,
+                user=inst.user or None,
+                env=inst.env or None,
+                workdir=inst.workdir or None,
             )
         except BaseException:
             inst.running = False

@@ -17,11 +17,12 @@ import re
 import shutil
 import tarfile
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import IO, Any
 
 from cellplane.dockerapi.mapping import Refused
+from cellplane.registries import RegistryError, registry_host, split_reference
 from cellplane.validation import IMAGE_NAME
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "from_rootfs",
     "image_config",
     "json_line",
+    "registry_name",
     "repo_tag",
     "retag",
 ]
@@ -40,9 +42,25 @@ _HUB_PREFIXES = ("docker.io/", "index.docker.io/", "registry-1.docker.io/")
 _MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
 
-def catalog_name(ref: str) -> str:
-    """The catalogue's name for a Docker reference; Refused (400) naming what cannot be one."""
+def registry_name(ref: str) -> str:
+    """The catalogue's name for a reference into a registry: `HOST/REPO[:TAG]`, without
+    `:latest` (as one-word names); Refused (400) naming what is wrong."""
+    try:
+        host, repo, tag = split_reference(ref.strip())
+    except RegistryError as exc:
+        raise Refused(400, f"invalid reference: {exc}") from exc
+    name = f"{host}/{repo}" + ("" if tag == "latest" else f":{tag}")
+    if len(name) > 128:
+        raise Refused(400, f"invalid reference {ref!r}: longer than 128 characters")
+    return name
+
+
+def catalog_name(ref: str, registries: Collection[str] = ()) -> str:
+    """The catalogue's name for a Docker reference; Refused (400) naming what cannot be one.
+    A reference into one of `registries` (the operator's) keeps its registry and path."""
     name = ref.strip()
+    if registries and registry_host(name) in registries:
+        return registry_name(name)
     for prefix in _HUB_PREFIXES:
         name = name.removeprefix(prefix)
     name = name.removeprefix("library/")
@@ -51,7 +69,8 @@ def catalog_name(ref: str) -> str:
         raise Refused(
             400,
             f"invalid reference {ref!r}: Cellplane's image catalogue has one-word names "
-            "(no registry or repository path); use e.g. 'app' or 'app:1.0'",
+            "(no registry or repository path); use e.g. 'app' or 'app:1.0', or a name in a "
+            "registry the operator lists (" + (", ".join(registries) or "none") + ")",
         )
     if not name or not IMAGE_NAME.fullmatch(name) or name.endswith(":"):
         raise Refused(

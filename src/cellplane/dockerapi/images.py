@@ -1,5 +1,5 @@
-"""Image routes: list (with filters), inspect, history, load, save, tag, remove, import, and pull
-(refused: there is no registry). `build` is `dockerapi.build`.
+"""Image routes: list (with filters), inspect, history, load, save, tag, remove, import. `build` is
+`dockerapi.build`, pull and push `dockerapi.registry`.
 
 Images are Cellplane's platform catalogue (`services.images`, `services.image_names`), the same
 for every project: reading it needs a role in the endpoint's project, changing it (load, tag,
@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cellplane.dockerapi import build, image_archive
+from cellplane.dockerapi import build, image_archive, registry
 from cellplane.dockerapi.base import blocking, context, flag, json_response, principal
 from cellplane.dockerapi.image_archive import catalog_name, repo_tag
 from cellplane.dockerapi.mapping import Refused, image_candidates
@@ -222,7 +222,8 @@ async def image_tag(request: web.Request) -> web.Response:
     repo, tag = request.query.get("repo", ""), request.query.get("tag", "")
     if not repo:
         raise Refused(400, "tag: 'repo' is required (the new name)")
-    new = catalog_name(f"{repo}:{tag}" if tag else repo)
+    registries = [r.host for r in ctx.svc.registries]
+    new = catalog_name(f"{repo}:{tag}" if tag else repo, registries)
     rows = await blocking(image_names.entries, ctx.svc)
     row, _ = find(rows, request.match_info["name"])
     await blocking(image_names.add_name, ctx.svc, row["id"], new, ctx.project_id)
@@ -381,17 +382,11 @@ def _import_rootfs(svc: Services, upload: Path, sha: str, size: int, name: str, 
     return engine_id
 
 
-async def image_create(request: web.Request) -> web.Response:
+async def image_create(request: web.Request) -> web.StreamResponse:
     ctx, p = context(request), principal(request)
     src = request.query.get("fromSrc")
     if src is None:
-        ref = request.query.get("fromImage", "")
-        raise Refused(
-            501,
-            f"pulling images ({ref or '?'}) is not supported on this endpoint yet; load the image "
-            "(`docker load -i FILE.tar`, or `cellplane image import NAME FILE.tar`) and run it by "
-            "that name",
-        )
+        return await registry.image_pull(request)
     need_write(p)
     if src != "-":
         raise Refused(501, f"importing from a URL ({src}) is not supported: send the tar itself")
@@ -425,4 +420,5 @@ def routes() -> list[tuple[str, str, Any]]:
         ("POST", r"/images/{name:.+}/tag", image_tag),
         ("DELETE", r"/images/{name:.+}", image_delete),
         *build.routes(),
+        *registry.routes(),
     ]

@@ -250,6 +250,13 @@ def _ports(host: dict[str, Any]) -> list[dict[str, Any]]:
     return ports
 
 
+def _volume_name(source: str) -> str:
+    """A volume's Cellplane name: Compose's `project_data` is the volume `project-data`."""
+    from cellplane.dockerapi.naming import dns_name
+
+    return dns_name(source) or source
+
+
 def _volumes(body: dict[str, Any], host: dict[str, Any]) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = []
     for bind in host.get("Binds") or []:
@@ -265,7 +272,7 @@ def _volumes(body: dict[str, Any], host: dict[str, Any]) -> list[dict[str, Any]]
         unknown = [o for o in opts if o not in ("ro", "rw", "z", "Z")]
         if unknown:
             raise Refused(400, f"-v {bind}: option {unknown[0]!r} {_NOT_YET}")
-        mounts.append({"volume": source, "path": target, "read_only": "ro" in opts})
+        mounts.append({"volume": _volume_name(source), "path": target, "read_only": "ro" in opts})
     for m in host.get("Mounts") or []:
         kind = m.get("Type") or ""
         if kind == "bind":
@@ -274,7 +281,7 @@ def _volumes(body: dict[str, Any], host: dict[str, Any]) -> list[dict[str, Any]]
             raise Refused(400, f"--mount type={kind or '?'} {_NOT_YET} (named volumes only)")
         mounts.append(
             {
-                "volume": m["Source"],
+                "volume": _volume_name(str(m["Source"])),
                 "path": m.get("Target") or "",
                 "read_only": bool(m.get("ReadOnly")),
             }

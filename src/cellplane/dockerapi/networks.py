@@ -10,7 +10,7 @@ from typing import Any
 import pydantic
 from aiohttp import web
 
-from cellplane.dockerapi import events, netconnect
+from cellplane.dockerapi import compose_labels, events, netconnect
 from cellplane.dockerapi import resource_views as rv
 from cellplane.dockerapi.base import (
     EndpointContext,
@@ -44,8 +44,8 @@ def _find(ctx: EndpointContext, p: Principal, ref: str) -> tuple[dict[str, Any],
     for net, members in _networks(ctx, p):
         view = rv.network_view(net, members)
         if rv.network_ref_matches(view, ref):
-            found.append((net, view))
-    exact = [f for f in found if ref in (f[1]["Name"], f[1]["Id"])]
+            found.append((net, _labelled(ctx, net, view)))
+    exact = [f for f in found if ref in (f[0]["name"], f[1]["Name"], f[1]["Id"])]
     if len(exact) == 1:
         return exact[0]
     if len(found) > 1:
@@ -53,6 +53,11 @@ def _find(ctx: EndpointContext, p: Principal, ref: str) -> tuple[dict[str, Any],
     if not found:
         raise Refused(404, f"network {ref} not found")
     return found[0]
+
+
+def _labelled(ctx: EndpointContext, net: dict[str, Any], view: dict[str, Any]) -> dict[str, Any]:
+    """The view with the name and labels Compose gave the network (`compose_labels`)."""
+    return compose_labels.decorate(view, ctx.project_id, "network", net["name"])
 
 
 def _create(ctx: EndpointContext, p: Principal, body: Any) -> dict[str, Any]:
@@ -71,6 +76,8 @@ def _create(ctx: EndpointContext, p: Principal, body: Any) -> dict[str, Any]:
     except Conflict as exc:
         raise Refused(409, f"network with name {name} already exists ({exc})") from exc
     docker_net = rv.network_docker_id(out.body["id"])
+    given = str(body.get("Name") or name)
+    compose_labels.remember(ctx.project_id, "network", name, given, body.get("Labels") or {})
     events.note_network(ctx.project_id, "create", docker_net, name)
     return {"Id": docker_net, "Warning": ""}
 
@@ -86,7 +93,7 @@ async def list_networks(request: web.Request) -> web.Response:
     filters = rv.parse_resource_filters(request.query.get("filters"), "network")
     out = []
     for net, members in await blocking(_networks, ctx, p):
-        view = rv.network_view(net, members, with_containers=False)
+        view = _labelled(ctx, net, rv.network_view(net, members, with_containers=False))
         if rv.network_matches(view, filters):
             out.append(view)
     return json_response(out)
@@ -115,6 +122,7 @@ def _delete(ctx: EndpointContext, p: Principal, ref: str) -> None:
         raise Refused(404, f"network {ref} not found") from exc
     except Conflict as exc:
         raise Refused(409, f"error while removing network: {exc}") from exc
+    compose_labels.forget(ctx.project_id, "network", net["name"])
     events.note_network(ctx.project_id, "destroy", view["Id"], view["Name"])
 
 
@@ -127,13 +135,14 @@ async def remove(request: web.Request) -> web.Response:
 def _prune(ctx: EndpointContext, p: Principal, filters: dict[str, list[str]]) -> list[str]:
     deleted = []
     for net, members in _networks(ctx, p):
-        view = rv.network_view(net, members)
+        view = _labelled(ctx, net, rv.network_view(net, members))
         if net["default"] or members or not rv.network_matches(view, filters):
             continue
         try:
             project_networks.delete(ctx.svc, p, ctx.project_id, net["name"])
         except (NotFound, Conflict):
             continue  # gone, or joined, meanwhile
+        compose_labels.forget(ctx.project_id, "network", net["name"])
         events.note_network(ctx.project_id, "destroy", view["Id"], view["Name"])
         deleted.append(view["Name"])
     return deleted

@@ -80,7 +80,10 @@ def check_volume_create(body: Any) -> str | None:
             f"volume driver options ({', '.join(sorted(str(k) for k in opts))}) {_NOT_YET}: "
             "a volume is the project's local Cellplane volume",
         )
-    if body.get("Labels"):
+    labels = body.get("Labels") or {}
+    if not isinstance(labels, dict):
+        raise Refused(400, "Labels must be a JSON object")
+    if [k for k in labels if not str(k).startswith(_COMPOSE_LABELS)]:
         raise Refused(400, f"volume create --label {_NOT_YET}: Cellplane volumes carry no labels")
     if body.get("ClusterVolumeSpec"):
         raise Refused(400, f"cluster volumes {_NOT_YET}")
@@ -113,13 +116,16 @@ def volume_view(vol: dict[str, Any], project: str) -> dict[str, Any]:
     }
 
 
-def volume_matches(vol: dict[str, Any], filters: dict[str, list[str]]) -> bool:
+def volume_matches(
+    vol: dict[str, Any], filters: dict[str, list[str]], labels: dict[str, str] | None = None
+) -> bool:
+    """Whether the volume passes `filters`; `labels`: the ones its view carries (Compose's)."""
     name = vol["name"]
     if "name" in filters and not any(f in name for f in filters["name"]):
         return False
     if "driver" in filters and "local" not in filters["driver"]:
         return False
-    if "label" in filters and not _labels_match({}, filters["label"]):
+    if "label" in filters and not _labels_match(labels or {}, filters["label"]):
         return False
     if "dangling" in filters:
         dangling = not vol.get("attached_to")

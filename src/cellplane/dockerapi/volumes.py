@@ -10,7 +10,7 @@ from typing import Any
 import pydantic
 from aiohttp import web
 
-from cellplane.dockerapi import events
+from cellplane.dockerapi import compose_labels, events, naming
 from cellplane.dockerapi import resource_views as rv
 from cellplane.dockerapi.base import (
     EndpointContext,
@@ -38,13 +38,19 @@ def project_volumes(ctx: EndpointContext, p: Principal) -> list[dict[str, Any]]:
 
 def _named(ctx: EndpointContext, p: Principal, name: str) -> dict[str, Any]:
     for vol in project_volumes(ctx, p):
-        if vol["name"] == name:
+        if naming.same_name(name, vol["name"]):  # Compose's `project_data` is `project-data`
             return vol
     raise Refused(404, f"get {name}: no such volume")
 
 
+def _view(ctx: EndpointContext, vol: dict[str, Any]) -> dict[str, Any]:
+    view = rv.volume_view(vol, ctx.project_name)
+    return compose_labels.decorate(view, ctx.project_id, "volume", vol["name"])
+
+
 def _create(ctx: EndpointContext, p: Principal, body: Any) -> dict[str, Any]:
-    name = rv.check_volume_create(body) or f"vol-{secrets.token_hex(6)}"
+    given = rv.check_volume_create(body) or f"vol-{secrets.token_hex(6)}"
+    name = naming.dns_name(given) or given
     try:
         spec = VolumeCreate(name=name)
     except pydantic.ValidationError as exc:
@@ -55,11 +61,12 @@ def _create(ctx: EndpointContext, p: Principal, body: Any) -> dict[str, Any]:
         ) from exc
     for vol in project_volumes(ctx, p):
         if vol["name"] == name:  # as Docker: creating an existing volume gives it back
-            return rv.volume_view(vol, ctx.project_name)
+            return _view(ctx, vol)
     with ctx.svc.db.session() as s:
         out = volumes.create(ctx.svc, s, p, ctx.project_id, spec)
+    compose_labels.remember(ctx.project_id, "volume", name, given, body.get("Labels") or {})
     events.note_volume(ctx.project_id, "create", name)
-    return rv.volume_view(out.body, ctx.project_name)
+    return _view(ctx, out.body)
 
 
 async def create(request: web.Request) -> web.Response:
@@ -72,14 +79,15 @@ async def list_volumes(request: web.Request) -> web.Response:
     ctx, p = context(request), principal(request)
     filters = rv.parse_resource_filters(request.query.get("filters"), "volume")
     items = await blocking(project_volumes, ctx, p)
-    out = [rv.volume_view(v, ctx.project_name) for v in items if rv.volume_matches(v, filters)]
+    views = [(v, _view(ctx, v)) for v in items]
+    out = [view for v, view in views if rv.volume_matches(v, filters, view["Labels"])]
     return json_response({"Volumes": out, "Warnings": []})
 
 
 async def inspect(request: web.Request) -> web.Response:
     ctx, p = context(request), principal(request)
     vol = await blocking(_named, ctx, p, request.match_info["name"])
-    return json_response(rv.volume_view(vol, ctx.project_name))
+    return json_response(_view(ctx, vol))
 
 
 def _delete(ctx: EndpointContext, p: Principal, name: str, force: bool) -> None:
@@ -95,6 +103,7 @@ def _delete(ctx: EndpointContext, p: Principal, name: str, force: bool) -> None:
         if not force:
             raise Refused(404, f"get {name}: no such volume") from None
         return
+    compose_labels.forget(ctx.project_id, "volume", vol["name"])
     events.note_volume(ctx.project_id, "destroy", name)
 
 
@@ -108,12 +117,14 @@ async def remove(request: web.Request) -> web.Response:
 def _prune(ctx: EndpointContext, p: Principal, filters: dict[str, list[str]]) -> list[str]:
     deleted = []
     for vol in project_volumes(ctx, p):
-        if vol.get("attached_to") or not rv.volume_matches(vol, filters):
+        labels = _view(ctx, vol)["Labels"]
+        if vol.get("attached_to") or not rv.volume_matches(vol, filters, labels):
             continue
         try:
             volumes.delete(ctx.svc, p, vol["id"])
         except NotFound:
             continue  # gone meanwhile
+        compose_labels.forget(ctx.project_id, "volume", vol["name"])
         events.note_volume(ctx.project_id, "destroy", str(vol["name"]))
         deleted.append(str(vol["name"]))
     return deleted

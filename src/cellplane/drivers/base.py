@@ -355,6 +355,9 @@ class Driver(Protocol):
         stdin: bool = False,
         tty: bool = False,
         size: tuple[int, int] | None = None,
+        user: str | None = None,
+        env: builtins.list[str] | None = None,
+        workdir: str | None = None,
     ) -> ExecSession:
         """Start `command` inside a running container with its streams attached; `size` is the
         TTY's initial (cols, rows)."""

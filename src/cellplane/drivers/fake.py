@@ -340,9 +340,15 @@ class FakeDriver:
         stdin: bool = False,
         tty: bool = False,
         size: tuple[int, int] | None = None,
+        user: str | None = None,
+        env: builtins.list[str] | None = None,
+        workdir: str | None = None,
     ) -> FakeExecSession:
         with self._lock:
-            self._record("exec_open", container_id, list(command), stdin, tty, size)
+            extra = {"user": user, "env": env, "workdir": workdir}
+            given = {k: v for k, v in extra.items() if v is not None}
+            args = (stdin, tty, size, given) if given else (stdin, tty, size)
+            self._record("exec_open", container_id, list(command), *args)
             box = self._get(container_id)
             if box.state != "running":
                 raise errors.PermanentDriverError(f"container {box.id} is not running")

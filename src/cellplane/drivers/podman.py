@@ -27,7 +27,7 @@ import docker
 import docker.errors
 import requests
 
-from cellplane.drivers import errors, sandbox_limits
+from cellplane.drivers import errors, podman_registry, sandbox_limits
 from cellplane.drivers.base import (
     ContainerInfo,
     ContainerSpec,
@@ -335,6 +335,20 @@ class PodmanDriver(PodmanOps, PodmanNetworkOps):
             for chunk in self._untyped.get_image(ref):
                 f.write(chunk)
 
+    def pull_image(self, reference: str, *, tls_verify: bool = True,
+                   auth: str | None = None) -> Iterator[dict[str, Any]]:  # fmt: skip
+        """Pull from a registry (libpod's pull); its JSON progress lines, as they come."""
+        with translated("image"):
+            yield from podman_registry.pull(self._api, reference, tls_verify=tls_verify, auth=auth)
+
+    def push_image(self, ref: str, destination: str, *, tls_verify: bool = True,
+                   auth: str | None = None) -> Iterator[dict[str, Any]]:  # fmt: skip
+        """Push the image `ref` to `destination`; its JSON progress lines, as they come."""
+        with translated("image"):
+            yield from podman_registry.push(
+                self._api, ref, destination, tls_verify=tls_verify, auth=auth
+            )
+
     # -- containers -------------------------------------------------------------------
 
     def _creator(self, spec: ContainerSpec) -> docker.APIClient:
@@ -508,9 +522,22 @@ class PodmanDriver(PodmanOps, PodmanNetworkOps):
         stdin: bool = False,
         tty: bool = False,
         size: tuple[int, int] | None = None,
+        user: str | None = None,
+        env: builtins.list[str] | None = None,
+        workdir: str | None = None,
     ) -> PodmanExecSession:
         with translated("container"):
-            return start_exec(self._untyped, container_id, command, stdin=stdin, tty=tty, size=size)
+            return start_exec(
+                self._untyped,
+                container_id,
+                command,
+                stdin=stdin,
+                tty=tty,
+                size=size,
+                user=user,
+                env=env,
+                workdir=workdir,
+            )
 
     def attach_open(
         self, container_id: str, *, stdin: bool = False, logs: bool = False

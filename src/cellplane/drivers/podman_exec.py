@@ -85,9 +85,23 @@ def start_exec(
     stdin: bool,
     tty: bool,
     size: tuple[int, int] | None,
+    user: str | None = None,
+    env: list[str] | None = None,
+    workdir: str | None = None,
 ) -> PodmanExecSession:
-    """Create and start an exec; the session reads and writes its hijacked socket."""
-    created = api.exec_create(container_id, command, stdin=stdin, tty=tty, stdout=True, stderr=True)
+    """Create and start an exec; the session reads and writes its hijacked socket. `user`,
+    `env` ("K=V") and `workdir` default to the container's."""
+    created = api.exec_create(
+        container_id,
+        command,
+        stdin=stdin,
+        tty=tty,
+        stdout=True,
+        stderr=True,
+        user=user or "",
+        environment=env or None,
+        workdir=workdir or None,
+    )
     exec_id = str(created["Id"])
     body: dict[str, Any] = {"Detach": False, "Tty": tty}
     if tty and size is not None:

@@ -248,11 +248,22 @@ async def open_exec(
     size: tuple[int, int] | None,
     timeout: float = 15.0,
     svc: Services | None = None,
+    user: str | None = None,
+    env: list[str] | None = None,
+    workdir: str | None = None,
 ) -> AgentExec:
     """Start `command` in the cell on its agent, attached: the session once the agent has said
     101 (so a missing container or a refusal raises here, before the client's WebSocket is
-    accepted). `svc` gives the pinned TLS of an ``https://`` agent (`services.agent_tls`)."""
-    fields = {"command": command, "stdin": stdin, "tty": tty, "size": list(size) if size else None}
+    accepted). `svc` gives the pinned TLS of an ``https://`` agent (`services.agent_tls`).
+    `user`, `env` ("K=V"), `workdir`: the process's, when given (`docker exec -u/-e/-w`)."""
+    fields: dict[str, Any] = {
+        "command": command,
+        "stdin": stdin,
+        "tty": tty,
+        "size": list(size) if size else None,
+    }
+    extra = {"user": user, "env": env, "workdir": workdir}
+    fields |= {k: v for k, v in extra.items() if v}
     return await _open_session(target, fields, timeout, "exec", svc)
 
 

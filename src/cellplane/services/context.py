@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cellplane.identity.rbac import Principal
+from cellplane.registries import Registry
 from cellplane.sealing import Sealer
 from cellplane.services.admission import AdmissionCache
 from cellplane.services.heartbeats import HeartbeatBuffer
@@ -116,6 +117,8 @@ class Services:
     # Largest request body (413 above it, before it is parsed); image uploads have their own.
     max_body_bytes: int = 1024 * 1024
     max_image_bytes: int = 64 * 1024**3
+    # The registries `docker pull`/`push` may use (ServerSettings.registries); none: refused.
+    registries: tuple[Registry, ...] = ()
     # Largest request headers, names and values together (431 above it).
     max_header_bytes: int = 32 * 1024
     # This replica's name among several servers on one PostgreSQL (`controller.leader`).

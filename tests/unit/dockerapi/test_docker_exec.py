@@ -3,12 +3,18 @@ the bounded instance registry, and what an exec's inspect reports."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+from cellplane.agent.endpoint import AgentEndpoint
 from cellplane.dockerapi.execs import ExecInstance, Execs, docker_frame, exec_fields
 from cellplane.dockerapi.mapping import Refused
+from cellplane.drivers.base import ContainerSpec
+from cellplane.drivers.fake import FakeDriver
+from cellplane.services import agent_proxy
+from cellplane.wire import exec as wire
 
 
 def cli_body(**over: Any) -> dict[str, Any]:
@@ -53,6 +59,9 @@ def test_the_clis_exec_body_becomes_the_instances_fields() -> None:
         "stdout": True,
         "stderr": True,
         "tty": True,
+        "user": "",
+        "env": [],
+        "workdir": "",
     }
     plain = exec_fields({"Cmd": ["true"], "AttachStdout": True})
     assert (plain["stdin"], plain["tty"], plain["stderr"], plain["size"]) == (
@@ -67,9 +76,11 @@ def test_the_clis_exec_body_becomes_the_instances_fields() -> None:
     ("over", "status", "words"),
     [
         ({"Privileged": True}, 403, "exec --privileged is not allowed"),
-        ({"User": "nobody"}, 400, "exec -u/--user is not supported"),
-        ({"Env": ["A=1"]}, 400, "exec -e/--env is not supported"),
-        ({"WorkingDir": "/tmp"}, 400, "exec -w/--workdir is not supported"),
+        ({"User": "no body"}, 400, "exec -u/--user 'no body'"),
+        ({"User": 7}, 400, "exec -u/--user"),
+        ({"Env": "A=1"}, 400, "exec -e/--env: Env must be a list"),
+        ({"Env": ["=1"]}, 400, "invalid environment variable: '=1'"),
+        ({"WorkingDir": "tmp"}, 400, "exec -w/--workdir 'tmp': the path must be absolute"),
         ({"DetachKeys": "ctrl-x"}, 400, "--detach-keys"),
         ({"Cmd": []}, 400, "No exec command specified"),
         ({"Cmd": None}, 400, "No exec command specified"),
@@ -84,6 +95,13 @@ def test_what_exec_cannot_do_is_refused_naming_the_option(
         exec_fields(cli_body(**over))
     assert err.value.status == status
     assert words in err.value.message
+
+
+def test_user_env_and_workdir_are_kept_for_the_agent() -> None:
+    got = exec_fields(cli_body(User="1000:100", Env=["A=1", "B=x=y", "UNSET"], WorkingDir="/srv"))
+    assert (got["user"], got["env"], got["workdir"]) == ("1000:100", ["A=1", "B=x=y"], "/srv")
+    inst = ExecInstance(id="e", cell_id="c", container="x", **got)
+    assert inst.view()["ProcessConfig"]["user"] == "1000:100"
 
 
 def test_docker_frames_carry_the_stream_and_the_length() -> None:
@@ -122,3 +140,42 @@ def test_inspect_reports_the_process_and_the_exit_code() -> None:
     assert view["ProcessConfig"]["entrypoint"] == "sh"
     assert view["ProcessConfig"]["arguments"] == ["-c", "exit 3"]
     assert view["ContainerID"] == "c" * 64
+
+
+def _agent_exec(options: dict[str, Any]) -> tuple[FakeDriver, list[tuple[int, bytes]]]:
+    """An exec with `options` through `agent_proxy.open_exec` and a real agent endpoint."""
+    driver = FakeDriver(images=["host"])
+    driver.start(driver.create(ContainerSpec(name="cp-cel-1", image="host")))
+    agent = AgentEndpoint(driver, "s3cret")
+    agent.start()
+
+    async def run() -> list[tuple[int, bytes]]:
+        target = (agent.url, "s3cret", "cel-1")
+        session = await agent_proxy.open_exec(
+            target, ["id"], stdin=False, tty=False, size=None, **options
+        )
+        try:
+            return [frame async for frame in session.frames()]
+        finally:
+            await session.close()
+
+    try:
+        return driver, asyncio.run(run())
+    finally:
+        agent.stop()
+
+
+def test_the_agent_runs_the_exec_as_the_user_in_the_dir_with_the_env() -> None:
+    driver, frames = _agent_exec({"user": "nobody", "env": ["A=1"], "workdir": "/tmp"})
+    assert frames[-1][0] == wire.STATUS
+    given = {"user": "nobody", "env": ["A=1"], "workdir": "/tmp"}
+    assert driver.called("exec_open") == [("cp-cel-1", ["id"], False, False, None, given)]
+    plain, _ = _agent_exec({})
+    assert plain.called("exec_open") == [("cp-cel-1", ["id"], False, False, None)]
+
+
+def test_the_agent_refuses_an_env_that_is_not_key_value_pairs() -> None:
+    with pytest.raises(agent_proxy.AgentRefused) as err:
+        _agent_exec({"env": ["NOEQUALS"]})
+    assert err.value.agent_status == 400
+    assert 'env must be a list of "KEY=VALUE" strings' in str(err.value)

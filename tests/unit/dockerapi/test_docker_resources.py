@@ -263,3 +263,31 @@ def test_the_endpoint_serves_the_resource_routes_with_and_without_a_version() ->
         ("GET", "/system/df"),
     ):
         assert (method, path) in served and (method, "/v{version}" + path) in served
+
+
+def test_compose_labels_and_names_are_given_back_for_what_compose_made() -> None:
+    from cellplane.dockerapi import compose_labels
+
+    labels = {"com.docker.compose.project": "p1", "com.docker.compose.volume": "data"}
+    compose_labels.remember("prj-x", "volume", "p1-data", "p1_data", {**labels, "other": "x"})
+    view = compose_labels.decorate({"Name": "p1-data", "Labels": {}}, "prj-x", "volume", "p1-data")
+    assert view == {"Name": "p1_data", "Labels": labels}  # only Compose's own labels
+    wanted = ["com.docker.compose.project=p1", "com.docker.compose.volume=data"]
+    assert rv.volume_matches({"name": "p1-data"}, {"label": wanted}, view["Labels"])
+    assert not rv.volume_matches({"name": "p1-data"}, {"label": ["x=1"]}, view["Labels"])
+    other = compose_labels.decorate({"Name": "p1-data"}, "prj-y", "volume", "p1-data")
+    assert other == {"Name": "p1-data"}  # another project's volume of that name: nothing
+    compose_labels.forget("prj-x", "volume", "p1-data")
+    assert compose_labels.decorate({"Name": "p1-data"}, "prj-x", "volume", "p1-data") == {
+        "Name": "p1-data"
+    }
+
+
+def test_compose_volume_names_map_to_cellplane_volumes_and_other_labels_are_refused() -> None:
+    from cellplane.dockerapi.mapping import _volume_name
+
+    assert _volume_name("proj_data") == "proj-data"
+    assert _volume_name("data") == "data"
+    assert rv.check_volume_create({"Name": "p_d", "Labels": {"com.docker.compose.project": "p"}})
+    with pytest.raises(Refused, match="volume create --label"):
+        rv.check_volume_create({"Name": "d", "Labels": {"team": "a"}})

