@@ -9,7 +9,7 @@ same plan, message for message, for the same input.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from . import _reasons
 from .model import (
@@ -37,6 +37,7 @@ class HostState:
         "cap_d",
         "cap_m",
         "cells",
+        "counts",
         "div_c",
         "div_m",
         "groups",
@@ -72,6 +73,28 @@ class HostState:
         self.ports = set(h.used_ports)
         self.groups = dict(h.groups)
         self.cells = list(h.cells)
+        # How many of `cells` each selector seen in this batch matches, kept as cells are
+        # added: a soft anti-affinity scores every host for every request, and counting its
+        # cells each time made a batch O(requests x cells).
+        self.counts: dict[tuple[tuple[str, str], ...], int] = {}
+
+    def count(self, a: Affinity, key: tuple[tuple[str, str], ...] | None = None) -> int:
+        key = key or _key(a)
+        n = self.counts.get(key)
+        if n is None:
+            n = self.counts[key] = a.count(self.cells)
+        return n
+
+    def add(self, labels: Mapping[str, str]) -> None:
+        self.cells.append(labels)
+        for key in self.counts:
+            if all(labels.get(k) == v for k, v in key):
+                self.counts[key] += 1
+
+
+def _key(a: Affinity) -> tuple[tuple[str, str], ...]:
+    """The selector as a hashable key."""
+    return tuple(sorted(a.selector.items()))
 
 
 def hard_terms(states: Sequence[HostState], r: PlacementRequest) -> list[Affinity]:
@@ -90,19 +113,22 @@ def hard_terms(states: Sequence[HostState], r: PlacementRequest) -> list[Affinit
 def _breaks(s: HostState, terms: Sequence[Affinity]) -> Affinity | None:
     """The first hard term host `s` breaks, or None."""
     for a in terms:
-        n = a.count(s.cells)
+        n = s.count(a)
         if (a.anti and n) or (not a.anti and not n):
             return a
     return None
 
 
-def _preference(s: HostState, r: PlacementRequest) -> float:
-    """Score change from soft terms: lower is better (anti counts every matching cell)."""
+def _preference(
+    s: HostState, r: PlacementRequest, keys: Sequence[tuple[tuple[str, str], ...]]
+) -> float:
+    """Score change from soft terms: lower is better (anti counts every matching cell).
+    `keys`: the selectors of `r.affinity` as `_key` makes them (computed once per request)."""
     adj = 0.0
-    for a in r.affinity:
+    for a, key in zip(r.affinity, keys, strict=True):
         if not a.soft:
             continue
-        n = a.count(s.cells)
+        n = s.count(a, key)
         if a.anti:
             adj += AFFINITY_WEIGHT * n
         elif n:
@@ -136,6 +162,7 @@ def place_small(hosts: Sequence[HostSnapshot], requests: Sequence[PlacementReque
         group = r.group
         cap = r.max_per_host
         terms = hard_terms(states, r) if r.affinity else []
+        keys = [_key(a) for a in r.affinity]
         binpack = r.policy == BINPACK
         iso = r.isolation
         best: HostState | None = None
@@ -164,7 +191,7 @@ def place_small(hosts: Sequence[HostSnapshot], requests: Sequence[PlacementReque
             if has_near and not strict:
                 key -= NEAR_BONUS
             if r.affinity:
-                key += _preference(s, r)
+                key += _preference(s, r, keys)
             if best is None or key < best_key:
                 best, best_key = s, key
         if best is None:
@@ -177,7 +204,7 @@ def place_small(hosts: Sequence[HostSnapshot], requests: Sequence[PlacementReque
             best.ports.update(ports)
         if group is not None:
             best.groups[group] = best.groups.get(group, 0) + 1
-        best.cells.append(r.cell_labels)
+        best.add(r.cell_labels)
         placements.append(Placement(r.id, best.id))
     return Plan(tuple(placements), tuple(unplaced))
 

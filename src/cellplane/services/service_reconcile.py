@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cellplane import scheduler
 from cellplane.errors import CellplaneError
 from cellplane.scheduler.service_plan import (
     Create,
@@ -24,6 +25,7 @@ from cellplane.scheduler.service_plan import (
     ServicePlan,
     plan_service,
 )
+from cellplane.services import cell_batch
 from cellplane.services import cells as cells_mod
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.context import Principal, Services
@@ -137,6 +139,33 @@ def service_principal(s: Session, service: Service) -> Principal:
     )
 
 
+def _create_batch(
+    svc: Services, s: Session, principal: Principal, service: Service, count: int, now: datetime
+) -> list[str]:
+    """Create `count` cells of the service at once (`cell_batch`): the next free ordinals (never
+    reused; one a cell made by hand took is skipped), admitted and placed together."""
+    project = s.get(Project, service.project_id)
+    assert project is not None
+    taken = set(
+        s.scalars(
+            select(Cell.name).where(
+                Cell.project_id == project.id, Cell.name.like(f"{service.name}-%")
+            )
+        )
+    )
+    names: list[str] = []
+    ordinal = service.next_ordinal
+    while len(names) < count:
+        if f"{service.name}-{ordinal}" not in taken:
+            names.append(f"{service.name}-{ordinal}")
+        ordinal += 1
+    spread = scheduler.Affinity({SERVICE_LABEL: service.id}, anti=True, soft=True)
+    body = cell_body(service, service.next_ordinal)
+    out = cell_batch.create_many(svc, s, principal, project, body, names, now, spread_term=spread)
+    service.next_ordinal = ordinal
+    return list(out.topics)
+
+
 def _create(
     svc: Services, s: Session, principal: Principal, service: Service, action: Create
 ) -> list[str]:
@@ -209,14 +238,20 @@ def run_pass(
     topics: list[str] = []
     problem: str | None = None
     failed = 0
+    creates = [a for a in plan.actions if isinstance(a, Create)]
     for action in plan.actions:
         if isinstance(action, Delete):
             failed += action.reason == "failed"
             out = cells_mod.delete(svc, s, who, action.cell_id, owner=service.id)
             topics += out.topics
-            continue
+    # Without volumes (bound per cell), every cell the plan wants is made in one batch.
+    batch = bool(creates) and not service.template.get("volumes")
+    for action in [creates[0]] if batch else creates:
         try:
-            topics += _create(svc, s, who, service, action)
+            if batch:
+                topics += _create_batch(svc, s, who, service, len(creates), now)
+            else:
+                topics += _create(svc, s, who, service, action)
         except CellplaneError as exc:
             if strict:
                 raise
