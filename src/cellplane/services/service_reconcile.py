@@ -48,6 +48,7 @@ __all__ = [
     "desired_of",
     "is_settled",
     "observe",
+    "observed",
     "run_pass",
     "service_principal",
     "status",
@@ -67,6 +68,35 @@ def cells_of(s: Session, service: Service) -> list[Cell]:
         .order_by(Cell.name)
     ).all()
     return [c for c in rows if (c.labels or {}).get(SERVICE_LABEL) == service.id]
+
+
+def observed(s: Session, service: Service) -> list[ObservedCell]:
+    """`observe(service, cells_of(s, service))` from the columns the plan needs, without
+    loading the cells (the controller looks at every unsettled service each second)."""
+    rows = s.execute(
+        select(Cell.id, Cell.name, Cell.labels, Cell.state, Cell.desired_state, Cell.ended_at)
+        .where(Cell.project_id == service.project_id, Cell.name.like(f"{service.name}-%"))
+        .order_by(Cell.name)
+    )
+    prefix = re.compile(re.escape(service.name) + r"-(\d+)")
+    out = []
+    for cid, name, labels, state, desired, ended_at in rows:
+        labels = labels or {}
+        if labels.get(SERVICE_LABEL) != service.id:
+            continue
+        m = prefix.fullmatch(name)
+        raw = str(labels.get(REVISION_LABEL, "0"))
+        out.append(
+            ObservedCell(
+                id=cid,
+                ordinal=int(m.group(1)) if m else 0,
+                revision=int(raw) if raw.isdigit() else 0,
+                state=state,
+                desired_state=desired,
+                ended=ended_at is not None and desired == "RUNNING",
+            )
+        )
+    return out
 
 
 def _ordinal(service: Service, cell: Cell) -> int:
@@ -208,7 +238,7 @@ def _record(task: Task | None, plan: ServicePlan, service: Service, now: datetim
 def is_settled(s: Session, service: Service, now: datetime) -> bool:
     """Whether a pass would change nothing: no action to take, no task to advance, nothing to
     record. The controller checks it in a read transaction before opening a write one."""
-    plan = plan_service(desired_of(service), observe(service, cells_of(s, service)), now)
+    plan = plan_service(desired_of(service), observed(s, service), now)
     task = s.get(Task, service.task_id) if service.task_id else None
     return (
         not plan.actions
@@ -233,8 +263,7 @@ def run_pass(
     a template that no longer validates) propagates, and the caller's transaction is rolled back;
     else it is recorded on the service (`message`) and the pass goes on with what it can do."""
     who = principal or service_principal(s, service)
-    cells = cells_of(s, service)
-    plan = plan_service(desired_of(service), observe(service, cells), now)
+    plan = plan_service(desired_of(service), observed(s, service), now)
     topics: list[str] = []
     problem: str | None = None
     failed = 0
