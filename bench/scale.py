@@ -274,6 +274,7 @@ def main() -> int:
                 peak[0] = max(peak[0], rss_kb(server_pid))
             while time.monotonic() - t0 < a.timeout:
                 n = await asyncio.to_thread(running_count, http)
+                last_running[0] = n
                 peak[0] = max(peak[0], rss_kb(server_pid))
                 if n >= accepted[0]:
                     return time.monotonic() - t0
@@ -282,6 +283,7 @@ def main() -> int:
             return None
 
         accepted = [a.cells]
+        last_running = [0]
 
         async def run() -> tuple[float, float | None, list[float], int]:
             t0 = time.monotonic()
@@ -307,6 +309,8 @@ def main() -> int:
         if seconds is None:
             doc["seconds"] = None
             doc["error"] = f"not all RUNNING after {a.timeout} s"
+            doc["running_at_timeout"] = last_running[0]
+            doc["running_per_s"] = round(last_running[0] / a.timeout, 1)
         else:
             doc["seconds"] = round(seconds, 2)
             doc["cells_per_s"] = round(doc["accepted"] / seconds, 1)
