@@ -8,6 +8,7 @@ same plan, message for message, for the same input.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections.abc import Mapping, Sequence
 
@@ -145,11 +146,136 @@ def states_of(hosts: Sequence[HostSnapshot]) -> list[HostState]:
     return states
 
 
+_SAME = (
+    "resources",
+    "labels",
+    "ports",
+    "group",
+    "max_per_host",
+    "zones",
+    "near",
+    "near_strict",
+    "policy",
+    "cell_labels",
+    "affinity",
+    "isolation",
+)
+#: A run of at least this many requests alike but for their ids is placed with a heap.
+RUN_MIN = 8
+
+
+def _alike(a: PlacementRequest, b: PlacementRequest) -> bool:
+    for f in _SAME:
+        x, y = getattr(a, f), getattr(b, f)
+        if x is not y and x != y:
+            return False
+    return True
+
+
+def _score(
+    s: HostState, r: PlacementRequest, keys: Sequence[tuple[tuple[str, str], ...]]
+) -> float | None:
+    """The scan's key of host `s` for `r` (None: `s` cannot take it); `r` has no hard terms."""
+    c = millicores(r.resources.cpu)
+    m = r.resources.memory_mb
+    d = r.resources.disk_gb
+    if c > s.cap_c - s.used_c or m > s.cap_m - s.used_m or d > s.cap_d - s.used_d:
+        return None
+    if r.isolation not in s.isolation:
+        return None
+    if r.labels and any(s.labels.get(k) != v for k, v in r.labels.items()):
+        return None
+    if r.zones is not None and s.zone not in r.zones:
+        return None
+    near = r.near
+    has_near = near is not None and s.groups.get(near, 0) > 0
+    if r.near_strict and near is not None and not has_near:
+        return None
+    if r.ports and not r.ports.isdisjoint(s.ports):
+        return None
+    if r.max_per_host is not None and s.groups.get(r.group or "", 0) >= r.max_per_host:
+        return None
+    key = (s.used_c + c) / s.div_c + (s.used_m + m) / s.div_m
+    if r.policy == BINPACK:
+        key = -key
+    if has_near and not r.near_strict:
+        key -= NEAR_BONUS
+    if r.affinity:
+        key += _preference(s, r, keys)
+    return key
+
+
+def _place_run(
+    states: Sequence[HostState],
+    ready: Sequence[HostState],
+    run: Sequence[PlacementRequest],
+    placements: list[Placement],
+    unplaced: list[Unplaced],
+) -> None:
+    """Place requests alike but for their ids, with soft terms only: what the scan does, with a
+    heap of (key, host id). Placing on a host changes only that host's key (its usage, ports,
+    groups and cells), so the best host is the heap's top once that host is pushed back."""
+    r = run[0]
+    keys = [_key(a) for a in r.affinity]
+    heap = []
+    for i, s in enumerate(ready):
+        k = _score(s, r, keys)
+        if k is not None:
+            heap.append((k, s.id, i))
+    heapq.heapify(heap)
+    for q in run:
+        if not heap:
+            unplaced.append(Unplaced(q.id, explain_states(states, q) or _reasons.FALLBACK))
+            continue
+        _, _, i = heapq.heappop(heap)
+        best = ready[i]
+        _take(best, q)
+        placements.append(Placement(q.id, best.id))
+        k = _score(best, r, keys)
+        if k is not None:
+            heapq.heappush(heap, (k, best.id, i))
+
+
+def _take(best: HostState, r: PlacementRequest) -> None:
+    best.used_c += millicores(r.resources.cpu)
+    best.used_m += r.resources.memory_mb
+    best.used_d += r.resources.disk_gb
+    if r.ports:
+        best.ports.update(r.ports)
+    if r.group is not None:
+        best.groups[r.group] = best.groups.get(r.group, 0) + 1
+    best.add(r.cell_labels)
+
+
 def place_small(hosts: Sequence[HostSnapshot], requests: Sequence[PlacementRequest]) -> Plan:
     states = states_of(hosts)
     ready = [s for s in states if s.ready]
     placements: list[Placement] = []
     unplaced: list[Unplaced] = []
+    i, n = 0, len(requests)
+    while i < n:
+        r = requests[i]
+        j = i + 1
+        if all(a.soft for a in r.affinity):
+            while j < n and _alike(r, requests[j]):
+                j += 1
+        if j - i >= RUN_MIN:
+            _place_run(states, ready, requests[i:j], placements, unplaced)
+        else:
+            _scan(states, ready, requests[i:j], placements, unplaced)
+        i = j
+    return Plan(tuple(placements), tuple(unplaced))
+
+
+def _scan(
+    states: Sequence[HostState],
+    ready: Sequence[HostState],
+    requests: Sequence[PlacementRequest],
+    placements: list[Placement],
+    unplaced: list[Unplaced],
+) -> None:
+    """Each request in turn: every ready host scanned, the lowest key wins (ties: the smaller
+    host id, the first in `states`' order)."""
     for r in requests:
         c = millicores(r.resources.cpu)
         m = r.resources.memory_mb
@@ -206,7 +332,6 @@ def place_small(hosts: Sequence[HostSnapshot], requests: Sequence[PlacementReque
             best.groups[group] = best.groups.get(group, 0) + 1
         best.add(r.cell_labels)
         placements.append(Placement(r.id, best.id))
-    return Plan(tuple(placements), tuple(unplaced))
 
 
 def explain_states(states: Sequence[HostState], r: PlacementRequest) -> str | None:
