@@ -1,6 +1,6 @@
 """A service on simulated hosts (issue 13): 50 instances, scaled to 80, then back to 20.
 
-A real `cellplane server` process (SQLite, no agent, no engine) and 10 simulated hosts
+A real `cellplane server` process (SQLite, then PostgreSQL; no agent, no engine) and 10 simulated hosts
 (`cellplane.testing.simhosts`, the agent protocol over HTTP). The service's cells are admitted
 and placed in one batch per change; they must all run, spread over the hosts, and the scale-down
 must keep the lowest ordinals and remove the others for good (the hosts confirm the removals).
@@ -9,6 +9,8 @@ No podman is used.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +20,7 @@ import pytest
 from cellplane.client import Client
 from cellplane.testing.busybox import build_busybox_archive
 from cellplane.testing.harness import Deployment
+from cellplane.testing.postgres import PostgresServer, find_bindir
 from cellplane.testing.simhosts import SimHosts, SimSpec
 from cellplane.testing.waits import finish, wait_for
 
@@ -28,9 +31,33 @@ PROJECT = "svc"
 TEMPLATE = {"image": "busybox", "cpu": 0.01, "memory_mb": 16, "command": ["sleep", "3600"]}
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Deployment]:
-    d = Deployment()
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest) -> Iterator[Deployment]:
+    with contextlib.ExitStack() as stack:
+        url = None
+        if request.param == "postgresql":
+            url = stack.enter_context(_postgres())
+        yield stack.enter_context(_deployment(url))
+
+
+@contextlib.contextmanager
+def _postgres() -> Iterator[str]:
+    bindir = find_bindir()
+    if bindir is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL server binaries not found; CI must install them")
+        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
+    pg = PostgresServer(bindir)
+    try:
+        pg.start()
+        yield pg.create_database("cellplane")
+    finally:
+        pg.stop()
+
+
+@contextlib.contextmanager
+def _deployment(database_url: str | None) -> Iterator[Deployment]:
+    d = Deployment(database_url=database_url)
     try:
         d.start_server()
         with d.client() as c:
