@@ -10,9 +10,11 @@ RUNNING in <= 100 s, server RSS <= 1 GB, API p99 <= 100 ms.
   speaking the agent protocol over HTTP, with an in-memory engine that runs containers at once.
   They beat every `--heartbeat-s` (2 s, as the agent); a longer interval sets the server's
   thresholds (SUSPECT, DOWN) to 3x and 5x it (the agent's 2 s gives the default 6 s and 10 s).
-- Cells (cpu 0.01, memory 16 MB) are created by `--clients` concurrent API clients
-  (`POST /v1/projects/{p}/cells`, one cell each: the API has no batch path), spread over
-  ceil(cells / `--per-project`) projects (a project network without a cell quota holds 4,093).
+- Cells (cpu 0.01, memory 16 MB) are created by `--clients` concurrent API clients, spread over
+  ceil(cells / `--per-project`) projects (a project network without a cell quota holds 4,093):
+  `--mode service` (the default, what a user of many identical cells does): services of
+  `--instances` cells each (`POST /v1/projects/{p}/services`, one request per service);
+  `--mode cells`: one `POST /v1/projects/{p}/cells` per cell.
 - `seconds`: from the first POST to the poll of `/metrics` (`cellplane_cells{state="RUNNING"}`,
   every `--poll` s) that saw all N RUNNING; `create_seconds`: until the last POST returned.
 - At full size: `api_p99_ms.get_cell` over `--samples` `GET /v1/cells/{id}` of random cells, and
@@ -58,46 +60,77 @@ def running_count(http: Any) -> int:
     return int(float(m.group(1))) if m else 0
 
 
+def cell_body(image: str) -> dict[str, Any]:
+    return {"image": image, "cpu": 0.01, "memory_mb": 16, "command": ["sleep", "3600"]}
+
+
+async def _post(http: Any, url: str, body: dict[str, Any]) -> tuple[Any, float]:
+    """POST with retries on 429/503 (as a client should); the response and its latency."""
+    for attempt in range(20):
+        t = time.monotonic()
+        r = await http.post(url, json=body)
+        if r.status_code in (429, 503) and attempt < 19:
+            await asyncio.sleep(0.2 * (attempt + 1))
+            continue
+        break
+    return r, time.monotonic() - t
+
+
+def plan_requests(
+    mode: str, projects: list[str], n: int, instances: int, image: str
+) -> list[tuple[str, dict[str, Any], int]]:
+    """(url, body, cells) of every create request: one cell each (`cells` mode), or services of
+    `instances` cells each (`service` mode, the last one smaller), spread over the projects."""
+    if mode == "cells":
+        return [
+            (
+                f"/v1/projects/{projects[i % len(projects)]}/cells",
+                {"name": f"c-{i:07d}", **cell_body(image)},
+                1,
+            )
+            for i in range(n)
+        ]
+    out = []
+    per_project = math.ceil(n / len(projects))
+    for k, project in enumerate(projects):
+        left = min(per_project, n - k * per_project)
+        j = 0
+        while left > 0:
+            size = min(instances, left)
+            body = {"name": f"s{j:03d}", "template": cell_body(image), "instances": size}
+            out.append((f"/v1/projects/{project}/services", body, size))
+            left -= size
+            j += 1
+    return out
+
+
 async def create_cells(
-    url: str, token: str, projects: list[str], n: int, clients: int, image: str
+    url: str, token: str, requests: list[tuple[str, dict[str, Any], int]], clients: int
 ) -> tuple[list[str], list[float], int]:
-    """POST n cells with `clients` concurrent requests; (task ids, latencies, refusals)."""
+    """Send the create requests with `clients` concurrent clients; (task ids, latencies, cells
+    refused)."""
     import httpx
 
-    next_i = iter(range(n))
+    next_i = iter(requests)
     tasks: list[str] = []
     lat: list[float] = []
     refused = [0]
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=120) as http:
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=600) as http:
 
         async def worker() -> None:
-            for i in next_i:
-                body = {
-                    "name": f"c-{i:07d}",
-                    "image": image,
-                    "cpu": 0.01,
-                    "memory_mb": 16,
-                    "command": ["sleep", "3600"],
-                }
-                project = projects[i % len(projects)]
-                for attempt in range(20):
-                    t = time.monotonic()
-                    r = await http.post(f"/v1/projects/{project}/cells", json=body)
-                    if r.status_code in (429, 503) and attempt < 19:
-                        await asyncio.sleep(0.2 * (attempt + 1))
-                        continue
-                    break
-                lat.append(time.monotonic() - t)
+            for path, body, cells in next_i:
+                r, took = await _post(http, path, body)
+                lat.append(took)
                 if r.status_code != 202:
-                    refused[0] += 1
-                    if refused[0] <= 5:
+                    refused[0] += cells
+                    if refused[0] <= 5 * cells:
                         log(f"POST refused: {r.status_code} {r.text[:300]}")
                     continue
                 tasks.append(r.json()["id"])
-                if len(tasks) % 5000 == 0:
-                    log(f"{len(tasks)} cells accepted")
+                if cells > 1 or len(tasks) % 5000 == 0:
+                    log(f"{len(tasks)} requests accepted")
 
         await asyncio.gather(*(worker() for _ in range(clients)))
     return tasks, lat, refused[0]
@@ -148,6 +181,13 @@ def main() -> int:
     # SIGTERM as Ctrl-C: the server, the simulated hosts and the data directory are cleaned up.
     signal.signal(signal.SIGTERM, _interrupted)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--mode",
+        choices=("service", "cells"),
+        default="service",
+        help="service: services of --instances cells (one request each); cells: one POST per cell",
+    )
+    p.add_argument("--instances", type=int, default=1000, help="cells per service (service mode)")
     p.add_argument("--hosts", type=int, default=100)
     p.add_argument("--cells", type=int, default=5000)
     p.add_argument("--clients", type=int, default=16)
@@ -167,8 +207,8 @@ def main() -> int:
     )
     p.add_argument("--log-level", default="warning")
     a = p.parse_args()
-    if a.hosts < 1 or a.cells < 1 or a.clients < 1:
-        p.error("--hosts, --cells and --clients must be at least 1")
+    if a.hosts < 1 or a.cells < 1 or a.clients < 1 or a.instances < 1:
+        p.error("--hosts, --cells, --clients and --instances must be at least 1")
 
     import httpx
 
@@ -190,6 +230,8 @@ def main() -> int:
         "database": "postgresql" if a.database_url else "sqlite",
         "hosts": a.hosts,
         "cells": a.cells,
+        "mode": a.mode,
+        "instances": a.instances if a.mode == "service" else 1,
         "clients": a.clients,
         "heartbeat_s": a.heartbeat_s,
     }
@@ -232,6 +274,7 @@ def main() -> int:
                 peak[0] = max(peak[0], rss_kb(server_pid))
             while time.monotonic() - t0 < a.timeout:
                 n = await asyncio.to_thread(running_count, http)
+                last_running[0] = n
                 peak[0] = max(peak[0], rss_kb(server_pid))
                 if n >= accepted[0]:
                     return time.monotonic() - t0
@@ -240,21 +283,25 @@ def main() -> int:
             return None
 
         accepted = [a.cells]
+        last_running = [0]
 
         async def run() -> tuple[float, float | None, list[float], int]:
             t0 = time.monotonic()
             w = asyncio.create_task(watch(t0))
-            tasks, lat, refused = await create_cells(
-                d.url, d.admin_token, projects, a.cells, a.clients, image
-            )
+            _tasks, lat, refused = await create_cells(d.url, d.admin_token, requests, a.clients)
             created = time.monotonic() - t0
-            accepted[0] = len(tasks)
+            accepted[0] = a.cells - refused
             done.set()
             return created, await w, lat, refused
 
-        log(f"creating {a.cells} cells with {a.clients} clients in {len(projects)} projects")
+        requests = plan_requests(a.mode, projects, a.cells, a.instances, image)
+        log(
+            f"creating {a.cells} cells in {len(requests)} requests ({a.mode} mode) with "
+            f"{a.clients} clients in {len(projects)} projects"
+        )
         created, seconds, lat, refused = asyncio.run(run())
         doc["create_seconds"] = round(created, 2)
+        doc["requests"] = len(requests)
         doc["accepted"] = a.cells - refused
         doc["refused"] = refused
         doc["post_p50_ms"] = round(1000 * percentile(lat, 50), 1)
@@ -262,6 +309,8 @@ def main() -> int:
         if seconds is None:
             doc["seconds"] = None
             doc["error"] = f"not all RUNNING after {a.timeout} s"
+            doc["running_at_timeout"] = last_running[0]
+            doc["running_per_s"] = round(last_running[0] / a.timeout, 1)
         else:
             doc["seconds"] = round(seconds, 2)
             doc["cells_per_s"] = round(doc["accepted"] / seconds, 1)

@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from cellplane import scheduler
+from cellplane.services import cell_batch
 from cellplane.services import cells as cells_mod
 from cellplane.services import hosts as hosts_mod
 from cellplane.services import tasks as tasks_mod
@@ -35,6 +36,7 @@ def schedule_pending(svc: Services, now: datetime) -> set[str]:
         ).all()
         if not pending:
             return topics
+        cell_batch.lock_placement(s)  # PostgreSQL: no API batch places on the same view
         snap = cells_mod.with_host_labels(hosts_mod.snapshot(s, svc, now))
         vols = {
             (v.project_id, v.name): v

@@ -8,8 +8,9 @@ same plan, message for message, for the same input.
 
 from __future__ import annotations
 
+import heapq
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from . import _reasons
 from .model import (
@@ -37,6 +38,7 @@ class HostState:
         "cap_d",
         "cap_m",
         "cells",
+        "counts",
         "div_c",
         "div_m",
         "groups",
@@ -72,6 +74,28 @@ class HostState:
         self.ports = set(h.used_ports)
         self.groups = dict(h.groups)
         self.cells = list(h.cells)
+        # How many of `cells` each selector seen in this batch matches, kept as cells are
+        # added: a soft anti-affinity scores every host for every request, and counting its
+        # cells each time made a batch O(requests x cells).
+        self.counts: dict[tuple[tuple[str, str], ...], int] = {}
+
+    def count(self, a: Affinity, key: tuple[tuple[str, str], ...] | None = None) -> int:
+        key = key or _key(a)
+        n = self.counts.get(key)
+        if n is None:
+            n = self.counts[key] = a.count(self.cells)
+        return n
+
+    def add(self, labels: Mapping[str, str]) -> None:
+        self.cells.append(labels)
+        for key in self.counts:
+            if all(labels.get(k) == v for k, v in key):
+                self.counts[key] += 1
+
+
+def _key(a: Affinity) -> tuple[tuple[str, str], ...]:
+    """The selector as a hashable key."""
+    return tuple(sorted(a.selector.items()))
 
 
 def hard_terms(states: Sequence[HostState], r: PlacementRequest) -> list[Affinity]:
@@ -90,19 +114,22 @@ def hard_terms(states: Sequence[HostState], r: PlacementRequest) -> list[Affinit
 def _breaks(s: HostState, terms: Sequence[Affinity]) -> Affinity | None:
     """The first hard term host `s` breaks, or None."""
     for a in terms:
-        n = a.count(s.cells)
+        n = s.count(a)
         if (a.anti and n) or (not a.anti and not n):
             return a
     return None
 
 
-def _preference(s: HostState, r: PlacementRequest) -> float:
-    """Score change from soft terms: lower is better (anti counts every matching cell)."""
+def _preference(
+    s: HostState, r: PlacementRequest, keys: Sequence[tuple[tuple[str, str], ...]]
+) -> float:
+    """Score change from soft terms: lower is better (anti counts every matching cell).
+    `keys`: the selectors of `r.affinity` as `_key` makes them (computed once per request)."""
     adj = 0.0
-    for a in r.affinity:
+    for a, key in zip(r.affinity, keys, strict=True):
         if not a.soft:
             continue
-        n = a.count(s.cells)
+        n = s.count(a, key)
         if a.anti:
             adj += AFFINITY_WEIGHT * n
         elif n:
@@ -119,11 +146,136 @@ def states_of(hosts: Sequence[HostSnapshot]) -> list[HostState]:
     return states
 
 
+_SAME = (
+    "resources",
+    "labels",
+    "ports",
+    "group",
+    "max_per_host",
+    "zones",
+    "near",
+    "near_strict",
+    "policy",
+    "cell_labels",
+    "affinity",
+    "isolation",
+)
+#: A run of at least this many requests alike but for their ids is placed with a heap.
+RUN_MIN = 8
+
+
+def _alike(a: PlacementRequest, b: PlacementRequest) -> bool:
+    for f in _SAME:
+        x, y = getattr(a, f), getattr(b, f)
+        if x is not y and x != y:
+            return False
+    return True
+
+
+def _score(
+    s: HostState, r: PlacementRequest, keys: Sequence[tuple[tuple[str, str], ...]]
+) -> float | None:
+    """The scan's key of host `s` for `r` (None: `s` cannot take it); `r` has no hard terms."""
+    c = millicores(r.resources.cpu)
+    m = r.resources.memory_mb
+    d = r.resources.disk_gb
+    if c > s.cap_c - s.used_c or m > s.cap_m - s.used_m or d > s.cap_d - s.used_d:
+        return None
+    if r.isolation not in s.isolation:
+        return None
+    if r.labels and any(s.labels.get(k) != v for k, v in r.labels.items()):
+        return None
+    if r.zones is not None and s.zone not in r.zones:
+        return None
+    near = r.near
+    has_near = near is not None and s.groups.get(near, 0) > 0
+    if r.near_strict and near is not None and not has_near:
+        return None
+    if r.ports and not r.ports.isdisjoint(s.ports):
+        return None
+    if r.max_per_host is not None and s.groups.get(r.group or "", 0) >= r.max_per_host:
+        return None
+    key = (s.used_c + c) / s.div_c + (s.used_m + m) / s.div_m
+    if r.policy == BINPACK:
+        key = -key
+    if has_near and not r.near_strict:
+        key -= NEAR_BONUS
+    if r.affinity:
+        key += _preference(s, r, keys)
+    return key
+
+
+def _place_run(
+    states: Sequence[HostState],
+    ready: Sequence[HostState],
+    run: Sequence[PlacementRequest],
+    placements: list[Placement],
+    unplaced: list[Unplaced],
+) -> None:
+    """Place requests alike but for their ids, with soft terms only: what the scan does, with a
+    heap of (key, host id). Placing on a host changes only that host's key (its usage, ports,
+    groups and cells), so the best host is the heap's top once that host is pushed back."""
+    r = run[0]
+    keys = [_key(a) for a in r.affinity]
+    heap = []
+    for i, s in enumerate(ready):
+        k = _score(s, r, keys)
+        if k is not None:
+            heap.append((k, s.id, i))
+    heapq.heapify(heap)
+    for q in run:
+        if not heap:
+            unplaced.append(Unplaced(q.id, explain_states(states, q) or _reasons.FALLBACK))
+            continue
+        _, _, i = heapq.heappop(heap)
+        best = ready[i]
+        _take(best, q)
+        placements.append(Placement(q.id, best.id))
+        k = _score(best, r, keys)
+        if k is not None:
+            heapq.heappush(heap, (k, best.id, i))
+
+
+def _take(best: HostState, r: PlacementRequest) -> None:
+    best.used_c += millicores(r.resources.cpu)
+    best.used_m += r.resources.memory_mb
+    best.used_d += r.resources.disk_gb
+    if r.ports:
+        best.ports.update(r.ports)
+    if r.group is not None:
+        best.groups[r.group] = best.groups.get(r.group, 0) + 1
+    best.add(r.cell_labels)
+
+
 def place_small(hosts: Sequence[HostSnapshot], requests: Sequence[PlacementRequest]) -> Plan:
     states = states_of(hosts)
     ready = [s for s in states if s.ready]
     placements: list[Placement] = []
     unplaced: list[Unplaced] = []
+    i, n = 0, len(requests)
+    while i < n:
+        r = requests[i]
+        j = i + 1
+        if all(a.soft for a in r.affinity):
+            while j < n and _alike(r, requests[j]):
+                j += 1
+        if j - i >= RUN_MIN:
+            _place_run(states, ready, requests[i:j], placements, unplaced)
+        else:
+            _scan(states, ready, requests[i:j], placements, unplaced)
+        i = j
+    return Plan(tuple(placements), tuple(unplaced))
+
+
+def _scan(
+    states: Sequence[HostState],
+    ready: Sequence[HostState],
+    requests: Sequence[PlacementRequest],
+    placements: list[Placement],
+    unplaced: list[Unplaced],
+) -> None:
+    """Each request in turn: every ready host scanned, the lowest key wins (ties: the smaller
+    host id, the first in `states`' order)."""
     for r in requests:
         c = millicores(r.resources.cpu)
         m = r.resources.memory_mb
@@ -136,6 +288,7 @@ def place_small(hosts: Sequence[HostSnapshot], requests: Sequence[PlacementReque
         group = r.group
         cap = r.max_per_host
         terms = hard_terms(states, r) if r.affinity else []
+        keys = [_key(a) for a in r.affinity]
         binpack = r.policy == BINPACK
         iso = r.isolation
         best: HostState | None = None
@@ -164,7 +317,7 @@ def place_small(hosts: Sequence[HostSnapshot], requests: Sequence[PlacementReque
             if has_near and not strict:
                 key -= NEAR_BONUS
             if r.affinity:
-                key += _preference(s, r)
+                key += _preference(s, r, keys)
             if best is None or key < best_key:
                 best, best_key = s, key
         if best is None:
@@ -177,9 +330,8 @@ def place_small(hosts: Sequence[HostSnapshot], requests: Sequence[PlacementReque
             best.ports.update(ports)
         if group is not None:
             best.groups[group] = best.groups.get(group, 0) + 1
-        best.cells.append(r.cell_labels)
+        best.add(r.cell_labels)
         placements.append(Placement(r.id, best.id))
-    return Plan(tuple(placements), tuple(unplaced))
 
 
 def explain_states(states: Sequence[HostState], r: PlacementRequest) -> str | None:

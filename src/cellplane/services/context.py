@@ -20,6 +20,7 @@ from cellplane.registries import Registry
 from cellplane.sealing import Sealer
 from cellplane.services.admission import AdmissionCache
 from cellplane.services.heartbeats import HeartbeatBuffer
+from cellplane.services.status_batch import StatusCombiner
 from cellplane.state.db import Database
 
 if TYPE_CHECKING:
@@ -131,6 +132,8 @@ class Services:
     admission: AdmissionCache = field(default_factory=AdmissionCache, repr=False)
     # Agents' heartbeats waiting to be written in one transaction (`services.heartbeats`).
     heartbeats: HeartbeatBuffer = field(default_factory=HeartbeatBuffer, repr=False)
+    # Agents' status reports applied together (`services.status_batch`).
+    status_reports: StatusCombiner = field(default_factory=StatusCombiner, repr=False)
     _tokens: TokenService | None = field(default=None, repr=False)
     _sealer: Sealer | None = field(default=None, repr=False)
 

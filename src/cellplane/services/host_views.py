@@ -122,19 +122,25 @@ def usage_by_host(s: Session) -> dict[str, dict[str, Any]]:
 
 
 def snapshot(
-    s: Session, svc: Services, now: datetime, *, detail: bool = True
+    s: Session,
+    svc: Services,
+    now: datetime,
+    *,
+    detail: bool = True,
+    detail_project: str | None = None,
 ) -> list[scheduler.HostSnapshot]:
     """The scheduler's view of every host: capacity, what placed cells use, published ports.
     Without ``detail``, no ports and no cells' labels (one aggregate query instead of a row per
-    placed cell): enough for a request that publishes no port and has no affinity."""
+    placed cell): enough for a request that publishes no port and has no affinity.
+    ``detail_project``: the ports and labels of that project's cells only (a service's spread
+    term selects its own cells, all in its project)."""
     usage = usage_by_host(s)
     ports: dict[str, set[tuple[str, int]]] = defaultdict(set)
     labels: dict[str, list[dict[str, str]]] = defaultdict(list)
-    rows = (
-        s.execute(select(Cell.host_id, Cell.ports, Cell.labels).where(capacity.reserves()))
-        if detail
-        else ()
-    )
+    q = select(Cell.host_id, Cell.ports, Cell.labels).where(capacity.reserves())
+    if detail_project is not None:
+        q = q.where(Cell.project_id == detail_project)
+    rows = s.execute(q) if detail or detail_project is not None else ()
     for host_id, cell_ports, cell_labels in rows:
         labels[host_id].append(dict(cell_labels or {}))
         for p in cell_ports or []:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from cellplane.errors import FieldError, NotFound, Unauthorized, ValidationFailed
 from cellplane.ids import new_id, utcnow
@@ -425,93 +426,117 @@ def apply_status(
     """Record what the agent observed; advance the tasks; forget cells whose removal is confirmed.
 
     Items are `wire` report items (dicts, from tests and in-process callers, are read as such).
+    Reports of several hosts that arrive together are written in one transaction
+    (`services.status_batch`); this returns once this one is written.
     """
     items = [_report_item(r) for r in reports]
+    svc.status_reports.submit((host_id, items), lambda batch: _apply_reports(svc, batch))
+
+
+def _apply_reports(svc: Services, batch: Sequence[tuple[str, list[Any]]]) -> None:
+    """Apply the reports of `batch` ((host id, items) each) in one transaction."""
     now = utcnow()
     topics: set[str] = set()
     with svc.db.session() as s:
-        host = s.get(Host, host_id)
-        if host is None:
-            raise NotFound(f"host {host_id!r} does not exist")
-        host.last_heartbeat = now
-        removed_volumes = []
-        for r in items:
-            if isinstance(r, wire.VolumeRemoved):
-                removed_volumes.append(r.volume_removed)
-                continue
-            if isinstance(r, wire.EngineItem):
-                if _apply_engine(host, r.engine, now):
-                    topics.add("controller")  # it takes cells again: place what waited
-                continue
-            if isinstance(r, wire.FenceReport):
-                if host.fenced_revision < host.fence_revision <= r.fenced:
-                    topics.add("controller")  # fenced: it takes cells again
-                host.fenced_revision = max(host.fenced_revision, r.fenced)
-                continue
-            sent = r.model_fields_set
-            cell = s.get(Cell, r.cell_id)
-            if cell is None or cell.host_id != host_id:
-                continue
-            if r.generation is not None and r.generation < (cell.generation or 1):
-                continue  # about a container the cell left behind (it moved since)
-            task = s.get(Task, cell.task_id) if cell.task_id else None
-            for ev in r.events:
-                at = _parse_at(ev.at, now)
-                etype = ev.type[:32]
-                s.add(CellEvent(cell_id=cell.id, at=at, type=etype, message=ev.message))
-                step = _EVENT_STEPS.get(etype)
-                if task is not None and step is not None:
-                    tasks_mod.advance(task, step, "COMPLETED", at)
-            state, message = merge_report(cell.state, cell.message, r)
-            if r.removed:
-                if task is not None:
-                    tasks_mod.advance(task, "DELETE", "COMPLETED", now)
-                    topics.add(f"task:{task.id}")
-                s.delete(cell)
-                topics.add(f"cell:{cell.id}")
-                continue
-            cell.state = state
-            if "container_id" in sent:
-                cell.container_id = r.container_id
-            if "address" in sent:
-                cell.address = r.address
-            if r.addresses:
-                cell_networks.observed(s, cell, r.addresses)
-            if "exit_code" in sent:
-                cell.exit_code = r.exit_code
-            if "restarts" in sent:
-                cell.restarts = int(r.restarts or 0)
-            if r.ended:
-                cell.ended_at = now
-            elif r.container_id:
-                cell.ended_at = None  # it runs again
-            cell.message = message
-            cell.updated_at = now
-            if task is not None:
-                if state == "FAILED" and cell.desired_state != "DELETED":
-                    tasks_mod.fail(task, str(r.message or "the cell failed"), now)
-                elif state == "RUNNING" and cell.desired_state == "RUNNING":
-                    tasks_mod.advance(task, "RUNNING", "COMPLETED", now)
-                elif (
-                    state == "EXITED"
-                    and cell.desired_state == "RUNNING"
-                    and _started_by(task)
-                    and _final_exit(cell)
-                ):
-                    # It ran and ended for good: the operation is over, its outcome is the code.
-                    if cell.exit_code == 0:
-                        tasks_mod.advance(
-                            task, "RUNNING", "COMPLETED", now, message="exited with code 0"
-                        )
-                    else:
-                        tasks_mod.fail(task, f"the cell exited with code {cell.exit_code}", now)
-                elif state in ("STOPPED", "EXITED") and cell.desired_state == "STOPPED":
-                    tasks_mod.advance(task, "STOP", "COMPLETED", now)
-                topics.add(f"task:{task.id}")
-            topics.add(f"cell:{cell.id}")
-        for vid in removed_volumes:
-            v = s.get(Volume, vid)
-            if v is not None and v.state == "DELETING":
-                s.delete(v)
+        # The cells and tasks the reports name, read in a few queries rather than one each
+        # (kept alive here: the session's identity map holds them weakly).
+        ids = sorted(
+            {r.cell_id for _, items in batch for r in items if isinstance(r, wire.CellReport)}
+        )
+        keep: list[Any] = []
+        for k in range(0, len(ids), 500):
+            keep += s.scalars(select(Cell).where(Cell.id.in_(ids[k : k + 500]))).all()
+        tids = sorted({c.task_id for c in keep if c.task_id})
+        for k in range(0, len(tids), 500):
+            keep += s.scalars(select(Task).where(Task.id.in_(tids[k : k + 500]))).all()
+        for host_id, items in batch:
+            _apply_one(s, host_id, items, now, topics)
+        del keep
     if topics:
         svc.notifier.publish(*topics)
+
+
+def _apply_one(s: Session, host_id: str, items: list[Any], now: datetime, topics: set[str]) -> None:
+    host = s.get(Host, host_id)
+    if host is None:
+        raise NotFound(f"host {host_id!r} does not exist")
+    host.last_heartbeat = now
+    removed_volumes = []
+    for r in items:
+        if isinstance(r, wire.VolumeRemoved):
+            removed_volumes.append(r.volume_removed)
+            continue
+        if isinstance(r, wire.EngineItem):
+            if _apply_engine(host, r.engine, now):
+                topics.add("controller")  # it takes cells again: place what waited
+            continue
+        if isinstance(r, wire.FenceReport):
+            if host.fenced_revision < host.fence_revision <= r.fenced:
+                topics.add("controller")  # fenced: it takes cells again
+            host.fenced_revision = max(host.fenced_revision, r.fenced)
+            continue
+        sent = r.model_fields_set
+        cell = s.get(Cell, r.cell_id)
+        if cell is None or cell.host_id != host_id:
+            continue
+        if r.generation is not None and r.generation < (cell.generation or 1):
+            continue  # about a container the cell left behind (it moved since)
+        task = s.get(Task, cell.task_id) if cell.task_id else None
+        for ev in r.events:
+            at = _parse_at(ev.at, now)
+            etype = ev.type[:32]
+            s.add(CellEvent(cell_id=cell.id, at=at, type=etype, message=ev.message))
+            step = _EVENT_STEPS.get(etype)
+            if task is not None and step is not None:
+                tasks_mod.advance(task, step, "COMPLETED", at)
+        state, message = merge_report(cell.state, cell.message, r)
+        if r.removed:
+            if task is not None:
+                tasks_mod.advance(task, "DELETE", "COMPLETED", now)
+                topics.add(f"task:{task.id}")
+            s.delete(cell)
+            topics.add(f"cell:{cell.id}")
+            continue
+        cell.state = state
+        if "container_id" in sent:
+            cell.container_id = r.container_id
+        if "address" in sent:
+            cell.address = r.address
+        if r.addresses:
+            cell_networks.observed(s, cell, r.addresses)
+        if "exit_code" in sent:
+            cell.exit_code = r.exit_code
+        if "restarts" in sent:
+            cell.restarts = int(r.restarts or 0)
+        if r.ended:
+            cell.ended_at = now
+        elif r.container_id:
+            cell.ended_at = None  # it runs again
+        cell.message = message
+        cell.updated_at = now
+        if task is not None:
+            if state == "FAILED" and cell.desired_state != "DELETED":
+                tasks_mod.fail(task, str(r.message or "the cell failed"), now)
+            elif state == "RUNNING" and cell.desired_state == "RUNNING":
+                tasks_mod.advance(task, "RUNNING", "COMPLETED", now)
+            elif (
+                state == "EXITED"
+                and cell.desired_state == "RUNNING"
+                and _started_by(task)
+                and _final_exit(cell)
+            ):
+                # It ran and ended for good: the operation is over, its outcome is the code.
+                if cell.exit_code == 0:
+                    tasks_mod.advance(
+                        task, "RUNNING", "COMPLETED", now, message="exited with code 0"
+                    )
+                else:
+                    tasks_mod.fail(task, f"the cell exited with code {cell.exit_code}", now)
+            elif state in ("STOPPED", "EXITED") and cell.desired_state == "STOPPED":
+                tasks_mod.advance(task, "STOP", "COMPLETED", now)
+            topics.add(f"task:{task.id}")
+        topics.add(f"cell:{cell.id}")
+    for vid in removed_volumes:
+        v = s.get(Volume, vid)
+        if v is not None and v.state == "DELETING":
+            s.delete(v)

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cellplane import scheduler
 from cellplane.errors import CellplaneError
 from cellplane.scheduler.service_plan import (
     Create,
@@ -24,6 +25,7 @@ from cellplane.scheduler.service_plan import (
     ServicePlan,
     plan_service,
 )
+from cellplane.services import cell_batch
 from cellplane.services import cells as cells_mod
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.context import Principal, Services
@@ -46,6 +48,7 @@ __all__ = [
     "desired_of",
     "is_settled",
     "observe",
+    "observed",
     "run_pass",
     "service_principal",
     "status",
@@ -65,6 +68,35 @@ def cells_of(s: Session, service: Service) -> list[Cell]:
         .order_by(Cell.name)
     ).all()
     return [c for c in rows if (c.labels or {}).get(SERVICE_LABEL) == service.id]
+
+
+def observed(s: Session, service: Service) -> list[ObservedCell]:
+    """`observe(service, cells_of(s, service))` from the columns the plan needs, without
+    loading the cells (the controller looks at every unsettled service each second)."""
+    rows = s.execute(
+        select(Cell.id, Cell.name, Cell.labels, Cell.state, Cell.desired_state, Cell.ended_at)
+        .where(Cell.project_id == service.project_id, Cell.name.like(f"{service.name}-%"))
+        .order_by(Cell.name)
+    )
+    prefix = re.compile(re.escape(service.name) + r"-(\d+)")
+    out = []
+    for cid, name, labels, state, desired, ended_at in rows:
+        labels = labels or {}
+        if labels.get(SERVICE_LABEL) != service.id:
+            continue
+        m = prefix.fullmatch(name)
+        raw = str(labels.get(REVISION_LABEL, "0"))
+        out.append(
+            ObservedCell(
+                id=cid,
+                ordinal=int(m.group(1)) if m else 0,
+                revision=int(raw) if raw.isdigit() else 0,
+                state=state,
+                desired_state=desired,
+                ended=ended_at is not None and desired == "RUNNING",
+            )
+        )
+    return out
 
 
 def _ordinal(service: Service, cell: Cell) -> int:
@@ -137,6 +169,33 @@ def service_principal(s: Session, service: Service) -> Principal:
     )
 
 
+def _create_batch(
+    svc: Services, s: Session, principal: Principal, service: Service, count: int, now: datetime
+) -> list[str]:
+    """Create `count` cells of the service at once (`cell_batch`): the next free ordinals (never
+    reused; one a cell made by hand took is skipped), admitted and placed together."""
+    project = s.get(Project, service.project_id)
+    assert project is not None
+    taken = set(
+        s.scalars(
+            select(Cell.name).where(
+                Cell.project_id == project.id, Cell.name.like(f"{service.name}-%")
+            )
+        )
+    )
+    names: list[str] = []
+    ordinal = service.next_ordinal
+    while len(names) < count:
+        if f"{service.name}-{ordinal}" not in taken:
+            names.append(f"{service.name}-{ordinal}")
+        ordinal += 1
+    spread = scheduler.Affinity({SERVICE_LABEL: service.id}, anti=True, soft=True)
+    body = cell_body(service, service.next_ordinal)
+    out = cell_batch.create_many(svc, s, principal, project, body, names, now, spread_term=spread)
+    service.next_ordinal = ordinal
+    return list(out.topics)
+
+
 def _create(
     svc: Services, s: Session, principal: Principal, service: Service, action: Create
 ) -> list[str]:
@@ -179,7 +238,7 @@ def _record(task: Task | None, plan: ServicePlan, service: Service, now: datetim
 def is_settled(s: Session, service: Service, now: datetime) -> bool:
     """Whether a pass would change nothing: no action to take, no task to advance, nothing to
     record. The controller checks it in a read transaction before opening a write one."""
-    plan = plan_service(desired_of(service), observe(service, cells_of(s, service)), now)
+    plan = plan_service(desired_of(service), observed(s, service), now)
     task = s.get(Task, service.task_id) if service.task_id else None
     return (
         not plan.actions
@@ -204,19 +263,24 @@ def run_pass(
     a template that no longer validates) propagates, and the caller's transaction is rolled back;
     else it is recorded on the service (`message`) and the pass goes on with what it can do."""
     who = principal or service_principal(s, service)
-    cells = cells_of(s, service)
-    plan = plan_service(desired_of(service), observe(service, cells), now)
+    plan = plan_service(desired_of(service), observed(s, service), now)
     topics: list[str] = []
     problem: str | None = None
     failed = 0
+    creates = [a for a in plan.actions if isinstance(a, Create)]
     for action in plan.actions:
         if isinstance(action, Delete):
             failed += action.reason == "failed"
             out = cells_mod.delete(svc, s, who, action.cell_id, owner=service.id)
             topics += out.topics
-            continue
+    # Without volumes (bound per cell), every cell the plan wants is made in one batch.
+    batch = bool(creates) and not service.template.get("volumes")
+    for action in [creates[0]] if batch else creates:
         try:
-            topics += _create(svc, s, who, service, action)
+            if batch:
+                topics += _create_batch(svc, s, who, service, len(creates), now)
+            else:
+                topics += _create(svc, s, who, service, action)
         except CellplaneError as exc:
             if strict:
                 raise

@@ -57,9 +57,11 @@ __all__ = [
     "engine_name",
     "fit_networks",
     "free_address",
+    "free_addresses",
     "free_subnet",
     "free_vni",
     "is_default",
+    "lock_addresses",
     "lowest_free_subnet",
     "prefix_for_cells",
 ]
@@ -169,6 +171,34 @@ def free_address(subnet: str, taken: Iterable[str | None]) -> str:
         if addr not in used:
             return str(addr)
     raise ValueError(f"no free address is left in {subnet} ({capacity(net.prefixlen)} cells)")
+
+
+def free_addresses(subnet: str, taken: Iterable[str | None], n: int) -> list[str]:
+    """The `n` lowest free host addresses of `subnet` (as `free_address`, in one pass; fewer
+    when the subnet runs out)."""
+    net = ipaddress.ip_network(subnet)
+    used = {int(ipaddress.ip_address(a)) for a in taken if a}
+    first = int(net.network_address) + 2
+    last = int(net.broadcast_address) - 1
+    out: list[str] = []
+    for k in range(first, last + 1):
+        if len(out) == n:
+            break
+        if k not in used:
+            out.append(str(ipaddress.ip_address(k)))
+    return out
+
+
+def lock_addresses(session: Session, network_ids: Iterable[str]) -> None:
+    """On PostgreSQL, one address allocation per network at a time until the transaction ends
+    (see `_addresses`); nothing on SQLite, whose writers are serialised."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for nid in sorted(set(network_ids)):
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:key, hashtext(:nid))"),
+            {"key": _ADDRESS_LOCK, "nid": nid},
+        )
 
 
 def _limit(q: Quota | None) -> int | None:
@@ -300,12 +330,9 @@ def _addresses(session: Session, cells: list[Cell], postgres: bool) -> None:
             # Concurrent cell creations on one network would draw the same lowest free address
             # (see the subnet lock above): one allocation per network at a time, networks
             # locked in one order so that two batches never wait for each other in a circle.
-            wanted = {str(c.network_id) for c in cells} | {a.network_id for a in attachments}
-            for nid in sorted(wanted):
-                session.execute(
-                    text("SELECT pg_advisory_xact_lock(:key, hashtext(:nid))"),
-                    {"key": _ADDRESS_LOCK, "nid": nid},
-                )
+            lock_addresses(
+                session, {str(c.network_id) for c in cells} | {a.network_id for a in attachments}
+            )
 
         def allocate(nid: str) -> str | None:
             if nid not in taken:

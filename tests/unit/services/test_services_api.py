@@ -139,7 +139,13 @@ def test_a_service_cell_is_refused_to_cell_rm_and_deleted_with_its_service(
     r = plat.client.delete(f"{BASE}/web", headers=plat.admin)
     assert r.status_code == 202, r.text
     task_id = r.json()["id"]
-    # Not placed yet: its cells went at once, and the pass removes the row.
+    # Placed at admission (one batch): the row stays until the host confirms the removals.
+    reconcile_services(plat.svc)
+    assert _show(plat)["state"] == "DELETING"
+    with plat.svc.db.reader() as s:
+        rows = s.execute(select(Cell.id, Cell.generation)).all()
+    assert len(rows) == 2
+    plat.report(*({"cell_id": i, "generation": g, "removed": True} for i, g in rows))
     reconcile_services(plat.svc)
     assert plat.client.get(f"{BASE}/web", headers=plat.admin).status_code == 404
     assert _counts(plat)[:2] == (0, 0)
