@@ -15,7 +15,17 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from cellplane.errors import CellplaneError
-from cellplane.portal import auth, clusters, ops, pages, streams, volumes
+from cellplane.portal import (
+    auth,
+    cluster_ops,
+    clusters,
+    confirm,
+    ops,
+    pages,
+    streams,
+    task_pages,
+    volumes,
+)
 from cellplane.portal.web import Portal, SignIn, error_page, session_of, sign_in_redirect
 
 __all__ = ["create_portal"]
@@ -63,6 +73,7 @@ def create_portal(parent: object) -> Starlette:
         Route("/logout", g(auth.logout), methods=["POST"]),
         Route("/signed-out", auth.signed_out),
         Route("/projects/{project}/", g(pages.dashboard)),
+        Route("/projects/{project}/tasks", g(task_pages.tasks_page)),
         Route("/projects/{project}/tasks/events", g(streams.tasks_events)),
         Route("/projects/{project}/cells", g(pages.cells_list)),
         Route("/projects/{project}/cells/new", g(pages.cell_new)),
@@ -71,14 +82,24 @@ def create_portal(parent: object) -> Starlette:
         Route("/projects/{project}/quota", g(ops.quota_post), methods=["POST"]),
         Route("/cells/{cell_id}", g(pages.cell_detail)),
         Route("/cells/{cell_id}/action", g(pages.cell_action), methods=["POST"]),
+        Route("/cells/{cell_id}/delete", g(confirm.cell_delete_page)),
         Route("/cells/{cell_id}/events", g(streams.cell_events)),
         Route("/cells/{cell_id}/logs", g(streams.cell_logs)),
         Route("/projects/{project}/clusters", g(clusters.clusters_page)),
         Route("/projects/{project}/clusters", g(clusters.clusters_post), methods=["POST"]),
         Route("/clusters/{cluster_id}", g(clusters.cluster_detail)),
         Route("/clusters/{cluster_id}/events", g(clusters.cluster_events)),
+        Route(
+            "/projects/{project}/clusters/upload", g(cluster_ops.cluster_upload), methods=["POST"]
+        ),
+        Route("/clusters/{cluster_id}/action", g(cluster_ops.cluster_action), methods=["POST"]),
+        Route("/clusters/{cluster_id}/resize", g(cluster_ops.cluster_resize), methods=["POST"]),
+        Route("/clusters/{cluster_id}/export", g(cluster_ops.cluster_export)),
+        Route("/clusters/{cluster_id}/delete", g(confirm.cluster_delete_page)),
+        Route("/clusters/{cluster_id}/delete", g(cluster_ops.cluster_delete), methods=["POST"]),
         Route("/projects/{project}/volumes", g(volumes.volumes_page)),
         Route("/projects/{project}/volumes", g(volumes.volumes_post), methods=["POST"]),
+        Route("/volumes/{volume_id}/delete", g(confirm.volume_delete_page)),
         Route("/volumes/{volume_id}/delete", g(volumes.volume_delete), methods=["POST"]),
         Route("/hosts", g(ops.hosts_page)),
         Route("/hosts/{host_id}/maintenance", g(ops.maintenance_post), methods=["POST"]),

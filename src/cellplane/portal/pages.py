@@ -166,6 +166,8 @@ async def cell_action(request: Request) -> Response:
     form = await request.form()
     check_csrf(request, c.session, form)
     action = str(form.get("action", ""))
+    if action == "delete" and form.get("confirm") != "yes":  # not from the confirmation page
+        return redirect(f"/portal/cells/{quote(cell_id)}/delete")
     view = await work(data.cell, svc, c.principal, cell_id)
     await work(data.cell_action, svc, c.principal, cell_id, action)
     if action == "delete":
