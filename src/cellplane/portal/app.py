@@ -16,10 +16,13 @@ from starlette.types import Scope
 
 from cellplane.errors import CellplaneError
 from cellplane.portal import (
+    admin,
+    audit_pages,
     auth,
     cluster_ops,
     clusters,
     confirm,
+    directory,
     ops,
     pages,
     streams,
@@ -103,6 +106,28 @@ def create_portal(parent: object) -> Starlette:
         Route("/volumes/{volume_id}/delete", g(volumes.volume_delete), methods=["POST"]),
         Route("/hosts", g(ops.hosts_page)),
         Route("/hosts/{host_id}/maintenance", g(ops.maintenance_post), methods=["POST"]),
+        Route("/tenants", g(admin.tenants_page)),
+        Route("/tenants", g(admin.tenants_post), methods=["POST"]),
+        Route("/tenants/{tenant}/delete", g(admin.tenant_delete_page)),
+        Route("/tenants/{tenant}/delete", g(admin.tenant_delete), methods=["POST"]),
+        Route("/projects", g(admin.projects_page)),
+        Route("/projects", g(admin.projects_post), methods=["POST"]),
+        Route("/directory", g(directory.directory_page)),
+        Route("/directory/users", g(directory.user_post), methods=["POST"]),
+        Route("/directory/groups", g(directory.group_post), methods=["POST"]),
+        Route("/directory/groups/{group}/members", g(directory.member_post), methods=["POST"]),
+        Route("/directory/clients", g(directory.client_post), methods=["POST"]),
+        Route("/directory/roles", g(directory.assign_post), methods=["POST"]),
+        Route("/directory/roles/{assignment_id}/delete", g(directory.unassign_page)),
+        Route(
+            "/directory/roles/{assignment_id}/delete",
+            g(directory.unassign_post),
+            methods=["POST"],
+        ),
+        Route("/audit", g(audit_pages.audit_page)),
+        Route("/certificates", g(audit_pages.certificates_page)),
+        Route("/certificates/{serial}/revoke", g(audit_pages.revoke_page)),
+        Route("/certificates/{serial}/revoke", g(audit_pages.revoke_post), methods=["POST"]),
         Mount("/static", app=_Static(directory=_STATIC), name="static"),
     ]
     app = Starlette(routes=routes)

@@ -57,6 +57,7 @@ async def _confirm_page(
         {
             **values,
             "title": f"Delete {kind} {view['name']}?",
+            "verb": "Delete",
             "kind": kind,
             "name": view["name"],
             "action": action.format(**view),
