@@ -37,6 +37,7 @@ _TENANT_WIDE = (
     "hosts:read", "hosts:write", "tenants:read", "tenants:write", "projects:read",
     "projects:write", "users:read", "users:write", "groups:read", "groups:write",
     "clients:read", "clients:write", "roles:read", "roles:write", "audit:read", "self",
+    "images:read", "images:write",
 )  # fmt: skip
 
 
