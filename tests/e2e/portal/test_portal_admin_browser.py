@@ -49,6 +49,8 @@ def test_developer_runs_a_cluster_from_a_spec_file_through_its_life(
     page.get_by_role("button", name="Resize").click()
     expect(page.locator("#nodes tbody tr")).to_have_count(2, timeout=60_000)
     expect(page.locator("#cluster-state")).to_have_text("RUNNING", timeout=120_000)
+    page.reload()  # the heading's group sizes are not live; the status block is
+    expect(page.get_by_text("w x2")).to_be_visible()
     shot(page, "cluster-actions")
 
     with page.expect_download() as download:
