@@ -14,12 +14,15 @@ Measured: server time of each request, from the moment the app is called until t
 the body is handed over (an ASGI wrapper around the whole app, so the server's middleware is
 included; the test client's own work is not). Each page `--reps` times after `--warmup` untimed
 requests: `/portal/projects/default/` (dashboard: quota bars and 10 recent tasks),
-`/portal/projects/default/cells` (the first page of 100 cells), `/portal/cells/{id}`.
+`/portal/projects/default/cells` (the first page of 100 cells), `/portal/cells/{id}`,
+`/portal/projects/default/tasks` (the tasks page: the last 200 tasks) and, signed in as a
+tenant admin, `/portal/audit` (the first page of 50 audit events; every create above wrote one).
 
 Baseline, same run, same database: the REST API's requests for the same data, with the
 bootstrap admin's token: `GET /v1/projects/default/quota` + `GET /v1/projects/default/tasks?
 limit=10` (the dashboard's two reads, timed as one), `GET /v1/projects/default/cells?limit=100`,
-`GET /v1/cells/{id}`. Target (issue 16): p50 <= 100 ms per page.
+`GET /v1/cells/{id}`, `GET /v1/projects/default/tasks?limit=200`, `GET /v1/audit?limit=50`.
+Target (issue 16): p50 <= 100 ms per page.
 """
 
 from __future__ import annotations
@@ -157,12 +160,14 @@ def main() -> None:
                 "/v1/users", json={"name": "bench", "password": PASSWORD}, headers=admin
             )
             assert r.status_code == 201, r.text
-            r = client.post(
-                "/v1/role-assignments",
-                json={"role": "project-member", "user": "bench"},
-                headers=admin,
-            )
-            assert r.status_code == 201, r.text
+            for user, role in (("bench", "project-member"), ("benchadmin", "tenant-admin")):
+                if user != "bench":
+                    body = {"name": user, "password": PASSWORD}
+                    r = client.post("/v1/users", json=body, headers=admin)
+                    assert r.status_code == 201, r.text
+                body = {"role": role, "user": user}
+                r = client.post("/v1/role-assignments", json=body, headers=admin)
+                assert r.status_code == 201, r.text
             log(f"creating {args.cells} cells")
             started = time.perf_counter()
             for i in range(args.cells):
@@ -186,7 +191,13 @@ def main() -> None:
                     client, timer, ["/portal/projects/default/cells"], reps, warm
                 ),
                 "cell_page": timed_gets(client, timer, [f"/portal/cells/{cell_id}"], reps, warm),
+                "tasks_list": timed_gets(
+                    client, timer, ["/portal/projects/default/tasks"], reps, warm
+                ),
             }
+            with TestClient(timer, base_url=BASE, follow_redirects=False) as operator:
+                sign_in(operator, "benchadmin")
+                portal["audit"] = timed_gets(operator, timer, ["/portal/audit"], reps, warm)
             api = {
                 "dashboard": timed_gets(
                     client,
@@ -200,6 +211,10 @@ def main() -> None:
                     client, timer, ["/v1/projects/default/cells?limit=100"], reps, warm, admin
                 ),
                 "cell_page": timed_gets(client, timer, [f"/v1/cells/{cell_id}"], reps, warm, admin),
+                "tasks_list": timed_gets(
+                    client, timer, ["/v1/projects/default/tasks?limit=200"], reps, warm, admin
+                ),
+                "audit": timed_gets(client, timer, ["/v1/audit?limit=50"], reps, warm, admin),
             }
         db.dispose()
     print(

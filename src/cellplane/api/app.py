@@ -112,8 +112,9 @@ class TimingAndAudit:
 
 
 def _streamed_upload(method: str, path: str) -> bool:
-    """Image import streams its body to disk under its own, larger limit."""
-    return method == "POST" and path == "/v1/images"
+    """Image import (the API's and the portal's) streams its body to disk under its own,
+    larger limit."""
+    return method == "POST" and path in ("/v1/images", "/portal/images/upload")
 
 
 def _json_route(path: str) -> bool:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -18,8 +15,7 @@ from cellplane.api.deps import IdempotencyContext, idempotency, require, service
 from cellplane.api.jsonresp import JSONResponse
 from cellplane.api.openapi import EventStream, Tarball, problem_response
 from cellplane.api.respond import idempotent
-from cellplane.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from cellplane.ids import new_id
+from cellplane.errors import UnsupportedMediaType, ValidationFailed
 from cellplane.services import hosts, images, moves, tasks
 from cellplane.services.context import Principal, Services
 from cellplane.services.schemas import FlavorCreate, MaintenanceBody
@@ -145,30 +141,9 @@ async def import_image(
         raise UnsupportedMediaType(
             f"an image is uploaded as a tarball (application/x-tar), not {media}"
         )
-    upload = svc.images_dir / f".upload-{new_id('up')}"
-    h = hashlib.sha256()
-    size = 0
-    fd = os.open(upload, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            declared = request.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > svc.max_image_bytes:
-                raise PayloadTooLarge(
-                    f"the image is larger than this server's limit of {svc.max_image_bytes} bytes"
-                )
-            async for chunk in request.stream():
-                h.update(chunk)
-                size += len(chunk)
-                if size > svc.max_image_bytes:
-                    raise PayloadTooLarge(
-                        f"the image is larger than this server's limit of "
-                        f"{svc.max_image_bytes} bytes"
-                    )
-                f.write(chunk)
-    except BaseException:
-        Path(upload).unlink(missing_ok=True)
-        raise
-    view = await run_in_threadpool(images.import_image, svc, name, upload, h.hexdigest(), size)
+    declared = request.headers.get("content-length", "")
+    upload, sha256, size = await images.save_upload(svc, request.stream(), declared)
+    view = await run_in_threadpool(images.import_image, svc, name, upload, sha256, size)
     return JSONResponse(view, 201, headers={"Location": f"/v1/images/{view['id']}"})
 
 

@@ -5,7 +5,10 @@ Its own layer beside `api/`: it signs people in as an OAuth client of the tenant
 (authorization code + PKCE, `oauth`, `auth`), keeps a server-side session (`session`), and calls
 `services/` with the caller's Principal, as `api/` does (`data`; why not the SDK: see there).
 Pages: `pages` (dashboard, cells), `ops` (hosts, quotas), `streams` (server-sent events: a cell's
-status and logs); `forms` reads forms into the API's request models. htmx is vendored under
+status and logs, tasks), `clusters` and `cluster_ops`, `volumes`, `task_pages`, `image_pages`,
+`confirm` (the page before every Delete); the operators' `admin` (tenants, projects),
+`directory`, `audit_pages` (audit log, certificates) over `admin_data` and `operator_web`;
+`forms` reads forms into the API's request models. htmx is vendored under
 `static/` (with its licence); `static/portal.js` follows the event streams. See docs/portal.md.
 """
 

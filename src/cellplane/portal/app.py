@@ -15,7 +15,21 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from cellplane.errors import CellplaneError
-from cellplane.portal import auth, clusters, ops, pages, streams, volumes
+from cellplane.portal import (
+    admin,
+    audit_pages,
+    auth,
+    cluster_ops,
+    clusters,
+    confirm,
+    directory,
+    image_pages,
+    ops,
+    pages,
+    streams,
+    task_pages,
+    volumes,
+)
 from cellplane.portal.web import Portal, SignIn, error_page, session_of, sign_in_redirect
 
 __all__ = ["create_portal"]
@@ -63,6 +77,7 @@ def create_portal(parent: object) -> Starlette:
         Route("/logout", g(auth.logout), methods=["POST"]),
         Route("/signed-out", auth.signed_out),
         Route("/projects/{project}/", g(pages.dashboard)),
+        Route("/projects/{project}/tasks", g(task_pages.tasks_page)),
         Route("/projects/{project}/tasks/events", g(streams.tasks_events)),
         Route("/projects/{project}/cells", g(pages.cells_list)),
         Route("/projects/{project}/cells/new", g(pages.cell_new)),
@@ -71,17 +86,51 @@ def create_portal(parent: object) -> Starlette:
         Route("/projects/{project}/quota", g(ops.quota_post), methods=["POST"]),
         Route("/cells/{cell_id}", g(pages.cell_detail)),
         Route("/cells/{cell_id}/action", g(pages.cell_action), methods=["POST"]),
+        Route("/cells/{cell_id}/delete", g(confirm.cell_delete_page)),
         Route("/cells/{cell_id}/events", g(streams.cell_events)),
         Route("/cells/{cell_id}/logs", g(streams.cell_logs)),
         Route("/projects/{project}/clusters", g(clusters.clusters_page)),
         Route("/projects/{project}/clusters", g(clusters.clusters_post), methods=["POST"]),
         Route("/clusters/{cluster_id}", g(clusters.cluster_detail)),
         Route("/clusters/{cluster_id}/events", g(clusters.cluster_events)),
+        Route(
+            "/projects/{project}/clusters/upload", g(cluster_ops.cluster_upload), methods=["POST"]
+        ),
+        Route("/clusters/{cluster_id}/action", g(cluster_ops.cluster_action), methods=["POST"]),
+        Route("/clusters/{cluster_id}/resize", g(cluster_ops.cluster_resize), methods=["POST"]),
+        Route("/clusters/{cluster_id}/export", g(cluster_ops.cluster_export)),
+        Route("/clusters/{cluster_id}/delete", g(confirm.cluster_delete_page)),
+        Route("/clusters/{cluster_id}/delete", g(cluster_ops.cluster_delete), methods=["POST"]),
         Route("/projects/{project}/volumes", g(volumes.volumes_page)),
         Route("/projects/{project}/volumes", g(volumes.volumes_post), methods=["POST"]),
+        Route("/volumes/{volume_id}/delete", g(confirm.volume_delete_page)),
         Route("/volumes/{volume_id}/delete", g(volumes.volume_delete), methods=["POST"]),
         Route("/hosts", g(ops.hosts_page)),
         Route("/hosts/{host_id}/maintenance", g(ops.maintenance_post), methods=["POST"]),
+        Route("/tenants", g(admin.tenants_page)),
+        Route("/tenants", g(admin.tenants_post), methods=["POST"]),
+        Route("/tenants/{tenant}/delete", g(admin.tenant_delete_page)),
+        Route("/tenants/{tenant}/delete", g(admin.tenant_delete), methods=["POST"]),
+        Route("/projects", g(admin.projects_page)),
+        Route("/projects", g(admin.projects_post), methods=["POST"]),
+        Route("/directory", g(directory.directory_page)),
+        Route("/directory/users", g(directory.user_post), methods=["POST"]),
+        Route("/directory/groups", g(directory.group_post), methods=["POST"]),
+        Route("/directory/groups/{group}/members", g(directory.member_post), methods=["POST"]),
+        Route("/directory/clients", g(directory.client_post), methods=["POST"]),
+        Route("/directory/roles", g(directory.assign_post), methods=["POST"]),
+        Route("/directory/roles/{assignment_id}/delete", g(directory.unassign_page)),
+        Route(
+            "/directory/roles/{assignment_id}/delete",
+            g(directory.unassign_post),
+            methods=["POST"],
+        ),
+        Route("/images", g(image_pages.images_page)),
+        Route("/images/upload", g(image_pages.upload), methods=["POST"]),
+        Route("/audit", g(audit_pages.audit_page)),
+        Route("/certificates", g(audit_pages.certificates_page)),
+        Route("/certificates/{serial}/revoke", g(audit_pages.revoke_page)),
+        Route("/certificates/{serial}/revoke", g(audit_pages.revoke_post), methods=["POST"]),
         Mount("/static", app=_Static(directory=_STATIC), name="static"),
     ]
     app = Starlette(routes=routes)

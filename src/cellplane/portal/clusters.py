@@ -21,7 +21,14 @@ from cellplane.portal.web import Caller, caller, check_csrf, page, portal_of, re
 from cellplane.services.clusters import ClusterCreate
 from cellplane.services.context import Services
 
-__all__ = ["cluster_detail", "cluster_events", "clusters_page", "clusters_post"]
+__all__ = [
+    "cluster_detail",
+    "cluster_events",
+    "clusters_page",
+    "clusters_post",
+    "detail_page",
+    "list_page",
+]
 
 _FIELDS = ("name", "distro")
 #: How often the cluster page's stream looks again while nothing wakes it (node progress is
@@ -29,7 +36,7 @@ _FIELDS = ("name", "distro")
 _POLL_S = 1.0
 
 
-async def _page(
+async def list_page(
     request: Request,
     c: Caller,
     svc: Services,
@@ -37,7 +44,12 @@ async def _page(
     form: dict[str, str],
     errors: forms.FormErrors,
     status: int = 200,
+    upload: dict[str, str] | None = None,
+    upload_errors: forms.FormErrors | None = None,
 ) -> Response:
+    """The clusters page; with one form's values and errors after a refused create (the
+    distro form: `form`, `errors`; the spec file form: `upload`, `upload_errors`)."""
+
     def go() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
         projects = _projects(svc, c.principal)
         layout(c, projects, project, "clusters")
@@ -55,6 +67,8 @@ async def _page(
             "form": form,
             "errors": errors,
             "general": errors.get("", []),
+            "upload": upload or {"key": secrets.token_urlsafe(16)},
+            "upload_errors": upload_errors or {},
         },
         status=status,
         session=c.session,
@@ -65,7 +79,7 @@ async def clusters_page(request: Request) -> Response:
     c = await caller(request)
     form = {"key": secrets.token_urlsafe(16), "distro": request.query_params.get("distro", "")}
     svc = portal_of(request).svc
-    return await _page(request, c, svc, request.path_params["project"], form, {})
+    return await list_page(request, c, svc, request.path_params["project"], form, {})
 
 
 async def clusters_post(request: Request) -> Response:
@@ -94,23 +108,30 @@ async def clusters_post(request: Request) -> Response:
         errors = forms.errors_of(exc.errors, _FIELDS)
     except Conflict as exc:
         errors = {"": [exc.detail]}
-    return await _page(request, c, svc, project, form, errors, 422)
+    return await list_page(request, c, svc, project, form, errors, 422)
 
 
 def status_html(cluster: dict[str, Any]) -> str:
     return render("_cluster_status.html", {"cluster": cluster, "base": "/portal"})
 
 
-async def cluster_detail(request: Request) -> Response:
-    c = await caller(request)
+async def detail_page(
+    request: Request,
+    c: Caller,
+    cluster_id: str,
+    form: dict[str, str] | None = None,
+    errors: forms.FormErrors | None = None,
+    status: int = 200,
+) -> Response:
+    """A cluster's page; with the resize form's values and errors after a refused resize."""
     svc = portal_of(request).svc
-    cluster_id = request.path_params["cluster_id"]
 
     def go() -> tuple[list[dict[str, Any]], dict[str, Any]]:
         view = data.cluster(svc, c.principal, cluster_id)
         return _projects(svc, c.principal), view
 
     projects, view = await work(go)
+    errors = errors or {}
     return page(
         request,
         "cluster.html",
@@ -118,9 +139,18 @@ async def cluster_detail(request: Request) -> Response:
             **layout(c, projects, view["project"], "clusters"),
             "title": f"cluster {view['name']}",
             "cluster": view,
+            "form": form or {},
+            "errors": errors,
+            "general": errors.get("", []),
         },
+        status=status,
         session=c.session,
     )
+
+
+async def cluster_detail(request: Request) -> Response:
+    c = await caller(request)
+    return await detail_page(request, c, request.path_params["cluster_id"])
 
 
 async def cluster_events(request: Request) -> Response:

@@ -35,19 +35,25 @@ __all__ = [
     "cell_action",
     "cell_page",
     "cluster",
+    "cluster_action",
     "cluster_list",
+    "cluster_spec",
     "create_cell",
     "create_cluster",
     "create_volume",
     "dashboard",
+    "delete_cluster",
     "delete_volume",
     "distros",
     "host_list",
     "needs",
     "project_names",
     "quota",
+    "resize_cluster",
     "set_maintenance",
     "set_quota",
+    "task_list",
+    "volume",
     "volume_list",
     "wizard_choices",
 ]
@@ -199,6 +205,59 @@ def create_cluster(
         return clusters.create(svc, s, p, project, body)
 
     return dict(run_once(svc, p, f"portal:{key}", fingerprint, "POST", path, go).body or {})
+
+
+CLUSTER_ACTIONS = ("stop", "start")
+
+
+def cluster_action(svc: Services, p: Principal, cluster_id: str, action: str) -> dict[str, Any]:
+    """Stop or start a cluster (every node's cell, in the plan's order)."""
+    needs(p, "cells:write")
+    if action not in CLUSTER_ACTIONS:
+        raise ValidationFailed.field("action", f"must be one of {', '.join(CLUSTER_ACTIONS)}")
+    with svc.db.session() as s:
+        fn = clusters.stop if action == "stop" else clusters.start
+        out = fn(svc, s, p, cluster_id)
+    svc.notifier.publish(*out.topics)
+    return dict(out.body or {})
+
+
+def resize_cluster(
+    svc: Services, p: Principal, cluster_id: str, body: clusters.ResizeBody
+) -> dict[str, Any]:
+    needs(p, "cells:write")
+    with svc.db.session() as s:
+        out = clusters.resize(svc, s, p, cluster_id, body)
+    svc.notifier.publish(*out.topics)
+    return dict(out.body or {})
+
+
+def delete_cluster(
+    svc: Services, p: Principal, cluster_id: str, keep_volumes: bool
+) -> dict[str, Any]:
+    needs(p, "cells:write")
+    with svc.db.session() as s:
+        out = clusters.delete(svc, s, p, cluster_id, keep_volumes)
+    svc.notifier.publish(*out.topics)
+    return dict(out.body or {})
+
+
+def cluster_spec(svc: Services, p: Principal, cluster_id: str) -> dict[str, Any]:
+    """The cluster's spec as `cellplane cluster export` writes it (a Serengeti spec)."""
+    needs(p, "cells:read")
+    return cluster_views.export(svc, p, cluster_id)
+
+
+def task_list(svc: Services, p: Principal, project: str, state: str | None) -> list[dict[str, Any]]:
+    """The project's most recent 200 tasks (of one state when given), newest first."""
+    needs(p, "tasks:read")
+    items: list[dict[str, Any]] = tasks.list_tasks(svc, p, project, 200, state=state)["items"]
+    return items
+
+
+def volume(svc: Services, p: Principal, volume_id: str) -> dict[str, Any]:
+    needs(p, "volumes:read")
+    return volumes.get(svc, p, volume_id)
 
 
 def volume_list(svc: Services, p: Principal, project: str) -> list[dict[str, Any]]:

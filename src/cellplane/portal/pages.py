@@ -31,7 +31,14 @@ CELL_STATES = (
     "FAILED", "DELETING",
 )  # fmt: skip
 #: Permissions the templates ask about for the current project (what buttons to show).
-_SHOWN = ("cells:write", "volumes:write", "quotas:write", "hosts:read", "hosts:write")
+_SHOWN = ("cells:write", "volumes:write", "quotas:write")
+#: Permissions of the operators' pages (hosts, tenants, the directory, the audit log).
+_TENANT_WIDE = (
+    "hosts:read", "hosts:write", "tenants:read", "tenants:write", "projects:read",
+    "projects:write", "users:read", "users:write", "groups:read", "groups:write",
+    "clients:read", "clients:write", "roles:read", "roles:write", "audit:read", "self",
+    "images:read", "images:write",
+)  # fmt: skip
 
 
 def _projects(svc: Services, p: Principal) -> list[dict[str, Any]]:
@@ -50,8 +57,8 @@ def layout(
     current = next((x for x in projects if x["name"] == project), None)
     p = c.principal
     may = {perm: (p.can_in(current["id"], perm) if current else p.can(perm)) for perm in _SHOWN}
-    may["hosts:read"] = p.can("hosts:read")
-    may["hosts:write"] = p.can("hosts:write")
+    for perm in _TENANT_WIDE:  # the operators' pages: not of one project
+        may[perm] = p.can(perm)
     if project is not None and current is None:
         raise NotFound(f"no project {project!r}")
     return {
@@ -166,6 +173,8 @@ async def cell_action(request: Request) -> Response:
     form = await request.form()
     check_csrf(request, c.session, form)
     action = str(form.get("action", ""))
+    if action == "delete" and form.get("confirm") != "yes":  # not from the confirmation page
+        return redirect(f"/portal/cells/{quote(cell_id)}/delete")
     view = await work(data.cell, svc, c.principal, cell_id)
     await work(data.cell_action, svc, c.principal, cell_id, action)
     if action == "delete":

@@ -17,17 +17,19 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from cellplane.errors import CellplaneError
+from cellplane.errors import CellplaneError, ValidationFailed
 from cellplane.portal import data
 from cellplane.portal.web import caller, portal_of, render, work
 from cellplane.services import agent_proxy, cell_access, tasks
 
-__all__ = ["alive", "cell_events", "cell_logs", "sse", "tasks_events"]
+__all__ = ["TASK_STATES", "alive", "cell_events", "cell_logs", "sse", "tasks_events"]
 
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _TAIL = 500
 _KEEPALIVE_S = 15.0
 _TASKS_IDLE_S = 5.0
+#: The states a task goes through (`services.tasks`), for the tasks page's filter.
+TASK_STATES = ("QUEUED", "STARTED", "COMPLETED", "ERROR")
 
 
 def alive(request: Request, session_id: str) -> bool:
@@ -83,8 +85,15 @@ async def tasks_events(request: Request) -> Response:
     c = await caller(request)
     svc = portal_of(request).svc
     project = request.path_params["project"]
+    # The dashboard's 10 recent tasks, or the tasks page's (`?all=1`, of one `state`).
+    every = request.query_params.get("all") == "1"
+    state = request.query_params.get("state") or None
+    if state is not None and state not in TASK_STATES:
+        raise ValidationFailed.field("state", f"must be one of {', '.join(TASK_STATES)}")
 
     def read() -> list[dict[str, Any]]:
+        if every:
+            return data.task_list(svc, c.principal, project, state)
         data.needs(c.principal, "tasks:read")
         items: list[dict[str, Any]] = tasks.list_tasks(svc, c.principal, project, 10)["items"]
         return items

@@ -91,6 +91,9 @@ async def volume_delete(request: Request) -> Response:
     svc = portal_of(request).svc
     form = await request.form()
     check_csrf(request, c.session, form)
-    project = str(form.get("project", ""))
-    await work(data.delete_volume, svc, c.principal, request.path_params["volume_id"])
-    return redirect(f"/portal/projects/{quote(project)}/volumes" if project else "/portal/")
+    volume_id = request.path_params["volume_id"]
+    if form.get("confirm") != "yes":  # not from the confirmation page
+        return redirect(f"/portal/volumes/{quote(volume_id)}/delete")
+    view = await work(data.volume, svc, c.principal, volume_id)
+    await work(data.delete_volume, svc, c.principal, volume_id)
+    return redirect(f"/portal/projects/{quote(view['project'])}/volumes")

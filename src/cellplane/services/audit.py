@@ -119,8 +119,11 @@ def list_events(
     outcome: str | None = None,
     actor: str | None = None,
     all_tenants: bool = False,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> dict[str, Any]:
-    """Newest first; a tenant admin sees their tenant's events, a system admin may see all."""
+    """Newest first; a tenant admin sees their tenant's events, a system admin may see all.
+    `since`/`until` bound the time (`since <= at < until`; the portal's time range)."""
     if not 1 <= limit <= 1000:
         raise ValidationFailed.field("limit", "must be between 1 and 1000")
     if all_tenants and not principal.is_system_admin:
@@ -138,6 +141,10 @@ def list_events(
         q = q.where(AuditEvent.outcome == outcome)
     if actor:
         q = q.where(AuditEvent.actor == actor)
+    if since is not None:
+        q = q.where(AuditEvent.at >= since)
+    if until is not None:
+        q = q.where(AuditEvent.at < until)
     with svc.db.reader() as s:
         items = [_view(e) for e in s.scalars(q)]
     return {"items": items, "next_cursor": items[-1]["id"] if len(items) == limit else None}

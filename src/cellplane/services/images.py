@@ -11,12 +11,13 @@ import hashlib
 import json
 import os
 import tarfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from cellplane.errors import Conflict, NotFound, ValidationFailed
+from cellplane.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
 from cellplane.ids import new_id, utcnow
 from cellplane.services.context import Services
 from cellplane.services.schemas import FlavorCreate
@@ -38,6 +39,7 @@ __all__ = [
     "inspect_archive",
     "list_flavors",
     "list_images",
+    "save_upload",
 ]
 
 DEFAULT_FLAVORS = {
@@ -220,6 +222,38 @@ def inspect_archive(path: Path) -> tuple[str, list[str]]:
     raise ValidationFailed.field(
         "body", "not an image archive: expected docker-archive (manifest.json) or OCI (index.json)"
     )
+
+
+def _too_large(svc: Services) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the image is larger than this server's limit of {svc.max_image_bytes} bytes"
+    )
+
+
+async def save_upload(
+    svc: Services, chunks: AsyncIterator[bytes], declared: str = ""
+) -> tuple[Path, str, int]:
+    """Write an upload to a private file of the images directory, under the server's limit
+    (`max_image_bytes`, checked on the declared Content-Length first): the file, its sha256 and
+    size, for `import_image`. Too large, or cut short: nothing is kept."""
+    upload = svc.images_dir / f".upload-{new_id('up')}"
+    h = hashlib.sha256()
+    size = 0
+    fd = os.open(upload, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if declared.isdigit() and int(declared) > svc.max_image_bytes:
+                raise _too_large(svc)
+            async for chunk in chunks:
+                h.update(chunk)
+                size += len(chunk)
+                if size > svc.max_image_bytes:
+                    raise _too_large(svc)
+                f.write(chunk)
+    except BaseException:
+        upload.unlink(missing_ok=True)
+        raise
+    return upload, h.hexdigest(), size
 
 
 def import_image(svc: Services, name: str, upload: Path, sha256: str, size: int) -> dict[str, Any]:

@@ -184,17 +184,20 @@ def _named_view(s: Session, t: Task) -> dict[str, Any]:
     return view
 
 
-def list_tasks(svc: Services, p: Principal, project: str, limit: int = 20) -> dict[str, Any]:
-    """The project's most recent tasks, newest first (`GET /v1/projects/{project}/tasks?limit=`)."""
+def list_tasks(
+    svc: Services, p: Principal, project: str, limit: int = 20, *, state: str | None = None
+) -> dict[str, Any]:
+    """The project's most recent tasks (of one `state` when given), newest first
+    (`GET /v1/projects/{project}/tasks?limit=`; the portal's tasks page filters by state)."""
     from cellplane.services.cells import project_for  # cells imports this module
 
     with svc.db.reader() as s:
         proj = project_for(s, p, project, "tasks:read")
+        q = select(Task).where(Task.project_id == proj.id)
+        if state is not None:
+            q = q.where(Task.state == state)
         rows = s.scalars(
-            select(Task)
-            .where(Task.project_id == proj.id)
-            .order_by(Task.created_at.desc(), Task.id.desc())
-            .limit(max(1, min(limit, 200)))
+            q.order_by(Task.created_at.desc(), Task.id.desc()).limit(max(1, min(limit, 200)))
         ).all()
         return {"items": [_named_view(s, t) for t in rows], "next_cursor": None}
 

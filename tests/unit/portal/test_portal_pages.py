@@ -188,10 +188,8 @@ def test_volumes_are_listed_created_with_errors_at_the_field_and_deleted(plat: P
     )
     assert r.status_code == 422 and 'id="size_gb-error"' in r.text
     (vol,) = plat.client.get("/v1/projects/default/volumes", headers=plat.admin).json()["items"]
-    r = client.post(
-        f"/portal/volumes/{vol['id']}/delete", data={"csrf": csrf, "project": "default"}
-    )
-    assert r.status_code == 303
+    r = client.post(f"/portal/volumes/{vol['id']}/delete", data={"csrf": csrf, "confirm": "yes"})
+    assert r.status_code == 303 and r.headers["location"] == "/portal/projects/default/volumes"
     assert plat.client.get("/v1/projects/default/volumes", headers=plat.admin).json()["items"] == []
 
 
