@@ -253,6 +253,10 @@ class RuncDriver:
             raise errors.PermanentDriverError(
                 f"container {spec.name}: published ports are not supported by the runc driver yet"
             )
+        if spec.extra_networks:
+            raise errors.PermanentDriverError(
+                f"container {spec.name}: the runc driver puts a cell on one network only"
+            )
         container_id = uuid.uuid4().hex + uuid.uuid4().hex
         with self._lock:
             if spec.name in self._names:
@@ -540,6 +544,9 @@ class RuncDriver:
         stdin: bool = False,
         tty: bool = False,
         size: tuple[int, int] | None = None,
+        user: str | None = None,
+        env: builtins.list[str] | None = None,
+        workdir: str | None = None,
     ) -> ExecSession:
         raise errors.PermanentDriverError(_INTERACTIVE)
 

@@ -223,8 +223,12 @@ def create_many(
     s.execute(
         insert(CellNetwork),
         [
-            {"cell_id": r["id"], "network_id": network_id, "address": r["network_address"]}
-            | {"position": 0}
+            {
+                "cell_id": r["id"],
+                "network_id": network_id,
+                "address": r["network_address"],
+                "position": 0,
+            }
             for r in rows
         ],
     )
