@@ -37,6 +37,7 @@ from cellplane.drivers.base import (
 from cellplane.drivers.podman_bodies import (
     DNS_OPTIONS,
     compat_create_body,
+    conflicting_networks,
     container_info_from_inspect,
     container_info_from_list,
     label_filters,
@@ -193,6 +194,31 @@ class PodmanDriver(PodmanOps, PodmanNetworkOps):
         except errors.PermanentDriverError as exc:
             if "already" not in str(exc).lower():
                 raise
+            if self._network_subnets(spec.name) is None:  # its bridge or subnet is taken
+                self._replace_stale(spec, exc)
+
+    def _replace_stale(self, spec: NetworkSpec, refused: errors.PermanentDriverError) -> None:
+        """Create `spec` after removing the engine's networks that hold its bridge or subnet.
+
+        They are networks the control plane deleted (or moved) whose engine side stayed: their
+        bridge or subnet is now `spec`'s. One a container still uses is not removed: the
+        engine's refusal is raised, naming it.
+        """
+        with translated("network"):
+            existing = self._libpod_get("/networks/json") or []
+        stale = conflicting_networks(existing, spec)
+        if not stale:
+            raise refused
+        for name in stale:
+            try:
+                self.remove_network(name)
+            except errors.PermanentDriverError as exc:
+                raise errors.PermanentDriverError(
+                    f"network {spec.name}: the engine's network {name} holds its bridge or "
+                    f"subnet and is in use ({exc})"
+                ) from refused
+        with translated("network"):
+            self._libpod_post("/networks/create", libpod_network_body(spec))
 
     def _network_subnets(self, name: str) -> builtins.list[str] | None:
         """The subnets of the engine's network `name`, None if it has none of that name."""

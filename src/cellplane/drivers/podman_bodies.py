@@ -25,6 +25,7 @@ __all__ = [
     "DNS_OPTIONS",
     "IPNetwork",
     "compat_create_body",
+    "conflicting_networks",
     "container_info_from_inspect",
     "container_info_from_list",
     "label_filters",
@@ -226,6 +227,23 @@ def network_fits(subnets: Iterable[str], spec: NetworkSpec) -> bool:
     if spec.prefix_length is not None:
         return any(n.prefixlen == spec.prefix_length for n in have)
     return True
+
+
+def conflicting_networks(existing: Iterable[dict[str, Any]], spec: NetworkSpec) -> list[str]:
+    """The engine networks among `existing` (libpod's network list) other than `spec`'s own
+    that sit on `spec`'s bridge or overlap its subnet (pure)."""
+    want = ipaddress.ip_network(spec.subnet) if spec.subnet is not None else None
+    found = []
+    for net in existing:
+        name = str(net.get("name", ""))
+        if not name or name == spec.name:
+            continue
+        same_bridge = spec.interface is not None and net.get("network_interface") == spec.interface
+        subnets = [ipaddress.ip_network(str(s["subnet"])) for s in net.get("subnets") or []]
+        overlaps = want is not None and any(want.overlaps(s) for s in subnets)
+        if same_bridge or overlaps:
+            found.append(name)
+    return sorted(found)
 
 
 def sized_candidates(

@@ -28,6 +28,7 @@ from cellplane.drivers.podman import (
     parse_load_output,
     sized_candidates,
 )
+from cellplane.drivers.podman_bodies import conflicting_networks
 
 MIB = 1024 * 1024
 
@@ -369,3 +370,24 @@ def test_read_only_root_and_a_cell_pids_limit_reach_both_bodies() -> None:
 def test_a_negative_pids_limit_is_refused() -> None:
     with pytest.raises(ValueError, match="pids_limit"):
         ContainerSpec(name="c", image="busybox", pids_limit=-1)
+
+
+def test_conflicting_networks_are_those_on_the_same_bridge_or_an_overlapping_subnet() -> None:
+    def net(name: str, subnet: str, bridge: str) -> dict[str, Any]:
+        return {"name": name, "subnets": [{"subnet": subnet}], "network_interface": bridge}
+
+    existing = [
+        net("cp-prj-new", "10.9.1.0/24", "cpbr7"),  # the network itself: never a conflict
+        net("cp-net-old", "10.9.8.0/24", "cpbr7"),  # a deleted network's bridge, now reused
+        net("cp-net-wide", "10.9.0.0/16", "cpbr2"),  # overlaps the subnet
+        net("cp-net-apart", "10.10.0.0/24", "cpbr3"),
+        {"name": "podman", "subnets": [], "network_interface": "podman0"},
+    ]
+    spec = NetworkSpec("cp-prj-new", subnet="10.9.1.0/24", interface="cpbr7")
+    assert conflicting_networks(existing, spec) == ["cp-net-old", "cp-net-wide"]
+    # No bridge asked for: only the subnet counts; no subnet either: nothing conflicts.
+    assert conflicting_networks(existing, NetworkSpec("x", subnet="10.9.8.0/24")) == [
+        "cp-net-old",
+        "cp-net-wide",
+    ]
+    assert conflicting_networks(existing, NetworkSpec("x", prefix_length=24)) == []
