@@ -43,7 +43,7 @@ test-integration: venv
 	$(BIN)/python -m pytest tests/integration tests/e2e -q -m integration
 
 test: deps-test venv lint
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q --durations=30
 
 bench: venv
 	$(BIN)/python bench/scheduler.py
