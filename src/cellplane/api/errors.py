@@ -146,6 +146,9 @@ _UNREACHABLE = (
     "no connection to the server",
 )
 _NOSPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# PostgreSQL's transaction conflicts: serialization failure, deadlock detected (a status report
+# and a placement locking hosts and cells in turn), lock not available.
+_PG_CONFLICTS = frozenset({"40001", "40P01", "55P03"})
 
 
 def database_problem(exc: BaseException) -> tuple[int, str, str, str] | None:
@@ -159,6 +162,8 @@ def database_problem(exc: BaseException) -> tuple[int, str, str, str] | None:
         sqlstate = getattr(exc.orig, "sqlstate", None)
         if sqlstate == "53100":  # PostgreSQL: disk full
             message = "no space left on device"
+        elif sqlstate in _PG_CONFLICTS:
+            message = "database is locked"  # rolled back by PostgreSQL: a retry may pass
         elif exc.connection_invalidated or (
             # PostgreSQL (psycopg): no connection at all (no SQLSTATE), a connection exception
             # (class 08), the server shutting down or restarting (57P0x)

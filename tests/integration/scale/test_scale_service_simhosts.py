@@ -85,6 +85,13 @@ def _settled(c: Client, name: str, task: dict[str, Any], count: int) -> dict[str
 
 
 def test_a_service_of_fifty_scales_to_eighty_and_back_to_twenty(server: Deployment) -> None:
+    try:
+        _scale_fifty_eighty_twenty(server)
+    except Exception as e:  # the server's side of it: an HTTP 500 names no cause
+        raise AssertionError(f"{e!r}\nserver log:\n{server.log_tail('server.log', 8000)}") from e
+
+
+def _scale_fifty_eighty_twenty(server: Deployment) -> None:
     spec = SimSpec(
         server=server.url,
         join_token=server.join_file.read_text().strip(),

@@ -123,6 +123,8 @@ def _psycopg_error(kind: str) -> BaseException:
         "admin shutdown": pg.AdminShutdown("terminating connection due to administrator command"),
         "disk full": pg.DiskFull("could not extend file: No space left on device"),
         "syntax": pg.SyntaxError('syntax error at or near "SELEC"'),
+        "deadlock": pg.DeadlockDetected("deadlock detected"),
+        "serialization": pg.SerializationFailure("could not serialize access"),
     }[kind]
     wrapper = OperationalError if kind != "syntax" else ProgrammingError
     return wrapper("SELECT 1", {}, orig)
@@ -135,6 +137,9 @@ def _psycopg_error(kind: str) -> BaseException:
         ("admin shutdown", 503, "Database unavailable"),
         ("disk full", 507, "Insufficient storage"),
         ("syntax", 500, "Internal error"),
+        # Rolled back by a conflict with another transaction: retried like a busy SQLite.
+        ("deadlock", 503, "Database busy"),
+        ("serialization", 503, "Database busy"),
     ],
 )
 def test_postgresql_conditions(kind: str, status: int, title: str) -> None:
