@@ -23,6 +23,7 @@ from starlette.routing import Match
 
 from cellplane.api.jsonresp import PROBLEM_BASE, JSONResponse, problem
 from cellplane.errors import CellplaneError, ValidationFailed
+from cellplane.state.conflicts import PG_CONFLICTS
 
 __all__ = [
     "PROBLEM_BASE",
@@ -146,9 +147,6 @@ _UNREACHABLE = (
     "no connection to the server",
 )
 _NOSPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-# PostgreSQL's transaction conflicts: serialization failure, deadlock detected (a status report
-# and a placement locking hosts and cells in turn), lock not available.
-_PG_CONFLICTS = frozenset({"40001", "40P01", "55P03"})
 
 
 def database_problem(exc: BaseException) -> tuple[int, str, str, str] | None:
@@ -162,7 +160,7 @@ def database_problem(exc: BaseException) -> tuple[int, str, str, str] | None:
         sqlstate = getattr(exc.orig, "sqlstate", None)
         if sqlstate == "53100":  # PostgreSQL: disk full
             message = "no space left on device"
-        elif sqlstate in _PG_CONFLICTS:
+        elif sqlstate in PG_CONFLICTS:
             message = "database is locked"  # rolled back by PostgreSQL: a retry may pass
         elif exc.connection_invalidated or (
             # PostgreSQL (psycopg): no connection at all (no SQLSTATE), a connection exception

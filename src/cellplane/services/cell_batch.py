@@ -42,6 +42,7 @@ from cellplane.services import quotas as quotas_mod
 from cellplane.services.context import Principal, Services
 from cellplane.services.schemas import CellCreate
 from cellplane.state import networks as state_networks
+from cellplane.state.conflicts import lock_hosts
 from cellplane.state.models import Cell, CellEvent, CellNetwork, Host, Image, Network, Project
 
 __all__ = ["PLACEMENT_LOCK", "Batch", "create_many", "lock_placement"]
@@ -160,6 +161,7 @@ def create_many(
     touched = sorted(set(host_of.values()))
     revs: dict[str, int] = {}
     if touched:
+        lock_hosts(s, touched)  # in id order, as every writer of several hosts does
         s.execute(
             update(Host).where(Host.id.in_(touched)).values(revision=Host.revision + 1),
             execution_options={"synchronize_session": False},

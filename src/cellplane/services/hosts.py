@@ -38,6 +38,7 @@ from cellplane.services.host_views import (
     snapshot,
     usage_by_host,
 )
+from cellplane.state.conflicts import lock_hosts, retry_conflicts
 from cellplane.state.models import Cell, CellEvent, Host, Image, Task, Volume
 from cellplane.wire import agent as wire
 
@@ -211,11 +212,15 @@ def heartbeat(svc: Services, host_id: str) -> None:
     if buf.seen(host_id):
         due = buf.record(host_id, now)
         if due:
-            with svc.db.session() as s:
-                s.execute(
-                    update(Host),
-                    [{"id": hid, "last_heartbeat": at} for hid, at in sorted(due.items())],
-                )
+
+            def write() -> None:
+                with svc.db.session() as s:
+                    s.execute(
+                        update(Host),
+                        [{"id": hid, "last_heartbeat": at} for hid, at in sorted(due.items())],
+                    )
+
+            retry_conflicts(write)
         return
     with svc.db.session() as s:
         h = s.get(Host, host_id)
@@ -434,10 +439,20 @@ def apply_status(
 
 
 def _apply_reports(svc: Services, batch: Sequence[tuple[str, list[Any]]]) -> None:
-    """Apply the reports of `batch` ((host id, items) each) in one transaction."""
+    """Apply the reports of `batch` ((host id, items) each) in one transaction (again after a
+    conflict on PostgreSQL)."""
+    topics = retry_conflicts(lambda: _write_reports(svc, batch))
+    if topics:
+        svc.notifier.publish(*topics)
+
+
+def _write_reports(svc: Services, batch: Sequence[tuple[str, list[Any]]]) -> set[str]:
     now = utcnow()
     topics: set[str] = set()
     with svc.db.session() as s:
+        # The hosts' rows first, in id order, as every transaction that writes several hosts
+        # locks them (`lock_hosts`): then the cells. Other orders deadlock on PostgreSQL.
+        lock_hosts(s, [host_id for host_id, _ in batch])
         # The cells and tasks the reports name, read in a few queries rather than one each
         # (kept alive here: the session's identity map holds them weakly).
         ids = sorted(
@@ -452,8 +467,7 @@ def _apply_reports(svc: Services, batch: Sequence[tuple[str, list[Any]]]) -> Non
         for host_id, items in batch:
             _apply_one(s, host_id, items, now, topics)
         del keep
-    if topics:
-        svc.notifier.publish(*topics)
+    return topics
 
 
 def _apply_one(s: Session, host_id: str, items: list[Any], now: datetime, topics: set[str]) -> None:
