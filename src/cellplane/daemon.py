@@ -138,6 +138,7 @@ def run_server(
     from cellplane.api.tls import TLSH11Protocol
     from cellplane.controller import runtime
     from cellplane.dockerapi import supervisor as dockerapi_supervisor
+    from cellplane.ids import utcnow
     from cellplane.registries import parse_registries
     from cellplane.services.context import Services
     from cellplane.settings import ServerSettings
@@ -170,6 +171,7 @@ def run_server(
         max_header_bytes=settings.max_header_bytes,
         heartbeat_suspect_s=settings.heartbeat_suspect_s,
         heartbeat_down_s=settings.heartbeat_down_s,
+        watching_since=utcnow(),
         registries=parse_registries(settings.registries),
     )
     ssl_options: dict[str, Any] = {}

@@ -12,6 +12,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -107,6 +108,10 @@ class Services:
     # whose hosts send no heartbeats).
     heartbeat_suspect_s: float = 15.0
     heartbeat_down_s: float = 60.0
+    # When this server started (the daemon sets it): a host that beat less than the DOWN
+    # threshold before then is judged from then, so a restart of the server alone makes no
+    # live host SUSPECT or DOWN. None: judged from the last beat only (in-process tests).
+    watching_since: datetime | None = None
     # The URL clients reach the API at; issuers are `{public_url}/identity/{tenant}`. None: taken
     # from each request (in-process tests).
     public_url: str | None = None

@@ -43,6 +43,16 @@ def host_status(host: Host, now: datetime, svc: Services) -> tuple[str, str | No
     hb = host.last_heartbeat
     if hb.tzinfo is None:  # SQLite returns naive datetimes; they were written in UTC
         hb = hb.replace(tzinfo=now.tzinfo)
+    started = svc.watching_since
+    if (
+        started is not None
+        and hb < started
+        and (started - hb).total_seconds() < svc.heartbeat_down_s
+    ):
+        # It beat shortly before this server started: the beats sent while the server was
+        # down were lost, not missed; judged from the start (a host silent for longer, DOWN
+        # before the server was, stays so).
+        hb = started
     age = (now - hb).total_seconds()
     if age > svc.heartbeat_down_s:
         return "DOWN", f"no heartbeat for {age:.0f} s"
