@@ -131,7 +131,7 @@ class Cells:
             list(pool.map(self.delete, ids))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def busybox_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_busybox_archive(tmp_path_factory.mktemp("busybox"))
 
@@ -149,7 +149,7 @@ def start_deployment(archive: Path) -> Deployment:
     return d
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def deployment(busybox_archive: Path) -> Iterator[Deployment]:
     d = start_deployment(busybox_archive)
     try:
@@ -158,13 +158,13 @@ def deployment(busybox_archive: Path) -> Iterator[Deployment]:
         d.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def client(deployment: Deployment) -> Iterator[Client]:
     with deployment.client() as c:
         yield c
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def engine(deployment: Deployment) -> Iterator[PodmanDriver]:
     driver = PodmanDriver(deployment.engine_url)
     try:

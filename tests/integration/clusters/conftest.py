@@ -108,7 +108,7 @@ def small_group(name: str, roles: list[str], n: int, **extra: Any) -> dict[str, 
     }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def deployment() -> Iterator[Deployment]:
     old = os.environ.get(CATALOG_PATH_ENV)
     os.environ[CATALOG_PATH_ENV] = str(HERE / "catalog")
@@ -122,13 +122,13 @@ def deployment() -> Iterator[Deployment]:
             os.environ[CATALOG_PATH_ENV] = old
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api(deployment: Deployment) -> Iterator[Api]:
     a = Api(deployment)
     yield a
     a.http.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def engine(deployment: Deployment) -> PodmanDriver:
     return PodmanDriver(deployment.engine_url)

@@ -100,7 +100,7 @@ def stop_engine(
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def engine() -> Iterator[Engine]:
     run = uuid.uuid4().hex[:6]
     labels = {"cellplane.test": run}

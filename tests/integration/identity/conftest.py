@@ -238,7 +238,7 @@ def _require_slapd() -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def slapd() -> Iterator[Slapd]:
     _require_slapd()
     server = Slapd()

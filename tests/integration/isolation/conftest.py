@@ -96,7 +96,7 @@ def _gone(client: Client, cell_id: str) -> bool:
     return False
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     archive: Path = build_busybox_archive(tmp_path_factory.mktemp("busybox"))
     d = Deployment()
@@ -109,7 +109,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         d.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def client(deployment: Deployment) -> Iterator[Client]:
     with deployment.client() as c:
         yield c

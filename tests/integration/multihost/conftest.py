@@ -111,12 +111,12 @@ def _stop(setup: ThreeHosts) -> None:
         setup.deployment.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def busybox_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_busybox_archive(tmp_path_factory.mktemp("busybox"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def three_hosts(busybox_archive: Path) -> Iterator[ThreeHosts]:
     setup = _start(busybox_archive)
     try:

@@ -26,7 +26,7 @@ from cellplane.testing.postgres import PG_USER, PostgresServer, find_bindir
 IMAGE = "busybox"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def pg() -> Iterator[PostgresServer]:
     bindir = find_bindir()
     if bindir is None:
@@ -47,18 +47,18 @@ def pg() -> Iterator[PostgresServer]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def pg_url(pg: PostgresServer) -> str:
     """The database the shared deployment uses."""
     return pg.create_database("cellplane")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def busybox_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_busybox_archive(tmp_path_factory.mktemp("busybox"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def deployment(pg_url: str, busybox_archive: Path) -> Iterator[Deployment]:
     """Server + agent + engine whose state lives in the private PostgreSQL server."""
     d = Deployment(database_url=pg_url)
@@ -72,7 +72,7 @@ def deployment(pg_url: str, busybox_archive: Path) -> Iterator[Deployment]:
         d.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def client(deployment: Deployment) -> Iterator[Client]:
     with deployment.client() as c:
         yield c
