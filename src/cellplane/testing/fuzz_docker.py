@@ -187,6 +187,7 @@ def _registry_auth() -> st.SearchStrategy[str | None]:
         st.none(),
         ascii_text,
         json_values(6).map(lambda v: base64.urlsafe_b64encode(json.dumps(v).encode()).decode()),
+        st.just(base64.urlsafe_b64encode(b"[" * 1200 + b"]" * 1200).decode()),
     )
 
 

@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
+from urllib.parse import parse_qsl
 
 import httpx
 from hypothesis import strategies as st
@@ -65,6 +66,10 @@ _NAME = re.compile(r"\bname=\"([^\"]+)\"", re.I)
 _VALUE = re.compile(r"\bvalue=\"([^\"]*)\"", re.I)
 _OPTION = re.compile(r"<option\b[^>]*value=\"([^\"]*)\"", re.I)
 _TYPE_FILE = re.compile(r"\btype=\"file\"", re.I)
+_METHOD_GET = re.compile(r"\bmethod=\"get\"", re.I)
+_HREF = re.compile(r"\bhref=\"(/portal[^\"]*\?[^\"]*)\"", re.I)
+#: Query parameters of the sign-in flow (no page links to these).
+_QUERY = ("next", "tenant", "code", "state", "error", "error_description")
 #: Names a form nobody could find gets (and every form may get, as extra fields).
 _GENERIC = ("name", "action", "project", "tenant", "user", "role", "count", "spec", "state")
 #: Path parameters that, with these values, would end the run's world.
@@ -100,6 +105,8 @@ class PortalTarget:
         self.tokens: dict[str, str] = {}
         self.sessions: dict[str, str] = {}
         self.forms: dict[str, _Form] = {}
+        #: Query parameters the pages use (their links, their filter forms), with their values.
+        self.query: dict[str, set[str]] = {name: set() for name in _QUERY}
         self.ids: dict[str, list[str]] = {}
         self.routes = [r for r in self.app.routes if isinstance(r, Route)]
         self._agent_client: httpx.AsyncClient | None = None
@@ -196,11 +203,24 @@ class PortalTarget:
 
     def _forms_of(self, page: str) -> None:
         for attrs, inner in _FORM.findall(page):
+            if _METHOD_GET.search(attrs):  # a filter form: its fields are query parameters
+                for _tag, field_attrs in _FIELD.findall(inner):
+                    if found := _NAME.search(field_attrs):
+                        self._query(html.unescape(found.group(1)), _VALUE.search(field_attrs))
+                continue
             action = _ACTION.search(attrs)
             if action:
                 self._add_form(html.unescape(action.group(1)), inner)
+        for href in _HREF.findall(page):
+            for key, value in parse_qsl(html.unescape(href).partition("?")[2]):
+                self.query.setdefault(key, set()).add(value)
         for target in _HX_POST.findall(page):
             self._add_form(html.unescape(target), "")
+
+    def _query(self, name: str, value: re.Match[str] | None) -> None:
+        values = self.query.setdefault(name, set())
+        if value:
+            values.add(html.unescape(value.group(1)))
 
     def _add_form(self, action: str, inner: str) -> None:
         path = action.split("?")[0].removeprefix(self.server.url)
@@ -248,7 +268,9 @@ class _Example:
     oversized: bool
 
 
-def _examples(params: int, form: _Form | None) -> st.SearchStrategy[_Example]:
+def _examples(
+    params: int, form: _Form | None, query: dict[str, set[str]]
+) -> st.SearchStrategy[_Example]:
     pick = st.tuples(st.booleans(), st.integers(0, 1 << 20), hostile_text())
     fields: dict[str, st.SearchStrategy[str]] = {name: hostile_text() for name in _GENERIC}
     for name, values in (form.fields if form else {}).items():
@@ -262,10 +284,14 @@ def _examples(params: int, form: _Form | None) -> st.SearchStrategy[_Example]:
         _Example,
         caller=st.sampled_from(CALLERS),
         picks=st.lists(pick, min_size=params, max_size=params),
-        query=st.dictionaries(
-            st.sampled_from(["next", "tenant", "code", "state", "error", "page", "cursor", "q"]),
-            hostile_text(),
-            max_size=2,
+        query=st.fixed_dictionaries(
+            {},
+            optional={
+                name: st.one_of(st.sampled_from(sorted(values)), hostile_text())
+                if values
+                else hostile_text()
+                for name, values in sorted(query.items())
+            },
         ),
         form=st.fixed_dictionaries({}, optional=fields),
         csrf=st.sampled_from(["form", "form", "form", "header", "none", "wrong", "foreign"]),
@@ -305,7 +331,7 @@ def _request(
     elif ex.csrf == "header":
         headers["X-CSRF-Token"] = token
     elif ex.csrf == "wrong":
-        data["csrf"] = "0" + token[1:]
+        data["csrf"] = ("1" if token.startswith("0") else "0") + token[1:]  # never the token
     if ex.csrf == "foreign":
         headers["Origin"] = "https://evil.example"
     form = target.forms.get(template)
@@ -397,7 +423,7 @@ def fuzz_portal(
                 _check(target, client, key, method, path, ex, stats)
 
             form = target.forms.get(path) if method == "POST" else None
-            strategy = _examples(len(_PARAM.findall(path)), form)
+            strategy = _examples(len(_PARAM.findall(path)), form, target.query)
             tests.append(repeat(examples_per_round, strategy, body))
         while True:
             order = list(range(len(tests)))
