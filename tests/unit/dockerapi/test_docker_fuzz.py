@@ -155,3 +155,31 @@ def test_a_create_body_field_of_the_wrong_type_is_a_dockers_400(
     assert r.status_code == 400, r.text
     _docker_error(r, 400)
     assert target.server.digest() == before
+
+
+@pytest.mark.parametrize("route", ["stats?stream=0", "top", "changes"])
+def test_a_running_containers_unreachable_host_is_a_409_not_a_500(
+    target: DockerTarget, route: str
+) -> None:
+    """`stats`, `top`, `diff` (and network connect, below) answered 500 when the cell's host
+    agent did not answer; the REST API and the endpoint's logs and exec answer 409 for it."""
+    headers = target.server.headers["project-member"]
+    r = httpx.get(f"{target.url}/containers/fuzz-running/{route}", headers=headers, timeout=30)
+    assert "unreachable" in _docker_error(r, 409)
+
+
+def test_connecting_a_container_whose_host_is_unreachable_is_a_409(target: DockerTarget) -> None:
+    r = _post(target, "/networks/create", json={"Name": "fuzz-unreachable"})
+    assert r.status_code == 201, r.text
+    r = _post(target, "/networks/fuzz-unreachable/connect", json={"Container": "fuzz-running"})
+    assert "left as it was" in _docker_error(r, 409)
+
+
+def test_an_agent_failure_is_the_apis_409() -> None:
+    from cellplane.dockerapi.extras import _refusal
+    from cellplane.services.agent_proxy import AgentRefused
+
+    cell = {"name": "web"}
+    assert _refusal(AgentRefused("boom", 500, "boom"), cell, "/x").status == 409
+    assert _refusal(AgentRefused("no", 501, "no"), cell, "/x").status == 501
+    assert _refusal(AgentRefused("gone", 404, "path"), cell, "/x").status == 404
