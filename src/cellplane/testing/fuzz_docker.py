@@ -40,12 +40,10 @@ from typing import Any
 import httpx
 from aiohttp import web
 from hypothesis import strategies as st
-from sqlalchemy import update
 
 from cellplane.dockerapi.base import EndpointContext
 from cellplane.dockerapi.server import make_app
 from cellplane.registries import Registry
-from cellplane.state.models import Cell, Host
 from cellplane.testing.fuzz import CALLERS, FuzzServer
 from cellplane.testing.fuzz_web import (
     Answer,
@@ -54,6 +52,7 @@ from cellplane.testing.fuzz_web import (
     json_values,
     looks_like_traceback,
     repeat,
+    running_cell,
     send,
     unreachable,
 )
@@ -277,7 +276,7 @@ class DockerTarget:
         fut = asyncio.run_coroutine_threadsafe(self._serve(self.app), self._loop)
         self._runner = fut.result(30)
         cell = s.ids["cell_id"][0]
-        running = self._running_cell()
+        running = running_cell(s)
         self.ids = {
             "containers:ref": [cell, "fuzz-cell", "/fuzz-cell", running, "fuzz-running"],
             "images:name": ["host", "fuzz-image", "fuzz:1", f"{_REGISTRY}/team/app:1"],
@@ -285,31 +284,6 @@ class DockerTarget:
             "networks:ref": ["default", "bridge"],
             "exec:id": [],
         }
-
-    def _running_cell(self) -> str:
-        """A cell as the agent leaves a running one (its container on the world's host, whose
-        agent is not there): the routes that call the agent (logs, exec, attach, stats, top,
-        archive, network connect) get as far as the call."""
-        s = self.server
-        body = {"name": "fuzz-running", "image": "host", "command": ["sleep", "1"], "cpu": 0.1}
-        cell_id: str = s._call("POST", "/v1/projects/default/cells", 202, json=body)["entity"]["id"]
-        with s.svc.db.session() as db:
-            db.execute(
-                update(Host)
-                .where(Host.id == s.ids["host_id"][0])
-                .values(agent_url="http://192.0.2.1:7401")  # TEST-NET-1: never routed
-            )
-            db.execute(
-                update(Cell)
-                .where(Cell.id == cell_id)
-                .values(
-                    state="RUNNING",
-                    host_id=s.ids["host_id"][0],
-                    container_id="f" * 64,
-                    address="10.88.0.9",
-                )
-            )
-        return cell_id
 
     async def _serve(self, app: web.Application) -> web.AppRunner:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)

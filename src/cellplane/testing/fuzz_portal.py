@@ -50,6 +50,7 @@ from cellplane.testing.fuzz_web import (
     hostile_text,
     looks_like_traceback,
     repeat,
+    running_cell,
     send,
     unreachable,
 )
@@ -121,6 +122,7 @@ class PortalTarget:
         for role in ("tenant-admin", "project-member", "project-viewer"):
             self.tokens[role] = s.headers[role]["Authorization"].removeprefix("Bearer ")
         self.ids = {k: list(v) for k, v in s.ids.items()}
+        self.ids["cell_id"].append(running_cell(s))
         # The portal's pages name projects by name: the crawl takes each list's first.
         self.ids["project"] = ["default", *(p for p in self.ids["project"] if p != "default")]
         self.ids["group"] = ["fuzz-group", *self.ids.get("group", [])]

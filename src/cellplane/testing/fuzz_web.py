@@ -18,6 +18,10 @@ from typing import Any
 import httpx
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
 from hypothesis import strategies as st
+from sqlalchemy import update
+
+from cellplane.state.models import Cell, Host
+from cellplane.testing.fuzz import FuzzServer
 
 __all__ = [
     "Answer",
@@ -26,6 +30,7 @@ __all__ = [
     "json_values",
     "looks_like_traceback",
     "repeat",
+    "running_cell",
     "send",
     "unreachable",
 ]
@@ -222,3 +227,28 @@ def json_values(max_leaves: int = 12) -> st.SearchStrategy[Any]:
         ),
         max_leaves=max_leaves,
     )
+
+
+def running_cell(s: FuzzServer) -> str:
+    """A cell as the agent leaves a running one (its container on the world's host, whose
+    agent is not there): the routes that call the agent (logs, exec, attach, stats, top,
+    archive, network connect) get as far as the call."""
+    body = {"name": "fuzz-running", "image": "host", "command": ["sleep", "1"], "cpu": 0.1}
+    cell_id: str = s._call("POST", "/v1/projects/default/cells", 202, json=body)["entity"]["id"]
+    with s.svc.db.session() as db:
+        db.execute(
+            update(Host)
+            .where(Host.id == s.ids["host_id"][0])
+            .values(agent_url="http://192.0.2.1:7401")  # TEST-NET-1: never routed
+        )
+        db.execute(
+            update(Cell)
+            .where(Cell.id == cell_id)
+            .values(
+                state="RUNNING",
+                host_id=s.ids["host_id"][0],
+                container_id="f" * 64,
+                address="10.88.0.9",
+            )
+        )
+    return cell_id
