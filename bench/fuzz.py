@@ -1,12 +1,22 @@
-"""Schemathesis over the whole API for a while (issue 14): `bench/fuzz.py --seconds 120`.
+"""The fuzzers for a while (issue 14): `bench/fuzz.py --seconds 120 [--target api|docker|portal|all]`.
 
-The same harness as the suite's bounded run (`cellplane.testing.fuzz`): a real server on a free
-port, every operation of its OpenAPI document, valid and invalid examples, five callers (system
-admin, tenant admin, project member, project viewer, anonymous). Prints one JSON object:
-`requests`, `server_errors`, `schema_violations`, `state_changes` (refused requests that changed
-something), `operations_covered` (answered past authentication and lookup) / `operations_total`,
-`operations_succeeded`, the answers' status counts and, for each distinct problem, one example.
-No engine is involved (the agent's side is a registered host), so no podman lock is needed.
+The same harnesses as the suite's bounded runs, each on its own real server on a free port (no
+engine: the agent's side is a registered host with no agent behind it, so no podman lock):
+
+* `api`: schemathesis over every operation of the server's OpenAPI document
+  (`cellplane.testing.fuzz`), valid and invalid examples, five callers (system admin, tenant admin,
+  project member, project viewer, anonymous);
+* `docker`: Hypothesis over every route of a project's Docker-compatible endpoint
+  (`cellplane.testing.fuzz_docker`);
+* `portal`: Hypothesis over every page and form of the portal, signed in and anonymous, with
+  and without the CSRF token (`cellplane.testing.fuzz_portal`).
+
+`--seconds` is per target. Prints one JSON object with one entry per target under `targets`,
+each with `requests`, `server_errors`, `schema_violations` (api) or `bad_error_bodies` (docker,
+portal), `state_changes` (refused requests that changed something), `operations_covered`
+(answered past authentication and lookup) / `operations_total`, `operations_succeeded`, the
+answers' status counts and, for each distinct problem, one example. Exits 1 if any target found a
+problem.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -22,21 +33,43 @@ from _common import emit, log
 
 from cellplane.testing.fuzz import FuzzServer, fuzz
 
+TARGETS = ("api", "docker", "portal")
+
+
+def _run(target: str, seconds: float, seed: int, examples: int) -> dict[str, Any]:
+    started = time.monotonic()
+    with FuzzServer() as server:
+        log(f"{target}: server at {server.url}; fuzzing for {seconds:.0f} s")
+        summary: dict[str, Any]
+        if target == "api":
+            summary = fuzz(server, seconds, seed=seed, examples_per_round=examples).summary()
+        elif target == "docker":
+            from cellplane.testing.fuzz_docker import DockerTarget, fuzz_docker
+
+            with DockerTarget(server) as docker:
+                summary = fuzz_docker(docker, seconds, seed=seed).summary()
+        else:
+            from cellplane.testing.fuzz_portal import PortalTarget, fuzz_portal
+
+            with PortalTarget(server) as portal:
+                summary = fuzz_portal(portal, seconds, seed=seed).summary()
+    return {"seconds": round(time.monotonic() - started, 1), **summary}
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=120.0)
+    parser.add_argument("--seconds", type=float, default=120.0, help="per target")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--examples", type=int, default=4, help="per operation and round")
+    parser.add_argument("--examples", type=int, default=4, help="api: per operation and round")
+    parser.add_argument("--target", choices=(*TARGETS, "all"), default="all")
     args = parser.parse_args()
+    chosen = TARGETS if args.target == "all" else (args.target,)
     started = time.monotonic()
-    with FuzzServer() as server:
-        log(f"server at {server.url}; fuzzing for {args.seconds:.0f} s")
-        stats = fuzz(server, args.seconds, seed=args.seed, examples_per_round=args.examples)
-    doc = {"benchmark": "fuzz", "seconds": round(time.monotonic() - started, 1)}
-    doc.update(stats.summary())
+    results = {t: _run(t, args.seconds, args.seed, args.examples) for t in chosen}
+    doc: dict[str, Any] = {"benchmark": "fuzz", "seconds": round(time.monotonic() - started, 1)}
+    doc["targets"] = results
     emit(doc)
-    return 0 if not stats.failures else 1
+    return 0 if not any(r["failures"] for r in results.values()) else 1
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from multidict import MultiMapping
 from cellplane.dockerapi import image_archive
 from cellplane.dockerapi.base import EndpointContext, blocking, context, principal
 from cellplane.dockerapi.image_archive import catalog_name, error_line, json_line, repo_tag
-from cellplane.dockerapi.mapping import Refused
+from cellplane.dockerapi.mapping import Refused, loads
 from cellplane.errors import CellplaneError, ValidationFailed
 from cellplane.ids import new_id
 from cellplane.services import image_names, images
@@ -69,7 +69,7 @@ def check_platform(value: str) -> None:
 def _json_map(query: MultiMapping[str], key: str, option: str) -> dict[str, str]:
     raw = query.get(key) or "{}"
     try:
-        doc = json.loads(raw)
+        doc = loads(raw)
     except ValueError as exc:
         raise Refused(400, f"{option}: not a JSON object: {raw[:100]!r}") from exc
     if not isinstance(doc, dict):

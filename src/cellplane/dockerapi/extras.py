@@ -82,7 +82,9 @@ async def _op(
     except agent_proxy.AgentRefused as exc:
         raise _refusal(exc, cell, path) from exc
     except agent_proxy.AgentUnreachable as exc:
-        raise Refused(500, str(exc)) from exc
+        # As everywhere else (the REST API, the endpoint's logs and exec): the cell's host is
+        # down or cut off, a conflict with the cell's state, not this server failing.
+        raise Refused(409, str(exc)) from exc
 
 
 def _refusal(exc: agent_proxy.AgentRefused, cell: dict[str, Any], path: str) -> Refused:
@@ -92,7 +94,7 @@ def _refusal(exc: agent_proxy.AgentRefused, cell: dict[str, Any], path: str) -> 
         return Refused(404, f"No such container: {cell['name']}")
     if exc.agent_status in (400, 409, 501):
         return Refused(exc.agent_status, str(exc))
-    return Refused(500, f"the cell's host failed: {exc}")
+    return Refused(409, f"the cell's host failed: {exc}")  # the API's answer, whatever it was
 
 
 def _stat_of(raw: str | None) -> dict[str, Any]:

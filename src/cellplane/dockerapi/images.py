@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
 import os
 import tarfile
 from pathlib import Path
@@ -23,7 +22,7 @@ from aiohttp import web
 from cellplane.dockerapi import build, image_archive, registry
 from cellplane.dockerapi.base import blocking, context, flag, json_response, principal
 from cellplane.dockerapi.image_archive import catalog_name, repo_tag
-from cellplane.dockerapi.mapping import Refused, image_candidates
+from cellplane.dockerapi.mapping import Refused, image_candidates, loads
 from cellplane.errors import Forbidden, ValidationFailed
 from cellplane.ids import new_id
 from cellplane.services import image_names, images
@@ -95,7 +94,7 @@ def _filters(request: web.Request) -> dict[str, list[str]]:
     if "filter" in request.query and "filters" not in request.query:
         return {"reference": [raw]}  # the old API's bare reference
     try:
-        doc = json.loads(raw)
+        doc = loads(raw)
         out = {str(k): list(v) if isinstance(v, (list, dict)) else [str(v)] for k, v in doc.items()}
     except (ValueError, AttributeError, TypeError) as exc:
         raise Refused(400, f"invalid filters: {raw!r}") from exc
@@ -341,7 +340,7 @@ def _changes(items: list[str]) -> dict[str, Any]:
         word, rest = word.upper(), rest.strip()
         if word in ("CMD", "ENTRYPOINT"):
             try:
-                value = json.loads(rest) if rest.startswith("[") else ["/bin/sh", "-c", rest]
+                value = loads(rest) if rest.startswith("[") else ["/bin/sh", "-c", rest]
             except ValueError as exc:
                 raise Refused(400, f"--change {item!r}: not a JSON array") from exc
             config["Cmd" if word == "CMD" else "Entrypoint"] = value

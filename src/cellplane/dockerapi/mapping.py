@@ -7,6 +7,7 @@ CLI always sends with their defaults (empty lists, zero sizes, `false`) are acce
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import secrets
@@ -27,6 +28,7 @@ __all__ = [
     "cell_fields",
     "check_api_version",
     "image_candidates",
+    "loads",
     "parse_env",
 ]
 
@@ -49,6 +51,15 @@ class Refused(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def loads(raw: str | bytes) -> Any:
+    """JSON a client sent; ValueError for anything that is not JSON, including a document nested
+    deeper than the parser's recursion limit (which `json.loads` answers with RecursionError)."""
+    try:
+        return json.loads(raw)
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
 
 
 def _version_tuple(v: str) -> tuple[int, ...]:
@@ -348,7 +359,16 @@ def _name(name: str | None, image: str) -> str:
 
 def cell_fields(name: str | None, body: dict[str, Any]) -> dict[str, Any]:
     """The `CellCreate` fields for a docker create body (the image by its docker reference;
-    the caller resolves it). Raises :class:`Refused` for what the endpoint does not do."""
+    the caller resolves it). Raises :class:`Refused` for what the endpoint does not do, and
+    (400) for a field of the wrong JSON type anywhere in the body (dockerd's decoder refuses
+    those before reading the body: here the mapping meets them as it reads)."""
+    try:
+        return _cell_fields(name, body)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise Refused(400, f"invalid container config: a field has the wrong type ({exc})") from exc
+
+
+def _cell_fields(name: str | None, body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise Refused(400, "the request body must be a JSON object")
     host = body.get("HostConfig") or {}

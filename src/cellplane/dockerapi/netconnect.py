@@ -95,10 +95,10 @@ async def connect(request: web.Request, find: Any) -> web.Response:
     except NotFound as exc:
         raise Refused(404, str(exc)) from exc
     except agent_proxy.AgentRefused as exc:
-        status = exc.agent_status if exc.agent_status in (409, 501) else 500
+        status = 501 if exc.agent_status == 501 else 409  # the API's answer otherwise
         raise Refused(status, f"{exc} (container {cell['name']} left as it was)") from exc
     except agent_proxy.AgentUnreachable as exc:
-        raise Refused(500, f"{exc} (container {cell['name']} left as it was)") from exc
+        raise Refused(409, f"{exc} (container {cell['name']} left as it was)") from exc
     except Conflict as exc:
         raise Refused(400 if "only one" in str(exc) else 409, f"network {action}: {exc}") from exc
     return web.Response(status=200)

@@ -26,7 +26,7 @@ from aiohttp import web
 from cellplane.dockerapi import build
 from cellplane.dockerapi.base import EndpointContext, blocking, context, principal
 from cellplane.dockerapi.image_archive import error_line, json_line, registry_name, repo_tag
-from cellplane.dockerapi.mapping import Refused
+from cellplane.dockerapi.mapping import Refused, loads
 from cellplane.errors import CellplaneError
 from cellplane.registries import Registry, RegistryError, auth_header, registry_host
 from cellplane.services import image_names
@@ -60,7 +60,7 @@ def _client_auth(raw: str | None) -> str | None:
         return None
     try:
         padded = raw + "=" * (-len(raw) % 4)
-        doc = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        doc = loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, binascii.Error) as exc:
         raise Refused(400, "X-Registry-Auth: not base64-encoded JSON") from exc
     if not isinstance(doc, dict):

@@ -5,13 +5,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from datetime import datetime
 from typing import Any
 
 from cellplane.dockerapi import naming
-from cellplane.dockerapi.mapping import AUTO_REMOVE_LABEL, RESTART_LABEL, Refused
+from cellplane.dockerapi.mapping import AUTO_REMOVE_LABEL, RESTART_LABEL, Refused, loads
 from cellplane.wire.exec import ALIASES_LABEL, STDIN_LABEL, TTY_LABEL
 
 __all__ = [
@@ -289,7 +288,7 @@ def decode_filters(
     if not raw:
         return {}
     try:
-        data = json.loads(raw)
+        data = loads(raw)
     except ValueError as exc:
         raise Refused(400, f"invalid filters: {exc}") from exc
     if not isinstance(data, dict):
