@@ -427,9 +427,15 @@ def _check(
 
 
 def fuzz_docker(
-    target: DockerTarget, seconds: float, *, seed: int = 0, examples_per_round: int = 6
+    target: DockerTarget,
+    seconds: float,
+    *,
+    seed: int = 0,
+    examples_per_round: int = 6,
+    rounds: int | None = None,
 ) -> WebStats:
-    """Fuzz every route of `target` until `seconds` have passed (at least one round)."""
+    """Fuzz every route of `target` until `seconds` have passed (at least one round), or
+    for `rounds` rounds exactly when given (the suite: the same work on any machine)."""
     assert target.app is not None, "the target is not started"
     stats = WebStats()
     ops = operations(target.app)
@@ -446,10 +452,12 @@ def fuzz_docker(
 
             params = len(_PARAM.findall(path))
             tests.append(repeat(examples_per_round, _examples(params), body))
+        done = 0
         while True:
             order = list(range(len(tests)))
             rng.shuffle(order)
             for i in order:
                 tests[i](rng.getrandbits(32))
-            if time.monotonic() > deadline:
+            done += 1
+            if (done >= rounds) if rounds is not None else time.monotonic() > deadline:
                 return stats

@@ -408,9 +408,15 @@ def operations(target: PortalTarget) -> list[tuple[str, str]]:
 
 
 def fuzz_portal(
-    target: PortalTarget, seconds: float, *, seed: int = 0, examples_per_round: int = 6
+    target: PortalTarget,
+    seconds: float,
+    *,
+    seed: int = 0,
+    examples_per_round: int = 6,
+    rounds: int | None = None,
 ) -> WebStats:
-    """Fuzz every page and form of `target` until `seconds` have passed (at least one round)."""
+    """Fuzz every page and form of `target` until `seconds` have passed (at least one round), or
+    for `rounds` rounds exactly when given (the suite: the same work on any machine)."""
     stats = WebStats()
     ops = operations(target)
     stats.operations = {f"{m} {p}" for m, p in ops}
@@ -427,10 +433,12 @@ def fuzz_portal(
             form = target.forms.get(path) if method == "POST" else None
             strategy = _examples(len(_PARAM.findall(path)), form, target.query)
             tests.append(repeat(examples_per_round, strategy, body))
+        done = 0
         while True:
             order = list(range(len(tests)))
             rng.shuffle(order)
             for i in order:
                 tests[i](rng.getrandbits(32))
-            if time.monotonic() > deadline:
+            done += 1
+            if (done >= rounds) if rounds is not None else time.monotonic() > deadline:
                 return stats
