@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import requests
@@ -75,7 +75,7 @@ from cellplane.state.identity_models import User
 from cellplane.state.models import Base, Tenant
 from cellplane.testing.harness import free_port
 
-__all__ = ["CALLERS", "FuzzServer", "FuzzStats", "fuzz"]
+__all__ = ["CALLERS", "FuzzServer", "FuzzStats", "Started", "fuzz"]
 
 CALLERS = ("system-admin", "tenant-admin", "project-member", "project-viewer", "anonymous")
 
@@ -184,7 +184,31 @@ class FuzzStats:
         }
 
 
-class FuzzServer:
+class Started:
+    """A context manager over `start()` and `close()`; closed also when `start` fails (the
+    threads, servers and directories of one that did not come up)."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class FuzzServer(Started):
     """A seeded server in this process on a free port; `close()` (or the `with` block's end)
     stops it and removes its directory."""
 
@@ -213,19 +237,6 @@ class FuzzServer:
         self.headers: dict[str, dict[str, str]] = {}
         self.user_ids: dict[str, str] = {}
         self.ids: dict[str, list[str]] = {}
-
-    def __enter__(self) -> FuzzServer:
-        try:
-            self.start()
-        except BaseException:
-            self.close()  # the thread and the directory of a server that did not come up
-            raise
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def start(self) -> None:
         self._thread.start()

@@ -32,9 +32,7 @@ import json
 import random
 import re
 import tarfile
-import time
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -44,7 +42,7 @@ from hypothesis import strategies as st
 from cellplane.dockerapi.base import EndpointContext
 from cellplane.dockerapi.server import make_app
 from cellplane.registries import Registry
-from cellplane.testing.fuzz import CALLERS, FuzzServer
+from cellplane.testing.fuzz import CALLERS, FuzzServer, Started
 from cellplane.testing.fuzz_web import (
     Answer,
     WebStats,
@@ -52,6 +50,7 @@ from cellplane.testing.fuzz_web import (
     json_values,
     looks_like_traceback,
     repeat,
+    run_rounds,
     running_cell,
     send,
     unreachable,
@@ -229,7 +228,7 @@ def _examples(params: int) -> st.SearchStrategy[_Example]:
     )
 
 
-class DockerTarget:
+class DockerTarget(Started):
     """The endpoint of `server`'s default project, served until `close()`."""
 
     def __init__(self, server: FuzzServer) -> None:
@@ -240,19 +239,6 @@ class DockerTarget:
         self._runner: web.AppRunner | None = None
         self.app: web.Application | None = None
         self.agent = httpx.AsyncClient(transport=httpx.MockTransport(unreachable))
-
-    def __enter__(self) -> DockerTarget:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop:
@@ -441,7 +427,6 @@ def fuzz_docker(
     ops = operations(target.app)
     stats.operations = {f"{m} {p}" for m, p in ops}
     rng = random.Random(seed)
-    deadline = time.monotonic() + seconds
     with httpx.Client() as client:
         tests = []
         for method, path in ops:
@@ -452,12 +437,5 @@ def fuzz_docker(
 
             params = len(_PARAM.findall(path))
             tests.append(repeat(examples_per_round, _examples(params), body))
-        done = 0
-        while True:
-            order = list(range(len(tests)))
-            rng.shuffle(order)
-            for i in order:
-                tests[i](rng.getrandbits(32))
-            done += 1
-            if (done >= rounds) if rounds is not None else time.monotonic() > deadline:
-                return stats
+        run_rounds(tests, rng, seconds, rounds)
+    return stats

@@ -32,7 +32,6 @@ import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from types import TracebackType
 from urllib.parse import parse_qsl
 
 import httpx
@@ -43,13 +42,14 @@ from cellplane.portal import install
 from cellplane.portal.web import COOKIE, Portal
 from cellplane.state.identity_models import User
 from cellplane.state.models import Tenant
-from cellplane.testing.fuzz import FuzzServer
+from cellplane.testing.fuzz import FuzzServer, Started
 from cellplane.testing.fuzz_web import (
     Answer,
     WebStats,
     hostile_text,
     looks_like_traceback,
     repeat,
+    run_rounds,
     running_cell,
     send,
     unreachable,
@@ -92,7 +92,7 @@ def _tar() -> bytes:
     return out.getvalue()
 
 
-class PortalTarget:
+class PortalTarget(Started):
     """The portal of `server` and one signed-in session per caller (re-made when a request
     ends it, `logout` for one)."""
 
@@ -141,19 +141,6 @@ class PortalTarget:
             loop = self.server.svc.notifier._loop
             if loop is not None and not loop.is_closed():
                 asyncio.run_coroutine_threadsafe(mock.aclose(), loop).result(30)
-
-    def __enter__(self) -> PortalTarget:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def session(self, caller: str) -> tuple[str, str]:
         """(session id, its CSRF token) of `caller`'s signed-in session."""
@@ -421,7 +408,6 @@ def fuzz_portal(
     ops = operations(target)
     stats.operations = {f"{m} {p}" for m, p in ops}
     rng = random.Random(seed)
-    deadline = time.monotonic() + seconds
     with httpx.Client(timeout=httpx.Timeout(10.0, read=2.0)) as client:
         tests = []
         for method, path in ops:
@@ -433,12 +419,5 @@ def fuzz_portal(
             form = target.forms.get(path) if method == "POST" else None
             strategy = _examples(len(_PARAM.findall(path)), form, target.query)
             tests.append(repeat(examples_per_round, strategy, body))
-        done = 0
-        while True:
-            order = list(range(len(tests)))
-            rng.shuffle(order)
-            for i in order:
-                tests[i](rng.getrandbits(32))
-            done += 1
-            if (done >= rounds) if rounds is not None else time.monotonic() > deadline:
-                return stats
+        run_rounds(tests, rng, seconds, rounds)
+    return stats

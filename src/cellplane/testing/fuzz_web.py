@@ -9,9 +9,10 @@ as `cellplane.testing.fuzz` does for the API.
 
 from __future__ import annotations
 
+import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,6 +177,26 @@ def repeat(
         seed(with_seed)(run)()
 
     return call
+
+
+def run_rounds(
+    tests: Sequence[Callable[[int], None]],
+    rng: random.Random,
+    seconds: float,
+    rounds: int | None = None,
+) -> None:
+    """Call every test once per round (with a seed from `rng`), in a shuffled order, until
+    `seconds` have passed (at least one round), or for `rounds` rounds exactly when given."""
+    deadline = time.monotonic() + seconds
+    done = 0
+    while True:
+        order = list(range(len(tests)))
+        rng.shuffle(order)
+        for i in order:
+            tests[i](rng.getrandbits(32))
+        done += 1
+        if (done >= rounds) if rounds is not None else time.monotonic() > deadline:
+            return
 
 
 def hostile_text(max_size: int = 40) -> st.SearchStrategy[str]:
