@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Cellplane needs on this machine (idempotent; run as root).
 #   runtime: podman with runc (crun fails on cgroup v1 hybrid hosts), netavark + aardvark-dns
-#            (per-project networks with DNS), iptables (netavark's firewall), busybox-static (tiny
+#            (per-project networks with DNS), iptables (netavark's firewall), iputils-arping (a
+#            cell that moved host announces its address), busybox-static (tiny
 #            test image), python3-venv, runsc (gVisor: the `sandbox` isolation class; the
 #            agent configures it in its own engine, never in the machine's configuration).
 #   distros: the software of the shipped cluster distros (ZooKeeper and its Java, etcd, Redis,
@@ -23,7 +24,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 manifest="$here/../catalog/distros/manifest.json"
 
-runtime=(podman runc conmon netavark aardvark-dns iptables catatonit busybox-static runsc
+runtime=(podman runc conmon netavark aardvark-dns iptables iputils-arping catatonit busybox-static
+         runsc
          python3 python3-venv python3-pip ca-certificates)
 test_pkgs=(redis-tools netcat-openbsd postgresql slapd ldap-utils chromium)
 test_pkgs+=(docker-compose)

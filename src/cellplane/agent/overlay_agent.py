@@ -4,17 +4,21 @@
 is made on it (the `Preparer` calls it); `apply` brings every overlay network of the host in line
 with the server's view (`wire.Overlay`: peer hosts, their cells) and removes the devices of
 networks no local cell uses any more; `run` fetches that view every `interval_s` seconds.
+`announce` queues a started cell's gratuitous ARP (`garp`), sent after the next two passes, so
+a moved cell is reached at once.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
-from cellplane.agent import peerdns, vxlan
+from cellplane.agent import garp, peerdns, vxlan
 from cellplane.agent.overlay import PeerName, bridge_name
 from cellplane.drivers.base import NetworkSpec
 from cellplane.wire import agent_plain as wire
@@ -22,6 +26,18 @@ from cellplane.wire import agent_plain as wire
 __all__ = ["OverlayAgent"]
 
 log = structlog.get_logger("cellplane.agent.overlay")
+
+#: How many overlay passes (one every `interval_s`) send a started cell's gratuitous ARP.
+ANNOUNCE_PASSES = 2
+#: Announcements sent at once (each runs `nsenter` and `arping`, about a second).
+GARP_THREADS = 4
+
+
+@dataclass
+class _Announcement:
+    cell_id: str
+    pid: Callable[[], int | None]
+    passes: int
 
 
 class OverlayAgent:
@@ -44,6 +60,40 @@ class OverlayAgent:
         # VNI -> subnet, for the networks the engine has (their bridges carry the gateway).
         self._subnets: dict[int, str] = {}
         self._lock = threading.Lock()
+        self._announcements: list[_Announcement] = []  # started cells, to announce (`garp`)
+        self._garp = ThreadPoolExecutor(GARP_THREADS, thread_name_prefix="cp-garp")
+
+    def announce(self, cell_id: str, pid: Callable[[], int | None]) -> None:
+        """Announce the started cell's addresses from its interfaces (`garp`: its peers and
+        the other hosts' VXLAN devices learn its new MAC at once). Sent after each of the next
+        `ANNOUNCE_PASSES` passes of `run`, not now: a host that has just readied the network has
+        no peer hosts on its VXLAN device until the next pass, and the broadcast would reach no
+        one. `pid`: its main process (None: it no longer runs, nothing to announce)."""
+        with self._lock:
+            self._announcements.append(_Announcement(cell_id, pid, ANNOUNCE_PASSES))
+
+    def _due(self) -> list[_Announcement]:
+        with self._lock:
+            due, self._announcements = self._announcements, []
+        return due
+
+    def _announce(self, a: _Announcement) -> None:
+        """Send one announcement (on the pool: arping takes a second); keep it while it has
+        passes left. A failure is logged only: the cell runs either way, and its peers find
+        its new MAC when they probe again."""
+        a.passes -= 1
+        try:
+            process = a.pid()
+            if process is None:
+                return
+            done = garp.announce(process)
+        except garp.AnnounceError as exc:
+            log.warning("gratuitous ARP not sent", cell=a.cell_id, error=str(exc))
+            return
+        log.info("gratuitous ARP sent", cell=a.cell_id, addresses=done, passes_left=a.passes)
+        if a.passes > 0:
+            with self._lock:
+                self._announcements.append(a)
 
     def network_spec(self, spec: NetworkSpec, net: wire.NetworkDescription) -> NetworkSpec:
         """`spec` on the overlay: the control plane's subnet, on the network's own bridge."""
@@ -105,8 +155,20 @@ class OverlayAgent:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            try:
-                self.apply(self.fetch())
-            except Exception as exc:  # the next pass tries again; the reason is logged
-                log.warning("overlay pass failed", error=str(exc))
+            self.run_once()
             stop.wait(self.interval_s)
+        self._garp.shutdown(wait=False, cancel_futures=True)
+
+    def run_once(self) -> None:
+        """One pass: fetch the view and apply it, then send the announcements queued before it
+        (its view has the peers of their networks)."""
+        due = self._due()
+        try:
+            self.apply(self.fetch())
+        except Exception as exc:  # the next pass tries again; the reason is logged
+            log.warning("overlay pass failed", error=str(exc))
+            with self._lock:
+                self._announcements = due + self._announcements
+            return
+        for a in due:
+            self._garp.submit(self._announce, a)

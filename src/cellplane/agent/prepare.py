@@ -200,6 +200,8 @@ class Preparer:
                 f"IPAM: no free address in {cell.network.name} ({exc})"
             ) from exc
         self.limit(cell, container_id)
+        if self.overlay is not None:
+            self.overlay.announce(cell.cell_id, lambda: self._pid(container_id))
 
     def limit(self, cell: wire.CellAssignment, container_id: str) -> None:
         """Set the running container's CPU and memory limits; stop it if they cannot be set.
@@ -232,6 +234,13 @@ class Preparer:
         raise PermanentDriverError(
             f"limits ({limits}) not applied, so the container was stopped: {error}"
         ) from error
+
+    def _pid(self, container_id: str) -> int | None:
+        """The container's main process while it runs (None: not running, or unknown)."""
+        try:
+            return self.driver.inspect(container_id).pid
+        except DriverError:
+            return None
 
     def _running(self, container_id: str) -> bool:
         """Whether the container runs; True when the engine cannot say (assume the worst)."""

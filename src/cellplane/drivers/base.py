@@ -200,6 +200,9 @@ class ContainerInfo:
     ports: list[PortSpec] = field(default_factory=list)
     # The IPv4 address on each of its networks, by the engine's network name (empty: unknown).
     addresses: dict[str, str] = field(default_factory=dict)
+    # Its main process on this host while it runs (its namespaces are /proc/<pid>/ns/*), None
+    # when it does not run or the engine did not say (a listing).
+    pid: int | None = None
 
 
 @dataclass(frozen=True)

@@ -337,6 +337,7 @@ def container_info_from_inspect(attrs: dict[str, Any]) -> ContainerInfo:
         image=config.get("Image") or None,
         ports=_ports_from_inspect(settings.get("Ports")),
         addresses=_addresses(settings.get("Networks")),
+        pid=(int(state.get("Pid") or 0) or None) if state.get("Running") else None,
     )
 
 

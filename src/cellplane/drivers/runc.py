@@ -481,6 +481,7 @@ class RuncDriver:
             finished_at=record.finished_at if state == "exited" else None,
             address=record.address if running else None,
             image=record.image,
+            pid=(record.pid or None) if running else None,
         )
 
     def inspect(self, id_or_name: str) -> ContainerInfo:

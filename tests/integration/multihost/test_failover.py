@@ -67,11 +67,13 @@ def test_drain_moves_a_cell_with_its_volume_and_the_data_is_intact(
     c = three_hosts.client
     volume = unique("data")
     c.create_volume("default", volume, size_gb=1)
+    role = {"role": unique("db")}
     task = c.create_cell(
         "default",
         unique("db"),
         IMAGE,
         command=WRITER,
+        labels=role,
         volumes=[{"volume": volume, "path": "/data"}],
         restart={"policy": "always"},
         **SMALL,
@@ -81,6 +83,24 @@ def test_drain_moves_a_cell_with_its_volume_and_the_data_is_intact(
     before = _running(three_hosts, cid)
     names = _host_names(three_hosts)
     old = names[before["host"]]
+    # A peer on another host that has talked to the cell: its kernel keeps the cell's MAC.
+    peer_task = c.create_cell(
+        "default",
+        unique("peer"),
+        IMAGE,
+        command=SLEEPER,
+        affinity=[{"selector": role, "anti": True}],
+        **SMALL,
+    )
+    peer = peer_task["entity"]["id"]
+    assert finish(c, peer_task["id"])["state"] == "COMPLETED"
+    assert _running(three_hosts, peer)["host"] != before["host"]
+
+    def reached() -> bool:
+        pinged = c.exec_cell(peer, ["ping", "-c", "1", "-W", "1", str(before["address"])])
+        return pinged["exit_code"] == 0
+
+    wait_for(reached, 30, "the cell pinged from its peer")
 
     def digest() -> str:
         out = c.exec_cell(cid, ["sha256sum", "/data/blob"])
@@ -94,6 +114,21 @@ def test_drain_moves_a_cell_with_its_volume_and_the_data_is_intact(
         assert done["state"] == "COMPLETED", (done.get("error"), done.get("steps"))
         after = _running(three_hosts, cid, away_from=before["host"])
         assert after["generation"] == before["generation"] + 1
+        # Same address, new MAC: the moved cell's gratuitous ARP updates the peer's entry and
+        # the overlay's learning at once (without it, ~39 s until the peer's kernel re-probes).
+        assert after["address"] == before["address"]
+        try:
+            wait_for(reached, 8, "the moved cell pinged from its peer at its address")
+        except AssertionError as e:
+            arp = [
+                f"{n}: {line}"
+                for n in names.values()
+                for line in devhosts.get_host(three_hosts.data_dir, n)
+                .log_path.read_text(errors="replace")
+                .splitlines()
+                if "ARP" in line
+            ]
+            raise AssertionError(f"{e}\nthe agents' ARP log lines:\n" + "\n".join(arp)) from None
         assert digest() == checksum
         recorded = c.exec_cell(cid, ["cat", "/data/blob.sum"])["output"]
         assert str(recorded).split()[0] == checksum  # written before the move, not rewritten
@@ -109,6 +144,7 @@ def test_drain_moves_a_cell_with_its_volume_and_the_data_is_intact(
     finally:
         c.set_maintenance(before["host"], False)
         finish(c, c.delete_cell(cid)["id"])
+        finish(c, c.delete_cell(peer)["id"])
 
 
 def test_a_lost_host_fails_over_and_fences_its_old_containers_on_return(

@@ -178,6 +178,7 @@ INSPECT_RUNNING: dict[str, Any] = {
         "Status": "running",
         "Running": True,
         "ExitCode": 0,
+        "Pid": 31337,
         "StartedAt": "2026-11-21T21:10:18.221054625Z",
         "FinishedAt": "0001-01-01T00:00:00Z",
     },
@@ -203,6 +204,7 @@ def test_info_from_inspect_running() -> None:
     assert info.image == "localhost/busybox:latest"
     assert info.labels == {"cellplane.cell": "x"}
     assert info.ports == [PortSpec(8080, 42195, "tcp")]
+    assert info.pid == 31337
 
 
 def test_info_from_inspect_exited_rootfs() -> None:
@@ -213,6 +215,7 @@ def test_info_from_inspect_exited_rootfs() -> None:
             "Status": "exited",
             "Running": False,
             "ExitCode": 137,
+            "Pid": 0,
             "StartedAt": "2026-11-21T21:10:18Z",
             "FinishedAt": "2026-11-21T21:11:00Z",
         },
@@ -225,6 +228,7 @@ def test_info_from_inspect_exited_rootfs() -> None:
     assert info.address is None
     assert info.image is None
     assert info.labels == {}
+    assert info.pid is None
 
 
 def test_info_from_list_parses_exit_code_from_status() -> None:
