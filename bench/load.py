@@ -185,8 +185,14 @@ def main() -> int:
     p.add_argument("--sample", type=float, default=5, help="seconds between RSS samples")
     p.add_argument("--warmup", type=float, default=15, help="seconds before the RSS baseline")
     p.add_argument("--seed", type=int, default=14)
+    p.add_argument(
+        "--driver",
+        choices=["podman", "runc"],
+        default="podman",
+        help="the agent's engine driver (runc: the agent runs containers with runc itself)",
+    )
     args = p.parse_args()
-    with deployment() as d:
+    with deployment(agent_args=["--driver", args.driver]) as d:
         load = Load(d.url, d.admin_token, args.seed)
         load.setup()
         assert d.server_proc is not None and d.agent_proc is not None
@@ -243,6 +249,7 @@ def main() -> int:
             "benchmark": "load",
             "seconds": args.seconds,
             "target_rate": args.rate,
+            "driver": args.driver,
             "clients": args.clients,
             "requests": done,
             "achieved_rate": round(done / wall, 2),
