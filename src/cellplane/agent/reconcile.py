@@ -90,6 +90,22 @@ class Memory:
         self.action_failures.pop(cell_id, None)
         self.retry_at.pop(cell_id, None)
 
+    def forget(self, cell_id: str) -> None:
+        """Everything about a cell that is gone from this host (removed for good)."""
+        self.seen_container.discard(cell_id)
+        for remembered in (
+            self.last_running,
+            self.exited_passes,
+            self.last_exit,
+            self.ended,
+            self.next_restart_at,
+            self.failures,
+            self.retry_at,
+            self.action_failures,
+            self.unlimited,
+        ):
+            remembered.pop(cell_id, None)
+
 
 def backoff(failures: int) -> float:
     return float(min(BACKOFF_CAP_S, BACKOFF_START_S * (2 ** max(0, failures))))

@@ -280,6 +280,8 @@ class Agent(Reporter):
             self._observed = fresh
             self._orphans = orphans
             self._listed = True
+            # Updates older than this listing are in it: keep only the newer ones (bounded).
+            self._observed_at = {c: at for c, at in self._observed_at.items() if at >= t0}
 
     def _set_observed(self, cell_id: str, info: ContainerInfo | None) -> None:
         with self._lock:
@@ -454,12 +456,17 @@ class Agent(Reporter):
                 )
                 with self._lock:
                     gone = self._desired.get(action.cell_id)
-                    if gone is not None and gone.desired_state == "DELETED":
+                    deleted = gone is None or gone.desired_state == "DELETED"
+                    if gone is not None and deleted:
                         del self._desired[action.cell_id]
                 self._reported.pop(action.cell_id, None)
                 self._end_reports.pop(action.cell_id, None)
-                self._memory.seen_container.discard(action.cell_id)
-                self._memory.ended.pop(action.cell_id, None)
+                if deleted:  # gone from this host for good: nothing of it is kept
+                    self._restarts.pop(action.cell_id, None)
+                    self._memory.forget(action.cell_id)
+                else:
+                    self._memory.seen_container.discard(action.cell_id)
+                    self._memory.ended.pop(action.cell_id, None)
                 self._set_observed(action.cell_id, None)
                 return
             info = self.driver.inspect(
