@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import defaultdict
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,13 +34,20 @@ __all__ = ["Notifier", "Principal", "Services"]
 class Notifier:
     """Wakes asyncio waiters (long polls, SSE, the controller) from any thread.
 
-    Topics are strings such as `host:<id>`, `task:<id>`, `controller`. Each topic has a version
-    counter; a waiter passes the version it saw and returns as soon as it moves.
+    Topics are strings such as `host:<id>`, `task:<id>`, `controller`. A topic's version is the
+    value of one counter for all topics when it was last published (so a version is never
+    given twice); a waiter passes the version it saw and returns as soon as it moves. Only the
+    `MAX_TOPICS` most recently published topics keep theirs, so a server that runs tasks for
+    months does not keep one per task: a forgotten topic reads 0 again, and a waiter that had
+    seen its old version returns at once, once (it reads its state again, then waits anew).
     """
 
+    MAX_TOPICS = 10_000
+
     def __init__(self) -> None:
-        self._versions: dict[str, int] = defaultdict(int)
-        self._events: dict[str, list[asyncio.Event]] = defaultdict(list)
+        self._versions: OrderedDict[str, int] = OrderedDict()
+        self._counter = 0
+        self._events: dict[str, list[asyncio.Event]] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         # Several replicas: each publish is also sent to the others (`services.relay`).
@@ -50,7 +57,7 @@ class Notifier:
         self._loop = loop
 
     def version(self, topic: str) -> int:
-        return self._versions[topic]
+        return self._versions.get(topic, 0)
 
     def publish(self, *topics: str) -> None:
         if self.relay is not None and topics:
@@ -61,7 +68,11 @@ class Notifier:
         """Wake this process's waiters only (what another replica published)."""
         with self._lock:
             for t in topics:
-                self._versions[t] += 1
+                self._counter += 1
+                self._versions[t] = self._counter
+                self._versions.move_to_end(t)
+            while len(self._versions) > self.MAX_TOPICS:
+                self._versions.popitem(last=False)
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -80,17 +91,19 @@ class Notifier:
                 ev.set()
 
     async def wait(self, topic: str, seen: int, timeout: float) -> int:
-        if self._versions[topic] != seen:
-            return self._versions[topic]
+        if self.version(topic) != seen:
+            return self.version(topic)
         ev = asyncio.Event()
-        self._events[topic].append(ev)
+        self._events.setdefault(topic, []).append(ev)
         try:
             await asyncio.wait_for(ev.wait(), timeout)
         except TimeoutError:
             waiters = self._events.get(topic)
             if waiters and ev in waiters:
                 waiters.remove(ev)
-        return self._versions[topic]
+                if not waiters:
+                    del self._events[topic]
+        return self.version(topic)
 
 
 _TOKENS_LOCK = threading.Lock()
