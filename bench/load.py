@@ -14,11 +14,13 @@ slow answer does not lower the offered rate), drawing from a fixed mix:
 | cell_delete | 10 % | DELETE the oldest cell this run created (none: a create) |
 | task_stream | 10 % | GET a task's SSE stream until its first event |
 
-Every `--sample` seconds the server's and the agent's RSS (their process trees: the agent's
-podman service included) is sampled. Prints one JSON object: per class count, errors (any
-answer but the expected, or a transport error) and p50/p99 in ms; `errors`; the RSS samples;
-`rss_growth_mb` of server and agent (last sample minus the first one taken after the warm-up,
-`--warmup` seconds); the achieved rate. Progress on stderr. Nothing is compared with a baseline
+Every `--sample` seconds the RSS of the server and of the agent's own process is sampled, and
+of the agent's whole process tree (its podman service; with `--driver runc` the cells' own
+processes too, which come and go with them). Prints one JSON object: per class count, errors
+(any answer but the expected, or a transport error) and p50/p99 in ms; `errors`; the RSS
+samples; `rss_growth_mb` of server, agent and agent tree (last sample minus the first one taken
+after the warm-up, `--warmup` seconds) and `rss_growth_second_half_mb` (last sample minus the
+one at half time: a leak grows as much again, a cache filling up much less); the achieved rate. Progress on stderr. Nothing is compared with a baseline
 run: the targets are absolute (errors 0, growth <= 10 MB over a 600 s soak).
 """
 
@@ -206,15 +208,19 @@ def main() -> int:
         def rss_mb(pid: int) -> float:
             return round(sum(rss_kb(q) for q in proc_tree(pid)) / 1024, 1)
 
+        def sample(t: float) -> dict[str, float]:
+            # The agent's own process apart from its tree (its engine service and, with the
+            # runc driver, the cells' own processes: they come and go with the cells).
+            return {
+                "t": round(t, 1),
+                "server_mb": rss_mb(server_pid),
+                "agent_mb": round(rss_kb(agent_pid) / 1024, 1),
+                "agent_tree_mb": rss_mb(agent_pid),
+            }
+
         def sampler() -> None:
             while time.monotonic() < end:
-                samples.append(
-                    {
-                        "t": round(time.monotonic() - start, 1),
-                        "server_mb": rss_mb(server_pid),
-                        "agent_mb": rss_mb(agent_pid),
-                    }
-                )
+                samples.append(sample(time.monotonic() - start))
                 time.sleep(args.sample)
 
         def worker() -> None:
@@ -239,11 +245,10 @@ def main() -> int:
         for t in threads:
             t.join()
         wall = time.monotonic() - start
-        samples.append(
-            {"t": round(wall, 1), "server_mb": rss_mb(server_pid), "agent_mb": rss_mb(agent_pid)}
-        )
+        samples.append(sample(wall))
         done = sum(len(v) for v in load.latency.values())
         base = next((s for s in samples if s["t"] >= args.warmup), samples[0])
+        half = next((s for s in samples if s["t"] >= args.seconds / 2), samples[0])
         last = samples[-1]
         doc: dict[str, Any] = {
             "benchmark": "load",
@@ -262,7 +267,14 @@ def main() -> int:
             "rss_growth_mb": {
                 "server": round(last["server_mb"] - base["server_mb"], 1),
                 "agent": round(last["agent_mb"] - base["agent_mb"], 1),
+                "agent_tree": round(last["agent_tree_mb"] - base["agent_tree_mb"], 1),
                 "baseline_at_s": base["t"],
+            },
+            # The second half alone: a leak grows as much again; a filling cache much less.
+            "rss_growth_second_half_mb": {
+                "server": round(last["server_mb"] - half["server_mb"], 1),
+                "agent": round(last["agent_mb"] - half["agent_mb"], 1),
+                "from_s": half["t"],
             },
             "rss_samples": samples,
             "cells_left": len(load.cells),
