@@ -74,7 +74,7 @@ _QUERY = ("next", "tenant", "code", "state", "error", "error_description")
 #: Names a form nobody could find gets (and every form may get, as extra fields).
 _GENERIC = ("name", "action", "project", "tenant", "user", "role", "count", "spec", "state")
 #: Path parameters that, with these values, would end the run's world.
-_PROTECTED = {"tenant": {"default"}}
+_PROTECTED = {"tenant": {"default"}, "project": {"default"}}
 
 
 @dataclass
