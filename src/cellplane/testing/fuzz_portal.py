@@ -153,6 +153,7 @@ class PortalTarget(Started):
             found.access_token = self.tokens[caller]
             found.refresh_token = "unused"
             found.expires_at = time.time() + 86400
+            self.portal.store.save(found)
             self.sessions[caller] = found.id
         return found.id, found.csrf
 
