@@ -210,7 +210,7 @@ USER_DISABLE = _user_action(
 )
 USER_ENABLE = _user_action(
     "Enable",
-    "They can sign in again (their old sessions stay ended).",
+    "They can sign in again.",
     lambda svc, p, a: admin_data.set_user_disabled(svc, p, a["user"], False),
 )
 USER_DELETE = _user_action(
