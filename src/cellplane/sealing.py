@@ -1,8 +1,9 @@
 """Secrets stored in the database, sealed with a key kept in the data directory.
 
 What Cellplane must be able to read back (not merely check, as a password hash) is stored
-sealed: the LDAP bind secret (`ldap_configs.bind_secret`) and each host agent's secret
-(`hosts.agent_secret`, which the server presents to the agent for exec and logs). A sealed value
+sealed: the LDAP bind secret (`ldap_configs.bind_secret`), each host agent's secret
+(`hosts.agent_secret`, which the server presents to the agent for exec and logs) and the
+portal sessions' tokens (`portal_sessions.secrets`). A sealed value
 is ``sealed:v1:`` + base64url(nonce | AES-256-GCM ciphertext and tag), with the column's name as
 associated data, so a value copied into another column does not open. The key is 32 random
 bytes in ``<server data dir>/secrets.key`` (0600, made on first use): a copy of the database

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cellplane.api import models
 from cellplane.api.deps import IdempotencyContext, idempotency, require, services
-from cellplane.api.openapi import PlainText
+from cellplane.api.openapi import PlainText, problem_response
 from cellplane.api.respond import idempotent
 from cellplane.metrics import REGISTRY
 from cellplane.services import projects, system
@@ -87,6 +87,29 @@ def update_project(
 ) -> dict[str, Any]:
     """Set the project's minimum isolation class; existing cells below it are listed, unchanged."""
     return projects.update(svc, p, project, body)
+
+
+@router.delete(
+    "/v1/projects/{project}",
+    status_code=204,
+    tags=["projects"],
+    responses={
+        404: problem_response(404, "No such project in the caller's tenant."),
+        409: problem_response(
+            409,
+            "The project still has clusters, services, cells, volumes, networks or a Docker "
+            "endpoint (named in the detail), or it is the default project.",
+        ),
+    },
+)
+def delete_project(
+    project: str,
+    svc: Services = Depends(services),
+    p: Principal = Depends(require("projects:write")),
+) -> Response:
+    """Delete an empty project (its default network, quota and role assignments go with it)."""
+    projects.delete(svc, p, project)
+    return Response(status_code=204)
 
 
 @router.post("/v1/projects", status_code=201, tags=["projects"], response_model=models.Project)

@@ -1,4 +1,4 @@
-"""`cellplane project ls|create|update`: the projects of the caller's tenant.
+"""`cellplane project ls|create|update|rm`: the projects of the caller's tenant.
 
 Registered on the root app by `cellplane.cli.main`.
 """
@@ -66,3 +66,12 @@ def update(
     with output.session() as client:
         data = client.update_project(name, isolation=isolation)
     print_policy_update(data, "project", out)
+
+
+@app.command("rm")
+def rm(name: Annotated[str, typer.Argument(help="Project name or id.")]) -> None:
+    """Delete an empty project (refused, naming them, while it has cells, volumes, clusters,
+    services, networks or a Docker endpoint)."""
+    with output.session() as client:
+        client.delete_project(name)
+    output.say(f"project {output.escape(name)} deleted")

@@ -28,3 +28,7 @@ class ProjectsApi(BaseClient):
         Existing cells are not changed: those below it are listed in `cells_below_policy`."""
         body = {"isolation": isolation}
         return self._json("PATCH", f"/v1/projects/{seg(project)}", json_body=body)
+
+    def delete_project(self, project: str) -> None:
+        """Delete an empty project; 409 (`Conflict`) names what it still has."""
+        self._send("DELETE", f"/v1/projects/{seg(project)}")

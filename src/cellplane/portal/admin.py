@@ -1,20 +1,20 @@
-"""The operators' pages of tenants and projects: list, create, delete (tenants, after the
-confirmation page; the API has no project delete). A new tenant's generated admin password is
-shown once, in the answer to the form, and never stored by the portal."""
+"""The operators' pages of tenants and projects: list, create, delete (after the confirmation
+page: `operator_web.Confirmed`; a tenant or project that still holds cells and the like is
+refused, naming them). A new tenant's generated admin password is shown once, in the answer to
+the form, and never stored by the portal."""
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cellplane.errors import Conflict, ValidationFailed
+from cellplane.errors import Conflict, NotFound, ValidationFailed
 from cellplane.identity.directory import TenantCreate
-from cellplane.portal import admin_data, data, forms
+from cellplane.portal import admin_data, forms
 from cellplane.portal.operator_web import (
-    confirm_page,
+    Confirmed,
     operator_page,
     read_form,
     refusal,
@@ -24,10 +24,10 @@ from cellplane.portal.web import caller, portal_of, redirect, work
 from cellplane.services.schemas import ProjectCreate
 
 __all__ = [
+    "PROJECT_DELETE",
+    "TENANT_DELETE",
     "projects_page",
     "projects_post",
-    "tenant_delete",
-    "tenant_delete_page",
     "tenants_page",
     "tenants_post",
 ]
@@ -82,37 +82,37 @@ async def tenants_post(request: Request) -> Response:
     return await _tenants(request, c, created=created, status=201)
 
 
-async def tenant_delete_page(request: Request) -> Response:
-    c = await caller(request)
-    svc = portal_of(request).svc
-    name = request.path_params["tenant"]
-    t = await work(admin_data.tenant, svc, c.principal, name)
-    data.needs(c.principal, "tenants:write")
-    return await confirm_page(
-        request,
-        c,
-        nav="tenants",
-        verb="Delete",
-        kind="tenant",
-        name=t["name"],
-        action=f"/portal/tenants/{quote(t['name'])}/delete",
-        back="/portal/tenants",
-        note="Its users, groups, clients and projects go away; it must have no cells left.",
-    )
+TENANT_DELETE = Confirmed(
+    path="/tenants/{tenant}/delete",
+    nav="tenants",
+    verb="Delete",
+    kind="tenant",
+    permission="tenants:write",
+    note="Its users, groups, clients and projects go away; it must have no cells left.",
+    back="/portal/tenants",
+    name=lambda svc, p, a: str(admin_data.tenant(svc, p, a["tenant"])["name"]),
+    run=lambda svc, p, a: admin_data.delete_tenant(svc, p, a["tenant"]),
+)
 
 
-async def tenant_delete(request: Request) -> Response:
-    c = await caller(request)
-    form = await read_form(request, c)
-    name = request.path_params["tenant"]
-    if form.get("confirm") != "yes":
-        return redirect(f"/portal/tenants/{quote(name)}/delete")
-    svc = portal_of(request).svc
-    try:
-        await work(admin_data.delete_tenant, svc, c.principal, name)
-    except Conflict as exc:  # cells or volumes left: said on the tenants page
-        return await _tenants(request, c, errors={"": [exc.detail]}, status=409)
-    return redirect("/portal/tenants")
+def _project_name(svc: Any, p: Any, a: dict[str, str]) -> str:
+    for item in admin_data.project_list(svc, p):
+        if a["project"] in (item["name"], item["id"]):
+            return str(item["name"])
+    raise NotFound(f"project {a['project']!r} does not exist")
+
+
+PROJECT_DELETE = Confirmed(
+    path="/projects/{project}/delete",
+    nav="projects",
+    verb="Delete",
+    kind="project",
+    permission="projects:write",
+    note="Its quota, role assignments and default network go with it; it must be empty.",
+    back="/portal/projects",
+    name=_project_name,
+    run=lambda svc, p, a: admin_data.delete_project(svc, p, a["project"]),
+)
 
 
 async def _projects_page(

@@ -18,6 +18,7 @@ from cellplane.identity.directory import (
     GroupCreate,
     TenantCreate,
     UserCreate,
+    UserUpdate,
 )
 from cellplane.portal.data import needs
 from cellplane.services import audit, projects
@@ -33,11 +34,16 @@ __all__ = [
     "create_project",
     "create_tenant",
     "create_user",
+    "delete_client",
+    "delete_group",
+    "delete_project",
     "delete_tenant",
+    "delete_user",
     "directory_lists",
     "member",
     "project_list",
     "revoke_certificate",
+    "set_user_disabled",
     "tenant",
     "tenant_list",
     "unassign",
@@ -82,6 +88,11 @@ def create_project(svc: Services, p: Principal, body: ProjectCreate) -> None:
         projects.create(svc, s, p, body)
 
 
+def delete_project(svc: Services, p: Principal, name: str) -> None:
+    needs(p, "projects:write")
+    projects.delete(svc, p, name)
+
+
 def directory_lists(svc: Services, p: Principal) -> dict[str, list[dict[str, Any]] | None]:
     """Users, groups, clients and role assignments of the caller's tenant; None for a list the
     caller may not read (the page leaves it out)."""
@@ -100,6 +111,27 @@ def create_user(svc: Services, p: Principal, body: UserCreate) -> dict[str, Any]
     needs(p, "users:write")
     with svc.db.session() as s:
         return dict(directory.create_user(svc, s, p, body).body or {})
+
+
+def delete_user(svc: Services, p: Principal, user: str) -> None:
+    needs(p, "users:write")
+    directory.delete_user(svc, p, user)
+
+
+def set_user_disabled(svc: Services, p: Principal, user: str, disabled: bool) -> None:
+    """Disable the user (no sign-in, their tokens refused at once), or enable them again."""
+    needs(p, "users:write")
+    directory.update_user(svc, p, user, UserUpdate(disabled=disabled))
+
+
+def delete_group(svc: Services, p: Principal, group: str) -> None:
+    needs(p, "groups:write")
+    directory.delete_group(svc, p, group)
+
+
+def delete_client(svc: Services, p: Principal, client: str) -> None:
+    needs(p, "clients:write")
+    directory.delete_client(svc, p, client)
 
 
 def create_group(svc: Services, p: Principal, body: GroupCreate) -> None:

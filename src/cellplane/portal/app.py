@@ -30,6 +30,7 @@ from cellplane.portal import (
     task_pages,
     volumes,
 )
+from cellplane.portal.operator_web import Confirmed
 from cellplane.portal.web import Portal, SignIn, error_page, session_of, sign_in_redirect
 
 __all__ = ["create_portal"]
@@ -63,6 +64,25 @@ def _guarded(handler: Handler) -> Handler:
 
     run.__name__ = handler.__name__
     return run
+
+
+#: The operators' actions behind a confirmation page (each: a GET page and a POST).
+_CONFIRMED = (
+    admin.TENANT_DELETE,
+    admin.PROJECT_DELETE,
+    directory.USER_DISABLE,
+    directory.USER_ENABLE,
+    directory.USER_DELETE,
+    directory.GROUP_DELETE,
+    directory.CLIENT_DELETE,
+    directory.UNASSIGN,
+    audit_pages.REVOKE,
+)
+
+
+def _confirmed(act: Confirmed) -> list[Route]:
+    page, post = act.handlers()
+    return [Route(act.path, _guarded(page)), Route(act.path, _guarded(post), methods=["POST"])]
 
 
 def create_portal(parent: object) -> Starlette:
@@ -109,8 +129,6 @@ def create_portal(parent: object) -> Starlette:
         Route("/hosts/{host_id}/maintenance", g(ops.maintenance_post), methods=["POST"]),
         Route("/tenants", g(admin.tenants_page)),
         Route("/tenants", g(admin.tenants_post), methods=["POST"]),
-        Route("/tenants/{tenant}/delete", g(admin.tenant_delete_page)),
-        Route("/tenants/{tenant}/delete", g(admin.tenant_delete), methods=["POST"]),
         Route("/projects", g(admin.projects_page)),
         Route("/projects", g(admin.projects_post), methods=["POST"]),
         Route("/directory", g(directory.directory_page)),
@@ -119,18 +137,11 @@ def create_portal(parent: object) -> Starlette:
         Route("/directory/groups/{group}/members", g(directory.member_post), methods=["POST"]),
         Route("/directory/clients", g(directory.client_post), methods=["POST"]),
         Route("/directory/roles", g(directory.assign_post), methods=["POST"]),
-        Route("/directory/roles/{assignment_id}/delete", g(directory.unassign_page)),
-        Route(
-            "/directory/roles/{assignment_id}/delete",
-            g(directory.unassign_post),
-            methods=["POST"],
-        ),
         Route("/images", g(image_pages.images_page)),
         Route("/images/upload", g(image_pages.upload), methods=["POST"]),
         Route("/audit", g(audit_pages.audit_page)),
         Route("/certificates", g(audit_pages.certificates_page)),
-        Route("/certificates/{serial}/revoke", g(audit_pages.revoke_page)),
-        Route("/certificates/{serial}/revoke", g(audit_pages.revoke_post), methods=["POST"]),
+        *(r for act in _CONFIRMED for r in _confirmed(act)),
         Mount("/static", app=_Static(directory=_STATIC), name="static"),
     ]
     app = Starlette(routes=routes)

@@ -5,23 +5,22 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from cellplane.errors import NotFound, ValidationFailed
 from cellplane.portal import admin_data
-from cellplane.portal.operator_web import confirm_page, operator_page, read_form
-from cellplane.portal.web import caller, portal_of, redirect, work
+from cellplane.portal.operator_web import Confirmed, operator_page
+from cellplane.portal.web import caller, portal_of
 
 __all__ = [
+    "REVOKE",
     "audit_page",
     "certificates_page",
     "filters_of",
     "may_revoke",
-    "revoke_page",
-    "revoke_post",
 ]
 
 PAGE = 50
@@ -110,32 +109,21 @@ def may_revoke(p: Any, cert: dict[str, Any]) -> bool:
     return bool(own or (cert["profile"] == "client" and p.can("users:write")) or p.is_system_admin)
 
 
-async def revoke_page(request: Request) -> Response:
-    c = await caller(request)
-    svc = portal_of(request).svc
-    serial = request.path_params["serial"]
-    certs = await work(admin_data.certificates, svc, c.principal)
-    found = [x for x in certs if x["serial"] == serial]
+def _certificate_name(svc: Any, p: Any, a: dict[str, str]) -> str:
+    found = [x for x in admin_data.certificates(svc, p) if x["serial"] == a["serial"]]
     if not found:
-        raise NotFound(f"certificate {serial!r} does not exist")
-    return await confirm_page(
-        request,
-        c,
-        nav="certificates",
-        verb="Revoke",
-        kind="certificate",
-        name=f"{found[0]['subject']} ({serial})",
-        action=f"/portal/certificates/{quote(serial)}/revoke",
-        back="/portal/certificates",
-        note="It is listed in the CA's revocation list from now on.",
-    )
+        raise NotFound(f"certificate {a['serial']!r} does not exist")
+    return f"{found[0]['subject']} ({a['serial']})"
 
 
-async def revoke_post(request: Request) -> Response:
-    c = await caller(request)
-    form = await read_form(request, c)
-    serial = request.path_params["serial"]
-    if form.get("confirm") != "yes":
-        return redirect(f"/portal/certificates/{quote(serial)}/revoke")
-    await work(admin_data.revoke_certificate, portal_of(request).svc, c.principal, serial)
-    return redirect("/portal/certificates")
+REVOKE = Confirmed(
+    path="/certificates/{serial}/revoke",
+    nav="certificates",
+    verb="Revoke",
+    kind="certificate",
+    permission="self",
+    note="It is listed in the CA's revocation list from now on.",
+    back="/portal/certificates",
+    name=_certificate_name,
+    run=lambda svc, p, a: admin_data.revoke_certificate(svc, p, a["serial"]),
+)

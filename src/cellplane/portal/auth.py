@@ -19,9 +19,10 @@ from cellplane.portal.web import (
     clear_cookie,
     page,
     portal_of,
+    read_session,
     redirect,
-    session_of,
     set_cookie,
+    work,
 )
 
 __all__ = ["callback", "login", "login_post", "logout", "signed_out"]
@@ -36,11 +37,13 @@ def _next(value: str | None) -> str:
     return "/portal/"
 
 
-def _login_page(
+async def _login_page(
     request: Request, tenant: str, next_path: str, error: str | None, status: int = 200
 ) -> Response:
     portal = portal_of(request)
-    s = session_of(request) or portal.store.new()
+    s = await read_session(request)
+    if s is None:
+        s = await work(portal.store.new)
     resp = page(
         request,
         "login.html",
@@ -65,26 +68,27 @@ async def login(request: Request) -> Response:
     tenant = request.query_params.get("tenant", "")
     next_path = _next(request.query_params.get("next"))
     if tenant and _TENANT.match(tenant):
-        return _start(request, tenant, next_path)
-    return _login_page(request, tenant, next_path, "no such tenant name" if tenant else None)
+        return await _start(request, tenant, next_path)
+    return await _login_page(request, tenant, next_path, "no such tenant name" if tenant else None)
 
 
 async def login_post(request: Request) -> Response:
     form = await request.form()
-    s = session_of(request)
+    s = await read_session(request)
     tenant = str(form.get("tenant", "")).strip()
     next_path = _next(str(form.get("next", "")))
     if s is None or not s.csrf_ok(str(form.get("csrf", ""))):
-        return _login_page(request, tenant, next_path, "The form expired; please try again.", 400)
+        msg = "The form expired; please try again."
+        return await _login_page(request, tenant, next_path, msg, 400)
     if not _TENANT.match(tenant):
         msg = "A tenant name is lowercase letters, digits and dashes."
-        return _login_page(request, tenant, next_path, msg, 422)
-    return _start(request, tenant, next_path)
+        return await _login_page(request, tenant, next_path, msg, 422)
+    return await _start(request, tenant, next_path)
 
 
-def _start(request: Request, tenant: str, next_path: str) -> Response:
+async def _start(request: Request, tenant: str, next_path: str) -> Response:
     portal = portal_of(request)
-    s = portal.store.new()  # a fresh pre-sign-in session for every attempt
+    s = await work(portal.store.new)  # a fresh pre-sign-in session for every attempt
     verifier, challenge = pkce_pair()
     s.pending = PendingLogin(
         tenant=tenant,
@@ -93,6 +97,7 @@ def _start(request: Request, tenant: str, next_path: str) -> Response:
         nonce=secrets.token_urlsafe(24),
         next_path=next_path,
     )
+    await work(portal.store.save, s)
     url = portal.issuer(request).authorize_url(tenant, s.pending.state, challenge, s.pending.nonce)
     resp = redirect(url)
     set_cookie(request, resp, s)
@@ -113,7 +118,7 @@ def _claims(id_token: str) -> dict[str, Any]:
 async def callback(request: Request) -> Response:
     """The issuer sends the browser back here with a code (or an error)."""
     portal = portal_of(request)
-    s = session_of(request)
+    s = await read_session(request)
     q = request.query_params
     pending = s.pending if s is not None else None
     if (
@@ -121,35 +126,36 @@ async def callback(request: Request) -> Response:
         or pending is None
         or not secrets.compare_digest(q.get("state", ""), pending.state)
     ):
-        return _login_page(
+        return await _login_page(
             request, "", "/portal/", "That sign-in expired; please sign in again.", 400
         )
-    s.pending = None
+    s.pending = None  # used once, whatever comes of it
+    await work(portal.store.save, s)
     if "error" in q:
         msg = (
             "Sign-in was cancelled."
             if q["error"] == "access_denied"
             else q.get("error_description", q["error"])
         )
-        return _login_page(request, pending.tenant, pending.next_path, msg, 400)
+        return await _login_page(request, pending.tenant, pending.next_path, msg, 400)
     try:
         tokens = await portal.issuer(request).redeem(
             pending.tenant, q.get("code", ""), pending.verifier
         )
     except TokenError as exc:
-        return _login_page(
+        return await _login_page(
             request, pending.tenant, pending.next_path, f"Sign-in failed: {exc}", 400
         )
     claims = _claims(tokens.id_token)
     if claims.get("nonce") != pending.nonce:
-        return _login_page(
+        return await _login_page(
             request, pending.tenant, pending.next_path, "Sign-in failed: bad nonce.", 400
         )
-    s = portal.store.rotate(s)
     s.tenant = pending.tenant
     s.user = str(claims.get("preferred_username") or claims.get("name") or claims.get("sub", ""))
     s.access_token, s.refresh_token = tokens.access_token, tokens.refresh_token
     s.id_token, s.expires_at = tokens.id_token, tokens.expires_at
+    s = await work(portal.store.rotate, s)  # a new id, with the tokens, in one write
     resp = redirect(pending.next_path)
     set_cookie(request, resp, s)
     return resp
@@ -159,14 +165,14 @@ async def logout(request: Request) -> Response:
     """End the portal session, then the issuer's (its end-session endpoint revokes the portal's
     refresh tokens) and come back to the signed-out page."""
     portal = portal_of(request)
-    s = session_of(request)
+    s = await read_session(request)
     form = await request.form()
     if s is None:
         resp = redirect("/portal/signed-out")
         clear_cookie(request, resp)
         return resp
     check_csrf(request, s, form)
-    portal.store.drop(s.id)
+    await work(portal.store.drop, s.id)
     if s.signed_in and s.id_token:
         url = portal.issuer(request).end_session_url(
             s.tenant, s.id_token, secrets.token_urlsafe(16)

@@ -16,7 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from cellplane.errors import CellplaneError, Conflict, ValidationFailed
 from cellplane.portal import data, forms
 from cellplane.portal.pages import _projects, layout
-from cellplane.portal.streams import alive, sse
+from cellplane.portal.streams import Alive, sse
 from cellplane.portal.web import Caller, caller, check_csrf, page, portal_of, redirect, render, work
 from cellplane.services.clusters import ClusterCreate
 from cellplane.services.context import Services
@@ -160,6 +160,7 @@ async def cluster_events(request: Request) -> Response:
     cluster_id = request.path_params["cluster_id"]
     first = await work(data.cluster, svc, c.principal, cluster_id)
     topic = f"cluster:{cluster_id}"
+    alive = Alive(request, c.session.id)
 
     async def stream() -> AsyncIterator[str]:
         view = first
@@ -172,7 +173,7 @@ async def cluster_events(request: Request) -> Response:
                 last = body
             seen = svc.notifier.version(topic)
             await svc.notifier.wait(topic, seen, _POLL_S)
-            if await request.is_disconnected() or not alive(request, c.session.id):
+            if await request.is_disconnected() or not await alive():
                 return
             try:
                 view = await work(data.cluster, svc, c.principal, cluster_id)

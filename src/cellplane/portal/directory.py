@@ -1,36 +1,43 @@
 """The tenant's directory in the portal: users, groups (and their members), OAuth clients and
-role assignments: list, create, assign and unassign (after the confirmation page). A generated
+role assignments: list, create, assign; disable, enable and delete users, delete groups and
+clients, unassign roles (each after its confirmation page: `operator_web.Confirmed`). A generated
 password or a client secret is shown once, in the answer to the form, and never kept here."""
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from cellplane.errors import Conflict, NotFound, ValidationFailed
+from cellplane.identity import directory
 from cellplane.identity.directory import AssignmentCreate, ClientCreate, GroupCreate, UserCreate
 from cellplane.portal import admin_data, data, forms
 from cellplane.portal.operator_web import (
-    confirm_page,
+    Confirmed,
+    Params,
     operator_page,
     read_form,
     refusal,
     validated,
 )
 from cellplane.portal.web import Caller, caller, portal_of, redirect, work
+from cellplane.services.context import Principal, Services
 
 __all__ = [
+    "CLIENT_DELETE",
+    "GROUP_DELETE",
     "ROLES",
+    "UNASSIGN",
+    "USER_DELETE",
+    "USER_DISABLE",
+    "USER_ENABLE",
     "assign_post",
     "client_post",
     "directory_page",
     "group_post",
     "member_post",
-    "unassign_page",
-    "unassign_post",
     "user_post",
 ]
 
@@ -66,6 +73,7 @@ async def _page(
             "errors": errors,
             "general": errors.get("", []),
             "shown_once": shown_once,
+            "me": c.principal.subject,
         }
 
     return await operator_page(request, c, "directory.html", "directory", "Directory", read, status)
@@ -165,36 +173,84 @@ async def assign_post(request: Request) -> Response:
     return redirect("/portal/directory")
 
 
-async def unassign_page(request: Request) -> Response:
-    c = await caller(request)
-    data.needs(c.principal, "roles:write")
-    svc = portal_of(request).svc
-    rid = request.path_params["assignment_id"]
-    lists = await work(admin_data.directory_lists, svc, c.principal)
-    found = [a for a in lists["assignments"] or [] if a["id"] == rid]
+def _assignment_name(svc: Services, p: Principal, params: Params) -> str:
+    rid = params["assignment_id"]
+    found = [a for a in directory.list_assignments(svc, p)["items"] if a["id"] == rid]
     if not found:
         raise NotFound(f"role assignment {rid!r} does not exist")
     a = found[0]
     who = f"{a['subject']['kind']} {a['subject']['name'] or a['subject']['id']}"
     where = f" in project {a['project']}" if a["project"] else f" ({a['scope']})"
-    return await confirm_page(
-        request,
-        c,
+    return f"{a['role']} of {who}{where}"
+
+
+def _user_name(svc: Services, p: Principal, params: Params) -> str:
+    return str(directory.get_user(svc, p, params["user"])["name"])
+
+
+def _user_action(verb: str, note: str, run: Any, final: bool = False) -> Confirmed:
+    return Confirmed(
+        path=f"/directory/users/{{user}}/{verb.lower()}",
         nav="directory",
-        verb="Unassign",
-        kind="role",
-        name=f"{a['role']} of {who}{where}",
-        action=f"/portal/directory/roles/{quote(rid)}/delete",
+        verb=verb,
+        kind="user",
+        permission="users:write",
+        note=note,
         back="/portal/directory",
-        note="The role's permissions end at the subject's next token.",
+        name=_user_name,
+        run=run,
+        final=final,
     )
 
 
-async def unassign_post(request: Request) -> Response:
-    c = await caller(request)
-    form = await read_form(request, c)
-    rid = request.path_params["assignment_id"]
-    if form.get("confirm") != "yes":
-        return redirect(f"/portal/directory/roles/{quote(rid)}/delete")
-    await work(admin_data.unassign, portal_of(request).svc, c.principal, rid)
-    return redirect("/portal/directory")
+USER_DISABLE = _user_action(
+    "Disable",
+    "They cannot sign in, and their tokens and sessions stop working now; Enable undoes it.",
+    lambda svc, p, a: admin_data.set_user_disabled(svc, p, a["user"], True),
+)
+USER_ENABLE = _user_action(
+    "Enable",
+    "They can sign in again.",
+    lambda svc, p, a: admin_data.set_user_disabled(svc, p, a["user"], False),
+)
+USER_DELETE = _user_action(
+    "Delete",
+    "Their group memberships, roles, sessions and personal credentials go with them.",
+    lambda svc, p, a: admin_data.delete_user(svc, p, a["user"]),
+    final=True,
+)
+GROUP_DELETE = Confirmed(
+    path="/directory/groups/{group}/delete",
+    nav="directory",
+    verb="Delete",
+    kind="group",
+    permission="groups:write",
+    note="Its members stay; the roles given to the group go with it.",
+    back="/portal/directory",
+    name=lambda svc, p, a: str(directory.get_group(svc, p, a["group"])["name"]),
+    run=lambda svc, p, a: admin_data.delete_group(svc, p, a["group"]),
+)
+CLIENT_DELETE = Confirmed(
+    path="/directory/clients/{client}/delete",
+    nav="directory",
+    verb="Delete",
+    kind="client",
+    permission="clients:write",
+    note="Its roles go with it and its tokens stop working now.",
+    back="/portal/directory",
+    name=lambda svc, p, a: "{name} ({client_id})".format(
+        **directory.get_client(svc, p, a["client"])
+    ),
+    run=lambda svc, p, a: admin_data.delete_client(svc, p, a["client"]),
+)
+UNASSIGN = Confirmed(
+    path="/directory/roles/{assignment_id}/delete",
+    nav="directory",
+    verb="Unassign",
+    kind="role",
+    permission="roles:write",
+    note="The role's permissions end at the subject's next token.",
+    back="/portal/directory",
+    name=_assignment_name,
+    run=lambda svc, p, a: admin_data.unassign(svc, p, a["assignment_id"]),
+)

@@ -10,6 +10,7 @@ starts with `reset` so a reconnect never shows a line twice.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from cellplane.portal import data
 from cellplane.portal.web import caller, portal_of, render, work
 from cellplane.services import agent_proxy, cell_access, tasks
 
-__all__ = ["TASK_STATES", "alive", "cell_events", "cell_logs", "sse", "tasks_events"]
+__all__ = ["TASK_STATES", "Alive", "cell_events", "cell_logs", "sse", "tasks_events"]
 
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _TAIL = 500
@@ -32,9 +33,23 @@ _TASKS_IDLE_S = 5.0
 TASK_STATES = ("QUEUED", "STARTED", "COMPLETED", "ERROR")
 
 
-def alive(request: Request, session_id: str) -> bool:
-    """Whether the stream's session still exists (a stream ends with its session)."""
-    return portal_of(request).store.get(session_id) is not None
+class Alive:
+    """Whether a stream's session still exists (a stream ends with its session), read from the
+    sessions' table at most every `every_s` (a log stream asks at each chunk)."""
+
+    def __init__(self, request: Request, session_id: str, every_s: float = 1.0) -> None:
+        self.store = portal_of(request).store
+        self.session_id = session_id
+        self.every_s = every_s
+        self._checked = time.monotonic()
+        self._alive = True
+
+    async def __call__(self) -> bool:
+        now = time.monotonic()
+        if now - self._checked >= self.every_s:
+            self._checked = now
+            self._alive = await work(self.store.get, self.session_id) is not None
+        return self._alive
 
 
 def sse(event: str, text: str) -> str:
@@ -54,6 +69,8 @@ async def cell_events(request: Request) -> Response:
     first = await work(data.cell, svc, c.principal, cell_id)
     topic = f"cell:{cell_id}"
 
+    alive = Alive(request, c.session.id)
+
     async def stream() -> AsyncIterator[str]:
         seen = svc.notifier.version(topic)
         view: dict[str, Any] | None = first
@@ -65,7 +82,7 @@ async def cell_events(request: Request) -> Response:
                 yield sse("status", body)
                 last = body
             new = await svc.notifier.wait(topic, seen, _KEEPALIVE_S)
-            if await request.is_disconnected() or not alive(request, c.session.id):
+            if await request.is_disconnected() or not await alive():
                 return
             if new == seen:
                 yield ": keep-alive\n\n"
@@ -100,6 +117,8 @@ async def tasks_events(request: Request) -> Response:
 
     first = await work(read)
 
+    alive = Alive(request, c.session.id)
+
     async def stream() -> AsyncIterator[str]:
         items = first
         last = render("_tasks.html", {"tasks": items, "base": "/portal"})
@@ -109,7 +128,7 @@ async def tasks_events(request: Request) -> Response:
             topic = f"task:{running[0]['id']}" if running else "controller"
             seen = svc.notifier.version(topic)
             await svc.notifier.wait(topic, seen, 1.0 if running else _TASKS_IDLE_S)
-            if await request.is_disconnected() or not alive(request, c.session.id):
+            if await request.is_disconnected() or not await alive():
                 return
             items = await work(read)
             body = render("_tasks.html", {"tasks": items, "base": "/portal"})
@@ -137,11 +156,13 @@ async def cell_logs(request: Request) -> Response:
 
         return StreamingResponse(waiting(), media_type="text/event-stream", headers=_HEADERS)
 
+    alive = Alive(request, c.session.id)
+
     async def stream() -> AsyncIterator[str]:
         yield "retry: 2000\n\n" + sse("reset", "")
         partial = ""
         async for chunk in chunks:
-            if not alive(request, c.session.id):
+            if not await alive():
                 return  # signed out (or the session ended) while watching
             text = partial + chunk.decode("utf-8", "replace")
             lines = text.split("\n")

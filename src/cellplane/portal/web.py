@@ -3,6 +3,7 @@ signed-in caller (refreshing the access token when it is about to expire) and th
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from cellplane.identity.authn import Authenticator
 from cellplane.portal.oauth import IssuerClient, TokenError
 from cellplane.portal.session import PortalSession, SessionStore
 from cellplane.services.context import Principal, Services
+from cellplane.services.portal_sessions import PortalSessions
 
 __all__ = [
     "COOKIE",
@@ -35,6 +37,7 @@ __all__ = [
 log = logging.getLogger("cellplane.portal")
 T = TypeVar("T")
 COOKIE = "cp_portal"
+_UNREAD = object()
 #: Refresh the access token when it has less than this left.
 _REFRESH_MARGIN_S = 30.0
 
@@ -59,8 +62,12 @@ class Portal:
     svc: Services
     authenticator: Authenticator
     parent: Any
-    store: SessionStore = field(default_factory=SessionStore)
+    store: SessionStore = field(init=False)
     _issuers: dict[str, IssuerClient] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # In the server's database: shared by its replicas, kept over a restart.
+        self.store = SessionStore(PortalSessions(self.svc.db, self.svc.sealer))
 
     def base(self, request: Request) -> str:
         return (self.svc.public_url or str(request.base_url)).rstrip("/")
@@ -159,7 +166,16 @@ def clear_cookie(request: Request, resp: Response) -> None:
 
 
 def session_of(request: Request) -> PortalSession | None:
-    return portal_of(request).store.get(request.cookies.get(COOKIE))
+    """The request's session (read once per request, then kept on the request)."""
+    s = getattr(request.state, "portal_session", _UNREAD)
+    if s is _UNREAD:
+        s = request.state.portal_session = portal_of(request).store.get(request.cookies.get(COOKIE))
+    return s if isinstance(s, PortalSession) else None
+
+
+async def read_session(request: Request) -> PortalSession | None:
+    """`session_of`, its database read in the thread pool."""
+    return await run_in_threadpool(session_of, request)
 
 
 @dataclass
@@ -172,28 +188,47 @@ class SignIn(Exception):
     """The request needs a signed-in session; the answer sends the browser to sign in."""
 
 
+#: How many times a request waits for another replica's refresh of its session's tokens.
+_REFRESH_WAITS = 40
+
+
 async def _fresh_token(request: Request, s: PortalSession) -> None:
-    """Refresh the access token when it is about to expire, once for concurrent requests."""
+    """Refresh the access token when it is about to expire: once for concurrent requests of
+    this process (a lock) and of every replica (a claim on the row; the others wait for its
+    tokens), since the issuer ends the whole family of a refresh token presented twice."""
     portal = portal_of(request)
-    if s.expires_at - portal.store.now() > _REFRESH_MARGIN_S:
+    store = portal.store
+    if s.expires_at - store.now() > _REFRESH_MARGIN_S:
         return
-    async with s.refreshing:
-        if s.expires_at - portal.store.now() > _REFRESH_MARGIN_S:
-            return  # another request of this session refreshed meanwhile
+    async with store.refresh_lock(s.id):
+        for _ in range(_REFRESH_WAITS):
+            stored = await run_in_threadpool(store.get, s.id)
+            if stored is None:
+                raise SignIn()
+            s.access_token, s.refresh_token = stored.access_token, stored.refresh_token
+            s.id_token, s.expires_at = stored.id_token, stored.expires_at
+            if s.expires_at - store.now() > _REFRESH_MARGIN_S:
+                return  # refreshed meanwhile, here or by another replica
+            if await run_in_threadpool(store.claim_refresh, s):
+                break
+            await asyncio.sleep(0.25)  # another replica is refreshing it
+        else:
+            raise SignIn()
         try:
             tokens = await portal.issuer(request).refresh(s.tenant, s.refresh_token)
         except TokenError as exc:
             log.info("portal session of %s ended: refresh refused: %s", s.user, exc)
-            portal.store.drop(s.id)
+            await run_in_threadpool(store.drop, s.id)
             raise SignIn() from None
         s.access_token, s.refresh_token = tokens.access_token, tokens.refresh_token
         s.id_token = tokens.id_token or s.id_token
         s.expires_at = tokens.expires_at
+        await run_in_threadpool(store.save, s)
 
 
 async def caller(request: Request) -> Caller:
     """The signed-in session and its Principal (from the access token, as the API sees it)."""
-    s = session_of(request)
+    s = await read_session(request)
     if s is None or not s.signed_in:
         raise SignIn()
     await _fresh_token(request, s)
@@ -202,7 +237,7 @@ async def caller(request: Request) -> Caller:
     try:
         principal = await run_in_threadpool(portal.authenticator.authenticate, s.access_token, base)
     except Unauthorized:
-        portal.store.drop(s.id)
+        await run_in_threadpool(portal.store.drop, s.id)
         raise SignIn() from None
     request.state.principal = principal  # the server's audit of changes names the caller
     return Caller(s, principal)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import delete as sql_delete
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -15,9 +16,13 @@ from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import Outcome
 from cellplane.services.schemas import IsolationPolicy, ProjectCreate
 from cellplane.services.views import project_view
-from cellplane.state.models import Project
+from cellplane.state import networks as state_networks
+from cellplane.state.cluster_models import Cluster
+from cellplane.state.identity_models import Quota, RoleAssignment
+from cellplane.state.models import Cell, DockerEndpoint, Network, Project, Volume
+from cellplane.state.service_models import Service
 
-__all__ = ["create", "list_projects", "update"]
+__all__ = ["create", "delete", "list_projects", "update"]
 
 
 def list_projects(svc: Services, principal: Principal) -> dict[str, Any]:
@@ -62,3 +67,64 @@ def update(svc: Services, principal: Principal, name: str, body: IsolationPolicy
             detail={"min_isolation": p.min_isolation, "cells_below_policy": len(below)},
         )
         return {**project_view(p, principal.tenant), "cells_below_policy": below}
+
+
+#: What keeps a project alive, with the command that removes it.
+_LEFT = (
+    (Cluster, "cluster", "cellplane cluster rm"),
+    (Service, "service", "cellplane service rm"),
+    (Cell, "cell", "cellplane cell rm"),
+    (Volume, "volume", "cellplane volume rm"),
+    (Network, "network", "cellplane network rm"),
+    (DockerEndpoint, "docker endpoint", "cellplane endpoint rm"),
+)
+
+
+def _left_in(s: Session, p: Project) -> str | None:
+    """What the project still holds, by name (its default network aside); None: nothing."""
+    parts: list[str] = []
+    commands: list[str] = []
+    default_net = state_networks.default_network_id(p.id)
+    for model, label, command in _LEFT:
+        q = select(model).where(model.project_id == p.id)
+        if model is Network:
+            q = q.where(Network.id != default_net)
+        rows = list(s.scalars(q.limit(6)))
+        if not rows:
+            continue
+        names = [str(getattr(r, "name", None) or f"port {getattr(r, 'port', '')}") for r in rows]
+        shown = ", ".join(names[:5]) + (" and more" if len(names) > 5 else "")
+        parts.append(f"{label}s ({shown})")
+        commands.append(f"`{command}`")
+    if not parts:
+        return None
+    return (
+        f"project {p.name!r} still has {'; '.join(parts)}; delete them first "
+        f"({', '.join(commands)})"
+    )
+
+
+def delete(svc: Services, principal: Principal, name: str) -> None:
+    """Delete an empty project: its default network, quota and role assignments go with it.
+    Refused (409, naming them) while it has clusters, services, cells, volumes, networks or a
+    Docker endpoint; the `default` project is never deleted. Its tasks and audit events are
+    history and outlive it (they keep its id)."""
+    with svc.db.session() as s:
+        p = project_for(s, principal, name, "projects:write")
+        if p.name == "default":
+            raise Conflict("the default project cannot be deleted")
+        left = _left_in(s, p)
+        if left:
+            raise Conflict(left)
+        s.execute(sql_delete(RoleAssignment).where(RoleAssignment.project_id == p.id))
+        s.execute(sql_delete(Quota).where(Quota.project_id == p.id))
+        s.execute(sql_delete(Network).where(Network.project_id == p.id))
+        audit.record(
+            s,
+            tenant_id=p.tenant_id,
+            actor=audit.actor_of(principal),
+            action="project.delete",
+            target=p.name,
+            detail={"id": p.id},
+        )
+        s.delete(p)

@@ -23,6 +23,7 @@ __all__ = [
     "IssuedCertificateRecord",
     "LdapConfig",
     "OAuthClient",
+    "PortalSessionRecord",
     "Quota",
     "RefreshToken",
     "RevokedToken",
@@ -201,3 +202,23 @@ class IssuedCertificateRecord(Base):
     not_after: Mapped[datetime] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class PortalSessionRecord(Base):
+    """A portal session (`cellplane.portal.session`), shared by the server's replicas and kept
+    over a restart. Keyed by the SHA-256 of the browser's session id (the id itself, a bearer
+    secret, is not stored); the tokens, the CSRF token and a pending sign-in are one sealed JSON
+    document (`cellplane.sealing`, the server's secrets key). Times are epoch seconds."""
+
+    __tablename__ = "portal_sessions"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    signed_in: Mapped[bool] = mapped_column(Boolean)
+    tenant: Mapped[str] = mapped_column(String(63), default="")
+    user_name: Mapped[str] = mapped_column(String(256), default="")
+    created_at: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float] = mapped_column(Float, index=True)
+    #: When the access token expires (the portal refreshes it shortly before).
+    expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+    #: Until when one replica holds the right to spend the refresh token (None: nobody).
+    refresh_claim: Mapped[float | None] = mapped_column(Float)
+    secrets: Mapped[str] = mapped_column(Text)  # sealed JSON

@@ -80,8 +80,9 @@ __all__ = ["CALLERS", "FuzzServer", "FuzzStats", "Started", "fuzz"]
 CALLERS = ("system-admin", "tenant-admin", "project-member", "project-viewer", "anonymous")
 
 # Tables a refused request may change by design: the audit trail records refusals, the OIDC
-# provider counts failed attempts per source and per user, tokens carry their last use.
-VOLATILE_TABLES = frozenset({"audit_events"})
+# provider counts failed attempts per source and per user, tokens carry their last use, the
+# portal's login page makes a session (and requests keep theirs alive).
+VOLATILE_TABLES = frozenset({"audit_events", "portal_sessions"})
 VOLATILE_COLUMNS = frozenset({"last_used_at", "last_seen_at", "heartbeat_at"})
 
 # Operations whose success ends the run's world (the callers' own tenant or their accounts):

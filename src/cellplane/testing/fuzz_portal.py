@@ -74,7 +74,7 @@ _QUERY = ("next", "tenant", "code", "state", "error", "error_description")
 #: Names a form nobody could find gets (and every form may get, as extra fields).
 _GENERIC = ("name", "action", "project", "tenant", "user", "role", "count", "spec", "state")
 #: Path parameters that, with these values, would end the run's world.
-_PROTECTED = {"tenant": {"default"}}
+_PROTECTED = {"tenant": {"default"}, "project": {"default"}}
 
 
 @dataclass
@@ -153,6 +153,7 @@ class PortalTarget(Started):
             found.access_token = self.tokens[caller]
             found.refresh_token = "unused"
             found.expires_at = time.time() + 86400
+            self.portal.store.save(found)
             self.sessions[caller] = found.id
         return found.id, found.csrf
 

@@ -113,6 +113,14 @@ def test_operator_uploads_an_image_with_its_progress_and_reads_the_audit_log(
     page.get_by_role("button", name="Assign").click()
     expect(page.locator("#assignments")).to_contain_text("user erin")
     shot(page, "directory")
+    # Disabled through its confirmation page; the users table says so.
+    page.get_by_role("link", name="Disable erin").click()
+    expect(page.get_by_role("heading", name="Disable user erin?")).to_be_visible()
+    page.get_by_role("button", name="Yes, disable erin").click()
+    expect(page.locator("#users tr", has_text="erin")).to_contain_text("disabled")
+    expect(page.get_by_role("link", name="Enable erin")).to_be_visible()
+    with deployment.client() as c:
+        assert c.get_user("erin")["disabled"] is True
 
     page.get_by_role("link", name="Audit").click()
     page.get_by_label("Action").fill("user.create")

@@ -185,6 +185,10 @@ def test_every_answer_matches_the_document(
                 "capacity": {"cpu": 1, "memory_mb": 64, "disk_gb": 1},
             }
         own = fill(path, worlds.a, plat, worlds)
+        if key == "DELETE /v1/projects/{project}":  # the world's project has cells: an empty one
+            made = plat.client.post("/v1/projects", json={"name": "doomed"}, headers=plat.admin)
+            assert made.status_code == 201, made.text
+            own = "/v1/projects/doomed"
         a_cell, a_net = worlds.a.ids.get("cell_id"), worlds.a.ids.get("network")
         if key == "DELETE /v1/cells/{cell_id}/networks/{network}":  # a network it may leave
             joined = plat.client.post(

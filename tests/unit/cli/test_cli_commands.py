@@ -278,6 +278,16 @@ def test_flavor_and_project_commands(cli: Invoke, fake: FakeApi) -> None:
     assert [p["name"] for p in projects] == ["default", "team"]
     again = cli("project", "create", "team")
     assert again.exit_code == 1 and "Conflict" in again.stderr
+    assert cli("cell", "run", "job", "--image", "busybox", "-d", "--project", "team").exit_code == 0
+    refused = cli("project", "rm", "team")
+    assert refused.exit_code == 1 and "still has cells ['job']" in refused.stderr
+    fake.cells.clear()
+    removed = cli("project", "rm", "team")
+    assert removed.exit_code == 0 and "project team deleted" in removed.stdout
+    assert [r.method for r in fake.requests_to("DELETE", "/v1/projects/team")] == ["DELETE"] * 2
+    assert list(fake.projects) == ["default"]
+    missing = cli("project", "rm", "team")
+    assert missing.exit_code == 1 and "does not exist" in missing.stderr
 
 
 def test_host_ls_and_maintenance_by_name(cli: Invoke, fake: FakeApi) -> None:

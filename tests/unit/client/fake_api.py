@@ -168,6 +168,7 @@ class FakeApi:
             ("DELETE", r"/v1/images/([^/]+)", self.delete_image),
             ("GET", r"/v1/projects", self.list_of(lambda r: list(self.projects.values()))),
             ("POST", r"/v1/projects", self.create_project),
+            ("DELETE", r"/v1/projects/([^/]+)", self.delete_project),
             ("POST", r"/v1/projects/([^/]+)/cells", self.create_cell),
             ("GET", r"/v1/projects/([^/]+)/cells", self.list_of(self._cells_matching)),
             ("GET", r"/v1/cells/([^/]+)", self.get_from(self.cells, "cell")),
@@ -347,6 +348,15 @@ class FakeApi:
             return problem(409, "conflict", "Conflict", f"project {name} exists")
         self.projects[name] = {"id": self._id("prj"), "name": name, "tenant": "default"}
         return httpx.Response(201, json=self.projects[name])
+
+    def delete_project(self, request: httpx.Request, body: bytes, name: str) -> httpx.Response:
+        if name not in self.projects:
+            return problem(404, "not-found", "Not found", f"project {name!r} does not exist")
+        cells = sorted(c["name"] for c in self.cells.values() if c.get("project") == name)
+        if cells:
+            return problem(409, "conflict", "Conflict", f"project {name!r} still has cells {cells}")
+        del self.projects[name]
+        return httpx.Response(204)
 
     def create_cell(self, request: httpx.Request, body: bytes, project: str) -> httpx.Response:
         spec = json.loads(body)

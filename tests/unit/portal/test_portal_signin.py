@@ -110,22 +110,28 @@ def test_an_expiring_access_token_is_refreshed_once_for_concurrent_requests(
     add_user(plat, "rita", "project-member")
     sign_in(client, "rita")
     store = _portal_state(plat).store
-    (session,) = [s for s in store._items.values() if s.signed_in]
+    sid = client.cookies["cp_portal"]
+    session = store.get(sid)
+    assert session is not None and session.signed_in
     first_refresh = session.refresh_token
     session.expires_at = 0.0  # expired: the next requests must refresh
+    store.save(session)
 
     async def burst() -> list[int]:
         transport = httpx.ASGITransport(app=plat.client.app)
         async with httpx.AsyncClient(
-            transport=transport, base_url=BASE, cookies={"cp_portal": session.id}
+            transport=transport, base_url=BASE, cookies={"cp_portal": sid}
         ) as ac:
             rs = await asyncio.gather(*(ac.get("/portal/projects/default/") for _ in range(4)))
             return [r.status_code for r in rs]
 
     assert asyncio.run(burst()) == [200, 200, 200, 200]
+    session = store.get(sid)
+    assert session is not None
     assert session.refresh_token != first_refresh and session.expires_at > 0
     # One refresh, not four: the family is intact, so refreshing again still works.
     session.expires_at = 0.0
+    store.save(session)
     assert client.get("/portal/projects/default/").status_code == 200
     with plat.svc.db.reader() as s:
         revoked = [
