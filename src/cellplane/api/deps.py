@@ -22,6 +22,7 @@ from cellplane.services.idempotency import body_hash
 __all__ = [
     "IdempotencyContext",
     "agent_principal",
+    "agent_revision",
     "agent_route",
     "authenticate",
     "client_certificate",
@@ -119,6 +120,16 @@ def agent_principal(request: Request, host_id: str) -> Principal:
             raise Unauthorized("host credential is not valid")
         return cert
     return hosts_mod.authenticate_host(services(request), host_id, _bearer(request))
+
+
+def agent_revision(request: Request, host_id: str) -> int:
+    """`agent_principal`'s check and the host's revision, in one read (the long poll)."""
+    cert = client_certificate(request)
+    if cert is not None:
+        if cert.kind != "agent" or cert.subject != host_id:
+            raise Unauthorized("host credential is not valid")
+        return hosts_mod.authenticated_revision(services(request), host_id, None)
+    return hosts_mod.authenticated_revision(services(request), host_id, _bearer(request))
 
 
 @dataclass(frozen=True)

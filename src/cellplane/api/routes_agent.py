@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse
 from cellplane.api import models
 from cellplane.api.deps import (
     agent_principal,
+    agent_revision,
     agent_route,
     client_certificate,
     join_route,
@@ -78,10 +79,9 @@ async def assignments(
     wait: float = Query(default=30.0, ge=0, le=300),
     svc: Services = Depends(services),
 ) -> dict[str, Any]:
-    await run_in_threadpool(agent_principal, request, host_id)
     topic = f"host:{host_id}"
     seen = svc.notifier.version(topic)
-    current = await run_in_threadpool(hosts.current_revision, svc, host_id)
+    current = await run_in_threadpool(agent_revision, request, host_id)
     if 0 < revision == current and wait > 0:
         await svc.notifier.wait(topic, seen, wait)
     answer = await run_in_threadpool(hosts.assignments, svc, host_id, revision)

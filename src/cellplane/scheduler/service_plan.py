@@ -26,14 +26,17 @@ from datetime import datetime, timedelta
 
 __all__ = [
     "BACKOFF_CAP_S",
+    "CellCounts",
     "Create",
     "Delete",
     "ObservedCell",
     "ServiceDesired",
     "ServicePlan",
     "backoff",
+    "count_cells",
     "is_broken",
     "plan_service",
+    "steady_plan",
 ]
 
 BACKOFF_CAP_S = 60.0
@@ -169,3 +172,48 @@ def plan_service(
         converged=not actions and not old and len(new) == n and ready == n,
         held_until=held_until,
     )
+
+
+# --- a steady service, from counts ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CellCounts:
+    """What the plan of a service in a steady state needs of its cells: counts, which the
+    caller can take in one SQL aggregate instead of reading every cell (`count_cells` is the
+    reference, from the cells themselves)."""
+
+    live: int  # desired state not DELETED
+    broken: int  # live, and `is_broken`
+    old: int  # live, not broken, of another revision than the desired one
+    ready: int  # live, not broken, of the desired revision, running and not ended
+
+
+def count_cells(observed: list[ObservedCell], revision: int) -> CellCounts:
+    live = [c for c in observed if c.desired_state != "DELETED"]
+    healthy = [c for c in live if not is_broken(c)]
+    return CellCounts(
+        live=len(live),
+        broken=len(live) - len(healthy),
+        old=sum(1 for c in healthy if c.revision != revision),
+        ready=sum(1 for c in healthy if c.revision == revision and _ready(c)),
+    )
+
+
+def steady_plan(desired: ServiceDesired, counts: CellCounts) -> ServicePlan | None:
+    """`plan_service`'s plan when it can be told from counts alone, else None: a service that
+    is not being deleted, has no failure to back off from, and has exactly `instances` live
+    cells, none broken, all of the desired revision. Such a plan has no action; only how many
+    cells are ready (and whether that is all of them) changes as its cells start. This is
+    the state of every service whose cells are being started, and of every settled one: the
+    controller looks at each of them every second without reading their cells."""
+    if (
+        desired.deleting
+        or desired.failures
+        or counts.broken
+        or counts.old
+        or counts.live != desired.instances
+    ):
+        return None
+    n = desired.instances
+    return ServicePlan((), ready=counts.ready, current=n, live=n, converged=counts.ready == n)

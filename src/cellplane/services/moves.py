@@ -42,6 +42,7 @@ from cellplane.services.cells import (
     with_host_labels,
 )
 from cellplane.services.context import Principal, Services
+from cellplane.services.failover_memo import DownMark, FailoverMemo
 from cellplane.services.idempotency import Outcome
 from cellplane.state.models import Cell, CellEvent, Host, Task, Volume
 
@@ -131,63 +132,109 @@ def _note(s: Session, cell: Cell, now: datetime, event: str, why: str) -> None:
         s.add(CellEvent(cell_id=cell.id, at=now, type=event, message=why))
 
 
-def fail_over(svc: Services, now: datetime, *, watching_since: datetime | None = None) -> set[str]:
+def _down_marks(svc: Services, s: Session, now: datetime) -> tuple[bool, dict[str, DownMark]]:
+    """Whether any host is READY, and the mark of every DOWN host not in maintenance."""
+    ready = False
+    down: dict[str, DownMark] = {}
+    for host in s.scalars(select(Host)):
+        state, _ = hosts_mod.host_status(host, now, svc)
+        ready = ready or state == "READY"
+        if state == "DOWN" and not host.maintenance:
+            down[host.id] = _mark(host)
+    return ready, down
+
+
+def _mark(host: Host) -> DownMark:
+    return DownMark(host.revision, host.last_heartbeat, host.revoked_at)
+
+
+def fail_over(
+    svc: Services,
+    now: datetime,
+    *,
+    watching_since: datetime | None = None,
+    memo: FailoverMemo | None = None,
+) -> set[str]:
     """Reschedule the movable cells of DOWN hosts; returns the topics to publish.
 
     Nothing moves while no host is READY (a server cut off from every host, or all of them
     down, has nowhere to put the cells: moving them would only restart them all once the hosts
     are back), nor before the caller has watched heartbeats for the DOWN threshold
     (`watching_since`: a server that was itself down sees every host silent when it starts).
+
+    The hosts are read without the write lock; the cells of a DOWN host are read (and the
+    write lock taken) once per DOWN transition, and again only when the host changed since
+    (`memo`, kept by the controller loop across passes: `services.failover_memo`). Without a
+    memo every DOWN host's cells are read.
     """
     topics: set[str] = set()
     if watching_since is not None and (now - watching_since).total_seconds() < svc.heartbeat_down_s:
         return topics
+    with svc.db.reader() as s:
+        ready, down = _down_marks(svc, s, now)
+    if not ready:
+        return topics
+    memo = FailoverMemo() if memo is None else memo
+    todo = memo.to_read(down)
+    if not todo:
+        return topics
+    marks: dict[str, DownMark] = {}
     with svc.db.session() as s:
-        hosts = list(s.scalars(select(Host).order_by(Host.id)))
-        status = {h.id: hosts_mod.host_status(h, now, svc) for h in hosts}
-        if not any(st == "READY" for st, _ in status.values()):
-            return topics
-        for host in hosts:
-            state, reason = status[host.id]
-            if state != "DOWN" or host.maintenance:
+        for host_id in todo:
+            host = s.get(Host, host_id)
+            if host is None:
                 continue
-            cells = s.scalars(
-                select(Cell)
-                .where(
-                    Cell.host_id == host.id,
-                    Cell.desired_state == "RUNNING",
-                    Cell.ended_at.is_(None),
-                )
-                .order_by(Cell.id)
-            ).all()
-            moved = 0
-            for cell in cells:
-                lost = f"host {host.name} is DOWN ({reason})"
-                if cell.restart_policy not in FAILOVER_POLICIES:
-                    _note(s, cell, now, "host-down", f"{lost}; restart policy never: not moved")
-                    continue
-                stays = unmovable_reason(s, cell)
-                vols = bound_volumes(s, cell)
-                if vols:
-                    stays = (
-                        f"its volume {_names(vols)} lives there: unavailable until the host is "
-                        "back (the data is never recreated empty elsewhere)"
-                    )
-                if stays is not None:
-                    _note(s, cell, now, "unavailable", f"{lost}; the cell stays: {stays}")
-                    continue
-                _unassign(
-                    s,
-                    cell,
-                    now,
-                    "failover",
-                    f"{lost}: rescheduling on a READY host (generation {cell.generation + 1})",
-                )
-                topics.add(f"cell:{cell.id}")
-                moved += 1
-            if moved:
-                host.fence_revision = host.revision
-                topics.update({"controller", f"host:{host.id}"})
+            state, reason = hosts_mod.host_status(host, now, svc)
+            if state != "DOWN" or host.maintenance:
+                continue  # back (or in maintenance) since it was read: not DOWN any more
+            topics |= _fail_over_host(s, host, f"host {host.name} is DOWN ({reason})", now)
+            s.flush()
+            rev = s.scalar(select(Host.revision).where(Host.id == host.id))
+            marks[host.id] = DownMark(int(rev or 0), host.last_heartbeat, host.revoked_at)
+    for host_id, mark in marks.items():  # committed: read for this transition
+        memo.read(host_id, mark)
+    return topics
+
+
+def _fail_over_host(s: Session, host: Host, lost: str, now: datetime) -> set[str]:
+    """Reschedule the movable cells of one DOWN host; note why the others stay."""
+    topics: set[str] = set()
+    cells = s.scalars(
+        select(Cell)
+        .where(
+            Cell.host_id == host.id,
+            Cell.desired_state == "RUNNING",
+            Cell.ended_at.is_(None),
+        )
+        .order_by(Cell.id)
+    ).all()
+    moved = 0
+    for cell in cells:
+        if cell.restart_policy not in FAILOVER_POLICIES:
+            _note(s, cell, now, "host-down", f"{lost}; restart policy never: not moved")
+            continue
+        stays = unmovable_reason(s, cell)
+        vols = bound_volumes(s, cell)
+        if vols:
+            stays = (
+                f"its volume {_names(vols)} lives there: unavailable until the host is "
+                "back (the data is never recreated empty elsewhere)"
+            )
+        if stays is not None:
+            _note(s, cell, now, "unavailable", f"{lost}; the cell stays: {stays}")
+            continue
+        _unassign(
+            s,
+            cell,
+            now,
+            "failover",
+            f"{lost}: rescheduling on a READY host (generation {cell.generation + 1})",
+        )
+        topics.add(f"cell:{cell.id}")
+        moved += 1
+    if moved:
+        host.fence_revision = host.revision
+        topics.update({"controller", f"host:{host.id}"})
     return topics
 
 

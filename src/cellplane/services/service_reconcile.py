@@ -8,22 +8,25 @@ replaces failed or lost cells, goes on with a rollout as cells become ready, fin
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, case, func, not_, or_, select
 from sqlalchemy.orm import Session
 
 from cellplane import scheduler
 from cellplane.errors import CellplaneError
 from cellplane.scheduler.service_plan import (
+    CellCounts,
     Create,
     Delete,
     ObservedCell,
     ServiceDesired,
     ServicePlan,
     plan_service,
+    steady_plan,
 )
 from cellplane.services import cell_batch
 from cellplane.services import cells as cells_mod
@@ -45,10 +48,12 @@ __all__ = [
     "cell_body",
     "cell_row",
     "cells_of",
+    "count_of",
     "desired_of",
     "is_settled",
     "observe",
     "observed",
+    "plan_of",
     "run_pass",
     "service_principal",
     "status",
@@ -97,6 +102,62 @@ def observed(s: Session, service: Service) -> list[ObservedCell]:
             )
         )
     return out
+
+
+def _count(cond: ColumnElement[bool]) -> ColumnElement[int]:
+    return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+
+@functools.cache
+def _count_query(sqlite: bool) -> Select[int, int, int, int]:
+    """`count_of`'s statement, built once (building it cost more than running it)."""
+    live = Cell.desired_state != "DELETED"
+    ended = and_(Cell.ended_at.is_not(None), Cell.desired_state == "RUNNING")
+    broken = and_(live, or_(Cell.state == "FAILED", ended))
+    healthy = and_(live, not_(broken))
+    current = func.coalesce(Cell.labels[REVISION_LABEL].as_string(), "0") == bindparam("rev")
+    q = select(
+        _count(live),
+        _count(broken),
+        _count(and_(healthy, not_(current))),
+        _count(and_(healthy, current, Cell.state == "RUNNING", not_(ended))),
+    ).where(
+        Cell.project_id == bindparam("project"),
+        Cell.name.like(bindparam("pattern")),
+        Cell.labels[SERVICE_LABEL].as_string() == bindparam("service"),
+    )
+    if sqlite:
+        # The same rows, as a range of the (project_id, name) index, which SQLite's LIKE does
+        # not use: names binary-collated, every "<service>-..." sorts before "<service>.".
+        q = q.where(Cell.name >= bindparam("low"), Cell.name < bindparam("high"))
+    return q
+
+
+def count_of(s: Session, service: Service) -> CellCounts:
+    """`count_cells(observed(s, service), service.revision)` in one SQL aggregate (SQLite and
+    PostgreSQL alike), without a row per cell. A revision label that is not the desired
+    revision's decimal spelling counts as old (`steady_plan` then declines: the cells are read)."""
+    sqlite = s.get_bind().dialect.name == "sqlite"
+    params = {
+        "rev": str(service.revision),
+        "project": service.project_id,
+        "pattern": f"{service.name}-%",
+        "service": service.id,
+    }
+    if sqlite:
+        params.update(low=f"{service.name}-", high=f"{service.name}.")
+    row = s.execute(_count_query(sqlite), params).one()
+    return CellCounts(*(int(v) for v in row))
+
+
+def plan_of(s: Session, service: Service, now: datetime) -> ServicePlan:
+    """The service's plan: from a count of its cells when it is steady (`steady_plan`: the
+    common case, a service whose cells start or run), else from its cells."""
+    desired = desired_of(service)
+    plan = None
+    if not desired.deleting and not desired.failures:
+        plan = steady_plan(desired, count_of(s, service))
+    return plan if plan is not None else plan_service(desired, observed(s, service), now)
 
 
 def _ordinal(service: Service, cell: Cell) -> int:
@@ -238,15 +299,28 @@ def _record(task: Task | None, plan: ServicePlan, service: Service, now: datetim
 def is_settled(s: Session, service: Service, now: datetime) -> bool:
     """Whether a pass would change nothing: no action to take, no task to advance, nothing to
     record. The controller checks it in a read transaction before opening a write one."""
-    plan = plan_service(desired_of(service), observed(s, service), now)
+    plan = plan_of(s, service, now)
+    if (
+        plan.actions
+        or service.state == "DELETING"
+        or service.message is not None
+        or (plan.converged and service.failures)
+    ):
+        return False
     task = s.get(Task, service.task_id) if service.task_id else None
-    return (
-        not plan.actions
-        and service.state != "DELETING"
-        and (task is None or task.state in tasks_mod.TERMINAL)
-        and service.message is None
-        and not (plan.converged and service.failures)
+    if task is None or task.state in tasks_mod.TERMINAL:
+        return True
+    if plan.converged:
+        return False  # the pass completes the task
+    # A task in progress whose record would not change (no cell became ready since the last
+    # pass): tried on a copy, the reader's row stays as read.
+    copy = Task(
+        state=task.state,
+        steps=[dict(st) for st in task.steps],
+        progress=task.progress,
+        started_at=task.started_at,
     )
+    return not _record(copy, plan, service, now)
 
 
 def run_pass(
@@ -263,7 +337,7 @@ def run_pass(
     a template that no longer validates) propagates, and the caller's transaction is rolled back;
     else it is recorded on the service (`message`) and the pass goes on with what it can do."""
     who = principal or service_principal(s, service)
-    plan = plan_service(desired_of(service), observed(s, service), now)
+    plan = plan_of(s, service, now)
     topics: list[str] = []
     problem: str | None = None
     failed = 0

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 from cellplane_platform_support import Platform
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from cellplane.ids import utcnow
 from cellplane.services import hosts, moves
+from cellplane.services.failover_memo import FailoverMemo
 from cellplane.state.models import Cell, Host
 
 
@@ -395,3 +396,69 @@ def test_drain_of_an_unknown_host_is_404_and_needs_hosts_write(two: Two) -> None
     assert r.status_code == 401
     with plat.svc.db.reader() as s:
         assert not s.scalar(select(Host.maintenance).where(Host.id == two.h1))
+
+
+# --- failover reads a DOWN host's cells once per transition -------------------------------------
+
+
+class _CellReads:
+    """Counts the SELECTs of the cells table on the server's engine."""
+
+    def __init__(self, plat: Platform) -> None:
+        self.n = 0
+        self._engine = plat.svc.db.engine
+        event.listen(self._engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, _conn: Any, _cur: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM cells" in statement:
+            self.n += 1
+
+    def close(self) -> None:
+        event.remove(self._engine, "before_cursor_execute", self._seen)
+
+
+def test_the_cells_of_a_down_host_are_read_once_per_transition(two: Two) -> None:
+    plat = two.plat
+    staying = _on_h1(two, "batch")  # restart policy never: stays, noted once
+    moving = _on_h1(two, "web", restart={"policy": "always"})
+    _lose(plat, two.h1)
+    memo = FailoverMemo()
+    now = utcnow()
+    assert f"cell:{moving}" in moves.fail_over(plat.svc, now, memo=memo)
+    reads = _CellReads(plat)
+    try:
+        # Later passes, seconds later (the reason's "no heartbeat for N s" differs each time):
+        # the host is unchanged, its cells are not read, nothing is noted again.
+        for later in (1, 2, 7):
+            assert moves.fail_over(plat.svc, now + timedelta(seconds=later), memo=memo) == set()
+        assert reads.n == 0
+    finally:
+        reads.close()
+    assert [k for k, _ in _events(plat, staying)].count("host-down") == 1
+    # A change on the host (the staying cell is stopped: its revision moves) is read again.
+    r = plat.client.post(f"/v1/cells/{staying}/stop", headers=plat.admin)
+    assert r.status_code == 202, r.text
+    reads = _CellReads(plat)
+    try:
+        moves.fail_over(plat.svc, now + timedelta(seconds=8), memo=memo)
+        assert reads.n >= 1
+    finally:
+        reads.close()
+
+
+def test_a_host_down_again_after_coming_back_is_read_again(two: Two) -> None:
+    plat = two.plat
+    first = _on_h1(two, "batch")
+    _lose(plat, two.h1)
+    memo = FailoverMemo()
+    now = utcnow()
+    moves.fail_over(plat.svc, now, memo=memo)
+    assert two.h1 in memo
+    hosts.heartbeat(plat.svc, two.h1)  # back: READY
+    assert moves.fail_over(plat.svc, utcnow(), memo=memo) == set()
+    assert two.h1 not in memo
+    _lose(plat, two.h1)  # DOWN again
+    later = utcnow() + timedelta(seconds=1)
+    moves.fail_over(plat.svc, later, memo=memo)
+    assert two.h1 in memo
+    assert [k for k, _ in _events(plat, first)].count("host-down") == 2  # once per transition

@@ -10,8 +10,11 @@ from cellplane_platform_support import Platform
 from sqlalchemy import func, select
 
 from cellplane.controller.services import reconcile_services
+from cellplane.ids import utcnow
+from cellplane.scheduler.service_plan import CellCounts, count_cells
+from cellplane.services import service_reconcile
 from cellplane.state.models import Cell, Task
-from cellplane.state.service_models import Service
+from cellplane.state.service_models import REVISION_LABEL, Service
 
 BASE = "/v1/projects/default/services"
 TEMPLATE = {"image": "host", "command": ["sleep", "3600"], "cpu": 0.05, "memory_mb": 16}
@@ -282,3 +285,63 @@ def test_a_null_template_name_is_no_name_and_a_given_one_is_refused(plat: Platfo
         f"{BASE}/web/update", json={"template": {**TEMPLATE, "name": None}}, headers=plat.admin
     )
     assert r.status_code == 202, r.text
+
+
+def test_the_sql_count_of_a_service_is_the_count_of_its_cells(plat: Platform) -> None:
+    assert _create(plat, instances=6).status_code == 202
+    assert _create(plat, name="web-x", instances=2).status_code == 202  # "web-x-1" is LIKE web-%
+    r = plat.client.post(  # named like the service by hand: not one of its cells
+        "/v1/projects/default/cells",
+        json={"name": "web-99", **TEMPLATE},
+        headers=plat.admin,
+    )
+    assert r.status_code == 202, r.text
+    with plat.svc.db.session() as s:
+        service = s.scalar(select(Service).where(Service.name == "web"))
+        assert service is not None
+        cells = sorted(service_reconcile.cells_of(s, service), key=lambda c: c.name)
+        cells[0].state = "RUNNING"
+        cells[1].state = "RUNNING"
+        cells[1].ended_at = utcnow()  # its container ended: broken
+        cells[2].state = "FAILED"
+        cells[3].desired_state = "DELETED"
+        cells[4].labels = {**cells[4].labels, REVISION_LABEL: "7"}  # an older revision
+        cells[5].state = "RUNNING"
+    for revision, want in (
+        (1, CellCounts(live=5, broken=2, old=1, ready=2)),
+        (7, CellCounts(live=5, broken=2, old=2, ready=0)),
+    ):
+        with plat.svc.db.reader() as s, s.no_autoflush:
+            service = s.scalar(select(Service).where(Service.name == "web"))
+            assert service is not None
+            service.revision = revision  # not flushed: the reader is rolled back
+            counted = service_reconcile.count_of(s, service)
+            expected = count_cells(service_reconcile.observed(s, service), revision)
+        assert counted == expected == want
+
+
+def test_a_starting_service_whose_cells_did_not_change_costs_no_write(plat: Platform) -> None:
+    assert _create(plat, instances=3).status_code == 202
+    plat.schedule()
+    assert reconcile_services(plat.svc) == 0  # records 0/3 ready on its task
+    with plat.svc.db.reader() as s:
+        task = s.scalar(select(Task).where(Task.kind == "CREATE_SERVICE"))
+        assert task is not None and task.state == "STARTED"
+        seen = (task.progress, task.steps)
+        service = s.scalar(select(Service))
+        assert service is not None
+        # Steady (its 3 cells, none ready yet, nothing to change since the last pass).
+        assert service_reconcile.is_settled(s, service, utcnow())
+    with plat.svc.db.reader() as s:
+        one = s.scalar(select(Cell.id).order_by(Cell.name).limit(1))
+        gen = s.scalar(select(Cell.generation).where(Cell.id == one))
+    plat.report({"cell_id": one, "generation": gen, "state": "RUNNING"})
+    with plat.svc.db.reader() as s:
+        service = s.scalar(select(Service))
+        assert service is not None
+        assert not service_reconcile.is_settled(s, service, utcnow())  # 1/3 ready to record
+    reconcile_services(plat.svc)
+    with plat.svc.db.reader() as s:
+        task = s.scalar(select(Task).where(Task.kind == "CREATE_SERVICE"))
+        assert task is not None and (task.progress, task.steps) != seen
+        assert task.progress == 33

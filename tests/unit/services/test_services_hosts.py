@@ -246,3 +246,22 @@ def test_restart_request_time_survives_a_non_utc_agent(
             time.tzset()
     assert parsed is not None
     assert abs(parsed - before) < 60, f"{stamp!r} read as {parsed - before:+.0f} s from now"
+
+
+def test_a_long_poll_checks_the_host_token_and_reads_the_revision_at_once(plat: Platform) -> None:
+    rev = hosts.current_revision(plat.svc, plat.host_id)
+    assert hosts.authenticated_revision(plat.svc, plat.host_id, plat.host_token) == rev
+    _placed(plat, "web")  # the host's revision moves
+    assert hosts.authenticated_revision(plat.svc, plat.host_id, plat.host_token) == rev + 1
+    with pytest.raises(Unauthorized):
+        hosts.authenticated_revision(plat.svc, plat.host_id, plat.host_token + "x")
+    with pytest.raises(Unauthorized):  # an unknown host is no different from a wrong token
+        hosts.authenticated_revision(plat.svc, "hst-nope", plat.host_token)
+    with pytest.raises(NotFound):  # its certificate was checked: the host is gone
+        hosts.authenticated_revision(plat.svc, "hst-nope", None)
+    r = plat.client.get(
+        f"/v1/agent/hosts/{plat.host_id}/assignments",
+        params={"revision": 0, "wait": 0},
+        headers={"Authorization": "Bearer wrong"},
+    )
+    assert r.status_code == 401
