@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,15 +186,17 @@ class FuzzStats:
         }
 
 
-class Started:
+class Started(ABC):
     """A context manager over `start()` and `close()`; closed also when `start` fails (the
     threads, servers and directories of one that did not come up)."""
 
+    @abstractmethod
     def start(self) -> None:
-        raise NotImplementedError
+        """Bring the target up (its server, threads, directories)."""
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Take down whatever `start` brought up, also after a partial start."""
 
     def __enter__(self) -> Self:
         try:
