@@ -254,11 +254,12 @@ class Execs:
     async def resize(self, request: web.Request) -> web.Response:
         inst = self.get(request.match_info["id"])
         cols, rows = size_param(request)
+        # Kept until the session is open too: the CLI resizes as soon as it has sent start, and
+        # opening a session on another host's agent takes longer than that (`start` sends it).
+        inst.size = (cols, rows)
         if inst.session is not None:
             with contextlib.suppress(OSError):
                 await inst.session.send(wire.RESIZE, wire.resize(cols, rows))
-        elif not inst.started:
-            inst.size = (cols, rows)
         return web.Response(status=200)
 
     async def start(self, request: web.Request) -> web.StreamResponse:
@@ -294,6 +295,9 @@ class Execs:
             inst.exit_code = LOST
             raise
         inst.session = session
+        if inst.tty and inst.size is not None and inst.size != size:  # resized while it opened
+            with contextlib.suppress(OSError):
+                await session.send(wire.RESIZE, wire.resize(*inst.size))
         if detach:
             asyncio.get_running_loop().create_task(self._drain(inst, session))
             return web.Response(status=200)

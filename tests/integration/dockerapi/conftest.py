@@ -41,12 +41,12 @@ class Endpoint:
         self.project = project
         self.token = token
         self.certs = certs
-        with Client(d.url, d.admin_token) as admin:
+        with Client(d.url, d.admin_token, verify=d.verify) as admin:
             found = admin.list_docker_endpoints(project)
             ep = found[0] if found else admin.create_docker_endpoint(project)
         self.host = str(ep["docker_host"])
         self.url = self.host.replace("tcp://", "https://")
-        with Client(d.url, token) as c:
+        with Client(d.url, token, verify=d.verify) as c:
             me = c.whoami()
             key_pem, csr = _key_and_csr(str(me["subject"]))
             issued = c.request_certificate(csr, ttl_days=1)

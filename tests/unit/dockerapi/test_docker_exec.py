@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
 from cellplane.agent.endpoint import AgentEndpoint
 from cellplane.dockerapi.execs import ExecInstance, Execs, docker_frame, exec_fields
@@ -120,6 +121,20 @@ def test_the_registry_drops_the_oldest_idle_instances_past_its_limit() -> None:
     with pytest.raises(Refused) as err:
         execs.get(f"{2:064x}")
     assert err.value.status == 404 and "No such exec instance" in err.value.message
+
+
+def test_a_resize_that_comes_while_the_session_opens_is_kept_for_it() -> None:
+    """The CLI (API 1.41: no ConsoleSize) resizes right after it sent start; opening a session
+    on another host's agent takes longer, and start sends the kept size once it is open."""
+    execs = Execs()
+    inst = instance(1, running=True)
+    inst.tty, inst.started = True, True  # started, its session not open yet
+    execs.add(inst)
+    request = make_mocked_request(
+        "POST", f"/exec/{inst.id}/resize?h=33&w=101", match_info={"id": inst.id}
+    )
+    assert asyncio.run(execs.resize(request)).status == 200
+    assert inst.size == (101, 33)
 
 
 def test_the_registry_refuses_when_every_instance_is_running() -> None:
