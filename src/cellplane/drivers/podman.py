@@ -56,6 +56,7 @@ from cellplane.drivers.podman_exec import (
     start_attach,
     start_exec,
 )
+from cellplane.drivers.podman_guard import NetworkGuard, isolated_bridges
 from cellplane.drivers.podman_netops import PodmanNetworkOps
 from cellplane.drivers.podman_ops import PodmanOps
 
@@ -123,6 +124,7 @@ class PodmanDriver(PodmanOps, PodmanNetworkOps):
         self._sandbox_apis: dict[str, docker.APIClient] = {}
         self._sandboxed: dict[str, str] = {}  # containers created with runsc: id <-> name
         self.subnet_pools = tuple(str(ipaddress.ip_network(p)) for p in subnet_pools)
+        self._guard = NetworkGuard(base_url)
         with translated("engine"):
             self._api = docker.APIClient(
                 base_url=base_url,
@@ -177,6 +179,16 @@ class PodmanDriver(PodmanOps, PodmanNetworkOps):
     # -- networks ---------------------------------------------------------------------
 
     def ensure_network(self, spec: NetworkSpec) -> None:
+        self._ensure_network(spec)
+        self._guard_networks()
+
+    def _guard_networks(self) -> None:
+        """Isolation rules that netavark's teardown cannot take away (`podman_guard`)."""
+        with translated("network"):
+            networks = self._libpod_get("/networks/json") or []
+        self._guard.sync(isolated_bridges(networks))
+
+    def _ensure_network(self, spec: NetworkSpec) -> None:
         have = self._network_subnets(spec.name)
         if have is not None:
             if network_fits(have, spec) and self._on_interface(spec):
@@ -277,6 +289,7 @@ class PodmanDriver(PodmanOps, PodmanNetworkOps):
                 self._api.remove_network(name)
         except errors.NetworkNotFound:
             return
+        self._guard_networks()
 
     def list_networks(self, labels: dict[str, str]) -> builtins.list[str]:
         with translated("network"):

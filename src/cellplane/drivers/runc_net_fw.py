@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from cellplane.drivers import errors
 from cellplane.drivers.runc_net_plan import Chains, Rule, rule_comment
 
-__all__ = ["apply", "chain_rules", "remove"]
+__all__ = ["apply", "chain_rules", "iptables", "remove"]
 
 _PARENT = {"filter": "FORWARD", "nat": "POSTROUTING"}
 _JUMP_COMMENT = "cprunc"
@@ -30,7 +30,7 @@ def _iptables() -> str:
     return found
 
 
-def _run(args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+def iptables(args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [_iptables(), "-w", "5", *args], capture_output=True, text=True, check=False
     )
@@ -43,7 +43,7 @@ def _run(args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess
 
 def chain_rules(table: str, chain: str) -> list[list[str]]:
     """The rules of `chain` as `iptables -S` prints them (split), without the `-N` line."""
-    done = _run(["-t", table, "-S", chain], check=False)
+    done = iptables(["-t", table, "-S", chain], check=False)
     if done.returncode != 0:
         return []  # no such chain
     return [shlex.split(ln) for ln in done.stdout.splitlines() if ln.startswith("-A ")]
@@ -51,20 +51,20 @@ def chain_rules(table: str, chain: str) -> list[list[str]]:
 
 def _ensure_chain(table: str, chain: str) -> None:
     parent = _PARENT[table]
-    if _run(["-t", table, "-S", chain], check=False).returncode != 0:
-        _run(["-t", table, "-N", chain], check=False)  # made meanwhile: fine
+    if iptables(["-t", table, "-S", chain], check=False).returncode != 0:
+        iptables(["-t", table, "-N", chain], check=False)  # made meanwhile: fine
     jump = ["-m", "comment", "--comment", _JUMP_COMMENT, "-j", chain]
-    if _run(["-t", table, "-C", parent, *jump], check=False).returncode != 0:
-        _run(["-t", table, "-I", parent, "1", *jump])
+    if iptables(["-t", table, "-C", parent, *jump], check=False).returncode != 0:
+        iptables(["-t", table, "-I", parent, "1", *jump])
 
 
 def _drop_chain_if_empty(table: str, chain: str) -> None:
     if chain_rules(table, chain):
         return
     jump = ["-m", "comment", "--comment", _JUMP_COMMENT, "-j", chain]
-    while _run(["-t", table, "-D", _PARENT[table], *jump], check=False).returncode == 0:
+    while iptables(["-t", table, "-D", _PARENT[table], *jump], check=False).returncode == 0:
         pass
-    _run(["-t", table, "-X", chain], check=False)
+    iptables(["-t", table, "-X", chain], check=False)
 
 
 def _of_network(rule: list[str], network: str) -> bool:
@@ -82,15 +82,15 @@ def apply(chains: Chains, network: str, rules: Sequence[Rule]) -> None:
                 _ensure_chain(table, chain)  # the jump may have been lost (a host's reload)
             continue
         for rule in have:
-            _run(["-t", table, "-D", *rule[1:]], check=False)
+            iptables(["-t", table, "-D", *rule[1:]], check=False)
         if not wanted:
             continue
         _ensure_chain(table, chain)
         for r in wanted:
             if r.first:
-                _run(["-t", table, "-I", chain, "1", *r.spec])
+                iptables(["-t", table, "-I", chain, "1", *r.spec])
             else:
-                _run(["-t", table, "-A", chain, *r.spec])
+                iptables(["-t", table, "-A", chain, *r.spec])
 
 
 def remove(chains: Chains, network: str) -> None:
@@ -98,5 +98,5 @@ def remove(chains: Chains, network: str) -> None:
     for table, chain in (("filter", chains.forward), ("nat", chains.postrouting)):
         for rule in chain_rules(table, chain):
             if _of_network(rule, network):
-                _run(["-t", table, "-D", *rule[1:]], check=False)
+                iptables(["-t", table, "-D", *rule[1:]], check=False)
         _drop_chain_if_empty(table, chain)

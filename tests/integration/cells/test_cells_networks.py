@@ -96,3 +96,38 @@ def test_a_cell_on_two_networks_reaches_each_and_the_networks_stay_apart(
                 client.delete_network("default", name)
             except CellplaneError as e:
                 assert e.status == 404, e
+
+
+@pytest.mark.integration
+def test_networks_stay_apart_after_another_networks_last_cell_is_gone(
+    cells: Cells, client: Client
+) -> None:
+    """netavark 1.4 removes the FORWARD jump that all isolated networks share when any one of
+    them loses its last container; the driver's own chains (`drivers.podman_guard`) keep them
+    apart. Here the only cell of network c goes, and a cell of a still cannot reach one of b."""
+    nets = [unique("ga"), unique("gb"), unique("gc")]
+    for name in nets:
+        client.create_network("default", name)
+    try:
+        on_a, on_b, peer_b, on_c = cells.run_many(
+            [
+                ("ga", None, {"network": nets[0]}),
+                ("gb", ["sh", "-c", HTTPD.format(text="from-b")], {"network": nets[1]}),
+                ("gb2", None, {"network": nets[1]}),
+                ("gc", None, {"network": nets[2]}),
+            ]
+        )
+        (b_addr,) = _addresses(client, on_b["id"])
+        # Control: b's web server answers on its own network, by address.
+        wait_for(lambda: "from-b" in _http(client, peer_b["id"], b_addr), 15, what="b from b2")
+        assert "from-b" not in _http(client, on_a["id"], b_addr)
+        cells.delete(on_c["id"])  # network c's last container: netavark's complete teardown
+        assert "from-b" in _http(client, peer_b["id"], b_addr)
+        assert "from-b" not in _http(client, on_a["id"], b_addr)
+    finally:
+        cells.cleanup()
+        for name in nets:
+            try:
+                client.delete_network("default", name)
+            except CellplaneError as e:
+                assert e.status == 404, e
