@@ -20,6 +20,7 @@ C libraries that do not use malloc). Tracing costs CPU and memory: never in prod
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import json
 import os
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from cellplane.allocator import mallinfo, trim
 
-__all__ = ["MemTrace", "from_env", "status_kb"]
+__all__ = ["MemTrace", "from_env", "sqlite_memory", "status_kb"]
 
 
 def status_kb(pid: int | str = "self") -> dict[str, int]:
@@ -42,6 +43,26 @@ def status_kb(pid: int | str = "self") -> dict[str, int]:
             if key in ("VmRSS", "RssAnon", "Threads"):
                 out[key] = int(value.split()[0])
     return out
+
+
+def sqlite_memory() -> dict[str, int]:
+    """SQLite's own heap in bytes (its page caches, statements, schemas), all connections of this
+    process: `sqlite3_memory_used` and `_highwater` of the library `sqlite3` loaded ({} if none)."""
+    lib = next(
+        (
+            line.split()[-1]
+            for line in Path("/proc/self/maps").read_text().splitlines()
+            if "libsqlite3" in line
+        ),
+        None,
+    )
+    if lib is None:
+        return {}
+    c = ctypes.CDLL(lib)
+    c.sqlite3_memory_used.restype = ctypes.c_int64
+    c.sqlite3_memory_highwater.restype = ctypes.c_int64
+    c.sqlite3_memory_highwater.argtypes = [ctypes.c_int]
+    return {"used": c.sqlite3_memory_used(), "highwater": c.sqlite3_memory_highwater(0)}
 
 
 class MemTrace:
@@ -83,6 +104,7 @@ class MemTrace:
                 "tracemalloc_overhead_mb": round(tracemalloc.get_tracemalloc_memory() / 2**20, 2),
                 "status_kb": status_kb(),
                 "mallinfo_mb": {k: round(v / 2**20, 2) for k, v in mallinfo().items()},
+                "sqlite_mb": {k: round(v / 2**20, 2) for k, v in sqlite_memory().items()},
                 "gc_objects": len(gc.get_objects()),
                 "threads": threading.active_count(),
                 "thread_names": sorted(

@@ -129,3 +129,47 @@ def test_memtrace_without_frames_writes_figures_only(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.tracemalloc"))
     line = json.loads((tmp_path / f"server-{os.getpid()}.jsonl").read_text().splitlines()[0])
     assert line["traced_mb"] == 0 and line["status_kb"]["VmRSS"] > 0
+
+
+# glibc raises its mmap threshold when a mapped block is freed: a 1 MiB block after a 4 MiB one
+# then comes from the heap. With the threshold fixed it is a mapping of its own.
+_THRESHOLD = """
+import ctypes, json, sys
+from cellplane import allocator
+fixed = allocator.fix_mmap_threshold() if sys.argv[1] == "fix" else 0
+c = ctypes.CDLL(None)
+c.malloc.restype = ctypes.c_void_p
+c.malloc.argtypes = [ctypes.c_size_t]
+c.free.argtypes = [ctypes.c_void_p]
+c.free(c.malloc(4 * 2**20))
+before = allocator.mallinfo()["mmapped"]
+block = c.malloc(2**20)
+print(json.dumps({"fixed": fixed, "mapped": allocator.mallinfo()["mmapped"] - before}))
+"""
+
+
+@needs_glibc
+@pytest.mark.parametrize("mode", ["fix", "glibc"])
+def test_fixed_mmap_threshold_keeps_large_blocks_out_of_the_heap(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(allocator.MMAP_ENV, raising=False)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    out = subprocess.run(
+        [sys.executable, "-c", _THRESHOLD, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    r = json.loads(out.stdout)
+    if mode == "fix":
+        assert r["fixed"] == allocator.DEFAULT_MMAP_THRESHOLD
+        assert r["mapped"] >= 2**20
+    else:  # glibc's own rule, as before: the block went to the heap
+        assert r["mapped"] == 0
+
+
+def test_mmap_threshold_zero_leaves_glibc_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(allocator.MMAP_ENV, "0")
+    assert allocator.fix_mmap_threshold() == 0
