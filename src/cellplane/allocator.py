@@ -25,22 +25,16 @@ import threading
 from typing import Any
 
 __all__ = [
-    "MMAP_ENV",
     "TRIM_ENV",
     "Trimmer",
-    "fix_mmap_threshold",
     "libc",
     "limit_arenas",
     "mallinfo",
     "trim",
 ]
 
-#: glibc's mallopt parameters (malloc.h): the number of arenas, and the size from which a block
-#: is a mapping of its own.
+#: glibc's mallopt parameter for the number of malloc arenas (malloc.h: M_ARENA_MAX).
 _M_ARENA_MAX = -8
-_M_MMAP_THRESHOLD = -3
-MMAP_ENV = "CELLPLANE_MALLOC_MMAP_THRESHOLD"
-DEFAULT_MMAP_THRESHOLD = 128 * 1024
 TRIM_ENV = "CELLPLANE_MALLOC_TRIM_S"
 DEFAULT_TRIM_S = 30.0
 
@@ -70,30 +64,6 @@ def limit_arenas(arenas: int = 2) -> None:
     if c is not None:
         with contextlib.suppress(AttributeError):
             c.mallopt(_M_ARENA_MAX, arenas)
-
-
-def fix_mmap_threshold() -> int:
-    """Blocks of `CELLPLANE_MALLOC_MMAP_THRESHOLD` bytes (default 128 KiB, glibc's starting
-    value; 0 leaves glibc's own rule) or more get a mapping of their own, unmapped when freed.
-
-    glibc raises the threshold each time such a block is freed (up to 32 MiB): after the agent
-    reads an image archive or a long listing once, every later buffer of that size comes from
-    the heap, where freed ones are split by small long-lived blocks and the heap grows. A fixed
-    value also turns that adjustment off. The threshold set, or 0. An operator's
-    ``MALLOC_MMAP_THRESHOLD_`` wins."""
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return 0
-    try:
-        value = int(os.environ.get(MMAP_ENV, DEFAULT_MMAP_THRESHOLD))
-    except ValueError:
-        value = DEFAULT_MMAP_THRESHOLD
-    c = libc()
-    if value <= 0 or c is None:
-        return 0
-    try:
-        return value if c.mallopt(_M_MMAP_THRESHOLD, value) == 1 else 0
-    except AttributeError:
-        return 0
 
 
 def trim() -> bool:

@@ -144,7 +144,6 @@ def run_server(
     from cellplane.state.db import Database, DatabaseNewerThanServer
 
     allocator.limit_arenas()
-    allocator.fix_mmap_threshold()
     logs.configure(log_level)
     memtrace = _memtrace("server")
     trimmer = allocator.Trimmer.from_env()
@@ -299,7 +298,6 @@ def run_agent(
     from cellplane import allocator
 
     allocator.limit_arenas()
-    allocator.fix_mmap_threshold()
     _agent_import_diet()
     from cellplane import logs
     from cellplane.agent import isolation
