@@ -31,7 +31,7 @@ from pathlib import Path
 
 from cellplane.allocator import mallinfo, trim
 
-__all__ = ["MemTrace", "from_env", "sqlite_memory", "status_kb"]
+__all__ = ["MemTrace", "anon_mappings", "from_env", "sqlite_memory", "status_kb"]
 
 
 def status_kb(pid: int | str = "self") -> dict[str, int]:
@@ -42,6 +42,25 @@ def status_kb(pid: int | str = "self") -> dict[str, int]:
             key, _, value = line.partition(":")
             if key in ("VmRSS", "RssAnon", "Threads"):
                 out[key] = int(value.split()[0])
+    return out
+
+
+def anon_mappings(pid: int | str = "self") -> dict[str, list[int]]:
+    """Anonymous private mappings by size, `[count, resident kB]` (/proc/<pid>/smaps): 1 MiB ones
+    are pymalloc's arenas, 8 MiB ones threads' stacks, 64 MiB ones malloc's second arena."""
+    out: dict[str, list[int]] = {}
+    size_kb, anon = 0, False
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+            head = line.split()
+            if "-" in head[0] and not head[0].endswith(":"):
+                lo, hi = (int(x, 16) for x in head[0].split("-"))
+                size_kb, anon = (hi - lo) // 1024, len(head) == 5
+            elif anon and head[0] == "Rss:":
+                key = f"{size_kb}k" if size_kb in (4, 1024, 8192, 65536) else "other"
+                entry = out.setdefault(key, [0, 0])
+                entry[0] += 1
+                entry[1] += int(head[1])
     return out
 
 
@@ -105,6 +124,7 @@ class MemTrace:
                 "status_kb": status_kb(),
                 "mallinfo_mb": {k: round(v / 2**20, 2) for k, v in mallinfo().items()},
                 "sqlite_mb": {k: round(v / 2**20, 2) for k, v in sqlite_memory().items()},
+                "anon_mappings": anon_mappings(),
                 "gc_objects": len(gc.get_objects()),
                 "threads": threading.active_count(),
                 "thread_names": sorted(

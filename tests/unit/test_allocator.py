@@ -115,6 +115,8 @@ def test_memtrace_writes_snapshots_and_figures(tmp_path: Path) -> None:
     assert [x["n"] for x in lines[:2]] == [1, 2]
     assert lines[0]["traced_mb"] >= 1.9
     assert lines[0]["status_kb"]["VmRSS"] > 0
+    mapped = lines[0]["anon_mappings"]  # [count, resident kB] by size
+    assert sum(n for n, _ in mapped.values()) > 0 and sum(kb for _, kb in mapped.values()) > 0
     assert "trim_probe" in lines[-1]
     del kept
 
