@@ -8,7 +8,6 @@ no Typer/Rich, so each process carries only what it runs (the memory target coun
 from __future__ import annotations
 
 import argparse
-import contextlib
 import faulthandler
 import os
 import signal
@@ -133,7 +132,7 @@ def run_server(
 
     import uvicorn
 
-    from cellplane import logs, portal
+    from cellplane import allocator, logs, portal
     from cellplane.api.app import create_app
     from cellplane.api.tls import TLSH11Protocol
     from cellplane.controller import runtime
@@ -144,8 +143,10 @@ def run_server(
     from cellplane.settings import ServerSettings
     from cellplane.state.db import Database, DatabaseNewerThanServer
 
-    _limit_malloc_arenas()
+    allocator.limit_arenas()
     logs.configure(log_level)
+    memtrace = _memtrace("server")
+    trimmer = allocator.Trimmer.from_env()
     # Migrate and seed in a child interpreter: Alembic (~10 MB) then never lives in the server.
     prep = subprocess.run(
         [sys.executable, "-c", _PREPARE, str(data_dir), database_url or ""],
@@ -239,6 +240,10 @@ def run_server(
     try:
         uvicorn.Server(config).run(sockets=sockets)
     finally:
+        if memtrace is not None:
+            memtrace.stop()
+        if trimmer is not None:
+            trimmer.stop()
         if sampler is not None:
             sampler.stop()
         if relay is not None:
@@ -290,7 +295,9 @@ def run_agent(
     ``private_networks``: run the engine in a mount namespace of its own where
     /run/containers/networks is its run dir's (None: with ``overlay``); a dev host's agent does not
     need it, its whole mount namespace has one."""
-    _limit_malloc_arenas()
+    from cellplane import allocator
+
+    allocator.limit_arenas()
     _agent_import_diet()
     from cellplane import logs
     from cellplane.agent import isolation
@@ -304,6 +311,8 @@ def run_agent(
     from cellplane.drivers.podman import PodmanDriver
 
     logs.configure(log_level)
+    memtrace = _memtrace("agent")
+    trimmer = allocator.Trimmer.from_env()
     base = data_dir / "agent"
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     # On the overlay the engine keeps its network run state (resolver files) to itself.
@@ -392,6 +401,10 @@ def run_agent(
         runner.stop()
         endpoint.stop()
         client.close()
+        if memtrace is not None:
+            memtrace.stop()
+        if trimmer is not None:
+            trimmer.stop()
         if sandbox_engine is not None:
             sandbox_engine.stop_recorded()
         # Cells keep running under conmon; the engine's mounts are detached, so that the data
@@ -443,30 +456,13 @@ def _labels(items: list[str]) -> dict[str, str]:
     return out
 
 
-#: glibc's mallopt parameter for the number of malloc arenas (malloc.h: M_ARENA_MAX).
-_M_ARENA_MAX = -8
+def _memtrace(role: str) -> Any:
+    """A dev-only switch: tracemalloc snapshots into `CELLPLANE_MEMTRACE` (cellplane.memtrace)."""
+    if not os.environ.get("CELLPLANE_MEMTRACE"):
+        return None
+    from cellplane import memtrace
 
-
-def _limit_malloc_arenas(arenas: int = 2) -> None:
-    """At most ``arenas`` glibc malloc arenas in this process (before any thread starts).
-
-    glibc gives each thread that allocates concurrently its own arena, up to 8 per core, and
-    memory freed in one arena is not reused by another: a server's worker threads (SQLite
-    calls, token signing) each kept a partly used arena. The interpreter holds the GIL for
-    nearly every allocation, so the arenas bought no parallelism; two cost ~3 MB less resident
-    memory per daemon (measured with bench/footprint.py). An operator's ``MALLOC_ARENA_MAX``
-    wins; other C libraries are left alone."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return
-    try:
-        if not os.confstr("CS_GNU_LIBC_VERSION"):
-            return
-    except (ValueError, OSError):
-        return
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, arenas)
+    return memtrace.from_env(role)
 
 
 #: Installed packages the daemons never use, which libraries they do use import whenever

@@ -43,6 +43,7 @@ __all__ = [
     "SecondConnectionError",
     "busy_timeout_s",
     "migrate",
+    "sqlite_cache_kib",
 ]
 
 log = logging.getLogger("cellplane.db")
@@ -65,13 +66,32 @@ def busy_timeout_s(environ: Mapping[str, str] = os.environ) -> float:
     return value
 
 
-def _sqlite_pragmas(busy_ms: int) -> Any:
+#: Each pooled SQLite connection's page cache, KiB (SQLite's default is 2,000: with the pool's
+#: 40 connections up to 80 MB, which filled as the database grew; issue 14's soak). The pages
+#: are in the kernel's cache anyway: a miss is a read from memory.
+SQLITE_CACHE_KIB = 512
+
+
+def sqlite_cache_kib(environ: Mapping[str, str] = os.environ) -> int:
+    """``CELLPLANE_SQLITE_CACHE_KIB`` (default 512): each SQLite connection's page cache."""
+    raw = environ.get("CELLPLANE_SQLITE_CACHE_KIB", "").strip()
+    try:
+        value = int(raw) if raw else SQLITE_CACHE_KIB
+    except ValueError:
+        raise ValueError(f"CELLPLANE_SQLITE_CACHE_KIB={raw!r} is not a number of KiB") from None
+    if value < 1:
+        raise ValueError(f"CELLPLANE_SQLITE_CACHE_KIB={raw!r} is not a positive number of KiB")
+    return value
+
+
+def _sqlite_pragmas(busy_ms: int, cache_kib: int = SQLITE_CACHE_KIB) -> Any:
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={busy_ms:d}")
+        cur.execute(f"PRAGMA cache_size=-{cache_kib:d}")  # negative: KiB, not pages
         cur.close()
 
     return on_connect
@@ -211,7 +231,9 @@ class Database:
             kwargs["pool_timeout"] = self.sizing.timeout_s
         self.engine: Engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", _sqlite_pragmas(int(busy * 1000)))
+            event.listen(
+                self.engine, "connect", _sqlite_pragmas(int(busy * 1000), sqlite_cache_kib())
+            )
         self.strict = _env_flag(os.environ.get("CELLPLANE_DB_STRICT")) if strict is None else strict
         self._guard: _OneConnectionPerThread | None = None
         if self.strict:
