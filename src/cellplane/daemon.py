@@ -279,6 +279,7 @@ def run_agent(
     subnet_pool: str | None = None,
     engine_run_dir: Path | None = None,
     heartbeat_s: float = 2.0,
+    network_gc_s: float = 60.0,
     sandbox: bool = True,
     runsc_platform: str = "ptrace",
     driver_name: str = "podman",
@@ -290,7 +291,8 @@ def run_agent(
     ``engine_run_dir``: the engine's volatile run directory (default ``<data_dir>/agent/engine/run``;
     podman wants its runroot under 50 characters). ``sandbox``: offer the `sandbox` isolation
     class when gVisor's runsc is installed and runs here (probed at start; docs/isolation.md).
-    ``driver_name``: ``podman`` (the default) runs cells through the engine; ``runc`` runs them
+    ``network_gc_s``: how long an engine network no cell here is on stays (unused networks are
+    removed after it). ``driver_name``: ``podman`` (the default) runs cells through the engine; ``runc`` runs them
     with runc directly, the engine staying the image and volume store (docs/drivers.md).
     ``private_networks``: run the engine in a mount namespace of its own where
     /run/containers/networks is its run dir's (None: with ``overlay``); a dev host's agent does not
@@ -361,6 +363,7 @@ def run_agent(
         overlay=overlay,
         network_run_dir=engine.network_run_dir,
         heartbeat_s=heartbeat_s,
+        network_gc_s=network_gc_s,
         isolation=classes,
         isolation_detail=how,
     )
@@ -515,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--subnet-pool", default=env("CELLPLANE_SUBNET_POOL"))
     a.add_argument("--engine-run-dir", type=Path, default=env("CELLPLANE_ENGINE_RUN_DIR"))
     a.add_argument("--heartbeat-s", type=float, default=float(env("CELLPLANE_HEARTBEAT_S", "2")))
+    a.add_argument("--network-gc-s", type=float, default=float(env("CELLPLANE_NETWORK_GC_S", "60")))
     a.add_argument("--sandbox", action=argparse.BooleanOptionalAction, default=True)
     a.add_argument("--runsc-platform", default=env("CELLPLANE_RUNSC_PLATFORM", "ptrace"))
     a.add_argument(
@@ -558,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         subnet_pool=args.subnet_pool,
         engine_run_dir=Path(args.engine_run_dir) if args.engine_run_dir else None,
         heartbeat_s=args.heartbeat_s,
+        network_gc_s=args.network_gc_s,
         sandbox=args.sandbox,
         runsc_platform=args.runsc_platform,
         driver_name=args.driver,

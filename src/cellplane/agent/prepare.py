@@ -10,10 +10,14 @@ while the runner decides which action to take.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import structlog
 
 from cellplane.agent.server_client import ServerClient
 from cellplane.agent.spec import (
@@ -39,11 +43,27 @@ from cellplane.wire import agent_plain as wire
 if TYPE_CHECKING:
     from cellplane.agent.overlay_agent import OverlayAgent
 
-__all__ = ["LimitsPending", "Preparer"]
+log = structlog.get_logger("cellplane.agent")
+
+__all__ = ["LimitsPending", "Preparer", "unused_networks"]
 
 
 #: Pauses before asking the engine again to limit a container that says it runs.
 _LIMIT_RETRIES_S = (0.05, 0.2, 0.5)
+
+
+def unused_networks(
+    engine: Iterable[str],
+    in_use: Collection[str],
+    readied_at: Mapping[str, float],
+    now: float,
+    grace_s: float,
+) -> list[str]:
+    """Which of this host's engine networks to remove: those no assigned cell is on, unless
+    this agent readied one less than `grace_s` seconds ago (for a cell that has just arrived, or
+    a `network connect` on its way). What a Swarm node does with a network when its last task
+    leaves; a network made by an earlier agent process counts as readied long ago."""
+    return [n for n in engine if n not in in_use and now - readied_at.get(n, -math.inf) >= grace_s]
 
 
 class LimitsPending(TemporaryDriverError):
@@ -71,6 +91,7 @@ class Preparer:
         self.subnets = subnets  # create networks with the control plane's subnet
         self._images: set[str] = set()
         self._networks: set[tuple[str, str | None]] = set()  # (name, subnet): a moved one again
+        self._readied_at: dict[str, float] = {}  # network name -> when a cell last needed it
         self._volumes: set[str] = set()
         self._lock = threading.Lock()
 
@@ -136,9 +157,11 @@ class Preparer:
     def ensure_network(self, project_id: str, net: wire.NetworkDescription, host_id: str) -> None:
         """The project's network `net` on the engine (and on the overlay's bridge), once."""
         key = (net.name, net.subnet)
+        self._readied_at[net.name] = time.monotonic()
         if key in self._networks:
             return
         with self._lock:
+            self._readied_at[net.name] = time.monotonic()
             if key not in self._networks:
                 spec = project_network_spec(project_id, net, host_id, self.subnets)
                 if self.overlay is not None and net.vni is not None:
@@ -148,6 +171,28 @@ class Preparer:
                 if self.overlay is not None:
                     self.overlay.ready(net)
                 self._networks.add(key)
+
+    def collect_networks(self, in_use: Collection[str], host_id: str, grace_s: float) -> list[str]:
+        """Remove this host's engine networks that no assigned cell (`in_use`: their names) is
+        on (`unused_networks`); returns those removed. One the engine still has a container on
+        (a cell whose removal is under way) is refused by the engine and kept for a later pass.
+        """
+        removed: list[str] = []
+        engine = self.driver.list_networks({HOST_LABEL: host_id})
+        for name in unused_networks(engine, in_use, self._readied_at, time.monotonic(), grace_s):
+            with self._lock:
+                # Again under the lock: a cell may have readied it since.
+                if not unused_networks([name], in_use, self._readied_at, time.monotonic(), grace_s):
+                    continue
+                self._networks = {k for k in self._networks if k[0] != name}
+                try:
+                    self.driver.remove_network(name)
+                except DriverError as exc:
+                    log.debug("network kept", network=name, reason=str(exc))
+                    continue
+                self._readied_at.pop(name, None)
+            removed.append(name)
+        return removed
 
     def volume(self, name: str, volume_id: str, host_id: str) -> None:
         if name in self._volumes:

@@ -78,6 +78,9 @@ class AgentConfig:
     vxlan_port: int = 4789
     # The engine's network run dir (its resolver's files), None: podman's shared default.
     network_run_dir: Path | None = None
+    # An engine network no assigned cell is on is removed once this agent has not readied it
+    # for this long (`Preparer.collect_networks`): a deleted network's, a left project's.
+    network_gc_s: float = 60.0
 
 
 def host_capacity(data_dir: Path, cpu_ratio: float, memory_ratio: float) -> wire.HostCapacity:

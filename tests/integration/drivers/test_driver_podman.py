@@ -264,6 +264,14 @@ def test_network_and_volume_housekeeping(engine: Engine) -> None:
     driver.remove_network(network)
     driver.remove_network(network)  # idempotent
     assert network not in driver.list_networks(engine.labels)
+    # The engine refuses to remove a network a container is on: the agent's collection of
+    # unused networks (`Preparer.collect_networks`) relies on it for a cell being removed.
+    used = engine.network("used")
+    box = engine.run_container("on-used", ["sleep", "300"], network=used)
+    with pytest.raises(errors.DriverError):
+        driver.remove_network(used)
+    assert used in driver.list_networks(engine.labels)
+    driver.remove(box, force=True)
 
     volume = engine.name("vol")
     driver.ensure_volume(volume, engine.labels)
