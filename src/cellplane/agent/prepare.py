@@ -92,6 +92,7 @@ class Preparer:
         self._images: set[str] = set()
         self._networks: set[tuple[str, str | None]] = set()  # (name, subnet): a moved one again
         self._readied_at: dict[str, float] = {}  # network name -> when a cell last needed it
+        self._collected_at = -math.inf  # when `collect_unused` last listed the networks
         self._volumes: set[str] = set()
         self._lock = threading.Lock()
 
@@ -171,6 +172,24 @@ class Preparer:
                 if self.overlay is not None:
                     self.overlay.ready(net)
                 self._networks.add(key)
+
+    def collect_unused(
+        self, cells: Iterable[wire.CellAssignment], host_id: str, grace_s: float
+    ) -> None:
+        """`collect_networks` for the networks of the assigned `cells`, at most every 15 s (a
+        listing of the engine's networks); a failure is logged and left for a later pass."""
+        now = time.monotonic()
+        if now - self._collected_at < min(15.0, grace_s):
+            return
+        self._collected_at = now
+        in_use = {n.name for c in cells for n in (c.network, *c.extra_networks)}
+        try:
+            removed = self.collect_networks(in_use, host_id, grace_s)
+        except DriverError as e:
+            log.warning("network collection failed", error=str(e))
+            return
+        if removed:
+            log.info("unused networks removed", networks=removed)
 
     def collect_networks(self, in_use: Collection[str], host_id: str, grace_s: float) -> list[str]:
         """Remove this host's engine networks that no assigned cell (`in_use`: their names) is

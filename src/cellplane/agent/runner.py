@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import secrets
 import threading
 import time
@@ -115,7 +114,6 @@ class Agent(Reporter):
         # as acted on (nothing left here that the view does not assign).
         self._full_revision = 0
         self._fenced_sent = 0
-        self._networks_collected = -math.inf  # when `_collect_networks` last listed them
 
     # --- lifecycle ---
 
@@ -338,7 +336,7 @@ class Agent(Reporter):
             self._pool.submit(self._run_action, a, desired.get(a.cell_id))
         if synced and full:
             self._collect_volumes(volumes)
-            self._collect_networks(desired)
+            self._prep.collect_unused(desired.values(), self.host_id, self.cfg.network_gc_s)
 
     def _observe(self, cell: wire.CellAssignment, info: ContainerInfo | None) -> None:
         """Queue a status report for a cell whose observed state changed."""
@@ -383,21 +381,6 @@ class Agent(Reporter):
             with self._outbox_cv:
                 self._outbox.append({"volume_removed": vid})
                 self._outbox_cv.notify()
-
-    def _collect_networks(self, desired: dict[str, wire.CellAssignment]) -> None:
-        """Remove the engine networks no assigned cell is on (at most every 15 s: a listing)."""
-        now = time.monotonic()
-        if now - self._networks_collected < min(15.0, self.cfg.network_gc_s):
-            return
-        self._networks_collected = now
-        in_use = {n.name for c in desired.values() for n in (c.network, *c.extra_networks)}
-        try:
-            removed = self._prep.collect_networks(in_use, self.host_id, self.cfg.network_gc_s)
-        except DriverError as e:
-            log.warning("network collection failed", error=str(e))
-            return
-        if removed:
-            log.info("unused networks removed", networks=removed)
 
     # --- actions ---
 
