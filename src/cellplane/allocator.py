@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import threading
 from typing import Any
@@ -39,8 +40,9 @@ TRIM_ENV = "CELLPLANE_MALLOC_TRIM_S"
 DEFAULT_TRIM_S = 30.0
 
 
+@functools.cache
 def libc() -> Any | None:
-    """This process's glibc (None on another C library)."""
+    """This process's glibc (None on another C library); looked up once."""
     try:
         if not os.confstr("CS_GNU_LIBC_VERSION"):
             return None

@@ -65,10 +65,18 @@ class Endpoint:
             "DOCKER_CONFIG": str(self.certs / "config"),
         }
 
-    def docker(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def docker(
+        self, *args: str, timeout: float = 120, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """The docker CLI with `args` against this endpoint (`stdin`: text piped to it)."""
         assert DOCKER is not None
         return subprocess.run(
-            [DOCKER, *args], env=self.env(), capture_output=True, text=True, timeout=timeout
+            [DOCKER, *args],
+            env=self.env(),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def ok(self, *args: str) -> str:

@@ -6,8 +6,6 @@ agent of its own here, so every container is on a host reached over the underlay
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 from tests.integration.dockerapi.conftest import DOCKER, Endpoint
 from tests.integration.dockerapi.test_docker_stdin import COLS, ROWS, _pty_steps
@@ -50,13 +48,8 @@ def test_exec_attach_and_logs_of_a_container_on_a_dev_host(
         # exec: output and exit code, then piped stdin to a process of the container
         p = endpoint.docker("exec", name, "sh", "-c", "hostname; exit 4")
         assert p.returncode == 4, (p.stdout, p.stderr, three_hosts.log(host))
-        p = subprocess.run(
-            [DOCKER, "exec", "-i", name, "sh", "-c", "tr a-z A-Z"],
-            env=endpoint.env(),
-            input="through the agent\n",
-            capture_output=True,
-            text=True,
-            timeout=60,
+        p = endpoint.docker(
+            "exec", "-i", name, "sh", "-c", "tr a-z A-Z", stdin="through the agent\n", timeout=60
         )
         assert (p.returncode, p.stdout) == (0, "THROUGH THE AGENT\n"), (p.stderr, host)
 
@@ -85,14 +78,10 @@ def test_run_i_pipes_stdin_to_a_container_on_a_dev_host(
 ) -> None:
     assert DOCKER is not None
     name = unique("dki")
-    p = subprocess.run(
-        [DOCKER, "run", "-i", "--name", name, "-m", "16m", "busybox",
-         "sh", "-c", "cat; echo done; exit 3"],
-        env=endpoint.env(),
-        input="one\ntwo\n",
-        capture_output=True,
-        text=True,
-        timeout=90,
+    p = endpoint.docker(
+        "run", "-i", "--name", name, "-m", "16m", "busybox",
+        "sh", "-c", "cat; echo done; exit 3",
+        stdin="one\ntwo\n", timeout=90,
     )  # fmt: skip
     try:
         assert p.returncode == 3, (p.stdout, p.stderr)
