@@ -45,6 +45,7 @@ from cellplane.agent.spec import (
     container_name,
     container_spec,
     host_capacity,
+    stop_timeout,
 )
 from cellplane.agent.spec import event as _event
 from cellplane.agent.supervisor import EngineHealth, EngineSupervisor, SupervisedEngine
@@ -415,20 +416,19 @@ class Agent(Reporter):
                 else:
                     events.append(_event("started", ""))
             elif action.kind == "RESTART":
-                self.driver.stop(self._cid(action), float(cell.stop_timeout or 10))
+                self.driver.stop(self._cid(action), stop_timeout(cell))
                 self._prep.start(cell, self._cid(action))
                 events.append(_event("started", "restarted on request"))
             elif action.kind == "LIMIT":
                 self._prep.limit(cell, self._cid(action))
             elif action.kind == "STOP":
-                self.driver.stop(self._cid(action), float(cell.stop_timeout or 10))
+                self.driver.stop(self._cid(action), stop_timeout(cell))
                 events.append(_event("stopped", "stopped on request"))
             elif action.kind == "REMOVE":
-                # Without an id (a listing that missed it), the container's name finds it; the
-                # removal is done only when the engine says the container is gone.
+                # No id (a listing missed it): found by name; done once the engine has it gone.
                 target = action.container_id or container_name(action.cell_id)
                 try:
-                    self.driver.stop(target, float(cell.stop_timeout or 10))
+                    self.driver.stop(target, stop_timeout(cell))
                     events.append(_event("stopped", "stopping for deletion"))
                     self._prep.remove(target)
                 except ContainerNotFound:

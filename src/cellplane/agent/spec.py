@@ -40,6 +40,7 @@ __all__ = [
     "host_capacity",
     "network_spec",
     "project_network_spec",
+    "stop_timeout",
 ]
 
 CELL_LABEL = "cellplane.cell"
@@ -98,6 +99,11 @@ def host_capacity(data_dir: Path, cpu_ratio: float, memory_ratio: float) -> wire
 
 def container_name(cell_id: str) -> str:
     return f"cp-{cell_id}"
+
+
+def stop_timeout(cell: wire.CellAssignment) -> float:
+    """Seconds between the stop signal and SIGKILL; 0 kills at once (`docker rm -f`, `-t 0`)."""
+    return 10.0 if cell.stop_timeout is None else float(cell.stop_timeout)
 
 
 def network_spec(

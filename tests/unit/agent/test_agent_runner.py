@@ -223,6 +223,27 @@ def test_stop_then_delete(
 
 
 @pytest.mark.usefixtures("image_archive", "clock")
+@pytest.mark.parametrize(("timeout", "expected"), [(0.0, 0.0), (None, 10.0), (25.0, 25.0)])
+def test_stop_timeout_zero_kills_at_once(
+    agent_factory: AgentFactory,
+    driver: FakeDriver,
+    run_pass: RunPass,
+    timeout: float | None,
+    expected: float,
+) -> None:
+    """`docker rm -f` and `docker stop -t 0` send 0: the engine must not wait 10 s first."""
+    agent = agent_factory()
+    agent._apply_assignments(full(assignment(stop_timeout=timeout)))
+    run_pass(agent)
+    box = container(driver)
+    agent._apply_assignments(
+        delta(assignment(desired_state="STOPPED", stop_timeout=timeout), revision=6)
+    )
+    run_pass(agent)
+    assert driver.called("stop") == [(box.id, expected)]
+
+
+@pytest.mark.usefixtures("image_archive", "clock")
 def test_start_after_stop_runs_the_container_again(
     agent_factory: AgentFactory, driver: FakeDriver, server: Any, run_pass: RunPass
 ) -> None:
