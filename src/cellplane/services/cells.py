@@ -447,8 +447,9 @@ def _transition(
     )
     _supersede(s, cell, task, now)
     cell.desired_state = desired
-    if stop_timeout is not None:
-        cell.stop_timeout = stop_timeout
+    if stop_timeout is not None or desired != "DELETED":
+        # This request's grace period only (a delete keeps the one of a stop under way).
+        cell.stop_request_timeout = stop_timeout
     if restart:
         cell.restart_requested_at = now
     cell.updated_at = now

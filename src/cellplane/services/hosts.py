@@ -339,7 +339,11 @@ def assignments(svc: Services, host_id: str, since: int) -> wire.Assignments:
                         policy=cell.restart_policy, max_retries=cell.max_retries
                     ),
                     isolation=cell.isolation or "standard",
-                    stop_timeout=cell.stop_timeout,
+                    stop_timeout=(
+                        cell.stop_timeout
+                        if cell.stop_request_timeout is None
+                        else cell.stop_request_timeout
+                    ),
                     desired_state=cell.desired_state,
                     restarts=cell.restarts,
                     restart_requested_at=(

@@ -244,6 +244,10 @@ class Cell(Base):
     )
     max_retries: Mapped[int | None] = mapped_column(Integer)
     stop_timeout: Mapped[float] = mapped_column(Float, default=10.0)
+    # The grace period of the stop, restart or delete under way when its request named one
+    # (`docker stop -t 0`, `docker rm -f`), None: the cell's own `stop_timeout`. One request's,
+    # never the cell's: the next start, stop or restart replaces it.
+    stop_request_timeout: Mapped[float | None] = mapped_column(Float)
     desired_state: Mapped[str] = mapped_column(String(16), index=True)
     state: Mapped[str] = mapped_column(String(16), index=True)
     host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), index=True)

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,34 @@ def test_docker_cli_run_ps_inspect_logs_stop_rm(ep_a: Endpoint, admin: Client) -
     assert name not in _cells(admin, "team-a")
     gone = ep_a.docker("inspect", name)
     assert gone.returncode == 1 and "No such" in gone.stderr
+
+
+def test_stop_t_0_and_rm_f_kill_at_once_and_keep_the_containers_own_timeout(
+    ep_a: Endpoint,
+) -> None:
+    """`docker stop -t 0` and `rm -f` send SIGKILL at once (they waited 10 s: the agent read a 0
+    as unset), and a `-t` holds for its stop only: the container keeps its `--stop-timeout`.
+    `sleep` as PID 1 ignores SIGTERM, so a stop that waited would take its whole grace period."""
+    name = unique("grace")
+    ep_a.ok(
+        "run", "-d", "--name", name, "--stop-timeout", "30", "-m", "16m", "busybox", "sleep", "600"
+    )
+    try:
+        started = time.monotonic()
+        ep_a.ok("stop", "-t", "0", name)
+        assert time.monotonic() - started < 8.0, "stop -t 0 waited for a grace period"
+        (info,) = json.loads(ep_a.ok("inspect", name))
+        assert info["State"]["Status"] == "exited" and info["State"]["ExitCode"] == 137
+        assert info["Config"]["StopTimeout"] == 30
+        ep_a.ok("start", name)
+        (info,) = json.loads(ep_a.ok("inspect", name))
+        assert info["State"]["Running"] is True and info["Config"]["StopTimeout"] == 30
+        started = time.monotonic()
+        ep_a.ok("rm", "-f", name)
+        assert time.monotonic() - started < 8.0, "rm -f waited for a grace period"
+    finally:
+        ep_a.docker("rm", "-f", name)
+    assert ep_a.docker("inspect", name).returncode == 1
 
 
 def test_docker_run_attached_prints_the_output_and_returns_the_exit_code(ep_a: Endpoint) -> None:

@@ -265,3 +265,32 @@ def test_a_long_poll_checks_the_host_token_and_reads_the_revision_at_once(plat: 
         headers={"Authorization": "Bearer wrong"},
     )
     assert r.status_code == 401
+
+
+def test_a_stop_timeout_holds_for_its_request_only(plat: Platform) -> None:
+    """`docker stop -t 0` / `rm -f` (and the REST stop's `timeout`) set that stop's grace period:
+    the agent gets it, but the cell keeps its own for every later stop (it used to be overwritten)."""
+    cid = _placed(plat, "graceful", stop_timeout=25)
+
+    def sent() -> float:
+        (cell,) = [c for c in plat.assignments()["cells"] if c["cell_id"] == cid]
+        return float(cell["stop_timeout"])
+
+    def post(action: str, **body: object) -> None:
+        r = plat.client.post(f"/v1/cells/{cid}/{action}", json=body, headers=plat.admin)
+        assert r.status_code == 202, r.text
+
+    assert sent() == 25.0
+    post("stop", timeout=0)
+    assert sent() == 0.0
+    assert plat.cell(cid)["stop_timeout"] == 25.0  # the cell's own is untouched
+    post("start")
+    assert sent() == 25.0
+    post("restart", timeout=3)
+    assert sent() == 3.0
+    post("stop")  # no timeout: the cell's own again
+    assert sent() == 25.0
+    post("stop", timeout=0)
+    r = plat.client.delete(f"/v1/cells/{cid}", headers=plat.admin)
+    assert r.status_code == 202, r.text
+    assert sent() == 0.0, "a delete keeps the grace period of the stop under way"
