@@ -13,7 +13,9 @@ and `If-None-Match`, `If-Modified-Since`, `If-Range` (garbage, the real validato
   has no body; no answer holds a piece of a secret (the portal's Python sources, the CA's keys,
   the database, `/etc/passwd`);
 * a served file carries its `Content-Type` and a `Content-Length` equal to what was sent
-  (`bad_headers`).
+  (`bad_headers`);
+* nothing changes the database (`state_changes`: the digest of `FuzzServer`; the paths may leave
+  `static/` for the portal's pages, whose forms refuse a post with no session).
 """
 
 from __future__ import annotations
@@ -260,6 +262,7 @@ def _check(target: StaticTarget, ex: _Example, stats: StaticStats) -> None:
     kind = "traversal" if any(p not in target.files for p in ex.pieces) else "file"
     kind += "+range" if "Range" in ex.headers else ""
     stats.kinds[kind] = stats.kinds.get(kind, 0) + 1
+    before = target.server.digest()
     try:
         raw = raw_request(target.server.port, ex.method, wire, ex.headers)
     except (OSError, UnicodeEncodeError):
@@ -273,6 +276,9 @@ def _check(target: StaticTarget, ex: _Example, stats: StaticStats) -> None:
     stats.statuses[raw.status] = stats.statuses.get(raw.status, 0) + 1
     if kind.startswith("file") and len(ex.pieces) == 1:
         stats.sent.add(f"GET /static/{ex.pieces[0]}")
+    if target.server.digest() != before:  # no request to static files changes anything
+        stats.state_changes += 1
+        stats.record("state-change", key, raw.status, where)
     if raw.status >= 500:
         stats.server_errors += 1
         stats.record("server-error", key, raw.status, f"{where}\n{raw.body[:600]!r}")

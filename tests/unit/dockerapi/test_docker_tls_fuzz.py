@@ -140,3 +140,16 @@ def test_a_refused_caller_is_refused_before_the_version_is_read(
     assert r.status_code in (401, 403), r.text
     r = _get(target, "cert:project-member", f"{prefix}/info")
     assert r.status_code == 400 and "version" in r.json()["message"]
+
+
+def test_a_bearer_token_sent_with_a_certificate_decides(target: DockerTlsTarget) -> None:
+    """With both, the token is who calls (as the REST API reads them): a garbage token is
+    refused whatever the certificate, a valid one is served whatever the certificate."""
+    client = target.clients["cert:system-admin"]
+    r = client.get(f"{target.url}/info", headers={"Authorization": "Bearer not.a.token"})
+    assert r.status_code == 401
+    headers = target.server.headers["project-viewer"]
+    r = target.clients["cert:revoked"].get(f"{target.url}/info", headers=headers)
+    assert r.status_code == 200
+    r = target.clients["cert:system-admin"].post(f"{target.url}/volumes/create", headers=headers)
+    assert r.status_code == 403  # the viewer's rights, not the certificate's admin
