@@ -7,13 +7,14 @@ certificates requested, `CERT_OPTIONAL`, verified against Cellplane's root). Its
 `cellplane endpoint env` does (key and CSR here, `POST /v1/certificates`); a revoked one; an
 expired one and one whose validity starts tomorrow (issued by the service layer at another
 time); one from a foreign CA, one from a foreign key under the name of the tenant's
-intermediate, a self-signed one; the host's (agent) certificate; and no certificate. Each example
+intermediate, a self-signed one; the host's (agent) certificate; one of a user disabled since; and no certificate. Each example
 draws an identity, a bearer token to send with it or none (a real caller's or garbage), and the
 same request as `fuzz_docker` (route, version prefix, ids, query, headers, body).
 
 Checks, as `fuzz_docker`: no 5xx but 501, Docker's error shape, no traceback, a refused request
 (4xx, or refused at the TLS handshake) leaves the database digest alone; and an identity that must
-be refused (revoked, expired, not yet valid, foreign, forged, self-signed, host, none), sent with
+be refused (revoked, expired, not yet valid, foreign, forged, self-signed, host, a disabled
+user's, none), sent with
 no valid token, is answered 401 or 403 on every route, or refused at the handshake, never
 anything else (`refused_admitted`). What aiohttp's parser refuses before the application sees it
 is counted apart, as there.
@@ -49,6 +50,7 @@ from cellplane.cli.certs import new_key_and_csr
 from cellplane.dockerapi.listeners import tls_context
 from cellplane.identity import pki
 from cellplane.identity.rbac import Principal
+from cellplane.state.identity_models import User
 from cellplane.testing.fuzz import CALLERS, FuzzServer
 from cellplane.testing.fuzz_docker import (
     _PARAM,
@@ -89,6 +91,7 @@ REFUSED = (
     "cert:forged-issuer",
     "cert:self-signed",
     "cert:host",
+    "cert:disabled-user",
     "none",
 )
 #: Bearer tokens sent along with a certificate (None: no Authorization header).
@@ -245,6 +248,17 @@ class DockerTlsTarget(DockerTarget):
             out = pki.sign_user_csr(svc, s, p, csr, ttl_s, now=now)
         return str(out["chain"]), key_pem
 
+    def _disabled(self) -> tuple[str, bytes]:
+        """A certificate of the world's spare user, who is then disabled."""
+        spare = self.server.ids["user"][0]
+        self.server.headers["spare"] = self.server._token(spare)
+        _, chain, key = self._issue("spare")
+        with self.server.svc.db.session() as s:
+            user = s.get(User, spare)
+            assert user is not None
+            user.disabled = True
+        return chain, key
+
     def _identities(self) -> None:
         files: dict[str, tuple[Path, Path] | None] = {"none": None}
         for caller in CALLERS[:-1]:
@@ -279,6 +293,7 @@ class DockerTlsTarget(DockerTarget):
             "cert:self-signed", *_foreign(member, None, self_signed=True)
         )
         svc = self.server.svc
+        files["cert:disabled-user"] = self._write("cert:disabled-user", *self._disabled())
         with svc.db.session() as s:
             host = pki.issue_host_certificate(
                 svc, s, self.server.ids["host_id"][0], "fuzz-host", None

@@ -68,6 +68,8 @@ def test_the_identities_are_what_they_claim(target: DockerTlsTarget) -> None:
     assert r.status_code == 401 and "revoked" in r.json()["message"]
     assert _get(target, "none", "/info").status_code == 401
     assert _get(target, "cert:host", "/info").status_code == 403
+    r = _get(target, "cert:disabled-user", "/info")
+    assert r.status_code == 401 and "disabled" in r.json()["message"]
     with pytest.raises(httpx.TransportError):
         _get(target, "cert:expired", "/info")
     target.reconnect("cert:expired")
@@ -129,7 +131,7 @@ def test_a_listener_that_stopped_answering_is_reported(target: DockerTlsTarget) 
 
 
 @pytest.mark.parametrize("prefix", ["/v9.99", "/vx", "/v1.12"])
-@pytest.mark.parametrize("identity", ["none", "cert:host", "cert:revoked"])
+@pytest.mark.parametrize("identity", ["none", "cert:host", "cert:revoked", "cert:disabled-user"])
 def test_a_refused_caller_is_refused_before_the_version_is_read(
     target: DockerTlsTarget, identity: str, prefix: str
 ) -> None:
