@@ -46,7 +46,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from hypothesis import strategies as st
 
-from cellplane.cli.certs import new_key_and_csr
 from cellplane.dockerapi.listeners import tls_context
 from cellplane.identity import pki
 from cellplane.identity.rbac import Principal
@@ -123,6 +122,21 @@ class TlsStats(WebStats):
             "listener_failures": self.listener_failures,
             "identities": {k: dict(sorted(v.items())) for k, v in sorted(self.identities.items())},
         }
+
+
+def new_key_and_csr(subject: str) -> tuple[bytes, str]:
+    """A new EC P-256 key (PEM) and a CSR for `subject`, as `cellplane.cli.certs` makes them
+    for `endpoint env` (the CLI is not imported outside itself)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(_name(subject))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return key_pem, csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
 def _name(cn: str) -> x509.Name:
