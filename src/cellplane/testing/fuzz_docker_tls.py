@@ -12,12 +12,12 @@ draws an identity, a bearer token to send with it or none (a real caller's or ga
 same request as `fuzz_docker` (route, version prefix, ids, query, headers, body).
 
 Checks, as `fuzz_docker`: no 5xx but 501, Docker's error shape, no traceback, a refused request
-(4xx, or refused at the TLS handshake) leaves the database digest alone; and an identity that must
+(4xx, or refused at the TLS handshake) leaves the database digest alone; an identity that must
 be refused (revoked, expired, not yet valid, foreign, forged, self-signed, host, a disabled
-user's, none), sent with
-no valid token, is answered 401 or 403 on every route, or refused at the handshake, never
-anything else (`refused_admitted`). What aiohttp's parser refuses before the application sees it
-is counted apart, as there.
+user's, none), sent with no valid token, is answered 401 or 403 on every route, or refused at
+the handshake, never anything else; and a project viewer (its certificate, or its token) gets no
+2xx on a route that writes (both `refused_admitted`). What aiohttp's parser refuses before the
+application sees it is counted apart, as there.
 
 One more operation, `RAW garbage`: raw bytes on the TLS port (random bytes, a plain-HTTP request,
 a truncated or whole ClientHello then silence, a TLS record header announcing 16 MiB, SSLv2's
@@ -47,6 +47,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import strategies as st
 
 from cellplane.dockerapi.listeners import tls_context
+from cellplane.dockerapi.server import _READ_POSTS
 from cellplane.identity import pki
 from cellplane.identity.rbac import Principal
 from cellplane.state.identity_models import User
@@ -364,6 +365,9 @@ def _check(
     before = server.digest()
     where = f"{tex.identity} token={tex.token}: {method} {request.url} body={ex.body[0]}"
     must_refuse = tex.identity in REFUSED and tex.token in (None, "garbage-token")
+    # Who the endpoint should take the caller for: the token's, else the certificate's.
+    acting = tex.token if tex.token is not None else tex.identity.removeprefix("cert:")
+    write = method not in ("GET", "HEAD") and not path.endswith(_READ_POSTS)
     try:
         answer = send(client, request)
     except httpx.LocalProtocolError:
@@ -389,6 +393,9 @@ def _check(
     if _parser_refusal(answer):
         stats.parser_refusals += 1
         return
+    if acting == "project-viewer" and write and 200 <= status < 300:
+        stats.refused_admitted += 1  # a viewer's certificate or token may not change anything
+        stats.record("viewer-wrote", key, status, f"{where}\n{answer.text[:600]}")
     if must_refuse and status not in (401, 403):
         stats.refused_admitted += 1
         stats.record("refused-admitted", key, status, f"{where}\n{answer.text[:600]}")

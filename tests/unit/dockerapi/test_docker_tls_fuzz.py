@@ -57,6 +57,7 @@ def test_every_identity_on_every_route_over_tls(target: DockerTlsTarget) -> None
     for identity in ("cert:expired", "cert:foreign", "cert:forged-issuer", "cert:self-signed"):
         assert set(stats.identities[identity]) == {"tls"}, identity
     assert stats.tls_refusals > 0
+    assert "403" in stats.identities["cert:project-viewer"]  # its writes were tried, and refused
     assert stats.requests > 300
 
 
