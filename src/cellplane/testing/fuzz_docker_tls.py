@@ -229,6 +229,9 @@ class DockerTlsTarget(DockerTarget):
         self.clients.clear()
         super().close()
 
+    def plain_client(self) -> httpx.Client:
+        return httpx.Client(verify=self.ssl_context(None))
+
     def ssl_context(self, cert: tuple[Path, Path] | None) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(pki.root_pem_path(self.server.svc.data_dir)))
         if cert is not None:
