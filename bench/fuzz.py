@@ -1,4 +1,5 @@
-"""The fuzzers for a while (issue 14): `bench/fuzz.py --seconds 120 [--target api|docker|portal|all]`.
+"""The fuzzers for a while (issue 14): `bench/fuzz.py --seconds 120 [--target T]`, T one of
+`api`, `docker`, `docker-tls`, `portal`, `portal-static` or `all` (the default).
 
 The same harnesses as the suite's bounded runs, each on its own real server on a free port (no
 engine: the agent's side is a registered host with no agent behind it, so no podman lock):
@@ -8,12 +9,19 @@ engine: the agent's side is a registered host with no agent behind it, so no pod
   project member, project viewer, anonymous);
 * `docker`: Hypothesis over every route of a project's Docker-compatible endpoint
   (`cellplane.testing.fuzz_docker`);
+* `docker-tls`: the same endpoint over its real TLS, with client certificates (valid ones of each
+  role, revoked, expired, not yet valid, foreign, forged, self-signed, a host's, none), tokens
+  with them, and raw garbage on its port (`cellplane.testing.fuzz_docker_tls`);
+* `portal-static`: the portal's static files: traversal paths, methods, `Range` and conditional
+  headers, sent byte for byte (`cellplane.testing.fuzz_portal_static`);
 * `portal`: Hypothesis over every page and form of the portal, signed in and anonymous, with
   and without the CSRF token (`cellplane.testing.fuzz_portal`).
 
 `--seconds` is per target. Prints one JSON object with one entry per target under `targets`,
 each with `requests`, `server_errors`, `schema_violations` (api) or `bad_error_bodies` (docker,
-portal), `state_changes` (refused requests that changed something), `operations_covered`
+portal; docker-tls adds `tls_refusals`, `refused_admitted`, `listener_failures` and the answers
+per identity; portal-static adds `leaks` and `bad_headers`), `state_changes` (refused requests
+that changed something), `operations_covered`
 (answered past authentication and lookup) / `operations_total`, `operations_succeeded`, the
 answers' status counts and, for each distinct problem, one example. Exits 1 if any target found a
 problem.
@@ -33,7 +41,7 @@ from _common import emit, log
 
 from cellplane.testing.fuzz import FuzzServer, fuzz
 
-TARGETS = ("api", "docker", "portal")
+TARGETS = ("api", "docker", "docker-tls", "portal", "portal-static")
 
 
 def _run(target: str, seconds: float, seed: int, examples: int) -> dict[str, Any]:
@@ -48,6 +56,16 @@ def _run(target: str, seconds: float, seed: int, examples: int) -> dict[str, Any
 
             with DockerTarget(server) as docker:
                 summary = fuzz_docker(docker, seconds, seed=seed).summary()
+        elif target == "docker-tls":
+            from cellplane.testing.fuzz_docker_tls import DockerTlsTarget, fuzz_docker_tls
+
+            with DockerTlsTarget(server) as tls:
+                summary = fuzz_docker_tls(tls, seconds, seed=seed).summary()
+        elif target == "portal-static":
+            from cellplane.testing.fuzz_portal_static import StaticTarget, fuzz_static
+
+            with StaticTarget(server) as static:
+                summary = fuzz_static(static, seconds, seed=seed).summary()
         else:
             from cellplane.testing.fuzz_portal import PortalTarget, fuzz_portal
 

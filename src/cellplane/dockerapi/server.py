@@ -103,11 +103,12 @@ def _admit(ctx: EndpointContext, request: web.Request) -> Principal:
 
 @web.middleware
 async def version_and_caller(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # Who is calling first: a caller who is refused learns nothing of the route, not even
+    # whether its version prefix is one the endpoint knows (401/403 on every route).
+    request[PRINCIPAL] = await blocking(_admit, context(request), request)
     version = request.match_info.get("version")
     if version is not None:
         check_api_version(version)
-    ctx = context(request)
-    request[PRINCIPAL] = await blocking(_admit, ctx, request)
     return await handler(request)
 
 

@@ -261,6 +261,7 @@ class DockerTarget(Started):
         self.app = make_app(ctx)
         fut = asyncio.run_coroutine_threadsafe(self._serve(self.app), self._loop)
         self._runner = fut.result(30)
+        self._tag("fuzz-image", "fuzz", "1")
         cell = s.ids["cell_id"][0]
         running = running_cell(s)
         self.ids = {
@@ -270,6 +271,23 @@ class DockerTarget(Started):
             "networks:ref": ["default", "bridge"],
             "exec:id": [],
         }
+
+    def plain_client(self) -> httpx.Client:
+        """A client to the endpoint, with no identity of its own."""
+        return httpx.Client()
+
+    def _tag(self, image: str, repo: str, tag: str) -> None:
+        """A second name of the world's image (`fuzz:1`, one of the image ids the examples
+        draw), so that more of the drawn names exist: only a system admin may delete or tag
+        images, and a name that is not there answers 404."""
+        s = self.server
+        url = f"{self.url}/images/{image}/tag"
+        with self.plain_client() as client:
+            r = client.post(
+                url, params={"repo": repo, "tag": tag}, headers=s.headers["system-admin"]
+            )
+        if r.status_code != 201:
+            raise RuntimeError(f"tag {image} as {repo}:{tag}: {r.status_code} {r.text}")
 
     async def _serve(self, app: web.Application) -> web.AppRunner:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
