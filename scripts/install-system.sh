@@ -4,7 +4,8 @@
 #            (per-project networks with DNS), iptables (netavark's firewall), iputils-arping (a
 #            cell that moved host announces its address), busybox-static (tiny
 #            test image), python3-venv, runsc (gVisor: the `sandbox` isolation class; the
-#            agent configures it in its own engine, never in the machine's configuration).
+#            agent configures it in its own engine, never in the machine's configuration),
+#            libjemalloc2 (the daemons' allocator: src/cellplane/allocator.py).
 #   distros: the software of the shipped cluster distros (ZooKeeper and its Java, etcd, Redis,
 #            Patroni + PostgreSQL 15),
 #            read from catalog/distros/manifest.json (`debian_packages`): cluster nodes run it
@@ -25,7 +26,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 manifest="$here/../catalog/distros/manifest.json"
 
 runtime=(podman runc conmon netavark aardvark-dns iptables iputils-arping catatonit busybox-static
-         runsc
+         runsc libjemalloc2
          python3 python3-venv python3-pip ca-certificates)
 test_pkgs=(redis-tools netcat-openbsd postgresql slapd ldap-utils chromium)
 test_pkgs+=(docker-compose)

@@ -579,4 +579,10 @@ def __getattr__(name: str) -> Any:
 
 
 if __name__ == "__main__":
+    from cellplane import allocator
+
+    try:
+        allocator.preload_jemalloc("cellplane.daemon", sys.argv[1:])
+    except ValueError as exc:
+        sys.exit(f"cellplane: {exc}")
     sys.exit(main())

@@ -131,3 +131,106 @@ def test_memtrace_without_frames_writes_figures_only(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.tracemalloc"))
     line = json.loads((tmp_path / f"server-{os.getpid()}.jsonl").read_text().splitlines()[0])
     assert line["traced_mb"] == 0 and line["status_kb"]["VmRSS"] > 0
+
+
+# --- jemalloc for the daemons (allocator.preload_jemalloc) ---
+
+JEMALLOC = "libjemalloc.so.2"
+
+
+def test_preload_env_puts_jemalloc_first_and_remembers_the_original() -> None:
+    env = allocator.preload_env({"LD_PRELOAD": "/opt/x.so", "KEEP": "1"}, JEMALLOC)
+    assert env is not None
+    assert env["LD_PRELOAD"] == f"{JEMALLOC} /opt/x.so" and env["KEEP"] == "1"
+    assert env["MALLOC_CONF"] == allocator.JEMALLOC_CONF
+    mine = allocator.preload_env({"MALLOC_CONF": "narenas:1"}, JEMALLOC)
+    assert mine is not None and mine["MALLOC_CONF"] == "narenas:1"  # the operator's wins
+    # The re-executed process sees the marker and does not go round again.
+    assert allocator.preload_env(env, JEMALLOC) is None
+    fresh = allocator.preload_env({}, JEMALLOC)
+    assert fresh is not None and fresh["LD_PRELOAD"] == JEMALLOC
+
+
+@pytest.mark.parametrize(
+    ("environ", "library"),
+    [
+        ({"CELLPLANE_ALLOCATOR": "glibc"}, JEMALLOC),  # the operator keeps glibc's malloc
+        ({}, None),  # jemalloc is not installed
+        ({"LD_PRELOAD": f"/usr/lib/x86_64-linux-gnu/{JEMALLOC}"}, JEMALLOC),  # preloaded already
+    ],
+)
+def test_preload_env_does_nothing_when_it_should_not(
+    environ: dict[str, str], library: str | None
+) -> None:
+    assert allocator.preload_env(environ, library) is None
+
+
+def test_preload_env_refuses_an_unknown_allocator() -> None:
+    with pytest.raises(
+        ValueError, match="CELLPLANE_ALLOCATOR='tcmalloc': choose jemalloc or glibc"
+    ):
+        allocator.preload_env({"CELLPLANE_ALLOCATOR": "tcmalloc"}, JEMALLOC)
+
+
+_PROBE = """
+import json, os, subprocess, sys
+from cellplane import allocator
+allocator.preload_jemalloc("cp_alloc_probe", sys.argv[1:])
+maps = open("/proc/self/maps").read()
+child = subprocess.run(
+    [sys.executable, "-c", "import os; print(os.environ.get('LD_PRELOAD', '-'))"],
+    capture_output=True, text=True, check=True,
+).stdout.strip()
+print(json.dumps({
+    "jemalloc": "libjemalloc" in maps,
+    "preload": os.environ.get("LD_PRELOAD", "-"),
+    "conf": os.environ.get("MALLOC_CONF", "-"),
+    "child": child,
+    "args": sys.argv[1:],
+}))
+"""
+
+
+def _probe(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "cp_alloc_probe.py").write_text(_PROBE)
+    environ = {
+        k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "CELLPLANE_ALLOCATOR")
+    }
+    environ["PYTHONPATH"] = os.pathsep.join([str(tmp_path), *sys.path])
+    environ.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "cp_alloc_probe", "server", "--port", "1"],
+        capture_output=True, text=True, env=environ, timeout=60, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(
+    __import__("ctypes.util").util.find_library("jemalloc") is None,
+    reason="libjemalloc2 is not installed (scripts/install-system.sh installs it)",
+)
+def test_the_daemon_reexecutes_with_jemalloc_and_its_children_do_not_inherit_it(
+    tmp_path: Path,
+) -> None:
+    p = _probe(tmp_path)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out == {
+        "jemalloc": True,
+        "preload": "-",
+        "conf": "-",
+        "child": "-",
+        "args": ["server", "--port", "1"],
+    }
+    kept = json.loads(_probe(tmp_path, LD_PRELOAD="", CELLPLANE_ALLOCATOR="glibc").stdout)
+    assert kept["jemalloc"] is False
+
+
+def test_an_unknown_allocator_stops_the_daemon_with_its_name(tmp_path: Path) -> None:
+    environ = {**os.environ, "CELLPLANE_ALLOCATOR": "tcmalloc"}
+    p = subprocess.run(
+        [sys.executable, "-m", "cellplane.daemon", "server", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, env=environ, timeout=60, check=False,
+    )  # fmt: skip
+    assert p.returncode == 1
+    assert p.stderr.strip() == "cellplane: CELLPLANE_ALLOCATOR='tcmalloc': choose jemalloc or glibc"
+    assert not any(tmp_path.iterdir()), "nothing was started"
