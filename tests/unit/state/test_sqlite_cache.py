@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from cellplane.state.db import SQLITE_CACHE_KIB, Database, sqlite_cache_kib
+from cellplane.state.db import (
+    SQLITE_CACHE_KIB,
+    SQLITE_STATEMENTS,
+    Database,
+    sqlite_cache_kib,
+    sqlite_statements,
+)
 
 
 def _cache_size(db: Database) -> int:
@@ -42,3 +48,15 @@ def test_the_cache_size_comes_from_the_environment(
 def test_a_bad_cache_size_is_refused(raw: str) -> None:
     with pytest.raises(ValueError, match="CELLPLANE_SQLITE_CACHE_KIB"):
         sqlite_cache_kib({"CELLPLANE_SQLITE_CACHE_KIB": raw})
+
+
+def test_the_statement_cache_size_comes_from_the_environment() -> None:
+    assert sqlite_statements({}) == SQLITE_STATEMENTS == 32
+    assert sqlite_statements({"CELLPLANE_SQLITE_STATEMENTS": "0"}) == 0  # no cache at all
+    assert sqlite_statements({"CELLPLANE_SQLITE_STATEMENTS": " 128 "}) == 128
+
+
+@pytest.mark.parametrize("raw", ["-1", "many", "1.5"])
+def test_a_bad_statement_cache_size_is_refused(raw: str) -> None:
+    with pytest.raises(ValueError, match=f"CELLPLANE_SQLITE_STATEMENTS={raw!r}"):
+        sqlite_statements({"CELLPLANE_SQLITE_STATEMENTS": raw})
