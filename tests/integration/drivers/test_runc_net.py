@@ -49,6 +49,24 @@ def _ping(netns: str, address: str, wait: int = 3) -> bool:
     return done.returncode == 0
 
 
+def _why(netns: str, address: str) -> str:
+    """What a failed ping assertion needs to be understood (the host's rules, the cell's routes,
+    a second try): this test failed once in a full CI run and passed alone."""
+    again = _ping(netns, address)
+    parts = [f"a second ping {'succeeded' if again else 'failed too'}"]
+    for cmd in (
+        ["ip", "-o", "addr"],
+        ["ip", "route"],
+        ["iptables", "-S", "FORWARD"],
+        ["iptables", "-t", "nat", "-S", "POSTROUTING"],
+    ):
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        parts.append(f"$ {' '.join(cmd)}\n{done.stdout}{done.stderr}")
+    routes = _in(netns, "ip", "route")
+    parts.append(f"$ ip route (in the cell)\n{routes.stdout}{routes.stderr}")
+    return "\n".join(parts)
+
+
 def _no_ping(netns: str, address: str) -> bool:
     """No answer within 1 s (nothing would come later either: the packets are dropped)."""
     return not _ping(netns, address, wait=1)
@@ -290,9 +308,10 @@ def test_the_way_out_is_masqueraded_and_closed_for_internal_networks(
         nets.ensure_network(NetworkSpec(name=closed, internal=True))
         a = nets.attach(f"{tag}a", out_net, None, "a", [])
         b = nets.attach(f"{tag}b", closed, None, "b", [])
-        assert _ping(a.netns_path, f"10.252.{n}.2")
-        assert _no_ping(b.netns_path, f"10.252.{n}.2")
-        assert _ping(b.netns_path, nets.resolv_conf(closed).split()[1])  # its own gateway: yes
+        assert _ping(a.netns_path, f"10.252.{n}.2"), _why(a.netns_path, f"10.252.{n}.2")
+        assert _no_ping(b.netns_path, f"10.252.{n}.2"), _why(b.netns_path, f"10.252.{n}.2")
+        gateway = nets.resolv_conf(closed).split()[1]
+        assert _ping(b.netns_path, gateway), _why(b.netns_path, gateway)  # its own gateway: yes
     finally:
         drop_namespace(outside)
         with IPRoute() as ipr, contextlib.suppress(Exception):
