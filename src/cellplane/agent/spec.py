@@ -190,7 +190,20 @@ def container_spec(
         stdin=c.labels.get(exec_wire.STDIN_LABEL) in ("open", "once"),
         stdin_once=c.labels.get(exec_wire.STDIN_LABEL) == "once",
         tty=c.labels.get(exec_wire.TTY_LABEL) == "true",
+        tty_size=_tty_size(c.labels),
     )
+
+
+def _tty_size(labels: dict[str, str]) -> tuple[int, int] | None:
+    """The TTY's size from its start (`exec_wire.TTY_SIZE_LABEL`, ``COLSxROWS``); None without
+    a TTY, or when the label is absent or not a size (the terminal then starts unsized)."""
+    if labels.get(exec_wire.TTY_LABEL) != "true":
+        return None
+    cols, x, rows = labels.get(exec_wire.TTY_SIZE_LABEL, "").partition("x")
+    if not (x and cols.isdigit() and rows.isdigit()):
+        return None
+    size = int(cols), int(rows)
+    return size if all(1 <= v <= exec_wire.MAX_DIMENSION for v in size) else None
 
 
 def _aliases(c: wire.CellAssignment) -> list[str]:

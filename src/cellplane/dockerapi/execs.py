@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from cellplane.dockerapi.base import blocking, context, json_body, json_response, principal, resolve
-from cellplane.dockerapi.mapping import Refused, parse_env
+from cellplane.dockerapi.mapping import Refused, console_size, parse_env
 from cellplane.dockerapi.streams import RAW_STREAM, HalfClose
 from cellplane.dockerapi.views import docker_id, docker_state
 from cellplane.errors import Conflict
@@ -173,7 +173,7 @@ def exec_fields(body: dict[str, Any]) -> dict[str, Any]:
         flags[name] = value
     return {
         "command": list(command),
-        "size": _console_size(body),
+        "size": console_size(body),
         **flags,
         **_process_options(body),
     }
@@ -187,17 +187,6 @@ def size_param(request: web.Request) -> tuple[int, int]:
             raise Refused(400, f"invalid value for {name!r}: {raw!r} (1-{wire.MAX_DIMENSION})")
         out.append(int(raw))
     return out[0], out[1]
-
-
-def _console_size(body: dict[str, Any]) -> tuple[int, int] | None:
-    """Docker's ConsoleSize ([height, width]) as (cols, rows); None when absent or zero."""
-    size = body.get("ConsoleSize")
-    if not isinstance(size, list) or len(size) != 2:
-        return None
-    h, w = size
-    if not all(isinstance(v, int) and 1 <= v <= wire.MAX_DIMENSION for v in (h, w)):
-        return None
-    return int(w), int(h)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -269,7 +258,7 @@ class Execs:
         if inst.started:
             raise Refused(409, f"exec {inst.id} has already been started")
         detach = bool(body.get("Detach"))
-        size = _console_size(body) or inst.size
+        size = console_size(body) or inst.size
         mode = "tty" if inst.tty else ("interactive" if inst.stdin and not detach else "stream")
         try:
             target = await blocking(

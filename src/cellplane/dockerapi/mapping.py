@@ -15,7 +15,13 @@ from typing import Any
 
 from cellplane.dockerapi import naming
 from cellplane.validation import is_dns_label
-from cellplane.wire.exec import ALIASES_LABEL, STDIN_LABEL, TTY_LABEL
+from cellplane.wire.exec import (
+    ALIASES_LABEL,
+    MAX_DIMENSION,
+    STDIN_LABEL,
+    TTY_LABEL,
+    TTY_SIZE_LABEL,
+)
 
 __all__ = [
     "API_VERSION",
@@ -27,6 +33,7 @@ __all__ = [
     "Refused",
     "cell_fields",
     "check_api_version",
+    "console_size",
     "image_candidates",
     "loads",
     "parse_env",
@@ -446,7 +453,30 @@ def _interactive(body: dict[str, Any]) -> dict[str, str]:
         labels[STDIN_LABEL] = "once" if flags["StdinOnce"] else "open"
     if flags["Tty"]:
         labels[TTY_LABEL] = "true"
+        size = console_size(body.get("HostConfig") or {})
+        if size is not None:
+            labels[TTY_SIZE_LABEL] = f"{size[0]}x{size[1]}"
     return labels
+
+
+def console_size(body: dict[str, Any]) -> tuple[int, int] | None:
+    """Docker's `ConsoleSize` ([height, width], the client's terminal) as (cols, rows); None
+    when absent or zero (a client that is no terminal). Anything else is refused by name."""
+    size = body.get("ConsoleSize")
+    if size is None or size == [0, 0]:
+        return None
+    if not (
+        isinstance(size, list)
+        and len(size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in size)
+        and all(1 <= v <= MAX_DIMENSION for v in size)
+    ):
+        raise Refused(
+            400,
+            f"ConsoleSize must be [height, width], each 1-{MAX_DIMENSION} (or [0, 0]), "
+            f"not {size!r}",
+        )
+    return int(size[1]), int(size[0])
 
 
 #: The label that asks for an isolation class (`--label cellplane.isolation=sandbox`), the

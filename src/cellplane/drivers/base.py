@@ -130,6 +130,9 @@ class ContainerSpec:
     stdin: bool = False
     stdin_once: bool = False
     tty: bool = False
+    # The TTY's size (cols, rows) from the process's start (None: the engine's, 0x0 until the
+    # first resize).
+    tty_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -142,6 +145,8 @@ class ContainerSpec:
             raise ValueError("cpu and memory_mb must not be negative")
         if self.pids_limit < 0:
             raise ValueError("pids_limit must not be negative")
+        if self.tty_size is not None and (not self.tty or min(self.tty_size) < 1):
+            raise ValueError("tty_size needs a TTY and two sizes of at least 1")
         if (self.aliases or self.address or self.extra_networks) and self.network is None:
             raise ValueError("aliases, an address and further networks need a network")
         if self.network in self.extra_networks:

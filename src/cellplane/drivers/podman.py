@@ -53,6 +53,7 @@ from cellplane.drivers.podman_exec import (
     PodmanAttachSession,
     PodmanExecSession,
     exec_failure,
+    size_tty,
     start_attach,
     start_exec,
 )
@@ -425,6 +426,8 @@ class PodmanDriver(PodmanOps, PodmanNetworkOps):
                     api=api,
                 )
         cid = str(answer.get("Id") or answer["id"])
+        if spec.tty_size is not None:
+            size_tty(api, cid, spec.tty_size)
         if spec.runtime is not None:
             self._sandboxed.update({cid: spec.name, spec.name: cid})
         return cid

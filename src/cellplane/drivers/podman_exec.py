@@ -23,6 +23,10 @@ import time
 from collections import deque
 from typing import Any
 
+import docker.errors
+import requests
+import structlog
+
 from cellplane.drivers import errors
 
 __all__ = [
@@ -30,9 +34,12 @@ __all__ = [
     "PodmanExecSession",
     "StreamDemux",
     "exec_failure",
+    "size_tty",
     "start_attach",
     "start_exec",
 ]
+
+log = structlog.get_logger("cellplane.drivers.podman")
 
 _FRAME = struct.Struct(">BxxxI")
 # What the runtime says when the command cannot be started; the cell's process never ran.
@@ -75,6 +82,21 @@ class StreamDemux:
                 # Stream 0 (stdin echoed) does not occur; anything else is shown as stderr.
                 out.append((1 if stream == 1 else 2, payload))
         return out
+
+
+def size_tty(api: Any, container_id: str, size: tuple[int, int]) -> None:
+    """Initialise a created container with a TTY (the runtime makes the TTY; the process waits
+    for the start) and size it (cols, rows), so that the process sees the size from its start:
+    a `stty size` run at once answers it, not the 0x0 of a TTY the client's first resize has not
+    reached yet. Podman has no console size at create (Docker's `HostConfig.ConsoleSize`), and
+    its resize applies from init on. A failure leaves the TTY unsized, as before: logged, and
+    the start that follows reports the runtime's own failure, if any."""
+    try:
+        response = api.post(f"{api.base_url}/v4.0.0/libpod/containers/{container_id}/init")
+        api._raise_for_status(response)
+        api.resize(container_id, height=size[1], width=size[0])
+    except (docker.errors.APIError, requests.RequestException) as exc:
+        log.warning("tty size not applied", container=container_id, error=str(exc))
 
 
 def start_exec(

@@ -42,6 +42,7 @@ __all__ = [
     "STDOUT",
     "SUBPROTOCOL",
     "TTY_LABEL",
+    "TTY_SIZE_LABEL",
     "UPGRADE",
     "ExecStatus",
     "FrameReader",
@@ -85,6 +86,10 @@ MAX_DIMENSION: Final = 10_000
 #: The main process's streams are then attached with ``{"main": true}`` instead of a command.
 STDIN_LABEL: Final = "cellplane.docker.stdin"
 TTY_LABEL: Final = "cellplane.docker.tty"
+#: The TTY's size from its start (``COLSxROWS``, Docker's `HostConfig.ConsoleSize`, which the
+#: docker CLI sends with `run -t`): the agent sizes the terminal before the process runs, so a
+#: process that asks at once (`stty size`) sees it, not the 0x0 of a terminal not resized yet.
+TTY_SIZE_LABEL: Final = "cellplane.docker.tty-size"
 #: A cell label of the Docker endpoint the agent reads too: the container's extra aliases on its
 #: network (`--network-alias`, Compose's service name), comma-separated. With it the agent also
 #: adds the container's short Docker id, as Docker does.

@@ -91,6 +91,47 @@ def test_a_non_boolean_flag_is_refused_naming_it() -> None:
     assert "OpenStdin must be true or false" in str(err.value)
 
 
+def test_the_clients_console_size_sizes_the_tty_from_its_start() -> None:
+    # docker run -it from a 101x33 terminal: ConsoleSize is [height, width]
+    fields = cell_fields(
+        None, body(Tty=True, OpenStdin=True, HostConfig={"ConsoleSize": [33, 101]})
+    )
+    assert fields["labels"][wire.TTY_SIZE_LABEL] == "101x33"
+    spec = container_spec(_assignment(fields["labels"]), "hst-1", "busybox")
+    assert (spec.tty, spec.tty_size) == (True, (101, 33))
+    assert "cellplane.docker.tty-size" not in spec.labels
+    # no terminal on the client's side ([0, 0]), or no TTY asked: nothing to size
+    for flags in (
+        {"Tty": True, "HostConfig": {"ConsoleSize": [0, 0]}},
+        {"HostConfig": {"ConsoleSize": [33, 101]}},
+    ):
+        fields = cell_fields(None, body(**flags))
+        assert wire.TTY_SIZE_LABEL not in fields["labels"]
+        assert container_spec(_assignment(fields["labels"]), "hst-1", "busybox").tty_size is None
+
+
+@pytest.mark.parametrize("size", [[33], [-1, 80], [33, "101"], [0, 80], [24, 10_001], "33x101"])
+def test_a_console_size_that_is_no_size_is_refused_naming_it(size: Any) -> None:
+    with pytest.raises(Refused) as err:
+        cell_fields(None, body(Tty=True, HostConfig={"ConsoleSize": size}))
+    assert err.value.status == 400
+    assert "ConsoleSize must be [height, width]" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "label", ["", "101", "x33", "101x", "0x33", "101x33x2", "-1x33", "99999x1"]
+)
+def test_the_agent_starts_a_tty_unsized_when_the_size_label_is_no_size(label: str) -> None:
+    labels = {wire.TTY_LABEL: "true", wire.TTY_SIZE_LABEL: label}
+    spec = container_spec(_assignment(labels), "hst-1", "busybox")
+    assert (spec.tty, spec.tty_size) == (True, None)
+
+
+def test_a_size_without_a_tty_is_no_container_spec() -> None:
+    with pytest.raises(ValueError, match="tty_size needs a TTY"):
+        ContainerSpec(name="c", image="busybox", tty_size=(80, 24))
+
+
 @pytest.fixture
 def driver() -> FakeDriver:
     return FakeDriver(images=["host"])
