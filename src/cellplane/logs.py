@@ -6,8 +6,27 @@ import logging
 import sys
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
-__all__ = ["configure"]
+__all__ = ["MalformedRequests", "configure"]
+
+
+class MalformedRequests(logging.Filter):
+    """aiohttp logs each malformed request it refuses (a bad header line, TLS bytes on a plain
+    port, an oversized line) at ERROR with its traceback: a flood of tracebacks anyone who
+    reaches the Docker endpoint's port can cause. This makes such a record one WARNING line that
+    names the problem; errors of the server's own code keep their tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = (
+                f"{record.getMessage()}: malformed request refused ({exc.code}): {exc.message}"
+            )
+            record.args = None
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def configure(level: str = "info", *, json: bool = True) -> None:
@@ -15,6 +34,9 @@ def configure(level: str = "info", *, json: bool = True) -> None:
     logging.basicConfig(stream=sys.stderr, level=lvl, format="%(message)s")
     # httpx logs every request at INFO: the agent's long polls would drown everything else.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequests) for f in server.filters):
+        server.addFilter(MalformedRequests())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     )
