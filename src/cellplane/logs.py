@@ -6,7 +6,6 @@ import logging
 import sys
 
 import structlog
-from aiohttp.http_exceptions import HttpProcessingError
 
 __all__ = ["MalformedRequests", "configure"]
 
@@ -19,7 +18,10 @@ class MalformedRequests(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
+        # Not imported here: the daemons start without aiohttp, which only the Docker endpoint
+        # loads (and only a loaded aiohttp logs such records).
+        errors = sys.modules.get("aiohttp.http_exceptions")
+        if errors is not None and isinstance(exc, errors.HttpProcessingError):
             record.msg = (
                 f"{record.getMessage()}: malformed request refused ({exc.code}): {exc.message}"
             )
