@@ -1,0 +1,76 @@
+"""A cell is never assigned to its host without the mounts it declares.
+
+The failure this guards against (a Patroni node's engine container started without its data
+volume): `services.hosts.assignments` read the host's volumes and its cells in separate
+statements; the scheduler committed a placement (the cell and its new volume bound to the host in
+one transaction) between the two, so the answer named the cell but not its volume, the mount was
+dropped, and the agent created the container without it (same generation later: adopted as is).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from cellplane_platform_support import Platform
+from sqlalchemy import event
+
+from cellplane.services import hosts
+from cellplane.state.models import Cell
+
+
+def _volume(plat: Platform, name: str) -> str:
+    r = plat.client.post("/v1/projects/default/volumes", json={"name": name}, headers=plat.admin)
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def _schedule_after_volumes_read(plat: Platform) -> dict[str, bool]:
+    """Once an assignment has read the host's volumes, place the pending cells (committed, on
+    another connection) before its next statement runs: the scheduler's window, made certain."""
+    engine = plat.svc.db.engine
+    done = {"placed": False}
+
+    def after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if done["placed"] or "FROM volumes" not in statement or "volumes.host_id" not in statement:
+            return
+        done["placed"] = True
+        worker = threading.Thread(target=plat.schedule)
+        worker.start()
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+
+    event.listen(engine, "after_cursor_execute", after)
+    return done
+
+
+def test_a_placement_committed_while_the_view_is_read_does_not_drop_the_mount(
+    plat: Platform,
+) -> None:
+    vid = _volume(plat, "pg-data")
+    rev = hosts.assignments(plat.svc, plat.host_id, 0).revision
+    r = plat.create_cell("pg", volumes=[{"volume": "pg-data", "path": "/var/lib/pg"}])
+    assert r.status_code == 202, r.text
+    done = _schedule_after_volumes_read(plat)
+
+    seen: list[dict[str, Any]] = []
+    since = rev
+    for _ in range(3):  # the agent's polls: each asks from the revision it was last given
+        a = hosts.assignments(plat.svc, plat.host_id, since).model_dump(mode="json")
+        seen.extend(a["cells"])
+        since = a["revision"]
+    assert done["placed"], "the placement was not interleaved"
+    with plat.svc.db.reader() as s:
+        (cell,) = s.query(Cell).all()
+        assert cell.host_id == plat.host_id
+    assert seen, "the placed cell was never assigned"
+    for c in seen:
+        # Whenever the cell is named, its mount is there: nothing may create it without.
+        assert c["mounts"] == [
+            {
+                "volume_id": vid,
+                "engine_name": f"cp-{vid}",
+                "path": "/var/lib/pg",
+                "read_only": False,
+            }
+        ], c
