@@ -16,7 +16,7 @@ from cellplane_platform_support import Platform
 from sqlalchemy import event
 
 from cellplane.services import hosts
-from cellplane.state.models import Cell
+from cellplane.state.models import Cell, Volume
 
 
 def _volume(plat: Platform, name: str) -> str:
@@ -74,3 +74,31 @@ def test_a_placement_committed_while_the_view_is_read_does_not_drop_the_mount(
                 "read_only": False,
             }
         ], c
+
+
+def test_a_cell_whose_volume_is_on_another_host_is_assigned_waiting_for_it(
+    plat: Platform,
+) -> None:
+    vid = _volume(plat, "shared")
+    mount = [{"volume": "shared", "path": "/data"}]
+    r = plat.create_cell("a", volumes=mount)
+    assert r.status_code == 202, r.text
+    plat.schedule()  # "a" binds the volume to this host
+    r = plat.create_cell("b", volumes=[*mount, {"volume": "other", "path": "/x"}])
+    assert r.status_code == 422, r.text  # a volume that does not exist is refused
+    _volume(plat, "other")
+    r = plat.create_cell("b", volumes=[*mount, {"volume": "other", "path": "/x"}])
+    assert r.status_code == 202, r.text
+    plat.schedule()
+    a, b = sorted(hosts.assignments(plat.svc, plat.host_id, 0).cells, key=lambda c: c.name)
+    assert (a.name, [m.volume_id for m in a.mounts], a.pending_volumes) == ("a", [vid], [])
+    # "other" was bound here with "b": both mounted, nothing pending.
+    assert [m.path for m in b.mounts] == ["/data", "/x"] and b.pending_volumes == []
+    # A volume bound elsewhere (how a cell could get here without it): named as pending, and
+    # the cell keeps the mounts of the volumes that are here.
+    h2, _ = plat.register_host("host-2")
+    with plat.svc.db.session() as s:
+        v = s.query(Volume).filter(Volume.name == "other").one()
+        v.host_id = h2
+    (b,) = [c for c in hosts.assignments(plat.svc, plat.host_id, 0).cells if c.name == "b"]
+    assert [m.path for m in b.mounts] == ["/data"] and b.pending_volumes == ["other"]
