@@ -235,7 +235,12 @@ class Preparer:
         *,
         recreated: bool,
     ) -> None:
-        """Create and start the cell's container (adopting one an earlier pass created)."""
+        """Create and start the cell's container (adopting one an earlier pass created).
+
+        Never without the mounts the cell declares: while a volume of it is not on this host
+        (`pending_volumes`) nothing is created, and the action is retried."""
+        if cell.pending_volumes:
+            raise TemporaryDriverError(self.waiting_for(cell))
         image_ref = self.image(cell)
         events.append(_event("image-ready", cell.image.id))
         self.network(cell, host_id)
@@ -250,6 +255,12 @@ class Preparer:
         events.append(_event("recreated" if recreated else "created", cid[:12]))
         self.start(cell, cid)
         events.append(_event("started", ""))
+
+    @staticmethod
+    def waiting_for(cell: wire.CellAssignment) -> str:
+        """Why the cell has no container yet: the volumes it mounts that are not here."""
+        names = ", ".join(repr(n) for n in cell.pending_volumes)
+        return f"waiting for its volume {names} to be on this host: not created without it"
 
     def start(self, cell: wire.CellAssignment, container_id: str) -> None:
         """Start the cell's container, then set its limits: only then does it count as running.

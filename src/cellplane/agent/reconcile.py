@@ -1,7 +1,8 @@
 """The agent's pure reconcile: (desired cells, observed containers, memory, now) -> actions.
 
 No I/O, no clock: `runner` gathers the inputs and executes the actions. The rules:
-- a cell that should run and has no container gets one (CREATE);
+- a cell that should run and has no container gets one (CREATE), unless a volume it mounts is
+  not on this host yet (`pending_volumes`): it waits, as no container starts without its data;
 - a container that exited is restarted per the cell's restart policy, with exponential backoff:
   `never` leaves it exited, `on-failure` restarts a non-zero exit up to `max_retries` times,
   `always` restarts any exit;
@@ -234,6 +235,8 @@ def reconcile(
         if info is None:
             if want != "RUNNING" or is_ended(cell, memory):
                 continue
+            if cell.pending_volumes:
+                continue  # never without its mounts (the runner reports what it waits for)
             if cell_id in memory.ended:
                 # Started again after it ended: a new run, not a recreation.
                 memory.ended.pop(cell_id, None)

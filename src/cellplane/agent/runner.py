@@ -19,7 +19,6 @@ import dataclasses
 import secrets
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -353,6 +352,8 @@ class Agent(Reporter):
             "state": state,
             "generation": cell.generation,
         }
+        if info is None and state == "CREATING" and cell.pending_volumes:
+            report["message"] = self._prep.waiting_for(cell)
         if info is not None:
             report.update(
                 container_id=info.id,
@@ -595,6 +596,3 @@ class Agent(Reporter):
 
     def container_for(self, cell_id: str) -> str:
         return container_name(cell_id)
-
-
-Callback = Callable[[], None]

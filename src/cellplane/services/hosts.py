@@ -258,9 +258,34 @@ def network_description(project_id: str) -> wire.NetworkDescription:
     return wire.NetworkDescription(name=network_name(project_id))
 
 
+def _mounts(cell: Cell, vols: dict[str, Volume]) -> tuple[list[wire.MountAssignment], list[str]]:
+    """The cell's mounts of volumes on this host (`vols`: by name@project), and the names of
+    those it declares that are not here (yet): the agent creates no container until they are."""
+    mounts: list[wire.MountAssignment] = []
+    pending: list[str] = []
+    for m in cell.volumes or []:
+        v = vols.get(m["volume"] + "@" + cell.project_id)
+        if v is None:
+            pending.append(m["volume"])
+            continue
+        mounts.append(
+            wire.MountAssignment(
+                volume_id=v.id,
+                engine_name=volume_engine_name(v.id),
+                path=m["path"],
+                read_only=bool(m.get("read_only")),
+            )
+        )
+    return mounts, pending
+
+
 def assignments(svc: Services, host_id: str, since: int) -> wire.Assignments:
-    """Every cell on the host whose desired state changed after revision `since` (all if 0)."""
-    with svc.db.reader() as s:
+    """Every cell on the host whose desired state changed after revision `since` (all if 0).
+
+    Read in one snapshot: a placement committed between the read of the host's volumes and that
+    of its cells (the scheduler binds a new volume with its first cell) named the cell without
+    its mount, and the agent started its container without the data."""
+    with svc.db.reader(snapshot=True) as s:
         h = s.get(Host, host_id)
         if h is None:
             raise NotFound(f"host {host_id!r} does not exist")
@@ -287,18 +312,7 @@ def assignments(svc: Services, host_id: str, since: int) -> wire.Assignments:
         joined = cell_networks.attachments(s, [cell.id for cell, _ in rows])
         cells = []
         for cell, image in rows:
-            mounts = []
-            for m in cell.volumes or []:
-                v = vols.get(m["volume"] + "@" + cell.project_id)
-                if v is not None:
-                    mounts.append(
-                        wire.MountAssignment(
-                            volume_id=v.id,
-                            engine_name=volume_engine_name(v.id),
-                            path=m["path"],
-                            read_only=bool(m.get("read_only")),
-                        )
-                    )
+            mounts, pending = _mounts(cell, vols)
             row = nets.get(cell.network_id or "")
             net = (
                 networks.description(row, cell.network_address)
@@ -335,6 +349,7 @@ def assignments(svc: Services, host_id: str, since: int) -> wire.Assignments:
                     labels=cell.labels or {},
                     ports=[wire.PortAssignment.model_validate(p) for p in cell.ports or []],
                     mounts=mounts,
+                    pending_volumes=pending,
                     restart=wire.RestartPolicy(
                         policy=cell.restart_policy, max_retries=cell.max_retries
                     ),

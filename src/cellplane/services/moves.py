@@ -263,6 +263,16 @@ def move(svc: Services, s: Session, principal: Principal, cell_id: str, to: str)
                 stays = f"its volume {_names(vols)} is on host {home.name}, which is DOWN ({why})"
         if stays is not None:
             raise Conflict(f"cell {cell.name!r} cannot move: {stays}")
+    else:
+        # Without a host its data is not copied: it may only go where its volumes are (it
+        # would be assigned there without them, and wait for them for ever).
+        for v in _volumes_on(s, cell):
+            if v.host_id is not None and v.host_id != target.id:
+                home = s.get(Host, v.host_id)
+                raise Conflict(
+                    f"cell {cell.name!r} cannot move to {target.name!r}: its volume "
+                    f"{v.name!r} is on host {home.name if home else v.host_id}"
+                )
     snap = [h for h in with_host_labels(hosts_mod.snapshot(s, svc, now)) if h.id == target.id]
     request = placement_request(cell, target.id)
     if not _reserving(cell):  # a stopped cell reserves nothing (services.capacity)

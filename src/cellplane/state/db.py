@@ -344,9 +344,25 @@ class Database:
                 raise
 
     @contextmanager
-    def reader(self) -> Iterator[Session]:
+    def reader(self, *, snapshot: bool = False) -> Iterator[Session]:
+        """A session that only reads; rolled back at the end.
+
+        Each statement sees what was committed when it ran (SQLite: the driver opens no
+        transaction for a SELECT; PostgreSQL: READ COMMITTED), so two statements may see two
+        states. With `snapshot`, every statement sees the state of the first: a deferred
+        transaction on SQLite (WAL keeps its snapshot and writers go on), REPEATABLE READ on
+        PostgreSQL. For answers built from several queries that must agree (an agent's
+        assignments: its cells and the volumes they mount)."""
         s = self._sessions()
         try:
+            if snapshot and self.is_sqlite:
+                raw = s.connection().connection.dbapi_connection
+                # Not inside a transaction this thread already holds (an in-memory database
+                # shares one connection): that one's view is already consistent.
+                if raw is not None and not raw.in_transaction:
+                    s.connection().exec_driver_sql("BEGIN")
+            elif snapshot:
+                s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             yield s
         finally:
             s.rollback()

@@ -222,6 +222,10 @@ class CellAssignment(_Model):
     # Added for cells on several networks: the further ones, after `network` (absent from older
     # servers: the cell is on `network` only; an older agent ignores them and joins that one).
     extra_networks: list[NetworkDescription] = Field(default_factory=list)
+    # Added with the guard against containers without their data: the volumes (names) the cell
+    # mounts that are not on this host (yet). The agent creates no container for the cell while
+    # any is named (absent from older servers: none pending; an older agent ignores it).
+    pending_volumes: list[str] = Field(default_factory=list)
 
     @field_validator("network", mode="before")
     @classmethod

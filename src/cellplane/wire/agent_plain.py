@@ -220,6 +220,7 @@ class CellAssignment:
     ended_at: str | None = None
     generation: int = 1
     extra_networks: list[NetworkDescription] = field(default_factory=list)
+    pending_volumes: list[str] = field(default_factory=list)  # not on this host yet: no create
 
     @staticmethod
     def _network(v: Any) -> Any:

@@ -462,3 +462,24 @@ def test_a_host_down_again_after_coming_back_is_read_again(two: Two) -> None:
     moves.fail_over(plat.svc, later, memo=memo)
     assert two.h1 in memo
     assert [k for k, _ in _events(plat, first)].count("host-down") == 2  # once per transition
+
+
+def test_a_cell_without_a_host_moves_only_where_its_volume_is(two: Two) -> None:
+    plat = two.plat
+    r = plat.client.post("/v1/projects/default/volumes", json={"name": "data"}, headers=plat.admin)
+    assert r.status_code == 201, r.text
+    mount = [{"volume": "data", "path": "/data"}]
+    _on_h1(two, "a", volumes=mount)  # binds the volume to host-1
+    r = plat.create_cell("b", volumes=mount, start=False)  # stopped: not placed
+    assert r.status_code == 202, r.text
+    cid = str(r.json()["entity"]["id"])
+    r = plat.client.post(f"/v1/cells/{cid}/move", json={"host": "host-2"}, headers=plat.admin)
+    # host-2 would get it without its data (it would wait there for ever): refused.
+    assert r.status_code == 409, r.text
+    assert "cannot move to 'host-2': its volume 'data' is on host host-1" in r.text
+    assert plat.cell(cid)["host"] is None
+    assert hosts.assignments(plat.svc, two.h2, 0).cells == []
+    r = plat.client.post(f"/v1/cells/{cid}/move", json={"host": "host-1"}, headers=plat.admin)
+    assert r.status_code == 202, r.text
+    (b,) = [c for c in hosts.assignments(plat.svc, two.h1, 0).cells if c.cell_id == cid]
+    assert [m.path for m in b.mounts] == ["/data"] and b.pending_volumes == []
