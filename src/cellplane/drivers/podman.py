@@ -36,6 +36,7 @@ from cellplane.drivers.base import (
 )
 from cellplane.drivers.podman_bodies import (
     DNS_OPTIONS,
+    LIBPOD_PREFIX,
     compat_create_body,
     conflicting_networks,
     container_info_from_inspect,
@@ -84,7 +85,6 @@ __all__ = [
 
 # Pinned so the client never spends a round trip negotiating; podman 4.3 speaks 1.41.
 DOCKER_API_VERSION = "1.41"
-LIBPOD_PREFIX = "/v4.0.0/libpod"
 
 
 _SUBNET_TRIES = 64  # subnets the engine may refuse (used on the host) before giving up

@@ -23,6 +23,7 @@ from cellplane.drivers.base import (
 
 __all__ = [
     "DNS_OPTIONS",
+    "LIBPOD_PREFIX",
     "IPNetwork",
     "compat_create_body",
     "conflicting_networks",
@@ -38,6 +39,8 @@ __all__ = [
 ]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: The path prefix of podman's own (libpod) API, beside the Docker-compatible one on the socket.
+LIBPOD_PREFIX = "/v4.0.0/libpod"
 
 _MIB = 1024 * 1024
 _CPU_PERIOD_US = 100_000

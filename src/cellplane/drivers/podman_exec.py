@@ -28,6 +28,7 @@ import requests
 import structlog
 
 from cellplane.drivers import errors
+from cellplane.drivers.podman_bodies import LIBPOD_PREFIX
 
 __all__ = [
     "PodmanAttachSession",
@@ -92,7 +93,7 @@ def size_tty(api: Any, container_id: str, size: tuple[int, int]) -> None:
     its resize applies from init on. A failure leaves the TTY unsized, as before: logged, and
     the start that follows reports the runtime's own failure, if any."""
     try:
-        response = api.post(f"{api.base_url}/v4.0.0/libpod/containers/{container_id}/init")
+        response = api.post(f"{api.base_url}{LIBPOD_PREFIX}/containers/{container_id}/init")
         api._raise_for_status(response)
         api.resize(container_id, height=size[1], width=size[0])
     except (docker.errors.APIError, requests.RequestException) as exc:

@@ -15,10 +15,9 @@ from typing import Any, Protocol, runtime_checkable
 import requests
 
 from cellplane.drivers import errors
+from cellplane.drivers.podman_bodies import LIBPOD_PREFIX
 
 __all__ = ["NetworkOps", "PodmanNetworkOps", "connect_body"]
-
-_LIBPOD = "/v4.0.0/libpod"
 
 
 @runtime_checkable
@@ -57,7 +56,7 @@ class PodmanNetworkOps:
 
     def _network_post(self, network: str, what: str, body: dict[str, Any]) -> requests.Response:
         api = self._untyped
-        url = f"{api.base_url}{_LIBPOD}/networks/{network}/{what}"
+        url = f"{api.base_url}{LIBPOD_PREFIX}/networks/{network}/{what}"
         try:
             res: requests.Response = api.post(url, json=body, timeout=api.timeout)
         except (requests.RequestException, OSError) as exc:

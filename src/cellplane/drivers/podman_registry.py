@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
+from cellplane.drivers.podman_bodies import LIBPOD_PREFIX
+
 __all__ = ["pull", "push"]
 
-_PREFIX = "/v4.0.0/libpod"
 _TIMEOUT = 3600
 
 
@@ -25,7 +26,7 @@ def _lines(
 ) -> Iterator[dict[str, Any]]:
     headers = {"X-Registry-Auth": auth} if auth else {}
     response = api.post(
-        f"{api.base_url}{_PREFIX}{path}",
+        f"{api.base_url}{LIBPOD_PREFIX}{path}",
         params=params,
         headers=headers,
         stream=True,

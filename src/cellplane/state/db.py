@@ -356,11 +356,12 @@ class Database:
         s = self._sessions()
         try:
             if snapshot and self.is_sqlite:
-                raw = s.connection().connection.dbapi_connection
+                conn = s.connection()
+                raw = conn.connection.dbapi_connection
                 # Not inside a transaction this thread already holds (an in-memory database
                 # shares one connection): that one's view is already consistent.
                 if raw is not None and not raw.in_transaction:
-                    s.connection().exec_driver_sql("BEGIN")
+                    conn.exec_driver_sql("BEGIN")
             elif snapshot:
                 s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             yield s
