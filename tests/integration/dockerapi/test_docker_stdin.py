@@ -115,9 +115,19 @@ def test_run_it_types_into_a_shell_with_the_clients_terminal(ep_a: Endpoint) -> 
 def test_run_t_sizes_the_tty_before_the_process_runs(ep_a: Endpoint) -> None:
     # The process asks at once: only a TTY sized before the start (the CLI's ConsoleSize)
     # answers; the CLI's resize comes after the start and, racing the process, would be late.
-    code, out = _pty_steps(ep_a, ["run", "-t", "--rm", "-m", "16m", "busybox", "stty", "size"], [])
-    assert code == 0, out
-    assert out.split() == [f"{ROWS}", f"{COLS}"], out
+    name = unique("size")
+    try:
+        code, out = _pty_steps(
+            ep_a, ["run", "-t", "--name", name, "-m", "16m", "busybox", "stty", "size"], []
+        )
+        assert code == 0, out
+        # Every size the process printed is the terminal's. (Printed once, it may reach the CLI
+        # twice: the attach of a process that ends at once races the engine's replay of its
+        # output, a known defect; with --rm the output can be lost instead.)
+        lines = [line.strip() for line in out.splitlines() if line.strip()]
+        assert lines and set(lines) == {f"{ROWS} {COLS}"}, out
+    finally:
+        ep_a.docker("rm", "-f", name)
 
 
 def test_attach_to_a_running_container_and_detach_with_ctrl_p_ctrl_q(ep_a: Endpoint) -> None:
