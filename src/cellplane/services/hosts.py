@@ -284,8 +284,8 @@ def assignments(svc: Services, host_id: str, since: int) -> wire.Assignments:
 
     Read in one snapshot: a placement committed between the read of the host's volumes and that
     of its cells (the scheduler binds a new volume with its first cell) named the cell without
-    its mount, and the agent started its container without the data."""
-    with svc.db.reader(snapshot=True) as s:
+    its mount, and the agent started its container without the data (a reader is a snapshot)."""
+    with svc.db.reader() as s:
         h = s.get(Host, host_id)
         if h is None:
             raise NotFound(f"host {host_id!r} does not exist")

@@ -344,15 +344,17 @@ class Database:
                 raise
 
     @contextmanager
-    def reader(self, *, snapshot: bool = False) -> Iterator[Session]:
+    def reader(self, *, snapshot: bool = True) -> Iterator[Session]:
         """A session that only reads; rolled back at the end.
 
-        Each statement sees what was committed when it ran (SQLite: the driver opens no
-        transaction for a SELECT; PostgreSQL: READ COMMITTED), so two statements may see two
-        states. With `snapshot`, every statement sees the state of the first: a deferred
-        transaction on SQLite (WAL keeps its snapshot and writers go on), REPEATABLE READ on
-        PostgreSQL. For answers built from several queries that must agree (an agent's
-        assignments: its cells and the volumes they mount)."""
+        Every statement sees the state the first one saw: a deferred transaction on SQLite (WAL
+        keeps its snapshot and writers go on), REPEATABLE READ on PostgreSQL. An answer built
+        from several queries agrees with itself: an agent's assignments (its cells and the
+        volumes they mount), a cluster's view (its state and its task's; read apart, a commit
+        between the two showed a COMPLETED task on a PROVISIONING cluster).
+
+        ``snapshot=False`` reads each statement at what was committed when it ran (SQLite: the
+        driver opens no transaction for a SELECT; PostgreSQL: READ COMMITTED)."""
         s = self._sessions()
         try:
             if snapshot and self.is_sqlite:

@@ -1,5 +1,5 @@
-"""`Database.reader(snapshot=True)` on a real PostgreSQL: every statement of the session sees
-the state of its first (REPEATABLE READ) while another connection commits; a plain reader (READ
+"""`Database.reader()` (a snapshot) on a real PostgreSQL: every statement of the session sees
+the state of its first (REPEATABLE READ) while another connection commits; `snapshot=False` (READ
 COMMITTED) sees the commit at once; and the snapshot does not outlive its session (the pooled
 connection goes back at the server's default level)."""
 
@@ -43,7 +43,8 @@ def test_a_snapshot_reader_keeps_its_first_view_on_postgresql(
             assert _count(s) == second
             level = s.execute(text("SHOW transaction_isolation")).scalar_one()
             assert level == ("repeatable read" if snapshot else "read committed")
-        with db.reader() as s:  # the next session, maybe on the same connection: the default
+        # The next session, maybe on the same connection: back at the server's default.
+        with db.reader(snapshot=False) as s:
             assert _count(s) == 1
             assert s.execute(text("SHOW transaction_isolation")).scalar_one() == "read committed"
     finally:

@@ -1,6 +1,6 @@
-"""`Database.reader(snapshot=True)`: every statement of the session sees the same committed state,
-while writers go on; a plain reader sees each commit as it lands (why an agent's assignments,
-built from several queries, are read in a snapshot)."""
+"""`Database.reader()` (a snapshot): every statement of the session sees the same committed state,
+while writers go on; `snapshot=False` sees each commit as it lands (why an agent's assignments,
+or a cluster's view, built from several queries, are read in a snapshot)."""
 
 from __future__ import annotations
 
