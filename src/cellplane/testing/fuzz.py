@@ -158,6 +158,9 @@ class FuzzStats:
     server_errors: int = 0
     schema_violations: int = 0
     state_changes: int = 0
+    # Requests that were not HTTP (an empty Content-Length): uvicorn refused them (400,
+    # text/plain) before the application, whose OpenAPI document cannot describe that answer.
+    not_http: int = 0
     # Operations that answered past authentication and lookup (not 401, 403 or 404), and those
     # that answered 2xx at least once.
     covered: set[str] = field(default_factory=set)
@@ -176,6 +179,7 @@ class FuzzStats:
             "server_errors": self.server_errors,
             "schema_violations": self.schema_violations,
             "state_changes": self.state_changes,
+            "not_http": self.not_http,
             "operations_covered": len(self.covered),
             "operations_total": len(self.operations),
             "operations_succeeded": len(self.succeeded),
@@ -427,6 +431,8 @@ _PARAM = re.compile(r"\{(\w+)\}")
 # Image uploads are raw bytes: sent as schemathesis sends any binary body.
 schemathesis.serializer.alias("application/x-tar", "application/octet-stream")
 _SCHEMA_CHECKS = (response_schema_conformance, content_type_conformance, status_code_conformance)
+# uvicorn's answer to a message its HTTP parser (h11) refuses; the application never saw it.
+_NOT_HTTP = (400, "Invalid HTTP request received.")
 
 
 def _operations(server: FuzzServer) -> list[Operation]:
@@ -476,11 +482,14 @@ def _send(
     if problem or status >= 500:
         stats.server_errors += 1
         stats.record("server-error", key, status, f"{where}\n{response.text[:600]}\n{problem}")
-    for check in _SCHEMA_CHECKS:
-        problem = _failed(case, response, check)
-        if problem:
-            stats.schema_violations += 1
-            stats.record(check.__name__, key, status, f"{where}\n{problem}")
+    if (status, response.text) == _NOT_HTTP:
+        stats.not_http += 1  # still checked below: it must not have changed anything
+    else:
+        for check in _SCHEMA_CHECKS:
+            problem = _failed(case, response, check)
+            if problem:
+                stats.schema_violations += 1
+                stats.record(check.__name__, key, status, f"{where}\n{problem}")
     if 400 <= status < 500:
         if server.digest() != before:
             stats.state_changes += 1

@@ -13,8 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+import requests
 
-from cellplane.testing.fuzz import FuzzServer, fuzz
+from cellplane.testing.fuzz import FuzzServer, FuzzStats, _operations, _send, fuzz
 
 # A bounded run: about a minute with the server's set-up.
 SECONDS = 45
@@ -111,3 +112,30 @@ def test_a_task_event_is_documented_as_what_the_stream_sends(server: FuzzServer)
     assert schema["type"] == "object"
     assert schema["properties"]["data"]["contentSchema"] == {"$ref": "#/components/schemas/Task"}
     assert "Task" in _doc(server)["components"]["schemas"]
+
+
+def test_a_request_that_is_not_http_is_counted_not_held_against_the_api(
+    server: FuzzServer,
+) -> None:
+    """An empty Content-Length (what a negative example once sent): uvicorn refuses the message
+    (400, text/plain) before the application sees it; no schema applies to that answer. It is
+    counted apart, and the check that a refused request changed nothing still runs on it."""
+    (op,) = [
+        o
+        for o in _operations(server)
+        if o.method.upper() == "PUT" and o.path == "/v1/groups/{group}/members/{user}"
+    ]
+    case = op.Case(
+        path_parameters={"group": "grp-none", "user": "usr-none"},
+        headers={"Content-Length": "", "X-": "JI3{$w["},
+    )
+    stats = FuzzStats()
+    with requests.Session() as session:
+        _send(server, session, case, "system-admin", stats)
+    assert stats.not_http == 1, stats.summary()
+    assert stats.statuses == {400: 1}
+    assert stats.failures == {} and stats.schema_violations == 0 and stats.state_changes == 0
+    # A real answer of the application is still checked against its document.
+    case = op.Case(path_parameters={"group": "grp-none", "user": "usr-none"})
+    _send(server, requests.Session(), case, "system-admin", stats)
+    assert stats.not_http == 1 and stats.statuses == {400: 1, 404: 1}, stats.summary()
