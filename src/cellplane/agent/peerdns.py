@@ -3,8 +3,8 @@
 aardvark-dns reads one file per network under `<run dir>/aardvark-dns/` and reloads on SIGHUP
 (its pid is in `aardvark.pid` there). The engine (netavark) edits these files under the lock
 file `<run dir>/aardvark.lock`, beside that directory, never in it; the agent takes the same
-lock, merges its entries (`overlay.merge_peer_entries`) and signals the resolver when something
-changed. The run dir is the engine's (`PodmanService.network_run_dir`).
+lock, merges its entries (`overlay.merge_peer_entries`) and, when something changed, signals the
+resolver and waits, still under the lock, until it listens again (`runc_net_dns.reload_and_wait`). The run dir is the engine's (`PodmanService.network_run_dir`).
 
 Nothing but network files may appear in the resolver's directory, even for an instant: on a
 reload aardvark-dns parses every file there except its pid file as a network, and a file without
@@ -14,15 +14,14 @@ So the new text is written beside the directory and renamed into it.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
-import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
 from cellplane.agent.overlay import PeerName, merge_peer_entries
+from cellplane.drivers.runc_net_dns import reload_and_wait
 
 __all__ = ["sync"]
 
@@ -55,16 +54,23 @@ def sync(base: Path, network: str, peers: Sequence[PeerName]) -> bool:
             tmp = base / f".{network}.cellplane"
             tmp.write_text(new)
             os.replace(tmp, path)
+            # Under the lock, as the runc driver's changes: the resolver's reload is over before
+            # anyone else edits or signals (see `drivers.runc_net_dns`).
+            pid = _resolver_pid(conf / PID_FILE)
+            if pid is not None:
+                reload_and_wait(conf, pid)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    _reload(conf / PID_FILE)
     return True
 
 
-def _reload(pid_file: Path) -> None:
-    """SIGHUP the resolver, only if the pid in its file is still a resolver (a stale pid file
-    may name another process by now)."""
-    with contextlib.suppress(OSError, ValueError):
+def _resolver_pid(pid_file: Path) -> int | None:
+    """The pid in the resolver's pid file if it still is a resolver (a stale pid file may name
+    another process by now)."""
+    try:
         pid = int(pid_file.read_text().strip())
         if Path(f"/proc/{pid}/comm").read_text().strip() == _RESOLVER_COMM:
-            os.kill(pid, signal.SIGHUP)
+            return pid
+    except (OSError, ValueError):
+        pass
+    return None

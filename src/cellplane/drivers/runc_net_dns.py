@@ -7,6 +7,14 @@ every file there except its pid file as a network, and exits on one without a li
 written beside the directory and renamed in, and the resolver is told with SIGHUP. It is
 started on the first change (it daemonizes and writes `aardvark.pid` in the directory) and
 stopped when the driver's last network goes.
+
+aardvark-dns 1.4 (Debian 12's) answers a SIGHUP by closing every socket it listens on,
+re-reading its files and binding them again; for those few milliseconds a query is refused or
+lost, on every network it serves. Its `run` also returns before it binds anything, and a SIGHUP
+that reaches it before its handler is installed ends it. So each change here waits, still under
+the lock, until the resolver has bound every listen address anew (read from
+`/proc/<pid>/net/udp`): when `attach` returns the cell's name is served, and no restart is
+left in flight for the next change to race with.
 """
 
 from __future__ import annotations
@@ -18,14 +26,15 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
 from cellplane.drivers import errors
-from cellplane.drivers.runc_net_plan import merge_entry
+from cellplane.drivers.runc_net_plan import listen_addresses, merge_entry, rebound, udp_listeners
 
-__all__ = ["Resolver"]
+__all__ = ["Resolver", "reload_and_wait"]
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +43,71 @@ LOCK_FILE: Final = "aardvark.lock"
 PID_FILE: Final = "aardvark.pid"
 _COMM: Final = "aardvark-dns"
 _SEARCH: Final = "/usr/libexec/podman:/usr/lib/podman:/usr/local/libexec/podman"
+PORT: Final = 53
+#: How long a change waits for the resolver to listen again before it goes on with a warning.
+REBIND_WAIT: Final = 2.0
 
 
 def find_binary() -> str | None:
     return shutil.which("aardvark-dns") or shutil.which("aardvark-dns", path=_SEARCH)
+
+
+def _headers(conf: Path) -> list[str]:
+    headers = []
+    for path in conf.iterdir() if conf.is_dir() else ():
+        if path.name == PID_FILE or not path.is_file():
+            continue
+        with contextlib.suppress(OSError), open(path) as f:
+            headers.append(f.readline().strip())
+    return headers
+
+
+def _bound(pid: int, port: int) -> dict[str, int] | None:
+    """The resolver's listening sockets (address -> inode); None once the process is gone."""
+    try:
+        return udp_listeners(Path(f"/proc/{pid}/net/udp").read_text(), port)
+    except OSError:
+        return None
+
+
+def wait_listening(
+    conf: Path, pid: int, before: set[int], port: int = PORT, wait: float = REBIND_WAIT
+) -> bool:
+    """Wait until resolver `pid` listens on every address its files in `conf` name, on sockets
+    not in `before`. False (and a warning) if it did not within `wait` s or went away."""
+    want = listen_addresses(_headers(conf))
+    deadline = time.monotonic() + wait
+    while True:
+        now = _bound(pid, port)
+        if now is None:
+            log.warning("aardvark-dns %d (%s) went away while reloading", pid, conf)
+            return False
+        if rebound(now, want, before):
+            return True
+        if time.monotonic() > deadline:
+            missing = sorted(a for a in want if a not in now or now[a] in before)
+            log.warning(
+                "aardvark-dns %d (%s) does not listen on %s after %.0f s: names there do not "
+                "resolve until it does",
+                pid,
+                conf,
+                ", ".join(missing),
+                wait,
+            )
+            return False
+        time.sleep(0.002)
+
+
+def reload_and_wait(conf: Path, pid: int, port: int = PORT, wait: float = REBIND_WAIT) -> bool:
+    """SIGHUP resolver `pid` and wait until it has bound its listen addresses anew (see the
+    module's docstring). False if it is gone (ProcessLookupError) or did not rebind in time."""
+    old = _bound(pid, port)
+    before = set(old.values()) if old is not None else set()
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        return False
+    return wait_listening(conf, pid, before, port, wait)
 
 
 class Resolver:
@@ -124,10 +194,8 @@ class Resolver:
         # Under the lock: two callers that both found no resolver would start two, and the pid
         # file would name only one of them.
         pid = self.pid()
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGHUP)
-                return
+        if pid is not None and (reload_and_wait(self.conf, pid) or self.pid() is not None):
+            return
         self._start()
 
     def _start(self) -> None:
@@ -142,7 +210,7 @@ class Resolver:
         logfile = self.base / "aardvark.log"
         with open(logfile, "ab") as out:
             done = subprocess.run(
-                [self.binary, "--config", str(self.conf), "-p", "53", "run"],
+                [self.binary, "--config", str(self.conf), "-p", str(PORT), "run"],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
@@ -153,6 +221,9 @@ class Resolver:
             raise errors.PermanentDriverError(
                 f"aardvark-dns for {self.conf} exited {done.returncode}: {' / '.join(tail)}"
             )
+        pid = self.pid()  # it wrote its pid file before it returned, and binds after
+        if pid is not None:
+            wait_listening(self.conf, pid, set())
 
     def stop(self) -> None:
         with self._locked():

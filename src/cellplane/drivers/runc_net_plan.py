@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -38,11 +39,14 @@ __all__ = [
     "filter_rules",
     "first_free",
     "gateway_of",
+    "listen_addresses",
     "merge_entry",
     "nat_rules",
     "pick_subnet",
+    "rebound",
     "resolv_conf",
     "rule_comment",
+    "udp_listeners",
     "veth_name",
 ]
 
@@ -147,6 +151,49 @@ def merge_entry(text: str, header: str, container_id: str, line: str | None) -> 
     if line is not None:
         kept.append(line)
     return "\n".join([header, *kept]) + "\n"
+
+
+def listen_addresses(headers: Iterable[str]) -> set[str]:
+    """The IPv4 addresses a resolver listens on, from its files' first lines (netavark writes
+    a comma-separated list there, IPv6 ones included, and newer ones the network's upstream
+    servers after a blank; the runc driver one gateway)."""
+    found: set[str] = set()
+    for header in headers:
+        fields = header.split()
+        for item in fields[0].split(",") if fields else ():
+            try:
+                address = ipaddress.ip_address(item.strip())
+            except ValueError:
+                continue
+            if address.version == 4:
+                found.add(str(address))
+    return found
+
+
+def udp_listeners(proc_net_udp: str, port: int) -> dict[str, int]:
+    """Local IPv4 address -> socket inode of the UDP sockets bound to `port`, from the text of
+    `/proc/<pid>/net/udp` (addresses are the kernel's 32-bit value in hex, in host byte order)."""
+    found: dict[str, int] = {}
+    for line in proc_net_udp.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10 or ":" not in fields[1]:
+            continue
+        hex_address, hex_port = fields[1].split(":", 1)
+        try:
+            if int(hex_port, 16) != port:
+                continue
+            raw = int(hex_address, 16).to_bytes(4, sys.byteorder)
+            found[str(ipaddress.IPv4Address(raw))] = int(fields[9])
+        except (ValueError, OverflowError):
+            continue
+    return found
+
+
+def rebound(now: dict[str, int], want: set[str], before: set[int]) -> bool:
+    """Whether a resolver that held the sockets `before` has bound every address in `want`
+    anew: aardvark-dns (1.4) closes all its sockets on a reload and binds them again, and
+    answers nothing between."""
+    return all(address in now and now[address] not in before for address in want)
 
 
 def resolv_conf(gateway: str) -> str:

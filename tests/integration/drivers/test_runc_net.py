@@ -252,6 +252,27 @@ def test_a_restarted_agent_adopts_networks_and_cells(run: tuple[RuncNetworks, st
     later.close()
 
 
+def test_a_cells_name_is_served_the_moment_attach_returns(run: tuple[RuncNetworks, str]) -> None:
+    """aardvark-dns 1.4 closes and binds again all its sockets on every reload, and its `run`
+    returns before it binds: a lookup right after `attach` was refused or unanswered (this
+    failed the adopt test below once in CI). One query each, no retry, from the host."""
+    nets, tag = run
+    net = f"t{tag}-served"
+    nets.ensure_network(NetworkSpec(name=net))
+    gateway = nets.resolv_conf(net).split()[1]
+    for i in range(8):
+        att = nets.attach(f"{tag}{i}", net, None, f"s{i}", [])
+        done = subprocess.run(
+            ["busybox", "nslookup", f"s{i}", gateway], capture_output=True, text=True, timeout=30
+        )
+        assert f"Address: {att.address}" in done.stdout, done.stdout + done.stderr
+    nets.detach(f"{tag}0")
+    done = subprocess.run(
+        ["busybox", "nslookup", "s1", gateway], capture_output=True, text=True, timeout=30
+    )
+    assert "Address: " in done.stdout.split("Name:", 1)[-1], done.stdout + done.stderr
+
+
 def test_the_overlays_bridge_is_used_with_its_anycast_mac_and_kept(
     run: tuple[RuncNetworks, str],
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,13 @@ from cellplane.drivers.runc_net_plan import (
     filter_rules,
     first_free,
     gateway_of,
+    listen_addresses,
     merge_entry,
     nat_rules,
     pick_subnet,
+    rebound,
     resolv_conf,
+    udp_listeners,
     veth_name,
 )
 
@@ -162,3 +166,55 @@ def test_the_agents_peer_names_and_the_drivers_lines_live_side_by_side(tmp_path:
     assert lines[0] == "10.128.0.1"
     assert [ln.split()[-1] for ln in lines[1:]] == ["db", "api"]
     assert resolver.networks() == ["n1"]
+
+
+def _udp_row(slot: int, address: str, port: int, inode: int) -> str:
+    """One `/proc/net/udp` row as the kernel prints it (the address in host byte order)."""
+    value = int.from_bytes(ipaddress.IPv4Address(address).packed, sys.byteorder)
+    return (
+        f"{slot:5d}: {value:08X}:{port:04X} 00000000:0000 07 00000000:00000000 00:00000000 "
+        f"00000000     0        0 {inode} 2 000000002342959c 0"
+    )
+
+
+def test_the_resolvers_sockets_are_read_from_proc_net_udp() -> None:
+    header = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid"
+    text = "\n".join(
+        [
+            header,
+            _udp_row(1, "10.40.0.1", 53, 100),
+            _udp_row(2, "10.40.1.1", 53, 101),
+            _udp_row(3, "127.0.0.1", 5353, 102),  # another port
+            _udp_row(4, "0.0.0.0", 68, 103),
+            "garbage",
+            "   5: XYZ:0035 00000000:0000 07 0 0 0 0 0 104",
+        ]
+    )
+    assert udp_listeners(text, 53) == {"10.40.0.1": 100, "10.40.1.1": 101}
+    assert udp_listeners(text, 5353) == {"127.0.0.1": 102}
+    assert udp_listeners(header, 53) == {}
+    assert udp_listeners("", 53) == {}
+    # The kernel's own text for 127.0.0.77:5353 on this (little-endian) machine.
+    if sys.byteorder == "little":
+        row = "9140: 4D00007F:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 77"
+        assert udp_listeners(f"{header}\n{row}", 5353) == {"127.0.0.77": 77}
+
+
+def test_listen_addresses_are_the_ipv4_ones_of_every_files_first_line() -> None:
+    headers = ["10.40.0.1", "10.89.0.1,fd00::1", " 10.40.1.1 ", "fd00::2", "", "not-an-address"]
+    headers.append("10.89.1.1,fd00::3 1.1.1.1,8.8.8.8")  # upstream servers: not listened on
+    assert listen_addresses(headers) == {"10.40.0.1", "10.89.0.1", "10.40.1.1", "10.89.1.1"}
+    assert listen_addresses([]) == set()
+
+
+def test_a_reload_is_over_when_every_address_is_bound_on_a_new_socket() -> None:
+    want = {"10.40.0.1", "10.40.1.1"}
+    before = {100, 101}
+    assert not rebound({"10.40.0.1": 100, "10.40.1.1": 101}, want, before)  # not yet closed
+    assert not rebound({}, want, before)  # closed, not bound again
+    assert not rebound({"10.40.0.1": 200}, want, before)  # one of two bound again
+    assert not rebound({"10.40.0.1": 200, "10.40.1.1": 101}, want, before)
+    assert rebound({"10.40.0.1": 200, "10.40.1.1": 201}, want, before)
+    assert rebound({"10.40.0.1": 200, "10.40.1.1": 201, "10.40.2.1": 5}, want, before)
+    assert rebound({"10.40.0.1": 7}, {"10.40.0.1"}, set())  # a fresh start: bound at all
+    assert rebound({}, set(), before)  # nothing to listen on (a network's file only IPv6)
