@@ -37,7 +37,6 @@ def schedule_pending(svc: Services, now: datetime) -> set[str]:
         if not pending:
             return topics
         cell_batch.lock_placement(s)  # PostgreSQL: no API batch places on the same view
-        snap = cells_mod.with_host_labels(hosts_mod.snapshot(s, svc, now))
         vols = {
             (v.project_id, v.name): v
             for v in s.scalars(
@@ -52,6 +51,10 @@ def schedule_pending(svc: Services, now: datetime) -> set[str]:
                 if (c.project_id, m["volume"]) in vols
             } - {None}
             requests.append(cells_mod.placement_request(c, next(iter(bound)) if bound else None))
+        # The placed cells' ports and labels (a row per placed cell) only when a request needs
+        # them; otherwise the hosts and their usage (one aggregate query) are the whole view.
+        detail = any(r.reads_placed_cells() for r in requests)
+        snap = cells_mod.with_host_labels(hosts_mod.snapshot(s, svc, now, detail=detail))
         plan = scheduler.place(snap, requests, now=now.timestamp())
         by_id = {c.id: c for c in pending}
         hosts_touched: dict[str, int] = {}

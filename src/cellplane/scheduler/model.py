@@ -140,6 +140,12 @@ class PlacementRequest:
     affinity: tuple[Affinity, ...] = ()  # (anti-)affinity with other cells, hard or soft
     isolation: str = "standard"  # the host must offer this isolation class
 
+    def reads_placed_cells(self) -> bool:
+        """Whether placing it looks at what is placed already beyond the hosts' usage: the
+        ports in use (`HostSnapshot.used_ports`) or the placed cells' labels (`.cells`, for
+        affinity). Without either, a snapshot without them gives the same plan."""
+        return bool(self.ports or self.affinity)
+
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")

@@ -143,7 +143,7 @@ def create_many(
     unplaced: tuple[scheduler.Unplaced, ...] = ()
     if body.start:
         lock_placement(s)
-        detail = bool(shared.ports or shared.affinity)
+        detail = shared.reads_placed_cells()
         own = detail and not shared.ports and all(a == spread_term for a in shared.affinity)
         snap = cells_mod.with_host_labels(
             hosts_mod.snapshot(

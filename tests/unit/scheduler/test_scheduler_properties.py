@@ -7,12 +7,13 @@ that every unplaced request really had no host left.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cellplane.scheduler import HostSnapshot, PlacementRequest, Resources, explain
+from cellplane.scheduler import Affinity, HostSnapshot, PlacementRequest, Resources, explain
 from cellplane.scheduler._small import place_small
 from cellplane.scheduler._table import Table
 from cellplane.scheduler.testing import replay
@@ -151,3 +152,39 @@ def test_long_runs_fill_hosts_in_greedy_order(
     reference = place_small(hosts, requests)
     assert replay(hosts, requests, reference) == []
     assert place_mod.place_table(hosts, requests) == reference
+
+
+CELL_LABELS = [{}, {"app": "web"}, {"app": "db"}, {"app": "web", "tier": "1"}]
+
+
+@FAST
+@given(hosts_st(), batch_st(), st.data())
+def test_a_request_that_reads_no_placed_cell_gets_the_same_plan_without_them(
+    hosts: list[HostSnapshot], requests: list[PlacementRequest], data: st.DataObject
+) -> None:
+    """The controller reads the placed cells' ports and labels only for a batch that needs
+    them (`reads_placed_cells`): without ports and affinity the plan must not depend on them."""
+    full = [
+        dataclasses.replace(
+            h, cells=tuple(data.draw(st.lists(st.sampled_from(CELL_LABELS), max_size=4)))
+        )
+        for h in hosts
+    ]
+    plain = [dataclasses.replace(r, ports=frozenset(), affinity=()) for r in requests]
+    assert not any(r.reads_placed_cells() for r in plain)
+    bare = [dataclasses.replace(h, used_ports=frozenset(), cells=()) for h in full]
+    assert place_mod.place(bare, plain, now=1.0) == place_mod.place(full, plain, now=1.0)
+    for r in plain[:1]:
+        assert explain(bare, r) == explain(full, r)
+
+
+def test_ports_or_affinity_make_a_request_read_the_placed_cells() -> None:
+    base = PlacementRequest(id="r", resources=Resources(0.1, 16, 0))
+    assert not base.reads_placed_cells()
+    assert dataclasses.replace(base, ports=frozenset({("tcp", 80)})).reads_placed_cells()
+    web = Affinity({"app": "web"}, anti=True, soft=False)
+    assert dataclasses.replace(base, affinity=(web,)).reads_placed_cells()
+    # The hosts' labels, groups and zones are read from the hosts, not from placed cells.
+    assert not dataclasses.replace(
+        base, labels={"gpu": "true"}, zones=frozenset({"z1"}), near="g1"
+    ).reads_placed_cells()
