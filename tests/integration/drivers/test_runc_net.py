@@ -110,7 +110,12 @@ def run() -> Iterator[tuple[RuncNetworks, str]]:
     try:
         yield nets, tag
     finally:
+        # Cleaned up from what the run dir records: a test's second instance (an agent after a
+        # restart) attaches cells the first one does not know of, and a failed test left one.
         made = set(nets.list_networks({}))
+        nets.close()
+        nets = RuncNetworks(run_dir)
+        made |= set(nets.list_networks({}))
         for cid in list(nets.attachments()):
             with contextlib.suppress(errors.DriverError):
                 nets.detach(cid)
