@@ -4,7 +4,8 @@ aardvark-dns reads one file per network under `<run dir>/aardvark-dns/` and relo
 (its pid is in `aardvark.pid` there). The engine (netavark) edits these files under the lock
 file `<run dir>/aardvark.lock`, beside that directory, never in it; the agent takes the same
 lock, merges its entries (`overlay.merge_peer_entries`) and, when something changed, signals the
-resolver and waits, still under the lock, until it listens again (`runc_net_dns.reload_and_wait`). The run dir is the engine's (`PodmanService.network_run_dir`).
+resolver and waits, still under the lock, until it listens again
+(`runc_net_dns.reload_and_wait`). The run dir is the engine's (`PodmanService.network_run_dir`).
 
 Nothing but network files may appear in the resolver's directory, even for an instant: on a
 reload aardvark-dns parses every file there except its pid file as a network, and a file without
