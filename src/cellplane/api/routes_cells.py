@@ -18,7 +18,9 @@ from cellplane.api.respond import idempotent, outcome_response
 from cellplane.errors import ValidationFailed
 from cellplane.services import agent_proxy, cell_access, cells, moves, volumes
 from cellplane.services.context import Principal, Services
+from cellplane.services.idempotency import Outcome
 from cellplane.services.schemas import CellCreate, MoveBody, StopBody, VolumeCreate
+from cellplane.state.conflicts import retry_conflicts
 
 __all__ = ["router"]
 
@@ -120,8 +122,12 @@ def move_cell(
 def delete_cell(
     cell_id: str, svc: Services = Depends(services), p: Principal = Depends(require("cells:write"))
 ) -> Response:
-    with svc.db.session() as s:
-        out = cells.delete(svc, s, p, cell_id)
+
+    def once() -> Outcome:
+        with svc.db.session() as s:
+            return cells.delete(svc, s, p, cell_id)
+
+    out = retry_conflicts(once)  # rolled back by PostgreSQL for a conflict: nothing was written
     svc.notifier.publish(*out.topics)
     return outcome_response(out)
 

@@ -34,6 +34,7 @@ from cellplane.services.idempotency import Outcome
 from cellplane.services.schemas import CellCreate
 from cellplane.services.views import cell_view
 from cellplane.state.cluster_models import Cluster
+from cellplane.state.conflicts import lock_cell_host
 from cellplane.state.models import (
     Cell,
     CellEvent,
@@ -141,13 +142,8 @@ def _visible(
 
 def bump_host(s: Session, host_id: str) -> int:
     """Atomically advance the host's revision; the caller stamps changed cells with it."""
-    rev = s.execute(
-        update(Host)
-        .where(Host.id == host_id)
-        .values(revision=Host.revision + 1)
-        .returning(Host.revision)
-    ).scalar_one()
-    return int(rev)
+    bump = update(Host).where(Host.id == host_id).values(revision=Host.revision + 1)
+    return int(s.execute(bump.returning(Host.revision)).scalar_one())
 
 
 def placement_request(cell: Cell, host_id_for_volumes: str | None) -> scheduler.PlacementRequest:
@@ -429,6 +425,7 @@ def _transition(
 ) -> Outcome:
     now = utcnow()
     cell = _visible(s, principal, s.get(Cell, cell_id), cell_id, "cells:write")
+    lock_cell_host(s, cell)  # the host's row before the cell's, as a status report takes them
     if cell.desired_state == "DELETED":
         raise Conflict(f"cell {cell.name!r} is being deleted")
     if desired == "RUNNING":

@@ -30,6 +30,7 @@ from cellplane.services.cells import _visible, bump_host
 from cellplane.services.context import Principal, Services
 from cellplane.services.networks import description
 from cellplane.state import networks as state_networks
+from cellplane.state.conflicts import lock_cell_host
 from cellplane.state.models import Cell, CellNetwork, Host, Network
 from cellplane.wire.exec import ALIASES_LABEL
 
@@ -111,6 +112,7 @@ def change(
     (on it already, not on it, its only network, too many, the cell deleted)."""
     with svc.db.session() as s:
         cell = _visible(s, principal, s.get(Cell, cell_id), cell_id, "cells:write")
+        lock_cell_host(s, cell)  # the host's row before the cell's, as a status report
         if cell.desired_state == "DELETED":
             raise Conflict(f"cell {cell.name!r} is being deleted")
         net = _network(s, cell, network_id)
@@ -142,6 +144,7 @@ def undo(svc: Services, done: Change) -> None:
         cell = s.get(Cell, done.cell_id)
         if cell is None:
             return
+        lock_cell_host(s, cell)
         try:
             if done.action == "connect":
                 cell_networks.disconnect(s, cell, done.network_id)

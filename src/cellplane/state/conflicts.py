@@ -19,9 +19,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from cellplane.state.models import Host
+from cellplane.state.models import Cell, Host
 
-__all__ = ["PG_CONFLICTS", "conflicted", "lock_hosts", "retry_conflicts"]
+__all__ = ["PG_CONFLICTS", "conflicted", "lock_cell_host", "lock_hosts", "retry_conflicts"]
 
 #: SQLSTATEs of a rolled-back conflict: serialization failure, deadlock detected, lock not
 #: available.
@@ -68,3 +68,18 @@ def lock_hosts(s: Session, host_ids: Iterable[str]) -> None:
         s.execute(
             select(Host.id).where(Host.id.in_(ids[k : k + 500])).order_by(Host.id).with_for_update()
         )
+
+
+def lock_cell_host(s: Session, cell: Cell) -> None:
+    """Before a change to one placed cell: lock its host's row, then the cell's, and read the
+    cell again (PostgreSQL; a no-op on SQLite).
+
+    A status report locks the host and then writes its cells. A change that wrote the cell
+    first and then bumped the host's revision took the two in the other order, and the two
+    deadlocked: PostgreSQL rolled one back. The cell is read again under its lock because a
+    report may have changed it while this waited.
+    """
+    if cell.host_id is None or s.get_bind().dialect.name != "postgresql":
+        return
+    lock_hosts(s, [cell.host_id])
+    s.refresh(cell, with_for_update=True)

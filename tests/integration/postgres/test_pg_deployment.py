@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,8 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from cellplane.client import CellplaneError, Client
 from cellplane.testing.harness import Deployment
@@ -234,3 +237,53 @@ def test_timestamps_are_utc(client: Client) -> None:
     stamps = {"host.created_at": host["created_at"], "host.last_heartbeat": host["last_heartbeat"]}
     offsets = {k: datetime.fromisoformat(v).utcoffset() for k, v in stamps.items()}
     assert all(o == timedelta(0) for o in offsets.values()), stamps
+
+
+@pytest.mark.integration
+def test_a_delete_takes_the_hosts_lock_before_the_cells_as_a_status_report_does(
+    deployment: Deployment, client: Client, api: httpx.Client
+) -> None:
+    """A status report locks its host's row, then writes the host's cells. A delete wrote the
+    cell first and then bumped the host's revision: the two deadlocked and PostgreSQL rolled
+    one back (the CI once saw DELETE answer 503). The report's order is played here by hand:
+    with the host's row held, the report's cell write must go through at once while the
+    delete waits for the host, and the delete then completes."""
+    cell_id = client.create_cell("default", unique("pglock"), IMAGE, command=SLEEP, **SMALL)[
+        "entity"
+    ]["id"]
+    engine = create_engine(deployment.database_url or "", poolclass=NullPool)
+    try:
+        host_id = wait_state(client, cell_id, "RUNNING")["host"]
+        with engine.connect() as report, engine.connect() as watch:
+            report.execute(text("SET lock_timeout = '500ms'"))  # less than deadlock_timeout (1 s)
+            report.execute(text("SELECT id FROM hosts WHERE id = :h FOR UPDATE"), {"h": host_id})
+            mine = report.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            with ThreadPoolExecutor(1) as pool:
+                deleting = pool.submit(api.delete, f"/v1/cells/{cell_id}")
+
+                def delete_waits() -> bool:
+                    waiting = watch.execute(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                            " AND pid <> :me AND query ILIKE '%hosts%'"
+                        ),
+                        {"me": mine},
+                    ).scalar_one()
+                    watch.rollback()  # a transaction sees one snapshot of the activity
+                    return bool(waiting) or deleting.done()
+
+                wait_for(delete_waits, 20, "the delete waiting for a lock")
+                assert not deleting.done(), deleting.result().text  # it waits for the host
+                time.sleep(0.2)
+                # The report's own write: the cell's row is not held by the waiting delete.
+                report.execute(
+                    text("UPDATE cells SET updated_at = updated_at WHERE id = :c"), {"c": cell_id}
+                )
+                report.commit()
+                answer = deleting.result(timeout=30)
+        assert answer.status_code == 202, answer.text
+        done = client.wait_task(answer.json()["id"], timeout=60)
+        assert done["state"] == "COMPLETED", done
+    finally:
+        engine.dispose()
+        delete_and_wait(client, cell_id)
