@@ -52,6 +52,10 @@ __all__ = [
 JSONDict = dict[str, Any]
 
 _RETRY_STATUSES = frozenset({502, 503, 504})
+# A 503 means nothing was done (the server's own answer says so; a proxy's means no backend
+# took the request): any method is retried on it. A 502 or 504 may come after the upstream
+# acted: only GETs and keyed POSTs are retried on those.
+_UNDONE_STATUSES = frozenset({503})
 # Errors after which the request may or may not have reached the server.
 AMBIGUOUS_ERRORS: tuple[type[Exception], ...] = (
     httpx.NetworkError,
@@ -236,7 +240,7 @@ class BaseClient:
         if method == "POST":
             all_headers["Idempotency-Key"] = idempotency_key or str(uuid.uuid4())
         retry_errors = _UNSENT_ERRORS if method == "DELETE" else AMBIGUOUS_ERRORS
-        retry_statuses = _RETRY_STATUSES if method in ("GET", "POST") else frozenset()
+        retry_statuses = _RETRY_STATUSES if method in ("GET", "POST") else _UNDONE_STATUSES
         attempt = 0
         # One more try per further replica: a dead server costs a move, not the request.
         budget = self._retries + len(self._servers) - 1

@@ -150,6 +150,20 @@ def test_delete_is_retried_when_the_connection_was_refused(fake: FakeApi, client
     assert len(fake.requests_to("DELETE", f"/v1/cells/{cell_id}")) == 2
 
 
+def test_delete_is_retried_on_503_but_not_on_502_or_504(fake: FakeApi, client: Client) -> None:
+    """A 503 changed nothing; after a 502 or 504 the upstream may have deleted already."""
+    cell_id = client.create_cell("default", "web", "busybox")["entity"]["id"]
+    for status in (502, 504):
+        fake.fail_next = [Failure(status=status, method="DELETE")]
+        with pytest.raises(CellplaneError) as info:
+            client.delete_cell(cell_id)
+        assert info.value.status == status
+    assert len(fake.requests_to("DELETE", f"/v1/cells/{cell_id}")) == 2
+    fake.fail_next = [Failure(status=503, method="DELETE")]
+    assert client.delete_cell(cell_id)["kind"] == "DELETE_CELL"
+    assert len(fake.requests_to("DELETE", f"/v1/cells/{cell_id}")) == 4
+
+
 def test_get_is_retried_on_503(fake: FakeApi, client: Client) -> None:
     fake.fail_next = [Failure(status=503)]
     assert [f["name"] for f in client.iter_flavors()] == ["SMALL", "MEDIUM"]
