@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Final
 
 from cellplane.drivers import errors
+from cellplane.drivers.podman_guard import NetworkGuard
 
 __all__ = [
     "SANDBOX_RUNTIME",
@@ -493,6 +494,8 @@ class PodmanService:
         For tests and for a host leaving the platform; the caller removes containers first.
         """
         self.shutdown()
+        with contextlib.suppress(errors.DriverError, OSError):  # no iptables: no chains either
+            NetworkGuard(self.socket_url).remove()  # its networks' isolation rules
         shutil.rmtree(self.data_dir, ignore_errors=True)
         if self.run_dir.is_relative_to(self.data_dir):
             return

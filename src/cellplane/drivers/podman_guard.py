@@ -17,7 +17,8 @@ URL, holding nothing that a container's start or removal changes:
 Traffic between the cells of one network, from a cell to the outside, and into a cell from the
 outside (published ports) is not matched. The rules are rebuilt from the engine's networks
 whenever the driver makes or removes one: new rules are added before stale ones go, so there is
-no moment without them. The chains and their jump go with the engine's last isolated network.
+no moment without them. The chains and their jump go with the engine's last isolated network,
+or with the engine itself (`PodmanService.destroy`).
 """
 
 from __future__ import annotations
@@ -88,6 +89,13 @@ class NetworkGuard:
                     if rule[2:] not in wanted[chain]:
                         iptables(["-t", "filter", "-D", chain, *rule[2:]], check=False)
             if not bridges:
+                self._drop()
+
+    def remove(self) -> None:
+        """Drop the chains and their jump, if there are any: for an engine that goes away with
+        its networks still defined (its data directory removed), which `sync` never hears of."""
+        with self._lock:
+            if iptables(["-t", "filter", "-S", self.chains.leave], check=False).returncode == 0:
                 self._drop()
 
     def _add(self, chain: str, rules: list[list[str]]) -> None:

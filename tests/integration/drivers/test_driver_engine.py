@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
 from cellplane.drivers import errors
-from cellplane.drivers.base import ContainerSpec
+from cellplane.drivers.base import ContainerSpec, NetworkSpec
 from cellplane.drivers.engine import PodmanService
+from cellplane.drivers.podman_guard import GuardChains
+from cellplane.drivers.runc_net_fw import iptables
 
 from .conftest import IMAGE, start_engine, stop_engine
 
@@ -50,3 +53,21 @@ def test_container_survives_service_restart() -> None:
         assert driver.exec(cid, ["true"]).exit_code == 0
     finally:
         stop_engine(service, driver, data_dir, labels)
+
+
+def test_destroying_an_engine_drops_its_networks_isolation_chains() -> None:
+    """An engine removed with its networks still defined (its data directory goes) takes the
+    driver's isolation chains and their FORWARD jump along; before, they stayed behind."""
+    service, driver, _archive, data_dir = start_engine("guard")
+    chains = GuardChains.for_engine(service.socket_url)
+    try:
+        driver.ensure_network(NetworkSpec(name="cpt-guard", subnet="10.231.7.0/24"))
+        assert iptables(["-t", "filter", "-S", chains.leave], check=False).returncode == 0
+        assert chains.leave in iptables(["-t", "filter", "-S", "FORWARD"]).stdout
+    finally:
+        driver.close()
+        service.destroy()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    for chain in (chains.leave, chains.enter):
+        assert iptables(["-t", "filter", "-S", chain], check=False).returncode != 0, chain
+    assert chains.leave not in iptables(["-t", "filter", "-S", "FORWARD"]).stdout
