@@ -22,8 +22,9 @@ concurrent allocations wait for each other instead. Ids come from the project's 
 (`net-<project id>`): no clock, no randomness here.
 
 **The overlay.** Each network gets a VXLAN id (`vni`, the lowest free from `VNI_BASE`) when it is
-made, and each cell an address on its network when it is made (`network_address`: the lowest
-free host address of the subnet after the gateway). Both are the control plane's, so a network
+made, and each cell an address on its network when it is made (`network_address`: the address
+after as many as the network holds when that one is free, which for a network without holes is
+the lowest free; else the lowest free host address of the subnet after the gateway). Both are the control plane's, so a network
 spanning hosts never hands one address out twice (the engines' own IPAM is per host: see
 RUNTIME.md's ipam.db pitfall); unique constraints make a racing writer fail, not collide.
 """
@@ -31,10 +32,11 @@ RUNTIME.md's ipam.db pitfall); unique constraints make a racing writer fail, not
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any, Final
 
-from sqlalchemy import event, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import Session
 
 from cellplane.state.identity_models import Quota
@@ -63,6 +65,7 @@ __all__ = [
     "is_default",
     "lock_addresses",
     "lowest_free_subnet",
+    "next_addresses",
     "prefix_for_cells",
 ]
 
@@ -202,6 +205,22 @@ def free_addresses(subnet: str, taken: Iterable[str | None], n: int) -> list[str
     return out
 
 
+def next_addresses(subnet: str, stored: int, pending: Iterable[str | None], n: int) -> list[str]:
+    """The `n` addresses right after the first `stored` host addresses of `subnet` (skipping
+    `pending`), or [] when they would run past its end: a network allocated from the bottom,
+    without holes, has exactly those free next (`_addresses` checks it)."""
+    net = ipaddress.ip_network(subnet)
+    skip = {_address_int(a) for a in pending if a}
+    k = int(net.network_address) + 2 + stored  # after the network address and the gateway
+    last = int(net.broadcast_address) - 1
+    out: list[str] = []
+    while len(out) < n and k <= last:
+        if k not in skip:
+            out.append(_address_text(net.version, k))
+        k += 1
+    return out if len(out) == n else []
+
+
 def lock_addresses(session: Session, network_ids: Iterable[str]) -> None:
     """On PostgreSQL, one address allocation per network at a time until the transaction ends
     (see `_addresses`); nothing on SQLite, whose writers are serialised."""
@@ -315,18 +334,52 @@ def _vnis(session: Session) -> None:
         taken.add(net.vni)
 
 
-def _taken(session: Session, nid: str) -> set[str | None]:
-    """The addresses on network `nid`: stored and about to be, first networks and further ones."""
-    taken: set[str | None] = set(
-        session.scalars(select(Cell.network_address).where(Cell.network_id == nid))
-    )
-    taken |= set(session.scalars(select(CellNetwork.address).where(CellNetwork.network_id == nid)))
+def _pending(session: Session, nid: str) -> set[str | None]:
+    """The addresses on network `nid` about to be stored (this flush's new rows)."""
+    taken: set[str | None] = set()
     for o in session.new:
         if isinstance(o, Cell) and o.network_id == nid:
             taken.add(o.network_address)
         elif isinstance(o, CellNetwork) and o.network_id == nid:
             taken.add(o.address)
     return taken
+
+
+def _taken(session: Session, nid: str) -> set[str | None]:
+    """The addresses on network `nid`: stored and about to be, first networks and further ones."""
+    taken: set[str | None] = set(
+        session.scalars(select(Cell.network_address).where(Cell.network_id == nid))
+    )
+    taken |= set(session.scalars(select(CellNetwork.address).where(CellNetwork.network_id == nid)))
+    return taken | _pending(session, nid)
+
+
+_FAST_MOST: Final = 64  # a larger batch reads the network's addresses once (`_taken`)
+
+
+def _next_free(session: Session, nid: str, subnet: str, n: int) -> list[str]:
+    """`n` free addresses of network `nid` without reading all of them: the ones right after as
+    many addresses as the network has rows (`next_addresses`), if none of them is taken (two
+    indexed lookups). [] when one is (a hole below, left by a removed cell) or for a large `n`;
+    then the caller reads them all."""
+    if n > _FAST_MOST:
+        return []
+    stored = session.scalar(
+        select(func.count()).select_from(CellNetwork).where(CellNetwork.network_id == nid)
+    )
+    found = next_addresses(subnet, int(stored or 0), _pending(session, nid), n)
+    if not found:
+        return []
+    clash = session.scalar(
+        select(CellNetwork.address)
+        .where(CellNetwork.network_id == nid, CellNetwork.address.in_(found))
+        .limit(1)
+    ) or session.scalar(
+        select(Cell.network_address)
+        .where(Cell.network_id == nid, Cell.network_address.in_(found))
+        .limit(1)
+    )
+    return [] if clash else found
 
 
 def _addresses(session: Session, cells: list[Cell], postgres: bool) -> None:
@@ -338,6 +391,8 @@ def _addresses(session: Session, cells: list[Cell], postgres: bool) -> None:
     pending = {o.id: o for o in session.new if isinstance(o, Network)}
     taken: dict[str, set[str | None]] = {}
     subnets: dict[str, str] = {}
+    ahead: dict[str, list[str]] = {}  # found without reading the whole network, still to give
+    wanted = Counter([str(c.network_id) for c in cells] + [a.network_id for a in attachments])
     with session.no_autoflush:
         if postgres:
             # Concurrent cell creations on one network would draw the same lowest free address
@@ -348,11 +403,15 @@ def _addresses(session: Session, cells: list[Cell], postgres: bool) -> None:
             )
 
         def allocate(nid: str) -> str | None:
-            if nid not in taken:
+            if nid not in subnets:
                 net = pending.get(nid) or session.get(Network, nid)
                 if net is None:
                     return None  # the foreign key refuses it at insert
                 subnets[nid] = net.subnet
+                ahead[nid] = _next_free(session, nid, net.subnet, wanted[nid])
+            if ahead[nid]:
+                return ahead[nid].pop(0)
+            if nid not in taken:
                 taken[nid] = _taken(session, nid)
             try:
                 address = free_address(subnets[nid], taken[nid])

@@ -1,4 +1,5 @@
-"""The lowest free address of a network, against the `ipaddress` reference it replaced."""
+"""The lowest free address of a network, against the `ipaddress` reference it replaced, and the
+next addresses of a network without holes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cellplane.state.networks import free_address, free_addresses
+from cellplane.state.networks import free_address, free_addresses, next_addresses
 
 
 def _reference(subnet: str, taken: list[str | None], n: int) -> list[str]:
@@ -54,3 +55,19 @@ def test_ipv6_still_goes_through_ipaddress() -> None:
         "fd00::4",
         "fd00::6",
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(SUBNETS), st.data(), st.integers(1, 20))
+def test_next_addresses_are_the_lowest_free_of_a_network_without_holes(
+    subnet: str, data: st.DataObject, n: int
+) -> None:
+    """Stored addresses taken from the bottom without holes, plus pending ones anywhere: the
+    next ones are the reference's lowest free, or [] when there are fewer than `n` left."""
+    net = ipaddress.ip_network(subnet)
+    hosts = [str(ipaddress.ip_address(k)) for k in range(int(net[2]), int(net.broadcast_address))]
+    stored = data.draw(st.integers(0, len(hosts)))
+    pending = data.draw(st.lists(st.sampled_from([*hosts, None]), max_size=10))
+    want = _reference(subnet, [*hosts[:stored], *pending], n)
+    got = next_addresses(subnet, stored, pending, n)
+    assert got == (want if len(want) == n else [])
