@@ -24,9 +24,10 @@ concurrent allocations wait for each other instead. Ids come from the project's 
 **The overlay.** Each network gets a VXLAN id (`vni`, the lowest free from `VNI_BASE`) when it is
 made, and each cell an address on its network when it is made (`network_address`: the address
 after as many as the network holds when that one is free, which for a network without holes is
-the lowest free; else the lowest free host address of the subnet after the gateway). Both are the control plane's, so a network
-spanning hosts never hands one address out twice (the engines' own IPAM is per host: see
-RUNTIME.md's ipam.db pitfall); unique constraints make a racing writer fail, not collide.
+the lowest free; else the lowest free host address of the subnet after the gateway). Both are
+the control plane's, so a network spanning hosts never hands one address out twice (the
+engines' own IPAM is per host: see RUNTIME.md's ipam.db pitfall); unique constraints make a
+racing writer fail, not collide.
 """
 
 from __future__ import annotations
@@ -189,12 +190,12 @@ def free_address(subnet: str, taken: Iterable[str | None]) -> str:
     return found[0]
 
 
-def free_addresses(subnet: str, taken: Iterable[str | None], n: int) -> list[str]:
+def free_addresses(subnet: str, taken: Iterable[str | None], n: int, skip: int = 0) -> list[str]:
     """The `n` lowest free host addresses of `subnet` (as `free_address`, in one pass; fewer
-    when the subnet runs out)."""
+    when the subnet runs out), after its first `skip` host addresses."""
     net = ipaddress.ip_network(subnet)
     used = {_address_int(a) for a in taken if a}
-    first = int(net.network_address) + 2  # the network address, then the gateway
+    first = int(net.network_address) + 2 + skip  # the network address, then the gateway
     last = int(net.broadcast_address) - 1
     out: list[str] = []
     for k in range(first, last + 1):
@@ -209,16 +210,8 @@ def next_addresses(subnet: str, stored: int, pending: Iterable[str | None], n: i
     """The `n` addresses right after the first `stored` host addresses of `subnet` (skipping
     `pending`), or [] when they would run past its end: a network allocated from the bottom,
     without holes, has exactly those free next (`_addresses` checks it)."""
-    net = ipaddress.ip_network(subnet)
-    skip = {_address_int(a) for a in pending if a}
-    k = int(net.network_address) + 2 + stored  # after the network address and the gateway
-    last = int(net.broadcast_address) - 1
-    out: list[str] = []
-    while len(out) < n and k <= last:
-        if k not in skip:
-            out.append(_address_text(net.version, k))
-        k += 1
-    return out if len(out) == n else []
+    found = free_addresses(subnet, pending, n, skip=stored)
+    return found if len(found) == n else []
 
 
 def lock_addresses(session: Session, network_ids: Iterable[str]) -> None:
