@@ -44,6 +44,7 @@ from cellplane.services.cells import (
 from cellplane.services.context import Principal, Services
 from cellplane.services.failover_memo import DownMark, FailoverMemo
 from cellplane.services.idempotency import Outcome
+from cellplane.state.conflicts import lock_cell_host
 from cellplane.state.models import Cell, CellEvent, Host, Task, Volume
 
 __all__ = [
@@ -249,6 +250,7 @@ def move(svc: Services, s: Session, principal: Principal, cell_id: str, to: str)
         raise NotFound(f"cell {cell_id!r} does not exist")
     project = check_project(s, principal, cell.project_id, "cells:write", f"cell {cell_id!r}")
     target = _host(s, to)
+    lock_cell_host(s, cell, target.id)  # both hosts' rows before the cell's, as reports do
     if cell.desired_state == "DELETED":
         raise Conflict(f"cell {cell.name!r} is being deleted")
     if cell.host_id == target.id:

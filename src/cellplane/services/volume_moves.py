@@ -30,6 +30,7 @@ from cellplane.services import tasks as tasks_mod
 from cellplane.services.cells import bump_host
 from cellplane.services.context import Services
 from cellplane.services.hosts import volume_engine_name
+from cellplane.state.conflicts import lock_cell_host
 from cellplane.state.models import Cell, CellEvent, Host, Task, Volume
 from cellplane.wire.agent import VOLUME_SHA_HEADER
 
@@ -257,6 +258,9 @@ def _finish(
         if task is None or cell is None or cell.host_id is None:
             return set()
         step = _copy_step(task) or {}
+        lock_cell_host(s, cell, step.get("host"))  # both hosts' rows first, as reports do
+        if cell.host_id is None:
+            return set()
         resume = bool(step.get("resume"))
         if error is not None:
             tasks_mod.fail(

@@ -70,16 +70,18 @@ def lock_hosts(s: Session, host_ids: Iterable[str]) -> None:
         )
 
 
-def lock_cell_host(s: Session, cell: Cell) -> None:
-    """Before a change to one placed cell: lock its host's row, then the cell's, and read the
-    cell again (PostgreSQL; a no-op on SQLite).
+def lock_cell_host(s: Session, cell: Cell, *others: str | None) -> None:
+    """Before a change to one cell: lock its host's row (and the `others` hosts' the change
+    bumps too: a move's target), then the cell's, and read the cell again (PostgreSQL; a
+    no-op on SQLite).
 
     A status report locks the host and then writes its cells. A change that wrote the cell
     first and then bumped the host's revision took the two in the other order, and the two
     deadlocked: PostgreSQL rolled one back. The cell is read again under its lock because a
     report may have changed it while this waited.
     """
-    if cell.host_id is None or s.get_bind().dialect.name != "postgresql":
+    hosts = [h for h in (cell.host_id, *others) if h is not None]
+    if not hosts or s.get_bind().dialect.name != "postgresql":
         return
-    lock_hosts(s, [cell.host_id])
+    lock_hosts(s, hosts)
     s.refresh(cell, with_for_update=True)

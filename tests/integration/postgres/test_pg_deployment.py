@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from sqlalchemy.pool import NullPool
 
 from cellplane.client import CellplaneError, Client
 from cellplane.testing.harness import Deployment
+from cellplane.testing.simhosts import SimHosts, SimSpec
 from cellplane.testing.waits import SLEEP, unique, wait_for
 
 from .conftest import IMAGE
@@ -239,29 +241,23 @@ def test_timestamps_are_utc(client: Client) -> None:
     assert all(o == timedelta(0) for o in offsets.values()), stamps
 
 
-@pytest.mark.integration
-def test_a_delete_takes_the_hosts_lock_before_the_cells_as_a_status_report_does(
-    deployment: Deployment, client: Client, api: httpx.Client
-) -> None:
-    """A status report locks its host's row, then writes the host's cells. A delete wrote the
-    cell first and then bumped the host's revision: the two deadlocked and PostgreSQL rolled
-    one back (the CI once saw DELETE answer 503). The report's order is played here by hand:
-    with the host's row held, the report's cell write must go through at once while the
-    delete waits for the host, and the delete then completes."""
-    cell_id = client.create_cell("default", unique("pglock"), IMAGE, command=SLEEP, **SMALL)[
-        "entity"
-    ]["id"]
+def _a_report_writes_the_cell_while(
+    deployment: Deployment, host_id: str, cell_id: str, request: Callable[[], httpx.Response]
+) -> httpx.Response:
+    """Play a status report's order by hand while `request` runs: hold the host's row, wait
+    until the request waits for a lock on a host, then write the cell's row as the report
+    does. The write must go through at once (the request holds no lock on the cell yet);
+    then the request goes on. Returns its answer."""
     engine = create_engine(deployment.database_url or "", poolclass=NullPool)
     try:
-        host_id = wait_state(client, cell_id, "RUNNING")["host"]
         with engine.connect() as report, engine.connect() as watch:
             report.execute(text("SET lock_timeout = '500ms'"))  # less than deadlock_timeout (1 s)
             report.execute(text("SELECT id FROM hosts WHERE id = :h FOR UPDATE"), {"h": host_id})
             mine = report.execute(text("SELECT pg_backend_pid()")).scalar_one()
             with ThreadPoolExecutor(1) as pool:
-                deleting = pool.submit(api.delete, f"/v1/cells/{cell_id}")
+                running = pool.submit(request)
 
-                def delete_waits() -> bool:
+                def request_waits() -> bool:
                     waiting = watch.execute(
                         text(
                             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
@@ -270,20 +266,84 @@ def test_a_delete_takes_the_hosts_lock_before_the_cells_as_a_status_report_does(
                         {"me": mine},
                     ).scalar_one()
                     watch.rollback()  # a transaction sees one snapshot of the activity
-                    return bool(waiting) or deleting.done()
+                    return bool(waiting) or running.done()
 
-                wait_for(delete_waits, 20, "the delete waiting for a lock")
-                assert not deleting.done(), deleting.result().text  # it waits for the host
+                wait_for(request_waits, 20, "the request waiting for a lock")
+                assert not running.done(), running.result().text  # it waits for the host
                 time.sleep(0.2)
-                # The report's own write: the cell's row is not held by the waiting delete.
+                # The report's own write: the cell's row is not held by the waiting request.
                 report.execute(
                     text("UPDATE cells SET updated_at = updated_at WHERE id = :c"), {"c": cell_id}
                 )
                 report.commit()
-                answer = deleting.result(timeout=30)
+                return running.result(timeout=30)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.integration
+def test_a_delete_takes_the_hosts_lock_before_the_cells_as_a_status_report_does(
+    deployment: Deployment, client: Client, api: httpx.Client
+) -> None:
+    """A status report locks its host's row, then writes the host's cells. A delete wrote the
+    cell first and then bumped the host's revision: the two deadlocked and PostgreSQL rolled
+    one back (the CI once saw DELETE answer 503). With the report's order played by hand, the
+    delete waits for the host and then completes."""
+    cell_id = client.create_cell("default", unique("pglock"), IMAGE, command=SLEEP, **SMALL)[
+        "entity"
+    ]["id"]
+    try:
+        host_id = wait_state(client, cell_id, "RUNNING")["host"]
+        answer = _a_report_writes_the_cell_while(
+            deployment, host_id, cell_id, lambda: api.delete(f"/v1/cells/{cell_id}")
+        )
         assert answer.status_code == 202, answer.text
         done = client.wait_task(answer.json()["id"], timeout=60)
         assert done["state"] == "COMPLETED", done
     finally:
-        engine.dispose()
+        delete_and_wait(client, cell_id)
+
+
+@pytest.mark.integration
+def test_a_move_takes_both_hosts_locks_before_the_cells(
+    deployment: Deployment, client: Client, api: httpx.Client
+) -> None:
+    """A move bumps the revisions of the cell's host and of its target. It too must lock them
+    before the cell's row, as a status report of either host does. The target is a simulated
+    host (the real agent protocol, containers that run at once)."""
+    name = unique("pgmove")
+    spec = SimSpec(
+        server=deployment.url,
+        join_token=deployment.join_file.read_text().strip(),
+        count=1,
+        prefix=name,
+        processes=1,
+    )
+    cell_id = client.create_cell("default", unique("pgmv"), IMAGE, command=SLEEP, **SMALL)[
+        "entity"
+    ]["id"]
+    try:
+        host_id = wait_state(client, cell_id, "RUNNING")["host"]
+        with SimHosts(spec):
+            target = f"{name}-00000"
+            wait_for(
+                lambda: any(
+                    h["name"] == target and h["state"] == "READY"
+                    for h in client.list_hosts(limit=100)["items"]
+                ),
+                30,
+                f"host {target} READY",
+            )
+            answer = _a_report_writes_the_cell_while(
+                deployment,
+                host_id,
+                cell_id,
+                lambda: api.post(f"/v1/cells/{cell_id}/move", json={"host": target}),
+            )
+            assert answer.status_code == 202, answer.text
+            done = client.wait_task(answer.json()["id"], timeout=60)
+            assert done["state"] == "COMPLETED", done
+            assert client.get_cell(cell_id)["host_name"] == target
+            delete_and_wait(client, cell_id)
+    finally:
         delete_and_wait(client, cell_id)
