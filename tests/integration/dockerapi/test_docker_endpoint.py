@@ -276,13 +276,19 @@ def test_docker_run_runtime_runsc_makes_a_sandboxed_cell(ep_a: Endpoint, admin: 
     """`--runtime runsc` is the sandbox isolation class (gVisor); an unknown runtime is refused
     as Docker refuses one, and changes nothing."""
     name = unique("gv")
-    ep_a.ok("run", "-d", "--name", name, "--runtime", "runsc", "busybox", *SLEEP)
+    ep_a.ok("run", "-d", "--name", name, "--runtime", "runsc", "-m", "48m", "busybox", *SLEEP)
     try:
         (info,) = json.loads(ep_a.ok("inspect", name))
         assert info["HostConfig"]["Runtime"] == "runsc"
         assert _cells(admin, "team-a")[name]["isolation"] == "sandbox"
         out = admin.exec_cell(_cells(admin, "team-a")[name]["id"], ["dmesg"])
         assert "Starting gVisor" in str(out["output"]), out
+        # Its metrics come from the sandbox's cgroup, as a standard cell's do: the memory it
+        # uses (gVisor's Sentry and gofer included) against its limit.
+        usage, limit = ep_a.ok("stats", "--no-stream", "--format", "{{.MemUsage}}", name).split(
+            " / "
+        )
+        assert limit.strip() == "48MiB" and not usage.startswith("0B"), (usage, limit)
     finally:
         ep_a.docker("rm", "-f", name)
     before = set(_cells(admin, "team-a"))
