@@ -190,6 +190,26 @@ def _alive(pid: int) -> bool:
 
 #: Where a rootful podman 4.3 keeps its network run state (see `PodmanService`).
 SHARED_NETWORK_RUN_DIR: Final = Path("/run/containers/networks")
+#: Where a rootful podman pins its containers' network namespaces (a shared mount point).
+NETNS_DIR: Final = Path("/run/netns")
+
+# How a service with `private_networks` starts. On the machine: /run/netns made a shared mount
+# point if it is not one yet (as podman itself makes it). Then, in a new mount namespace, every
+# mount is made a slave of the machine's (what the engine mounts stays in it) but /run/netns,
+# which stays a peer of the machine's: the network namespaces podman pins there must outlive
+# this mount namespace, or a service started again (in a new one, after a crash) would not find
+# its running containers' namespaces. Last, the engine's own directory over the network run dir.
+_PRIVATE_NETWORKS = r"""set -e
+mkdir -p "$1" NETRUN NETNS
+mountpoint -q NETNS || { mount --bind NETNS NETNS; mount --make-shared NETNS; }
+exec unshare --mount --propagation unchanged -- sh -c '
+awk "{print \$5}" /proc/self/mountinfo | while read -r m; do
+  case "$m" in NETNS|NETNS/*) ;; *) mount --make-slave "$m" 2>/dev/null || true ;; esac
+done
+mount --bind "$1" NETRUN
+shift
+exec "$@"' sh "$@"
+""".replace("NETRUN", str(SHARED_NETWORK_RUN_DIR)).replace("NETNS", str(NETNS_DIR))
 
 
 class PodmanService:
@@ -202,7 +222,8 @@ class PodmanService:
     `private_networks`: a rootful podman keeps its network run state (the IPAM database, the
     resolver's configuration and pid file) in /run/containers/networks, whatever its root, so
     engines on one machine (namespace hosts) would share one resolver. With it the service runs
-    in a mount namespace of its own where that directory is `network_run_dir`, this engine's.
+    in a mount namespace of its own where that directory is `network_run_dir`, this engine's;
+    /run/netns stays the machine's (`_PRIVATE_NETWORKS`).
     """
 
     def __init__(
@@ -295,12 +316,7 @@ class PodmanService:
         service = self._service_command()
         if not self.private_networks:
             return service
-        shared = str(SHARED_NETWORK_RUN_DIR)
-        script = f'mkdir -p "$1" {shared} && mount --bind "$1" {shared} && shift && exec "$@"'
-        return [
-            "unshare", "--mount", "--propagation", "private", "--",
-            "sh", "-c", script, "sh", str(self.network_run_dir), *service,
-        ]  # fmt: skip
+        return ["sh", "-c", _PRIVATE_NETWORKS, "sh", str(self.network_run_dir), *service]
 
     def _service_command(self) -> list[str]:
         runtime = ["--runtime", SANDBOX_RUNTIME] if self.sandbox_creator else []
