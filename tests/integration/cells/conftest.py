@@ -136,8 +136,8 @@ def busybox_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_busybox_archive(tmp_path_factory.mktemp("busybox"))
 
 
-def start_deployment(archive: Path) -> Deployment:
-    d = Deployment()
+def start_deployment(archive: Path, agent_args: list[str] | None = None) -> Deployment:
+    d = Deployment(agent_args=agent_args)
     try:
         d.start()
         with d.client() as c:

@@ -25,7 +25,7 @@ from cellplane.drivers.engine import SHARED_NETWORK_RUN_DIR, PodmanService
 from cellplane.drivers.podman import PodmanDriver
 from cellplane.testing.harness import Deployment
 
-from .conftest import IMAGE, Cells, unique, wait_for
+from .conftest import Cells, start_deployment, unique, wait_for
 
 HTTPD = (
     "trap 'exit 0' TERM; mkdir -p /w && echo {t} > /w/index.html && httpd -f -p 8080 -h /w & wait"
@@ -34,11 +34,8 @@ HTTPD = (
 
 @pytest.fixture(scope="module")
 def private(busybox_archive: Path) -> Iterator[Deployment]:
-    d = Deployment(agent_args=["--private-networks"])
+    d = start_deployment(busybox_archive, agent_args=["--private-networks"])
     try:
-        d.start()
-        with d.client() as c:
-            c.upload_image(IMAGE, busybox_archive)
         yield d
     finally:
         d.close()
