@@ -29,6 +29,31 @@ PROBLEM_FIELDS = ("type", "title", "status", "detail")
 
 T = TypeVar("T")
 
+# httpd in the foreground under a shell that exits at once on SIGTERM (quick deletes).
+HTTPD = (
+    "trap 'exit 0' TERM; mkdir -p /www && echo {text} > /www/index.html && "
+    "httpd -f -p 8080 -h /www & wait"
+)
+
+
+def sh(client: Client, cell_id: str, script: str) -> tuple[int, str]:
+    """Run `script` with sh inside the cell: (exit code, output)."""
+    out = client.exec_cell(cell_id, ["sh", "-c", script])
+    return int(out["exit_code"]), str(out["output"])
+
+
+def http(client: Client, cell_id: str, host: str) -> str:
+    """GET http://host:8080/ from inside a cell (busybox nc: its exit code says nothing)."""
+    return sh(client, cell_id, f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {host} 8080")[1]
+
+
+def engine_pid(d: Deployment) -> int:
+    """The pid of the agent's podman service, from its pid file (0 if none)."""
+    try:
+        return int((d.engine_dir / "service.pid").read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
 
 def assert_problem(resp: httpx.Response, status: int, slug: str | None = None) -> dict[str, Any]:
     """The answer is an RFC 9457 problem document with `status` (and type suffix `slug`)."""

@@ -26,14 +26,7 @@ from cellplane.drivers.engine import PodmanService
 from cellplane.drivers.podman import PodmanDriver
 from cellplane.testing.harness import Deployment
 
-from .conftest import Cells, wait_for
-
-
-def _engine_pid(d: Deployment) -> int:
-    try:
-        return int((d.engine_dir / "service.pid").read_text().strip())
-    except (OSError, ValueError):
-        return 0
+from .conftest import Cells, engine_pid, wait_for
 
 
 def _host(client: Client, d: Deployment) -> dict[str, Any]:
@@ -58,13 +51,13 @@ def test_killed_engine_is_restarted_and_adopts_running_cells(
     d = deployment
     before = cells.run("survivor")
     outages = _host(client, d)["engine"]["outages"]
-    old_pid = _engine_pid(d)
+    old_pid = engine_pid(d)
     os.kill(old_pid, signal.SIGKILL)
     killed_at = time.monotonic()
     probe = PodmanService(d.engine_dir)
 
     def back() -> int | None:
-        pid = _engine_pid(d)
+        pid = engine_pid(d)
         return pid if pid != old_pid and probe.answers(0.5) else None
 
     wait_for(back, 10, interval=0.1, what="the agent to restart its engine")
@@ -94,7 +87,7 @@ def test_frozen_engine_host_takes_no_new_cells_and_says_why(
 ) -> None:
     d = deployment
     running = cells.run("frozen-survivor")
-    pid = _engine_pid(d)
+    pid = engine_pid(d)
     os.kill(pid, signal.SIGSTOP)
     try:
         host = wait_for(

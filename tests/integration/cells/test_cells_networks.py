@@ -14,28 +14,12 @@ import pytest
 
 from cellplane.client import CellplaneError, Client
 
-from .conftest import Cells, unique, wait_for
-
-# httpd in the foreground under a shell that exits at once on SIGTERM (quick deletes).
-HTTPD = (
-    "trap 'exit 0' TERM; mkdir -p /www && echo {text} > /www/index.html && "
-    "httpd -f -p 8080 -h /www & wait"
-)
-
-
-def _sh(client: Client, cell_id: str, script: str) -> tuple[int, str]:
-    out = client.exec_cell(cell_id, ["sh", "-c", script])
-    return int(out["exit_code"]), str(out["output"])
-
-
-def _http(client: Client, cell_id: str, host: str) -> str:
-    """GET http://host:8080/ from inside a cell (busybox nc: its exit code says nothing)."""
-    return _sh(client, cell_id, f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {host} 8080")[1]
+from .conftest import HTTPD, Cells, http, sh, unique, wait_for
 
 
 def _addresses(client: Client, cell_id: str) -> list[str]:
     """The cell's IPv4 addresses other than loopback, as its interfaces have them."""
-    code, out = _sh(client, cell_id, "ip -4 -o addr show")
+    code, out = sh(client, cell_id, "ip -4 -o addr show")
     assert code == 0, out
     return [a for a in re.findall(r"inet (\d+\.\d+\.\d+\.\d+)/", out) if a != "127.0.0.1"]
 
@@ -71,19 +55,19 @@ def test_a_cell_on_two_networks_reaches_each_and_the_networks_stay_apart(
         assert len(a_addr) == 1 and len(b_addr) == 1, (a_addr, b_addr)
         # The two-network cell reaches a cell of each network by name and by address.
         for other, address, text in ((on_a, a_addr[0], "from-a"), (on_b, b_addr[0], "from-b")):
-            code, out = _sh(client, both["id"], f"ping -c1 -W2 {other['name']}")
+            code, out = sh(client, both["id"], f"ping -c1 -W2 {other['name']}")
             assert code == 0 and address in out, out
-            assert text in _http(client, both["id"], address)
-            assert text in _http(client, both["id"], other["name"])
+            assert text in http(client, both["id"], address)
+            assert text in http(client, both["id"], other["name"])
         # From b, the two-network cell answers by its name there, with its address on b.
-        code, out = _sh(client, on_b["id"], f"ping -c1 -W2 {both['name']}")
+        code, out = sh(client, on_b["id"], f"ping -c1 -W2 {both['name']}")
         assert code == 0, out
         assert any(addr in out for addr in mine), out
         # A cell only on b reaches neither the cell only on a nor its name (controls above).
-        code, out = _sh(client, on_b["id"], f"ping -c1 -W2 {a_addr[0]}")
+        code, out = sh(client, on_b["id"], f"ping -c1 -W2 {a_addr[0]}")
         assert code != 0, out
-        assert "from-a" not in _http(client, on_b["id"], a_addr[0])
-        code, out = _sh(client, on_b["id"], f"ping -c1 -W2 {on_a['name']}")
+        assert "from-a" not in http(client, on_b["id"], a_addr[0])
+        code, out = sh(client, on_b["id"], f"ping -c1 -W2 {on_a['name']}")
         assert code != 0 and a_addr[0] not in out, out
         # A network a cell uses, as a further one, is not deleted.
         with pytest.raises(CellplaneError) as refused:
@@ -119,11 +103,11 @@ def test_networks_stay_apart_after_another_networks_last_cell_is_gone(
         )
         (b_addr,) = _addresses(client, on_b["id"])
         # Control: b's web server answers on its own network, by address.
-        wait_for(lambda: "from-b" in _http(client, peer_b["id"], b_addr), 15, what="b from b2")
-        assert "from-b" not in _http(client, on_a["id"], b_addr)
+        wait_for(lambda: "from-b" in http(client, peer_b["id"], b_addr), 15, what="b from b2")
+        assert "from-b" not in http(client, on_a["id"], b_addr)
         cells.delete(on_c["id"])  # network c's last container: netavark's complete teardown
-        assert "from-b" in _http(client, peer_b["id"], b_addr)
-        assert "from-b" not in _http(client, on_a["id"], b_addr)
+        assert "from-b" in http(client, peer_b["id"], b_addr)
+        assert "from-b" not in http(client, on_a["id"], b_addr)
     finally:
         cells.cleanup()
         for name in nets:

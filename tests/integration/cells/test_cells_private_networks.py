@@ -20,16 +20,11 @@ from pathlib import Path
 import docker
 import pytest
 
-from cellplane.client import Client
 from cellplane.drivers.engine import SHARED_NETWORK_RUN_DIR, PodmanService
 from cellplane.drivers.podman import PodmanDriver
 from cellplane.testing.harness import Deployment
 
-from .conftest import Cells, start_deployment, unique, wait_for
-
-HTTPD = (
-    "trap 'exit 0' TERM; mkdir -p /w && echo {t} > /w/index.html && httpd -f -p 8080 -h /w & wait"
-)
+from .conftest import HTTPD, Cells, engine_pid, http, sh, start_deployment, unique, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -45,23 +40,6 @@ def _mount_points() -> set[str]:
     return {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
 
 
-def _engine_pid(d: Deployment) -> int:
-    try:
-        return int((d.engine_dir / "service.pid").read_text().strip())
-    except (OSError, ValueError):
-        return 0
-
-
-def _sh(client: Client, cell_id: str, script: str) -> tuple[int, str]:
-    out = client.exec_cell(cell_id, ["sh", "-c", script])
-    return int(out["exit_code"]), str(out["output"])
-
-
-def _http(client: Client, cell_id: str, host: str) -> str:
-    """GET http://host:8080/ from inside a cell (busybox nc: its exit code says nothing)."""
-    return _sh(client, cell_id, f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {host} 8080")[1]
-
-
 @pytest.mark.integration
 def test_a_private_network_engine_killed_adopts_its_cells(private: Deployment) -> None:
     d = private
@@ -72,13 +50,13 @@ def test_a_private_network_engine_killed_adopts_its_cells(private: Deployment) -
         net = unique("pn")
         client.create_network("default", net)
         try:
-            server = cells.run("pnweb", ["sh", "-c", HTTPD.format(t="kept")], network=net)
+            server = cells.run("pnweb", ["sh", "-c", HTTPD.format(text="kept")], network=net)
             peer = cells.run("pnpeer", network=net)
             # A sandbox is made by the engine's second service (runsc), in a namespace of its own.
             sandboxed = (
                 cells.run(
                     "pnsand",
-                    ["sh", "-c", HTTPD.format(t="boxed")],
+                    ["sh", "-c", HTTPD.format(text="boxed")],
                     network=net,
                     isolation="sandbox",
                 )
@@ -96,11 +74,11 @@ def test_a_private_network_engine_killed_adopts_its_cells(private: Deployment) -
             sandbox = api.inspect_container(info.id)["NetworkSettings"]["SandboxKey"]
             assert sandbox.startswith("/run/netns/") and sandbox in _mount_points(), sandbox
 
-            old_pid = _engine_pid(d)
+            old_pid = engine_pid(d)
             os.kill(old_pid, signal.SIGKILL)
             probe = PodmanService(d.engine_dir)
             wait_for(
-                lambda: _engine_pid(d) not in (0, old_pid) and probe.answers(0.5),
+                lambda: engine_pid(d) not in (0, old_pid) and probe.answers(0.5),
                 15,
                 interval=0.1,
                 what="the agent to restart its engine",
@@ -113,13 +91,13 @@ def test_a_private_network_engine_killed_adopts_its_cells(private: Deployment) -
                 engine.close()
             assert again.id == server["container_id"] and again.running, again
             # The adopted cell still serves its network, by name; exec works.
-            assert "kept" in _http(client, peer["id"], server["name"])
-            assert _sh(client, server["id"], "echo in") == (0, "in\n")
+            assert "kept" in http(client, peer["id"], server["name"])
+            assert sh(client, server["id"], "echo in") == (0, "in\n")
             if sandboxed is not None:
-                assert "boxed" in _http(client, peer["id"], sandboxed["name"])
+                assert "boxed" in http(client, peer["id"], sandboxed["name"])
             # A new cell on the network, and the adopted ones deleted cleanly.
             late = cells.run("pnlate", network=net)
-            assert "kept" in _http(client, late["id"], server["name"])
+            assert "kept" in http(client, late["id"], server["name"])
             cells.delete(server["id"])
             assert sandbox not in _mount_points()
         finally:
