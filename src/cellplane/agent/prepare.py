@@ -13,7 +13,7 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -234,8 +234,12 @@ class Preparer:
         events: list[dict[str, Any]],
         *,
         recreated: bool,
+        latest: Callable[[str], wire.CellAssignment | None] = lambda _: None,
     ) -> None:
-        """Create and start the cell's container (adopting one an earlier pass created).
+        """Create and start the cell's container (adopting one an earlier pass created). A cell
+        to be made only (desired CREATED, `docker create`) is not started, unless its newest
+        assignment (`latest`) asks for it by then: `docker run`'s start often comes while its
+        container is being made (the next pass would start it, one pass later).
 
         Never without the mounts the cell declares: while a volume of it is not on this host
         (`pending_volumes`) nothing is created, and the action is retried."""
@@ -253,8 +257,12 @@ class Preparer:
             # Created by an earlier pass that did not live to report it: use that one.
             cid = self.driver.inspect(spec.name).id
         events.append(_event("recreated" if recreated else "created", cid[:12]))
-        self.start(cell, cid)
-        events.append(_event("started", ""))
+        run: wire.CellAssignment | None = cell
+        if cell.desired_state == "CREATED":
+            run = latest(cell.cell_id)
+        if run is not None and run.desired_state == "RUNNING":
+            self.start(run, cid)
+            events.append(_event("started", ""))
 
     @staticmethod
     def waiting_for(cell: wire.CellAssignment) -> str:

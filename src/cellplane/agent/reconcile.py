@@ -3,6 +3,8 @@
 No I/O, no clock: `runner` gathers the inputs and executes the actions. The rules:
 - a cell that should run and has no container gets one (CREATE), unless a volume it mounts is
   not on this host yet (`pending_volumes`): it waits, as no container starts without its data;
+  a cell that should only be made (desired CREATED, `docker create`) gets its container the same
+  way, not started, and is then left alone until its start;
 - a container that exited is restarted per the cell's restart policy, with exponential backoff:
   `never` leaves it exited, `on-failure` restarts a non-zero exit up to `max_retries` times,
   `always` restarts any exit;
@@ -188,13 +190,23 @@ def is_stale(cell: CellAssignment, info: ContainerInfo) -> bool:
 def observed_state(cell: CellAssignment, info: ContainerInfo | None) -> str:
     desired = cell.desired_state
     if info is None:
-        return {"RUNNING": "CREATING", "STOPPED": "STOPPED", "DELETED": "DELETING"}[desired]
+        return {
+            "RUNNING": "CREATING",
+            "CREATED": "CREATING",
+            "STOPPED": "STOPPED",
+            "DELETED": "DELETING",
+        }[desired]
     if info.running:
-        return {"RUNNING": "RUNNING", "STOPPED": "STOPPING", "DELETED": "DELETING"}[desired]
+        return {
+            "RUNNING": "RUNNING",
+            "CREATED": "RUNNING",  # started while this assignment was read
+            "STOPPED": "STOPPING",
+            "DELETED": "DELETING",
+        }[desired]
     if desired == "DELETED":
         return "DELETING"
     if info.state == "created":
-        return "STOPPED" if desired == "STOPPED" else "STARTING"
+        return {"STOPPED": "STOPPED", "CREATED": "CREATED"}.get(desired, "STARTING")
     if desired == "STOPPED":
         return "STOPPED"
     return "EXITED"
@@ -233,7 +245,7 @@ def reconcile(
             actions.append(Action("REMOVE", cell_id, info.id if info else None, "cell deleted"))
             continue
         if info is None:
-            if want != "RUNNING" or is_ended(cell, memory):
+            if want not in ("RUNNING", "CREATED") or is_ended(cell, memory):
                 continue
             if cell.pending_volumes:
                 continue  # never without its mounts (the runner reports what it waits for)
@@ -258,6 +270,8 @@ def reconcile(
             if info.running:
                 actions.append(Action("STOP", cell_id, info.id, "stop requested"))
             continue
+        if want == "CREATED":
+            continue  # made and waiting for its start (`docker create`): left as it is
         # want RUNNING
         requested = parse_time(cell.restart_requested_at)
         started = parse_time(info.started_at)

@@ -406,7 +406,8 @@ class Agent(Reporter):
                 return
             if action.kind == "CREATE":
                 recreated = action.reason == "recreated"
-                self._prep.create(cell, self.host_id, events, recreated=recreated)
+                latest = lambda c: self._desired.get(c)  # noqa: E731 (read when asked)
+                self._prep.create(cell, self.host_id, events, recreated=recreated, latest=latest)
                 if recreated:  # a vanished container counts against the restart policy
                     self._restarts[cell.cell_id] = self._restarts.get(cell.cell_id, 0) + 1
             elif action.kind == "START":

@@ -1,6 +1,7 @@
 """The placement reconciler: pending cells -> scheduler -> placements on hosts.
 
-Level-triggered: each pass looks at every cell that wants to run and has no host, whatever woke it
+Level-triggered: each pass looks at every cell that wants to run (or to be made, `docker
+create`) and has no host, whatever woke it
 (a new cell, a host joining, a periodic tick after a crash). The scheduler decides; this module
 re-reads state in the same transaction and commits the plan, so two passes cannot double-place.
 """
@@ -12,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from cellplane import scheduler
-from cellplane.services import cell_batch
+from cellplane.services import capacity, cell_batch
 from cellplane.services import cells as cells_mod
 from cellplane.services import hosts as hosts_mod
 from cellplane.services import tasks as tasks_mod
@@ -30,7 +31,7 @@ def schedule_pending(svc: Services, now: datetime) -> set[str]:
     with svc.db.session() as s:
         pending = s.scalars(
             select(Cell)
-            .where(Cell.host_id.is_(None), Cell.desired_state == "RUNNING")
+            .where(Cell.host_id.is_(None), Cell.desired_state.in_(capacity.PLACED_DESIRED))
             .order_by(Cell.id)
             .limit(BATCH)
         ).all()

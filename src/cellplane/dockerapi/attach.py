@@ -7,11 +7,13 @@ TTY. Attaching to such a container hijacks the connection (101), waits until the
 (the CLI attaches before it starts the container), then opens the main process's streams on the
 cell's host agent (`agent_proxy.open_attach`: the engine's own attach, hijacked, relayed as exec
 frames): what the client sends is the process's stdin (with `stdin=1`, which needs `cells:write`
-and is audited as `cell.attach`; its half-close closes that stdin), the process's output goes back in Docker's frames (raw with a TTY). An attach that
-came before the first start asks the engine to replay the output from the start, so nothing the
-process printed before the session opened is lost. `POST /containers/{id}/resize` resizes the
-attached TTY (a size that comes before the session opens is kept for it). Closing the connection
-detaches; the process goes on. The engine's detach keys (ctrl-p ctrl-q) detach too.
+and is audited as `cell.attach`; its half-close closes that stdin), the process's output goes
+back in Docker's frames (raw with a TTY). An attach that comes before the first start (a container
+`docker create` made, desired CREATED) opens the session on the made container before it answers
+101, as Docker does: the CLI sends the start only after the 101, so the whole output reaches the
+session, once. `POST /containers/{id}/resize` resizes the attached TTY (a size that comes before
+the session opens is kept for it). Closing the connection detaches; the process goes on. The
+engine's detach keys (ctrl-p ctrl-q) detach too.
 
 A container without either label keeps the output-only attach of `dockerapi.streams` (what
 such a container would read is dropped, as Docker drops stdin sent to a container whose stdin
@@ -114,13 +116,23 @@ async def attach(request: web.Request) -> web.StreamResponse:
     transport.set_protocol(client)
     attached = _Attached(tty=tty)
     _ATTACHED[cell["id"]] = attached
-    # Attached before the first start (`docker run`): the engine replays the output from the
-    # start, which the session, opened once the container runs, would otherwise miss.
-    replay = not cell.get("container_id")
+    outputs = {wire.STDOUT: flag(request, "stdout"), wire.STDERR: flag(request, "stderr")}
+    early: agent_proxy.AgentExec | None = None
     try:
+        if cell["desired_state"] == "CREATED":
+            # Before its first start (`docker run`, `start -ai`): Docker's order. The session
+            # opens on the made container, then the 101 goes out, and only then does the CLI
+            # send the start: nothing the process prints is missed or replayed.
+            early = await _open_before_start(ctx, p, cell, transport, with_stdin)
         await resp.prepare(request)
-        if await _until_running(ctx, p, cell, client):
-            outputs = {wire.STDOUT: flag(request, "stdout"), wire.STDERR: flag(request, "stderr")}
+        if early is not None:
+            await _session(
+                attached, cell, ctx, p, client, transport, with_stdin, False, outputs, early
+            )
+        elif await _until_running(ctx, p, cell, client):
+            # A container made before this version, never started: the engine replays its
+            # output from the start (not reliable on podman 4.3; docs/docker.md).
+            replay = not cell.get("container_id")
             await _session(attached, cell, ctx, p, client, transport, with_stdin, replay, outputs)
     finally:
         if _ATTACHED.get(cell["id"]) is attached:
@@ -128,6 +140,44 @@ async def attach(request: web.Request) -> web.StreamResponse:
         guard.release()
         transport.close()
     return resp
+
+
+#: How long an attach before the first start waits for the container to be made.
+MADE_WAIT_S = 120.0
+
+
+async def _open_before_start(
+    ctx: EndpointContext,
+    p: Principal,
+    cell: dict[str, Any],
+    transport: Any,
+    with_stdin: bool,
+) -> agent_proxy.AgentExec | None:
+    """The main process's session on the cell's made, not yet started container, once it is
+    made; None when it will not be (failed, removed), was started meanwhile, or the client left
+    (the caller then attaches the way it does to a running container)."""
+    topic = f"cell:{cell['id']}"
+    deadline = asyncio.get_running_loop().time() + MADE_WAIT_S
+    while not transport.is_closing() and asyncio.get_running_loop().time() < deadline:
+        seen = ctx.svc.notifier.version(topic)
+        try:
+            cell = await blocking(cells.get, ctx.svc, p, cell["id"])
+        except NotFound:
+            return None
+        if cell["desired_state"] != "CREATED" and not cell.get("container_id"):
+            return None  # started before it was made: it runs from its first pass
+        if cell.get("container_id") and cell["state"] == "CREATED":
+            try:
+                target = await blocking(cell_access.locate, ctx.svc, p, cell["id"])
+                return await agent_proxy.open_attach(
+                    target, stdin=with_stdin, logs=False, svc=ctx.svc
+                )
+            except (Conflict, NotFound, OSError):
+                return None
+        if views.has_run(cell) or cell["state"] == "FAILED":
+            return None
+        await ctx.svc.notifier.wait(topic, seen, 1.0)
+    return None
 
 
 async def _until_running(
@@ -162,14 +212,18 @@ async def _session(
     with_stdin: bool,
     replay: bool,
     outputs: dict[int, bool],
+    session: agent_proxy.AgentExec | None = None,
 ) -> None:
-    try:
-        target = await blocking(cell_access.locate, ctx.svc, p, cell["id"])
-        session = await agent_proxy.open_attach(target, stdin=with_stdin, logs=replay, svc=ctx.svc)
-    except (Conflict, NotFound) as exc:  # gone meanwhile: say so on the stream, as Docker does
-        message = f"cannot attach: {exc}\r\n".encode()
-        transport.write(message if attached.tty else docker_frame(2, message))
-        return
+    if session is None:
+        try:
+            target = await blocking(cell_access.locate, ctx.svc, p, cell["id"])
+            session = await agent_proxy.open_attach(
+                target, stdin=with_stdin, logs=replay, svc=ctx.svc
+            )
+        except (Conflict, NotFound) as exc:  # gone meanwhile: say so on the stream, as Docker
+            message = f"cannot attach: {exc}\r\n".encode()
+            transport.write(message if attached.tty else docker_frame(2, message))
+            return
     attached.session = session
     try:
         if attached.size is not None:

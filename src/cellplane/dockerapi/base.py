@@ -38,6 +38,7 @@ __all__ = [
     "record_change",
     "resolve",
     "settle",
+    "until_made",
 ]
 
 T = TypeVar("T")
@@ -167,3 +168,25 @@ async def settle(
         if task["state"] in tasks.TERMINAL or left <= 0:
             return task
         await ctx.svc.notifier.wait(topic, seen, min(left, 2.0))
+
+
+#: How long a change to a container `docker create` made waits for it to exist.
+MADE_WAIT_S = 60.0
+
+
+async def until_made(ctx: EndpointContext, p: Principal, cell: dict[str, Any]) -> None:
+    """Wait while the container of a just created cell (desired CREATED) is being made:
+    `docker create` answers at once, and what follows at once (`cp` into it, `network
+    connect`) acts on the container, which must exist by then (or is made with the change)."""
+    topic = f"cell:{cell['id']}"
+    deadline = asyncio.get_running_loop().time() + MADE_WAIT_S
+    while cell["desired_state"] == "CREATED" and not cell.get("container_id"):
+        if cell["state"] == "FAILED" or asyncio.get_running_loop().time() >= deadline:
+            return
+        seen = ctx.svc.notifier.version(topic)
+        try:
+            cell = await blocking(cells.get, ctx.svc, p, cell["id"])
+        except NotFound:
+            return
+        if cell["desired_state"] == "CREATED" and not cell.get("container_id"):
+            await ctx.svc.notifier.wait(topic, seen, 1.0)

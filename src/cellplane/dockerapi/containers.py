@@ -61,7 +61,9 @@ def _create(ctx: EndpointContext, p: Principal, name: str | None, body: Any) -> 
         with ctx.svc.db.session() as s:
             volumes.create(ctx.svc, s, p, ctx.project_id, VolumeCreate(name=vol))
     with ctx.svc.db.session() as s:
-        out = cells.create(ctx.svc, s, p, ctx.project_id, spec)
+        # Docker's create makes the container (placed, made, not started): `cp` into it and an
+        # attach before the start work on the container itself, as with Docker.
+        out = cells.create(ctx.svc, s, p, ctx.project_id, spec, prepare=True)
     ctx.svc.notifier.publish(*out.topics)
     return {"Id": views.docker_id(out.body["entity"]["id"]), "Warnings": warnings}
 

@@ -30,6 +30,7 @@ from cellplane.dockerapi.base import (
     principal,
     record_change,
     resolve,
+    until_made,
 )
 from cellplane.dockerapi.extras_views import (
     STAT_HEADER,
@@ -56,6 +57,7 @@ READ_FILES = "cells:write"
 async def _locate(
     ctx: EndpointContext, p: Principal, cell: dict[str, Any], permission: str
 ) -> agent_proxy.Target:
+    await until_made(ctx, p, cell)
     try:
         return await blocking(cell_access.locate, ctx.svc, p, cell["id"], permission)
     except (Conflict, NotFound) as exc:

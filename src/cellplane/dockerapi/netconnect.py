@@ -24,6 +24,7 @@ from cellplane.dockerapi.base import (
     json_body,
     principal,
     resolve,
+    until_made,
 )
 from cellplane.dockerapi.mapping import Refused
 from cellplane.dockerapi.views import aliases, docker_id
@@ -90,6 +91,7 @@ async def connect(request: web.Request, find: Any) -> web.Response:
         _check, ctx, p, find, request.match_info["ref"], container, connecting
     )
     action = "connect" if connecting else "disconnect"
+    await until_made(ctx, p, cell)  # `docker create` then `network connect`: on the container
     try:
         await network_attach.apply(ctx.svc, ctx.agent, p, cell["id"], net["id"], action)
     except NotFound as exc:

@@ -130,10 +130,10 @@ def _started_marker(cell: dict[str, Any]) -> tuple[int, str | None]:
 
 def ran_since(first: dict[str, Any], cell: dict[str, Any]) -> bool:
     """Whether the container started (again) after `first` was seen: a new start event, or a
-    container where there was none (one that ended before its start was reported)."""
+    started container where there was none (one that ended before its start was reported)."""
     if _started_marker(cell) != _started_marker(first):
         return True
-    return not first.get("container_id") and bool(cell.get("container_id"))
+    return not views.has_run(first) and views.has_run(cell)
 
 
 async def _wait_for(
@@ -309,7 +309,7 @@ async def _relay_attached(
             cell = await blocking(cells.get, ctx.svc, p, cell["id"])
         except NotFound:
             return
-        if cell.get("container_id") and (
+        if views.has_run(cell) and (
             ran_since(first, cell) or views.docker_state(cell) == "running"
         ):
             break
@@ -321,7 +321,7 @@ async def _relay_attached(
     # A container that ran before (`start -a`): its output from this start on (to the second).
     since = 0
     started = _started_marker(cell)[1]
-    if first.get("container_id") and started:
+    if views.has_run(first) and started:
         since = int(datetime.fromisoformat(started).timestamp())
     chunks = await _open(
         ctx, p, cell["id"], tail=None, follow=True, since=since, stdout=stdout, stderr=stderr

@@ -17,6 +17,7 @@ __all__ = [
     "decode_filters",
     "docker_id",
     "docker_state",
+    "has_run",
     "inspect",
     "matches",
     "parse_filters",
@@ -53,8 +54,18 @@ def docker_state(cell: dict[str, Any]) -> str:
     return "created"
 
 
+#: States of a cell whose container exists but was never started: made by `docker create`
+#: (CREATED), and made with its start on the way (STARTING: the agent saw it made, not run).
+_UNSTARTED = ("CREATED", "STARTING")
+
+
+def has_run(cell: dict[str, Any]) -> bool:
+    """Whether the cell's container exists and has been started."""
+    return bool(cell.get("container_id")) and cell["state"] not in _UNSTARTED
+
+
 def _ever_started(cell: dict[str, Any]) -> bool:
-    return bool(cell.get("container_id")) or any(
+    return has_run(cell) or any(
         e["type"] in ("started", "restarted") for e in cell.get("events") or []
     )
 

@@ -6,7 +6,8 @@ memory, disk and published ports while it runs or is on its way to run. A cell t
 restart policy does not bring it back: `ended_at` set) reserves nothing; it keeps its host (its
 container and volumes are there), and starting it again checks that it still fits there
 (`shortfall`). Used by `services.hosts` (the scheduler's snapshot, `host ls`/`host show` usage) and
-`services.cells` (start, restart, and sizing at create).
+`services.cells` (start, restart, and sizing at create). A cell made but not started (`docker
+create`: desired CREATED) reserves as a running one does: its start must not be refused for room.
 """
 
 from __future__ import annotations
@@ -18,8 +19,18 @@ from sqlalchemy import ColumnElement, and_, not_, or_
 
 from cellplane.state.models import Cell
 
-__all__ = ["RESTING_STATES", "nearest_flavor", "reserves", "reserves_row", "shortfall"]
+__all__ = [
+    "PLACED_DESIRED",
+    "RESTING_STATES",
+    "nearest_flavor",
+    "reserves",
+    "reserves_row",
+    "shortfall",
+]
 
+#: Desired states of a cell that the scheduler places: to run, or to be made ready to
+#: (`docker create`: its container made, not started).
+PLACED_DESIRED = ("RUNNING", "CREATED")
 #: Container states in which a cell holds no cpu or memory on its host.
 RESTING_STATES = ("STOPPED", "EXITED", "FAILED")
 

@@ -244,9 +244,12 @@ def create(
     body: CellCreate,
     *,
     pin_host: str | None = None,
+    prepare: bool = False,
 ) -> Outcome:
     """Admit a cell. `pin_host` (not part of the API body) keeps it on one host: the cluster
-    executor places a cluster's nodes as a whole, with their group's policies."""
+    executor places a cluster's nodes as a whole, with their group's policies.
+
+    `prepare` (`docker create`): desired CREATED, placed, its container made, not started."""
     now = utcnow()
     project = project_for(s, principal, project_name, "cells:write")
     image = s.scalar(select(Image).where((Image.name == body.image) | (Image.id == body.image)))
@@ -300,7 +303,7 @@ def create(
         stop_timeout=body.stop_timeout,
         read_only=body.read_only,
         pids_limit=body.pids_limit,
-        desired_state="RUNNING" if body.start else "STOPPED",
+        desired_state="CREATED" if prepare else "RUNNING" if body.start else "STOPPED",
         state="PENDING",
         restarts=0,
         host_rev=0,
@@ -327,7 +330,7 @@ def create(
         entity_id=cell.id,
         tenant_id=project.tenant_id,
         project_id=project.id,
-        steps=tasks_mod.CREATE_STEPS,
+        steps=tasks_mod.PREPARE_STEPS if prepare else tasks_mod.CREATE_STEPS,
         now=now,
     )
     cell.task_id = task.id

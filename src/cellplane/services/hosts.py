@@ -579,6 +579,8 @@ def _apply_one(s: Session, host_id: str, items: list[Any], now: datetime, topics
                     tasks_mod.fail(task, f"the cell exited with code {cell.exit_code}", now)
             elif state in ("STOPPED", "EXITED") and cell.desired_state == "STOPPED":
                 tasks_mod.advance(task, "STOP", "COMPLETED", now)
+            elif state == "CREATED" and cell.desired_state == "CREATED":
+                tasks_mod.advance(task, "CREATE", "COMPLETED", now)  # made, as asked
             topics.add(f"task:{task.id}")
         topics.add(f"cell:{cell.id}")
     for vid in removed_volumes:

@@ -35,6 +35,7 @@ from cellplane.ids import new_id, utcnow
 from cellplane.services import hosts as hosts_mod
 from cellplane.services import tasks as tasks_mod
 from cellplane.services import volume_moves
+from cellplane.services.capacity import PLACED_DESIRED
 from cellplane.services.cells import (
     bump_host,
     check_project,
@@ -117,7 +118,7 @@ def _unassign(s: Session, cell: Cell, now: datetime, event: str, why: str) -> No
     leave(s, cell, now)
     cell.host_id = None
     cell.host_rev = 0
-    cell.state = "PENDING" if cell.desired_state == "RUNNING" else "STOPPED"
+    cell.state = "PENDING" if cell.desired_state in PLACED_DESIRED else "STOPPED"
     cell.message = why
     s.add(CellEvent(cell_id=cell.id, at=now, type=event, message=why))
 
@@ -315,7 +316,7 @@ def move(svc: Services, s: Session, principal: Principal, cell_id: str, to: str)
     for v in _volumes_on(s, cell):
         if v.host_id is None:  # never used yet: it is created where the cell now runs
             v.host_id = target.id
-    cell.state = "SCHEDULED" if cell.desired_state == "RUNNING" else "STOPPED"
+    cell.state = "SCHEDULED" if cell.desired_state in PLACED_DESIRED else "STOPPED"
     cell.message = None
     src = s.get(Host, source) if source else None
     s.add(
@@ -329,13 +330,14 @@ def move(svc: Services, s: Session, principal: Principal, cell_id: str, to: str)
     )
     tasks_mod.advance(task, "SCHEDULE", "COMPLETED", now, message=f"on {target.name}")
     if cell.desired_state != "RUNNING":
-        tasks_mod.advance(task, "RUNNING", "COMPLETED", now, message="the cell is stopped")
+        why = "made, not started" if cell.desired_state == "CREATED" else "the cell is stopped"
+        tasks_mod.advance(task, "RUNNING", "COMPLETED", now, message=why)
     s.flush()
     return Outcome(202, tasks_mod.task_view(task), f"/v1/tasks/{task.id}", tuple(sorted(topics)))
 
 
 def _reserving(cell: Cell) -> bool:
-    return cell.desired_state == "RUNNING" and cell.ended_at is None
+    return cell.desired_state in PLACED_DESIRED and cell.ended_at is None
 
 
 # --- drain -----------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from cellplane.state.service_models import Service
 __all__ = [
     "CREATE_STEPS",
     "DELETE_STEPS",
+    "PREPARE_STEPS",
     "START_STEPS",
     "STOP_STEPS",
     "advance",
@@ -34,6 +35,8 @@ __all__ = [
 
 CREATE_STEPS = ("SCHEDULE", "PREPARE_IMAGE", "CREATE", "START", "RUNNING")
 START_STEPS = ("SCHEDULE", "START", "RUNNING")
+#: A cell made but not started (`docker create`): done once its container exists.
+PREPARE_STEPS = ("SCHEDULE", "PREPARE_IMAGE", "CREATE")
 STOP_STEPS = ("STOP",)
 DELETE_STEPS = ("STOP", "DELETE")
 TERMINAL = frozenset({"COMPLETED", "ERROR"})

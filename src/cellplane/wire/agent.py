@@ -212,7 +212,7 @@ class CellAssignment(_Model):
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
     isolation: str = "standard"  # standard (runc) | sandbox (gVisor's runsc)
     stop_timeout: float | None = None
-    desired_state: str = "RUNNING"  # RUNNING | STOPPED | DELETED
+    desired_state: str = "RUNNING"  # RUNNING | CREATED (made, not started) | STOPPED | DELETED
     restarts: int = 0  # the server's count; the agent never goes below it
     restart_requested_at: str | None = None  # ISO 8601
     ended_at: str | None = None  # ISO 8601

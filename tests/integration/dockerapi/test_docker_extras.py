@@ -133,6 +133,32 @@ def test_docker_cp_both_ways_and_docker_py_archives(ep_a: Endpoint, tmp_path: Pa
         ep_a.docker("rm", "-f", name)
 
 
+def test_create_cp_start_and_cp_out_of_a_container_that_never_ran(
+    ep_a: Endpoint, tmp_path: Path
+) -> None:
+    # `docker create` makes the container: a file copied in before the first start is there
+    # when it runs, and files come out of a made container that never ran (the usual way to
+    # take a build's output out of an image).
+    name = unique("made")
+    conf = tmp_path / "app.conf"
+    conf.write_bytes(b"answer=42\n")
+    ep_a.ok("create", "--name", name, "-m", "32m", "busybox", "cat", "/etc/app.conf")
+    client = ep_a.py()
+    try:
+        view = client.api.inspect_container(name)
+        assert view["State"]["Status"] == "created" and not view["State"]["Running"]
+        ep_a.ok("cp", str(conf), f"{name}:/etc/app.conf")
+        out = tmp_path / "busybox"
+        ep_a.ok("cp", f"{name}:/bin/busybox", str(out))
+        assert out.stat().st_size > 100_000  # the image's binary, out of the made container
+        assert "Created" in ep_a.ok("ps", "-a", "--filter", f"name={name}")
+        assert ep_a.ok("start", "-a", name) == "answer=42\n"
+        assert client.api.inspect_container(name)["State"]["ExitCode"] == 0
+    finally:
+        client.close()
+        ep_a.docker("rm", "-f", name)
+
+
 def test_cp_refusals_read_only_root_and_a_viewer(
     ep_a: Endpoint, deployment: Deployment, admin: Client, tmp_path: Path
 ) -> None:

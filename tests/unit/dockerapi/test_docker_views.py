@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cellplane.dockerapi import views
+from cellplane.dockerapi import streams, views
 from cellplane.dockerapi.mapping import Refused
 
 NOW = datetime(2026, 12, 3, 12, 0, 0, tzinfo=UTC)
@@ -63,6 +63,13 @@ def test_docker_ids_are_64_hex_and_stable() -> None:
             {"state": "PENDING", "desired_state": "STOPPED", "container_id": None, "events": []},
             "created",
         ),
+        # `docker create`: the container made, not started (also once its start is asked)
+        ({"state": "CREATED", "desired_state": "CREATED", "events": []}, "created"),
+        ({"state": "CREATED", "desired_state": "RUNNING", "events": []}, "created"),
+        (
+            {"state": "SCHEDULED", "desired_state": "CREATED", "container_id": None, "events": []},
+            "created",
+        ),
         ({"state": "EXITED", "desired_state": "STOPPED", "exit_code": 3}, "exited"),
         ({"state": "STOPPED", "desired_state": "STOPPED"}, "exited"),
         ({"state": "EXITED", "desired_state": "RUNNING"}, "restarting"),
@@ -75,6 +82,19 @@ def test_docker_ids_are_64_hex_and_stable() -> None:
 )
 def test_states(over: dict[str, Any], state: str) -> None:
     assert views.docker_state(cell(**over)) == state
+
+
+def test_a_made_container_has_not_run_until_it_starts() -> None:
+    made = cell(state="CREATED", desired_state="CREATED", events=[])
+    pending = cell(state="PENDING", desired_state="CREATED", container_id=None, events=[])
+    running = cell()
+    starting = cell(state="STARTING", desired_state="RUNNING", events=[])
+    assert not views.has_run(made) and not views.has_run(pending) and views.has_run(running)
+    assert not views.has_run(starting) and not streams.ran_since(made, starting)
+    # What `wait --condition next-exit` and an attach before the start wait for.
+    assert not streams.ran_since(pending, made)
+    assert streams.ran_since(made, cell(state="EXITED", exit_code=0, events=[]))
+    assert streams.ran_since(made, running)
 
 
 def test_ps_summary() -> None:
