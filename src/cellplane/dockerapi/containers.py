@@ -131,22 +131,22 @@ def _transition(
 
 async def _run(
     ctx: EndpointContext, p: Principal, kind: str, cell_id: str, timeout: float | None
-) -> dict[str, Any] | None:
-    """Ask for the change, wait for its task; the cell after it (None once removed)."""
+) -> None:
+    """Ask for the change and wait for its task; a start that failed is Docker's 500."""
     task_id = await blocking(_transition, ctx, p, kind, cell_id, timeout)
     task = await settle(ctx, p, task_id, TASK_WAIT_S)
+    if task["state"] != "ERROR" or kind not in ("start", "restart"):
+        return  # (the cell is not read again: a started container's answer waits for nothing)
     try:
         cell = await blocking(cells.get, ctx.svc, p, cell_id)
     except NotFound:
-        return None
-    if task["state"] == "ERROR" and kind in ("start", "restart"):
-        started = views.docker_state(cell) in ("running", "exited")
-        if not started or cell["state"] == "FAILED":
-            raise Refused(
-                500,
-                f"cannot start container {cell['name']}: {task.get('error') or cell.get('message')}",
-            )
-    return cell
+        return
+    started = views.docker_state(cell) in ("running", "exited")
+    if not started or cell["state"] == "FAILED":
+        raise Refused(
+            500,
+            f"cannot start container {cell['name']}: {task.get('error') or cell.get('message')}",
+        )
 
 
 def _timeout(request: web.Request) -> float | None:

@@ -223,6 +223,20 @@ def test_refusals_are_docker_errors_and_change_nothing(ep_a: Endpoint, admin: Cl
     assert set(_cells(admin, "team-a")) == before
 
 
+def test_a_start_that_fails_is_a_docker_error_naming_why(ep_a: Endpoint) -> None:
+    # The engine cannot start it (no such executable): `docker run` fails with the reason, and
+    # the container stays, not running, as with Docker.
+    name = unique("nox")
+    try:
+        p = ep_a.docker("run", "-d", "--name", name, "-m", "16m", "busybox", "/no/such/binary")
+        assert p.returncode != 0 and "Error response from daemon" in p.stderr, p
+        assert f"cannot start container {name}" in p.stderr and "/no/such/binary" in p.stderr
+        assert name in ep_a.ok("ps", "-a", "--format", "{{.Names}}").split()
+        assert name not in ep_a.ok("ps", "--format", "{{.Names}}").split()
+    finally:
+        ep_a.docker("rm", "-f", name)
+
+
 def test_a_quota_refusal_is_a_docker_error(ep_b: Endpoint, admin: Client) -> None:
     admin.set_project_quota("team-b", {"memory_mb": 64})
     try:
