@@ -271,7 +271,7 @@ _DELTA = _statements(delta=True)
 
 def answer(s: Session, host_id: str, since: int) -> dict[str, Any]:
     """Every cell on the host whose desired state changed after revision `since` (all if 0), as
-    the JSON of `wire.Assignments`; `s` is a reader (one snapshot: see `hosts.assignments`)."""
+    the JSON of `wire.Assignments`; `s` is a reader (one snapshot: see `hosts.assignments_answer`)."""
     conn = s.connection()
     h = conn.execute(_HOST, {"host_id": host_id}).one_or_none()
     if h is None:
