@@ -24,6 +24,7 @@ from cellplane.api.deps import (
     join_route,
     services,
 )
+from cellplane.api.jsonresp import JSONResponse
 from cellplane.api.openapi import Tarball
 from cellplane.services import hosts, images, networks
 from cellplane.services.context import Services
@@ -78,14 +79,19 @@ async def assignments(
     revision: int = Query(default=0, ge=0),
     wait: float = Query(default=30.0, ge=0, le=300),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
+) -> JSONResponse:
     topic = f"host:{host_id}"
     seen = svc.notifier.version(topic)
     current = await run_in_threadpool(agent_revision, request, host_id)
     if 0 < revision == current and wait > 0:
         await svc.notifier.wait(topic, seen, wait)
-    answer = await run_in_threadpool(hosts.assignments, svc, host_id, revision)
-    return answer.model_dump(mode="json")
+    return await run_in_threadpool(_assignments, svc, host_id, revision)
+
+
+def _assignments(svc: Services, host_id: str, revision: int) -> JSONResponse:
+    # The answer is built as its JSON and rendered here, off the event loop: FastAPI's encoding
+    # of a returned dict (`jsonable_encoder`) cost more than building it (docs/scale.md, part 5).
+    return JSONResponse(hosts.assignments_answer(svc, host_id, revision))
 
 
 @router.get(

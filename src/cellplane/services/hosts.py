@@ -26,9 +26,10 @@ from sqlalchemy.orm import Session
 from cellplane.errors import FieldError, NotFound, Unauthorized, ValidationFailed
 from cellplane.ids import new_id, utcnow
 from cellplane.sealing import AGENT_SECRET_COLUMN
-from cellplane.services import cell_networks, host_join, networks
+from cellplane.services import cell_networks, host_assignments, host_join
 from cellplane.services import tasks as tasks_mod
 from cellplane.services.context import Principal, Services
+from cellplane.services.host_assignments import network_name, volume_engine_name
 from cellplane.services.host_views import (
     get_host,
     host_state,
@@ -39,13 +40,14 @@ from cellplane.services.host_views import (
     usage_by_host,
 )
 from cellplane.state.conflicts import lock_hosts, retry_conflicts
-from cellplane.state.models import Cell, CellEvent, Host, Image, Task, Volume
+from cellplane.state.models import Cell, CellEvent, Host, Task, Volume
 from cellplane.wire import agent as wire
 
 __all__ = [
     "JOIN_TOKEN_KEY",
     "apply_status",
     "assignments",
+    "assignments_answer",
     "authenticate_host",
     "authenticated_revision",
     "get_host",
@@ -68,14 +70,6 @@ JOIN_TOKEN_KEY = "join_token_sha256"
 
 def _sha(s: str) -> str:
     return hashlib.sha256(s.encode()).hexdigest()
-
-
-def network_name(project_id: str) -> str:
-    return f"cp-{project_id}"
-
-
-def volume_engine_name(volume_id: str) -> str:
-    return f"cp-{volume_id}"
 
 
 def set_maintenance(svc: Services, host_id: str, enabled: bool) -> dict[str, Any]:
@@ -258,124 +252,21 @@ def network_description(project_id: str) -> wire.NetworkDescription:
     return wire.NetworkDescription(name=network_name(project_id))
 
 
-def _mounts(cell: Cell, vols: dict[str, Volume]) -> tuple[list[wire.MountAssignment], list[str]]:
-    """The cell's mounts of volumes on this host (`vols`: by name@project), and the names of
-    those it declares that are not here (yet): the agent creates no container until they are."""
-    mounts: list[wire.MountAssignment] = []
-    pending: list[str] = []
-    for m in cell.volumes or []:
-        v = vols.get(m["volume"] + "@" + cell.project_id)
-        if v is None:
-            pending.append(m["volume"])
-            continue
-        mounts.append(
-            wire.MountAssignment(
-                volume_id=v.id,
-                engine_name=volume_engine_name(v.id),
-                path=m["path"],
-                read_only=bool(m.get("read_only")),
-            )
-        )
-    return mounts, pending
-
-
 def assignments(svc: Services, host_id: str, since: int) -> wire.Assignments:
-    """Every cell on the host whose desired state changed after revision `since` (all if 0).
+    """Every cell on the host whose desired state changed after revision `since` (all if 0),
+    as the typed contract (`assignments_answer` validated: tests and in-process callers)."""
+    return wire.Assignments.model_validate(assignments_answer(svc, host_id, since))
+
+
+def assignments_answer(svc: Services, host_id: str, since: int) -> dict[str, Any]:
+    """`assignments` as the JSON the agent gets, built without a model per cell (the long
+    poll's answer: `services.host_assignments`).
 
     Read in one snapshot: a placement committed between the read of the host's volumes and that
     of its cells (the scheduler binds a new volume with its first cell) named the cell without
     its mount, and the agent started its container without the data (a reader is a snapshot)."""
     with svc.db.reader() as s:
-        h = s.get(Host, host_id)
-        if h is None:
-            raise NotFound(f"host {host_id!r} does not exist")
-        q = (
-            select(Cell, Image)
-            .join(Image, Image.id == Cell.image_id)
-            .where(Cell.host_id == host_id)
-        )
-        # A full view when the agent's is older than a departure (a cell moved away must be
-        # removed there) or while the host is fenced: a delta would not name what left.
-        full = (
-            not (0 < since <= h.revision)
-            or since < h.departed_revision
-            or h.fence_revision > h.fenced_revision
-        )
-        if not full:
-            q = q.where(Cell.host_rev > since)
-        vols = {
-            v.name + "@" + v.project_id: v
-            for v in s.scalars(select(Volume).where(Volume.host_id == host_id))
-        }
-        rows = list(s.execute(q))
-        nets = networks.descriptions(s, {cell.network_id for cell, _ in rows if cell.network_id})
-        joined = cell_networks.attachments(s, [cell.id for cell, _ in rows])
-        cells = []
-        for cell, image in rows:
-            mounts, pending = _mounts(cell, vols)
-            row = nets.get(cell.network_id or "")
-            net = (
-                networks.description(row, cell.network_address)
-                if row is not None
-                else network_description(cell.project_id)
-            )
-            extra = [
-                networks.description(n, address)
-                for n, address in joined.get(cell.id, [])
-                if n.id != cell.network_id
-            ]
-            cells.append(
-                wire.CellAssignment(
-                    cell_id=cell.id,
-                    name=cell.name,
-                    project_id=cell.project_id,
-                    network=net,
-                    image=wire.ImageRef(
-                        id=image.id,
-                        kind=image.kind,
-                        engine_ref=image.engine_ref,
-                        sha256=image.sha256,
-                    ),
-                    cpu=cell.cpu,
-                    memory_mb=cell.memory_mb,
-                    command=cell.command,
-                    entrypoint=cell.entrypoint,
-                    workdir=cell.workdir,
-                    user=cell.user,
-                    hostname=cell.hostname,
-                    read_only=bool(cell.read_only),
-                    pids_limit=cell.pids_limit,
-                    env=cell.env or {},
-                    labels=cell.labels or {},
-                    ports=[wire.PortAssignment.model_validate(p) for p in cell.ports or []],
-                    mounts=mounts,
-                    pending_volumes=pending,
-                    restart=wire.RestartPolicy(
-                        policy=cell.restart_policy, max_retries=cell.max_retries
-                    ),
-                    isolation=cell.isolation or "standard",
-                    stop_timeout=(
-                        cell.stop_timeout
-                        if cell.stop_request_timeout is None
-                        else cell.stop_request_timeout
-                    ),
-                    desired_state=cell.desired_state,
-                    restarts=cell.restarts,
-                    restart_requested_at=(
-                        cell.restart_requested_at.isoformat() if cell.restart_requested_at else None
-                    ),
-                    ended_at=cell.ended_at.isoformat() if cell.ended_at else None,
-                    generation=cell.generation or 1,
-                    extra_networks=extra,
-                )
-            )
-        volumes = [
-            wire.VolumeAssignment(
-                volume_id=v.id, engine_name=volume_engine_name(v.id), state=v.state
-            )
-            for v in vols.values()
-        ]
-        return wire.Assignments(revision=h.revision, full=full, cells=cells, volumes=volumes)
+        return host_assignments.answer(s, host_id, since)
 
 
 _EVENT_STEPS = {

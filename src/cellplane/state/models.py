@@ -213,6 +213,8 @@ class Cell(Base):
         UniqueConstraint("project_id", "name"),
         # The control plane's IPAM: never two cells with one address on one network.
         Index("ix_cells_network_address", "network_id", "network_address", unique=True),
+        # An agent's delta: its host's cells changed after the revision it has (migration 0023).
+        Index("ix_cells_host_id_host_rev", "host_id", "host_rev"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)

@@ -58,6 +58,7 @@ __all__ = [
     "default_network_name",
     "display_name",
     "engine_name",
+    "engine_name_of",
     "fit_networks",
     "free_address",
     "free_addresses",
@@ -98,7 +99,12 @@ def is_default(net: Network) -> bool:
 def engine_name(net: Network) -> str:
     """The engine's name of the network on every host: the default network's row name (as before
     networks were a resource), `cp-<network id>` for the others (unique across projects)."""
-    return net.name if is_default(net) else f"cp-{net.id}"
+    return engine_name_of(net.id, net.name, net.project_id)
+
+
+def engine_name_of(net_id: str, name: str, project_id: str) -> str:
+    """`engine_name` of a network read as columns (the agents' assignments)."""
+    return name if net_id == default_network_id(project_id) else f"cp-{net_id}"
 
 
 def display_name(net: Network) -> str:
