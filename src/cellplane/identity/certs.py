@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -248,10 +248,11 @@ def _common_name(csr: x509.CertificateSigningRequest) -> str:
 def _requested_sans(
     csr: x509.CertificateSigningRequest, cn: str
 ) -> tuple[list[str], list[ipaddress.IPv4Address | ipaddress.IPv6Address]]:
+    ext: Iterable[x509.GeneralName]
     try:
         ext = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        ext = x509.SubjectAlternativeName([])
+        ext = []  # no SANs (cryptography 51 refuses an empty SubjectAlternativeName)
     except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
         raise CSRError(f"CSR extensions cannot be read: {exc}") from exc
     dns: list[str] = []
