@@ -38,6 +38,7 @@ from cellplane.dockerapi.base import (
     principal,
     record_change,
     resolve,
+    until_made,
 )
 from cellplane.dockerapi.execs import HijackedClient, docker_frame, size_param
 from cellplane.dockerapi.mapping import Refused
@@ -142,10 +143,6 @@ async def attach(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-#: How long an attach before the first start waits for the container to be made.
-MADE_WAIT_S = 120.0
-
-
 async def _open_before_start(
     ctx: EndpointContext,
     p: Principal,
@@ -156,28 +153,16 @@ async def _open_before_start(
     """The main process's session on the cell's made, not yet started container, once it is
     made; None when it will not be (failed, removed), was started meanwhile, or the client left
     (the caller then attaches the way it does to a running container)."""
-    topic = f"cell:{cell['id']}"
-    deadline = asyncio.get_running_loop().time() + MADE_WAIT_S
-    while not transport.is_closing() and asyncio.get_running_loop().time() < deadline:
-        seen = ctx.svc.notifier.version(topic)
-        try:
-            cell = await blocking(cells.get, ctx.svc, p, cell["id"])
-        except NotFound:
-            return None
-        if cell["desired_state"] != "CREATED" and not cell.get("container_id"):
-            return None  # started before it was made: it runs from its first pass
-        if cell.get("container_id") and cell["state"] == "CREATED":
-            try:
-                target = await blocking(cell_access.locate, ctx.svc, p, cell["id"])
-                return await agent_proxy.open_attach(
-                    target, stdin=with_stdin, logs=False, svc=ctx.svc
-                )
-            except (Conflict, NotFound, OSError):
-                return None
-        if views.has_run(cell) or cell["state"] == "FAILED":
-            return None
-        await ctx.svc.notifier.wait(topic, seen, 1.0)
-    return None
+    made = await until_made(ctx, p, cell)
+    if made is None or made["state"] != "CREATED" or not made.get("container_id"):
+        return None
+    if transport.is_closing():
+        return None
+    try:
+        target = await blocking(cell_access.locate, ctx.svc, p, made["id"])
+        return await agent_proxy.open_attach(target, stdin=with_stdin, logs=False, svc=ctx.svc)
+    except (Conflict, NotFound, OSError):
+        return None
 
 
 async def _until_running(

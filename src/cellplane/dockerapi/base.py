@@ -170,23 +170,34 @@ async def settle(
         await ctx.svc.notifier.wait(topic, seen, min(left, 2.0))
 
 
-#: How long a change to a container `docker create` made waits for it to exist.
+#: How long what follows `docker create` waits for the container to be made.
 MADE_WAIT_S = 60.0
 
 
-async def until_made(ctx: EndpointContext, p: Principal, cell: dict[str, Any]) -> None:
-    """Wait while the container of a just created cell (desired CREATED) is being made:
-    `docker create` answers at once, and what follows at once (`cp` into it, `network
-    connect`) acts on the container, which must exist by then (or is made with the change)."""
+def _being_made(cell: dict[str, Any]) -> bool:
+    return (
+        cell["desired_state"] == "CREATED"
+        and not cell.get("container_id")
+        and (cell["state"] != "FAILED")
+    )
+
+
+async def until_made(
+    ctx: EndpointContext, p: Principal, cell: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The cell (as read last) once the container of a just created cell (desired CREATED) is
+    made, or will not be (started first, failed, `MADE_WAIT_S` passed); None once it is gone.
+    `docker create` answers at once, and what follows at once (`cp` into it, `network connect`,
+    an attach before the start) acts on the container, which must exist by then."""
     topic = f"cell:{cell['id']}"
-    deadline = asyncio.get_running_loop().time() + MADE_WAIT_S
-    while cell["desired_state"] == "CREATED" and not cell.get("container_id"):
-        if cell["state"] == "FAILED" or asyncio.get_running_loop().time() >= deadline:
-            return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + MADE_WAIT_S
+    while _being_made(cell) and loop.time() < deadline:
         seen = ctx.svc.notifier.version(topic)
         try:
             cell = await blocking(cells.get, ctx.svc, p, cell["id"])
         except NotFound:
-            return
-        if cell["desired_state"] == "CREATED" and not cell.get("container_id"):
+            return None
+        if _being_made(cell):
             await ctx.svc.notifier.wait(topic, seen, 1.0)
+    return cell
