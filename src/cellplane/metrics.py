@@ -9,6 +9,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 __all__ = [
+    "DOCKER_WAITS",
     "LEADER",
     "LEADER_EPOCH",
     "RECONCILE_SECONDS",
@@ -42,6 +43,11 @@ LEADER = Gauge(
 LEADER_EPOCH = Gauge(
     "cellplane_leader_epoch",
     "The leadership epoch this replica took when it last became the leader (0: never)",
+    registry=REGISTRY,
+)
+DOCKER_WAITS = Gauge(
+    "cellplane_docker_waits",
+    "Docker `wait` requests the endpoints hold open (each ends with its container or its client)",
     registry=REGISTRY,
 )
 TASK_SECONDS = Histogram(

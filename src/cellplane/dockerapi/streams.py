@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ from cellplane.dockerapi.base import (
 )
 from cellplane.dockerapi.mapping import AUTO_REMOVE_LABEL, Refused
 from cellplane.errors import Conflict, NotFound
+from cellplane.metrics import DOCKER_WAITS
 from cellplane.services import agent_proxy, cell_access, cells
 from cellplane.services.context import Principal
 
@@ -137,12 +138,17 @@ def ran_since(first: dict[str, Any], cell: dict[str, Any]) -> bool:
 
 
 async def _wait_for(
-    ctx: EndpointContext, p: Principal, cell: dict[str, Any], condition: str
-) -> int:
-    """The exit code once `condition` holds (Docker's `wait`), woken by the cell's topic."""
+    ctx: EndpointContext,
+    p: Principal,
+    cell: dict[str, Any],
+    condition: str,
+    gone: Callable[[], bool] = lambda: False,
+) -> int | None:
+    """The exit code once `condition` holds (Docker's `wait`), woken by the cell's topic; None
+    once `gone()` says nobody waits any more."""
     topic = f"cell:{cell['id']}"
     first = last = cell
-    while True:
+    while not gone():
         seen = ctx.svc.notifier.version(topic)
         try:
             cell = await blocking(cells.get, ctx.svc, p, cell["id"])
@@ -160,6 +166,14 @@ async def _wait_for(
         if condition == "next-exit" and ended and ran_since(first, cell):
             return int(cell.get("exit_code") or 0)
         await ctx.svc.notifier.wait(topic, seen, 2.0)
+    return None
+
+
+def _hung_up(request: web.Request) -> Callable[[], bool]:
+    """Whether the client closed the request's connection. `docker run -d` sends a `wait`,
+    then exits once the container runs: its wait would read the cell every two seconds for as
+    long as the container lives (aiohttp does not cancel the handler of a closed connection)."""
+    return lambda: request.transport is None or request.transport.is_closing()
 
 
 async def wait(request: web.Request) -> web.StreamResponse:
@@ -173,7 +187,10 @@ async def wait(request: web.Request) -> web.StreamResponse:
     # Headers first, as Docker does: the client knows the wait is in place before it starts.
     resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     await resp.prepare(request)
-    code = await _wait_for(ctx, p, cell, condition)
+    with DOCKER_WAITS.track_inprogress():
+        code = await _wait_for(ctx, p, cell, condition, _hung_up(request))
+    if code is None:
+        return resp
     with contextlib.suppress(ConnectionError):  # the client went away meanwhile
         await resp.write(b'{"StatusCode":%d,"Error":null}\n' % code)
         await resp.write_eof()
@@ -200,6 +217,7 @@ def _delete(ctx: EndpointContext, p: Principal, cell_id: str) -> str:
 async def _auto_remove(ctx: EndpointContext, p: Principal, before: dict[str, Any]) -> None:
     try:
         code = await _wait_for(ctx, p, before, "next-exit")
+        assert code is not None  # (it waits until the exit: nobody here hangs up)
         _REMOVED_CODES[before["id"]] = code
         while len(_REMOVED_CODES) > _REMOVED_KEPT:
             _REMOVED_CODES.popitem(last=False)

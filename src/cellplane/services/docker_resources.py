@@ -17,7 +17,7 @@ from cellplane.services.views import iso
 from cellplane.state import networks as state_networks
 from cellplane.state.models import Cell, CellNetwork, Image, Network, Task
 
-__all__ = ["cell_network", "cell_tasks", "cells_by_network", "cells_named"]
+__all__ = ["cell_network", "cell_refs", "cell_tasks", "cells_by_network", "cells_named"]
 
 #: The most tasks one `docker events` read considers.
 MAX_TASKS = 5000
@@ -40,6 +40,14 @@ def cells_by_network(svc: Services, project_id: str) -> dict[str, list[dict[str,
                 {"id": cid, "name": name, "address": net_address or address}
             )
     return out
+
+
+def cell_refs(svc: Services, project_id: str) -> list[tuple[str, str]]:
+    """(id, name) of every cell of the project: what a container reference (a name, an id or
+    a prefix of one) is matched against, two columns rather than each cell's view."""
+    with svc.db.reader() as s:
+        rows = s.execute(select(Cell.id, Cell.name).where(Cell.project_id == project_id))
+        return [(cid, name) for cid, name in rows]
 
 
 def cell_network(svc: Services, cell_id: str) -> str | None:

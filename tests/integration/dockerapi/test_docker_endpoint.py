@@ -105,6 +105,43 @@ def test_stop_t_0_and_rm_f_kill_at_once_and_keep_the_containers_own_timeout(
     assert ep_a.docker("inspect", name).returncode == 1
 
 
+def _open_waits(d: Deployment) -> float:
+    text = httpx.get(f"{d.url}/metrics", verify=d.verify, timeout=10).text
+    (line,) = [x for x in text.splitlines() if x.startswith("cellplane_docker_waits ")]
+    return float(line.split()[1])
+
+
+def _until_waits(d: Deployment, count: float) -> float:
+    deadline = time.monotonic() + 15
+    while (seen := _open_waits(d)) != count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return seen
+
+
+def test_a_wait_ends_with_its_client_not_with_the_container(ep_a: Endpoint) -> None:
+    """`docker run -d` sends a `wait` and exits once the container runs; the endpoint held that
+    wait (reading the cell every two seconds) for as long as the container lived. A wait ends
+    when its container stops or when its client goes, whichever comes first."""
+    name = unique("waited")
+    before = _open_waits(ep_a.d)
+    ep_a.ok("run", "-d", "--name", name, "-m", "16m", "busybox", "sleep", "600")
+    try:
+        assert _until_waits(ep_a.d, before) == before, "run -d's wait outlived its client"
+        waiter = subprocess.Popen(
+            [DOCKER, "wait", name], env=ep_a.env(), stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert _until_waits(ep_a.d, before + 1) == before + 1  # a client that stays: held
+        finally:
+            waiter.kill()
+            waiter.wait()
+        assert _until_waits(ep_a.d, before) == before, "docker wait's hold outlived its client"
+        (info,) = json.loads(ep_a.ok("inspect", name))
+        assert info["State"]["Running"] is True  # ended by its client, the container runs on
+    finally:
+        ep_a.docker("rm", "-f", name)
+
+
 def test_docker_run_attached_prints_the_output_and_returns_the_exit_code(ep_a: Endpoint) -> None:
     name = unique("once")
     try:
