@@ -346,6 +346,11 @@ class Agent(Reporter):
             if ended is not None:
                 self._queue(ended)
             return
+        self._queue(self._status(cell, info))
+
+    def _status(self, cell: wire.CellAssignment, info: ContainerInfo | None) -> dict[str, Any]:
+        """The status report of a cell as `info` shows it: the same for the same container, so
+        the next pass's report of a state an action just reported is not sent again."""
         state = observed_state(cell, info)
         report: dict[str, Any] = {
             "cell_id": cell.cell_id,
@@ -366,7 +371,7 @@ class Agent(Reporter):
             if info.running and info.addresses:
                 report["addresses"] = dict(sorted(info.addresses.items()))
         report["restarts"] = self._restarts.get(cell.cell_id, 0)
-        self._queue(report)
+        return report
 
     def _collect_volumes(self, volumes: dict[str, wire.VolumeAssignment]) -> None:
         for vid, v in volumes.items():
@@ -514,17 +519,7 @@ class Agent(Reporter):
     def _observe_with_events(
         self, cell: wire.CellAssignment, info: ContainerInfo, events: list[dict[str, Any]]
     ) -> None:
-        report: dict[str, Any] = {
-            "cell_id": cell.cell_id,
-            "state": observed_state(cell, info),
-            "generation": cell.generation,
-            "container_id": info.id,
-            "exit_code": info.exit_code if not info.running else None,
-            "restarts": self._restarts.get(cell.cell_id, 0),
-        }
-        if info.running and info.address:
-            report["address"] = info.address
-        self._queue(report, events)
+        self._queue(self._status(cell, info), events)
 
     def _end(self, action: Action, cell: wire.CellAssignment) -> None:
         """The container vanished and the restart policy keeps the cell down: report its end."""
