@@ -97,11 +97,9 @@ _CURSOR = re.compile(r"[A-Za-z0-9_-]+")
 def project_for(
     s: Session, principal: Principal, name: str, permission: str = "projects:read"
 ) -> Project:
-    """The caller's project by name (or id) where they hold `permission`.
-
-    Other tenants' projects, and projects of their own tenant the caller has no role in, do not
-    exist for the caller (404); a project they see but may not act in answers 403.
-    """
+    """The caller's project by name (or id) where they hold `permission`. Other tenants'
+    projects, and projects of their own tenant the caller has no role in, do not exist for the
+    caller (404); a project they see but may not act in answers 403."""
     p = s.scalar(
         select(Project).where(
             (Project.tenant_id == principal.tenant_id)
@@ -453,8 +451,9 @@ def _transition(
     if restart:
         cell.restart_requested_at = now
     cell.updated_at = now
-    topics = ["controller", f"task:{task.id}", f"cell:{cell.id}"]
-    if cell.host_id is None:
+    topics = [f"task:{task.id}", f"cell:{cell.id}"]
+    if cell.host_id is None:  # the controller's are the unplaced cells only
+        topics.append("controller")
         if desired == "DELETED":
             tasks_mod.advance(task, "DELETE", "COMPLETED", now)
             s.delete(cell)
