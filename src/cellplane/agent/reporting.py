@@ -1,13 +1,15 @@
 """The agent's side of status reports and heartbeats: a batched outbox and its sender.
 
 A base of `agent.runner.Agent` (kept apart for the runner's size): reports are queued with
-`_queue` (deduplicated: a cell's unchanged truth is not sent twice), sent in batches by the
-report thread, and heartbeats carry the engine's health while it is down.
+`_queue` (deduplicated: a cell's unchanged truth is not sent twice; a transient state is held a
+moment, and replaced by what follows it), sent in batches by the report thread, and heartbeats
+carry the engine's health while it is down.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import structlog
@@ -20,6 +22,14 @@ __all__ = ["Reporter"]
 
 log = structlog.get_logger("cellplane.agent")
 
+#: States a cell only passes through (its container being made, being started). A report of one
+#: is held this long before it is sent, and the report that follows within it replaces it: a
+#: `docker run` reported CREATING, CREATED, STARTING and RUNNING, four status writes on the
+#: server (and four wake-ups of whatever waits on the cell) for what is one start. A slow one
+#: (an image to fetch, an engine under load) still shows its transient state, this much later.
+TRANSIENT_STATES = frozenset({"CREATING", "STARTING"})
+TRANSIENT_HOLD_S = 0.25
+
 
 class Reporter:
     """Outbox, report loop and heartbeat loop; the agent sets these attributes up."""
@@ -28,6 +38,7 @@ class Reporter:
     server: ServerClient
     _stop: threading.Event
     _outbox: list[dict[str, Any]]
+    _held: dict[str, tuple[float, dict[str, Any]]]
     _outbox_cv: threading.Condition
     _reported: dict[str, tuple[Any, ...]]
     _engine_health: EngineHealth
@@ -40,8 +51,13 @@ class Reporter:
         self._reported[cid] = key
         if events:
             report = {**report, "events": events}
+        passing = report.get("state") in TRANSIENT_STATES and "message" not in report
         with self._outbox_cv:
-            self._outbox.append(report)
+            if cid and passing and not events:
+                self._held[cid] = (time.monotonic() + TRANSIENT_HOLD_S, report)
+            else:
+                self._held.pop(cid, None)  # what followed within the hold replaces it
+                self._outbox.append(report)
             self._outbox_cv.notify()
 
     # --- reports and heartbeats ---
@@ -49,9 +65,21 @@ class Reporter:
     def _report_loop(self) -> None:
         while not self._stop.is_set():
             with self._outbox_cv:
-                while not self._outbox and not self._stop.is_set():
-                    self._outbox_cv.wait(1.0)
+                while not self._release_held() and not self._stop.is_set():
+                    due = min((at for at, _ in self._held.values()), default=None)
+                    left = 1.0 if due is None else min(1.0, max(0.0, due - time.monotonic()))
+                    self._outbox_cv.wait(left)
             self._flush_reports()
+
+    def _release_held(self) -> bool:
+        """Move the held reports whose time came to the outbox (under `_outbox_cv`); whether
+        there is anything to send."""
+        now = time.monotonic()
+        for cid, (at, report) in list(self._held.items()):
+            if at <= now:
+                del self._held[cid]
+                self._outbox.append(report)
+        return bool(self._outbox)
 
     def _flush_reports(self) -> None:
         with self._outbox_cv:

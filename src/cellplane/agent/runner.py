@@ -98,6 +98,7 @@ class Agent(Reporter):
         self._reported: dict[str, tuple[Any, ...]] = {}
         self._restarts: dict[str, int] = {}
         self._outbox: list[dict[str, Any]] = []
+        self._held: dict[str, tuple[float, dict[str, Any]]] = {}
         self._outbox_cv = threading.Condition()
         self._prep = Preparer.for_agent(driver, server, config)
         self._pool = ThreadPoolExecutor(config.parallelism, thread_name_prefix="cp-action")
