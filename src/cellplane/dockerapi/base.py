@@ -26,8 +26,10 @@ from cellplane.services import audit, cells, docker_resources, tasks
 from cellplane.services.context import Principal, Services
 
 __all__ = [
+    "AUDITED",
     "CTX",
     "EndpointContext",
+    "audit_event",
     "blocking",
     "context",
     "flag",
@@ -58,6 +60,8 @@ class EndpointContext:
 CTX: web.AppKey[EndpointContext] = web.AppKey("cellplane_endpoint", EndpointContext)
 #: A typed key: aiohttp warns on a plain string (an error where warnings are, as in the tests).
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("cellplane_principal", Principal)
+#: Set once a request's audit event is recorded (with its change, in the same transaction).
+AUDITED: web.RequestKey[bool] = web.RequestKey("cellplane_audited", bool)
 
 
 def context(request: web.Request) -> EndpointContext:
@@ -90,6 +94,24 @@ async def record_change(
         source=request.remote or "",
         detail={**detail, "endpoint": ctx.endpoint_id},
     )
+
+
+def audit_event(request: web.Request, status: int) -> dict[str, Any]:
+    """The audit event of a changing request answered with `status`: who, what (the route),
+    from where, through which endpoint, and the outcome."""
+    p = request.get(PRINCIPAL)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource else ""
+    outcome = "success" if status < 400 else "denied" if status in (401, 403) else "failure"
+    return {
+        "tenant_id": p.tenant_id if p else None,
+        "actor": audit.actor_of(p),
+        "action": f"docker {request.method} {route}",
+        "target": request.path,
+        "outcome": outcome,
+        "source": request.remote or "",
+        "detail": {"status": status, "endpoint": context(request).endpoint_id},
+    }
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

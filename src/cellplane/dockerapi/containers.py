@@ -14,7 +14,9 @@ from aiohttp import web
 
 from cellplane.dockerapi import events, mapping, netconnect, streams, views
 from cellplane.dockerapi.base import (
+    AUDITED,
     EndpointContext,
+    audit_event,
     blocking,
     context,
     flag,
@@ -28,7 +30,7 @@ from cellplane.dockerapi.base import (
 from cellplane.dockerapi.mapping import Refused
 from cellplane.errors import NotFound
 from cellplane.ids import utcnow
-from cellplane.services import cells, docker_endpoints, docker_resources, volumes
+from cellplane.services import audit, cells, docker_endpoints, docker_resources, volumes
 from cellplane.services.context import Principal
 from cellplane.services.schemas import CellCreate, VolumeCreate
 
@@ -39,7 +41,9 @@ TASK_WAIT_S = 300.0
 _KILL_SIGNALS = {"", "KILL", "SIGKILL", "9"}
 
 
-def _create(ctx: EndpointContext, p: Principal, name: str | None, body: Any) -> dict[str, Any]:
+def _create(
+    ctx: EndpointContext, p: Principal, name: str | None, body: Any, event: dict[str, Any]
+) -> dict[str, Any]:
     fields = mapping.cell_fields(name, body)
     image = docker_endpoints.image_named(ctx.svc, mapping.image_candidates(fields["image"]))
     if image is None:
@@ -64,6 +68,7 @@ def _create(ctx: EndpointContext, p: Principal, name: str | None, body: Any) -> 
         # Docker's create makes the container (placed, made, not started): `cp` into it and an
         # attach before the start work on the container itself, as with Docker.
         out = cells.create(ctx.svc, s, p, ctx.project_id, spec, prepare=True)
+        audit.record(s, **event)  # with the cell, in one commit: no second write to wait for
     ctx.svc.notifier.publish(*out.topics)
     return {"Id": views.docker_id(out.body["entity"]["id"]), "Warnings": warnings}
 
@@ -79,7 +84,9 @@ def _pydantic_message(exc: pydantic.ValidationError) -> str:
 async def create(request: web.Request) -> web.Response:
     ctx, p = context(request), principal(request)
     body = await json_body(request)
-    answer = await blocking(_create, ctx, p, request.query.get("name") or None, body)
+    event = audit_event(request, 201)
+    answer = await blocking(_create, ctx, p, request.query.get("name") or None, body, event)
+    request[AUDITED] = True
     return json_response(answer, status=201)
 
 

@@ -19,9 +19,11 @@ from cellplane import __version__
 from cellplane.dockerapi import attach, containers, execs, extras, resources, streams
 from cellplane.dockerapi import images as images_routes
 from cellplane.dockerapi.base import (
+    AUDITED,
     CTX,
     PRINCIPAL,
     EndpointContext,
+    audit_event,
     blocking,
     context,
     json_response,
@@ -114,26 +116,12 @@ async def version_and_caller(request: web.Request, handler: Handler) -> web.Stre
 
 @web.middleware
 async def audited(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One audit event per changing request, as the REST API records them."""
+    """One audit event per changing request, as the REST API records them (unless the change
+    recorded it in its own transaction: `docker create`)."""
     resp = await handler(request)
-    if request.method in ("POST", "DELETE") and not request.path.endswith(_READ_POSTS):
-        p = request.get(PRINCIPAL)
-        status = resp.status
-        outcome = "success" if status < 400 else "denied" if status in (401, 403) else "failure"
-        route = (
-            request.match_info.route.resource.canonical if request.match_info.route.resource else ""
-        )
-        await blocking(
-            audit.record_now,
-            context(request).svc,
-            tenant_id=p.tenant_id if p else None,
-            actor=audit.actor_of(p),
-            action=f"docker {request.method} {route}",
-            target=request.path,
-            outcome=outcome,
-            source=request.remote or "",
-            detail={"status": status, "endpoint": context(request).endpoint_id},
-        )
+    changing = request.method in ("POST", "DELETE") and not request.path.endswith(_READ_POSTS)
+    if changing and not request.get(AUDITED):
+        await blocking(audit.record_now, context(request).svc, **audit_event(request, resp.status))
     return resp
 
 

@@ -142,6 +142,33 @@ def test_a_wait_ends_with_its_client_not_with_the_container(ep_a: Endpoint) -> N
         ep_a.docker("rm", "-f", name)
 
 
+def _creates(admin: Client) -> list[dict[str, Any]]:
+    action = "docker POST /v{version}/containers/create"
+    return list(admin.list_audit(action=action, limit=500)["items"])
+
+
+def test_a_create_is_audited_once_with_its_outcome(ep_a: Endpoint, admin: Client) -> None:
+    """`docker create` records its audit event in the cell's own transaction (the endpoint's
+    middleware records every other change): once, who, from which endpoint, and the outcome."""
+    name = unique("audited")
+    before = len(_creates(admin))
+    try:
+        ep_a.ok("create", "--name", name, "-m", "16m", "busybox", "true")
+        after = _creates(admin)
+        assert len(after) == before + 1
+        event = after[0]
+        assert (event["outcome"], event["detail"]["status"]) == ("success", 201)
+        assert event["target"].endswith("/containers/create") and event["detail"]["endpoint"]
+        assert event["actor"] and event["source"]
+        refused = ep_a.docker("create", "--name", "Not_A_Label!", "busybox", "true")
+        assert refused.returncode != 0
+        after = _creates(admin)
+        assert len(after) == before + 2
+        assert (after[0]["outcome"], after[0]["detail"]["status"]) == ("failure", 400)
+    finally:
+        ep_a.docker("rm", "-f", name)
+
+
 def test_docker_run_attached_prints_the_output_and_returns_the_exit_code(ep_a: Endpoint) -> None:
     name = unique("once")
     try:
