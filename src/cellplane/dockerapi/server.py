@@ -116,12 +116,19 @@ async def version_and_caller(request: web.Request, handler: Handler) -> web.Stre
 
 @web.middleware
 async def audited(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One audit event per changing request, as the REST API records them (unless the change
-    recorded it in its own transaction: `docker create`)."""
+    """One audit event per changing request, as the REST API records them: the outermost
+    middleware, so refusals (Docker's error answers, denied admissions) are recorded with their
+    status too. `docker create` records its own in the cell's transaction."""
     resp = await handler(request)
     changing = request.method in ("POST", "DELETE") and not request.path.endswith(_READ_POSTS)
     if changing and not request.get(AUDITED):
-        await blocking(audit.record_now, context(request).svc, **audit_event(request, resp.status))
+        event = audit_event(request, resp.status)
+        try:
+            await blocking(audit.record_now, context(request).svc, **event)
+        except Exception:
+            # A full disk or a database locked past its timeout: the answer still says what
+            # happened to the request; the event goes to the log instead.
+            log.exception("audit event not recorded", **event)
     return resp
 
 
@@ -195,7 +202,7 @@ async def info(request: web.Request) -> web.Response:
 
 
 def make_app(ctx: EndpointContext) -> web.Application:
-    app = web.Application(middlewares=[docker_errors, version_and_caller, audited])
+    app = web.Application(middlewares=[audited, docker_errors, version_and_caller])
     app[CTX] = ctx
     table: list[tuple[str, str, Any]] = [
         ("GET", "/_ping", ping),
