@@ -11,13 +11,14 @@ import asyncio
 import functools
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
 from aiohttp import web
 
 from cellplane.dockerapi import naming
+from cellplane.dockerapi.admissions import Admissions
 from cellplane.dockerapi.mapping import Refused, loads
 from cellplane.dockerapi.views import docker_id
 from cellplane.errors import NotFound
@@ -55,6 +56,7 @@ class EndpointContext:
     endpoint_id: str
     project_id: str
     project_name: str
+    admissions: Admissions = field(default_factory=Admissions)
 
 
 CTX: web.AppKey[EndpointContext] = web.AppKey("cellplane_endpoint", EndpointContext)

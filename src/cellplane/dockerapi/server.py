@@ -8,12 +8,15 @@ project; a viewer (`cells:read` only) may read and wait, not change anything.
 
 from __future__ import annotations
 
+import hashlib
 import platform
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 from aiohttp import web
+from cryptography import x509
 
 from cellplane import __version__
 from cellplane.dockerapi import attach, containers, execs, extras, resources, streams
@@ -69,15 +72,19 @@ async def docker_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return json_response({"message": "internal error (see the server's log)"}, status=500)
 
 
-def _authenticate(ctx: EndpointContext, request: web.Request) -> Principal:
+def _peer_certificate(request: web.Request) -> bytes | None:
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    return der or None
+
+
+def _authenticate(ctx: EndpointContext, request: web.Request, der: bytes | None) -> Principal:
     auth = request.headers.get("Authorization", "")
     if auth:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("send 'Authorization: Bearer <token>'")
         return ctx.authn.authenticate(token.strip())
-    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
     if der:
         from cellplane.identity import mtls
 
@@ -91,15 +98,25 @@ def _authenticate(ctx: EndpointContext, request: web.Request) -> Principal:
 
 
 def _admit(ctx: EndpointContext, request: web.Request) -> Principal:
-    p = _authenticate(ctx, request)
-    if p.kind == "agent":
-        raise Forbidden("a host certificate is not a user's")
     write = request.method not in ("GET", "HEAD") and not request.path.endswith(_READ_POSTS)
     permission = "cells:write" if write else "cells:read"
+    der = _peer_certificate(request)
+    key = None
+    if der and not request.headers.get("Authorization"):
+        key = (hashlib.sha256(der).digest(), permission)
+        kept = ctx.admissions.get(key, time.time())
+        if kept is not None:
+            return kept  # admitted a moment ago (`dockerapi.admissions`)
+    p = _authenticate(ctx, request, der)
+    if p.kind == "agent":
+        raise Forbidden("a host certificate is not a user's")
     try:
         docker_endpoints.authorize(ctx.svc, p, ctx.project_id, permission)
     except NotFound as exc:
         raise Forbidden(f"{p.name or p.subject} holds no role in this endpoint's project") from exc
+    if key is not None and der is not None:
+        ends = x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
+        ctx.admissions.put(key, p, time.time(), ends)
     return p
 
 

@@ -98,8 +98,13 @@ class Endpoint:
 
 
 def user_token(d: Deployment, admin: Client, name: str, role: str, project: str) -> str:
+    return user_grant(d, admin, name, role, project)[0]
+
+
+def user_grant(d: Deployment, admin: Client, name: str, role: str, project: str) -> tuple[str, str]:
+    """A new user with `role` in `project`: their access token and the role assignment's id."""
     admin.create_user(name, password=PASSWORD)
-    admin.assign_role(role, user=name, project=project)
+    grant = admin.assign_role(role, user=name, project=project)
     r = httpx.post(
         f"{d.url}/identity/default/token",
         data={
@@ -111,7 +116,7 @@ def user_token(d: Deployment, admin: Client, name: str, role: str, project: str)
         timeout=30,
     )
     assert r.status_code == 200, r.text
-    return str(r.json()["access_token"])
+    return str(r.json()["access_token"]), str(grant["id"])
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import pytest
 from cellplane.client import CellplaneError, Client
 from cellplane.testing.harness import Deployment
 
-from .conftest import DOCKER, SLEEP, Endpoint, finish, unique, user_token
+from .conftest import DOCKER, SLEEP, Endpoint, finish, unique, user_grant, user_token
 
 pytestmark = pytest.mark.integration
 
@@ -259,6 +259,24 @@ def test_projects_are_isolated(
             assert ok.status_code == 200 and all(c["Names"] != [f"/{name}"] for c in ok.json())
     finally:
         ep_b.docker("rm", "-f", name)
+
+
+def test_a_role_taken_away_is_refused_within_the_admission_ttl(
+    deployment: Deployment, admin: Client, tmp_path: Path
+) -> None:
+    """An endpoint keeps an admission for `TTL_S` seconds (`dockerapi.admissions`): a role
+    taken away is refused once that has passed, not later."""
+    from cellplane.dockerapi.admissions import TTL_S
+
+    token, grant = user_grant(deployment, admin, unique("carl"), "project-member", "team-a")
+    carl = Endpoint(deployment, "team-a", token, tmp_path / "carl")
+    assert carl.docker("ps").returncode == 0
+    admin.revoke_role(grant)
+    taken = time.monotonic()
+    while (p := carl.docker("ps")).returncode == 0:
+        assert time.monotonic() - taken < TTL_S + 3, "admitted past the admission TTL"
+        time.sleep(0.5)
+    assert "holds no role in this endpoint's project" in p.stderr
 
 
 def test_a_viewer_reads_but_changes_nothing(
