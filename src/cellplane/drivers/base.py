@@ -94,7 +94,8 @@ class ContainerSpec:
     directory used as the root filesystem through an overlay; "/" means the host's own
     root, zero copy) is set. `cpu` is in cores and `memory_mb` in MiB; 0 means no limit.
     `create` applies the memory limit; the CPU limit is applied by `Driver.apply_limits` once
-    the container runs. `command=None` runs the image's default command (required with `rootfs`).
+    the container runs (an engine may give a limit that does not slow the start at create, and
+    skip the first `apply_limits` of the same limits: podman, `quota_at_create`). `command=None` runs the image's default command (required with `rootfs`).
     """
 
     name: str

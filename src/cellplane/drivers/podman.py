@@ -45,8 +45,10 @@ from cellplane.drivers.podman_bodies import (
     libpod_create_body,
     libpod_network_body,
     libpod_update_body,
+    logs_params,
     network_fits,
     parse_load_output,
+    quota_at_create,
     sized_candidates,
 )
 from cellplane.drivers.podman_errors import Resource, map_engine_error, translated
@@ -124,6 +126,8 @@ class PodmanDriver(PodmanOps, PodmanNetworkOps):
         self._sandbox_engine = sandbox_engine
         self._sandbox_apis: dict[str, docker.APIClient] = {}
         self._sandboxed: dict[str, str] = {}  # containers created with runsc: id <-> name
+        # Containers created with their CPU quota, not yet started: id -> (cpu, memory_mb).
+        self._limited_at_create: dict[str, tuple[float, int]] = {}
         self.subnet_pools = tuple(str(ipaddress.ip_network(p)) for p in subnet_pools)
         self._guard = NetworkGuard(base_url)
         with translated("engine"):
@@ -430,6 +434,8 @@ class PodmanDriver(PodmanOps, PodmanNetworkOps):
             size_tty(api, cid, spec.tty_size)
         if spec.runtime is not None:
             self._sandboxed.update({cid: spec.name, spec.name: cid})
+        if quota_at_create(spec) is not None:
+            self._limited_at_create[cid] = (float(spec.cpu), int(spec.memory_mb))
         return cid
 
     def start(self, container_id: str) -> None:
@@ -437,12 +443,13 @@ class PodmanDriver(PodmanOps, PodmanNetworkOps):
             self._api.start(container_id)
 
     def apply_limits(self, container_id: str, cpu: float, memory_mb: int) -> None:
-        # libpod's update (podman >= 4.3, ~7 ms); the compat `/containers/{id}/update` is a 404
-        # there. It changes the running container's cgroup only: a later start runs without.
+        # libpod's update (podman >= 4.3, ~7 ms; the compat one is a 404), of the running cgroup.
         try:
             body = libpod_update_body(cpu, memory_mb)
         except ValueError as exc:
             raise errors.PermanentDriverError(str(exc)) from exc
+        if self._limited_at_create.pop(container_id, None) == (cpu, memory_mb):
+            return  # its first start, with the limits it was created with (`quota_at_create`)
         if container_id not in self._sandboxed:
             try:
                 with translated("container"):
@@ -484,6 +491,7 @@ class PodmanDriver(PodmanOps, PodmanNetworkOps):
         with translated("container"):
             self._api.remove_container(container_id, force=force)
         self._sandboxed.pop(self._sandboxed.pop(container_id, ""), None)
+        self._limited_at_create.pop(container_id, None)
 
     def inspect(self, id_or_name: str) -> ContainerInfo:
         with translated("container"):
@@ -525,15 +533,7 @@ class PodmanDriver(PodmanOps, PodmanNetworkOps):
     ) -> Iterator[bytes]:
         # The engine's own framed stream, relayed as is: the SDK's `logs` strips the frame headers
         # (and with them which stream a line came from), so the request is made by hand.
-        params: dict[str, Any] = {
-            "stdout": int(stdout),
-            "stderr": int(stderr),
-            "follow": int(follow),
-            "timestamps": int(timestamps),
-            "tail": "all" if tail is None else tail,
-        }
-        if since:
-            params["since"] = since
+        params = logs_params(tail, follow, timestamps, since, stdout, stderr)
         api = self._untyped
         with translated("container"):
             res = api._get(

@@ -142,20 +142,35 @@ def _limits(engine: Engine, cid: str) -> CgroupLimits:
     return cgroup_limits(pid)
 
 
-def test_memory_at_create_cpu_after_start(engine: Engine) -> None:
-    cid = engine.run_container("limits", ["sleep", "300"], memory_mb=64, cpu=0.5)
+def test_memory_at_create_a_small_cpu_limit_after_start(engine: Engine) -> None:
+    cid = engine.run_container("limits", ["sleep", "300"], memory_mb=64, cpu=0.2)
     started = _limits(engine, cid)
     assert started.memory_bytes == 64 * MIB
     assert started.cpu_quota_us is None  # the start ran without a CFS quota
-    engine.driver.apply_limits(cid, 0.5, 64)
+    engine.driver.apply_limits(cid, 0.2, 64)
     limited = _limits(engine, cid)
-    assert limited.cpu == pytest.approx(0.5) and limited.memory_bytes == 64 * MIB
+    assert limited.cpu == pytest.approx(0.2) and limited.memory_bytes == 64 * MIB
     # What the container itself sees (cgroup v1 here: its own cgroup mounted at the root).
     quota = engine.exec_ok(
         cid, ["cat", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"]
     )
     quota_us, period_us = (int(x) for x in quota.output.split())
-    assert quota_us / period_us == pytest.approx(0.5)
+    assert quota_us / period_us == pytest.approx(0.2)
+
+
+def test_a_limit_of_half_a_core_or_more_is_there_from_the_start(engine: Engine) -> None:
+    """From 0.5 core the quota does not slow the start (`podman_bodies.quota_at_create`): the
+    container is created with it, and the first `apply_limits` of the same limits changes
+    nothing (no engine call); another limit is applied as ever."""
+    cid = engine.run_container("limits-at-create", ["sleep", "300"], memory_mb=64, cpu=0.5)
+    assert _limits(engine, cid) == CgroupLimits(50_000, 100_000, 64 * MIB)
+    engine.driver.apply_limits(cid, 0.5, 64)
+    assert _limits(engine, cid) == CgroupLimits(50_000, 100_000, 64 * MIB)
+    engine.driver.apply_limits(cid, 0.75, 64)
+    assert _limits(engine, cid) == CgroupLimits(75_000, 100_000, 64 * MIB)
+    engine.driver.stop(cid, timeout=0)
+    engine.driver.start(cid)  # a later start: the quota it was created with
+    assert _limits(engine, cid) == CgroupLimits(50_000, 100_000, 64 * MIB)
 
 
 def test_apply_limits_changes_and_lifts_them_until_the_next_start(engine: Engine) -> None:

@@ -28,7 +28,7 @@ from cellplane.drivers.podman import (
     parse_load_output,
     sized_candidates,
 )
-from cellplane.drivers.podman_bodies import conflicting_networks
+from cellplane.drivers.podman_bodies import conflicting_networks, quota_at_create
 
 MIB = 1024 * 1024
 
@@ -61,7 +61,8 @@ def test_compat_body_carries_every_field() -> None:
     assert body["Hostname"] == "web-0"
     assert body["ExposedPorts"] == {"80/tcp": {}, "53/udp": {}}
     host = body["HostConfig"]
-    assert "NanoCpus" not in host and "CpuQuota" not in host  # set after start (apply_limits)
+    # 1.5 cores: the quota at create (from 0.5 core it does not slow the start).
+    assert (host["CpuQuota"], host["CpuPeriod"]) == (150_000, 100_000) and "NanoCpus" not in host
     assert host["Memory"] == 256 * MIB
     assert host["NetworkMode"] == "proj-net"
     assert host["DnsOptions"] == ["timeout:1", "attempts:2"]  # no minute-long lookups
@@ -94,9 +95,10 @@ def test_libpod_body_for_host_rootfs() -> None:
     assert body["command"] == ["sleep", "60"]
     assert body["env"] == {"A": "1", "B": "two=2"}
     assert body["hostname"] == "web-0"
-    # cpu: after start; the pids limit: the default
+    # cpu: 1.5 cores at create (from 0.5 core it does not slow the start); pids: the default
     assert body["resource_limits"] == {
         "memory": {"limit": 256 * MIB},
+        "cpu": {"quota": 150_000, "period": 100_000},
         "pids": {"limit": DEFAULT_PIDS_LIMIT},
     }
     assert body["netns"] == {"nsmode": "bridge"}
@@ -395,3 +397,27 @@ def test_conflicting_networks_are_those_on_the_same_bridge_or_an_overlapping_sub
         "cp-net-wide",
     ]
     assert conflicting_networks(existing, NetworkSpec("x", prefix_length=24)) == []
+
+
+@pytest.mark.parametrize(
+    ("cpu", "runtime", "quota"),
+    [
+        (0.0, None, None),  # no limit
+        (0.01, None, None),  # small limits slow the start: set after it (apply_limits)
+        (0.49, None, None),
+        (0.5, None, 50_000),
+        (2.0, None, 200_000),
+        (2.0, "runsc", None),  # a sandbox's always after: a quota slows gVisor's boot
+    ],
+)
+def test_the_cpu_quota_is_given_at_create_from_half_a_core(
+    cpu: float, runtime: str | None, quota: int | None
+) -> None:
+    spec = full_spec(cpu=cpu, runtime=runtime)
+    assert quota_at_create(spec) == quota
+    host = compat_create_body(spec)["HostConfig"]
+    assert host.get("CpuQuota") == quota
+    assert host.get("CpuPeriod") == (100_000 if quota else None)
+    rootfs = full_spec(cpu=cpu, runtime=runtime, image=None, rootfs="/", command=["true"])
+    limits = libpod_create_body(rootfs).get("resource_limits", {})
+    assert limits.get("cpu") == ({"quota": quota, "period": 100_000} if quota else None)
