@@ -123,7 +123,7 @@ def test_a_wait_ends_with_its_client_not_with_the_container(ep_a: Endpoint) -> N
     wait (reading the cell every two seconds) for as long as the container lived. A wait ends
     when its container stops or when its client goes, whichever comes first."""
     name = unique("waited")
-    before = _open_waits(ep_a.d)
+    before = _until_waits(ep_a.d, 0.0)  # an earlier test's waits end first (2 s at most)
     ep_a.ok("run", "-d", "--name", name, "-m", "16m", "busybox", "sleep", "600")
     try:
         assert _until_waits(ep_a.d, before) == before, "run -d's wait outlived its client"
