@@ -214,7 +214,7 @@ def _being_made(cell: dict[str, Any]) -> bool:
     return (
         cell["desired_state"] == "CREATED"
         and not cell.get("container_id")
-        and (cell["state"] != "FAILED")
+        and cell["state"] != "FAILED"
     )
 
 

@@ -95,7 +95,8 @@ class ContainerSpec:
     root, zero copy) is set. `cpu` is in cores and `memory_mb` in MiB; 0 means no limit.
     `create` applies the memory limit; the CPU limit is applied by `Driver.apply_limits` once
     the container runs (an engine may give a limit that does not slow the start at create, and
-    skip the first `apply_limits` of the same limits: podman, `quota_at_create`). `command=None` runs the image's default command (required with `rootfs`).
+    skip the first `apply_limits` of the same limits: podman, `quota_at_create`).
+    `command=None` runs the image's default command (required with `rootfs`).
     """
 
     name: str
