@@ -192,17 +192,20 @@ def resolve(ctx: EndpointContext, p: Principal, ref: str) -> dict[str, Any]:
 async def settle(
     ctx: EndpointContext, p: Principal, task_id: str, timeout: float
 ) -> dict[str, Any]:
-    """Wait for a task to end (COMPLETED or ERROR), woken by its topic; the task, or the last
-    seen one after `timeout` seconds."""
+    """Wait for a task to end (COMPLETED or ERROR), woken by its topic: the task's view, or
+    the last seen after `timeout` seconds; a completed task's id and state alone."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     topic = f"task:{task_id}"
     while True:
         seen = ctx.svc.notifier.version(topic)
-        task = await blocking(tasks.visible_task, ctx.svc, p, task_id)
+        # Its state alone until it ends (each of its steps wakes this), then its whole view.
+        state = await blocking(docker_resources.task_state, ctx.svc, task_id)
         left = deadline - loop.time()
-        if task["state"] in tasks.TERMINAL or left <= 0:
-            return task
+        if state == "COMPLETED":
+            return {"id": task_id, "state": state}
+        if state in tasks.TERMINAL or state is None or left <= 0:
+            return await blocking(tasks.visible_task, ctx.svc, p, task_id)
         await ctx.svc.notifier.wait(topic, seen, min(left, 2.0))
 
 

@@ -30,7 +30,14 @@ from cellplane.dockerapi.base import (
 from cellplane.dockerapi.mapping import Refused
 from cellplane.errors import NotFound
 from cellplane.ids import utcnow
-from cellplane.services import audit, cells, docker_endpoints, docker_resources, volumes
+from cellplane.services import (
+    audit,
+    cells,
+    docker_endpoints,
+    docker_resources,
+    placement,
+    volumes,
+)
 from cellplane.services.context import Principal
 from cellplane.services.schemas import CellCreate, VolumeCreate
 
@@ -68,8 +75,17 @@ def _create(
         # Docker's create makes the container (placed, made, not started): `cp` into it and an
         # attach before the start work on the container itself, as with Docker.
         out = cells.create(ctx.svc, s, p, ctx.project_id, spec, prepare=True)
+        # Placed in the same transaction rather than by the controller's next pass: the agent
+        # is asked to make the container at once (`docker run`'s start follows at once). A cell
+        # that does not fit yet waits for the controller, as any cell does.
+        placed = placement.place_one(ctx.svc, s, out.body["entity"]["id"], utcnow())
         audit.record(s, **event)  # with the cell, in one commit: no second write to wait for
-    ctx.svc.notifier.publish(*out.topics)
+    topics = placed.committed(ctx.svc)
+    if placed.hosts:
+        topics |= {t for t in out.topics if t != "controller"}
+    else:
+        topics |= set(out.topics)
+    ctx.svc.notifier.publish(*topics)
     return {"Id": views.docker_id(out.body["entity"]["id"]), "Warnings": warnings}
 
 
@@ -121,8 +137,15 @@ async def inspect(request: web.Request) -> web.Response:
 
 
 def _transition(
-    ctx: EndpointContext, p: Principal, kind: str, cell_id: str, timeout: float | None
+    ctx: EndpointContext,
+    p: Principal,
+    kind: str,
+    cell_id: str,
+    timeout: float | None,
+    event: dict[str, Any] | None = None,
 ) -> str:
+    """Ask for the change; its task's id. `event`: the request's audit event, recorded in the
+    same transaction (no second write for the answer to wait behind)."""
     with ctx.svc.db.session() as s:
         if kind == "start":
             out = cells.start(ctx.svc, s, p, cell_id)
@@ -132,6 +155,8 @@ def _transition(
             out = cells.restart(ctx.svc, s, p, cell_id, timeout)
         else:
             out = cells.delete(ctx.svc, s, p, cell_id)
+        if event is not None:
+            audit.record(s, **event)
     ctx.svc.notifier.publish(*out.topics)
     return str(out.body["id"])
 
@@ -141,6 +166,13 @@ async def _run(
 ) -> None:
     """Ask for the change and wait for its task; a start that failed is Docker's 500."""
     task_id = await blocking(_transition, ctx, p, kind, cell_id, timeout)
+    await _settled(ctx, p, kind, cell_id, task_id)
+
+
+async def _settled(
+    ctx: EndpointContext, p: Principal, kind: str, cell_id: str, task_id: str
+) -> None:
+    """Wait for the change's task; a start that failed is Docker's 500."""
     task = await settle(ctx, p, task_id, TASK_WAIT_S)
     if task["state"] != "ERROR" or kind not in ("start", "restart"):
         return  # (the cell is not read again: a started container's answer waits for nothing)
@@ -167,12 +199,28 @@ def _timeout(request: web.Request) -> float | None:
     return 0.0 if value < 0 else min(value, 3600.0)
 
 
+def _start(
+    ctx: EndpointContext, p: Principal, ref: str, event: dict[str, Any]
+) -> tuple[dict[str, Any], str | None]:
+    """The container found and its start asked for, audited, in one trip to a worker thread
+    (each trip waits for the GIL beside the create's placement and the agent's reports): its
+    state view before the start and the start's task, None when it runs already."""
+    before = streams.state_of(ctx, ref)
+    if views.docker_state(before) == "running":
+        return before, None
+    return before, _transition(ctx, p, "start", before["id"], None, event)
+
+
 async def start(request: web.Request) -> web.Response:
     ctx, p = context(request), principal(request)
-    cell = await blocking(resolve, ctx, p, request.match_info["ref"])
-    if views.docker_state(cell) == "running":
+    event = audit_event(request, 204)
+    cell, task_id = await blocking(_start, ctx, p, request.match_info["ref"], event)
+    if task_id is None:
         return web.Response(status=304)
-    await _run(ctx, p, "start", cell["id"], None)
+    # A start that fails is Docker's 500, recorded by the audit middleware beside the request's
+    # own event (the request was carried out; the container did not start).
+    await _settled(ctx, p, "start", cell["id"], task_id)
+    request[AUDITED] = True
     streams.watch_auto_remove(ctx, p, cell)  # `--rm`: removed once it has exited
     return web.Response(status=204)
 

@@ -26,6 +26,7 @@ from cellplane.dockerapi.base import (
     blocking,
     context,
     flag,
+    match_ref,
     principal,
     resolve,
     settle,
@@ -33,10 +34,18 @@ from cellplane.dockerapi.base import (
 from cellplane.dockerapi.mapping import AUTO_REMOVE_LABEL, Refused
 from cellplane.errors import Conflict, NotFound
 from cellplane.metrics import DOCKER_WAITS
-from cellplane.services import agent_proxy, cell_access, cells
+from cellplane.services import agent_proxy, cell_access, cells, docker_resources
 from cellplane.services.context import Principal
 
-__all__ = ["RAW_STREAM", "HalfClose", "attach", "ran_since", "routes", "watch_auto_remove"]
+__all__ = [
+    "RAW_STREAM",
+    "HalfClose",
+    "attach",
+    "ran_since",
+    "routes",
+    "state_of",
+    "watch_auto_remove",
+]
 
 log = structlog.get_logger("cellplane.dockerapi")
 
@@ -139,34 +148,43 @@ def ran_since(first: dict[str, Any], cell: dict[str, Any]) -> bool:
 
 async def _wait_for(
     ctx: EndpointContext,
-    p: Principal,
     cell: dict[str, Any],
     condition: str,
     gone: Callable[[], bool] = lambda: False,
 ) -> int | None:
     """The exit code once `condition` holds (Docker's `wait`), woken by the cell's topic; None
-    once `gone()` says nobody waits any more."""
+    once `gone()` says nobody waits any more. `cell` and what is read on each of its changes
+    are its state views (`docker_resources.state_view`), compared with each other."""
     topic = f"cell:{cell['id']}"
     first = last = cell
     while not gone():
         seen = ctx.svc.notifier.version(topic)
-        try:
-            cell = await blocking(cells.get, ctx.svc, p, cell["id"])
-        except NotFound:
+        now = await blocking(docker_resources.state_view, ctx.svc, cell["id"])
+        if now is None:
             return _REMOVED_CODES.get(cell["id"], int(last.get("exit_code") or 0))
-        last = cell
-        state = views.docker_state(cell)
+        last = now
+        state = views.docker_state(now)
         if (
             condition == "not-running"
             and state in (*_ENDED, "created")
-            and not (state == "created" and cell["desired_state"] == "RUNNING")
+            and not (state == "created" and now["desired_state"] == "RUNNING")
         ):
-            return int(cell.get("exit_code") or 0)
-        ended = state in _ENDED or cell["state"] == "FAILED"
-        if condition == "next-exit" and ended and ran_since(first, cell):
-            return int(cell.get("exit_code") or 0)
+            return int(now.get("exit_code") or 0)
+        ended = state in _ENDED or now["state"] == "FAILED"
+        if condition == "next-exit" and ended and ran_since(first, now):
+            return int(now.get("exit_code") or 0)
         await ctx.svc.notifier.wait(topic, seen, 2.0)
     return None
+
+
+def state_of(ctx: EndpointContext, ref: str) -> dict[str, Any]:
+    """A container's state view by reference (`base.match_ref`: in this endpoint's project
+    only); Docker's 404 when there is none."""
+    cell_id = match_ref(ref, docker_resources.cell_refs(ctx.svc, ctx.project_id))
+    found = docker_resources.state_view(ctx.svc, cell_id)
+    if found is None:
+        raise Refused(404, f"No such container: {ref.removeprefix('/')}")
+    return found
 
 
 def _hung_up(request: web.Request) -> Callable[[], bool]:
@@ -177,18 +195,18 @@ def _hung_up(request: web.Request) -> Callable[[], bool]:
 
 
 async def wait(request: web.Request) -> web.StreamResponse:
-    ctx, p = context(request), principal(request)
+    ctx = context(request)
     condition = request.query.get("condition") or "not-running"
     if condition not in _WAIT_CONDITIONS:
         raise Refused(
             400, f"invalid condition {condition!r} (one of {', '.join(_WAIT_CONDITIONS)})"
         )
-    cell = await blocking(resolve, ctx, p, request.match_info["ref"])
+    cell = await blocking(state_of, ctx, request.match_info["ref"])
     # Headers first, as Docker does: the client knows the wait is in place before it starts.
     resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     await resp.prepare(request)
     with DOCKER_WAITS.track_inprogress():
-        code = await _wait_for(ctx, p, cell, condition, _hung_up(request))
+        code = await _wait_for(ctx, cell, condition, _hung_up(request))
     if code is None:
         return resp
     with contextlib.suppress(ConnectionError):  # the client went away meanwhile
@@ -198,7 +216,7 @@ async def wait(request: web.Request) -> web.StreamResponse:
 
 
 def watch_auto_remove(ctx: EndpointContext, p: Principal, before: dict[str, Any]) -> None:
-    """After the start of a `--rm` container (`before`: the cell as seen before the start),
+    """After the start of a `--rm` container (`before`: its state view before the start),
     remove it once it has exited, as Docker's AutoRemove does. Nothing for other containers."""
     if (before.get("labels") or {}).get(AUTO_REMOVE_LABEL) != "true":
         return
@@ -216,7 +234,7 @@ def _delete(ctx: EndpointContext, p: Principal, cell_id: str) -> str:
 
 async def _auto_remove(ctx: EndpointContext, p: Principal, before: dict[str, Any]) -> None:
     try:
-        code = await _wait_for(ctx, p, before, "next-exit")
+        code = await _wait_for(ctx, before, "next-exit")
         assert code is not None  # (it waits until the exit: nobody here hangs up)
         _REMOVED_CODES[before["id"]] = code
         while len(_REMOVED_CODES) > _REMOVED_KEPT:

@@ -15,9 +15,17 @@ from sqlalchemy import or_, select
 from cellplane.services.context import Services
 from cellplane.services.views import iso
 from cellplane.state import networks as state_networks
-from cellplane.state.models import Cell, CellNetwork, Image, Network, Task
+from cellplane.state.models import Cell, CellEvent, CellNetwork, Image, Network, Task
 
-__all__ = ["cell_network", "cell_refs", "cell_tasks", "cells_by_network", "cells_named"]
+__all__ = [
+    "cell_network",
+    "cell_refs",
+    "cell_tasks",
+    "cells_by_network",
+    "cells_named",
+    "state_view",
+    "task_state",
+]
 
 #: The most tasks one `docker events` read considers.
 MAX_TASKS = 5000
@@ -48,6 +56,55 @@ def cell_refs(svc: Services, project_id: str) -> list[tuple[str, str]]:
     with svc.db.reader() as s:
         rows = s.execute(select(Cell.id, Cell.name).where(Cell.project_id == project_id))
         return [(cid, name) for cid, name in rows]
+
+
+#: The newest starts a state view carries (a wait compares their count and the last one's time).
+STARTS_KEPT = 50
+
+
+def state_view(svc: Services, cell_id: str) -> dict[str, Any] | None:
+    """What a `wait`, a `start` and an auto-removal look at, read on each change of the cell: its
+    id, name, labels, states, container, exit code, restart policy and its newest starts (events
+    `started`, `restarted`); None once it is gone. Two small reads, where its whole view takes
+    the project, tenant, image, host, networks and every kind of event."""
+    with svc.db.reader() as s:
+        row = s.execute(
+            select(
+                Cell.name,
+                Cell.labels,
+                Cell.state,
+                Cell.desired_state,
+                Cell.container_id,
+                Cell.exit_code,
+                Cell.restart_policy,
+            ).where(Cell.id == cell_id)
+        ).first()
+        if row is None:
+            return None
+        starts = s.execute(
+            select(CellEvent.at, CellEvent.type)
+            .where(CellEvent.cell_id == cell_id, CellEvent.type.in_(("started", "restarted")))
+            .order_by(CellEvent.id.desc())
+            .limit(STARTS_KEPT)
+        ).all()
+    name, labels, state, desired, container_id, exit_code, policy = row
+    return {
+        "id": cell_id,
+        "name": name,
+        "labels": labels or {},
+        "state": state,
+        "desired_state": desired,
+        "container_id": container_id,
+        "exit_code": exit_code,
+        "restart": {"policy": policy},
+        "events": [{"at": iso(at), "type": kind} for at, kind in reversed(starts)],
+    }
+
+
+def task_state(svc: Services, task_id: str) -> str | None:
+    """A task's state, None if there is no such task (what a wait for a task looks at first)."""
+    with svc.db.reader() as s:
+        return s.scalar(select(Task.state).where(Task.id == task_id))
 
 
 def cell_network(svc: Services, cell_id: str) -> str | None:
