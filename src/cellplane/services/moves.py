@@ -205,7 +205,7 @@ def _fail_over_host(s: Session, host: Host, lost: str, now: datetime) -> set[str
         select(Cell)
         .where(
             Cell.host_id == host.id,
-            Cell.desired_state == "RUNNING",
+            Cell.desired_state.in_(PLACED_DESIRED),  # made by `docker create` too: made again
             Cell.ended_at.is_(None),
         )
         .order_by(Cell.id)

@@ -483,3 +483,40 @@ def test_a_cell_without_a_host_moves_only_where_its_volume_is(two: Two) -> None:
     assert r.status_code == 202, r.text
     (b,) = [c for c in hosts.assignments(plat.svc, two.h1, 0).cells if c.cell_id == cid]
     assert [m.path for m in b.mounts] == ["/data"] and b.pending_volumes == []
+
+
+def test_a_made_not_started_cell_is_made_again_on_a_ready_host(two: Two) -> None:
+    """`docker create`'s cell (desired CREATED) on a DOWN host moves as a running one does: its
+    container is made again elsewhere, still not started, and a later start runs it there."""
+    from cellplane.services import cells
+    from cellplane.services.context import Principal
+    from cellplane.services.schemas import CellCreate
+    from cellplane.state.models import Project
+
+    plat = two.plat
+    with plat.svc.db.reader() as s:
+        tenant_id = s.scalar(select(Project.tenant_id).where(Project.name == "default").limit(1))
+    assert tenant_id is not None
+    member = Principal(
+        subject="usr-t", tenant_id=tenant_id, tenant="default", roles=("project-member",)
+    )
+    spec = CellCreate.model_validate(
+        {"name": "made", "image": "host", "start": False, "restart": {"policy": "always"}}
+    )
+    _maintenance(plat, two.h2, True)
+    with plat.svc.db.session() as s:
+        cid = str(
+            cells.create(plat.svc, s, member, "default", spec, prepare=True).body["entity"]["id"]
+        )
+    plat.schedule()
+    _maintenance(plat, two.h2, False)
+    assert plat.cell(cid)["host"] == two.h1
+    _lose(plat, two.h1)
+    assert f"cell:{cid}" in moves.fail_over(plat.svc, utcnow())
+    cell = plat.cell(cid)
+    assert cell["host"] is None and cell["state"] == "PENDING" and cell["generation"] == 2
+    assert cell["desired_state"] == "CREATED"
+    plat.schedule()
+    assert plat.cell(cid)["host"] == two.h2
+    a = hosts.assignments(plat.svc, two.h2, 0)
+    assert [(c.cell_id, c.generation, c.desired_state) for c in a.cells] == [(cid, 2, "CREATED")]
