@@ -41,7 +41,7 @@ from cellplane.dockerapi.extras_views import (
     stats_view,
     update_fields,
 )
-from cellplane.dockerapi.mapping import Refused
+from cellplane.dockerapi.mapping import AUTO_REMOVE_LABEL, RESTART_LABEL, Refused, restart_policy
 from cellplane.errors import Conflict, NotFound
 from cellplane.services import agent_proxy, cell_access, cell_changes
 from cellplane.services.context import Principal
@@ -295,11 +295,36 @@ async def rename(request: web.Request) -> web.Response:
 async def update(request: web.Request) -> web.Response:
     body = await json_body(request)
     fields = update_fields(body)
-    if "restart" in fields:
-        raise Refused(400, "update --restart is not supported on this endpoint yet")
+    docker_restart = fields.pop("restart", None)
     ctx, p, cell = await _cell(request)
-    if not fields:
-        return json_response({"Warnings": []})
+    restart: dict[str, Any] | None = None
+    restart_label: dict[str, str] = {}
+    if docker_restart is not None:  # checked before anything changes
+        restart = restart_policy(docker_restart, restart_label)
+        if restart["policy"] != "never" and (cell.get("labels") or {}).get(AUTO_REMOVE_LABEL) == "true":
+            raise Refused(
+                400,
+                "Restart policy cannot be updated because AutoRemove is enabled for the container",
+            )
+    if fields:
+        await _resize(ctx, p, cell, fields)
+    if restart is not None:
+        await blocking(
+            cell_changes.set_restart,
+            ctx.svc,
+            p,
+            cell["id"],
+            restart["policy"],
+            restart.get("max_retries"),
+            {RESTART_LABEL: restart_label.get(RESTART_LABEL)},
+        )
+    return json_response({"Warnings": []})
+
+
+async def _resize(
+    ctx: EndpointContext, p: Principal, cell: dict[str, Any], fields: dict[str, Any]
+) -> None:
+    """New CPU/memory limits: the cell's, then the running container's (both or neither)."""
     changed = await blocking(cell_changes.resize, ctx.svc, p, cell["id"], **fields)
     if views.docker_state(cell) == "running":
         try:
@@ -324,7 +349,6 @@ async def update(request: web.Request) -> web.Response:
                 memory_mb=cell["memory_mb"],
             )
             raise
-    return json_response({"Warnings": []})
 
 
 async def pause(request: web.Request) -> web.Response:

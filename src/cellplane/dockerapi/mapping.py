@@ -37,6 +37,7 @@ __all__ = [
     "image_candidates",
     "loads",
     "parse_env",
+    "restart_policy",
 ]
 
 #: The Engine API version this endpoint speaks (what podman 4.3 reports; the docker CLI 28
@@ -315,7 +316,12 @@ def _volumes(body: dict[str, Any], host: dict[str, Any]) -> list[dict[str, Any]]
 
 
 def _restart(host: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
-    rp = host.get("RestartPolicy") or {}
+    return restart_policy(host.get("RestartPolicy") or {}, labels)
+
+
+def restart_policy(rp: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+    """Docker's `RestartPolicy` as a cell's `restart` ({policy, max_retries}); `unless-stopped`
+    (Cellplane's `always`) is kept in `labels` to be reported back as given."""
     name = rp.get("Name") or "no"
     retries = int(rp.get("MaximumRetryCount") or 0)
     if name == "no":

@@ -1,4 +1,5 @@
-"""Changes to an existing cell that need no new container: a new name, new CPU/memory limits.
+"""Changes to an existing cell that need no new container: a new name, new CPU/memory limits, a
+new restart policy.
 
 Used by the Docker-compatible endpoint (`docker rename`, `docker update`). A rename follows the
 rules of a create (a DNS label, unique in the project); new limits are admitted against the
@@ -18,12 +19,14 @@ from cellplane.errors import Conflict, ValidationFailed
 from cellplane.ids import utcnow
 from cellplane.services import audit
 from cellplane.services import quotas as quotas_mod
-from cellplane.services.cells import _view, _visible
+from cellplane.services.cells import _view, _visible, bump_host
 from cellplane.services.context import Principal, Services
 from cellplane.state.models import Cell, CellEvent, Project
 from cellplane.validation import DNS_LABEL_MSG, is_dns_label
 
-__all__ = ["rename", "resize"]
+__all__ = ["RESTART_POLICIES", "rename", "resize", "set_restart"]
+
+RESTART_POLICIES = ("never", "on-failure", "always")
 
 
 def rename(svc: Services, principal: Principal, cell_id: str, new_name: str) -> dict[str, Any]:
@@ -105,4 +108,57 @@ def resize(
         s.flush()
         view = _view(s, cell)
     svc.notifier.publish(f"cell:{cell_id}")
+    return view
+
+
+def set_restart(
+    svc: Services,
+    principal: Principal,
+    cell_id: str,
+    policy: str,
+    max_retries: int | None = None,
+    labels: dict[str, str | None] | None = None,
+) -> dict[str, Any]:
+    """Give the cell a new restart policy (`max_retries`: on-failure's limit, None: none), and
+    set (None: remove) the `labels` given with it. Its host's agent, which restarts the cell's
+    container, is sent the new policy; the container is not touched."""
+    if policy not in RESTART_POLICIES:
+        raise ValidationFailed.field("restart.policy", f"must be one of {list(RESTART_POLICIES)}")
+    if max_retries is not None and (policy != "on-failure" or not 0 <= max_retries <= 1000):
+        raise ValidationFailed.field(
+            "restart.max_retries", "only with on-failure, and between 0 and 1000"
+        )
+    topics = [f"cell:{cell_id}"]
+    with svc.db.session() as s:
+        cell = _visible(s, principal, s.get(Cell, cell_id), cell_id, "cells:write")
+        if cell.desired_state == "DELETED":
+            raise Conflict(f"cell {cell.name!r} is being removed")
+        new_labels = dict(cell.labels or {})
+        for key, value in (labels or {}).items():
+            if value is None:
+                new_labels.pop(key, None)
+            else:
+                new_labels[key] = value
+        old = (cell.restart_policy, cell.max_retries)
+        if (policy, max_retries) != old or new_labels != (cell.labels or {}):
+            now = utcnow()
+            cell.restart_policy, cell.max_retries, cell.labels = policy, max_retries, new_labels
+            cell.updated_at = now
+            if cell.host_id is not None:  # in the agent's next assignments
+                cell.host_rev = bump_host(s, cell.host_id)
+                topics.append(f"host:{cell.host_id}")
+            message = f"restart policy {old[0]} -> {policy}"
+            s.add(CellEvent(cell_id=cell.id, at=now, type="updated", message=message))
+            project = s.get(Project, cell.project_id)
+            audit.record(
+                s,
+                tenant_id=project.tenant_id if project else None,
+                actor=audit.actor_of(principal),
+                action="cell.update",
+                target=f"cell:{cell.id}",
+                detail={"restart": policy, "max_retries": max_retries},
+            )
+        s.flush()
+        view = _view(s, cell)
+    svc.notifier.publish(*topics)
     return view

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tarfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -267,3 +268,38 @@ def test_docker_rename_port_and_update(
         assert _cells(admin, "team-a")[new]["memory_mb"] == 96
     finally:
         ep_a.docker("rm", "-f", name, new, other)
+
+
+def _inspect(ep: Endpoint, name: str) -> dict[str, Any]:
+    (info,) = json.loads(ep.ok("inspect", name))
+    return dict(info)
+
+
+def test_docker_update_restart_sets_the_policy_the_agent_follows(
+    ep_a: Endpoint, admin: Client
+) -> None:
+    name, auto = unique("rs"), unique("auto")
+    # Restart policy `no`: its exit (3, after 3 s) would end it, were it not changed meanwhile.
+    ep_a.ok("run", "-d", "--name", name, "-m", "16m", "busybox", "sh", "-c", "sleep 3; exit 3")
+    ep_a.ok("create", "--rm", "--name", auto, "-m", "16m", "busybox", "true")
+    try:
+        ep_a.ok("update", "--restart", "on-failure:2", name)
+        policy = _inspect(ep_a, name)["HostConfig"]["RestartPolicy"]
+        assert policy == {"Name": "on-failure", "MaximumRetryCount": 2}
+        restart = _cells(admin, "team-a")[name]["restart"]
+        assert restart == {"policy": "on-failure", "max_retries": 2}
+        # The host's agent was sent the new policy: the exit is restarted, twice at most.
+        deadline = time.monotonic() + 60
+        while _inspect(ep_a, name)["RestartCount"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _inspect(ep_a, name)["RestartCount"] >= 1
+        ep_a.ok("update", "--restart", "unless-stopped", name)
+        assert _inspect(ep_a, name)["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+        assert _cells(admin, "team-a")[name]["restart"]["policy"] == "always"
+        # A `--rm` container keeps `no`, as Docker's does; nothing changes.
+        refused = ep_a.docker("update", "--restart", "always", auto)
+        assert refused.returncode != 0 and "AutoRemove is enabled" in refused.stderr, refused
+        assert _inspect(ep_a, auto)["HostConfig"]["RestartPolicy"]["Name"] == "no"
+        assert _cells(admin, "team-a")[auto]["restart"]["policy"] == "never"
+    finally:
+        ep_a.docker("rm", "-f", name, auto)

@@ -92,3 +92,35 @@ def test_resize_refuses_out_of_range_limits(
             plat.svc, _member(plat, "project-member"), cell_id, cpu=cpu, memory_mb=memory_mb
         )
     assert (plat.cell(cell_id)["cpu"], plat.cell(cell_id)["memory_mb"]) == (0.25, 64)
+
+
+def test_a_new_restart_policy_reaches_the_cells_host_agent(plat: Platform) -> None:
+    member = _member(plat, "project-member")
+    cell_id = _cell(plat, "rs")
+    plat.schedule()
+    seen = plat.assignments()["revision"]
+    view = cell_changes.set_restart(
+        plat.svc, member, cell_id, "on-failure", 2, {"x.restart": "given", "gone": None}
+    )
+    assert view["restart"] == {"policy": "on-failure", "max_retries": 2}
+    assert view["labels"]["x.restart"] == "given"
+    # Only this change in the agent's next assignments (its revision moved).
+    later = plat.assignments(seen)
+    (a,) = later["cells"]
+    assert a["cell_id"] == cell_id and a["restart"] == {"policy": "on-failure", "max_retries": 2}
+    assert "updated" in [e["type"] for e in plat.cell(cell_id)["events"]]
+    with plat.svc.db.reader() as s:
+        assert "cell.update" in s.scalars(select(AuditEvent.action)).all()
+    view = cell_changes.set_restart(plat.svc, member, cell_id, "always", None, {"x.restart": None})
+    assert view["restart"]["policy"] == "always" and "x.restart" not in view["labels"]
+
+
+def test_a_bad_restart_policy_is_refused_and_changes_nothing(plat: Platform) -> None:
+    member = _member(plat, "project-member")
+    cell_id = _cell(plat, "rs")
+    for policy, retries in (("sometimes", None), ("always", 3), ("on-failure", -1)):
+        with pytest.raises(ValidationFailed):
+            cell_changes.set_restart(plat.svc, member, cell_id, policy, retries)
+    with pytest.raises(Forbidden):
+        cell_changes.set_restart(plat.svc, _member(plat, "project-viewer"), cell_id, "always")
+    assert plat.cell(cell_id)["restart"] == {"policy": "never", "max_retries": None}
