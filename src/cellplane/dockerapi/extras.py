@@ -301,7 +301,10 @@ async def update(request: web.Request) -> web.Response:
     restart_label: dict[str, str] = {}
     if docker_restart is not None:  # checked before anything changes
         restart = restart_policy(docker_restart, restart_label)
-        if restart["policy"] != "never" and (cell.get("labels") or {}).get(AUTO_REMOVE_LABEL) == "true":
+        if (
+            restart["policy"] != "never"
+            and (cell.get("labels") or {}).get(AUTO_REMOVE_LABEL) == "true"
+        ):
             raise Refused(
                 400,
                 "Restart policy cannot be updated because AutoRemove is enabled for the container",
