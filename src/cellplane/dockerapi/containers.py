@@ -80,12 +80,9 @@ def _create(
         # that does not fit yet waits for the controller, as any cell does.
         placed = placement.place_one(ctx.svc, s, out.body["entity"]["id"], utcnow())
         audit.record(s, **event)  # with the cell, in one commit: no second write to wait for
-    topics = placed.committed(ctx.svc)
-    if placed.hosts:
-        topics |= {t for t in out.topics if t != "controller"}
-    else:
-        topics |= set(out.topics)
-    ctx.svc.notifier.publish(*topics)
+    # The controller is woken only for a cell left to it.
+    left = {"controller"} if placed.hosts else set()
+    ctx.svc.notifier.publish(*(placed.committed(ctx.svc) | (set(out.topics) - left)))
     return {"Id": views.docker_id(out.body["entity"]["id"]), "Warnings": warnings}
 
 

@@ -17,6 +17,7 @@ from cellplane.errors import BadRequest, Forbidden, ValidationFailed
 from cellplane.ids import is_id, new_id, utcnow
 from cellplane.services.context import Principal, Services
 from cellplane.state.identity_models import AuditEvent
+from cellplane.state.models import Cell, Project
 
 __all__ = ["actor_of", "insert", "list_events", "record", "record_now"]
 
@@ -41,6 +42,21 @@ def record(
     at: datetime | None = None,
 ) -> None:
     s.add(AuditEvent(**_row(tenant_id, actor, action, target, outcome, source, detail, at)))
+
+
+def record_cell(
+    s: Session, principal: Principal, cell: Cell, action: str, detail: dict[str, Any]
+) -> None:
+    """`principal`'s `action` on `cell`, recorded under its project's tenant."""
+    project = s.get(Project, cell.project_id)
+    record(
+        s,
+        tenant_id=project.tenant_id if project else None,
+        actor=actor_of(principal),
+        action=action,
+        target=f"cell:{cell.id}",
+        detail=detail,
+    )
 
 
 def _row(

@@ -9,7 +9,7 @@ from cellplane.sealing import AGENT_SECRET_COLUMN
 from cellplane.services import audit
 from cellplane.services.cells import _visible
 from cellplane.services.context import Principal, Services
-from cellplane.state.models import Cell, Host, Project
+from cellplane.state.models import Cell, Host
 
 __all__ = ["locate", "locate_exec"]
 
@@ -43,13 +43,11 @@ def locate_exec(
                 f"cell {cell.name!r} is not running (state {cell.state}); "
                 f"exec needs a running cell (`cellplane cell start {cell.name}`)"
             )
-        project = s.get(Project, cell.project_id)
-        audit.record(
+        audit.record_cell(
             s,
-            tenant_id=project.tenant_id if project else None,
-            actor=audit.actor_of(principal),
-            action="cell.exec",
-            target=f"cell:{cell.id}",
-            detail={"cell": cell.name, "command": [c[:256] for c in command[:64]], "mode": mode},
+            principal,
+            cell,
+            "cell.exec",
+            {"cell": cell.name, "command": [c[:256] for c in command[:64]], "mode": mode},
         )
         return host.agent_url, _agent_secret(svc, host), cell.id

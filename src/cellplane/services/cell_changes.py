@@ -48,15 +48,7 @@ def rename(svc: Services, principal: Principal, cell_id: str, new_name: str) -> 
             cell.name = new_name
             cell.updated_at = now
             s.add(CellEvent(cell_id=cell.id, at=now, type="renamed", message=f"from {old}"))
-            project = s.get(Project, cell.project_id)
-            audit.record(
-                s,
-                tenant_id=project.tenant_id if project else None,
-                actor=audit.actor_of(principal),
-                action="cell.rename",
-                target=f"cell:{cell.id}",
-                detail={"from": old, "to": new_name},
-            )
+            audit.record_cell(s, principal, cell, "cell.rename", {"from": old, "to": new_name})
         s.flush()
         view = _view(s, cell)
     svc.notifier.publish(f"cell:{cell_id}")
@@ -97,13 +89,8 @@ def resize(
             cell.cpu, cell.memory_mb, cell.flavor = new_cpu, new_mem, None
             cell.updated_at = now
             s.add(CellEvent(cell_id=cell.id, at=now, type="resized", message=message))
-            audit.record(
-                s,
-                tenant_id=project.tenant_id if project else None,
-                actor=audit.actor_of(principal),
-                action="cell.resize",
-                target=f"cell:{cell.id}",
-                detail={"cpu": new_cpu, "memory_mb": new_mem},
+            audit.record_cell(
+                s, principal, cell, "cell.resize", {"cpu": new_cpu, "memory_mb": new_mem}
             )
         s.flush()
         view = _view(s, cell)
@@ -149,14 +136,8 @@ def set_restart(
                 topics.append(f"host:{cell.host_id}")
             message = f"restart policy {old[0]} -> {policy}"
             s.add(CellEvent(cell_id=cell.id, at=now, type="updated", message=message))
-            project = s.get(Project, cell.project_id)
-            audit.record(
-                s,
-                tenant_id=project.tenant_id if project else None,
-                actor=audit.actor_of(principal),
-                action="cell.update",
-                target=f"cell:{cell.id}",
-                detail={"restart": policy, "max_retries": max_retries},
+            audit.record_cell(
+                s, principal, cell, "cell.update", {"restart": policy, "max_retries": max_retries}
             )
         s.flush()
         view = _view(s, cell)
