@@ -63,11 +63,15 @@ def resize(
     cpu: float | None = None,
     memory_mb: int | None = None,
 ) -> dict[str, Any]:
-    """Set the cell's CPU (cores) and/or memory (MiB); an increase must fit the quotas."""
+    """Set the cell's CPU (cores) and/or memory (MiB); an increase must fit the quotas.
+
+    Its host's agent is sent the new limits, which it sets on each later start of the container
+    (a restart by its policy, `docker start`)."""
     if cpu is not None and not (0 < cpu <= 1024 and math.isfinite(cpu)):
         raise ValidationFailed.field("cpu", "must be more than 0 and at most 1024")
     if memory_mb is not None and not 6 <= memory_mb <= 4 * 1024 * 1024:
         raise ValidationFailed.field("memory_mb", "must be between 6 and 4194304")
+    topics = [f"cell:{cell_id}"]
     with svc.db.session() as s:
         cell = _visible(s, principal, s.get(Cell, cell_id), cell_id, "cells:write")
         if cell.desired_state == "DELETED":
@@ -88,13 +92,16 @@ def resize(
             message = f"cpu {cell.cpu:g} -> {new_cpu:g}, memory {cell.memory_mb} -> {new_mem} MB"
             cell.cpu, cell.memory_mb, cell.flavor = new_cpu, new_mem, None
             cell.updated_at = now
+            if cell.host_id is not None:  # in the agent's next assignments
+                cell.host_rev = bump_host(s, cell.host_id)
+                topics.append(f"host:{cell.host_id}")
             s.add(CellEvent(cell_id=cell.id, at=now, type="resized", message=message))
             audit.record_cell(
                 s, principal, cell, "cell.resize", {"cpu": new_cpu, "memory_mb": new_mem}
             )
         s.flush()
         view = _view(s, cell)
-    svc.notifier.publish(f"cell:{cell_id}")
+    svc.notifier.publish(*topics)
     return view
 
 

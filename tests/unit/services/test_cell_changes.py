@@ -80,6 +80,15 @@ def test_resize_sets_the_limits_and_admits_only_the_increase(plat: Platform) -> 
     assert "resized" in [e["type"] for e in plat.cell(cell_id)["events"]]
 
 
+def test_new_limits_reach_the_cells_host_agent_for_its_next_start(plat: Platform) -> None:
+    cell_id = _cell(plat, "limits")
+    plat.schedule()
+    seen = plat.assignments()["revision"]
+    cell_changes.resize(plat.svc, _member(plat, "project-member"), cell_id, memory_mb=96)
+    (a,) = plat.assignments(seen)["cells"]
+    assert (a["cell_id"], a["memory_mb"], a["cpu"]) == (cell_id, 96, 0.25)
+
+
 @pytest.mark.parametrize(
     ("cpu", "memory_mb"), [(0.0, None), (-1.0, None), (2000.0, None), (None, 5), (None, 1 << 30)]
 )
