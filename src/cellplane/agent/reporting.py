@@ -116,6 +116,10 @@ class Reporter:
                 log.exception("heartbeat refused")
 
     def _queue_engine(self) -> None:
+        self._push({"engine": self._engine_health.report()})
+
+    def _push(self, item: dict[str, Any]) -> None:
+        """Send `item` with the next batch, as it is (not deduplicated, not held)."""
         with self._outbox_cv:
-            self._outbox.append({"engine": self._engine_health.report()})
+            self._outbox.append(item)
             self._outbox_cv.notify()

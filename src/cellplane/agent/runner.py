@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from cellplane.agent.health import HealthChecking
 from cellplane.agent.net_ops import NetworkAttach
 from cellplane.agent.prepare import LimitsPending, Preparer
 from cellplane.agent.reconcile import (
@@ -70,7 +71,7 @@ __all__ = [
 log = structlog.get_logger("cellplane.agent")
 
 
-class Agent(Reporter):
+class Agent(Reporter, HealthChecking):
     def __init__(
         self,
         config: AgentConfig,
@@ -154,6 +155,7 @@ class Agent(Reporter):
             (self._reconcile_loop, "cp-reconcile"),
             (self._report_loop, "cp-report"),
             (self._heartbeat_loop, "cp-heartbeat"),
+            (self._health_loop, "cp-health"),
             *([(self._supervise_loop, "cp-engine")] if self._supervisor else []),
             *([(lambda: self._prep.run_overlay(self._stop), "cp-overlay")] * self._prep.on_overlay),
         ):

@@ -14,6 +14,8 @@ import secrets
 from typing import Any
 
 from cellplane.dockerapi import naming
+from cellplane.dockerapi.healthchecks import healthcheck_fields
+from cellplane.dockerapi.refusal import Refused
 from cellplane.validation import is_dns_label
 from cellplane.wire.exec import (
     ALIASES_LABEL,
@@ -50,15 +52,6 @@ RESTART_LABEL = "cellplane.docker.restart"
 #: The label that marks a `--rm` container: removed once it has exited (dockerapi.streams).
 AUTO_REMOVE_LABEL = "cellplane.docker.autoremove"
 _MIB = 1024 * 1024
-
-
-class Refused(Exception):
-    """A request the endpoint does not carry out: Docker's `{"message": ...}` with `status`."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def loads(raw: str | bytes) -> Any:
@@ -143,7 +136,6 @@ _REFUSED: dict[tuple[str, str], tuple[str, str, int]] = {
     ("HostConfig", "OomKillDisable"): ("--oom-kill-disable", _NOT_YET, 400),
     ("Config", "Domainname"): ("--domainname", _NOT_YET, 400),
     ("Config", "MacAddress"): ("--mac-address", _NOT_YET, 400),
-    ("Config", "Healthcheck"): ("--health-cmd", _NOT_YET, 400),
 }
 # Namespace modes: "host" (or another container's) is refused, the default accepted.
 _MODES = {
@@ -416,6 +408,8 @@ def _cell_fields(name: str | None, body: dict[str, Any]) -> dict[str, Any]:
     for key, field in (("WorkingDir", "workdir"), ("User", "user"), ("Hostname", "hostname")):
         if body.get(key):
             fields[field] = str(body[key])
+    if (check := healthcheck_fields(body.get("Healthcheck"))) is not None:
+        fields["healthcheck"] = check
     if body.get("StopTimeout") is not None:
         fields["stop_timeout"] = float(body["StopTimeout"])
     if host.get("ReadonlyRootfs"):

@@ -9,7 +9,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from cellplane.dockerapi import naming
+from cellplane.dockerapi import healthchecks, naming
 from cellplane.dockerapi.mapping import AUTO_REMOVE_LABEL, RESTART_LABEL, Refused, loads
 from cellplane.wire.exec import ALIASES_LABEL, STDIN_LABEL, TTY_LABEL
 
@@ -27,7 +27,7 @@ __all__ = [
 
 _EPOCH_ZERO = "0001-01-01T00:00:00Z"
 _RESTART_NAMES = {"never": "no", "always": "always", "on-failure": "on-failure"}
-_FILTERS = {"id", "name", "label", "status"}
+_FILTERS = {"id", "name", "label", "status", "health"}
 _STATUSES = {"created", "restarting", "running", "removing", "paused", "exited", "dead"}
 
 
@@ -100,7 +100,8 @@ def status_text(cell: dict[str, Any], now: datetime) -> str:
     """`docker ps`'s STATUS column: "Up 5 seconds", "Exited (0) 3 seconds ago", "Created"."""
     state = docker_state(cell)
     if state == "running":
-        return f"Up {_ago(now, _parse(_last(cell, 'started', 'restarted') or cell['updated_at']))}"
+        since = _parse(_last(cell, "started", "restarted") or cell["updated_at"])
+        return f"Up {_ago(now, since)}{healthchecks.ps_suffix(cell)}"
     if state == "exited":
         code = cell.get("exit_code")
         code = 0 if code is None else code
@@ -224,6 +225,7 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
             "Error": cell.get("message") or "" if cell["state"] == "FAILED" else "",
             "StartedAt": started or _EPOCH_ZERO,
             "FinishedAt": finished or _EPOCH_ZERO,
+            **_health(cell, state == "running"),
         },
         "Image": cell["image"],
         "Name": f"/{docker_name(cell)}",
@@ -269,6 +271,7 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
             "Entrypoint": cell.get("entrypoint"),
             "Labels": _labels(cell),
             "StopTimeout": int(cell.get("stop_timeout") or 0),
+            **_healthcheck(cell),
         },
         "NetworkSettings": {
             "IPAddress": cell.get("address") or "",
@@ -288,6 +291,16 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
         # Not Docker's: the cell behind the container, for `cellplane cell show`.
         "CellplaneCell": cell["id"],
     }
+
+
+def _health(cell: dict[str, Any], running: bool) -> dict[str, Any]:
+    health = healthchecks.health_of(cell, running)
+    return {} if health is None else {"Health": health}
+
+
+def _healthcheck(cell: dict[str, Any]) -> dict[str, Any]:
+    check = healthchecks.config_healthcheck(cell.get("healthcheck"))
+    return {} if check is None else {"Healthcheck": check}
 
 
 def decode_filters(
@@ -321,11 +334,12 @@ def decode_filters(
 def parse_filters(raw: str | None) -> dict[str, list[str]]:
     """The `filters` of `GET /containers/json`."""
     out = decode_filters(raw, _FILTERS)
-    bad = [v for v in out.get("status", []) if v not in _STATUSES]
-    if bad:
-        raise Refused(
-            400, f"invalid filter 'status={bad[0]}' (one of {', '.join(sorted(_STATUSES))})"
-        )
+    for key, known in (("status", _STATUSES), ("health", healthchecks.HEALTH_FILTERS)):
+        bad = [v for v in out.get(key, []) if v not in known]
+        if bad:
+            raise Refused(
+                400, f"invalid filter '{key}={bad[0]}' (one of {', '.join(sorted(known))})"
+            )
     return out
 
 
@@ -347,6 +361,9 @@ def matches(cell: dict[str, Any], filters: dict[str, list[str]]) -> bool:
         return False
     statuses = filters.get("status")
     if statuses and docker_state(cell) not in statuses:
+        return False
+    health = filters.get("health")
+    if health and healthchecks.status_of(cell) not in health:
         return False
     labels = cell.get("labels") or {}
     for item in filters.get("label", []):

@@ -188,6 +188,7 @@ def create_many(
         "max_retries": body.restart.max_retries,
         "isolation": iso,
         "stop_timeout": body.stop_timeout,
+        "healthcheck": body.healthcheck and body.healthcheck.model_dump(),
         "read_only": body.read_only,
         "pids_limit": body.pids_limit,
         "desired_state": "RUNNING" if body.start else "STOPPED",

@@ -299,6 +299,7 @@ def create(
         max_retries=body.restart.max_retries,
         isolation=iso,
         stop_timeout=body.stop_timeout,
+        healthcheck=body.healthcheck and body.healthcheck.model_dump(),
         read_only=body.read_only,
         pids_limit=body.pids_limit,
         desired_state="CREATED" if prepare else "RUNNING" if body.start else "STOPPED",

@@ -68,6 +68,7 @@ _CELL = (
     Cell.restart_requested_at,
     Cell.ended_at,
     Cell.generation,
+    Cell.healthcheck,
     Image.id,
     Image.kind,
     Image.engine_ref,
@@ -158,12 +159,13 @@ def _cell(
         restart_requested_at,
         ended_at,
         generation,
+        healthcheck,
         image_id,
         image_kind,
         engine_ref,
         sha256,
-    ) = row[:32]
-    net_row = row[32:]
+    ) = row[:33]
+    net_row = row[33:]
     mounts: list[dict[str, Any]] = []
     pending: list[str] = []
     for m in volumes or []:
@@ -215,6 +217,8 @@ def _cell(
         "extra_networks": extra,
         "pending_volumes": pending,
     }
+    if healthcheck:
+        out["healthcheck"] = healthcheck
     plain = (
         None not in plain_ports
         and (command is None or _strings(command))

@@ -392,6 +392,15 @@ def _write_reports(svc: Services, batch: Sequence[tuple[str, list[Any]]]) -> set
     return topics
 
 
+def _apply_health(s: Session, cell: Cell, health: wire.HealthReport | None, now: datetime) -> None:
+    """Keep the health the agent reports; a new status is an event (`health_status`)."""
+    old = (cell.health or {}).get("status")
+    cell.health = None if health is None else health.model_dump(mode="json")
+    new = None if health is None else health.status
+    if new is not None and new != old:
+        s.add(CellEvent(cell_id=cell.id, at=now, type="health_status", message=new))
+
+
 def _apply_one(s: Session, host_id: str, items: list[Any], now: datetime, topics: set[str]) -> None:
     host = s.get(Host, host_id)
     if host is None:
@@ -425,6 +434,11 @@ def _apply_one(s: Session, host_id: str, items: list[Any], now: datetime, topics
             step = _EVENT_STEPS.get(etype)
             if task is not None and step is not None:
                 tasks_mod.advance(task, step, "COMPLETED", at)
+        if "health" in sent:
+            _apply_health(s, cell, r.health, now)
+            if "state" not in sent:  # only its health changed
+                topics.add(f"cell:{cell.id}")
+                continue
         state, message = merge_report(cell.state, cell.message, r)
         if r.removed:
             if task is not None:

@@ -15,6 +15,7 @@ __all__ = [
     "DNS_LABEL",
     "CellCreate",
     "FlavorCreate",
+    "HealthCheckBody",
     "IsolationPolicy",
     "MaintenanceBody",
     "NetworkCreate",
@@ -80,6 +81,30 @@ class RestartBody(_Strict):
     max_retries: int | None = Field(default=None, ge=0, le=1000)
 
 
+class HealthCheckBody(_Strict):
+    """A command run in the cell's running container every `interval_s` seconds: exit 0 is
+    healthy; `retries` failures in a row make it unhealthy (those in the first `start_period_s`
+    do not count); a run longer than `timeout_s` fails. `shell`: `command` is one string, run
+    with `/bin/sh -c` (Docker's CMD-SHELL)."""
+
+    command: list[Annotated[str, Field(max_length=MAX_ARG)]] = Field(
+        min_length=1, max_length=MAX_ARGS
+    )
+    shell: bool = False
+    interval_s: float = Field(default=30.0, ge=0.1, le=86400)
+    timeout_s: float = Field(default=30.0, ge=0.1, le=86400)
+    retries: int = Field(default=3, ge=1, le=1000)
+    start_period_s: float = Field(default=0.0, ge=0, le=86400)
+
+    @model_validator(mode="after")
+    def _one_shell_string(self) -> HealthCheckBody:
+        if not self.command[0]:
+            raise ValueError("command: the program to run must not be empty")
+        if self.shell and len(self.command) != 1:
+            raise ValueError("command: with shell, one string (run with /bin/sh -c)")
+        return self
+
+
 class AffinityBody(_Strict):
     """Be with (`anti`: away from) cells carrying every label of `selector`; `soft`: prefer."""
 
@@ -121,6 +146,7 @@ class CellCreate(_Strict):
     volumes: list[VolumeMount] = Field(default_factory=list, max_length=64)
     restart: RestartBody = Field(default_factory=RestartBody)
     stop_timeout: float = Field(default=10.0, ge=0, le=3600)
+    healthcheck: HealthCheckBody | None = None
     start: bool = True
     # Hardening opt-ins (docs/operations.md, "Hardening defaults").
     read_only: bool = False

@@ -56,6 +56,8 @@ def cell_view(
         "restart": {"policy": cell.restart_policy, "max_retries": cell.max_retries},
         "isolation": cell.isolation or "standard",
         "stop_timeout": cell.stop_timeout,
+        "healthcheck": cell.healthcheck,
+        "health": cell.health,
         "placement": cell.placement or "spread",
         "affinity": list(cell.affinity or []),
         "generation": cell.generation or 1,

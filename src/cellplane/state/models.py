@@ -246,6 +246,10 @@ class Cell(Base):
     )
     max_retries: Mapped[int | None] = mapped_column(Integer)
     stop_timeout: Mapped[float] = mapped_column(Float, default=10.0)
+    # Its health check ({command, shell, interval_s, timeout_s, retries, start_period_s}, None:
+    # none) and what its host's agent last reported of it ({status, failing_streak, log}).
+    healthcheck: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    health: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # The grace period of the stop, restart or delete under way when its request named one
     # (`docker stop -t 0`, `docker rm -f`), None: the cell's own `stop_timeout`. One request's,
     # never the cell's: the next start, stop or restart replaces it.

@@ -37,6 +37,9 @@ __all__ = [
     "EngineHealthReport",
     "EngineItem",
     "FenceReport",
+    "HealthCheck",
+    "HealthProbe",
+    "HealthReport",
     "Heartbeat",
     "HostCapacity",
     "ImageRef",
@@ -186,6 +189,20 @@ class RestartPolicy(_Model):
     max_retries: int | None = None
 
 
+class HealthCheck(_Model):
+    """A command the agent runs in the cell's running container every `interval_s` (Docker's
+    HEALTHCHECK): exit 0 is healthy; `retries` failures in a row (not counted during the first
+    `start_period_s`) make it unhealthy. `shell`: the one string of `command` runs with
+    `/bin/sh -c`."""
+
+    command: list[str]
+    shell: bool = False
+    interval_s: float = 30.0
+    timeout_s: float = 30.0
+    retries: int = 3
+    start_period_s: float = 0.0
+
+
 class CellAssignment(_Model):
     """The full desired state of one cell on the host."""
 
@@ -226,6 +243,8 @@ class CellAssignment(_Model):
     # mounts that are not on this host (yet). The agent creates no container for the cell while
     # any is named (absent from older servers: none pending; an older agent ignores it).
     pending_volumes: list[str] = Field(default_factory=list)
+    # Added for healthchecks: the check the agent runs while the container runs (None: none).
+    healthcheck: HealthCheck | None = None
 
     @field_validator("network", mode="before")
     @classmethod
@@ -286,6 +305,25 @@ class CellEventReport(_Model):
     message: str = ""
 
 
+class HealthProbe(_Model):
+    """One run of a cell's health check: when (ISO 8601), its exit code (-1: it timed out or
+    could not run) and the start of its output."""
+
+    start: str
+    end: str
+    exit_code: int
+    output: str = ""
+
+
+class HealthReport(_Model):
+    """A cell's health: starting | healthy | unhealthy, the failed checks in a row, and the
+    newest checks (at most 5), as Docker's `State.Health`."""
+
+    status: str
+    failing_streak: int = 0
+    log: list[HealthProbe] = Field(default_factory=list)
+
+
 class CellReport(_Model):
     """The observed state of one cell; absent fields mean "unchanged" (see the module doc)."""
 
@@ -302,6 +340,8 @@ class CellReport(_Model):
     generation: int | None = None  # the assignment's generation the report is about
     # Added for cells on several networks: the address on each, by the engine's network name.
     addresses: dict[str, str] | None = None
+    # Added for healthchecks: sent when the health of its container's checks changes.
+    health: HealthReport | None = None
 
 
 class FenceReport(_Model):

@@ -32,6 +32,9 @@ __all__ = [
     "EngineHealthReport",
     "EngineItem",
     "FenceReport",
+    "HealthCheck",
+    "HealthProbe",
+    "HealthReport",
     "Heartbeat",
     "HostCapacity",
     "ImageRef",
@@ -192,6 +195,16 @@ class RestartPolicy:
 
 
 @dataclass(frozen=True)
+class HealthCheck:
+    command: list[str]
+    shell: bool = False
+    interval_s: float = 30.0
+    timeout_s: float = 30.0
+    retries: int = 3
+    start_period_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class CellAssignment:
     cell_id: str
     name: str
@@ -221,6 +234,7 @@ class CellAssignment:
     generation: int = 1
     extra_networks: list[NetworkDescription] = field(default_factory=list)
     pending_volumes: list[str] = field(default_factory=list)  # not on this host yet: no create
+    healthcheck: HealthCheck | None = None
 
     @staticmethod
     def _network(v: Any) -> Any:
@@ -255,6 +269,21 @@ class CellEventReport:
 
 
 @dataclass(frozen=True)
+class HealthProbe:
+    start: str
+    end: str
+    exit_code: int
+    output: str = ""
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    status: str
+    failing_streak: int = 0
+    log: list[HealthProbe] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class CellReport:
     cell_id: str
     state: str | None = None
@@ -268,6 +297,7 @@ class CellReport:
     events: list[CellEventReport] = field(default_factory=list)
     generation: int | None = None
     addresses: dict[str, str] | None = None
+    health: HealthReport | None = None
 
 
 @dataclass(frozen=True)
@@ -317,33 +347,11 @@ class Overlay:
     _after: ClassVar[dict[str, Any]] = {"api_version": _version}
 
 
-#: Every message, by name (the parity test walks them).
+#: Every message, by name (the parity test walks them): the dataclasses defined above.
 MODELS: Final[dict[str, type[Any]]] = {
-    cls.__name__: cls
-    for cls in (
-        HostCapacity,
-        EngineHealthReport,
-        RegisterRequest,
-        RegisterAnswer,
-        Heartbeat,
-        NetworkDescription,
-        ImageRef,
-        PortAssignment,
-        MountAssignment,
-        RestartPolicy,
-        CellAssignment,
-        VolumeAssignment,
-        Assignments,
-        CellEventReport,
-        CellReport,
-        VolumeRemoved,
-        EngineItem,
-        FenceReport,
-        StatusReport,
-        PeerCell,
-        OverlayNetwork,
-        Overlay,
-    )
+    name: obj
+    for name, obj in list(globals().items())
+    if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == __name__
 }
 
 # --- reading ----------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""`docker cp`, `stats`, `top`, `rename`, `port`, `update` (and the refused `pause`) against a real
-deployment (server + agent + podman), with the unmodified docker CLI and docker-py.
+"""`docker cp`, `stats`, `top`, `rename`, `port`, `update`, healthchecks (and the refused `pause`)
+against a real deployment (server + agent + podman), with the unmodified docker CLI and docker-py.
 
 One deployment for the module; each test names its containers uniquely and removes them.
 """
@@ -303,3 +303,58 @@ def test_docker_update_restart_sets_the_policy_the_agent_follows(
         assert _cells(admin, "team-a")[auto]["restart"]["policy"] == "never"
     finally:
         ep_a.docker("rm", "-f", name, auto)
+
+
+def _health(ep: Endpoint, name: str, status: str, within: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + within
+    while True:
+        health = _inspect(ep, name)["State"].get("Health") or {}
+        if health.get("Status") == status or time.monotonic() > deadline:
+            assert health.get("Status") == status, health
+            return dict(health)
+        time.sleep(0.3)
+
+
+def _names(ep: Endpoint, *args: str) -> list[str]:
+    return ep.ok("ps", *args, "--format", "{{.Names}}").split()
+
+
+def test_a_healthcheck_runs_in_the_container_and_docker_shows_its_health(
+    ep_a: Endpoint, admin: Client
+) -> None:
+    name, slow, plain = unique("hc"), unique("hcslow"), unique("hcnone")
+    check = ["--health-interval", "1s", "--health-retries", "2"]
+    ep_a.ok("run", "-d", "--name", name, "-m", "16m", "--health-cmd", "test -f /tmp/ok", *check,
+            "--health-timeout", "5s", "busybox", *SLEEP)  # fmt: skip
+    ep_a.ok("run", "-d", "--name", slow, "-m", "16m", "--health-cmd", "sleep 30", *check,
+            "--health-timeout", "300ms", "busybox", *SLEEP)  # fmt: skip
+    ep_a.ok("run", "-d", "--name", plain, "-m", "16m", "busybox", *SLEEP)
+    try:
+        config = _inspect(ep_a, name)["Config"]["Healthcheck"]
+        assert config["Test"] == ["CMD-SHELL", "test -f /tmp/ok"]
+        assert (config["Interval"], config["Timeout"], config["Retries"]) == (10**9, 5 * 10**9, 2)
+        # Its check fails (no /tmp/ok): two failures in a row make it unhealthy.
+        health = _health(ep_a, name, "unhealthy")
+        assert health["FailingStreak"] >= 2 and health["Log"][-1]["ExitCode"] == 1
+        assert _cells(admin, "team-a")[name]["health"]["status"] == "unhealthy"
+        assert name in _names(ep_a, "--filter", "health=unhealthy")
+        status = ep_a.ok("ps", "--filter", f"name={name}", "--format", "{{.Status}}")
+        assert status.strip().endswith("(unhealthy)"), status
+        # Now it passes: healthy, the streak over.
+        ep_a.ok("exec", name, "touch", "/tmp/ok")
+        health = _health(ep_a, name, "healthy")
+        assert health["FailingStreak"] == 0 and health["Log"][-1]["ExitCode"] == 0
+        assert name in _names(ep_a, "--filter", "health=healthy")
+        # A check longer than its timeout fails as Docker's does.
+        slow_health = _health(ep_a, slow, "unhealthy")
+        assert slow_health["Log"][-1]["ExitCode"] == -1
+        assert "exceeded timeout" in slow_health["Log"][-1]["Output"]
+        # A container without a check has no health; the filter `none` finds it.
+        assert "Health" not in _inspect(ep_a, plain)["State"]
+        assert plain in _names(ep_a, "--filter", "health=none")
+        assert name not in _names(ep_a, "--filter", "health=none")
+        refused = ep_a.docker("run", "-d", "--health-cmd", "true", "--health-interval", "10ms",
+                              "busybox", "true")  # fmt: skip
+        assert refused.returncode != 0 and "--health-interval" in refused.stderr, refused
+    finally:
+        ep_a.docker("rm", "-f", name, slow, plain)

@@ -31,6 +31,7 @@ CELL = {
     "restarts": 1,
     "restart_requested_at": "2026-12-03T10:00:00+00:00",
     "ended_at": None,
+    "healthcheck": {"command": ["pg_isready"], "interval_s": 2.0, "retries": 4},
 }
 MESSAGES: list[tuple[type[BaseModel], dict[str, Any]]] = [
     (
@@ -81,6 +82,15 @@ MESSAGES: list[tuple[type[BaseModel], dict[str, Any]]] = [
                     "container_id": "3f2a",
                     "events": [{"at": "2026-12-03T10:00:00+00:00", "type": "started"}],
                 },
+                {
+                    "cell_id": "cel-2",
+                    "generation": 3,
+                    "health": {
+                        "status": "unhealthy",
+                        "failing_streak": 4,
+                        "log": [{"start": "a", "end": "b", "exit_code": -1, "output": "timeout"}],
+                    },
+                },
                 {"volume_removed": "vol-1"},
                 {"engine": ENGINE},
             ],
@@ -103,8 +113,10 @@ def test_each_message_survives_a_round_trip(model: type[BaseModel], data: dict[s
 
 def test_report_items_keep_their_kind_and_what_was_sent() -> None:
     report = wire.parse(wire.StatusReport, MESSAGES[-1][1])
-    cell, volume, engine = report.cells
+    cell, health, volume, engine = report.cells
     assert isinstance(cell, wire.CellReport) and cell.state == "RUNNING"
+    assert isinstance(health, wire.CellReport) and health.state is None
+    assert health.health is not None and health.health.log[0].exit_code == -1
     assert isinstance(volume, wire.VolumeRemoved) and volume.volume_removed == "vol-1"
     assert isinstance(engine, wire.EngineItem) and engine.engine.state == "DOWN"
     # Absent means unchanged: `message` was not sent, so it is not in the dump either.

@@ -197,6 +197,28 @@ class CellRestart(View):
     max_retries: int | None
 
 
+class CellHealthCheck(View):
+    command: list[str]
+    shell: bool = Field(description="`command` is one string run with `/bin/sh -c`.")
+    interval_s: float
+    timeout_s: float
+    retries: int = Field(description="Failed checks in a row that make the cell unhealthy.")
+    start_period_s: float = Field(description="Failures in this first while do not count.")
+
+
+class CellHealthProbe(View):
+    start: str
+    end: str
+    exit_code: int = Field(description="-1: the check timed out or could not run.")
+    output: str
+
+
+class CellHealth(View):
+    status: str = Field(description="starting, healthy or unhealthy.")
+    failing_streak: int
+    log: list[CellHealthProbe] = Field(description="The newest checks, at most 5.")
+
+
 class CellAffinity(View):
     selector: dict[str, str]
     anti: bool
@@ -238,6 +260,10 @@ class Cell(View):
     restart: CellRestart
     isolation: str = Field(description="`standard` (runc) or `sandbox` (gVisor's runsc).")
     stop_timeout: float | None
+    healthcheck: CellHealthCheck | None = Field(default=None, description="Null: no check.")
+    health: CellHealth | None = Field(
+        default=None, description="Its check's outcome as its host last reported (null: none)."
+    )
     placement: str = Field(description="spread (the default) or binpack.")
     affinity: list[CellAffinity]
     generation: int = Field(description="Bumped each time the cell is assigned to a host anew.")
