@@ -30,6 +30,7 @@ Event = tuple[int, dict[str, Any]]
 _FILTERS = {"type", "container", "event", "label", "volume", "network", "image"}
 _TYPES = {"container", "volume", "network", "image", "daemon", "plugin", "service", "node"}
 _SAME_EXIT_NS = 5_000_000_000
+_PREFIXED = {"health_status", "exec_create", "exec_start"}
 _EXITED = re.compile(r"exited with code (-?\d+)")
 
 
@@ -112,11 +113,15 @@ def _exit_of(task: dict[str, Any]) -> tuple[int, int] | None:
 
 
 def cell_events(
-    tasks: list[dict[str, Any]], cells: dict[str, dict[str, Any]], remembered: dict[str, Any]
+    tasks: list[dict[str, Any]],
+    cells: dict[str, dict[str, Any]],
+    remembered: dict[str, Any],
+    health: list[dict[str, Any]] | None = None,
 ) -> list[Event]:
-    """Container events of a project's cell tasks (`docker_resources.cell_tasks`) and of its
-    cells' last exits (`docker_resources.cells_named`); names and images from the cells, else
-    from `remembered` (cell id -> the same fields). Time ordered, each event once."""
+    """Container events of a project's cell tasks (`docker_resources.cell_tasks`), of its
+    cells' last exits (`docker_resources.cells_named`) and of their new health statuses
+    (`docker_resources.health_events`: `health_status: healthy`...); names and images from the
+    cells, else from `remembered` (cell id -> the same fields). Time ordered, each event once."""
     found: dict[tuple[str, str, int], Event] = {}
 
     def add(ns: int | None, action: str, cell_id: str, **extra: str) -> None:
@@ -143,6 +148,8 @@ def cell_events(
         ended = _exit_of(t)
         if ended is not None:
             add(ended[0], "die", cell_id, exitCode=str(ended[1]))
+    for h in health or []:
+        add(to_ns(h["at"]), f"health_status: {h['status']}", h["cell_id"])
     dies: dict[str, list[int]] = {}
     for cell_id, action, at in found:
         if action == "die":
@@ -169,12 +176,18 @@ def resource_event(ns: int, kind: str, action: str, actor: str, attrs: dict[str,
     }
 
 
+def _event_is(action: str, wanted: str) -> bool:
+    """dockerd's rule: `health_status` (`exec_create`, `exec_start`) also finds the actions
+    that go on after a colon (`health_status: healthy`); other names must be the action."""
+    return action == wanted or (wanted in _PREFIXED and action.startswith(wanted + ":"))
+
+
 def event_matches(event: dict[str, Any], filters: dict[str, list[str]]) -> bool:
     kind, attrs = event["Type"], event["Actor"]["Attributes"]
     actor = event["Actor"]["ID"]
     if "type" in filters and kind not in filters["type"]:
         return False
-    if "event" in filters and event["Action"] not in filters["event"]:
+    if "event" in filters and not any(_event_is(event["Action"], f) for f in filters["event"]):
         return False
     for key in ("container", "volume", "network", "image"):
         if key not in filters:

@@ -110,7 +110,8 @@ def _collect(
     remembered = _remembered.setdefault(ctx.project_id, OrderedDict())
     for cell_id, info in cells.items():
         remember_cell(ctx.project_id, {"id": cell_id, **info})
-    found = ev.cell_events(tasks, cells, dict(remembered))
+    health = docker_resources.health_events(ctx.svc, ctx.project_id, since, until)
+    found = ev.cell_events(tasks, cells, dict(remembered), health)
     journal = list(_journal.get(ctx.project_id, ()))
     noted = {(e["Type"], e["Action"], e["Actor"]["ID"]) for _, e in journal}
     for ns, e in _resource_creates(ctx, p):

@@ -148,6 +148,27 @@ def cell_tasks(
     return found
 
 
+def health_events(
+    svc: Services, project_id: str, since: datetime | None, until: datetime | None
+) -> list[dict[str, Any]]:
+    """The project's cells' new health statuses (`health_status` events: cell id, at, status)
+    between `since` and `until`, oldest first (the newest MAX_TASKS)."""
+    with svc.db.reader() as s:
+        q = (
+            select(CellEvent.cell_id, CellEvent.at, CellEvent.message)
+            .join(Cell, Cell.id == CellEvent.cell_id)
+            .where(Cell.project_id == project_id, CellEvent.type == "health_status")
+        )
+        if since is not None:
+            q = q.where(CellEvent.at >= since)
+        if until is not None:
+            q = q.where(CellEvent.at <= until)
+        q = q.order_by(CellEvent.at.desc()).limit(MAX_TASKS)
+        found = [{"cell_id": c, "at": iso(at), "status": m} for c, at, m in s.execute(q)]
+    found.reverse()
+    return found
+
+
 def cells_named(
     svc: Services, project_id: str, cell_id: str | None = None
 ) -> dict[str, dict[str, Any]]:

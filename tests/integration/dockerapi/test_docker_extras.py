@@ -324,6 +324,7 @@ def test_a_healthcheck_runs_in_the_container_and_docker_shows_its_health(
 ) -> None:
     name, slow, plain = unique("hc"), unique("hcslow"), unique("hcnone")
     check = ["--health-interval", "1s", "--health-retries", "2"]
+    since = str(int(time.time()) - 1)
     ep_a.ok("run", "-d", "--name", name, "-m", "16m", "--health-cmd", "test -f /tmp/ok", *check,
             "--health-timeout", "5s", "busybox", *SLEEP)  # fmt: skip
     ep_a.ok("run", "-d", "--name", slow, "-m", "16m", "--health-cmd", "sleep 30", *check,
@@ -356,5 +357,15 @@ def test_a_healthcheck_runs_in_the_container_and_docker_shows_its_health(
         refused = ep_a.docker("run", "-d", "--health-cmd", "true", "--health-interval", "10ms",
                               "busybox", "true")  # fmt: skip
         assert refused.returncode != 0 and "--health-interval" in refused.stderr, refused
+        # Each new status was an event, as dockerd's `health_status: ...`.
+        until = str(int(time.time()) + 1)
+        actions = ep_a.ok("events", "--since", since, "--until", until, "--filter",
+                          f"container={name}", "--filter", "event=health_status",
+                          "--format", "{{.Action}}").split("\n")  # fmt: skip
+        assert actions[:3] == [
+            "health_status: starting",
+            "health_status: unhealthy",
+            "health_status: healthy",
+        ], actions
     finally:
         ep_a.docker("rm", "-f", name, slow, plain)

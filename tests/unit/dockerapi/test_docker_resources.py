@@ -227,6 +227,29 @@ def test_an_exit_seen_by_a_task_and_by_the_cell_is_one_die() -> None:
     assert gone[0][1]["Actor"]["Attributes"]["name"] == "web"
 
 
+def test_new_health_statuses_are_health_status_events() -> None:
+    cells = {"c-1": {"name": "db", "image": "postgres"}}
+    health = [
+        {"cell_id": "c-1", "at": _at(2), "status": "starting"},
+        {"cell_id": "c-1", "at": _at(6), "status": "healthy"},
+    ]
+    events = ev.cell_events([_task("CREATE_CELL", 1, [_step("START", 2)])], cells, {}, health)
+    assert [(e["Action"], e["time"] % 60) for _, e in events] == [
+        ("create", 1),
+        ("start", 2),
+        ("health_status: starting", 2),
+        ("health_status: healthy", 6),
+    ]
+    healthy = events[-1][1]
+    assert healthy["Actor"]["Attributes"]["name"] == "db"
+    # dockerd's rule: `event=health_status` finds every status; a status alone finds itself.
+    found = [e["Action"] for _, e in events if ev.event_matches(e, {"event": ["health_status"]})]
+    assert found == ["health_status: starting", "health_status: healthy"]
+    assert ev.event_matches(healthy, {"event": ["health_status: healthy"]})
+    assert not ev.event_matches(healthy, {"event": ["health"]})
+    assert not ev.event_matches(events[0][1], {"event": ["health_status"]})
+
+
 def test_event_filters_and_times() -> None:
     _, container = ev.cell_events(
         [_task("CREATE_CELL", 1, [])], {"c-1": {"name": "web", "image": "busybox"}}, {}
