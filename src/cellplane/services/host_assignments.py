@@ -216,9 +216,8 @@ def _cell(
         "generation": generation or 1,
         "extra_networks": extra,
         "pending_volumes": pending,
+        "healthcheck": healthcheck,
     }
-    if healthcheck:
-        out["healthcheck"] = healthcheck
     plain = (
         None not in plain_ports
         and (command is None or _strings(command))

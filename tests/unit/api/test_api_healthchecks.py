@@ -41,7 +41,7 @@ def test_a_check_goes_with_the_cell_to_its_host_agent(plat: Platform) -> None:
     plat.create_cell("plain", cpu=0.25, memory_mb=64)
     plat.schedule()
     plain = [c for c in plat.assignments()["cells"] if c["name"] == "plain"]
-    assert "healthcheck" not in plain[0]  # a cell without a check sends nothing more
+    assert plain[0]["healthcheck"] is None
 
 
 @pytest.mark.parametrize(
