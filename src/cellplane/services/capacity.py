@@ -12,6 +12,7 @@ create`: desired CREATED) reserves as a running one does: its start must not be 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,8 +36,10 @@ PLACED_DESIRED = ("RUNNING", "CREATED")
 RESTING_STATES = ("STOPPED", "EXITED", "FAILED")
 
 
+@functools.cache
 def reserves() -> ColumnElement[bool]:
-    """SQL: the placed cell counts against its host (see the module docstring)."""
+    """SQL: the placed cell counts against its host (see the module docstring). Built once:
+    an expression is immutable, and building it cost more than the query it filters."""
     resting = and_(
         Cell.state.in_(RESTING_STATES),
         or_(Cell.desired_state == "STOPPED", Cell.ended_at.is_not(None)),

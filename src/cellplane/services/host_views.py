@@ -6,6 +6,7 @@ Split from `services.hosts` (registration and the agent protocol), which re-expo
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
@@ -100,10 +101,11 @@ def _host_view(host: Host, now: datetime, svc: Services, usage: dict[str, Any]) 
     }
 
 
-def usage_by_host(s: Session) -> dict[str, dict[str, Any]]:
-    """What the cells that reserve capacity (`services.capacity`) use on each host; `cells` counts
-    them (stopped and ended cells are not counted: they reserve nothing)."""
-    rows = s.execute(
+@functools.cache
+def _statements() -> tuple[Any, Any, Any, Any]:
+    """The usage, resting-count, detail and host statements (built once: immutable, and
+    building them cost about as much as running them on a small deployment)."""
+    usage = (
         select(
             Cell.host_id,
             func.sum(Cell.cpu),
@@ -113,14 +115,23 @@ def usage_by_host(s: Session) -> dict[str, dict[str, Any]]:
         )
         .where(capacity.reserves())
         .group_by(Cell.host_id)
-    ).all()
-    resting = dict(
-        s.execute(
-            select(Cell.host_id, func.count(Cell.id))
-            .where(Cell.host_id.is_not(None), ~capacity.reserves())
-            .group_by(Cell.host_id)
-        ).all()
     )
+    resting = (
+        select(Cell.host_id, func.count(Cell.id))
+        .where(Cell.host_id.is_not(None), ~capacity.reserves())
+        .group_by(Cell.host_id)
+    )
+    detail = select(Cell.host_id, Cell.ports, Cell.labels).where(capacity.reserves())
+    return usage, resting, detail, select(Host).order_by(Host.id)
+
+
+def usage_by_host(s: Session, *, stopped: bool = True) -> dict[str, dict[str, Any]]:
+    """What the cells that reserve capacity (`services.capacity`) use on each host; `cells` counts
+    them (stopped and ended cells are not counted: they reserve nothing). `stopped`: also count
+    those (`stopped_cells`), which the views show and the scheduler does not need."""
+    usage_q, resting_q, _, _ = _statements()
+    rows = s.execute(usage_q).all()
+    resting: dict[str, int] = dict(s.execute(resting_q).all()) if stopped else {}
     out = {
         h: {"cpu": float(c or 0), "memory_mb": int(m or 0), "disk_gb": int(d or 0), "cells": int(n)}
         for h, c, m, d, n in rows
@@ -144,20 +155,22 @@ def snapshot(
     placed cell): enough for a request that publishes no port and has no affinity.
     ``detail_project``: the ports and labels of that project's cells only (a service's spread
     term selects its own cells, all in its project)."""
-    usage = usage_by_host(s)
+    usage = usage_by_host(s, stopped=False)
     ports: dict[str, set[tuple[str, int]]] = defaultdict(set)
     labels: dict[str, list[dict[str, str]]] = defaultdict(list)
-    q = select(Cell.host_id, Cell.ports, Cell.labels).where(capacity.reserves())
+    _, _, detail_q, hosts_q = _statements()
+    rows: Any = ()
     if detail_project is not None:
-        q = q.where(Cell.project_id == detail_project)
-    rows = s.execute(q) if detail or detail_project is not None else ()
+        rows = s.execute(detail_q.where(Cell.project_id == detail_project))
+    elif detail:
+        rows = s.execute(detail_q)
     for host_id, cell_ports, cell_labels in rows:
         labels[host_id].append(dict(cell_labels or {}))
         for p in cell_ports or []:
             if p.get("host_port"):
                 ports[host_id].add((p.get("protocol", "tcp"), int(p["host_port"])))
     out = []
-    for h in s.scalars(select(Host).order_by(Host.id)):
+    for h in s.scalars(hosts_q):
         u = usage.get(h.id, {"cpu": 0.0, "memory_mb": 0, "disk_gb": 0})
         out.append(
             scheduler.HostSnapshot(

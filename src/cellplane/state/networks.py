@@ -32,12 +32,13 @@ racing writer fail, not collide.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any, Final
 
-from sqlalchemy import event, func, select, text
+from sqlalchemy import Select, bindparam, event, func, select, text
 from sqlalchemy.orm import Session
 
 from cellplane.state.identity_models import Quota
@@ -363,22 +364,33 @@ def _next_free(session: Session, nid: str, subnet: str, n: int) -> list[str]:
     then the caller reads them all."""
     if n > _FAST_MOST:
         return []
-    stored = session.scalar(
-        select(func.count()).select_from(CellNetwork).where(CellNetwork.network_id == nid)
-    )
+    count, attached, first = _next_free_statements()
+    stored = session.scalar(count, {"nid": nid})
     found = next_addresses(subnet, int(stored or 0), _pending(session, nid), n)
     if not found:
         return []
-    clash = session.scalar(
+    given = {"nid": nid, "found": found}
+    clash = session.scalar(attached, given) or session.scalar(first, given)
+    return [] if clash else found
+
+
+@functools.cache
+def _next_free_statements() -> tuple[Select[Any], Select[Any], Select[Any]]:
+    """`_next_free`'s queries, built once (each cell creation runs them)."""
+    nid: Any = bindparam("nid")
+    found: Any = bindparam("found", expanding=True)
+    count = select(func.count()).select_from(CellNetwork).where(CellNetwork.network_id == nid)
+    attached = (
         select(CellNetwork.address)
         .where(CellNetwork.network_id == nid, CellNetwork.address.in_(found))
         .limit(1)
-    ) or session.scalar(
+    )
+    first = (
         select(Cell.network_address)
         .where(Cell.network_id == nid, Cell.network_address.in_(found))
         .limit(1)
     )
-    return [] if clash else found
+    return count, attached, first
 
 
 def _addresses(session: Session, cells: list[Cell], postgres: bool) -> None:
