@@ -181,7 +181,7 @@ class HealthChecking:
                 )
                 tracked[cid] = fresh
                 self._send_health(cid, fresh)
-            elif known.running is None and known.due <= now:
+            elif known.running is None and known.due <= now and info.state != "paused":
                 self._check(tracked, cid, known, pool)
 
     def _check(

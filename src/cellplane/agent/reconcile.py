@@ -197,6 +197,8 @@ def observed_state(cell: CellAssignment, info: ContainerInfo | None) -> str:
             "DELETED": "DELETING",
         }[desired]
     if info.running:
+        if info.state == "paused" and desired in ("RUNNING", "CREATED"):
+            return "PAUSED"  # frozen (`docker pause`): it runs on once thawed
         return {
             "RUNNING": "RUNNING",
             "CREATED": "RUNNING",  # started while this assignment was read

@@ -115,7 +115,8 @@ async def list_containers(request: web.Request) -> web.Response:
     items = await blocking(project_cells, ctx, p)
     out = []
     for cell in sorted(items, key=lambda c: c["created_at"], reverse=True):
-        if not show_all and "status" not in filters and views.docker_state(cell) != "running":
+        running = views.docker_state(cell) in ("running", "paused")  # Docker's `ps` shows both
+        if not show_all and "status" not in filters and not running:
             continue
         if views.matches(cell, filters):
             out.append(views.summary(cell, now))
@@ -185,6 +186,10 @@ async def _settled(
         )
 
 
+#: Docker states of a container whose processes exist: stopped, killed, removed only by force.
+_LIVE = ("running", "restarting", "paused")
+
+
 def _timeout(request: web.Request) -> float | None:
     raw = request.query.get("t") or request.query.get("timeout")
     if raw is None or raw == "":
@@ -226,7 +231,7 @@ async def stop(request: web.Request) -> web.Response:
     ctx, p = context(request), principal(request)
     timeout = _timeout(request)
     cell = await blocking(resolve, ctx, p, request.match_info["ref"])
-    if views.docker_state(cell) not in ("running", "restarting"):
+    if views.docker_state(cell) not in _LIVE:
         return web.Response(status=304)
     await _run(ctx, p, "stop", cell["id"], timeout)
     return web.Response(status=204)
@@ -240,7 +245,7 @@ async def kill(request: web.Request) -> web.Response:
             400, f"kill --signal {signal} is not supported on this endpoint yet (KILL only)"
         )
     cell = await blocking(resolve, ctx, p, request.match_info["ref"])
-    if views.docker_state(cell) not in ("running", "restarting"):
+    if views.docker_state(cell) not in _LIVE:
         raise Refused(409, f"Container {cell['name']} is not running")
     await _run(ctx, p, "stop", cell["id"], 0.0)
     return web.Response(status=204)
@@ -261,7 +266,7 @@ async def remove(request: web.Request) -> web.Response:
     if flag(request, "link"):
         raise Refused(400, "rm --link is not supported on this endpoint")
     cell = await blocking(resolve, ctx, p, request.match_info["ref"])
-    if views.docker_state(cell) in ("running", "restarting") and not force:
+    if views.docker_state(cell) in _LIVE and not force:
         raise Refused(
             409,
             f'cannot remove container "/{cell["name"]}": container is running: stop the '
@@ -269,7 +274,7 @@ async def remove(request: web.Request) -> web.Response:
         )
     if views.docker_state(cell) == "removing":
         raise Refused(409, f"removal of container {cell['name']} is already in progress")
-    if force and views.docker_state(cell) in ("running", "restarting"):
+    if force and views.docker_state(cell) in _LIVE:
         # Docker's `rm -f` kills (SIGKILL) rather than waiting out the stop timeout.
         await _run(ctx, p, "stop", cell["id"], 0.0)
     await blocking(events.remember, ctx, cell["id"])  # what its events need, once it is gone

@@ -226,6 +226,11 @@ class Execs:
         ctx, p = context(request), principal(request)
         fields = exec_fields(await _json_body(request))
         cell = await blocking(resolve, ctx, p, request.match_info["ref"])
+        if docker_state(cell) == "paused":
+            raise Refused(
+                409,
+                f"Container {docker_id(cell['id'])} is paused, unpause the container before exec",
+            )
         if docker_state(cell) != "running":
             raise Refused(409, f"container {docker_id(cell['id'])} is not running")
         inst = ExecInstance(

@@ -1,5 +1,5 @@
 """More container routes of a Docker-compatible endpoint: `cp` (the archive API), `stats`, `top`,
-`changes` (`diff`), `rename`, `update`; `pause`/`unpause` answer 501.
+`changes` (`diff`), `rename`, `update`, `pause`/`unpause`.
 
 Each reaches the cell's container through its host agent (`services.agent_proxy.
 open_container_op`, `agent.container_ops`), which uses the engine's own operation. Archives and
@@ -355,11 +355,21 @@ async def _resize(
 
 
 async def pause(request: web.Request) -> web.Response:
-    raise Refused(
-        501,
-        "pause and unpause are not supported on this endpoint yet: a cell has no paused state "
-        "(stop and start it instead)",
-    )
+    """`pause`/`unpause`: the engine freezes (thaws) every process of the container, through
+    its host agent; the cell is PAUSED (RUNNING again). An engine that cannot: 501."""
+    thaw = request.path.endswith("/unpause")
+    ctx, p, cell = await _cell(request)
+    state, name = views.docker_state(cell), cell["name"]
+    if thaw and state != "paused":
+        raise Refused(409, f"Container {name} is not paused")
+    if not thaw and state != "running":
+        raise Refused(
+            409, f"Container {name} is {'already paused' if state == 'paused' else 'not running'}"
+        )
+    resp = await _op(ctx, p, cell, "POST", "unpause" if thaw else "pause", permission="cells:write")
+    await resp.aclose()
+    await blocking(cell_changes.set_paused, ctx.svc, p, cell["id"], not thaw)
+    return web.Response(status=204)
 
 
 def routes() -> list[tuple[str, str, Any]]:

@@ -38,12 +38,14 @@ def docker_id(cell_id: str) -> str:
 
 
 def docker_state(cell: dict[str, Any]) -> str:
-    """created | running | restarting | removing | exited | dead."""
+    """created | running | paused | restarting | removing | exited | dead."""
     state, desired = cell["state"], cell["desired_state"]
     if desired == "DELETED" or state == "DELETING":
         return "removing"
     if state == "RUNNING":
         return "running"
+    if state == "PAUSED":
+        return "paused"
     if state in ("EXITED", "STOPPED", "FAILED"):
         if desired == "RUNNING" and state != "FAILED" and cell["restart"]["policy"] != "never":
             return "restarting" if _ever_started(cell) else "created"
@@ -99,9 +101,10 @@ def _ago(now: datetime, then: datetime | None) -> str:
 def status_text(cell: dict[str, Any], now: datetime) -> str:
     """`docker ps`'s STATUS column: "Up 5 seconds", "Exited (0) 3 seconds ago", "Created"."""
     state = docker_state(cell)
-    if state == "running":
+    if state in ("running", "paused"):
         since = _parse(_last(cell, "started", "restarted") or cell["updated_at"])
-        return f"Up {_ago(now, since)}{healthchecks.ps_suffix(cell)}"
+        suffix = " (Paused)" if state == "paused" else healthchecks.ps_suffix(cell)
+        return f"Up {_ago(now, since)}{suffix}"
     if state == "exited":
         code = cell.get("exit_code")
         code = 0 if code is None else code
@@ -215,8 +218,8 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
         "Args": process[1:],
         "State": {
             "Status": state,
-            "Running": state == "running",
-            "Paused": False,
+            "Running": state in ("running", "paused"),
+            "Paused": state == "paused",
             "Restarting": state == "restarting",
             "OOMKilled": False,
             "Dead": state == "dead",

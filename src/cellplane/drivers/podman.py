@@ -469,13 +469,11 @@ class PodmanDriver(PodmanOps, PodmanNetworkOps):
             return dict(self._libpod_get(f"/containers/{container_id}/json"))
 
     def stop(self, container_id: str, timeout: float = 10.0) -> None:
-        with translated("container"):
-            self._api.stop(container_id, timeout=max(0, round(timeout)))
+        self._thawed(container_id, lambda: self._api.stop(container_id, max(0, round(timeout))))
 
     def kill(self, container_id: str) -> None:
         try:
-            with translated("container"):
-                self._api.kill(container_id)
+            self._thawed(container_id, lambda: self._api.kill(container_id))
         except errors.ContainerNotFound:
             raise
         except errors.DriverError as exc:

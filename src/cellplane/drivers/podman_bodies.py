@@ -370,7 +370,7 @@ def container_info_from_inspect(attrs: dict[str, Any]) -> ContainerInfo:
         name=str(attrs.get("Name") or "").lstrip("/"),
         labels=dict(config.get("Labels") or {}),
         state=status,
-        running=bool(state.get("Running")),
+        running=bool(state.get("Running")) or status == "paused",  # frozen, not ended
         exit_code=int(exit_code) if status in _EXITED_STATES and exit_code is not None else None,
         started_at=_time_or_none(state.get("StartedAt")),
         finished_at=_time_or_none(state.get("FinishedAt")) if status in _EXITED_STATES else None,
@@ -378,7 +378,7 @@ def container_info_from_inspect(attrs: dict[str, Any]) -> ContainerInfo:
         image=config.get("Image") or None,
         ports=_ports_from_inspect(settings.get("Ports")),
         addresses=_addresses(settings.get("Networks")),
-        pid=(int(state.get("Pid") or 0) or None) if state.get("Running") else None,
+        pid=(int(state.get("Pid") or 0) or None) if status in ("running", "paused") else None,
     )
 
 
@@ -401,7 +401,7 @@ def container_info_from_list(item: dict[str, Any]) -> ContainerInfo:
         name=str(names[0]).lstrip("/"),
         labels=dict(item.get("Labels") or {}),
         state=status,
-        running=status == "running",
+        running=status in ("running", "paused"),
         exit_code=exit_code,
         address=_address((item.get("NetworkSettings") or {}).get("Networks")),
         image=item.get("Image") or None,

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 import requests
 
 from cellplane.drivers import errors
+from cellplane.drivers.podman_errors import translated
 
 __all__ = ["ContainerOps", "PathNotFound", "PodmanOps", "decode_path_stat"]
 
@@ -199,3 +200,23 @@ class PodmanOps:
 
     def unpause(self, container_id: str) -> None:
         _raise_for(self._call("_post", "/containers/{0}/unpause", container_id))
+
+    def _thawed(self, container_id: str, call: Callable[[], object]) -> None:
+        """A stop or kill (`call`, on the SDK). The engine refuses both on a paused container
+        ("container state improper"): it is thawed first and asked again, as dockerd does."""
+        try:
+            with translated("container"):
+                call()
+        except errors.ContainerNotFound:
+            raise
+        except errors.DriverError as exc:
+            if "improper" not in str(exc).lower() or self._status(container_id) != "paused":
+                raise
+            self.unpause(container_id)
+            with translated("container"):
+                call()
+
+    def _status(self, container_id: str) -> str:
+        res = self._call("_get", "/containers/{0}/json", container_id)
+        _raise_for(res)
+        return str((res.json().get("State") or {}).get("Status") or "")

@@ -1,5 +1,5 @@
 """Changes to an existing cell that need no new container: a new name, new CPU/memory limits, a
-new restart policy.
+new restart policy, a pause.
 
 Used by the Docker-compatible endpoint (`docker rename`, `docker update`). A rename follows the
 rules of a create (a DNS label, unique in the project); new limits are admitted against the
@@ -24,7 +24,7 @@ from cellplane.services.context import Principal, Services
 from cellplane.state.models import Cell, CellEvent, Project
 from cellplane.validation import DNS_LABEL_MSG, is_dns_label
 
-__all__ = ["RESTART_POLICIES", "rename", "resize", "set_restart"]
+__all__ = ["RESTART_POLICIES", "rename", "resize", "set_paused", "set_restart"]
 
 RESTART_POLICIES = ("never", "on-failure", "always")
 
@@ -149,4 +149,25 @@ def set_restart(
         s.flush()
         view = _view(s, cell)
     svc.notifier.publish(*topics)
+    return view
+
+
+def set_paused(svc: Services, principal: Principal, cell_id: str, paused: bool) -> dict[str, Any]:
+    """Record that the cell's running container was frozen (`paused`) or thawed by its host's
+    agent (`docker pause`/`unpause`, which the caller asked the agent for): PAUSED or RUNNING.
+    The agent reports the same from then on (a paused container is `paused` in its engine)."""
+    with svc.db.session() as s:
+        cell = _visible(s, principal, s.get(Cell, cell_id), cell_id, "cells:write")
+        if cell.desired_state not in ("RUNNING", "CREATED"):
+            raise Conflict(f"cell {cell.name!r} is not meant to run")
+        new = "PAUSED" if paused else "RUNNING"
+        if cell.state != new:
+            now = utcnow()
+            cell.state, cell.message, cell.updated_at = new, None, now
+            kind = "paused" if paused else "unpaused"
+            s.add(CellEvent(cell_id=cell.id, at=now, type=kind, message=f"by {principal.subject}"))
+            audit.record_cell(s, principal, cell, f"cell.{kind[:-1]}", {})
+        s.flush()
+        view = _view(s, cell)
+    svc.notifier.publish(f"cell:{cell_id}")
     return view

@@ -64,7 +64,7 @@ def info(
         name=f"cp-{cell_id}",
         labels={"cellplane.cell": cell_id, "cellplane.host": "hst-1"},
         state=state,
-        running=state == "running",
+        running=state in ("running", "paused"),
         exit_code=exit_code,
         started_at=started_at,
         finished_at=finished_at,
@@ -485,6 +485,11 @@ def test_several_cells_are_independent() -> None:
         ("RUNNING", exited(1), "EXITED"),
         ("STOPPED", exited(143), "STOPPED"),
         ("DELETED", exited(0), "DELETING"),
+        # `docker pause`: frozen, not ended (its engine counts it running)
+        ("RUNNING", info("paused"), "PAUSED"),
+        ("CREATED", info("paused"), "PAUSED"),
+        ("STOPPED", info("paused"), "STOPPING"),
+        ("DELETED", info("paused"), "DELETING"),
     ],
 )
 def test_observed_state(desired: str, i: ContainerInfo | None, state: str) -> None:

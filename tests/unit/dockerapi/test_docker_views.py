@@ -74,6 +74,7 @@ def test_docker_ids_are_64_hex_and_stable() -> None:
         ({"state": "STOPPED", "desired_state": "STOPPED"}, "exited"),
         ({"state": "EXITED", "desired_state": "RUNNING"}, "restarting"),
         ({"state": "DELETING", "desired_state": "DELETED"}, "removing"),
+        ({"state": "PAUSED", "desired_state": "RUNNING"}, "paused"),
         (
             {"state": "FAILED", "desired_state": "RUNNING", "container_id": None, "events": []},
             "dead",
@@ -157,3 +158,12 @@ def test_filters_match_as_docker_does() -> None:
 def test_inspect_reports_the_runtime_of_the_cells_isolation_class() -> None:
     assert views.inspect(cell(isolation="sandbox"), "default")["HostConfig"]["Runtime"] == "runsc"
     assert views.inspect(cell(), "default")["HostConfig"]["Runtime"] == "runc"
+
+
+def test_a_paused_container_is_up_and_paused() -> None:
+    paused = cell(state="PAUSED")
+    assert views.status_text(paused, NOW).endswith(" (Paused)")
+    state = views.inspect(paused, "bridge")["State"]
+    assert (state["Status"], state["Running"], state["Paused"]) == ("paused", True, True)
+    assert views.matches(paused, views.parse_filters('{"status": ["paused"]}'))
+    assert not views.matches(cell(), views.parse_filters('{"status": ["paused"]}'))

@@ -421,3 +421,15 @@ def test_the_cpu_quota_is_given_at_create_from_half_a_core(
     rootfs = full_spec(cpu=cpu, runtime=runtime, image=None, rootfs="/", command=["true"])
     limits = libpod_create_body(rootfs).get("resource_limits", {})
     assert limits.get("cpu") == ({"quota": quota, "period": 100_000} if quota else None)
+
+
+def test_a_paused_container_is_running_frozen_in_a_listing_and_an_inspection() -> None:
+    item = {"Id": "9a", "Names": ["/pz"], "State": "paused", "Status": "Paused", "Labels": {}}
+    assert (container_info_from_list(item).state, container_info_from_list(item).running) == (
+        "paused",
+        True,
+    )
+    # podman's own inspection says Running false while paused; the process is there.
+    attrs = {"Id": "9a", "State": {"Status": "paused", "Running": False, "Pid": 42}}
+    info = container_info_from_inspect(attrs)
+    assert (info.state, info.running, info.pid, info.exit_code) == ("paused", True, 42, None)

@@ -133,3 +133,21 @@ def test_a_bad_restart_policy_is_refused_and_changes_nothing(plat: Platform) -> 
     with pytest.raises(Forbidden):
         cell_changes.set_restart(plat.svc, _member(plat, "project-viewer"), cell_id, "always")
     assert plat.cell(cell_id)["restart"] == {"policy": "never", "max_retries": None}
+
+
+def test_a_pause_is_recorded_on_the_cell_and_refused_for_a_stopped_one(plat: Platform) -> None:
+    member = _member(plat, "project-member")
+    cell_id = _cell(plat, "pz")
+    assert cell_changes.set_paused(plat.svc, member, cell_id, True)["state"] == "PAUSED"
+    assert cell_changes.set_paused(plat.svc, member, cell_id, False)["state"] == "RUNNING"
+    kinds = [e["type"] for e in plat.cell(cell_id)["events"]]
+    assert "paused" in kinds and "unpaused" in kinds
+    with plat.svc.db.reader() as s:
+        actions = s.scalars(select(AuditEvent.action)).all()
+    assert "cell.pause" in actions and "cell.unpause" in actions
+    with pytest.raises(Forbidden):
+        cell_changes.set_paused(plat.svc, _member(plat, "project-viewer"), cell_id, True)
+    stopped = _cell(plat, "down", start=False)
+    with pytest.raises(Conflict):
+        cell_changes.set_paused(plat.svc, member, stopped, True)
+    assert plat.cell(stopped)["state"] != "PAUSED"
