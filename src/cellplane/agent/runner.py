@@ -3,7 +3,7 @@
 Threads: one long-polls assignments, one reconciles (woken by new assignments, by finished actions and
 by a short timer so that containers killed or removed behind our back are noticed), a pool of workers
 executes actions (8 at a time, the engine's sweet spot here), one sends batched status reports and
-heartbeats; with an engine to supervise (`cellplane agent` has one), one more watches it, restarts
+heartbeats, one runs the cells' health checks (`agent.health`); with an engine to supervise (`cellplane agent` has one), one more watches it, restarts
 it when it dies and tells the server while it is down (`agent.supervisor`): reconcile passes pause
 meanwhile and resume as soon as it answers again. Everything the agent knows comes from the server
 or the engine, so a restarted agent (or engine) adopts the running containers and carries on.
