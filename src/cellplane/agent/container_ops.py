@@ -1,7 +1,7 @@
 """The agent's container operations for the Docker-compatible endpoint: copy files in and out,
-stats, top, changes (diff), pause/unpause, new limits on the running container.
+stats, top, changes (diff), export, pause/unpause, new limits on the running container.
 
-`AgentEndpoint` hands these requests over (``/cells/{id}/archive|stats|top|changes|pause|unpause|limits``);
+`AgentEndpoint` hands these requests over (``/cells/{id}/archive|stats|top|changes|export|pause|unpause|limits``);
 each is the engine's own operation through the driver (`drivers.podman_ops.ContainerOps`). Archives
 and stats are streamed both ways (chunked answers; a PUT's body read in chunks as the engine takes
 it), so the agent never holds a whole archive. Standard library only.
@@ -30,7 +30,7 @@ __all__ = ["GETS", "POSTS", "get", "head", "post", "put"]
 
 log = structlog.get_logger("cellplane.agent.container_ops")
 
-GETS = ("archive", "stats", "top", "changes")
+GETS = ("archive", "stats", "top", "changes", "export")
 POSTS = ("pause", "unpause", "limits")
 CHUNK = 1 << 16
 KIND_HEADER = "X-Cellplane-Error-Kind"
@@ -142,6 +142,17 @@ def get(h: BaseHTTPRequestHandler, driver: Driver, cell_id: str, what: str) -> N
             _send_chunked(h, chunks)
 
         _guarded(h, cell_id, archive)
+    elif what == "export":
+
+        def export() -> None:
+            chunks = ops.export(name)
+            h.send_response(200)
+            h.send_header("Content-Type", "application/x-tar")
+            h.send_header("Transfer-Encoding", "chunked")
+            h.end_headers()
+            _send_chunked(h, chunks)
+
+        _guarded(h, cell_id, export)
     elif what == "stats":
         stream = q.get("stream", "true") == "true"
 

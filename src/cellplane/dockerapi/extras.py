@@ -1,5 +1,5 @@
 """More container routes of a Docker-compatible endpoint: `cp` (the archive API), `stats`, `top`,
-`changes` (`diff`), `rename`, `update`, `pause`/`unpause`.
+`changes` (`diff`), `export`, `rename`, `update`, `pause`/`unpause`.
 
 Each reaches the cell's container through its host agent (`services.agent_proxy.
 open_container_op`, `agent.container_ops`), which uses the engine's own operation. Archives and
@@ -146,6 +146,22 @@ async def archive_get(request: web.Request) -> web.StreamResponse:
             status=200,
             headers={"Content-Type": "application/x-tar", STAT_HEADER: path_stat_header(stat)},
         )
+        await resp.prepare(request)
+        async for chunk in upstream.aiter_raw():
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+    finally:
+        await upstream.aclose()
+
+
+async def export(request: web.Request) -> web.StreamResponse:
+    """`docker export`: a tar of the container's file system, streamed from its host's engine
+    (it reads every file, as `cp` does: `cells:write`)."""
+    ctx, p, cell = await _cell(request)
+    upstream = await _op(ctx, p, cell, "GET", "export", permission=READ_FILES, read_timeout=300.0)
+    try:
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-tar"})
         await resp.prepare(request)
         async for chunk in upstream.aiter_raw():
             await resp.write(chunk)
@@ -380,6 +396,7 @@ def routes() -> list[tuple[str, str, Any]]:
         ("GET", "/containers/{ref}/stats", stats),
         ("GET", "/containers/{ref}/top", top),
         ("GET", "/containers/{ref}/changes", changes),
+        ("GET", "/containers/{ref}/export", export),
         ("POST", "/containers/{ref}/rename", rename),
         ("POST", "/containers/{ref}/update", update),
         ("POST", "/containers/{ref}/pause", pause),

@@ -1,5 +1,6 @@
 """Container operations beyond the life cycle, on a Docker-API engine: copy files in and out
-(the archive API), resource usage (stats), processes (top), pause and unpause.
+(the archive API), resource usage (stats), processes (top), the whole file system (export), pause
+and unpause.
 
 `ContainerOps` is what the host agent needs for them (`agent.container_ops`); `PodmanOps` gives
 it to `PodmanDriver` (a mixin over its SDK client). An engine without them (the fake driver) is
@@ -61,6 +62,9 @@ class ContainerOps(Protocol):
 
     def changes(self, container_id: str) -> list[dict[str, Any]]:
         """The container's filesystem changes: [{"Path": ..., "Kind": 0 changed|1 added|2 deleted}]."""
+
+    def export(self, container_id: str) -> Iterator[bytes]:
+        """A tar of the container's whole file system, as the engine streams it."""
 
     def pause(self, container_id: str) -> None:
         """Freeze every process of the container (cgroup freezer)."""
@@ -194,6 +198,15 @@ class PodmanOps:
         _raise_for(res)
         data = res.json()
         return [c for c in data if isinstance(c, dict)] if isinstance(data, list) else []
+
+    def export(self, container_id: str) -> Iterator[bytes]:
+        res = self._call("_get", "/containers/{0}/export", container_id, stream=True)
+        try:
+            _raise_for(res)
+        except errors.DriverError:
+            res.close()
+            raise
+        return _chunks(res)
 
     def pause(self, container_id: str) -> None:
         _raise_for(self._call("_post", "/containers/{0}/pause", container_id))

@@ -269,8 +269,21 @@ class DockerTarget(Started):
             "images:name": ["host", "fuzz-image", "fuzz:1", f"{_REGISTRY}/team/app:1"],
             "volumes:name": ["fuzz-vol"],
             "networks:ref": ["default", "bridge"],
-            "exec:id": [],
+            "exec:id": [self._exec(running)],
         }
+
+    def _exec(self, container: str) -> str:
+        """An exec instance of the running container, so that the exec routes are reached from
+        the first round (not only once an example happened to create one)."""
+        with self.plain_client() as client:
+            r = client.post(
+                f"{self.url}/containers/{container}/exec",
+                json={"Cmd": ["true"]},
+                headers=self.server.headers["system-admin"],
+            )
+        if r.status_code != 201:
+            raise RuntimeError(f"exec in {container}: {r.status_code} {r.text}")
+        return str(r.json()["Id"])
 
     def plain_client(self) -> httpx.Client:
         """A client to the endpoint, with no identity of its own."""

@@ -1,5 +1,5 @@
-"""`docker cp`, `stats`, `top`, `rename`, `port`, `update`, `pause`/`unpause`, healthchecks
-against a real deployment (server + agent + podman), with the unmodified docker CLI and docker-py.
+"""`docker cp`, `export`, `stats`, `top`, `rename`, `port`, `update`, `pause`/`unpause`,
+healthchecks against a real deployment (server + agent + podman), with the unmodified docker CLI and docker-py.
 
 One deployment for the module; each test names its containers uniquely and removes them.
 """
@@ -406,5 +406,24 @@ def test_docker_pause_freezes_the_container_and_unpause_thaws_it(
         ep_a.ok("pause", name)
         ep_a.ok("stop", "-t", "1", name)
         assert _inspect(ep_a, name)["State"]["Status"] == "exited"
+    finally:
+        ep_a.docker("rm", "-f", name)
+
+
+def test_docker_export_streams_the_containers_file_system(ep_a: Endpoint, tmp_path: Path) -> None:
+    name = unique("ex")
+    ep_a.ok("run", "-d", "--name", name, "-m", "16m", "busybox", *SLEEP)
+    try:
+        ep_a.ok("exec", name, "sh", "-c", "mkdir -p /srv/made && echo exported > /srv/made/f")
+        ep_a.ok("stop", "-t", "0", name)  # as Docker's, a stopped container exports too
+        out = tmp_path / "fs.tar"
+        ep_a.ok("export", "-o", str(out), name)
+        with tarfile.open(out) as tar:
+            names = set(tar.getnames())
+            assert {"bin/busybox", "srv/made/f"} <= names, sorted(names)[:20]
+            member = tar.extractfile("srv/made/f")
+            assert member is not None and member.read() == b"exported\n"
+        gone = ep_a.docker("export", "-o", str(tmp_path / "none.tar"), unique("nosuch"))
+        assert gone.returncode != 0 and "No such container" in gone.stderr, gone
     finally:
         ep_a.docker("rm", "-f", name)
