@@ -14,7 +14,7 @@ import base64
 import contextlib
 import json
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import IO, Any
 
 from aiohttp import web
@@ -140,19 +140,11 @@ async def archive_get(request: web.Request) -> web.StreamResponse:
         params={"path": path},
         read_timeout=300.0,
     )
-    try:
-        stat = _stat_of(upstream.headers.get(STAT_HEADER))
-        resp = web.StreamResponse(
-            status=200,
-            headers={"Content-Type": "application/x-tar", STAT_HEADER: path_stat_header(stat)},
-        )
-        await resp.prepare(request)
-        async for chunk in upstream.aiter_raw():
-            await resp.write(chunk)
-        await resp.write_eof()
-        return resp
-    finally:
-        await upstream.aclose()
+    return await _tar(
+        request,
+        upstream,
+        lambda: {STAT_HEADER: path_stat_header(_stat_of(upstream.headers.get(STAT_HEADER)))},
+    )
 
 
 async def export(request: web.Request) -> web.StreamResponse:
@@ -160,8 +152,18 @@ async def export(request: web.Request) -> web.StreamResponse:
     (it reads every file, as `cp` does: `cells:write`)."""
     ctx, p, cell = await _cell(request)
     upstream = await _op(ctx, p, cell, "GET", "export", permission=READ_FILES, read_timeout=300.0)
+    return await _tar(request, upstream, dict)
+
+
+async def _tar(
+    request: web.Request, upstream: Any, headers: Callable[[], dict[str, str]]
+) -> web.StreamResponse:
+    """The agent's tar (`upstream`, an open answer, closed here whatever happens), relayed to
+    the client as it comes, with the `headers` read from the agent's answer."""
     try:
-        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-tar"})
+        resp = web.StreamResponse(
+            status=200, headers={"Content-Type": "application/x-tar", **headers()}
+        )
         await resp.prepare(request)
         async for chunk in upstream.aiter_raw():
             await resp.write(chunk)
