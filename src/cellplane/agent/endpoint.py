@@ -34,7 +34,7 @@ from cellplane.wire import exec as exec_wire
 __all__ = ["AgentEndpoint"]
 
 log = structlog.get_logger("cellplane.agent.endpoint")
-_REGISTRY = ("/pulls", "/pushes")  # agent.registry_ops
+_REGISTRY = ("/pulls", "/pushes", "/commits")  # agent.registry_ops
 
 
 class AgentEndpoint:

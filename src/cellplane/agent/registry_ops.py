@@ -1,4 +1,5 @@
-"""Pull and push on this host, for the server's Docker-compatible endpoint (`docker pull/push`).
+"""Pull, push and commit on this host, for the server's Docker-compatible endpoint (`docker pull`,
+`push`, `commit`).
 
 The server has already checked that the registry is one the operator lists; it sends what to do
 and the registry's TLS choice, the credentials in `X-Registry-Auth` (Docker's header, passed to
@@ -11,6 +12,9 @@ the engine as it came).
 - `POST /pushes?spec={"reference": ..., "tls_verify": bool, "image": {"id", "engine_ref"}}`:
   the catalogue image is loaded from the server when the engine lacks it, named `reference`,
   pushed; the last line is `{"cellplane_pushed": reference}`.
+- `POST /commits?spec={"reference": ..., "container": ..., "comment", "author", "pause"}`: the
+  engine commits the container (`docker commit`) as `reference`, saved as a pull's image is;
+  the last line is `{"cellplane_build": ID, "image": ...}`.
 
 Errors are Docker's progress errors (`{"error": ..., "errorDetail": ...}`).
 """
@@ -43,6 +47,9 @@ class RegistryEngine(Protocol):
                    auth: str | None = None) -> Iterator[dict[str, Any]]: ...  # fmt: skip
 
     def save_image(self, ref: str, dest: Any) -> None: ...
+
+    def commit_image(self, container: str, reference: str, *, comment: str, author: str,
+                     pause: bool) -> str: ...  # fmt: skip
 
 
 def _line(doc: dict[str, Any]) -> bytes:
@@ -91,14 +98,35 @@ class RegistryOps:
         if not pulled:
             yield _error(f"the engine pulled no image for {ref}")
             return
+        yield from self._saved(ref, pulled, "pulled")
+
+    def _commit(self, spec: dict[str, Any]) -> Iterator[bytes]:
+        ref, container = str(spec["reference"]), str(spec["container"])
+        yield _line({"stream": f"Committing {container} as {ref}"})
+        try:
+            made = self.engine.commit_image(
+                container,
+                ref,
+                comment=str(spec.get("comment") or ""),
+                author=str(spec.get("author") or ""),
+                pause=bool(spec.get("pause", True)),
+            )
+        except DriverError as exc:
+            yield _error(f"committing {container}: {exc}")
+            return
+        yield from self._saved(ref, made, "committed")
+
+    def _saved(self, ref: str, image: str, what: str) -> Iterator[bytes]:
         build_id = f"b{secrets.token_hex(12)}"
         self.builder.dir.mkdir(parents=True, exist_ok=True)
         try:
             self.engine.save_image(ref, self.builder.dir / f"{build_id}.tar")
         except (DriverError, OSError) as exc:
-            yield _error(f"saving the pulled image: {exc}")
+            yield _error(f"saving the {what} image: {exc}")
             return
-        yield _line({"cellplane_build": build_id, "image": f"sha256:{pulled}"})
+        yield _line(
+            {"cellplane_build": build_id, "image": f"sha256:{image.removeprefix('sha256:')}"}
+        )
 
     def _push(self, spec: dict[str, Any], auth: str | None) -> Iterator[bytes]:
         ref, verify = str(spec["reference"]), bool(spec.get("tls_verify", True))
@@ -124,9 +152,11 @@ class RegistryOps:
         yield _line({"cellplane_pushed": ref})
 
     def post(self, handler: BaseHTTPRequestHandler, what: str, query: dict[str, list[str]]) -> None:
-        """`POST /pulls` or `POST /pushes` (`what`), answered with chunked JSON lines."""
+        """`POST /pulls`, `/pushes` or `/commits` (`what`), answered with chunked JSON lines."""
         try:
             spec = parse_spec(query, push=what == "pushes")
+            if what == "commits" and not spec.get("container"):
+                raise ValueError("a commit names its container")
         except ValueError as exc:
             data = json.dumps({"error": f"bad {what} request: {exc}"}).encode()
             handler.send_response(400)
@@ -136,7 +166,13 @@ class RegistryOps:
             handler.wfile.write(data)
             return
         auth = handler.headers.get("X-Registry-Auth") or None
-        lines = self._pull(spec, auth) if what == "pulls" else self._push(spec, auth)
+        lines = (
+            self._commit(spec)
+            if what == "commits"
+            else self._pull(spec, auth)
+            if what == "pulls"
+            else self._push(spec, auth)
+        )
         try:
             handler.send_response(200)
             handler.send_header("Content-Type", "application/json")

@@ -11,6 +11,9 @@ Any other registry is refused (403, naming it), and so are Docker Hub's names (4
 registries that are allowed): an endpoint is no way to fetch arbitrary images onto the hosts or
 to send the catalogue's images anywhere else. Credentials: the client's `X-Registry-Auth`
 (`docker login`) is passed on; without it, the operator's for that registry, if any.
+
+`docker commit` is here too: the engine of the container's host commits it and saves it as a
+pull's image is; the server fetches and registers it in the catalogue under the name given.
 """
 
 from __future__ import annotations
@@ -24,12 +27,26 @@ import httpx
 from aiohttp import web
 
 from cellplane.dockerapi import build
-from cellplane.dockerapi.base import EndpointContext, blocking, context, principal
-from cellplane.dockerapi.image_archive import error_line, json_line, registry_name, repo_tag
+from cellplane.dockerapi.base import (
+    EndpointContext,
+    blocking,
+    context,
+    json_response,
+    principal,
+    resolve,
+)
+from cellplane.dockerapi.image_archive import (
+    catalog_name,
+    error_line,
+    json_line,
+    registry_name,
+    repo_tag,
+)
 from cellplane.dockerapi.mapping import Refused, loads
-from cellplane.errors import CellplaneError
+from cellplane.errors import CellplaneError, Conflict, NotFound
+from cellplane.ids import new_id
 from cellplane.registries import Registry, RegistryError, auth_header, registry_host
-from cellplane.services import image_names
+from cellplane.services import cell_access, image_names
 
 __all__ = ["allowed", "image_pull", "image_push", "routes"]
 
@@ -80,11 +97,12 @@ def _auth(registry: Registry, request: web.Request) -> str | None:
 
 
 async def _relay(
-    ctx: EndpointContext, resp: web.StreamResponse, url: str, params: dict[str, str],
+    ctx: EndpointContext, resp: web.StreamResponse | None, url: str, params: dict[str, str],
     headers: dict[str, str],
 ) -> dict[str, Any] | None:  # fmt: skip
     """The agent's progress lines to the client in Docker's words; its last line (the result),
-    or None after an error (already sent)."""
+    or None after an error (already sent). Without `resp` (an answer that is not a stream), the
+    lines are not sent and an error is a RuntimeError naming it."""
     async with ctx.agent.stream(
         "POST", url, params=params, headers={**headers, "Content-Length": "0"},
         timeout=httpx.Timeout(3600, connect=10),
@@ -97,12 +115,14 @@ async def _relay(
                 continue
             doc = json.loads(line)
             if doc.get("error") or doc.get("errorDetail"):
+                if resp is None:
+                    raise RuntimeError(str(doc.get("error") or doc["errorDetail"]))
                 await resp.write(json_line(doc))
                 return None
             if "cellplane_build" in doc or "cellplane_pushed" in doc:
                 return dict(doc)
             text = str(doc.get("stream", "")).strip()
-            if text:
+            if text and resp is not None:
                 await resp.write(json_line({"status": text}))
     return None
 
@@ -192,5 +212,55 @@ async def image_push(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def image_commit(request: web.Request) -> web.Response:
+    """`POST /commit?container=...&repo=...&tag=...` (`docker commit`): the engine of the
+    container's host commits it; the image is registered in the catalogue under `repo:tag`."""
+    from cellplane.dockerapi.images import need_write
+
+    ctx, p, q = context(request), principal(request), request.query
+    if not q.get("container"):
+        raise Refused(400, "commit: container is required")
+    if not q.get("repo"):
+        raise Refused(
+            400,
+            "commit needs a name for the image (docker commit CONTAINER NAME[:TAG]): Cellplane's "
+            "catalogue keeps named images only",
+        )
+    if any(c.strip() for c in q.getall("changes", [])):
+        raise Refused(400, "commit --change is not supported on this endpoint yet")
+    if q.get("config") or q.get("squash"):
+        raise Refused(400, "commit with a config or squash is not supported on this endpoint yet")
+    need_write(p)
+    reference = f"{q['repo']}:{q['tag']}" if q.get("tag") else q["repo"]
+    name = catalog_name(reference, [r.host for r in ctx.svc.registries])
+    cell = await blocking(resolve, ctx, p, q["container"])
+    try:
+        url, secret, cell_id = await blocking(
+            cell_access.locate, ctx.svc, p, cell["id"], "cells:write"
+        )
+    except (Conflict, NotFound) as exc:
+        raise Refused(409, f"container {cell['name']} has no engine container: {exc}") from exc
+    spec = {
+        "reference": f"cp-commit-{new_id('c')}:latest",
+        "container": f"cp-{cell_id}",
+        "comment": q.get("comment", ""),
+        "author": q.get("author", ""),
+        "pause": q.get("pause", "1").lower() not in ("0", "false"),
+    }
+    headers = {"Authorization": f"Bearer {secret}"}
+    try:
+        done = await _relay(ctx, None, f"{url}/commits", {"spec": json.dumps(spec)}, headers)
+        if done is None:
+            raise RuntimeError("the host ended without an image")
+        fetched = f"{url}/builds/{done['cellplane_build']}"
+        archive, sha, size = await build._fetch(ctx, fetched, headers)
+        engine_id, _ = await blocking(
+            image_names.register_archive, ctx.svc, [name], archive, sha, size, ctx.project_id
+        )
+    except (httpx.HTTPError, RuntimeError, ValueError) as exc:
+        raise Refused(409, f"commit of container {cell['name']}: {exc}") from exc
+    return json_response({"Id": f"sha256:{engine_id}"}, status=201)
+
+
 def routes() -> list[tuple[str, str, Any]]:
-    return [("POST", r"/images/{name:.+}/push", image_push)]
+    return [("POST", r"/images/{name:.+}/push", image_push), ("POST", "/commit", image_commit)]

@@ -214,6 +214,19 @@ class PodmanOps:
     def unpause(self, container_id: str) -> None:
         _raise_for(self._call("_post", "/containers/{0}/unpause", container_id))
 
+    def commit_image(
+        self, container: str, reference: str, *, comment: str, author: str, pause: bool
+    ) -> str:
+        """The container's file system and configuration as the image `reference` (`docker
+        commit`); its id. `pause`: frozen meanwhile, as dockerd does by default."""
+        repository, _, tag = reference.rpartition(":")
+        with translated("container"):
+            made = self._untyped.commit(
+                container, repository=repository, tag=tag, message=comment or None,
+                author=author or None, pause=pause,
+            )  # fmt: skip
+        return str(made.get("Id") or made.get("id") or "")
+
     def _thawed(self, container_id: str, call: Callable[[], object]) -> None:
         """A stop or kill (`call`, on the SDK). The engine refuses both on a paused container
         ("container state improper"): it is thawed first and asked again, as dockerd does."""

@@ -1,4 +1,4 @@
-"""`docker cp`, `export`, `stats`, `top`, `rename`, `port`, `update`, `pause`/`unpause`,
+"""`docker cp`, `export`, `commit`, `stats`, `top`, `rename`, `port`, `update`, `pause`/`unpause`,
 healthchecks against a real deployment (server + agent + podman), with the unmodified docker CLI and docker-py.
 
 One deployment for the module; each test names its containers uniquely and removes them.
@@ -427,3 +427,21 @@ def test_docker_export_streams_the_containers_file_system(ep_a: Endpoint, tmp_pa
         assert gone.returncode != 0 and "No such container" in gone.stderr, gone
     finally:
         ep_a.docker("rm", "-f", name)
+
+
+def test_docker_commit_makes_a_catalogue_image_that_runs(ep_a: Endpoint, admin: Client) -> None:
+    name, image = unique("cm"), f"{unique('committed')}:1"
+    ep_a.ok("run", "-d", "--name", name, "-m", "16m", "busybox", *SLEEP)
+    try:
+        ep_a.ok("exec", name, "sh", "-c", "echo from-commit > /made")
+        ep_a.ok("commit", "-m", "with /made", name, image)
+        assert image in ep_a.ok("images", "--format", "{{.Repository}}:{{.Tag}}").split()
+        out = ep_a.ok("run", "--rm", "-m", "16m", image, "cat", "/made")
+        assert out.strip() == "from-commit"
+        unnamed = ep_a.docker("commit", name)
+        assert unnamed.returncode != 0 and "needs a name" in unnamed.stderr, unnamed
+        changed = ep_a.docker("commit", "--change", "ENV A=1", name, image)
+        assert changed.returncode != 0 and "--change" in changed.stderr, changed
+    finally:
+        ep_a.docker("rm", "-f", name)
+        ep_a.docker("rmi", image)
