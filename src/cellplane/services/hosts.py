@@ -266,7 +266,7 @@ def assignments_answer(svc: Services, host_id: str, since: int) -> dict[str, Any
     of its cells (the scheduler binds a new volume with its first cell) named the cell without
     its mount, and the agent started its container without the data (a reader is a snapshot)."""
     with svc.db.reader() as s:
-        return host_assignments.answer(s, host_id, since)
+        return host_assignments.answer(s, host_id, since, svc.allowed_host_paths)
 
 
 _EVENT_STEPS = {
