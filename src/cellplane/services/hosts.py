@@ -452,7 +452,8 @@ def _apply_one(s: Session, host_id: str, items: list[Any], now: datetime, topics
         cell.updated_at = now
         if task is not None:
             if state == "FAILED" and cell.desired_state != "DELETED":
-                tasks_mod.fail(task, str(r.message or "the cell failed"), now)
+                # A report without a message of its own: the cell's (why it failed) names it.
+                tasks_mod.fail(task, str(r.message or message or "the cell failed"), now)
             elif state == "RUNNING" and cell.desired_state == "RUNNING":
                 tasks_mod.advance(task, "RUNNING", "COMPLETED", now)
             elif (

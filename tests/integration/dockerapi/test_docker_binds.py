@@ -117,3 +117,19 @@ def test_a_host_path_outside_the_list_is_refused_and_nothing_is_made(
         assert "Error response from daemon" in p.stderr and SETTING in p.stderr, (args, p.stderr)
         assert "is not allowed" in p.stderr
     assert _cells(admin) == before
+
+
+def test_an_allowed_path_missing_on_the_host_fails_the_container_naming_it(
+    ep_a: Endpoint, allowed: Path
+) -> None:
+    name = unique("missing")
+    missing = allowed / "not-here"
+    try:
+        p = ep_a.docker(
+            "run", "--name", name, "-m", "32m", "-v", f"{missing}:/x", "busybox", "true"
+        )
+        assert p.returncode != 0, p.stdout
+        assert str(missing) in p.stderr and "does not exist" in p.stderr, p.stderr
+        assert not missing.exists()  # never created
+    finally:
+        ep_a.docker("rm", "-f", name)

@@ -152,3 +152,17 @@ def test_a_named_volume_and_a_host_path_together(plat: Platform, allowed: Path) 
     mounts = _mounts_assigned(plat, "both")
     assert [m["host_path"] for m in mounts] == [None, str(allowed)]
     assert mounts[0]["volume_id"].startswith("vol-") and mounts[0]["engine_name"]
+
+
+def test_a_task_failed_by_a_report_without_a_message_carries_the_cells(plat: Platform) -> None:
+    # The agent names why the cell failed once (a host path missing on its host); a later report
+    # that only repeats FAILED fails the next task (a `docker start`'s) with that reason too.
+    assert _create(plat, "gone").status_code == 202
+    plat.schedule()
+    cell_id = plat.cell_id("gone")
+    plat.report({"cell_id": cell_id, "state": "FAILED", "message": "host path '/x' is missing"})
+    r = plat.client.post(f"/v1/cells/{cell_id}/start", headers=plat.admin)
+    assert r.status_code == 202, r.text
+    plat.report({"cell_id": cell_id, "state": "FAILED"})
+    task = plat.task(r.json()["id"])
+    assert task["state"] == "ERROR" and task["error"] == "host path '/x' is missing", task
