@@ -137,6 +137,7 @@ def run_server(
     from cellplane.api.tls import TLSH11Protocol
     from cellplane.controller import runtime
     from cellplane.dockerapi import supervisor as dockerapi_supervisor
+    from cellplane.host_paths import parse_allowed
     from cellplane.ids import utcnow
     from cellplane.registries import parse_registries
     from cellplane.services.context import Services
@@ -174,6 +175,7 @@ def run_server(
         heartbeat_down_s=settings.heartbeat_down_s,
         watching_since=utcnow(),
         registries=parse_registries(settings.registries),
+        allowed_host_paths=parse_allowed(settings.allowed_host_paths),
     )
     ssl_options: dict[str, Any] = {}
     if tls:

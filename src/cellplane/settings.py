@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from cellplane.host_paths import HostPathError, parse_allowed
 from cellplane.paths import default_data_dir
 from cellplane.registries import RegistryError, parse_registries
 
@@ -62,6 +63,10 @@ class ServerSettings(BaseModel):
     # The container registries `docker pull`/`push` may use (cellplane.registries; none: both
     # refused), e.g. CELLPLANE_REGISTRIES="127.0.0.1:5000;insecure"; docs/operations.md.
     registries: str = ""
+    # The host directories cells may bind-mount (`docker run -v /srv/shared:/data`), at or below
+    # one of them; `:`- or `,`-separated absolute paths (none: every host path is refused), e.g.
+    # CELLPLANE_ALLOWED_HOST_PATHS="/srv/shared:/data/exports"; cellplane.host_paths.
+    allowed_host_paths: str = ""
 
     @model_validator(mode="after")
     def _health_order(self) -> ServerSettings:
@@ -74,6 +79,10 @@ class ServerSettings(BaseModel):
             parse_registries(self.registries)
         except RegistryError as exc:
             raise ValueError(f"registries: {exc}") from exc
+        try:
+            parse_allowed(self.allowed_host_paths)
+        except HostPathError as exc:
+            raise ValueError(f"allowed_host_paths: {exc}") from exc
         return self
 
     @property

@@ -38,6 +38,7 @@ from cellplane.drivers.errors import (
     PermanentDriverError,
     TemporaryDriverError,
 )
+from cellplane.host_paths import HostPathError, resolve_under
 from cellplane.wire import agent_plain as wire
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("cellplane.agent")
 
-__all__ = ["LimitsPending", "Preparer", "unused_networks"]
+__all__ = ["LimitsPending", "Preparer", "checked_binds", "unused_networks"]
 
 
 #: Pauses before asking the engine again to limit a container that says it runs.
@@ -64,6 +65,22 @@ def unused_networks(
     a `network connect` on its way). What a Swarm node does with a network when its last task
     leaves; a network made by an earlier agent process counts as readied long ago."""
     return [n for n in engine if n not in in_use and now - readied_at.get(n, -math.inf) >= grace_s]
+
+
+def checked_binds(cell: wire.CellAssignment) -> dict[str, str]:
+    """The real path of each host path the cell mounts, checked here on its host: it exists and,
+    links resolved, lies under the allowed directory that admitted it (`MountAssignment.host_root`,
+    resolved too). PermanentDriverError otherwise: the cell fails, naming the path; nothing is
+    created on the host."""
+    out: dict[str, str] = {}
+    for m in cell.mounts:
+        if m.host_path is None:
+            continue
+        try:
+            out[m.host_path] = resolve_under(m.host_path, m.host_root)
+        except HostPathError as exc:
+            raise PermanentDriverError(f"cannot mount {m.host_path} at {m.path}: {exc}") from exc
+    return out
 
 
 class LimitsPending(TemporaryDriverError):
@@ -248,9 +265,13 @@ class Preparer:
         image_ref = self.image(cell)
         events.append(_event("image-ready", cell.image.id))
         self.network(cell, host_id)
+        binds = checked_binds(cell)
         for m in cell.mounts:
-            self.volume(m.engine_name, m.volume_id, host_id)
-        spec = container_spec(cell, host_id, image_ref, overlay=self.overlay is not None)
+            if m.host_path is None:
+                self.volume(m.engine_name, m.volume_id, host_id)
+        spec = container_spec(
+            cell, host_id, image_ref, overlay=self.overlay is not None, binds=binds
+        )
         try:
             cid = self.driver.create(spec)
         except NameConflict:

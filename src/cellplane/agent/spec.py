@@ -12,6 +12,7 @@ import ipaddress
 import os
 import shutil
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -145,10 +146,13 @@ def container_spec(
     image_ref: str | None,
     *,
     overlay: bool = False,
+    binds: Mapping[str, str] | None = None,
 ) -> ContainerSpec:
     """The engine container for a cell; pure, so it is tested without an engine.
 
-    On the overlay the container gets the control plane's address on its network.
+    On the overlay the container gets the control plane's address on its network. `binds`: the
+    real path of each host path the cell mounts, checked (`prepare.checked_binds`); a host path
+    missing there is refused (ValueError), never mounted unchecked.
     """
     c = wire.parse(wire.CellAssignment, cell)
     labels = {k: v for k, v in c.labels.items() if not k.startswith("cellplane.")}
@@ -183,7 +187,7 @@ def container_spec(
         cpu=float(c.cpu),
         memory_mb=int(c.memory_mb),
         ports=[PortSpec(p.container_port, p.host_port, p.protocol) for p in c.ports],
-        mounts=[MountSpec(m.engine_name, m.path, m.read_only) for m in c.mounts],
+        mounts=[_mount(m, binds or {}) for m in c.mounts],
         read_only=c.read_only,
         pids_limit=c.pids_limit if c.pids_limit is not None else DEFAULT_PIDS_LIMIT,
         runtime=SANDBOX_RUNTIME if c.isolation == "sandbox" else None,
@@ -192,6 +196,15 @@ def container_spec(
         tty=c.labels.get(exec_wire.TTY_LABEL) == "true",
         tty_size=_tty_size(c.labels),
     )
+
+
+def _mount(m: wire.MountAssignment, binds: Mapping[str, str]) -> MountSpec:
+    if m.host_path is None:
+        return MountSpec(m.engine_name, m.path, m.read_only)
+    real = binds.get(m.host_path)
+    if real is None:
+        raise ValueError(f"host path {m.host_path!r} was not checked on this host")
+    return MountSpec("", m.path, m.read_only, host_path=real)
 
 
 def _tty_size(labels: dict[str, str]) -> tuple[int, int] | None:

@@ -54,17 +54,21 @@ def parse_port(value: str) -> dict[str, Any]:
 
 
 def parse_volume(value: str) -> dict[str, Any]:
-    """`VOLUME:/path[:ro|rw]` into a volume mount."""
+    """`VOLUME:/path[:ro|rw]` into a volume mount; `/host/path:/path[:ro|rw]` into a host path
+    mount (the server allows only the operator's allowed host paths)."""
     parts = value.split(":")
     mode = "rw"
     if len(parts) == 3:
         mode = parts.pop().lower()
     if len(parts) != 2 or mode not in ("ro", "rw") or not parts[0]:
-        raise typer.BadParameter(f"{value!r} is not VOLUME:/path[:ro]", param_hint="'-v'")
+        raise typer.BadParameter(
+            f"{value!r} is not VOLUME:/path[:ro] or /host/path:/path[:ro]", param_hint="'-v'"
+        )
     volume, path = parts
     if not path.startswith("/"):
         raise typer.BadParameter(f"{value!r}: the path must be absolute", param_hint="'-v'")
-    return {"volume": volume, "path": path, "read_only": mode == "ro"}
+    key = "host_path" if volume.startswith("/") else "volume"
+    return {key: volume, "path": path, "read_only": mode == "ro"}
 
 
 def parse_restart(value: str) -> dict[str, Any]:

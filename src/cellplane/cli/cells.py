@@ -334,7 +334,8 @@ def show(
         (
             "volumes",
             ", ".join(
-                f"{v.get('volume')}:{v.get('path')}{':ro' if v.get('read_only') else ''}"
+                f"{v.get('host_path') or v.get('volume')}:{v.get('path')}"
+                f"{':ro' if v.get('read_only') else ''}"
                 for v in data.get("volumes") or []
             ),
         ),

@@ -32,6 +32,7 @@ from cellplane.errors import NotFound
 from cellplane.ids import utcnow
 from cellplane.services import (
     audit,
+    cell_mounts,
     cells,
     docker_endpoints,
     docker_resources,
@@ -65,9 +66,11 @@ def _create(
         spec = CellCreate.model_validate(fields)
     except pydantic.ValidationError as exc:
         raise Refused(400, _pydantic_message(exc)) from exc
+    # Host paths the operator does not allow are refused before anything is made (403).
+    cell_mounts.check_host_paths(ctx.svc, spec.volumes)
     # `docker run -v name:/path` makes the named volume when it does not exist yet.
     for vol in docker_endpoints.missing_volumes(
-        ctx.svc, ctx.project_id, [m.volume for m in spec.volumes]
+        ctx.svc, ctx.project_id, [m.volume for m in spec.volumes if m.volume is not None]
     ):
         with ctx.svc.db.session() as s:
             volumes.create(ctx.svc, s, p, ctx.project_id, VolumeCreate(name=vol))

@@ -268,28 +268,41 @@ def _volume_name(source: str) -> str:
     return dns_name(source) or source
 
 
+def _host_source(option: str, source: str) -> str:
+    """A bind mount's host path as given: absolute (the service checks it against the
+    operator's allowed host paths, `CELLPLANE_ALLOWED_HOST_PATHS`: 403 naming it otherwise)."""
+    if not source.startswith("/"):
+        raise Refused(400, f"{option}: the host path {source!r} must be an absolute path")
+    return source
+
+
 def _volumes(body: dict[str, Any], host: dict[str, Any]) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = []
     for bind in host.get("Binds") or []:
         parts = str(bind).split(":")
         if len(parts) not in (2, 3):
-            raise Refused(400, f"-v {bind}: expected NAME:/path[:ro]")
+            raise Refused(400, f"-v {bind}: expected NAME:/path[:ro] or /host/path:/path[:ro]")
         source, target = parts[0], parts[1]
         opts = parts[2].split(",") if len(parts) == 3 else []
-        if source.startswith(("/", ".", "~")):
-            raise Refused(
-                403, f"-v {source}:{target}: host bind mounts are {_FORBIDDEN[3:]}; use a volume"
-            )
-        unknown = [o for o in opts if o not in ("ro", "rw", "z", "Z")]
+        unknown = [o for o in opts if o not in ("ro", "rw", "z", "Z", "rprivate")]
         if unknown:
             raise Refused(400, f"-v {bind}: option {unknown[0]!r} {_NOT_YET}")
+        if source.startswith(("/", ".", "~")):
+            path = _host_source(f"-v {source}:{target}", source)
+            mounts.append({"host_path": path, "path": target, "read_only": "ro" in opts})
+            continue
+        if "rprivate" in opts:
+            raise Refused(400, f"-v {bind}: 'rprivate' is an option of host paths only")
         mounts.append({"volume": _volume_name(source), "path": target, "read_only": "ro" in opts})
     for m in host.get("Mounts") or []:
         kind = m.get("Type") or ""
         if kind == "bind":
-            raise Refused(403, f"--mount type=bind: host bind mounts are {_FORBIDDEN[3:]}")
+            mounts.append(_bind_mount(m))
+            continue
         if kind != "volume" or not m.get("Source"):
-            raise Refused(400, f"--mount type={kind or '?'} {_NOT_YET} (named volumes only)")
+            raise Refused(
+                400, f"--mount type={kind or '?'} {_NOT_YET} (named volumes and host paths only)"
+            )
         mounts.append(
             {
                 "volume": _volume_name(str(m["Source"])),
@@ -305,6 +318,28 @@ def _volumes(body: dict[str, Any], host: dict[str, Any]) -> list[dict[str, Any]]
             f"-v {anonymous[0]}: anonymous volumes {_NOT_YET}; name it (-v NAME:{anonymous[0]})",
         )
     return mounts
+
+
+def _bind_mount(m: dict[str, Any]) -> dict[str, Any]:
+    """`--mount type=bind,source=/host/path,target=/path[,readonly]` as a cell's mount."""
+    source = str(m.get("Source") or "")
+    option = f"--mount type=bind,source={source}"
+    if not source:
+        raise Refused(400, "--mount type=bind: a source (the host path) is required")
+    bind = m.get("BindOptions") or {}
+    if not isinstance(bind, dict):
+        raise Refused(400, f"{option}: BindOptions must be a JSON object")
+    if bind.get("Propagation") not in (None, "", "rprivate"):
+        raise Refused(400, f"{option}: bind-propagation={bind['Propagation']} {_NOT_YET}")
+    if bind.get("CreateMountpoint"):
+        raise Refused(400, f"{option}: bind-create-src: host directories are never created here")
+    if any(bind.get(k) for k in ("NonRecursive", "ReadOnlyNonRecursive", "ReadOnlyForceRecursive")):
+        raise Refused(400, f"{option}: non-default bind recursion {_NOT_YET}")
+    return {
+        "host_path": _host_source(option, source),
+        "path": m.get("Target") or "",
+        "read_only": bool(m.get("ReadOnly")),
+    }
 
 
 def _restart(host: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:

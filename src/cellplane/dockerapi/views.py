@@ -151,17 +151,41 @@ def _port_list(cell: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _mounts(cell: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cell's mounts as Docker's `Mounts`: named volumes, and host paths as binds."""
+    out = []
+    for m in cell.get("volumes") or []:
+        ro = bool(m.get("read_only"))
+        if m.get("host_path") is not None:
+            out.append(
+                {
+                    "Type": "bind",
+                    "Source": m["host_path"],
+                    "Destination": m["path"],
+                    "Mode": "ro" if ro else "",
+                    "RW": not ro,
+                    "Propagation": "rprivate",
+                }
+            )
+            continue
+        out.append(
+            {
+                "Type": "volume",
+                "Name": m["volume"],
+                "Source": "",
+                "Destination": m["path"],
+                "Driver": "local",
+                "Mode": "ro" if ro else "",
+                "RW": not ro,
+                "Propagation": "",
+            }
+        )
+    return out
+
+
+def _binds(cell: dict[str, Any]) -> list[str]:
+    """`HostConfig.Binds`: `NAME:/path[:ro]` or `/host/path:/path[:ro]` per mount."""
     return [
-        {
-            "Type": "volume",
-            "Name": m["volume"],
-            "Source": "",
-            "Destination": m["path"],
-            "Driver": "local",
-            "Mode": "ro" if m.get("read_only") else "",
-            "RW": not m.get("read_only"),
-            "Propagation": "",
-        }
+        f"{m.get('host_path') or m.get('volume')}:{m['path']}{':ro' if m.get('read_only') else ''}"
         for m in cell.get("volumes") or []
     ]
 
@@ -236,10 +260,7 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
         "Driver": "cellplane",
         "Platform": "linux",
         "HostConfig": {
-            "Binds": [
-                f"{m['volume']}:{m['path']}{':ro' if m.get('read_only') else ''}"
-                for m in cell.get("volumes") or []
-            ],
+            "Binds": _binds(cell),
             "NetworkMode": "default",
             "PortBindings": bindings,
             "RestartPolicy": _restart_policy(cell),

@@ -75,15 +75,22 @@ class PortSpec:
 
 @dataclass(frozen=True)
 class MountSpec:
-    """An engine volume (by name) mounted at `target` inside the container."""
+    """An engine volume (by name) or, with `host_path` (`volume` then ""), a directory of the
+    host bind-mounted at `target` inside the container. The agent has checked the host path
+    (`cellplane.host_paths.resolve_under`): it exists and is the real path, links resolved."""
 
     volume: str
     target: str
     read_only: bool = False
+    host_path: str | None = None
 
     def __post_init__(self) -> None:
         if not self.target.startswith("/"):
             raise ValueError(f"mount target must be absolute: {self.target!r}")
+        if bool(self.volume) == (self.host_path is not None):
+            raise ValueError("a mount has exactly one of a volume name and a host path")
+        if self.host_path is not None and not self.host_path.startswith("/"):
+            raise ValueError(f"host path must be absolute: {self.host_path!r}")
 
 
 @dataclass(frozen=True)

@@ -238,7 +238,10 @@ class FakeDriver:
                 if wanted not in self.networks:
                     raise errors.NetworkNotFound(f"network not found: {wanted}")
             for mount in spec.mounts:
-                self.volumes.setdefault(mount.volume, {})
+                if mount.host_path is None:
+                    self.volumes.setdefault(mount.volume, {})
+                elif not Path(mount.host_path).exists():
+                    raise errors.PermanentDriverError(f"no such host path {mount.host_path}")
             container_id = f"fake{next(self._ids):060d}"
             self.containers[container_id] = FakeContainer(id=container_id, spec=spec)
             return container_id

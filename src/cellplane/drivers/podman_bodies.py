@@ -100,6 +100,14 @@ def compat_create_body(spec: ContainerSpec) -> dict[str, Any]:
     if spec.mounts:
         host_config["Mounts"] = [
             {"Type": "volume", "Source": m.volume, "Target": m.target, "ReadOnly": m.read_only}
+            if m.host_path is None
+            else {
+                "Type": "bind",
+                "Source": m.host_path,
+                "Target": m.target,
+                "ReadOnly": m.read_only,
+                "BindOptions": {"Propagation": "rprivate"},
+            }
             for m in spec.mounts
         ]
     host_config.update(
@@ -217,10 +225,22 @@ def libpod_create_body(spec: ContainerSpec) -> dict[str, Any]:
             }
             for p in spec.ports
         ]
-    if spec.mounts:
+    volumes = [m for m in spec.mounts if m.host_path is None]
+    binds = [m for m in spec.mounts if m.host_path is not None]
+    if volumes:
         body["volumes"] = [
             {"Name": m.volume, "Dest": m.target, "Options": ["ro"] if m.read_only else []}
-            for m in spec.mounts
+            for m in volumes
+        ]
+    if binds:
+        body["mounts"] = [
+            {
+                "type": "bind",
+                "source": m.host_path,
+                "destination": m.target,
+                "options": ["rbind", "rprivate", *(["ro"] if m.read_only else [])],
+            }
+            for m in binds
         ]
     return body
 

@@ -48,7 +48,13 @@ from cellplane.drivers.base import (
     NetworkSpec,
 )
 from cellplane.drivers.podman import PodmanDriver
-from cellplane.drivers.runc_config import BundlePaths, UserIds, bundle_config, resolve_user
+from cellplane.drivers.runc_config import (
+    BundlePaths,
+    UserIds,
+    bundle_config,
+    bundle_volumes,
+    resolve_user,
+)
 from cellplane.drivers.runc_loopback import LoopbackNetworks, RuncNetworking
 from cellplane.drivers.runc_rootfs import ImageRoots, mount_overlay, unmount
 from cellplane.drivers.runc_state import (
@@ -307,9 +313,7 @@ class RuncDriver:
         (home / "hosts").write_text("\n".join(hosts) + "\n")
         (home / "resolv.conf").write_text(resolv)
         (home / "hostname").write_text(hostname + "\n")
-        volumes = [
-            (str(self.podman.volume_path(m.volume)), m.target, m.read_only) for m in spec.mounts
-        ]
+        volumes = bundle_volumes(spec, self.podman.volume_path)
         paths = BundlePaths(
             rootfs=str(home / "rootfs"),
             hosts=str(home / "hosts"),
@@ -334,7 +338,7 @@ class RuncDriver:
             created_at=now_rfc3339(),
             network=spec.network,
             address=address or None,
-            extra={"volumes": [m.volume for m in spec.mounts]},
+            extra={"volumes": [m.volume for m in spec.mounts if m.host_path is None]},
         )
         record.save(home)
         return record

@@ -11,7 +11,9 @@ device but the defaults, a pids limit. The memory limit is set at create; the CP
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cellplane.drivers.base import DROPPED_CAPABILITIES, ContainerSpec
@@ -22,6 +24,7 @@ __all__ = [
     "BundlePaths",
     "UserIds",
     "bundle_config",
+    "bundle_volumes",
     "cell_capabilities",
     "process_args",
     "process_env",
@@ -182,6 +185,14 @@ def process_env(spec: ContainerSpec, image: dict[str, Any], hostname: str) -> li
 def cell_capabilities() -> list[str]:
     """The capability names every cell's process gets (bounding set), in OCI form."""
     return [f"CAP_{c}" for c in DEFAULT_CAPABILITIES if c not in DROPPED_CAPABILITIES]
+
+
+def bundle_volumes(
+    spec: ContainerSpec, volume_path: Callable[[str], Path]
+) -> list[tuple[str, str, bool]]:
+    """`BundlePaths.volumes` for the spec's mounts: a named volume's directory (`volume_path`,
+    the engine's), or the host path itself (the agent checked it: it exists, links resolved)."""
+    return [(m.host_path or str(volume_path(m.volume)), m.target, m.read_only) for m in spec.mounts]
 
 
 def _mounts(paths: BundlePaths, read_only: bool) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from cellplane.errors import (
     ValidationFailed,
 )
 from cellplane.ids import is_id, new_id, utcnow
-from cellplane.services import admission, capacity, cell_networks, isolation
+from cellplane.services import admission, capacity, cell_mounts, cell_networks, isolation
 from cellplane.services import hosts as hosts_mod
 from cellplane.services import quotas as quotas_mod
 from cellplane.services import tasks as tasks_mod
@@ -44,7 +44,6 @@ from cellplane.state.models import (
     Project,
     Task,
     Tenant,
-    Volume,
 )
 from cellplane.state.service_models import SERVICE_LABEL, Service
 
@@ -257,17 +256,7 @@ def create(
     if s.scalar(select(Cell.id).where(Cell.project_id == project.id, Cell.name == body.name)):
         raise Conflict(f"a cell named {body.name!r} already exists in project {project.name!r}")
     iso = isolation.admit(s, project, body.isolation)
-    bound_host = None
-    for i, m in enumerate(body.volumes):
-        v = s.scalar(select(Volume).where(Volume.project_id == project.id, Volume.name == m.volume))
-        if v is None or v.state != "READY":
-            raise ValidationFailed.field(
-                f"volumes[{i}].volume", f"volume {m.volume!r} does not exist in {project.name!r}"
-            )
-        if v.host_id:
-            if bound_host and bound_host != v.host_id:
-                raise Conflict("the cell's volumes live on different hosts")
-            bound_host = v.host_id
+    bound_host = cell_mounts.check_mounts(svc, s, project, body.volumes)
     quotas_mod.admit(
         s,
         tenant_id=project.tenant_id,
@@ -294,7 +283,7 @@ def create(
         env=body.env,
         labels=body.labels,
         ports=[p.model_dump() for p in body.ports],
-        volumes=[v.model_dump() for v in body.volumes],
+        volumes=cell_mounts.stored(body.volumes),
         restart_policy=body.restart.policy,
         max_retries=body.restart.max_retries,
         isolation=iso,

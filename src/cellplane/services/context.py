@@ -138,6 +138,9 @@ class Services:
     max_image_bytes: int = 64 * 1024**3
     # The registries `docker pull`/`push` may use (ServerSettings.registries); none: refused.
     registries: tuple[Registry, ...] = ()
+    # The host directories cells may bind-mount (ServerSettings.allowed_host_paths, parsed by
+    # `host_paths.parse_allowed`); none: every host path is refused.
+    allowed_host_paths: tuple[str, ...] = ()
     # Largest request headers, names and values together (431 above it).
     max_header_bytes: int = 32 * 1024
     # This replica's name among several servers on one PostgreSQL (`controller.leader`).

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Select, bindparam, or_, select
 from sqlalchemy.orm import Session
 
+from cellplane import host_paths
 from cellplane.errors import NotFound
 from cellplane.state import networks as state_networks
 from cellplane.state.models import Cell, CellNetwork, Host, Image, Network, Volume
@@ -124,12 +125,31 @@ def _port(p: Any) -> dict[str, Any] | None:
     return {"container_port": cport, "host_port": hport, "protocol": proto}
 
 
+def _bind(m: Mapping[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
+    """A host path's `MountAssignment`, with the directory of the operator's list that admits it
+    now (None when none does any more: the agent then refuses to mount it)."""
+    try:
+        root = host_paths.allowed_root(m["host_path"], allowed)
+    except (host_paths.HostPathError, TypeError):
+        root = None
+    return {
+        "path": m["path"],
+        "read_only": bool(m.get("read_only")),
+        "volume_id": "",
+        "engine_name": "",
+        "host_path": m["host_path"],
+        "host_root": root,
+    }
+
+
 def _cell(
     row: Sequence[Any],
     vols: Mapping[str, tuple[str, str]],
     extra: list[dict[str, Any]],
+    allowed: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """One `CellAssignment` as its JSON (`vols`: the host's volumes, name@project -> (id, _))."""
+    """One `CellAssignment` as its JSON (`vols`: the host's volumes, name@project -> (id, _);
+    `allowed`: the operator's allowed host paths)."""
     (
         cell_id,
         name,
@@ -169,16 +189,21 @@ def _cell(
     mounts: list[dict[str, Any]] = []
     pending: list[str] = []
     for m in volumes or []:
+        if m.get("host_path") is not None:
+            mounts.append(_bind(m, allowed))
+            continue
         v = vols.get(m["volume"] + "@" + project_id)
         if v is None:
             pending.append(m["volume"])
             continue
         mounts.append(
             {
-                "volume_id": v[0],
-                "engine_name": volume_engine_name(v[0]),
                 "path": m["path"],
                 "read_only": bool(m.get("read_only")),
+                "volume_id": v[0],
+                "engine_name": volume_engine_name(v[0]),
+                "host_path": None,
+                "host_root": None,
             }
         )
     plain_ports = [_port(p) for p in ports or []]
@@ -272,9 +297,12 @@ _FULL = _statements(delta=False)
 _DELTA = _statements(delta=True)
 
 
-def answer(s: Session, host_id: str, since: int) -> dict[str, Any]:
+def answer(
+    s: Session, host_id: str, since: int, allowed_host_paths: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Every cell on the host whose desired state changed after revision `since` (all if 0), as
-    the JSON of `wire.Assignments`; `s` is a reader (one snapshot: see `hosts.assignments_answer`)."""
+    the JSON of `wire.Assignments`; `s` is a reader (one snapshot: see `hosts.assignments_answer`).
+    `allowed_host_paths`: the operator's (`Services.allowed_host_paths`), for host path mounts."""
     conn = s.connection()
     h = conn.execute(_HOST, {"host_id": host_id}).one_or_none()
     if h is None:
@@ -298,7 +326,7 @@ def answer(s: Session, host_id: str, since: int) -> dict[str, Any]:
         "api_version": wire.API_VERSION,
         "revision": revision,
         "full": full,
-        "cells": [_cell(row, vols, extra.get(row[0], [])) for row in rows],
+        "cells": [_cell(row, vols, extra.get(row[0], []), allowed_host_paths) for row in rows],
         "volumes": [
             {"volume_id": vid, "engine_name": volume_engine_name(vid), "state": state}
             for vid, state in vols.values()

@@ -266,7 +266,7 @@ def assignments_answer(svc: Services, host_id: str, since: int) -> dict[str, Any
     of its cells (the scheduler binds a new volume with its first cell) named the cell without
     its mount, and the agent started its container without the data (a reader is a snapshot)."""
     with svc.db.reader() as s:
-        return host_assignments.answer(s, host_id, since)
+        return host_assignments.answer(s, host_id, since, svc.allowed_host_paths)
 
 
 _EVENT_STEPS = {
@@ -466,7 +466,8 @@ def _apply_one(s: Session, host_id: str, items: list[Any], now: datetime, topics
         cell.updated_at = now
         if task is not None:
             if state == "FAILED" and cell.desired_state != "DELETED":
-                tasks_mod.fail(task, str(r.message or "the cell failed"), now)
+                # A report without a message of its own: the cell's (why it failed) names it.
+                tasks_mod.fail(task, str(r.message or message or "the cell failed"), now)
             elif state == "RUNNING" and cell.desired_state == "RUNNING":
                 tasks_mod.advance(task, "RUNNING", "COMPLETED", now)
             elif (

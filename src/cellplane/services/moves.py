@@ -36,6 +36,7 @@ from cellplane.services import hosts as hosts_mod
 from cellplane.services import tasks as tasks_mod
 from cellplane.services import volume_moves
 from cellplane.services.capacity import PLACED_DESIRED
+from cellplane.services.cell_mounts import volume_names
 from cellplane.services.cells import (
     bump_host,
     check_project,
@@ -72,7 +73,7 @@ def _host(s: Session, ref: str) -> Host:
 
 
 def _volumes_on(s: Session, cell: Cell) -> list[Volume]:
-    names = [m["volume"] for m in cell.volumes or []]
+    names = volume_names(cell.volumes)
     if not names:
         return []
     return list(

@@ -59,9 +59,9 @@ def place(svc: Services, s: Session, pending: Sequence[Cell], now: datetime) -> 
     requests = []
     for c in pending:
         bound = {
-            vols[(c.project_id, m["volume"])].host_id
+            vols[(c.project_id, m.get("volume"))].host_id
             for m in c.volumes or []
-            if (c.project_id, m["volume"]) in vols
+            if (c.project_id, m.get("volume")) in vols
         } - {None}
         requests.append(cells_mod.placement_request(c, next(iter(bound)) if bound else None))
     # The placed cells' ports and labels (a row per placed cell) only when a request needs
@@ -81,7 +81,7 @@ def place(svc: Services, s: Session, pending: Sequence[Cell], now: datetime) -> 
         cell.message = None
         cell.updated_at = now
         for m in cell.volumes or []:
-            v = vols.get((cell.project_id, m["volume"]))
+            v = vols.get((cell.project_id, m.get("volume")))
             if v is not None and v.host_id is None:
                 v.host_id = pl.host_id
         s.add(CellEvent(cell_id=cell.id, at=now, type="scheduled", message=f"on {pl.host_id}"))

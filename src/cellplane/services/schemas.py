@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cellplane import host_paths
 from cellplane.validation import DNS_LABEL, DNS_LABEL_MSG, is_dns_label
 
 __all__ = [
@@ -64,7 +65,12 @@ class PortBody(_Strict):
 
 
 class VolumeMount(_Strict):
-    volume: Name
+    """What is mounted at `path`: a named volume of the project (`volume`) or a directory of the
+    cell's host (`host_path`, absolute; only below a directory the operator allows, checked by
+    the service: `services.cell_mounts`). Exactly one of the two."""
+
+    volume: Name | None = None
+    host_path: str | None = Field(default=None, min_length=1, max_length=4096)
     path: str = Field(min_length=1, max_length=4096)
     read_only: bool = False
 
@@ -74,6 +80,17 @@ class VolumeMount(_Strict):
         if not v.startswith("/"):
             raise ValueError("must be an absolute path")
         return v
+
+    @field_validator("host_path")
+    @classmethod
+    def _host_path(cls, v: str | None) -> str | None:
+        return None if v is None else host_paths.normalise(v)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> VolumeMount:
+        if (self.volume is None) == (self.host_path is None):
+            raise ValueError("give exactly one of `volume` (a named volume) and `host_path`")
+        return self
 
 
 class RestartBody(_Strict):

@@ -27,6 +27,7 @@ from cellplane.ids import new_id, utcnow
 from cellplane.sealing import AGENT_SECRET_COLUMN
 from cellplane.services import agent_tls
 from cellplane.services import tasks as tasks_mod
+from cellplane.services.cell_mounts import volume_names
 from cellplane.services.cells import bump_host
 from cellplane.services.context import Services
 from cellplane.services.hosts import volume_engine_name
@@ -162,7 +163,7 @@ def _plan(
             if cell is None or cell.host_id is None:
                 tasks_mod.fail(task, "the cell is gone or has no host any more", now)
                 continue
-            names = [m["volume"] for m in cell.volumes or []]
+            names = volume_names(cell.volumes)
             vols = s.scalars(
                 select(Volume).where(
                     Volume.project_id == cell.project_id,

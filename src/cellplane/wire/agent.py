@@ -178,10 +178,17 @@ class PortAssignment(_Model):
 
 
 class MountAssignment(_Model):
-    volume_id: str
-    engine_name: str
+    """A named volume (`volume_id`, `engine_name`) or, with `host_path`, a directory of the
+    host (both names then empty) mounted at `path`. `host_root`: the directory of the operator's
+    list (`CELLPLANE_ALLOWED_HOST_PATHS`) that admitted `host_path`; the agent mounts the path
+    only if it exists and its real path lies under the real `host_root` (None: not allowed)."""
+
     path: str
     read_only: bool = False
+    volume_id: str = ""
+    engine_name: str = ""
+    host_path: str | None = None
+    host_root: str | None = None
 
 
 class RestartPolicy(_Model):

@@ -1,14 +1,12 @@
 """The agent's reading of the server<->agent contract, without pydantic (``agent/v1``).
 
-`cellplane.wire.agent` defines the contract as pydantic models, which the server uses (it
-validates what agents send and builds their answers). The agent process only reads the server's
-answers and writes its own messages; pydantic and the models' validators cost it ~10 MB resident
-(measured: pydantic-core 3.8 MB, the model schemas 6.3 MB), which the footprint target counts.
-So the agent uses these frozen dataclasses: the same names, fields, defaults and checks (the
-version check, the CSR check, a bare network name), read by one small validator that follows
-pydantic's lax mode for the JSON types the protocol uses (a number in a string, a whole float
-for an int, a bool for an int). `tests/unit/wire/test_wire_agent_plain.py` keeps the two
-definitions identical, field by field, and parses the same messages through both.
+`cellplane.wire.agent` defines the contract as pydantic models, which the server uses. In the
+agent, pydantic and the models cost ~10 MB resident (pydantic-core 3.8 MB, the schemas 6.3 MB),
+which the footprint target counts; so it uses these frozen dataclasses: the same names, fields,
+defaults and checks (the version, the CSR, a bare network name), read by one small validator
+following pydantic's lax mode for the protocol's JSON types (a number in a string, a whole float
+or a bool for an int). `tests/unit/wire/test_wire_agent_plain.py` keeps the two identical,
+field by field, and parses the same messages through both.
 """
 
 from __future__ import annotations
@@ -182,10 +180,12 @@ class PortAssignment:
 
 @dataclass(frozen=True)
 class MountAssignment:
-    volume_id: str
-    engine_name: str
     path: str
     read_only: bool = False
+    volume_id: str = ""
+    engine_name: str = ""
+    host_path: str | None = None
+    host_root: str | None = None
 
 
 @dataclass(frozen=True)

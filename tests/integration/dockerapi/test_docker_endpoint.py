@@ -294,7 +294,7 @@ def test_refusals_are_docker_errors_and_change_nothing(ep_a: Endpoint, admin: Cl
     before = set(_cells(admin, "team-a"))
     cases = [
         (["--privileged"], "--privileged is not allowed on this endpoint"),
-        (["-v", "/etc:/host-etc"], "host bind mounts are not allowed"),
+        (["-v", "/etc:/host-etc"], "do not include it"),
         (["--network", "host"], "--network host is not allowed"),
         (["--pid", "host"], "--pid host is not allowed"),
     ]

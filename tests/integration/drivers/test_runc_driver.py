@@ -136,6 +136,20 @@ def test_writes_stay_in_the_cell_and_volumes_are_shared(engine: Engine, runc: Ru
     assert len([p for p in (runc.directory / "images").iterdir() if p.is_dir()]) == 1
 
 
+def test_a_host_path_is_bind_mounted(engine: Engine, runc: RuncDriver, tmp_path: Path) -> None:
+    (tmp_path / "in").write_text("from the host\n")
+    rw = MountSpec("", "/host", host_path=str(tmp_path))
+    ro = MountSpec("", "/ro", read_only=True, host_path=str(tmp_path))
+    cid = run(engine, runc, "bind", ["sleep", "600"], mounts=[rw, ro])
+    assert runc.exec(cid, ["cat", "/host/in"]).output == b"from the host\n"
+    assert runc.exec(cid, ["sh", "-c", "echo from the cell > /host/out"]).exit_code == 0
+    assert (tmp_path / "out").read_text() == "from the cell\n"
+    assert runc.exec(cid, ["sh", "-c", "echo x > /ro/denied"]).exit_code != 0
+    assert not (tmp_path / "denied").exists()
+    runc.remove(cid, force=True)
+    assert (tmp_path / "out").exists()  # the host's directory outlives the cell
+
+
 def test_remove_leaves_no_mount_state_or_cgroup(engine: Engine, runc: RuncDriver) -> None:
     cid = run(engine, runc, "gone", ["sleep", "600"])
     pid = runc._record(cid).pid

@@ -42,6 +42,7 @@ def test_parse_port_round_trip(host: int, container: int, protocol: str) -> None
         ("data:/data", {"volume": "data", "path": "/data", "read_only": False}),
         ("data:/data:ro", {"volume": "data", "path": "/data", "read_only": True}),
         ("vol-9:/var/lib/x:rw", {"volume": "vol-9", "path": "/var/lib/x", "read_only": False}),
+        ("/srv/site:/www:ro", {"host_path": "/srv/site", "path": "/www", "read_only": True}),
     ],
 )
 def test_parse_volume(text: str, expected: dict[str, Any]) -> None:

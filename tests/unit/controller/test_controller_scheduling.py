@@ -133,5 +133,7 @@ def test_volume_binds_to_the_first_host_and_pins_later_cells(plat: Platform) -> 
         "engine_name": f"cp-{vid}",
         "path": "/d",
         "read_only": False,
+        "host_path": None,
+        "host_root": None,
     }
     assert hosts.assignments(plat.svc, other, 0).cells == []

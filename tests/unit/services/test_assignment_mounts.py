@@ -72,6 +72,8 @@ def test_a_placement_committed_while_the_view_is_read_does_not_drop_the_mount(
                 "engine_name": f"cp-{vid}",
                 "path": "/var/lib/pg",
                 "read_only": False,
+                "host_path": None,
+                "host_root": None,
             }
         ], c
 

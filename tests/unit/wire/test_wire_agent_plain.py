@@ -69,6 +69,7 @@ def test_a_message_reads_to_the_same_values_on_both_sides(
         {**CELL, "cpu": "1.5", "memory_mb": "64", "restarts": 2.0},  # pydantic's lax numbers
         {**CELL, "command": ("sh", "-c", "true"), "added_later": {"x": 1}},  # tuple, unknown
         {**CELL, "mounts": [{**CELL["mounts"][0], "read_only": 0}]},
+        {**CELL, "mounts": [{"path": "/h", "host_path": "/srv/x", "host_root": "/srv"}]},
     ],
 )
 def test_lax_and_newer_input_reads_the_same(cell: dict[str, Any]) -> None:

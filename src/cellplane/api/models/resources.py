@@ -187,7 +187,10 @@ class CellPort(View):
 
 
 class CellMount(View):
-    volume: str
+    """A named volume (`volume`) or a host directory (`host_path`) mounted at `path`."""
+
+    volume: str | None = None
+    host_path: str | None = None
     path: str
     read_only: bool
 
