@@ -167,10 +167,11 @@ def test_the_checking_pass_runs_each_check_when_due_and_reports_only_changes() -
     checks._observed = {"cel_1": _info(cid)}
     tracked: dict[str, Any] = {}
     with ThreadPoolExecutor(2) as pool:
-        checks._health_pass(tracked, pool, time.monotonic())
+        t0 = time.monotonic()
+        checks._health_pass(tracked, pool, t0)
         assert _statuses(checks) == [("starting", 0)]
         assert checks.sent[0]["cell_id"] == "cel_1" and checks.sent[0]["generation"] == 4
-        checks._health_pass(tracked, pool, time.monotonic())
+        checks._health_pass(tracked, pool, t0 + 0.05)
         assert tracked["cel_1"].running is None  # not due yet: nothing ran
         for ran in range(1, 6):
             time.sleep(0.12)
