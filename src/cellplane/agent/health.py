@@ -7,7 +7,7 @@ streak; any other end (a timeout counts, as exit -1) lengthens the streak, and `
 in a row make it unhealthy, except while it is still `starting` within `start_period_s`. The newest
 5 checks are kept, each with the first 4 KiB of its output.
 
-`HealthChecking` is a base of `agent.runner.Agent` (as `agent.reporting.Reporter` is): its thread
+`HealthChecking` is a base of `agent.runner.Agent` (over `agent.reporting.Reporter`): its thread
 runs the checks in a small pool of their own, so a slow check never holds up the agent's actions,
 and sends a cell's health to the server only when its status or failing streak changes (a healthy
 cell's passing checks cost no traffic). A new container (a restart, a new start) starts over at
@@ -27,6 +27,7 @@ from typing import Any
 
 import structlog
 
+from cellplane.agent.reporting import Reporter
 from cellplane.drivers.base import ContainerInfo, Driver
 from cellplane.wire import agent_plain as wire
 
@@ -128,17 +129,14 @@ class _Tracked:
     running: Future[dict[str, Any]] | None = None
 
 
-class HealthChecking:
-    """The health-check thread; the agent sets these attributes up."""
+class HealthChecking(Reporter):
+    """The health-check thread, whose reports go out with the others (`Reporter._push`); the
+    agent sets these attributes up."""
 
     driver: Driver
-    _stop: threading.Event
     _lock: threading.Lock
     _desired: dict[str, wire.CellAssignment]
     _observed: dict[str, ContainerInfo]
-
-    def _push(self, item: dict[str, Any]) -> None:  # agent.reporting.Reporter's
-        raise NotImplementedError
 
     def _health_loop(self) -> None:
         tracked: dict[str, _Tracked] = {}
@@ -196,8 +194,11 @@ class HealthChecking:
     def _judged(
         self, tracked: dict[str, _Tracked], cid: str, t: _Tracked, done: Future[dict[str, Any]]
     ) -> None:
-        if tracked.get(cid) is not t or done.cancelled() or done.exception() is not None:
+        if tracked.get(cid) is not t:
             return  # its container ended or started anew meanwhile
+        if done.cancelled() or done.exception() is not None:
+            t.running, t.due = None, time.monotonic() + t.check.interval_s  # try again later
+            return
         result = done.result()
         ran_at = time.monotonic() - t.started
         before = t.health

@@ -35,7 +35,6 @@ from cellplane.agent.reconcile import (
     observed_state,
     reconcile,
 )
-from cellplane.agent.reporting import Reporter
 from cellplane.agent.server_client import ProtocolMismatch, ServerClient, ServerUnavailable
 from cellplane.agent.spec import (
     CELL_LABEL,
@@ -71,7 +70,7 @@ __all__ = [
 log = structlog.get_logger("cellplane.agent")
 
 
-class Agent(Reporter, HealthChecking):
+class Agent(HealthChecking):
     def __init__(
         self,
         config: AgentConfig,
