@@ -292,7 +292,8 @@ class Preparer:
         return f"waiting for its volume {names} to be on this host: not created without it"
 
     def start(self, cell: wire.CellAssignment, container_id: str) -> None:
-        """Start the cell's container, then set its limits: only then does it count as running.
+        """Start the cell's container, then set its limits and fix its bridges' addresses: only
+        then does it count as running.
 
         The engine starts it without a CPU quota (a quota slows the runtime's own start-up by
         up to 30x for tiny cells); the quota follows at once, before anything reports RUNNING.
@@ -304,6 +305,8 @@ class Preparer:
                 f"IPAM: no free address in {cell.network.name} ({exc})"
             ) from exc
         self.limit(cell, container_id)
+        for network in dict.fromkeys(n.name for n in (cell.network, *cell.extra_networks)):
+            self.driver.pin_network_bridge(network)  # its first cell made it (`bridge_pin`)
         if self.overlay is not None:
             self.overlay.announce(cell.cell_id, lambda: self._pid(container_id))
 

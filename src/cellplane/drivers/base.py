@@ -281,6 +281,10 @@ class Driver(Protocol):
     def remove_network(self, name: str) -> None:
         """Remove a network; no error if it does not exist."""
 
+    def pin_network_bridge(self, name: str) -> None:
+        """Keep the MAC address of the network's bridge fixed from now on (`bridge_pin`), after
+        a container on it started; nothing if the driver's bridges never change theirs."""
+
     def list_networks(self, labels: dict[str, str]) -> builtins.list[str]:
         """Names of the networks carrying all of `labels`."""
 

@@ -164,6 +164,9 @@ class FakeDriver:
             if internal:
                 self.internal_networks.add(name)
 
+    def pin_network_bridge(self, name: str) -> None:
+        """Nothing: the fake has no bridges."""
+
     def remove_network(self, name: str) -> None:
         with self._lock:
             self._record("remove_network", name)

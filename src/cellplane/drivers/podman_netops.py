@@ -5,7 +5,8 @@
 `/networks/{name}/connect` (a running container gets the interface at once, netavark sets it up in
 its namespace; a stopped one has it when it starts) with the control plane's address
 (`static_ips`) and the container's aliases, and `/networks/{name}/disconnect`. An engine without
-them (the fake driver) is answered 501 by the agent.
+them (the fake driver) is answered 501 by the agent. `pin_network_bridge` keeps the address of
+a network's bridge fixed (`bridge_pin`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import requests
 
 from cellplane.drivers import errors
+from cellplane.drivers.bridge_pin import BridgePins
 from cellplane.drivers.podman_bodies import LIBPOD_PREFIX
 
 __all__ = ["NetworkOps", "PodmanNetworkOps", "connect_body"]
@@ -53,6 +55,24 @@ class PodmanNetworkOps:
     """`NetworkOps` over the driver's docker SDK client (`self._untyped`)."""
 
     _untyped: Any
+    _bridge_pins: BridgePins | None = None
+
+    def pin_network_bridge(self, network: str) -> None:
+        if self._bridge_pins is None:
+            self._bridge_pins = BridgePins(self._bridge_of)
+        self._bridge_pins.pin(network)
+
+    def _bridge_of(self, network: str) -> str | None:
+        """The network's bridge (libpod's `network_interface`); None if the engine cannot say."""
+        api = self._untyped
+        url = f"{api.base_url}{LIBPOD_PREFIX}/networks/{network}/json"
+        try:
+            res: requests.Response = api.get(url, timeout=api.timeout)
+            data = res.json() if res.status_code < 400 else {}
+        except (requests.RequestException, OSError, ValueError):
+            return None
+        name = data.get("network_interface") if isinstance(data, dict) else None
+        return str(name) if name else None
 
     def _network_post(self, network: str, what: str, body: dict[str, Any]) -> requests.Response:
         api = self._untyped

@@ -249,6 +249,9 @@ class RuncDriver:
     def remove_network(self, name: str) -> None:
         self.networks.remove_network(name)
 
+    def pin_network_bridge(self, name: str) -> None:
+        """Nothing: this driver's own bridges are made with their address set (`runc_net`)."""
+
     def list_networks(self, labels: dict[str, str]) -> builtins.list[str]:
         return self.networks.list_networks(labels)
 

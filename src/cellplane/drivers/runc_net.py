@@ -273,13 +273,16 @@ class RuncNetworks:
                     raise errors.PermanentDriverError(
                         f"network {net.name}: bridge {net.bridge} (the overlay's) does not exist"
                     )
-                if not found:
+                created = not found
+                if created:
                     with contextlib.suppress(NetlinkError):  # made meanwhile
                         ipr.link("add", ifname=net.bridge, kind="bridge")
                     found = ipr.link_lookup(ifname=net.bridge)
                 idx = int(found[0])
                 link = ipr.get_links(idx)[0]
                 changes: dict[str, Any] = {}
+                if created and net.own_bridge:  # its own address, set: see `bridge_pin`
+                    changes["address"] = link.get_attr("IFLA_ADDRESS")
                 vni = vni_of(net.bridge)
                 mac = None if net.own_bridge or vni is None else gateway_mac(vni)
                 if mac is not None and link.get_attr("IFLA_ADDRESS") != mac:
