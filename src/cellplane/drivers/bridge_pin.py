@@ -16,6 +16,7 @@ bridge is pinned once (per interface index: a bridge made again is pinned again)
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable
 
@@ -45,14 +46,17 @@ class BridgePins:
             if not bridge:
                 return False
             self._interfaces[network] = bridge
-        from pyroute2 import IPRoute, NetlinkError  # netlink: imported on the first start only
+        try:
+            index = socket.if_nametoindex(bridge)  # an ioctl: a start pays no more once pinned
+        except OSError:
+            self._interfaces.pop(network, None)  # not there (yet, or any more): asked again
+            return False
+        if (bridge, index) in self._pinned:
+            return False
+        from pyroute2 import IPRoute, NetlinkError  # netlink: imported on the first pin only
 
         with self._lock, IPRoute() as ipr:
             try:
-                found = ipr.link_lookup(ifname=bridge)
-                if not found or (bridge, int(found[0])) in self._pinned:
-                    return False
-                index = int(found[0])
                 address = ipr.get_links(index)[0].get_attr("IFLA_ADDRESS")
                 ipr.link("set", index=index, address=address)
             except NetlinkError as exc:  # not ours to fail a start on: logged, tried again
