@@ -25,12 +25,14 @@ from pathlib import Path
 from typing import Final
 
 __all__ = [
+    "DIGEST",
     "REPOSITORY",
     "Registry",
     "RegistryError",
     "auth_header",
     "parse_registries",
     "registry_host",
+    "split_digest",
     "split_reference",
 ]
 
@@ -39,6 +41,8 @@ _HOST: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(?::[
 _PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPOSITORY: Final = re.compile(rf"{_PART}(?:/{_PART})*")
 _TAG: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+#: An image's content digest in a registry (its manifest's): the only algorithm registries use.
+DIGEST: Final = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class RegistryError(ValueError):
@@ -118,13 +122,13 @@ def registry_host(reference: str) -> str | None:
 
 def split_reference(reference: str) -> tuple[str, str, str]:
     """`HOST/REPO[:TAG]` into (host, repository, tag), the tag `latest` when none is given;
-    RegistryError naming what is wrong. Digests (`@sha256:`) are not supported."""
+    RegistryError naming what is wrong. A digest (`@sha256:`) is `split_digest`'s."""
     host = registry_host(reference)
     if host is None:
         raise RegistryError(f"{reference!r} names no registry")
     rest = reference[len(host) + 1 :]
     if "@" in rest:
-        raise RegistryError(f"{reference!r}: references by digest are not supported yet")
+        raise RegistryError(f"{reference!r}: a reference by digest names no tag")
     repo, sep, tag = rest.rpartition(":")
     if not sep or "/" in tag:
         repo, tag = rest, "latest"
@@ -136,6 +140,21 @@ def split_reference(reference: str) -> tuple[str, str, str]:
     if not _TAG.fullmatch(tag):
         raise RegistryError(f"{reference!r}: invalid tag {tag!r}")
     return host, repo, tag
+
+
+def split_digest(reference: str) -> tuple[str, str, str]:
+    """`HOST/REPO[:TAG]@sha256:HEX` into (host, repository, digest), a tag beside the digest
+    dropped as Docker drops it (the digest alone names the image); RegistryError naming what is
+    wrong."""
+    name, sep, digest = reference.partition("@")
+    if not sep:
+        raise RegistryError(f"{reference!r} names no digest (@sha256:...)")
+    if not DIGEST.fullmatch(digest):
+        raise RegistryError(
+            f"{reference!r}: invalid digest {digest!r} (sha256: and 64 lower-case hex digits)"
+        )
+    host, repo, _ = split_reference(name)
+    return host, repo, digest
 
 
 def auth_header(user: str, password: str, server: str) -> str:

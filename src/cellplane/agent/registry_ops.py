@@ -49,7 +49,7 @@ class RegistryEngine(Protocol):
     def save_image(self, ref: str, dest: Any) -> None: ...
 
     def commit_image(self, container: str, reference: str, *, comment: str, author: str,
-                     pause: bool) -> str: ...  # fmt: skip
+                     pause: bool, changes: list[str]) -> str: ...  # fmt: skip
 
 
 def _line(doc: dict[str, Any]) -> bytes:
@@ -98,7 +98,8 @@ class RegistryOps:
         if not pulled:
             yield _error(f"the engine pulled no image for {ref}")
             return
-        yield from self._saved(ref, pulled, "pulled")
+        # An image pulled by digest is saved by its id: an archive's names are tags, never digests.
+        yield from self._saved(pulled if "@" in ref else ref, pulled, "pulled")
 
     def _commit(self, spec: dict[str, Any]) -> Iterator[bytes]:
         ref, container = str(spec["reference"]), str(spec["container"])
@@ -110,6 +111,7 @@ class RegistryOps:
                 comment=str(spec.get("comment") or ""),
                 author=str(spec.get("author") or ""),
                 pause=bool(spec.get("pause", True)),
+                changes=[str(c) for c in spec.get("changes") or []],
             )
         except DriverError as exc:
             yield _error(f"committing {container}: {exc}")

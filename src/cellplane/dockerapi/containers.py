@@ -7,12 +7,13 @@ once their task has ended, as `docker` expects the container to be running (or g
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pydantic
 from aiohttp import web
 
-from cellplane.dockerapi import events, mapping, netconnect, streams, views
+from cellplane.dockerapi import events, image_archive, mapping, netconnect, streams, views
 from cellplane.dockerapi.base import (
     AUDITED,
     EndpointContext,
@@ -27,6 +28,7 @@ from cellplane.dockerapi.base import (
     resolve,
     settle,
 )
+from cellplane.dockerapi.healthchecks import healthcheck_fields, merged
 from cellplane.dockerapi.mapping import Refused
 from cellplane.errors import NotFound
 from cellplane.ids import utcnow
@@ -53,10 +55,11 @@ def _create(
     ctx: EndpointContext, p: Principal, name: str | None, body: Any, event: dict[str, Any]
 ) -> dict[str, Any]:
     fields = mapping.cell_fields(name, body)
-    image = docker_endpoints.image_named(ctx.svc, mapping.image_candidates(fields["image"]))
-    if image is None:
+    found = docker_endpoints.image_named(ctx.svc, mapping.image_candidates(fields["image"]))
+    if found is None:
         raise Refused(404, f"No such image: {fields['image']}")
-    fields["image"] = image
+    fields["image"], path = found
+    _image_healthcheck(fields, body, Path(path) if path else None)
     warnings = []
     if "cpu" not in fields and "memory_mb" not in fields:
         warnings.append(
@@ -87,6 +90,23 @@ def _create(
     left = {"controller"} if placed.hosts else set()
     ctx.svc.notifier.publish(*(placed.committed(ctx.svc) | (set(out.topics) - left)))
     return {"Id": views.docker_id(out.body["entity"]["id"]), "Warnings": warnings}
+
+
+def _image_healthcheck(fields: dict[str, Any], body: dict[str, Any], path: Path | None) -> None:
+    """The image's HEALTHCHECK merged into the create's (`healthchecks.merged`); an image
+    whose own check is not one this endpoint runs is run without it."""
+    image = image_archive.image_healthcheck(path) if path is not None else None
+    if image is None:
+        return
+    try:
+        healthcheck_fields(image)
+    except Refused:
+        return
+    check = healthcheck_fields(merged(body.get("Healthcheck"), image))
+    if check is None:
+        fields.pop("healthcheck", None)
+    else:
+        fields["healthcheck"] = check
 
 
 def _pydantic_message(exc: pydantic.ValidationError) -> str:

@@ -6,9 +6,11 @@ cell's check, which its host's agent runs (`agent.health`); `inspect` reports it
 `Config.Healthcheck` and its outcome in `State.Health`, `docker ps` in its STATUS column
 ("Up 3 minutes (healthy)") and in the `health` filter.
 
-What differs from dockerd: a HEALTHCHECK in the image is not run (the image's configuration is
-the engine's; only the container's own check is), `--health-start-interval` is refused, and a
-check runs at most every 100 ms.
+The image's HEALTHCHECK is the container's check unless the create says otherwise, merged as
+dockerd merges them (`merged`): no `Healthcheck` in the create takes the image's; one without a
+test takes the image's test, and each of its durations and retries left 0 the image's;
+`--no-healthcheck` (test NONE) runs none. What differs from dockerd: `--health-start-interval` is
+refused, and a check runs at most every 100 ms.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "config_healthcheck",
     "health_of",
     "healthcheck_fields",
+    "merged",
     "ps_suffix",
     "status_of",
 ]
@@ -72,6 +75,25 @@ def healthcheck_fields(raw: Any) -> dict[str, Any] | None:
         raise Refused(400, "--health-retries: a whole number from 0 (the default, 3) to 1000")
     fields["retries"] = retries or 3
     return fields
+
+
+def merged(given: Any, image: Any) -> Any:
+    """The create's `Healthcheck` completed by the image's (dockerd's merge of a container's
+    config with its image's); `given` as it is when the image has none or it is not an object
+    (`healthcheck_fields` judges it)."""
+    if not isinstance(image, dict):
+        return given
+    if given is None:
+        return dict(image)
+    if not isinstance(given, dict):
+        return given
+    out = dict(given)
+    if not out.get("Test"):
+        out["Test"] = image.get("Test")
+    for key in ("Interval", "Timeout", "StartPeriod", "StartInterval", "Retries"):
+        if not out.get(key) and image.get(key):
+            out[key] = image[key]
+    return out
 
 
 def _seconds(value: Any, option: str, default: float, zero_ok: bool) -> float:

@@ -10,6 +10,7 @@ to it by dropping Docker Hub's prefixes and a `:latest` tag (`docker.io/library/
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -22,19 +23,23 @@ from pathlib import Path
 from typing import IO, Any
 
 from cellplane.dockerapi.mapping import Refused
-from cellplane.registries import RegistryError, registry_host, split_reference
+from cellplane.registries import RegistryError, registry_host, split_digest, split_reference
 from cellplane.validation import IMAGE_NAME
 
 __all__ = [
     "catalog_name",
+    "digest_name",
     "docker_progress",
     "dockerfile_bases",
     "error_line",
     "from_rootfs",
     "image_config",
+    "image_healthcheck",
     "json_line",
     "registry_name",
+    "repo_digests",
     "repo_tag",
+    "repo_tags",
     "retag",
 ]
 
@@ -53,6 +58,29 @@ def registry_name(ref: str) -> str:
     if len(name) > 128:
         raise Refused(400, f"invalid reference {ref!r}: longer than 128 characters")
     return name
+
+
+def digest_name(ref: str) -> str:
+    """The catalogue's name for a reference by digest into a registry, `HOST/REPO@sha256:HEX`
+    (`docker pull` of one); Refused (400) naming what is wrong."""
+    try:
+        host, repo, digest = split_digest(ref.strip())
+    except RegistryError as exc:
+        raise Refused(400, f"invalid reference: {exc}") from exc
+    name = f"{host}/{repo}@{digest}"
+    if len(name) > 128:
+        raise Refused(400, f"invalid reference {ref!r}: longer than 128 characters")
+    return name
+
+
+def repo_tags(names: Iterable[str]) -> list[str]:
+    """`RepoTags` of an image with these catalogue names (a name by digest is none)."""
+    return [repo_tag(n) for n in names if "@" not in n]
+
+
+def repo_digests(names: Iterable[str]) -> list[str]:
+    """`RepoDigests` of an image with these catalogue names (its names by digest)."""
+    return [n for n in names if "@" in n]
 
 
 def catalog_name(ref: str, registries: Collection[str] = ()) -> str:
@@ -117,6 +145,24 @@ def image_config(path: Path) -> dict[str, Any]:
     except (tarfile.TarError, OSError, KeyError, ValueError, TypeError, IndexError):
         return {}
     return doc if isinstance(doc, dict) else {}
+
+
+def image_healthcheck(path: Path) -> dict[str, Any] | None:
+    """The image's HEALTHCHECK (its config's `Healthcheck`, Docker's fields), None when it has
+    none; read once per archive (by path, size and modification time)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    check = _healthcheck(str(path), st.st_size, st.st_mtime_ns)
+    return dict(check) if check is not None else None
+
+
+@functools.lru_cache(maxsize=256)
+def _healthcheck(path: str, size: int, mtime_ns: int) -> dict[str, Any] | None:
+    inner = image_config(Path(path)).get("config")
+    check = inner.get("Healthcheck") if isinstance(inner, dict) else None
+    return check if isinstance(check, dict) else None
 
 
 def retag(src: Path, dest: Path, tags: list[str]) -> None:

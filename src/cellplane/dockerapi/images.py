@@ -21,7 +21,7 @@ from aiohttp import web
 
 from cellplane.dockerapi import build, image_archive, registry
 from cellplane.dockerapi.base import blocking, context, flag, json_response, principal
-from cellplane.dockerapi.image_archive import catalog_name, repo_tag
+from cellplane.dockerapi.image_archive import catalog_name, repo_digests, repo_tag, repo_tags
 from cellplane.dockerapi.mapping import Refused, image_candidates, loads
 from cellplane.errors import Forbidden, ValidationFailed
 from cellplane.ids import new_id
@@ -76,8 +76,8 @@ def _summary(group: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "Id": f"sha256:{_engine_hex(group[0])}",
         "ParentId": "",
-        "RepoTags": [repo_tag(r["name"]) for r in group],
-        "RepoDigests": [],
+        "RepoTags": repo_tags(r["name"] for r in group),
+        "RepoDigests": repo_digests(r["name"] for r in group),
         "Created": max(_created(r) for r in group),
         "Size": size,
         "SharedSize": -1,
@@ -145,8 +145,8 @@ def _inspect(rows: list[dict[str, Any]], ref: str) -> dict[str, Any]:
     size = int(row.get("size_bytes") or 0)
     return {
         "Id": f"sha256:{_engine_hex(row)}",
-        "RepoTags": [repo_tag(r["name"]) for r in _same(rows, row)],
-        "RepoDigests": [],
+        "RepoTags": repo_tags(r["name"] for r in _same(rows, row)),
+        "RepoDigests": repo_digests(r["name"] for r in _same(rows, row)),
         "Parent": "",
         "Comment": "",
         "Created": _rfc3339(row, config),
@@ -163,6 +163,7 @@ def _inspect(rows: list[dict[str, Any]], ref: str) -> dict[str, Any]:
             "Labels": inner.get("Labels") or {},
             "ExposedPorts": inner.get("ExposedPorts"),
             "Volumes": inner.get("Volumes"),
+            "Healthcheck": inner.get("Healthcheck"),
         },
         "Architecture": str(config.get("architecture") or ""),
         "Os": str(config.get("os") or "linux"),

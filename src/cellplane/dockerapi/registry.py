@@ -37,6 +37,7 @@ from cellplane.dockerapi.base import (
 )
 from cellplane.dockerapi.image_archive import (
     catalog_name,
+    digest_name,
     error_line,
     json_line,
     registry_name,
@@ -135,13 +136,17 @@ async def image_pull(request: web.Request) -> web.StreamResponse:
     image, tag = request.query.get("fromImage", ""), request.query.get("tag", "")
     if not image:
         raise Refused(400, "pull: fromImage is required")
-    if tag.startswith("sha256:") or "@" in image:
-        raise Refused(400, f"pulling by digest ({image}@{tag}) is not supported yet")
-    reference = f"{image}:{tag}" if tag and not image.rsplit("/", 1)[-1].count(":") else image
+    by_digest = tag.startswith("sha256:") or "@" in image
+    if tag.startswith("sha256:"):
+        reference = f"{image}@{tag}"  # the CLI's form of `pull HOST/REPO@sha256:...`
+    elif tag and not by_digest and not image.rsplit("/", 1)[-1].count(":"):
+        reference = f"{image}:{tag}"
+    else:
+        reference = image
     registry = allowed(ctx.svc.registries, reference)
     need_write(p)
-    name = registry_name(reference)
-    engine_ref = repo_tag(name)
+    name = digest_name(reference) if by_digest else registry_name(reference)
+    engine_ref = name if by_digest else repo_tag(name)
     auth = _auth(registry, request)
     url, secret, host = await blocking(image_names.build_host, ctx.svc)
     headers = {"Authorization": f"Bearer {secret}"}
@@ -160,7 +165,8 @@ async def image_pull(request: web.Request) -> web.StreamResponse:
             engine_id, _ = await blocking(
                 image_names.register_archive, ctx.svc, [name], archive, sha, size, ctx.project_id
             )
-            await resp.write(json_line({"status": f"Digest: sha256:{sha}"}))
+            digest = name.partition("@")[2] or f"sha256:{sha}"
+            await resp.write(json_line({"status": f"Digest: {digest}"}))
             await resp.write(
                 json_line({"status": f"Status: Downloaded image for {engine_ref} "
                            f"(sha256:{engine_id[:12]}) into Cellplane's catalogue"})
@@ -212,6 +218,36 @@ async def image_push(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+#: The Dockerfile instructions `docker commit --change` may give (dockerd's, but for HEALTHCHECK
+#: and ONBUILD, which the engine's commit does not apply): the engine applies them.
+COMMIT_CHANGES = frozenset(
+    {"CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR"}
+)
+
+
+def commit_changes(items: list[str]) -> list[str]:
+    """`docker commit --change` instructions, checked (Refused 400 naming the first that is not
+    one `COMMIT_CHANGES` has, or has no argument); blank ones dropped. A change may hold several
+    lines, as dockerd takes them."""
+    out: list[str] = []
+    for item in items:
+        for line in item.splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            word, _, rest = line.partition(" ")
+            if word.upper() not in COMMIT_CHANGES:
+                raise Refused(
+                    400,
+                    f"commit --change {word!r}: not an instruction commit applies here "
+                    f"({', '.join(sorted(COMMIT_CHANGES))})",
+                )
+            if not rest.strip():
+                raise Refused(400, f"commit --change {line!r}: {word.upper()} needs an argument")
+            out.append(f"{word.upper()} {rest.strip()}")
+    return out
+
+
 async def image_commit(request: web.Request) -> web.Response:
     """`POST /commit?container=...&repo=...&tag=...` (`docker commit`): the engine of the
     container's host commits it; the image is registered in the catalogue under `repo:tag`."""
@@ -226,8 +262,7 @@ async def image_commit(request: web.Request) -> web.Response:
             "commit needs a name for the image (docker commit CONTAINER NAME[:TAG]): Cellplane's "
             "catalogue keeps named images only",
         )
-    if any(c.strip() for c in q.getall("changes", [])):
-        raise Refused(400, "commit --change is not supported on this endpoint yet")
+    changes = commit_changes(q.getall("changes", []))
     if q.get("config") or q.get("squash"):
         raise Refused(400, "commit with a config or squash is not supported on this endpoint yet")
     need_write(p)
@@ -246,6 +281,7 @@ async def image_commit(request: web.Request) -> web.Response:
         "comment": q.get("comment", ""),
         "author": q.get("author", ""),
         "pause": q.get("pause", "1").lower() not in ("0", "false"),
+        "changes": changes,
     }
     headers = {"Authorization": f"Bearer {secret}"}
     try:

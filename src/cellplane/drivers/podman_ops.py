@@ -215,15 +215,17 @@ class PodmanOps:
         _raise_for(self._call("_post", "/containers/{0}/unpause", container_id))
 
     def commit_image(
-        self, container: str, reference: str, *, comment: str, author: str, pause: bool
-    ) -> str:
+        self, container: str, reference: str, *, comment: str, author: str, pause: bool,
+        changes: list[str] | None = None,
+    ) -> str:  # fmt: skip
         """The container's file system and configuration as the image `reference` (`docker
-        commit`); its id. `pause`: frozen meanwhile, as dockerd does by default."""
+        commit`); its id. `pause`: frozen meanwhile, as dockerd does by default. `changes`:
+        Dockerfile instructions the engine applies to the configuration (`--change`)."""
         repository, _, tag = reference.rpartition(":")
         with translated("container"):
             made = self._untyped.commit(
                 container, repository=repository, tag=tag, message=comment or None,
-                author=author or None, pause=pause,
+                author=author or None, pause=pause, changes=changes or None,
             )  # fmt: skip
         return str(made.get("Id") or made.get("id") or "")
 

@@ -149,12 +149,14 @@ def authorize(svc: Services, principal: Principal, project_id: str, permission: 
         project_for(s, principal, project_id, permission)
 
 
-def image_named(svc: Services, names: list[str]) -> str | None:
-    """The first of `names` that is an image of the catalogue (a Docker reference's forms)."""
+def image_named(svc: Services, names: list[str]) -> tuple[str, str | None] | None:
+    """The first of `names` that is an image of the catalogue (a Docker reference's forms), with
+    its archive's path (None: the host image)."""
     with svc.db.reader() as s:
         for name in names:
-            if s.scalar(select(Image.name).where(Image.name == name)):
-                return name
+            row = s.execute(select(Image.name, Image.path).where(Image.name == name)).first()
+            if row is not None:
+                return row.name, row.path
     return None
 
 

@@ -368,6 +368,42 @@ def test_a_healthcheck_runs_in_the_container_and_docker_shows_its_health(
         ep_a.docker("rm", "-f", name, slow, plain)
 
 
+def test_the_images_own_healthcheck_runs_unless_the_run_says_otherwise(
+    ep_a: Endpoint, tmp_path: Path
+) -> None:
+    image, name, other, off = unique("hcimg"), unique("hci"), unique("hcicmd"), unique("hcioff")
+    (tmp_path / "Dockerfile").write_text(
+        "FROM busybox\nHEALTHCHECK --interval=1s --timeout=5s --retries=2 CMD test -f /tmp/ok\n"
+    )
+    built = ep_a.docker("build", "-t", image, str(tmp_path), timeout=300)
+    assert built.returncode == 0, (built.stdout, built.stderr)
+    try:
+        check = json.loads(ep_a.ok("image", "inspect", image))[0]["Config"]["Healthcheck"]
+        assert check["Test"] == ["CMD-SHELL", "test -f /tmp/ok"], check
+        ep_a.ok("run", "-d", "--name", name, "-m", "16m", image, *SLEEP)
+        # --health-cmd replaces the image's command; its interval and retries stay the image's.
+        ep_a.ok("run", "-d", "--name", other, "-m", "16m", "--health-cmd", "true", image, *SLEEP)
+        ep_a.ok("run", "-d", "--name", off, "-m", "16m", "--no-healthcheck", image, *SLEEP)
+        config = _inspect(ep_a, name)["Config"]["Healthcheck"]
+        assert config["Test"] == ["CMD-SHELL", "test -f /tmp/ok"]
+        assert (config["Interval"], config["Retries"]) == (10**9, 2)
+        assert _health(ep_a, name, "unhealthy")["Log"][-1]["ExitCode"] == 1
+        ep_a.ok("exec", name, "touch", "/tmp/ok")
+        assert _health(ep_a, name, "healthy")["FailingStreak"] == 0
+        mine = _inspect(ep_a, other)["Config"]["Healthcheck"]
+        assert (mine["Test"], mine["Interval"], mine["Retries"]) == (
+            ["CMD-SHELL", "true"],
+            10**9,
+            2,
+        )
+        assert _health(ep_a, other, "healthy")["Log"][-1]["ExitCode"] == 0
+        assert "Health" not in _inspect(ep_a, off)["State"]
+        assert _inspect(ep_a, off)["Config"].get("Healthcheck") is None
+    finally:
+        ep_a.docker("rm", "-f", name, other, off)
+        ep_a.docker("rmi", image)
+
+
 def _count(ep: Endpoint, name: str) -> int:
     return int(ep.ok("exec", name, "cat", "/tmp/n").strip())
 
@@ -435,7 +471,7 @@ def test_docker_export_streams_the_containers_file_system(ep_a: Endpoint, tmp_pa
 
 
 def test_docker_commit_makes_a_catalogue_image_that_runs(ep_a: Endpoint, admin: Client) -> None:
-    name, image = unique("cm"), f"{unique('committed')}:1"
+    name, image, changed = unique("cm"), f"{unique('committed')}:1", f"{unique('changed')}:1"
     ep_a.ok("run", "-d", "--name", name, "-m", "16m", "busybox", *SLEEP)
     try:
         ep_a.ok("exec", name, "sh", "-c", "echo from-commit > /made")
@@ -445,8 +481,17 @@ def test_docker_commit_makes_a_catalogue_image_that_runs(ep_a: Endpoint, admin: 
         assert out.strip() == "from-commit"
         unnamed = ep_a.docker("commit", name)
         assert unnamed.returncode != 0 and "needs a name" in unnamed.stderr, unnamed
-        changed = ep_a.docker("commit", "--change", "ENV A=1", name, image)
-        assert changed.returncode != 0 and "--change" in changed.stderr, changed
+        # --change sets the image's configuration as dockerd's does.
+        ep_a.ok("commit", "--change", "ENV GREETING=changed", "--change",
+                'CMD ["sh", "-c", "echo $GREETING; cat /made"]', "-c", "WORKDIR /tmp",
+                name, changed)  # fmt: skip
+        config = json.loads(ep_a.ok("image", "inspect", changed))[0]["Config"]
+        assert "GREETING=changed" in config["Env"] and config["WorkingDir"] == "/tmp", config
+        assert config["Cmd"] == ["sh", "-c", "echo $GREETING; cat /made"], config
+        out = ep_a.ok("run", "--rm", "-m", "16m", changed)
+        assert out.split() == ["changed", "from-commit"], out
+        refused = ep_a.docker("commit", "--change", "HEALTHCHECK CMD true", name, f"{changed}x")
+        assert refused.returncode != 0 and "HEALTHCHECK" in refused.stderr, refused
     finally:
         ep_a.docker("rm", "-f", name)
-        ep_a.docker("rmi", image)
+        ep_a.docker("rmi", image, changed)

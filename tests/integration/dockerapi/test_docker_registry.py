@@ -3,6 +3,7 @@ registry the operator lists (CELLPLANE_REGISTRIES); any other, and Docker Hub, r
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -108,6 +109,51 @@ def test_push_remove_pull_and_run_through_the_operators_registry(
     missing = ep.docker("pull", f"{registry}/{repo}:nosuchtag")
     assert missing.returncode != 0
     assert "nosuchtag" in missing.stderr, missing.stderr
+
+
+_MANIFESTS = ", ".join(
+    [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.index.v1+json",
+    ]
+)
+
+
+def test_pull_by_digest_registers_and_runs_that_image(ep: Endpoint, registry: str) -> None:
+    ref = f"{registry}/cp/{unique('dg')}:1"
+    repo = ref.split("/", 1)[1].rsplit(":", 1)[0]
+    ep.ok("tag", "busybox", ref)
+    ep.ok("push", ref)
+    head = httpx.head(
+        f"http://{registry}/v2/{repo}/manifests/1", headers={"Accept": _MANIFESTS}, timeout=10
+    )
+    digest = head.headers["Docker-Content-Digest"]
+    assert digest.startswith("sha256:"), head.headers
+    by_digest = f"{registry}/{repo}@{digest}"
+    ep.ok("rmi", ref)
+    try:
+        pulled = ep.docker("pull", by_digest)
+        assert pulled.returncode == 0, pulled.stderr
+        assert f"Digest: {digest}" in pulled.stdout, pulled.stdout
+        listed = ep.ok("images", "--digests", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}")
+        assert f"{registry}/{repo} <none> {digest}" in listed.splitlines(), listed
+        inspected = json.loads(ep.ok("image", "inspect", by_digest))[0]
+        # The same image under other names (busybox it was pushed from) keeps those as tags.
+        assert inspected["RepoDigests"] == [by_digest], inspected
+        assert "busybox:latest" in inspected["RepoTags"], inspected
+        assert not [t for t in inspected["RepoTags"] if "@" in t], inspected
+        assert ep.ok("run", "--rm", by_digest, "echo", "by-digest").strip() == "by-digest"
+        # A digest the registry does not have is the engine's error; a malformed one is refused.
+        missing = ep.docker("pull", f"{registry}/{repo}@sha256:{'0' * 64}")
+        assert missing.returncode != 0 and "0" * 12 in missing.stderr, missing.stderr
+        bad = ep.docker("pull", f"{registry}/{repo}@sha256:abc")
+        assert bad.returncode != 0, bad
+        images = ep.ok("images", "--digests", "--format", "{{.Digest}}")
+        assert "0" * 64 not in images
+    finally:
+        ep.docker("rmi", by_digest)
 
 
 def test_other_registries_and_docker_hub_are_refused(ep: Endpoint, registry: str) -> None:

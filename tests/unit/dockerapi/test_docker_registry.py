@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from cellplane.dockerapi.image_archive import catalog_name
+from cellplane.dockerapi.image_archive import catalog_name, digest_name, repo_digests, repo_tags
 from cellplane.dockerapi.mapping import Refused
-from cellplane.dockerapi.registry import allowed
+from cellplane.dockerapi.registry import allowed, commit_changes
 from cellplane.registries import (
     Registry,
     RegistryError,
     auth_header,
     parse_registries,
     registry_host,
+    split_digest,
     split_reference,
 )
 from cellplane.settings import ServerSettings
@@ -109,3 +110,69 @@ def test_pull_and_push_name_the_refused_registry_or_the_allowed_ones() -> None:
         allowed(regs, "busybox:latest")
     with pytest.raises(Refused, match="none are configured"):
         allowed((), "127.0.0.1:5000/app:1")
+
+
+def test_commit_changes_are_checked_and_passed_on_as_given() -> None:
+    assert commit_changes(
+        ["env A=1", "", 'CMD ["sh", "-c", "x, y"]', "WORKDIR /tmp\nUSER 1000"]
+    ) == [
+        "ENV A=1",
+        'CMD ["sh", "-c", "x, y"]',
+        "WORKDIR /tmp",
+        "USER 1000",
+    ]
+    assert commit_changes([]) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("HEALTHCHECK CMD true", "HEALTHCHECK"),
+        ("ONBUILD RUN true", "ONBUILD"),
+        ("RUN rm -rf /", "RUN"),
+        ("FROM scratch", "FROM"),
+        ("ENV", "ENV needs an argument"),
+        ("ENV A=1\nCOPY . /", "COPY"),
+    ],
+)
+def test_a_commit_change_commit_does_not_apply_is_refused_by_name(change: str, named: str) -> None:
+    with pytest.raises(Refused) as refused:
+        commit_changes(["ENV OK=1", change])
+    assert refused.value.status == 400 and named in refused.value.message
+
+
+D = "sha256:" + "0123456789abcdef" * 4
+
+
+def test_references_by_digest_split_and_name_a_catalogue_image() -> None:
+    assert split_digest(f"127.0.0.1:5000/team/app@{D}") == ("127.0.0.1:5000", "team/app", D)
+    # A tag beside the digest is dropped, as Docker drops it: the digest names the image.
+    assert split_digest(f"127.0.0.1:5000/app:1@{D}") == ("127.0.0.1:5000", "app", D)
+    assert digest_name(f" 127.0.0.1:5000/app:1@{D} ") == f"127.0.0.1:5000/app@{D}"
+    names = ["127.0.0.1:5000/app:1", f"127.0.0.1:5000/app@{D}", "app"]
+    assert repo_tags(names) == ["127.0.0.1:5000/app:1", "app:latest"]
+    assert repo_digests(names) == [f"127.0.0.1:5000/app@{D}"]
+
+
+@pytest.mark.parametrize(
+    ("ref", "named"),
+    [
+        ("127.0.0.1:5000/app", "names no digest"),
+        ("127.0.0.1:5000/app@sha256:abc", "invalid digest 'sha256:abc'"),
+        ("127.0.0.1:5000/app@sha512:" + "a" * 128, "invalid digest"),
+        ("127.0.0.1:5000/app@" + D.upper(), "invalid digest"),
+        (f"127.0.0.1:5000/App@{D}", "invalid repository 'App'"),
+        (f"app@{D}", "names no registry"),
+    ],
+)
+def test_a_bad_reference_by_digest_is_named(ref: str, named: str) -> None:
+    with pytest.raises(RegistryError, match=named.replace("(", r"\(")):
+        split_digest(ref)
+    with pytest.raises(Refused) as refused:
+        digest_name(ref)
+    assert refused.value.status == 400 and named in refused.value.message
+
+
+def test_a_name_by_digest_longer_than_the_catalogue_keeps_is_refused() -> None:
+    with pytest.raises(Refused, match="longer than 128"):
+        digest_name(f"127.0.0.1:5000/{'a' * 60}@{D}")
