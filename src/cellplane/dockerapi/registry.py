@@ -136,17 +136,16 @@ async def image_pull(request: web.Request) -> web.StreamResponse:
     image, tag = request.query.get("fromImage", ""), request.query.get("tag", "")
     if not image:
         raise Refused(400, "pull: fromImage is required")
-    by_digest = tag.startswith("sha256:") or "@" in image
     if tag.startswith("sha256:"):
         reference = f"{image}@{tag}"  # the CLI's form of `pull HOST/REPO@sha256:...`
-    elif tag and not by_digest and not image.rsplit("/", 1)[-1].count(":"):
+    elif tag and "@" not in image and ":" not in image.rsplit("/", 1)[-1]:
         reference = f"{image}:{tag}"
     else:
         reference = image
     registry = allowed(ctx.svc.registries, reference)
     need_write(p)
-    name = digest_name(reference) if by_digest else registry_name(reference)
-    engine_ref = name if by_digest else repo_tag(name)
+    name = digest_name(reference) if "@" in reference else registry_name(reference)
+    engine_ref = repo_tag(name)  # a name by digest as it is
     auth = _auth(registry, request)
     url, secret, host = await blocking(image_names.build_host, ctx.svc)
     headers = {"Authorization": f"Bearer {secret}"}

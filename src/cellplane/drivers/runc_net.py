@@ -281,7 +281,7 @@ class RuncNetworks:
                 idx = int(found[0])
                 link = ipr.get_links(idx)[0]
                 changes: dict[str, Any] = {}
-                if created and net.own_bridge:  # its own address, set: see `bridge_pin`
+                if created:  # (only its own bridge is made) its own address, set: see `bridge_pin`
                     changes["address"] = link.get_attr("IFLA_ADDRESS")
                 vni = vni_of(net.bridge)
                 mac = None if net.own_bridge or vni is None else gateway_mac(vni)
