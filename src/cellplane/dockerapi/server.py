@@ -97,13 +97,20 @@ def _authenticate(ctx: EndpointContext, request: web.Request, der: bytes | None)
     )
 
 
-def _admit(ctx: EndpointContext, request: web.Request) -> Principal:
+def _admission_key(request: web.Request) -> tuple[tuple[bytes, str] | None, str, bytes | None]:
+    """The request's admission key (None for a bearer token or no certificate), the
+    permission it needs and the client certificate (DER)."""
     write = request.method not in ("GET", "HEAD") and not request.path.endswith(_READ_POSTS)
     permission = "cells:write" if write else "cells:read"
     der = _peer_certificate(request)
-    key = None
     if der and not request.headers.get("Authorization"):
-        key = (hashlib.sha256(der).digest(), permission)
+        return (hashlib.sha256(der).digest(), permission), permission, der
+    return None, permission, der
+
+
+def _admit(ctx: EndpointContext, request: web.Request) -> Principal:
+    key, permission, der = _admission_key(request)
+    if key is not None:
         kept = ctx.admissions.get(key, time.time())
         if kept is not None:
             return kept  # admitted a moment ago (`dockerapi.admissions`)
@@ -120,11 +127,20 @@ def _admit(ctx: EndpointContext, request: web.Request) -> Principal:
     return p
 
 
+def _kept_admission(ctx: EndpointContext, request: web.Request) -> Principal | None:
+    """The request's admission if one is kept: a hash and a lookup, done on the event loop
+    (a trip to a worker thread cost more than the lookup, on the path of every request)."""
+    key, _, _ = _admission_key(request)
+    return None if key is None else ctx.admissions.get(key, time.time())
+
+
 @web.middleware
 async def version_and_caller(request: web.Request, handler: Handler) -> web.StreamResponse:
     # Who is calling first: a caller who is refused learns nothing of the route, not even
     # whether its version prefix is one the endpoint knows (401/403 on every route).
-    request[PRINCIPAL] = await blocking(_admit, context(request), request)
+    ctx = context(request)
+    kept = _kept_admission(ctx, request)
+    request[PRINCIPAL] = kept if kept is not None else await blocking(_admit, ctx, request)
     version = request.match_info.get("version")
     if version is not None:
         check_api_version(version)
