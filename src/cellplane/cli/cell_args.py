@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 __all__ = [
+    "LabelOpt",
     "Placement",
     "parse_env",
     "parse_memory",
@@ -23,6 +24,12 @@ __all__ = [
 
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b|i)?$", re.IGNORECASE)
 _MEMORY_FACTOR_MB = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
+
+
+#: `--label KEY=VALUE`, repeated (a cell's, a network's, a volume's; `parse_env` reads them).
+LabelOpt = Annotated[
+    list[str] | None, typer.Option("--label", "-l", help="Label KEY=VALUE (repeat).")
+]
 
 
 def parse_env(values: list[str] | None, option: str) -> dict[str, str]:

@@ -18,6 +18,7 @@ from typer.core import TyperCommand
 
 from cellplane.cli import output, tasks
 from cellplane.cli.cell_args import (
+    LabelOpt,
     Placement,
     parse_env,
     parse_memory,
@@ -155,9 +156,7 @@ def run(
     env: Annotated[
         list[str] | None, typer.Option("--env", "-e", help="Environment KEY=VALUE (repeat).")
     ] = None,
-    label: Annotated[
-        list[str] | None, typer.Option("--label", "-l", help="Label KEY=VALUE (repeat).")
-    ] = None,
+    label: LabelOpt = None,
     publish: Annotated[
         list[str] | None,
         typer.Option("--publish", "-p", help="Publish HOST:CONTAINER\\[/udp] (repeat)."),

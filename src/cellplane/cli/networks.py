@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from cellplane.cli import output
+from cellplane.cli.cell_args import LabelOpt, parse_env
 from cellplane.cli.cells import resolve_cell
 
 __all__ = ["app"]
@@ -22,13 +23,15 @@ app = typer.Typer(help="Manage project networks.", no_args_is_help=True)
 @app.command("create")
 def create(
     name: Annotated[str, typer.Argument(help="Network name (a DNS label).")],
+    label: LabelOpt = None,
     project: output.ProjectOpt = "default",
     quiet: output.QuietOpt = False,
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """Create a network in a project."""
+    labels = parse_env(label, "'--label'")
     with output.session() as client:
-        net = client.create_network(project, name)
+        net = client.create_network(project, name, labels=labels or None)
     if output.print_id(quiet, net):
         return
     if output.is_json(out):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cellplane.cli import output
+from cellplane.cli.cell_args import LabelOpt, parse_env
 
 if TYPE_CHECKING:
     from cellplane.client import Client
@@ -37,13 +38,15 @@ def resolve_volume(client: Client, project: str, ref: str) -> str:
 def create(
     name: Annotated[str, typer.Argument(help="Volume name (a DNS label).")],
     size: Annotated[int, typer.Option("--size", help="Size in GB.", min=1)] = 1,
+    label: LabelOpt = None,
     project: output.ProjectOpt = "default",
     quiet: output.QuietOpt = False,
     out: output.OutputOpt = output.OutputFormat.table,
 ) -> None:
     """Create a volume."""
+    labels = parse_env(label, "'--label'")
     with output.session() as client:
-        volume = client.create_volume(project, name, size_gb=size)
+        volume = client.create_volume(project, name, size_gb=size, labels=labels or None)
     if output.print_id(quiet, volume):
         return
     if output.is_json(out):

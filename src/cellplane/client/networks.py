@@ -11,12 +11,17 @@ class NetworksApi(BaseClient):
     """The network routes of the API. A project's own network is called "default"."""
 
     def create_network(
-        self, project: str, name: str, *, idempotency_key: str | None = None
+        self,
+        project: str,
+        name: str,
+        *,
+        labels: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> JSONDict:
         return self._json(
             "POST",
             f"/v1/projects/{seg(project)}/networks",
-            json_body={"name": name},
+            json_body={"name": name, **({"labels": labels} if labels else {})},
             idempotency_key=idempotency_key,
         )
 

@@ -18,12 +18,13 @@ class VolumesApi(BaseClient):
         name: str,
         *,
         size_gb: int | None = None,
+        labels: dict[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> JSONDict:
         return self._json(
             "POST",
             f"/v1/projects/{project}/volumes",
-            json_body=drop_none({"name": name, "size_gb": size_gb}),
+            json_body=drop_none({"name": name, "size_gb": size_gb, "labels": labels or None}),
             idempotency_key=idempotency_key,
         )
 

@@ -10,7 +10,7 @@ from typing import Any
 import pydantic
 from aiohttp import web
 
-from cellplane.dockerapi import compose_labels, events, netconnect
+from cellplane.dockerapi import events, netconnect
 from cellplane.dockerapi import resource_views as rv
 from cellplane.dockerapi.base import (
     EndpointContext,
@@ -44,7 +44,7 @@ def _find(ctx: EndpointContext, p: Principal, ref: str) -> tuple[dict[str, Any],
     for net, members in _networks(ctx, p):
         view = rv.network_view(net, members)
         if rv.network_ref_matches(view, ref):
-            found.append((net, _labelled(ctx, net, view)))
+            found.append((net, view))
     exact = [f for f in found if ref in (f[0]["name"], f[1]["Name"], f[1]["Id"])]
     if len(exact) == 1:
         return exact[0]
@@ -55,29 +55,19 @@ def _find(ctx: EndpointContext, p: Principal, ref: str) -> tuple[dict[str, Any],
     return found[0]
 
 
-def _labelled(ctx: EndpointContext, net: dict[str, Any], view: dict[str, Any]) -> dict[str, Any]:
-    """The view with the name and labels Compose gave the network (`compose_labels`)."""
-    return compose_labels.decorate(view, ctx.project_id, "network", net["name"])
-
-
 def _create(ctx: EndpointContext, p: Principal, body: Any) -> dict[str, Any]:
     name = rv.check_network_create(body)
+    given = str(body.get("Name") or name)
     try:
-        spec = NetworkCreate(name=name)
+        spec = NetworkCreate(name=name, labels=rv.body_labels(body))
     except pydantic.ValidationError as exc:
-        raise Refused(
-            400,
-            f"network name {name!r}: names on this endpoint are Cellplane network names, DNS "
-            f"labels ({exc.errors()[0]['msg']})",
-        ) from exc
+        raise Refused(400, rv.create_refusal("network", name, exc)) from exc
     try:
         with ctx.svc.db.session() as s:
-            out = project_networks.create(s, p, ctx.project_id, spec)
+            out = project_networks.create(s, p, ctx.project_id, spec, docker_name=given)
     except Conflict as exc:
         raise Refused(409, f"network with name {name} already exists ({exc})") from exc
     docker_net = rv.network_docker_id(out.body["id"])
-    given = str(body.get("Name") or name)
-    compose_labels.remember(ctx.project_id, "network", name, given, body.get("Labels") or {})
     events.note_network(ctx.project_id, "create", docker_net, name)
     return {"Id": docker_net, "Warning": ""}
 
@@ -93,7 +83,7 @@ async def list_networks(request: web.Request) -> web.Response:
     filters = rv.parse_resource_filters(request.query.get("filters"), "network")
     out = []
     for net, members in await blocking(_networks, ctx, p):
-        view = _labelled(ctx, net, rv.network_view(net, members, with_containers=False))
+        view = rv.network_view(net, members, with_containers=False)
         if rv.network_matches(view, filters):
             out.append(view)
     return json_response(out)
@@ -122,7 +112,6 @@ def _delete(ctx: EndpointContext, p: Principal, ref: str) -> None:
         raise Refused(404, f"network {ref} not found") from exc
     except Conflict as exc:
         raise Refused(409, f"error while removing network: {exc}") from exc
-    compose_labels.forget(ctx.project_id, "network", net["name"])
     events.note_network(ctx.project_id, "destroy", view["Id"], view["Name"])
 
 
@@ -135,14 +124,13 @@ async def remove(request: web.Request) -> web.Response:
 def _prune(ctx: EndpointContext, p: Principal, filters: dict[str, list[str]]) -> list[str]:
     deleted = []
     for net, members in _networks(ctx, p):
-        view = _labelled(ctx, net, rv.network_view(net, members))
+        view = rv.network_view(net, members)
         if net["default"] or members or not rv.network_matches(view, filters):
             continue
         try:
             project_networks.delete(ctx.svc, p, ctx.project_id, net["name"])
         except (NotFound, Conflict):
             continue  # gone, or joined, meanwhile
-        compose_labels.forget(ctx.project_id, "network", net["name"])
         events.note_network(ctx.project_id, "destroy", view["Id"], view["Name"])
         deleted.append(view["Name"])
     return deleted

@@ -13,14 +13,18 @@ import ipaddress
 import re
 from typing import Any
 
+import pydantic
+
 from cellplane.dockerapi import naming
 from cellplane.dockerapi.mapping import Refused
 from cellplane.dockerapi.views import decode_filters, docker_id
 
 __all__ = [
     "BRIDGE",
+    "body_labels",
     "check_network_create",
     "check_volume_create",
+    "create_refusal",
     "docker_time",
     "network_docker_id",
     "network_matches",
@@ -62,6 +66,31 @@ def _labels_match(labels: dict[str, str], wanted: list[str]) -> bool:
     return True
 
 
+def body_labels(body: dict[str, Any]) -> dict[str, str]:
+    """The `Labels` of a create body: an object of strings (their sizes are checked with the
+    Cellplane resource's own, `services.schemas`)."""
+    labels = body.get("Labels") or {}
+    if not isinstance(labels, dict):
+        raise Refused(400, "Labels must be a JSON object")
+    bad = [k for k, v in labels.items() if not isinstance(v, str)]
+    if bad:
+        raise Refused(400, f"label {str(bad[0])[:64]!r}: a label's value must be a string")
+    return {str(k): v for k, v in labels.items()}
+
+
+def create_refusal(kind: str, name: str, exc: pydantic.ValidationError) -> str:
+    """Why a `kind` ("network", "volume") called `name` cannot be made, from its Cellplane
+    create body's validation: the name or the labels, named."""
+    err = exc.errors()[0]
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["loc"] and err["loc"][0] == "labels":
+        return f"{kind} create --label: {msg}"
+    return (
+        f"{kind} name {name!r}: names on this endpoint are Cellplane {kind} names, DNS labels "
+        f"({err['msg']})"
+    )
+
+
 # --- volumes -----------------------------------------------------------------------------
 
 
@@ -80,11 +109,7 @@ def check_volume_create(body: Any) -> str | None:
             f"volume driver options ({', '.join(sorted(str(k) for k in opts))}) {_NOT_YET}: "
             "a volume is the project's local Cellplane volume",
         )
-    labels = body.get("Labels") or {}
-    if not isinstance(labels, dict):
-        raise Refused(400, "Labels must be a JSON object")
-    if [k for k in labels if not str(k).startswith(_COMPOSE_LABELS)]:
-        raise Refused(400, f"volume create --label {_NOT_YET}: Cellplane volumes carry no labels")
+    body_labels(body)
     if body.get("ClusterVolumeSpec"):
         raise Refused(400, f"cluster volumes {_NOT_YET}")
     name = body.get("Name") or None
@@ -94,15 +119,16 @@ def check_volume_create(body: Any) -> str | None:
 
 
 def volume_view(vol: dict[str, Any], project: str) -> dict[str, Any]:
-    """A Cellplane volume (`services.volumes` view) as Docker's Volume object."""
+    """A Cellplane volume (`services.volumes` view) as Docker's Volume object, under the name
+    its Docker client gave it (Compose's `proj_data` for `proj-data`)."""
     return {
-        "Name": vol["name"],
+        "Name": vol.get("docker_name") or vol["name"],
         "Driver": "local",
         # The engine volume lives on the host the volume is bound to, not on this endpoint:
         # there is no path here to give.
         "Mountpoint": "",
         "CreatedAt": docker_time(vol.get("created_at")),
-        "Labels": {},
+        "Labels": dict(vol.get("labels") or {}),
         "Scope": "local",
         "Options": {},
         "Status": {
@@ -116,16 +142,14 @@ def volume_view(vol: dict[str, Any], project: str) -> dict[str, Any]:
     }
 
 
-def volume_matches(
-    vol: dict[str, Any], filters: dict[str, list[str]], labels: dict[str, str] | None = None
-) -> bool:
-    """Whether the volume passes `filters`; `labels`: the ones its view carries (Compose's)."""
-    name = vol["name"]
+def volume_matches(vol: dict[str, Any], filters: dict[str, list[str]]) -> bool:
+    """Whether the volume (its Cellplane view) passes `filters`."""
+    name = vol.get("docker_name") or vol["name"]
     if "name" in filters and not any(f in name for f in filters["name"]):
         return False
     if "driver" in filters and "local" not in filters["driver"]:
         return False
-    if "label" in filters and not _labels_match(labels or {}, filters["label"]):
+    if "label" in filters and not _labels_match(vol.get("labels") or {}, filters["label"]):
         return False
     if "dangling" in filters:
         dangling = not vol.get("attached_to")
@@ -145,10 +169,6 @@ def network_docker_id(network_id: str) -> str:
 
 def _default_value(value: Any) -> bool:
     return value in (None, False, "", {}, [])
-
-
-#: The labels Compose puts on the networks it makes, accepted and not kept.
-_COMPOSE_LABELS = "com.docker.compose."
 
 
 def check_network_create(body: Any) -> str:
@@ -175,12 +195,7 @@ def check_network_create(body: Any) -> str:
     ):
         if not _default_value(body.get(key)):
             raise Refused(400, f"network create {option} {_NOT_YET}")
-    labels = body.get("Labels") or {}
-    if not isinstance(labels, dict):
-        raise Refused(400, "Labels must be a JSON object")
-    # Compose marks its networks; it reads back only the labels not its own.
-    if [k for k in labels if not str(k).startswith(_COMPOSE_LABELS)]:
-        raise Refused(400, f"network create --label (networks carry no labels) {_NOT_YET}")
+    body_labels(body)
     if (body.get("Scope") or "local") != "local":
         raise Refused(400, f"network create --scope {body.get('Scope')} {_NOT_YET}")
     ipam = body.get("IPAM") or {}
@@ -207,7 +222,7 @@ def network_view(
     subnet = str(net["subnet"])
     prefix = ipaddress.ip_network(subnet, strict=False).prefixlen
     view: dict[str, Any] = {
-        "Name": BRIDGE if net["default"] else net["name"],
+        "Name": BRIDGE if net["default"] else (net.get("docker_name") or net["name"]),
         "Id": network_docker_id(net["id"]),
         "Created": docker_time(net.get("created_at")),
         "Scope": "local",
@@ -220,8 +235,12 @@ def network_view(
         "ConfigFrom": {"Network": ""},
         "ConfigOnly": False,
         "Containers": {},
-        "Options": {"cellplane.network": net["id"], "cellplane.engine_name": net["engine_name"]},
-        "Labels": {},
+        "Options": {
+            "cellplane.network": net["id"],
+            "cellplane.name": net["name"],
+            "cellplane.engine_name": net["engine_name"],
+        },
+        "Labels": dict(net.get("labels") or {}),
     }
     if with_containers:
         view["Containers"] = {
@@ -257,7 +276,7 @@ def network_matches(view: dict[str, Any], filters: dict[str, list[str]]) -> bool
 
 def network_ref_matches(view: dict[str, Any], ref: str) -> bool:
     """Whether `ref` (a name, a full id or an id prefix) names this network."""
-    if ref in (view["Id"], view["Options"]["cellplane.network"]):
+    if ref in (view["Id"], view["Options"]["cellplane.network"], view["Options"]["cellplane.name"]):
         return True
     if naming.same_name(ref, view["Name"]):  # Compose's `project_default`
         return True

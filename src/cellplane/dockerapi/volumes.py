@@ -10,7 +10,7 @@ from typing import Any
 import pydantic
 from aiohttp import web
 
-from cellplane.dockerapi import compose_labels, events, naming
+from cellplane.dockerapi import events, naming
 from cellplane.dockerapi import resource_views as rv
 from cellplane.dockerapi.base import (
     EndpointContext,
@@ -44,27 +44,21 @@ def _named(ctx: EndpointContext, p: Principal, name: str) -> dict[str, Any]:
 
 
 def _view(ctx: EndpointContext, vol: dict[str, Any]) -> dict[str, Any]:
-    view = rv.volume_view(vol, ctx.project_name)
-    return compose_labels.decorate(view, ctx.project_id, "volume", vol["name"])
+    return rv.volume_view(vol, ctx.project_name)
 
 
 def _create(ctx: EndpointContext, p: Principal, body: Any) -> dict[str, Any]:
     given = rv.check_volume_create(body) or f"vol-{secrets.token_hex(6)}"
     name = naming.dns_name(given) or given
     try:
-        spec = VolumeCreate(name=name)
+        spec = VolumeCreate(name=name, labels=rv.body_labels(body))
     except pydantic.ValidationError as exc:
-        raise Refused(
-            400,
-            f"volume name {name!r}: names on this endpoint are Cellplane volume names, DNS "
-            f"labels ({exc.errors()[0]['msg']})",
-        ) from exc
+        raise Refused(400, rv.create_refusal("volume", name, exc)) from exc
     for vol in project_volumes(ctx, p):
         if vol["name"] == name:  # as Docker: creating an existing volume gives it back
             return _view(ctx, vol)
     with ctx.svc.db.session() as s:
-        out = volumes.create(ctx.svc, s, p, ctx.project_id, spec)
-    compose_labels.remember(ctx.project_id, "volume", name, given, body.get("Labels") or {})
+        out = volumes.create(ctx.svc, s, p, ctx.project_id, spec, docker_name=given)
     events.note_volume(ctx.project_id, "create", name)
     return _view(ctx, out.body)
 
@@ -79,8 +73,7 @@ async def list_volumes(request: web.Request) -> web.Response:
     ctx, p = context(request), principal(request)
     filters = rv.parse_resource_filters(request.query.get("filters"), "volume")
     items = await blocking(project_volumes, ctx, p)
-    views = [(v, _view(ctx, v)) for v in items]
-    out = [view for v, view in views if rv.volume_matches(v, filters, view["Labels"])]
+    out = [_view(ctx, v) for v in items if rv.volume_matches(v, filters)]
     return json_response({"Volumes": out, "Warnings": []})
 
 
@@ -103,7 +96,6 @@ def _delete(ctx: EndpointContext, p: Principal, name: str, force: bool) -> None:
         if not force:
             raise Refused(404, f"get {name}: no such volume") from None
         return
-    compose_labels.forget(ctx.project_id, "volume", vol["name"])
     events.note_volume(ctx.project_id, "destroy", name)
 
 
@@ -117,14 +109,12 @@ async def remove(request: web.Request) -> web.Response:
 def _prune(ctx: EndpointContext, p: Principal, filters: dict[str, list[str]]) -> list[str]:
     deleted = []
     for vol in project_volumes(ctx, p):
-        labels = _view(ctx, vol)["Labels"]
-        if vol.get("attached_to") or not rv.volume_matches(vol, filters, labels):
+        if vol.get("attached_to") or not rv.volume_matches(vol, filters):
             continue
         try:
             volumes.delete(ctx.svc, p, vol["id"])
         except NotFound:
             continue  # gone meanwhile
-        compose_labels.forget(ctx.project_id, "volume", vol["name"])
         events.note_volume(ctx.project_id, "destroy", str(vol["name"]))
         deleted.append(str(vol["name"]))
     return deleted

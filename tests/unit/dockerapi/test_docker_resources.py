@@ -77,7 +77,8 @@ def test_volume_create_bodies() -> None:
     for bad, words in (
         ({"Driver": "nfs"}, "volume driver 'nfs'"),
         ({"DriverOpts": {"type": "tmpfs", "o": "size=1m"}}, "(o, type)"),
-        ({"Labels": {"a": "b"}}, "volume create --label"),
+        ({"Labels": ["a=b"]}, "Labels must be a JSON object"),
+        ({"Labels": {"a": 1}}, "label 'a': a label's value must be a string"),
         ([], "JSON object"),
     ):
         with pytest.raises(Refused) as err:
@@ -100,7 +101,10 @@ def test_volume_filters() -> None:
     f = rv.parse_resource_filters('{"name": {"data": true}}', "volume")
     assert [rv.volume_matches(v, f) for v in (used, free)] == [True, False]
     f = rv.parse_resource_filters('{"label": ["team"]}', "volume")
-    assert not rv.volume_matches(free, f)  # volumes carry no labels
+    assert not rv.volume_matches(free, f)
+    assert rv.volume_matches(_vol(labels={"team": "a"}), f)
+    f = rv.parse_resource_filters('{"label": ["team=b"]}', "volume")
+    assert not rv.volume_matches(_vol(labels={"team": "a"}), f)
     with pytest.raises(Refused, match="invalid filter 'size'"):
         rv.parse_resource_filters('{"size": ["1"]}', "volume")
     with pytest.raises(Refused, match="dangling=maybe"):
@@ -131,7 +135,7 @@ def test_network_create_bodies() -> None:
         ({"Name": "n", "Driver": "overlay"}, 400, "network driver 'overlay'"),
         ({"Name": "n", "Internal": True}, 400, "--internal"),
         ({"Name": "n", "IPAM": {"Config": [{"Subnet": "10.9.0.0/16"}]}}, 400, "--subnet"),
-        ({"Name": "n", "Labels": {"a": "b"}}, 400, "--label"),
+        ({"Name": "n", "Labels": "a=b"}, 400, "Labels must be a JSON object"),
         ({"Name": "n", "Options": {"mtu": "1400"}}, 400, "--opt"),
         ({}, 400, "Name is required"),
     ):
@@ -288,29 +292,47 @@ def test_the_endpoint_serves_the_resource_routes_with_and_without_a_version() ->
         assert (method, path) in served and (method, "/v{version}" + path) in served
 
 
-def test_compose_labels_and_names_are_given_back_for_what_compose_made() -> None:
-    from cellplane.dockerapi import compose_labels
-
-    labels = {"com.docker.compose.project": "p1", "com.docker.compose.volume": "data"}
-    compose_labels.remember("prj-x", "volume", "p1-data", "p1_data", {**labels, "other": "x"})
-    view = compose_labels.decorate({"Name": "p1-data", "Labels": {}}, "prj-x", "volume", "p1-data")
-    assert view == {"Name": "p1_data", "Labels": labels}  # only Compose's own labels
+def test_the_labels_and_docker_name_a_resource_was_made_with_are_given_back() -> None:
+    labels = {"com.docker.compose.project": "p1", "com.docker.compose.volume": "data", "x": "1"}
+    vol = _vol(name="p1-data", docker_name="p1_data", labels=labels)
+    view = rv.volume_view(vol, "team-a")
+    assert (view["Name"], view["Labels"]) == ("p1_data", labels)
     wanted = ["com.docker.compose.project=p1", "com.docker.compose.volume=data"]
-    assert rv.volume_matches({"name": "p1-data"}, {"label": wanted}, view["Labels"])
-    assert not rv.volume_matches({"name": "p1-data"}, {"label": ["x=1"]}, view["Labels"])
-    other = compose_labels.decorate({"Name": "p1-data"}, "prj-y", "volume", "p1-data")
-    assert other == {"Name": "p1-data"}  # another project's volume of that name: nothing
-    compose_labels.forget("prj-x", "volume", "p1-data")
-    assert compose_labels.decorate({"Name": "p1-data"}, "prj-x", "volume", "p1-data") == {
-        "Name": "p1-data"
-    }
+    assert rv.volume_matches(vol, {"label": wanted})
+    assert not rv.volume_matches(vol, {"label": ["x=2"]})
+    assert rv.volume_matches(vol, {"name": ["p1_"]})  # by the name Docker shows
+    net = rv.network_view(_net(name="p1-front", docker_name="p1_front", labels=labels), [])
+    assert (net["Name"], net["Labels"]) == ("p1_front", labels)
+    assert rv.network_matches(net, {"label": ["x=1"]})
+    assert rv.network_ref_matches(net, "p1_front") and rv.network_ref_matches(net, "p1-front")
+    plain = rv.network_view(_net(), [])
+    assert (plain["Name"], plain["Labels"]) == ("backend", {})
 
 
-def test_compose_volume_names_map_to_cellplane_volumes_and_other_labels_are_refused() -> None:
+def test_a_create_body_that_a_cellplane_resource_refuses_is_named() -> None:
+    import pydantic
+
+    from cellplane.services.schemas import NetworkCreate, VolumeCreate
+
+    with pytest.raises(pydantic.ValidationError) as err:
+        VolumeCreate(name="d", labels={"k": "v" * 300})
+    assert rv.create_refusal("volume", "d", err.value) == (
+        "volume create --label: label 'k': keys and values are 1-253 characters"
+    )
+    with pytest.raises(pydantic.ValidationError) as err:
+        NetworkCreate(name="Not_A_Label")
+    assert rv.create_refusal("network", "Not_A_Label", err.value).startswith(
+        "network name 'Not_A_Label': names on this endpoint are Cellplane network names"
+    )
+    with pytest.raises(pydantic.ValidationError) as err:
+        NetworkCreate(name="n", labels={str(k): "" for k in range(65)})
+    assert rv.create_refusal("network", "n", err.value).startswith("network create --label:")
+
+
+def test_compose_volume_names_map_to_cellplane_volumes_with_any_labels() -> None:
     from cellplane.dockerapi.mapping import _volume_name
 
     assert _volume_name("proj_data") == "proj-data"
     assert _volume_name("data") == "data"
     assert rv.check_volume_create({"Name": "p_d", "Labels": {"com.docker.compose.project": "p"}})
-    with pytest.raises(Refused, match="volume create --label"):
-        rv.check_volume_create({"Name": "d", "Labels": {"team": "a"}})
+    assert rv.check_volume_create({"Name": "d", "Labels": {"team": "a"}}) == "d"

@@ -226,11 +226,12 @@ def test_names_that_are_not_dns_labels_even_with_dashes_are_refused(name: str, w
     assert words in str(err.value)
 
 
-def test_networks_accept_composes_labels_only() -> None:
+def test_networks_accept_labels_of_strings() -> None:
     compose = {"com.docker.compose.network": "default", "com.docker.compose.project": "p"}
     assert rv.check_network_create({"Name": "p_default", "Labels": compose}) == "p-default"
-    with pytest.raises(Refused, match="--label"):
-        rv.check_network_create({"Name": "p_default", "Labels": {"team": "blue"}})
+    assert rv.check_network_create({"Name": "p_default", "Labels": {"team": "blue"}})
+    with pytest.raises(Refused, match="a label's value must be a string"):
+        rv.check_network_create({"Name": "p_default", "Labels": {"team": ["blue"]}})
 
 
 def test_inspect_names_the_engines_log_driver_which_compose_needs_to_show_logs() -> None:

@@ -330,6 +330,10 @@ class Volume(View):
     available: bool = Field(description="False while its host is DOWN.")
     unavailable_reason: str | None
     created_at: Time | None
+    labels: dict[str, str] = Field(default_factory=dict)
+    docker_name: str | None = Field(
+        default=None, description="The name a Docker client gave it, when not a DNS label."
+    )
 
 
 class VolumeList(View):
@@ -349,6 +353,10 @@ class Network(View):
     vni: int | None = Field(description="Its VXLAN id across hosts.")
     cells: int = Field(description="Cells on it.")
     created_at: Time | None
+    labels: dict[str, str] = Field(default_factory=dict)
+    docker_name: str | None = Field(
+        default=None, description="The name a Docker client gave it, when not a DNS label."
+    )
 
 
 class NetworkList(View):
