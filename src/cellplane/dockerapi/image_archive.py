@@ -14,6 +14,7 @@ import functools
 import hashlib
 import io
 import json
+import posixpath
 import re
 import shutil
 import tarfile
@@ -28,10 +29,12 @@ from cellplane.validation import IMAGE_NAME
 
 __all__ = [
     "catalog_name",
+    "combine",
     "digest_name",
     "docker_progress",
     "dockerfile_bases",
     "error_line",
+    "file_digest",
     "from_rootfs",
     "image_config",
     "image_healthcheck",
@@ -41,6 +44,7 @@ __all__ = [
     "repo_tag",
     "repo_tags",
     "retag",
+    "split",
 ]
 
 _HUB_PREFIXES = ("docker.io/", "index.docker.io/", "registry-1.docker.io/")
@@ -170,29 +174,106 @@ def retag(src: Path, dest: Path, tags: list[str]) -> None:
     NAME` gives: the archive loads back under the names asked for). An OCI archive is copied as
     it is."""
     with tarfile.open(src) as tf:
-        members = _members(tf)
-        if "manifest.json" not in members:
+        if "manifest.json" not in _members(tf):
             shutil.copyfile(src, dest)
             return
-        manifest = _read(tf, members["manifest.json"])
-        manifest[0]["RepoTags"] = tags
+    combine([(src, tags)], dest)
+
+
+def combine(sources: list[tuple[Path, list[str]]], dest: Path) -> None:
+    """One docker-archive holding the image of each source archive under its tags (`docker save
+    A B`): the manifests' entries in order, each file once (layers and configs are named by
+    their digests, so a layer two images share is written once). Every source must be a
+    docker-archive (ValueError naming the one that is not)."""
+    manifest: list[dict[str, Any]] = []
+    written: set[str] = set()
+    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as out:
+        for src, tags in sources:
+            with tarfile.open(src) as tf:
+                members = _members(tf)
+                if "manifest.json" not in members:
+                    raise ValueError(f"{src.name} is not a docker-archive (no manifest.json)")
+                entries = _read(tf, members["manifest.json"])
+                entries[0]["RepoTags"] = tags
+                manifest += [entries[0], *[{**e, "RepoTags": []} for e in entries[1:]]]
+                for info in tf:
+                    name = info.name.removeprefix("./")
+                    # `repositories` holds the old names; manifest.json is what loaders read.
+                    if name in ("repositories", "manifest.json") or name in written:
+                        continue
+                    written.add(name)
+                    out.addfile(info, tf.extractfile(info) if info.isfile() else None)
         data = json.dumps(manifest).encode()
-        with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as out:
-            for info in tf:
-                name = info.name.removeprefix("./")
-                if name == "repositories":
-                    continue  # the old names; manifest.json is what loaders read
-                if name == "manifest.json":
+        info = tarfile.TarInfo("manifest.json")
+        info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+        out.addfile(info, io.BytesIO(data))
+
+
+def split(src: Path, dest_dir: Path) -> list[tuple[Path, list[str]]]:
+    """The images of a docker-archive holding several (`docker save A B`), each written to an
+    archive of its own in `dest_dir` (its config and layers, a layer linked to another's copied
+    whole), with its RepoTags; [] for an archive of one image, or an OCI archive (kept whole).
+    ValueError naming what an entry lacks."""
+    with tarfile.open(src) as tf:
+        members = _members(tf)
+        if "manifest.json" not in members:
+            return []
+        manifest = _read(tf, members["manifest.json"])
+        if not isinstance(manifest, list) or len(manifest) < 2:
+            return []
+        out: list[tuple[Path, list[str]]] = []
+        try:
+            for k, entry in enumerate(manifest):
+                tags = [str(t) for t in entry.get("RepoTags") or []]
+                if not tags:
+                    raise ValueError(
+                        f"image {k + 1} of the archive has no name (RepoTags): save it by name"
+                    )
+                dest = dest_dir / f"{src.name}.{k}"
+                out.append((dest, tags))
+                with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as part:
+                    for name in [entry["Config"], *entry["Layers"]]:
+                        if name not in members:
+                            raise ValueError(f"image {k + 1} of the archive: {name} is missing")
+                        _copy_as_file(tf, members, members[name], part)
+                    data = json.dumps([entry]).encode()
                     info = tarfile.TarInfo("manifest.json")
                     info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
-                    out.addfile(info, io.BytesIO(data))
-                elif info.isfile():
-                    out.addfile(info, tf.extractfile(info))
-                else:
-                    out.addfile(info)
+                    part.addfile(info, io.BytesIO(data))
+        except BaseException:
+            for dest, _ in out:
+                dest.unlink(missing_ok=True)
+            raise
+        return out
 
 
-def _digest_file(f: IO[bytes]) -> str:
+def _copy_as_file(
+    tf: tarfile.TarFile,
+    members: dict[str, tarfile.TarInfo],
+    info: tarfile.TarInfo,
+    out: tarfile.TarFile,
+) -> None:
+    """`info` into `out` as a regular file: a link's target's content under the link's name."""
+    target = info
+    for _ in range(8):  # a link to a link, at most this deep
+        if target.isfile():
+            break
+        if not (target.issym() or target.islnk()):
+            raise ValueError(f"{info.name} is not a file")
+        base = posixpath.dirname(target.name) if target.issym() else ""
+        linked = posixpath.normpath(posixpath.join(base, target.linkname)).removeprefix("./")
+        if linked not in members:
+            raise ValueError(f"{info.name} links to {target.linkname}, not in the archive")
+        target = members[linked]
+    if not target.isfile():
+        raise ValueError(f"{info.name}: too many links")
+    copy = tarfile.TarInfo(info.name.removeprefix("./"))
+    copy.size, copy.mode, copy.mtime = target.size, 0o644, target.mtime
+    out.addfile(copy, tf.extractfile(target))
+
+
+def file_digest(f: IO[bytes]) -> str:
+    """The sha256 (hex) of what `f` holds from where it is."""
     h = hashlib.sha256()
     while chunk := f.read(1 << 20):
         h.update(chunk)
@@ -208,7 +289,7 @@ def from_rootfs(rootfs: Path, dest: Path, tag: str, changes: dict[str, Any]) -> 
             for info in tf:  # decompressed, member by member (the caller checked them)
                 lt.addfile(info, tf.extractfile(info) if info.isfile() else None)
         with layer.open("rb") as f:
-            diff_id = _digest_file(f)
+            diff_id = file_digest(f)
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         config = {
             "architecture": "amd64",

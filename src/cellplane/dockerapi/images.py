@@ -278,19 +278,42 @@ async def receive(request: web.Request, svc: Services) -> tuple[Path, str, int]:
 
 
 def _register_loaded(svc: Services, upload: Path, sha: str, size: int, project: str) -> list[str]:
+    """Register the image(s) of a loaded archive: an archive of several images (`docker save A
+    B`) is split into one archive per image first, each registered under its own names (in
+    order, as dockerd loads them: a refusal of one keeps those before it)."""
     try:
-        _, tags = images.inspect_archive(upload)
-        if not tags:
+        _, tags = images.inspect_archive(upload)  # every member checked, whatever the images
+        try:
+            parts = image_archive.split(upload, upload.parent)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValidationFailed.field("body", f"unreadable image archive: {exc}") from exc
+        if not parts and not tags:
             raise ValidationFailed.field(
                 "body",
                 "the archive names no image (no RepoTags): save it by name (docker save NAME)",
             )
-        names = [catalog_name(t) for t in tags]
     except BaseException:
         upload.unlink(missing_ok=True)
         raise
-    image_names.register_archive(svc, names, upload, sha, size, project)
-    return names
+    if not parts:
+        names = [catalog_name(t) for t in tags]
+        image_names.register_archive(svc, names, upload, sha, size, project)
+        return names
+    upload.unlink(missing_ok=True)
+    loaded: list[str] = []
+    try:
+        for k, (path, part_tags) in enumerate(parts):
+            with path.open("rb") as f:
+                digest = image_archive.file_digest(f)
+            names = [catalog_name(t) for t in part_tags]
+            image_names.register_archive(svc, names, path, digest, path.stat().st_size, project)
+            loaded += names
+            parts[k] = (path, [])  # taken over by the catalogue
+    finally:
+        for path, left in parts:
+            if left:
+                path.unlink(missing_ok=True)
+    return loaded
 
 
 async def image_load(request: web.Request) -> web.Response:
@@ -311,17 +334,26 @@ async def image_save(request: web.Request) -> web.StreamResponse:
     if not refs:
         raise Refused(400, "save: name at least one image (names=...)")
     rows = await blocking(image_names.entries, ctx.svc)
-    found = [find(rows, r) for r in refs]
-    if len({_engine_hex(row) for row, _ in found}) > 1:
-        raise Refused(400, "saving several images into one archive is not supported yet")
-    row = found[0][0]
-    if not row.get("path"):
-        raise Refused(400, f"image {refs[0]} ({row['kind']}) has no archive to save")
-    tags = [repo_tag(r["name"]) for r, by_name in found if by_name]
-    tags = list(dict.fromkeys(tags or [repo_tag(r["name"]) for r in _same(rows, row)]))
+    # Each image once, in the order first named, under the names it was asked by (all of its
+    # names when it was asked by id), as dockerd's `save` does.
+    images: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for ref in refs:
+        row, by_name = find(rows, ref)
+        if not row.get("path"):
+            raise Refused(400, f"image {ref} ({row['kind']}) has no archive to save")
+        _, tags = images.setdefault(_engine_hex(row), (row, []))
+        tags += [repo_tag(r["name"]) for r in ([row] if by_name else _same(rows, row))]
+    sources = [(Path(row["path"]), list(dict.fromkeys(tags))) for row, tags in images.values()]
     out = ctx.svc.images_dir / f".save-{new_id('up')}"
     try:
-        await blocking(image_archive.retag, Path(row["path"]), out, tags)
+        if len(sources) == 1:
+            (src, tags), *_ = sources
+            await blocking(image_archive.retag, src, out, tags)
+        else:
+            try:
+                await blocking(image_archive.combine, sources, out)
+            except ValueError as exc:
+                raise Refused(400, f"cannot save these images into one archive: {exc}") from exc
         resp = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
         await resp.prepare(request)
         with out.open("rb") as f:

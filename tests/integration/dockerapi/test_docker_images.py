@@ -94,6 +94,36 @@ def test_import_a_root_filesystem_and_run_it(ep_a: Endpoint, tmp_path: Path) -> 
         ep_a.docker("rmi", name)
 
 
+def test_save_of_several_images_loads_back_as_several(ep_a: Endpoint, tmp_path: Path) -> None:
+    """`docker save A B` writes both images into one archive; `docker load` of it registers
+    each under its own names, and each runs."""
+    imported, tagged, box = unique("multi-imp"), unique("multi-bb"), unique("multi-run")
+    rootfs = tmp_path / "rootfs.tar"
+    _rootfs_tar(rootfs)
+    ep_a.ok("import", "--change", 'CMD ["/bin/busybox", "cat", "/etc/motd"]', str(rootfs),
+            f"{imported}:v1")  # fmt: skip
+    ep_a.ok("tag", "busybox", f"{tagged}:v1")
+    try:
+        ids = {n: ep_a.ok("image", "inspect", "-f", "{{.Id}}", n).strip()
+               for n in (f"{imported}:v1", f"{tagged}:v1")}  # fmt: skip
+        assert len(set(ids.values())) == 2
+        archive = tmp_path / "both.tar"
+        ep_a.ok("save", "-o", str(archive), f"{imported}:v1", f"{tagged}:v1", f"{tagged}:v1")
+        with tarfile.open(archive) as tf:
+            manifest = json.loads(tf.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        assert [m["RepoTags"] for m in manifest] == [[f"{imported}:v1"], [f"{tagged}:v1"]]
+        ep_a.ok("rmi", f"{imported}:v1", f"{tagged}:v1")
+        loaded = ep_a.ok("load", "-i", str(archive))
+        assert f"Loaded image: {imported}:v1" in loaded and f"Loaded image: {tagged}:v1" in loaded
+        for name, image_id in ids.items():
+            assert ep_a.ok("image", "inspect", "-f", "{{.Id}}", name).strip() == image_id
+        p = ep_a.docker("run", "--name", box, "-m", "16m", f"{imported}:v1")
+        assert (p.returncode, p.stdout) == (0, "from-import\n"), p.stderr
+    finally:
+        ep_a.docker("rm", "-f", box)
+        ep_a.docker("rmi", f"{imported}:v1", f"{tagged}:v1")
+
+
 def _context(path: Path, dockerfile: str) -> Path:
     path.mkdir()
     (path / "Dockerfile").write_text(dockerfile)

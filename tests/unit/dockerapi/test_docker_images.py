@@ -116,14 +116,84 @@ def test_retag_rewrites_the_names_and_keeps_the_image(tmp_path: Path) -> None:
     assert image_archive.image_config(out)["config"]["Cmd"] == ["sh"]
 
 
-def test_from_rootfs_is_a_loadable_archive(tmp_path: Path) -> None:
-    rootfs = tmp_path / "rootfs.tar.gz"
-    with tarfile.open(rootfs, "w:gz") as tar:
+def _imported(rootfs: Path, mode: str, out: Path) -> Path:
+    """`out`: the image `docker import` makes of a root filesystem of one file, /etc/motd
+    (written to `rootfs` with tarfile `mode`), named imp:latest."""
+    with tarfile.open(rootfs, mode) as tar:  # type: ignore[call-overload]
         info = tarfile.TarInfo("etc/motd")
         info.size = 3
         tar.addfile(info, io.BytesIO(b"hi\n"))
-    out = tmp_path / "image.tar"
     image_archive.from_rootfs(rootfs, out, "imp:latest", {"Cmd": ["cat", "/etc/motd"]})
+    return out
+
+
+def test_combine_writes_each_image_once_under_its_names(tmp_path: Path) -> None:
+    busybox = build_busybox_archive(tmp_path)
+    other = _imported(tmp_path / "rootfs.tar", "w", tmp_path / "other.tar")
+    out = tmp_path / "both.tar"
+    image_archive.combine([(busybox, ["bb:1", "bb:2"]), (other, ["imp:latest"])], out)
+    with tarfile.open(out) as tf:
+        names = tf.getnames()
+        manifest = json.loads(tf.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    assert [m["RepoTags"] for m in manifest] == [["bb:1", "bb:2"], ["imp:latest"]]
+    assert len(names) == len(set(names)) and "repositories" not in names
+    for entry in manifest:  # every file an entry names is in the archive
+        assert {entry["Config"], *entry["Layers"]} <= set(names)
+    # The same image twice: its files once.
+    twice = tmp_path / "twice.tar"
+    image_archive.combine([(busybox, ["a:1"]), (busybox, ["b:1"])], twice)
+    with tarfile.open(twice) as tf:
+        assert len(tf.getnames()) == len(set(tf.getnames()))
+    oci = tmp_path / "oci.tar"
+    with tarfile.open(oci, "w") as tar:
+        info = tarfile.TarInfo("index.json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+    with pytest.raises(ValueError, match=r"oci\.tar is not a docker-archive"):
+        image_archive.combine([(busybox, ["a:1"]), (oci, ["o:1"])], tmp_path / "x.tar")
+
+
+def test_split_gives_each_image_of_an_archive_its_own(tmp_path: Path) -> None:
+    busybox = build_busybox_archive(tmp_path)
+    assert image_archive.split(busybox, tmp_path) == []  # one image: kept whole
+    both = tmp_path / "both.tar"
+    image_archive.combine([(busybox, ["a:1"]), (busybox, ["b:1", "b:2"])], both)
+    parts = image_archive.split(both, tmp_path)
+    assert [tags for _, tags in parts] == [["a:1"], ["b:1", "b:2"]]
+    for path, tags in parts:
+        assert images.inspect_archive(path) == (images.inspect_archive(busybox)[0], tags)
+    # A layer stored as a link to another's (as some docker versions save shared layers).
+    linked = tmp_path / "linked.tar"
+    with tarfile.open(busybox) as tf, tarfile.open(linked, "w") as out:
+        manifest = json.loads(tf.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        layer = manifest[0]["Layers"][0]
+        for info in tf:
+            if info.name != "manifest.json":
+                out.addfile(info, tf.extractfile(info) if info.isfile() else None)
+        alias = tarfile.TarInfo("alias/layer.tar")
+        alias.type, alias.linkname = tarfile.SYMTYPE, f"../{layer}"
+        out.addfile(alias)
+        second = {**manifest[0], "RepoTags": ["c:1"], "Layers": ["alias/layer.tar"]}
+        data = json.dumps([manifest[0], second]).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        out.addfile(info, io.BytesIO(data))
+    _, (path, tags) = image_archive.split(linked, tmp_path)
+    assert tags == ["c:1"]
+    with tarfile.open(path) as tf, tarfile.open(busybox) as original:
+        copied = tf.getmember("alias/layer.tar")
+        assert copied.isfile() and copied.size == original.getmember(layer).size
+    # An image without a name is refused, naming it, and nothing is left behind.
+    nameless = tmp_path / "nameless.tar"
+    image_archive.combine([(busybox, ["a:1"]), (busybox, [])], nameless)
+    before = set(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="image 2 of the archive has no name"):
+        image_archive.split(nameless, tmp_path)
+    assert set(tmp_path.iterdir()) == before
+
+
+def test_from_rootfs_is_a_loadable_archive(tmp_path: Path) -> None:
+    out = _imported(tmp_path / "rootfs.tar.gz", "w:gz", tmp_path / "image.tar")
     engine_id, tags = images.inspect_archive(out)
     assert tags == ["imp:latest"] and len(engine_id) == 64
     config = image_archive.image_config(out)
