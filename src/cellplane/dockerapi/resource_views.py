@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
 import re
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "network_view",
     "parse_resource_filters",
     "volume_matches",
+    "volume_size_gb",
     "volume_view",
 ]
 
@@ -85,6 +87,8 @@ def create_refusal(kind: str, name: str, exc: pydantic.ValidationError) -> str:
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["loc"] and err["loc"][0] == "labels":
         return f"{kind} create --label: {msg}"
+    if err["loc"] and err["loc"][0] == "size_gb":
+        return f"{kind} create --opt size: {msg} GB"
     return (
         f"{kind} name {name!r}: names on this endpoint are Cellplane {kind} names, DNS labels "
         f"({err['msg']})"
@@ -103,12 +107,16 @@ def check_volume_create(body: Any) -> str | None:
     if driver != "local":
         raise Refused(400, f"volume driver {driver!r} {_NOT_YET} (only 'local')")
     opts = body.get("DriverOpts") or {}
-    if opts:
+    if not isinstance(opts, dict):
+        raise Refused(400, "DriverOpts must be a JSON object")
+    other = sorted(str(k) for k in opts if k != "size")
+    if other:
         raise Refused(
             400,
-            f"volume driver options ({', '.join(sorted(str(k) for k in opts))}) {_NOT_YET}: "
-            "a volume is the project's local Cellplane volume",
+            f"volume driver options ({', '.join(other)}) {_NOT_YET}: a volume is the "
+            "project's local Cellplane volume (only --opt size=SIZE is taken)",
         )
+    volume_size_gb(body)
     body_labels(body)
     if body.get("ClusterVolumeSpec"):
         raise Refused(400, f"cluster volumes {_NOT_YET}")
@@ -116,6 +124,24 @@ def check_volume_create(body: Any) -> str | None:
     if name is not None and not isinstance(name, str):
         raise Refused(400, "Name must be a string")
     return name
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?$", re.IGNORECASE)
+_SIZE_FACTOR = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def volume_size_gb(body: dict[str, Any]) -> int | None:
+    """The size `--opt size=SIZE` asks for (bytes, or with a unit: 512m, 10G, 1TiB; binary, as
+    Docker reads sizes), in whole GB rounded up (a Cellplane volume's unit); None when not
+    given. Refused (400) when it is not a size, or is 0."""
+    raw = (body.get("DriverOpts") or {}).get("size")
+    if raw is None:
+        return None
+    found = _SIZE.match(str(raw).strip())
+    size = float(found.group(1)) * _SIZE_FACTOR[found.group(2).lower()] if found else 0.0
+    if not found or size <= 0:
+        raise Refused(400, f"--opt size={raw}: not a size (bytes, or 512m, 10g, 1t)")
+    return max(1, math.ceil(size / (1 << 30)))
 
 
 def volume_view(vol: dict[str, Any], project: str) -> dict[str, Any]:

@@ -43,6 +43,10 @@ def _named(ctx: EndpointContext, p: Principal, name: str) -> dict[str, Any]:
     raise Refused(404, f"get {name}: no such volume")
 
 
+def _sized(size_gb: int | None) -> dict[str, int]:
+    return {} if size_gb is None else {"size_gb": size_gb}
+
+
 def _view(ctx: EndpointContext, vol: dict[str, Any]) -> dict[str, Any]:
     return rv.volume_view(vol, ctx.project_name)
 
@@ -51,7 +55,8 @@ def _create(ctx: EndpointContext, p: Principal, body: Any) -> dict[str, Any]:
     given = rv.check_volume_create(body) or f"vol-{secrets.token_hex(6)}"
     name = naming.dns_name(given) or given
     try:
-        spec = VolumeCreate(name=name, labels=rv.body_labels(body))
+        size = rv.volume_size_gb(body)
+        spec = VolumeCreate(name=name, labels=rv.body_labels(body), **_sized(size))
     except pydantic.ValidationError as exc:
         raise Refused(400, rv.create_refusal("volume", name, exc)) from exc
     for vol in project_volumes(ctx, p):

@@ -65,18 +65,19 @@ def test_volumes_persist_across_containers_and_stay_in_their_project(
         ep_a.docker("volume", "rm", "-f", vol, spare)
 
 
-def test_networks_and_volumes_carry_their_labels_in_both_apis(
+def test_networks_and_volumes_carry_their_labels_and_sizes_in_both_apis(
     ep_a: Endpoint, ep_b: Endpoint, admin: Client
 ) -> None:
     net, vol = unique("lab_net"), unique("lab_vol")  # not DNS labels: Docker's names kept
     cp_net, cp_vol = net.replace("_", "-"), vol.replace("_", "-")
     try:
         ep_a.ok("network", "create", "--label", "team=blue", "--label", "tier", net)
-        ep_a.ok("volume", "create", "--label", "team=blue", vol)
+        ep_a.ok("volume", "create", "--label", "team=blue", "--opt", "size=2.5g", vol)
         (info,) = json.loads(ep_a.ok("network", "inspect", net))
         assert (info["Name"], info["Labels"]) == (net, {"team": "blue", "tier": ""})
         (info,) = json.loads(ep_a.ok("volume", "inspect", vol))
         assert (info["Name"], info["Labels"]) == (vol, {"team": "blue"})
+        assert info["Status"]["SizeGB"] == 3  # whole GB, rounded up
         for kind, name in (("network", net), ("volume", vol)):
             found = ep_a.ok(kind, "ls", "--filter", "label=team=blue", "--format", "{{.Name}}")
             assert found.split() == [name], (kind, found)
@@ -87,11 +88,14 @@ def test_networks_and_volumes_carry_their_labels_in_both_apis(
         shown = admin.get_network("team-a", cp_net)
         assert (shown["labels"], shown["docker_name"]) == ({"team": "blue", "tier": ""}, net)
         (v,) = [v for v in admin.list_volumes("team-a")["items"] if v["name"] == cp_vol]
-        assert (v["labels"], v["docker_name"]) == ({"team": "blue"}, vol)
+        assert (v["labels"], v["docker_name"], v["size_gb"]) == ({"team": "blue"}, vol, 3)
         # The network answers to its Cellplane name too.
         assert ep_a.ok("network", "inspect", "--format", "{{.Name}}", cp_net).strip() == net
         too_long = ep_a.docker("network", "create", "--label", "k=" + "v" * 254, unique("n"))
         assert too_long.returncode != 0 and "keys and values are 1-253" in too_long.stderr
+        for size, words in (("lots", "not a size"), ("2p", "--opt size")):
+            bad = ep_a.docker("volume", "create", "--opt", f"size={size}", unique("v"))
+            assert bad.returncode != 0 and words in bad.stderr, (size, bad.stderr)
     finally:
         ep_a.docker("network", "rm", net)
         ep_a.docker("volume", "rm", "-f", vol)

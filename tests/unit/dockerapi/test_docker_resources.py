@@ -76,7 +76,10 @@ def test_volume_create_bodies() -> None:
     assert rv.check_volume_create({}) is None
     for bad, words in (
         ({"Driver": "nfs"}, "volume driver 'nfs'"),
-        ({"DriverOpts": {"type": "tmpfs", "o": "size=1m"}}, "(o, type)"),
+        ({"DriverOpts": {"type": "tmpfs", "o": "size=1m", "size": "1g"}}, "(o, type)"),
+        ({"DriverOpts": {"size": "lots"}}, "--opt size=lots: not a size"),
+        ({"DriverOpts": {"size": "0"}}, "--opt size=0: not a size"),
+        ({"DriverOpts": "size=1g"}, "DriverOpts must be a JSON object"),
         ({"Labels": ["a=b"]}, "Labels must be a JSON object"),
         ({"Labels": {"a": 1}}, "label 'a': a label's value must be a string"),
         ([], "JSON object"),
@@ -84,6 +87,18 @@ def test_volume_create_bodies() -> None:
         with pytest.raises(Refused) as err:
             rv.check_volume_create(bad)
         assert err.value.status == 400 and words in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("size", "gb"),
+    [("1g", 1), ("10G", 10), ("10GB", 10), ("1.5GiB", 2), ("512m", 1), ("1t", 1024),
+     (str(3 * (1 << 30)), 3), (str(3 * (1 << 30) + 1), 4), ("2 g", 2)],
+)  # fmt: skip
+def test_volume_size_options_are_whole_gb_rounded_up(size: str, gb: int) -> None:
+    body = {"Name": "d", "DriverOpts": {"size": size}}
+    assert rv.check_volume_create(body) == "d"
+    assert rv.volume_size_gb(body) == gb
+    assert rv.volume_size_gb({"Name": "d"}) is None
 
 
 def test_volume_view_is_dockers_shape_with_cellplanes_facts() -> None:
