@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 
-from cellplane.dockerapi import build
+from cellplane.dockerapi import build, registry_tags
 from cellplane.dockerapi.base import (
     EndpointContext,
     blocking,
@@ -46,7 +46,13 @@ from cellplane.dockerapi.image_archive import (
 from cellplane.dockerapi.mapping import Refused, loads
 from cellplane.errors import CellplaneError, Conflict, NotFound
 from cellplane.ids import new_id
-from cellplane.registries import Registry, RegistryError, auth_header, registry_host
+from cellplane.registries import (
+    Registry,
+    RegistryError,
+    auth_header,
+    registry_host,
+    split_reference,
+)
 from cellplane.services import cell_access, image_names
 
 __all__ = ["allowed", "image_pull", "image_push", "routes"]
@@ -129,51 +135,78 @@ async def _relay(
 
 
 async def image_pull(request: web.Request) -> web.StreamResponse:
-    """`POST /images/create?fromImage=...&tag=...` (a pull)."""
+    """`POST /images/create?fromImage=...&tag=...` (a pull). Without a tag (`docker pull
+    --all-tags`, the CLI sends none), every tag of the repository, one after the other, as
+    dockerd pulls a name-only reference; the first that fails ends it."""
     from cellplane.dockerapi.images import need_write
 
     ctx, p = context(request), principal(request)
     image, tag = request.query.get("fromImage", ""), request.query.get("tag", "")
     if not image:
         raise Refused(400, "pull: fromImage is required")
+    named = "@" in image or ":" in image.rsplit("/", 1)[-1]
+    every_tag = "tag" not in request.query and not named
     if tag.startswith("sha256:"):
         reference = f"{image}@{tag}"  # the CLI's form of `pull HOST/REPO@sha256:...`
-    elif tag and "@" not in image and ":" not in image.rsplit("/", 1)[-1]:
+    elif tag and not named:
         reference = f"{image}:{tag}"
     else:
         reference = image
     registry = allowed(ctx.svc.registries, reference)
     need_write(p)
-    name = digest_name(reference) if "@" in reference else registry_name(reference)
-    engine_ref = repo_tag(name)  # a name by digest as it is
+    names = [digest_name(reference) if "@" in reference else registry_name(reference)]
     auth = _auth(registry, request)
+    if every_tag:
+        _, repository, _ = split_reference(names[0])
+        try:
+            tags = await blocking(registry_tags.list_tags, registry, repository, auth)
+        except registry_tags.TagsError as exc:
+            raise Refused(404, f"pull --all-tags of {reference}: {exc}") from exc
+        if not tags:
+            raise Refused(404, f"pull --all-tags of {reference}: the repository has no tags")
+        names = [registry_name(f"{registry.host}/{repository}:{t}") for t in tags]
     url, secret, host = await blocking(image_names.build_host, ctx.svc)
     headers = {"Authorization": f"Bearer {secret}"}
     if auth:
         headers["X-Registry-Auth"] = auth
-    spec = {"reference": engine_ref, "tls_verify": not registry.insecure}
     resp = web.StreamResponse(headers={"Content-Type": "application/json"})
     await resp.prepare(request)
+    for name in names:
+        if not await _pull_one(ctx, resp, name, registry, url, headers, host):
+            break
+    await resp.write_eof()
+    return resp
+
+
+async def _pull_one(
+    ctx: EndpointContext, resp: web.StreamResponse, name: str, registry: Registry, url: str,
+    headers: dict[str, str], host: str,
+) -> bool:  # fmt: skip
+    """Pull the catalogue name `name` on the build host `host` and register it, its progress
+    and outcome written to `resp`; whether it worked (an error is written as Docker's)."""
+    engine_ref = repo_tag(name)  # a name by digest as it is
+    spec = {"reference": engine_ref, "tls_verify": not registry.insecure}
     try:
         await resp.write(json_line({"status": f"Pulling from {engine_ref} on host {host}"}))
         done = await _relay(ctx, resp, f"{url}/pulls", {"spec": json.dumps(spec)}, headers)
-        if done is not None:
-            archive, sha, size = await build._fetch(
-                ctx, f"{url}/builds/{done['cellplane_build']}", headers
-            )
-            engine_id, _ = await blocking(
-                image_names.register_archive, ctx.svc, [name], archive, sha, size, ctx.project_id
-            )
-            digest = name.partition("@")[2] or f"sha256:{sha}"
-            await resp.write(json_line({"status": f"Digest: {digest}"}))
-            await resp.write(
-                json_line({"status": f"Status: Downloaded image for {engine_ref} "
-                           f"(sha256:{engine_id[:12]}) into Cellplane's catalogue"})
-            )  # fmt: skip
+        if done is None:
+            return False
+        archive, sha, size = await build._fetch(
+            ctx, f"{url}/builds/{done['cellplane_build']}", headers
+        )
+        engine_id, _ = await blocking(
+            image_names.register_archive, ctx.svc, [name], archive, sha, size, ctx.project_id
+        )
+        digest = name.partition("@")[2] or f"sha256:{sha}"
+        await resp.write(json_line({"status": f"Digest: {digest}"}))
+        await resp.write(
+            json_line({"status": f"Status: Downloaded image for {engine_ref} "
+                       f"(sha256:{engine_id[:12]}) into Cellplane's catalogue"})
+        )  # fmt: skip
+        return True
     except (httpx.HTTPError, RuntimeError, ValueError, CellplaneError) as exc:
         await resp.write(error_line(f"pull of {engine_ref} on host {host}: {exc}"))
-    await resp.write_eof()
-    return resp
+        return False
 
 
 async def image_push(request: web.Request) -> web.StreamResponse:

@@ -111,6 +111,25 @@ def test_push_remove_pull_and_run_through_the_operators_registry(
     assert "nosuchtag" in missing.stderr, missing.stderr
 
 
+def test_pull_all_tags_brings_every_tag_of_the_repository(ep: Endpoint, registry: str) -> None:
+    repo = f"{registry}/cp/{unique('all')}"
+    refs = [f"{repo}:{t}" for t in ("1", "2")]
+    for ref in refs:
+        ep.ok("tag", "busybox", ref)
+        ep.ok("push", ref)
+    ep.ok("rmi", *refs)
+    try:
+        pulled = ep.docker("pull", "--all-tags", repo)
+        assert pulled.returncode == 0, pulled.stderr
+        listed = ep.ok("images", "--format", "{{.Repository}}:{{.Tag}}").split()
+        assert set(refs) <= set(listed), listed
+        assert ep.ok("run", "--rm", refs[1], "echo", "tag-2").strip() == "tag-2"
+        missing = ep.docker("pull", "--all-tags", f"{registry}/cp/{unique('none')}")
+        assert missing.returncode != 0 and "not found" in missing.stderr, missing.stderr
+    finally:
+        ep.docker("rmi", *refs)
+
+
 _MANIFESTS = ", ".join(
     [
         "application/vnd.docker.distribution.manifest.v2+json",
