@@ -13,7 +13,7 @@ from typing import Any
 import pydantic
 from aiohttp import web
 
-from cellplane.dockerapi import events, image_archive, mapping, netconnect, streams, views
+from cellplane.dockerapi import image_archive, mapping, netconnect, streams, views
 from cellplane.dockerapi.base import (
     AUDITED,
     EndpointContext,
@@ -300,7 +300,6 @@ async def remove(request: web.Request) -> web.Response:
     if force and views.docker_state(cell) in _LIVE:
         # Docker's `rm -f` kills (SIGKILL) rather than waiting out the stop timeout.
         await _run(ctx, p, "stop", cell["id"], 0.0)
-    await blocking(events.remember, ctx, cell["id"])  # what its events need, once it is gone
     await _run(ctx, p, "delete", cell["id"], None)
     return web.Response(status=204)
 

@@ -2,17 +2,16 @@
 events as Docker's JSON-lines stream, from `since` (or now) until `until` (or the client leaves).
 
 Container events come from the cells' tasks and exits (`event_views.cell_events`), which the
-database keeps, so they survive the server and the containers. Volumes and networks have no
-history in the database beyond their creation time: their `create` events come from it, their
-`destroy` events (and those of volumes and networks gone since) from this process's journal of
-what its endpoints did, kept while the server runs. Another project's events are never read.
+database keeps, so they survive the server and the containers. A volume's and a network's
+`create` comes from its creation time; its `destroy` (and the `create` of one gone since) from
+the audit log's record of its deletion (`docker_resources.deletions`), whether it was removed
+through an endpoint, the REST API or the CLI. Another project's events are never read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections import OrderedDict, deque
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,78 +25,46 @@ from cellplane.ids import utcnow
 from cellplane.services import docker_resources, project_networks, volumes
 from cellplane.services.context import Principal
 
-__all__ = ["note_network", "note_volume", "remember", "remember_cell", "routes"]
+__all__ = ["routes"]
 
 #: How often a following stream looks for new events, and how far back a look reaches (an
 #: agent reports what it did a little after the fact).
 POLL_S = 1.0
 LOOKBACK = timedelta(minutes=5)
 _ENDED_STATES = ("EXITED", "STOPPED", "FAILED")
-_JOURNAL_LEN = 2000
-_REMEMBERED_LEN = 5000
-# project id -> its volume and network events made through the endpoint; its removed cells.
-_journal: dict[str, deque[ev.Event]] = {}
-_remembered: dict[str, OrderedDict[str, dict[str, Any]]] = {}
 
 
-def _now_ns() -> int:
-    t = utcnow()
-    return int(t.timestamp()) * 1_000_000_000 + t.microsecond * 1000
-
-
-def note_volume(project_id: str, action: str, name: str) -> None:
-    """Record a volume's create or destroy (done through the endpoint)."""
-    journal = _journal.setdefault(project_id, deque(maxlen=_JOURNAL_LEN))
-    journal.append(ev.resource_event(_now_ns(), "volume", action, name, {"driver": "local"}))
-
-
-def note_network(project_id: str, action: str, network_id: str, name: str) -> None:
-    """Record a network's create or destroy (done through the endpoint)."""
-    journal = _journal.setdefault(project_id, deque(maxlen=_JOURNAL_LEN))
+def _resource_event(ns: int, kind: str, action: str, res: dict[str, Any]) -> ev.Event:
+    """A volume's or network's event; `res`: its Cellplane view or its deletion's record."""
+    name = res.get("docker_name") or res["name"]
+    if kind == "volume":
+        return ev.resource_event(ns, "volume", action, name, {"driver": "local"})
     attrs = {"name": name, "type": "bridge"}
-    journal.append(ev.resource_event(_now_ns(), "network", action, network_id, attrs))
+    return ev.resource_event(ns, "network", action, rv.network_docker_id(res["id"]), attrs)
 
 
-def remember_cell(project_id: str, cell: dict[str, Any]) -> None:
-    """Keep a cell's name, image, labels and last exit for its events after it is removed."""
-    known = _remembered.setdefault(project_id, OrderedDict())
-    known[cell["id"]] = {
-        "name": cell.get("name") or "",
-        "image": cell.get("image") or "",
-        "labels": dict(cell.get("labels") or {}),
-        "exit_code": cell.get("exit_code"),
-        "ended_at": cell.get("ended_at"),
-    }
-    while len(known) > _REMEMBERED_LEN:
-        known.popitem(last=False)
-
-
-def remember(ctx: EndpointContext, cell_id: str) -> None:
-    """Before a cell is removed through the endpoint: keep what its events need (its name, and
-    its last exit, which the database forgets with the cell)."""
-    for cid, info in docker_resources.cells_named(ctx.svc, ctx.project_id, cell_id).items():
-        if info["ended_at"] is None and info["state"] in _ENDED_STATES:
-            # An ended cell's last change is the report of its end: the die's time.
-            info["ended_at"] = info["updated_at"]
-        remember_cell(ctx.project_id, {"id": cid, **info})
-
-
-def _resource_creates(ctx: EndpointContext, p: Principal) -> list[ev.Event]:
+def _resource_events(
+    ctx: EndpointContext, p: Principal, since: datetime | None, until: datetime | None
+) -> list[ev.Event]:
+    """The creates of the project's volumes and networks, and the creates and destroys of
+    those deleted since `since`."""
     out: list[ev.Event] = []
     try:
         for vol in volumes.list_volumes(ctx.svc, p, ctx.project_id)["items"]:
             ns = ev.to_ns(vol.get("created_at"))
             if ns is not None:
-                attrs = {"driver": "local"}
-                out.append(ev.resource_event(ns, "volume", "create", vol["name"], attrs))
+                out.append(_resource_event(ns, "volume", "create", vol))
         for net in project_networks.list_networks(ctx.svc, p, ctx.project_id)["items"]:
             ns = ev.to_ns(net.get("created_at"))
             if ns is not None and not net["default"]:
-                nid = rv.network_docker_id(net["id"])
-                attrs = {"name": net["name"], "type": "bridge"}
-                out.append(ev.resource_event(ns, "network", "create", nid, attrs))
+                out.append(_resource_event(ns, "network", "create", net))
     except CellplaneError:
         return []  # a role without the right to read them sees container events only
+    for gone in docker_resources.deletions(ctx.svc, ctx.project_id, since, until):
+        for action, at in (("create", gone["created_at"]), ("destroy", gone["at"])):
+            ns = ev.to_ns(at)
+            if ns is not None:
+                out.append(_resource_event(ns, gone["kind"], action, gone))
     return out
 
 
@@ -107,17 +74,14 @@ def _collect(
     """Every event of the project that may lie between `since` and `until`, time ordered."""
     tasks = docker_resources.cell_tasks(ctx.svc, ctx.project_id, since, until)
     cells = docker_resources.cells_named(ctx.svc, ctx.project_id)
-    remembered = _remembered.setdefault(ctx.project_id, OrderedDict())
-    for cell_id, info in cells.items():
-        remember_cell(ctx.project_id, {"id": cell_id, **info})
+    removed = docker_resources.removed_cells(ctx.svc, ctx.project_id, since)
+    for info in removed.values():
+        if info["ended_at"] is None and info["state"] in _ENDED_STATES:
+            # An ended cell's last change is the report of its end: the die's time.
+            info["ended_at"] = info["updated_at"]
     health = docker_resources.health_events(ctx.svc, ctx.project_id, since, until)
-    found = ev.cell_events(tasks, cells, dict(remembered), health)
-    journal = list(_journal.get(ctx.project_id, ()))
-    noted = {(e["Type"], e["Action"], e["Actor"]["ID"]) for _, e in journal}
-    for ns, e in _resource_creates(ctx, p):
-        if (e["Type"], "create", e["Actor"]["ID"]) not in noted:
-            found.append((ns, e))
-    found.extend(journal)
+    found = ev.cell_events(tasks, cells, removed, health)
+    found += _resource_events(ctx, p, since, until)
     return sorted(found, key=lambda item: item[0])
 
 

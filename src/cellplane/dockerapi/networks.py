@@ -10,7 +10,7 @@ from typing import Any
 import pydantic
 from aiohttp import web
 
-from cellplane.dockerapi import events, netconnect
+from cellplane.dockerapi import netconnect
 from cellplane.dockerapi import resource_views as rv
 from cellplane.dockerapi.base import (
     EndpointContext,
@@ -68,7 +68,6 @@ def _create(ctx: EndpointContext, p: Principal, body: Any) -> dict[str, Any]:
     except Conflict as exc:
         raise Refused(409, f"network with name {name} already exists ({exc})") from exc
     docker_net = rv.network_docker_id(out.body["id"])
-    events.note_network(ctx.project_id, "create", docker_net, name)
     return {"Id": docker_net, "Warning": ""}
 
 
@@ -112,7 +111,6 @@ def _delete(ctx: EndpointContext, p: Principal, ref: str) -> None:
         raise Refused(404, f"network {ref} not found") from exc
     except Conflict as exc:
         raise Refused(409, f"error while removing network: {exc}") from exc
-    events.note_network(ctx.project_id, "destroy", view["Id"], view["Name"])
 
 
 async def remove(request: web.Request) -> web.Response:
@@ -131,7 +129,6 @@ def _prune(ctx: EndpointContext, p: Principal, filters: dict[str, list[str]]) ->
             project_networks.delete(ctx.svc, p, ctx.project_id, net["name"])
         except (NotFound, Conflict):
             continue  # gone, or joined, meanwhile
-        events.note_network(ctx.project_id, "destroy", view["Id"], view["Name"])
         deleted.append(view["Name"])
     return deleted
 

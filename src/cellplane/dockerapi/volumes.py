@@ -10,7 +10,7 @@ from typing import Any
 import pydantic
 from aiohttp import web
 
-from cellplane.dockerapi import events, naming
+from cellplane.dockerapi import naming
 from cellplane.dockerapi import resource_views as rv
 from cellplane.dockerapi.base import (
     EndpointContext,
@@ -64,7 +64,6 @@ def _create(ctx: EndpointContext, p: Principal, body: Any) -> dict[str, Any]:
             return _view(ctx, vol)
     with ctx.svc.db.session() as s:
         out = volumes.create(ctx.svc, s, p, ctx.project_id, spec, docker_name=given)
-    events.note_volume(ctx.project_id, "create", name)
     return _view(ctx, out.body)
 
 
@@ -101,7 +100,6 @@ def _delete(ctx: EndpointContext, p: Principal, name: str, force: bool) -> None:
         if not force:
             raise Refused(404, f"get {name}: no such volume") from None
         return
-    events.note_volume(ctx.project_id, "destroy", name)
 
 
 async def remove(request: web.Request) -> web.Response:
@@ -120,7 +118,6 @@ def _prune(ctx: EndpointContext, p: Principal, filters: dict[str, list[str]]) ->
             volumes.delete(ctx.svc, p, vol["id"])
         except NotFound:
             continue  # gone meanwhile
-        events.note_volume(ctx.project_id, "destroy", str(vol["name"]))
         deleted.append(str(vol["name"]))
     return deleted
 

@@ -17,9 +17,17 @@ from cellplane.errors import BadRequest, Forbidden, ValidationFailed
 from cellplane.ids import is_id, new_id, utcnow
 from cellplane.services.context import Principal, Services
 from cellplane.state.identity_models import AuditEvent
-from cellplane.state.models import Cell, Project
+from cellplane.state.models import Cell, Image, Project
 
-__all__ = ["actor_of", "insert", "list_events", "record", "record_now"]
+__all__ = [
+    "actor_of",
+    "deleted_detail",
+    "insert",
+    "list_events",
+    "record",
+    "record_cell_delete",
+    "record_now",
+]
 
 
 def actor_of(principal: Principal | None) -> str:
@@ -27,6 +35,19 @@ def actor_of(principal: Principal | None) -> str:
         return "anonymous"
     kind = "client" if principal.kind == "service" else principal.kind
     return f"{kind}:{principal.subject}"
+
+
+def deleted_detail(
+    project_id: str, name: str, docker_name: str | None, created_at: datetime
+) -> dict[str, Any]:
+    """The detail of a `network.delete` or `volume.delete` event: what the Docker endpoint's
+    events of the resource need once its row is gone (`docker_resources.deletions`)."""
+    return {
+        "project_id": project_id,
+        "name": name,
+        "docker_name": docker_name,
+        "created_at": created_at.isoformat(),
+    }
 
 
 def record(
@@ -42,6 +63,24 @@ def record(
     at: datetime | None = None,
 ) -> None:
     s.add(AuditEvent(**_row(tenant_id, actor, action, target, outcome, source, detail, at)))
+
+
+def record_cell_delete(s: Session, principal: Principal, cell: Cell) -> None:
+    """`cell.delete`: what the Docker endpoint's events of the cell's container need once its
+    row is gone (`docker_resources.removed_cells`): its project, name, image, labels and last
+    exit as they are when its deletion is asked for."""
+    image = s.get(Image, cell.image_id) if cell.image_id else None
+    detail = {
+        "project_id": cell.project_id,
+        "name": cell.name,
+        "image": image.name if image else "",
+        "labels": dict(cell.labels or {}),
+        "exit_code": cell.exit_code,
+        "ended_at": cell.ended_at.isoformat() if cell.ended_at else None,
+        "state": cell.state,
+        "updated_at": cell.updated_at.isoformat() if cell.updated_at else None,
+    }
+    record_cell(s, principal, cell, "cell.delete", detail)
 
 
 def record_cell(

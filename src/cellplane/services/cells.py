@@ -25,7 +25,7 @@ from cellplane.errors import (
     ValidationFailed,
 )
 from cellplane.ids import is_id, new_id, utcnow
-from cellplane.services import admission, capacity, cell_mounts, cell_networks, isolation
+from cellplane.services import admission, audit, capacity, cell_mounts, cell_networks, isolation
 from cellplane.services import hosts as hosts_mod
 from cellplane.services import quotas as quotas_mod
 from cellplane.services import tasks as tasks_mod
@@ -578,6 +578,7 @@ def delete(
     cell = s.get(Cell, cell_id)
     if cell is not None:
         _refuse_owned(s, cell, owner)
+        audit.record_cell_delete(s, principal, cell)  # (all of it undone if refused below)
     return _transition(
         svc,
         s,

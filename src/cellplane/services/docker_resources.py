@@ -15,6 +15,7 @@ from sqlalchemy import or_, select
 from cellplane.services.context import Services
 from cellplane.services.views import iso
 from cellplane.state import networks as state_networks
+from cellplane.state.identity_models import AuditEvent
 from cellplane.state.models import Cell, CellEvent, CellNetwork, Image, Network, Task
 
 __all__ = [
@@ -205,3 +206,66 @@ def cells_named(
             }
             for cid, name, image, labels, code, ended, state, updated in rows
         }
+
+
+#: The audit actions of a network's and a volume's deletion (`services.audit.deleted_detail`).
+DELETIONS = ("network.delete", "volume.delete")
+
+
+def _audited(
+    svc: Services,
+    project_id: str,
+    actions: tuple[str, ...],
+    since: datetime | None,
+    until: datetime | None,
+) -> list[tuple[str, str, dict[str, Any], datetime]]:
+    """(action, target, detail, at) of the audit events `actions` of the project's resources
+    (their detail names the project) between `since` and `until`, oldest first."""
+    query = select(AuditEvent.action, AuditEvent.target, AuditEvent.detail, AuditEvent.at).where(
+        AuditEvent.action.in_(actions), AuditEvent.outcome == "success"
+    )
+    if since is not None:
+        query = query.where(AuditEvent.at >= since)
+    if until is not None:
+        query = query.where(AuditEvent.at <= until)
+    with svc.db.reader() as s:
+        rows = s.execute(query.order_by(AuditEvent.at)).all()
+    return [
+        (action, target, detail, at)
+        for action, target, detail, at in rows
+        if (detail or {}).get("project_id") == project_id
+    ]
+
+
+def removed_cells(
+    svc: Services, project_id: str, since: datetime | None
+) -> dict[str, dict[str, Any]]:
+    """cell id -> its name, image, labels, last exit, state and last change as `cells_named`
+    gives them, of the project's cells whose deletion was asked for since `since` (from the
+    audit log's `cell.delete`: their rows are gone, or going)."""
+    keys = ("name", "image", "labels", "exit_code", "ended_at", "state", "updated_at")
+    return {
+        target.partition(":")[2]: {k: detail.get(k) for k in keys}
+        for _, target, detail, _ in _audited(svc, project_id, ("cell.delete",), since, None)
+    }
+
+
+def deletions(
+    svc: Services, project_id: str, since: datetime | None, until: datetime | None
+) -> list[dict[str, Any]]:
+    """The project's networks and volumes deleted between `since` and `until` (through the
+    REST API, the CLI or a Docker endpoint), oldest first: {kind, id, name, docker_name,
+    created_at, at} each, from the audit log (their rows are gone)."""
+    out = []
+    for action, target, detail, at in _audited(svc, project_id, DELETIONS, since, until):
+        out.append(
+            {
+                "kind": action.partition(".")[0],
+                "id": target.partition(":")[2],
+                "name": detail.get("name") or "",
+                "docker_name": detail.get("docker_name"),
+                "created_at": detail.get("created_at"),
+                "at": iso(at),
+            }
+        )
+    return out

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from cellplane.errors import Conflict, NotFound
 from cellplane.ids import new_id, utcnow
-from cellplane.services import cell_networks
+from cellplane.services import audit, cell_networks
 from cellplane.services.cells import project_for
 from cellplane.services.context import Principal, Services
 from cellplane.services.idempotency import Outcome
@@ -108,4 +108,12 @@ def delete(svc: Services, principal: Principal, project: str, name: str) -> None
                 f"network {name!r} is used by cell(s) {names}; remove them first "
                 "(`cellplane cell rm NAME`)"
             )
+        audit.record(
+            s,
+            tenant_id=p.tenant_id,
+            actor=audit.actor_of(principal),
+            action="network.delete",
+            target=f"network:{net.id}",
+            detail=audit.deleted_detail(p.id, net.name, net.docker_name, net.created_at),
+        )
         s.delete(net)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from cellplane.errors import Conflict, NotFound
 from cellplane.ids import new_id, utcnow
-from cellplane.services import quotas
+from cellplane.services import audit, quotas
 from cellplane.services.cells import bump_host, check_project, project_for
 from cellplane.services.context import Principal, Services
 from cellplane.services.hosts import host_status
@@ -120,6 +120,15 @@ def delete(svc: Services, principal: Principal, volume_id: str) -> None:
                 f"volume {v.name!r} is attached to cell(s) {names}; remove them first "
                 f"(`cellplane cell rm NAME`)"
             )
+        project = s.get(Project, v.project_id)
+        audit.record(
+            s,
+            tenant_id=project.tenant_id if project else None,
+            actor=audit.actor_of(principal),
+            action="volume.delete",
+            target=f"volume:{v.id}",
+            detail=audit.deleted_detail(v.project_id, v.name, v.docker_name, v.created_at),
+        )
         if v.host_id is None:
             s.delete(v)
         else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cellplane.state.models import Base, UTCDateTime
@@ -164,6 +164,8 @@ class Quota(Base):
 
 class AuditEvent(Base):
     __tablename__ = "audit_events"
+    # The events of one kind in a time range (a Docker endpoint's events read the deletions).
+    __table_args__ = (Index("ix_audit_events_action_at", "action", "at"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # time-ordered
     at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     tenant_id: Mapped[str | None] = mapped_column(String(40), index=True)

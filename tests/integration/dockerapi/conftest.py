@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,16 @@ class Endpoint:
             text=True,
             timeout=timeout,
         )
+
+    def restart_server(self) -> None:
+        """The deployment's server stopped and started again; back once this endpoint answers
+        again (the agent and the containers go on meanwhile)."""
+        self.d.stop_server()
+        self.d.start_server()
+        deadline = time.monotonic() + 60
+        while self.docker("version", timeout=10).returncode != 0:
+            assert time.monotonic() < deadline, "the endpoint did not come back"
+            time.sleep(0.2)
 
     def ok(self, *args: str) -> str:
         p = self.docker(*args)

@@ -11,7 +11,6 @@ import importlib.util
 import secrets
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -119,16 +118,6 @@ def _follow_until_stopped(compose: Compose) -> None:
             follower.wait()
 
 
-def _restart_server(ep: Endpoint) -> None:
-    """The server stopped and started again; back once its endpoint answers again."""
-    ep.d.stop_server()
-    ep.d.start_server()
-    deadline = time.monotonic() + 60
-    while ep.docker("version", timeout=10).returncode != 0:
-        assert time.monotonic() < deadline, "the endpoint did not come back"
-        time.sleep(0.2)
-
-
 def _scenario(ep: Endpoint, compose: Compose, project: str) -> None:
     try:
         compose("up", "-d")  # the client waits for the web server's check to pass
@@ -145,7 +134,7 @@ def _scenario(ep: Endpoint, compose: Compose, project: str) -> None:
         assert [v for v in volumes if v.startswith(project)], volumes
         # Compose finds its network and volume by the labels it gave them: kept by the server
         # (not forgotten by a restart), so `down -v` removes them as its own.
-        _restart_server(ep)
+        ep.restart_server()
         (net,) = [
             n
             for n in ep.ok("network", "ls", "--format", "{{.Name}}").split()

@@ -140,11 +140,15 @@ def test_containers_on_a_user_network_reach_each_other_by_name(
         ep_a.docker("network", "rm", net)
 
 
-def test_events_show_a_containers_life_in_its_project_only(ep_a: Endpoint, ep_b: Endpoint) -> None:
-    name, vol = unique("job"), unique("evvol")
+def test_events_show_a_containers_life_in_its_project_only(
+    ep_a: Endpoint, ep_b: Endpoint, admin: Client
+) -> None:
+    name, vol, net = unique("job"), unique("evvol"), unique("evnet")
     since = f"{time.time() - 1:.6f}"
     try:
         ep_a.ok("volume", "create", vol)
+        net_id = ep_a.ok("network", "create", net).strip()
+        admin.delete_network("team-a", net)  # through the API: the endpoint's events show it
         failed = ep_a.docker("run", "--name", name, "busybox", "sh", "-c", f"{_SETTLE}; exit 3")
         assert failed.returncode == 3, (failed.stdout, failed.stderr)
         cid = json.loads(ep_a.ok("inspect", name))[0]["Id"]
@@ -161,11 +165,16 @@ def test_events_show_a_containers_life_in_its_project_only(ep_a: Endpoint, ep_b:
     assert mine[2]["Actor"]["Attributes"]["exitCode"] == "3"
     assert {e["Actor"]["Attributes"]["name"] for e in mine} == {name}
     assert [e["Action"] for e in events if e["Actor"]["ID"] == vol] == ["create", "destroy"]
+    assert [e["Action"] for e in events if e["Actor"]["ID"] == net_id] == ["create", "destroy"]
     only = ep_a.ok("events", "--since", since, "--until", until, "--filter", "event=die",
                    "--filter", f"container={name}", "--format", "{{.Action}}")  # fmt: skip
     assert only.split() == ["die"]
     theirs = ep_b.ok("events", "--since", since, "--until", until, "--format", "{{json .}}")
-    assert cid not in theirs and vol not in theirs
+    assert cid not in theirs and vol not in theirs and net_id not in theirs
+    # The database has them all: a new server process gives the same events.
+    ep_a.restart_server()
+    again = ep_a.ok("events", "--since", since, "--until", until, "--format", "{{json .}}")
+    assert [json.loads(line) for line in again.splitlines()] == events
 
 
 def test_events_follow_live_until_the_client_leaves(ep_a: Endpoint) -> None:
