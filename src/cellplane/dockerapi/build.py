@@ -59,10 +59,14 @@ _DEFAULTS = ("", "0", "false", "null", "[]", "{}", "default")
 
 
 def check_platform(value: str) -> None:
-    """Only the host's own platform (`linux/amd64` here) can be built or imported."""
+    """Only the hosts' own platform (`linux/amd64` here) can be built, imported, pulled (a
+    registry's multi-platform image gives the hosts' own) or run; any other is refused (400),
+    rather than giving an image of another platform than the one asked for."""
     if value and value not in ("linux", f"linux/{_ARCH}"):
         raise Refused(
-            400, f"--platform {value} is not supported: this endpoint builds linux/{_ARCH}"
+            400,
+            f"--platform {value} is not supported: this endpoint's hosts build, pull and run "
+            f"linux/{_ARCH}",
         )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pydantic
 from aiohttp import web
 
-from cellplane.dockerapi import image_archive, mapping, netconnect, streams, views
+from cellplane.dockerapi import build, image_archive, mapping, netconnect, streams, views
 from cellplane.dockerapi.base import (
     AUDITED,
     EndpointContext,
@@ -119,6 +119,7 @@ def _pydantic_message(exc: pydantic.ValidationError) -> str:
 
 async def create(request: web.Request) -> web.Response:
     ctx, p = context(request), principal(request)
+    build.check_platform(request.query.get("platform", ""))  # `run --platform`
     body = await json_body(request)
     event = audit_event(request, 201)
     answer = await blocking(_create, ctx, p, request.query.get("name") or None, body, event)

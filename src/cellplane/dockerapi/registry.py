@@ -144,6 +144,7 @@ async def image_pull(request: web.Request) -> web.StreamResponse:
     image, tag = request.query.get("fromImage", ""), request.query.get("tag", "")
     if not image:
         raise Refused(400, "pull: fromImage is required")
+    build.check_platform(request.query.get("platform", ""))
     named = "@" in image or ":" in image.rsplit("/", 1)[-1]
     every_tag = "tag" not in request.query and not named
     if tag.startswith("sha256:"):

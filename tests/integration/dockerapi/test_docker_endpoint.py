@@ -297,6 +297,7 @@ def test_refusals_are_docker_errors_and_change_nothing(ep_a: Endpoint, admin: Cl
         (["-v", "/etc:/host-etc"], "do not include it"),
         (["--network", "host"], "--network host is not allowed"),
         (["--pid", "host"], "--pid host is not allowed"),
+        (["--platform", "linux/s390x"], "--platform linux/s390x is not supported"),
     ]
     for extra, words in cases:
         p = ep_a.docker("run", "-d", *extra, "busybox", "true")

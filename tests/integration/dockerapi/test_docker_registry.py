@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import time
@@ -111,6 +112,9 @@ def test_push_remove_pull_and_run_through_the_operators_registry(
     assert "nosuchtag" in missing.stderr, missing.stderr
 
 
+_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+
+
 def test_pull_all_tags_brings_every_tag_of_the_repository(ep: Endpoint, registry: str) -> None:
     repo = f"{registry}/cp/{unique('all')}"
     refs = [f"{repo}:{t}" for t in ("1", "2")]
@@ -119,7 +123,9 @@ def test_pull_all_tags_brings_every_tag_of_the_repository(ep: Endpoint, registry
         ep.ok("push", ref)
     ep.ok("rmi", *refs)
     try:
-        pulled = ep.docker("pull", "--all-tags", repo)
+        other = ep.docker("pull", "--platform", "linux/s390x", "--all-tags", repo)
+        assert other.returncode != 0 and "--platform linux/s390x" in other.stderr, other.stderr
+        pulled = ep.docker("pull", "--platform", f"linux/{_ARCH}", "--all-tags", repo)
         assert pulled.returncode == 0, pulled.stderr
         listed = ep.ok("images", "--format", "{{.Repository}}:{{.Tag}}").split()
         assert set(refs) <= set(listed), listed

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import platform
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,15 @@ def test_build_options_refused_name_the_option(extra: dict[str, str], message: s
     with pytest.raises(Refused) as e:
         build.build_options(_query(**extra))
     assert message in e.value.message and e.value.status == 400
+
+
+def test_only_the_hosts_own_platform_is_taken() -> None:
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    for fine in ("", "linux", f"linux/{arch}"):
+        build.check_platform(fine)
+    with pytest.raises(Refused, match="--platform linux/s390x is not supported") as e:
+        build.check_platform("linux/s390x")
+    assert e.value.status == 400 and f"linux/{arch}" in e.value.message
 
 
 def test_retag_rewrites_the_names_and_keeps_the_image(tmp_path: Path) -> None:
