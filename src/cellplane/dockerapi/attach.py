@@ -119,6 +119,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
     _ATTACHED[cell["id"]] = attached
     outputs = {wire.STDOUT: flag(request, "stdout"), wire.STDERR: flag(request, "stderr")}
     early: agent_proxy.AgentExec | None = None
+    streams.attach_begins(cell["id"])  # a `--rm` removal waits for it to end
     try:
         if cell["desired_state"] == "CREATED":
             # Before its first start (`docker run`, `start -ai`): Docker's order. The session
@@ -136,6 +137,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
             replay = not cell.get("container_id")
             await _session(attached, cell, ctx, p, client, transport, with_stdin, replay, outputs)
     finally:
+        streams.attach_ends(cell["id"])
         if _ATTACHED.get(cell["id"]) is attached:
             del _ATTACHED[cell["id"]]
         guard.release()

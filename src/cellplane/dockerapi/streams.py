@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +41,9 @@ __all__ = [
     "RAW_STREAM",
     "HalfClose",
     "attach",
+    "attach_begins",
+    "attach_ends",
+    "attached",
     "ran_since",
     "routes",
     "state_of",
@@ -57,6 +60,39 @@ _WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
 _REMOVED_CODES: OrderedDict[str, int] = OrderedDict()
 _REMOVED_KEPT = 1000
 _REMOVERS: set[asyncio.Task[None]] = set()
+#: Cell id -> the attaches relaying its output now: a `--rm` container is removed only once
+#: they are done (as dockerd does), or its output could be cut off, or never opened at all.
+_ATTACHED: dict[str, int] = {}
+#: How long a `--rm` removal waits for the attaches of its container to finish.
+ATTACH_DRAIN_S = 30.0
+
+
+def attach_begins(cell_id: str) -> None:
+    """An attach of the cell relays its output from now on (see `_ATTACHED`)..."""
+    _ATTACHED[cell_id] = _ATTACHED.get(cell_id, 0) + 1
+
+
+def attach_ends(cell_id: str) -> None:
+    """... until now."""
+    _ATTACHED[cell_id] -= 1
+    if not _ATTACHED[cell_id]:
+        del _ATTACHED[cell_id]
+
+
+@contextlib.contextmanager
+def attached(cell_id: str) -> Iterator[None]:
+    attach_begins(cell_id)
+    try:
+        yield
+    finally:
+        attach_ends(cell_id)
+
+
+async def _attaches_done(cell_id: str, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while _ATTACHED.get(cell_id) and loop.time() < deadline:
+        await asyncio.sleep(0.05)
 
 
 def _int_param(request: web.Request, name: str, default: int | None) -> int | None:
@@ -236,6 +272,7 @@ async def _auto_remove(ctx: EndpointContext, p: Principal, before: dict[str, Any
     try:
         code = await _wait_for(ctx, before, "next-exit")
         assert code is not None  # (it waits until the exit: nobody here hangs up)
+        await _attaches_done(before["id"], ATTACH_DRAIN_S)  # its output relayed first
         _REMOVED_CODES[before["id"]] = code
         while len(_REMOVED_CODES) > _REMOVED_KEPT:
             _REMOVED_CODES.popitem(last=False)
@@ -317,8 +354,9 @@ async def attach(request: web.Request) -> web.StreamResponse:
     out = _Output(guard.tls)
     transport.set_protocol(out)
     try:
-        await resp.prepare(request)
-        await _relay_attached(ctx, p, cell, transport, out, stdout=stdout, stderr=stderr)
+        with attached(cell["id"]):
+            await resp.prepare(request)
+            await _relay_attached(ctx, p, cell, transport, out, stdout=stdout, stderr=stderr)
     finally:
         guard.release()
         transport.close()
@@ -359,9 +397,16 @@ async def _relay_attached(
     started = _started_marker(cell)[1]
     if views.has_run(first) and started:
         since = int(datetime.fromisoformat(started).timestamp())
-    chunks = await _open(
-        ctx, p, cell["id"], tail=None, follow=True, since=since, stdout=stdout, stderr=stderr
-    )
+    try:
+        chunks = await _open(
+            ctx, p, cell["id"], tail=None, follow=True, since=since, stdout=stdout, stderr=stderr
+        )
+    except (agent_proxy.AgentRefused, agent_proxy.AgentUnreachable) as exc:
+        # The connection is the client's stream by now: no error answer can go on it.
+        log.warning(
+            "attach: the container's output cannot be read", cell=cell["id"], error=str(exc)
+        )
+        return
     if chunks is None:
         return
     writer: Any = transport
