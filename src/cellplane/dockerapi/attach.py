@@ -119,25 +119,26 @@ async def attach(request: web.Request) -> web.StreamResponse:
     _ATTACHED[cell["id"]] = attached
     outputs = {wire.STDOUT: flag(request, "stdout"), wire.STDERR: flag(request, "stderr")}
     early: agent_proxy.AgentExec | None = None
-    streams.attach_begins(cell["id"])  # a `--rm` removal waits for it to end
     try:
-        if cell["desired_state"] == "CREATED":
-            # Before its first start (`docker run`, `start -ai`): Docker's order. The session
-            # opens on the made container, then the 101 goes out, and only then does the CLI
-            # send the start: nothing the process prints is missed or replayed.
-            early = await _open_before_start(ctx, p, cell, transport, with_stdin)
-        await resp.prepare(request)
-        if early is not None:
-            await _session(
-                attached, cell, ctx, p, client, transport, with_stdin, False, outputs, early
-            )
-        elif await _until_running(ctx, p, cell, client):
-            # A container made before this version, never started: the engine replays its
-            # output from the start (not reliable on podman 4.3; docs/docker.md).
-            replay = not cell.get("container_id")
-            await _session(attached, cell, ctx, p, client, transport, with_stdin, replay, outputs)
+        with streams.attached(cell["id"]):  # a `--rm` removal waits for it to end
+            if cell["desired_state"] == "CREATED":
+                # Before its first start (`docker run`, `start -ai`): Docker's order. The session
+                # opens on the made container, then the 101 goes out, and only then does the CLI
+                # send the start: nothing the process prints is missed or replayed.
+                early = await _open_before_start(ctx, p, cell, transport, with_stdin)
+            await resp.prepare(request)
+            if early is not None:
+                await _session(
+                    attached, cell, ctx, p, client, transport, with_stdin, False, outputs, early
+                )
+            elif await _until_running(ctx, p, cell, client):
+                # A container made before this version, never started: the engine replays its
+                # output from the start (not reliable on podman 4.3; docs/docker.md).
+                replay = not cell.get("container_id")
+                await _session(
+                    attached, cell, ctx, p, client, transport, with_stdin, replay, outputs
+                )
     finally:
-        streams.attach_ends(cell["id"])
         if _ATTACHED.get(cell["id"]) is attached:
             del _ATTACHED[cell["id"]]
         guard.release()

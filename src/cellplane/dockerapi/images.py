@@ -301,18 +301,18 @@ def _register_loaded(svc: Services, upload: Path, sha: str, size: int, project: 
         return names
     upload.unlink(missing_ok=True)
     loaded: list[str] = []
+    done = 0  # the parts the catalogue took over
     try:
-        for k, (path, part_tags) in enumerate(parts):
+        for path, part_tags in parts:
             with path.open("rb") as f:
                 digest = image_archive.file_digest(f)
             names = [catalog_name(t) for t in part_tags]
             image_names.register_archive(svc, names, path, digest, path.stat().st_size, project)
             loaded += names
-            parts[k] = (path, [])  # taken over by the catalogue
+            done += 1
     finally:
-        for path, left in parts:
-            if left:
-                path.unlink(missing_ok=True)
+        for path, _ in parts[done:]:
+            path.unlink(missing_ok=True)
     return loaded
 
 

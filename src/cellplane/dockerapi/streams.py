@@ -41,8 +41,6 @@ __all__ = [
     "RAW_STREAM",
     "HalfClose",
     "attach",
-    "attach_begins",
-    "attach_ends",
     "attached",
     "ran_since",
     "routes",
@@ -67,25 +65,16 @@ _ATTACHED: dict[str, int] = {}
 ATTACH_DRAIN_S = 30.0
 
 
-def attach_begins(cell_id: str) -> None:
-    """An attach of the cell relays its output from now on (see `_ATTACHED`)..."""
-    _ATTACHED[cell_id] = _ATTACHED.get(cell_id, 0) + 1
-
-
-def attach_ends(cell_id: str) -> None:
-    """... until now."""
-    _ATTACHED[cell_id] -= 1
-    if not _ATTACHED[cell_id]:
-        del _ATTACHED[cell_id]
-
-
 @contextlib.contextmanager
 def attached(cell_id: str) -> Iterator[None]:
-    attach_begins(cell_id)
+    """An attach of the cell relays its output meanwhile (see `_ATTACHED`)."""
+    _ATTACHED[cell_id] = _ATTACHED.get(cell_id, 0) + 1
     try:
         yield
     finally:
-        attach_ends(cell_id)
+        _ATTACHED[cell_id] -= 1
+        if not _ATTACHED[cell_id]:
+            del _ATTACHED[cell_id]
 
 
 async def _attaches_done(cell_id: str, timeout: float) -> None:

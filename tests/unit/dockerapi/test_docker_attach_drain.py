@@ -1,23 +1,25 @@
 """A `--rm` container is removed only once the attaches relaying its output are done (as
-dockerd does): `streams.attach_begins`/`attach_ends` count them, `_attaches_done` waits."""
+dockerd does): `streams.attached` counts them, `_attaches_done` waits."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from cellplane.dockerapi import streams
 
 
 def test_a_removal_waits_for_the_attaches_of_its_container() -> None:
     async def scenario() -> None:
-        streams.attach_begins("cel-a")
+        outer = contextlib.ExitStack()  # an attach that outlives the next one
+        outer.enter_context(streams.attached("cel-a"))
         with streams.attached("cel-a"):  # two attaches of one container
             waiting = asyncio.create_task(streams._attaches_done("cel-a", 5.0))
             await asyncio.sleep(0.15)
             assert not waiting.done()
         await asyncio.sleep(0.15)
         assert not waiting.done()  # one attach still relays
-        streams.attach_ends("cel-a")
+        outer.close()
         await asyncio.wait_for(waiting, 1.0)
         assert "cel-a" not in streams._ATTACHED
         # Another container's attach is not waited for.
