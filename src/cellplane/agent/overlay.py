@@ -123,12 +123,16 @@ class PeerName:
     cell_id: str
     name: str
     address: str
+    aliases: tuple[str, ...] = ()  # its further names (a Docker container's short id, aliases)
 
 
 def peer_entry(peer: PeerName) -> str:
-    """The resolver line of a peer cell: `<id> <ipv4> <ipv6> <names>` (no IPv6 here)."""
+    """The resolver line of a peer cell: `<id> <ipv4> <ipv6> <names>` (no IPv6 here), its name
+    first, then its aliases (a name several cells share, as Compose's service name for scaled
+    containers, resolves to all of their addresses)."""
     digest = hashlib.sha256(peer.cell_id.encode()).hexdigest()[: 64 - len(PEER_ID_PREFIX)]
-    return f"{PEER_ID_PREFIX}{digest} {peer.address}  {peer.name}"
+    names = ",".join(dict.fromkeys([peer.name, *peer.aliases]))
+    return f"{PEER_ID_PREFIX}{digest} {peer.address}  {names}"
 
 
 def merge_peer_entries(text: str, peers: Sequence[PeerName]) -> str | None:

@@ -149,7 +149,7 @@ class OverlayAgent:
                 self._peers.pop(vni, None)
                 self._subnets.pop(vni, None)
         for n in overlay.networks:
-            names = [PeerName(c.cell_id, c.name, c.address) for c in n.cells]
+            names = [PeerName(c.cell_id, c.name, c.address, tuple(c.aliases)) for c in n.cells]
             if peerdns.sync(self.dns_dir, n.name, names):
                 log.info("peer names updated", network=n.name, cells=len(names))
 

@@ -7,7 +7,6 @@ tested without an engine.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import shutil
@@ -177,7 +176,7 @@ def container_spec(
         labels=labels,
         hostname=c.hostname or c.name,
         network=c.network.name,
-        aliases=_aliases(c),
+        aliases=exec_wire.network_names(c.cell_id, c.name, c.labels),
         address=c.network.address if overlay and c.network.vni is not None else None,
         extra_networks={
             n.name: n.address if overlay and n.vni is not None else None
@@ -217,18 +216,6 @@ def _tty_size(labels: dict[str, str]) -> tuple[int, int] | None:
         return None
     size = int(cols), int(rows)
     return size if all(1 <= v <= exec_wire.MAX_DIMENSION for v in size) else None
-
-
-def _aliases(c: wire.CellAssignment) -> list[str]:
-    """The container's names on its network: the cell's name; for a container of the Docker
-    endpoint that asked for aliases, its short Docker id (as Docker gives every container) and
-    those aliases."""
-    extra = c.labels.get(exec_wire.ALIASES_LABEL)
-    if extra is None:
-        return [c.name]
-    short_id = hashlib.sha256(c.cell_id.encode()).hexdigest()[:12]
-    out = [c.name, short_id, *(a for a in extra.split(",") if a)]
-    return list(dict.fromkeys(out))
 
 
 def event(kind: str, message: str) -> dict[str, Any]:

@@ -15,7 +15,6 @@ the cell back as it was, so a refused change changes nothing. Used by the Docker
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +31,7 @@ from cellplane.services.networks import description
 from cellplane.state import networks as state_networks
 from cellplane.state.conflicts import lock_cell_host
 from cellplane.state.models import Cell, CellNetwork, Host, Network
-from cellplane.wire.exec import ALIASES_LABEL
+from cellplane.wire.exec import network_names
 
 __all__ = ["Change", "apply", "change", "engine_address", "network_named", "undo"]
 
@@ -55,15 +54,6 @@ def _network(s: Session, cell: Cell, network_id: str) -> Network:
     if net is None or net.project_id != cell.project_id:
         raise NotFound(f"network {network_id!r} is not one of the cell's project")
     return net
-
-
-def _aliases(cell: Cell) -> list[str]:
-    """The cell's names on a network, as its agent gives them (`agent.spec`)."""
-    extra = (cell.labels or {}).get(ALIASES_LABEL)
-    if extra is None:
-        return [cell.name]
-    short_id = hashlib.sha256(cell.id.encode()).hexdigest()[:12]
-    return list(dict.fromkeys([cell.name, short_id, *(a for a in extra.split(",") if a)]))
 
 
 def network_named(svc: Services, principal: Principal, cell_id: str, name: str) -> str:
@@ -133,7 +123,7 @@ def change(
             "action": action,
             "project_id": cell.project_id,
             "network": description(net, address).model_dump(),
-            "aliases": _aliases(cell),
+            "aliases": network_names(cell.id, cell.name, cell.labels),
         }
         return Change(cell.id, net.id, action, address, position, target, body)
 

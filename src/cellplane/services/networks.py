@@ -20,6 +20,7 @@ from cellplane.services.context import Services
 from cellplane.state import networks as state_networks
 from cellplane.state.models import Cell, CellNetwork, Host, Network
 from cellplane.wire import agent as wire
+from cellplane.wire.exec import network_names
 
 __all__ = [
     "description",
@@ -71,7 +72,14 @@ def overlay(s: Session, host_id: str) -> wire.Overlay:
     # Every cell of those networks elsewhere, on each of its networks (a cell on several is a
     # peer of each).
     rows = s.execute(
-        select(CellNetwork.network_id, Cell.id, Cell.name, CellNetwork.address, Host.address)
+        select(
+            CellNetwork.network_id,
+            Cell.id,
+            Cell.name,
+            Cell.labels,
+            CellNetwork.address,
+            Host.address,
+        )
         .join(Cell, Cell.id == CellNetwork.cell_id)
         .join(Host, Host.id == Cell.host_id)
         .where(
@@ -83,11 +91,12 @@ def overlay(s: Session, host_id: str) -> wire.Overlay:
     )
     peers: dict[str, set[str]] = {n: set() for n in nets}
     cells: dict[str, list[wire.PeerCell]] = {n: [] for n in nets}
-    for network_id, cell_id, name, address, host_address in rows:
+    for network_id, cell_id, name, labels, address, host_address in rows:
         peers[str(network_id)].add(host_address)
         if address:
+            further = network_names(cell_id, name, labels)[1:]
             cells[str(network_id)].append(
-                wire.PeerCell(cell_id=cell_id, name=name, address=address)
+                wire.PeerCell(cell_id=cell_id, name=name, address=address, aliases=further)
             )
     return wire.Overlay(
         networks=[

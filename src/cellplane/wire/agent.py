@@ -284,6 +284,9 @@ class PeerCell(_Model):
     cell_id: str
     name: str
     address: str
+    # Its further names on the network (`wire.exec.network_names`: a Docker container's short id
+    # and `--network-alias` values, Compose's service name), resolved on every host as the name.
+    aliases: list[str] = Field(default_factory=list)
 
 
 class OverlayNetwork(_Model):

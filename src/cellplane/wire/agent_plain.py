@@ -328,6 +328,7 @@ class PeerCell:
     cell_id: str
     name: str
     address: str
+    aliases: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,10 @@ frame is the channel byte, the payload's length (4 bytes, big-endian), then the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -50,6 +52,7 @@ __all__ = [
     "close_stdin",
     "decode_message",
     "encode_message",
+    "network_names",
     "pack",
     "parse_resize",
     "parse_status",
@@ -94,6 +97,18 @@ TTY_SIZE_LABEL: Final = "cellplane.docker.tty-size"
 #: network (`--network-alias`, Compose's service name), comma-separated. With it the agent also
 #: adds the container's short Docker id, as Docker does.
 ALIASES_LABEL: Final = "cellplane.docker.aliases"
+
+
+def network_names(cell_id: str, name: str, labels: Mapping[str, str] | None) -> list[str]:
+    """A cell's names on each of its networks, on its own host and on the others: its name; for
+    a container of the Docker endpoint that asked for aliases (`ALIASES_LABEL`), also its short
+    Docker id (as Docker gives every container) and those aliases."""
+    extra = (labels or {}).get(ALIASES_LABEL)
+    if extra is None:
+        return [name]
+    short_id = hashlib.sha256(cell_id.encode()).hexdigest()[:12]
+    return list(dict.fromkeys([name, short_id, *(a for a in extra.split(",") if a)]))
+
 
 _HEADER = struct.Struct(">BI")
 

@@ -89,3 +89,58 @@ def test_run_i_pipes_stdin_to_a_container_on_a_dev_host(
         _host_of(three_hosts, name)  # it ran on a dev host
     finally:
         endpoint.docker("rm", "-f", name)
+
+
+def _run_on(setup: ThreeHosts, endpoint: Endpoint, host: str, *args: str) -> None:
+    """`docker run -d args` placed on dev host `host` (the others in maintenance meanwhile)."""
+    others = [r["id"] for n, r in setup.host_rows().items() if n != host]
+    for hid in others:
+        setup.client.set_maintenance(hid, True)
+    try:
+        endpoint.ok("run", "-d", *args)
+    finally:
+        for hid in others:
+            setup.client.set_maintenance(hid, False)
+
+
+def test_a_network_alias_resolves_on_the_other_hosts_of_its_network(
+    three_hosts: ThreeHosts, endpoint: Endpoint
+) -> None:
+    """Compose reaches a service by its name, an alias of its containers: on a user network,
+    a container on one host reaches one on another host by its `--network-alias` and by its
+    short id, as it does by its name."""
+    net, server, client = unique("aln"), unique("als"), unique("alc")
+    endpoint.ok("network", "create", net)
+    try:
+        page = f"via-alias-{server}"
+        serve = f"mkdir -p /www && echo {page} > /www/index.html && exec httpd -f -p 8080 -h /www"
+        _run_on(
+            three_hosts, endpoint, "h1",
+            "--name", server, "--network", net, "--network-alias", "backend",
+            "-m", "16m", "busybox", "sh", "-c", serve,
+        )  # fmt: skip
+        _run_on(
+            three_hosts, endpoint, "h2",
+            "--name", client, "--network", net, "-m", "16m", "busybox", "sleep", "3600",
+        )  # fmt: skip
+        assert (_host_of(three_hosts, server), _host_of(three_hosts, client)) == ("h1", "h2")
+        short_id = endpoint.ok("inspect", "-f", "{{.Id}}", server).strip()[:12]
+        for target in ("backend", short_id, server):
+            got: list[str] = []
+
+            def answered(target: str = target, got: list[str] = got) -> bool:
+                request = "printf 'GET / HTTP/1.0\\r\\n\\r\\n'"
+                p = endpoint.docker(
+                    "exec", client, "sh", "-c", f"{request} | nc -w 2 {target} 8080 2>&1"
+                )
+                got[:] = [p.stdout]
+                return page in p.stdout
+
+            try:
+                wait_for(answered, 60, what=f"{target} from h2")
+            except AssertionError as e:
+                logs = "\n".join(f"--- {h}:\n{three_hosts.log(h)[-1500:]}" for h in ("h1", "h2"))
+                raise AssertionError(f"{e}; last answer {got!r}\n{logs}") from None
+    finally:
+        endpoint.docker("rm", "-f", server, client)
+        endpoint.docker("network", "rm", net)

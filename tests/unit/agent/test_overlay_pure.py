@@ -80,6 +80,20 @@ def test_a_local_name_wins_over_a_peer_of_the_same_name() -> None:
     assert merged is None  # "web" runs here: the peer entry is left out
 
 
+def test_a_peers_aliases_follow_its_name_in_its_entry() -> None:
+    """aardvark-dns reads the names of an entry comma-separated: the name, then the aliases
+    (a repeated one once). A peer alias several cells share, even with a local container (a
+    scaled Compose service over two hosts), is kept: the name resolves to all of them."""
+    web2 = PeerName("cel-w2", "proj-web-2", "10.128.0.7", ("0123456789ab", "web", "web"))
+    assert peer_entry(web2).endswith(" 10.128.0.7  proj-web-2,0123456789ab,web")
+    assert peer_entry(PeerName("cel-b", "db", "10.128.0.3")).endswith(" 10.128.0.3  db")
+    merged = merge_peer_entries(f"10.128.0.1\n{ENGINE}\n", [web2])
+    assert merged is not None and merged.splitlines()[2] == peer_entry(web2)
+    # aliases changed (a new alias): the entry is rewritten
+    again = merge_peer_entries(merged, [PeerName("cel-w2", "proj-web-2", "10.128.0.7", ("w",))])
+    assert again is not None and again.splitlines()[2].endswith("  proj-web-2,w")
+
+
 def test_no_file_header_means_nothing_to_merge_into() -> None:
     assert merge_peer_entries("", [PeerName("cel-b", "db", "10.128.0.3")]) is None
 

@@ -117,7 +117,12 @@ def test_the_host_is_told_every_network_and_the_overlay_lists_the_cell_on_each(
         peer = theirs[net["vni"]]
         assert peer["peers"] == ["10.0.0.1"]
         assert peer["cells"] == [
-            {"cell_id": both, "name": "both", "address": view["networks"][n]["address"]}
+            {
+                "cell_id": both,
+                "name": "both",
+                "address": view["networks"][n]["address"],
+                "aliases": [],
+            }
         ]
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 
 from cellplane.state import networks
 from cellplane.state.models import Cell, Host, Network, Project
+from cellplane.wire.exec import ALIASES_LABEL, network_names
 
 
 def test_vnis_are_the_lowest_free_from_the_base() -> None:
@@ -38,6 +39,18 @@ def _new_project(plat: Platform, name: str) -> None:
 
 def _cell(plat: Platform, project: str, name: str) -> str:
     payload = {"name": name, "image": "host", "command": ["sleep", "3600"]}
+    r = plat.client.post(f"/v1/projects/{project}/cells", json=payload, headers=plat.admin)
+    assert r.status_code == 202, r.text
+    return str(r.json()["entity"]["id"])
+
+
+def _aliased(plat: Platform, project: str, name: str, aliases: str) -> str:
+    payload = {
+        "name": name,
+        "image": "host",
+        "command": ["sleep", "3600"],
+        "labels": {ALIASES_LABEL: aliases},
+    }
     r = plat.client.post(f"/v1/projects/{project}/cells", json=payload, headers=plat.admin)
     assert r.status_code == 202, r.text
     return str(r.json()["entity"]["id"])
@@ -100,7 +113,7 @@ def test_a_host_learns_the_peers_and_cells_of_its_networks_only(plat: Platform) 
     assert set(nets) == {vni["red"], vni["blue"]}
     red = nets[vni["red"]]
     assert red["peers"] == ["10.0.0.2"]
-    assert red["cells"] == [{"cell_id": r2, "name": "r2", "address": addr[r2]}]
+    assert red["cells"] == [{"cell_id": r2, "name": "r2", "address": addr[r2], "aliases": []}]
     assert [c["name"] for c in nets[vni["blue"]]["cells"]] == ["b2"]  # never a red cell
     theirs = _overlay(plat, other, other_token)
     red2 = {n["vni"]: n for n in theirs["networks"]}[vni["red"]]  # type: ignore[attr-defined]
@@ -114,3 +127,31 @@ def test_a_host_learns_the_peers_and_cells_of_its_networks_only(plat: Platform) 
     assert _overlay(plat, other, other_token)["networks"] == []
     r = plat.client.get(f"/v1/agent/hosts/{other}/overlay", headers=plat.agent)
     assert r.status_code in (401, 403), r.text
+
+
+def test_a_peer_cell_carries_its_aliases_to_the_other_hosts(plat: Platform) -> None:
+    """A Docker container's further names (its short id and its `--network-alias` values,
+    Compose's service name) reach the other hosts of its network with its name, so they
+    resolve there as on its own host; a cell without aliases has none."""
+    other, other_token = plat.register_host("host-2")
+    with plat.svc.db.session() as s:
+        s.execute(update(Host).where(Host.id == other).values(address="10.0.0.2"))
+    _new_project(plat, "red")
+    here = _cell(plat, "red", "client")
+    web1 = _aliased(plat, "red", "proj-web-1", "web,frontend")
+    web2 = _aliased(plat, "red", "proj-web-2", "web")
+    plain = _cell(plat, "red", "plain")
+    _put_on(plat, plat.host_id, here)
+    _put_on(plat, other, web1, web2, plain)
+    (red,) = _overlay(plat, plat.host_id, plat.host_token)["networks"]  # type: ignore[misc]
+    got = {c["name"]: c["aliases"] for c in red["cells"]}
+    assert got == {
+        "plain": [],
+        "proj-web-1": network_names(web1, "proj-web-1", {ALIASES_LABEL: "web,frontend"})[1:],
+        "proj-web-2": network_names(web2, "proj-web-2", {ALIASES_LABEL: "web"})[1:],
+    }
+    assert got["proj-web-1"][1:] == ["web", "frontend"]  # after the short id
+    assert len(got["proj-web-1"][0]) == 12
+    # The other host sees the client, which has no aliases.
+    (red2,) = _overlay(plat, other, other_token)["networks"]  # type: ignore[misc]
+    assert [(c["name"], c["aliases"]) for c in red2["cells"]] == [("client", [])]
