@@ -141,6 +141,7 @@ class AgentEndpoint:
                 q = parse_qs(urlparse(self.path).query)
                 tail = int(q["tail"][0]) if "tail" in q else None
                 follow = q.get("follow", ["false"])[0] == "true"
+                started = False
                 try:
                     if q.get("format", [""])[0] == "docker":
                         chunks = driver.docker_logs(
@@ -158,17 +159,25 @@ class AgentEndpoint:
                     self.send_header("Content-Type", "text/plain; charset=utf-8")
                     self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()
+                    started = True
                     for chunk in chunks:
                         if chunk:
                             self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                             self.wfile.flush()
                     self.wfile.write(b"0\r\n\r\n")
-                except ContainerNotFound:
-                    self._json(404, {"error": f"no container for cell {cell_id}"})
                 except (BrokenPipeError, ConnectionResetError):
                     pass
-                except DriverError as e:
-                    self._json(502, {"error": str(e)})
+                except (ContainerNotFound, DriverError) as e:
+                    if started:
+                        # An answer is under way: an error answer written into it would read as
+                        # the log's own bytes. The stream ends without its last chunk instead,
+                        # which the reader sees as a broken stream, and the connection closes.
+                        log.warning("log stream broken", cell=cell_id, error=str(e))
+                        self.close_connection = True
+                    elif isinstance(e, ContainerNotFound):
+                        self._json(404, {"error": f"no container for cell {cell_id}"})
+                    else:
+                        self._json(502, {"error": str(e)})
 
             def do_POST(self) -> None:
                 if not self._auth():

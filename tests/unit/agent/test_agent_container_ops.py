@@ -3,12 +3,15 @@ the fake driver: what it answers when the engine cannot, and the checks made bef
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from cellplane.agent.endpoint import AgentEndpoint
+from cellplane.drivers.errors import ContainerNotFound, DriverError
 from cellplane.drivers.fake import FakeDriver
 
 SECRET = "s3cret"
@@ -49,3 +52,45 @@ def test_bad_requests_are_refused_before_the_engine(agent: tuple[str, FakeDriver
         r = c.post("/cells/cel_x/limits", headers=AUTH, json={"cpu": 0.5, "memory_mb": 64})
         assert r.status_code == 404 and r.json()["kind"] == "container"
     assert [name for name, _ in driver.calls] == ["apply_limits"]
+
+
+class _BreakingLogs(FakeDriver):
+    """A driver whose log stream gives one line, then fails as an engine connection that drops."""
+
+    def logs(
+        self, container_id: str, tail: int | None = None, follow: bool = False
+    ) -> Iterator[bytes]:
+        if container_id == "cp-cel_gone":
+            raise ContainerNotFound("no such container")
+
+        def lines() -> Iterator[bytes]:
+            yield b"first line\n"
+            raise DriverError("the engine closed the stream")
+
+        return lines()
+
+
+def test_a_log_stream_that_breaks_ends_broken_not_with_an_error_answer_inside() -> None:
+    """Once the 200 and some log bytes are out, an engine error must not be written into the
+    stream as an error answer (a lenient reader would take it for log output): the chunked body
+    ends without its last chunk and the connection closes, which a reader sees as a broken
+    stream. Before any byte, a missing container is still a 404."""
+    ep = AgentEndpoint(_BreakingLogs(), SECRET)
+    ep.start()
+    try:
+        with httpx.Client(base_url=ep.url, headers=AUTH, timeout=10) as c:
+            assert c.get("/cells/cel_gone/logs").status_code == 404
+        url = urlsplit(ep.url)
+        with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+            sock.sendall(
+                b"GET /cells/cel_x/logs HTTP/1.1\r\nHost: agent\r\n"
+                b"Authorization: Bearer " + SECRET.encode() + b"\r\n\r\n"
+            )
+            raw = bytearray()
+            while part := sock.recv(65536):  # EOF: the agent closed the connection
+                raw += part
+        head, _, body = bytes(raw).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"chunked" in head, head
+        assert body == b"b\r\nfirst line\n\r\n"  # one chunk; no last chunk, nothing else
+    finally:
+        ep.stop()
