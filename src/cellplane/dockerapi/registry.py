@@ -21,12 +21,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
+import structlog
 from aiohttp import web
 
-from cellplane.dockerapi import build, registry_tags
+from cellplane.dockerapi import build, registry_api
 from cellplane.dockerapi.base import (
     EndpointContext,
     blocking,
@@ -44,6 +46,7 @@ from cellplane.dockerapi.image_archive import (
     repo_tag,
 )
 from cellplane.dockerapi.mapping import Refused, loads
+from cellplane.dockerapi.push_progress import PushProgress
 from cellplane.errors import CellplaneError, Conflict, NotFound
 from cellplane.ids import new_id
 from cellplane.registries import (
@@ -56,6 +59,8 @@ from cellplane.registries import (
 from cellplane.services import cell_access, image_names
 
 __all__ = ["allowed", "image_pull", "image_push", "routes"]
+
+log = structlog.get_logger("cellplane.dockerapi")
 
 
 def allowed(registries: tuple[Registry, ...], reference: str) -> Registry:
@@ -105,11 +110,12 @@ def _auth(registry: Registry, request: web.Request) -> str | None:
 
 async def _relay(
     ctx: EndpointContext, resp: web.StreamResponse | None, url: str, params: dict[str, str],
-    headers: dict[str, str],
+    headers: dict[str, str], convert: Callable[[str], list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any] | None:  # fmt: skip
-    """The agent's progress lines to the client in Docker's words; its last line (the result),
-    or None after an error (already sent). Without `resp` (an answer that is not a stream), the
-    lines are not sent and an error is a RuntimeError naming it."""
+    """The agent's progress lines to the client in Docker's words (each as a status, or as
+    `convert` turns it into Docker's lines); its last line (the result), or None after an error
+    (already sent). Without `resp` (an answer that is not a stream), the lines are not sent and
+    an error is a RuntimeError naming it."""
     async with ctx.agent.stream(
         "POST", url, params=params, headers={**headers, "Content-Length": "0"},
         timeout=httpx.Timeout(3600, connect=10),
@@ -130,7 +136,8 @@ async def _relay(
                 return dict(doc)
             text = str(doc.get("stream", "")).strip()
             if text and resp is not None:
-                await resp.write(json_line({"status": text}))
+                for out in convert(text) if convert is not None else [{"status": text}]:
+                    await resp.write(json_line(out))
     return None
 
 
@@ -160,8 +167,8 @@ async def image_pull(request: web.Request) -> web.StreamResponse:
     if every_tag:
         _, repository, _ = split_reference(names[0])
         try:
-            tags = await blocking(registry_tags.list_tags, registry, repository, auth)
-        except registry_tags.TagsError as exc:
+            tags = await blocking(registry_api.list_tags, registry, repository, auth)
+        except registry_api.RegistryReadError as exc:
             raise Refused(404, f"pull --all-tags of {reference}: {exc}") from exc
         if not tags:
             raise Refused(404, f"pull --all-tags of {reference}: the repository has no tags")
@@ -198,8 +205,12 @@ async def _pull_one(
         engine_id, _ = await blocking(
             image_names.register_archive, ctx.svc, [name], archive, sha, size, ctx.project_id
         )
-        digest = name.partition("@")[2] or f"sha256:{sha}"
-        await resp.write(json_line({"status": f"Digest: {digest}"}))
+        digest = name.partition("@")[2]
+        if not digest:
+            manifest = await _tag_manifest(registry, engine_ref, headers.get("X-Registry-Auth"))
+            digest = manifest[0] if manifest else ""
+        if digest:
+            await resp.write(json_line({"status": f"Digest: {digest}"}))
         await resp.write(
             json_line({"status": f"Status: Downloaded image for {engine_ref} "
                        f"(sha256:{engine_id[:12]}) into Cellplane's catalogue"})
@@ -208,6 +219,19 @@ async def _pull_one(
     except (httpx.HTTPError, RuntimeError, ValueError, CellplaneError) as exc:
         await resp.write(error_line(f"pull of {engine_ref} on host {host}: {exc}"))
         return False
+
+
+async def _tag_manifest(
+    registry: Registry, engine_ref: str, auth: str | None
+) -> tuple[str, int] | None:
+    """The digest and size of the manifest a tag names, as the registry gives them (None when
+    they cannot be read: the pull or push worked, only its digest is not shown)."""
+    _, path, tag = split_reference(engine_ref)
+    try:
+        return await blocking(registry_api.manifest_digest, registry, path, tag, auth)
+    except registry_api.RegistryReadError as exc:
+        log.warning("digest not read", reference=engine_ref, error=str(exc))
+        return None
 
 
 async def image_push(request: web.Request) -> web.StreamResponse:
@@ -239,12 +263,22 @@ async def image_push(request: web.Request) -> web.StreamResponse:
     }
     resp = web.StreamResponse(headers={"Content-Type": "application/json"})
     await resp.prepare(request)
+    progress = PushProgress()
     try:
         repository = engine_ref.rpartition(":")[0]
         await resp.write(json_line({"status": f"The push refers to repository [{repository}]"}))
-        done = await _relay(ctx, resp, f"{url}/pushes", {"spec": json.dumps(spec)}, headers)
+        done = await _relay(
+            ctx, resp, f"{url}/pushes", {"spec": json.dumps(spec)}, headers, progress.feed
+        )
         if done is not None:
-            await resp.write(json_line({"status": f"{tag or 'latest'}: pushed from host {host}"}))
+            pushed_tag = split_reference(engine_ref)[2]
+            manifest = await _tag_manifest(registry, engine_ref, auth)
+            if manifest is None:  # pushed; only its digest could not be read back
+                lines = [{"status": f"{pushed_tag}: pushed (the registry gave no digest)"}]
+            else:
+                lines = progress.finish(pushed_tag, *manifest)
+            for line in lines:
+                await resp.write(json_line(line))
     except (httpx.HTTPError, RuntimeError, ValueError, CellplaneError) as exc:
         await resp.write(error_line(f"push of {engine_ref} from host {host}: {exc}"))
     await resp.write_eof()

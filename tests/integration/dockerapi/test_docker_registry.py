@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import time
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from cellplane.dockerapi.registry_api import MANIFEST_TYPES
 from cellplane.testing.busybox import build_busybox_archive
 from cellplane.testing.harness import Deployment, free_port
 
@@ -96,14 +98,27 @@ def test_push_remove_pull_and_run_through_the_operators_registry(
     repo = ref.split("/", 1)[1].rsplit(":", 1)[0]
     ep.ok("tag", "busybox", ref)
     pushed = ep.ok("push", ref)
-    assert "pushed" in pushed, pushed
     tags = httpx.get(f"http://{registry}/v2/{repo}/tags/list", timeout=10).json()
     assert tags["tags"] == ["1"], tags
+    # dockerd's words: each layer by its short id, then the manifest's digest and size, the
+    # registry's own
+    head = httpx.head(
+        f"http://{registry}/v2/{repo}/manifests/1",
+        headers={"Accept": ", ".join(MANIFEST_TYPES)},
+        timeout=10,
+    )
+    digest, size = head.headers["Docker-Content-Digest"], head.headers["Content-Length"]
+    assert f"1: digest: {digest} size: {size}" in pushed, pushed
+    assert re.search(r"^[0-9a-f]{12}: Pushed$", pushed, re.M), pushed
+    # docker-py reads the digest from the stream's `aux`
+    lines = list(ep.py().api.push(ref, stream=True, decode=True))
+    assert {"Tag": "1", "Digest": digest, "Size": int(size)} in [d.get("aux") for d in lines]
 
     ep.ok("rmi", ref)
     assert ref not in ep.ok("images", "--format", "{{.Repository}}:{{.Tag}}")
     pulled = ep.docker("pull", ref)
     assert pulled.returncode == 0, pulled.stderr
+    assert f"Digest: {digest}" in pulled.stdout, pulled.stdout  # the registry's, as docker says
     assert ref in ep.ok("images", "--format", "{{.Repository}}:{{.Tag}}")
     assert ep.ok("run", "--rm", ref, "echo", "pulled-and-ran").strip() == "pulled-and-ran"
 
