@@ -52,7 +52,11 @@ def test_readme_tour_runs_end_to_end(tmp_path: Path) -> None:
             stdout, stderr = proc.communicate()
         pytest.fail(f"the tour did not finish in 540 s:\n{stdout[-8000:]}\n{stderr[-8000:]}")
     r = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    assert r.returncode == 0, f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    # The failed step's own report (what it ran, expected and printed) comes first in stderr,
+    # before the daemons' stacks and log: shown whole, then the tail.
+    failed_at = max(0, r.stderr.find("tour: README line"))
+    report = r.stderr[failed_at : failed_at + 6000]
+    assert r.returncode == 0, f"{r.stdout[-3000:]}\n{report}\n...\n{r.stderr[-4000:]}"
     assert "tour: passed" in r.stdout
     steps = [line for line in r.stdout.splitlines() if line.startswith("tour: ok")]
     assert any("cluster create kv" in s for s in steps) and any("logout" in s for s in steps)
