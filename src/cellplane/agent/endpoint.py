@@ -167,7 +167,7 @@ class AgentEndpoint:
                     self.wfile.write(b"0\r\n\r\n")
                 except (BrokenPipeError, ConnectionResetError):
                     pass
-                except (ContainerNotFound, DriverError) as e:
+                except DriverError as e:  # ContainerNotFound among them
                     if started:
                         # An answer is under way: an error answer written into it would read as
                         # the log's own bytes. The stream ends without its last chunk instead,

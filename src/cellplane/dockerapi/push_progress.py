@@ -34,14 +34,15 @@ class PushProgress:
 
     def feed(self, text: str) -> list[dict[str, Any]]:
         """The lines to send for the engine's line `text` (none for what Docker does not say)."""
-        found = _BLOB.match(text.strip())
+        text = text.strip()
+        found = _BLOB.match(text)
         if found is not None:
             short_id = found.group(1)[:12]
             if short_id in self.layers:
                 return []
             self.layers.append(short_id)
             return [_layer("Preparing", short_id), _layer("Pushing", short_id)]
-        if text.strip().startswith(_MANIFEST):
+        if text.startswith(_MANIFEST):
             return self._all_pushed()
         return []
 

@@ -174,8 +174,8 @@ def list_tags(
     timeout: float = 30.0,
     transport: httpx.BaseTransport | None = None,
 ) -> list[str]:
-    """The tags of `repository` (a path in `registry`), sorted; RegistryReadError naming what failed.
-    `auth`: the `X-Registry-Auth` value to use (the client's, or the operator's file);
+    """The tags of `repository` (a path in `registry`), sorted; RegistryReadError naming what
+    failed. `auth`: the `X-Registry-Auth` value to use (the client's, or the operator's file);
     `transport`: httpx's (tests)."""
 
     def ask(client: httpx.Client, base: str) -> list[str]:
