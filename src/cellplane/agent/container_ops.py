@@ -1,7 +1,7 @@
 """The agent's container operations for the Docker-compatible endpoint: copy files in and out,
-stats, top, changes (diff), export, pause/unpause, new limits on the running container.
+stats, top, changes (diff), export, pause/unpause, a signal, new limits on the running container.
 
-`AgentEndpoint` hands these requests over (``/cells/{id}/archive|stats|top|changes|export|pause|unpause|limits``);
+`AgentEndpoint` hands these requests over (``/cells/{id}/archive|stats|top|changes|export|pause|unpause|signal|limits``);
 each is the engine's own operation through the driver (`drivers.podman_ops.ContainerOps`). Archives
 and stats are streamed both ways (chunked answers; a PUT's body read in chunks as the engine takes
 it), so the agent never holds a whole archive. Standard library only.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -31,8 +32,9 @@ __all__ = ["GETS", "POSTS", "get", "head", "post", "put"]
 log = structlog.get_logger("cellplane.agent.container_ops")
 
 GETS = ("archive", "stats", "top", "changes", "export")
-POSTS = ("pause", "unpause", "limits")
+POSTS = ("pause", "unpause", "signal", "limits")
 CHUNK = 1 << 16
+SIGNAL_MAX = int(signal.SIGRTMAX)
 KIND_HEADER = "X-Cellplane-Error-Kind"
 # Go's os.FileMode bits, as the engine's path stat reports a mode.
 _GO_MODE_DIR = 1 << 31
@@ -227,6 +229,9 @@ def post(h: BaseHTTPRequestHandler, driver: Driver, cell_id: str, what: str, bod
 
         _guarded(h, cell_id, limits)
         return
+    if what == "signal":
+        _signal(h, driver, cell_id, body)
+        return
     if (ops := _ops(h, driver)) is None:
         return
 
@@ -235,3 +240,22 @@ def post(h: BaseHTTPRequestHandler, driver: Driver, cell_id: str, what: str, bod
         _json(h, 200, {})
 
     _guarded(h, cell_id, freeze)
+
+
+def _signal(h: BaseHTTPRequestHandler, driver: Driver, cell_id: str, body: bytes) -> None:
+    """Send the signal of the body (``{"signal": N}``, 1 to SIGRTMAX) to the container."""
+    try:
+        number = json.loads(body or b"{}")["signal"]
+    except (ValueError, KeyError, TypeError):
+        number = None
+    if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= SIGNAL_MAX:
+        _json(h, 400, {"error": f'body must be {{"signal": N}}, N from 1 to {SIGNAL_MAX}'})
+        return
+    if (ops := _ops(h, driver)) is None:
+        return
+
+    def send() -> None:
+        ops.signal(f"cp-{cell_id}", number)
+        _json(h, 200, {})
+
+    _guarded(h, cell_id, send)

@@ -7,13 +7,14 @@ once their task has ended, as `docker` expects the container to be running (or g
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
 import pydantic
 from aiohttp import web
 
-from cellplane.dockerapi import build, image_archive, mapping, netconnect, streams, views
+from cellplane.dockerapi import build, extras, image_archive, mapping, netconnect, streams, views
 from cellplane.dockerapi.base import (
     AUDITED,
     EndpointContext,
@@ -28,6 +29,7 @@ from cellplane.dockerapi.base import (
     resolve,
     settle,
 )
+from cellplane.dockerapi.extras_views import kill_signal
 from cellplane.dockerapi.healthchecks import healthcheck_fields, merged
 from cellplane.dockerapi.mapping import Refused
 from cellplane.errors import NotFound
@@ -48,7 +50,6 @@ __all__ = ["routes"]
 
 #: How long a start, stop, restart or rm waits for its task before answering anyway.
 TASK_WAIT_S = 300.0
-_KILL_SIGNALS = {"", "KILL", "SIGKILL", "9"}
 
 
 def _create(
@@ -263,15 +264,14 @@ async def stop(request: web.Request) -> web.Response:
 
 async def kill(request: web.Request) -> web.Response:
     ctx, p = context(request), principal(request)
-    signal = request.query.get("signal", "").upper()
-    if signal not in _KILL_SIGNALS:
-        raise Refused(
-            400, f"kill --signal {signal} is not supported on this endpoint yet (KILL only)"
-        )
+    number = kill_signal(request.query.get("signal", ""))
     cell = await blocking(resolve, ctx, p, request.match_info["ref"])
     if views.docker_state(cell) not in _LIVE:
         raise Refused(409, f"Container {cell['name']} is not running")
-    await _run(ctx, p, "stop", cell["id"], 0.0)
+    if number == signal.SIGKILL:  # the cell is stopped for good, as a stop at once
+        await _run(ctx, p, "stop", cell["id"], 0.0)
+    else:
+        await extras.send_signal(ctx, p, cell, number)
     return web.Response(status=204)
 
 

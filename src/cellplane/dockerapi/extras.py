@@ -372,6 +372,18 @@ async def _resize(
             raise
 
 
+async def send_signal(
+    ctx: EndpointContext, p: Principal, cell: dict[str, Any], number: int
+) -> None:
+    """`docker kill --signal` of a signal other than SIGKILL: sent by the engine of the cell's
+    host to the container's main process, through its agent. The cell's desired state does not
+    change: an exit the signal causes is observed as any exit (its restart policy applies)."""
+    resp = await _op(
+        ctx, p, cell, "POST", "signal", permission="cells:write", json_body={"signal": number}
+    )
+    await resp.aclose()
+
+
 async def pause(request: web.Request) -> web.Response:
     """`pause`/`unpause`: the engine freezes (thaws) every process of the container, through
     its host agent; the cell is PAUSED (RUNNING again). An engine that cannot: 501."""

@@ -1,6 +1,6 @@
 """Pure parts of the Docker endpoint's extra container routes (`dockerapi.extras`): the archive's
 path-stat header, the checks on an uploaded tar and its destination, the stats sample as Docker
-shows it, and the reading of `docker update`'s body. No I/O.
+shows it, the reading of `docker update`'s body and of `docker kill`'s signal. No I/O.
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import json
 import posixpath
+import re
+import signal
 from typing import Any
 
 from cellplane.dockerapi.mapping import Refused
@@ -16,6 +18,7 @@ __all__ = [
     "STAT_HEADER",
     "TarChecker",
     "check_container_path",
+    "kill_signal",
     "path_stat_header",
     "read_only_refusal",
     "stats_view",
@@ -26,6 +29,31 @@ STAT_HEADER = "X-Docker-Container-Path-Stat"
 _BLOCK = 512
 #: `docker update` fields that are applied; every other one must be absent, zero or empty.
 _APPLIED = {"NanoCpus", "CpuQuota", "CpuPeriod", "Memory", "MemorySwap", "RestartPolicy"}
+#: The signals a container may be sent (Linux: 1 to SIGRTMAX).
+_SIGNAL_MAX = int(signal.SIGRTMAX)
+_REALTIME = re.compile(r"RT(MIN\+|MAX-)(\d+)")
+
+
+def kill_signal(raw: str) -> int:
+    """The signal `docker kill --signal` names, as dockerd reads it: empty for SIGKILL, a number,
+    or a name with or without `SIG` in any case (`hup`, `SIGUSR1`, `RTMIN+3`). Docker's 400
+    (`Invalid signal: ...`) for anything else."""
+    text = raw.strip().upper().removeprefix("SIG")
+    number: int | None = None
+    if not raw:
+        number = int(signal.SIGKILL)
+    elif text.isdigit():
+        number = int(text)
+    elif m := _REALTIME.fullmatch(text):  # RTMIN+1..15 and RTMAX-14..1, as dockerd names them
+        offset, low = int(m.group(2)), m.group(1) == "MIN+"
+        if 1 <= offset <= (15 if low else 14):
+            number = int(signal.SIGRTMIN) + offset if low else _SIGNAL_MAX - offset
+    elif text.isalnum():
+        found = getattr(signal.Signals, f"SIG{text}", None)
+        number = int(found) if isinstance(found, signal.Signals) else None
+    if number is None or not 1 <= number <= _SIGNAL_MAX:
+        raise Refused(400, f"Invalid signal: {raw}")
+    return number
 
 
 def path_stat_header(stat: dict[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """Container operations beyond the life cycle, on a Docker-API engine: copy files in and out
 (the archive API), resource usage (stats), processes (top), the whole file system (export), pause
-and unpause.
+and unpause, signals.
 
 `ContainerOps` is what the host agent needs for them (`agent.container_ops`); `PodmanOps` gives
 it to `PodmanDriver` (a mixin over its SDK client). An engine without them (the fake driver) is
@@ -71,6 +71,9 @@ class ContainerOps(Protocol):
 
     def unpause(self, container_id: str) -> None:
         """Thaw a paused container."""
+
+    def signal(self, container_id: str, number: int) -> None:
+        """Send the signal `number` to the container's main process."""
 
 
 def _message(res: requests.Response) -> str:
@@ -213,6 +216,12 @@ class PodmanOps:
 
     def unpause(self, container_id: str) -> None:
         _raise_for(self._call("_post", "/containers/{0}/unpause", container_id))
+
+    def signal(self, container_id: str, number: int) -> None:
+        res = self._call(
+            "_post", "/containers/{0}/kill", container_id, params={"signal": str(number)}
+        )
+        _raise_for(res)
 
     def commit_image(
         self, container: str, reference: str, *, comment: str, author: str, pause: bool,

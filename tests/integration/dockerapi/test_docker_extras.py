@@ -1,5 +1,5 @@
 """`docker cp`, `export`, `commit`, `stats`, `top`, `rename`, `port`, `update`, `pause`/`unpause`,
-healthchecks against a real deployment (server + agent + podman), with the unmodified docker CLI and docker-py.
+`kill --signal`, healthchecks against a real deployment (server + agent + podman), with the unmodified docker CLI and docker-py.
 
 One deployment for the module; each test names its containers uniquely and removes them.
 """
@@ -449,6 +449,48 @@ def test_docker_pause_freezes_the_container_and_unpause_thaws_it(
         assert _inspect(ep_a, name)["State"]["Status"] == "exited"
     finally:
         ep_a.docker("rm", "-f", name)
+
+
+def _logged(ep: Endpoint, name: str, text: str, within: float = 30.0) -> bool:
+    deadline = time.monotonic() + within
+    while text not in (logs := ep.ok("logs", name)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return text in logs
+
+
+def test_docker_kill_sends_the_signal_asked_for(ep_a: Endpoint, admin: Client) -> None:
+    """A trapped HUP reaches the main process, which runs on; an unknown signal is Docker's
+    400 and changes nothing; docker-py's `kill(signal=...)` sends USR1, on which the process
+    exits with its own code and the cell is EXITED; the default (KILL) stops the container."""
+    name, other = unique("sg"), unique("sgk")
+    script = (
+        "trap 'echo got-hup' HUP; trap 'echo got-usr1; exit 7' USR1; "
+        "echo ready; while true; do sleep 0.1; done"
+    )
+    ep_a.ok("run", "-d", "--name", name, "-m", "16m", "busybox", "sh", "-c", script)
+    ep_a.ok("run", "-d", "--name", other, "-m", "16m", "busybox", *SLEEP)
+    try:
+        assert _logged(ep_a, name, "ready")
+        ep_a.ok("kill", "--signal", "SIGHUP", name)
+        assert _logged(ep_a, name, "got-hup")
+        assert _inspect(ep_a, name)["State"]["Status"] == "running"
+        bad = ep_a.docker("kill", "-s", "NOPE", name)
+        assert bad.returncode != 0 and "Invalid signal: NOPE" in bad.stderr, bad
+        assert _inspect(ep_a, name)["State"]["Status"] == "running"
+        ep_a.py().containers.get(name).kill(signal="usr1")
+        assert _logged(ep_a, name, "got-usr1")
+        deadline = time.monotonic() + 30
+        while _cells(admin, "team-a")[name]["state"] != "EXITED" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        state = _inspect(ep_a, name)["State"]
+        assert (state["Status"], state["ExitCode"]) == ("exited", 7), state
+        gone = ep_a.docker("kill", "-s", "HUP", name)
+        assert gone.returncode != 0 and "is not running" in gone.stderr, gone
+        ep_a.ok("kill", other)
+        assert _inspect(ep_a, other)["State"]["Status"] == "exited"
+        assert _cells(admin, "team-a")[other]["desired_state"] == "STOPPED"
+    finally:
+        ep_a.docker("rm", "-f", name, other)
 
 
 def test_docker_export_streams_the_containers_file_system(ep_a: Endpoint, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 from cellplane.agent.endpoint import AgentEndpoint
 from cellplane.drivers.errors import ContainerNotFound, DriverError
 from cellplane.drivers.fake import FakeDriver
+from cellplane.drivers.podman_ops import ContainerOps
 
 SECRET = "s3cret"
 AUTH = {"Authorization": f"Bearer {SECRET}"}
@@ -40,6 +42,7 @@ def test_an_engine_without_the_operations_answers_501(agent: tuple[str, FakeDriv
         r = c.put("/cells/cel_x/archive", params={"path": "/tmp"}, content=b"x" * 1024)
         assert r.status_code == 501
         assert c.post("/cells/cel_x/pause").status_code == 501
+        assert c.post("/cells/cel_x/signal", json={"signal": 1}).status_code == 501
 
 
 def test_bad_requests_are_refused_before_the_engine(agent: tuple[str, FakeDriver]) -> None:
@@ -51,7 +54,45 @@ def test_bad_requests_are_refused_before_the_engine(agent: tuple[str, FakeDriver
         # A missing container: 404, kind container (the fake driver has none).
         r = c.post("/cells/cel_x/limits", headers=AUTH, json={"cpu": 0.5, "memory_mb": 64})
         assert r.status_code == 404 and r.json()["kind"] == "container"
+        for body in ({}, {"signal": "HUP"}, {"signal": 0}, {"signal": 65}, {"signal": True}):
+            r = c.post("/cells/cel_x/signal", headers=AUTH, json=body)
+            assert r.status_code == 400 and '{"signal": N}' in r.json()["error"], (body, r.text)
     assert [name for name, _ in driver.calls] == ["apply_limits"]
+
+
+class _Signalled(FakeDriver):
+    """The fake driver with the engine's container operations: signals are recorded, a
+    container it does not have is not found; the other operations are not used here."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signals: list[tuple[str, int]] = []
+
+    def signal(self, container_id: str, number: int) -> None:
+        if container_id != "cp-cel_here":
+            raise ContainerNotFound(container_id)
+        self.signals.append((container_id, number))
+
+    def _unused(self, *args: object, **kwargs: object) -> Any:
+        raise AssertionError("not used by these tests")
+
+    archive_stat = archive_get = archive_put = stats = top = changes = export = _unused
+    pause = unpause = _unused
+
+
+def test_a_signal_reaches_the_engine_for_the_cells_container() -> None:
+    driver = _Signalled()
+    assert isinstance(driver, ContainerOps)
+    ep = AgentEndpoint(driver, SECRET)
+    ep.start()
+    try:
+        with httpx.Client(base_url=ep.url, headers=AUTH, timeout=10) as c:
+            assert c.post("/cells/cel_here/signal", json={"signal": 10}).status_code == 200
+            r = c.post("/cells/cel_gone/signal", json={"signal": 1})
+            assert r.status_code == 404 and r.json()["kind"] == "container"
+    finally:
+        ep.stop()
+    assert driver.signals == [("cp-cel_here", 10)]
 
 
 class _BreakingLogs(FakeDriver):

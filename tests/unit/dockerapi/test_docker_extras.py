@@ -12,6 +12,7 @@ import pytest
 from cellplane.dockerapi.extras_views import (
     TarChecker,
     check_container_path,
+    kill_signal,
     path_stat_header,
     read_only_refusal,
     stats_view,
@@ -197,3 +198,38 @@ def test_update_fields_refuses_what_it_does_not_apply(body: object, words: str) 
     with pytest.raises(Refused) as e:
         update_fields(body)
     assert e.value.status == 400 and words in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("raw", "number"),
+    [
+        ("", 9),  # the default: SIGKILL
+        ("KILL", 9),
+        ("sigkill", 9),
+        ("9", 9),
+        ("hup", 1),
+        ("SIGHUP", 1),
+        ("Usr1", 10),
+        ("SIGTERM", 15),
+        ("15", 15),
+        ("IOT", 6),  # aliases dockerd knows too
+        ("CLD", 17),
+        ("RTMIN", 34),
+        ("RTMIN+3", 37),
+        ("SIGRTMAX-1", 63),
+        ("RTMAX", 64),
+        ("64", 64),
+    ],
+)
+def test_kill_signal_reads_names_and_numbers_as_dockerd(raw: str, number: int) -> None:
+    assert kill_signal(raw) == number
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["0", "65", "-1", "NOPE", "SIG", " ", "RTMIN+0", "RTMIN+16", "RTMAX-15", "SIG_DFL", "9x"],
+)
+def test_kill_signal_refuses_what_is_no_signal_by_name(raw: str) -> None:
+    with pytest.raises(Refused) as e:
+        kill_signal(raw)
+    assert (e.value.status, str(e.value)) == (400, f"Invalid signal: {raw}")
