@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlparse
 
 import structlog
 
-from cellplane.drivers.base import Driver
+from cellplane.drivers.base import Driver, Signals
 from cellplane.drivers.errors import ContainerNotFound, DriverError, PermanentDriverError
 from cellplane.drivers.podman_ops import STAT_HEADER, ContainerOps, PathNotFound
 
@@ -251,11 +251,12 @@ def _signal(h: BaseHTTPRequestHandler, driver: Driver, cell_id: str, body: bytes
     if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= SIGNAL_MAX:
         _json(h, 400, {"error": f'body must be {{"signal": N}}, N from 1 to {SIGNAL_MAX}'})
         return
-    if (ops := _ops(h, driver)) is None:
+    if not isinstance(driver, Signals):
+        _json(h, 501, {"error": "this host's engine does not send signals", "kind": "engine"})
         return
 
     def send() -> None:
-        ops.signal(f"cp-{cell_id}", number)
+        driver.signal(f"cp-{cell_id}", number)
         _json(h, 200, {})
 
     _guarded(h, cell_id, send)

@@ -30,6 +30,7 @@ __all__ = [
     "MountSpec",
     "NetworkSpec",
     "PortSpec",
+    "Signals",
 ]
 
 PROTOCOLS = frozenset({"tcp", "udp", "sctp"})
@@ -256,6 +257,15 @@ class ExecSession(Protocol):
 
     def close(self) -> None:
         """Drop the streams (the command may go on running)."""
+
+
+@runtime_checkable
+class Signals(Protocol):
+    """An engine that sends a running container's main process any signal (`docker kill
+    --signal`); not every driver can (the agent answers 501 for one that cannot)."""
+
+    def signal(self, container_id: str, number: int) -> None:
+        """Send signal `number`; ContainerNotFound, or PermanentDriverError when not running."""
 
 
 @runtime_checkable

@@ -72,9 +72,6 @@ class ContainerOps(Protocol):
     def unpause(self, container_id: str) -> None:
         """Thaw a paused container."""
 
-    def signal(self, container_id: str, number: int) -> None:
-        """Send the signal `number` to the container's main process."""
-
 
 def _message(res: requests.Response) -> str:
     try:

@@ -456,6 +456,11 @@ class RuncDriver:
         if self._signal(record, signal.SIGKILL) and not self._wait_exited(record, 10.0):
             raise errors.TemporaryDriverError(f"container {record.name} did not end after SIGKILL")
 
+    def signal(self, container_id: str, number: int) -> None:
+        record = self._record(container_id)
+        if not self._signal(record, number):
+            raise errors.PermanentDriverError(f"container {record.name} is not running")
+
     def remove(self, container_id: str, force: bool = True) -> None:
         record = self._record(container_id)
         if self._running(record):

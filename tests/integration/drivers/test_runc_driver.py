@@ -118,6 +118,24 @@ def test_stop_kill_and_exit_codes(engine: Engine, runc: RuncDriver) -> None:
     assert runc.inspect(ends).exit_code == 5
 
 
+def test_a_signal_reaches_the_containers_main_process(engine: Engine, runc: RuncDriver) -> None:
+    script = (
+        "trap 'echo got-hup' HUP; trap 'exit 9' USR1; echo ready; while true; do sleep 0.1; done"
+    )
+    cid = run(engine, runc, "signal", ["sh", "-c", script])
+    assert engine.wait_for(lambda: b"ready" in b"".join(runc.logs(cid)))
+    runc.signal(cid, int(signal.SIGHUP))
+    assert engine.wait_for(lambda: b"got-hup" in b"".join(runc.logs(cid)))
+    assert runc.inspect(cid).running
+    runc.signal(cid, int(signal.SIGUSR1))
+    assert engine.wait_for(lambda: runc.inspect(cid).state == "exited")
+    assert runc.inspect(cid).exit_code == 9
+    with pytest.raises(errors.PermanentDriverError, match="not running"):
+        runc.signal(cid, int(signal.SIGHUP))
+    with pytest.raises(errors.ContainerNotFound):
+        runc.signal("cp-no-such-container", int(signal.SIGHUP))
+
+
 def test_writes_stay_in_the_cell_and_volumes_are_shared(engine: Engine, runc: RuncDriver) -> None:
     volume = engine.name("vol")
     engine.driver.ensure_volume(volume, engine.labels)
