@@ -2,7 +2,8 @@
 stats, top, changes (diff), export, pause/unpause, a signal, new limits on the running container.
 
 `AgentEndpoint` hands these requests over (``/cells/{id}/archive|stats|top|changes|export|pause|unpause|signal|limits``);
-each is the engine's own operation through the driver (`drivers.podman_ops.ContainerOps`). Archives
+each is the engine's own operation through the driver (`drivers.podman_ops.ContainerOps`; a
+signal through `drivers.base.Signals`, which the runc driver has too). Archives
 and stats are streamed both ways (chunked answers; a PUT's body read in chunks as the engine takes
 it), so the agent never holds a whole archive. Standard library only.
 
