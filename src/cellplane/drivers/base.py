@@ -269,6 +269,19 @@ class Signals(Protocol):
 
 
 @runtime_checkable
+class PreparesStart(Protocol):
+    """An engine that does the part of a start that runs nothing of the container ahead of the
+    start (podman's `init`: the runtime's container with its namespaces and addresses, its
+    process held before the command runs), so that a start asked for later is quick. A
+    container made to be started later (`docker create`) is prepared while the start is on its
+    way; the command still runs only when the start comes."""
+
+    def prepare_start(self, container_id: str) -> None:
+        """Prepare the container's start; a container prepared already is left as it is.
+        DriverError when the engine cannot (its start then does the whole work)."""
+
+
+@runtime_checkable
 class Driver(Protocol):
     """A container engine as the host agent sees it.
 

@@ -51,7 +51,13 @@ from cellplane.drivers.podman_bodies import (
     quota_at_create,
     sized_candidates,
 )
-from cellplane.drivers.podman_errors import Resource, map_engine_error, translated
+from cellplane.drivers.podman_errors import (
+    Resource,
+    guarded,
+    map_engine_error,
+    raw_chunks,
+    translated,
+)
 from cellplane.drivers.podman_exec import (
     PodmanAttachSession,
     PodmanExecSession,
@@ -442,6 +448,12 @@ class PodmanDriver(PodmanOps, PodmanNetworkOps):
         with translated("container"):
             self._api.start(container_id)
 
+    def prepare_start(self, container_id: str) -> None:
+        # libpod's init (~70 ms: the OCI runtime's create, the network's set-up, conmon); the
+        # start after it is ~8 ms instead of ~80. 304: prepared (or started) already.
+        with translated("container"):
+            self._libpod_post(f"/containers/{container_id}/init", {})
+
     def apply_limits(self, container_id: str, cpu: float, memory_mb: int) -> None:
         # libpod's update (podman >= 4.3, ~7 ms; the compat one is a 404), of the running cgroup.
         try:
@@ -516,7 +528,7 @@ class PodmanDriver(PodmanOps, PodmanNetworkOps):
                 follow=follow,
                 tail="all" if tail is None else tail,
             )
-        return _guarded(stream)
+        return guarded(stream)
 
     def docker_logs(
         self,
@@ -540,7 +552,7 @@ class PodmanDriver(PodmanOps, PodmanNetworkOps):
             api._raise_for_status(res)
             if follow:  # a quiet followed log must not time out
                 api._disable_socket_timeout(api._get_raw_response_socket(res))
-        return _guarded(_raw_chunks(res))
+        return guarded(raw_chunks(res))
 
     def exec(self, container_id: str, command: builtins.list[str]) -> ExecResult:
         with translated("container"):
@@ -584,15 +596,3 @@ class PodmanDriver(PodmanOps, PodmanNetworkOps):
     ) -> PodmanAttachSession:
         with translated("container"):
             return start_attach(self._untyped, container_id, stdin=stdin, logs=logs)
-
-
-def _raw_chunks(res: requests.Response) -> Iterator[bytes]:
-    try:
-        yield from res.raw.stream(65536, decode_content=False)
-    finally:
-        res.close()
-
-
-def _guarded(stream: Iterator[bytes]) -> Iterator[bytes]:
-    with translated("container"):
-        yield from stream

@@ -99,3 +99,17 @@ def translated(resource: Resource) -> Iterator[None]:
         OSError,
     ) as exc:
         raise map_engine_error(exc, resource) from exc
+
+
+def raw_chunks(res: requests.Response) -> Iterator[bytes]:
+    """A streamed answer's bytes as they come (a log's, an archive's), the answer closed after."""
+    try:
+        yield from res.raw.stream(65536, decode_content=False)
+    finally:
+        res.close()
+
+
+def guarded(stream: Iterator[bytes]) -> Iterator[bytes]:
+    """`stream`, with the engine's errors while it is read translated as a container's."""
+    with translated("container"):
+        yield from stream

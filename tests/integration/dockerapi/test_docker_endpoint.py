@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ import httpx
 import pytest
 
 from cellplane.client import CellplaneError, Client
+from cellplane.testing.cgroups import cgroup_limits
 from cellplane.testing.harness import Deployment
 
 from .conftest import DOCKER, SLEEP, Endpoint, finish, unique, user_grant, user_token
@@ -318,6 +320,54 @@ def test_a_start_that_fails_is_a_docker_error_naming_why(ep_a: Endpoint) -> None
         assert name not in ep_a.ok("ps", "--format", "{{.Names}}").split()
     finally:
         ep_a.docker("rm", "-f", name)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _engine_state(engine: docker.APIClient, cell_id: str) -> str:
+    """libpod's own state of the cell's container: `created` (made), `initialized` (prepared)."""
+    url = engine._url("/v4.0.0/libpod/containers/{0}/json", f"cp-{cell_id}", versioned_api=False)
+    return str(engine._result(engine._get(url), json=True)["State"]["Status"])
+
+
+def test_a_made_container_has_its_start_prepared_and_runs_nothing_before_it(
+    ep_a: Endpoint, deployment: Deployment, admin: Client
+) -> None:
+    # `docker create`: the agent has the engine prepare the start (podman's init) so that the
+    # start, when it comes, is quick; the command runs only then. A container that publishes a
+    # port is not prepared: it would hold the port from its creation on.
+    name, ported = unique("prep"), unique("prep-port")
+    ep_a.ok(
+        "create", "--name", name, "-m", "16m", "--cpus", "0.05",
+        "busybox", "sh", "-c", "echo ran; sleep 600",
+    )  # fmt: skip
+    ep_a.ok("create", "--name", ported, "-m", "16m", "-p", f"{_free_port()}:80", "busybox", *SLEEP)
+    engine = docker.APIClient(base_url=deployment.engine_url, version="1.41")
+    try:
+        cells = _cells(admin, "team-a")
+        deadline = time.monotonic() + 30
+        while _engine_state(engine, cells[name]["id"]) != "initialized":
+            assert time.monotonic() < deadline, "the made container's start was not prepared"
+            time.sleep(0.1)
+        assert ep_a.ok("logs", name) == ""
+        assert json.loads(ep_a.ok("inspect", name))[0]["State"]["Status"] == "created"
+        assert _engine_state(engine, cells[ported]["id"]) == "created"
+        ep_a.ok("start", name)
+        while ep_a.ok("logs", name) != "ran\n":
+            assert time.monotonic() < deadline, ep_a.ok("logs", name)
+            time.sleep(0.1)
+        assert json.loads(ep_a.ok("inspect", name))[0]["State"]["Running"] is True
+        # Its limits were set with the preparation: the running process's cgroup holds them.
+        pid = int(engine.inspect_container(f"cp-{cells[name]['id']}")["State"]["Pid"])
+        got = cgroup_limits(pid)
+        assert (got.memory_bytes, got.cpu) == (16 * 1024 * 1024, pytest.approx(0.05))
+    finally:
+        engine.close()
+        ep_a.docker("rm", "-f", name, ported)
 
 
 def test_a_quota_refusal_is_a_docker_error(ep_b: Endpoint, admin: Client) -> None:
