@@ -26,6 +26,7 @@ from cellplane.drivers.base import (
 )
 from cellplane.drivers.engine import SANDBOX_RUNTIME
 from cellplane.wire import agent_plain as wire
+from cellplane.wire import engine_options
 from cellplane.wire import exec as exec_wire
 
 __all__ = [
@@ -154,6 +155,7 @@ def container_spec(
     missing there is refused (ValueError), never mounted unchecked.
     """
     c = wire.parse(wire.CellAssignment, cell)
+    options = engine_options.from_labels(c.labels)  # a Docker endpoint's (ValueError if bad)
     labels = {k: v for k, v in c.labels.items() if not k.startswith("cellplane.")}
     labels.update(
         {
@@ -194,6 +196,10 @@ def container_spec(
         stdin_once=c.labels.get(exec_wire.STDIN_LABEL) == "once",
         tty=c.labels.get(exec_wire.TTY_LABEL) == "true",
         tty_size=_tty_size(c.labels),
+        cap_drop=options.cap_drop,
+        extra_hosts=options.extra_hosts,
+        tmpfs=options.tmpfs,
+        stop_signal=options.stop_signal,
     )
 
 

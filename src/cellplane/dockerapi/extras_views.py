@@ -12,7 +12,7 @@ import re
 import signal
 from typing import Any
 
-from cellplane.dockerapi.mapping import Refused
+from cellplane.dockerapi.refusal import Refused
 
 __all__ = [
     "STAT_HEADER",

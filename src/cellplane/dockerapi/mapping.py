@@ -14,6 +14,7 @@ import secrets
 from typing import Any
 
 from cellplane.dockerapi import naming
+from cellplane.dockerapi.engine_opts import option_labels
 from cellplane.dockerapi.healthchecks import healthcheck_fields
 from cellplane.dockerapi.refusal import Refused
 from cellplane.validation import is_dns_label
@@ -119,13 +120,10 @@ _REFUSED: dict[tuple[str, str], tuple[str, str, int]] = {
     ("HostConfig", "SecurityOpt"): ("--security-opt", _FORBIDDEN, 403),
     ("HostConfig", "CgroupParent"): ("--cgroup-parent", _FORBIDDEN, 403),
     ("HostConfig", "Sysctls"): ("--sysctl", _FORBIDDEN, 403),
-    ("HostConfig", "CapDrop"): ("--cap-drop", _NOT_YET, 400),
     ("HostConfig", "VolumesFrom"): ("--volumes-from", _NOT_YET, 400),
     ("HostConfig", "Links"): ("--link", _NOT_YET, 400),
     ("HostConfig", "Dns"): ("--dns", _NOT_YET, 400),
     ("HostConfig", "DnsSearch"): ("--dns-search", _NOT_YET, 400),
-    ("HostConfig", "ExtraHosts"): ("--add-host", _NOT_YET, 400),
-    ("HostConfig", "Tmpfs"): ("--tmpfs", _NOT_YET, 400),
     ("HostConfig", "Ulimits"): ("--ulimit", _NOT_YET, 400),
     ("HostConfig", "GroupAdd"): ("--group-add", _NOT_YET, 400),
     ("HostConfig", "PublishAllPorts"): ("-P/--publish-all", _NOT_YET, 400),
@@ -162,9 +160,6 @@ def _check_refused(body: dict[str, Any], host: dict[str, Any]) -> None:
     log = host.get("LogConfig") or {}
     if log.get("Type") not in (None, "", "json-file", "k8s-file"):
         raise Refused(400, f"--log-driver {log.get('Type')} {_NOT_YET}")
-    signal = body.get("StopSignal")
-    if signal not in (None, "", "SIGTERM", "TERM", "15"):
-        raise Refused(400, f"--stop-signal {signal} {_NOT_YET}")
 
 
 def _network(
@@ -463,6 +458,7 @@ def _cell_fields(name: str | None, body: dict[str, Any]) -> dict[str, Any]:
             raise Refused(400, "Conflicting options: --restart and --rm (AutoRemove)")
         labels[AUTO_REMOVE_LABEL] = "true"
     labels.update(_interactive(body))
+    labels.update(option_labels(body, host))
     if given and given != fields["name"]:
         labels[naming.NAME_LABEL] = given
     if aliases is not None:

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from cellplane.dockerapi import healthchecks, naming
+from cellplane.dockerapi.engine_opts import option_views
 from cellplane.dockerapi.mapping import AUTO_REMOVE_LABEL, RESTART_LABEL, Refused, loads
 from cellplane.wire.exec import ALIASES_LABEL, STDIN_LABEL, TTY_LABEL
 
@@ -235,6 +236,7 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
     exposed: dict[str, dict[str, Any]] = {k: {} for k in bindings}
     labels = cell.get("labels") or {}
     stdin = labels.get(STDIN_LABEL)
+    host_options, config_options = option_views(labels)
     return {
         "Id": docker_id(cell["id"]),
         "Created": cell["created_at"],
@@ -274,6 +276,7 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
             # The agent's engine keeps every container's output in its own file (Compose shows
             # logs only of containers whose log driver it knows).
             "LogConfig": {"Type": "k8s-file", "Config": {}},
+            **host_options,
         },
         "Mounts": _mounts(cell),
         "Config": {
@@ -295,6 +298,7 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
             "Entrypoint": cell.get("entrypoint"),
             "Labels": _labels(cell),
             "StopTimeout": int(cell.get("stop_timeout") or 0),
+            **config_options,
             **_healthcheck(cell),
         },
         "NetworkSettings": {

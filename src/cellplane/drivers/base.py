@@ -143,6 +143,13 @@ class ContainerSpec:
     # The TTY's size (cols, rows) from the process's start (None: the engine's, 0x0 until the
     # first resize).
     tty_size: tuple[int, int] | None = None
+    # Docker's `--cap-drop` (CAP_ names or ALL, beyond DROPPED_CAPABILITIES), `--add-host`
+    # ((name, address) lines of /etc/hosts), `--tmpfs` ((path, mount options)) and
+    # `--stop-signal` (the signal a stop sends first; None: SIGTERM).
+    cap_drop: tuple[str, ...] = ()
+    extra_hosts: tuple[tuple[str, str], ...] = ()
+    tmpfs: tuple[tuple[str, str], ...] = ()
+    stop_signal: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name:

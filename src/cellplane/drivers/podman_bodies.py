@@ -78,6 +78,15 @@ def quota_at_create(spec: ContainerSpec) -> int | None:
     return _cpu_quota(spec.cpu)
 
 
+def _cap_drop(spec: ContainerSpec) -> list[str]:
+    """The capabilities every cell goes without, and those the container's own `--cap-drop`
+    adds (ALL: every one)."""
+    if "ALL" in spec.cap_drop:
+        return ["ALL"]
+    more = (c.removeprefix("CAP_") for c in spec.cap_drop)
+    return list(dict.fromkeys([*DROPPED_CAPABILITIES, *more]))
+
+
 def compat_create_body(spec: ContainerSpec) -> dict[str, Any]:
     """The Docker-API `POST /containers/create` body for an image-based spec."""
     if spec.image is None:
@@ -112,12 +121,16 @@ def compat_create_body(spec: ContainerSpec) -> dict[str, Any]:
         ]
     host_config.update(
         {
-            "CapDrop": list(DROPPED_CAPABILITIES),
+            "CapDrop": _cap_drop(spec),
             "SecurityOpt": ["no-new-privileges"],
             "Privileged": False,
             "ReadonlyRootfs": spec.read_only,
         }
     )
+    if spec.extra_hosts:
+        host_config["ExtraHosts"] = [f"{name}:{address}" for name, address in spec.extra_hosts]
+    if spec.tmpfs:
+        host_config["Tmpfs"] = dict(spec.tmpfs)
     if spec.pids_limit:
         host_config["PidsLimit"] = spec.pids_limit
     body: dict[str, Any] = {
@@ -128,6 +141,8 @@ def compat_create_body(spec: ContainerSpec) -> dict[str, Any]:
     }
     if spec.stdin or spec.tty:
         body.update({"OpenStdin": spec.stdin, "StdinOnce": spec.stdin_once, "Tty": spec.tty})
+    if spec.stop_signal:
+        body["StopSignal"] = spec.stop_signal
     if spec.command is not None:
         body["Cmd"] = list(spec.command)
     if spec.entrypoint is not None:
@@ -179,13 +194,17 @@ def libpod_create_body(spec: ContainerSpec) -> dict[str, Any]:
         "command": list(spec.command or []),
         "env": dict(spec.env),
         "labels": dict(spec.labels),
-        "cap_drop": list(DROPPED_CAPABILITIES),
+        "cap_drop": _cap_drop(spec),
         "no_new_privileges": True,
         "privileged": False,
         "read_only_filesystem": spec.read_only,
     }
     if spec.stdin or spec.tty:
         body.update({"stdin": spec.stdin, "terminal": spec.tty})
+    if spec.tmpfs or spec.stop_signal:
+        raise ValueError("--tmpfs and --stop-signal are not offered for a rootfs cell")
+    if spec.extra_hosts:
+        body["hostadd"] = [f"{name}:{address}" for name, address in spec.extra_hosts]
     if spec.hostname:
         body["hostname"] = spec.hostname
     if spec.workdir:

@@ -272,6 +272,16 @@ def bundle_config(
         raise ValueError(
             f"container {spec.name}: the runc driver runs only runc ({spec.runtime} asked for)"
         )
+    docker_only = {
+        "--cap-drop": spec.cap_drop,
+        "--add-host": spec.extra_hosts,
+        "--tmpfs": spec.tmpfs,
+        "--stop-signal": spec.stop_signal,
+    }
+    if asked := [option for option, value in docker_only.items() if value]:
+        raise ValueError(
+            f"container {spec.name}: {', '.join(asked)} not supported by the runc driver yet"
+        )
     hostname = spec.hostname or spec.name[:63]
     caps = cell_capabilities()
     root_caps = caps if user.uid == 0 else []

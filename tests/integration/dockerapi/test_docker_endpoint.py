@@ -322,6 +322,39 @@ def test_a_start_that_fails_is_a_docker_error_naming_why(ep_a: Endpoint) -> None
         ep_a.docker("rm", "-f", name)
 
 
+def test_cap_drop_add_host_tmpfs_and_stop_signal_reach_the_container(ep_a: Endpoint) -> None:
+    name = unique("opts")
+    script = "trap 'echo got-int; exit 0' INT; trap 'echo got-term; exit 0' TERM; sleep 600 & wait"
+    ep_a.ok(
+        "run", "-d", "--name", name, "-m", "16m", "--cap-drop", "net_raw", "--cap-drop", "CHOWN",
+        "--add-host", "db.internal:10.1.2.3", "--tmpfs", "/scratch:size=8m,mode=750",
+        "--stop-signal", "SIGINT", "busybox", "sh", "-c", script,
+    )  # fmt: skip
+    try:
+        (info,) = json.loads(ep_a.ok("inspect", name))
+        assert info["HostConfig"]["CapDrop"] == ["CAP_CHOWN", "CAP_NET_RAW"]
+        assert info["HostConfig"]["ExtraHosts"] == ["db.internal:10.1.2.3"]
+        assert info["HostConfig"]["Tmpfs"] == {"/scratch": "size=8m,mode=750"}
+        assert info["Config"]["StopSignal"] == "SIGINT"
+        assert info["Config"]["Labels"] == {}
+        hosts = ep_a.ok("exec", name, "cat", "/etc/hosts").splitlines()
+        assert ["10.1.2.3", "db.internal"] in [line.split() for line in hosts]
+        (mount,) = [m for m in ep_a.ok("exec", name, "cat", "/proc/mounts").splitlines()
+                    if m.split()[1] == "/scratch"]  # fmt: skip
+        assert mount.split()[2] == "tmpfs" and "size=8192k" in mount and "mode=750" in mount
+        status = ep_a.ok("exec", name, "cat", "/proc/1/status")
+        (bounding,) = [int(v.split()[1], 16) for v in status.splitlines() if v.startswith("CapBnd")]
+        assert not bounding & (1 << 13) and not bounding & (1 << 0)  # CAP_NET_RAW, CAP_CHOWN
+        assert bounding & (1 << 10)  # CAP_NET_BIND_SERVICE is kept
+        # `docker stop` sends the stop signal first: the process's INT trap answers.
+        ep_a.ok("stop", name)
+        assert ep_a.ok("logs", name) == "got-int\n"
+        p = ep_a.docker("run", "-d", "--cap-drop", "FLY", "busybox", "true")
+        assert p.returncode != 0 and "--cap-drop CAP_FLY: unknown capability" in p.stderr, p.stderr
+    finally:
+        ep_a.docker("rm", "-f", name)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

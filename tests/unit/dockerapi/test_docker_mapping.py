@@ -141,7 +141,11 @@ def test_every_supported_option_maps_onto_the_cell() -> None:
         ({"HostConfig": {"RestartPolicy": {"Name": "sometimes"}}}, 400, "--restart sometimes"),
         ({"Labels": {"cellplane.cell": "x"}}, 400, "reserved"),
         ({"Image": ""}, 400, "No image"),
-        ({"StopSignal": "SIGUSR1"}, 400, "--stop-signal SIGUSR1"),
+        ({"StopSignal": "SIGNOPE"}, 400, "Invalid signal: SIGNOPE"),
+        ({"HostConfig": {"CapDrop": ["NOPE"]}}, 400, "--cap-drop NOPE: unknown capability"),
+        ({"HostConfig": {"ExtraHosts": ["db:300.1.1.1"]}}, 400, "--add-host db:300.1.1.1"),
+        ({"HostConfig": {"Tmpfs": {"scratch": ""}}}, 400, "--tmpfs scratch: the path"),
+        ({"HostConfig": {"Tmpfs": {"/t": "size=1m,exec=1"}}}, 400, "option 'exec=1'"),
         ({"HostConfig": {"PidsLimit": -1}}, 400, "--pids-limit"),
     ],
 )
