@@ -37,13 +37,16 @@ lint: venv
 	$(BIN)/lint-imports
 
 test-unit: venv
-	$(BIN)/python -m pytest tests/unit -q
+	$(BIN)/python -m pytest tests/unit -q -n auto
 
 test-integration: venv
 	$(BIN)/python -m pytest tests/integration tests/e2e -q -m integration
 
+# Unit tests (pure, no engine) spread over the cores; then the integration and end-to-end
+# tests, one at a time (they share the machine's podman, ports and network namespaces).
 test: deps-test venv lint
-	$(BIN)/python -m pytest tests -q --durations=30
+	$(BIN)/python -m pytest tests/unit -q -n auto --durations=10
+	$(BIN)/python -m pytest tests/integration tests/e2e -q --durations=30
 
 bench: venv
 	$(BIN)/python bench/scheduler.py
