@@ -200,6 +200,8 @@ def container_spec(
         extra_hosts=options.extra_hosts,
         tmpfs=options.tmpfs,
         stop_signal=options.stop_signal,
+        init=options.init,
+        group_add=options.group_add,
     )
 
 

@@ -1,4 +1,5 @@
-"""`--cap-drop`, `--add-host`, `--tmpfs` and `--stop-signal` on a Docker endpoint: checked into
+"""`--cap-drop`, `--add-host`, `--tmpfs`, `--stop-signal`, `--init` and `--group-add` on a Docker
+endpoint: checked into
 the cell's reserved labels (`wire.engine_options`) at create, shown back by `inspect`."""
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ _OPTION = {
     eo.EXTRA_HOSTS_LABEL: "--add-host",
     eo.TMPFS_LABEL: "--tmpfs",
     eo.STOP_SIGNAL_LABEL: "--stop-signal",
+    eo.INIT_LABEL: "--init",
+    eo.GROUP_ADD_LABEL: "--group-add",
 }
 
 
@@ -29,6 +32,8 @@ def option_labels(body: dict[str, Any], host: dict[str, Any]) -> dict[str, str]:
             extra_hosts=eo.parse_extra_hosts(_entries(host.get("ExtraHosts"), "--add-host")),
             tmpfs=eo.parse_tmpfs(host.get("Tmpfs") or {}),
             stop_signal=_stop_signal(body.get("StopSignal")),
+            init=_flag(host.get("Init"), "--init"),
+            group_add=eo.parse_group_add(_entries(host.get("GroupAdd"), "--group-add")),
         )
     except ValueError as exc:
         raise Refused(400, str(exc)) from None
@@ -45,6 +50,12 @@ def _entries(value: object, option: str) -> list[object]:
     if not isinstance(value, list):
         raise ValueError(f"{option}: a list is expected")
     return value
+
+
+def _flag(value: object, option: str) -> bool:
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"{option}: true or false is expected")
+    return bool(value)
 
 
 def _stop_signal(raw: object) -> str | None:
@@ -74,5 +85,9 @@ def option_views(labels: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]
     }
     if opts.tmpfs:
         host["Tmpfs"] = dict(opts.tmpfs)
+    if opts.init:
+        host["Init"] = True
+    host["GroupAdd"] = list(opts.group_add) or None
+
     config = {"StopSignal": opts.stop_signal} if opts.stop_signal else {}
     return host, config

@@ -145,11 +145,14 @@ class ContainerSpec:
     tty_size: tuple[int, int] | None = None
     # Docker's `--cap-drop` (CAP_ names or ALL, beyond DROPPED_CAPABILITIES), `--add-host`
     # ((name, address) lines of /etc/hosts), `--tmpfs` ((path, mount options)) and
-    # `--stop-signal` (the signal a stop sends first; None: SIGTERM).
+    # `--stop-signal` (the signal a stop sends first; None: SIGTERM), `--init` (the engine's
+    # init as PID 1) and `--group-add` (supplementary groups, names or numbers).
     cap_drop: tuple[str, ...] = ()
     extra_hosts: tuple[tuple[str, str], ...] = ()
     tmpfs: tuple[tuple[str, str], ...] = ()
     stop_signal: str | None = None
+    init: bool = False
+    group_add: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name:

@@ -131,6 +131,10 @@ def compat_create_body(spec: ContainerSpec) -> dict[str, Any]:
         host_config["ExtraHosts"] = [f"{name}:{address}" for name, address in spec.extra_hosts]
     if spec.tmpfs:
         host_config["Tmpfs"] = dict(spec.tmpfs)
+    if spec.init:
+        host_config["Init"] = True
+    if spec.group_add:
+        host_config["GroupAdd"] = list(spec.group_add)
     if spec.pids_limit:
         host_config["PidsLimit"] = spec.pids_limit
     body: dict[str, Any] = {
@@ -201,8 +205,10 @@ def libpod_create_body(spec: ContainerSpec) -> dict[str, Any]:
     }
     if spec.stdin or spec.tty:
         body.update({"stdin": spec.stdin, "terminal": spec.tty})
-    if spec.tmpfs or spec.stop_signal:
-        raise ValueError("--tmpfs and --stop-signal are not offered for a rootfs cell")
+    if spec.tmpfs or spec.stop_signal or spec.init or spec.group_add:
+        raise ValueError(
+            "--tmpfs, --stop-signal, --init and --group-add are not offered for a rootfs cell"
+        )
     if spec.extra_hosts:
         body["hostadd"] = [f"{name}:{address}" for name, address in spec.extra_hosts]
     if spec.hostname:

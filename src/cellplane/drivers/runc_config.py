@@ -277,6 +277,8 @@ def bundle_config(
         "--add-host": spec.extra_hosts,
         "--tmpfs": spec.tmpfs,
         "--stop-signal": spec.stop_signal,
+        "--init": spec.init,
+        "--group-add": spec.group_add,
     }
     if asked := [option for option, value in docker_only.items() if value]:
         raise ValueError(

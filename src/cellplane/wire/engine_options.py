@@ -1,6 +1,7 @@
 """Engine options a Docker endpoint's container carries as reserved cell labels, for its agent.
 
-`docker run --cap-drop`, `--add-host`, `--tmpfs` and `--stop-signal` have no cell field: the
+`docker run --cap-drop`, `--add-host`, `--tmpfs`, `--stop-signal`, `--init` and `--group-add`
+have no cell field: the
 endpoint checks them (`parse_*`, ValueError naming the option and the problem) and keeps them
 as labels under `cellplane.docker.` (hidden from the container's own labels); the agent reads
 them back (`from_labels`) into its `ContainerSpec`. Pure; shared by server and agent.
@@ -18,12 +19,15 @@ __all__ = [
     "CAPABILITIES",
     "CAP_DROP_LABEL",
     "EXTRA_HOSTS_LABEL",
+    "GROUP_ADD_LABEL",
+    "INIT_LABEL",
     "STOP_SIGNAL_LABEL",
     "TMPFS_LABEL",
     "EngineOptions",
     "from_labels",
     "parse_cap_drop",
     "parse_extra_hosts",
+    "parse_group_add",
     "parse_tmpfs",
     "to_labels",
 ]
@@ -32,6 +36,10 @@ CAP_DROP_LABEL = "cellplane.docker.cap-drop"
 EXTRA_HOSTS_LABEL = "cellplane.docker.add-host"
 TMPFS_LABEL = "cellplane.docker.tmpfs"
 STOP_SIGNAL_LABEL = "cellplane.docker.stop-signal"
+INIT_LABEL = "cellplane.docker.init"
+GROUP_ADD_LABEL = "cellplane.docker.group-add"
+
+_GROUP = re.compile(r"[0-9]{1,10}|[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 
 #: The Linux capabilities (capability.h, 5.x), as Docker names them.
 CAPABILITIES = frozenset(
@@ -106,6 +114,8 @@ class EngineOptions:
     extra_hosts: tuple[tuple[str, str], ...] = ()  # (host name, address) lines of /etc/hosts
     tmpfs: tuple[tuple[str, str], ...] = ()  # (path, mount options)
     stop_signal: str | None = None  # as the endpoint checked it (`SIGINT`, `2`...)
+    init: bool = False  # the engine's init (catatonit) as PID 1, reaping and passing signals
+    group_add: tuple[str, ...] = ()  # supplementary groups, names or numbers
 
 
 def parse_cap_drop(values: Iterable[object]) -> tuple[str, ...]:
@@ -172,6 +182,17 @@ def parse_tmpfs(value: object) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(out))
 
 
+def parse_group_add(values: Iterable[object]) -> tuple[str, ...]:
+    """`--group-add` entries: group names (as the image's /etc/group has them) or numbers."""
+    out: list[str] = []
+    for value in values:
+        if not isinstance(value, str) or not _GROUP.fullmatch(value):
+            raise ValueError(f"--group-add {value}: not a group name or number")
+        if value not in out:
+            out.append(value)
+    return tuple(out)
+
+
 def to_labels(opts: EngineOptions) -> dict[str, str]:
     """The reserved labels that carry `opts` (none for an option not given)."""
     labels: dict[str, str] = {}
@@ -183,6 +204,10 @@ def to_labels(opts: EngineOptions) -> dict[str, str]:
         labels[TMPFS_LABEL] = json.dumps(dict(opts.tmpfs), sort_keys=True)
     if opts.stop_signal:
         labels[STOP_SIGNAL_LABEL] = opts.stop_signal
+    if opts.init:
+        labels[INIT_LABEL] = "true"
+    if opts.group_add:
+        labels[GROUP_ADD_LABEL] = ",".join(opts.group_add)
     return labels
 
 
@@ -199,9 +224,12 @@ def from_labels(labels: Mapping[str, str]) -> EngineOptions:
     stop_signal = labels.get(STOP_SIGNAL_LABEL) or None
     if stop_signal is not None and not _SIGNAL.fullmatch(stop_signal):
         raise ValueError(f"--stop-signal {stop_signal}: not a signal")
+    groups = labels.get(GROUP_ADD_LABEL)
     return EngineOptions(
         cap_drop=parse_cap_drop(caps.split(",")) if caps else (),
         extra_hosts=parse_extra_hosts(host_entries),
         tmpfs=parse_tmpfs(tmpfs_map),
         stop_signal=stop_signal,
+        init=labels.get(INIT_LABEL) == "true",
+        group_add=parse_group_add(groups.split(",")) if groups else (),
     )

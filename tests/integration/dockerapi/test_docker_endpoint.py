@@ -322,13 +322,15 @@ def test_a_start_that_fails_is_a_docker_error_naming_why(ep_a: Endpoint) -> None
         ep_a.docker("rm", "-f", name)
 
 
-def test_cap_drop_add_host_tmpfs_and_stop_signal_reach_the_container(ep_a: Endpoint) -> None:
+def test_engine_options_reach_the_container_and_inspect(ep_a: Endpoint) -> None:
+    # --cap-drop, --add-host, --tmpfs, --stop-signal, --init, --group-add.
     name = unique("opts")
     script = "trap 'echo got-int; exit 0' INT; trap 'echo got-term; exit 0' TERM; sleep 600 & wait"
     ep_a.ok(
         "run", "-d", "--name", name, "-m", "16m", "--cap-drop", "net_raw", "--cap-drop", "CHOWN",
         "--add-host", "db.internal:10.1.2.3", "--tmpfs", "/scratch:size=8m,mode=750",
-        "--stop-signal", "SIGINT", "busybox", "sh", "-c", script,
+        "--stop-signal", "SIGINT", "--init", "--group-add", "1234",
+        "busybox", "sh", "-c", script,
     )  # fmt: skip
     try:
         (info,) = json.loads(ep_a.ok("inspect", name))
@@ -336,7 +338,15 @@ def test_cap_drop_add_host_tmpfs_and_stop_signal_reach_the_container(ep_a: Endpo
         assert info["HostConfig"]["ExtraHosts"] == ["db.internal:10.1.2.3"]
         assert info["HostConfig"]["Tmpfs"] == {"/scratch": "size=8m,mode=750"}
         assert info["Config"]["StopSignal"] == "SIGINT"
+        assert info["HostConfig"]["Init"] is True
+        assert info["HostConfig"]["GroupAdd"] == ["1234"]
         assert info["Config"]["Labels"] == {}
+        # PID 1 is the engine's init, the command its child, with the groups asked.
+        assert "podman-init" in ep_a.ok("exec", name, "cat", "/proc/1/cmdline")
+        children = "for f in /proc/[0-9]*/status; do grep -q '^PPid:.1$' $f && cat $f; done; true"
+        child = ep_a.ok("exec", name, "sh", "-c", children)  # the command: the init's child
+        assert "Name:\tsh" in child and "1234" in child.split("Groups:")[1].splitlines()[0]
+
         hosts = ep_a.ok("exec", name, "cat", "/etc/hosts").splitlines()
         assert ["10.1.2.3", "db.internal"] in [line.split() for line in hosts]
         (mount,) = [m for m in ep_a.ok("exec", name, "cat", "/proc/mounts").splitlines()

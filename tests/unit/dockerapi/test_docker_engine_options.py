@@ -1,4 +1,4 @@
-"""`--cap-drop`, `--add-host`, `--tmpfs` and `--stop-signal`: from a create's body to the cell's
+"""`--cap-drop`, `--add-host`, `--tmpfs`, `--stop-signal`, `--init` and `--group-add`: from a create's body to the cell's
 reserved labels (`dockerapi.engine_opts`, `wire.engine_options`), from the labels to the agent's
 `ContainerSpec` and podman's create body, and back in `inspect`. Pure."""
 
@@ -23,8 +23,13 @@ BODY: dict[str, Any] = {
         "CapDrop": ["net_raw", "CAP_CHOWN", "NET_RAW"],
         "ExtraHosts": ["db.internal:10.1.2.3", "v6=fd00::1", "api:[fd00::2]"],
         "Tmpfs": {"/scratch/": "size=8m,mode=1777", "/run": ""},
+        "Init": True,
+        "GroupAdd": ["audio", "1234", "audio"],
     },
 }
+
+
+NONE = {"CapDrop": None, "ExtraHosts": None, "GroupAdd": None}
 
 
 def test_the_options_travel_as_reserved_labels_to_the_engine_and_back_to_inspect() -> None:
@@ -34,35 +39,43 @@ def test_the_options_travel_as_reserved_labels_to_the_engine_and_back_to_inspect
         eo.EXTRA_HOSTS_LABEL,
         eo.TMPFS_LABEL,
         eo.STOP_SIGNAL_LABEL,
+        eo.INIT_LABEL,
+        eo.GROUP_ADD_LABEL,
     }
     spec = container_spec(_assignment(labels), "hst-1", "sha256:abc")
     assert spec.cap_drop == ("CAP_CHOWN", "CAP_NET_RAW")
     assert spec.extra_hosts == (("db.internal", "10.1.2.3"), ("v6", "fd00::1"), ("api", "fd00::2"))
     assert spec.tmpfs == (("/run", ""), ("/scratch", "size=8m,mode=1777"))
     assert spec.stop_signal == "SIGINT"
+    assert spec.init and spec.group_add == ("audio", "1234")
     assert not any(k.startswith("cellplane.docker.") for k in spec.labels)
     body = compat_create_body(spec)
     assert body["HostConfig"]["CapDrop"] == [*DROPPED_CAPABILITIES, "CHOWN", "NET_RAW"]
     assert body["HostConfig"]["ExtraHosts"] == ["db.internal:10.1.2.3", "v6:fd00::1", "api:fd00::2"]
     assert body["HostConfig"]["Tmpfs"] == {"/run": "", "/scratch": "size=8m,mode=1777"}
     assert body["StopSignal"] == "SIGINT"
+    assert body["HostConfig"]["Init"] is True
+    assert body["HostConfig"]["GroupAdd"] == ["audio", "1234"]
     host, config = option_views(labels)
     assert host == {
         "CapDrop": ["CAP_CHOWN", "CAP_NET_RAW"],
         "ExtraHosts": ["db.internal:10.1.2.3", "v6:fd00::1", "api:fd00::2"],
         "Tmpfs": {"/run": "", "/scratch": "size=8m,mode=1777"},
+        "Init": True,
+        "GroupAdd": ["audio", "1234"],
     }
     assert config == {"StopSignal": "SIGINT"}
 
 
 def test_without_options_nothing_is_added() -> None:
     assert option_labels({"Image": "busybox"}, {}) == {}
-    assert option_views({}) == ({"CapDrop": None, "ExtraHosts": None}, {})
+    assert option_views({}) == (NONE, {})
     spec = container_spec(_assignment({}), "hst-1", "sha256:abc")
     body = compat_create_body(spec)
     assert body["HostConfig"]["CapDrop"] == list(DROPPED_CAPABILITIES)
     assert "ExtraHosts" not in body["HostConfig"] and "Tmpfs" not in body["HostConfig"]
     assert "StopSignal" not in body
+    assert not {"Init", "GroupAdd"} & set(body["HostConfig"])
 
 
 def test_cap_drop_all_drops_every_capability() -> None:
@@ -106,6 +119,9 @@ def test_the_stop_signal_is_kept_by_name_and_sigterm_is_the_default(
         ({}, {"Tmpfs": {"/t": "size=big"}}, "option 'size=big' is not supported"),
         ({}, {"Tmpfs": {"/t": "mode=999"}}, "option 'mode=999'"),
         ({}, {"Tmpfs": {"/t": "remount"}}, "option 'remount'"),
+        ({}, {"Init": "yes"}, "--init: true or false"),
+        ({}, {"GroupAdd": ["wheel group"]}, "--group-add wheel group: not a group"),
+        ({}, {"GroupAdd": [7]}, "--group-add 7: not a group"),
     ],
 )
 def test_a_bad_option_is_refused_naming_it(
@@ -125,9 +141,10 @@ def test_a_bad_option_is_refused_naming_it(
         {eo.EXTRA_HOSTS_LABEL: '[["db", "nope"]]'},
         {eo.TMPFS_LABEL: '{"relative": ""}'},
         {eo.STOP_SIGNAL_LABEL: "SIGINT; rm -rf /"},
+        {eo.GROUP_ADD_LABEL: "wheel group"},
     ],
 )
 def test_the_agent_checks_the_labels_again(labels: dict[str, str]) -> None:
     with pytest.raises(ValueError):
         container_spec(_assignment(labels), "hst-1", "sha256:abc")
-    assert option_views(labels) == ({"CapDrop": None, "ExtraHosts": None}, {})
+    assert option_views(labels) == (NONE, {})
