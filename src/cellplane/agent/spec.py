@@ -202,6 +202,7 @@ def container_spec(
         stop_signal=options.stop_signal,
         init=options.init,
         group_add=options.group_add,
+        ulimits=options.ulimits,
     )
 
 

@@ -1,5 +1,5 @@
-"""`--cap-drop`, `--add-host`, `--tmpfs`, `--stop-signal`, `--init` and `--group-add` on a Docker
-endpoint: checked into
+"""`--cap-drop`, `--add-host`, `--tmpfs`, `--stop-signal`, `--init`, `--group-add` and `--ulimit`
+on a Docker endpoint: checked into
 the cell's reserved labels (`wire.engine_options`) at create, shown back by `inspect`."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ _OPTION = {
     eo.STOP_SIGNAL_LABEL: "--stop-signal",
     eo.INIT_LABEL: "--init",
     eo.GROUP_ADD_LABEL: "--group-add",
+    eo.ULIMITS_LABEL: "--ulimit",
 }
 
 
@@ -34,6 +35,7 @@ def option_labels(body: dict[str, Any], host: dict[str, Any]) -> dict[str, str]:
             stop_signal=_stop_signal(body.get("StopSignal")),
             init=_flag(host.get("Init"), "--init"),
             group_add=eo.parse_group_add(_entries(host.get("GroupAdd"), "--group-add")),
+            ulimits=eo.parse_ulimits(_entries(host.get("Ulimits"), "--ulimit")),
         )
     except ValueError as exc:
         raise Refused(400, str(exc)) from None
@@ -88,6 +90,7 @@ def option_views(labels: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]
     if opts.init:
         host["Init"] = True
     host["GroupAdd"] = list(opts.group_add) or None
+    host["Ulimits"] = [{"Name": n, "Soft": s, "Hard": h} for n, s, h in opts.ulimits] or None
 
     config = {"StopSignal": opts.stop_signal} if opts.stop_signal else {}
     return host, config

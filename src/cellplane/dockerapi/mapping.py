@@ -124,8 +124,6 @@ _REFUSED: dict[tuple[str, str], tuple[str, str, int]] = {
     ("HostConfig", "Links"): ("--link", _NOT_YET, 400),
     ("HostConfig", "Dns"): ("--dns", _NOT_YET, 400),
     ("HostConfig", "DnsSearch"): ("--dns-search", _NOT_YET, 400),
-    # podman 4.3 with runc 1.1 fails to start a container given any ulimit (rlimit type 6).
-    ("HostConfig", "Ulimits"): ("--ulimit", _NOT_YET, 400),
     ("HostConfig", "PublishAllPorts"): ("-P/--publish-all", _NOT_YET, 400),
     ("HostConfig", "CpusetCpus"): ("--cpuset-cpus", _NOT_YET, 400),
     ("HostConfig", "CpusetMems"): ("--cpuset-mems", _NOT_YET, 400),

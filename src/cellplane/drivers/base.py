@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 
 __all__ = [
     "DEFAULT_PIDS_LIMIT",
+    "DEFAULT_ULIMITS",
     "DROPPED_CAPABILITIES",
     "PROTOCOLS",
     "ContainerInfo",
@@ -55,6 +56,11 @@ DROPPED_CAPABILITIES: tuple[str, ...] = (
     "MKNOD",
     "AUDIT_WRITE",
 )
+
+
+#: Every cell's resource limits unless it asks for others (name, soft, hard): under this
+#: machine's hard limits (the engines' own defaults exceed them, and every start then fails).
+DEFAULT_ULIMITS: tuple[tuple[str, int, int], ...] = (("nofile", 1024, 1024), ("nproc", 4096, 4096))
 
 
 @dataclass(frozen=True)
@@ -146,13 +152,15 @@ class ContainerSpec:
     # Docker's `--cap-drop` (CAP_ names or ALL, beyond DROPPED_CAPABILITIES), `--add-host`
     # ((name, address) lines of /etc/hosts), `--tmpfs` ((path, mount options)) and
     # `--stop-signal` (the signal a stop sends first; None: SIGTERM), `--init` (the engine's
-    # init as PID 1) and `--group-add` (supplementary groups, names or numbers).
+    # init as PID 1), `--group-add` (supplementary groups, names or numbers) and `--ulimit`
+    # ((name, soft, hard), -1 unlimited; the others stay at DEFAULT_ULIMITS).
     cap_drop: tuple[str, ...] = ()
     extra_hosts: tuple[tuple[str, str], ...] = ()
     tmpfs: tuple[tuple[str, str], ...] = ()
     stop_signal: str | None = None
     init: bool = False
     group_add: tuple[str, ...] = ()
+    ulimits: tuple[tuple[str, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Final
 
 from cellplane.drivers import errors
+from cellplane.drivers.base import DEFAULT_ULIMITS
 from cellplane.drivers.podman_guard import NetworkGuard
 
 __all__ = [
@@ -120,12 +121,13 @@ def containers_conf(
         if subnet_pool
         else []
     )
+    ulimits = ", ".join(f'"{name}={soft}:{hard}"' for name, soft, hard in DEFAULT_ULIMITS)
     return "\n".join(
         [
             "# Written by cellplane: the agent's own engine; edits are overwritten.",
             "[containers]",
             # Podman's default rlimits exceed this machine's hard limits: every start fails.
-            'default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]',
+            f"default_ulimits = [{ulimits}]",
             'log_driver = "k8s-file"',
             "",
             "[engine]",

@@ -14,6 +14,7 @@ from typing import Any
 
 from cellplane.drivers import errors
 from cellplane.drivers.base import (
+    DEFAULT_ULIMITS,
     DROPPED_CAPABILITIES,
     ContainerInfo,
     ContainerSpec,
@@ -135,6 +136,14 @@ def compat_create_body(spec: ContainerSpec) -> dict[str, Any]:
         host_config["Init"] = True
     if spec.group_add:
         host_config["GroupAdd"] = list(spec.group_add)
+    if spec.ulimits:
+        # Given any, podman drops its default_ulimits for the host's, above its hard limits:
+        # the defaults come along for those not asked for.
+        asked = {name: (soft, hard) for name, soft, hard in spec.ulimits}
+        limits = {name: (soft, hard) for name, soft, hard in DEFAULT_ULIMITS} | asked
+        host_config["Ulimits"] = [
+            {"Name": name, "Soft": soft, "Hard": hard} for name, (soft, hard) in limits.items()
+        ]
     if spec.pids_limit:
         host_config["PidsLimit"] = spec.pids_limit
     body: dict[str, Any] = {
@@ -205,9 +214,10 @@ def libpod_create_body(spec: ContainerSpec) -> dict[str, Any]:
     }
     if spec.stdin or spec.tty:
         body.update({"stdin": spec.stdin, "terminal": spec.tty})
-    if spec.tmpfs or spec.stop_signal or spec.init or spec.group_add:
+    if spec.tmpfs or spec.stop_signal or spec.init or spec.group_add or spec.ulimits:
         raise ValueError(
-            "--tmpfs, --stop-signal, --init and --group-add are not offered for a rootfs cell"
+            "--tmpfs, --stop-signal, --init, --group-add and --ulimit are not offered for a"
+            " rootfs cell"
         )
     if spec.extra_hosts:
         body["hostadd"] = [f"{name}:{address}" for name, address in spec.extra_hosts]

@@ -279,6 +279,7 @@ def bundle_config(
         "--stop-signal": spec.stop_signal,
         "--init": spec.init,
         "--group-add": spec.group_add,
+        "--ulimit": spec.ulimits,
     }
     if asked := [option for option, value in docker_only.items() if value]:
         raise ValueError(

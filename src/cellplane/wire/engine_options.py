@@ -1,7 +1,7 @@
 """Engine options a Docker endpoint's container carries as reserved cell labels, for its agent.
 
-`docker run --cap-drop`, `--add-host`, `--tmpfs`, `--stop-signal`, `--init` and `--group-add`
-have no cell field: the
+`docker run --cap-drop`, `--add-host`, `--tmpfs`, `--stop-signal`, `--init`, `--group-add` and
+`--ulimit` have no cell field: the
 endpoint checks them (`parse_*`, ValueError naming the option and the problem) and keeps them
 as labels under `cellplane.docker.` (hidden from the container's own labels); the agent reads
 them back (`from_labels`) into its `ContainerSpec`. Pure; shared by server and agent.
@@ -23,12 +23,15 @@ __all__ = [
     "INIT_LABEL",
     "STOP_SIGNAL_LABEL",
     "TMPFS_LABEL",
+    "ULIMITS_LABEL",
+    "ULIMIT_NAMES",
     "EngineOptions",
     "from_labels",
     "parse_cap_drop",
     "parse_extra_hosts",
     "parse_group_add",
     "parse_tmpfs",
+    "parse_ulimits",
     "to_labels",
 ]
 
@@ -38,6 +41,13 @@ TMPFS_LABEL = "cellplane.docker.tmpfs"
 STOP_SIGNAL_LABEL = "cellplane.docker.stop-signal"
 INIT_LABEL = "cellplane.docker.init"
 GROUP_ADD_LABEL = "cellplane.docker.group-add"
+ULIMITS_LABEL = "cellplane.docker.ulimit"
+
+#: The resource limits `--ulimit` names (setrlimit(2), as Docker names them).
+ULIMIT_NAMES = frozenset(
+    ["as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile",
+     "nproc", "rss", "rtprio", "rttime", "sigpending", "stack"]
+)  # fmt: skip
 
 _GROUP = re.compile(r"[0-9]{1,10}|[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 
@@ -116,6 +126,7 @@ class EngineOptions:
     stop_signal: str | None = None  # as the endpoint checked it (`SIGINT`, `2`...)
     init: bool = False  # the engine's init (catatonit) as PID 1, reaping and passing signals
     group_add: tuple[str, ...] = ()  # supplementary groups, names or numbers
+    ulimits: tuple[tuple[str, int, int], ...] = ()  # (name, soft, hard); -1: unlimited
 
 
 def parse_cap_drop(values: Iterable[object]) -> tuple[str, ...]:
@@ -193,6 +204,27 @@ def parse_group_add(values: Iterable[object]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def parse_ulimits(values: Iterable[object]) -> tuple[tuple[str, int, int], ...]:
+    """`--ulimit NAME=SOFT[:HARD]` as the CLI sends it ({"Name", "Soft", "Hard"}); -1 is
+    unlimited; the soft limit at most the hard one. One entry per name (the last), sorted."""
+    out: dict[str, tuple[str, int, int]] = {}
+    for value in values:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"--ulimit {value!r}: not NAME=SOFT[:HARD]")
+        name, soft, hard = value.get("Name"), value.get("Soft"), value.get("Hard")
+        if not isinstance(name, str) or name not in ULIMIT_NAMES:
+            known = ", ".join(sorted(ULIMIT_NAMES))
+            raise ValueError(f"--ulimit {name}: unknown limit (one of {known})")
+        numbers = [v for v in (soft, hard) if isinstance(v, int) and not isinstance(v, bool)]
+        if len(numbers) != 2 or not all(-1 <= v < 2**63 for v in numbers):
+            raise ValueError(f"--ulimit {name}: the limits must be whole numbers (-1: unlimited)")
+        low, high = (2**64 if v == -1 else v for v in numbers)
+        if low > high:
+            raise ValueError(f"--ulimit {name}={soft}:{hard}: the soft limit is above the hard one")
+        out[name] = (name, numbers[0], numbers[1])
+    return tuple(out[k] for k in sorted(out))
+
+
 def to_labels(opts: EngineOptions) -> dict[str, str]:
     """The reserved labels that carry `opts` (none for an option not given)."""
     labels: dict[str, str] = {}
@@ -208,6 +240,8 @@ def to_labels(opts: EngineOptions) -> dict[str, str]:
         labels[INIT_LABEL] = "true"
     if opts.group_add:
         labels[GROUP_ADD_LABEL] = ",".join(opts.group_add)
+    if opts.ulimits:
+        labels[ULIMITS_LABEL] = ",".join(f"{n}={s}:{h}" for n, s, h in opts.ulimits)
     return labels
 
 
@@ -225,6 +259,14 @@ def from_labels(labels: Mapping[str, str]) -> EngineOptions:
     if stop_signal is not None and not _SIGNAL.fullmatch(stop_signal):
         raise ValueError(f"--stop-signal {stop_signal}: not a signal")
     groups = labels.get(GROUP_ADD_LABEL)
+    ulimits = []
+    for entry in filter(None, labels.get(ULIMITS_LABEL, "").split(",")):
+        name, _, limits = entry.partition("=")
+        soft, _, hard = limits.partition(":")
+        try:
+            ulimits.append({"Name": name, "Soft": int(soft), "Hard": int(hard)})
+        except ValueError:
+            raise ValueError(f"--ulimit {entry}: a malformed engine option label") from None
     return EngineOptions(
         cap_drop=parse_cap_drop(caps.split(",")) if caps else (),
         extra_hosts=parse_extra_hosts(host_entries),
@@ -232,4 +274,5 @@ def from_labels(labels: Mapping[str, str]) -> EngineOptions:
         stop_signal=stop_signal,
         init=labels.get(INIT_LABEL) == "true",
         group_add=parse_group_add(groups.split(",")) if groups else (),
+        ulimits=parse_ulimits(ulimits),
     )

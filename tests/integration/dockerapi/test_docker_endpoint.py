@@ -323,13 +323,13 @@ def test_a_start_that_fails_is_a_docker_error_naming_why(ep_a: Endpoint) -> None
 
 
 def test_engine_options_reach_the_container_and_inspect(ep_a: Endpoint) -> None:
-    # --cap-drop, --add-host, --tmpfs, --stop-signal, --init, --group-add.
+    # --cap-drop, --add-host, --tmpfs, --stop-signal, --init, --group-add, --ulimit.
     name = unique("opts")
     script = "trap 'echo got-int; exit 0' INT; trap 'echo got-term; exit 0' TERM; sleep 600 & wait"
     ep_a.ok(
         "run", "-d", "--name", name, "-m", "16m", "--cap-drop", "net_raw", "--cap-drop", "CHOWN",
         "--add-host", "db.internal:10.1.2.3", "--tmpfs", "/scratch:size=8m,mode=750",
-        "--stop-signal", "SIGINT", "--init", "--group-add", "1234",
+        "--stop-signal", "SIGINT", "--init", "--group-add", "1234", "--ulimit", "nofile=512:1024",
         "busybox", "sh", "-c", script,
     )  # fmt: skip
     try:
@@ -340,12 +340,23 @@ def test_engine_options_reach_the_container_and_inspect(ep_a: Endpoint) -> None:
         assert info["Config"]["StopSignal"] == "SIGINT"
         assert info["HostConfig"]["Init"] is True
         assert info["HostConfig"]["GroupAdd"] == ["1234"]
+        assert info["HostConfig"]["Ulimits"] == [{"Name": "nofile", "Soft": 512, "Hard": 1024}]
         assert info["Config"]["Labels"] == {}
-        # PID 1 is the engine's init, the command its child, with the groups asked.
+        # PID 1 is the engine's init, the command its child, with the groups and limits asked.
         assert "podman-init" in ep_a.ok("exec", name, "cat", "/proc/1/cmdline")
         children = "for f in /proc/[0-9]*/status; do grep -q '^PPid:.1$' $f && cat $f; done; true"
         child = ep_a.ok("exec", name, "sh", "-c", children)  # the command: the init's child
         assert "Name:\tsh" in child and "1234" in child.split("Groups:")[1].splitlines()[0]
+        pid = child.split("\nPid:")[1].split()[0]
+        limits = ep_a.ok("exec", name, "cat", f"/proc/{pid}/limits").splitlines()
+        assert next(v for v in limits if v.startswith("Max open files")).split()[3:5] == [
+            "512",
+            "1024",
+        ]
+        assert next(v for v in limits if v.startswith("Max processes")).split()[2:4] == [
+            "4096",
+            "4096",
+        ]
 
         hosts = ep_a.ok("exec", name, "cat", "/etc/hosts").splitlines()
         assert ["10.1.2.3", "db.internal"] in [line.split() for line in hosts]

@@ -1,4 +1,4 @@
-"""`--cap-drop`, `--add-host`, `--tmpfs`, `--stop-signal`, `--init` and `--group-add`: from a create's body to the cell's
+"""`--cap-drop`, `--add-host`, `--tmpfs`, `--stop-signal`, `--init`, `--group-add`, `--ulimit`: from a create's body to the cell's
 reserved labels (`dockerapi.engine_opts`, `wire.engine_options`), from the labels to the agent's
 `ContainerSpec` and podman's create body, and back in `inspect`. Pure."""
 
@@ -25,11 +25,15 @@ BODY: dict[str, Any] = {
         "Tmpfs": {"/scratch/": "size=8m,mode=1777", "/run": ""},
         "Init": True,
         "GroupAdd": ["audio", "1234", "audio"],
+        "Ulimits": [
+            {"Name": "nproc", "Soft": 64, "Hard": -1},
+            {"Name": "nofile", "Soft": 1024, "Hard": 2048},
+        ],
     },
 }
 
 
-NONE = {"CapDrop": None, "ExtraHosts": None, "GroupAdd": None}
+NONE = {"CapDrop": None, "ExtraHosts": None, "GroupAdd": None, "Ulimits": None}
 
 
 def test_the_options_travel_as_reserved_labels_to_the_engine_and_back_to_inspect() -> None:
@@ -41,6 +45,7 @@ def test_the_options_travel_as_reserved_labels_to_the_engine_and_back_to_inspect
         eo.STOP_SIGNAL_LABEL,
         eo.INIT_LABEL,
         eo.GROUP_ADD_LABEL,
+        eo.ULIMITS_LABEL,
     }
     spec = container_spec(_assignment(labels), "hst-1", "sha256:abc")
     assert spec.cap_drop == ("CAP_CHOWN", "CAP_NET_RAW")
@@ -48,12 +53,18 @@ def test_the_options_travel_as_reserved_labels_to_the_engine_and_back_to_inspect
     assert spec.tmpfs == (("/run", ""), ("/scratch", "size=8m,mode=1777"))
     assert spec.stop_signal == "SIGINT"
     assert spec.init and spec.group_add == ("audio", "1234")
+    assert spec.ulimits == (("nofile", 1024, 2048), ("nproc", 64, -1))
     assert not any(k.startswith("cellplane.docker.") for k in spec.labels)
     body = compat_create_body(spec)
     assert body["HostConfig"]["CapDrop"] == [*DROPPED_CAPABILITIES, "CHOWN", "NET_RAW"]
     assert body["HostConfig"]["ExtraHosts"] == ["db.internal:10.1.2.3", "v6:fd00::1", "api:fd00::2"]
     assert body["HostConfig"]["Tmpfs"] == {"/run": "", "/scratch": "size=8m,mode=1777"}
     assert body["StopSignal"] == "SIGINT"
+    ulimits = [
+        {"Name": "nofile", "Soft": 1024, "Hard": 2048},
+        {"Name": "nproc", "Soft": 64, "Hard": -1},
+    ]
+    assert body["HostConfig"]["Ulimits"] == ulimits
     assert body["HostConfig"]["Init"] is True
     assert body["HostConfig"]["GroupAdd"] == ["audio", "1234"]
     host, config = option_views(labels)
@@ -63,6 +74,7 @@ def test_the_options_travel_as_reserved_labels_to_the_engine_and_back_to_inspect
         "Tmpfs": {"/run": "", "/scratch": "size=8m,mode=1777"},
         "Init": True,
         "GroupAdd": ["audio", "1234"],
+        "Ulimits": ulimits,
     }
     assert config == {"StopSignal": "SIGINT"}
 
@@ -75,7 +87,18 @@ def test_without_options_nothing_is_added() -> None:
     assert body["HostConfig"]["CapDrop"] == list(DROPPED_CAPABILITIES)
     assert "ExtraHosts" not in body["HostConfig"] and "Tmpfs" not in body["HostConfig"]
     assert "StopSignal" not in body
-    assert not {"Init", "GroupAdd"} & set(body["HostConfig"])
+    assert not {"Init", "GroupAdd", "Ulimits"} & set(body["HostConfig"])
+
+
+def test_limits_not_asked_for_stay_at_every_cells_defaults() -> None:
+    # Given any ulimit, podman would take the host's for the others (above its hard limits).
+    labels = option_labels({}, {"Ulimits": [{"Name": "core", "Soft": 0, "Hard": 0}]})
+    spec = container_spec(_assignment(labels), "hst-1", "sha256:abc")
+    assert compat_create_body(spec)["HostConfig"]["Ulimits"] == [
+        {"Name": "nofile", "Soft": 1024, "Hard": 1024},
+        {"Name": "nproc", "Soft": 4096, "Hard": 4096},
+        {"Name": "core", "Soft": 0, "Hard": 0},
+    ]
 
 
 def test_cap_drop_all_drops_every_capability() -> None:
@@ -122,6 +145,12 @@ def test_the_stop_signal_is_kept_by_name_and_sigterm_is_the_default(
         ({}, {"Init": "yes"}, "--init: true or false"),
         ({}, {"GroupAdd": ["wheel group"]}, "--group-add wheel group: not a group"),
         ({}, {"GroupAdd": [7]}, "--group-add 7: not a group"),
+        ({}, {"Ulimits": [{"Name": "files", "Soft": 1, "Hard": 1}]}, "--ulimit files: unknown"),
+        ({}, {"Ulimits": [{"Name": "nofile", "Soft": 9, "Hard": 8}]}, "soft limit is above"),
+        ({}, {"Ulimits": [{"Name": "nofile", "Soft": -1, "Hard": 8}]}, "soft limit is above"),
+        ({}, {"Ulimits": [{"Name": "nofile", "Soft": "1", "Hard": 8}]}, "whole numbers"),
+        ({}, {"Ulimits": [{"Name": "core", "Soft": -2, "Hard": 8}]}, "whole numbers"),
+        ({}, {"Ulimits": ["nofile=1"]}, "not NAME=SOFT[:HARD]"),
     ],
 )
 def test_a_bad_option_is_refused_naming_it(
@@ -142,6 +171,8 @@ def test_a_bad_option_is_refused_naming_it(
         {eo.TMPFS_LABEL: '{"relative": ""}'},
         {eo.STOP_SIGNAL_LABEL: "SIGINT; rm -rf /"},
         {eo.GROUP_ADD_LABEL: "wheel group"},
+        {eo.ULIMITS_LABEL: "nofile=x:y"},
+        {eo.ULIMITS_LABEL: "nofile=9:8"},
     ],
 )
 def test_the_agent_checks_the_labels_again(labels: dict[str, str]) -> None:

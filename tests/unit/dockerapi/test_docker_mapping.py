@@ -146,7 +146,7 @@ def test_every_supported_option_maps_onto_the_cell() -> None:
         ({"HostConfig": {"ExtraHosts": ["db:300.1.1.1"]}}, 400, "--add-host db:300.1.1.1"),
         ({"HostConfig": {"Tmpfs": {"scratch": ""}}}, 400, "--tmpfs scratch: the path"),
         ({"HostConfig": {"Tmpfs": {"/t": "size=1m,exec=1"}}}, 400, "option 'exec=1'"),
-        ({"HostConfig": {"Ulimits": [{"Name": "nofile"}]}}, 400, "--ulimit is not supported"),
+        ({"HostConfig": {"Ulimits": [{"Name": "nofile"}]}}, 400, "--ulimit nofile: the limits"),
         ({"HostConfig": {"PidsLimit": -1}}, 400, "--pids-limit"),
     ],
 )

@@ -154,6 +154,7 @@ def test_without_a_netns_a_new_one_is_made() -> None:
         ({"cap_drop": ("CAP_NET_RAW",), "stop_signal": "SIGINT"}, "--cap-drop, --stop-signal"),
         ({"extra_hosts": (("db", "10.0.0.1"),), "tmpfs": (("/t", ""),)}, "--add-host, --tmpfs"),
         ({"init": True, "group_add": ("audio",)}, "--init, --group-add"),
+        ({"ulimits": (("core", 0, 0),)}, "--ulimit not supported"),
     ],
 )
 def test_refused_specs_name_the_problem(kwargs: dict[str, Any], message: str) -> None:
