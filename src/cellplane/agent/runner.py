@@ -44,6 +44,7 @@ from cellplane.agent.spec import (
     container_name,
     container_spec,
     host_capacity,
+    picked_ports,
     stop_timeout,
 )
 from cellplane.agent.spec import event as _event
@@ -372,6 +373,8 @@ class Agent(HealthChecking):
                 report["address"] = address
             if info.running and info.addresses:
                 report["addresses"] = dict(sorted(info.addresses.items()))
+            if info.running and (picked := picked_ports(cell, info)):
+                report["ports"] = picked
         report["restarts"] = self._restarts.get(cell.cell_id, 0)
         return report
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from cellplane.drivers.base import (
     DEFAULT_PIDS_LIMIT,
+    ContainerInfo,
     ContainerSpec,
     MountSpec,
     NetworkSpec,
@@ -40,6 +41,7 @@ __all__ = [
     "event",
     "host_capacity",
     "network_spec",
+    "picked_ports",
     "project_network_spec",
     "stop_timeout",
 ]
@@ -204,6 +206,24 @@ def container_spec(
         group_add=options.group_add,
         ulimits=options.ulimits,
     )
+
+
+def picked_ports(cell: wire.CellAssignment, info: ContainerInfo) -> list[dict[str, Any]]:
+    """The host ports the engine picked for the cell's ports that name none (`-p PORT`), as the
+    running container shows them: sorted, one per container port and protocol."""
+    wanted = {(p.container_port, p.protocol) for p in cell.ports if p.host_port is None}
+    picked = {
+        (p.container_port, p.protocol, p.host_port)
+        for p in info.ports
+        if p.host_port and (p.container_port, p.protocol) in wanted
+    }
+    seen: set[tuple[int, str]] = set()
+    out: list[dict[str, Any]] = []
+    for port, protocol, host_port in sorted(picked):
+        if (port, protocol) not in seen:  # bound twice (IPv4 and IPv6): one is enough
+            seen.add((port, protocol))
+            out.append({"container_port": port, "host_port": host_port, "protocol": protocol})
+    return out
 
 
 def _mount(m: wire.MountAssignment, binds: Mapping[str, str]) -> MountSpec:

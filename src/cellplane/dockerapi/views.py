@@ -138,6 +138,15 @@ def _labels(cell: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in (cell.get("labels") or {}).items() if not k.startswith("cellplane.")}
 
 
+def _host_port(cell: dict[str, Any], port: dict[str, Any]) -> int | None:
+    """The host port a port is published on: the one asked for, or (`-p PORT`) the one the
+    engine picked while the cell runs (its agent reports it)."""
+    if port.get("host_port"):
+        return int(port["host_port"])
+    picked = port.get("picked_port")
+    return int(picked) if picked and docker_state(cell) in ("running", "paused") else None
+
+
 def _port_list(cell: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for p in cell.get("ports") or []:
@@ -145,8 +154,8 @@ def _port_list(cell: dict[str, Any]) -> list[dict[str, Any]]:
             "PrivatePort": p["container_port"],
             "Type": p.get("protocol", "tcp"),
         }
-        if p.get("host_port"):
-            item.update(IP="0.0.0.0", PublicPort=p["host_port"])
+        if host_port := _host_port(cell, p):
+            item.update(IP="0.0.0.0", PublicPort=host_port)
         out.append(item)
     return out
 
@@ -303,11 +312,13 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
         },
         "NetworkSettings": {
             "IPAddress": cell.get("address") or "",
-            "Ports": {
-                k: [{"HostIp": "0.0.0.0", "HostPort": v[0]["HostPort"]}]
-                if v[0]["HostPort"]
-                else None
-                for k, v in bindings.items()
+            "Ports": {  # where they are published: a picked host port too
+                f"{p['container_port']}/{p.get('protocol', 'tcp')}": (
+                    [{"HostIp": "0.0.0.0", "HostPort": str(host_port)}]
+                    if (host_port := _host_port(cell, p))
+                    else None
+                )
+                for p in cell.get("ports") or []
             },
             "Networks": {
                 labels.get(naming.NETWORK_LABEL, network): {

@@ -306,6 +306,21 @@ def _final_exit(cell: Cell) -> bool:
 _WAITING = frozenset({"CREATING", "STARTING"})
 
 
+def with_picked_ports(stored: list[Any], reported: Sequence[Any]) -> list[Any]:
+    """The cell's ports with `picked_port` set, for each that names no host port, to what its
+    host's engine picked (`reported`: `PortAssignment`s); a new list (the JSON column changes).
+    Ports that name their host port, and malformed stored entries, are kept as they are."""
+    picked = {(p.container_port, p.protocol): p.host_port for p in reported if p.host_port}
+    out: list[Any] = []
+    for port in stored:
+        if isinstance(port, dict) and port.get("host_port") is None:
+            key = (port.get("container_port"), port.get("protocol", "tcp"))
+            if key in picked:
+                port = {**port, "picked_port": picked[key]}
+        out.append(port)
+    return out
+
+
 def merge_report(
     state: str, message: str | None, report: dict[str, Any] | wire.CellReport
 ) -> tuple[str, str | None]:
@@ -454,6 +469,8 @@ def _apply_one(s: Session, host_id: str, items: list[Any], now: datetime, topics
             cell.address = r.address
         if r.addresses:
             cell_networks.observed(s, cell, r.addresses)
+        if r.ports:
+            cell.ports = with_picked_ports(cell.ports or [], r.ports)
         if "exit_code" in sent:
             cell.exit_code = r.exit_code
         if "restarts" in sent:

@@ -236,6 +236,7 @@ class DockerTarget(Started):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ids: dict[str, list[str]] = {}
+        self.world: dict[str, list[str]] = {}  # the references made before the first round
         self._runner: web.AppRunner | None = None
         self.app: web.Application | None = None
         self.agent = httpx.AsyncClient(transport=httpx.MockTransport(unreachable))
@@ -271,6 +272,7 @@ class DockerTarget(Started):
             "networks:ref": ["default", "bridge"],
             "exec:id": [self._exec(running)],
         }
+        self.world = {key: list(refs) for key, refs in self.ids.items()}
 
     def _exec(self, container: str) -> str:
         """An exec instance of the running container, so that the exec routes are reached from
@@ -363,8 +365,12 @@ def _request(
     values: dict[str, str] = {}
     for i, name in enumerate(_PARAM.findall(path)):
         known_ok, index, text = ex.picks[i]
-        known = target.ids.get(f"{segment}:{name}", [])
-        value = known[index % len(known)] if known and known_ok else text
+        # Half the known references are the world's own (made before the first round), half
+        # any made since (a container an example created): what examples created, and which
+        # of them are gone by then, does not decide whether a route is reached past its lookup.
+        key = f"{segment}:{name}"
+        known = (index % 2 and target.ids.get(key)) or target.world.get(key) or []
+        value = known[index // 2 % len(known)] if known and known_ok else text
         values[name] = httpx.URL(path="/" + value).raw_path.decode("ascii")[1:] if value else ""
 
     def fill(m: re.Match[str]) -> str:

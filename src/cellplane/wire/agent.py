@@ -352,6 +352,8 @@ class CellReport(_Model):
     addresses: dict[str, str] | None = None
     # Added for healthchecks: sent when the health of its container's checks changes.
     health: HealthReport | None = None
+    # Added for `-p PORT`: the host ports the engine picked, sent while the container runs.
+    ports: list[PortAssignment] | None = Field(default=None, max_length=64)
 
 
 class FenceReport(_Model):

@@ -298,6 +298,7 @@ class CellReport:
     generation: int | None = None
     addresses: dict[str, str] | None = None
     health: HealthReport | None = None
+    ports: list[PortAssignment] | None = None  # the host ports the engine picked, while it runs
 
 
 @dataclass(frozen=True)

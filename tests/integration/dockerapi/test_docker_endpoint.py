@@ -376,6 +376,39 @@ def test_engine_options_reach_the_container_and_inspect(ep_a: Endpoint) -> None:
         ep_a.docker("rm", "-f", name)
 
 
+def test_a_port_published_without_a_host_port_shows_the_one_the_engine_picked(
+    ep_a: Endpoint,
+) -> None:
+    name = unique("picked")
+    serve = "mkdir /www && echo picked-ok > /www/index.html && exec httpd -f -p 8080 -h /www"
+    ep_a.ok("run", "-d", "--name", name, "-m", "16m", "-p", "8080", "busybox", "sh", "-c", serve)
+    try:
+        # `start` answers once the cell is RUNNING, with the port its agent saw picked.
+        (line,) = ep_a.ok("port", name, "8080/tcp").split()
+        address, _, picked = line.rpartition(":")
+        assert address == "0.0.0.0" and 1024 < int(picked) < 65536, line
+        (info,) = json.loads(ep_a.ok("inspect", name))
+        assert info["NetworkSettings"]["Ports"]["8080/tcp"] == [
+            {"HostIp": "0.0.0.0", "HostPort": picked}
+        ]
+        assert info["HostConfig"]["PortBindings"]["8080/tcp"] == [{"HostIp": "", "HostPort": ""}]
+        listed = ep_a.ok("ps", "--filter", f"name={name}", "--format", "{{.Ports}}")
+        assert f":{picked}->8080/tcp" in listed, listed
+        deadline = time.monotonic() + 20
+        while True:  # the host's port leads to the container's server
+            with contextlib.suppress(httpx.HTTPError):
+                answer = httpx.get(f"http://127.0.0.1:{picked}/", timeout=2)
+                if answer.text == "picked-ok\n":
+                    break
+            assert time.monotonic() < deadline, "nothing answers on the picked port"
+            time.sleep(0.2)
+        ep_a.ok("stop", "-t", "1", name)
+        (stopped,) = json.loads(ep_a.ok("inspect", name))
+        assert stopped["NetworkSettings"]["Ports"]["8080/tcp"] is None
+    finally:
+        ep_a.docker("rm", "-f", name)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

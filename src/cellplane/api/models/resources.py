@@ -184,6 +184,11 @@ class CellPort(View):
     container_port: int
     host_port: int | None
     protocol: str
+    picked_port: int | None = Field(
+        default=None,
+        description="Without a `host_port`: the host port its host's engine picked, as the "
+        "agent last reported it while the cell ran.",
+    )
 
 
 class CellMount(View):
