@@ -181,14 +181,13 @@ class Task(View):
 
 
 class CellPort(View):
+    """A published port. One without `host_port` also has `picked_port` (an integer) once its
+    host's engine has picked a host port for it, as the agent last reported it while the cell
+    ran; absent before."""
+
     container_port: int
     host_port: int | None
     protocol: str
-    picked_port: int | None = Field(
-        default=None,
-        description="Without a `host_port`: the host port its host's engine picked, as the "
-        "agent last reported it while the cell ran.",
-    )
 
 
 class CellMount(View):
