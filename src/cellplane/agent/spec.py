@@ -212,18 +212,15 @@ def picked_ports(cell: wire.CellAssignment, info: ContainerInfo) -> list[dict[st
     """The host ports the engine picked for the cell's ports that name none (`-p PORT`), as the
     running container shows them: sorted, one per container port and protocol."""
     wanted = {(p.container_port, p.protocol) for p in cell.ports if p.host_port is None}
-    picked = {
-        (p.container_port, p.protocol, p.host_port)
-        for p in info.ports
-        if p.host_port and (p.container_port, p.protocol) in wanted
-    }
-    seen: set[tuple[int, str]] = set()
-    out: list[dict[str, Any]] = []
-    for port, protocol, host_port in sorted(picked):
-        if (port, protocol) not in seen:  # bound twice (IPv4 and IPv6): one is enough
-            seen.add((port, protocol))
-            out.append({"container_port": port, "host_port": host_port, "protocol": protocol})
-    return out
+    picked: dict[tuple[int, str], int] = {}
+    for p in info.ports:  # a port bound twice (IPv4 and IPv6) counts once
+        key = (p.container_port, p.protocol)
+        if p.host_port and key in wanted:
+            picked[key] = min(p.host_port, picked.get(key, p.host_port))
+    return [
+        {"container_port": port, "host_port": host_port, "protocol": protocol}
+        for (port, protocol), host_port in sorted(picked.items())
+    ]
 
 
 def _mount(m: wire.MountAssignment, binds: Mapping[str, str]) -> MountSpec:

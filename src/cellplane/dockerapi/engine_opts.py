@@ -91,6 +91,5 @@ def option_views(labels: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]
         host["Init"] = True
     host["GroupAdd"] = list(opts.group_add) or None
     host["Ulimits"] = [{"Name": n, "Soft": s, "Hard": h} for n, s, h in opts.ulimits] or None
-
     config = {"StopSignal": opts.stop_signal} if opts.stop_signal else {}
     return host, config

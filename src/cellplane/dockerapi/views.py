@@ -138,23 +138,24 @@ def _labels(cell: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in (cell.get("labels") or {}).items() if not k.startswith("cellplane.")}
 
 
-def _host_port(cell: dict[str, Any], port: dict[str, Any]) -> int | None:
+def _host_port(port: dict[str, Any], running: bool) -> int | None:
     """The host port a port is published on: the one asked for, or (`-p PORT`) the one the
     engine picked while the cell runs (its agent reports it)."""
     if port.get("host_port"):
         return int(port["host_port"])
     picked = port.get("picked_port")
-    return int(picked) if picked and docker_state(cell) in ("running", "paused") else None
+    return int(picked) if picked and running else None
 
 
 def _port_list(cell: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
+    running = docker_state(cell) in ("running", "paused")
     for p in cell.get("ports") or []:
         item: dict[str, Any] = {
             "PrivatePort": p["container_port"],
             "Type": p.get("protocol", "tcp"),
         }
-        if host_port := _host_port(cell, p):
+        if host_port := _host_port(p, running):
             item.update(IP="0.0.0.0", PublicPort=host_port)
         out.append(item)
     return out
@@ -315,7 +316,7 @@ def inspect(cell: dict[str, Any], network: str) -> dict[str, Any]:
             "Ports": {  # where they are published: a picked host port too
                 f"{p['container_port']}/{p.get('protocol', 'tcp')}": (
                     [{"HostIp": "0.0.0.0", "HostPort": str(host_port)}]
-                    if (host_port := _host_port(cell, p))
+                    if (host_port := _host_port(p, state in ("running", "paused")))
                     else None
                 )
                 for p in cell.get("ports") or []
