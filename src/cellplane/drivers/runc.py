@@ -304,8 +304,13 @@ class RuncDriver:
         netns: str | None = None
         resolv = "# no network\n"
         if spec.network is not None:
-            attached = self.networks.attach(
-                container_id, spec.network, spec.address, spec.name, list(spec.aliases)
+            attached = self.networks.attach(  # its name served by the end of `start`
+                container_id,
+                spec.network,
+                spec.address,
+                spec.name,
+                list(spec.aliases),
+                settle=False,
             )
             netns, address = attached.netns_path or None, attached.address
             resolv = self.networks.resolv_conf(spec.network)
@@ -404,6 +409,8 @@ class RuncDriver:
             record.exit_code, record.finished_at, record.exit_known = None, None, True
             record.save(home)
         self._watcher.watch(pid, self._on_exit_of(record.id))
+        if record.network is not None:
+            self.networks.settle_names()  # the resolver rebound while runc ran
 
     def apply_limits(self, container_id: str, cpu: float, memory_mb: int) -> None:
         record = self._record(container_id)

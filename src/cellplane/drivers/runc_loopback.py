@@ -44,7 +44,11 @@ class RuncNetworking(Protocol):
         address: str | None,
         name: str,
         aliases: list[str],
+        *,
+        settle: bool = True,
     ) -> NetAttachment: ...
+
+    def settle_names(self) -> None: ...
 
     def detach(self, container_id: str) -> None: ...
 
@@ -103,8 +107,13 @@ class LoopbackNetworks:
         address: str | None,
         name: str,
         aliases: list[str],
+        *,
+        settle: bool = True,
     ) -> LoopbackAttachment:
         return LoopbackAttachment()
+
+    def settle_names(self) -> None:
+        return None
 
     def detach(self, container_id: str) -> None:
         return None

@@ -383,8 +383,13 @@ class RuncNetworks:
         address: str | None,
         name: str,
         aliases: list[str],
+        *,
+        settle: bool = True,
     ) -> Attachment:
-        """Make the cell's namespace on `network` with `address` (None: the lowest free)."""
+        """Make the cell's namespace on `network` with `address` (None: the lowest free).
+
+        Its name is served when this returns; `settle=False`: once `settle_names` returns (the
+        resolver rebinds meanwhile: the driver waits after the container's start)."""
         net = self._net(network)
         try:
             check_id(container_id)
@@ -433,7 +438,10 @@ class RuncNetworks:
             with self._lock:
                 self._atts[container_id] = att
             self._resolver.set_entry(
-                network, container_id, dns_entry(container_id, address, name, aliases)
+                network,
+                container_id,
+                dns_entry(container_id, address, name, aliases),
+                wait=settle,
             )
         except BaseException as exc:
             with self._lock:
@@ -497,6 +505,15 @@ class RuncNetworks:
             self._release(att.network, att.address, container_id)
             self._resolver.set_entry(att.network, container_id, None)
         record.unlink(missing_ok=True)
+
+    def settle_names(self) -> None:
+        """Return once the names of every cell attached so far are served. Never raises: a
+        resolver that cannot be started again is logged (the cells run, their names do not
+        resolve), as when it does not rebind in time."""
+        try:
+            self._resolver.settle()
+        except errors.DriverError as exc:
+            log.warning("names on runc networks are not served: %s", exc)
 
     def resolver_pid(self) -> int | None:
         """The pid of this instance's aardvark-dns, None while none runs."""

@@ -15,6 +15,12 @@ that reaches it before its handler is installed ends it. So each change here wai
 the lock, until the resolver has bound every listen address anew (read from
 `/proc/<pid>/net/udp`): when `attach` returns the cell's name is served, and no restart is
 left in flight for the next change to race with.
+
+A change may also leave its wait for later (`set_entry(..., wait=False)`): the runc driver
+attaches a cell while it makes the container and waits (`settle`) once `runc run` has returned,
+so the resolver rebinds while the container starts rather than before. The wait is then owed:
+the next change, under the lock, settles it before it writes or signals, so two restarts are
+never in flight together.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from typing import Final
 from cellplane.drivers import errors
 from cellplane.drivers.runc_net_plan import listen_addresses, merge_entry, rebound, udp_listeners
 
-__all__ = ["Resolver", "reload_and_wait"]
+__all__ = ["Resolver", "reload", "reload_and_wait"]
 
 log = logging.getLogger(__name__)
 
@@ -98,16 +104,23 @@ def wait_listening(
         time.sleep(0.002)
 
 
-def reload_and_wait(conf: Path, pid: int, port: int = PORT, wait: float = REBIND_WAIT) -> bool:
-    """SIGHUP resolver `pid` and wait until it has bound its listen addresses anew (see the
-    module's docstring). False if it is gone (ProcessLookupError) or did not rebind in time."""
+def reload(pid: int, port: int = PORT) -> set[int] | None:
+    """SIGHUP resolver `pid`; the inodes of the sockets it listened on before (what
+    `wait_listening` waits to see replaced), None if it is gone."""
     old = _bound(pid, port)
     before = set(old.values()) if old is not None else set()
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
-        return False
-    return wait_listening(conf, pid, before, port, wait)
+        return None
+    return before
+
+
+def reload_and_wait(conf: Path, pid: int, port: int = PORT, wait: float = REBIND_WAIT) -> bool:
+    """SIGHUP resolver `pid` and wait until it has bound its listen addresses anew (see the
+    module's docstring). False if it is gone (ProcessLookupError) or did not rebind in time."""
+    before = reload(pid, port)
+    return before is not None and wait_listening(conf, pid, before, port, wait)
 
 
 class Resolver:
@@ -119,16 +132,35 @@ class Resolver:
         self.base = run_dir
         self.conf = run_dir / CONF_DIR
         self.binary = (binary or None) if binary is not None else find_binary()
+        # A reload whose wait is owed (`set_entry(..., wait=False)`): the resolver's pid and
+        # the sockets it listened on before. Only read and changed under the lock.
+        self._owed: tuple[int, set[int]] | None = None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
+        """The file lock (other processes on the same run dir) with any owed wait settled."""
         self.conf.mkdir(parents=True, exist_ok=True)
         with open(self.base / LOCK_FILE, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
+                self._settle_owed()
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _settle_owed(self) -> None:
+        owed, self._owed = self._owed, None
+        if owed is None:
+            return
+        pid, before = owed
+        if not wait_listening(self.conf, pid, before) and self.pid() is None:
+            self._start()  # it went away while reloading: as `_signal` does
+
+    def settle(self) -> None:
+        """Return once the last change is served (a no-op when none left its wait owed)."""
+        if self._owed is not None:
+            with self._locked():
+                pass
 
     def _write(self, network: str, text: str) -> None:
         tmp = self.base / f".{network}.dns"
@@ -145,8 +177,11 @@ class Resolver:
             self._write(network, merge_entry(text, gateway, "", None))
             self._signal()
 
-    def set_entry(self, network: str, container_id: str, line: str | None) -> None:
-        """Replace (None: remove) the line of `container_id` in `network`'s file, then reload."""
+    def set_entry(
+        self, network: str, container_id: str, line: str | None, *, wait: bool = True
+    ) -> None:
+        """Replace (None: remove) the line of `container_id` in `network`'s file, then reload;
+        `wait=False`: return once the resolver is signalled, the wait owed (`settle`)."""
         with self._locked():
             path = self.conf / network
             if not path.is_file():
@@ -157,7 +192,7 @@ class Resolver:
             if new == text:
                 return
             self._write(network, new)
-            self._signal()
+            self._signal(wait=wait)
 
     def remove_network(self, network: str) -> None:
         """Drop the network's file; stop the resolver when no network is left."""
@@ -190,11 +225,16 @@ class Resolver:
         with self._locked():
             self._signal()
 
-    def _signal(self) -> None:
+    def _signal(self, *, wait: bool = True) -> None:
         # Under the lock: two callers that both found no resolver would start two, and the pid
         # file would name only one of them.
         pid = self.pid()
-        if pid is not None and (reload_and_wait(self.conf, pid) or self.pid() is not None):
+        if pid is not None and not wait:
+            before = reload(pid)
+            if before is not None:
+                self._owed = (pid, before)
+                return
+        elif pid is not None and (reload_and_wait(self.conf, pid) or self.pid() is not None):
             return
         self._start()
 

@@ -278,6 +278,37 @@ def test_a_cells_name_is_served_the_moment_attach_returns(run: tuple[RuncNetwork
     assert "Address: " in done.stdout.split("Name:", 1)[-1], done.stdout + done.stderr
 
 
+def test_an_attach_that_leaves_its_wait_owed_is_served_once_settled(
+    run: tuple[RuncNetworks, str],
+) -> None:
+    """The runc driver attaches with `settle=False` and settles after `runc run`: the name is
+    served once `settle_names` returns, and a change made while a wait is owed settles it first
+    (so two reloads are never in flight: every name of the run is served after each)."""
+    nets, tag = run
+    net = f"t{tag}-owed"
+    nets.ensure_network(NetworkSpec(name=net))
+    gateway = nets.resolv_conf(net).split()[1]
+    atts = []
+    for i in range(6):
+        atts.append(nets.attach(f"{tag}o{i}", net, None, f"o{i}", [], settle=False))
+        assert nets._resolver._owed is not None  # signalled, not waited for
+    nets.settle_names()
+    assert nets._resolver._owed is None
+    nets.settle_names()  # nothing owed: returns at once
+    for i, att in enumerate(atts):
+        done = subprocess.run(
+            ["busybox", "nslookup", f"o{i}", gateway], capture_output=True, text=True, timeout=30
+        )
+        assert f"Address: {att.address}" in done.stdout, done.stdout + done.stderr
+    nets.attach(f"{tag}o6", net, None, "o6", [], settle=False)
+    nets.detach(f"{tag}o0")  # settles the owed wait, then waits for its own
+    assert nets._resolver._owed is None
+    done = subprocess.run(
+        ["busybox", "nslookup", "o6", gateway], capture_output=True, text=True, timeout=30
+    )
+    assert "Address: " in done.stdout.split("Name:", 1)[-1], done.stdout + done.stderr
+
+
 def test_the_overlays_bridge_is_used_with_its_anycast_mac_and_kept(
     run: tuple[RuncNetworks, str],
 ) -> None:
