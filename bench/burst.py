@@ -251,6 +251,11 @@ def main() -> int:
         help="sample server and agent with py-spy during the cells' burst",
     )
     ap.add_argument(
+        "--agent-parallelism",
+        default="adaptive",
+        help="the agent's engine work at once: adaptive (its default) or a fixed number",
+    )
+    ap.add_argument(
         "--driver",
         choices=["podman", "runc"],
         default="podman",
@@ -269,7 +274,10 @@ def main() -> int:
     best_cpu: dict[str, object] | None = None
     growth: list[float] = []
 
-    with deployment(agent_args=["--driver", args.driver]) as d:
+    agent_args = ["--driver", args.driver]
+    if args.agent_parallelism != "adaptive":
+        agent_args += ["--parallelism", str(int(args.agent_parallelism)), "--fixed-parallelism"]
+    with deployment(agent_args=agent_args) as d:
         with d.client() as c:
             for p in projects[1:]:
                 c.create_project(p)
@@ -343,6 +351,7 @@ def main() -> int:
             "runc_baseline_seconds": round(runc_s, 2) if runc else None,
             "ratio_to_runc_baseline": round(res["seconds"] / runc_s, 2) if runc else None,
             "parallel": par,
+            "agent_parallelism": args.agent_parallelism,
             "seconds": round(res["seconds"], 2),
             "baseline_seconds": round(baseline_s, 2),
             "engine_best_seconds": round(best_s, 2),

@@ -275,6 +275,7 @@ def run_agent(
     cpu_ratio: float,
     parallelism: int,
     log_level: str,
+    fixed_parallelism: bool = False,
     ca_file: Path | None = None,
     overlay: bool = False,
     private_networks: bool | None = None,
@@ -362,6 +363,7 @@ def run_agent(
         zone=zone,
         cpu_ratio=cpu_ratio,
         parallelism=parallelism,
+        fixed_parallelism=fixed_parallelism,
         overlay=overlay,
         network_run_dir=engine.network_run_dir,
         heartbeat_s=heartbeat_s,
@@ -510,7 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--label", action="append", default=[])
     a.add_argument("--zone")
     a.add_argument("--cpu-ratio", type=float, default=16.0)
-    a.add_argument("--parallelism", type=int, default=8)
+    a.add_argument("--parallelism", type=int, default=16)
+    a.add_argument("--fixed-parallelism", action="store_true")
     a.add_argument("--log-level", default=env("CELLPLANE_LOG_LEVEL", "info"))
     a.add_argument("--ca-file", type=Path, default=env("CELLPLANE_CA_CERT"))
     a.add_argument(
@@ -557,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         zone=args.zone,
         cpu_ratio=args.cpu_ratio,
         parallelism=args.parallelism,
+        fixed_parallelism=args.fixed_parallelism,
         log_level=args.log_level,
         ca_file=Path(args.ca_file) if args.ca_file else None,
         overlay=args.overlay,

@@ -1,15 +1,13 @@
 """The host agent: joins the server, long-polls its cells, reconciles the engine, reports status.
 
-Threads: one long-polls assignments, one reconciles (woken by new assignments, by finished actions and
-by a short timer so that containers killed or removed behind our back are noticed), a pool of workers
-executes actions (8 at a time, the engine's sweet spot here), one sends batched status reports and
-heartbeats, one runs the cells' health checks (`agent.health`); with an engine to supervise (`cellplane agent` has one), one more watches it, restarts
-it when it dies and tells the server while it is down (`agent.supervisor`): reconcile passes pause
-meanwhile and resume as soon as it answers again. Everything the agent knows comes from the server
-or the engine, so a restarted agent (or engine) adopts the running containers and carries on.
-Container and network specs come from `agent.spec` (pure); images, networks, volumes and
-containers are made on the engine by `agent.prepare`; every message to and from the server is a
-`wire.agent` model (docs/agent-protocol.md).
+Threads: one long-polls assignments, one reconciles (woken by new assignments, by finished actions
+and by a short timer, so that containers killed or removed behind our back are noticed), a pool
+executes actions (creates and starts as many at once as the engine's latency allows:
+`agent.concurrency`), one sends batched status reports and heartbeats, one runs the cells' health
+checks (`agent.health`); with an engine to supervise, one more watches it, restarts it when it
+dies and tells the server while it is down (`agent.supervisor`). All it knows comes from the server
+or the engine: a restarted agent adopts the running containers. Specs: `agent.spec` (pure); made
+on the engine by `agent.prepare`; messages: `wire.agent` models (docs/agent-protocol.md).
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from cellplane.agent.concurrency import ENGINE_WORK, EngineGate
 from cellplane.agent.health import HealthChecking
 from cellplane.agent.net_ops import NetworkAttach
 from cellplane.agent.prepare import LimitsPending, Preparer
@@ -103,6 +102,7 @@ class Agent(HealthChecking):
         self._outbox_cv = threading.Condition()
         self._prep = Preparer.for_agent(driver, server, config)
         self._pool = ThreadPoolExecutor(config.parallelism, thread_name_prefix="cp-action")
+        self._gate = EngineGate.for_agent(config.parallelism, config.fixed_parallelism, log.info)
         self._threads: list[threading.Thread] = []
         self.agent_secret = secrets.token_urlsafe(32)
         self.agent_url: str | None = None
@@ -336,7 +336,8 @@ class Agent(HealthChecking):
                 if a.cell_id in self._busy:
                     continue
                 self._busy.add(a.cell_id)
-            self._pool.submit(self._run_action, a, desired.get(a.cell_id))
+            run, to = self._run_action, desired.get(a.cell_id)
+            self._pool.submit(self._gate.call, run, a, to, gated=a.kind in ENGINE_WORK)
         if synced and full:
             self._collect_volumes(volumes)
             self._prep.collect_unused(desired.values(), self.host_id, self.cfg.network_gc_s)

@@ -64,7 +64,8 @@ class AgentConfig:
     zone: str | None = None
     cpu_ratio: float = 16.0  # CPU overcommit, as OpenStack's default allocation ratio
     memory_ratio: float = 1.0
-    parallelism: int = 8
+    parallelism: int = 16  # the most engine operations at once (`agent.concurrency`)
+    fixed_parallelism: bool = False  # always `parallelism`, not adapted to the engine
     resync_s: float = 1.0
     heartbeat_s: float = 2.0  # the server's thresholds: SUSPECT after 3 missed, DOWN after 10 s
     verify: bool | str = True

@@ -96,7 +96,13 @@ def agent(
     label: Annotated[list[str] | None, typer.Option(help="Host label key=value.")] = None,
     zone: Annotated[str | None, typer.Option()] = None,
     cpu_ratio: Annotated[float, typer.Option(help="CPU overcommit ratio.")] = 16.0,
-    parallelism: Annotated[int, typer.Option(help="Engine operations at once.")] = 8,
+    parallelism: Annotated[
+        int,
+        typer.Option(help="The most engine operations at once (fewer while the engine slows)."),
+    ] = 16,
+    fixed_parallelism: Annotated[
+        bool, typer.Option(help="Always --parallelism, not adapted to the engine's latency.")
+    ] = False,
     log_level: Annotated[str, typer.Option(envvar="CELLPLANE_LOG_LEVEL")] = "info",
     ca_file: Annotated[
         Path | None,
@@ -153,6 +159,7 @@ def agent(
         zone=zone,
         cpu_ratio=cpu_ratio,
         parallelism=parallelism,
+        fixed_parallelism=fixed_parallelism,
         log_level=log_level,
         ca_file=ca_file,
         sandbox=sandbox,
