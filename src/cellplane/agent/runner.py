@@ -2,7 +2,7 @@
 
 Threads: one long-polls assignments, one reconciles (woken by new assignments, by finished actions
 and by a short timer, so that containers killed or removed behind our back are noticed), a pool
-executes actions (creates and starts as many at once as the engine's latency allows:
+executes actions (creates and starts as many at once as the engine's throughput rewards:
 `agent.concurrency`), one sends batched status reports and heartbeats, one runs the cells' health
 checks (`agent.health`); with an engine to supervise, one more watches it, restarts it when it
 dies and tells the server while it is down (`agent.supervisor`). All it knows comes from the server

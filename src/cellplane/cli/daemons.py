@@ -98,10 +98,10 @@ def agent(
     cpu_ratio: Annotated[float, typer.Option(help="CPU overcommit ratio.")] = 16.0,
     parallelism: Annotated[
         int,
-        typer.Option(help="The most engine operations at once (fewer while the engine slows)."),
+        typer.Option(help="The most engine operations at once (fewer when more gain nothing)."),
     ] = 16,
     fixed_parallelism: Annotated[
-        bool, typer.Option(help="Always --parallelism, not adapted to the engine's latency.")
+        bool, typer.Option(help="Always --parallelism, not adapted to the engine's throughput.")
     ] = False,
     log_level: Annotated[str, typer.Option(envvar="CELLPLANE_LOG_LEVEL")] = "info",
     ca_file: Annotated[

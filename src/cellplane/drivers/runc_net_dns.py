@@ -133,7 +133,7 @@ class Resolver:
         self.conf = run_dir / CONF_DIR
         self.binary = (binary or None) if binary is not None else find_binary()
         # A reload whose wait is owed (`set_entry(..., wait=False)`): the resolver's pid and
-        # the sockets it listened on before. Only read and changed under the lock.
+        # the sockets it listened on before. Changed only under the lock.
         self._owed: tuple[int, set[int]] | None = None
 
     @contextlib.contextmanager
@@ -154,7 +154,7 @@ class Resolver:
             return
         pid, before = owed
         if not wait_listening(self.conf, pid, before) and self.pid() is None:
-            self._start()  # it went away while reloading: as `_signal` does
+            self._start()  # it went away while reloading
 
     def settle(self) -> None:
         """Return once the last change is served (a no-op when none left its wait owed)."""
@@ -229,14 +229,13 @@ class Resolver:
         # Under the lock: two callers that both found no resolver would start two, and the pid
         # file would name only one of them.
         pid = self.pid()
-        if pid is not None and not wait:
-            before = reload(pid)
-            if before is not None:
-                self._owed = (pid, before)
-                return
-        elif pid is not None and (reload_and_wait(self.conf, pid) or self.pid() is not None):
+        before = reload(pid) if pid is not None else None
+        if pid is None or before is None:
+            self._start()
             return
-        self._start()
+        self._owed = (pid, before)
+        if wait:
+            self._settle_owed()
 
     def _start(self) -> None:
         if not self.networks():
