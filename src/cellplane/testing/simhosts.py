@@ -7,8 +7,9 @@ its assignments and reports status in batches, reading and writing the messages 
 (`agent.reconcile`) against an in-memory engine (`SimHost`) in which containers are created,
 started, stopped and removed instantly.
 
-The agents of one process share one event loop and one `httpx.AsyncClient` (one connection pool):
-no thread per agent. `SimHosts` spreads the hosts over several processes (multiprocessing, so
+The agents of one process share one event loop and one `aiohttp.ClientSession` (one connection
+pool): no thread per agent. (httpx's pool looks at every open connection on each request: with
+a thousand hosts, each holding a long poll and a heartbeat connection, that was most of a core.) `SimHosts` spreads the hosts over several processes (multiprocessing, so
 that both cores of a small machine are used) and says when they have all joined.
 
     python -m cellplane.testing.simhosts --count 1000 --server URL --join-token-file F
@@ -31,12 +32,13 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from json import loads as json_loads
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import httpx
+import aiohttp
 
 from cellplane.agent.reconcile import (
     GENERATION_LABEL,
@@ -313,38 +315,58 @@ class _Process:
         self.stop = asyncio.Event()
 
     async def _call(
-        self, http: httpx.AsyncClient, host: SimHost, method: str, url: str, **kw: Any
-    ) -> httpx.Response:
+        self,
+        http: aiohttp.ClientSession,
+        host: SimHost,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        timeout: float = 60.0,
+    ) -> Any:
+        """The answer's JSON (None when it has no body)."""
         headers = {"Authorization": f"Bearer {self.tokens[host.name]}"} if host.host_id else {}
         try:
-            r = await http.request(method, url, headers=headers, **kw)
-        except httpx.HTTPError as e:
+            async with http.request(
+                method,
+                self.spec.server.rstrip("/") + url,
+                headers=headers,
+                json=json,
+                params=params,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as r:
+                body = await r.read()
+        except (aiohttp.ClientError, TimeoutError) as e:
             raise _Unavailable(f"{method} {url}: {type(e).__name__}: {e}") from e
-        if r.status_code >= 500 or r.status_code == 429:
-            raise _Unavailable(f"{method} {url}: HTTP {r.status_code}")
-        if r.status_code >= 400:
-            raise RuntimeError(f"{method} {url}: HTTP {r.status_code}: {r.text[:300]}")
-        return r
+        if r.status >= 500 or r.status == 429:
+            raise _Unavailable(f"{method} {url}: HTTP {r.status}")
+        if r.status >= 400:
+            text = body[:300].decode(errors="replace")
+            raise RuntimeError(f"{method} {url}: HTTP {r.status}: {text}")
+        return json_loads(body) if body else None
 
     def _failed(self, e: BaseException) -> None:
         self.counters.errors += 1
         self.counters.last_error = str(e)[:300]
 
     async def _register(
-        self, http: httpx.AsyncClient, host: SimHost, gate: asyncio.Semaphore
+        self, http: aiohttp.ClientSession, host: SimHost, gate: asyncio.Semaphore
     ) -> None:
         delay = 0.2
         async with gate:
             while not self.stop.is_set():
                 try:
-                    r = await self._call(
-                        http,
-                        host,
-                        "POST",
-                        "/v1/agent/register",
-                        json=host.register_request(self.spec),
+                    answer = wire.parse(
+                        wire.RegisterAnswer,
+                        await self._call(
+                            http,
+                            host,
+                            "POST",
+                            "/v1/agent/register",
+                            json=host.register_request(self.spec),
+                        ),
                     )
-                    answer = wire.parse(wire.RegisterAnswer, r.json())
                     self.tokens[host.name] = answer.host_token
                     host.host_id = answer.host_id
                     self.counters.registered += 1
@@ -358,7 +380,7 @@ class _Process:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), seconds)
 
-    async def _report(self, http: httpx.AsyncClient, host: SimHost, items: list[Any]) -> None:
+    async def _report(self, http: aiohttp.ClientSession, host: SimHost, items: list[Any]) -> None:
         body = {"api_version": wire.API_VERSION, "cells": items}
         delay = 0.2
         while not self.stop.is_set():
@@ -374,12 +396,12 @@ class _Process:
                 await self._sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _poll(self, http: httpx.AsyncClient, host: SimHost) -> None:
+    async def _poll(self, http: aiohttp.ClientSession, host: SimHost) -> None:
         revision, delay = 0, 0.2
         wait = self.spec.poll_wait_s
         while not self.stop.is_set():
             try:
-                r = await self._call(
+                answer = await self._call(
                     http,
                     host,
                     "GET",
@@ -387,7 +409,7 @@ class _Process:
                     params={"revision": revision, "wait": wait},
                     timeout=wait + 15,
                 )
-                data = wire.parse(wire.Assignments, r.json())
+                data = wire.parse(wire.Assignments, answer)
             except _Unavailable as e:
                 self._failed(e)
                 revision = 0  # after an outage, a full view again (as the agent)
@@ -407,7 +429,7 @@ class _Process:
             if items:
                 await self._report(http, host, items)
 
-    async def _heartbeat(self, http: httpx.AsyncClient, host: SimHost) -> None:
+    async def _heartbeat(self, http: aiohttp.ClientSession, host: SimHost) -> None:
         body = {"api_version": wire.API_VERSION}
         # Spread over the interval: a thousand hosts do not beat in step.
         await self._sleep(self.spec.heartbeat_s * ((host.index * 0.618) % 1.0))
@@ -422,17 +444,10 @@ class _Process:
             await self._sleep(self.spec.heartbeat_s)
 
     async def run(self, ready: Callable[[Counters], None], stopped: Callable[[], bool]) -> None:
-        limits = httpx.Limits(
-            max_connections=2 * len(self.hosts) + 64, max_keepalive_connections=None
-        )
-        async with httpx.AsyncClient(
-            base_url=self.spec.server.rstrip("/"),
-            limits=limits,
-            timeout=httpx.Timeout(60.0),
-            verify=ssl.create_default_context(cafile=self.spec.ca_file)
-            if self.spec.ca_file
-            else True,
-        ) as http:
+        tls = ssl.create_default_context(cafile=self.spec.ca_file) if self.spec.ca_file else None
+        # No bound on connections: each host holds a long poll and may beat beside it.
+        connector = aiohttp.TCPConnector(limit=0, ssl=tls if tls is not None else True)
+        async with aiohttp.ClientSession(connector=connector) as http:
             gate = asyncio.Semaphore(self.spec.register_parallel)
             await asyncio.gather(*(self._register(http, h, gate) for h in self.hosts))
             ready(self.counters)
