@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
@@ -21,6 +22,7 @@ from cellplane.services.idempotency import body_hash
 
 __all__ = [
     "IdempotencyContext",
+    "agent_beat_token",
     "agent_principal",
     "agent_revision",
     "agent_route",
@@ -30,12 +32,20 @@ __all__ = [
     "join_route",
     "require",
     "services",
+    "services_of",
 ]
 
 
-def services(request: Request) -> Services:
+def services_of(request: HTTPConnection) -> Services:
     svc: Services = request.app.state.services
     return svc
+
+
+async def services(request: Request) -> Services:
+    """The `Depends` form of `services_of`. A coroutine so that FastAPI calls it on the event
+    loop: a plain function dependency takes a trip through the thread pool on every request,
+    and waits for a free thread when they are all busy (docs/scale.md, part 6)."""
+    return services_of(request)
 
 
 def _bearer(request: HTTPConnection) -> str:
@@ -119,7 +129,20 @@ def agent_principal(request: Request, host_id: str) -> Principal:
         if cert.kind != "agent" or cert.subject != host_id:
             raise Unauthorized("host credential is not valid")
         return cert
-    return hosts_mod.authenticate_host(services(request), host_id, _bearer(request))
+    return hosts_mod.authenticate_host(services_of(request), host_id, _bearer(request))
+
+
+async def agent_beat_token(request: Request, host_id: str) -> str | None:
+    """`agent_principal` for a heartbeat, on the event loop when it can be: the host's bearer
+    token (None: its client certificate), checked against the database unless this process
+    checked the same token lately (`hosts.token_remembered`). The beat's write is conditional on
+    the token (`hosts.beat`)."""
+    if "authorization" in request.headers:
+        token = _bearer(request)
+        if hosts_mod.token_remembered(services_of(request), host_id, token):
+            return token
+    await run_in_threadpool(agent_principal, request, host_id)
+    return _bearer(request) if "authorization" in request.headers else None
 
 
 def agent_revision(request: Request, host_id: str) -> int:
@@ -128,8 +151,8 @@ def agent_revision(request: Request, host_id: str) -> int:
     if cert is not None:
         if cert.kind != "agent" or cert.subject != host_id:
             raise Unauthorized("host credential is not valid")
-        return hosts_mod.authenticated_revision(services(request), host_id, None)
-    return hosts_mod.authenticated_revision(services(request), host_id, _bearer(request))
+        return hosts_mod.authenticated_revision(services_of(request), host_id, None)
+    return hosts_mod.authenticated_revision(services_of(request), host_id, _bearer(request))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from cellplane.identity.rbac import Principal
 from cellplane.registries import Registry
 from cellplane.sealing import Sealer
 from cellplane.services.admission import AdmissionCache
-from cellplane.services.heartbeats import HeartbeatBuffer
+from cellplane.services.heartbeats import HeartbeatBuffer, VerifiedTokens
 from cellplane.services.status_batch import StatusCombiner
 from cellplane.state.db import Database
 
@@ -153,6 +153,8 @@ class Services:
     admission: AdmissionCache = field(default_factory=AdmissionCache, repr=False)
     # Agents' heartbeats waiting to be written in one transaction (`services.heartbeats`).
     heartbeats: HeartbeatBuffer = field(default_factory=HeartbeatBuffer, repr=False)
+    # Host tokens checked lately, so that a beat need not read its host (`services.heartbeats`).
+    host_tokens: VerifiedTokens = field(default_factory=VerifiedTokens, repr=False)
     # Agents' status reports applied together (`services.status_batch`).
     status_reports: StatusCombiner = field(default_factory=StatusCombiner, repr=False)
     _tokens: TokenService | None = field(default=None, repr=False)

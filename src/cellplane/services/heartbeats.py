@@ -10,19 +10,33 @@ What a host's state is computed from (`hosts.last_heartbeat`) is then at most `F
 than the last beat while beats arrive; if every agent stops at once, the beats of the last
 `FLUSH_S` are not written and hosts look SUSPECT that much earlier (the thresholds are 6 s and
 10 s). A beat of a host the process has not seen beat yet is written at once, as before.
+
+A beat also need not read the host's row to check its token: `VerifiedTokens` remembers, for
+`TOKEN_TTL_S`, the digest of each host token this process checked against the database, and the
+batch's write is conditional on the digest still being the host's (`WHERE token_hash = ...`).
+A host revoked or registered again through this process is forgotten at once; through another
+replica, a beat with the old token may still be answered 204 for up to `TOKEN_TTL_S`, but it is
+not written (the revocation replaced the digest), so its liveness does not count. At a thousand
+hosts beating every 2 s that read was most of a heartbeat's cost (docs/scale.md, part 6).
 """
 
 from __future__ import annotations
 
+import hmac
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Final
 
-__all__ = ["FLUSH_S", "HeartbeatBuffer"]
+__all__ = ["FLUSH_S", "TOKEN_TTL_S", "Beat", "HeartbeatBuffer", "VerifiedTokens"]
 
 FLUSH_S: Final = 1.0
+TOKEN_TTL_S: Final = 30.0
+
+#: When a host beat, and the digest of the token it beat with (None: its client certificate,
+#: checked by TLS, stood for it).
+Beat = tuple[datetime, str | None]
 
 
 class HeartbeatBuffer:
@@ -32,7 +46,7 @@ class HeartbeatBuffer:
         self.flush_s = flush_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._pending: dict[str, datetime] = {}
+        self._pending: dict[str, Beat] = {}
         self._oldest: float | None = None
         self._seen: set[str] = set()
 
@@ -45,15 +59,44 @@ class HeartbeatBuffer:
         with self._lock:
             self._seen.add(host_id)
 
-    def record(self, host_id: str, at: datetime) -> dict[str, datetime]:
+    def record(self, host_id: str, at: datetime, digest: str | None = None) -> dict[str, Beat]:
         """Keep a beat; returns the beats to write now (all pending) when the oldest is due,
         else an empty dict."""
         now = self._clock()
         with self._lock:
-            self._pending[host_id] = at
+            self._pending[host_id] = (at, digest)
             if self._oldest is None:
                 self._oldest = now
             if now - self._oldest < self.flush_s:
                 return {}
             due, self._pending, self._oldest = self._pending, {}, None
             return due
+
+
+class VerifiedTokens:
+    """Host token digests this process checked against the database, each for `ttl_s`."""
+
+    def __init__(
+        self, ttl_s: float = TOKEN_TTL_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if ttl_s < 0:
+            raise ValueError(f"ttl_s must not be negative, not {ttl_s}")
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._known: dict[str, tuple[str, float]] = {}
+
+    def known(self, host_id: str, digest: str) -> bool:
+        with self._lock:
+            entry = self._known.get(host_id)
+        if entry is None or self._clock() - entry[1] >= self.ttl_s:
+            return False
+        return hmac.compare_digest(entry[0], digest)
+
+    def remember(self, host_id: str, digest: str) -> None:
+        with self._lock:
+            self._known[host_id] = (digest, self._clock())
+
+    def forget(self, host_id: str) -> None:
+        with self._lock:
+            self._known.pop(host_id, None)

@@ -184,6 +184,9 @@ def revoke_host(svc: Services, principal: Principal, ref: str) -> str:
             detail={"certificates": serials},
             at=now,
         )
+    # This process stops accepting its token at once; another replica may answer its beats
+    # for up to `heartbeats.TOKEN_TTL_S`, but does not write them (`hosts.beat`).
+    svc.host_tokens.forget(host_id)
     svc.notifier.publish("controller")
     return host_id
 

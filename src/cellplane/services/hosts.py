@@ -15,12 +15,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from cellplane.errors import FieldError, NotFound, Unauthorized, ValidationFailed
@@ -149,6 +149,7 @@ def register(
             h.cert_pem = cert["certificate"]
             host_token = ""  # mutual TLS from now on: no bearer credential for this host
             h.token_hash = _sha(secrets.token_urlsafe(32))
+    svc.host_tokens.forget(host_id)  # its earlier token no longer beats through this process
     svc.notifier.publish("controller")
     return wire.RegisterAnswer(
         api_version=wire.API_VERSION,
@@ -198,43 +199,82 @@ def authenticate_host(svc: Services, host_id: str, token: str) -> Principal:
 
 def authenticated_revision(svc: Services, host_id: str, token: str | None) -> int:
     """The host's revision, its token checked first (None: the caller checked its certificate).
-    One read of two columns: every agent request makes it (a long poll wants both)."""
+    One read of two columns: every agent request makes it (a long poll wants both). A token
+    found good is remembered (`svc.host_tokens`): a heartbeat with it need not read again."""
     with svc.db.reader() as s:
         row = s.execute(
             select(Host.token_hash, Host.revision).where(Host.id == host_id)
         ).one_or_none()
-    if token is not None and (row is None or not hmac.compare_digest(row[0], _sha(token))):
+    digest = _sha(token) if token is not None else None
+    if digest is not None and (row is None or not hmac.compare_digest(row[0], digest)):
         raise Unauthorized("host credential is not valid")
     if row is None:
         raise NotFound(f"host {host_id!r} does not exist")
+    if digest is not None:
+        svc.host_tokens.remember(host_id, digest)
     return int(row[1])
 
 
-def heartbeat(svc: Services, host_id: str) -> None:
-    """Record a beat: the first one this process sees of a host at once, later ones in
-    batches (`services.heartbeats`: one transaction for the beats of every host)."""
+def token_remembered(svc: Services, host_id: str, token: str) -> bool:
+    """Whether this process checked the host's token against the database lately
+    (`services.heartbeats.VerifiedTokens`)."""
+    return svc.host_tokens.known(host_id, _sha(token))
+
+
+def heartbeat(svc: Services, host_id: str, token: str | None = None) -> None:
+    """Record a beat (`beat`), and write what it owes now."""
+    write = beat(svc, host_id, token)
+    if write is not None:
+        write()
+
+
+def beat(svc: Services, host_id: str, token: str | None = None) -> Callable[[], None] | None:
+    """Record a beat of a host whose credential was checked: the first one this process sees
+    of a host is written at once, later ones in batches (`services.heartbeats`: one transaction
+    for the beats of every host, each written only while the host's token is still `token`).
+    Returns the write owed now, if any: it takes the write lock, so an async caller runs it in
+    a thread; None when the beat waits in memory."""
     buf = svc.heartbeats
     now = utcnow()
-    if buf.seen(host_id):
-        due = buf.record(host_id, now)
-        if due:
+    if not buf.seen(host_id):
+        return lambda: _first_beat(svc, host_id, now)
+    due = buf.record(host_id, now, _sha(token) if token is not None else None)
+    return (lambda: retry_conflicts(lambda: _write_beats(svc, due))) if due else None
 
-            def write() -> None:
-                with svc.db.session() as s:
-                    s.execute(
-                        update(Host),
-                        [{"id": hid, "last_heartbeat": at} for hid, at in sorted(due.items())],
-                    )
 
-            retry_conflicts(write)
-        return
+_HOSTS = cast(Table, Host.__table__)
+_BEAT_CHECKED = (
+    update(_HOSTS)
+    .where(Host.id == bindparam("b_id"), Host.token_hash == bindparam("b_digest"))
+    .values(last_heartbeat=bindparam("b_at"))
+)
+_BEAT = update(_HOSTS).where(Host.id == bindparam("b_id")).values(last_heartbeat=bindparam("b_at"))
+
+
+def _write_beats(svc: Services, due: dict[str, tuple[datetime, str | None]]) -> None:
+    checked = [
+        {"b_id": hid, "b_at": at, "b_digest": digest}
+        for hid, (at, digest) in sorted(due.items())
+        if digest is not None
+    ]
+    by_cert = [
+        {"b_id": hid, "b_at": at} for hid, (at, digest) in sorted(due.items()) if digest is None
+    ]
+    with svc.db.session() as s:
+        if checked:
+            s.execute(_BEAT_CHECKED, checked)
+        if by_cert:
+            s.execute(_BEAT, by_cert)
+
+
+def _first_beat(svc: Services, host_id: str, now: datetime) -> None:
     with svc.db.session() as s:
         h = s.get(Host, host_id)
         if h is None:
             raise NotFound(f"host {host_id!r} does not exist")
         was_down = h.last_heartbeat is None
         h.last_heartbeat = now
-    buf.written(host_id)
+    svc.heartbeats.written(host_id)
     if was_down:
         svc.notifier.publish("controller")
 
