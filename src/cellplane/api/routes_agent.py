@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 
 from cellplane.api import models
 from cellplane.api.deps import (
@@ -66,10 +67,15 @@ async def heartbeat(
     token = await agent_beat_token(request, host_id)
     if body is not None:  # agents of agent/v1 send one; an empty POST stays a heartbeat
         hosts.check_heartbeat(body)
-    write = hosts.beat(svc, host_id, token)
-    if write is not None:
-        await run_in_threadpool(write)
-    return Response(status_code=204)
+    owed = hosts.beat(svc, host_id, token)
+    if owed is None:
+        return Response(status_code=204)
+    if owed.before_answer:
+        await run_in_threadpool(owed.write)
+        return Response(status_code=204)
+    # The batch is written after the answer: an agent whose beat found the batch due does not
+    # wait for the write lock to beat again (its liveness is this process's memory meanwhile).
+    return Response(status_code=204, background=BackgroundTask(owed.write))
 
 
 @router.get(

@@ -39,11 +39,14 @@ def host_status(host: Host, now: datetime, svc: Services) -> tuple[str, str | No
         return "DOWN", f"revoked at {host.revoked_at.isoformat()}: refused until it joins again"
     if host.maintenance:
         return "MAINTENANCE", "in maintenance: takes no new cells"
-    if host.last_heartbeat is None:
-        return "DOWN", "its agent never sent a heartbeat"
     hb = host.last_heartbeat
-    if hb.tzinfo is None:  # SQLite returns naive datetimes; they were written in UTC
+    if hb is not None and hb.tzinfo is None:  # SQLite returns naive datetimes, written in UTC
         hb = hb.replace(tzinfo=now.tzinfo)
+    heard = svc.heartbeats.heard(host.id)  # received here, maybe not written yet
+    if heard is not None and (hb is None or heard > hb):
+        hb = heard
+    if hb is None:
+        return "DOWN", "its agent never sent a heartbeat"
     started = svc.watching_since
     if (
         started is not None

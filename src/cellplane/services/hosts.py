@@ -17,10 +17,11 @@ import hmac
 import secrets
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
+import structlog
 from pydantic import BaseModel
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from cellplane.errors import FieldError, NotFound, Unauthorized, ValidationFailed
@@ -42,6 +43,8 @@ from cellplane.services.host_views import (
 from cellplane.state.conflicts import lock_hosts, retry_conflicts
 from cellplane.state.models import Cell, CellEvent, Host, Task, Volume
 from cellplane.wire import agent as wire
+
+log = structlog.get_logger("cellplane.hosts")
 
 __all__ = [
     "JOIN_TOKEN_KEY",
@@ -223,32 +226,57 @@ def token_remembered(svc: Services, host_id: str, token: str) -> bool:
 
 def heartbeat(svc: Services, host_id: str, token: str | None = None) -> None:
     """Record a beat (`beat`), and write what it owes now."""
-    write = beat(svc, host_id, token)
-    if write is not None:
-        write()
+    owed = beat(svc, host_id, token)
+    if owed is not None:
+        owed.write()
 
 
-def beat(svc: Services, host_id: str, token: str | None = None) -> Callable[[], None] | None:
+class OwedWrite(NamedTuple):
+    """A write a beat owes. It takes the write lock: an async caller runs it in a thread."""
+
+    write: Callable[[], None]
+    #: The first beat of a host: written, and a host that does not exist refused, before the
+    #: beat is answered. Otherwise a batch, written after the answer (the agent need not wait).
+    before_answer: bool
+
+
+def beat(svc: Services, host_id: str, token: str | None = None) -> OwedWrite | None:
     """Record a beat of a host whose credential was checked: the first one this process sees
     of a host is written at once, later ones in batches (`services.heartbeats`: one transaction
     for the beats of every host, each written only while the host's token is still `token`).
-    Returns the write owed now, if any: it takes the write lock, so an async caller runs it in
-    a thread; None when the beat waits in memory."""
+    Returns the write owed now, if any; None when the beat waits in memory."""
     buf = svc.heartbeats
     now = utcnow()
     if not buf.seen(host_id):
-        return lambda: _first_beat(svc, host_id, now)
+        return OwedWrite(lambda: _first_beat(svc, host_id, now), before_answer=True)
     due = buf.record(host_id, now, _sha(token) if token is not None else None)
-    return (lambda: retry_conflicts(lambda: _write_beats(svc, due))) if due else None
+    if not due:
+        return None
+    return OwedWrite(lambda: _write_batch(svc, due), before_answer=False)
+
+
+def _write_batch(svc: Services, due: dict[str, tuple[datetime, str | None]]) -> None:
+    # Written after the beat's answer: a failure is logged, not raised into the finished request.
+    # The beats still count here (`HeartbeatBuffer.heard`); the next batch carries newer ones.
+    try:
+        retry_conflicts(lambda: _write_beats(svc, due))
+    except Exception as e:  # any database error: this batch is lost, not the server
+        log.warning("heartbeats not written", hosts=len(due), error=str(e)[:200])
 
 
 _HOSTS = cast(Table, Host.__table__)
+# Batches may be written out of order (each after its beat's answer): never an older beat.
+_LATER = or_(Host.last_heartbeat.is_(None), Host.last_heartbeat < bindparam("b_at"))
 _BEAT_CHECKED = (
     update(_HOSTS)
-    .where(Host.id == bindparam("b_id"), Host.token_hash == bindparam("b_digest"))
+    .where(_LATER, Host.id == bindparam("b_id"), Host.token_hash == bindparam("b_digest"))
     .values(last_heartbeat=bindparam("b_at"))
 )
-_BEAT = update(_HOSTS).where(Host.id == bindparam("b_id")).values(last_heartbeat=bindparam("b_at"))
+_BEAT = (
+    update(_HOSTS)
+    .where(_LATER, Host.id == bindparam("b_id"))
+    .values(last_heartbeat=bindparam("b_at"))
+)
 
 
 def _write_beats(svc: Services, due: dict[str, tuple[datetime, str | None]]) -> None:
@@ -274,7 +302,7 @@ def _first_beat(svc: Services, host_id: str, now: datetime) -> None:
             raise NotFound(f"host {host_id!r} does not exist")
         was_down = h.last_heartbeat is None
         h.last_heartbeat = now
-    svc.heartbeats.written(host_id)
+    svc.heartbeats.written(host_id, now)
     if was_down:
         svc.notifier.publish("controller")
 

@@ -51,11 +51,13 @@ def _on_h1(two: Two, name: str, **body: Any) -> str:
 
 
 def _lose(plat: Platform, host_id: str) -> None:
-    """The host's heartbeats stopped long ago."""
+    """The host's heartbeats stopped long ago (the last one written, and the last one heard)."""
+    long_ago = utcnow() - timedelta(seconds=plat.svc.heartbeat_down_s + 5)
     with plat.svc.db.session() as s:
         h = s.get(Host, host_id)
         assert h is not None
-        h.last_heartbeat = utcnow() - timedelta(seconds=plat.svc.heartbeat_down_s + 5)
+        h.last_heartbeat = long_ago
+    plat.svc.heartbeats.written(host_id, long_ago)
 
 
 def _report(plat: Platform, host_id: str, token: str, *items: dict[str, Any]) -> None:

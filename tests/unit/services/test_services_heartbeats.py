@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from cellplane_platform_support import Platform
@@ -141,3 +141,40 @@ def test_a_revoked_host_is_refused_at_once_and_beats_with_its_old_token_are_not_
     tick[0] = 4.0
     hosts.heartbeat(plat.svc, plat.host_id)
     assert _last(plat) != before
+
+
+def test_a_beat_waiting_in_memory_keeps_its_host_ready_however_old_the_written_one(
+    plat: Platform,
+) -> None:
+    tick = [0.0]
+    plat.svc.heartbeats = HeartbeatBuffer(flush_s=1.0, clock=lambda: tick[0])
+    hosts.heartbeat(plat.svc, plat.host_id)  # the first: written
+    long_ago = utcnow() - timedelta(hours=1)
+    with plat.svc.db.session() as s:
+        h = s.get(Host, plat.host_id)
+        assert h is not None
+        h.last_heartbeat = long_ago  # as if the batches had waited for the write lock that long
+    assert hosts.get_host(plat.svc, plat.host_id)["state"] == "READY"  # the first beat, heard
+    plat.svc.heartbeats = HeartbeatBuffer(flush_s=1.0, clock=lambda: tick[0])  # a new process
+    assert hosts.get_host(plat.svc, plat.host_id)["state"] == "DOWN"
+    plat.svc.heartbeats.written(plat.host_id)
+    hosts.heartbeat(plat.svc, plat.host_id)  # kept in memory, not written
+    assert _last(plat) == long_ago
+    assert hosts.get_host(plat.svc, plat.host_id)["state"] == "READY"
+
+
+def test_a_batch_written_late_never_replaces_a_newer_beat(plat: Platform) -> None:
+    tick = [0.0]
+    plat.svc.heartbeats = buf = HeartbeatBuffer(flush_s=1.0, clock=lambda: tick[0])
+    hosts.heartbeat(plat.svc, plat.host_id)
+    newer = _last(plat)
+    assert isinstance(newer, datetime)
+    older = newer - timedelta(seconds=5)
+    buf.record(plat.host_id, older)
+    tick[0] = 2.0
+    owed = hosts.beat(plat.svc, "hst-other")  # not seen: its own first write, not the batch
+    assert owed is not None and owed.before_answer
+    due = buf.record(plat.host_id, older)  # the batch, due, holding the older beat
+    assert due == {plat.host_id: (older, None)}
+    hosts._write_batch(plat.svc, due)
+    assert _last(plat) == newer
