@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 import structlog
 from pydantic import BaseModel
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import Table, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from cellplane.errors import FieldError, NotFound, Unauthorized, ValidationFailed
@@ -463,28 +463,47 @@ def _write_reports(svc: Services, batch: Sequence[tuple[str, list[Any]]]) -> set
         ids = sorted(
             {r.cell_id for _, items in batch for r in items if isinstance(r, wire.CellReport)}
         )
+        # The hosts too: a `get` that misses the identity map queries, and flushes first.
+        host_rows = s.scalars(select(Host).where(Host.id.in_(sorted({h for h, _ in batch})))).all()
         keep: list[Any] = []
         for k in range(0, len(ids), 500):
             keep += s.scalars(select(Cell).where(Cell.id.in_(ids[k : k + 500]))).all()
         tids = sorted({c.task_id for c in keep if c.task_id})
         for k in range(0, len(tids), 500):
             keep += s.scalars(select(Task).where(Task.id.in_(tids[k : k + 500]))).all()
+        # The cells' events are inserted together at the end (no ORM object, no RETURNING of
+        # their ids each): three events a cell were most of a batch's flush at 100,000 cells.
+        events: list[dict[str, Any]] = []
+        removed: set[str] = set()
         for host_id, items in batch:
-            _apply_one(s, host_id, items, now, topics)
-        del keep
+            _apply_one(s, host_id, items, now, topics, events, removed)
+        events = [e for e in events if e["cell_id"] not in removed]
+        if events:
+            s.execute(insert(CellEvent), events)
+        del keep, host_rows
     return topics
 
 
-def _apply_health(s: Session, cell: Cell, health: wire.HealthReport | None, now: datetime) -> None:
+def _apply_health(
+    cell: Cell, health: wire.HealthReport | None, now: datetime, events: list[dict[str, Any]]
+) -> None:
     """Keep the health the agent reports; a new status is an event (`health_status`)."""
     old = (cell.health or {}).get("status")
     cell.health = None if health is None else health.model_dump(mode="json")
     new = None if health is None else health.status
     if new is not None and new != old:
-        s.add(CellEvent(cell_id=cell.id, at=now, type="health_status", message=new))
+        events.append({"cell_id": cell.id, "at": now, "type": "health_status", "message": new})
 
 
-def _apply_one(s: Session, host_id: str, items: list[Any], now: datetime, topics: set[str]) -> None:
+def _apply_one(
+    s: Session,
+    host_id: str,
+    items: list[Any],
+    now: datetime,
+    topics: set[str],
+    events: list[dict[str, Any]],
+    removed: set[str],
+) -> None:
     host = s.get(Host, host_id)
     if host is None:
         raise NotFound(f"host {host_id!r} does not exist")
@@ -513,12 +532,12 @@ def _apply_one(s: Session, host_id: str, items: list[Any], now: datetime, topics
         for ev in r.events:
             at = _parse_at(ev.at, now)
             etype = ev.type[:32]
-            s.add(CellEvent(cell_id=cell.id, at=at, type=etype, message=ev.message))
+            events.append({"cell_id": cell.id, "at": at, "type": etype, "message": ev.message})
             step = _EVENT_STEPS.get(etype)
             if task is not None and step is not None:
                 tasks_mod.advance(task, step, "COMPLETED", at)
         if "health" in sent:
-            _apply_health(s, cell, r.health, now)
+            _apply_health(cell, r.health, now, events)
             if "state" not in sent:  # only its health changed
                 topics.add(f"cell:{cell.id}")
                 continue
@@ -528,6 +547,7 @@ def _apply_one(s: Session, host_id: str, items: list[Any], now: datetime, topics
                 tasks_mod.advance(task, "DELETE", "COMPLETED", now)
                 topics.add(f"task:{task.id}")
             s.delete(cell)
+            removed.add(cell.id)
             topics.add(f"cell:{cell.id}")
             continue
         cell.state = state
