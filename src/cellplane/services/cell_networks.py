@@ -10,7 +10,7 @@ cell's answer), `services.hosts` (assignments) and the Docker endpoint (`network
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -87,16 +87,23 @@ def attachments(s: Session, cell_ids: Iterable[str]) -> dict[str, list[tuple[Net
 def listing(s: Session, cell_id: str) -> list[dict[str, Any]]:
     """The cell's answer's `networks`: [{name, address}], its first network first; the address
     its engine reports there, else the control plane's."""
+    return listings(s, [cell_id]).get(cell_id, [])
+
+
+def listings(s: Session, cell_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """`listing` of many cells in one query (a page of cells), by cell id."""
+    found: dict[str, list[dict[str, Any]]] = {}
     rows = s.execute(
-        select(CellNetwork.address, CellNetwork.engine_address, Network)
+        select(CellNetwork.cell_id, CellNetwork.address, CellNetwork.engine_address, Network)
         .join(Network, Network.id == CellNetwork.network_id)
-        .where(CellNetwork.cell_id == cell_id)
-        .order_by(CellNetwork.position)
+        .where(CellNetwork.cell_id.in_(sorted(set(cell_ids))))
+        .order_by(CellNetwork.cell_id, CellNetwork.position)
     )
-    return [
-        {"name": state_networks.display_name(net), "address": engine or address}
-        for address, engine, net in rows
-    ]
+    for cell_id, address, engine, net in rows:
+        found.setdefault(cell_id, []).append(
+            {"name": state_networks.display_name(net), "address": engine or address}
+        )
+    return found
 
 
 def observed(s: Session, cell: Cell, addresses: dict[str, str]) -> None:

@@ -174,7 +174,12 @@ def _supersede(s: Session, cell: Cell, new_task: Task, now: datetime) -> None:
     cell.task_id = new_task.id
 
 
-def _view(s: Session, cell: Cell, with_events: bool = True) -> dict[str, Any]:
+def _view(
+    s: Session,
+    cell: Cell,
+    with_events: bool = True,
+    networks: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     p = s.get(Project, cell.project_id)
     t = s.get(Tenant, p.tenant_id) if p else None
     img = s.get(Image, cell.image_id)
@@ -200,7 +205,7 @@ def _view(s: Session, cell: Cell, with_events: bool = True) -> dict[str, Any]:
         image=img.name if img else cell.image_id,
         events=events,
         host_name=host.name if host else None,
-        networks=cell_networks.listing(s, cell.id),
+        networks=cell_networks.listing(s, cell.id) if networks is None else networks,
     )
 
 
@@ -376,25 +381,28 @@ def list_cells(
         q = q.order_by(Cell.id)
         if not labels:  # no filter in Python: the page and one more row are all that is read
             q = q.limit(limit + 1)
-        items: list[dict[str, Any]] = []
-        last = None
-        # `_view` looks up each cell's project, tenant, image and host by key. The session's
-        # identity map holds objects weakly: kept alive here, each is read once per page rather
-        # than once per cell (a 100-cell page made ~300 queries).
+        # `_view` looks up each cell's project, tenant, image and host by key: read for the whole
+        # page at once (IN queries), and kept alive here (the identity map holds them weakly).
+        # A page of a service spread over many hosts read each cell's host and networks alone.
         keep: dict[tuple[type, str], Any] = {(Project, project.id): project}
         keep[(Tenant, project.tenant_id)] = s.get(Tenant, project.tenant_id)
+        page: list[Cell] = []
+        more = False
         # Label filters run in Python: JSON containment is not portable across SQLite and PostgreSQL.
         for cell in s.scalars(q).yield_per(500):
             if any(cell.labels.get(k) != v for k, v in labels.items()):
                 continue
-            if len(items) == limit:
-                return {"items": items, "next_cursor": encode_cursor(last or "")}
-            for model, key in ((Image, cell.image_id), (Host, cell.host_id)):
-                if key and (model, key) not in keep:
-                    keep[(model, key)] = s.get(model, key)
-            items.append(_view(s, cell, with_events=False))
-            last = cell.id
-        return {"items": items, "next_cursor": None}
+            if len(page) == limit:
+                more = True
+                break
+            page.append(cell)
+        images = select(Image).where(Image.id.in_({c.image_id for c in page}))
+        hosts = select(Host).where(Host.id.in_({c.host_id for c in page if c.host_id}))
+        keep.update({(Image, i.id): i for i in s.scalars(images)})
+        keep.update({(Host, h.id): h for h in s.scalars(hosts)})
+        nets = cell_networks.listings(s, [c.id for c in page])
+        items = [_view(s, c, with_events=False, networks=nets.get(c.id, [])) for c in page]
+        return {"items": items, "next_cursor": encode_cursor(page[-1].id) if more else None}
 
 
 def get(svc: Services, principal: Principal, cell_id: str) -> dict[str, Any]:

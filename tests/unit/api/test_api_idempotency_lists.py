@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cellplane_platform_support import Platform
+from sqlalchemy import event
 
 URL = "/v1/projects/default/cells"
 BODY = {"name": "web", "image": "host", "command": ["sleep", "3600"]}
@@ -169,3 +170,36 @@ def test_projects_scope_their_cells(plat: Platform) -> None:
     assert [c["project"] for c in b] == ["team-b"]
     names = [p["name"] for p in plat.client.get("/v1/projects", headers=plat.admin).json()["items"]]
     assert names == ["default", "team-b"]
+
+
+def _statements(plat: Platform, query: str) -> tuple[int, list[dict[str, Any]]]:
+    seen: list[str] = []
+
+    def note(conn: object, cursor: object, statement: str, *args: object) -> None:
+        seen.append(statement)
+
+    event.listen(plat.svc.db.engine, "before_cursor_execute", note)
+    try:
+        r = plat.client.get(f"{URL}?{query}", headers=plat.admin)
+    finally:
+        event.remove(plat.svc.db.engine, "before_cursor_execute", note)
+    assert r.status_code == 200, r.text
+    items: list[dict[str, Any]] = r.json()["items"]
+    return len(seen), items
+
+
+def test_a_page_of_cells_on_many_hosts_reads_them_together_and_shows_each_as_get_does(
+    plat: Platform,
+) -> None:
+    for k in range(2, 7):
+        plat.register_host(f"host-{k}")
+    ids = _make(plat, 6)
+    plat.schedule()
+    one, _ = _statements(plat, "limit=1")
+    six, items = _statements(plat, "limit=6")
+    assert len({c["host"] for c in items}) > 1  # spread over several hosts
+    assert six == one  # not one read per cell's host and networks
+    assert [c["id"] for c in items] == sorted(ids)
+    for item in items:
+        single = plat.cell(item["id"])
+        assert item == {**single, "events": []}
