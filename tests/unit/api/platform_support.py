@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 
 from cellplane.api.app import create_app
@@ -156,6 +157,20 @@ class Platform:
             headers=self.agent,
         )
         assert r.status_code == 204, r.text
+
+    @contextmanager
+    def statements(self) -> Iterator[list[str]]:
+        """The SQL statements run on the platform's database inside the block, in order."""
+        seen: list[str] = []
+
+        def note(conn: object, cursor: object, statement: str, *args: object) -> None:
+            seen.append(statement)
+
+        sa_event.listen(self.svc.db.engine, "before_cursor_execute", note)
+        try:
+            yield seen
+        finally:
+            sa_event.remove(self.svc.db.engine, "before_cursor_execute", note)
 
 
 def event(kind: str, message: str = "") -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from cellplane_platform_support import Platform
-from sqlalchemy import event
 
 URL = "/v1/projects/default/cells"
 BODY = {"name": "web", "image": "host", "command": ["sleep", "3600"]}
@@ -173,16 +172,8 @@ def test_projects_scope_their_cells(plat: Platform) -> None:
 
 
 def _statements(plat: Platform, query: str) -> tuple[int, list[dict[str, Any]]]:
-    seen: list[str] = []
-
-    def note(conn: object, cursor: object, statement: str, *args: object) -> None:
-        seen.append(statement)
-
-    event.listen(plat.svc.db.engine, "before_cursor_execute", note)
-    try:
+    with plat.statements() as seen:
         r = plat.client.get(f"{URL}?{query}", headers=plat.admin)
-    finally:
-        event.remove(plat.svc.db.engine, "before_cursor_execute", note)
     assert r.status_code == 200, r.text
     items: list[dict[str, Any]] = r.json()["items"]
     return len(seen), items

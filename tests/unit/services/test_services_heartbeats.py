@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 
 import pytest
 from cellplane_platform_support import Platform
-from sqlalchemy import event
 
 from cellplane.errors import NotFound
 from cellplane.ids import utcnow
@@ -84,18 +83,9 @@ def test_a_token_checked_lately_is_known_until_its_time_is_up_or_it_is_forgotten
 
 
 def _host_reads(plat: Platform, call: Callable[[], object]) -> list[str]:
-    seen: list[str] = []
-
-    def note(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if "FROM hosts" in statement:
-            seen.append(statement)
-
-    event.listen(plat.svc.db.engine, "before_cursor_execute", note)
-    try:
+    with plat.statements() as seen:
         call()
-    finally:
-        event.remove(plat.svc.db.engine, "before_cursor_execute", note)
-    return seen
+    return [q for q in seen if "FROM hosts" in q]
 
 
 def test_a_beat_whose_token_was_checked_lately_reads_no_host_row(plat: Platform) -> None:
