@@ -132,7 +132,7 @@ def run_server(
 
     import uvicorn
 
-    from cellplane import allocator, logs, portal
+    from cellplane import allocator, gctune, logs, portal
     from cellplane.api.app import create_app
     from cellplane.api.tls import TLSH11Protocol
     from cellplane.controller import runtime
@@ -145,6 +145,10 @@ def run_server(
     from cellplane.state.db import Database, DatabaseNewerThanServer
 
     allocator.limit_arenas()
+    try:
+        gctune.apply()  # before the app: the thresholds hold for the process's whole life
+    except ValueError as e:
+        raise SystemExit(f"cellplane server: {e}") from None
     logs.configure(log_level)
     memtrace = _memtrace("server")
     trimmer = allocator.Trimmer.from_env()
