@@ -51,19 +51,18 @@ class HeartbeatBuffer:
         self._lock = threading.Lock()
         self._pending: dict[str, Beat] = {}
         self._oldest: float | None = None
-        self._seen: set[str] = set()
+        # The last beat of each host this process received (seen: written once at least).
         self._heard: dict[str, datetime] = {}
 
     def seen(self, host_id: str) -> bool:
         """Whether this process wrote a beat of the host already (later ones may wait)."""
         with self._lock:
-            return host_id in self._seen
+            return host_id in self._heard
 
-    def written(self, host_id: str, at: datetime | None = None) -> None:
+    def written(self, host_id: str, at: datetime) -> None:
+        """The host's first beat here was written, at `at`."""
         with self._lock:
-            self._seen.add(host_id)
-            if at is not None:
-                self._heard[host_id] = at
+            self._heard[host_id] = at
 
     def heard(self, host_id: str) -> datetime | None:
         """The last beat of the host this process received, written to the database or not:

@@ -280,14 +280,13 @@ _BEAT = (
 
 
 def _write_beats(svc: Services, due: dict[str, tuple[datetime, str | None]]) -> None:
-    checked = [
-        {"b_id": hid, "b_at": at, "b_digest": digest}
-        for hid, (at, digest) in sorted(due.items())
-        if digest is not None
-    ]
-    by_cert = [
-        {"b_id": hid, "b_at": at} for hid, (at, digest) in sorted(due.items()) if digest is None
-    ]
+    checked: list[dict[str, Any]] = []
+    by_cert: list[dict[str, Any]] = []
+    for hid, (at, digest) in sorted(due.items()):
+        if digest is None:
+            by_cert.append({"b_id": hid, "b_at": at})
+        else:
+            checked.append({"b_id": hid, "b_at": at, "b_digest": digest})
     with svc.db.session() as s:
         if checked:
             s.execute(_BEAT_CHECKED, checked)

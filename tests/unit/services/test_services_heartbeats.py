@@ -121,7 +121,7 @@ def test_a_revoked_host_is_refused_at_once_and_beats_with_its_old_token_are_not_
     before = _last(plat)
     tick = [0.0]
     plat.svc.heartbeats = HeartbeatBuffer(flush_s=1.0, clock=lambda: tick[0])
-    plat.svc.heartbeats.written(plat.host_id)
+    plat.svc.heartbeats.written(plat.host_id, before)
     hosts.heartbeat(plat.svc, plat.host_id, plat.host_token)
     tick[0] = 2.0
     hosts.heartbeat(plat.svc, plat.host_id, plat.host_token)  # due: the batch is written
@@ -147,7 +147,7 @@ def test_a_beat_waiting_in_memory_keeps_its_host_ready_however_old_the_written_o
     assert hosts.get_host(plat.svc, plat.host_id)["state"] == "READY"  # the first beat, heard
     plat.svc.heartbeats = HeartbeatBuffer(flush_s=1.0, clock=lambda: tick[0])  # a new process
     assert hosts.get_host(plat.svc, plat.host_id)["state"] == "DOWN"
-    plat.svc.heartbeats.written(plat.host_id)
+    plat.svc.heartbeats.written(plat.host_id, long_ago)
     hosts.heartbeat(plat.svc, plat.host_id)  # kept in memory, not written
     assert _last(plat) == long_ago
     assert hosts.get_host(plat.svc, plat.host_id)["state"] == "READY"
